@@ -1,0 +1,1 @@
+"""llmcloud.cli."""

@@ -1,0 +1,1 @@
+"""llmcloud.inference_image."""
