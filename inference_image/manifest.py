@@ -1,0 +1,92 @@
+"""The model-store manifest: what `llmcloud model upload` writes beside a model.
+
+``manifest.json`` = ``{"format": 1, "name", "version", "created" (ISO-8601 UTC),
+"files": [{"path" (relative, posix), "sha256" (hex), "size" (bytes)}]}``; the manifest
+itself is not listed. The runtime verifies a downloaded model against it before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+class ManifestMismatch(ValueError):
+    """A folder does not match its manifest: a file is missing, resized or altered."""
+
+
+def file_sha256(path: Path | str) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks (weights can be many GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(folder: Path, name: str, version: str) -> dict[str, Any]:
+    """Describe every file under ``folder`` (except the manifest) with its sha256 and size."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"model folder not found: {folder}")
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative == MANIFEST_NAME:
+            continue
+        files.append({"path": relative, "sha256": file_sha256(path), "size": path.stat().st_size})
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "files": files,
+    }
+
+
+def check_manifest(manifest: Any) -> None:
+    """Raise ``ManifestMismatch`` unless ``manifest`` has the documented shape and format."""
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestMismatch(
+            f"unsupported manifest: expected an object with \"format\": {MANIFEST_FORMAT}"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise ManifestMismatch("manifest has no \"files\" list")
+    for entry in files:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("path"), str)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int)
+        ):
+            raise ManifestMismatch(f"malformed manifest entry: {entry!r}")
+        path = entry["path"]
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ManifestMismatch(f"manifest entry escapes the model folder: {path}")
+
+
+def verify_folder(folder: Path, manifest: dict[str, Any]) -> None:
+    """Check every file the manifest lists; raise ``ManifestMismatch`` on the first difference.
+
+    The message names the file and both hashes, or says the file is missing. Files present
+    in the folder but not listed are ignored (a cache folder may hold more than one fetch).
+    """
+    check_manifest(manifest)
+    folder = Path(folder)
+    for entry in manifest["files"]:
+        path = folder / entry["path"]
+        if not path.is_file():
+            raise ManifestMismatch(f"{entry['path']}: missing from {folder}")
+        actual = file_sha256(path)
+        if actual != entry["sha256"]:
+            raise ManifestMismatch(
+                f"{entry['path']}: sha256 mismatch, manifest says {entry['sha256']}, "
+                f"file has {actual}"
+            )

@@ -1,0 +1,78 @@
+"""The part every cloud provider shares: lifecycle operations through the Pulumi engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from llmcloud.providers.base import Provider, StackContext
+from llmcloud.stacks.automation import PulumiStack, StackLike, open_stack
+from llmcloud.stacks.errors import ConfigError
+
+
+class CloudProvider(Provider):
+    """A provider whose service is a Pulumi stack (aws, gcp, azure)."""
+
+    #: the command that sets up credentials (`aws configure`, `az login`, ...)
+    credentials_command: ClassVar[str]
+    #: replaced by tests with a fake that records what the engine was asked
+    stack_opener: Callable[[Path, str, Mapping[str, str]], StackLike] = staticmethod(open_stack)
+
+    def unsupported_hint(self, operation: str) -> str:
+        return "llmcloud --help lists the operations; `llmcloud plan` works on every cloud"
+
+    def _engine(self, ctx: StackContext, operation: str) -> PulumiStack:
+        self.supports(operation)
+        if not (ctx.project_dir / "Pulumi.yaml").exists():
+            raise ConfigError(
+                f"no Pulumi.yaml in {ctx.project_dir}",
+                context="cloud stacks run the Pulumi project in the current directory",
+                hint=f"llmcloud init --provider {self.name} --stack {ctx.stack}",
+            )
+        engine = PulumiStack(
+            ctx.project_dir,
+            ctx.stack,
+            ctx.environ,
+            opener=type(self).stack_opener,
+            on_event=ctx.on_event,
+        )
+        self.require_sdk()
+        if operation != "outputs":
+            self.check_credentials(ctx.environ)
+        return engine
+
+    def before_up(self, ctx: StackContext) -> None:
+        """Checks that must pass before anything is created (e.g. the budget gate)."""
+
+    def up(self, ctx: StackContext) -> dict[str, Any]:
+        engine = self._engine(ctx, "up")
+        self.before_up(ctx)
+        return {"outputs": engine.up()}
+
+    def update(self, ctx: StackContext) -> dict[str, Any]:
+        engine = self._engine(ctx, "update")
+        self.before_up(ctx)
+        return {"outputs": engine.up()}
+
+    def preview(self, ctx: StackContext) -> dict[str, Any]:
+        return self._engine(ctx, "preview").preview()
+
+    def destroy(self, ctx: StackContext) -> dict[str, Any]:
+        return self._engine(ctx, "destroy").destroy()
+
+    def refresh(self, ctx: StackContext) -> dict[str, Any]:
+        return self._engine(ctx, "refresh").refresh()
+
+    def outputs(self, ctx: StackContext) -> dict[str, Any]:
+        return {"outputs": self._engine(ctx, "outputs").outputs()}
+
+    def status(self, ctx: StackContext) -> dict[str, Any]:
+        engine = self._engine(ctx, "outputs")
+        outputs = engine.outputs()
+        return {
+            "endpoint": outputs.get("endpoint_url"),
+            "model_version": outputs.get("model_version", ctx.spec.model.version),
+            "last_update": engine.last_update(),
+            "outputs": outputs,
+        }

@@ -1,0 +1,168 @@
+"""The one seam between llmcloud and the Pulumi engine: the Automation API on the project.
+
+`llmcloud up` and a platform team's plain `pulumi up` run the same program, because both
+run the project directory's `Pulumi.yaml`. Everything that talks to the engine goes through
+`PulumiStack`, whose `open_stack` tests replace with a fake that records what it was asked.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmcloud.stacks.config import ENV_PREFIX
+from llmcloud.stacks.errors import DeploymentError, LlmcloudError, MissingToolError
+
+PULUMI_INSTALL_HINT = "install the Pulumi CLI: curl -fsSL https://get.pulumi.com | sh"
+
+
+class StackLike(Protocol):
+    """What llmcloud uses of `pulumi.automation.Stack` (a fake implements the same)."""
+
+    name: str
+
+    def set_all_config(self, config: Mapping[str, Any], path: bool = False) -> None: ...
+    def up(self, **kwargs: Any) -> Any: ...
+    def preview(self, **kwargs: Any) -> Any: ...
+    def destroy(self, **kwargs: Any) -> Any: ...
+    def refresh(self, **kwargs: Any) -> Any: ...
+    def outputs(self) -> Mapping[str, Any]: ...
+    def info(self) -> Any: ...
+
+
+def workspace_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment for the engine: the program runs with this Python and sees the spec's
+    `LLMCLOUD_*` overrides, so it resolves the same spec the CLI validated."""
+    env = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
+    env["PULUMI_PYTHON_CMD"] = sys.executable
+    env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
+    return env
+
+
+def open_stack(project_dir: Path, stack: str, env: Mapping[str, str]) -> StackLike:
+    """Create or select `stack` of the Pulumi project in `project_dir`."""
+    from pulumi import automation as auto
+
+    try:
+        options = auto.LocalWorkspaceOptions(work_dir=str(project_dir), env_vars=dict(env))
+        return auto.create_or_select_stack(stack, work_dir=str(project_dir), opts=options)
+    except FileNotFoundError as exc:
+        raise MissingToolError(
+            "the pulumi CLI is not installed",
+            context=f"llmcloud runs cloud stacks through the Pulumi engine ({exc.strerror})",
+            hint=PULUMI_INSTALL_HINT,
+        ) from None
+    except auto.errors.CommandError as exc:
+        raise translate_command_error(exc, stack) from None
+
+
+def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
+    """Turn an Automation API error into one a user can act on."""
+    from pulumi import automation as auto
+
+    text = str(exc)
+    if isinstance(exc, auto.ConcurrentUpdateError):
+        return DeploymentError(
+            f"another update of stack '{stack}' is in progress",
+            context="Pulumi holds a lock on the stack while an update runs",
+            hint=f"wait for it, or if it died: pulumi cancel --stack {stack} --yes",
+        )
+    if "pending operation" in text or "interrupted while creating" in text:
+        return DeploymentError(
+            f"stack '{stack}' has pending operations from an interrupted update",
+            context="resources may exist that Pulumi has not recorded",
+            hint=f"llmcloud refresh --stack {stack}",
+        )
+    if "no credentials" in text.lower() or "could not find default credentials" in text.lower():
+        return DeploymentError(
+            f"the cloud refused the update of stack '{stack}': no credentials",
+            context=_last_error_line(text),
+            hint="check your cloud credentials, then run the command again",
+        )
+    return DeploymentError(
+        f"the Pulumi engine failed on stack '{stack}'",
+        context=_last_error_line(text),
+        hint="run again with --debug for the engine's full output",
+    )
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+class PulumiStack:
+    """The lifecycle operations of one stack, over the Automation API."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        stack: str,
+        environ: Mapping[str, str],
+        *,
+        opener: Callable[[Path, str, Mapping[str, str]], StackLike] = open_stack,
+        on_event: Callable[[Any], None] | None = None,
+    ):
+        self.stack_name = stack
+        self.on_event = on_event
+        self._stack = opener(project_dir, stack, workspace_env(environ))
+
+    def _run(self, operation: str, **kwargs: Any) -> Any:
+        from pulumi import automation as auto
+
+        if self.on_event is not None:
+            kwargs["on_event"] = self.on_event
+        try:
+            return getattr(self._stack, operation)(**kwargs)
+        except auto.errors.CommandError as exc:
+            raise translate_command_error(exc, self.stack_name) from None
+
+    def up(self) -> dict[str, Any]:
+        """Run the program and apply the changes; return the stack outputs as plain values."""
+        result = self._run("up", color="never")
+        return unwrap_outputs(result.outputs)
+
+    def preview(self) -> dict[str, Any]:
+        """What `up` would change, as {operation: count}."""
+        result = self._run("preview", color="never")
+        return {"changes": dict(result.change_summary or {})}
+
+    def destroy(self) -> dict[str, Any]:
+        """Delete every resource of the stack."""
+        result = self._run("destroy", color="never")
+        return {"changes": dict(result.summary.resource_changes or {})}
+
+    def refresh(self) -> dict[str, Any]:
+        """Read the real state of every resource into the stack."""
+        result = self._run("refresh", color="never")
+        return {"changes": dict(result.summary.resource_changes or {})}
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack's current outputs as plain values."""
+        return unwrap_outputs(self._stack.outputs())
+
+    def last_update(self) -> dict[str, Any] | None:
+        """The last update's kind, result and end time, or None before the first."""
+        info = self._stack.info()
+        if info is None:
+            return None
+        return {
+            "kind": info.kind,
+            "result": info.result,
+            "end_time": info.end_time.isoformat() if info.end_time else None,
+            "changes": dict(info.resource_changes or {}),
+        }
+
+
+def unwrap_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`{name: OutputValue}` -> `{name: value}`, with secrets masked."""
+    plain = {}
+    for name, output in (outputs or {}).items():
+        secret = getattr(output, "secret", False)
+        plain[name] = "[secret]" if secret else getattr(output, "value", output)
+    return plain

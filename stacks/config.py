@@ -1,0 +1,221 @@
+"""Resolve a deployment spec once, in a fixed order, and report where each value came from.
+
+Order, lowest first: the provider's defaults, `Pulumi.<stack>.yaml` (keys `llmcloud:*`),
+`LLMCLOUD_*` environment variables (`LLMCLOUD_REGION`, `LLMCLOUD_COMPUTE__MAX_REPLICAS`),
+CLI flags. An invalid value fails here, before anything runs, naming the key, the bad value,
+where it came from and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.spec import DeploymentSpec
+
+NAMESPACE = "llmcloud"
+ENV_PREFIX = "LLMCLOUD_"
+SECTIONS = tuple(DeploymentSpec.model_fields)
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    """The path of a stack's settings file, `Pulumi.<stack>.yaml`."""
+    return Path(project_dir) / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_config(path: Path) -> dict[str, Any]:
+    """The `llmcloud:*` values of a stack file as a nested dict (empty if there is no file)."""
+    if not path.exists():
+        return {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"{path.name} is not valid YAML",
+            context=str(exc).splitlines()[0],
+            hint=f"fix the file, or write a fresh one with: llmcloud init --stack {path.stem[7:]}",
+        ) from exc
+    config = document.get("config") or {} if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path.name} has no 'config:' mapping", hint="see llmcloud init")
+    values: dict[str, Any] = {}
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace != NAMESPACE or not name:
+            continue  # other namespaces (aws:region, pulumi:tags) belong to Pulumi itself
+        if isinstance(value, dict) and "secure" in value:
+            raise ConfigError(
+                f"{key} is a Pulumi secret, and llmcloud's spec holds no secrets",
+                hint=f"set it in plain text: pulumi config set {key} VALUE",
+            )
+        values[name] = value
+    return values
+
+
+def config_from_pulumi(get: Callable[[str], Any]) -> dict[str, Any]:
+    """The spec's values as seen by a Pulumi program; `get(key)` returns a value or None.
+
+    Only the stacks entry point calls this, with `pulumi.Config("llmcloud")`.
+    """
+    values = {}
+    for section in SECTIONS:
+        raw = get(section)
+        if raw is None:
+            continue
+        if isinstance(raw, str) and raw[:1] in "{[":
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                pass
+        values[section] = raw
+    return values
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The spec values set by `LLMCLOUD_<SECTION>[__<KEY>]` environment variables."""
+    values: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if path[0] not in SECTIONS or not all(path):
+            continue  # LLMCLOUD_STACK, LLMCLOUD_DEBUG and others are not spec values
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        _set_path(values, path, value)
+    return values
+
+
+def dotted_overrides(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """CLI flag values given as `{"compute.max_replicas": 4}`; None means not given."""
+    values: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is not None:
+            _set_path(values, dotted.split("."), value)
+    return values
+
+
+def resolve_spec(
+    *,
+    file_values: Mapping[str, Any],
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any] | None = None,
+    defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+    source_name: str = "Pulumi.yaml",
+) -> DeploymentSpec:
+    """Merge the layers in order and validate them into a `DeploymentSpec`.
+
+    `defaults_for(provider)` supplies the provider's defaults; the provider itself is taken
+    from the highest layer that names one.
+    """
+    env_values = env_overrides(environ)
+    flag_values = dotted_overrides(flags or {})
+    layers = [(source_name, dict(file_values)), ("environment", env_values), ("flag", flag_values)]
+    provider = "local"
+    for _, layer in layers:
+        provider = layer.get("provider", provider)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if defaults_for is not None and isinstance(provider, str):
+        try:
+            merged = copy.deepcopy(dict(defaults_for(provider)))
+        except KeyError:
+            pass  # an unknown provider is reported by validation below
+    for origin, layer in layers:
+        _merge(merged, layer, origin, origins, ())
+    try:
+        return DeploymentSpec.model_validate(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, merged, origins) from None
+
+
+def spec_to_config(spec: DeploymentSpec) -> dict[str, Any]:
+    """The spec as `llmcloud:*` stack config values (what `Pulumi.<stack>.yaml` holds)."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    return {f"{NAMESPACE}:{key}": value for key, value in data.items()}
+
+
+def write_stack_config(path: Path, spec: DeploymentSpec) -> None:
+    """Write the spec into a stack file, keeping its other namespaces' keys."""
+    document: dict[str, Any] = {}
+    if path.exists():
+        document = yaml.safe_load(path.read_text()) or {}
+    config = {
+        key: value
+        for key, value in (document.get("config") or {}).items()
+        if not str(key).startswith(f"{NAMESPACE}:")
+    }
+    config.update(spec_to_config(spec))
+    document["config"] = config
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            return
+    target[path[-1]] = value
+
+
+def _merge(
+    into: dict[str, Any],
+    layer: Mapping[str, Any],
+    origin: str,
+    origins: dict[str, str],
+    prefix: tuple[str, ...],
+) -> None:
+    for key, value in layer.items():
+        path = (*prefix, str(key))
+        # tags merge key by key like sections; other dict values replace what was there
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, origins, path)
+            continue
+        into[key] = copy.deepcopy(value)
+        origins[".".join(path)] = origin
+        if isinstance(value, dict):
+            for sub in value:
+                origins[".".join((*path, str(sub)))] = origin
+
+
+def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -> ConfigError:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) or "(spec)"
+    value = first.get("input")
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        section = merged
+        for part in loc[:-1]:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        model: Any = DeploymentSpec
+        for part in loc[:-1]:
+            model = model.model_fields[part].annotation
+        allowed = ", ".join(getattr(model, "model_fields", {}))
+        message = f"unknown key; allowed keys: {allowed}"
+        value = section.get(loc[-1]) if isinstance(section, dict) else value
+    origin = origins.get(key) or origins.get(".".join(loc[:1]), "defaults")
+    if origin == "environment":
+        origin = ENV_PREFIX + "__".join(loc).upper()
+    elif origin == "flag":
+        origin = "a command-line flag"
+    more = len(exc.errors()) - 1
+    context = f"{message} (value {json.dumps(value, default=str)} from {origin})"
+    if more:
+        context += f"; and {more} more error{'s' if more > 1 else ''}"
+    return ConfigError(
+        f"invalid value for {NAMESPACE}:{key}",
+        context=context,
+        hint="fix the value, or see every key with its default: llmcloud init --stack NAME",
+    )

@@ -1,0 +1,72 @@
+"""The errors a user of llmcloud sees, and the exit codes they map to.
+
+Every part of llmcloud raises one of these; the CLI catches `LlmcloudError` in one place
+and prints it as three lines: what went wrong, its context, and a `hint:` with the command
+that fixes it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the `llmcloud` command, shared by every command."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    MISSING_TOOL = 3
+    NOT_SUPPORTED = 4
+    INTERRUPTED = 130
+
+
+class LlmcloudError(Exception):
+    """An error with a message, an optional context line and a hint that fixes it."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, context: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.context = context
+        self.hint = hint
+
+    def to_dict(self) -> dict:
+        """The error as a JSON-ready mapping (for `--json` output)."""
+        return {
+            "error": self.message,
+            "context": self.context,
+            "hint": self.hint,
+            "exit_code": int(self.exit_code),
+        }
+
+
+class ConfigError(LlmcloudError):
+    """The deployment spec or a command's arguments are invalid."""
+
+    exit_code = ExitCode.USAGE
+
+
+class MissingToolError(LlmcloudError):
+    """A tool (the pulumi CLI, a container builder) or a cloud SDK extra is not installed."""
+
+    exit_code = ExitCode.MISSING_TOOL
+
+
+class CredentialsError(LlmcloudError):
+    """The cloud's credentials are missing or unusable."""
+
+    exit_code = ExitCode.MISSING_TOOL
+
+
+class NotSupportedError(LlmcloudError):
+    """The provider does not offer this operation (yet); the message says which and why."""
+
+    exit_code = ExitCode.NOT_SUPPORTED
+
+
+class DeploymentError(LlmcloudError):
+    """An operation on a deployed stack failed (update, rollout, budget gate)."""
+
+    exit_code = ExitCode.ERROR

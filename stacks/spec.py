@@ -1,0 +1,235 @@
+"""The deployment spec: one cloud-neutral description of a service, shared by every provider.
+
+It is read from `Pulumi.<stack>.yaml` (keys under `llmcloud:`), overridden by `LLMCLOUD_*`
+environment variables and then by CLI flags (see `stacks.config`). Provider-specific
+defaults (region, instance type) are filled in by the provider before validation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+PROVIDERS = ("local", "aws", "azure", "gcp")
+TASKS = ("text-generation", "text2text-generation")
+MODEL_SCHEMES = ("s3", "gs", "az")
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def model_name_from_source(source: str) -> str:
+    """A DNS-safe model name derived from a source (`Qwen/Qwen2.5-0.5B` -> `qwen2-5-0-5b`)."""
+    last = source.rstrip("/").rsplit("/", 1)[-1] or "model"
+    name = re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-")[:40].strip("-")
+    return name or "model"
+
+
+class ModelSpec(_Section):
+    """Which model serves, and in which version.
+
+    `source` is a local folder, a Hugging Face hub id (`org/name`), or a model store URI
+    (`s3://`, `gs://`, `az://`). `version` names the folder `models/<name>/<version>/` in
+    the stack's model store; changing it rolls the replicas.
+    """
+
+    source: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    name: str | None = None
+    version: str = "v1"
+    task: Literal["text-generation", "text2text-generation"] | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if "://" in value:
+            scheme, _, rest = value.partition("://")
+            if scheme not in MODEL_SCHEMES:
+                raise ValueError(
+                    f"scheme '{scheme}://' is not supported; use a local folder, a hub id, "
+                    "s3://, gs:// or az://"
+                )
+            if not rest.split("/", 1)[0]:
+                raise ValueError(f"'{value}' names no bucket")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(
+                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+                "letter or digit"
+            )
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION.match(value):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-' (e.g. v7 or 2024.06.1)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_name(self) -> ModelSpec:
+        if self.name is None:
+            object.__setattr__(self, "name", model_name_from_source(self.source))
+        return self
+
+
+class ComputeSpec(_Section):
+    """The replicas that run the model server.
+
+    `kind` is `instances` (a GPU instance group) or `sagemaker` (AWS only). `instance_type`
+    and `gpus` default to the provider's choice; `disk_gb` sizes the root volume for the
+    image and the model cache.
+    """
+
+    kind: Literal["instances", "sagemaker"] = "instances"
+    instance_type: str | None = None
+    gpus: int | None = Field(default=None, ge=0, le=16)
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=2, ge=1, le=1000, validate_default=True)
+    spot: bool = False
+    disk_gb: int = Field(default=200, ge=30, le=16384)
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _replicas(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_replicas")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least min_replicas ({minimum})")
+        return value
+
+
+class AutoscalingSpec(_Section):
+    """When to add replicas.
+
+    `signal` is `in_flight` (concurrent requests per replica) or `requests` (requests per
+    minute per replica); the autoscaler keeps the signal near `target`.
+    """
+
+    signal: Literal["in_flight", "requests"] = "in_flight"
+    target: float = Field(default=8, gt=0, le=100000)
+    cooldown_seconds: int = Field(default=300, ge=0, le=3600)
+
+
+class GatewaySpec(_Section):
+    """The API gateway in front of the service: API keys, rate limits, quotas.
+
+    `rate_limit` is requests per second per key with `burst` requests of headroom; `quota`
+    is requests per day per key (none when unset). `public: false` keeps the endpoint
+    private to the network. `domain` gets a managed certificate where the provider can.
+    """
+
+    rate_limit: float = Field(default=10, gt=0, le=100000)
+    burst: int = Field(default=20, ge=1, le=100000)
+    quota: int | None = Field(default=None, ge=1)
+    public: bool = True
+    domain: str | None = None
+    timeout_seconds: int = Field(default=300, ge=1, le=3600)
+    max_body_kb: int = Field(default=1024, ge=1, le=102400)
+
+
+class NetworkSpec(_Section):
+    """The network: which clients may reach the endpoint, and the private address range."""
+
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    vpc_cidr: str = "10.80.0.0/16"
+
+    @field_validator("allowed_cidrs", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one CIDR (0.0.0.0/0 for everyone)")
+        return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in value]
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc(cls, value: str) -> str:
+        network = ipaddress.ip_network(value, strict=False)
+        if not isinstance(network, ipaddress.IPv4Network) or not network.is_private:
+            raise ValueError("must be a private IPv4 range, e.g. 10.80.0.0/16")
+        if not 16 <= network.prefixlen <= 22:
+            raise ValueError("prefix must be between /16 and /22 to fit the subnets")
+        return str(network)
+
+
+class BudgetSpec(_Section):
+    """A spending limit: `plan` and `up` refuse a stack whose maximum hourly cost exceeds it."""
+
+    max_hourly_usd: float | None = Field(default=None, gt=0)
+
+
+class ServerSpec(_Section):
+    """Settings of the model server on each replica."""
+
+    port: int = Field(default=8080, ge=1024, le=65535)
+    drain_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+
+class DeploymentSpec(_Section):
+    """One service: a model behind a gateway, on a provider's compute, within a budget."""
+
+    provider: Literal["local", "aws", "azure", "gcp"] = "local"
+    region: str | None = None
+    image: str | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and not re.search(r"@sha256:[0-9a-f]{64}$", value):
+            raise ValueError(
+                "must be pinned by digest (REPOSITORY@sha256:<64 hex>), never a mutable tag"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not _TAG_KEY.match(key):
+                raise ValueError(f"tag key '{key}' must be 1-127 of letters, digits, _.:/=+@-")
+            if len(str(tag)) > 255:
+                raise ValueError(f"tag '{key}' is longer than 255 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> DeploymentSpec:
+        if self.compute.kind == "sagemaker" and self.provider != "aws":
+            raise ValueError("compute.kind 'sagemaker' is only offered by the aws provider")
+        return self
