@@ -160,6 +160,36 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         """Revoke an API key."""
         raise self._unsupported("keys")
 
+    def console(self, ctx: StackContext, port: int) -> None:
+        """Serve the management console for the stack until interrupted."""
+        raise self._unsupported("console")
+
     def model_store_uri(self, ctx: StackContext) -> str:
         """Where this stack keeps its models (`s3://bucket/models`, a local folder, ...)."""
         raise self._unsupported("model_upload")
+
+    def model_upload(
+        self,
+        ctx: StackContext,
+        folder: Path,
+        *,
+        name: str,
+        version: str,
+        to: str | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Upload `folder` to `models/<name>/<version>/` with its manifest; never overwrite
+        an existing version unless `force`."""
+        raise self._unsupported("model_upload")
+
+    def image_push(
+        self,
+        ctx: StackContext,
+        image: str,
+        *,
+        registry: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> dict[str, Any]:
+        """Push `image` to the stack's registry (or `registry`); return its digest."""
+        raise self._unsupported("image_push")

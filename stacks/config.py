@@ -55,7 +55,8 @@ def read_stack_config(path: Path) -> dict[str, Any]:
                 f"{key} is a Pulumi secret, and llmcloud's spec holds no secrets",
                 hint=f"set it in plain text: pulumi config set {key} VALUE",
             )
-        values[name] = value
+        if value is not None:  # `key:` with every sub-key commented out means "not set"
+            values[name] = value
     return values
 
 
@@ -138,6 +139,11 @@ def resolve_spec(
         return DeploymentSpec.model_validate(merged)
     except ValidationError as exc:
         raise _config_error(exc, merged, origins) from None
+
+
+def check_flags(flags: Mapping[str, Any]) -> None:
+    """Validate spec values given on the command line alone (e.g. `--model-version`)."""
+    resolve_spec(file_values={}, environ={}, flags=flags)
 
 
 def spec_to_config(spec: DeploymentSpec) -> dict[str, Any]:

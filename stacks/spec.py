@@ -48,10 +48,20 @@ class ModelSpec(_Section):
     the stack's model store; changing it rolls the replicas.
     """
 
-    source: str = "Qwen/Qwen2.5-0.5B-Instruct"
-    name: str | None = None
-    version: str = "v1"
-    task: Literal["text-generation", "text2text-generation"] | None = None
+    source: str = Field(
+        default="Qwen/Qwen2.5-0.5B-Instruct",
+        description="a local folder, a hub id (org/name), or s3://, gs://, az:// URI",
+    )
+    name: str | None = Field(
+        default=None, description="the model's name in the model store (from the source if unset)"
+    )
+    version: str = Field(
+        default="v1", description="the version in service; changing it rolls the replicas"
+    )
+    task: Literal["text-generation", "text2text-generation"] | None = Field(
+        default=None,
+        description="text-generation or text2text-generation (from the model's config if unset)",
+    )
 
     @field_validator("source")
     @classmethod
@@ -102,13 +112,21 @@ class ComputeSpec(_Section):
     image and the model cache.
     """
 
-    kind: Literal["instances", "sagemaker"] = "instances"
-    instance_type: str | None = None
-    gpus: int | None = Field(default=None, ge=0, le=16)
-    min_replicas: int = Field(default=1, ge=1, le=1000)
-    max_replicas: int = Field(default=2, ge=1, le=1000, validate_default=True)
-    spot: bool = False
-    disk_gb: int = Field(default=200, ge=30, le=16384)
+    kind: Literal["instances", "sagemaker"] = Field(
+        default="instances", description="instances (a GPU instance group) or sagemaker (aws)"
+    )
+    instance_type: str | None = Field(
+        default=None, description="the machine type of each replica (the provider's default)"
+    )
+    gpus: int | None = Field(default=None, ge=0, le=16, description="GPUs per replica")
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="replicas always running")
+    max_replicas: int = Field(
+        default=2, ge=1, le=1000, validate_default=True, description="the autoscaler's ceiling"
+    )
+    spot: bool = Field(default=False, description="use spot capacity above one on-demand replica")
+    disk_gb: int = Field(
+        default=200, ge=30, le=16384, description="root volume size (image and model cache)"
+    )
 
     @field_validator("max_replicas")
     @classmethod
@@ -126,9 +144,14 @@ class AutoscalingSpec(_Section):
     minute per replica); the autoscaler keeps the signal near `target`.
     """
 
-    signal: Literal["in_flight", "requests"] = "in_flight"
-    target: float = Field(default=8, gt=0, le=100000)
-    cooldown_seconds: int = Field(default=300, ge=0, le=3600)
+    signal: Literal["in_flight", "requests"] = Field(
+        default="in_flight",
+        description="in_flight (concurrent requests per replica) or requests (per minute)",
+    )
+    target: float = Field(default=8, gt=0, le=100000, description="the signal's target value")
+    cooldown_seconds: int = Field(
+        default=300, ge=0, le=3600, description="wait between scaling actions"
+    )
 
 
 class GatewaySpec(_Section):
@@ -139,20 +162,28 @@ class GatewaySpec(_Section):
     private to the network. `domain` gets a managed certificate where the provider can.
     """
 
-    rate_limit: float = Field(default=10, gt=0, le=100000)
-    burst: int = Field(default=20, ge=1, le=100000)
-    quota: int | None = Field(default=None, ge=1)
-    public: bool = True
-    domain: str | None = None
-    timeout_seconds: int = Field(default=300, ge=1, le=3600)
-    max_body_kb: int = Field(default=1024, ge=1, le=102400)
+    rate_limit: float = Field(
+        default=10, gt=0, le=100000, description="requests per second per API key"
+    )
+    burst: int = Field(default=20, ge=1, le=100000, description="requests of burst per API key")
+    quota: int | None = Field(default=None, ge=1, description="requests per day per API key")
+    public: bool = Field(default=True, description="reachable from the Internet (with a key)")
+    domain: str | None = Field(default=None, description="a custom domain with a certificate")
+    timeout_seconds: int = Field(
+        default=300, ge=1, le=3600, description="the longest a request may take"
+    )
+    max_body_kb: int = Field(
+        default=1024, ge=1, le=102400, description="larger request bodies get 413"
+    )
 
 
 class NetworkSpec(_Section):
     """The network: which clients may reach the endpoint, and the private address range."""
 
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
-    vpc_cidr: str = "10.80.0.0/16"
+    allowed_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"], description="client ranges that may call the API"
+    )
+    vpc_cidr: str = Field(default="10.80.0.0/16", description="the private network's range")
 
     @field_validator("allowed_cidrs", mode="before")
     @classmethod
@@ -182,24 +213,37 @@ class NetworkSpec(_Section):
 class BudgetSpec(_Section):
     """A spending limit: `plan` and `up` refuse a stack whose maximum hourly cost exceeds it."""
 
-    max_hourly_usd: float | None = Field(default=None, gt=0)
+    max_hourly_usd: float | None = Field(
+        default=None, gt=0, description="refuse plans whose max hourly cost is higher"
+    )
 
 
 class ServerSpec(_Section):
     """Settings of the model server on each replica."""
 
-    port: int = Field(default=8080, ge=1024, le=65535)
-    drain_timeout_seconds: int = Field(default=60, ge=1, le=3600)
-    max_batch_size: int = Field(default=16, ge=1, le=1024)
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    port: int = Field(default=8080, ge=1024, le=65535, description="the server's port")
+    drain_timeout_seconds: int = Field(
+        default=60, ge=1, le=3600, description="how long in-flight requests may finish"
+    )
+    max_batch_size: int = Field(
+        default=16, ge=1, le=1024, description="sequences decoded together"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="weights' precision (auto: bf16 on GPU, fp32 on CPU)"
+    )
 
 
 class DeploymentSpec(_Section):
     """One service: a model behind a gateway, on a provider's compute, within a budget."""
 
-    provider: Literal["local", "aws", "azure", "gcp"] = "local"
-    region: str | None = None
-    image: str | None = None
+    provider: Literal["local", "aws", "azure", "gcp"] = Field(
+        default="local", description="where the service runs: local, aws, azure or gcp"
+    )
+    region: str | None = Field(default=None, description="the cloud region")
+    image: str | None = Field(
+        default=None,
+        description="the model server image, pinned by digest (set by llmcloud image push)",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
@@ -207,7 +251,9 @@ class DeploymentSpec(_Section):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="tags/labels added to every cloud resource"
+    )
 
     @field_validator("image")
     @classmethod

@@ -1,0 +1,5 @@
+"""`python -m llmcloud.cli` runs the `llmcloud` command."""
+
+from llmcloud.cli.main import run
+
+run()

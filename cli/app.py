@@ -1,0 +1,101 @@
+"""The `llmcloud` command: a Typer app whose commands are thin wrappers over the providers.
+
+Command modules import nothing heavy at module level, so `llmcloud --help` stays fast; every
+`LlmcloudError` is caught in one place (`LlmcloudGroup.invoke`) and printed as one line, its
+context and a hint, with the exit code its type carries.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from llmcloud.cli import (
+    image_commands,
+    init_command,
+    keys_commands,
+    model_commands,
+    plan_command,
+    stack_commands,
+)
+from llmcloud.cli.output import set_debug
+
+
+class LlmcloudGroup(TyperGroup):
+    """Catches every error a command raises and reports it the same way."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from typer._click.exceptions import ClickException
+
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
+            from llmcloud.cli.errors import report
+
+            raise typer.Exit(report(exc)) from None
+
+
+HELP = """Deploy an LLM behind a secure, autoscaled, monitored HTTPS endpoint on AWS, Azure,
+GCP or this machine, from one deployment spec (Pulumi.<stack>.yaml)."""
+
+app = typer.Typer(
+    name="llmcloud",
+    cls=LlmcloudGroup,
+    help=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"llmcloud {version('llmcloud')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print version")
+    ] = False,
+) -> None:
+    """Deploy an LLM behind a secure, autoscaled, monitored endpoint."""
+    set_debug(debug)
+
+
+app.command("init")(init_command.init)
+for _name in ("up", "preview", "update", "destroy", "refresh", "status", "outputs"):
+    app.command(_name)(getattr(stack_commands, _name))
+app.command("plan")(plan_command.plan)
+app.command("promote")(model_commands.promote)
+app.command("rollback")(model_commands.rollback)
+app.command("console")(stack_commands.console)
+
+image_app = typer.Typer(help="Build and push the inference image.", no_args_is_help=True)
+image_app.command("build")(image_commands.build)
+image_app.command("push")(image_commands.push)
+app.add_typer(image_app, name="image")
+
+model_app = typer.Typer(help="Upload model versions to the stack's model store.",
+                        no_args_is_help=True)
+model_app.command("upload")(model_commands.upload)
+app.add_typer(model_app, name="model")
+
+keys_app = typer.Typer(help="Create, list and revoke the gateway's API keys.",
+                       no_args_is_help=True)
+keys_app.command("create")(keys_commands.create)
+keys_app.command("list")(keys_commands.list_keys)
+keys_app.command("revoke")(keys_commands.revoke)
+app.add_typer(keys_app, name="keys")

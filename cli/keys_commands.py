@@ -1,0 +1,53 @@
+"""API keys of the stack's gateway: create (shown once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmcloud.cli import options as o
+from llmcloud.cli.output import Output
+
+
+def create(
+    name: Annotated[str, typer.Option("--name", help="who or what the key is for")] = "default",
+    admin: Annotated[
+        bool, typer.Option("--admin", help="may promote, roll back and manage keys")
+    ] = False,
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    from llmcloud.cli.context import load_stack
+
+    out = Output.start(json=json)
+    prov, ctx = load_stack(stack=stack, provider=provider)
+    result = prov.keys_create(ctx, name, admin=admin)
+    out.result(result)
+    if not json:
+        Output.current().info("store this key now: it is shown only once")
+
+
+def list_keys(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json = False) -> None:
+    """List the API keys (id, name, prefix, created, last used; never the key)."""
+    from llmcloud.cli.context import load_stack
+
+    out = Output.start(json=json)
+    prov, ctx = load_stack(stack=stack, provider=provider)
+    out.result({"keys": prov.keys_list(ctx)})
+
+
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (see `llmcloud keys list`)")],
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+) -> None:
+    """Revoke an API key: requests with it get 401 from then on."""
+    from llmcloud.cli.context import load_stack
+
+    out = Output.start(json=json)
+    prov, ctx = load_stack(stack=stack, provider=provider)
+    out.result(prov.keys_revoke(ctx, key_id))

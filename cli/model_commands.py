@@ -1,0 +1,76 @@
+"""Model versions: upload to the stack's model store, promote, roll back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmcloud.cli import options as o
+from llmcloud.cli.output import Output
+
+
+def promote(
+    model_version: Annotated[
+        str, typer.Option("--model-version", help="the version to roll out (e.g. v7)")
+    ],
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+) -> None:
+    """Roll the replicas to a new model version; go back on its own if the rollout fails."""
+    from llmcloud.cli.context import load_stack
+    from llmcloud.stacks.config import check_flags
+
+    out = Output.start(json=json)
+    check_flags({"model.version": model_version})  # fails before anything runs
+    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    result = prov.promote(ctx, model_version)
+    out.result({"provider": prov.name, "stack": stack, "operation": "promote", **result})
+
+
+def rollback(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+) -> None:
+    """Return the replicas to the last good model version."""
+    from llmcloud.cli.context import load_stack
+
+    out = Output.start(json=json)
+    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    result = prov.rollback(ctx)
+    out.result({"provider": prov.name, "stack": stack, "operation": "rollback", **result})
+
+
+def upload(
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="the model folder (config, weights)"),
+    ],
+    version: Annotated[str, typer.Option("--version", help="the version to create, e.g. v7")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="the model's name (default: the stack's)")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="a model store URI instead of the stack's")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing version")] = False,
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+) -> None:
+    """Upload a model folder to models/<name>/<version>/ with a checksum manifest."""
+    from llmcloud.cli.context import load_stack
+    from llmcloud.stacks.config import check_flags
+
+    out = Output.start(json=json)
+    check_flags({"model.version": version, "model.name": name})
+    prov, ctx = load_stack(stack=stack, provider=provider)
+    result = prov.model_upload(
+        ctx, path, name=name or ctx.spec.model.name, version=version, to=to, force=force
+    )
+    out.result({"provider": prov.name, "stack": stack, "operation": "model upload", **result})

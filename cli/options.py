@@ -1,0 +1,69 @@
+"""The options every command shares; they mean the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+PROVIDERS_HELP = "local, aws, azure or gcp (default: the stack file's, else local)"
+
+Provider = Annotated[
+    str | None, typer.Option("--provider", "-p", help=PROVIDERS_HELP, show_default=False)
+]
+Stack = Annotated[
+    str,
+    typer.Option("--stack", "-s", envvar="LLMCLOUD_STACK", help="the stack (Pulumi.<stack>.yaml)"),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="print exactly one JSON document on stdout")
+]
+Yes = Annotated[
+    bool, typer.Option("--yes", "-y", help="do not ask for confirmation (non-interactive use)")
+]
+Region = Annotated[str | None, typer.Option(help="the cloud region", show_default=False)]
+Model = Annotated[
+    str | None,
+    typer.Option("--model", help="model source: folder, hub id, s3://, gs://, az://"),
+]
+ModelVersion = Annotated[
+    str | None, typer.Option("--model-version", help="the model version to serve")
+]
+InstanceType = Annotated[
+    str | None, typer.Option("--instance-type", help="the machine type of each replica")
+]
+MinReplicas = Annotated[int | None, typer.Option("--min-replicas", help="replicas always up")]
+MaxReplicas = Annotated[int | None, typer.Option("--max-replicas", help="autoscaling ceiling")]
+Replicas = Annotated[
+    int | None, typer.Option("--replicas", help="a fixed replica count (sets min and max)")
+]
+Spot = Annotated[bool | None, typer.Option("--spot/--no-spot", help="use spot capacity")]
+Budget = Annotated[
+    float | None,
+    typer.Option("--budget", help="maximum hourly cost in USD; exceeding it exits 1"),
+]
+
+
+def spec_flags(
+    *,
+    region: str | None = None,
+    model: str | None = None,
+    model_version: str | None = None,
+    instance_type: str | None = None,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    replicas: int | None = None,
+    spot: bool | None = None,
+    budget: float | None = None,
+) -> dict[str, object]:
+    """The spec overrides that command-line flags make, as dotted keys."""
+    return {
+        "region": region,
+        "model.source": model,
+        "model.version": model_version,
+        "compute.instance_type": instance_type,
+        "compute.min_replicas": replicas if replicas is not None else min_replicas,
+        "compute.max_replicas": replicas if replicas is not None else max_replicas,
+        "compute.spot": spot,
+        "budget.max_hourly_usd": budget,
+    }

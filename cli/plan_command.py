@@ -1,0 +1,96 @@
+"""`llmcloud plan`: what a stack would create, its security checks and its cost — offline.
+
+The stack's program runs under Pulumi's mocks: no credentials, no Pulumi CLI, nothing is
+created. A budget that the maximum hourly cost exceeds makes the command exit 1 (a CI gate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from llmcloud.cli import options as o
+from llmcloud.cli.output import Output
+
+
+def plan(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    region: o.Region = None,
+    model: o.Model = None,
+    model_version: o.ModelVersion = None,
+    instance_type: o.InstanceType = None,
+    min_replicas: o.MinReplicas = None,
+    max_replicas: o.MaxReplicas = None,
+    spot: o.Spot = None,
+    budget: o.Budget = None,
+) -> None:
+    """Show what the stack would create, its security checks and its hourly cost (offline)."""
+    from llmcloud.cli.context import load_stack
+
+    out = Output.start(json=json)
+    flags = o.spec_flags(
+        region=region, model=model, model_version=model_version, instance_type=instance_type,
+        min_replicas=min_replicas, max_replicas=max_replicas, spot=spot, budget=budget,
+    )
+    prov, ctx = load_stack(stack=stack, provider=provider, flags=flags)
+    prov.supports("plan")
+    prov.require_sdk()
+    from llmcloud.stacks.plan import run_plan
+
+    document = run_plan(ctx.spec, stack)
+    if json:
+        out.result(document)
+    else:
+        render_plan(document)
+    failed = [check for check in document["checks"] if not check["passed"]]
+    budget_state = document.get("budget") or {}
+    if budget_state.get("exceeded"):
+        cost = document["cost"]
+        out.info(
+            f"error: the stack may cost ${cost['hourly_max']:.2f}/h at max replicas, over the "
+            f"budget of ${budget_state['max_hourly_usd']:.2f}/h\n"
+            f"hint: lower compute.max_replicas or compute.instance_type, or raise "
+            f"budget.max_hourly_usd"
+        )
+        raise typer.Exit(1)
+    if failed:
+        out.info(f"error: {len(failed)} security check(s) failed")
+        raise typer.Exit(1)
+
+
+def render_plan(document: dict[str, Any]) -> None:
+    """Print the plan for a person: a tree by layer, the checks, the cost."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.tree import Tree
+
+    console = Console(highlight=False)
+    tree = Tree(f"[bold]{document['provider']}[/bold] stack [bold]{document['stack']}[/bold]")
+    layers: dict[str, Any] = {}
+    for resource in document["resources"]:
+        layer = resource.get("layer") or "other"
+        if layer not in layers:
+            layers[layer] = tree.add(f"[bold]{layer}[/bold]")
+        layers[layer].add(f"{resource['name']}  [dim]{resource['type']}[/dim]")
+    console.print(tree)
+    console.print(f"{len(document['resources'])} resources to create")
+
+    checks = Table(title="security checks", box=None, title_justify="left")
+    for column in ("check", "resource", "result"):
+        checks.add_column(column)
+    for check in document["checks"]:
+        result = "[green]passed[/green]" if check["passed"] else f"[red]{check['message']}[/red]"
+        checks.add_row(check["id"], check["resource"], result)
+    console.print(checks)
+
+    cost = document["cost"]
+    table = Table(title=f"cost ({cost['currency']}/hour)", box=None, title_justify="left")
+    for column in ("item", "at min", "at max"):
+        table.add_column(column, justify="left" if column == "item" else "right")
+    for item in cost["items"]:
+        table.add_row(item["name"], f"{item['hourly_min']:.3f}", f"{item['hourly_max']:.3f}")
+    table.add_row("[bold]total[/bold]", f"{cost['hourly_min']:.2f}", f"{cost['hourly_max']:.2f}")
+    console.print(table)

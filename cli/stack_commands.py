@@ -1,0 +1,161 @@
+"""Lifecycle commands: up, preview, update, destroy, refresh, status, outputs, console."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from llmcloud.cli import options as o
+from llmcloud.cli.output import Output
+
+
+def run_operation(
+    operation: str,
+    *,
+    provider: str | None,
+    stack: str,
+    json: bool,
+    yes: bool = False,
+    flags: dict[str, Any] | None = None,
+    confirm: str | None = None,
+) -> dict[str, Any]:
+    """Load the stack, run `operation` on its provider with live progress, print the result."""
+    from llmcloud.cli.context import load_stack
+    from llmcloud.cli.progress import EngineProgress
+
+    out = Output.start(json=json)
+    progress = EngineProgress()
+    prov, ctx = load_stack(
+        stack=stack, provider=provider, flags=flags, yes=yes, on_event=progress
+    )
+    if confirm is not None and not yes:
+        prov.supports(operation)
+        _confirm(confirm.format(stack=stack, provider=prov.name), stack, operation)
+    with progress:
+        result = getattr(prov, operation)(ctx)
+    document = {"provider": prov.name, "stack": stack, "operation": operation, **result}
+    if progress.errors:
+        document["diagnostics"] = progress.errors
+    out.result(document)
+    return document
+
+
+def _confirm(question: str, stack: str, operation: str) -> None:
+    from llmcloud.stacks.errors import ConfigError
+
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"'{operation}' needs confirmation, and there is no terminal to ask on",
+            context="stdin is not a terminal (a CI job or a pipe)",
+            hint=f"llmcloud {operation} --stack {stack} --yes",
+        )
+    if not typer.confirm(question, default=False, err=True):
+        print(f"{operation} cancelled; nothing was changed", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def up(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+    region: o.Region = None,
+    model: o.Model = None,
+    model_version: o.ModelVersion = None,
+    instance_type: o.InstanceType = None,
+    min_replicas: o.MinReplicas = None,
+    max_replicas: o.MaxReplicas = None,
+    replicas: o.Replicas = None,
+    spot: o.Spot = None,
+    budget: o.Budget = None,
+) -> None:
+    """Create the service, or converge it to the spec: endpoint, replicas, gateway, monitoring."""
+    flags = o.spec_flags(
+        region=region, model=model, model_version=model_version, instance_type=instance_type,
+        min_replicas=min_replicas, max_replicas=max_replicas, replicas=replicas, spot=spot,
+        budget=budget,
+    )
+    run_operation("up", provider=provider, stack=stack, json=json, yes=yes, flags=flags)
+
+
+def preview(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    region: o.Region = None,
+    model_version: o.ModelVersion = None,
+    instance_type: o.InstanceType = None,
+    min_replicas: o.MinReplicas = None,
+    max_replicas: o.MaxReplicas = None,
+) -> None:
+    """Show what `up` would change in the cloud (needs credentials; `plan` needs none)."""
+    flags = o.spec_flags(
+        region=region, model_version=model_version, instance_type=instance_type,
+        min_replicas=min_replicas, max_replicas=max_replicas,
+    )
+    run_operation("preview", provider=provider, stack=stack, json=json, flags=flags)
+
+
+def update(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+    instance_type: o.InstanceType = None,
+    min_replicas: o.MinReplicas = None,
+    max_replicas: o.MaxReplicas = None,
+    replicas: o.Replicas = None,
+    spot: o.Spot = None,
+    budget: o.Budget = None,
+) -> None:
+    """Apply a changed spec to a running stack (replica counts, instance type, limits)."""
+    flags = o.spec_flags(
+        instance_type=instance_type, min_replicas=min_replicas, max_replicas=max_replicas,
+        replicas=replicas, spot=spot, budget=budget,
+    )
+    run_operation("update", provider=provider, stack=stack, json=json, yes=yes, flags=flags)
+
+
+def destroy(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+) -> None:
+    """Delete everything the stack created (asks first on a terminal unless --yes)."""
+    run_operation(
+        "destroy", provider=provider, stack=stack, json=json, yes=yes,
+        confirm="Delete every resource of stack '{stack}' on {provider}?",
+    )
+
+
+def refresh(
+    provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json = False
+) -> None:
+    """Read the real state of every resource (after an interrupted update, for instance)."""
+    run_operation("refresh", provider=provider, stack=stack, json=json)
+
+
+def status(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json = False) -> None:
+    """The endpoint, the model version in service and the replicas."""
+    run_operation("status", provider=provider, stack=stack, json=json)
+
+
+def outputs(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json = False) -> None:
+    """The stack's outputs: endpoint URL, bucket, registry, key ids, dashboard."""
+    run_operation("outputs", provider=provider, stack=stack, json=json)
+
+
+def console(
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    port: Annotated[int, typer.Option(help="the port on 127.0.0.1")] = 8765,
+) -> None:
+    """Serve the management console for the stack on this machine."""
+    from llmcloud.cli.context import load_stack
+
+    Output.start()
+    prov, ctx = load_stack(stack=stack, provider=provider)
+    prov.console(ctx, port)
