@@ -36,6 +36,7 @@ class CloudProvider(Provider):
             ctx.environ,
             opener=type(self).stack_opener,
             on_event=ctx.on_event,
+            flags=ctx.flags,
         )
         self.require_sdk()
         if operation != "outputs":
@@ -48,11 +49,13 @@ class CloudProvider(Provider):
     def up(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "up")
         self.before_up(ctx)
+        engine.set_config(_given(ctx.flags))  # flags become the stack's settings
         return {"outputs": engine.up()}
 
     def update(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "update")
         self.before_up(ctx)
+        engine.set_config(_given(ctx.flags))
         return {"outputs": engine.up()}
 
     def preview(self, ctx: StackContext) -> dict[str, Any]:
@@ -76,3 +79,7 @@ class CloudProvider(Provider):
             "last_update": engine.last_update(),
             "outputs": outputs,
         }
+
+
+def _given(flags: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in flags.items() if value is not None}

@@ -7,12 +7,13 @@ run the project directory's `Pulumi.yaml`. Everything that talks to the engine g
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmcloud.stacks.config import ENV_PREFIX
+from llmcloud.stacks.config import ENV_PREFIX, NAMESPACE, flags_to_env
 from llmcloud.stacks.errors import DeploymentError, LlmcloudError, MissingToolError
 
 PULUMI_INSTALL_HINT = "install the Pulumi CLI: curl -fsSL https://get.pulumi.com | sh"
@@ -32,10 +33,13 @@ class StackLike(Protocol):
     def info(self) -> Any: ...
 
 
-def workspace_env(environ: Mapping[str, str]) -> dict[str, str]:
+def workspace_env(
+    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """Environment for the engine: the program runs with this Python and sees the spec's
-    `LLMCLOUD_*` overrides, so it resolves the same spec the CLI validated."""
+    `LLMCLOUD_*` overrides and the CLI's flags, so it resolves the spec the CLI validated."""
     env = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
+    env.update(flags_to_env(flags or {}))
     env["PULUMI_PYTHON_CMD"] = sys.executable
     env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
     return env
@@ -107,10 +111,11 @@ class PulumiStack:
         *,
         opener: Callable[[Path, str, Mapping[str, str]], StackLike] = open_stack,
         on_event: Callable[[Any], None] | None = None,
+        flags: Mapping[str, Any] | None = None,
     ):
         self.stack_name = stack
         self.on_event = on_event
-        self._stack = opener(project_dir, stack, workspace_env(environ))
+        self._stack = opener(project_dir, stack, workspace_env(environ, flags))
 
     def _run(self, operation: str, **kwargs: Any) -> Any:
         from pulumi import automation as auto
@@ -119,6 +124,24 @@ class PulumiStack:
             kwargs["on_event"] = self.on_event
         try:
             return getattr(self._stack, operation)(**kwargs)
+        except auto.errors.CommandError as exc:
+            raise translate_command_error(exc, self.stack_name) from None
+
+    def set_config(self, values: Mapping[str, Any]) -> None:
+        """Record spec values in the stack's config (`Pulumi.<stack>.yaml`), keyed by dotted
+        path (`compute.max_replicas`), so a later plain `pulumi up` keeps them."""
+        from pulumi import automation as auto
+
+        if not values:
+            return
+        config = {
+            f"{NAMESPACE}:{key}": auto.ConfigValue(
+                value=value if isinstance(value, str) else json.dumps(value)
+            )
+            for key, value in values.items()
+        }
+        try:
+            self._stack.set_all_config(config, path=True)
         except auto.errors.CommandError as exc:
             raise translate_command_error(exc, self.stack_name) from None
 

@@ -141,6 +141,18 @@ def resolve_spec(
         raise _config_error(exc, merged, origins) from None
 
 
+def flags_to_env(flags: Mapping[str, Any]) -> dict[str, str]:
+    """CLI flags (`{"compute.max_replicas": 4}`) as the `LLMCLOUD_*` variables that carry
+    them into the Pulumi program."""
+    env = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        name = ENV_PREFIX + dotted.replace(".", "__").upper()
+        env[name] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
 def check_flags(flags: Mapping[str, Any]) -> None:
     """Validate spec values given on the command line alone (e.g. `--model-version`)."""
     resolve_spec(file_values={}, environ={}, flags=flags)
