@@ -26,6 +26,16 @@ from llmcloud.cli.output import set_debug
 class LlmcloudGroup(TyperGroup):
     """Catches every error a command raises and reports it the same way."""
 
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and not getattr(option, "_absent_is_false", False):
+            # Typer coerces an absent --help (None) through pydantic, which costs a tenth of
+            # a second on every `llmcloud COMMAND --help`; an absent flag is simply False.
+            process_value = option.process_value
+            option.process_value = lambda ctx, value: process_value(ctx, bool(value))
+            option._absent_is_false = True
+        return option
+
     def invoke(self, ctx: Any) -> Any:
         from typer._click.exceptions import ClickException
 
@@ -76,26 +86,34 @@ def main(
 
 
 app.command("init")(init_command.init)
-for _name in ("up", "preview", "update", "destroy", "refresh", "status", "outputs"):
-    app.command(_name)(getattr(stack_commands, _name))
+app.command("up")(stack_commands.up)
 app.command("plan")(plan_command.plan)
+for _name in ("preview", "update", "destroy", "refresh", "status", "outputs"):
+    app.command(_name)(getattr(stack_commands, _name))
 app.command("promote")(model_commands.promote)
 app.command("rollback")(model_commands.rollback)
-app.command("console")(stack_commands.console)
 
-image_app = typer.Typer(help="Build and push the inference image.", no_args_is_help=True)
+image_app = typer.Typer(
+    cls=LlmcloudGroup, help="Build and push the inference image.", no_args_is_help=True
+)
 image_app.command("build")(image_commands.build)
 image_app.command("push")(image_commands.push)
 app.add_typer(image_app, name="image")
 
-model_app = typer.Typer(help="Upload model versions to the stack's model store.",
-                        no_args_is_help=True)
+model_app = typer.Typer(
+    cls=LlmcloudGroup, help="Upload model versions to the stack's model store.",
+    no_args_is_help=True,
+)
 model_app.command("upload")(model_commands.upload)
 app.add_typer(model_app, name="model")
 
-keys_app = typer.Typer(help="Create, list and revoke the gateway's API keys.",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    cls=LlmcloudGroup, help="Create, list and revoke the gateway's API keys.",
+    no_args_is_help=True,
+)
 keys_app.command("create")(keys_commands.create)
 keys_app.command("list")(keys_commands.list_keys)
 keys_app.command("revoke")(keys_commands.revoke)
 app.add_typer(keys_app, name="keys")
+
+app.command("console")(stack_commands.console)

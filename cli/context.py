@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmcloud.providers.base import Provider, StackContext
+if TYPE_CHECKING:
+    from llmcloud.providers.base import Provider, StackContext
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -33,6 +34,7 @@ def load_stack(
     project_dir: Path | None = None,
 ) -> tuple[Provider, StackContext]:
     """Resolve the spec (defaults < stack file < LLMCLOUD_* < flags) and pick its provider."""
+    from llmcloud.providers.base import StackContext
     from llmcloud.providers.registry import get_provider, provider_defaults
     from llmcloud.stacks.config import read_stack_config, resolve_spec, stack_file
 

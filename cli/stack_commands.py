@@ -42,10 +42,15 @@ def run_operation(
     return document
 
 
+def interactive() -> bool:
+    """Whether a person can answer a question on stdin."""
+    return sys.stdin.isatty()
+
+
 def _confirm(question: str, stack: str, operation: str) -> None:
     from llmcloud.stacks.errors import ConfigError
 
-    if not sys.stdin.isatty():
+    if not interactive():
         raise ConfigError(
             f"'{operation}' needs confirmation, and there is no terminal to ask on",
             context="stdin is not a terminal (a CI job or a pipe)",

@@ -52,13 +52,15 @@ def build_tokenizer(chat_template: str | None, vocab_size: int = 400):
     return wrapped
 
 
-def _silence_eos(model, eos_id: int) -> None:
-    # Random weights would emit EOS at random; a zero output row gives EOS a logit of 0, which
-    # (with hundreds of random logits) is never the argmax, so greedy runs reach max_tokens.
+def _silence_eos(model, *token_ids: int) -> None:
+    # Random weights would emit EOS (or pad, which T5 starts its decoder with) at random; a zero
+    # output row gives a logit of 0, which (with hundreds of random logits) is never the argmax,
+    # so greedy runs reach max_tokens.
     import torch
 
     with torch.no_grad():
-        model.get_output_embeddings().weight[eos_id].zero_()
+        for token_id in token_ids:
+            model.get_output_embeddings().weight[token_id].zero_()
 
 
 def build_causal(folder: Path, **overrides) -> Path:
@@ -83,7 +85,7 @@ def build_causal(folder: Path, **overrides) -> Path:
     )
     params.update(overrides)
     model = LlamaForCausalLM(LlamaConfig(**params))
-    _silence_eos(model, tokenizer.eos_token_id)
+    _silence_eos(model, tokenizer.eos_token_id, tokenizer.pad_token_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -107,10 +109,12 @@ def build_seq2seq(folder: Path) -> Path:
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
-        tie_word_embeddings=False,
     )
+    # T5Config's constructor ties embeddings whatever it is told; an untied head keeps the
+    # random decoder from echoing its input token forever.
+    config.tie_word_embeddings = False
     model = T5ForConditionalGeneration(config)
-    _silence_eos(model, tokenizer.eos_token_id)
+    _silence_eos(model, tokenizer.eos_token_id, tokenizer.pad_token_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

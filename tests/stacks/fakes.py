@@ -1,0 +1,70 @@
+"""A fake Automation API stack that records what llmcloud asked of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+
+@dataclass
+class FakeStack:
+    """Stands in for `pulumi.automation.Stack`; `calls` lists (operation, kwargs)."""
+
+    name: str
+    project_dir: Path
+    env: dict[str, str]
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list)
+    fail_with: Exception | None = None
+    stack_outputs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def opener(cls, **attrs: Any):
+        """An `open_stack` replacement; the stacks it opens are in `opener.opened`."""
+        opened: list[FakeStack] = []
+
+        def open_stack(project_dir: Path, stack: str, env: dict[str, str]) -> FakeStack:
+            fake = cls(name=stack, project_dir=project_dir, env=dict(env), **attrs)
+            opened.append(fake)
+            return fake
+
+        open_stack.opened = opened  # type: ignore[attr-defined]
+        return open_stack
+
+    def _operation(self, name: str, kwargs: dict[str, Any]) -> Any:
+        self.calls.append((name, kwargs))
+        if self.fail_with is not None:
+            raise self.fail_with
+        for event in self.events:
+            kwargs["on_event"](event)
+        return SimpleNamespace(
+            outputs={k: SimpleNamespace(value=v, secret=False) for k, v in
+                     self.stack_outputs.items()},
+            change_summary={"create": 3},
+            summary=SimpleNamespace(resource_changes={"delete": 3}),
+        )
+
+    def set_all_config(self, config: dict[str, Any], path: bool = False) -> None:
+        self.calls.append(("set_all_config", {"path": path}))
+        self.config.update({key: value.value for key, value in config.items()})
+
+    def up(self, **kwargs: Any) -> Any:
+        return self._operation("up", kwargs)
+
+    def preview(self, **kwargs: Any) -> Any:
+        return self._operation("preview", kwargs)
+
+    def destroy(self, **kwargs: Any) -> Any:
+        return self._operation("destroy", kwargs)
+
+    def refresh(self, **kwargs: Any) -> Any:
+        return self._operation("refresh", kwargs)
+
+    def outputs(self) -> dict[str, Any]:
+        return {k: SimpleNamespace(value=v, secret=False) for k, v in self.stack_outputs.items()}
+
+    def info(self) -> Any:
+        return None
