@@ -1,0 +1,90 @@
+"""The running batch of a decoder-only model: one left-padded KV cache for all rows."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import DynamicCache
+
+from . import kv_cache
+
+
+class CausalBatch:
+    """Rows of a causal LM decoding together.
+
+    Each row's newest token sits at the right edge of a shared, left-padded cache; the
+    attention mask hides the padding and per-row position ids keep rotary/learned positions
+    right, so a row's logits match decoding it alone.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int):
+        self.model = model
+        self.device = device
+        self.pad_id = pad_id
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [B, T] 1 = real token
+        self.positions: torch.Tensor | None = None  # [B] position id of the next token
+        self._cache_kw = kv_cache.cache_argument(model)
+        params = inspect.signature(model.forward).parameters
+        self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    @property
+    def size(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Run the prompts, append them as new rows, return their next-token logits [k, V]."""
+        length = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, length - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, length - len(prompt):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions,
+            **{self._cache_kw: cache}, use_cache=True, **self._logits_kw,
+        )
+        kv_cache.zero_padding(cache, mask)
+        self._merge(cache, mask, mask.sum(-1))
+        return out.logits[:, -1, :]
+
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        """Feed one token per row, return the next-token logits [B, V]."""
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
+        out = self.model(
+            input_ids=ids, attention_mask=self.mask, position_ids=self.positions[:, None],
+            **{self._cache_kw: self.cache}, use_cache=True, **self._logits_kw,
+        )
+        self.positions = self.positions + 1
+        return out.logits[:, -1, :]
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order) and drop padding columns no row needs."""
+        if not rows:
+            self.cache = self.mask = self.positions = None
+            return
+        if rows == list(range(self.size)):
+            return
+        index = torch.tensor(rows, device=self.device)
+        mask = self.mask.index_select(0, index)
+        start = int((mask.sum(0) > 0).nonzero()[0].item())
+        kv_cache.select_rows(self.cache, index, start)
+        self.mask = mask[:, start:]
+        self.positions = self.positions.index_select(0, index)
+
+    def _merge(self, cache, mask: torch.Tensor, positions: torch.Tensor) -> None:
+        if self.cache is None:
+            self.cache, self.mask, self.positions = cache, mask, positions
+            return
+        kv_cache.merge_into(self.cache, cache, left=True)
+        length = max(self.mask.shape[1], mask.shape[1])
+        self.mask = torch.cat([
+            kv_cache.pad_seq(self.mask, length, 1, left=True),
+            kv_cache.pad_seq(mask, length, 1, left=True),
+        ])
+        self.positions = torch.cat([self.positions, positions])

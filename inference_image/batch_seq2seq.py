@@ -1,0 +1,139 @@
+"""The running batch of an encoder-decoder model (T5 and kin)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from . import kv_cache
+
+# Decoders with relative position bias are indifferent to left padding; models with learned
+# absolute decoder positions (BART, Marian, ...) are decoded one row per forward instead.
+RELATIVE_POSITION_MODELS = {"t5", "mt5", "umt5", "longt5", "switch_transformers"}
+
+
+class Seq2SeqBatch:
+    """Rows of an encoder-decoder model decoding together.
+
+    Encoder states and cross-attention caches are right-padded (masked by the encoder
+    mask); decoder self-attention caches are left-padded like a causal batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int):
+        self.model = model
+        self.device = device
+        self.pad_id = pad_id
+        self.start_id = model.config.decoder_start_token_id
+        if self.start_id is None:
+            self.start_id = pad_id
+        self._cache_kw = kv_cache.cache_argument(model)
+        self.cache: EncoderDecoderCache | None = None
+        self.encoder_states: torch.Tensor | None = None  # [B, S, d]
+        self.encoder_mask: torch.Tensor | None = None  # [B, S]
+        self.mask: torch.Tensor | None = None  # decoder [B, T]
+
+    @property
+    def size(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Encode the prompts, run the decoder start token, append the rows, return logits."""
+        length = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
+        enc_mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+            enc_mask[row, : len(prompt)] = 1
+        ids, enc_mask = ids.to(self.device), enc_mask.to(self.device)
+        states = self.model.get_encoder()(input_ids=ids, attention_mask=enc_mask)[0]
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = torch.full((len(prompts), 1), self.start_id, dtype=torch.long, device=self.device)
+        dec_mask = torch.ones_like(start)
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=enc_mask,
+            decoder_input_ids=start, decoder_attention_mask=dec_mask,
+            **{self._cache_kw: cache}, use_cache=True,
+        )
+        self._merge(cache, states, enc_mask, dec_mask)
+        return out.logits[:, -1, :]
+
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        """Feed one decoder token per row, return the next-token logits [B, V]."""
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=self.encoder_states),
+            attention_mask=self.encoder_mask, decoder_input_ids=ids,
+            decoder_attention_mask=self.mask, **{self._cache_kw: self.cache}, use_cache=True,
+        )
+        return out.logits[:, -1, :]
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order), trimming padding no row needs."""
+        if not rows:
+            self.cache = self.encoder_states = self.encoder_mask = self.mask = None
+            return
+        if rows == list(range(self.size)):
+            return
+        index = torch.tensor(rows, device=self.device)
+        mask = self.mask.index_select(0, index)
+        start = int((mask.sum(0) > 0).nonzero()[0].item())
+        enc_mask = self.encoder_mask.index_select(0, index)
+        stop = int((enc_mask.sum(0) > 0).nonzero()[-1].item()) + 1
+        kv_cache.select_rows(self.cache.self_attention_cache, index, start)
+        kv_cache.select_rows(self.cache.cross_attention_cache, index, 0, stop)
+        self.mask = mask[:, start:]
+        self.encoder_mask = enc_mask[:, :stop]
+        self.encoder_states = self.encoder_states.index_select(0, index)[:, :stop]
+
+    def _merge(self, cache, states, enc_mask, dec_mask) -> None:
+        if self.cache is None:
+            self.cache, self.encoder_states = cache, states
+            self.encoder_mask, self.mask = enc_mask, dec_mask
+            return
+        kv_cache.merge_into(self.cache.self_attention_cache, cache.self_attention_cache, True)
+        kv_cache.merge_into(self.cache.cross_attention_cache, cache.cross_attention_cache, False)
+        enc_len = max(self.encoder_mask.shape[1], enc_mask.shape[1])
+        dec_len = max(self.mask.shape[1], dec_mask.shape[1])
+        self.encoder_states = torch.cat([
+            kv_cache.pad_seq(self.encoder_states, enc_len, 1, left=False),
+            kv_cache.pad_seq(states, enc_len, 1, left=False),
+        ])
+        self.encoder_mask = torch.cat([
+            kv_cache.pad_seq(self.encoder_mask, enc_len, 1, left=False),
+            kv_cache.pad_seq(enc_mask, enc_len, 1, left=False),
+        ])
+        self.mask = torch.cat([
+            kv_cache.pad_seq(self.mask, dec_len, 1, left=True),
+            kv_cache.pad_seq(dec_mask, dec_len, 1, left=True),
+        ])
+
+
+class RowwiseBatch:
+    """Fallback for decoders that need absolute positions: one single-row batch per row.
+
+    Slower (one forward per row per step) but exact for any encoder-decoder model.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int):
+        self._make = lambda: Seq2SeqBatch(model, device, pad_id)
+        self.rows: list[Seq2SeqBatch] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+        logits = []
+        for prompt in prompts:
+            row = self._make()
+            logits.append(row.prefill([prompt]))
+            self.rows.append(row)
+        return torch.cat(logits)
+
+    def decode(self, tokens: list[int]) -> torch.Tensor:
+        return torch.cat([row.decode([t]) for row, t in zip(self.rows, tokens, strict=True)])
+
+    def keep(self, rows: list[int]) -> None:
+        self.rows = [self.rows[i] for i in rows]

@@ -1,0 +1,156 @@
+"""Read-only access to model files in S3, Google Cloud Storage and Azure Blob Storage.
+
+Each store needs two primitives, ``read_bytes`` and ``download``; SDKs are imported only
+when their scheme is used, and their errors become ``FileNotFoundError``/``PermissionError``
+here so callers see one family.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+INSTALL_HINT = 'pip install "llmcloud[runtime]"'
+
+
+class BucketStore(Protocol):
+    """A bucket, addressed by object key."""
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def download(self, key: str, dest: Path) -> None: ...
+
+
+def _missing_sdk(package: str) -> ImportError:
+    return ImportError(f"{package} is needed for this model source; install it with {INSTALL_HINT}")
+
+
+class S3Store:
+    """S3 or an S3-compatible endpoint (``AWS_ENDPOINT_URL``, e.g. MinIO, LocalStack)."""
+
+    def __init__(self, bucket: str):
+        try:
+            import boto3
+        except ImportError as exc:
+            raise _missing_sdk("boto3") from exc
+        self.bucket = bucket
+        self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+
+    def _call(self, key, fn, *args):
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        try:
+            return fn(*args)
+        except NoCredentialsError as exc:
+            raise PermissionError(f"s3://{self.bucket}/{key}: no AWS credentials") from exc
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
+            if code in ("403", "AccessDenied"):
+                raise PermissionError(f"s3://{self.bucket}/{key}: access denied") from exc
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        response = self._call(key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        return response["Body"].read()
+
+    def download(self, key: str, dest: Path) -> None:
+        self._call(key, self._client.download_file, self.bucket, key, str(dest))
+
+
+class GcsStore:
+    """Google Cloud Storage; the SDK itself honours ``STORAGE_EMULATOR_HOST``."""
+
+    def __init__(self, bucket: str):
+        try:
+            from google.cloud import storage
+        except ImportError as exc:
+            raise _missing_sdk("google-cloud-storage") from exc
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            from google.auth.credentials import AnonymousCredentials
+
+            client = storage.Client(credentials=AnonymousCredentials(), project="emulator")
+        else:
+            client = storage.Client()
+        self.bucket_name = bucket
+        self._bucket = client.bucket(bucket)
+
+    def _call(self, key, fn):
+        from google.api_core import exceptions
+
+        try:
+            return fn()
+        except exceptions.NotFound as exc:
+            raise FileNotFoundError(f"gs://{self.bucket_name}/{key}") from exc
+        except exceptions.Forbidden as exc:
+            raise PermissionError(f"gs://{self.bucket_name}/{key}: access denied") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._call(key, lambda: self._bucket.blob(key).download_as_bytes())
+
+    def download(self, key: str, dest: Path) -> None:
+        self._call(key, lambda: self._bucket.blob(key).download_to_filename(str(dest)))
+
+
+class AzureStore:
+    """Azure Blob Storage: ``AZURE_STORAGE_CONNECTION_STRING``, else DefaultAzureCredential
+    on ``https://<account>.blob.core.windows.net`` (az://<account>/<container>/<prefix>)."""
+
+    def __init__(self, account: str, container: str):
+        try:
+            from azure.storage.blob import BlobServiceClient
+        except ImportError as exc:
+            raise _missing_sdk("azure-storage-blob") from exc
+        connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if connection:
+            service = BlobServiceClient.from_connection_string(connection)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            service = BlobServiceClient(
+                f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()
+            )
+        self.where = f"az://{account}/{container}"
+        self._container = service.get_container_client(container)
+
+    def _call(self, key, fn):
+        from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+
+        try:
+            return fn()
+        except ResourceNotFoundError as exc:
+            raise FileNotFoundError(f"{self.where}/{key}") from exc
+        except ClientAuthenticationError as exc:
+            raise PermissionError(f"{self.where}/{key}: {exc.message}") from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._call(key, lambda: self._container.download_blob(key).readall())
+
+    def download(self, key: str, dest: Path) -> None:
+        def fetch():
+            with open(dest, "wb") as handle:
+                self._container.download_blob(key).readinto(handle)
+
+        self._call(key, fetch)
+
+
+def open_store(url: str) -> tuple[BucketStore, str]:
+    """Return the store for ``s3://``, ``gs://`` or ``az://`` and the key prefix (with a
+    trailing slash, or empty)."""
+    parsed = urlparse(url)
+    path = parsed.path.strip("/")
+    if parsed.scheme == "s3":
+        store, prefix = S3Store(parsed.netloc), path
+    elif parsed.scheme == "gs":
+        store, prefix = GcsStore(parsed.netloc), path
+    elif parsed.scheme == "az":
+        container, _, prefix = path.partition("/")
+        if not container:
+            raise ValueError(f"{url}: expected az://<account>/<container>/<prefix>")
+        store = AzureStore(parsed.netloc, container)
+    else:
+        raise ValueError(f"{url}: not a bucket URL (s3://, gs://, az://)")
+    return store, (prefix + "/" if prefix else "")

@@ -1,0 +1,129 @@
+"""The engine contract the serving layer relies on, and the per-request stream it returns.
+
+An engine takes prompt token ids plus sampling parameters and streams generated token ids
+back to asyncio. ``torch_engine.TorchEngine`` is the real one; tests use a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class QueueFull(Exception):
+    """The waiting queue is at its bound; the caller should retry later (HTTP 429)."""
+
+
+class EngineUnavailable(Exception):
+    """The engine is loading, draining or stopped and takes no new requests (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding settings. ``temperature == 0`` means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the server reports about the model it serves."""
+
+    name: str
+    version: str
+    task: Literal["text-generation", "text2text-generation"]
+    max_context: int
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class StreamEvent:
+    """New tokens since the previous event; ``finish_reason`` set on the last one."""
+
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+class GenerationStream:
+    """One request's output as an async iterator of ``StreamEvent``.
+
+    The engine thread calls ``push`` (through ``loop.call_soon_threadsafe``); the consumer
+    iterates. ``cancel`` is safe from any thread: the engine drops the request at its next
+    step and pushes a final ``abort`` event.
+    """
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams,
+                 loop: asyncio.AbstractEventLoop):
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.loop = loop
+        self.cancelled = False
+        self.finished = False
+        self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
+
+    def cancel(self) -> None:
+        """Ask the engine to stop generating for this request."""
+        self.cancelled = True
+
+    def push(self, event: StreamEvent) -> None:
+        """Deliver an event; must run on ``self.loop``."""
+        if not self.finished:
+            self.finished = event.finish_reason is not None
+            self._queue.put_nowait(event)
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self.finished and self._queue.empty():
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        # Coalesce what has piled up so a slow consumer catches up in one write.
+        while event.finish_reason is None and not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            event = StreamEvent(event.token_ids + nxt.token_ids, nxt.finish_reason, nxt.error)
+        return event
+
+
+class Engine(ABC):
+    """What the serving layer needs from a model engine."""
+
+    info: ModelInfo
+    tokenizer: object
+
+    @property
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the model is loaded and the engine accepts requests."""
+
+    @property
+    @abstractmethod
+    def num_running(self) -> int:
+        """Requests in the running batch."""
+
+    @property
+    @abstractmethod
+    def num_waiting(self) -> int:
+        """Requests queued for a slot."""
+
+    @abstractmethod
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
+        """Queue a request; raise ``QueueFull`` or ``EngineUnavailable`` instead of waiting."""
+
+    @abstractmethod
+    def abort_all(self, reason: str) -> None:
+        """End every queued and running request with an ``abort`` event carrying ``reason``."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the engine; pending requests are aborted."""

@@ -1,0 +1,98 @@
+"""Loading a model folder onto a device: task, dtype and context length decided here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("llmcloud.loader")
+
+TASKS = ("text-generation", "text2text-generation")
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_UNBOUNDED = 1_000_000  # tokenizers report "no limit" as a huge model_max_length
+
+
+class ModelLoadError(RuntimeError):
+    """The model folder cannot be served as asked (bad task, device, or files)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for an engine."""
+
+    model: object
+    tokenizer: object
+    task: str
+    device: object
+    max_context: int
+
+
+def detect_task(folder: Path, task: str | None) -> str:
+    """``task`` if given, else ``text2text-generation`` for encoder-decoder configs."""
+    if task:
+        if task not in TASKS:
+            raise ModelLoadError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        return task
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a transformers model folder")
+    config = json.loads(config_path.read_text())
+    return "text2text-generation" if config.get("is_encoder_decoder") else "text-generation"
+
+
+def pick_device(device: str):
+    """Resolve ``auto|cpu|cuda[:N]`` to a torch device."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device):
+    """``auto`` is bf16 on GPUs that support it (fp16 otherwise) and fp32 on CPU."""
+    import torch
+
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose auto, float32, float16, bfloat16")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def load_model(folder: Path, *, task: str | None, device: str, dtype: str) -> LoadedModel:
+    """Load tokenizer and model from a local folder, preferring safetensors weights."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    task = detect_task(folder, task)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    auto = AutoModelForSeq2SeqLM if task == "text2text-generation" else AutoModelForCausalLM
+    use_safetensors = any(Path(folder).glob("*.safetensors")) or None
+    try:
+        model = auto.from_pretrained(folder, dtype=torch_dtype, use_safetensors=use_safetensors)
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"cannot load {folder} as {task}: {exc}") from exc
+    model.to(torch_device).eval()
+    return LoadedModel(model, tokenizer, task, torch_device, context_length(model, tokenizer))
+
+
+def context_length(model, tokenizer) -> int:
+    """The longest sequence the model takes: its position limit, else the tokenizer's."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _UNBOUNDED:
+        return limit
+    return 2048

@@ -1,0 +1,65 @@
+"""Prometheus metrics, named like vLLM's (``vllm:`` -> ``llmcloud:``) so dashboards port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+_ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+_E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+
+
+class ServerMetrics:
+    """All of one server's metrics, in a registry of its own (not the process-global one)."""
+
+    def __init__(self, model_name: str, model_version: str, task: str,
+                 running: Callable[[], int], waiting: Callable[[], int]):
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+        self._model = {"model_name": model_name}
+        reg = self.registry
+        Info("llmcloud:model", "The model this server serves.", registry=reg).info(
+            {"model_name": model_name, "model_version": model_version, "task": task})
+        self.requests = Counter(
+            "llmcloud:requests", "HTTP requests to the API, by endpoint and status code.",
+            labels + ["endpoint", "status"], registry=reg)
+        self.request_success = Counter(
+            "llmcloud:request_success", "Finished generations, by finish reason.",
+            labels + ["finished_reason"], registry=reg)
+        self.prompt_tokens = Counter(
+            "llmcloud:prompt_tokens", "Prompt tokens processed.", labels, registry=reg
+        ).labels(**self._model)
+        self.generation_tokens = Counter(
+            "llmcloud:generation_tokens", "Tokens generated.", labels, registry=reg
+        ).labels(**self._model)
+        self.ttft = Histogram(
+            "llmcloud:time_to_first_token_seconds", "Time from request to first token.",
+            labels, buckets=_TTFT_BUCKETS, registry=reg).labels(**self._model)
+        self.itl = Histogram(
+            "llmcloud:inter_token_latency_seconds", "Time between consecutive output tokens.",
+            labels, buckets=_ITL_BUCKETS, registry=reg).labels(**self._model)
+        self.e2e = Histogram(
+            "llmcloud:e2e_request_latency_seconds", "Time from request to last token.",
+            labels, buckets=_E2E_BUCKETS, registry=reg).labels(**self._model)
+        Gauge("llmcloud:num_requests_running", "Requests in the running batch.", labels,
+              registry=reg).labels(**self._model).set_function(running)
+        Gauge("llmcloud:num_requests_waiting", "Requests waiting for a batch slot.", labels,
+              registry=reg).labels(**self._model).set_function(waiting)
+
+    def count_request(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint=endpoint, status=str(status), **self._model).inc()
+
+    def count_finished(self, reason: str) -> None:
+        self.request_success.labels(finished_reason=reason, **self._model).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this server's metrics."""
+        return generate_latest(self.registry)

@@ -1,0 +1,247 @@
+"""The HTTP layer: routes, auth, body limit, error shape. Logic lives in ``serving``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api_keys import ApiKeys
+from .metrics import CONTENT_TYPE
+from .protocol import ApiError, ChatCompletionRequest, CompletionRequest
+from .serving import Generation, OpenAIServing
+
+log = logging.getLogger("llmcloud.router")
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+class ServerState:
+    """What the routes read: the serving layer once loaded, and the lifecycle flags."""
+
+    def __init__(self, serving: OpenAIServing | None = None, api_keys: ApiKeys | None = None):
+        self.serving = serving
+        self.api_keys = api_keys
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        return (self.serving is not None and self.serving.engine.ready
+                and not self.draining)
+
+
+def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app for one server; ``state.serving`` may be filled in after startup."""
+    app = FastAPI(title="llmcloud inference server", docs_url=None, redoc_url=None)
+    app.state.llmcloud = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, _: Exception) -> JSONResponse:
+        return _api_error_response(ApiError(404, f"no route {request.url.path}",
+                                            code="not_found"))
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, _: Exception) -> JSONResponse:
+        return _api_error_response(ApiError(405, f"{request.method} is not allowed on "
+                                            f"{request.url.path}", code="method_not_allowed"))
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        if state.ready:
+            return JSONResponse({"status": "ready"})
+        status = "draining" if state.draining else "loading"
+        return JSONResponse({"status": status}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        serving = _serving(state)
+        return Response(serving.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        _authorize(state, request)
+        return JSONResponse(_serving(state).models().model_dump())
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        _authorize(state, request)
+        serving = _serving_for_generation(state)
+        body = await _parse(request, CompletionRequest)
+        return await _respond(request, serving, serving.start_completion(body))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        _authorize(state, request)
+        serving = _serving_for_generation(state)
+        body = await _parse(request, ChatCompletionRequest)
+        return await _respond(request, serving, serving.start_chat(body))
+
+    app.add_middleware(_RequestCounter, state=state)
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def _api_error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _serving(state: ServerState) -> OpenAIServing:
+    if state.serving is None:
+        raise ApiError(503, "the model is still loading", type="server_error", code="loading")
+    return state.serving
+
+
+def _serving_for_generation(state: ServerState) -> OpenAIServing:
+    serving = _serving(state)
+    if state.draining:
+        raise ApiError(503, "the server is shutting down", type="server_error",
+                       code="draining")
+    return serving
+
+
+def _authorize(state: ServerState, request: Request) -> None:
+    if state.api_keys is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip() or not state.api_keys.check(key.strip()):
+        raise ApiError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or None
+        raise ApiError(400, f"{param}: {first['msg']}" if param else first["msg"],
+                       param=param, code="invalid_value") from exc
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the union member that failed ("str", "list[int]", "TextPart") in `loc`;
+    # clients want the field path only.
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
+
+
+async def _respond(request: Request, serving: OpenAIServing, gen: Generation) -> Response:
+    if gen.streaming:
+        return StreamingResponse(serving.stream_sse(gen), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, gen))
+    try:
+        response = await serving.collect(gen)
+    finally:
+        watcher.cancel()
+    return JSONResponse(response.model_dump())
+
+
+async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
+    # After the body is read, receive() only returns when the client goes away.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gen.stream.cancel()
+            return
+
+
+class _BodyLimit:
+    """413 for bodies over the limit, whether or not they declare a Content-Length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        error = ApiError(413, f"the request body is larger than {self.max_bytes} bytes",
+                         code="request_too_large")
+        body = json.dumps(error.body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _RequestCounter:
+    """Counts API requests by endpoint and status code for ``llmcloud:requests_total``."""
+
+    def __init__(self, app: ASGIApp, state: ServerState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        # Unknown paths share one label so random URLs cannot grow the metric without bound.
+        endpoint = path if path in API_ROUTES else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.state.serving is not None:
+                self.state.serving.metrics.count_request(endpoint, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

@@ -1,0 +1,200 @@
+"""``llmcloud-server``: the command line, model loading in the background, graceful drain.
+
+The HTTP server listens at once (liveness answers, readiness is 503 until the model is
+loaded). On SIGTERM readiness turns 503, in-flight requests get ``--drain-timeout``
+seconds to finish, streams still open then end with an error event and ``[DONE]``, and the
+process exits 0. Only argparse is imported until the command line is parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+log = logging.getLogger("llmcloud.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``llmcloud-server``."""
+    p = argparse.ArgumentParser(
+        prog="llmcloud-server",
+        description="Serve a transformers model behind an OpenAI-compatible HTTP API.",
+    )
+    p.add_argument("--model", required=True, metavar="SRC",
+                   help="local folder, s3://, gs:// or az:// folder written by "
+                        "`llmcloud model upload`, or a Hugging Face hub id")
+    p.add_argument("--model-version", metavar="V",
+                   help="version to serve; must match the manifest when there is one")
+    p.add_argument("--served-model-name", metavar="NAME",
+                   help="name clients pass as `model` (default: manifest name or folder name)")
+    p.add_argument("--task", choices=["text-generation", "text2text-generation"],
+                   help="default: from the model config (is_encoder_decoder)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="requests decoded together (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests allowed to wait for a slot; more get 429 "
+                        "(default: %(default)s)")
+    p.add_argument("--max-batch-tokens", type=int, default=65536,
+                   help="cap on prompt + max_tokens summed over the running batch "
+                        "(default: %(default)s)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
+    p.add_argument("--api-keys-file", metavar="PATH",
+                   help="require `Authorization: Bearer <key>`; one sha256:<hex> line per key")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where bucket and hub models are downloaded "
+                        "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
+                   help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point of the ``llmcloud-server`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name, value in (("--max-batch-size", args.max_batch_size),
+                        ("--max-queue", args.max_queue),
+                        ("--max-batch-tokens", args.max_batch_tokens)):
+        if value < 1:
+            sys.exit(f"error: {name} must be at least 1")
+    import uvicorn
+
+    from .api_keys import ApiKeys
+    from .router import ServerState, create_app
+
+    api_keys = None
+    if args.api_keys_file:
+        try:
+            api_keys = ApiKeys.from_file(args.api_keys_file)
+        except (OSError, ValueError) as exc:
+            sys.exit(f"error: cannot read --api-keys-file: {exc}")
+    state = ServerState(api_keys=api_keys)
+    app = create_app(state, max_body_bytes=args.max_body_bytes)
+    config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="off",
+                            log_level=args.log_level, timeout_graceful_shutdown=5,
+                            access_log=False)
+    server = _server_class()(config, state, args)
+    server.run()
+    if server.engine is not None:
+        server.engine.shutdown()
+    if server.failure:
+        sys.exit(f"error: {server.failure}")
+
+
+def _load(args, state) -> object:
+    """Resolve, verify and load the model, then publish the serving layer on ``state``."""
+    from pathlib import Path
+
+    from .model_source import resolve
+
+    # Fetch and verify before importing torch, so a bad model fails in a second, not ten.
+    resolved = resolve(args.model, version=args.model_version,
+                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+
+    from .engine import ModelInfo
+    from .loader import load_model
+    from .metrics import ServerMetrics
+    from .serving import OpenAIServing
+    from .torch_engine import EngineLimits, TorchEngine
+
+    loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype)
+    name = args.served_model_name or resolved.name
+    version = args.model_version or resolved.version or "unversioned"
+    info = ModelInfo(name=name, version=version, task=loaded.task,
+                     max_context=loaded.max_context)
+    limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
+                          max_batch_tokens=max(args.max_batch_tokens, loaded.max_context))
+    engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
+    metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
+                            lambda: engine.num_waiting)
+    state.serving = OpenAIServing(engine, metrics)
+    log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
+             loaded.task, loaded.device, loaded.max_context)
+    return engine
+
+
+def _server_class():
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server with background model loading and a drain on SIGTERM/SIGINT."""
+
+        def __init__(self, config, state, args):
+            super().__init__(config)
+            self.state = state
+            self.args = args
+            self.engine = None
+            self.failure: str | None = None
+            self._loop = None
+
+        async def serve(self, sockets=None) -> None:
+            import asyncio
+
+            self._loop = asyncio.get_running_loop()
+            threading.Thread(target=self._load_in_background, name="llmcloud-loader",
+                             daemon=True).start()
+            await super().serve(sockets)
+
+        def _load_in_background(self) -> None:
+            try:
+                self.engine = _load(self.args, self.state)
+            except Exception as exc:  # any load failure must stop the process with its reason
+                log.error("cannot start: %s", exc)
+                self.failure = str(exc)
+                self.should_exit = True
+
+        def handle_exit(self, sig, frame) -> None:
+            # Not calling super(): uvicorn would stop at once and re-raise the signal at exit,
+            # which turns a clean drain into a non-zero exit status.
+            if self.state.draining:
+                self.should_exit = True
+                self.force_exit = True
+                return
+            self.state.draining = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._start_drain)
+            else:
+                self.should_exit = True
+
+        def _start_drain(self) -> None:
+            import asyncio
+
+            asyncio.ensure_future(self._drain())
+
+        async def _drain(self) -> None:
+            import asyncio
+            import time
+
+            serving = self.state.serving
+            timeout = self.args.drain_timeout
+            log.info("draining: readiness is now 503; waiting up to %.1fs for %d requests",
+                     timeout, serving.in_flight if serving else 0)
+            if serving is not None:
+                deadline = time.monotonic() + timeout
+                while serving.in_flight and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if serving.in_flight:
+                    log.warning("drain timeout: ending %d requests", serving.in_flight)
+                    serving.engine.abort_all(
+                        f"the server is shutting down (drain timeout of {timeout:g}s reached)")
+                    deadline = time.monotonic() + 5
+                    while serving.in_flight and time.monotonic() < deadline:
+                        await asyncio.sleep(0.02)
+            self.should_exit = True
+
+
+    return _Server
+
+
+if __name__ == "__main__":
+    run()

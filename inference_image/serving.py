@@ -1,0 +1,333 @@
+"""OpenAI semantics over an abstract engine: validate, tokenize, run, shape the answer.
+
+Everything here returns values or raises ``ApiError``; the router only picks JSON or a
+server-sent-event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .detokenizer import IncrementalText
+from .engine import (
+    Engine,
+    EngineUnavailable,
+    GenerationStream,
+    QueueFull,
+    SamplingParams,
+)
+from .metrics import ServerMetrics
+from .protocol import (
+    ApiError,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+
+log = logging.getLogger("llmcloud.serving")
+
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+MAX_STOP_STRINGS = 4
+
+
+@dataclass
+class Generation:
+    """A request accepted by the engine, ready to be collected or streamed."""
+
+    kind: str  # "completion" | "chat"
+    stream: GenerationStream
+    text: IncrementalText
+    include_usage: bool
+    started: float
+    streaming: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        prompt = len(self.stream.prompt_ids)
+        return Usage(prompt_tokens=prompt, completion_tokens=self.completion_tokens,
+                     total_tokens=prompt + self.completion_tokens)
+
+
+class OpenAIServing:
+    """Serves /v1/models, /v1/completions and /v1/chat/completions for one engine."""
+
+    def __init__(self, engine: Engine, metrics: ServerMetrics):
+        self.engine = engine
+        self.metrics = metrics
+        self.in_flight = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.info.name
+
+    def models(self) -> ModelList:
+        info = self.engine.info
+        return ModelList(data=[ModelCard(id=info.name, created=info.created,
+                                         version=info.version, max_model_len=info.max_context)])
+
+    # --- request preparation --------------------------------------------------------------
+
+    def start_completion(self, request: CompletionRequest) -> Generation:
+        """Validate and queue a /v1/completions request."""
+        self._common_checks(request, "completions")
+        for name, value, ok in (
+            ("echo", request.echo, not request.echo),
+            ("logprobs", request.logprobs, request.logprobs is None),
+            ("best_of", request.best_of, request.best_of in (None, 1)),
+            ("suffix", request.suffix, not request.suffix),
+        ):
+            if not ok:
+                raise _unsupported(name, value)
+        prompt_ids = self._completion_prompt(request.prompt)
+        return self._start("completion", request, prompt_ids, request.max_tokens,
+                           DEFAULT_COMPLETION_TOKENS)
+
+    def start_chat(self, request: ChatCompletionRequest) -> Generation:
+        """Validate, apply the chat template and queue a /v1/chat/completions request."""
+        self._common_checks(request, "chat.completions")
+        for name, value, ok in (
+            ("logprobs", request.logprobs, not request.logprobs),
+            ("top_logprobs", request.top_logprobs, request.top_logprobs is None),
+            ("tools", request.tools, not request.tools),
+            ("tool_choice", request.tool_choice, request.tool_choice in (None, "none")),
+            ("response_format", request.response_format,
+             request.response_format in (None, {"type": "text"})),
+        ):
+            if not ok:
+                raise _unsupported(name, value)
+        tokenizer = self.engine.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise ApiError(400, f"model {self.model_name!r} has no chat template, so it cannot "
+                           "serve chat completions; use /v1/completions with a plain prompt",
+                           param="messages", code="chat_template_missing")
+        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        try:
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                     add_generation_prompt=True)
+        except Exception as exc:  # a template may reject a conversation (e.g. role order)
+            raise ApiError(400, f"the chat template rejected these messages: {exc}",
+                           param="messages") from exc
+        prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        if request.max_completion_tokens is not None:
+            max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
+        else:
+            max_tokens, param = request.max_tokens, "max_tokens"
+        return self._start("chat", request, prompt_ids, max_tokens, None, param)
+
+    def _common_checks(self, request, endpoint: str) -> None:
+        if request.model_extra:
+            log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
+        if request.model is not None and request.model != self.model_name:
+            raise ApiError(404, f"the model {request.model!r} does not exist; this server "
+                           f"serves {self.model_name!r}", param="model",
+                           code="model_not_found")
+        if request.n not in (None, 1):
+            raise _unsupported("n", request.n, "only one choice per request (n=1)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(request, name) not in (None, 0, 0.0):
+                raise _unsupported(name, getattr(request, name))
+        if request.logit_bias:
+            raise _unsupported("logit_bias", request.logit_bias)
+        if request.temperature is not None and not 0 <= request.temperature <= 2:
+            raise ApiError(400, f"temperature must be between 0 and 2, got "
+                           f"{request.temperature}", param="temperature", code="invalid_value")
+        if request.top_p is not None and not 0 < request.top_p <= 1:
+            raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
+                           code="invalid_value")
+        stops = _stops(request.stop)
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
+                           param="stop", code="invalid_value")
+
+    def _completion_prompt(self, prompt) -> list[int]:
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise _unsupported("prompt", f"a batch of {len(prompt)} prompts",
+                                   "one prompt per request")
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ApiError(400, "prompt must not be empty", param="prompt",
+                               code="invalid_value")
+            return self.engine.tokenizer(prompt)["input_ids"]
+        vocab = len(self.engine.tokenizer)
+        if any(not 0 <= t < vocab for t in prompt):
+            raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt",
+                           code="invalid_value")
+        return list(prompt)
+
+    def _start(self, kind, request, prompt_ids: list[int], max_tokens: int | None,
+               default: int | None, param: str = "max_tokens") -> Generation:
+        info = self.engine.info
+        context = info.max_context
+        prompt_len = len(prompt_ids)
+        if prompt_len == 0:
+            raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
+        if prompt_len > context or (prompt_len == context
+                                    and info.task == "text-generation"):
+            raise ApiError(400, f"the prompt is {prompt_len} tokens, longer than the model's "
+                           f"context of {context} tokens", param="messages" if kind == "chat"
+                           else "prompt", code="context_length_exceeded")
+        room = context - prompt_len if info.task == "text-generation" else context
+        if max_tokens is not None and max_tokens <= 0:
+            raise ApiError(400, f"{param} must be at least 1, got {max_tokens}", param=param,
+                           code="invalid_value")
+        if max_tokens is not None and max_tokens > room:
+            raise ApiError(400, f"{param} is {max_tokens}, but the model's context is {context} "
+                           f"tokens and the prompt uses {prompt_len}, leaving room for {room}",
+                           param=param, code="context_length_exceeded")
+        if max_tokens is None:
+            max_tokens = min(default or room, room)
+        temperature = 1.0 if request.temperature is None else request.temperature
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=request.seed, ignore_eos=request.ignore_eos,
+        )
+        started = time.perf_counter()
+        try:
+            stream = self.engine.generate(prompt_ids, params)
+        except QueueFull as exc:
+            raise ApiError(429, f"the server is busy ({exc}); retry shortly",
+                           type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": "1"}) from exc
+        except EngineUnavailable as exc:
+            raise ApiError(503, f"the server is not accepting requests: {exc}",
+                           type="server_error", code="unavailable") from exc
+        self.in_flight += 1
+        self.metrics.prompt_tokens.inc(prompt_len)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        text = IncrementalText(self.engine.tokenizer, prompt_ids, _stops(request.stop))
+        return Generation(kind, stream, text, include_usage, started, bool(request.stream))
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def _events(self, gen: Generation) -> AsyncIterator[str]:
+        """Text deltas; sets ``gen.finish_reason``. Raises ApiError if the engine aborted."""
+        last = None
+        async for event in gen.stream:
+            now = time.perf_counter()
+            if event.token_ids:
+                n = len(event.token_ids)
+                gen.completion_tokens += n
+                self.metrics.generation_tokens.inc(n)
+                if last is None:
+                    self.metrics.ttft.observe(now - gen.started)
+                else:
+                    for _ in range(n):
+                        self.metrics.itl.observe((now - last) / n)
+                last = now
+                delta = gen.text.add(event.token_ids)
+                if gen.text.stopped:
+                    gen.stream.cancel()  # frees the batch slot at the next engine step
+                    gen.finish_reason = "stop"
+                    if delta:
+                        yield delta
+                    break
+                if delta:
+                    yield delta
+            if event.finish_reason == "abort":
+                gen.finish_reason = "abort"
+                raise ApiError(503, event.error or "the request was cancelled",
+                               type="server_error", code="aborted")
+            if event.finish_reason:
+                gen.finish_reason = event.finish_reason
+                tail = gen.text.finish()
+                if gen.text.stopped:
+                    gen.finish_reason = "stop"
+                if tail:
+                    yield tail
+                break
+        self.metrics.e2e.observe(time.perf_counter() - gen.started)
+
+    def _done(self, gen: Generation) -> None:
+        self.in_flight -= 1
+        if gen.finish_reason is None:
+            gen.stream.cancel()
+            gen.finish_reason = "abort"
+        self.metrics.count_finished(gen.finish_reason)
+
+    async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
+        """Run a non-streaming request to the end and build its response."""
+        try:
+            text = "".join([delta async for delta in self._events(gen)])
+        finally:
+            self._done(gen)
+        if gen.kind == "chat":
+            return ChatCompletionResponse(
+                id=f"chatcmpl-{gen.id}", created=gen.created, model=self.model_name,
+                choices=[ChatChoice(message=AssistantMessage(content=text),
+                                    finish_reason=gen.finish_reason)],
+                usage=gen.usage)
+        return CompletionResponse(
+            id=f"cmpl-{gen.id}", created=gen.created, model=self.model_name,
+            choices=[CompletionChoice(text=text, finish_reason=gen.finish_reason)],
+            usage=gen.usage)
+
+    async def stream_sse(self, gen: Generation) -> AsyncIterator[str]:
+        """Server-sent events for a streaming request, always ending with ``data: [DONE]``."""
+        chat = gen.kind == "chat"
+        base = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{gen.id}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": gen.created,
+            "model": self.model_name,
+        }
+
+        def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
+            if chat:
+                body = {"role": "assistant", "content": ""} if role else (
+                    {} if delta is None else {"content": delta})
+                choice = {"index": 0, "delta": body, "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": delta or "", "logprobs": None,
+                          "finish_reason": finish}
+            payload = {**base, "choices": [choice]}
+            if gen.include_usage:
+                payload["usage"] = None
+            return f"data: {json.dumps(payload)}\n\n"
+
+        try:
+            if chat:
+                yield chunk(None, None, role=True)
+            try:
+                async for delta in self._events(gen):
+                    yield chunk(delta, None)
+            except ApiError as exc:
+                yield f"data: {json.dumps(exc.body())}\n\n"
+            else:
+                yield chunk(None, gen.finish_reason)
+                if gen.include_usage:
+                    usage = {**base, "choices": [], "usage": gen.usage.model_dump()}
+                    yield f"data: {json.dumps(usage)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            self._done(gen)
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _unsupported(param: str, value, what: str | None = None) -> ApiError:
+    detail = f"; this server supports {what}" if what else ""
+    return ApiError(400, f"{param}={value!r} is not supported by this server{detail}",
+                    param=param, code="unsupported_value")

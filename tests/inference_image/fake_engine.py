@@ -1,0 +1,87 @@
+"""An in-process engine that replays a fixed reply, for testing the HTTP layer alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llmcloud.inference_image.engine import (
+    Engine,
+    EngineUnavailable,
+    GenerationStream,
+    ModelInfo,
+    QueueFull,
+    SamplingParams,
+    StreamEvent,
+)
+
+REPLY = "Hello world, this is a fake reply."
+
+
+class FakeEngine(Engine):
+    """Emits the tokens of ``reply`` one per ``step_s``, then stops (finish_reason "stop").
+
+    With ``hold=True`` requests wait forever in a queue of ``max_queue``, to test 429.
+    """
+
+    def __init__(self, tokenizer, *, reply: str = REPLY, max_context: int = 64,
+                 step_s: float = 0.0, hold: bool = False, max_queue: int = 2,
+                 task: str = "text-generation"):
+        self.info = ModelInfo("fake-model", "v0", task, max_context)
+        self.tokenizer = tokenizer
+        self.reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        self.step_s = step_s
+        self.hold = hold
+        self.max_queue = max_queue
+        self.accepting = True
+        self.requests: list[GenerationStream] = []
+        self.waiting: list[GenerationStream] = []
+        self.running: list[GenerationStream] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.accepting
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
+        if not self.accepting:
+            raise EngineUnavailable("stopped")
+        if self.hold and len(self.waiting) >= self.max_queue:
+            raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+        stream = GenerationStream(prompt_ids, params, asyncio.get_running_loop())
+        self.requests.append(stream)
+        if self.hold:
+            self.waiting.append(stream)
+        else:
+            asyncio.get_running_loop().create_task(self._run(stream))
+        return stream
+
+    async def _run(self, stream: GenerationStream) -> None:
+        self.running.append(stream)
+        try:
+            for i in range(stream.params.max_tokens):
+                if stream.cancelled:
+                    stream.push(StreamEvent([], "abort"))
+                    return
+                if i == len(self.reply_ids):
+                    stream.push(StreamEvent([], "stop"))
+                    return
+                last = i + 1 == stream.params.max_tokens
+                stream.push(StreamEvent([self.reply_ids[i]], "length" if last else None))
+                await asyncio.sleep(self.step_s)
+        finally:
+            self.running.remove(stream)
+
+    def abort_all(self, reason: str) -> None:
+        for stream in self.waiting:
+            stream.push(StreamEvent([], "abort", reason))
+        self.waiting.clear()
+
+    def shutdown(self) -> None:
+        self.accepting = False

@@ -1,0 +1,283 @@
+"""The HTTP layer (router + serving) against a fake engine: shapes, errors, limits, auth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from fake_engine import REPLY, FakeEngine
+from starlette.testclient import TestClient
+
+from llmcloud.inference_image.api_keys import ApiKeys, hash_api_key
+from llmcloud.inference_image.metrics import ServerMetrics
+from llmcloud.inference_image.router import ServerState, create_app
+from llmcloud.inference_image.serving import OpenAIServing
+
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def make_client(engine, *, api_keys=None, max_body_bytes=4096) -> tuple[TestClient, ServerState]:
+    metrics = ServerMetrics("fake-model", "v0", engine.info.task, lambda: engine.num_running,
+                            lambda: engine.num_waiting)
+    state = ServerState(OpenAIServing(engine, metrics), api_keys)
+    return TestClient(create_app(state, max_body_bytes=max_body_bytes)), state
+
+
+@pytest.fixture()
+def client(tokenizer):
+    client, _ = make_client(FakeEngine(tokenizer))
+    return client
+
+
+def assert_error(response, status: int, param=None, code=None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == ERROR_KEYS
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if param is not None:
+        assert body["error"]["param"] == param
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 20
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+USER = [{"role": "user", "content": "hi"}]
+
+BAD_INPUTS = [
+    # (id, path, raw body or JSON object, status, param, code)
+    ("malformed-json", COMP, b'{"prompt": "hi",', 400, None, "invalid_json"),
+    ("not-utf8", COMP, b"\xff\xfe{}", 400, None, "invalid_json"),
+    ("json-array", COMP, [1, 2], 400, None, "invalid_json"),
+    ("prompt-missing", COMP, {"max_tokens": 3}, 400, "prompt", "invalid_value"),
+    ("prompt-wrong-type", COMP, {"prompt": 12}, 400, "prompt", "invalid_value"),
+    ("prompt-empty", COMP, {"prompt": ""}, 400, "prompt", "invalid_value"),
+    ("prompt-empty-ids", COMP, {"prompt": []}, 400, "prompt", "invalid_value"),
+    ("prompt-ids-out-of-vocab", COMP, {"prompt": [1, 10**9]}, 400, "prompt", "invalid_value"),
+    ("prompt-batch", COMP, {"prompt": ["a", "b"]}, 400, "prompt", "unsupported_value"),
+    ("prompt-too-long", COMP, {"prompt": LONG_TEXT}, 400, "prompt",
+     "context_length_exceeded"),
+    ("max-tokens-zero", COMP, {"prompt": "hi", "max_tokens": 0}, 400, "max_tokens",
+     "invalid_value"),
+    ("max-tokens-negative", COMP, {"prompt": "hi", "max_tokens": -3}, 400, "max_tokens",
+     "invalid_value"),
+    ("max-tokens-beyond-context", COMP, {"prompt": "hi", "max_tokens": 64}, 400, "max_tokens",
+     "context_length_exceeded"),
+    ("max-tokens-string", COMP, {"prompt": "hi", "max_tokens": "many"}, 400, "max_tokens",
+     "invalid_value"),
+    ("temperature-too-high", COMP, {"prompt": "hi", "temperature": 7}, 400, "temperature",
+     "invalid_value"),
+    ("top-p-zero", COMP, {"prompt": "hi", "top_p": 0}, 400, "top_p", "invalid_value"),
+    ("n-two", COMP, {"prompt": "hi", "n": 2}, 400, "n", "unsupported_value"),
+    ("best-of", COMP, {"prompt": "hi", "best_of": 3}, 400, "best_of", "unsupported_value"),
+    ("echo", COMP, {"prompt": "hi", "echo": True}, 400, "echo", "unsupported_value"),
+    ("logprobs", COMP, {"prompt": "hi", "logprobs": 2}, 400, "logprobs", "unsupported_value"),
+    ("penalty", COMP, {"prompt": "hi", "presence_penalty": 1.0}, 400, "presence_penalty",
+     "unsupported_value"),
+    ("too-many-stops", COMP, {"prompt": "hi", "stop": list("abcde")}, 400, "stop",
+     "invalid_value"),
+    ("stop-wrong-type", COMP, {"prompt": "hi", "stop": 3}, 400, None, "invalid_value"),
+    ("stream-wrong-type", COMP, {"prompt": "hi", "stream": [1]}, 400, "stream",
+     "invalid_value"),
+    ("unknown-model", COMP, {"model": "gpt-9", "prompt": "hi"}, 404, "model",
+     "model_not_found"),
+    ("messages-missing", CHAT, {"model": "fake-model"}, 400, "messages", "invalid_value"),
+    ("messages-not-list", CHAT, {"messages": "hi"}, 400, "messages", "invalid_value"),
+    ("messages-empty", CHAT, {"messages": []}, 400, "messages", "invalid_value"),
+    ("message-no-role", CHAT, {"messages": [{"content": "hi"}]}, 400, "messages.0.role",
+     "invalid_value"),
+    ("message-bad-role", CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, 400,
+     "messages.0.role", "invalid_value"),
+    ("message-content-number", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400,
+     None, "invalid_value"),
+    ("message-image-part", CHAT, {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x"}}]}]}, 400, None,
+     "invalid_value"),
+    ("chat-too-long", CHAT, {"messages": [{"role": "user", "content": LONG_TEXT}]}, 400,
+     "messages", "context_length_exceeded"),
+    ("chat-max-completion-tokens-zero", CHAT, {"messages": USER, "max_completion_tokens": 0},
+     400, "max_completion_tokens", "invalid_value"),
+    ("chat-tools", CHAT, {"messages": USER, "tools": [{"type": "function"}]}, 400, "tools",
+     "unsupported_value"),
+    ("chat-json-mode", CHAT, {"messages": USER, "response_format": {"type": "json_object"}},
+     400, "response_format", "unsupported_value"),
+    ("chat-unknown-model", CHAT, {"model": "nope", "messages": USER}, 404, "model",
+     "model_not_found"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param", "code"),
+                         [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_a_4xx_in_openai_shape(client, path, body, status, param, code):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, status, param, code)
+
+
+def test_prompt_too_long_names_both_token_counts(client, tokenizer):
+    error = assert_error(client.post(COMP, json={"prompt": LONG_TEXT}), 400)
+    prompt_tokens = len(tokenizer(LONG_TEXT)["input_ids"])
+    assert str(prompt_tokens) in error["message"] and "64" in error["message"]
+
+
+def test_completion_json_and_usage(client, tokenizer):
+    response = client.post(COMP, json={"model": "fake-model", "prompt": "hi", "max_tokens": 40})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "text_completion" and body["model"] == "fake-model"
+    assert body["choices"][0]["text"] == REPLY
+    assert body["choices"][0]["finish_reason"] == "stop"
+    reply_tokens = len(tokenizer(REPLY, add_special_tokens=False)["input_ids"])
+    prompt_tokens = len(tokenizer("hi")["input_ids"])
+    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": reply_tokens,
+                             "total_tokens": prompt_tokens + reply_tokens}
+
+
+def test_max_tokens_cuts_with_length(client):
+    body = client.post(COMP, json={"prompt": "hi", "max_tokens": 3}).json()
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 3
+    assert REPLY.startswith(body["choices"][0]["text"])
+
+
+@pytest.mark.parametrize("stop", ["this", [" fake", "world"], "is a"])
+def test_stop_strings_cut_the_text(client, stop):
+    body = client.post(COMP, json={"prompt": "hi", "max_tokens": 40, "stop": stop}).json()
+    stops = [stop] if isinstance(stop, str) else stop
+    first = min(REPLY.find(s) for s in stops)
+    assert body["choices"][0]["text"] == REPLY[:first]
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def read_sse(response) -> list[str]:
+    events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return events
+
+
+def test_completion_stream_with_usage_and_stop(client):
+    with client.stream("POST", COMP, json={"prompt": "hi", "max_tokens": 40, "stream": True,
+                                           "stop": "fake", "stream_options":
+                                           {"include_usage": True}}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = read_sse(response)
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == REPLY[:REPLY.find("fake")]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert all(c["usage"] is None for c in chunks[:-1])
+
+
+def test_chat_stream_shape(client):
+    with client.stream("POST", CHAT, json={"messages": USER, "stream": True}) as response:
+        events = read_sse(response)
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:])
+    assert text == REPLY
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "usage" not in chunks[-1]
+
+
+def test_chat_json(client):
+    body = client.post(CHAT, json={"messages": [{"role": "system", "content": "be brief"},
+                                                {"role": "user", "content": [
+                                                    {"type": "text", "text": "hi"}]}]}).json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": REPLY}
+
+
+def test_chat_without_template_is_a_clear_400(tokenizer):
+    from tiny_models import build_tokenizer
+
+    client, _ = make_client(FakeEngine(build_tokenizer(None)))
+    error = assert_error(client.post(CHAT, json={"messages": USER}), 400, "messages",
+                         "chat_template_missing")
+    assert "chat template" in error["message"]
+
+
+def test_unknown_fields_are_ignored_and_logged(client, caplog):
+    with caplog.at_level(logging.INFO, logger="llmcloud.serving"):
+        response = client.post(COMP, json={"prompt": "hi", "max_tokens": 2,
+                                           "frobnicate": True})
+    assert response.status_code == 200
+    assert "frobnicate" in caplog.text
+
+
+def test_models_lists_the_served_model(client):
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["fake-model"]
+    assert body["data"][0]["max_model_len"] == 64
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_body_is_413(client, chunked):
+    raw = json.dumps({"prompt": "x" * 10_000}).encode()
+    content = iter([raw[:5000], raw[5000:]]) if chunked else raw
+    response = client.post(COMP, content=content, headers={"content-type": "application/json"})
+    assert_error(response, 413, code="request_too_large")
+
+
+def test_full_queue_is_429_with_retry_after_fast(tokenizer):
+    engine = FakeEngine(tokenizer, hold=True, max_queue=0)
+    client, _ = make_client(engine)
+    started = time.perf_counter()
+    response = client.post(COMP, json={"prompt": "hi"})
+    elapsed = time.perf_counter() - started
+    assert_error(response, 429, code="queue_full")
+    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert int(response.headers["retry-after"]) >= 1
+    assert elapsed < 0.1
+
+
+def test_readiness_follows_loading_and_draining(tokenizer):
+    state = ServerState()
+    client = TestClient(create_app(state))
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").status_code == 503
+    assert_error(client.post(COMP, json={"prompt": "hi"}), 503, code="loading")
+    engine = FakeEngine(tokenizer)
+    state.serving = OpenAIServing(engine, ServerMetrics("fake-model", "v0", "text-generation",
+                                                        lambda: 0, lambda: 0))
+    assert client.get("/health/ready").status_code == 200
+    state.draining = True
+    assert client.get("/health/ready").json() == {"status": "draining"}
+    assert client.get("/health/ready").status_code == 503
+    assert_error(client.post(COMP, json={"prompt": "hi"}), 503, code="draining")
+
+
+def test_api_keys(tokenizer):
+    client, _ = make_client(FakeEngine(tokenizer), api_keys=ApiKeys([hash_api_key("s3cret")]))
+    assert_error(client.get("/v1/models"), 401, code="invalid_api_key")
+    assert_error(client.post(COMP, json={"prompt": "hi"},
+                             headers={"Authorization": "Bearer wrong"}), 401)
+    assert_error(client.post(COMP, json={"prompt": "hi"},
+                             headers={"Authorization": "Basic s3cret"}), 401)
+    ok = client.post(COMP, json={"prompt": "hi", "max_tokens": 2},
+                     headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert client.get("/health/live").status_code == 200  # probes need no key
+    assert client.get("/metrics").status_code == 200
+
+
+def test_request_metrics_count_statuses(client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.post(COMP, json={"prompt": "hi", "max_tokens": 2})
+    client.post(COMP, json={"prompt": ""})
+    client.get("/v1/nonexistent-route-abc")
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    counts = {(s.labels["endpoint"], s.labels["status"]): s.value
+              for s in families["llmcloud:requests"].samples if s.name.endswith("_total")}
+    assert counts[(COMP, "200")] == 1
+    assert counts[(COMP, "400")] == 1
+    assert counts[("other", "404")] == 1
