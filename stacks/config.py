@@ -210,6 +210,9 @@ def _merge(
 def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -> ConfigError:
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
+    if first["type"] == "kind_not_offered":
+        loc.append("kind")  # raised where the provider is known, about compute.kind
+        first = {**first, "input": first["input"].get("kind")}
     key = ".".join(loc) or "(spec)"
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")

@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 PROVIDERS = ("local", "aws", "azure", "gcp")
 TASKS = ("text-generation", "text2text-generation")
@@ -274,8 +275,14 @@ class DeploymentSpec(_Section):
                 raise ValueError(f"tag '{key}' is longer than 255 characters")
         return value
 
-    @model_validator(mode="after")
-    def _kind(self) -> DeploymentSpec:
-        if self.compute.kind == "sagemaker" and self.provider != "aws":
-            raise ValueError("compute.kind 'sagemaker' is only offered by the aws provider")
-        return self
+    @field_validator("compute")
+    @classmethod
+    def _kind(cls, value: ComputeSpec, info: ValidationInfo) -> ComputeSpec:
+        provider = info.data.get("provider")
+        if value.kind == "sagemaker" and provider not in (None, "aws"):
+            raise PydanticCustomError(
+                "kind_not_offered",
+                "'sagemaker' is only offered by the aws provider, not by {provider}",
+                {"provider": provider},
+            )
+        return value

@@ -1,15 +1,56 @@
-"""Shared fixtures: every test runs with a clean llmcloud environment."""
+"""Shared fixtures: a clean llmcloud environment, a project folder, the CLI runner."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
+
+CLOUD_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS", "ARM_CLIENT_ID", "AZURE_CLIENT_ID",
+)
 
 
 @pytest.fixture(autouse=True)
 def _clean_llmcloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No LLMCLOUD_* variable of the developer's shell leaks into a test."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("LLMCLOUD_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Pulumi project folder as the working directory, with no credentials."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "Pulumi.yaml").write_text("name: test\nruntime: python\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in CLOUD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return root
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner: CliRunner):
+    """Invoke `llmcloud ARGS...`; returns the result (stdout and stderr kept apart)."""
+    from llmcloud.cli.app import app
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, list(args), input=input)
+
+    return invoke
