@@ -137,20 +137,30 @@ class AzureStore:
         self._call(key, fetch)
 
 
-def open_store(url: str) -> tuple[BucketStore, str]:
-    """Return the store for ``s3://``, ``gs://`` or ``az://`` and the key prefix (with a
-    trailing slash, or empty)."""
+def bucket_key_prefix(url: str) -> str:
+    """The object-key prefix a bucket URL names, with a trailing slash (or empty).
+
+    ``s3://bucket/a/b`` and ``gs://bucket/a/b`` -> ``a/b/``;
+    ``az://account/container/a/b`` -> ``a/b/``.
+    """
     parsed = urlparse(url)
     path = parsed.path.strip("/")
-    if parsed.scheme == "s3":
-        store, prefix = S3Store(parsed.netloc), path
-    elif parsed.scheme == "gs":
-        store, prefix = GcsStore(parsed.netloc), path
-    elif parsed.scheme == "az":
-        container, _, prefix = path.partition("/")
+    if parsed.scheme == "az":
+        container, _, path = path.partition("/")
         if not container:
             raise ValueError(f"{url}: expected az://<account>/<container>/<prefix>")
-        store = AzureStore(parsed.netloc, container)
-    else:
+    elif parsed.scheme not in ("s3", "gs"):
         raise ValueError(f"{url}: not a bucket URL (s3://, gs://, az://)")
-    return store, (prefix + "/" if prefix else "")
+    return path + "/" if path else ""
+
+
+def open_store(url: str) -> BucketStore:
+    """Return the store for an ``s3://``, ``gs://`` or ``az://`` URL."""
+    bucket_key_prefix(url)  # validates the URL
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc)
+    if parsed.scheme == "gs":
+        return GcsStore(parsed.netloc)
+    container = parsed.path.strip("/").partition("/")[0]
+    return AzureStore(parsed.netloc, container)

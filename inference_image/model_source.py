@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bucket_stores import BucketStore, open_store
+from .bucket_stores import BucketStore, bucket_key_prefix, open_store
 from .manifest import MANIFEST_NAME, ManifestMismatch, check_manifest, file_sha256, verify_folder
 
 log = logging.getLogger("llmcloud.model_source")
@@ -78,13 +78,11 @@ def _from_folder(folder: Path, version: str | None) -> ResolvedModel:
 def _from_bucket(url: str, version: str | None, cache_dir: Path,
                  store: BucketStore | None) -> ResolvedModel:
     prefix = url.split("://", 1)[1].strip("/")
-    if store is None:
-        try:
-            store, key_prefix = open_store(url)
-        except (ImportError, ValueError) as exc:
-            raise ModelSourceError(str(exc)) from exc
-    else:
-        key_prefix = prefix.partition("/")[2] + "/" if "/" in prefix else ""
+    try:
+        key_prefix = bucket_key_prefix(url)
+        store = store or open_store(url)
+    except (ImportError, ValueError) as exc:
+        raise ModelSourceError(str(exc)) from exc
     try:
         raw = store.read_bytes(key_prefix + MANIFEST_NAME)
     except FileNotFoundError as exc:

@@ -1,0 +1,201 @@
+"""The continuous-batching engine on real tiny models, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+
+from llmcloud.inference_image.batch_causal import CausalBatch
+from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
+from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
+from llmcloud.inference_image.loader import load_model
+from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
+
+PROMPTS = ["Hello there", "The quick brown fox jumps over", "a",
+           "translate English to French: The house is wonderful."]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def causal(causal_dir):
+    return load_model(causal_dir, task=None, device="cpu", dtype="auto")
+
+
+@pytest.fixture(scope="module")
+def seq2seq(seq2seq_dir):
+    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto")
+
+
+def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy decoding of one prompt alone with transformers' own generate()."""
+    with torch.inference_mode():
+        out = loaded.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n,
+                                    min_new_tokens=n, do_sample=False)
+    start = 1 if loaded.model.config.is_encoder_decoder else len(prompt_ids)
+    return out[0, start:].tolist()
+
+
+@pytest.mark.parametrize(("which", "batch_type"), [
+    ("causal", CausalBatch), ("seq2seq", Seq2SeqBatch), ("seq2seq", RowwiseBatch)])
+def test_rows_joining_and_leaving_decode_exactly_as_alone(request, which, batch_type):
+    loaded = request.getfixturevalue(which)
+    tok = loaded.tokenizer
+    prompts = [tok(p)["input_ids"] for p in PROMPTS]
+    lengths = [12, 5, 12, 9]
+    expected = [reference(loaded, p, n) for p, n in zip(prompts, lengths, strict=True)]
+    batch = batch_type(loaded.model, CPU, tok.pad_token_id)
+    joins = {0: [0, 1], 3: [2], 5: [3]}
+    out: dict[int, list[int]] = {}
+    order: list[int] = []
+    with torch.inference_mode():
+        for step in range(40):
+            if step in joins:
+                logits = batch.prefill([prompts[i] for i in joins[step]])
+                for i, t in zip(joins[step], logits.argmax(-1).tolist(), strict=True):
+                    order.append(i)
+                    out[i] = [t]
+            alive = [r for r, i in enumerate(order) if len(out[i]) < lengths[i]]
+            batch.keep(alive)
+            order = [order[r] for r in alive]
+            if not order and step > max(joins):
+                break
+            if order:
+                logits = batch.decode([out[i][-1] for i in order])
+                for i, t in zip(order, logits.argmax(-1).tolist(), strict=True):
+                    out[i].append(t)
+    assert [out[i] for i in range(4)] == expected
+    assert batch.size == 0
+
+
+def make_engine(loaded, **limits) -> TorchEngine:
+    info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
+    return TorchEngine(loaded.model, loaded.tokenizer, info, CPU, EngineLimits(**limits))
+
+
+async def collect(stream) -> tuple[list[int], str | None, str | None]:
+    tokens, finish, error = [], None, None
+    async for event in stream:
+        tokens += event.token_ids
+        finish, error = event.finish_reason, event.error
+    return tokens, finish, error
+
+
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_concurrent_requests_match_solo_greedy(request, which):
+    loaded = request.getfixturevalue(which)
+    engine = make_engine(loaded, max_batch_size=3)
+    prompts = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS] * 2
+    lengths = [3, 17, 8, 11, 20, 1, 6, 9]
+
+    async def main():
+        streams = []
+        for p, n in zip(prompts, lengths, strict=True):
+            streams.append(engine.generate(p, SamplingParams(max_tokens=n, temperature=0)))
+            await asyncio.sleep(0.002)  # arrive while others are decoding
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    for (tokens, finish, _), p, n in zip(results, prompts, lengths, strict=True):
+        assert finish == "length"
+        assert tokens == reference(loaded, p, n)
+
+
+def test_seeded_sampling_is_reproducible_in_a_batch(causal):
+    engine = make_engine(causal)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=42)
+        alone = await collect(engine.generate(prompt, seeded))
+        other = SamplingParams(max_tokens=12, temperature=1.0)
+        crowd = await asyncio.gather(collect(engine.generate(prompt, other)),
+                                     collect(engine.generate(prompt, seeded)))
+        return alone, crowd[1]
+
+    try:
+        alone, in_crowd = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert alone[0] == in_crowd[0]
+
+
+def test_cancel_frees_the_slot_within_steps(causal):
+    engine = make_engine(causal)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        stream = engine.generate(prompt, SamplingParams(max_tokens=900, temperature=0))
+        received = 0
+        async for event in stream:
+            received += len(event.token_ids)
+            if received >= 3:
+                stream.cancel()
+                break
+        deadline = time.monotonic() + 2
+        while engine.num_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
+        return stream, received
+
+    try:
+        stream, received = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert engine.num_running == 0
+    assert engine._batch.size == 0
+    assert stream.finished  # the engine answered the cancel with a final abort event
+    assert received < 900
+
+
+def test_full_queue_raises_and_abort_all_ends_everything(causal):
+    engine = make_engine(causal, max_batch_size=1, max_queue=1)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    long = SamplingParams(max_tokens=900, temperature=0)
+
+    async def main():
+        running = engine.generate(prompt, long)
+        async for _ in running:
+            break  # it is in the batch now
+        waiting = engine.generate(prompt, long)
+        with pytest.raises(QueueFull):
+            engine.generate(prompt, long)
+        assert engine.num_waiting == 1
+        engine.abort_all("drain timeout")
+        return await collect(running), await collect(waiting)
+
+    try:
+        (r_tokens, r_finish, r_error), (w_tokens, w_finish, w_error) = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert r_finish == w_finish == "abort"
+    assert r_error == w_error == "drain timeout"
+    assert len(r_tokens) < 900 and w_tokens == []
+
+
+def test_batch_token_cap_holds_requests_back(causal):
+    engine = make_engine(causal, max_batch_tokens=60)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    peak = 0
+
+    async def main():
+        nonlocal peak
+        streams = [engine.generate(prompt, SamplingParams(max_tokens=40, temperature=0))
+                   for _ in range(3)]
+        task = asyncio.gather(*(collect(s) for s in streams))
+        while not task.done():
+            peak = max(peak, engine.num_running)
+            await asyncio.sleep(0.001)
+        return task.result()
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert all(len(tokens) == 40 for tokens, _, _ in results)
+    assert peak == 1  # 3 x (prompt + 40) would exceed 60 tokens

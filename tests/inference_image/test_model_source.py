@@ -1,0 +1,122 @@
+"""Resolving --model: local folders and bucket folders verified against their manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmcloud.inference_image.manifest import MANIFEST_NAME, build_manifest
+from llmcloud.inference_image.model_source import ModelSourceError, resolve
+
+
+class FakeBucket:
+    """A bucket held in memory; counts downloads."""
+
+    def __init__(self, prefix: str, folder: Path):
+        self.objects = {f"{prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes()
+                        for p in folder.rglob("*") if p.is_file()}
+        self.downloads: list[str] = []
+
+    def read_bytes(self, key: str) -> bytes:
+        if key not in self.objects:
+            raise FileNotFoundError(key)
+        return self.objects[key]
+
+    def download(self, key: str, dest: Path) -> None:
+        self.downloads.append(key)
+        dest.write_bytes(self.read_bytes(key))
+
+
+@pytest.fixture()
+def uploaded(tmp_path):
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"S" * 3000)
+    (folder / "pytorch_model.bin").write_bytes(b"B" * 3000)
+    manifest = build_manifest(folder, "llama", "v7")
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_bucket_model_is_downloaded_once_and_verified(tmp_path, uploaded):
+    bucket = FakeBucket("models/llama/v7", uploaded)
+    cache = tmp_path / "cache"
+    url = "s3://bucket/models/llama/v7"
+    first = resolve(url, version="v7", cache_dir=cache, store=bucket)
+    assert (first.name, first.version) == ("llama", "v7")
+    assert (first.folder / "model.safetensors").read_bytes() == b"S" * 3000
+    assert sorted(bucket.downloads) == ["models/llama/v7/config.json",
+                                        "models/llama/v7/model.safetensors"]  # no .bin
+    again = resolve(url, cache_dir=cache, store=bucket)
+    assert again.folder == first.folder and len(bucket.downloads) == 2
+
+
+def test_tampered_bucket_file_refuses_with_both_hashes(tmp_path, uploaded):
+    bucket = FakeBucket("m", uploaded)
+    bucket.objects["m/model.safetensors"] = b"X" * 3000
+    with pytest.raises(ModelSourceError) as info:
+        resolve("gs://bucket/m", cache_dir=tmp_path / "cache", store=bucket)
+    message = str(info.value)
+    assert "model.safetensors" in message and "sha256 mismatch" in message
+
+
+def test_corrupted_cache_is_repaired(tmp_path, uploaded):
+    bucket = FakeBucket("m", uploaded)
+    cache = tmp_path / "cache"
+    resolved = resolve("az://acct/container/m", cache_dir=cache, store=bucket)
+    (resolved.folder / "config.json").write_text("{}")
+    resolve("az://acct/container/m", cache_dir=cache, store=bucket)
+    assert bucket.downloads.count("m/config.json") == 2
+    assert (resolved.folder / "config.json").read_text() == '{"model_type": "llama"}'
+
+
+def test_bucket_without_manifest_is_refused(tmp_path, uploaded):
+    (uploaded / MANIFEST_NAME).unlink()
+    bucket = FakeBucket("m", uploaded)
+    with pytest.raises(ModelSourceError, match="llmcloud model upload"):
+        resolve("s3://bucket/m", cache_dir=tmp_path / "cache", store=bucket)
+
+
+def test_version_must_match_the_manifest(tmp_path, uploaded):
+    bucket = FakeBucket("m", uploaded)
+    with pytest.raises(ModelSourceError, match="'v7'.*'v8'"):
+        resolve("s3://bucket/m", version="v8", cache_dir=tmp_path / "cache", store=bucket)
+
+
+def test_local_folder_with_manifest_is_verified(tmp_path, uploaded):
+    assert resolve(str(uploaded)).version == "v7"
+    copy = tmp_path / "copy"
+    shutil.copytree(uploaded, copy)
+    (copy / "pytorch_model.bin").write_bytes(b"evil")
+    with pytest.raises(ModelSourceError, match="pytorch_model.bin"):
+        resolve(str(copy))
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelSourceError, match="not found"):
+        resolve(str(tmp_path / "nope"))
+
+
+def test_offline_hub_miss_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSourceError, match="HF_HUB_OFFLINE"):
+        resolve("some-org/some-model-that-is-not-cached", cache_dir=tmp_path)
+
+
+def test_missing_cloud_sdk_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_gcs(name, *args, **kwargs):
+        if name.startswith("google.cloud"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gcs)
+    with pytest.raises(ModelSourceError, match=r"llmcloud\[runtime\]"):
+        resolve("gs://bucket/m", cache_dir=tmp_path)
