@@ -1,34 +1,259 @@
-"""The local provider: the same service as processes on this machine (the embedded default)."""
+"""The local provider: the same service as processes on this machine (the embedded default).
+
+`up` starts one detached controller process per stack (gateway, load balancer, replica
+supervisor; see `controller.py`) and returns once the endpoint serves. The other operations
+talk to that controller over its owner-only unix socket. State lives in
+`$LLMCLOUD_HOME/stacks/<stack>/` (default `~/.llmcloud/stacks/<stack>/`, see `state.py`).
+
+Settings the spec does not carry are read from the environment:
+`LLMCLOUD_LOCAL_SERVER` (the replica command, default `llmcloud-server`),
+`LLMCLOUD_LOCAL_READY_TIMEOUT` (seconds a new replica may take to be ready, default 600),
+`LLMCLOUD_LOCAL_HEALTH_INTERVAL` (seconds between health checks, default 0.5).
+"""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
-from llmcloud.providers.base import Provider
-
-_NOT_BUILT = (
-    "the local provider's gateway, replicas and model store are not part of this build"
+from llmcloud.providers.base import Provider, StackContext
+from llmcloud.providers.local import procs
+from llmcloud.providers.local.keys import new_key, public
+from llmcloud.providers.local.launch import (
+    ControllerFailed,
+    desired_config,
+    start_controller,
+    wait_until_serving,
 )
+from llmcloud.providers.local.state import StateFile, stack_dir
+from llmcloud.providers.local.store import ModelStore
+from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 
 
 class LocalProvider(Provider):
     """Runs the gateway, replicas and model store as local processes."""
 
     name = "local"
-    extra = None
-    sdk_modules = ()
+    extra = "runtime"
+    sdk_modules = ("uvicorn", "prometheus_client")
     unsupported = {
-        op: _NOT_BUILT
-        for op in ("up", "update", "destroy", "refresh", "status", "outputs", "promote",
-                   "rollback", "keys", "model_upload", "console")
-    } | {
         "preview": "the local provider creates no cloud resources; `llmcloud up` shows what runs",
         "plan": "the local provider creates no cloud resources and costs nothing",
         "image_push": "the local provider runs llmcloud-server directly, without an image",
+        "console": "the local provider has no management console; use `llmcloud status` and "
+                   "the endpoint's /metrics",
     }
 
     def unsupported_hint(self, operation: str) -> str:
+        if operation == "console":
+            return "llmcloud status --json"
         return "use a cloud provider: llmcloud plan --provider aws"
 
     def defaults(self) -> dict[str, Any]:
         return {"region": "local", "compute": {"instance_type": "cpu", "gpus": 0}}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _state(ctx: StackContext) -> StateFile:
+        return StateFile(stack_dir(ctx.environ, ctx.stack))
+
+    @staticmethod
+    def _client(state_file: StateFile):
+        """A client of the stack's controller, or None when it does not run."""
+        from llmcloud.providers.local.client import ControllerClient
+
+        controller = state_file.read().get("controller") or {}
+        if not procs.alive(controller.get("pid"), controller.get("started")):
+            return None
+        client = ControllerClient(state_file.socket_path)
+        if client.reachable():
+            return client
+        client.close()
+        return None
+
+    def _require(self, ctx: StackContext):
+        client = self._client(self._state(ctx))
+        if client is None:
+            raise DeploymentError(
+                f"stack '{ctx.stack}' is not running on this machine",
+                context=f"no controller answers in {self._state(ctx).folder}",
+                hint=f"llmcloud up --stack {ctx.stack}",
+            )
+        return client
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def up(self, ctx: StackContext) -> dict[str, Any]:
+        """Start the stack (controller, gateway, replicas), or converge a running one to the
+        spec; returns once the endpoint serves. The first `up` creates and returns an API key."""
+        self.require_sdk()
+        state_file = self._state(ctx)
+        state_file.ensure()
+        desired = desired_config(ctx, state_file)
+        api_key = None
+        if not state_file.read().get("keys"):
+            api_key, record = new_key("default")
+            state_file.update(lambda s: s.setdefault("keys", []).append(record))
+        client = self._client(state_file)
+        if client is not None:
+            with client:
+                result = client.operation("/converge", desired)
+        else:
+            _clean_leftovers(state_file)
+            try:
+                start_controller(state_file, desired)
+                result = wait_until_serving(state_file, desired)
+            except ControllerFailed:
+                _stop_everything(state_file)
+                if api_key is not None:  # never shown, so never valid
+                    state_file.update(lambda s: s.update(
+                        keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
+                raise
+            result["changed"] = ["started"]
+        return {**_summary(result, state_file), "api_key": api_key,
+                "changed": result.get("changed", [])}
+
+    def update(self, ctx: StackContext) -> dict[str, Any]:
+        """Apply a changed spec (replica count, limits, server settings) to a running stack."""
+        state_file = self._state(ctx)
+        with self._require(ctx) as client:
+            result = client.operation("/converge", desired_config(ctx, state_file))
+        return {**_summary(result, state_file), "changed": result.get("changed", [])}
+
+    def destroy(self, ctx: StackContext) -> dict[str, Any]:
+        """Stop every process of the stack and delete its state folder (keys, models, logs)."""
+        state_file = self._state(ctx)
+        if not state_file.folder.exists():
+            return {"destroyed": False, "message": "nothing to destroy"}
+        stopped = _stop_everything(state_file)
+        shutil.rmtree(state_file.folder, ignore_errors=True)
+        return {"destroyed": True, "stopped_processes": stopped,
+                "state_dir": str(state_file.folder)}
+
+    def refresh(self, ctx: StackContext) -> dict[str, Any]:
+        """Forget processes that are gone (stopping orphans of a dead controller)."""
+        state_file = self._state(ctx)
+        if self._client(state_file) is None and state_file.exists():
+            _clean_leftovers(state_file)
+        return self.status(ctx)
+
+    def status(self, ctx: StackContext) -> dict[str, Any]:
+        """The endpoint, the model version in service and each replica."""
+        state_file = self._state(ctx)
+        client = self._client(state_file)
+        if client is None:
+            return {"running": False, "endpoint": None, "model_version": None, "replicas": [],
+                    "state_dir": str(state_file.folder)}
+        with client:
+            return _summary(client.get("/status"), state_file)
+
+    def outputs(self, ctx: StackContext) -> dict[str, Any]:
+        """The endpoint, the model store and the key ids."""
+        state_file = self._state(ctx)
+        state = state_file.read()
+        return {"endpoint": state.get("endpoint"), "model_store": str(state_file.models),
+                "state_dir": str(state_file.folder),
+                "keys": [r["id"] for r in state.get("keys", [])]}
+
+    # -- model versions --------------------------------------------------------------------
+
+    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
+        """Roll the replicas to `version` one by one; on failure roll back and raise."""
+        state_file = self._state(ctx)
+        with self._require(ctx) as client:
+            model = state_file.read()["config"]["model"]
+            store = ModelStore(state_file.models)
+            if model["kind"] == "store" and not store.has(model["name"], version):
+                raise ConfigError(
+                    f"model {model['name']} has no version {version} in the stack's store",
+                    context=f"versions: {', '.join(store.versions(model['name'])) or 'none'}",
+                    hint=f"llmcloud model upload PATH --version {version} --stack {ctx.stack}",
+                )
+            result = client.operation("/promote", {"version": version})
+        return _summary(result, state_file) | {"previous_version": result["previous_version"]}
+
+    def rollback(self, ctx: StackContext) -> dict[str, Any]:
+        """Return to the last good version before the one in service."""
+        state_file = self._state(ctx)
+        with self._require(ctx) as client:
+            result = client.operation("/rollback")
+        return _summary(result, state_file) | {"previous_version": result["previous_version"]}
+
+    def model_store_uri(self, ctx: StackContext) -> str:
+        return str(self._state(ctx).models)
+
+    def model_upload(self, ctx: StackContext, folder: Path, *, name: str, version: str,
+                     to: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Copy `folder` to `models/<name>/<version>/` in the local store, with its manifest."""
+        if to is not None and "://" in to:
+            raise NotSupportedError(
+                f"the local provider uploads to a local folder, not {to}",
+                hint=f"llmcloud model upload {folder} --version {version} --provider aws")
+        state_file = self._state(ctx)
+        state_file.ensure()
+        root = Path(to).expanduser() if to else state_file.models
+        return ModelStore(root).upload(folder, name=name, version=version, force=force)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
+        state_file = self._state(ctx)
+        client = self._client(state_file)
+        if client is not None:
+            with client:
+                return client.post("/keys", {"name": name, "admin": admin})
+        key, record = new_key(name, admin=admin)
+        state_file.update(lambda s: s.setdefault("keys", []).append(record))
+        return {**public(record), "key": key}
+
+    def keys_list(self, ctx: StackContext) -> list[dict[str, Any]]:
+        return [public(r) for r in self._state(ctx).read().get("keys", [])]
+
+    def keys_revoke(self, ctx: StackContext, key_id: str) -> dict[str, Any]:
+        state_file = self._state(ctx)
+        if key_id not in {r["id"] for r in state_file.read().get("keys", [])}:
+            raise ConfigError(f"stack '{ctx.stack}' has no API key {key_id}",
+                              hint=f"llmcloud keys list --stack {ctx.stack}")
+        client = self._client(state_file)
+        if client is not None:
+            with client:
+                return client.delete(f"/keys/{key_id}")
+        state_file.update(
+            lambda s: s.update(keys=[r for r in s.get("keys", []) if r["id"] != key_id]))
+        return {"id": key_id, "revoked": True}
+
+
+def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
+    return {
+        "running": status.get("running", True),
+        "endpoint": status.get("endpoint"),
+        "model": status.get("model"),
+        "model_version": status.get("model_version"),
+        "replicas": status.get("replicas", []),
+        "state_dir": str(state_file.folder),
+    }
+
+
+def _clean_leftovers(state_file: StateFile) -> None:
+    """Stop replicas a dead controller left behind and forget them."""
+    for replica in state_file.read().get("replicas", []):
+        procs.stop(replica.get("pid"), replica.get("started"), grace=5)
+    state_file.remove()
+
+
+def _stop_everything(state_file: StateFile) -> int:
+    """Stop the controller (it drains its replicas) and any process it left; return how many
+    processes were running."""
+    state = state_file.read()
+    controller = state.get("controller") or {}
+    drain = float((state.get("config") or {}).get("server", {}).get("drain_timeout_seconds", 60))
+    running = [p for p in [controller, *state.get("replicas", [])]
+               if procs.alive(p.get("pid"), p.get("started"))]
+    if procs.alive(controller.get("pid"), controller.get("started")):
+        procs.stop(controller["pid"], controller.get("started"), grace=drain + 15)
+    for replica in state.get("replicas", []):
+        procs.stop(replica.get("pid"), replica.get("started"), grace=5)
+    state_file.socket_path.unlink(missing_ok=True)
+    return len(running)

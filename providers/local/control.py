@@ -1,0 +1,117 @@
+"""The controller's management API: status, converge, promote, rollback, keys, shutdown.
+
+Served on the owner-only unix socket `control.sock` (the CLI) and under `/admin/` on the
+endpoint for admin keys. Long operations answer with NDJSON: `{"event": "progress",
+"message"}` lines, then one `{"event": "result", "result"}` or `{"event": "error",
+"error": {"message", "context", "hint", "kind"}}`. An operation keeps running if the caller
+disconnects: a half-finished rollout is worse than an unwatched one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from llmcloud.providers.local.asgi import (
+    ClientGone,
+    Receive,
+    Send,
+    read_body,
+    send_error,
+    send_json,
+)
+
+if TYPE_CHECKING:
+    from llmcloud.providers.local.controller import Controller
+
+
+class OperationError(Exception):
+    """An operation failed; `kind` is `config` (bad request) or `deployment`."""
+
+    def __init__(self, message: str, *, context: str | None = None, hint: str | None = None,
+                 kind: str = "deployment"):
+        super().__init__(message)
+        self.message, self.context, self.hint, self.kind = message, context, hint, kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "context": self.context, "hint": self.hint,
+                "kind": self.kind}
+
+
+Operation = Callable[[Callable[[str], None]], Awaitable[dict[str, Any]]]
+
+
+class ControlApi:
+    """The ASGI app of the management API, over one `Controller`."""
+
+    def __init__(self, controller: Controller):
+        self.controller = controller
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"].rstrip("/")
+        c = self.controller
+        try:
+            body = await read_body(receive, 1024 * 1024)
+            payload = json.loads(body) if body else {}
+        except ClientGone:
+            return
+        except ValueError:
+            await send_error(send, 400, "the request body is not valid JSON")
+            return
+        if (method, path) == ("GET", "/status"):
+            await send_json(send, 200, c.status())
+        elif (method, path) == ("GET", "/keys"):
+            await send_json(send, 200, {"keys": c.keys_list()})
+        elif (method, path) == ("POST", "/keys"):
+            await send_json(send, 201, c.keys_create(str(payload.get("name") or "default"),
+                                                     bool(payload.get("admin"))))
+        elif method == "DELETE" and path.startswith("/keys/"):
+            result = c.keys_revoke(path.rsplit("/", 1)[1])
+            await send_json(send, 200 if result else 404, result or {"error": {
+                "message": "no such key", "type": "not_found_error", "param": None,
+                "code": None}})
+        elif (method, path) == ("POST", "/shutdown"):
+            c.request_stop()
+            await send_json(send, 202, {"stopping": True})
+        elif (method, path) == ("POST", "/converge"):
+            await self._stream(send, lambda p: c.converge(payload, p))
+        elif (method, path) == ("POST", "/promote"):
+            await self._stream(send, lambda p: c.promote(str(payload.get("version", "")), p))
+        elif (method, path) == ("POST", "/rollback"):
+            await self._stream(send, c.rollback)
+        else:
+            await send_error(send, 404, f"no management action {method} {path}")
+
+    async def _stream(self, send: Send, operation: Operation) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def progress(message: str) -> None:
+            queue.put_nowait({"event": "progress", "message": message})
+
+        async def run() -> None:
+            try:
+                result = await operation(progress)
+                queue.put_nowait({"event": "result", "result": result})
+            except OperationError as exc:
+                queue.put_nowait({"event": "error", "error": exc.to_dict()})
+            except Exception as exc:  # reported to the caller, not lost in a task
+                queue.put_nowait({"event": "error", "error": OperationError(
+                    f"the controller failed: {exc!r}", hint="see logs/controller.log").to_dict()})
+
+        self.controller.spawn(run())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/x-ndjson")]})
+        while True:
+            event = await queue.get()
+            line = (json.dumps(event) + "\n").encode()
+            try:
+                await send({"type": "http.response.body", "body": line, "more_body": True})
+            except OSError:
+                return
+            if event["event"] != "progress":
+                break
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,328 @@
+"""The per-stack controller process: gateway, load balancer and replica supervisor in one
+asyncio loop. `llmcloud up` starts it detached:
+
+    python -m llmcloud.providers.local.controller --state ~/.llmcloud/stacks/<stack>
+
+It reads its desired configuration from `state.json` (written by the CLI), records what runs
+(pids, ports, versions) back into it, and stops everything on SIGTERM or `POST /shutdown`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from llmcloud.providers.local.control import ControlApi, OperationError
+from llmcloud.providers.local.gateway import Gateway, GatewaySettings
+from llmcloud.providers.local.keys import KeyRing, new_key, public
+from llmcloud.providers.local.metrics import GatewayMetrics
+from llmcloud.providers.local.pool import Pool
+from llmcloud.providers.local.procs import start_time
+from llmcloud.providers.local.ratelimit import RateLimiter
+from llmcloud.providers.local.rollout import RolloutFailed, roll, scale
+from llmcloud.providers.local.state import StateFile
+from llmcloud.providers.local.supervisor import ReplicaSettings, Supervisor
+
+log = logging.getLogger("llmcloud.controller")
+
+
+class _Server(uvicorn.Server):
+    # The controller handles SIGTERM itself: replicas drain before the listeners close.
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def gateway_settings(config: dict[str, Any]) -> GatewaySettings:
+    gateway = config["gateway"]
+    return GatewaySettings(max_body_bytes=gateway["max_body_kb"] * 1024,
+                           timeout_seconds=float(gateway["timeout_seconds"]))
+
+
+def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
+    server = config["server"]
+    return ReplicaSettings(
+        command=list(config["command"]), log_dir=log_dir,
+        drain_timeout=float(server["drain_timeout_seconds"]),
+        max_batch_size=int(server["max_batch_size"]), dtype=server["dtype"],
+        health_interval=float(config.get("health_interval", 0.5)),
+    )
+
+
+class Controller:
+    """Everything that runs for one stack, and the operations on it."""
+
+    def __init__(self, state_file: StateFile):
+        self.state_file = state_file
+        state = state_file.read()
+        self.config: dict[str, Any] = state["config"]
+        self.version: str = state.get("version") or self.config["version"]
+        self.history: list[str] = list(state.get("history") or [])
+        self.pool = Pool()
+        self.keys = KeyRing(state.get("keys") or [])
+        gateway = self.config["gateway"]
+        self.limiter = RateLimiter(gateway["rate_limit"], gateway["burst"], gateway.get("quota"))
+        self.metrics = GatewayMetrics(self.pool)
+        self.control = ControlApi(self)
+        self.gateway = Gateway(self.pool, self.keys, self.limiter, gateway_settings(self.config),
+                               self.metrics, admin=self.control)
+        self.supervisor = Supervisor(
+            self.pool, replica_settings(self.config, state_file.logs), self.source_for,
+            self.save, first_id=int(state.get("next_replica") or 1),
+        )
+        self._stop: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- what runs -------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.config['port']}/v1"
+
+    def source_for(self, version: str) -> list[str]:
+        """The server's `--model` arguments for `version` of the stack's model."""
+        model = self.config["model"]
+        if model["kind"] == "store":
+            folder = self.state_file.models / model["name"] / version
+            return ["--model", str(folder), "--model-version", version]
+        if model["kind"] == "uri":
+            return ["--model", model["source"], "--model-version", version]
+        return ["--model", model["source"]]  # a hub id: the version is a label here
+
+    def save(self) -> None:
+        """Record what runs in `state.json`."""
+        replicas = [
+            {"id": r.id, "pid": r.pid, "started": r.started, "port": r.port,
+             "version": r.version} for r in self.pool
+        ]
+
+        def change(state: dict[str, Any]) -> None:
+            state.update(
+                controller={"pid": os.getpid(), "started": start_time(os.getpid())},
+                endpoint=self.endpoint, replicas=replicas, version=self.version,
+                history=self.history, next_replica=self.supervisor.next_id,
+            )
+
+        self.state_file.update(change)
+
+    def status(self) -> dict[str, Any]:
+        """The endpoint, the version in service and every replica."""
+        replicas = [r.describe() for r in sorted(self.pool, key=lambda r: r.created)]
+        return {
+            "running": True,
+            "endpoint": self.endpoint,
+            "model": self.config["model"]["name"],
+            "model_version": self.version,
+            "desired_replicas": self.supervisor.desired,
+            "ready_replicas": sum(1 for r in replicas if r["ready"]),
+            "replicas": replicas,
+            "good_versions": self.history,
+            "restarts": self.supervisor.restarts,
+            "controller_pid": os.getpid(),
+        }
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def keys_list(self) -> list[dict[str, Any]]:
+        return [public(r) for r in self.keys.records]
+
+    def keys_create(self, name: str, admin: bool) -> dict[str, Any]:
+        key, record = new_key(name, admin=admin)
+        state = self.state_file.update(
+            lambda s: s.setdefault("keys", []).append(record))
+        self.keys.records = list(state["keys"])
+        return {**public(record), "key": key}
+
+    def keys_revoke(self, key_id: str) -> dict[str, Any] | None:
+        found = [r for r in self.keys.records if r["id"] == key_id]
+        if not found:
+            return None
+        state = self.state_file.update(
+            lambda s: s.update(keys=[r for r in s.get("keys", []) if r["id"] != key_id]))
+        self.keys.records = list(state["keys"])
+        return {**public(found[0]), "revoked": True}
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def converge(self, desired: dict[str, Any], progress) -> dict[str, Any]:
+        """Apply a changed configuration; change nothing that is already as desired."""
+        assert self._lock is not None
+        async with self._lock:
+            changed: list[str] = []
+            if desired["port"] != self.config["port"]:
+                raise OperationError(
+                    f"the endpoint's port cannot change while the stack runs "
+                    f"({self.config['port']} -> {desired['port']})",
+                    hint="llmcloud destroy, then llmcloud up", kind="config")
+            if desired["gateway"] != self.config["gateway"]:
+                gateway = desired["gateway"]
+                self.limiter.configure(gateway["rate_limit"], gateway["burst"],
+                                       gateway.get("quota"))
+                settings = gateway_settings(desired)
+                self.gateway.settings.max_body_bytes = settings.max_body_bytes
+                self.gateway.settings.timeout_seconds = settings.timeout_seconds
+                changed.append("gateway")
+            new_settings = replica_settings(desired, self.state_file.logs)
+            if new_settings.fingerprint() != self.supervisor.config_id:
+                self.supervisor.settings = new_settings
+                self.supervisor.config_id = new_settings.fingerprint()
+                changed.append("server")
+            version_changed = (desired["version"] != self.config["version"]
+                               or desired["model"] != self.config["model"])
+            self.config = {**desired}
+            if version_changed:
+                changed.append("model")
+            if desired["replicas"] != self.supervisor.desired:
+                changed.append("replicas")
+            timeout = float(desired["ready_timeout"])
+            target = desired["version"] if version_changed else self.version
+            try:
+                if "replicas" in changed:
+                    await scale(self.supervisor, desired["replicas"], self.version, timeout,
+                                progress)
+                if version_changed or "server" in changed:
+                    await self._roll_or_back(target, progress)
+            except RolloutFailed as exc:
+                raise OperationError(str(exc), hint="see the replica logs in "
+                                     f"{self.state_file.logs}") from None
+            self.save()
+            return {"changed": changed, **self.status()}
+
+    async def promote(self, version: str, progress) -> dict[str, Any]:
+        """Roll every replica to `version`; on failure, roll back to the previous one."""
+        assert self._lock is not None
+        async with self._lock:
+            previous = self.version
+            replaced = await self._roll_or_back(version, progress)
+            return {"previous_version": previous, "replaced": replaced, **self.status()}
+
+    async def rollback(self, progress) -> dict[str, Any]:
+        """Return to the last good version before the one in service."""
+        assert self._lock is not None
+        async with self._lock:
+            earlier = [v for v in self.history if v != self.version]
+            if not earlier:
+                raise OperationError(
+                    f"there is no good version before {self.version} to roll back to",
+                    hint="llmcloud promote --model-version V", kind="config")
+            previous, target = self.version, earlier[-1]
+            progress(f"rolling back from {previous} to {target}")
+            try:
+                replaced = await roll(self.supervisor, target, self._ready_timeout, progress)
+            except RolloutFailed as exc:
+                raise OperationError(f"rollback to {target} failed: {exc}",
+                                     hint=f"see the replica logs in {self.state_file.logs}"
+                                     ) from None
+            while self.history and self.history[-1] == previous:
+                self.history.pop()
+            self.version = target
+            self.save()
+            return {"previous_version": previous, "replaced": replaced, **self.status()}
+
+    @property
+    def _ready_timeout(self) -> float:
+        return float(self.config["ready_timeout"])
+
+    async def _roll_or_back(self, version: str, progress) -> int:
+        previous = self.version
+        try:
+            replaced = await roll(self.supervisor, version, self._ready_timeout, progress)
+        except RolloutFailed as exc:
+            progress(f"{exc}; rolling back to {previous}")
+            await roll(self.supervisor, previous, self._ready_timeout, progress)
+            raise OperationError(
+                f"promote to {version} failed: {exc}",
+                context=f"rolled back to {previous}; every replica serves {previous}",
+                hint=f"see the replica logs in {self.state_file.logs}") from None
+        self.version = version
+        if not self.history or self.history[-1] != version:
+            self.history.append(version)
+        self.save()
+        return replaced
+
+    # -- the process -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or `POST /shutdown`, then drain and stop everything."""
+        loop = asyncio.get_running_loop()
+        self._stop, self._lock = asyncio.Event(), asyncio.Lock()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("127.0.0.1", int(self.config["port"])))
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.socket_path.unlink()
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind(str(self.state_file.socket_path))
+        os.chmod(self.state_file.socket_path, 0o600)
+        servers = [
+            _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                   server_header=False, date_header=False, backlog=2048,
+                                   timeout_graceful_shutdown=5, timeout_keep_alive=30))
+            for app in (self.gateway, self.control)
+        ]
+        serving = [loop.create_task(s.serve(sockets=[sock]))
+                   for s, sock in zip(servers, (tcp, unix), strict=True)]
+        health = loop.create_task(self.supervisor.health_loop())
+        self.supervisor.desired = int(self.config["replicas"])
+        if not self.history:
+            self.history.append(self.version)
+        self.save()
+        self.spawn(self._start_replicas())
+        log.info("serving %s with %d replica(s)", self.endpoint, self.supervisor.desired)
+        await self._stop.wait()
+        log.info("stopping: draining replicas")
+        for task in list(self._tasks):
+            task.cancel()
+        await self.supervisor.close()
+        health.cancel()
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*serving, return_exceptions=True)
+        await self.gateway.aclose()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.socket_path.unlink()
+        self.state_file.remove()
+        log.info("stopped")
+
+    async def _start_replicas(self) -> None:
+        try:
+            await scale(self.supervisor, self.supervisor.desired, self.version,
+                        self._ready_timeout, lambda message: log.info("%s", message))
+        except RolloutFailed as exc:
+            log.error("%s; the supervisor keeps restarting them", exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the controller process."""
+    parser = argparse.ArgumentParser(description="llmcloud local stack controller")
+    parser.add_argument("--state", required=True, type=Path, help="the stack's state folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(Controller(StateFile(args.state)).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The API gateway and load balancer: keys, rate limits, body limit, least-outstanding
+balancing, retries, unbuffered streaming, timeouts.
+
+A request is retried on another replica only while nothing has been sent to the client:
+after a connection error (the replica is ejected), a reset before the response started, or
+a 503/429 from a replica that is draining or full. Once the response has started, an upstream
+failure ends a server-sent-event stream with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from llmcloud.providers.local.asgi import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Send,
+    bearer_token,
+    error_document,
+    header,
+    read_body,
+    send_error,
+    send_json,
+)
+from llmcloud.providers.local.keys import KeyRing
+from llmcloud.providers.local.metrics import GatewayMetrics
+from llmcloud.providers.local.pool import Pool, Replica
+from llmcloud.providers.local.ratelimit import RateLimiter, retry_after_header
+
+log = logging.getLogger("llmcloud.gateway")
+
+_HOP = {
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+}
+_DROP_UPSTREAM = _HOP | {b"authorization"}
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+# Failures before a response began: the replica died or reset us; safe to try another.
+_EARLY_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+AdminApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class GatewaySettings:
+    """The gateway's limits (from the spec's `gateway` and `server` sections)."""
+
+    max_body_bytes: int = 1024 * 1024
+    timeout_seconds: float = 300.0
+    max_attempts: int = 3
+    connect_timeout: float = 1.0
+
+
+class _Cancelled(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class Gateway:
+    """The ASGI app on the stack's endpoint. `admin` serves `/admin/*` for admin keys."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        keys: KeyRing,
+        limiter: RateLimiter,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+        admin: AdminApp | None = None,
+    ):
+        self.pool, self.keys, self.limiter = pool, keys, limiter
+        self.settings, self.metrics, self.admin = settings, metrics, admin
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/metrics":
+            body = self.metrics.render()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", self.metrics.content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if path == "/health/live":
+            await send_json(send, 200, {"status": "ok"})
+            return
+        if path == "/health/ready":
+            ready = len(self.pool.routable())
+            await send_json(send, 200 if ready else 503, {"ready_replicas": ready})
+            return
+        record = self.keys.lookup(bearer_token(scope))
+        if record is None:
+            await self._answer(send, 401, "invalid or missing API key: send "
+                               "'Authorization: Bearer <key>'", "invalid_api_key",
+                               [(b"www-authenticate", b'Bearer realm="llmcloud"')])
+            return
+        if path.startswith("/admin/"):
+            if not record.get("admin"):
+                await self._answer(send, 403, "this action needs an admin key "
+                                   "(llmcloud keys create --admin)", "admin_key_required")
+                return
+            if self.admin is not None:
+                await self.admin({**scope, "path": path[len("/admin"):]}, receive, send)
+                return
+        wait = self.limiter.take(record["id"])
+        if wait is not None:
+            self.metrics.rate_limited.inc()
+            await self._answer(send, 429, "rate limit reached for this API key; retry after "
+                               f"{wait:.2f}s", "rate_limit_exceeded",
+                               [(b"retry-after", retry_after_header(wait).encode())])
+            return
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
+            await self._too_large(send)
+            return
+        try:
+            body = await read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            await self._too_large(send)
+            return
+        except ClientGone:
+            return
+        await self._proxy(scope, receive, send, body)
+
+    async def _answer(self, send: Send, status: int, message: str, code: str | None,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.metrics.requests.labels(str(status)).inc()
+        await send_error(send, status, message, code, headers or [])
+
+    async def _too_large(self, send: Send) -> None:
+        limit_kb = self.settings.max_body_bytes // 1024
+        await self._answer(send, 413, f"request body is larger than {limit_kb} KiB",
+                           "body_too_large")
+
+    async def _proxy(self, scope: dict[str, Any], receive: Receive, send: Send,
+                     body: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        started = time.perf_counter()
+        state = {"reason": None, "response_started": False}
+
+        def cancel(reason: str) -> None:
+            # After the last byte, uvicorn reports "disconnect" to a waiting receive(): ignore.
+            if state["reason"] is None and not state.get("complete"):
+                state["reason"] = reason
+                task.cancel()
+
+        timer = loop.call_later(self.settings.timeout_seconds, cancel, "timeout")
+        watcher = loop.create_task(_watch_disconnect(receive, cancel))
+        try:
+            await self._attempts(scope, send, body, state, started)
+        except asyncio.CancelledError:
+            if state["reason"] is None:
+                raise
+            await self._after_cancel(send, state)
+        finally:
+            timer.cancel()
+            watcher.cancel()
+
+    async def _after_cancel(self, send: Send, state: dict[str, Any]) -> None:
+        if state["reason"] != "timeout":
+            self.metrics.requests.labels("499").inc()  # the client went away
+            return
+        message = f"the request took longer than {self.settings.timeout_seconds:g}s"
+        if not state["response_started"]:
+            state["complete"] = True
+            await self._answer(send, 504, message, "timeout")
+        else:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            await _end_with_error(send, state, 504, message, "timeout")
+
+    async def _attempts(self, scope: dict[str, Any], send: Send, body: bytes,
+                        state: dict[str, Any], started: float) -> None:
+        headers = _forward_headers(scope)
+        target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        tried: list[Replica] = []
+        for attempt in range(self.settings.max_attempts):
+            replica = self.pool.pick(exclude=tried)
+            if replica is None:
+                break
+            if attempt:
+                self.metrics.retries.inc()
+            tried.append(replica)
+            replica.in_flight += 1
+            try:
+                request = self.client.build_request(
+                    scope["method"], replica.base_url + target, headers=headers, content=body
+                )
+                try:
+                    upstream = await self.client.send(request, stream=True)
+                except _CONNECT_ERRORS:
+                    self._eject(replica, "connect")
+                    continue
+                except _EARLY_ERRORS:
+                    self._eject(replica, "reset")
+                    continue
+                if upstream.status_code in (429, 503) and self._has_other(tried):
+                    # Draining, loading or full: this replica did not take the request.
+                    if upstream.status_code == 503:
+                        replica.ready = False
+                    await upstream.aclose()
+                    continue
+                try:
+                    await self._relay(upstream, send, state, replica, attempt + 1, started)
+                finally:
+                    await upstream.aclose()
+                replica.served += 1
+                return
+            finally:
+                replica.in_flight -= 1
+        state["complete"] = True
+        await self._answer(send, 503, "no replica is ready to serve the request",
+                           "no_replica_ready", [(b"retry-after", b"1")])
+
+    def _has_other(self, tried: list[Replica]) -> bool:
+        return len(tried) < self.settings.max_attempts and self.pool.pick(exclude=tried) is not None
+
+    def _eject(self, replica: Replica, kind: str) -> None:
+        self.metrics.upstream_errors.labels(kind).inc()
+        if replica.ejected_at is None:
+            self.metrics.ejections.inc()
+            log.warning("ejected replica %s (port %d): %s error", replica.id, replica.port, kind)
+        self.pool.eject(replica)
+
+    async def _relay(self, upstream: httpx.Response, send: Send, state: dict[str, Any],
+                     replica: Replica, attempts: int, started: float) -> None:
+        headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP]
+        headers.append((b"x-llmcloud-replica", replica.id.encode()))
+        headers.append((b"x-llmcloud-attempts", str(attempts).encode()))
+        content_length = upstream.headers.get("content-length")
+        if content_length is not None:
+            headers.append((b"content-length", content_length.encode()))
+        state["sse"] = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.requests.labels(str(upstream.status_code)).inc()
+        await send({"type": "http.response.start", "status": upstream.status_code,
+                    "headers": headers})
+        state["response_started"] = True
+        try:
+            async for chunk in upstream.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            self._eject(replica, "stream")
+            log.warning("replica %s broke a response: %r", replica.id, exc)
+            await _end_with_error(send, state, 502, "the replica serving this request failed",
+                                  "upstream_failed")
+            return
+        state["complete"] = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _forward_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_UPSTREAM]
+    if header(scope, b"x-request-id") is None:
+        headers.append((b"x-request-id", secrets.token_hex(8).encode()))
+    client = scope.get("client")
+    if client:
+        headers.append((b"x-forwarded-for", str(client[0]).encode()))
+    return headers
+
+
+async def _end_with_error(send: Send, state: dict[str, Any], status: int, message: str,
+                          code: str) -> None:
+    state["complete"] = True
+    if state.get("sse"):
+        event = json.dumps(error_document(status, message, code))
+        await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(),
+                    "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        # A body cut short cannot be marked in HTTP/1.1 except by dropping the connection,
+        # which is what the server does when a response ends before its length.
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _watch_disconnect(receive: Receive, cancel: Callable[[str], None]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            cancel("disconnect")
+            return
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,163 @@
+"""Starting a stack: the desired configuration from the spec, the controller process, and
+waiting until the endpoint serves."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llmcloud.providers.base import StackContext
+from llmcloud.providers.local import procs
+from llmcloud.providers.local.state import StateFile
+from llmcloud.providers.local.store import ModelStore
+from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
+
+
+class ControllerFailed(DeploymentError):
+    """The controller exited, or the replicas were not ready in time, during `up`."""
+
+
+def server_command(environ: Mapping[str, str]) -> list[str]:
+    """The replica command: `$LLMCLOUD_LOCAL_SERVER`, else this environment's llmcloud-server."""
+    custom = environ.get("LLMCLOUD_LOCAL_SERVER")
+    if custom:
+        return shlex.split(custom)
+    missing = [m for m in ("torch", "transformers", "fastapi")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingToolError(
+            f"the local provider runs llmcloud-server, which needs {', '.join(missing)}",
+            context="these come with llmcloud's 'runtime' extra",
+            hint='pip install "llmcloud[runtime]"')
+    script = Path(sys.executable).with_name("llmcloud-server")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from llmcloud.inference_image.server import run; run()"]
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number of seconds",
+                          hint=f"export {name}={default:g}")
+    return value
+
+
+def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
+    """Where replicas load the model from; a local folder is imported into the store first."""
+    model = ctx.spec.model
+    source = model.source
+    if "://" in source:
+        return {"name": model.name, "kind": "uri", "source": source}
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        store.upload(folder, name=model.name, version=model.version)
+        return {"name": model.name, "kind": "store", "source": str(folder.resolve())}
+    if source.startswith(("/", ".", "~")) or folder.exists():
+        raise ConfigError(f"model folder not found: {source}",
+                          hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER")
+    return {"name": model.name, "kind": "hub", "source": source}
+
+
+def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
+    """What the controller should run, from the spec and the environment."""
+    spec = ctx.spec
+    return {
+        "stack": ctx.stack,
+        "port": spec.server.port,
+        "model": model_config(ctx, ModelStore(state_file.models)),
+        "version": spec.model.version,
+        "replicas": spec.compute.min_replicas,
+        "gateway": {
+            "rate_limit": spec.gateway.rate_limit, "burst": spec.gateway.burst,
+            "quota": spec.gateway.quota, "max_body_kb": spec.gateway.max_body_kb,
+            "timeout_seconds": spec.gateway.timeout_seconds,
+        },
+        "server": {
+            "drain_timeout_seconds": spec.server.drain_timeout_seconds,
+            "max_batch_size": spec.server.max_batch_size, "dtype": spec.server.dtype,
+        },
+        "command": server_command(ctx.environ),
+        "ready_timeout": _number(ctx.environ, "LLMCLOUD_LOCAL_READY_TIMEOUT", 600),
+        "health_interval": _number(ctx.environ, "LLMCLOUD_LOCAL_HEALTH_INTERVAL", 0.5),
+    }
+
+
+def start_controller(state_file: StateFile, desired: dict[str, Any]) -> None:
+    """Record the configuration and start the stack's controller, detached."""
+    port = desired["port"]
+    if procs.port_in_use(port):
+        raise ConfigError(
+            f"port {port} on 127.0.0.1 is already in use",
+            context="the local endpoint listens on the spec's server.port",
+            hint=f"LLMCLOUD_SERVER__PORT={procs.free_port()} llmcloud up")
+
+    def record(state: dict[str, Any]) -> None:
+        previous = state.get("config") or {}
+        if previous.get("version") != desired["version"] or previous.get("model") != \
+                desired["model"]:
+            state["version"], state["history"] = desired["version"], []
+        state["config"] = desired
+
+    state_file.update(record)
+    state_file.logs.mkdir(parents=True, exist_ok=True)
+    with open(state_file.logs / "controller.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmcloud.providers.local.controller",
+             "--state", str(state_file.folder)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=dict(os.environ), close_fds=True,
+        )
+    state_file.update(lambda s: s.update(
+        controller={"pid": process.pid, "started": procs.start_time(process.pid)}))
+
+
+def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[str, Any]:
+    """Wait until the controller reports the desired number of ready replicas; its status."""
+    from llmcloud.providers.local.client import ControllerClient
+
+    deadline = time.monotonic() + desired["ready_timeout"] + 15
+    controller = state_file.read()["controller"]
+    seen: set[str] = set()
+    with ControllerClient(state_file.socket_path) as client:
+        while time.monotonic() < deadline:
+            if not procs.alive(controller["pid"], controller["started"]):
+                raise ControllerFailed(
+                    "the stack's controller exited while starting",
+                    context=_tail(state_file.logs / "controller.log"),
+                    hint=f"see {state_file.logs / 'controller.log'}")
+            if client.reachable():
+                status = client.get("/status")
+                for replica in status["replicas"]:
+                    if replica["ready"] and replica["id"] not in seen:
+                        seen.add(replica["id"])
+                        print(f"  replica {replica['id']} ready on port {replica['port']}",
+                              file=sys.stderr, flush=True)
+                if status["ready_replicas"] >= desired["replicas"]:
+                    return status
+            time.sleep(0.1)
+    raise ControllerFailed(
+        f"the replicas were not ready within {desired['ready_timeout']:g}s",
+        context=_tail(state_file.logs / "replica-r1.log"),
+        hint=f"see the logs in {state_file.logs}; LLMCLOUD_LOCAL_READY_TIMEOUT raises the limit")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return f"{path} is empty"
+    return " | ".join(text[-lines:]) or f"{path} is empty"

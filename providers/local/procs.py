@@ -1,0 +1,69 @@
+"""Processes by pid, checked by start time so a reused pid is never signalled by mistake."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
+        return None
+    if fields[0] == b"Z":  # a zombie has exited; only its parent's wait is missing
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, started: int | None = None) -> bool:
+    """True while `pid` runs and (when given) is the process that started at `started`."""
+    if not pid:
+        return False
+    now = start_time(pid)
+    if now is None:
+        return False
+    return started is None or now == started
+
+
+def stop(pid: int | None, started: int | None, *, grace: float) -> bool:
+    """SIGTERM the process, SIGKILL it after `grace` seconds; True once it is gone."""
+    if not alive(pid, started):
+        return True
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if wait_gone(pid, started, grace):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return wait_gone(pid, started, 5.0)
+
+
+def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the process to end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid, started):
+            return True
+        time.sleep(0.05)
+    return not alive(pid, started)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on `host:port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0

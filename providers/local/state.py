@@ -1,0 +1,99 @@
+"""The per-stack state folder and its `state.json`, shared by the CLI and the controller.
+
+Layout of `$LLMCLOUD_HOME/stacks/<stack>/` (`LLMCLOUD_HOME` defaults to `~/.llmcloud`):
+`state.json` (ports, pids, versions, key hashes; never a plaintext key), `control.sock` (the
+controller's management socket, owner-only), `logs/<process>.log`, `models/` (the bucket).
+Writers hold `state.lock` and replace the file atomically, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+STATE_NAME = "state.json"
+SOCKET_NAME = "control.sock"
+
+
+def llmcloud_home(environ: Mapping[str, str]) -> Path:
+    """`$LLMCLOUD_HOME`, else `~/.llmcloud`."""
+    configured = environ.get("LLMCLOUD_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".llmcloud"
+
+
+def stack_dir(environ: Mapping[str, str], stack: str) -> Path:
+    """The state folder of `stack`."""
+    return llmcloud_home(environ) / "stacks" / stack
+
+
+class StateFile:
+    """`state.json` of one stack, read and updated under a file lock."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / STATE_NAME
+        self.socket_path = self.folder / SOCKET_NAME
+        self.logs = self.folder / "logs"
+        self.models = self.folder / "models"
+
+    def ensure(self) -> None:
+        """Create the folder (owner-only: it holds the control socket) and its subfolders."""
+        for folder in (self.folder, self.logs, self.models):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def read(self) -> dict[str, Any]:
+        """The state, or `{}` when the stack has none."""
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.ensure()
+        with open(self.folder / "state.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def update(self, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """Apply `change` to the state in place under the lock, write it, return it."""
+        with self._locked():
+            state = self.read()
+            change(state)
+            self._write(state)
+            return state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".state-", suffix=".json")
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(state, out, indent=2, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temp, 0o600)
+            os.replace(temp, self.path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def remove(self) -> None:
+        """Forget the running service (keys and models stay for the next `up`)."""
+        def clear(state: dict[str, Any]) -> None:
+            for key in ("controller", "replicas", "endpoint"):
+                state.pop(key, None)
+
+        if self.exists():
+            self.update(clear)

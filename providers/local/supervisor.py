@@ -1,0 +1,223 @@
+"""The replicas' supervisor: starts `llmcloud-server` processes, health-checks them, drains
+and stops them, and replaces the ones that die (with backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from llmcloud.providers.local.pool import Pool, Replica
+from llmcloud.providers.local.procs import free_port, start_time
+
+log = logging.getLogger("llmcloud.supervisor")
+
+READMIT_AFTER = 2  # passing health checks before an ejected replica takes traffic again
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class ReplicaSettings:
+    """How replicas are started: the server command and the arguments every replica gets."""
+
+    command: list[str]
+    log_dir: Path
+    drain_timeout: float = 60.0
+    max_batch_size: int = 16
+    dtype: str = "auto"
+    health_interval: float = 0.5
+    extra_args: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """What a replica started with; replicas with another one are rolled."""
+        return repr((self.command, self.drain_timeout, self.max_batch_size, self.dtype,
+                     self.extra_args))
+
+
+def _die_with_parent() -> None:
+    # A replica must not outlive a controller that was killed outright (SIGKILL, OOM).
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    """Owns the replica processes of one stack; the pool is the gateway's view of them."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        settings: ReplicaSettings,
+        source_for: Callable[[str], list[str]],
+        on_change: Callable[[], None],
+        first_id: int = 1,
+    ):
+        self.pool, self.settings = pool, settings
+        self.source_for, self.on_change = source_for, on_change
+        self.desired = 0
+        self.config_id = settings.fingerprint()
+        self.closed = False
+        self.next_id = first_id
+        self.failures = 0
+        self.restarts = 0
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._stopping: set[str] = set()
+        self._unsupervised: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
+
+    # -- processes -------------------------------------------------------------------------
+
+    async def start(self, version: str, *, supervised: bool = True) -> Replica:
+        """Start one replica on `version`; it takes traffic once a health check passes.
+        An unsupervised replica (a rollout's new one) is not replaced if it dies."""
+        replica_id = f"r{self.next_id}"
+        self.next_id += 1
+        port = free_port()
+        args = [
+            *self.settings.command, *self.source_for(version),
+            "--host", "127.0.0.1", "--port", str(port),
+            "--drain-timeout", f"{self.settings.drain_timeout:g}",
+            "--max-batch-size", str(self.settings.max_batch_size),
+            "--dtype", self.settings.dtype, *self.settings.extra_args,
+        ]
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.log_dir / f"replica-{replica_id}.log", "ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )
+        replica = Replica(id=replica_id, port=port, version=version, pid=process.pid,
+                          started=start_time(process.pid), config_id=self.config_id)
+        self._processes[replica_id] = process
+        if not supervised:
+            self._unsupervised.add(replica_id)
+        self.pool.add(replica)
+        self._spawn(self._watch(replica, process))
+        log.info("started replica %s (pid %d, port %d) on %s", replica_id, process.pid, port,
+                 version)
+        self.on_change()
+        return replica
+
+    def supervise(self, replica: Replica) -> None:
+        """From now on, replace `replica` if it dies."""
+        self._unsupervised.discard(replica.id)
+
+    def running(self, replica: Replica) -> bool:
+        process = self._processes.get(replica.id)
+        return process is not None and process.returncode is None
+
+    async def wait_ready(self, replica: Replica, timeout: float) -> bool:
+        """True once `replica` passes a health check; False if it exits or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if replica.ready:
+                return True
+            if not self.running(replica):
+                return False
+            await asyncio.sleep(0.05)
+        return replica.ready
+
+    async def retire(self, replica: Replica, *, drain: bool = True) -> None:
+        """Stop routing to `replica`, let its requests finish (up to the drain timeout), then
+        stop the process (SIGTERM; SIGKILL if it lingers)."""
+        replica.draining = True
+        self._stopping.add(replica.id)
+        self.on_change()
+        deadline = time.monotonic() + (self.settings.drain_timeout if drain else 0)
+        while replica.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        process = self._processes.get(replica.id)
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 5.0 if drain else 2.0)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self._forget(replica)
+        log.info("stopped replica %s on %s", replica.id, replica.version)
+
+    def _forget(self, replica: Replica) -> None:
+        self.pool.remove(replica)
+        self._processes.pop(replica.id, None)
+        self._unsupervised.discard(replica.id)
+        self.on_change()
+
+    async def _watch(self, replica: Replica, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if replica.id in self._stopping or self.closed:
+            return
+        was_ready = replica.ready or replica.served > 0
+        supervised = replica.id not in self._unsupervised
+        log.warning("replica %s (pid %s) exited with %s", replica.id, replica.pid, code)
+        self._forget(replica)
+        if not supervised:
+            return
+        self.failures = 0 if was_ready else self.failures + 1
+        await self._heal(replica.version)
+
+    async def _heal(self, version: str) -> None:
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** max(0, self.failures - 1)) if self.failures else 0.2
+        await asyncio.sleep(delay)
+        if self.closed or len(self.serving()) >= self.desired:
+            return
+        self.restarts += 1
+        await self.start(version)
+
+    def serving(self) -> list[Replica]:
+        """Replicas that are not being retired (ready or starting)."""
+        return [r for r in self.pool if not r.draining]
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- health checks ---------------------------------------------------------------------
+
+    async def health_loop(self) -> None:
+        """Check every replica's `/health/ready` every `health_interval` seconds."""
+        while not self.closed:
+            replicas = [r for r in self.pool if not r.draining]
+            if replicas:
+                await asyncio.gather(*(self._check(r) for r in replicas))
+            await asyncio.sleep(self.settings.health_interval)
+
+    async def _check(self, replica: Replica) -> None:
+        try:
+            response = await self._client.get(replica.base_url + "/health/ready")
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        before = replica.routable
+        if ok:
+            replica.passes += 1
+            if replica.ejected_at is not None and replica.passes >= READMIT_AFTER:
+                log.info("readmitted replica %s", replica.id)
+                replica.ejected_at = None
+            replica.ready = True
+        else:
+            replica.passes = 0
+            replica.ready = False
+        if before != replica.routable:
+            self.on_change()
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every replica (draining them) and the health checks."""
+        self.closed = True
+        await asyncio.gather(*(self.retire(r) for r in list(self.pool)))
+        for task in list(self._tasks):
+            task.cancel()
+        await self._client.aclose()

@@ -1,0 +1,91 @@
+"""The gateway's pure parts: token buckets, keys, the balancer's choice, the model store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmcloud.inference_image.manifest import verify_folder
+from llmcloud.providers.local.keys import KeyRing, new_key, public
+from llmcloud.providers.local.pool import Pool, Replica
+from llmcloud.providers.local.ratelimit import RateLimiter, retry_after_header
+from llmcloud.providers.local.store import ModelStore
+from llmcloud.stacks.errors import ConfigError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_burst_then_rate():
+    clock = Clock()
+    limiter = RateLimiter(rate=5, burst=10, clock=clock)
+    assert [limiter.take("a") for _ in range(10)] == [None] * 10
+    wait = limiter.take("a")
+    assert wait == pytest.approx(0.2)
+    assert retry_after_header(wait) == "1"
+    assert limiter.take("b") is None  # per key
+    clock.now += 1.0
+    assert sum(limiter.take("a") is None for _ in range(10)) == 5
+
+
+def test_daily_quota_refuses_until_midnight():
+    clock, wall = Clock(), Clock()
+    wall.now = 86400 * 3 + 3600
+    limiter = RateLimiter(rate=100, burst=100, quota=3, clock=clock, wall=wall)
+    assert [limiter.take("a") for _ in range(3)] == [None] * 3
+    assert limiter.take("a") == pytest.approx(86400 - 3600)
+    wall.now += 86400
+    assert limiter.take("a") is None
+
+
+def test_keys_are_stored_as_hashes_and_looked_up():
+    key, record = new_key("ci", admin=True)
+    assert key not in json.dumps(record)
+    assert record["hash"].startswith("sha256:") and "hash" not in public(record)
+    ring = KeyRing([new_key("other")[1], record])
+    assert ring.lookup(key) is record
+    assert ring.lookup(key + "x") is None and ring.lookup(None) is None
+
+
+def test_least_outstanding_requests_and_ejection():
+    pool = Pool()
+    a, b, c = (Replica(id=n, port=1000 + i, version="v1", ready=True)
+               for i, n in enumerate("abc"))
+    for replica in (a, b, c):
+        pool.add(replica)
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
+    assert pool.pick() is b
+    assert pool.pick(exclude=[b]) is c
+    pool.eject(c)
+    assert pool.pick(exclude=[b]) is a and pool.ejections == 1
+    b.draining = True
+    a.ready = False
+    assert pool.pick() is None
+
+
+def test_store_upload_is_immutable_unless_forced(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "sub").mkdir()
+    (source / "sub" / "w.bin").write_bytes(b"\x00" * 10)
+    store = ModelStore(tmp_path / "models")
+    result = store.upload(source, name="m", version="v1")
+    assert result["uploaded"] and result["files"] == 2
+    manifest = store.manifest("m", "v1")
+    verify_folder(store.version_dir("m", "v1"), manifest)
+    assert store.upload(source, name="m", version="v1")["uploaded"] is False  # same content
+    (source / "config.json").write_text('{"changed": true}')
+    with pytest.raises(ConfigError, match="immutable|already exists") as info:
+        store.upload(source, name="m", version="v1")
+    assert "v2" in info.value.hint
+    assert store.upload(source, name="m", version="v1", force=True)["uploaded"]
+    assert json.loads((store.version_dir("m", "v1") / "config.json").read_text()) == {
+        "changed": True}
+    assert store.versions("m") == ["v1"]
