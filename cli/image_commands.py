@@ -1,7 +1,8 @@
-"""The inference image: build it, push it to the stack's registry."""
+"""The inference image: build it with the machine's builder, push it and print its digest."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,10 +10,11 @@ import typer
 from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
 
-BUILD_HINT = (
-    "docker build -f inference_image/Dockerfile -t llmcloud-server . "
-    "(from a checkout of llmcloud), then: llmcloud image push"
-)
+DEFAULT_REPOSITORY = "llmcloud-server"
+
+TlsVerify = Annotated[
+    bool, typer.Option("--tls-verify/--no-tls-verify", help="require HTTPS to the registry")
+]
 
 
 def build(
@@ -22,24 +24,56 @@ def build(
     builder: Annotated[
         str | None, typer.Option("--builder", help="docker, podman or buildah (detected)")
     ] = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="the image tag")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="extra image tags (repeatable)")
+    ] = None,
     platform: Annotated[str | None, typer.Option("--platform", help="e.g. linux/amd64")] = None,
-    push: Annotated[bool, typer.Option("--push", help="push to the stack's registry")] = False,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="the Dockerfile (inference_image/Dockerfile)")
+    ] = None,
+    context: Annotated[
+        Path | None, typer.Option("--context", help="the build context (the llmcloud checkout)")
+    ] = None,
+    push: Annotated[bool, typer.Option("--push", help="push every tag after building")] = False,
+    username: Annotated[str | None, typer.Option("--username", help="registry user")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the registry password from stdin")
+    ] = False,
+    tls_verify: TlsVerify = True,
     json: o.Json = False,
 ) -> None:
-    """Build the inference image (the model server on transformers + torch)."""
-    from llmcloud.stacks.errors import NotSupportedError
+    """Build the inference image, tagged with the llmcloud version and the git commit."""
+    from llmcloud.providers import image_builder as ib
 
-    Output.start(json=json)
-    raise NotSupportedError(
-        "`llmcloud image build` is not part of this build of llmcloud",
-        context="the image is built from inference_image/Dockerfile in the repository",
-        hint=BUILD_HINT,
+    out = Output.start(json=json)
+    found = ib.detect_builder(builder)
+    if file is None or context is None:
+        source = ib.source_checkout()
+        file = file or source / "inference_image" / "Dockerfile"
+        context = context or source
+    dockerfile = file
+    tags = tag or ib.default_tags(DEFAULT_REPOSITORY, context)
+    build_args = {"BASE_IMAGE": base_image} if base_image else {}
+    out.info(f"building {tags[0]} with {found.name} from {dockerfile}")
+    image_id = ib.build_image(
+        found, context=context, dockerfile=dockerfile, tags=tags, build_args=build_args,
+        platform=platform,
     )
+    document: dict[str, object] = {"builder": found.name, "image": tags[0], "tags": tags,
+                                   "image_id": image_id}
+    if push:
+        password = _password(password_stdin)
+        pushed = {t: ib.push_image(found, t, username=username, password=password,
+                                   tls_verify=tls_verify) for t in tags}
+        document["digest"] = pushed[tags[0]]
+        document["pinned"] = ib.pinned(tags[0], pushed[tags[0]])
+    out.result(document, human=_human(document))
 
 
 def push(
-    image: Annotated[str | None, typer.Argument(help="the image to push")] = None,
+    image: Annotated[
+        str, typer.Argument(help="the local image (default: llmcloud-server:<version>)")
+    ] = "",
     registry: Annotated[
         str | None, typer.Option("--registry", help="default: the stack's registry output")
     ] = None,
@@ -47,20 +81,46 @@ def push(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the registry password from stdin")
     ] = False,
+    builder: Annotated[
+        str | None, typer.Option("--builder", help="docker, podman or buildah (detected)")
+    ] = None,
+    tls_verify: TlsVerify = True,
     provider: o.Provider = None,
     stack: o.Stack = "dev",
     json: o.Json = False,
 ) -> None:
-    """Push the image to the stack's registry and print its digest (the stack deploys by
-    digest, never by a mutable tag)."""
-    import sys
-
+    """Push the image and print its digest (stacks deploy by digest, never by a tag)."""
     from llmcloud.cli.context import load_stack
+    from llmcloud.providers import image_builder as ib
 
     out = Output.start(json=json)
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    prov, ctx = load_stack(stack=stack, provider=provider)
-    result = prov.image_push(
-        ctx, image or "llmcloud-server", registry=registry, username=username, password=password
-    )
-    out.result(result)
+    password = _password(password_stdin)
+    local = image or f"{DEFAULT_REPOSITORY}:{ib.llmcloud_version()}"
+    found = ib.detect_builder(builder)
+    if registry is None and not ib.names_registry(local):
+        prov, ctx = load_stack(stack=stack, provider=provider)
+        prov.supports("image_push")
+        registry = str(prov.outputs(ctx)["outputs"]["registry_url"])
+        if username is None:
+            username, password = prov.registry_login(ctx, registry)
+    target = ib.image_reference(registry, local)
+    if target != local:
+        ib.tag_image(found, local, target)
+    digest = ib.push_image(found, target, username=username, password=password,
+                           tls_verify=tls_verify)
+    document = {"image": target, "digest": digest, "pinned": ib.pinned(target, digest)}
+    out.result(document, human=_human(document))
+
+
+def _password(from_stdin: bool) -> str | None:
+    import sys
+
+    return sys.stdin.readline().rstrip("\n") if from_stdin else None
+
+
+def _human(document: dict) -> str:
+    lines = [f"image: {document['image']}"]
+    if document.get("digest"):
+        lines += [f"digest: {document['digest']}",
+                  f"deploy it with: llmcloud:image: {document['pinned']}"]
+    return "\n".join(lines)

@@ -182,14 +182,6 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         an existing version unless `force`."""
         raise self._unsupported("model_upload")
 
-    def image_push(
-        self,
-        ctx: StackContext,
-        image: str,
-        *,
-        registry: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-    ) -> dict[str, Any]:
-        """Push `image` to the stack's registry (or `registry`); return its digest."""
+    def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
+        """A (username, password) for pushing to the stack's registry, the cloud's way."""
         raise self._unsupported("image_push")

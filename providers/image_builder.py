@@ -1,0 +1,256 @@
+"""Build and push the model server image with whatever builder the machine has.
+
+docker (buildx), podman and buildah are driven through their own command lines, so their
+configuration (storage driver, isolation, registries.conf, credential helpers) applies as
+the user set it up; llmcloud adds nothing but the arguments. Pushes always report the
+digest the registry stored, because stacks deploy images by digest, never by a mutable tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
+
+BUILDERS = ("docker", "podman", "buildah")
+INSTALL_HINT = "install one of them, e.g. apt-get install buildah (or podman, or docker)"
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A container builder found on this machine."""
+
+    name: str
+    path: str
+
+
+def _works(command: Sequence[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def detect_builder(preferred: str | None = None, *, which=shutil.which, works=_works) -> Builder:
+    """The builder to use: `preferred` if given, else docker buildx (when its daemon answers),
+    podman, buildah. Raise `MissingToolError` (exit 3) when there is none."""
+    if preferred is not None and preferred not in BUILDERS:
+        raise ConfigError(
+            f"unknown builder '{preferred}'", context=f"choose one of: {', '.join(BUILDERS)}",
+            hint="llmcloud image build --builder buildah",
+        )
+    for name in (preferred,) if preferred else BUILDERS:
+        path = which(name)
+        if path is None:
+            continue
+        if name == "docker" and not (
+            works([path, "buildx", "version"]) and works([path, "info"])
+        ):
+            if preferred:
+                raise MissingToolError(
+                    "docker is installed but cannot build (no buildx, or no daemon running)",
+                    context="`docker buildx version` and `docker info` must both succeed",
+                    hint="start the Docker daemon, or use --builder buildah",
+                )
+            continue
+        return Builder(name, path)
+    wanted = preferred or " or ".join(BUILDERS)
+    raise MissingToolError(
+        f"no container builder found ({wanted})",
+        context="llmcloud builds the image with docker buildx, podman or buildah",
+        hint=INSTALL_HINT,
+    )
+
+
+def build_command(
+    builder: Builder,
+    *,
+    context: Path,
+    dockerfile: Path,
+    tags: Sequence[str],
+    build_args: Mapping[str, str],
+    platform: str | None,
+) -> list[str]:
+    """The command line that builds the image with `builder`."""
+    verb = ["buildx", "build", "--load"] if builder.name == "docker" else ["build"]
+    command = [builder.path, *verb, "--file", str(dockerfile)]
+    for tag in tags:
+        command += ["--tag", tag]
+    for key, value in build_args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    if platform:
+        command += ["--platform", platform]
+    return [*command, str(context)]
+
+
+def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None) -> str:
+    """Run a builder command, streaming its output to stderr; raise on failure."""
+    process = subprocess.run(
+        command, input=stdin, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    if process.returncode != 0:
+        tail = [line for line in process.stdout.splitlines() if line.strip()][-3:]
+        raise DeploymentError(
+            f"{what} failed (exit {process.returncode})",
+            context=" | ".join(tail) or "no output",
+            hint="run the command again with --debug, or run the builder by hand: "
+            + " ".join(command[:3]) + " ...",
+        )
+    return process.stdout
+
+
+def push_image(
+    builder: Builder,
+    image: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls_verify: bool = True,
+) -> str:
+    """Push `image` (a full reference with its registry) and return the stored digest."""
+    if (username is None) != (password is None):
+        raise ConfigError(
+            "a registry username needs a password and the other way round",
+            hint="llmcloud image push IMAGE --username USER --password-stdin < token",
+        )
+    if builder.name == "docker":
+        return _docker_push(builder, image, username, password)
+    with tempfile.TemporaryDirectory() as folder:
+        digest_file = Path(folder) / "digest"
+        command = [builder.path, "push", "--digestfile", str(digest_file)]
+        if not tls_verify:
+            command.append("--tls-verify=false")
+        if username is not None:
+            # --creds puts the password in the process list; an auth file does not
+            auth = Path(folder) / "auth.json"
+            _write_auth_file(auth, image, username, password or "")
+            command += ["--authfile", str(auth)]
+        command += [image, f"docker://{image}"]
+        run_builder(command, f"pushing {image}")
+        return digest_file.read_text().strip()
+
+
+def _write_auth_file(path: Path, image: str, username: str, password: str) -> None:
+    registry = image.split("/", 1)[0]
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+    os.chmod(path, 0o600)
+
+
+def _docker_push(builder: Builder, image: str, username: str | None, password: str | None) -> str:
+    if username is not None:
+        registry = image.split("/", 1)[0]
+        run_builder(
+            [builder.path, "login", registry, "--username", username, "--password-stdin"],
+            f"logging in to {registry}", stdin=password,
+        )
+    run_builder([builder.path, "push", image], f"pushing {image}")
+    out = run_builder(
+        [builder.path, "inspect", "--format", "{{json .RepoDigests}}", image], "reading the digest"
+    )
+    repository = pinned(image, "").rstrip("@")
+    for entry in json.loads(out or "[]"):
+        if entry.startswith(repository + "@"):
+            return entry.split("@", 1)[1]
+    raise DeploymentError(f"docker did not report a digest for {image}")
+
+
+def image_reference(registry: str | None, image: str) -> str:
+    """`image` under `registry` (`host/path`), unless `image` already names a registry."""
+    if names_registry(image) or not registry:
+        return image
+    local = image.removeprefix("localhost/")  # podman's and buildah's name for local images
+    return f"{registry.rstrip('/')}/{local}"
+
+
+def llmcloud_version() -> str:
+    """The installed llmcloud version (tags the image)."""
+    from importlib.metadata import version
+
+    return version("llmcloud")
+
+
+def source_checkout() -> Path:
+    """The llmcloud checkout this llmcloud runs from (the image's build context)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "inference_image" / "Dockerfile").is_file():
+        return root
+    raise ConfigError(
+        "the image is built from llmcloud's source, and this installation has none",
+        context=f"no pyproject.toml and inference_image/Dockerfile under {root}",
+        hint="run it from a checkout of llmcloud (pip install -e .), or pass "
+        "--context DIR --file DIR/inference_image/Dockerfile",
+    )
+
+
+def git_commit(folder: Path) -> str | None:
+    """The short commit of `folder`'s git checkout, or None outside one."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def default_tags(repository: str, source: Path) -> list[str]:
+    """`repository:<version>-<commit>` (unique) and `repository:<version>`."""
+    version = llmcloud_version()
+    commit = git_commit(source)
+    tags = [f"{repository}:{version}-{commit}"] if commit else []
+    return [*tags, f"{repository}:{version}"]
+
+
+def build_image(
+    builder: Builder,
+    *,
+    context: Path,
+    dockerfile: Path,
+    tags: Sequence[str],
+    build_args: Mapping[str, str],
+    platform: str | None,
+) -> str:
+    """Build the image and return its local id."""
+    if not dockerfile.is_file():
+        raise ConfigError(f"no Dockerfile at {dockerfile}", hint="pass --file PATH")
+    with tempfile.TemporaryDirectory() as folder:
+        iid = Path(folder) / "iid"
+        command = build_command(
+            builder, context=context, dockerfile=dockerfile, tags=tags,
+            build_args=build_args, platform=platform,
+        )
+        command[-1:-1] = ["--iidfile", str(iid)]
+        run_builder(command, f"building {tags[0]}")
+        return iid.read_text().strip()
+
+
+def tag_image(builder: Builder, source: str, target: str) -> None:
+    """Give the local image `source` the name `target`."""
+    run_builder([builder.path, "tag", source, target], f"tagging {source} as {target}")
+
+
+def names_registry(image: str) -> bool:
+    """Whether an image reference starts with a registry host (`host.tld/`, `host:5000/`).
+
+    A bare `localhost/` is how podman and buildah name local images, not a registry."""
+    first = image.split("/", 1)[0]
+    return "/" in image and ("." in first or ":" in first)
+
+
+def pinned(image: str, digest: str) -> str:
+    """`registry/repo@sha256:...`: the reference a stack deploys."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: name.rfind(":")]
+    return f"{name}@{digest}"

@@ -1,0 +1,108 @@
+"""`llmcloud image build` and `image push` with buildah against a real registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmcloud.providers import image_builder as ib
+from llmcloud.stacks.errors import ExitCode, MissingToolError
+from tests.pipeline.conftest import PASSWORD, USER, manifest_digest
+
+
+def test_no_builder_is_exit_3_with_an_install_hint() -> None:
+    with pytest.raises(MissingToolError) as caught:
+        ib.detect_builder(which=lambda name: None)
+    assert caught.value.exit_code == ExitCode.MISSING_TOOL
+    assert caught.value.message == "no container builder found (docker or podman or buildah)"
+    assert "apt-get install buildah" in caught.value.hint
+
+
+def test_docker_without_a_daemon_falls_through_to_buildah() -> None:
+    paths = {"docker": "/usr/bin/docker", "buildah": "/usr/bin/buildah"}
+    found = ib.detect_builder(which=paths.get, works=lambda command: "buildx" in command)
+    assert found == ib.Builder("buildah", "/usr/bin/buildah")
+
+
+def test_asking_for_docker_without_a_daemon_says_so() -> None:
+    with pytest.raises(MissingToolError, match="cannot build"):
+        ib.detect_builder("docker", which=lambda name: "/usr/bin/docker", works=lambda c: False)
+
+
+def test_image_build_cli_exit_3_without_builders(cli, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = cli("image", "build")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[0] == (
+        "error: no container builder found (docker or podman or buildah)")
+
+
+@pytest.mark.parametrize("image,expected", [
+    ("llmcloud-server:0.1.0", False),
+    ("localhost/llmcloud-server:0.1.0", False),
+    ("localhost:5000/team/server:1", True),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/llm:1", True),
+    ("team/server:1", False),
+])
+def test_names_registry(image: str, expected: bool) -> None:
+    assert ib.names_registry(image) is expected
+
+
+def test_reference_and_pin() -> None:
+    registry = "r.example:5000/team"
+    assert ib.image_reference(registry, "localhost/srv:1") == f"{registry}/srv:1"
+    assert ib.image_reference(None, "srv:1") == "srv:1"
+    assert ib.pinned(f"{registry}/srv:1", "sha256:ab") == f"{registry}/srv@sha256:ab"
+
+
+def test_build_command_for_each_builder(tmp_path: Path) -> None:
+    common = dict(context=tmp_path, dockerfile=tmp_path / "Dockerfile", tags=["a:1", "a:2"],
+                  build_args={"BASE_IMAGE": "b:1"}, platform="linux/amd64")
+    assert ib.build_command(ib.Builder("docker", "docker"), **common) == [
+        "docker", "buildx", "build", "--load", "--file", str(tmp_path / "Dockerfile"),
+        "--tag", "a:1", "--tag", "a:2", "--build-arg", "BASE_IMAGE=b:1",
+        "--platform", "linux/amd64", str(tmp_path)]
+    assert ib.build_command(ib.Builder("buildah", "buildah"), **common)[:2] == [
+        "buildah", "build"]
+
+
+def test_build_and_push_with_buildah_to_an_htpasswd_registry(
+    cli, monkeypatch, tmp_path: Path, registry: str, buildah_env: dict, base_image: str
+) -> None:
+    for key, value in buildah_env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "extra.txt").write_text("built by llmcloud image build\n")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("ARG BASE_IMAGE=scratch\nFROM ${BASE_IMAGE}\nCOPY extra.txt /extra.txt\n")
+    built = cli("image", "build", "--builder", "buildah", "--base-image", base_image,
+                "--file", str(dockerfile), "--context", str(tmp_path),
+                "--tag", "localhost/llmcloud-server:test", "--json")
+    assert built.exit_code == 0, built.output
+    document = json.loads(built.stdout)
+    assert document["builder"] == "buildah"
+    assert document["image_id"].startswith("sha256:")
+
+    pushed = cli("image", "push", "localhost/llmcloud-server:test",
+                 "--registry", f"{registry}/team", "--username", USER, "--password-stdin",
+                 "--no-tls-verify", "--builder", "buildah", "--json", input=PASSWORD + "\n")
+    assert pushed.exit_code == 0, pushed.output
+    document = json.loads(pushed.stdout)
+    assert document["image"] == f"{registry}/team/llmcloud-server:test"
+    assert document["digest"] == manifest_digest(registry, "team/llmcloud-server", "test")
+    assert document["pinned"] == f"{registry}/team/llmcloud-server@{document['digest']}"
+    assert PASSWORD not in pushed.output
+
+
+def test_push_with_a_wrong_password_fails_cleanly(
+    cli, monkeypatch, registry: str, buildah_env: dict, base_image: str
+) -> None:
+    for key, value in buildah_env.items():
+        monkeypatch.setenv(key, value)
+    pushed = cli("image", "push", base_image, "--registry", f"{registry}/team",
+                 "--username", USER, "--password-stdin", "--no-tls-verify",
+                 "--builder", "buildah", input="wrong\n")
+    assert pushed.exit_code == 1
+    assert pushed.stderr.startswith(f"error: pushing {registry}/team/llmcloud-test-base:1 failed")
+    assert "Traceback" not in pushed.output
