@@ -144,8 +144,7 @@ class LocalProvider(Provider):
         state_file = self._state(ctx)
         client = self._client(state_file)
         if client is None:
-            return {"running": False, "endpoint": None, "model_version": None, "replicas": [],
-                    "state_dir": str(state_file.folder)}
+            return _summary({"running": False}, state_file)
         with client:
             return _summary(client.get("/status"), state_file)
 
@@ -232,6 +231,8 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
         "model": status.get("model"),
         "model_version": status.get("model_version"),
         "replicas": status.get("replicas", []),
+        "ready_replicas": status.get("ready_replicas", 0),
+        "desired_replicas": status.get("desired_replicas", 0),
         "state_dir": str(state_file.folder),
     }
 

@@ -142,7 +142,8 @@ def fake_stack(home, fake_env, tmp_path):
         model = model or fake_model(tmp_path / f"model-{name}")
         values = {"model__source": str(model), "model__name": "fake", "model__version": "v1",
                   "compute__min_replicas": replicas, "compute__max_replicas": max(replicas, 2),
-                  "server__port": free_port(), "server__drain_timeout_seconds": 3, **spec}
+                  "server__port": free_port(), "server__drain_timeout_seconds": 3,
+                  "gateway__rate_limit": 10000, "gateway__burst": 10000, **spec}
         return Stack(home, name, fake_env, **values)
 
     return make
