@@ -22,8 +22,16 @@ CAUSAL_CONTEXT = 1024
 
 @pytest.fixture(scope="session")
 def causal_dir(tmp_path_factory) -> Path:
-    return build_causal(tmp_path_factory.mktemp("tiny-llama"),
-                        max_position_embeddings=CAUSAL_CONTEXT)
+    """A tiny Llama with a manifest.json, as `llmcloud model upload` would leave it."""
+    import json
+
+    from llmcloud.inference_image.manifest import MANIFEST_NAME, build_manifest
+
+    folder = build_causal(tmp_path_factory.mktemp("tiny-llama"),
+                          max_position_embeddings=CAUSAL_CONTEXT)
+    manifest = build_manifest(folder, "tiny-llama", "v1")
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,242 @@
+"""End to end: real server processes, the official openai client, both model families."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmcloud.inference_image.loader import load_model
+
+PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def causal_client(causal_server):
+    return openai.OpenAI(base_url=f"{causal_server.url}/v1", api_key="unused", max_retries=0,
+                         timeout=60)
+
+
+@pytest.fixture(scope="module")
+def seq2seq_client(seq2seq_server):
+    return openai.OpenAI(base_url=f"{seq2seq_server.url}/v1", api_key="unused", max_retries=0,
+                         timeout=60)
+
+
+@pytest.fixture(scope="module")
+def causal_ref(causal_dir):
+    return load_model(causal_dir, task=None, device="cpu", dtype="auto")
+
+
+@pytest.fixture(scope="module")
+def seq2seq_ref(seq2seq_dir):
+    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto")
+
+
+def greedy_text(loaded, prompt_ids: list[int], n: int) -> str:
+    with torch.inference_mode():
+        out = loaded.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n,
+                                    min_new_tokens=n, do_sample=False)
+    start = 1 if loaded.model.config.is_encoder_decoder else len(prompt_ids)
+    return loaded.tokenizer.decode(out[0, start:], skip_special_tokens=True)
+
+
+def metrics(server) -> dict:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample_value(families, family, sample_name, **labels) -> float:
+    for sample in families[family].samples:
+        if sample.name == sample_name and all(sample.labels.get(k) == v
+                                              for k, v in labels.items()):
+            return sample.value
+    raise KeyError(f"{sample_name} {labels}")
+
+
+CASES = [("causal_client", "causal_ref", "tiny-llama"), ("seq2seq_client", "seq2seq_ref",
+                                                          "tiny-t5")]
+
+
+@pytest.fixture(params=CASES, ids=["causal", "seq2seq"])
+def case(request):
+    client_name, ref_name, model = request.param
+    return (request.getfixturevalue(client_name), request.getfixturevalue(ref_name), model)
+
+
+def test_models(case):
+    client, ref, model = case
+    models = client.models.list()
+    assert [m.id for m in models.data] == [model]
+
+
+def test_greedy_completion_matches_transformers_and_counts_usage(case):
+    client, ref, model = case
+    result = client.completions.create(model=model, prompt=PROMPT, max_tokens=12,
+                                       temperature=0)
+    prompt_ids = ref.tokenizer(PROMPT)["input_ids"]
+    assert result.choices[0].text == greedy_text(ref, prompt_ids, 12)
+    assert result.choices[0].finish_reason == "length"
+    assert result.usage.prompt_tokens == len(prompt_ids)
+    assert result.usage.completion_tokens == 12
+    assert result.usage.total_tokens == len(prompt_ids) + 12
+
+
+def test_streaming_equals_non_streaming_and_reports_usage(case):
+    client, ref, model = case
+    whole = client.completions.create(model=model, prompt=PROMPT, max_tokens=15,
+                                      temperature=0)
+    chunks = list(client.completions.create(model=model, prompt=PROMPT, max_tokens=15,
+                                            temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == whole.choices[0].text
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == 15
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "length" and set(finishes[:-1]) == {None}
+
+
+def test_stop_sequence(case):
+    client, ref, model = case
+    full = client.completions.create(model=model, prompt=PROMPT, max_tokens=20,
+                                     temperature=0).choices[0].text
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    expected = full[:full.find(stop)]
+    for stream in (False, True):
+        if stream:
+            chunks = list(client.completions.create(model=model, prompt=PROMPT, max_tokens=20,
+                                                    temperature=0, stop=[stop], stream=True))
+            text = "".join(c.choices[0].text for c in chunks)
+            finish = chunks[-1].choices[0].finish_reason
+        else:
+            choice = client.completions.create(model=model, prompt=PROMPT, max_tokens=20,
+                                               temperature=0, stop=stop).choices[0]
+            text, finish = choice.text, choice.finish_reason
+        assert (text, finish) == (expected, "stop")
+
+
+def test_seed_makes_sampling_deterministic(case):
+    client, ref, model = case
+
+    def run(seed):
+        return client.completions.create(model=model, prompt=PROMPT, max_tokens=16,
+                                         temperature=1.0, top_p=0.9, seed=seed).choices[0].text
+
+    assert run(1234) == run(1234)
+    assert len({run(1234), run(1), run(2)}) > 1
+
+
+def test_concurrent_requests_each_match_greedy(case):
+    client, ref, model = case
+    prompts = [PROMPT, "Hello", "Large language models", "Une maison", "0123", "def add"]
+
+    def run(i):
+        return client.completions.create(model=model, prompt=prompts[i], max_tokens=8 + i,
+                                         temperature=0).choices[0].text
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        texts = list(pool.map(run, range(len(prompts))))
+    for i, text in enumerate(texts):
+        assert text == greedy_text(ref, ref.tokenizer(prompts[i])["input_ids"], 8 + i)
+
+
+def test_chat_on_causal(causal_client, causal_ref):
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hello, how are you?"}]
+    result = causal_client.chat.completions.create(model="tiny-llama", messages=messages,
+                                                   max_tokens=10, temperature=0)
+    rendered = causal_ref.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                        add_generation_prompt=True)
+    prompt_ids = causal_ref.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert result.choices[0].message.role == "assistant"
+    assert result.choices[0].message.content == greedy_text(causal_ref, prompt_ids, 10)
+    assert result.usage.prompt_tokens == len(prompt_ids)
+    chunks = list(causal_client.chat.completions.create(
+        model="tiny-llama", messages=messages, max_tokens=10, temperature=0, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == result.choices[0].message.content
+    assert chunks[-1].usage.total_tokens == result.usage.total_tokens
+
+
+def test_chat_on_seq2seq_without_template_is_400(seq2seq_client):
+    with pytest.raises(openai.BadRequestError, match="chat template"):
+        seq2seq_client.chat.completions.create(
+            model="tiny-t5", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_client_errors_are_4xx(causal_client):
+    with pytest.raises(openai.BadRequestError, match="context"):
+        causal_client.completions.create(model="tiny-llama", prompt="hi", max_tokens=5000)
+    with pytest.raises(openai.NotFoundError):
+        causal_client.completions.create(model="gpt-4", prompt="hi")
+
+
+def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_client):
+    causal_client.completions.create(model="tiny-llama", prompt="Hello", max_tokens=4,
+                                     temperature=0)
+    fams = metrics(causal_server)
+    info = sample_value(fams, "llmcloud:model_info", "llmcloud:model_info", model_name="tiny-llama",
+                        model_version="v1", task="text-generation")
+    assert info == 1
+    assert sample_value(fams, "llmcloud:time_to_first_token_seconds",
+                        "llmcloud:time_to_first_token_seconds_count") >= 1
+    assert sample_value(fams, "llmcloud:inter_token_latency_seconds",
+                        "llmcloud:inter_token_latency_seconds_count") >= 3
+    assert sample_value(fams, "llmcloud:e2e_request_latency_seconds",
+                        "llmcloud:e2e_request_latency_seconds_count") >= 1
+    assert sample_value(fams, "llmcloud:generation_tokens",
+                        "llmcloud:generation_tokens_total") >= 4
+    assert sample_value(fams, "llmcloud:prompt_tokens", "llmcloud:prompt_tokens_total") >= 1
+    assert sample_value(fams, "llmcloud:num_requests_running",
+                        "llmcloud:num_requests_running") == 0
+    assert sample_value(fams, "llmcloud:num_requests_waiting",
+                        "llmcloud:num_requests_waiting") == 0
+    assert sample_value(fams, "llmcloud:requests", "llmcloud:requests_total",
+                        endpoint="/v1/completions", status="200") >= 1
+    assert sample_value(fams, "llmcloud:request_success", "llmcloud:request_success_total",
+                        finished_reason="length") >= 1
+
+
+def test_disconnect_stops_generation(causal_server):
+    before = metrics(causal_server)
+    generated_before = sample_value(before, "llmcloud:generation_tokens",
+                                    "llmcloud:generation_tokens_total")
+    body = {"model": "tiny-llama", "prompt": "hi", "max_tokens": 1000, "temperature": 0,
+            "stream": True}
+    with httpx.Client(timeout=30) as client, client.stream(
+            "POST", f"{causal_server.url}/v1/completions", json=body) as response:
+        seen = 0
+        for line in response.iter_lines():
+            if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
+                seen += 1
+            if seen >= 3:
+                break
+    # The client is gone: the slot must be freed and generation must stop well short of 1000.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        fams = metrics(causal_server)
+        if sample_value(fams, "llmcloud:num_requests_running",
+                        "llmcloud:num_requests_running") == 0:
+            break
+        time.sleep(0.02)
+    fams = metrics(causal_server)
+    assert sample_value(fams, "llmcloud:num_requests_running",
+                        "llmcloud:num_requests_running") == 0
+    generated = sample_value(fams, "llmcloud:generation_tokens",
+                             "llmcloud:generation_tokens_total") - generated_before
+    assert generated < 500
+    assert sample_value(fams, "llmcloud:request_success", "llmcloud:request_success_total",
+                        finished_reason="abort") >= 1
+    time.sleep(0.3)  # nothing keeps generating in the background
+    later = sample_value(metrics(causal_server), "llmcloud:generation_tokens",
+                         "llmcloud:generation_tokens_total") - generated_before
+    assert later == generated

@@ -1,0 +1,99 @@
+"""Process lifecycle: drain on SIGTERM, refusing a tampered model, a light --help."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+from conftest import ServerProcess
+
+
+def test_sigterm_drains_then_exits_zero(causal_dir):
+    server = ServerProcess("--model", str(causal_dir), "--drain-timeout", "0.5").wait_ready()
+    try:
+        results: dict[str, list[dict]] = {}
+
+        def stream(name: str, max_tokens: int) -> None:
+            body = {"prompt": "hi", "max_tokens": max_tokens, "temperature": 0,
+                    "stream": True, "ignore_eos": True}
+            events = []
+            with httpx.Client(timeout=30) as client, client.stream(
+                    "POST", f"{server.url}/v1/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        if name == "long" and len(events) == 2:
+                            started.set()
+                        if name == "short" and len(events) == 1:
+                            short_started.set()
+            results[name] = events
+
+        started, short_started = threading.Event(), threading.Event()
+        long = threading.Thread(target=stream, args=("long", 1000))
+        long.start()
+        assert started.wait(30)
+        # 1000 tokens take seconds on any CPU, so the long stream outlives the 0.5 s drain;
+        # the short one (40 tokens) finishes well inside it.
+        short = threading.Thread(target=stream, args=("short", 40))
+        short.start()
+        assert short_started.wait(30)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        ready = httpx.get(f"{server.url}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        refused = httpx.post(f"{server.url}/v1/completions", json={"prompt": "hi"}, timeout=5)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+        long.join(30)
+        short.join(30)
+        assert server.wait_exit(30) == 0
+    finally:
+        server.stop()
+    # The short request finished normally inside the drain window.
+    short_events = results["short"]
+    assert short_events[-1] == "[DONE]"
+    assert json.loads(short_events[-2])["choices"][0]["finish_reason"] == "length"
+    # The long one was cut at the deadline: an SSE error event, then [DONE].
+    long_events = results["long"]
+    assert long_events[-1] == "[DONE]"
+    error = json.loads(long_events[-2])["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "shutting down" in error["message"]
+    assert len(long_events) < 1000
+
+
+def test_tampered_model_refuses_to_start(causal_dir, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(causal_dir, copy)
+    with open(copy / "model.safetensors", "r+b") as handle:
+        handle.seek(-8, 2)
+        handle.write(b"tampered")
+    server = ServerProcess("--model", str(copy))
+    assert server.wait_exit(60) == 1
+    output = server.output()
+    assert "model.safetensors: sha256 mismatch" in output
+    assert "does not match its manifest" in output
+
+
+def test_version_mismatch_refuses_to_start(causal_dir):
+    server = ServerProcess("--model", str(causal_dir), "--model-version", "v9")
+    assert server.wait_exit(60) == 1
+    assert "'v1', but --model-version is 'v9'" in server.output()
+
+
+def test_help_is_fast_and_loads_no_torch():
+    code = ("import sys\nfrom llmcloud.inference_image import server\n"
+            "try:\n    server.run(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+            "assert 'fastapi' not in sys.modules\n")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--max-batch-size" in result.stdout and "--api-keys-file" in result.stdout
+    assert time.perf_counter() - started < 5
