@@ -64,13 +64,52 @@ def upload(
     json: o.Json = False,
 ) -> None:
     """Upload a model folder to models/<name>/<version>/ with a checksum manifest."""
-    from llmcloud.cli.context import load_stack
     from llmcloud.stacks.config import check_flags
 
     out = Output.start(json=json)
     check_flags({"model.version": version, "model.name": name})
+    if to is not None:
+        from llmcloud.providers.model_upload import upload_model
+
+        with upload_progress() as on_progress:
+            result = upload_model(path, to, name=name or path.resolve().name.lower(),
+                                  version=version, force=force, on_progress=on_progress)
+        out.result({"operation": "model upload", **result}, human=_uploaded(result))
+        return
+    from llmcloud.cli.context import load_stack
+
     prov, ctx = load_stack(stack=stack, provider=provider)
-    result = prov.model_upload(
-        ctx, path, name=name or ctx.spec.model.name, version=version, to=to, force=force
-    )
-    out.result({"provider": prov.name, "stack": stack, "operation": "model upload", **result})
+    with upload_progress() as on_progress:
+        result = prov.model_upload(
+            ctx, path, name=name or ctx.spec.model.name, version=version, force=force,
+            on_progress=on_progress,
+        )
+    out.result({"provider": prov.name, "stack": stack, "operation": "model upload", **result},
+               human=_uploaded(result))
+
+
+def _uploaded(result: dict) -> str:
+    return (f"uploaded {result['uploaded']} of {result['files']} files "
+            f"({result['skipped']} already there) to {result['uri']}")
+
+
+class upload_progress:  # noqa: N801 - used as a context manager, like a function
+    """A rich progress bar on stderr, fed by `on_progress(file, done, total)`."""
+
+    def __enter__(self):
+        import sys
+
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        self._bar = Progress("{task.description}", BarColumn(), DownloadColumn(),
+                             TransferSpeedColumn(), transient=True,
+                             disable=not sys.stderr.isatty())
+        self._bar.__enter__()
+        self._task = self._bar.add_task("uploading", total=None)
+        return self.update
+
+    def update(self, file: str, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total, description=file)
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)

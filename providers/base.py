@@ -175,12 +175,16 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         *,
         name: str,
         version: str,
-        to: str | None = None,
         force: bool = False,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload `folder` to `models/<name>/<version>/` with its manifest; never overwrite
-        an existing version unless `force`."""
-        raise self._unsupported("model_upload")
+        """Upload `folder` to the stack's store as `<name>/<version>/` with its manifest;
+        never overwrite an existing version unless `force`."""
+        self.supports("model_upload")
+        from llmcloud.providers.model_upload import upload_model
+
+        return upload_model(folder, self.model_store_uri(ctx), name=name, version=version,
+                            force=force, on_progress=on_progress)
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """A (username, password) for pushing to the stack's registry, the cloud's way."""

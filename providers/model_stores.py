@@ -1,0 +1,174 @@
+"""Model stores that can be written: the runtime's read-only bucket stores plus the few
+primitives an upload needs (`head`, `upload`, `put_bytes`), and a local folder store.
+
+Each object gets its sha256 as metadata when uploaded, so a later upload can skip files that
+are already there without downloading them. Every SDK honours its own endpoint setting
+(`AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`, `AZURE_STORAGE_CONNECTION_STRING`), so the same
+code talks to the cloud, MinIO, or an emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple, Protocol
+from urllib.parse import urlparse
+
+from llmcloud.inference_image.bucket_stores import (
+    AzureStore,
+    BucketStore,
+    GcsStore,
+    S3Store,
+    bucket_key_prefix,
+)
+
+Progress = Callable[[int], None]
+_MULTIPART = 64 * 1024 * 1024
+
+
+class ObjectInfo(NamedTuple):
+    """What a store knows of an object: its size and the sha256 recorded at upload."""
+
+    size: int
+    sha256: str | None
+
+
+class WritableStore(BucketStore, Protocol):
+    """A bucket that an upload can write to."""
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+
+class S3Writer(S3Store):
+    """S3: multipart uploads above 64 MiB, parts sent in parallel."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self._call(key, lambda: self._client.head_object(Bucket=self.bucket, Key=key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(head["ContentLength"], head.get("Metadata", {}).get("sha256"))
+
+    def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=_MULTIPART, multipart_chunksize=_MULTIPART,
+                                max_concurrency=8)
+        self._call(key, lambda: self._client.upload_file(
+            str(path), self.bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}},
+            Config=config, Callback=progress))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(key, lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data))
+
+
+class GcsWriter(GcsStore):
+    """Google Cloud Storage: resumable uploads in 16 MiB chunks for large files."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        blob = self._call(key, lambda: self._bucket.get_blob(key))
+        if blob is None:
+            return None
+        return ObjectInfo(blob.size or 0, (blob.metadata or {}).get("sha256"))
+
+    def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
+        size = path.stat().st_size
+        blob = self._bucket.blob(key, chunk_size=16 * 1024 * 1024 if size > _MULTIPART else None)
+        blob.metadata = {"sha256": sha256}
+        self._call(key, lambda: blob.upload_from_filename(str(path)))
+        progress(size)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        blob = self._bucket.blob(key)
+        self._call(key, lambda: blob.upload_from_string(data, content_type="application/json"))
+
+
+class AzureWriter(AzureStore):
+    """Azure Blob Storage: block blobs uploaded with parallel blocks."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        client = self._container.get_blob_client(key)
+        try:
+            props = self._call(key, client.get_blob_properties)
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(props.size, (props.metadata or {}).get("sha256"))
+
+    def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
+        sent = [0]
+
+        def hook(current: int, total: int | None) -> None:
+            progress(current - sent[0])
+            sent[0] = current
+
+        def send() -> None:
+            with open(path, "rb") as handle:
+                self._container.upload_blob(key, handle, overwrite=True, max_concurrency=4,
+                                            metadata={"sha256": sha256}, progress_hook=hook)
+
+        self._call(key, send)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(key, lambda: self._container.upload_blob(key, data, overwrite=True))
+
+
+class FolderStore:
+    """A folder acting as the bucket (the local provider's store, or a mounted volume)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise PermissionError(f"{key} escapes the store at {self.root}")
+        return path
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def download(self, key: str, dest: Path) -> None:
+        shutil.copyfile(self._path(key), dest)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from llmcloud.inference_image.manifest import file_sha256
+
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        return ObjectInfo(path.stat().st_size, file_sha256(path))
+
+    def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(path, partial)
+        os.replace(partial, target)  # a reader never sees half a file
+        progress(target.stat().st_size)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+
+
+def open_writable_store(uri: str) -> tuple[WritableStore, str]:
+    """The store for `uri` (s3://, gs://, az://, file:// or a folder) and its key prefix."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return FolderStore(Path(parsed.path if parsed.scheme else uri)), ""
+    prefix = bucket_key_prefix(uri)
+    if parsed.scheme == "s3":
+        return S3Writer(parsed.netloc), prefix
+    if parsed.scheme == "gs":
+        return GcsWriter(parsed.netloc), prefix
+    container = parsed.path.strip("/").partition("/")[0]
+    return AzureWriter(parsed.netloc, container), prefix

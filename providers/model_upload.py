@@ -1,0 +1,126 @@
+"""Upload a model folder to a model store as `<store>/<name>/<version>/` with its manifest.
+
+The manifest (sha256 and size per file) is written last: a version without one is an
+unfinished upload, and uploading it again resumes — files already there with the same hash
+are skipped. A version with a manifest is never overwritten unless `force`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
+
+MANIFEST = "manifest.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def version_uri(store_uri: str, name: str, version: str) -> str:
+    """Where a version lives: `<store>/<name>/<version>`; a bare bucket gets `models/`."""
+    parsed = urlparse(store_uri)
+    base = store_uri.rstrip("/")
+    if parsed.scheme in ("s3", "gs") and not parsed.path.strip("/"):
+        base += "/models"
+    if parsed.scheme == "az" and "/" not in parsed.path.strip("/"):
+        base += "/models"
+    return f"{base}/{name}/{version}"
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a folder that is not a saved model (no config, no weights)."""
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"{folder} is not a model folder: it has no config.json",
+            hint="save the model with model.save_pretrained(FOLDER) and its tokenizer beside it",
+        )
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*") if p.is_file()):
+        raise ConfigError(
+            f"{folder} holds no weights (.safetensors or .bin)",
+            hint="save the model with model.save_pretrained(FOLDER)",
+        )
+
+
+def upload_model(
+    folder: Path,
+    store_uri: str,
+    *,
+    name: str,
+    version: str,
+    force: bool = False,
+    workers: int = 4,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Upload `folder`; return what was done. `on_progress(file, bytes_done, bytes_total)`."""
+    from llmcloud.inference_image.manifest import build_manifest
+    from llmcloud.providers.model_stores import open_writable_store
+
+    folder = Path(folder)
+    check_model_folder(folder)
+    target = version_uri(store_uri, name, version)
+    try:
+        store, prefix = open_writable_store(target)
+    except ImportError as exc:
+        raise MissingToolError(str(exc), hint='pip install "llmcloud[aws,gcp,azure]"') from None
+    existing = _call(store.head, prefix + MANIFEST, target)
+    if existing is not None and not force:
+        raise DeploymentError(
+            f"version {version} of {name} exists already at {target}",
+            context="model versions are immutable: stacks may be serving this one",
+            hint="upload it as a new version, or overwrite it with --force",
+        )
+    manifest = build_manifest(folder, name, version)
+    total = sum(entry["size"] for entry in manifest["files"])
+    done = [0]
+
+    def advance(path: str, count: int) -> None:
+        done[0] += count
+        if on_progress is not None:
+            on_progress(path, done[0], total)
+
+    def send(entry: dict[str, Any]) -> bool:
+        key = prefix + entry["path"]
+        info = _call(store.head, key, target)
+        if info is not None and info.size == entry["size"] and info.sha256 == entry["sha256"]:
+            advance(entry["path"], entry["size"])
+            return False
+        _call(lambda k: store.upload(folder / entry["path"], k, entry["sha256"],
+                                     lambda n: advance(entry["path"], n)), key, target)
+        return True
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        sent = list(pool.map(send, manifest["files"]))
+    _call(lambda k: store.put_bytes(k, json.dumps(manifest, indent=2).encode()),
+          prefix + MANIFEST, target)
+    return {
+        "uri": target,
+        "name": name,
+        "version": version,
+        "files": len(sent),
+        "uploaded": sum(sent),
+        "skipped": len(sent) - sum(sent),
+        "bytes": total,
+        "overwritten": existing is not None,
+    }
+
+
+def _call(fn: Callable[[str], Any], key: str, target: str) -> Any:
+    try:
+        return fn(key)
+    except PermissionError as exc:
+        raise DeploymentError(
+            f"the model store refused access to {target}",
+            context=str(exc),
+            hint="check the credentials for the store (aws configure, gcloud auth "
+            "application-default login, az login)",
+        ) from None
+    except FileNotFoundError as exc:
+        raise DeploymentError(
+            f"the model store {target} does not exist",
+            context=str(exc),
+            hint="create the stack first (llmcloud up), or check the --to URI",
+        ) from None

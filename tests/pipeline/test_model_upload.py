@@ -1,0 +1,140 @@
+"""`llmcloud model upload` against S3 (moto server), GCS (gcp-storage-emulator) and Azure
+(Azurite): every file and a correct manifest, skip-identical, refusal to overwrite, resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from llmcloud.inference_image.manifest import build_manifest, verify_folder
+from llmcloud.inference_image.model_source import resolve
+from llmcloud.providers import model_stores
+from tests.pipeline import stores
+from tests.pipeline.conftest import free_port
+
+KINDS = ["s3", "gs", "az"]
+_names = (f"bucket-{n}" for n in itertools.count())
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def emulator(request, tmp_path_factory):
+    """(kind, port) of a running emulator for one cloud's object store."""
+    kind = request.param
+    command = {"s3": stores.moto_command, "gs": stores.gcs_command,
+               "az": stores.azurite_command}[kind]()
+    if command is None:
+        pytest.skip(f"the {kind} emulator is not installed (see .ci/run)")
+    port = free_port()
+    root = tmp_path_factory.mktemp(f"emulator-{kind}")
+    args = {
+        "s3": ["-H", "127.0.0.1", "-p", str(port)],
+        "gs": ["start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        "az": ["--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(root),
+               "--skipApiVersionCheck", "--loose", "--silent"],
+    }[kind]
+    url = f"http://127.0.0.1:{port}/" + ("moto-api/" if kind == "s3" else "")
+    with stores.serve([*command, *args], url, root / "log"):
+        yield kind, port
+
+
+@pytest.fixture
+def store_uri(emulator, monkeypatch) -> str:
+    """A fresh, empty bucket in the emulator, with the SDK pointed at it."""
+    kind, port = emulator
+    for key, value in stores.env_for(kind, port).items():
+        monkeypatch.setenv(key, value)
+    return stores.create_bucket(kind, next(_names))
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A folder shaped like a saved model (config, tokenizer, safetensors, a subfolder)."""
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
+    (folder / "model.safetensors").write_bytes(os.urandom(300_000))
+    (folder / "sub" / "extra.txt").write_text("nested files keep their paths\n")
+    return folder
+
+
+def _upload(cli, model_dir: Path, uri: str, *extra: str):
+    return cli("model", "upload", str(model_dir), "--name", "m", "--version", "v1",
+               "--to", uri, "--json", *extra)
+
+
+def test_upload_writes_every_file_and_a_correct_manifest(
+    cli, model_dir: Path, store_uri: str, tmp_path: Path
+) -> None:
+    result = _upload(cli, model_dir, store_uri)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["uri"] == f"{store_uri}/models/m/v1"
+    assert (document["files"], document["uploaded"], document["skipped"]) == (4, 4, 0)
+    # read it back the way the runtime does: download, verify against the manifest
+    resolved = resolve(document["uri"], version="v1", cache_dir=tmp_path / "cache")
+    assert (resolved.name, resolved.version) == ("m", "v1")
+    local = build_manifest(model_dir, "m", "v1")
+    verify_folder(Path(resolved.folder), local)
+    remote = json.loads((Path(resolved.folder) / "manifest.json").read_text()) if (
+        Path(resolved.folder) / "manifest.json").exists() else None
+    if remote is not None:
+        assert remote["files"] == local["files"]
+
+
+def test_second_upload_of_a_version_is_refused(cli, model_dir: Path, store_uri: str) -> None:
+    assert _upload(cli, model_dir, store_uri).exit_code == 0
+    again = _upload(cli, model_dir, store_uri)
+    assert again.exit_code == 1
+    assert again.stderr.splitlines()[0] == (
+        f"error: version v1 of m exists already at {store_uri}/models/m/v1")
+    assert again.stderr.splitlines()[-1] == (
+        "hint: upload it as a new version, or overwrite it with --force")
+
+
+def test_force_skips_identical_files_and_sends_changed_ones(
+    cli, model_dir: Path, store_uri: str
+) -> None:
+    assert _upload(cli, model_dir, store_uri).exit_code == 0
+    (model_dir / "tokenizer.json").write_text(json.dumps({"version": "2.0"}))
+    result = _upload(cli, model_dir, store_uri, "--force")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["uploaded"], document["skipped"], document["overwritten"]) == (1, 3, True)
+
+
+def test_interrupted_upload_resumes(
+    cli, model_dir: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = {"s3": model_stores.S3Writer, "gs": model_stores.GcsWriter,
+              "az": model_stores.AzureWriter}[store_uri.split(":")[0]]
+    real_upload = writer.upload
+    sent: list[str] = []
+
+    def flaky(self, path, key, sha256, progress):
+        if len(sent) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle
+        sent.append(key)
+        return real_upload(self, path, key, sha256, progress)
+
+    monkeypatch.setattr(writer, "upload", flaky)
+    first = cli("model", "upload", str(model_dir), "--name", "m", "--version", "v1",
+                "--to", store_uri)
+    assert first.exit_code == 130
+    monkeypatch.setattr(writer, "upload", real_upload)
+    second = _upload(cli, model_dir, store_uri)
+    assert second.exit_code == 0, second.output
+    document = json.loads(second.stdout)
+    assert (document["uploaded"], document["skipped"]) == (2, 2)
+
+
+def test_not_a_model_folder_is_a_usage_error(cli, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    result = cli("model", "upload", str(tmp_path), "--version", "v1", "--to", "s3://b")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        f"error: {tmp_path} is not a model folder: it has no config.json")
