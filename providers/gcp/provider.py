@@ -5,10 +5,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import llmcloud.policies.gcp  # noqa: F401 - registers the GCP checks that plan runs
+from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_gcp
+from llmcloud.providers.gcp import mocks
+from llmcloud.providers.gcp.prices import (
+    ARMOR_PER_MILLION,
+    ARMOR_POLICY_MONTH,
+    ARMOR_RULE_MONTH,
+    FORWARDING_RULE_HOURLY,
+    LB_DATA_PER_GB,
+    NAT_DATA_PER_GB,
+    NAT_VM_HOURLY,
+    PD_BALANCED_GB_MONTH,
+    SECRET_VERSION_MONTH,
+    GpuMachine,
+    boot_disk_gb,
+    gpu_machine,
+    monthly_to_hourly,
+    nat_billed_vms,
+    price_table,
+)
+from llmcloud.stacks.cost import CostLine, PriceSheet
+from llmcloud.stacks.errors import ConfigError, CredentialsError
+from llmcloud.stacks.spec import DeploymentSpec
 
-_NOT_BUILT = "the GCP stack's components are not part of this build; aws is the reference cloud"
+DEFAULT_REGION = "us-central1"
+DEFAULT_MACHINE_TYPE = "g2-standard-8"
+#: environment variables the Google provider takes the project from, in its order
+PROJECT_VARIABLES = ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT",
+                     "CLOUDSDK_CORE_PROJECT")
+_ROLLOUT = ("rolling a model version through `llmcloud promote` is a later issue; change "
+            "model.version in the stack file and run `llmcloud up` (the instance group "
+            "replaces its servers proactively)")
 
 
 class GcpProvider(CloudProvider):
@@ -16,19 +46,138 @@ class GcpProvider(CloudProvider):
 
     name = "gcp"
     extra = "gcp"
-    sdk_modules = ("pulumi_gcp", "google.cloud.storage")
+    # the stack needs only pulumi-gcp; the storage client serves model upload (a later issue)
+    sdk_modules = ("pulumi_gcp",)
     credentials_command = "gcloud auth application-default login"
     unsupported = {
-        op: _NOT_BUILT
-        for op in ("up", "update", "preview", "plan", "promote", "rollback", "model_upload",
-                   "image_push", "console")
-    } | {"keys": "GCP API keys are enforced at the edge declared in the stack"}
+        "promote": _ROLLOUT,
+        "rollback": _ROLLOUT,
+        "keys": "GCP API keys are hashes in the stack's Secret Manager secret; `llmcloud keys` "
+                "for GCP is a later issue (meanwhile: gcloud secrets versions add, see the "
+                "GCP section of the README)",
+        "model_upload": "uploads to the stack's bucket are a later issue (meanwhile: gcloud "
+                        "storage cp -r MODEL_DIR gs://BUCKET/models/NAME/VERSION/)",
+        "image_push": "pushes to the stack's Artifact Registry repository are a later issue",
+        "console": "the console shows local stacks only in this build",
+    }
+    #: GCP-only knobs of the stack (see `providers/gcp/service.py`)
+    options: Any = None
 
     def defaults(self) -> dict[str, Any]:
         return {
-            "region": "us-central1",
-            "compute": {"instance_type": "g2-standard-8", "gpus": 1},
+            "region": DEFAULT_REGION,
+            "compute": {"instance_type": DEFAULT_MACHINE_TYPE, "gpus": 1},
         }
 
     def check_credentials(self, environ: Mapping[str, str]) -> None:
+        """Application default credentials, and a project for the resources to live in."""
         check_gcp(environ)
+        if not any(environ.get(name) for name in PROJECT_VARIABLES):
+            raise CredentialsError(
+                "no Google Cloud project is set",
+                context=f"the stack's resources need a project; set one of "
+                        f"{', '.join(PROJECT_VARIABLES)}",
+                hint="export GOOGLE_CLOUD_PROJECT=$(gcloud config get-value project)")
+
+    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
+        """Declare every layer in the running Pulumi program; return the stack's outputs.
+
+        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
+        the stack's repository; a real update needs the image pushed first.
+        """
+        import pulumi
+
+        from llmcloud.providers.gcp.service import GcpOptions, build_service
+
+        if spec.image is None and not pulumi.runtime.is_dry_run():
+            raise self._image_missing(stack)
+        return build_service(spec, stack, self._machine(spec), self.options or GcpOptions())
+
+    def before_up(self, ctx: StackContext) -> None:
+        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
+        if ctx.spec.image is None:
+            raise self._image_missing(ctx.stack)
+        super().before_up(ctx)
+
+    def _image_missing(self, stack: str) -> ConfigError:
+        return ConfigError(
+            "no inference image is set for the GCP stack",
+            context="the servers pull the image by digest from the stack's Artifact Registry",
+            hint=f"llmcloud image push --provider gcp --stack {stack}")
+
+    def _machine(self, spec: DeploymentSpec) -> GpuMachine:
+        """The spec's machine type, refusing what this stack cannot serve honestly."""
+        if spec.compute.kind != "instances":
+            raise ConfigError("compute.kind 'sagemaker' is not offered by the gcp provider",
+                              hint="set compute.kind: instances")
+        if spec.gateway.quota is not None:
+            raise ConfigError(
+                "gateway.quota is not offered by the gcp provider",
+                context="Cloud Armor limits rates over at most an hour, not requests per day",
+                hint="remove gateway.quota from the stack file (gateway.rate_limit applies)")
+        if not spec.gateway.public:
+            raise ConfigError(
+                "gateway.public: false is not offered by the gcp provider",
+                context="the stack's load balancer is a global external one",
+                hint="set network.allowed_cidrs to the ranges that may call the endpoint")
+        machine_type = spec.compute.instance_type or DEFAULT_MACHINE_TYPE
+        machine = gpu_machine(machine_type)
+        if machine is None:
+            raise ConfigError(f"machine type {machine_type} is not a GPU machine llmcloud "
+                              "knows", context="known types: " + ", ".join(
+                                  sorted(price_table(DEFAULT_REGION).gpu_hourly)),
+                              hint="set compute.instance_type: g2-standard-8 (one L4)")
+        return machine
+
+    # -- plan: mocked GCP answers and prices --------------------------------------------
+
+    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
+                    region: str | None = None) -> dict[str, Any]:
+        """Google Cloud's answer to a data-source lookup, for `llmcloud plan`."""
+        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
+
+    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
+                      region: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The id and outputs Google Cloud would give a new resource, for `llmcloud plan`."""
+        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
+
+    def prices(self, spec: DeploymentSpec) -> PriceSheet:
+        """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
+        from llmcloud.providers.gcp.edge import security_rules
+
+        self._machine(spec)
+        region = spec.region or DEFAULT_REGION
+        table = price_table(region)
+        machine_type = spec.compute.instance_type or DEFAULT_MACHINE_TYPE
+        low, high = spec.compute.min_replicas, spec.compute.max_replicas
+        disk = boot_disk_gb(spec.compute.disk_gb, machine_type)
+        rules = len(security_rules(spec.network.allowed_cidrs, spec.gateway.rate_limit,
+                                   spec.gateway.burst))
+        rules_lines = 2 if spec.gateway.domain else 1
+        lines = [
+            CostLine(f"GPU servers ({machine_type}, on-demand)", "instance-hour",
+                     table.gpu_hourly[machine_type], low, high,
+                     note="Spot servers above the minimum are billed at most this"
+                     if spec.compute.spot else None),
+            CostLine(f"boot disks (pd-balanced, {disk} GB)", "disk-hour",
+                     round(disk * PD_BALANCED_GB_MONTH / 730, 6), low, high),
+            CostLine("load balancer forwarding rules", "rule-hour", FORWARDING_RULE_HOURLY,
+                     rules_lines, rules_lines),
+            CostLine("Cloud NAT (per server using it)", "vm-hour", NAT_VM_HOURLY,
+                     nat_billed_vms(low), nat_billed_vms(high)),
+            CostLine(f"Cloud Armor policy and {rules} rules", "policy-hour",
+                     monthly_to_hourly(ARMOR_POLICY_MONTH + rules * ARMOR_RULE_MONTH), 1, 1),
+            CostLine("Secret Manager (API key hashes)", "version-hour",
+                     monthly_to_hourly(SECRET_VERSION_MONTH), 1, 1),
+            CostLine("Cloud Armor requests", "1M requests", ARMOR_PER_MILLION, 0, 0,
+                     hourly=False, note="billed per request; not in the hourly total"),
+            CostLine("load balancer data processed", "GB", LB_DATA_PER_GB, 0, 0,
+                     hourly=False, note="billed per GB; not in the hourly total"),
+            CostLine("Cloud NAT data processed", "GB", NAT_DATA_PER_GB, 0, 0,
+                     hourly=False, note="billed per GB (image and model pulls go through "
+                                        "Private Google Access, not NAT)"),
+        ]
+        notes = []
+        if table.estimated:
+            notes.append(f"{region} is priced as us-central1; check the region's prices")
+        return PriceSheet(lines, table.price_date, table.source, notes=notes)

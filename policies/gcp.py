@@ -1,0 +1,182 @@
+"""GCP security checks, ported from checkov and reported under checkov's ids.
+
+Inputs are camelCase, as Pulumi's engine and its mocks see them. One check has no checkov
+counterpart and carries llmcloud's own id: LLMCLOUD_GCP_1 (GPU servers terminate, rather
+than live-migrate, on host maintenance, which GPUs cannot do).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from llmcloud.policies.core import CheckResult, Resource, resource_check, stack_check
+
+BUCKET = "gcp:storage/bucket:Bucket"
+FIREWALL = "gcp:compute/firewall:Firewall"
+VMS = ("gcp:compute/instanceTemplate:InstanceTemplate",
+       "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate",
+       "gcp:compute/instance:Instance")
+DEFAULT_COMPUTE_SA = re.compile(r"^\d+-compute@developer\.gserviceaccount\.com$")
+FULL_SCOPES = {"https://www.googleapis.com/auth/cloud-platform", "cloud-platform"}
+OPEN = ("0.0.0.0/0", "::/0")
+#: machine families whose GPUs are built in
+GPU_FAMILIES = ("a2-", "a3-", "a4-", "g2-", "g4-")
+
+
+def _true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+# -- buckets -----------------------------------------------------------------------------
+
+
+@resource_check("CKV_GCP_29", "buckets use uniform bucket-level access", BUCKET)
+def uniform_access(inputs: Mapping[str, Any]) -> str | None:
+    if _true(inputs.get("uniformBucketLevelAccess")):
+        return None
+    return "uniformBucketLevelAccess must be true (object ACLs bypass IAM)"
+
+
+@resource_check("CKV_GCP_114", "buckets enforce public access prevention", BUCKET)
+def public_access_prevention(inputs: Mapping[str, Any]) -> str | None:
+    if inputs.get("publicAccessPrevention") == "enforced":
+        return None
+    return "publicAccessPrevention must be 'enforced'"
+
+
+@resource_check("CKV_GCP_78", "buckets are versioned", BUCKET)
+def bucket_versioned(inputs: Mapping[str, Any]) -> str | None:
+    if _true((inputs.get("versioning") or {}).get("enabled")):
+        return None
+    return "versioning.enabled must be true"
+
+
+def _bucket_keys(bucket: Resource) -> set[str]:
+    keys = {bucket.id, bucket.outputs.get("name"), bucket.inputs.get("name")}
+    return {k for k in keys if isinstance(k, str) and k}
+
+
+@stack_check("CKV_GCP_62", "every bucket logs access")
+def bucket_logged(resources: list[Resource]) -> list[CheckResult]:
+    buckets = [r for r in resources if r.type == BUCKET]
+    targets = {(b.inputs.get("logging") or {}).get("logBucket") for b in buckets}
+    results = []
+    for bucket in buckets:
+        if (bucket.inputs.get("logging") or {}).get("logBucket"):
+            passed, message = True, "access logging enabled"
+        elif _bucket_keys(bucket) & targets:
+            passed, message = True, "log bucket: logging it into itself would loop"
+        else:
+            passed, message = False, "logging.logBucket is not set"
+        results.append(CheckResult("CKV_GCP_62", bucket.name, passed, message))
+    return results
+
+
+# -- compute -----------------------------------------------------------------------------
+
+
+@resource_check("CKV_GCP_39", "servers are Shielded VMs (vTPM, integrity monitoring)", *VMS)
+def shielded_vm(inputs: Mapping[str, Any]) -> str | None:
+    config = inputs.get("shieldedInstanceConfig")
+    if config is None:
+        return "shieldedInstanceConfig is not set"
+    off = [k for k in ("enableVtpm", "enableIntegrityMonitoring") if config.get(k) is False]
+    return f"{', '.join(off)} must not be false" if off else None
+
+
+@resource_check("CKV_GCP_40", "servers get no public IP address", *VMS)
+def no_public_ip(inputs: Mapping[str, Any]) -> str | None:
+    for interface in inputs.get("networkInterfaces") or []:
+        if interface.get("accessConfigs") or interface.get("ipv6AccessConfigs"):
+            return "a network interface has an access config (an external IP address)"
+    return None
+
+
+def _account(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    return inputs.get("serviceAccount") or {}
+
+
+def _default_account(inputs: Mapping[str, Any]) -> bool:
+    email = _account(inputs).get("email")
+    return not email or email == "default" or bool(DEFAULT_COMPUTE_SA.match(str(email)))
+
+
+@resource_check("CKV_GCP_30", "servers do not run as the default compute service account",
+                *VMS)
+def no_default_service_account(inputs: Mapping[str, Any]) -> str | None:
+    if _default_account(inputs):
+        return "serviceAccount.email is the default compute account (Editor on the project)"
+    return None
+
+
+@resource_check("CKV_GCP_31", "no default service account with full access to all APIs", *VMS)
+def no_default_full_scopes(inputs: Mapping[str, Any]) -> str | None:
+    scopes = set(_account(inputs).get("scopes") or [])
+    if _default_account(inputs) and scopes & FULL_SCOPES:
+        return "the default compute account with the cloud-platform scope"
+    return None
+
+
+def _metadata(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    return inputs.get("metadata") or {}
+
+
+@resource_check("CKV_GCP_32", "project-wide SSH keys are blocked", *VMS)
+def block_project_ssh_keys(inputs: Mapping[str, Any]) -> str | None:
+    if _true(_metadata(inputs).get("block-project-ssh-keys")):
+        return None
+    return "metadata block-project-ssh-keys must be true"
+
+
+@resource_check("CKV_GCP_35", "the serial port is disabled", *VMS)
+def serial_port_off(inputs: Mapping[str, Any]) -> str | None:
+    if _true(_metadata(inputs).get("serial-port-enable")):
+        return "metadata serial-port-enable must not be true"
+    return None
+
+
+def _has_gpu(inputs: Mapping[str, Any]) -> bool:
+    machine = str(inputs.get("machineType") or "").rsplit("/", 1)[-1]
+    return bool(inputs.get("guestAccelerators")) or machine.startswith(GPU_FAMILIES)
+
+
+@resource_check("LLMCLOUD_GCP_1", "GPU servers terminate on host maintenance", *VMS)
+def gpu_terminates_on_maintenance(inputs: Mapping[str, Any]) -> str | None:
+    if not _has_gpu(inputs):
+        return None
+    if (inputs.get("scheduling") or {}).get("onHostMaintenance") == "TERMINATE":
+        return None
+    return "scheduling.onHostMaintenance must be TERMINATE: GPU VMs cannot live-migrate"
+
+
+# -- network -----------------------------------------------------------------------------
+
+
+def _covers(ports: list[str] | None, port: int) -> bool:
+    if not ports:
+        return True
+    for spec in ports:
+        low, _, high = str(spec).partition("-")
+        if int(low) <= port <= int(high or low):
+            return True
+    return False
+
+
+def _no_open_port(port: int):
+    def check(inputs: Mapping[str, Any]) -> str | None:
+        if inputs.get("direction", "INGRESS") != "INGRESS" or _true(inputs.get("disabled")):
+            return None
+        if not any(r in OPEN for r in inputs.get("sourceRanges") or []):
+            return None
+        for allow in inputs.get("allows") or []:
+            if str(allow.get("protocol")).lower() in ("tcp", "all") and _covers(
+                    allow.get("ports"), port):
+                return f"port {port} is open to the internet"
+        return None
+    return check
+
+
+for _id, _port in (("CKV_GCP_2", 22), ("CKV_GCP_3", 3389), ("CKV_GCP_106", 80)):
+    resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", FIREWALL)(_no_open_port(_port))

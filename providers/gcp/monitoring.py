@@ -1,0 +1,162 @@
+"""Monitoring: alert policies (5xx ratio, latency, unhealthy backends, uptime), an uptime
+check through the load balancer, a log-based metric of failed health checks, a dashboard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+
+from llmcloud.providers.gcp.gpu_pool import READY_PATH
+
+FIVE_XX_RATIO = 0.05
+_LB = 'monitored_resource="https_lb_rule",backend_target_name="{backend}"'
+
+
+def five_xx_ratio_query(backend: str, ratio: float = FIVE_XX_RATIO) -> str:
+    """PromQL: the share of the backend's requests that ended in 5xx over 5 minutes."""
+    sel = _LB.format(backend=backend)
+    return (f'sum(rate(loadbalancing_googleapis_com:https_request_count{{{sel},'
+            f'response_code_class="500"}}[5m])) / '
+            f'sum(rate(loadbalancing_googleapis_com:https_request_count{{{sel}}}[5m])) '
+            f'> {ratio}')
+
+
+def latency_threshold_ms(timeout_seconds: int) -> int:
+    """p95 backend latency worth an alert: half the longest a request may take (a generation
+    is slow by nature, one near the timeout is about to fail)."""
+    return max(1000, timeout_seconds * 500)
+
+
+def latency_query(backend: str, threshold_ms: int) -> str:
+    """PromQL: the backend's p95 latency over 5 minutes above `threshold_ms`."""
+    sel = _LB.format(backend=backend)
+    return (f'histogram_quantile(0.95, sum by (le) (rate('
+            f'loadbalancing_googleapis_com:https_backend_latencies_bucket{{{sel}}}[5m]))) '
+            f'> {threshold_ms}')
+
+
+def unhealthy_filter(health_check: str) -> str:
+    """Logs of the load balancer's health checks that found a server unhealthy."""
+    return ('logName:"logs/compute.googleapis.com%2Fhealthchecks" AND '
+            f'jsonPayload.healthCheckProbeResult.healthState="UNHEALTHY" AND '
+            f'jsonPayload.healthCheckProbeResult.healthCheckName="{health_check}"')
+
+
+def dashboard_json(title: str, backend: str, group: str, in_flight_metric: str) -> str:
+    """The dashboard: requests by status class, p95 latency, in-flight requests per server,
+    the group's size."""
+    sel = _LB.format(backend=backend)
+
+    def chart(name: str, query: str) -> dict:
+        return {"title": name, "xyChart": {"dataSets": [{"plotType": "LINE",
+                "timeSeriesQuery": {"prometheusQuery": query}}]}}
+
+    metric = in_flight_metric.replace("custom.googleapis.com/", "custom_googleapis_com:")
+    metric = metric.replace("/", "_")
+    tiles = [
+        chart("requests/s by status class", "sum by (response_code_class) (rate("
+              f"loadbalancing_googleapis_com:https_request_count{{{sel}}}[5m]))"),
+        chart("p95 backend latency (ms)", "histogram_quantile(0.95, sum by (le) (rate("
+              f"loadbalancing_googleapis_com:https_backend_latencies_bucket{{{sel}}}[5m])))"),
+        chart("in-flight requests per server", f'avg by (instance_id) ({metric}'
+              '{monitored_resource="gce_instance"})'),
+        chart("servers", "sum(compute_googleapis_com:instance_group_size{"
+              f'monitored_resource="instance_group",instance_group_name="{group}"}})'),
+    ]
+    return json.dumps({"displayName": title, "mosaicLayout": {"columns": 12, "tiles": [
+        {"xPos": (i % 2) * 6, "yPos": (i // 2) * 4, "width": 6, "height": 4, "widget": t}
+        for i, t in enumerate(tiles)]}}, sort_keys=True)
+
+
+@dataclass
+class MonitoringArgs:
+    """What to watch: the backend service, the group, the public host."""
+
+    name: str
+    project: pulumi.Input[str]
+    backend_service: str
+    instance_group: str
+    health_check: str
+    host: pulumi.Input[str]
+    https: bool
+    timeout_seconds: int
+    in_flight_metric: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Four alert policies, an uptime check, a log-based metric and a dashboard. The
+    policies have no notification channel: attach the team's channels to them."""
+
+    dashboard: gcp.monitoring.Dashboard
+    uptime_check: gcp.monitoring.UptimeCheckConfig
+
+    def __init__(self, name: str, args: MonitoringArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:gcp:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        unhealthy = gcp.logging.Metric(
+            f"{name}-unhealthy", name=f"{args.name}-unhealthy-backends", project=args.project,
+            filter=unhealthy_filter(args.health_check),
+            description="health checks that found a model server unhealthy",
+            metric_descriptor={"metric_kind": "DELTA", "value_type": "INT64"}, opts=child)
+        self.uptime_check = gcp.monitoring.UptimeCheckConfig(
+            f"{name}-uptime", display_name=f"{args.name} ready", project=args.project,
+            timeout="10s", period="60s",
+            http_check={"path": READY_PATH, "port": 443 if args.https else 80,
+                        "use_ssl": args.https, "validate_ssl": args.https,
+                        "accepted_response_status_codes": [{"status_class": "STATUS_CLASS_2XX"}]},
+            monitored_resource={"type": "uptime_url",
+                                "labels": {"host": args.host, "project_id": args.project}},
+            user_labels=args.labels, opts=child)
+        documentation = {"mime_type": "text/markdown", "content": (
+            f"llmcloud stack `{args.name}`: see the dashboard, the backend service "
+            f"`{args.backend_service}` and the instance group `{args.instance_group}`.")}
+        self._promql(f"{name}-5xx", f"{args.name} 5xx ratio above {FIVE_XX_RATIO:.0%}",
+                     five_xx_ratio_query(args.backend_service), args, documentation)
+        threshold = latency_threshold_ms(args.timeout_seconds)
+        self._promql(f"{name}-latency", f"{args.name} p95 latency above {threshold} ms",
+                     latency_query(args.backend_service, threshold), args, documentation)
+        self._threshold(f"{name}-unhealthy-alert", f"{args.name} unhealthy backends",
+                        unhealthy.name.apply(lambda m: f'metric.type="logging.googleapis.com/'
+                                             f'user/{m}" AND resource.type="gce_instance_group"'),
+                        "ALIGN_DELTA", "REDUCE_SUM", 0, args, documentation,
+                        depends=[unhealthy])
+        self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
+                        self.uptime_check.uptime_check_id.apply(
+                            lambda c: 'metric.type="monitoring.googleapis.com/uptime_check/'
+                                      f'check_passed" AND metric.label.check_id="{c}" AND '
+                                      'resource.type="uptime_url"'),
+                        "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args, documentation)
+        self.dashboard = gcp.monitoring.Dashboard(
+            f"{name}-dashboard", project=args.project, dashboard_json=dashboard_json(
+                args.name, args.backend_service, args.instance_group, args.in_flight_metric),
+            opts=child)
+        self.register_outputs({"dashboard": self.dashboard.id,
+                               "uptime_check": self.uptime_check.uptime_check_id})
+
+    def _promql(self, name: str, title: str, query: str, args: MonitoringArgs,
+                documentation: dict) -> gcp.monitoring.AlertPolicy:
+        return gcp.monitoring.AlertPolicy(
+            name, display_name=title, project=args.project, combiner="OR", severity="ERROR",
+            conditions=[{"display_name": title, "condition_prometheus_query_language": {
+                "query": query, "duration": "300s", "evaluation_interval": "60s"}}],
+            documentation=documentation, user_labels=args.labels,
+            alert_strategy={"auto_close": "1800s"}, opts=pulumi.ResourceOptions(parent=self))
+
+    def _threshold(self, name: str, title: str, metric_filter: pulumi.Input[str], aligner: str,
+                   reducer: str, above: float, args: MonitoringArgs, documentation: dict,
+                   depends: list[pulumi.Resource] | None = None) -> gcp.monitoring.AlertPolicy:
+        return gcp.monitoring.AlertPolicy(
+            name, display_name=title, project=args.project, combiner="OR", severity="ERROR",
+            conditions=[{"display_name": title, "condition_threshold": {
+                "filter": metric_filter, "comparison": "COMPARISON_GT",
+                "threshold_value": above, "duration": "300s",
+                "aggregations": [{"alignment_period": "60s", "per_series_aligner": aligner,
+                                  "cross_series_reducer": reducer}]}}],
+            documentation=documentation, user_labels=args.labels,
+            alert_strategy={"auto_close": "1800s"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends or []))

@@ -1,0 +1,135 @@
+"""The boot and shutdown scripts of a GPU server: fetch the API key hashes, pull the image by
+digest from Artifact Registry, run the server on the GPUs, drain it on shutdown.
+
+They carry references only (image digest, model URI, secret name): the instance's service
+account supplies every credential at run time, so no secret is written into metadata.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
+#: the custom metric the in-flight autoscaling signal lives in (one series per instance)
+IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
+#: the Prometheus gauges the model server exposes on /metrics; in flight = running + waiting
+IN_FLIGHT_GAUGES = ("llmcloud:num_requests_running", "llmcloud:num_requests_waiting")
+CONTAINER = "llmcloud-server"
+KEYS_FILE = "/etc/llmcloud/api-keys"
+MODEL_CACHE = "/var/lib/llmcloud/models"
+_METADATA = "http://metadata.google.internal/computeMetadata/v1"
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """What one server needs to start; every field is a reference, never a secret."""
+
+    project: str
+    image: str
+    model_uri: str
+    model_version: str
+    keys_secret: str
+    port: int = 8080
+    drain_timeout_seconds: int = 60
+    max_batch_size: int = 16
+    max_body_kb: int = 1024
+    dtype: str = "auto"
+    publish_in_flight: bool = True
+
+
+def registry_host(image: str) -> str:
+    """The registry part of an image reference (`us-central1-docker.pkg.dev`)."""
+    return image.split("/", 1)[0]
+
+
+def server_command(launch: ServerLaunch) -> list[str]:
+    """The model server's arguments inside the container."""
+    return ["--host", "0.0.0.0", "--port", str(launch.port), "--model", launch.model_uri,
+            "--model-version", launch.model_version, "--api-keys-file", KEYS_FILE,
+            "--drain-timeout", str(launch.drain_timeout_seconds),
+            "--max-batch-size", str(launch.max_batch_size), "--dtype", launch.dtype,
+            "--max-body-bytes", str(launch.max_body_kb * 1024), "--cache-dir", "/models"]
+
+
+def render_startup_script(launch: ServerLaunch) -> str:
+    """The startup script of a server; raises ValueError on a mutable image tag."""
+    if not DIGEST_REF.match(launch.image):
+        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    q = shlex.quote
+    args = " ".join(q(a) for a in server_command(launch))
+    lines = [
+        "#!/bin/bash",
+        "set -euo pipefail",
+        f"IMAGE={q(launch.image)}",
+        f"mkdir -p {MODEL_CACHE} /etc/llmcloud",
+        # the keys exist only as hashes; the server refuses every request without one, so
+        # wait (logging why) rather than start an endpoint that no key can open
+        f"until gcloud secrets versions access latest --secret={q(launch.keys_secret)} "
+        f"--project={q(launch.project)} > {KEYS_FILE}.new 2>/dev/null "
+        f"&& grep -q '^sha256:' {KEYS_FILE}.new; do",
+        f"  echo 'llmcloud: waiting for an API key hash in secret {launch.keys_secret}' >&2",
+        "  sleep 30",
+        "done",
+        f"install -m 0444 {KEYS_FILE}.new {KEYS_FILE} && rm -f {KEYS_FILE}.new",
+        f"gcloud auth configure-docker {q(registry_host(launch.image))} --quiet",
+        'docker pull "$IMAGE"',
+        f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
+        f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
+        f"--stop-timeout {launch.drain_timeout_seconds + 15} "
+        f"-p {launch.port}:{launch.port} -v {MODEL_CACHE}:/models "
+        f"-v {KEYS_FILE}:{KEYS_FILE}:ro --log-driver gcplogs "
+        f'--entrypoint llmcloud-server "$IMAGE" {args}',
+    ]
+    if launch.publish_in_flight:
+        lines += _in_flight_publisher(launch)
+    return "\n".join(lines) + "\n"
+
+
+def render_shutdown_script(drain_timeout_seconds: int) -> str:
+    """The shutdown script: stop the server with SIGTERM and let in-flight requests finish
+    (the group's scale-in and Spot preemption both run it)."""
+    return ("#!/bin/bash\n"
+            f"docker stop -t {drain_timeout_seconds} {CONTAINER} || true\n")
+
+
+def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
+    # the load balancer has no per-instance in-flight metric, so each server writes its own
+    # gauge as a custom metric that the regional autoscaler averages over the group
+    names = "|".join(re.escape(g) for g in IN_FLIGHT_GAUGES)
+    gauges = f"$1 ~ /^({names})({{|$)/ {{s += $2}} END {{print s + 0}}"
+    script = f"""#!/bin/bash
+md() {{ curl -sf -H 'Metadata-Flavor: Google' "{_METADATA}/$1"; }}
+ID=$(md instance/id); ZONE=$(md instance/zone); ZONE=${{ZONE##*/}}
+while sleep 30; do
+  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics | awk '{gauges}') || continue
+  TOKEN=$(md instance/service-accounts/default/token | python3 -c \\
+    'import json,sys; print(json.load(sys.stdin)["access_token"])') || continue
+  NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+    "https://monitoring.googleapis.com/v3/projects/{launch.project}/timeSeries" \\
+    -d "{{\\"timeSeries\\":[{{\\"metric\\":{{\\"type\\":\\"{IN_FLIGHT_METRIC}\\"}},\\
+\\"resource\\":{{\\"type\\":\\"gce_instance\\",\\"labels\\":{{\\"project_id\\":\\"{launch.project}\\",\\
+\\"instance_id\\":\\"$ID\\",\\"zone\\":\\"$ZONE\\"}}}},\\"points\\":[{{\\"interval\\":\\
+{{\\"endTime\\":\\"$NOW\\"}},\\"value\\":{{\\"doubleValue\\":$V}}}}]}}]}}" >/dev/null || true
+done
+"""
+    return [
+        "cat > /usr/local/bin/llmcloud-metrics <<'SCRIPT'",
+        *script.rstrip("\n").splitlines(),
+        "SCRIPT",
+        "chmod 0755 /usr/local/bin/llmcloud-metrics",
+        "cat > /etc/systemd/system/llmcloud-metrics.service <<'UNIT'",
+        "[Unit]",
+        "Description=publish llmcloud in-flight requests to Cloud Monitoring",
+        "After=docker.service",
+        "[Service]",
+        "ExecStart=/usr/local/bin/llmcloud-metrics",
+        "Restart=always",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "UNIT",
+        "systemctl daemon-reload",
+        "systemctl enable --now llmcloud-metrics.service",
+    ]
