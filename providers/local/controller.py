@@ -129,6 +129,7 @@ class Controller:
             "replicas": replicas,
             "good_versions": self.history,
             "restarts": self.supervisor.restarts,
+            "failed_starts": self.supervisor.failures,
             "controller_pid": os.getpid(),
         }
 

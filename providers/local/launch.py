@@ -19,6 +19,8 @@ from llmcloud.providers.local.state import StateFile
 from llmcloud.providers.local.store import ModelStore
 from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
 
+CRASH_LOOP = 3  # replicas that die before ever being ready: `up` gives up, not waits
+
 
 class ControllerFailed(DeploymentError):
     """The controller exited, or the replicas were not ready in time, during `up`."""
@@ -64,7 +66,7 @@ def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
         return {"name": model.name, "kind": "uri", "source": source}
     folder = Path(source).expanduser()
     if folder.is_dir():
-        store.upload(folder, name=model.name, version=model.version)
+        store.import_folder(folder, name=model.name, version=model.version)
         return {"name": model.name, "kind": "store", "source": str(folder.resolve())}
     if source.startswith(("/", ".", "~")) or folder.exists():
         raise ConfigError(f"model folder not found: {source}",
@@ -148,11 +150,21 @@ def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[s
                               file=sys.stderr, flush=True)
                 if status["ready_replicas"] >= desired["replicas"]:
                     return status
+                if status["failed_starts"] >= CRASH_LOOP:
+                    raise ControllerFailed(
+                        f"replicas exited {status['failed_starts']} times in a row while "
+                        "starting", context=_tail(_newest_replica_log(state_file)),
+                        hint=f"see the logs in {state_file.logs}")
             time.sleep(0.1)
     raise ControllerFailed(
         f"the replicas were not ready within {desired['ready_timeout']:g}s",
-        context=_tail(state_file.logs / "replica-r1.log"),
+        context=_tail(_newest_replica_log(state_file)),
         hint=f"see the logs in {state_file.logs}; LLMCLOUD_LOCAL_READY_TIMEOUT raises the limit")
+
+
+def _newest_replica_log(state_file: StateFile) -> Path:
+    logs = sorted(state_file.logs.glob("replica-*.log"), key=lambda p: p.stat().st_mtime)
+    return logs[-1] if logs else state_file.logs / "controller.log"
 
 
 def _tail(path: Path, lines: int = 3) -> str:

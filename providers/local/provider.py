@@ -14,7 +14,6 @@ Settings the spec does not carry are read from the environment:
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 from llmcloud.providers.base import Provider, StackContext
@@ -28,7 +27,7 @@ from llmcloud.providers.local.launch import (
 )
 from llmcloud.providers.local.state import StateFile, stack_dir
 from llmcloud.providers.local.store import ModelStore
-from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, DeploymentError
 
 
 class LocalProvider(Provider):
@@ -96,24 +95,29 @@ class LocalProvider(Provider):
         if not state_file.read().get("keys"):
             api_key, record = new_key("default")
             state_file.update(lambda s: s.setdefault("keys", []).append(record))
+        try:
+            result = self._start_or_converge(state_file, desired)
+        except Exception:
+            if api_key is not None:  # never shown, so never valid
+                state_file.update(lambda s: s.update(
+                    keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
+            raise
+        return {**_summary(result, state_file), "api_key": api_key,
+                "changed": result.get("changed", [])}
+
+    def _start_or_converge(self, state_file: StateFile, desired: dict[str, Any]) -> dict:
         client = self._client(state_file)
         if client is not None:
             with client:
-                result = client.operation("/converge", desired)
-        else:
-            _clean_leftovers(state_file)
-            try:
-                start_controller(state_file, desired)
-                result = wait_until_serving(state_file, desired)
-            except ControllerFailed:
-                _stop_everything(state_file)
-                if api_key is not None:  # never shown, so never valid
-                    state_file.update(lambda s: s.update(
-                        keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
-                raise
-            result["changed"] = ["started"]
-        return {**_summary(result, state_file), "api_key": api_key,
-                "changed": result.get("changed", [])}
+                return client.operation("/converge", desired)
+        _clean_leftovers(state_file)
+        try:
+            start_controller(state_file, desired)
+            result = wait_until_serving(state_file, desired)
+        except (ControllerFailed, KeyboardInterrupt):
+            _stop_everything(state_file)
+            raise
+        return {**result, "changed": ["started"]}
 
     def update(self, ctx: StackContext) -> dict[str, Any]:
         """Apply a changed spec (replica count, limits, server settings) to a running stack."""
@@ -181,19 +185,10 @@ class LocalProvider(Provider):
         return _summary(result, state_file) | {"previous_version": result["previous_version"]}
 
     def model_store_uri(self, ctx: StackContext) -> str:
-        return str(self._state(ctx).models)
-
-    def model_upload(self, ctx: StackContext, folder: Path, *, name: str, version: str,
-                     to: str | None = None, force: bool = False) -> dict[str, Any]:
-        """Copy `folder` to `models/<name>/<version>/` in the local store, with its manifest."""
-        if to is not None and "://" in to:
-            raise NotSupportedError(
-                f"the local provider uploads to a local folder, not {to}",
-                hint=f"llmcloud model upload {folder} --version {version} --provider aws")
+        """The stack's bucket: `models/` in its state folder (`model upload` writes there)."""
         state_file = self._state(ctx)
         state_file.ensure()
-        root = Path(to).expanduser() if to else state_file.models
-        return ModelStore(root).upload(folder, name=name, version=version, force=force)
+        return str(state_file.models)
 
     # -- keys ------------------------------------------------------------------------------
 

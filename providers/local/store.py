@@ -1,21 +1,18 @@
-"""The local bucket: `models/<name>/<version>/` folders with the clouds' `manifest.json`."""
+"""The local bucket: `models/<name>/<version>/` folders with the clouds' `manifest.json`.
+
+Uploads go through the shared `providers.model_upload` (the same code and manifest as the
+clouds' buckets); this module adds what the local provider needs on top: listing versions and
+importing `--model FOLDER` on `up`, where uploading identical content again is a no-op.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from llmcloud.inference_image.manifest import (
-    MANIFEST_NAME,
-    ManifestMismatch,
-    build_manifest,
-    verify_folder,
-)
-from llmcloud.stacks.errors import ConfigError, DeploymentError
+from llmcloud.inference_image.manifest import MANIFEST_NAME, build_manifest
+from llmcloud.stacks.errors import ConfigError
 
 
 class ModelStore:
@@ -41,64 +38,20 @@ class ModelStore:
     def manifest(self, name: str, version: str) -> dict[str, Any]:
         return json.loads((self.version_dir(name, version) / MANIFEST_NAME).read_text())
 
-    def upload(
-        self, folder: Path, *, name: str, version: str, force: bool = False
-    ) -> dict[str, Any]:
-        """Copy `folder` into the store with its manifest; refuse to change a version unless
-        `force`. Uploading identical content again is a no-op."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ConfigError(
-                f"model folder not found: {folder}",
-                hint="pass a folder holding config.json and the weights",
-            )
-        target = self.version_dir(name, version)
-        manifest = build_manifest(folder, name, version)
-        if self.has(name, version):
-            if _same_files(self.manifest(name, version), manifest) and not force:
-                return self._result(target, name, version, manifest, uploaded=False)
-            if not force:
-                raise ConfigError(
-                    f"model {name} version {version} already exists with other content",
-                    context=f"versions are immutable: {target}",
-                    hint=f"upload a new version (--version {_next(version)}) or pass --force",
-                )
-        self.root.joinpath(name).mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root / name, prefix=f".{version}-"))
-        try:
-            for entry in manifest["files"]:
-                destination = staging / entry["path"]
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / entry["path"], destination)
-            try:
-                verify_folder(staging, manifest)
-            except ManifestMismatch as exc:
-                raise DeploymentError(
-                    f"the copy of {folder} does not match its checksums",
-                    context=str(exc),
-                    hint="the source changed while copying; upload again",
-                ) from exc
-            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-            if target.exists():
-                old = target.with_name(f".{version}-old")
-                os.replace(target, old)
-                shutil.rmtree(old)
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        return self._result(target, name, version, manifest, uploaded=True)
+    def import_folder(self, folder: Path, *, name: str, version: str) -> dict[str, Any]:
+        """Make `folder` version `version` of `name`: upload it, or accept an identical copy
+        already there; a different copy is refused (versions are immutable)."""
+        from llmcloud.providers.model_upload import upload_model
 
-    @staticmethod
-    def _result(target: Path, name: str, version: str, manifest: dict, uploaded: bool) -> dict:
-        return {
-            "uri": str(target),
-            "name": name,
-            "version": version,
-            "files": len(manifest["files"]),
-            "bytes": sum(entry["size"] for entry in manifest["files"]),
-            "uploaded": uploaded,
-        }
+        if self.has(name, version):
+            if _same_files(self.manifest(name, version), build_manifest(folder, name, version)):
+                return {"uri": str(self.version_dir(name, version)), "uploaded": 0}
+            raise ConfigError(
+                f"model {name} version {version} in the stack's store differs from {folder}",
+                context=f"versions are immutable: {self.version_dir(name, version)}",
+                hint=f"serve it as a new version: llmcloud up --model-version {_next(version)}",
+            )
+        return upload_model(folder, str(self.root), name=name, version=version)
 
 
 def _same_files(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -44,6 +44,7 @@ def fake_model(folder: Path, **config) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "fake"}))
     (folder / "fake.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(json.dumps(config).encode() + b"weights")
     return folder
 
 

@@ -69,23 +69,17 @@ def test_least_outstanding_requests_and_ejection():
     assert pool.pick() is None
 
 
-def test_store_upload_is_immutable_unless_forced(tmp_path):
+def test_store_imports_a_folder_once_and_refuses_changed_content(tmp_path):
     source = tmp_path / "src"
-    source.mkdir()
+    (source / "sub").mkdir(parents=True)
     (source / "config.json").write_text("{}")
-    (source / "sub").mkdir()
-    (source / "sub" / "w.bin").write_bytes(b"\x00" * 10)
+    (source / "sub" / "model.safetensors").write_bytes(b"\x00" * 10)
     store = ModelStore(tmp_path / "models")
-    result = store.upload(source, name="m", version="v1")
-    assert result["uploaded"] and result["files"] == 2
-    manifest = store.manifest("m", "v1")
-    verify_folder(store.version_dir("m", "v1"), manifest)
-    assert store.upload(source, name="m", version="v1")["uploaded"] is False  # same content
+    assert store.import_folder(source, name="m", version="v1")["uploaded"] == 2
+    verify_folder(store.version_dir("m", "v1"), store.manifest("m", "v1"))
+    assert store.import_folder(source, name="m", version="v1")["uploaded"] == 0
     (source / "config.json").write_text('{"changed": true}')
-    with pytest.raises(ConfigError, match="immutable|already exists") as info:
-        store.upload(source, name="m", version="v1")
+    with pytest.raises(ConfigError, match="differs") as info:
+        store.import_folder(source, name="m", version="v1")
     assert "v2" in info.value.hint
-    assert store.upload(source, name="m", version="v1", force=True)["uploaded"]
-    assert json.loads((store.version_dir("m", "v1") / "config.json").read_text()) == {
-        "changed": True}
-    assert store.versions("m") == ["v1"]
+    assert store.versions("m") == ["v1"] and store.has("m", "v1") and not store.has("m", "v2")

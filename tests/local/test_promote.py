@@ -1,0 +1,103 @@
+"""Rolling promote (issue test 1), automatic rollback of a failed rollout, and rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from llmcloud.stacks.errors import ConfigError, DeploymentError
+from tests.local.conftest import auth, fake_model
+
+
+def test_promote_under_32_streams_drops_nothing_and_keeps_n_ready(fake_stack, tmp_path):
+    stack = fake_stack(replicas=2)
+    key = stack.up()["api_key"]
+    stack.upload(fake_model(tmp_path / "v2"), "v2")
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(stack.status()["ready_replicas"])
+            time.sleep(0.1)
+
+    async def streams(done: asyncio.Event) -> list[dict]:
+        results: list[dict] = []
+        body = {"prompt": "hi", "stream": True, "max_tokens": 20, "fake_interval": 0.02}
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while not done.is_set():
+                async with client.stream("POST", stack.url + "/v1/completions",
+                                         json=body) as response:
+                    events = [line[6:] async for line in response.aiter_lines()
+                              if line.startswith("data: ")]
+                results.append({"status": response.status_code, "events": events})
+
+        async with httpx.AsyncClient(headers=auth(key), timeout=30,
+                                     limits=httpx.Limits(max_connections=64)) as client:
+            await asyncio.gather(*(worker(client) for _ in range(32)))
+        return results
+
+    async def scenario() -> tuple[list[dict], dict]:
+        done = asyncio.Event()
+        running = asyncio.create_task(streams(done))
+        await asyncio.sleep(0.5)
+        result = await asyncio.to_thread(stack.promote, "v2")
+        await asyncio.sleep(0.3)
+        done.set()
+        return await running, result
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        results, result = asyncio.run(scenario())
+    finally:
+        stop.set()
+        sampler.join()
+    assert result["model_version"] == "v2" and result["previous_version"] == "v1"
+    assert len(results) > 64
+    failed = [r for r in results if r["status"] != 200 or len(r["events"]) != 21
+              or r["events"][-1] != "[DONE]"]
+    assert failed == []
+    versions = {json.loads(r["events"][0])["model"] for r in results}
+    assert versions == {"v1", "v2"}
+    assert min(samples) >= 2, samples
+    status = stack.status()
+    assert [r["version"] for r in status["replicas"]] == ["v2", "v2"]
+    assert status["ready_replicas"] == 2
+
+
+def test_failed_promote_rolls_back_on_its_own(fake_stack, tmp_path):
+    stack = fake_stack(replicas=2)
+    stack.environ["LLMCLOUD_LOCAL_READY_TIMEOUT"] = "2"
+    key = stack.up()["api_key"]
+    stack.upload(fake_model(tmp_path / "bad", never_ready=True), "v2")
+    with pytest.raises(DeploymentError, match="v2") as info:
+        stack.promote("v2")
+    assert "rolled back to v1" in info.value.context
+    status = stack.status()
+    assert status["model_version"] == "v1"
+    assert [r["version"] for r in status["replicas"]] == ["v1", "v1"]
+    assert status["ready_replicas"] == 2
+    response = httpx.post(stack.url + "/v1/completions", json={"max_tokens": 1},
+                          headers=auth(key))
+    assert response.json()["model"] == "v1"
+    with pytest.raises(ConfigError, match="no version v9"):
+        stack.promote("v9")
+
+
+def test_rollback_returns_to_the_last_good_version(fake_stack, tmp_path):
+    stack = fake_stack(replicas=1)
+    stack.up()
+    stack.upload(fake_model(tmp_path / "v2"), "v2")
+    stack.promote("v2")
+    result = stack.provider.rollback(stack.ctx())
+    assert result["model_version"] == "v1" and result["previous_version"] == "v2"
+    assert [r["version"] for r in stack.status()["replicas"]] == ["v1"]
+    with pytest.raises(ConfigError, match="no good version before v1"):
+        stack.provider.rollback(stack.ctx())
