@@ -5,12 +5,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for plan
+from llmcloud.providers.azure import mocks
+from llmcloud.providers.azure.apim import choose_sku
+from llmcloud.providers.azure.prices import (
+    LOAD_BALANCER_HOURLY,
+    LOG_ANALYTICS_PER_GB,
+    METRIC_ALERT_MONTHLY,
+    NAT_GATEWAY_HOURLY,
+    PRIVATE_DNS_ZONE_MONTHLY,
+    PRIVATE_ENDPOINT_HOURLY,
+    PUBLIC_IP_HOURLY,
+    REGISTRY_PREMIUM_DAILY,
+    apim_hourly,
+    hourly,
+    os_disk_gb,
+    premium_ssd_tier,
+    price_table,
+)
+from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
+from llmcloud.stacks.cost import CostLine, PriceSheet
+from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.spec import DeploymentSpec
 
-_NOT_BUILT = (
-    "the Azure stack's components are not part of this build; aws is the reference cloud"
-)
+DEFAULT_REGION = "eastus"
+#: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (README: sizes)
+DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
+#: metric alerts the stack declares (see monitoring.py)
+ALERT_COUNT = 4
+_ROLLOUT = ("rolling a model version through `llmcloud promote` is a later issue; change "
+            "model.version in the stack file and run `llmcloud up` (the scale set's rolling "
+            "upgrade rolls it, and rolls failed servers back)")
 
 
 class AzureProvider(CloudProvider):
@@ -21,16 +48,132 @@ class AzureProvider(CloudProvider):
     sdk_modules = ("pulumi_azure_native", "azure.identity")
     credentials_command = "az login"
     unsupported = {
-        op: _NOT_BUILT
-        for op in ("up", "update", "preview", "plan", "promote", "rollback", "model_upload",
-                   "image_push", "console")
-    } | {"keys": "Azure API keys are API Management subscriptions declared in the stack"}
+        "promote": _ROLLOUT,
+        "rollback": _ROLLOUT,
+        "keys": "Azure API keys are API Management subscriptions; `llmcloud keys` for Azure is "
+                "a later issue (meanwhile: the Azure portal, or az rest on the service's "
+                "subscriptions)",
+        "model_upload": "uploads to the stack's storage account are a later issue; the account "
+                        "takes traffic only through its private endpoint (meanwhile: "
+                        "az storage blob upload-batch from inside the virtual network)",
+        "image_push": "pushes to the stack's container registry are a later issue; the registry "
+                      "takes traffic only through its private endpoint (meanwhile: "
+                      "az acr import, or docker push from inside the virtual network)",
+        "console": "the console shows local stacks only in this build",
+    }
+    #: Azure-only knobs of the stack (`service.AzureOptions`); from LLMCLOUD_AZURE_* if unset
+    options: Any = None
 
     def defaults(self) -> dict[str, Any]:
         return {
-            "region": "eastus",
-            "compute": {"instance_type": "Standard_NV36ads_A10_v5", "gpus": 1},
+            "region": DEFAULT_REGION,
+            "compute": {"instance_type": DEFAULT_VM_SIZE, "gpus": 1},
         }
 
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_azure(environ)
+
+    def _options(self, environ: Mapping[str, str] | None = None) -> Any:
+        import os
+
+        from llmcloud.providers.azure.service import AzureOptions
+
+        return self.options or AzureOptions.from_environ(
+            os.environ if environ is None else environ)
+
+    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
+        """Declare every layer in the running Pulumi program; return the stack's outputs.
+
+        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
+        the stack's registry; a real update needs the image pushed first.
+        """
+        import pulumi
+
+        from llmcloud.providers.azure.service import build_service
+
+        if spec.image is None and not pulumi.runtime.is_dry_run():
+            raise self._image_missing(stack)
+        self._check_spec(spec)
+        return build_service(spec, stack, self._options())
+
+    def _check_spec(self, spec: DeploymentSpec) -> None:
+        if spec.compute.kind != "instances":
+            raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
+                              hint="set compute.kind: instances")
+        if spec.gateway.domain:
+            raise ConfigError(
+                "gateway.domain is not offered by the azure provider in this build",
+                context="API Management's custom domains need a certificate in Key Vault",
+                hint="remove gateway.domain; the endpoint is https://<service>.azure-api.net")
+
+    def before_up(self, ctx: StackContext) -> None:
+        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
+        if ctx.spec.image is None:
+            raise self._image_missing(ctx.stack)
+        self._check_spec(ctx.spec)
+        super().before_up(ctx)
+
+    def model_store_uri(self, ctx: StackContext) -> str:
+        """`az://<account>/<container>/models`, from the deployed stack's outputs."""
+        raise self._unsupported("model_upload")
+
+    def _image_missing(self, stack: str) -> ConfigError:
+        return ConfigError(
+            "no inference image is set for the Azure stack",
+            context="the servers pull the image by digest from the stack's container registry",
+            hint=f"llmcloud image push --provider azure --stack {stack}",
+        )
+
+    # -- plan: mocked Azure answers and prices -------------------------------------------
+
+    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
+                    region: str | None = None) -> dict[str, Any]:
+        """Azure's answer to a lookup, for `llmcloud plan` (camelCase keys)."""
+        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
+
+    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
+                      region: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The id and outputs Azure would give a new resource, for `llmcloud plan`."""
+        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
+
+    def prices(self, spec: DeploymentSpec) -> PriceSheet:
+        """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
+        region = spec.region or DEFAULT_REGION
+        table = price_table(region)
+        size = spec.compute.instance_type or DEFAULT_VM_SIZE
+        if size not in table.gpu_hourly:
+            raise ConfigError(f"no price is known for VM size {size}",
+                              context=f"priced sizes: {', '.join(sorted(table.gpu_hourly))}",
+                              hint="pick a priced compute.instance_type, or add it to "
+                                   "providers/azure/prices.py")
+        low, high = spec.compute.min_replicas, spec.compute.max_replicas
+        tier, tier_gb, disk_monthly = premium_ssd_tier(os_disk_gb(spec.compute.disk_gb, size))
+        sku = choose_sku(spec.tags, self._options().apim_sku)
+        lines = [
+            CostLine(f"GPU servers ({size}, {'spot' if spec.compute.spot else 'pay-as-you-go'})",
+                     "instance-hour", table.gpu_hourly[size], low, high,
+                     note="spot is billed at the market price, at most this"
+                     if spec.compute.spot else None),
+            CostLine(f"OS disks (Premium SSD {tier}, {tier_gb} GB)", "disk-hour",
+                     hourly(disk_monthly), low, high),
+            CostLine(f"API Management ({sku}, 1 unit)", "unit-hour", apim_hourly(sku), 1, 1),
+            CostLine("load balancer (Standard, up to 5 rules)", "hour", LOAD_BALANCER_HOURLY,
+                     1, 1),
+            CostLine("NAT gateway and its public IP", "hour",
+                     NAT_GATEWAY_HOURLY + PUBLIC_IP_HOURLY, 1, 1),
+            CostLine("container registry (Premium)", "hour",
+                     round(REGISTRY_PREMIUM_DAILY / 24, 6), 1, 1),
+            CostLine("private endpoints (blob, registry)", "endpoint-hour",
+                     PRIVATE_ENDPOINT_HOURLY, 2, 2),
+            CostLine("private DNS zones", "zone-hour", hourly(PRIVATE_DNS_ZONE_MONTHLY), 2, 2),
+            CostLine("metric alerts", "alert-hour", hourly(METRIC_ALERT_MONTHLY), ALERT_COUNT,
+                     ALERT_COUNT),
+            CostLine("Log Analytics ingestion", "GB", LOG_ANALYTICS_PER_GB, 0, 0, hourly=False,
+                     note="billed per GB ingested; not in the hourly total"),
+        ]
+        notes = []
+        if table.estimated:
+            notes.append(f"{region} is priced as {DEFAULT_REGION}; check the region's prices")
+        if spec.compute.spot:
+            notes.append("the whole scale set runs on spot capacity and may be evicted")
+        return PriceSheet(lines, table.price_date, table.source, notes=notes)

@@ -1,0 +1,137 @@
+"""The boot script of a GPU server: log in to the registry with the managed identity, pull
+the image by digest, run the server on the GPUs, publish its in-flight gauge.
+
+It carries references only (image digest, model URI, the identity's client id, which is not
+a secret): the user-assigned identity supplies every credential at run time through the
+instance metadata service, so nothing secret is ever written into custom data.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+DIGEST_REF = re.compile(r"^(?P<repo>[^@\s/]+\.[^@\s]+)@sha256:[0-9a-f]{64}$")
+IMDS = "http://169.254.169.254/metadata"
+#: the custom metric namespace and name the in-flight autoscale rule reads
+METRIC_NAMESPACE = "llmcloud"
+IN_FLIGHT_METRIC = "InFlightRequests"
+#: the Prometheus gauge the model server exposes on /metrics
+IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
+#: ACR's token exchange takes any AAD user for a refresh token; the user name is fixed
+ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """What one server needs to start; every field is a reference, never a secret."""
+
+    image: str
+    model_uri: str
+    model_version: str
+    identity_client_id: str
+    region: str
+    port: int = 8080
+    drain_timeout_seconds: int = 60
+    max_batch_size: int = 16
+    dtype: str = "auto"
+    publish_in_flight: bool = True
+
+
+def registry_host(image: str) -> str:
+    """The registry part of an image reference (`llmdev1a2b3c4d.azurecr.io`)."""
+    return image.split("/", 1)[0]
+
+
+def _token(resource: str) -> str:
+    return (f'curl -sf -H Metadata:true "{IMDS}/identity/oauth2/token?api-version=2018-02-01'
+            f'&resource={resource}&client_id=$CLIENT_ID" | python3 -c '
+            "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'")
+
+
+def render_custom_data(launch: ServerLaunch) -> str:
+    """The cloud-init shell script of a server; raises ValueError on a mutable image tag."""
+    if not DIGEST_REF.match(launch.image):
+        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    q = shlex.quote
+    registry = registry_host(launch.image)
+    server_args = [
+        "--model", launch.model_uri, "--model-version", launch.model_version,
+        "--host", "0.0.0.0", "--port", str(launch.port), "--device", "cuda",
+        "--dtype", launch.dtype, "--max-batch-size", str(launch.max_batch_size),
+        "--drain-timeout", str(launch.drain_timeout_seconds),
+    ]
+    lines = [
+        "#!/bin/bash",
+        "set -euo pipefail",
+        f"IMAGE={q(launch.image)}",
+        f"REGISTRY={q(registry)}",
+        f"CLIENT_ID={q(launch.identity_client_id)}",
+        # the Ubuntu HPC image brings the NVIDIA driver, Docker and the container toolkit
+        "systemctl enable --now docker",
+        # the identity and the registry's private endpoint may lag the first boot: retry
+        "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
+        "login() {",
+        f"  ARM_TOKEN=$({_token('https://management.azure.com/')}) || return 1",
+        '  ACR_TOKEN=$(curl -sf -X POST "https://$REGISTRY/oauth2/exchange" '
+        '-d "grant_type=access_token&service=$REGISTRY&access_token=$ARM_TOKEN" | python3 -c '
+        "'import json,sys; print(json.load(sys.stdin)[\"refresh_token\"])') || return 1",
+        f'  echo "$ACR_TOKEN" | docker login "$REGISTRY" -u {ACR_TOKEN_USER} --password-stdin',
+        "}",
+        "retry login",
+        'retry docker pull "$IMAGE"',
+        "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
+        f"--stop-timeout {launch.drain_timeout_seconds + 15} "
+        f"-p {launch.port}:{launch.port} -e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
+        "--log-driver journald --log-opt tag=llmcloud-server "
+        f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',
+    ]
+    if launch.publish_in_flight:
+        lines += _in_flight_publisher(launch)
+    return "\n".join(lines) + "\n"
+
+
+def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
+    # Azure Monitor has no per-instance in-flight metric for a load balancer's backends, so
+    # each server posts its gauge as a custom metric of its scale set; the autoscale rule
+    # averages it over the instances. A script file, not ExecStart=: systemd would expand
+    # the script's `$` and `%` itself.
+    compute = f"{IMDS}/instance/compute?api-version=2021-02-01"
+    series = ('{"time":"%s","data":{"baseData":{"metric":"' + IN_FLIGHT_METRIC
+              + '","namespace":"' + METRIC_NAMESPACE + '","dimNames":["Instance"],'
+              '"series":[{"dimValues":["%s"],"min":%s,"max":%s,"sum":%s,"count":1}]}}}')
+    return [
+        "cat > /usr/local/bin/llmcloud-metrics <<'SCRIPT'",
+        "#!/bin/bash",
+        f"CLIENT_ID={shlex.quote(launch.identity_client_id)}",
+        f"RID=$(curl -sf -H Metadata:true '{compute}' | python3 -c 'import json,sys; "
+        "c=json.load(sys.stdin); print(\"/subscriptions/%s/resourceGroups/%s/providers/"
+        "Microsoft.Compute/virtualMachineScaleSets/%s\" % (c[\"subscriptionId\"], "
+        "c[\"resourceGroupName\"], c[\"vmScaleSetName\"]))')",
+        "while sleep 60; do",
+        f"  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
+        f"| awk '$1==\"{IN_FLIGHT_GAUGE}\"{{print $2}}')",
+        '  [ -n "$V" ] || continue',
+        f"  T=$({_token('https://monitoring.azure.com/')}) || continue",
+        f"  BODY=$(printf {shlex.quote(series)} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
+        '"$HOSTNAME" "$V" "$V" "$V")',
+        f'  curl -sf -X POST "https://{launch.region}.monitoring.azure.com$RID/metrics" '
+        "-H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' "
+        '-d "$BODY" || true',
+        "done",
+        "SCRIPT",
+        "chmod 755 /usr/local/bin/llmcloud-metrics",
+        "cat > /etc/systemd/system/llmcloud-metrics.service <<'UNIT'",
+        "[Unit]",
+        "Description=publish llmcloud in-flight requests to Azure Monitor",
+        "After=docker.service",
+        "[Service]",
+        "ExecStart=/usr/local/bin/llmcloud-metrics",
+        "Restart=always",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "UNIT",
+        "systemctl daemon-reload",
+        "systemctl enable --now llmcloud-metrics.service",
+    ]

@@ -1,0 +1,125 @@
+"""Monitoring: logs, traces, diagnostic settings and alerts for every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+from pulumi_azure_native import apimanagement, applicationinsights, monitor, operationalinsights
+
+#: (alert, resource key, metric namespace, metric, aggregation, operator, threshold, severity)
+ALERTS: tuple[tuple[str, str, str, str, str, str, float, int], ...] = (
+    ("servers-unhealthy", "lb", "Microsoft.Network/loadBalancers", "DipAvailability",
+     "Average", "LessThan", 100, 1),
+    ("gateway-capacity", "apim", "Microsoft.ApiManagement/service", "Capacity", "Average",
+     "GreaterThan", 80, 2),
+    ("servers-cpu", "vmss", "Microsoft.Compute/virtualMachineScaleSets", "Percentage CPU",
+     "Average", "GreaterThan", 90, 3),
+)
+
+
+def latency_alert_ms(timeout_seconds: int) -> int:
+    """Alert when the backend's average time nears the gateway's timeout (80 % of it)."""
+    return int(timeout_seconds * 1000 * 0.8)
+
+
+@dataclass
+class MonitoringArgs:
+    """The resources to watch and who hears about them."""
+
+    resource_group_name: pulumi.Input[str]
+    location: str
+    name: str
+    lb_id: pulumi.Input[str]
+    vmss_id: pulumi.Input[str]
+    apim_id: pulumi.Input[str]
+    apim_name: pulumi.Input[str]
+    storage_account_id: pulumi.Input[str]
+    registry_id: pulumi.Input[str]
+    timeout_seconds: int
+    alert_emails: Sequence[str] = ()
+    retention_days: int = 30
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Monitoring(pulumi.ComponentResource):
+    """A Log Analytics workspace and a workspace-based Application Insights; diagnostic
+    settings that send the gateway's, registry's, model store's and load balancer's logs and
+    metrics to the workspace; API Management's request traces to Application Insights; and
+    metric alerts (unhealthy servers, slow backend, busy gateway, hot servers) to an action
+    group."""
+
+    workspace: operationalinsights.Workspace
+    insights: applicationinsights.Component
+    action_group: monitor.ActionGroup
+
+    def __init__(self, name: str, args: MonitoringArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:azure:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        where = {"resource_group_name": args.resource_group_name, "tags": args.tags}
+        self.workspace = operationalinsights.Workspace(
+            f"{name}-logs", workspace_name=f"{args.name}-logs", location=args.location,
+            sku={"name": "PerGB2018"}, retention_in_days=args.retention_days, **where,
+            opts=child)
+        self.insights = applicationinsights.Component(
+            f"{name}-insights", resource_name_=f"{args.name}-insights", location=args.location,
+            kind="web", application_type="web", ingestion_mode="LogAnalytics",
+            workspace_resource_id=self.workspace.id, **where, opts=child)
+        self.action_group = monitor.ActionGroup(
+            f"{name}-alerts", action_group_name=f"{args.name}-alerts", location="global",
+            group_short_name="llmcloud", enabled=True,
+            email_receivers=[{"name": f"email-{i}", "email_address": email,
+                              "use_common_alert_schema": True}
+                             for i, email in enumerate(args.alert_emails)],
+            **where, opts=child)
+        self._diagnostics(name, args)
+        self._traces(name, args)
+        targets = {"lb": args.lb_id, "apim": args.apim_id, "vmss": args.vmss_id}
+        alerts = [*ALERTS, ("backend-slow", "apim", "Microsoft.ApiManagement/service",
+                            "BackendDuration", "Average", "GreaterThan",
+                            latency_alert_ms(args.timeout_seconds), 2)]
+        for alert, key, namespace, metric, aggregation, operator, threshold, severity in alerts:
+            monitor.MetricAlert(
+                f"{name}-{alert}", rule_name=f"{args.name}-{alert}", location="global",
+                description=f"{metric} {operator} {threshold}", severity=severity,
+                enabled=True, scopes=[targets[key]], evaluation_frequency="PT1M",
+                window_size="PT5M", auto_mitigate=True,
+                criteria={"odata_type": "Microsoft.Azure.Monitor.SingleResourceMultipleMetric"
+                                        "Criteria",
+                          "all_of": [{"criterion_type": "StaticThresholdCriterion",
+                                      "name": metric.replace(" ", ""), "metric_name": metric,
+                                      "metric_namespace": namespace, "operator": operator,
+                                      "threshold": threshold, "time_aggregation": aggregation}]},
+                actions=[{"action_group_id": self.action_group.id}], **where, opts=child)
+        self.register_outputs({"workspace_id": self.workspace.id,
+                               "insights_id": self.insights.id})
+
+    def _diagnostics(self, name: str, args: MonitoringArgs) -> None:
+        every_log = [{"category_group": "allLogs", "enabled": True}]
+        every_metric = [{"category": "AllMetrics", "enabled": True}]
+        blob_service = pulumi.Output.concat(args.storage_account_id, "/blobServices/default")
+        for part, uri, logs in (("gateway", args.apim_id, every_log),
+                                ("registry", args.registry_id, every_log),
+                                ("store", blob_service, every_log),
+                                ("lb", args.lb_id, None)):
+            monitor.DiagnosticSetting(
+                f"{name}-{part}-diagnostics", name=f"{args.name}-{part}", resource_uri=uri,
+                workspace_id=self.workspace.id, log_analytics_destination_type="Dedicated",
+                logs=logs, metrics=every_metric, opts=pulumi.ResourceOptions(parent=self))
+
+    def _traces(self, name: str, args: MonitoringArgs) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        service = {"resource_group_name": args.resource_group_name,
+                   "service_name": args.apim_name}
+        logger = apimanagement.Logger(
+            f"{name}-apim-logger", **service, logger_id="insights",
+            logger_type="applicationInsights", resource_id=self.insights.id,
+            credentials={"instrumentationKey": self.insights.instrumentation_key}, opts=child)
+        # no bodies: prompts and completions stay out of the logs
+        apimanagement.Diagnostic(
+            f"{name}-apim-traces", **service, diagnostic_id="applicationinsights",
+            logger_id=logger.id, always_log="allErrors", log_client_ip=False,
+            sampling={"sampling_type": "fixed", "percentage": 100},
+            http_correlation_protocol="W3C", verbosity="information", opts=child)

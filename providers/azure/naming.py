@@ -1,0 +1,102 @@
+"""Names of the Azure resources: deterministic, within each service's rules.
+
+Storage accounts, registries and API Management services are named in a global DNS
+namespace (`<name>.blob.core.windows.net`, `<name>.azurecr.io`, `<name>.azure-api.net`), so
+their names carry a short hash of the subscription and stack: the same stack always gets the
+same names, and two subscriptions' `dev` stacks do not collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+#: Azure's limits of the names llmcloud sets: (max length, allowed characters)
+LIMITS = {
+    "resource_group": 90,
+    "storage_account": 24,  # 3-24 lowercase letters and digits
+    "registry": 50,  # 5-50 letters and digits
+    "apim": 50,  # starts with a letter; letters, digits, '-'
+    "load_balancer": 80,
+    "vmss": 64,  # Linux scale set names
+    "computer_prefix": 9,  # Linux VMSS computer name prefix is kept short (prefix + 6 chars)
+}
+#: the blob container that holds the stack's models
+CONTAINER = "llmcloud"
+#: the namespace role assignment names are derived in (any fixed UUID)
+_ASSIGNMENTS = uuid.UUID("6c4f1a52-3f0e-4b7c-9d8e-2b1f0c5a7e11")
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def _hash(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def fit(name: str, limit: int) -> str:
+    """`name` cut to `limit` characters; a cut name ends in a hash of the whole."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 7].rstrip('-')}-{_hash(name, length=6)}"
+
+
+def base_name(stack: str) -> str:
+    """The prefix of every resource of a stack (`llm-<stack>`)."""
+    return f"llm-{slug(stack)}"
+
+
+def resource_group_name(stack: str) -> str:
+    """The stack's resource group (one per stack: `destroy` removes exactly it)."""
+    return fit(f"{base_name(stack)}-rg", LIMITS["resource_group"])
+
+
+def physical_name(stack: str, part: str, kind: str) -> str:
+    """An explicit name for `part` of `stack`, fitted to the limit of `kind`."""
+    return fit(f"{base_name(stack)}-{slug(part)}", LIMITS[kind])
+
+
+def global_name(stack: str, subscription_id: str, kind: str) -> str:
+    """A globally unique alphanumeric name (`llm` + stack + 8 hex of subscription and stack).
+
+    Storage accounts and registries allow only letters and digits; API Management allows
+    dashes but gets the same shape for one rule everywhere.
+    """
+    digest = _hash(subscription_id, stack, kind)
+    room = LIMITS[kind] - len("llm") - len(digest)
+    middle = re.sub(r"[^a-z0-9]", "", stack.lower())[:room]
+    return f"llm{middle}{digest}"
+
+
+def computer_name_prefix(stack: str) -> str:
+    """The scale set's computer name prefix (hostnames are prefix + instance number)."""
+    return re.sub(r"[^a-z0-9]", "", f"llm{stack.lower()}")[: LIMITS["computer_prefix"]]
+
+
+def role_assignment_name(subscription_id: str, stack: str, purpose: str) -> str:
+    """A role assignment's name: a GUID, stable for the same stack and purpose (so an update
+    keeps the assignment instead of racing a duplicate)."""
+    return str(uuid.uuid5(_ASSIGNMENTS, f"{subscription_id}/{stack}/{purpose}"))
+
+
+def model_prefix(model_name: str) -> str:
+    """The blob prefix of every version of a model (`models/<name>/`)."""
+    return f"models/{model_name}/"
+
+
+def model_key_prefix(model_name: str, version: str) -> str:
+    """Where one version of a model lives in the container (`models/<name>/<version>/`)."""
+    return f"{model_prefix(model_name)}{version}/"
+
+
+def model_uri(account: str, model_name: str, version: str, container: str = CONTAINER) -> str:
+    """The URI the server loads (`az://<account>/<container>/models/<name>/<version>`)."""
+    return f"az://{account}/{container}/{model_key_prefix(model_name, version).rstrip('/')}"
+
+
+def store_uri(account: str, container: str = CONTAINER) -> str:
+    """The stack's model store (`az://<account>/<container>/models`)."""
+    return f"az://{account}/{container}/models"

@@ -1,0 +1,51 @@
+"""Registry: the Azure Container Registry of the stack's inference image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+from pulumi_azure_native import containerregistry
+
+from llmcloud.providers.azure.private_link import PrivateLinkArgs, private_link
+
+
+@dataclass
+class RegistryArgs:
+    """The registry's name and where its private endpoint sits."""
+
+    resource_group_name: pulumi.Input[str]
+    location: str
+    registry_name: str
+    subnet_id: pulumi.Input[str]
+    vnet_id: pulumi.Input[str]
+    untagged_days: int = 14
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Registry(pulumi.ComponentResource):
+    """A Premium registry (the tier with private endpoints): no admin user, no anonymous
+    pull, no public network access; the servers pull through the private endpoint with
+    their managed identity."""
+
+    registry: containerregistry.Registry
+    login_server: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RegistryArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:azure:Registry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.registry = containerregistry.Registry(
+            f"{name}-acr", registry_name=args.registry_name,
+            resource_group_name=args.resource_group_name, location=args.location,
+            sku={"name": "Premium"}, admin_user_enabled=False, anonymous_pull_enabled=False,
+            public_network_access="Disabled", network_rule_bypass_options="None",
+            data_endpoint_enabled=True,
+            policies={"retention_policy": {"days": args.untagged_days, "status": "enabled"}},
+            tags=args.tags, opts=child)
+        private_link(f"{name}-private", PrivateLinkArgs(
+            resource_group_name=args.resource_group_name, location=args.location,
+            resource_id=self.registry.id, group="registry", subnet_id=args.subnet_id,
+            vnet_id=args.vnet_id, tags=args.tags), parent=self)
+        self.login_server = self.registry.login_server
+        self.register_outputs({"login_server": self.login_server})

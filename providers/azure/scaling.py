@@ -1,0 +1,85 @@
+"""The scale set's timing and its autoscale rules, as plain functions."""
+
+from __future__ import annotations
+
+import math
+
+from llmcloud.providers.azure.cloud_init import IN_FLIGHT_METRIC, METRIC_NAMESPACE
+
+#: the autoscale rules look at this much history (minutes)
+WINDOW_MINUTES = 5
+#: scale in only when the signal is below this share of the target: after removing one of
+#: two servers the load per server doubles, so anything above one half would flap
+SCALE_IN_SHARE = 0.5
+
+
+def iso_minutes(minutes: int) -> str:
+    """An ISO 8601 duration of whole minutes (`PT5M`)."""
+    return f"PT{minutes}M"
+
+
+def boot_minutes(gpu_memory_gb: int | None) -> int:
+    """Time from boot to a ready server: image pull plus a model load that grows with the
+    model (bounded by GPU memory); the scale set's repairs wait this long for a new server."""
+    return 10 + math.ceil((gpu_memory_gb or 24) / 6)
+
+
+def repair_grace_period(gpu_memory_gb: int | None) -> str:
+    """Automatic repairs' grace period (Azure allows 10 to 90 minutes)."""
+    return iso_minutes(min(90, max(10, boot_minutes(gpu_memory_gb))))
+
+
+def cooldown(seconds: int) -> str:
+    """The autoscale cooldown in whole minutes (Azure's minimum is one)."""
+    return iso_minutes(max(1, math.ceil(seconds / 60)))
+
+
+def _rule(trigger: dict, direction: str, threshold: float, wait: str) -> dict:
+    return {
+        "metric_trigger": {**trigger, "operator": "GreaterThan" if direction == "Increase"
+                           else "LessThan", "threshold": threshold},
+        "scale_action": {"direction": direction, "type": "ChangeCount", "value": "1",
+                         "cooldown": wait},
+    }
+
+
+def scale_rules(*, signal: str, target: float, cooldown_seconds: int,
+                scale_set_id: str, gateway_id: str) -> list[dict]:
+    """One rule that adds a server above `target` and one that removes a server well below.
+
+    `in_flight`: the servers' own in-flight gauge (a custom metric of the scale set),
+    averaged over the instances. `requests`: the gateway's requests per minute divided by
+    the number of instances.
+    """
+    window = {"time_grain": "PT1M", "time_window": iso_minutes(WINDOW_MINUTES)}
+    if signal == "in_flight":
+        trigger = {"metric_name": IN_FLIGHT_METRIC, "metric_namespace": METRIC_NAMESPACE,
+                   "metric_resource_uri": scale_set_id, "statistic": "Average",
+                   "time_aggregation": "Average", **window}
+        per_window = target
+    elif signal == "requests":
+        trigger = {"metric_name": "Requests", "metric_namespace":
+                   "microsoft.apimanagement/service", "metric_resource_uri": gateway_id,
+                   "statistic": "Sum", "time_aggregation": "Total",
+                   "divide_per_instance": True, **window}
+        per_window = target * WINDOW_MINUTES  # target is per minute; the window is longer
+    else:
+        raise ValueError(f"unknown autoscaling signal {signal!r}")
+    wait = cooldown(cooldown_seconds)
+    return [_rule(trigger, "Increase", per_window, wait),
+            _rule(trigger, "Decrease", round(per_window * SCALE_IN_SHARE, 3), wait)]
+
+
+def rolling_upgrade_policy() -> dict:
+    """Replace servers a fifth at a time with surge (new servers join before old ones go,
+    so capacity never drops), stop when a fifth of the new ones fail their probe, and put
+    the failed ones back on the previous model."""
+    return {
+        "max_batch_instance_percent": 20,
+        "max_unhealthy_instance_percent": 20,
+        "max_unhealthy_upgraded_instance_percent": 20,
+        "pause_time_between_batches": "PT0S",
+        "max_surge": True,
+        "prioritize_unhealthy_instances": True,
+        "rollback_failed_instances_on_policy_breach": True,
+    }

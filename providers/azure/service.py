@@ -1,0 +1,197 @@
+"""The Azure service: every layer's component, wired together from one deployment spec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_azure_native import authorization, resources
+
+from llmcloud.providers.azure import apim, naming
+from llmcloud.providers.azure.cloud_init import ServerLaunch, render_custom_data
+from llmcloud.providers.azure.gateway import Gateway, GatewayArgs
+from llmcloud.providers.azure.gpu_pool import GpuPool, GpuPoolArgs
+from llmcloud.providers.azure.identity import Identity, IdentityArgs
+from llmcloud.providers.azure.layout import first_usable_ip, load_balancer_id, subnet_layout
+from llmcloud.providers.azure.load_balancer import LoadBalancer, LoadBalancerArgs
+from llmcloud.providers.azure.model_store import ModelStore, ModelStoreArgs
+from llmcloud.providers.azure.monitoring import Monitoring, MonitoringArgs
+from llmcloud.providers.azure.network import Network, NetworkArgs, gateway_sources
+from llmcloud.providers.azure.prices import gpu_memory_gb, os_disk_gb
+from llmcloud.providers.azure.provider import DEFAULT_REGION, DEFAULT_VM_SIZE
+from llmcloud.providers.azure.registry import Registry, RegistryArgs
+from llmcloud.providers.azure.scaling import repair_grace_period
+from llmcloud.stacks.spec import DeploymentSpec
+
+#: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
+#: can have it, so nothing can run from it by mistake)
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+#: an RSA public key whose private half was discarded when it was made: the servers need a
+#: key (password login is off), and this one lets nobody in. Set `ssh_public_key` (or
+#: LLMCLOUD_AZURE_SSH_PUBLIC_KEY) to a key of your own for break-glass access.
+LOCKED_SSH_KEY = (
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQCaP5osLumVcI9BHKtL/m/fkCA3Ils4Jn+rUvhN4a0VeEjO39Cr"
+    "CrVuFnMujdr0KRGF43NVM+uUOkG3Fxlm5Ryhbv0DsNNTe4eYf5HquFZyfHUlvEYTYhd/XFMyFR4D4yLgdaV5GL3"
+    "AuB+0PhdlcmlkRZOXx+inCITttxTd4K6C4rBrnDse4Hg7Q1+y7ODl73FGU1Vykfw59hXCLogeCNoFbhrGm8gi4s"
+    "ACSVYvaTe2pbp16Ki2q9/7huHLZYIqorkKy0IAQS00WsIcLIihP5Fh89uH/dQWTHwLY6wECeoJ9MOa3ZK3lngei"
+    "XU8n+mjuHcZLTNiwaK5G3xNlBjuWRGdHlys+DxKoHelqKWxhud8KoX25uH/MC0WChm7l9Gd2X1OR+XzNyYqVqmv4"
+    "YsFsSxSRgq0sFHlHqhbgQCvo0F83qXffceo9qtXpqvk3wmuSmgSL+9OGs0y5m5BQkjN2ebUeF9AwQntsPahuy+1t"
+    "CQGHaP66p+BOFiguJXwMkz4i2E= llmcloud-locked-no-private-key"
+)
+
+
+@dataclass(frozen=True)
+class AzureOptions:
+    """Azure-only knobs (not part of the cloud-neutral spec), from LLMCLOUD_AZURE_* variables."""
+
+    #: API Management tier (Developer, Premium, PremiumV2, StandardV2); if unset, Premium for
+    #: specs tagged `environment: production`, else Developer
+    apim_sku: str | None = None
+    #: API Management's publisher address (Azure mails service notices there)
+    publisher_email: str = "llmcloud@example.com"
+    #: who gets metric alerts and autoscale notices
+    alert_emails: tuple[str, ...] = ()
+    ssh_public_key: str = LOCKED_SSH_KEY
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> AzureOptions:
+        """Options from `LLMCLOUD_AZURE_APIM_SKU`, `..._PUBLISHER_EMAIL`, `..._ALERT_EMAILS`
+        (comma-separated) and `..._SSH_PUBLIC_KEY`; unset ones keep their defaults."""
+        values: dict[str, Any] = {}
+        if environ.get("LLMCLOUD_AZURE_APIM_SKU"):
+            values["apim_sku"] = environ["LLMCLOUD_AZURE_APIM_SKU"]
+        if environ.get("LLMCLOUD_AZURE_PUBLISHER_EMAIL"):
+            values["publisher_email"] = environ["LLMCLOUD_AZURE_PUBLISHER_EMAIL"]
+        if environ.get("LLMCLOUD_AZURE_ALERT_EMAILS"):
+            values["alert_emails"] = tuple(
+                e.strip() for e in environ["LLMCLOUD_AZURE_ALERT_EMAILS"].split(",") if e.strip())
+        if environ.get("LLMCLOUD_AZURE_SSH_PUBLIC_KEY"):
+            values["ssh_public_key"] = environ["LLMCLOUD_AZURE_SSH_PUBLIC_KEY"]
+        return cls(**values)
+
+
+def stack_tags(spec: DeploymentSpec, stack: str) -> dict[str, str]:
+    """Tags on every resource (azure-native has no provider-wide default tags)."""
+    return {"llmcloud-stack": stack, "llmcloud-model": spec.model.name or "model", **spec.tags}
+
+
+class AzureService(pulumi.ComponentResource):
+    """One LLM service on Azure: network, model store, registry, identity, load balancer,
+    GPU pool, gateway and monitoring, in one resource group."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, spec: DeploymentSpec, stack: str, options: AzureOptions,
+                 opts: pulumi.ResourceOptions | None = None):
+        name = naming.base_name(stack)
+        super().__init__("llmcloud:azure:Service", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        subscription = authorization.get_client_config(
+            opts=pulumi.InvokeOptions(parent=self)).subscription_id
+        location = spec.region or DEFAULT_REGION
+        vm_size = spec.compute.instance_type or DEFAULT_VM_SIZE
+        model = spec.model.name or "model"
+        tags = stack_tags(spec, stack)
+        sku = apim.choose_sku(spec.tags, options.apim_sku)
+        gateway_net = apim.gateway_network(sku, spec.gateway.public)
+        layout = subnet_layout(spec.network.vpc_cidr)
+        group_name = naming.resource_group_name(stack)
+        group = resources.ResourceGroup(f"{name}-rg", resource_group_name=group_name,
+                                        location=location, tags=tags, opts=child)
+        # every child names the group by its output, so each waits for the group to exist
+        rg = group.name
+        in_group = {"resource_group_name": rg, "location": location, "tags": tags}
+
+        network = Network(f"{name}-network", NetworkArgs(
+            **in_group, layout=layout, vnet_cidr=spec.network.vpc_cidr,
+            server_port=spec.server.port,
+            gateway_sources=gateway_sources(spec.gateway.public, spec.network.allowed_cidrs),
+            gateway_delegation=gateway_net.delegation), opts=child)
+        store = ModelStore(f"{name}-store", ModelStoreArgs(
+            **in_group, account_name=naming.global_name(stack, subscription, "storage_account"),
+            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id), opts=child)
+        registry = Registry(f"{name}-registry", RegistryArgs(
+            **in_group, registry_name=naming.global_name(stack, subscription, "registry"),
+            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id), opts=child)
+        identity = Identity(f"{name}-identity", IdentityArgs(
+            **in_group, subscription_id=subscription, stack=stack,
+            container_id=store.container.id, registry_id=registry.registry.id), opts=child)
+        balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
+            **in_group, lb_name=f"{name}-lb",
+            lb_id=load_balancer_id(subscription, group_name, f"{name}-lb"),
+            subnet_id=network.lb_subnet_id,
+            private_ip=first_usable_ip(layout.load_balancer), server_port=spec.server.port,
+            timeout_seconds=spec.gateway.timeout_seconds), opts=child)
+        gateway = Gateway(f"{name}-gateway", GatewayArgs(
+            **in_group,
+            service_name=naming.global_name(stack, subscription, "apim"), sku=sku,
+            virtual_network_type=gateway_net.virtual_network_type,
+            subnet_id=network.gateway_subnet_id,
+            backend_url=f"http://{balancer.private_ip}:{spec.server.port}",
+            publisher_email=options.publisher_email, rate_limit=spec.gateway.rate_limit,
+            burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
+            allowed_cidrs=spec.network.allowed_cidrs,
+            timeout_seconds=spec.gateway.timeout_seconds,
+            max_body_kb=spec.gateway.max_body_kb), opts=child)
+
+        if spec.image:
+            image: pulumi.Output[str] = pulumi.Output.from_input(spec.image)
+        else:
+            image = registry.login_server.apply(
+                lambda host: f"{host}/{naming.slug(model)}-server@{PLACEHOLDER_DIGEST}")
+        model_uri = store.account.name.apply(
+            lambda account: naming.model_uri(account, model, spec.model.version))
+        custom_data = pulumi.Output.all(image, model_uri, identity.client_id).apply(
+            lambda v: render_custom_data(ServerLaunch(
+                image=v[0], model_uri=v[1], model_version=spec.model.version,
+                identity_client_id=v[2], region=location, port=spec.server.port,
+                drain_timeout_seconds=spec.server.drain_timeout_seconds,
+                max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                publish_in_flight=spec.autoscaling.signal == "in_flight")))
+        pool = GpuPool(f"{name}-gpu", GpuPoolArgs(
+            **in_group,
+            subscription_id=subscription, stack=stack, vmss_name=f"{name}-gpu",
+            computer_name_prefix=naming.computer_name_prefix(stack), vm_size=vm_size,
+            min_size=spec.compute.min_replicas, max_size=spec.compute.max_replicas,
+            subnet_id=network.servers_subnet_id, backend_pool_id=balancer.backend_pool_id,
+            probe_id=balancer.probe_id, identity_id=identity.identity.id,
+            identity_principal_id=identity.principal_id, custom_data=custom_data,
+            ssh_public_key=options.ssh_public_key,
+            os_disk_gb=os_disk_gb(spec.compute.disk_gb, vm_size),
+            repair_grace_period=repair_grace_period(gpu_memory_gb(vm_size)),
+            scaling_signal=spec.autoscaling.signal, scaling_target=spec.autoscaling.target,
+            cooldown_seconds=spec.autoscaling.cooldown_seconds, gateway_id=gateway.service.id,
+            spot=spec.compute.spot, notify_emails=options.alert_emails,
+            wait_for=[balancer, identity]), opts=child)
+        Monitoring(f"{name}-monitoring", MonitoringArgs(
+            **in_group, name=name,
+            lb_id=balancer.lb.id, vmss_id=pool.vmss.id, apim_id=gateway.service.id,
+            apim_name=gateway.service.name, storage_account_id=store.account.id,
+            registry_id=registry.registry.id, timeout_seconds=spec.gateway.timeout_seconds,
+            alert_emails=options.alert_emails), opts=child)
+
+        self.outputs = {
+            "endpoint_url": gateway.endpoint_url,
+            "api_subscription_id": gateway.subscription_id,
+            "resource_group": rg,
+            "storage_account": store.account.name,
+            "model_store_uri": store.account.name.apply(naming.store_uri),
+            "model_uri": model_uri,
+            "registry_url": registry.login_server,
+            "scale_set": pool.vmss.name,
+            "apim_sku": sku,
+            "model_version": spec.model.version,
+            "image": image,
+        }
+        if not spec.image:
+            # `plan` and `preview` only: build_service refuses a real update without an image
+            self.outputs["image_placeholder"] = True
+        self.register_outputs(self.outputs)
+
+
+def build_service(spec: DeploymentSpec, stack: str,
+                  options: AzureOptions | None = None) -> dict[str, Any]:
+    """Declare the service in the running Pulumi program; return the stack's outputs."""
+    return AzureService(spec, stack, options or AzureOptions()).outputs
