@@ -1,0 +1,108 @@
+"""The GCP checks: the stack's defaults pass every one, and each insecure setting fails its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from llmcloud.policies import Resource, run_checks
+from tests.providers.gcp.helpers import declared
+
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+BUCKET = "gcp:storage/bucket:Bucket"
+FIREWALL = "gcp:compute/firewall:Firewall"
+EXPECTED = {"CKV_GCP_29", "CKV_GCP_114", "CKV_GCP_78", "CKV_GCP_62", "CKV_GCP_39",
+            "CKV_GCP_40", "CKV_GCP_30", "CKV_GCP_31", "CKV_GCP_32", "CKV_GCP_35", "CKV_GCP_2",
+            "CKV_GCP_3", "CKV_GCP_106", "LLMCLOUD_GCP_1"}
+DEFAULT_SA = "123456789012-compute@developer.gserviceaccount.com"
+
+
+def test_defaults_pass_every_gcp_check():
+    resources, _ = declared()
+    results = run_checks(resources)
+    assert {r.id for r in results} >= EXPECTED
+    assert [r for r in results if not r.passed] == []
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    def mutate(inputs: dict) -> None:
+        *parents, last = path.split(".")
+        node = inputs
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+        node[last] = value
+    return mutate
+
+
+def _delete(key: str) -> Callable[[dict], None]:
+    return lambda inputs: inputs.pop(key, None)
+
+
+def _open_firewall(port: str) -> Callable[[dict], None]:
+    def mutate(inputs: dict) -> None:
+        inputs["sourceRanges"] = ["0.0.0.0/0"]
+        inputs["allows"] = [{"protocol": "tcp", "ports": [port]}]
+    return mutate
+
+
+FLIPS = [
+    ("CKV_GCP_29", BUCKET, "models", _set("uniformBucketLevelAccess", False)),
+    ("CKV_GCP_114", BUCKET, "models", _set("publicAccessPrevention", "inherited")),
+    ("CKV_GCP_78", BUCKET, "logs", _set("versioning.enabled", False)),
+    # the log bucket is excused only while another bucket logs into it
+    ("CKV_GCP_62", BUCKET, "models", _delete("logging"), {("CKV_GCP_62", "llm-dev-store-logs")}),
+    ("CKV_GCP_39", TEMPLATE, "template", _set("shieldedInstanceConfig.enableVtpm", False)),
+    ("CKV_GCP_39", TEMPLATE, "template", _delete("shieldedInstanceConfig")),
+    ("CKV_GCP_40", TEMPLATE, "template",
+     _set("networkInterfaces.0.accessConfigs", [{"networkTier": "PREMIUM"}])),
+    # the default account with the cloud-platform scope fails both
+    ("CKV_GCP_30", TEMPLATE, "template", _set("serviceAccount.email", DEFAULT_SA),
+     {("CKV_GCP_31", "llm-dev-gpu-template")}),
+    ("CKV_GCP_30", TEMPLATE, "template", _set("serviceAccount", {"scopes": ["userinfo-email"]})),
+    ("CKV_GCP_31", TEMPLATE, "template", _set("serviceAccount.email", "default"),
+     {("CKV_GCP_30", "llm-dev-gpu-template")}),
+    ("CKV_GCP_32", TEMPLATE, "template", _set("metadata.block-project-ssh-keys", "false")),
+    ("CKV_GCP_35", TEMPLATE, "template", _set("metadata.serial-port-enable", "true")),
+    ("CKV_GCP_2", FIREWALL, "allow-lb", _open_firewall("22")),
+    ("CKV_GCP_3", FIREWALL, "allow-lb", _open_firewall("3000-4000")),
+    ("CKV_GCP_106", FIREWALL, "allow-lb", _open_firewall("80")),
+    # no ports named: every port is open
+    ("CKV_GCP_106", FIREWALL, "allow-lb", lambda i: (i.update(sourceRanges=["::/0"]),
+                                                     i["allows"][0].pop("ports")),
+     {("CKV_GCP_2", "llm-dev-network-allow-lb"), ("CKV_GCP_3", "llm-dev-network-allow-lb")}),
+    ("LLMCLOUD_GCP_1", TEMPLATE, "template", _set("scheduling.onHostMaintenance", "MIGRATE")),
+]
+
+
+@pytest.mark.parametrize("flip", FLIPS, ids=[f"{f[0]}-{i}" for i, f in enumerate(FLIPS)])
+def test_each_insecure_setting_fails_its_own_check(flip):
+    check_id, type_token, name_part, mutate, *also = flip
+    resources, _ = declared()
+    target = next(r for r in resources if r.type == type_token and name_part in r.name)
+    inputs = dict(target.inputs)
+    mutate(inputs)
+    changed: list[Resource] = [replace(r, inputs=inputs) if r is target else r
+                               for r in resources]
+    failed = {(r.id, r.resource) for r in run_checks(changed) if not r.passed}
+    assert failed == {(check_id, target.name), *(also[0] if also else ())}
+
+
+def test_the_log_bucket_is_excused_from_logging_only_while_it_is_a_log_target():
+    resources, _ = declared()
+    models = next(r for r in resources if r.type == BUCKET and "models" in r.name)
+    inputs = dict(models.inputs)
+    inputs["logging"] = {"logBucket": "somewhere-else"}
+    changed = [replace(r, inputs=inputs) if r is models else r for r in resources]
+    failed = {(r.id, r.resource) for r in run_checks(changed) if not r.passed}
+    assert failed == {("CKV_GCP_62", "llm-dev-store-logs")}
+
+
+def test_gpu_check_ignores_cpu_machines():
+    from llmcloud.policies.gcp import gpu_terminates_on_maintenance
+
+    assert gpu_terminates_on_maintenance({"machineType": "e2-standard-4",
+                                          "scheduling": {"onHostMaintenance": "MIGRATE"}}) is None
+    assert gpu_terminates_on_maintenance({"machineType": "n1-standard-8",
+                                          "guestAccelerators": [{"count": 1}]}) is not None
