@@ -8,6 +8,7 @@ defaults (region, instance type) are filled in by the provider before validation
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Literal
 
@@ -63,6 +64,29 @@ class ModelSpec(_Section):
         default=None,
         description="text-generation or text2text-generation (from the model's config if unset)",
     )
+    history: list[str] = Field(
+        default_factory=list,
+        description="versions served before, newest last (kept by promote; rollback uses it)",
+    )
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_text(cls, value: object) -> object:
+        # `pulumi config set --path` stores a list given on the command line as JSON text
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, value: list[str]) -> list[str]:
+        for version in value:
+            if not _VERSION.match(version):
+                raise ValueError(f"'{version}' is not a model version")
+        return value[-20:]
 
     @field_validator("source")
     @classmethod

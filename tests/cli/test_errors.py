@@ -69,13 +69,17 @@ def test_bad_model_version_on_promote(project: Path, cli) -> None:
     assert result.stderr.splitlines()[0] == "error: invalid value for llmcloud:model.version"
 
 
-def test_unsupported_operation_exits_4_with_the_reason(project: Path, cli) -> None:
-    result = cli("up", "--provider", "gcp")
+def test_unsupported_operation_exits_4_with_the_reason(
+    project: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(AwsProvider, "unsupported", {"up": "no GPUs left on Earth"})
+    result = cli("up", "--provider", "aws")
     assert result.exit_code == 4
-    lines = result.stderr.splitlines()
-    assert lines[0] == "error: 'up' is not supported by the gcp provider"
-    assert lines[1].startswith("  ")
-    assert lines[2].startswith("hint: ")
+    assert result.stderr.splitlines() == [
+        "error: 'up' is not supported by the aws provider",
+        "  no GPUs left on Earth",
+        "hint: llmcloud --help lists the operations; `llmcloud plan` works on every cloud",
+    ]
 
 
 def test_up_without_pulumi_cli_exits_3_without_traceback(

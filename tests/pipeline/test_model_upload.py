@@ -138,3 +138,15 @@ def test_not_a_model_folder_is_a_usage_error(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == (
         f"error: {tmp_path} is not a model folder: it has no config.json")
+
+
+def test_promote_finds_uploaded_versions_only(cli, model_dir: Path, store_uri: str) -> None:
+    from llmcloud.providers.rollout import check_version_in_store
+    from llmcloud.stacks.errors import DeploymentError
+
+    assert _upload(cli, model_dir, store_uri).exit_code == 0
+    assert check_version_in_store(store_uri, "m", "v1")["version"] == "v1"
+    with pytest.raises(DeploymentError) as caught:
+        check_version_in_store(store_uri, "m", "v2")
+    assert caught.value.message == "version v2 of m is not in the model store"
+    assert caught.value.hint == "llmcloud model upload MODEL_FOLDER --name m --version v2"

@@ -1,0 +1,161 @@
+"""Promote and roll back a model version on a cloud stack, through the Pulumi engine.
+
+A promotion checks that the version and its manifest are in the stack's model store,
+records the new version in the stack's config (keeping the versions served before in
+`llmcloud:model.history`), runs the update — which rolls the instance group behind its
+health checks — and waits until the endpoint reports the new version. If any of that fails,
+the previous version is put back the same way and the promotion exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
+
+HISTORY_LIMIT = 20
+API_KEY_ENV = "LLMCLOUD_API_KEY"
+
+
+def check_version_in_store(store_uri: str, name: str, version: str) -> dict[str, Any]:
+    """The manifest of `name`/`version` in the store; `DeploymentError` if it is not there."""
+    from llmcloud.inference_image.bucket_stores import bucket_key_prefix, open_store
+    from llmcloud.providers.model_upload import MANIFEST, version_uri
+
+    where = version_uri(store_uri, name, version)
+    try:
+        raw = open_store(where).read_bytes(bucket_key_prefix(where) + MANIFEST)
+    except FileNotFoundError:
+        raise DeploymentError(
+            f"version {version} of {name} is not in the model store",
+            context=f"no {MANIFEST} at {where}",
+            hint=f"llmcloud model upload MODEL_FOLDER --name {name} --version {version}",
+        ) from None
+    except PermissionError as exc:
+        raise DeploymentError(f"the model store refused access to {where}", context=str(exc),
+                              hint="check your cloud credentials") from None
+    manifest = json.loads(raw)
+    if manifest.get("version") != version:
+        raise DeploymentError(
+            f"the manifest at {where} is for version {manifest.get('version')}, not {version}",
+            hint="upload the model again with --force",
+        )
+    return manifest
+
+
+def wait_for_version(
+    endpoint: str,
+    version: str,
+    *,
+    api_key: str,
+    timeout: float,
+    interval: float = 10.0,
+    get: Callable[..., Any] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll `GET {endpoint}/models` until every answer reports `version` (5 in a row, so a
+    load balancer's mixed answers during the roll count as not done)."""
+    import httpx
+
+    get = get or httpx.get
+    deadline = clock() + timeout
+    in_a_row, last = 0, "no answer yet"
+    while clock() < deadline:
+        try:
+            response = get(f"{endpoint.rstrip('/')}/models", timeout=10,
+                           headers={"Authorization": f"Bearer {api_key}"})
+            versions = {m.get("version") for m in response.json().get("data", [])}
+            last = f"HTTP {response.status_code}, versions {sorted(map(str, versions))}"
+            in_a_row = in_a_row + 1 if response.status_code == 200 and versions == {version} \
+                else 0
+        except (httpx.HTTPError, ValueError) as exc:
+            in_a_row, last = 0, f"{type(exc).__name__}: {exc}"
+        if in_a_row >= 5:
+            return
+        sleep(interval if in_a_row == 0 else 1.0)
+    raise DeploymentError(
+        f"the endpoint did not report version {version} within {timeout:.0f} s",
+        context=f"last answer: {last}",
+    )
+
+
+def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None = None,
+            timeout: float = 1800.0) -> dict[str, Any]:
+    """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
+    spec = ctx.spec
+    previous = spec.model.version
+    engine = provider._engine(ctx, "promote")
+    outputs = engine.outputs()
+    store = outputs.get("model_store_uri")
+    if not store:
+        raise DeploymentError(
+            f"stack '{ctx.stack}' has no model store yet",
+            hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
+        )
+    check_version_in_store(str(store), spec.model.name, version)
+    if version == previous:
+        return {"previous_version": previous, "model_version": version,
+                "outcome": "unchanged", "image": outputs.get("image")}
+    old_history = list(spec.model.history)
+    new_history = ([*old_history, previous] if history is None else history)[-HISTORY_LIMIT:]
+    _record(engine, version, new_history)
+    try:
+        outputs = engine.up()
+        verified = _verify(ctx, outputs, version, timeout)
+    except (LlmcloudError, KeyboardInterrupt) as failure:
+        reason = getattr(failure, "message", "interrupted")
+        if getattr(failure, "context", None):
+            reason += f": {failure.context}"
+        _record(engine, previous, old_history)
+        try:
+            engine.up()
+        except LlmcloudError as second:
+            raise DeploymentError(
+                f"promoting {version} failed, and restoring {previous} failed too",
+                context=f"{reason}; then: {second.message}",
+                hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud rollback",
+            ) from None
+        raise DeploymentError(
+            f"promoting {version} failed; {previous} is serving again",
+            context=reason,
+            hint=f"llmcloud status --stack {ctx.stack}",
+        ) from None
+    return {
+        "previous_version": previous,
+        "model_version": version,
+        "outcome": "promoted",
+        "verified": verified,
+        "image": outputs.get("image"),
+        "endpoint": outputs.get("endpoint_url"),
+    }
+
+
+def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
+    """Return to the last version served before the current one."""
+    history = list(ctx.spec.model.history)
+    if not history:
+        raise ConfigError(
+            f"stack '{ctx.stack}' has no earlier model version to go back to",
+            context="llmcloud:model.history is empty",
+            hint="llmcloud promote --model-version VERSION",
+        )
+    result = promote(provider, ctx, history[-1], history=history[:-1], timeout=timeout)
+    result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
+    return result
+
+
+def _record(engine: Any, version: str, history: list[str]) -> None:
+    engine.set_config({"model.version": version, "model.history": history})
+
+
+def _verify(ctx: Any, outputs: Mapping[str, Any], version: str, timeout: float) -> bool:
+    key = ctx.environ.get(API_KEY_ENV)
+    endpoint = outputs.get("endpoint_url")
+    if not key or not endpoint:
+        return False  # the update's own health checks (instance refresh) still gate it
+    wait_for_version(str(endpoint), version, api_key=key, timeout=timeout)
+    return True
