@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.stacks.automation import PulumiStack, StackLike, open_stack
-from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.errors import ConfigError, DeploymentError
 
 
 class CloudProvider(Provider):
@@ -44,7 +44,25 @@ class CloudProvider(Provider):
         return engine
 
     def before_up(self, ctx: StackContext) -> None:
-        """Checks that must pass before anything is created (e.g. the budget gate)."""
+        """Checks that must pass before anything is created: the budget gate.
+
+        When the spec sets `budget.max_hourly_usd`, the cost at max replicas (from the
+        provider's `prices(spec)`) must not exceed it; otherwise `DeploymentError` (exit 1)
+        names both numbers. A provider without prices cannot pass a set budget.
+        """
+        from llmcloud.stacks.cost import enforce_budget, estimate
+
+        limit = ctx.spec.budget.max_hourly_usd
+        if limit is None:
+            return
+        prices = getattr(self, "prices", None)
+        if prices is None:
+            raise DeploymentError(
+                f"the {self.name} provider has no price table, so the budget cannot be checked",
+                context=f"budget.max_hourly_usd is {limit}",
+                hint="remove budget.max_hourly_usd from the stack file to deploy without a gate",
+            )
+        enforce_budget(estimate(prices(ctx.spec)), limit, ctx.stack)
 
     def up(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "up")

@@ -5,8 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llmcloud.providers.aws import mocks
+from llmcloud.providers.aws.prices import (
+    ALB_HOURLY,
+    ALB_LCU_HOURLY,
+    API_GATEWAY_REST_PER_MILLION,
+    CLOUDWATCH_ALARM_MONTH,
+    GP3_GB_MONTH,
+    HOURS_PER_MONTH,
+    INTERFACE_ENDPOINT_HOURLY,
+    KMS_KEY_MONTH,
+    NAT_GATEWAY_HOURLY,
+    price_table,
+    root_volume_gb,
+)
+from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
+from llmcloud.stacks.cost import CostLine, PriceSheet
+from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.spec import DeploymentSpec
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_INSTANCE_TYPE = "g6.xlarge"
+_ROLLOUT = "rolling a model version through `llmcloud promote` is a later issue; change " \
+           "model.version in the stack file and run `llmcloud up` (an instance refresh rolls it)"
 
 
 class AwsProvider(CloudProvider):
@@ -17,23 +40,116 @@ class AwsProvider(CloudProvider):
     sdk_modules = ("pulumi_aws", "boto3")
     credentials_command = "aws configure"
     unsupported = {
-        "up": "the AWS stack's components are not part of this build",
-        "update": "the AWS stack's components are not part of this build",
-        "preview": "the AWS stack's components are not part of this build",
-        "plan": "the AWS stack's components are not part of this build",
-        "promote": "rolling a new model version on the clouds is not part of this build",
-        "rollback": "rolling a new model version on the clouds is not part of this build",
-        "keys": "AWS API keys are managed by API Gateway usage plans in the stack",
-        "model_upload": "uploads to the stack's bucket are not part of this build",
-        "image_push": "pushes to the stack's registry are not part of this build",
+        "promote": _ROLLOUT,
+        "rollback": _ROLLOUT,
+        "keys": "AWS API keys live in the stack's API Gateway usage plan; `llmcloud keys` "
+                "for AWS is a later issue (meanwhile: aws apigateway create-api-key)",
+        "model_upload": "uploads to the stack's bucket are a later issue (meanwhile: "
+                        "aws s3 sync MODEL_DIR s3://BUCKET/models/NAME/VERSION/)",
+        "image_push": "pushes to the stack's ECR repository are a later issue",
         "console": "the console shows local stacks only in this build",
     }
+    #: AWS-only knobs of the stack (see `providers/aws/service.py`)
+    options: Any = None
 
     def defaults(self) -> dict[str, Any]:
         return {
-            "region": "us-east-1",
-            "compute": {"instance_type": "g6.xlarge", "gpus": 1},
+            "region": DEFAULT_REGION,
+            "compute": {"instance_type": DEFAULT_INSTANCE_TYPE, "gpus": 1},
         }
 
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_aws(environ)
+
+    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
+        """Declare every layer in the running Pulumi program; return the stack's outputs.
+
+        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
+        the stack's repository; a real update needs the image pushed first.
+        """
+        import pulumi
+
+        from llmcloud.providers.aws.service import AwsOptions, build_service
+
+        if spec.image is None and not pulumi.runtime.is_dry_run():
+            raise self._image_missing(stack)
+        if spec.compute.kind != "instances":
+            raise ConfigError("compute.kind 'sagemaker' is not offered by this build",
+                              hint="set compute.kind: instances")
+        return build_service(spec, stack, self.options or AwsOptions())
+
+    def before_up(self, ctx: StackContext) -> None:
+        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
+        if ctx.spec.image is None:
+            raise self._image_missing(ctx.stack)
+        super().before_up(ctx)
+
+    def model_store_uri(self, ctx: StackContext) -> str:
+        """`s3://<bucket>/models`, from the deployed stack's outputs."""
+        outputs = self.outputs(ctx)["outputs"]
+        if not outputs.get("model_store_uri"):
+            raise ConfigError(f"stack '{ctx.stack}' has no model store yet",
+                              hint=f"llmcloud up --provider aws --stack {ctx.stack}")
+        return outputs["model_store_uri"]
+
+    def _image_missing(self, stack: str) -> ConfigError:
+        return ConfigError(
+            "no inference image is set for the AWS stack",
+            context="the servers pull the image by digest from the stack's ECR repository",
+            hint=f"llmcloud image push --provider aws --stack {stack}",
+        )
+
+    # -- plan: mocked AWS answers and prices --------------------------------------------
+
+    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
+                    region: str | None = None) -> dict[str, Any]:
+        """AWS's answer to a data-source lookup, for `llmcloud plan` (camelCase keys)."""
+        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
+
+    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
+                      region: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The id and outputs AWS would give a new resource, for `llmcloud plan`."""
+        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
+
+    def prices(self, spec: DeploymentSpec) -> PriceSheet:
+        """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
+        from llmcloud.providers.aws.service import AwsOptions
+
+        options = self.options or AwsOptions()
+        region = spec.region or DEFAULT_REGION
+        table = price_table(region)
+        instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
+        if instance_type not in table.gpu_hourly:
+            known = ", ".join(sorted(table.gpu_hourly))
+            raise ConfigError(f"no price is known for instance type {instance_type}",
+                              context=f"priced types: {known}",
+                              hint="pick a priced compute.instance_type, or add it to "
+                                   "providers/aws/prices.py")
+        low, high = spec.compute.min_replicas, spec.compute.max_replicas
+        disk = root_volume_gb(spec.compute.disk_gb, instance_type)
+        zones = options.zones
+        lines = [
+            CostLine(f"GPU servers ({instance_type}, on-demand)", "instance-hour",
+                     table.gpu_hourly[instance_type], low, high,
+                     note="spot capacity above the minimum is billed at most this"
+                     if spec.compute.spot else None),
+            CostLine(f"root volumes (gp3, {disk} GB)", "volume-hour",
+                     round(disk * GP3_GB_MONTH / HOURS_PER_MONTH, 6), low, high),
+            CostLine("application load balancer (1 LCU)", "hour", ALB_HOURLY + ALB_LCU_HOURLY,
+                     1, 1),
+            CostLine("NAT gateways (one per zone)", "gateway-hour", NAT_GATEWAY_HOURLY,
+                     zones, zones),
+            CostLine("KMS keys", "key-hour", round(KMS_KEY_MONTH / HOURS_PER_MONTH, 6), 3, 3),
+            CostLine("CloudWatch alarms", "alarm-hour",
+                     round(CLOUDWATCH_ALARM_MONTH / HOURS_PER_MONTH, 6), 4, 4),
+            CostLine("API Gateway REST requests", "1M requests", API_GATEWAY_REST_PER_MILLION,
+                     0, 0, hourly=False, note="billed per request; not in the hourly total"),
+        ]
+        if options.private_endpoints:
+            lines.append(CostLine("interface endpoints (4 services per zone)", "endpoint-hour",
+                                  INTERFACE_ENDPOINT_HOURLY, 4 * zones, 4 * zones))
+        notes = []
+        if table.estimated:
+            notes.append(f"{region} is priced as us-east-1; "
+                         "check the region's prices")
+        return PriceSheet(lines, table.price_date, table.source, notes=notes)

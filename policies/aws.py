@@ -1,0 +1,353 @@
+"""AWS security checks, ported from checkov and reported under checkov's ids."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from llmcloud.policies.core import CheckResult, Resource, resource_check, stack_check
+
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+INSTANCE = "aws:ec2/instance:Instance"
+BUCKET = "aws:s3/bucket:Bucket"
+PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+LOGGING = "aws:s3/bucketLogging:BucketLogging"
+REPOSITORY = "aws:ecr/repository:Repository"
+LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+STAGE = "aws:apigateway/stage:Stage"
+METHOD = "aws:apigateway/method:Method"
+ROUTE = "aws:apigatewayv2/route:Route"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+KMS_KEY = "aws:kms/key:Key"
+INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+POLICY_DOCUMENTS = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy",
+                    "aws:iam/userPolicy:UserPolicy", "aws:iam/groupPolicy:GroupPolicy")
+ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+               "aws:iam/policyAttachment:PolicyAttachment",
+               "aws:iam/userPolicyAttachment:UserPolicyAttachment",
+               "aws:iam/groupPolicyAttachment:GroupPolicyAttachment")
+ROLE = "aws:iam/role:Role"
+ADMIN_POLICY = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/AdministratorAccess$")
+SECRET_PATTERNS = (
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("an AWS secret key", re.compile(r"aws_secret_access_key|AWS_SECRET_ACCESS_KEY")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("a password", re.compile(r"(?i)\b(password|passwd|secret|api_?key|token)\s*[=:]\s*"
+                              r"['\"]?[^\s'\"$]{8,}")),
+    ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")),
+)
+
+
+def _true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+# -- compute ---------------------------------------------------------------------------
+
+
+@resource_check("CKV_AWS_79", "instance metadata requires IMDSv2 tokens", LAUNCH_TEMPLATE,
+                INSTANCE)
+def imdsv2(inputs: Mapping[str, Any]) -> str | None:
+    options = inputs.get("metadataOptions") or {}
+    if options.get("httpEndpoint") == "disabled" or options.get("httpTokens") == "required":
+        return None
+    return "metadataOptions.httpTokens must be 'required' (IMDSv1 leaks role credentials)"
+
+
+@resource_check("CKV_AWS_8", "EBS volumes are encrypted", LAUNCH_TEMPLATE, INSTANCE)
+def ebs_encrypted(inputs: Mapping[str, Any]) -> str | None:
+    mappings = inputs.get("blockDeviceMappings") or []
+    if inputs.get("rootBlockDevice") is not None:
+        mappings = [{"ebs": inputs["rootBlockDevice"]}, *mappings]
+    if not mappings:
+        return "no block device mapping sets encryption on the root volume"
+    for mapping in mappings:
+        ebs = mapping.get("ebs") or {}
+        if not _true(ebs.get("encrypted")):
+            return f"volume {mapping.get('deviceName', 'root')} is not encrypted"
+    return None
+
+
+@resource_check("CKV_AWS_88", "instances get no public IP address", LAUNCH_TEMPLATE, INSTANCE)
+def no_public_ip(inputs: Mapping[str, Any]) -> str | None:
+    if _true(inputs.get("associatePublicIpAddress")):
+        return "associatePublicIpAddress is true"
+    for interface in inputs.get("networkInterfaces") or []:
+        if _true(interface.get("associatePublicIpAddress")):
+            return "a network interface has associatePublicIpAddress true"
+    return None
+
+
+def _decode(user_data: str) -> str:
+    try:
+        return base64.b64decode(user_data, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return user_data
+
+
+@resource_check("CKV_AWS_46", "no secrets in user data", LAUNCH_TEMPLATE, INSTANCE)
+def no_secrets_in_user_data(inputs: Mapping[str, Any]) -> str | None:
+    text = _decode(str(inputs.get("userData") or ""))
+    for what, pattern in SECRET_PATTERNS:
+        if pattern.search(text):
+            return f"user data contains {what}; pass secrets through the instance role"
+    return None
+
+
+# -- storage and registry ----------------------------------------------------------------
+
+
+def _public_access(field_name: str) -> Any:
+    def check(inputs: Mapping[str, Any]) -> str | None:
+        return None if _true(inputs.get(field_name)) else f"{field_name} must be true"
+    return check
+
+
+for _id, _field in (("CKV_AWS_53", "blockPublicAcls"), ("CKV_AWS_54", "blockPublicPolicy"),
+                    ("CKV_AWS_55", "ignorePublicAcls"), ("CKV_AWS_56", "restrictPublicBuckets")):
+    resource_check(_id, f"public access block sets {_field}", PUBLIC_ACCESS_BLOCK)(
+        _public_access(_field))
+
+
+@resource_check("CKV_AWS_51", "image tags are immutable", REPOSITORY)
+def immutable_tags(inputs: Mapping[str, Any]) -> str | None:
+    if str(inputs.get("imageTagMutability", "MUTABLE")).startswith("IMMUTABLE"):
+        return None
+    return "imageTagMutability must be IMMUTABLE (a tag must always mean the same image)"
+
+
+@resource_check("CKV_AWS_163", "images are scanned on push", REPOSITORY)
+def scan_on_push(inputs: Mapping[str, Any]) -> str | None:
+    config = inputs.get("imageScanningConfiguration") or {}
+    return None if _true(config.get("scanOnPush")) else "imageScanningConfiguration.scanOnPush"
+
+
+@resource_check("CKV_AWS_136", "the repository is encrypted with KMS", REPOSITORY)
+def repository_kms(inputs: Mapping[str, Any]) -> str | None:
+    configs = inputs.get("encryptionConfigurations") or []
+    if any(c.get("encryptionType") == "KMS" for c in configs):
+        return None
+    return "encryptionConfigurations must use encryptionType KMS"
+
+
+@resource_check("CKV_AWS_7", "KMS keys rotate", KMS_KEY)
+def key_rotation(inputs: Mapping[str, Any]) -> str | None:
+    return None if _true(inputs.get("enableKeyRotation")) else "enableKeyRotation is not true"
+
+
+# -- load balancer and gateway -----------------------------------------------------------
+
+
+def _is_alb(inputs: Mapping[str, Any]) -> bool:
+    return inputs.get("loadBalancerType", "application") == "application"
+
+
+@resource_check("CKV_AWS_131", "the ALB drops invalid header fields", *LOAD_BALANCERS)
+def drop_invalid_headers(inputs: Mapping[str, Any]) -> str | None:
+    if not _is_alb(inputs) or _true(inputs.get("dropInvalidHeaderFields")):
+        return None
+    return "dropInvalidHeaderFields must be true (request smuggling)"
+
+
+@resource_check("CKV_AWS_91", "load balancer access logs are on", *LOAD_BALANCERS)
+def alb_logs(inputs: Mapping[str, Any]) -> str | None:
+    logs = inputs.get("accessLogs") or {}
+    if _true(logs.get("enabled", False)) and logs.get("bucket"):
+        return None
+    return "accessLogs must be enabled with a bucket"
+
+
+@resource_check("CKV_AWS_76", "API Gateway stages write access logs", STAGE)
+def gateway_logs(inputs: Mapping[str, Any]) -> str | None:
+    settings = inputs.get("accessLogSettings") or {}
+    return None if settings.get("destinationArn") else "accessLogSettings.destinationArn unset"
+
+
+@resource_check("CKV_AWS_309", "every API route requires authorization", METHOD, ROUTE)
+def route_authorization(inputs: Mapping[str, Any]) -> str | None:
+    if inputs.get("httpMethod") == "OPTIONS":
+        return None
+    kind = inputs.get("authorization", inputs.get("authorizationType", "NONE"))
+    return None if kind not in (None, "NONE") else "authorization is NONE: anyone may call"
+
+
+@resource_check("CKV_AWS_158", "log groups are encrypted with KMS", LOG_GROUP)
+def log_group_kms(inputs: Mapping[str, Any]) -> str | None:
+    return None if inputs.get("kmsKeyId") else "kmsKeyId is not set"
+
+
+# -- network -----------------------------------------------------------------------------
+
+OPEN = ("0.0.0.0/0", "::/0")
+
+
+def _open_rules(type_token: str, inputs: Mapping[str, Any]) -> Iterable[tuple[int, int]]:
+    """(from, to) port ranges open to the whole internet."""
+    if type_token == INGRESS_RULE:
+        if inputs.get("cidrIpv4") in OPEN or inputs.get("cidrIpv6") in OPEN:
+            yield _ports(inputs)
+    elif type_token == SG_RULE:
+        cidrs = [*(inputs.get("cidrBlocks") or []), *(inputs.get("ipv6CidrBlocks") or [])]
+        if inputs.get("type") == "ingress" and any(c in OPEN for c in cidrs):
+            yield _ports(inputs)
+    else:
+        for rule in inputs.get("ingress") or []:
+            cidrs = [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])]
+            if any(c in OPEN for c in cidrs):
+                yield _ports(rule)
+
+
+def _ports(rule: Mapping[str, Any]) -> tuple[int, int]:
+    if str(rule.get("ipProtocol", rule.get("protocol", "tcp"))) in ("-1", "all"):
+        return 0, 65535
+    low = int(rule.get("fromPort") or 0)
+    return low, int(rule.get("toPort") or low)
+
+
+def _no_open_port(port: int):
+    def check_with_type(type_token: str):
+        def check(inputs: Mapping[str, Any]) -> str | None:
+            for low, high in _open_rules(type_token, inputs):
+                if low <= port <= high:
+                    return f"port {port} is open to the internet"
+            return None
+        return check
+    return check_with_type
+
+
+for _id, _port in (("CKV_AWS_24", 22), ("CKV_AWS_25", 3389), ("CKV_AWS_260", 80)):
+    for _type in (INGRESS_RULE, SECURITY_GROUP, SG_RULE):
+        resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", _type)(
+            _no_open_port(_port)(_type))
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def _statements(document: Any) -> list[Mapping[str, Any]]:
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except json.JSONDecodeError:
+            return []
+    statements = (document or {}).get("Statement", []) if isinstance(document, dict) else []
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+@resource_check("CKV_AWS_1", "no IAM policy allows the '*' action", *POLICY_DOCUMENTS)
+def no_star_action(inputs: Mapping[str, Any]) -> str | None:
+    for statement in _statements(inputs.get("policy")):
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") == "Allow" and "*" in actions:
+            return "a statement allows Action '*': name the actions the workload needs"
+    return None
+
+
+@resource_check("CKV_AWS_274", "no role holds AdministratorAccess", *ATTACHMENTS, ROLE)
+def no_admin(inputs: Mapping[str, Any]) -> str | None:
+    arns = [inputs.get("policyArn"), *(inputs.get("managedPolicyArns") or [])]
+    if any(isinstance(arn, str) and ADMIN_POLICY.match(arn) for arn in arns):
+        return "AdministratorAccess is attached"
+    return None
+
+
+# -- checks across resources: each bucket and its separate settings ---------------------
+
+
+def _bucket_keys(bucket: Resource) -> set[str]:
+    keys = {bucket.id, bucket.outputs.get("bucket"), bucket.inputs.get("bucket")}
+    return {k for k in keys if isinstance(k, str) and k}
+
+
+def _settings(resources: list[Resource], type_token: str, bucket: Resource) -> list[Resource]:
+    keys = _bucket_keys(bucket)
+    return [r for r in resources if r.type == type_token and r.inputs.get("bucket") in keys]
+
+
+def _log_targets(resources: list[Resource]) -> set[str]:
+    targets = {r.inputs.get("targetBucket") for r in resources if r.type == LOGGING}
+    for r in resources:
+        if r.type in LOAD_BALANCERS:
+            targets.add((r.inputs.get("accessLogs") or {}).get("bucket"))
+    return {t for t in targets if isinstance(t, str)}
+
+
+def _per_bucket(check_id: str, resources: list[Resource], verdict) -> list[CheckResult]:
+    targets = _log_targets(resources)
+    results = []
+    for bucket in (r for r in resources if r.type == BUCKET):
+        passed, message = verdict(bucket, bool(_bucket_keys(bucket) & targets))
+        results.append(CheckResult(check_id, bucket.name, passed, message))
+    return results
+
+
+@stack_check("CKV2_AWS_6", "every bucket has a public access block")
+def bucket_has_public_access_block(resources: list[Resource]) -> list[CheckResult]:
+    def verdict(bucket: Resource, _: bool) -> tuple[bool, str]:
+        blocks = _settings(resources, PUBLIC_ACCESS_BLOCK, bucket)
+        if blocks:
+            return True, "has a public access block"
+        return False, "no BucketPublicAccessBlock refers to this bucket"
+    return _per_bucket("CKV2_AWS_6", resources, verdict)
+
+
+def _sse_algorithms(resources: list[Resource], bucket: Resource) -> list[str]:
+    algorithms = []
+    for config in _settings(resources, SSE, bucket):
+        for rule in config.inputs.get("rules") or []:
+            default = rule.get("applyServerSideEncryptionByDefault") or {}
+            algorithms.append(default.get("sseAlgorithm"))
+    return algorithms
+
+
+@stack_check("CKV_AWS_19", "every bucket is encrypted at rest")
+def bucket_encrypted(resources: list[Resource]) -> list[CheckResult]:
+    def verdict(bucket: Resource, _: bool) -> tuple[bool, str]:
+        algorithms = _sse_algorithms(resources, bucket)
+        if any(a in ("AES256", "aws:kms", "aws:kms:dsse") for a in algorithms):
+            return True, f"encrypted with {', '.join(a for a in algorithms if a)}"
+        return False, "no server-side encryption configuration refers to this bucket"
+    return _per_bucket("CKV_AWS_19", resources, verdict)
+
+
+@stack_check("CKV_AWS_145", "every bucket is encrypted with KMS")
+def bucket_kms(resources: list[Resource]) -> list[CheckResult]:
+    def verdict(bucket: Resource, is_log_target: bool) -> tuple[bool, str]:
+        algorithms = _sse_algorithms(resources, bucket)
+        if any(a and a.startswith("aws:kms") for a in algorithms):
+            return True, "encrypted with a KMS key"
+        if is_log_target and "AES256" in algorithms:
+            return True, "log bucket: AWS log delivery writes only to SSE-S3 buckets"
+        return False, "server-side encryption must use aws:kms"
+    return _per_bucket("CKV_AWS_145", resources, verdict)
+
+
+@stack_check("CKV_AWS_21", "every bucket is versioned")
+def bucket_versioned(resources: list[Resource]) -> list[CheckResult]:
+    def verdict(bucket: Resource, _: bool) -> tuple[bool, str]:
+        for versioning in _settings(resources, VERSIONING, bucket):
+            config = versioning.inputs.get("versioningConfiguration") or {}
+            if config.get("status") == "Enabled":
+                return True, "versioning enabled"
+        return False, "no BucketVersioning with status Enabled refers to this bucket"
+    return _per_bucket("CKV_AWS_21", resources, verdict)
+
+
+@stack_check("CKV_AWS_18", "every bucket logs access")
+def bucket_logged(resources: list[Resource]) -> list[CheckResult]:
+    def verdict(bucket: Resource, is_log_target: bool) -> tuple[bool, str]:
+        if _settings(resources, LOGGING, bucket):
+            return True, "access logging enabled"
+        if is_log_target:
+            return True, "log bucket: logging it into itself would loop"
+        return False, "no BucketLogging refers to this bucket"
+    return _per_bucket("CKV_AWS_18", resources, verdict)

@@ -1,0 +1,250 @@
+"""Gateway: a regional API Gateway REST API in front of the internal ALB.
+
+Why REST and not an HTTP API: an HTTP API integration times out after 30 s and buffers the
+response, so a long generation cannot stream. A REST API private integration through a VPC
+link v2 reaches an ALB directly, and `response_transfer_mode = "STREAM"` streams server-sent
+events with a timeout of up to 15 minutes. REST also brings API keys with usage plans (rate,
+burst, daily quota per key) and AWS WAF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from llmcloud.providers.aws.policies import assume_role_policy
+
+STAGE = "api"
+STREAM_TIMEOUT_MAX_MS = 900_000
+ACCESS_LOG_FORMAT = json.dumps({
+    "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
+    "time": "$context.requestTime", "method": "$context.httpMethod",
+    "path": "$context.resourcePath", "status": "$context.status",
+    "latencyMs": "$context.responseLatency", "apiKeyId": "$context.identity.apiKeyId",
+    "error": "$context.error.message", "integrationError": "$context.integration.error",
+})
+OPENAI_ERROR = ('{"error": {"message": $context.error.messageString, "type": "%s", '
+                '"param": null, "code": "%s"}}')
+
+
+def integration_timeout_ms(timeout_seconds: int) -> int:
+    """The integration timeout for a streamed generation of at most `timeout_seconds`."""
+    return min(STREAM_TIMEOUT_MAX_MS, timeout_seconds * 1000)
+
+
+def source_ip_policy(allowed_cidrs: Sequence[str]) -> str | None:
+    """A resource policy that admits only `allowed_cidrs`, or None when everyone may call."""
+    if "0.0.0.0/0" in allowed_cidrs:
+        return None
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke",
+         "Resource": "execute-api:/*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke",
+         "Resource": "execute-api:/*",
+         "Condition": {"NotIpAddress": {"aws:SourceIp": list(allowed_cidrs)}}},
+    ]})
+
+
+@dataclass
+class GatewayArgs:
+    """The ALB to reach, where the VPC link lives, and the per-key limits."""
+
+    api_name: str
+    alb_arn: pulumi.Input[str]
+    alb_dns_name: pulumi.Input[str]
+    listener: pulumi.Resource
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    log_key_arn: pulumi.Input[str]
+    rate_limit: float
+    burst: int
+    quota_per_day: int | None
+    timeout_seconds: int
+    allowed_cidrs: Sequence[str] = ("0.0.0.0/0",)
+    waf: bool = False
+    log_retention_days: int = 90
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Gateway(pulumi.ComponentResource):
+    """REST API -> VPC link v2 -> internal ALB, streaming; bearer keys via usage plans."""
+
+    endpoint_url: pulumi.Output[str]
+    api_key_id: pulumi.Output[str]
+    stage: aws.apigateway.Stage
+
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:aws:Gateway", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        api = aws.apigateway.RestApi(
+            f"{name}-api", name=args.api_name, api_key_source="AUTHORIZER",
+            endpoint_configuration={"types": "REGIONAL"},
+            policy=source_ip_policy(args.allowed_cidrs), tags=args.tags, opts=child)
+        link = aws.apigatewayv2.VpcLink(
+            f"{name}-link", name=args.api_name, subnet_ids=list(args.subnet_ids),
+            security_group_ids=[args.security_group_id], tags=args.tags, opts=child)
+        authorizer = self._authorizer(name, args, api)
+        proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=api.id,
+                                        parent_id=api.root_resource_id, path_part="{proxy+}",
+                                        opts=child)
+        routes = []
+        for route, resource_id, uri_path in (("root", api.root_resource_id, ""),
+                                              ("proxy", proxy.id, "{proxy}")):
+            params = {"method.request.path.proxy": True} if uri_path else None
+            method = aws.apigateway.Method(
+                f"{name}-{route}", rest_api=api.id, resource_id=resource_id, http_method="ANY",
+                authorization="CUSTOM", authorizer_id=authorizer.id, api_key_required=True,
+                request_parameters=params, opts=child)
+            integration = aws.apigateway.Integration(
+                f"{name}-{route}", rest_api=api.id, resource_id=resource_id,
+                http_method=method.http_method, type="HTTP_PROXY", integration_http_method="ANY",
+                connection_type="VPC_LINK", connection_id=link.id,
+                integration_target=args.alb_arn,
+                uri=pulumi.Output.concat("http://", args.alb_dns_name, "/", uri_path),
+                request_parameters={"integration.request.path.proxy":
+                                    "method.request.path.proxy"} if uri_path else None,
+                response_transfer_mode="STREAM",
+                timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.listener]))
+            routes += [method, integration]
+        routes += self._error_responses(name, api)
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-access", name=f"/llmcloud/{args.api_name}/access",
+            retention_in_days=args.log_retention_days, kms_key_id=args.log_key_arn,
+            tags=args.tags, opts=child)
+        account = self._logging_role(name)
+        deployment = aws.apigateway.Deployment(
+            f"{name}-deployment", rest_api=api.id,
+            triggers={"routes": _fingerprint(args)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=routes))
+        self.stage = aws.apigateway.Stage(
+            f"{name}-stage", rest_api=api.id, deployment=deployment.id, stage_name=STAGE,
+            access_log_settings={"destination_arn": log_group.arn, "format": ACCESS_LOG_FORMAT},
+            xray_tracing_enabled=True, tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]))
+        aws.apigateway.MethodSettings(
+            f"{name}-settings", rest_api=api.id, stage_name=self.stage.stage_name,
+            method_path="*/*",
+            # prompts and completions are the users' data: never log bodies
+            settings={"metrics_enabled": True, "logging_level": "ERROR",
+                      "data_trace_enabled": False},
+            opts=child)
+        plan = aws.apigateway.UsagePlan(
+            f"{name}-plan", name=args.api_name,
+            api_stages=[{"api_id": api.id, "stage": self.stage.stage_name}],
+            throttle_settings={"rate_limit": args.rate_limit, "burst_limit": args.burst},
+            quota_settings=({"limit": args.quota_per_day, "period": "DAY"}
+                            if args.quota_per_day else None),
+            tags=args.tags, opts=child)
+        key = aws.apigateway.ApiKey(f"{name}-key", name=f"{args.api_name}-default",
+                                    enabled=True, tags=args.tags, opts=child)
+        aws.apigateway.UsagePlanKey(f"{name}-key", key_id=key.id, key_type="API_KEY",
+                                    usage_plan_id=plan.id, opts=child)
+        if args.waf:
+            self._waf(name, args)
+        self.endpoint_url = self.stage.invoke_url
+        self.api_key_id = key.id
+        self.register_outputs({"endpoint_url": self.endpoint_url, "api_key_id": self.api_key_id})
+
+    def _authorizer(self, name: str, args: GatewayArgs, api) -> aws.apigateway.Authorizer:
+        child = pulumi.ResourceOptions(parent=self)
+        function_name = f"{args.api_name}-authorizer"
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-authorizer", name=f"/aws/lambda/{function_name}",
+            retention_in_days=args.log_retention_days, kms_key_id=args.log_key_arn,
+            tags=args.tags, opts=child)
+        role = aws.iam.Role(f"{name}-authorizer",
+                            assume_role_policy=json.dumps(assume_role_policy(
+                                "lambda.amazonaws.com")), tags=args.tags, opts=child)
+        aws.iam.RolePolicy(f"{name}-authorizer", role=role.id, policy=logs.arn.apply(
+            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{arn}:*"}]})), opts=child)
+        source = os.path.join(os.path.dirname(__file__), "authorizer.py")
+        function = aws.lambda_.Function(
+            f"{name}-authorizer", name=function_name, runtime="python3.12",
+            handler="index.handler", role=role.arn, timeout=3, memory_size=128,
+            code=pulumi.AssetArchive({"index.py": pulumi.FileAsset(source)}),
+            logging_config={"log_format": "JSON", "log_group": logs.name},
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]))
+        aws.lambda_.Permission(f"{name}-authorizer", action="lambda:InvokeFunction",
+                               function=function.name, principal="apigateway.amazonaws.com",
+                               source_arn=api.execution_arn.apply(lambda a: f"{a}/authorizers/*"),
+                               opts=child)
+        return aws.apigateway.Authorizer(
+            f"{name}-bearer", name="bearer", rest_api=api.id, type="TOKEN",
+            authorizer_uri=function.invoke_arn,
+            identity_source="method.request.header.Authorization",
+            authorizer_result_ttl_in_seconds=300, opts=child)
+
+    def _error_responses(self, name: str, api) -> list[pulumi.Resource]:
+        # OpenAI-shaped errors; a wrong key is 401 (API Gateway says 403), 429 asks to retry
+        responses = []
+        for kind, status, error_type, code, headers in (
+            ("UNAUTHORIZED", "401", "invalid_request_error", "invalid_api_key", {}),
+            ("INVALID_API_KEY", "401", "invalid_request_error", "invalid_api_key", {}),
+            ("ACCESS_DENIED", "401", "invalid_request_error", "invalid_api_key", {}),
+            ("THROTTLED", "429", "rate_limit_error", "rate_limit_exceeded",
+             {"gatewayresponse.header.Retry-After": "'1'"}),
+            ("QUOTA_EXCEEDED", "429", "rate_limit_error", "quota_exceeded",
+             {"gatewayresponse.header.Retry-After": "'3600'"}),
+        ):
+            responses.append(aws.apigateway.Response(
+                f"{name}-{kind.lower().replace('_', '-')}", rest_api_id=api.id,
+                response_type=kind, status_code=status, response_parameters=headers or None,
+                response_templates={"application/json": OPENAI_ERROR % (error_type, code)},
+                opts=pulumi.ResourceOptions(parent=self)))
+        return responses
+
+    def _logging_role(self, name: str) -> aws.apigateway.Account:
+        # API Gateway writes logs with one role per account and region; setting it is
+        # idempotent, so every stack may declare it
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-cloudwatch", assume_role_policy=json.dumps(
+            assume_role_policy("apigateway.amazonaws.com")), opts=child)
+        aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch", role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            opts=child)
+        return aws.apigateway.Account(f"{name}-account", cloudwatch_role_arn=role.arn,
+                                      opts=child)
+
+    def _waf(self, name: str, args: GatewayArgs) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+
+        def visibility(metric: str) -> dict:
+            return {"cloudwatch_metrics_enabled": True, "sampled_requests_enabled": False,
+                    "metric_name": metric}
+
+        managed = [("AWSManagedRulesCommonRuleSet", 1), ("AWSManagedRulesKnownBadInputsRuleSet", 2)]
+        rules = [{"name": group, "priority": priority, "override_action": {"none": {}},
+                  "statement": {"managed_rule_group_statement": {
+                      "vendor_name": "AWS", "name": group,
+                      # prompts are large bodies: count, rather than block, the 8 KB body rule
+                      "rule_action_overrides": [{"name": "SizeRestrictions_BODY",
+                                                 "action_to_use": {"count": {}}}]
+                      if group == "AWSManagedRulesCommonRuleSet" else None}},
+                  "visibility_config": visibility(group)} for group, priority in managed]
+        rules.append({"name": "per-ip-rate", "priority": 3, "action": {"block": {}},
+                      "statement": {"rate_based_statement": {
+                          "limit": max(100, int(args.rate_limit * 300)),
+                          "aggregate_key_type": "IP"}},
+                      "visibility_config": visibility("per-ip-rate")})
+        acl = aws.wafv2.WebAcl(f"{name}-waf", scope="REGIONAL", default_action={"allow": {}},
+                               rules=rules, visibility_config=visibility(args.api_name),
+                               tags=args.tags, opts=child)
+        aws.wafv2.WebAclAssociation(f"{name}-waf", resource_arn=self.stage.arn,
+                                    web_acl_arn=acl.arn, opts=child)
+
+
+def _fingerprint(args: GatewayArgs) -> str:
+    # a new deployment whenever the routes' configuration changes
+    data = {"timeout": args.timeout_seconds, "cidrs": list(args.allowed_cidrs), "v": 1}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

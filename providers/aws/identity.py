@@ -1,0 +1,57 @@
+"""Identity: the GPU servers' role and instance profile, allowed only what they need."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from llmcloud.providers.aws.policies import assume_role_policy, server_policy
+from llmcloud.providers.aws.userdata import METRIC_NAMESPACE
+
+
+@dataclass
+class IdentityArgs:
+    """The resources the servers read from and write to."""
+
+    bucket_arn: pulumi.Input[str]
+    store_key_arn: pulumi.Input[str]
+    repository_arn: pulumi.Input[str]
+    log_group_arn: pulumi.Input[str]
+    model_name: str
+    parameters_path: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Identity(pulumi.ComponentResource):
+    """The servers' instance profile: an inline policy over named resources, nothing managed."""
+
+    role: aws.iam.Role
+    instance_profile: aws.iam.InstanceProfile
+
+    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:aws:Identity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        account = aws.get_caller_identity(opts=invoke).account_id
+        region = aws.get_region(opts=invoke).region
+        parameters_arn = f"arn:aws:ssm:{region}:{account}:parameter{args.parameters_path}/*"
+
+        self.role = aws.iam.Role(f"{name}-server",
+                                 assume_role_policy=json.dumps(
+                                     assume_role_policy("ec2.amazonaws.com")),
+                                 description="llmcloud GPU model servers", tags=args.tags,
+                                 opts=child)
+        document = pulumi.Output.all(args.bucket_arn, args.store_key_arn, args.repository_arn,
+                                     args.log_group_arn).apply(
+            lambda arns: json.dumps(server_policy(
+                bucket_arn=arns[0], model_name=args.model_name, store_key_arn=arns[1],
+                repository_arn=arns[2], log_group_arn=arns[3], parameters_arn=parameters_arn,
+                region=region, metric_namespace=METRIC_NAMESPACE)))
+        aws.iam.RolePolicy(f"{name}-server", role=self.role.id, policy=document, opts=child)
+        self.instance_profile = aws.iam.InstanceProfile(f"{name}-server", role=self.role.name,
+                                                        opts=child)
+        self.register_outputs({"role_arn": self.role.arn,
+                               "instance_profile_arn": self.instance_profile.arn})

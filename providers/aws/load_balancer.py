@@ -1,0 +1,70 @@
+"""LoadBalancer: the internal ALB in front of the GPU servers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+HEALTH_PATH = "/health/ready"
+LISTENER_PORT = 80
+
+
+def idle_timeout_seconds(generation_timeout_seconds: int) -> int:
+    """Longer than the longest generation, so the ALB never cuts a stream the gateway allows
+    (ALB's limit is 4000 s)."""
+    return min(4000, generation_timeout_seconds + 60)
+
+
+@dataclass
+class LoadBalancerArgs:
+    """Where the ALB lives, which port the servers listen on, and how they drain."""
+
+    name: str
+    vpc_id: pulumi.Input[str]
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    log_bucket: pulumi.Input[str]
+    server_port: int
+    drain_timeout_seconds: int
+    generation_timeout_seconds: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    """An internal ALB: readiness health checks, draining matched to the server, invalid
+    headers dropped, access logs on; reached only through the gateway's VPC link."""
+
+    alb: aws.lb.LoadBalancer
+    target_group: aws.lb.TargetGroup
+    listener: aws.lb.Listener
+
+    def __init__(self, name: str, args: LoadBalancerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:aws:LoadBalancer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.alb = aws.lb.LoadBalancer(
+            f"{name}-alb", name=args.name, internal=True, load_balancer_type="application",
+            subnets=list(args.subnet_ids), security_groups=[args.security_group_id],
+            drop_invalid_header_fields=True, desync_mitigation_mode="strictest",
+            idle_timeout=idle_timeout_seconds(args.generation_timeout_seconds),
+            access_logs={"bucket": args.log_bucket, "prefix": "alb", "enabled": True},
+            tags=args.tags, opts=child)
+        self.target_group = aws.lb.TargetGroup(
+            f"{name}-servers", name_prefix="llm-", port=args.server_port, protocol="HTTP",
+            vpc_id=args.vpc_id, target_type="instance",
+            deregistration_delay=args.drain_timeout_seconds,
+            # generation cost varies by orders of magnitude: send work to the least busy server
+            load_balancing_algorithm_type="least_outstanding_requests",
+            health_check={"path": HEALTH_PATH, "protocol": "HTTP", "matcher": "200",
+                          "interval": 15, "timeout": 5, "healthy_threshold": 2,
+                          "unhealthy_threshold": 3},
+            tags=args.tags, opts=child)
+        self.listener = aws.lb.Listener(
+            f"{name}-http", load_balancer_arn=self.alb.arn, port=LISTENER_PORT, protocol="HTTP",
+            default_actions=[{"type": "forward", "target_group_arn": self.target_group.arn}],
+            opts=child)
+        self.register_outputs({"alb_arn": self.alb.arn,
+                               "target_group_arn": self.target_group.arn})

@@ -1,0 +1,143 @@
+"""Monitoring: the servers' log group, alarms to an SNS topic, and a dashboard."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from llmcloud.providers.aws.policies import key_policy
+from llmcloud.providers.aws.userdata import IN_FLIGHT_METRIC, METRIC_NAMESPACE
+
+FIVE_XX_PERCENT = 5.0
+
+
+def latency_threshold_seconds(timeout_seconds: int) -> float:
+    """p99 time to first byte that pages someone: a quarter of the gateway timeout, capped at
+    30 s (a stream's first token should come long before its last)."""
+    return float(min(30, max(2, timeout_seconds // 4)))
+
+
+def dashboard_url(region: str, name: str) -> str:
+    """The CloudWatch console address of a dashboard."""
+    return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#dashboards:name={name}")
+
+
+def dashboard_body(region: str, alb: str, target_group: str, asg_name: str) -> dict:
+    """The dashboard: traffic, errors, latency, healthy hosts, replicas, in-flight requests."""
+    lb = ["LoadBalancer", alb]
+    tg = ["TargetGroup", target_group, "LoadBalancer", alb]
+
+    def widget(x: int, y: int, title: str, metrics: list, stat: str = "Sum") -> dict:
+        return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+                "properties": {"title": title, "region": region, "stat": stat, "period": 60,
+                               "metrics": metrics}}
+
+    return {"widgets": [
+        widget(0, 0, "Requests", [["AWS/ApplicationELB", "RequestCount", *lb]]),
+        widget(12, 0, "5xx", [["AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", *lb],
+                              ["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", *lb]]),
+        widget(0, 6, "Time to first byte (p50, p99)",
+               [["AWS/ApplicationELB", "TargetResponseTime", *lb, {"stat": "p50"}],
+                ["AWS/ApplicationELB", "TargetResponseTime", *lb, {"stat": "p99"}]], "p99"),
+        widget(12, 6, "Healthy / unhealthy servers",
+               [["AWS/ApplicationELB", "HealthyHostCount", *tg],
+                ["AWS/ApplicationELB", "UnHealthyHostCount", *tg]], "Minimum"),
+        widget(0, 12, "Replicas", [["AWS/AutoScaling", "GroupInServiceInstances",
+                                    "AutoScalingGroupName", asg_name]], "Average"),
+        widget(12, 12, "In-flight requests per server",
+               [[METRIC_NAMESPACE, IN_FLIGHT_METRIC, "AutoScalingGroupName", asg_name]],
+               "Average"),
+    ]}
+
+
+@dataclass
+class MonitoringArgs:
+    """What to watch: the load balancer, its target group and the server group's name."""
+
+    alb_arn_suffix: pulumi.Input[str]
+    target_group_arn_suffix: pulumi.Input[str]
+    asg_name: str
+    log_group_name: str
+    dashboard_name: str
+    timeout_seconds: int = 300
+    retention_days: int = 90
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Logs (KMS-encrypted, retained), four alarms to an encrypted SNS topic, a dashboard."""
+
+    log_group: aws.cloudwatch.LogGroup
+    key_arn: pulumi.Output[str]
+    topic_arn: pulumi.Output[str]
+    dashboard_url: str
+
+    def __init__(self, name: str, args: MonitoringArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:aws:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        account = aws.get_caller_identity(opts=invoke).account_id
+        region = aws.get_region(opts=invoke).region
+        key = aws.kms.Key(f"{name}-key", description="llmcloud logs and alarms",
+                          enable_key_rotation=True, deletion_window_in_days=30,
+                          policy=json.dumps(key_policy(account, region, ("logs", "cloudwatch"))),
+                          opts=child)
+        self.key_arn = key.arn
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-server", name=args.log_group_name, retention_in_days=args.retention_days,
+            kms_key_id=key.arn, tags=args.tags, opts=child)
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=args.tags,
+                              opts=child)
+        self.topic_arn = topic.arn
+
+        lb = {"LoadBalancer": args.alb_arn_suffix}
+        tg = {"LoadBalancer": args.alb_arn_suffix, "TargetGroup": args.target_group_arn_suffix}
+        alarm = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": args.tags}
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-5xx-rate", alarm_description="more than 5% of requests fail with 5xx",
+            comparison_operator="GreaterThanThreshold", threshold=FIVE_XX_PERCENT,
+            evaluation_periods=5, datapoints_to_alarm=3, treat_missing_data="notBreaching",
+            metric_queries=[
+                {"id": "rate", "expression": "100 * (errors_t + errors_lb) / MAX([requests, 1])",
+                 "label": "5xx %", "return_data": True},
+                _query("errors_t", "HTTPCode_Target_5XX_Count", lb),
+                _query("errors_lb", "HTTPCode_ELB_5XX_Count", lb),
+                _query("requests", "RequestCount", lb)],
+            **alarm, opts=child)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-p99-latency", alarm_description="p99 time to first byte is too high",
+            namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=lb,
+            extended_statistic="p99", period=60, evaluation_periods=5, datapoints_to_alarm=3,
+            threshold=latency_threshold_seconds(args.timeout_seconds),
+            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",
+            **alarm, opts=child)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-unhealthy-hosts", alarm_description="a server fails its readiness check",
+            namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", dimensions=tg,
+            statistic="Maximum", period=60, evaluation_periods=5, threshold=0,
+            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",
+            **alarm, opts=child)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-no-healthy-host", alarm_description="no server is serving: outage",
+            namespace="AWS/ApplicationELB", metric_name="HealthyHostCount", dimensions=tg,
+            statistic="Minimum", period=60, evaluation_periods=2, threshold=1,
+            comparison_operator="LessThanThreshold", treat_missing_data="breaching",
+            **alarm, opts=child)
+        body = pulumi.Output.all(args.alb_arn_suffix, args.target_group_arn_suffix).apply(
+            lambda s: json.dumps(dashboard_body(region, s[0], s[1], args.asg_name)))
+        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=args.dashboard_name,
+                                 dashboard_body=body, opts=child)
+        self.dashboard_url = dashboard_url(region, args.dashboard_name)
+        self.register_outputs({"log_group": self.log_group.name,
+                               "dashboard_url": self.dashboard_url})
+
+
+def _query(query_id: str, metric: str, dimensions: dict) -> dict:
+    return {"id": query_id, "return_data": False, "metric": {
+        "namespace": "AWS/ApplicationELB", "metric_name": metric, "dimensions": dimensions,
+        "period": 60, "stat": "Sum"}}

@@ -1,0 +1,54 @@
+"""Names of the AWS resources: short, deterministic, within each service's length limit."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+#: AWS length limits of the names llmcloud sets explicitly
+LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64}
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return cleaned or "x"
+
+
+def fit(name: str, limit: int) -> str:
+    """`name` cut to `limit` characters; a cut name ends in a hash of the whole, so two long
+    names that share a prefix stay distinct."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"
+
+
+def base_name(stack: str) -> str:
+    """The prefix of every resource of a stack (`llm-<stack>`)."""
+    return f"llm-{slug(stack)}"
+
+
+def physical_name(stack: str, part: str, kind: str) -> str:
+    """An explicit AWS name for `part` of `stack`, fitted to the limit of `kind`."""
+    return fit(f"{base_name(stack)}-{slug(part)}", LIMITS[kind])
+
+
+def repository_name(stack: str, model_name: str) -> str:
+    """The ECR repository of the stack's inference image (`llm-dev/qwen2-5`)."""
+    return fit(f"{base_name(stack)}/{slug(model_name)}-server", LIMITS["repository"])
+
+
+def log_group_name(stack: str) -> str:
+    """The CloudWatch log group the servers write to."""
+    return fit(f"/llmcloud/{slug(stack)}/server", LIMITS["log_group"])
+
+
+def model_prefix(model_name: str) -> str:
+    """The key prefix of every version of a model in the store (`models/<name>/`)."""
+    return f"models/{model_name}/"
+
+
+def model_key_prefix(model_name: str, version: str) -> str:
+    """Where one version of a model lives in the store (`models/<name>/<version>/`)."""
+    return f"{model_prefix(model_name)}{version}/"

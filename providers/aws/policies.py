@@ -1,0 +1,127 @@
+"""IAM and resource policy documents, as plain dicts: what each principal may do, and no more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcloud.providers.aws.naming import model_prefix
+
+Doc = dict[str, Any]
+
+
+def _doc(*statements: Doc) -> Doc:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def deny_insecure_transport(bucket_arn: str) -> Doc:
+    """The statement that refuses every request to a bucket not made over TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def model_bucket_policy(bucket_arn: str) -> Doc:
+    """The model bucket's policy: TLS only (access itself is granted by IAM roles)."""
+    return _doc(deny_insecure_transport(bucket_arn))
+
+
+def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str) -> Doc:
+    """The log bucket's policy: TLS only, S3 access logs under `s3/`, ALB logs under `alb/`."""
+    return _doc(
+        deny_insecure_transport(bucket_arn),
+        {
+            "Sid": "S3ServerAccessLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{bucket_arn}/s3/*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+        },
+        {
+            "Sid": "LoadBalancerAccessLogs",
+            "Effect": "Allow",
+            "Principal": {"AWS": elb_account_arn},
+            "Action": "s3:PutObject",
+            "Resource": f"{bucket_arn}/alb/AWSLogs/{account_id}/*",
+        },
+    )
+
+
+def server_policy(
+    *,
+    bucket_arn: str,
+    model_name: str,
+    store_key_arn: str,
+    repository_arn: str,
+    log_group_arn: str,
+    parameters_arn: str,
+    region: str,
+    metric_namespace: str,
+) -> Doc:
+    """What a GPU server may do: read its model's prefix, pull its image, write its logs and
+    in-flight metric, read its parameters. Resources are named; no action is a wildcard."""
+    prefix = model_prefix(model_name)
+    return _doc(
+        {"Sid": "ReadModel", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"{bucket_arn}/{prefix}*"},
+        {"Sid": "ListModel", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        {"Sid": "DecryptModel", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": store_key_arn,
+         "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}},
+        {"Sid": "PullImage", "Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability"],
+         "Resource": repository_arn},
+        # ECR's login token is account-wide by design: this action takes no resource ARN
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Sid": "WriteLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"{log_group_arn}:*"},
+        {"Sid": "ReadParameters", "Effect": "Allow",
+         "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+         "Resource": parameters_arn},
+        # PutMetricData takes no resource ARN; the condition pins it to llmcloud's namespace
+        {"Sid": "PublishInFlight", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+         "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": metric_namespace}}},
+    )
+
+
+def assume_role_policy(service: str) -> Doc:
+    """The trust policy that lets an AWS service (`ec2.amazonaws.com`) assume a role."""
+    return _doc({"Effect": "Allow", "Principal": {"Service": service},
+                 "Action": "sts:AssumeRole"})
+
+
+def key_policy(account_id: str, region: str, services: tuple[str, ...] = ()) -> Doc:
+    """A KMS key policy: the account administers it through IAM; `services` (e.g. `logs`,
+    `cloudwatch`) may use it to encrypt for this account only."""
+    statements: list[Doc] = [{
+        "Sid": "AccountAdministers", "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"}, "Action": "kms:*",
+        "Resource": "*",
+    }]
+    for service in services:
+        if service == "logs":
+            principal = f"logs.{region}.amazonaws.com"
+            condition = {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                     f"arn:aws:logs:{region}:{account_id}:*"}}
+        else:
+            principal = f"{service}.amazonaws.com"
+            condition = {"StringEquals": {"aws:SourceAccount": account_id}}
+        statements.append({
+            "Sid": f"Use{service.title()}", "Effect": "Allow",
+            "Principal": {"Service": principal},
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                       "kms:DescribeKey"],
+            "Resource": "*",
+            "Condition": condition,
+        })
+    return _doc(*statements)

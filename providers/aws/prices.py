@@ -1,0 +1,85 @@
+"""AWS prices for `llmcloud plan`'s cost estimate and the budget gate.
+
+Source: the AWS public price list (https://aws.amazon.com/ec2/pricing/on-demand/,
+https://aws.amazon.com/elasticloadbalancing/pricing/, https://aws.amazon.com/vpc/pricing/,
+https://aws.amazon.com/api-gateway/pricing/, https://aws.amazon.com/ebs/pricing/,
+https://aws.amazon.com/kms/pricing/), Linux on-demand, shared tenancy, USD, as listed on
+PRICE_DATE. US East (N. Virginia), US East (Ohio) and US West (Oregon) list the same prices
+for these items; other regions are estimated from us-east-1 and flagged as such in the plan.
+Refresh the table (and PRICE_DATE) when AWS changes its prices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PRICE_DATE = "2025-06-01"
+SOURCE = "AWS public price list (aws.amazon.com/*/pricing), Linux on-demand, USD"
+BASE_REGION = "us-east-1"
+SAME_AS_BASE = frozenset({"us-east-1", "us-east-2", "us-west-2"})
+
+#: GPU instance types llmcloud sizes for: (GPUs, GPU memory per GPU in GB, USD per hour)
+GPU_INSTANCES: dict[str, tuple[int, int, float]] = {
+    "g4dn.xlarge": (1, 16, 0.526),
+    "g4dn.2xlarge": (1, 16, 0.752),
+    "g4dn.12xlarge": (4, 16, 3.912),
+    "g5.xlarge": (1, 24, 1.006),
+    "g5.2xlarge": (1, 24, 1.212),
+    "g5.4xlarge": (1, 24, 1.624),
+    "g5.12xlarge": (4, 24, 5.672),
+    "g5.48xlarge": (8, 24, 16.288),
+    "g6.xlarge": (1, 24, 0.8048),
+    "g6.2xlarge": (1, 24, 0.9776),
+    "g6.4xlarge": (1, 24, 1.3232),
+    "g6.12xlarge": (4, 24, 4.6016),
+    "g6.48xlarge": (8, 24, 13.3504),
+    "g6e.xlarge": (1, 48, 1.861),
+    "g6e.2xlarge": (1, 48, 2.24208),
+    "g6e.12xlarge": (4, 48, 10.49264),
+    "p4d.24xlarge": (8, 40, 21.9576),
+    "p5.48xlarge": (8, 80, 55.04),
+}
+
+ALB_HOURLY = 0.0225
+#: one load balancer capacity unit: the floor of a lightly used ALB
+ALB_LCU_HOURLY = 0.008
+NAT_GATEWAY_HOURLY = 0.045
+INTERFACE_ENDPOINT_HOURLY = 0.01  # per endpoint per zone
+GP3_GB_MONTH = 0.08
+KMS_KEY_MONTH = 1.0
+CLOUDWATCH_ALARM_MONTH = 0.10
+API_GATEWAY_REST_PER_MILLION = 3.50
+HOURS_PER_MONTH = 730
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """The prices of one region, with where they came from."""
+
+    region: str
+    gpu_hourly: dict[str, float] = field(default_factory=dict)
+    estimated: bool = False
+    price_date: str = PRICE_DATE
+    source: str = SOURCE
+
+
+def price_table(region: str) -> PriceTable:
+    """The price table for `region` (us-east-1's, flagged as estimated, outside the base)."""
+    return PriceTable(
+        region=region,
+        gpu_hourly={name: spec[2] for name, spec in GPU_INSTANCES.items()},
+        estimated=region not in SAME_AS_BASE,
+    )
+
+
+def gpu_memory_gb(instance_type: str) -> int | None:
+    """Total GPU memory of an instance type, or None when llmcloud does not know it."""
+    spec = GPU_INSTANCES.get(instance_type)
+    return spec[0] * spec[1] if spec else None
+
+
+def root_volume_gb(disk_gb: int, instance_type: str) -> int:
+    """The root volume: the spec's size, but never less than the AMI and image (~60 GB) plus
+    two copies of a model that fills the GPUs (the serving version and the next one)."""
+    needed = 60 + 2 * (gpu_memory_gb(instance_type) or 0)
+    return -(-max(disk_gb, needed) // 10) * 10

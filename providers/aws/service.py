@@ -1,0 +1,156 @@
+"""The AWS service: every layer's component, wired together from one deployment spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from llmcloud.providers.aws import naming
+from llmcloud.providers.aws.gateway import Gateway, GatewayArgs
+from llmcloud.providers.aws.gpu_pool import GpuPool, GpuPoolArgs, grace_period_seconds
+from llmcloud.providers.aws.identity import Identity, IdentityArgs
+from llmcloud.providers.aws.load_balancer import LISTENER_PORT, LoadBalancer, LoadBalancerArgs
+from llmcloud.providers.aws.model_store import ModelStore, ModelStoreArgs
+from llmcloud.providers.aws.monitoring import Monitoring, MonitoringArgs
+from llmcloud.providers.aws.network import Network, NetworkArgs
+from llmcloud.providers.aws.prices import GPU_INSTANCES, gpu_memory_gb, root_volume_gb
+from llmcloud.providers.aws.registry import Registry, RegistryArgs
+from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
+from llmcloud.stacks.spec import DeploymentSpec
+
+#: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
+#: can have it, so nothing can run from it by mistake)
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+@dataclass(frozen=True)
+class AwsOptions:
+    """AWS-only knobs (not part of the cloud-neutral spec)."""
+
+    waf: bool = False
+    private_endpoints: bool = False
+    zones: int = 3
+
+
+def stack_tags(spec: DeploymentSpec, stack: str) -> dict[str, str]:
+    """Tags on every resource (through the provider's default tags)."""
+    return {"llmcloud:stack": stack, "llmcloud:model": spec.model.name or "model",
+            **spec.tags}
+
+
+def alternative_types(instance_type: str) -> list[str]:
+    """Instance types with the same GPUs and GPU memory, for spot capacity to fall back on."""
+    spec = GPU_INSTANCES.get(instance_type)
+    if spec is None:
+        return []
+    return sorted(t for t, s in GPU_INSTANCES.items()
+                  if t != instance_type and s[:2] == spec[:2] and t.split(".")[0] in
+                  ("g5", "g6", "g6e"))[:3]
+
+
+class AwsService(pulumi.ComponentResource):
+    """One LLM service on AWS: network, model store, registry, load balancer, monitoring,
+    identity, GPU pool and gateway."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, spec: DeploymentSpec, stack: str, options: AwsOptions | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llmcloud:aws:Service", naming.base_name(stack), None, opts)
+        options = options or AwsOptions()
+        name = naming.base_name(stack)
+        child = pulumi.ResourceOptions(parent=self)
+        model = spec.model.name or "model"
+        instance_type = spec.compute.instance_type or "g6.xlarge"
+        asg_name = f"{name}-gpu"
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+
+        network = Network(f"{name}-network", NetworkArgs(
+            vpc_cidr=spec.network.vpc_cidr, listener_port=LISTENER_PORT,
+            server_port=spec.server.port, zones=options.zones,
+            private_endpoints=options.private_endpoints), opts=child)
+        store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
+        registry = Registry(f"{name}-registry", RegistryArgs(
+            repository_name=naming.repository_name(stack, model)), opts=child)
+        balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
+            name=naming.physical_name(stack, "alb", "alb"), vpc_id=network.vpc_id,
+            subnet_ids=network.private_subnet_ids,
+            security_group_id=network.alb_security_group_id,
+            log_bucket=store.log_bucket.bucket, server_port=spec.server.port,
+            drain_timeout_seconds=spec.server.drain_timeout_seconds,
+            generation_timeout_seconds=spec.gateway.timeout_seconds), opts=child)
+        monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
+            alb_arn_suffix=balancer.alb.arn_suffix,
+            target_group_arn_suffix=balancer.target_group.arn_suffix, asg_name=asg_name,
+            log_group_name=naming.log_group_name(stack), dashboard_name=name,
+            timeout_seconds=spec.gateway.timeout_seconds), opts=child)
+        identity = Identity(f"{name}-identity", IdentityArgs(
+            bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
+            repository_arn=registry.repository.arn, log_group_arn=monitoring.log_group.arn,
+            model_name=model, parameters_path=f"/llmcloud/{naming.slug(stack)}"), opts=child)
+
+        if spec.image:
+            image: pulumi.Output[str] = pulumi.Output.from_input(spec.image)
+        else:
+            image = registry.repository_url.apply(lambda url: f"{url}@{PLACEHOLDER_DIGEST}")
+        model_uri = store.bucket.bucket.apply(
+            lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
+        user_data = pulumi.Output.all(image, model_uri).apply(lambda v: render_user_data(
+            ServerLaunch(region=region, image=v[0], model_uri=v[1],
+                         model_version=spec.model.version,
+                         log_group=naming.log_group_name(stack), asg_name=asg_name,
+                         port=spec.server.port,
+                         drain_timeout_seconds=spec.server.drain_timeout_seconds,
+                         max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                         publish_in_flight=spec.autoscaling.signal == "in_flight")))
+        grace = grace_period_seconds(gpu_memory_gb(instance_type))
+        GpuPool(f"{name}-gpu", GpuPoolArgs(
+            asg_name=asg_name, instance_type=instance_type, min_size=spec.compute.min_replicas,
+            max_size=spec.compute.max_replicas, subnet_ids=network.private_subnet_ids,
+            security_group_id=network.server_security_group_id,
+            instance_profile_arn=identity.instance_profile.arn,
+            target_group_arn=balancer.target_group.arn, user_data=user_data,
+            root_volume_gb=root_volume_gb(spec.compute.disk_gb, instance_type),
+            grace_period_seconds=grace, scaling_signal=spec.autoscaling.signal,
+            scaling_target=spec.autoscaling.target,
+            alb_request_label=pulumi.Output.concat(balancer.alb.arn_suffix, "/",
+                                                   balancer.target_group.arn_suffix),
+            spot=spec.compute.spot, alternative_types=alternative_types(instance_type)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring.log_group]))
+        gateway = Gateway(f"{name}-gateway", GatewayArgs(
+            api_name=name, alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
+            listener=balancer.listener, subnet_ids=network.private_subnet_ids,
+            security_group_id=network.vpc_link_security_group_id,
+            log_key_arn=monitoring.key_arn, rate_limit=spec.gateway.rate_limit,
+            burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
+            timeout_seconds=spec.gateway.timeout_seconds,
+            allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
+
+        self.outputs = {
+            "endpoint_url": gateway.endpoint_url,
+            "api_key_id": gateway.api_key_id,
+            "bucket": store.bucket.bucket,
+            "model_store_uri": store.bucket.bucket.apply(lambda b: f"s3://{b}/models"),
+            "registry_url": registry.repository_url,
+            "log_group": monitoring.log_group.name,
+            "dashboard_url": monitoring.dashboard_url,
+            "model_version": spec.model.version,
+            "image": image,
+        }
+        if not spec.image:
+            # `plan` and `preview` only: build_service refuses a real update without an image
+            self.outputs["image_placeholder"] = True
+        self.register_outputs(self.outputs)
+
+
+def build_service(spec: DeploymentSpec, stack: str,
+                  options: AwsOptions | None = None) -> dict[str, Any]:
+    """Declare the service in the running Pulumi program; return the stack's outputs."""
+    provider = aws.Provider(f"{naming.base_name(stack)}-aws", region=spec.region,
+                            default_tags={"tags": stack_tags(spec, stack)})
+    service = AwsService(spec, stack, options,
+                         opts=pulumi.ResourceOptions(providers=[provider]))
+    return service.outputs

@@ -1,0 +1,105 @@
+"""The boot script of a GPU server: log in to ECR, pull the image by digest, run the server.
+
+It carries references only (image digest, model URI, log group): the instance role supplies
+every credential at run time, so nothing secret is ever written into user data.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
+#: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
+METRIC_NAMESPACE = "llmcloud"
+IN_FLIGHT_METRIC = "InFlightRequests"
+#: the Prometheus gauge the model server exposes on /metrics
+IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """What one server needs to start; every field is a reference, never a secret."""
+
+    region: str
+    image: str
+    model_uri: str
+    model_version: str
+    log_group: str
+    asg_name: str
+    port: int = 8080
+    drain_timeout_seconds: int = 60
+    max_batch_size: int = 16
+    dtype: str = "auto"
+    publish_in_flight: bool = True
+
+
+def registry_host(image: str) -> str:
+    """The registry part of an image reference (`123.dkr.ecr.r.amazonaws.com`)."""
+    return image.split("/", 1)[0]
+
+
+def render_user_data(launch: ServerLaunch) -> str:
+    """The cloud-init shell script for a server; raises ValueError on a mutable image tag."""
+    if not DIGEST_REF.match(launch.image):
+        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    q = shlex.quote
+    env = {
+        "LLMCLOUD_MODEL_URI": launch.model_uri,
+        "LLMCLOUD_MODEL_VERSION": launch.model_version,
+        "LLMCLOUD_PORT": str(launch.port),
+        "LLMCLOUD_DRAIN_TIMEOUT_SECONDS": str(launch.drain_timeout_seconds),
+        "LLMCLOUD_MAX_BATCH_SIZE": str(launch.max_batch_size),
+        "LLMCLOUD_DTYPE": launch.dtype,
+        "AWS_REGION": launch.region,
+    }
+    env_flags = " ".join(f"-e {q(f'{k}={v}')}" for k, v in env.items())
+    lines = [
+        "#!/bin/bash",
+        "set -euo pipefail",
+        f"REGION={q(launch.region)}",
+        f"IMAGE={q(launch.image)}",
+        'TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token '
+        '-H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
+        'INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
+        "http://169.254.169.254/latest/meta-data/instance-id)",
+        f"aws ecr get-login-password --region \"$REGION\" | docker login --username AWS "
+        f"--password-stdin {q(registry_host(launch.image))}",
+        'docker pull "$IMAGE"',
+        "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
+        f"--stop-timeout {launch.drain_timeout_seconds + 15} "
+        f"-p {launch.port}:{launch.port} {env_flags} "
+        f"--log-driver awslogs --log-opt awslogs-region=\"$REGION\" "
+        f"--log-opt awslogs-group={q(launch.log_group)} "
+        '--log-opt awslogs-stream="$INSTANCE_ID" "$IMAGE"',
+    ]
+    if launch.publish_in_flight:
+        lines += _in_flight_publisher(launch)
+    return "\n".join(lines) + "\n"
+
+
+def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
+    # ALB has no per-target in-flight metric, so each server publishes its own gauge
+    # for the target-tracking policy (averaged over the group by CloudWatch).
+    loop = (
+        f"while sleep 30; do V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
+        f"| awk '$1==\"{IN_FLIGHT_GAUGE}\"{{print $2}}'); "
+        f'[ -n "$V" ] && aws cloudwatch put-metric-data --region {launch.region} '
+        f"--namespace {METRIC_NAMESPACE} --metric-name {IN_FLIGHT_METRIC} "
+        f"--dimensions AutoScalingGroupName={launch.asg_name} --value \"$V\" || true; done"
+    )
+    return [
+        "cat > /etc/systemd/system/llmcloud-metrics.service <<'UNIT'",
+        "[Unit]",
+        "Description=publish llmcloud in-flight requests to CloudWatch",
+        "After=docker.service",
+        "[Service]",
+        f"ExecStart=/bin/bash -c {shlex.quote(loop)}",
+        "Restart=always",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "UNIT",
+        "systemctl daemon-reload",
+        "systemctl enable --now llmcloud-metrics.service",
+    ]

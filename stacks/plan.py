@@ -1,0 +1,189 @@
+"""`llmcloud plan`: the stack's program run under Pulumi's mocks, offline.
+
+No Pulumi engine, no plugins, no credentials: the provider's components declare their
+resources into a recording mock monitor, the provider answers every lookup (zones, AMI,
+account) with realistic values, and the result is a plan document: what would be created,
+by layer, the security checks' verdicts, and the hourly cost against the budget.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import re
+import threading
+import warnings
+from typing import Any
+
+from llmcloud.policies import Resource, run_checks
+from llmcloud.providers.registry import get_provider
+from llmcloud.stacks.cost import budget_status, estimate
+from llmcloud.stacks.errors import NotSupportedError
+from llmcloud.stacks.spec import DeploymentSpec
+
+PROJECT = "llmcloud"
+UNKNOWN = "<computed>"
+_COMPONENT_PREFIX = "llmcloud:"
+#: the order layers are shown in: the way a request travels, then what supports it
+LAYERS = ("gateway", "load_balancer", "gpu_pool", "identity", "model_store", "registry",
+          "network", "monitoring", "service")
+
+
+def layer_of(component_type: str) -> str:
+    """The layer a component type names (`llmcloud:aws:GpuPool` -> `gpu_pool`)."""
+    last = component_type.rsplit(":", 1)[-1]
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", last).lower()
+
+
+def json_safe(value: Any) -> Any:
+    """A mock-seen input value as plain JSON (unknowns, assets and resources named)."""
+    from pulumi import Archive, Asset
+    from pulumi.runtime import rpc
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return int(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return UNKNOWN if value == rpc.UNKNOWN else value
+    if isinstance(value, (Asset, Archive)):
+        return f"<{type(value).__name__}>"
+    return str(value)
+
+
+class _Recorder:
+    """What the mocks saw: every registration with its parent, inputs and mocked outputs."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.registrations: list[dict[str, Any]] = []
+
+
+def _mocks(provider: Any, spec: DeploymentSpec, recorder: _Recorder) -> Any:
+    import pulumi
+
+    class PlanMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            if args.custom:
+                rid, state = provider.mock_resource(args.typ, args.name, args.inputs,
+                                                    region=spec.region)
+            else:
+                rid, state = f"{args.name}-component", {}
+            urn, parent, ignore_changes = getattr(recorder.local, "current", ("", "", []))
+            with recorder.lock:
+                recorder.registrations.append({
+                    "urn": urn, "parent": parent, "type": args.typ, "name": args.name,
+                    "ignore_changes": ignore_changes,
+                    "custom": bool(args.custom), "id": rid, "inputs": args.inputs,
+                    "outputs": state})
+            return rid, state
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            return provider.mock_invoke(args.token, args.args, region=spec.region)
+
+    return PlanMocks()
+
+
+def _monitor(mocks: Any, recorder: _Recorder) -> Any:
+    from pulumi.runtime.mocks import MockMonitor
+
+    class RecordingMonitor(MockMonitor):
+        def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
+            urn = self.make_urn(request.parent, request.type, request.name)
+            recorder.local.current = (urn, request.parent, list(request.ignoreChanges))
+            try:
+                return super().RegisterResource(request)
+            finally:
+                recorder.local.current = ("", "", [])
+
+    return RecordingMonitor(mocks)
+
+
+def _declare(provider: Any, spec: DeploymentSpec, stack: str,
+             recorder: _Recorder) -> dict[str, Any]:
+    import pulumi
+    from pulumi.runtime.mocks import set_mocks
+    from pulumi.runtime.settings import ROOT, SETTINGS
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    mocks = _mocks(provider, spec, recorder)
+    ROOT.set(None)
+    set_mocks(mocks, project=PROJECT, stack=stack, preview=True,
+              monitor=_monitor(mocks, recorder))
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+    outputs: dict[str, Any] = {}
+
+    def program() -> None:
+        declared = provider.build_service(spec, stack)
+        values = _sync_await(pulumi.Output.from_input(dict(declared)).future())
+        outputs.update(values or {})
+
+    _sync_await(run_pulumi_func(program))
+    return outputs
+
+
+def declare(spec: DeploymentSpec, stack: str) -> tuple[list[Resource], dict[str, Any]]:
+    """Run the provider's program under the mocks: the declared cloud resources (with their
+    mocked ids and outputs, and their layer) and the stack outputs."""
+    provider = get_provider(spec.provider)
+    provider.supports("plan")
+    provider.require_sdk()
+    if not hasattr(provider, "mock_invoke") or not hasattr(provider, "mock_resource"):
+        raise NotSupportedError(f"the {spec.provider} provider has no mocked answers for plan")
+    recorder = _Recorder()
+    with warnings.catch_warnings():
+        # pulumi-aws warns about its own deprecated classes as it loads a module
+        warnings.simplefilter("ignore", DeprecationWarning)
+        outputs = contextvars.copy_context().run(_declare, provider, spec, stack, recorder)
+    return _resources(recorder.registrations), json_safe(outputs)
+
+
+def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
+    """The plan document of `spec`'s service on stack `stack` (see DESIGN.md, `plan --json`).
+
+    Raises `NotSupportedError` when the provider offers no plan and `MissingToolError` when
+    its SDK extra is missing. Safe to call repeatedly: Pulumi's global settings are changed
+    only inside a copied context, so tests that set their own mocks are unaffected.
+    """
+    resources, outputs = declare(spec, stack)
+    cost = estimate(get_provider(spec.provider).prices(spec))
+    return {
+        "provider": spec.provider,
+        "stack": stack,
+        "resources": [{"type": r.type, "name": r.name, "layer": r.layer,
+                       "inputs": dict(r.inputs)} for r in resources],
+        "checks": [result.to_dict() for result in run_checks(resources)],
+        "cost": cost,
+        "budget": budget_status(cost, spec.budget.max_hourly_usd),
+        "outputs": outputs,
+    }
+
+
+def _resources(registrations: list[dict[str, Any]]) -> list[Resource]:
+    by_urn = {r["urn"]: r for r in registrations if r["urn"]}
+
+    def layer(record: dict[str, Any]) -> str:
+        parent = by_urn.get(record["parent"])
+        while parent is not None:
+            if not parent["custom"] and parent["type"].startswith(_COMPONENT_PREFIX) and (
+                    not parent["type"].endswith(":Service")):
+                return layer_of(parent["type"])
+            parent = by_urn.get(parent["parent"])
+        return "service"
+
+    declared = []
+    for record in registrations:
+        if not record["custom"] or record["type"].startswith("pulumi:providers:"):
+            continue
+        declared.append(Resource(record["type"], record["name"], json_safe(record["inputs"]),
+                                 id=record["id"], outputs=json_safe(record["outputs"]),
+                                 layer=layer(record),
+                                 ignore_changes=tuple(record["ignore_changes"])))
+    # registration order depends on thread timing; the plan's order must not
+    return sorted(declared, key=lambda r: (
+        LAYERS.index(r.layer) if r.layer in LAYERS else len(LAYERS), r.layer, r.type, r.name))

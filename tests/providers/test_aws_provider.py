@@ -1,0 +1,112 @@
+"""The AWS provider's gates: an image before `up`, the budget, prices, unsupported ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmcloud.providers.aws.provider import AwsProvider
+from llmcloud.providers.base import StackContext
+from llmcloud.stacks.cost import estimate
+from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode
+from tests.providers.aws_helpers import aws_spec
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-dev/m@sha256:" + "b" * 64
+
+
+class RecordingStack:
+    """Stands in for the Automation API stack: records what the engine was asked."""
+
+    name = "dev"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def up(self, **kwargs):
+        self.calls.append("up")
+        return type("Result", (), {"outputs": {}})()
+
+
+@pytest.fixture
+def engine(monkeypatch, tmp_path: Path):
+    stack = RecordingStack()
+    monkeypatch.setattr(AwsProvider, "stack_opener", staticmethod(lambda *a: stack))
+    monkeypatch.setattr(AwsProvider, "check_credentials", lambda self, environ: None)
+    (tmp_path / "Pulumi.yaml").write_text("name: llmcloud\nruntime: python\n")
+    return stack, tmp_path
+
+
+def ctx(project: Path, **sections) -> StackContext:
+    return StackContext(project_dir=project, stack="dev", spec=aws_spec(**sections), environ={})
+
+
+def test_up_needs_an_image_pushed_first(engine):
+    stack, project = engine
+    with pytest.raises(ConfigError) as info:
+        AwsProvider().up(ctx(project))
+    assert "llmcloud image push" in info.value.hint and stack.calls == []
+
+
+def test_up_over_budget_exits_1_with_both_numbers(engine):
+    stack, project = engine
+    context = ctx(project, image=IMAGE, budget={"max_hourly_usd": 1.0},
+                  compute={"max_replicas": 4})
+    expected = estimate(AwsProvider().prices(context.spec))["hourly_max"]
+    assert expected > 4 * 0.8048
+    with pytest.raises(DeploymentError) as info:
+        AwsProvider().up(context)
+    assert info.value.exit_code == ExitCode.ERROR
+    assert "over the budget of $1.00/h" in info.value.message
+    assert f"${expected:.2f}/h at max replicas" in info.value.message
+    assert stack.calls == []
+
+
+def test_up_within_budget_runs_the_engine(engine):
+    stack, project = engine
+    AwsProvider().update(ctx(project, image=IMAGE, budget={"max_hourly_usd": 50}))
+    assert stack.calls == ["up"]
+
+
+def test_prices_at_min_and_max_replicas():
+    cost = estimate(AwsProvider().prices(aws_spec(compute={"min_replicas": 1,
+                                                           "max_replicas": 3})))
+    gpu = cost["items"][0]
+    assert gpu["name"].startswith("GPU servers (g6.xlarge")
+    assert (gpu["hourly_min"], gpu["hourly_max"]) == (0.8048, pytest.approx(2.4144))
+    fixed = sum(i["hourly_min"] for i in cost["items"][1:])
+    assert cost["hourly_min"] == pytest.approx(0.8048 + fixed, abs=1e-3)
+    assert cost["price_date"] == "2025-06-01" and "aws.amazon.com" in cost["source"]
+    requests = next(i for i in cost["items"] if "requests" in i["name"])
+    assert requests["unit_usd"] == 3.5 and requests["hourly_max"] == 0
+
+
+def test_an_unpriced_instance_type_is_a_config_error():
+    with pytest.raises(ConfigError, match="no price"):
+        AwsProvider().prices(aws_spec(compute={"instance_type": "x9.huge"}))
+
+
+def test_a_real_update_without_an_image_refuses_to_declare(monkeypatch):
+    import pulumi
+
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: False)
+    with pytest.raises(ConfigError, match="no inference image"):
+        AwsProvider().build_service(aws_spec(), "dev")
+
+
+def test_the_lifecycle_is_offered_and_later_issues_say_why_not():
+    unsupported = AwsProvider.unsupported
+    assert not {"up", "update", "preview", "plan", "destroy"} & set(unsupported)
+    assert {"promote", "rollback", "model_upload", "image_push", "keys", "console"} == set(
+        unsupported)
+
+
+def test_mocked_lookups_answer_like_aws():
+    provider = AwsProvider()
+    zones = provider.mock_invoke("aws:index/getAvailabilityZones:getAvailabilityZones", {},
+                                 region="eu-west-1")
+    assert zones["names"][0] == "eu-west-1a"
+    ami = provider.mock_invoke("aws:ssm/getParameter:getParameter", {"name": "/x"})
+    assert ami["value"].startswith("ami-")
+    with pytest.raises(KeyError, match="no mocked answer"):
+        provider.mock_invoke("aws:ec2/getVpc:getVpc", {})

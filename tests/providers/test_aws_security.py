@@ -1,0 +1,143 @@
+"""Every security property of the AWS stack: the defaults pass every check, and flipping each
+insecure setting on the declared resource makes its own check fail."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+
+import pytest
+
+from llmcloud.policies import run_checks
+from tests.providers.aws_helpers import declared, of_type
+
+REQUIRED_IDS = {
+    "CKV_AWS_79", "CKV_AWS_8", "CKV_AWS_88", "CKV_AWS_46", "CKV2_AWS_6", "CKV_AWS_53",
+    "CKV_AWS_54", "CKV_AWS_55", "CKV_AWS_56", "CKV_AWS_19", "CKV_AWS_145", "CKV_AWS_21",
+    "CKV_AWS_18", "CKV_AWS_51", "CKV_AWS_163", "CKV_AWS_131", "CKV_AWS_91", "CKV_AWS_76",
+    "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_260", "CKV_AWS_1",
+    "CKV_AWS_274",
+}
+
+
+def _user_data(script: str) -> str:
+    return base64.b64encode(script.encode()).decode()
+
+
+def _set(path: str, value):
+    def mutate(inputs: dict) -> None:
+        *parents, last = path.split(".")
+        target = inputs
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target.setdefault(part, {})
+        target[last] = value
+    return mutate
+
+
+def _drop(type_token: str):
+    return ("drop", type_token)
+
+
+def _bad_ingress(port: int):
+    def mutate(inputs: dict) -> None:
+        inputs.update(cidrIpv4="0.0.0.0/0", fromPort=port, toPort=port)
+        inputs.pop("referencedSecurityGroupId", None)
+    return mutate
+
+
+def _allow_star(inputs: dict) -> None:
+    policy = json.loads(inputs["policy"])
+    policy["Statement"].append({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    inputs["policy"] = json.dumps(policy)
+
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+REPO = "aws:ecr/repository:Repository"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+FLIPS = [
+    ("CKV_AWS_79", LT, "", _set("metadataOptions.httpTokens", "optional")),
+    ("CKV_AWS_8", LT, "", _set("blockDeviceMappings.0.ebs.encrypted", "false")),
+    ("CKV_AWS_88", LT, "", _set("networkInterfaces.0.associatePublicIpAddress", "true")),
+    ("CKV_AWS_46", LT, "", _set("userData", _user_data(
+        "#!/bin/bash\nexport AWS_SECRET_ACCESS_KEY=abc\n"))),
+    ("CKV_AWS_46", LT, "", _set("userData", _user_data(
+        "#!/bin/bash\nexport HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz0123456789\n"))),
+    ("CKV_AWS_53", PAB, "models", _set("blockPublicAcls", False)),
+    ("CKV_AWS_54", PAB, "models", _set("blockPublicPolicy", False)),
+    ("CKV_AWS_55", PAB, "models", _set("ignorePublicAcls", False)),
+    ("CKV_AWS_56", PAB, "models", _set("restrictPublicBuckets", False)),
+    ("CKV2_AWS_6", PAB, "models", _drop(PAB)),
+    ("CKV_AWS_19", SSE, "models", _drop(SSE)),
+    ("CKV_AWS_145", SSE, "models",
+     _set("rules.0.applyServerSideEncryptionByDefault.sseAlgorithm", "AES256")),
+    ("CKV_AWS_21", "aws:s3/bucketVersioning:BucketVersioning", "models",
+     _set("versioningConfiguration.status", "Suspended")),
+    ("CKV_AWS_18", "aws:s3/bucketLogging:BucketLogging", "models",
+     _drop("aws:s3/bucketLogging:BucketLogging")),
+    ("CKV_AWS_51", REPO, "", _set("imageTagMutability", "MUTABLE")),
+    ("CKV_AWS_163", REPO, "", _set("imageScanningConfiguration.scanOnPush", False)),
+    ("CKV_AWS_136", REPO, "", _set("encryptionConfigurations", [{"encryptionType": "AES256"}])),
+    ("CKV_AWS_131", ALB, "", _set("dropInvalidHeaderFields", False)),
+    ("CKV_AWS_91", ALB, "", _set("accessLogs.enabled", False)),
+    ("CKV_AWS_76", "aws:apigateway/stage:Stage", "", _set("accessLogSettings", None)),
+    ("CKV_AWS_309", "aws:apigateway/method:Method", "proxy", _set("authorization", "NONE")),
+    ("CKV_AWS_158", "aws:cloudwatch/logGroup:LogGroup", "server", _set("kmsKeyId", None)),
+    ("CKV_AWS_24", INGRESS, "server-from-alb", _bad_ingress(22)),
+    ("CKV_AWS_25", INGRESS, "server-from-alb", _bad_ingress(3389)),
+    ("CKV_AWS_260", INGRESS, "alb-from-vpc-link", _bad_ingress(80)),
+    ("CKV_AWS_1", "aws:iam/rolePolicy:RolePolicy", "identity", _allow_star),
+    ("CKV_AWS_274", "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "",
+     _set("policyArn", "arn:aws:iam::aws:policy/AdministratorAccess")),
+    ("CKV_AWS_7", "aws:kms/key:Key", "store", _set("enableKeyRotation", False)),
+]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return declared()[0]
+
+
+def test_defaults_pass_every_check(stack):
+    results = run_checks(stack)
+    failed = [r for r in results if not r.passed]
+    assert not failed, failed
+    assert {r.id for r in results} >= REQUIRED_IDS
+
+
+def test_the_waf_and_private_endpoints_options_pass_every_check():
+    from llmcloud.providers.aws.provider import AwsProvider
+    from llmcloud.providers.aws.service import AwsOptions
+
+    AwsProvider.options = AwsOptions(waf=True, private_endpoints=True)
+    try:
+        resources, _ = declared(stack="options")
+    finally:
+        AwsProvider.options = None
+    assert of_type(resources, "aws:wafv2/webAcl:WebAcl")
+    assert of_type(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")
+    assert len(of_type(resources, "aws:ec2/vpcEndpoint:VpcEndpoint")) == 5
+    assert not [r for r in run_checks(resources) if not r.passed]
+
+
+@pytest.mark.parametrize("check_id,type_token,name_part,mutate", FLIPS,
+                         ids=[f"{f[0]}-{i}" for i, f in enumerate(FLIPS)])
+def test_each_insecure_setting_fails_its_own_check(stack, check_id, type_token, name_part,
+                                                   mutate):
+    targets = [r for r in stack if r.type == type_token and name_part in r.name]
+    assert targets, f"no {type_token} named *{name_part}* is declared"
+    target = targets[0]
+    if isinstance(mutate, tuple):
+        resources = [r for r in stack if r is not target]
+    else:
+        inputs = copy.deepcopy(dict(target.inputs))
+        mutate(inputs)
+        changed = dataclasses.replace(target, inputs=inputs)
+        resources = [changed if r is target else r for r in stack]
+    failed = {r.id for r in run_checks(resources) if not r.passed}
+    assert check_id in failed

@@ -1,0 +1,5 @@
+from tests.providers.conformance import ProviderConformance
+
+
+class TestAwsConformance(ProviderConformance):
+    provider_name = "aws"

@@ -1,0 +1,5 @@
+from tests.providers.conformance import ProviderConformance
+
+
+class TestGcpConformance(ProviderConformance):
+    provider_name = "gcp"

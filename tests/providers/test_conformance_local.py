@@ -1,0 +1,5 @@
+from tests.providers.conformance import ProviderConformance
+
+
+class TestLocalConformance(ProviderConformance):
+    provider_name = "local"
