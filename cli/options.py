@@ -38,6 +38,10 @@ Replicas = Annotated[
     int | None, typer.Option("--replicas", help="a fixed replica count (sets min and max)")
 ]
 Spot = Annotated[bool | None, typer.Option("--spot/--no-spot", help="use spot capacity")]
+Image = Annotated[
+    str | None,
+    typer.Option("--image", help="the server image, pinned by digest (REPO@sha256:...)"),
+]
 Budget = Annotated[
     float | None,
     typer.Option("--budget", help="maximum hourly cost in USD; exceeding it exits 1"),
@@ -55,6 +59,7 @@ def spec_flags(
     replicas: int | None = None,
     spot: bool | None = None,
     budget: float | None = None,
+    image: str | None = None,
 ) -> dict[str, object]:
     """The spec overrides that command-line flags make, as dotted keys."""
     return {
@@ -66,4 +71,5 @@ def spec_flags(
         "compute.max_replicas": replicas if replicas is not None else max_replicas,
         "compute.spot": spot,
         "budget.max_hourly_usd": budget,
+        "image": image,
     }

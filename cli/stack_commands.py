@@ -75,12 +75,13 @@ def up(
     replicas: o.Replicas = None,
     spot: o.Spot = None,
     budget: o.Budget = None,
+    image: o.Image = None,
 ) -> None:
     """Create the service, or converge it to the spec: endpoint, replicas, gateway, monitoring."""
     flags = o.spec_flags(
         region=region, model=model, model_version=model_version, instance_type=instance_type,
         min_replicas=min_replicas, max_replicas=max_replicas, replicas=replicas, spot=spot,
-        budget=budget,
+        budget=budget, image=image,
     )
     run_operation("up", provider=provider, stack=stack, json=json, yes=yes, flags=flags)
 
@@ -114,11 +115,12 @@ def update(
     replicas: o.Replicas = None,
     spot: o.Spot = None,
     budget: o.Budget = None,
+    image: o.Image = None,
 ) -> None:
-    """Apply a changed spec to a running stack (replica counts, instance type, limits)."""
+    """Apply a changed spec to a running stack (replicas, instance type, image, limits)."""
     flags = o.spec_flags(
         instance_type=instance_type, min_replicas=min_replicas, max_replicas=max_replicas,
-        replicas=replicas, spot=spot, budget=budget,
+        replicas=replicas, spot=spot, budget=budget, image=image,
     )
     run_operation("update", provider=provider, stack=stack, json=json, yes=yes, flags=flags)
 
