@@ -98,6 +98,27 @@ class CloudProvider(Provider):
             "outputs": outputs,
         }
 
+    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
+        from llmcloud.providers import rollout
+
+        return rollout.promote(self, ctx, version)
+
+    def rollback(self, ctx: StackContext) -> dict[str, Any]:
+        from llmcloud.providers import rollout
+
+        return rollout.rollback(self, ctx)
+
+    def model_store_uri(self, ctx: StackContext) -> str:
+        self.supports("model_upload")
+        uri = self._engine(ctx, "outputs").outputs().get("model_store_uri")
+        if not uri:
+            raise DeploymentError(
+                f"stack '{ctx.stack}' has no model store yet",
+                context="its outputs name no model_store_uri",
+                hint=f"llmcloud up --provider {self.name} --stack {ctx.stack}, or pass --to URI",
+            )
+        return str(uri)
+
 
 def _given(flags: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value is not None}
