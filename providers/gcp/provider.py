@@ -27,6 +27,7 @@ from llmcloud.providers.gcp.prices import (
     nat_billed_vms,
     price_table,
 )
+from llmcloud.providers.gcp.zones import GPU_ZONES
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, CredentialsError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -127,6 +128,13 @@ class GcpProvider(CloudProvider):
                               "knows", context="known types: " + ", ".join(
                                   sorted(price_table(DEFAULT_REGION).gpu_hourly)),
                               hint="set compute.instance_type: g2-standard-8 (one L4)")
+        region = spec.region or DEFAULT_REGION
+        if not GPU_ZONES.get(machine.accelerator, {}).get(region):
+            offered = sorted(GPU_ZONES.get(machine.accelerator, {}))
+            raise ConfigError(f"no zone of {region} offers {machine.accelerator} "
+                              f"({machine_type})", context="regions that do: "
+                              + ", ".join(offered),
+                              hint=f"set region: {offered[0] if offered else DEFAULT_REGION}")
         return machine
 
     # -- plan: mocked GCP answers and prices --------------------------------------------

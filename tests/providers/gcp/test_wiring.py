@@ -231,5 +231,6 @@ def test_unsupported_gateway_settings_are_refused_not_ignored():
 
 
 def test_a_region_without_the_gpu_fails_the_plan():
-    with pytest.raises(ValueError, match="no zone of southamerica-east1 offers nvidia-l4"):
+    with pytest.raises(ConfigError, match="no zone of southamerica-east1 offers nvidia-l4") as info:
         declare(gcp_spec(region="southamerica-east1"), "dev")
+    assert info.value.hint == "set region: asia-northeast1"
