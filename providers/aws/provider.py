@@ -23,7 +23,7 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-east-1"
@@ -73,10 +73,24 @@ class AwsProvider(CloudProvider):
 
         if spec.image is None and not pulumi.runtime.is_dry_run():
             raise self._image_missing(stack)
+        self._offered(spec)
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is not offered by this build",
                               hint="set compute.kind: instances")
         return build_service(spec, stack, self.options or AwsOptions())
+
+    def _offered(self, spec: DeploymentSpec) -> None:
+        # settings the spec allows that this stack does not build yet: refuse, never ignore
+        if not spec.gateway.public:
+            raise NotSupportedError(
+                "gateway.public: false is not offered by the aws provider yet",
+                context="a private REST API needs an execute-api VPC endpoint in the stack",
+                hint="set gateway.public: true and limit callers with network.allowed_cidrs")
+        if spec.gateway.domain:
+            raise NotSupportedError(
+                "gateway.domain is not offered by the aws provider yet",
+                context="a custom domain needs an ACM certificate validated in your DNS zone",
+                hint="unset gateway.domain; the endpoint is the stack's execute-api URL")
 
     def before_up(self, ctx: StackContext) -> None:
         """Refuse `up` without a pushed image (by digest), then apply the budget gate."""

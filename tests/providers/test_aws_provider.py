@@ -110,3 +110,13 @@ def test_mocked_lookups_answer_like_aws():
     assert ami["value"].startswith("ami-")
     with pytest.raises(KeyError, match="no mocked answer"):
         provider.mock_invoke("aws:ec2/getVpc:getVpc", {})
+
+
+@pytest.mark.parametrize("gateway", [{"public": False}, {"domain": "llm.example.com"}])
+def test_gateway_settings_not_built_yet_are_refused_not_ignored(gateway):
+    from llmcloud.stacks.errors import NotSupportedError
+    from llmcloud.stacks.plan import run_plan
+
+    with pytest.raises(NotSupportedError) as info:
+        run_plan(aws_spec(gateway=gateway), "dev")
+    assert info.value.exit_code == ExitCode.NOT_SUPPORTED and info.value.hint
