@@ -1,0 +1,71 @@
+"""How long `llmcloud plan --provider aws` takes, as a ratio to importing the pulumi-aws
+modules the plan uses (goal: <= 1.3). Importing those modules is the floor any plan pays;
+the ratio shows what running the program under the mocks, the checks and the cost add.
+
+Both are measured cold, in fresh interpreters, side by side and interleaved:
+    python bench/plan_bench.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+SPEC = {"provider": "aws", "region": "us-east-1", "compute": {"instance_type": "g6.xlarge"}}
+
+IMPORT_ONLY = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+start = time.perf_counter()
+import pulumi, pulumi_aws
+for token in json.loads(sys.argv[1]):
+    module, name = token.split(":")[1].split("/")[0], token.rsplit(":", 1)[1]
+    module = {"index": None, "lambda": "lambda_"}.get(module, module)
+    getattr(getattr(pulumi_aws, module) if module else pulumi_aws, name)
+print(time.perf_counter() - start)
+"""
+
+PLAN = """
+import json, sys, time
+start = time.perf_counter()
+from llmcloud.stacks.plan import run_plan
+from llmcloud.stacks.spec import DeploymentSpec
+doc = run_plan(DeploymentSpec.model_validate(json.loads(sys.argv[1])), "bench")
+assert all(c["passed"] for c in doc["checks"]) and doc["cost"]["hourly_max"] > 0
+print(time.perf_counter() - start)
+"""
+
+
+def timed(code: str, arg: str) -> float:
+    out = subprocess.run([sys.executable, "-c", code, arg], check=True, capture_output=True,
+                         text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    from llmcloud.stacks.plan import run_plan
+    from llmcloud.stacks.spec import DeploymentSpec
+
+    doc = run_plan(DeploymentSpec.model_validate(SPEC), "bench")
+    tokens = json.dumps(sorted({r["type"] for r in doc["resources"]} | {
+        "aws:index/provider:Provider"}))
+    imports, plans = [], []
+    for _ in range(args.runs):
+        imports.append(timed(IMPORT_ONLY, tokens))
+        plans.append(timed(PLAN, json.dumps(SPEC)))
+    imp, plan = statistics.median(imports), statistics.median(plans)
+    print(json.dumps({
+        "resources": len(doc["resources"]), "runs": args.runs,
+        "import_pulumi_aws_s": round(imp, 3), "plan_s": round(plan, 3),
+        "ratio": round(plan / imp, 2), "goal": 1.3,
+    }))
+
+
+if __name__ == "__main__":
+    main()
