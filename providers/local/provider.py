@@ -13,7 +13,9 @@ Settings the spec does not carry are read from the environment:
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from pathlib import Path
 from typing import Any
 
 from llmcloud.providers.base import Provider, StackContext
@@ -72,6 +74,32 @@ class LocalProvider(Provider):
         client.close()
         return None
 
+    def _effective(self, ctx: StackContext) -> StackContext:
+        """`ctx` with the spec flags earlier `up` runs were given kept, as the clouds keep
+        them in the stack's config: after `up --model X`, a plain `up` or `model upload`
+        still means X. Order: the stack file < remembered flags < environment < flags."""
+        from llmcloud.providers.registry import provider_defaults
+        from llmcloud.stacks.config import (
+            dotted_overrides,
+            read_stack_config,
+            resolve_spec,
+            stack_file,
+        )
+
+        remembered = self._state(ctx).read().get("flags") or {}
+        if not remembered:
+            return ctx
+        values = _deep_merge(read_stack_config(stack_file(ctx.project_dir, ctx.stack)),
+                             dotted_overrides(remembered))
+        spec = resolve_spec(file_values=values, environ=ctx.environ, flags=ctx.flags,
+                            defaults_for=provider_defaults)
+        return dataclasses.replace(ctx, spec=spec)
+
+    def _remember(self, ctx: StackContext, state_file: StateFile) -> None:
+        given = {k: v for k, v in ctx.flags.items() if v is not None and k != "provider"}
+        if given:
+            state_file.update(lambda s: s.setdefault("flags", {}).update(given))
+
     def _require(self, ctx: StackContext):
         client = self._client(self._state(ctx))
         if client is None:
@@ -88,6 +116,7 @@ class LocalProvider(Provider):
         """Start the stack (controller, gateway, replicas), or converge a running one to the
         spec; returns once the endpoint serves. The first `up` creates and returns an API key."""
         self.require_sdk()
+        ctx = self._effective(ctx)
         state_file = self._state(ctx)
         state_file.ensure()
         desired = desired_config(ctx, state_file)
@@ -102,6 +131,7 @@ class LocalProvider(Provider):
                 state_file.update(lambda s: s.update(
                     keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
             raise
+        self._remember(ctx, state_file)
         return {**_summary(result, state_file), "api_key": api_key,
                 "changed": result.get("changed", [])}
 
@@ -121,9 +151,11 @@ class LocalProvider(Provider):
 
     def update(self, ctx: StackContext) -> dict[str, Any]:
         """Apply a changed spec (replica count, limits, server settings) to a running stack."""
+        ctx = self._effective(ctx)
         state_file = self._state(ctx)
         with self._require(ctx) as client:
             result = client.operation("/converge", desired_config(ctx, state_file))
+        self._remember(ctx, state_file)
         return {**_summary(result, state_file), "changed": result.get("changed", [])}
 
     def destroy(self, ctx: StackContext) -> dict[str, Any]:
@@ -184,6 +216,15 @@ class LocalProvider(Provider):
             result = client.operation("/rollback")
         return _summary(result, state_file) | {"previous_version": result["previous_version"]}
 
+    def model_upload(self, ctx: StackContext, folder: Path, *, name: str, version: str,
+                     force: bool = False, on_progress=None) -> dict[str, Any]:
+        """Upload to the local store; without `--name`, under the stack's model name (the one
+        `up --model` gave it)."""
+        if "model.name" not in ctx.flags and name == ctx.spec.model.name:
+            name = self._effective(ctx).spec.model.name
+        return super().model_upload(ctx, folder, name=name, version=version, force=force,
+                                    on_progress=on_progress)
+
     def model_store_uri(self, ctx: StackContext) -> str:
         """The stack's bucket: `models/` in its state folder (`model upload` writes there)."""
         state_file = self._state(ctx)
@@ -230,6 +271,16 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
         "desired_replicas": status.get("desired_replicas", 0),
         "state_dir": str(state_file.folder),
     }
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _clean_leftovers(state_file: StateFile) -> None:
