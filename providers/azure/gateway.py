@@ -56,7 +56,7 @@ class Gateway(pulumi.ComponentResource):
             sku={"name": args.sku, "capacity": 1}, publisher_email=args.publisher_email,
             publisher_name="llmcloud", virtual_network_type=args.virtual_network_type,
             virtual_network_configuration={"subnet_resource_id": args.subnet_id},
-            custom_properties=TLS_PROPERTIES, identity={"type": "SystemAssigned"},
+            custom_properties=TLS_PROPERTIES,
             developer_portal_status="Disabled", legacy_portal_status="Disabled", tags=args.tags,
             # provisioning takes 30 to 60 minutes (more in a virtual network)
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(
@@ -87,7 +87,7 @@ class Gateway(pulumi.ComponentResource):
                                  api_id=api.name, opts=child)
         default_key = apimanagement.Subscription(
             f"{name}-default-key", **svc, sid="default", display_name="default",
-            scope=product.id, state="active", opts=child)
+            scope=product.name.apply(lambda p: f"/products/{p}"), state="active", opts=child)
         self.endpoint_url = self.service.gateway_url
         self.subscription_id = default_key.name
         self.register_outputs({"endpoint_url": self.endpoint_url,

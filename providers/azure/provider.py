@@ -113,9 +113,10 @@ class AzureProvider(CloudProvider):
         self._check_spec(ctx.spec)
         super().before_up(ctx)
 
-    def model_store_uri(self, ctx: StackContext) -> str:
-        """`az://<account>/<container>/models`, from the deployed stack's outputs."""
-        raise self._unsupported("model_upload")
+    def rollback(self, ctx: StackContext) -> dict[str, Any]:
+        """Say that rollback is not offered before looking at the stack's history."""
+        self.supports("rollback")
+        return super().rollback(ctx)
 
     def _image_missing(self, stack: str) -> ConfigError:
         return ConfigError(
@@ -160,7 +161,7 @@ class AzureProvider(CloudProvider):
             CostLine("load balancer (Standard, up to 5 rules)", "hour", LOAD_BALANCER_HOURLY,
                      1, 1),
             CostLine("NAT gateway and its public IP", "hour",
-                     NAT_GATEWAY_HOURLY + PUBLIC_IP_HOURLY, 1, 1),
+                     round(NAT_GATEWAY_HOURLY + PUBLIC_IP_HOURLY, 6), 1, 1),
             CostLine("container registry (Premium)", "hour",
                      round(REGISTRY_PREMIUM_DAILY / 24, 6), 1, 1),
             CostLine("private endpoints (blob, registry)", "endpoint-hour",

@@ -1,0 +1,82 @@
+"""The Azure provider's own behaviour: defaults, options, the image and budget gates, prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcloud.providers.azure.provider import AzureProvider
+from llmcloud.providers.azure.service import LOCKED_SSH_KEY, AzureOptions
+from llmcloud.providers.base import StackContext
+from llmcloud.stacks.cost import estimate
+from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode
+from llmcloud.stacks.plan import run_plan
+from tests.providers.azure.helpers import azure_spec
+
+IMAGE = "myreg.azurecr.io/server@sha256:" + "c" * 64
+
+
+def ctx(tmp_path, **sections) -> StackContext:
+    (tmp_path / "Pulumi.yaml").write_text("name: llmcloud\nruntime: python\n")
+    return StackContext(project_dir=tmp_path, stack="dev", spec=azure_spec(**sections),
+                        environ={})
+
+
+def test_up_without_an_image_says_how_to_push_one(tmp_path):
+    provider = AzureProvider()
+    provider.options = AzureOptions()
+    with pytest.raises(ConfigError) as info:
+        provider.before_up(ctx(tmp_path))
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "image push --provider azure" in info.value.hint
+
+
+def test_the_budget_gate_refuses_a_stack_over_budget(tmp_path):
+    provider = AzureProvider()
+    provider.options = AzureOptions()
+    provider.before_up(ctx(tmp_path, image=IMAGE, budget={"max_hourly_usd": 100}))
+    with pytest.raises(DeploymentError) as info:
+        provider.before_up(ctx(tmp_path, image=IMAGE, budget={"max_hourly_usd": 5}))
+    assert "over the budget of $5.00/h" in info.value.message
+
+
+def test_a_custom_domain_is_refused_rather_than_ignored(tmp_path):
+    provider = AzureProvider()
+    with pytest.raises(ConfigError):
+        provider.before_up(ctx(tmp_path, image=IMAGE, gateway={"domain": "llm.example.com"}))
+
+
+def test_prices_follow_the_spec_and_tier():
+    provider = AzureProvider()
+    provider.options = AzureOptions()
+    cost = estimate(provider.prices(azure_spec(compute={"min_replicas": 1,
+                                                        "max_replicas": 3})))
+    gpu = cost["items"][0]
+    assert (gpu["unit_usd"], gpu["quantity_min"], gpu["quantity_max"]) == (3.673, 1, 3)
+    assert cost["hourly_max"] - cost["hourly_min"] == pytest.approx(
+        2 * (3.673 + round(38.02 / 730, 6)), abs=1e-3)
+    assert any(i["name"] == "API Management (Developer, 1 unit)" for i in cost["items"])
+    assert cost["price_date"] and "azure" in cost["source"].lower()
+    prod = estimate(provider.prices(azure_spec(tags={"environment": "production"})))
+    assert prod["hourly_min"] - cost["hourly_min"] > 3.7  # Premium over Developer
+    estimated = provider.prices(azure_spec(region="westeurope"))
+    assert estimated.notes and "eastus" in estimated.notes[0]
+    with pytest.raises(ConfigError):
+        provider.prices(azure_spec(compute={"instance_type": "Standard_D2s_v5"}))
+
+
+def test_options_from_the_environment():
+    options = AzureOptions.from_environ({
+        "LLMCLOUD_AZURE_APIM_SKU": "PremiumV2", "LLMCLOUD_AZURE_ALERT_EMAILS": "a@x.io, b@x.io",
+        "LLMCLOUD_AZURE_PUBLISHER_EMAIL": "ops@x.io", "LLMCLOUD_AZURE_SSH_PUBLIC_KEY": "ssh-ed"})
+    assert options == AzureOptions(apim_sku="PremiumV2", publisher_email="ops@x.io",
+                                   alert_emails=("a@x.io", "b@x.io"), ssh_public_key="ssh-ed")
+    assert AzureOptions.from_environ({}).ssh_public_key == LOCKED_SSH_KEY
+
+
+def test_plan_document_shows_every_check_passed_and_a_cost():
+    doc = run_plan(azure_spec(), "dev")
+    assert doc["provider"] == "azure" and doc["cost"]["hourly_min"] > 0
+    assert doc["checks"] and all(c["passed"] for c in doc["checks"])
+    assert doc["budget"] == {"max_hourly_usd": None, "exceeded": False}
+    over = run_plan(azure_spec(budget={"max_hourly_usd": 1}), "dev")
+    assert over["budget"] == {"max_hourly_usd": 1, "exceeded": True}
