@@ -100,6 +100,16 @@ class GcpProvider(CloudProvider):
             raise self._image_missing(ctx.stack)
         super().before_up(ctx)
 
+    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
+        """Declared unsupported above; asked first, before the shared rollout reads state."""
+        self.supports("promote")
+        return super().promote(ctx, version)
+
+    def rollback(self, ctx: StackContext) -> dict[str, Any]:
+        """Declared unsupported above; asked first, before the shared rollout reads state."""
+        self.supports("rollback")
+        return super().rollback(ctx)
+
     def _image_missing(self, stack: str) -> ConfigError:
         return ConfigError(
             "no inference image is set for the GCP stack",
