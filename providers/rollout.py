@@ -86,6 +86,7 @@ def wait_for_version(
 def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None = None,
             timeout: float = 1800.0) -> dict[str, Any]:
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
+    provider.supports("promote")
     spec = ctx.spec
     previous = spec.model.version
     engine = provider._engine(ctx, "promote")
@@ -136,6 +137,7 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
 
 def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
     """Return to the last version served before the current one."""
+    provider.supports("rollback")
     history = list(ctx.spec.model.history)
     if not history:
         raise ConfigError(

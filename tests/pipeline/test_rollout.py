@@ -39,6 +39,9 @@ class FakeProvider:
     def __init__(self, stack_cls=FakeStack):
         self.opener = stack_cls.opener(stack_outputs=OUTPUTS)
 
+    def supports(self, operation):
+        pass
+
     def _engine(self, ctx, operation):
         return PulumiStack(ctx.project_dir, ctx.stack, ctx.environ, opener=self.opener)
 
