@@ -86,12 +86,13 @@ class Monitoring(pulumi.ComponentResource):
                 description=f"{metric} {operator} {threshold}", severity=severity,
                 enabled=True, scopes=[targets[key]], evaluation_frequency="PT1M",
                 window_size="PT5M", auto_mitigate=True,
-                criteria={"odata_type": "Microsoft.Azure.Monitor.SingleResourceMultipleMetric"
-                                        "Criteria",
-                          "all_of": [{"criterion_type": "StaticThresholdCriterion",
-                                      "name": metric.replace(" ", ""), "metric_name": metric,
-                                      "metric_namespace": namespace, "operator": operator,
-                                      "threshold": threshold, "time_aggregation": aggregation}]},
+                # a union type: only the Args classes tell Pulumi which one (and its names)
+                criteria=monitor.MetricAlertSingleResourceMultipleMetricCriteriaArgs(
+                    odata_type="Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria",
+                    all_of=[monitor.MetricCriteriaArgs(
+                        criterion_type="StaticThresholdCriterion", name=metric.replace(" ", ""),
+                        metric_name=metric, metric_namespace=namespace, operator=operator,
+                        threshold=threshold, time_aggregation=aggregation)]),
                 actions=[{"action_group_id": self.action_group.id}], **where, opts=child)
         self.register_outputs({"workspace_id": self.workspace.id,
                                "insights_id": self.insights.id})

@@ -233,3 +233,24 @@ def test_alerts_and_diagnostics_land_in_the_workspace_and_action_group():
     assert {s.inputs["resourceUri"] for s in settings} == {
         one(resources, APIM).id, one(resources, REGISTRY).id, one(resources, LB).id,
         one(resources, STORAGE).id + "/blobServices/default"}
+
+
+def _keys(value):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from _keys(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _keys(inner)
+
+
+def test_every_input_reaches_azure_under_its_api_name():
+    # a dict given where the SDK expects a union of types is sent as written: snake_case
+    # names there would reach Azure unrecognised
+    resources, _ = declared()
+    snake = {(r.type, k) for r in resources for k in _keys(dict(r.inputs)) if "_" in k}
+    assert snake == set()
+    criteria = of_type(resources, ALERT)[0].inputs["criteria"]
+    assert criteria["odataType"] == "Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria"
+    assert {"criterionType", "metricName", "timeAggregation"} <= set(criteria["allOf"][0])
