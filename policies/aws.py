@@ -35,6 +35,8 @@ ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
                "aws:iam/userPolicyAttachment:UserPolicyAttachment",
                "aws:iam/groupPolicyAttachment:GroupPolicyAttachment")
 ROLE = "aws:iam/role:Role"
+VPC = "aws:ec2/vpc:Vpc"
+FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 ADMIN_POLICY = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/AdministratorAccess$")
 SECRET_PATTERNS = (
     ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
@@ -351,3 +353,11 @@ def bucket_logged(resources: list[Resource]) -> list[CheckResult]:
             return True, "log bucket: logging it into itself would loop"
         return False, "no BucketLogging refers to this bucket"
     return _per_bucket("CKV_AWS_18", resources, verdict)
+
+
+@stack_check("CKV2_AWS_11", "every VPC records flow logs")
+def vpc_flow_logs(resources: list[Resource]) -> list[CheckResult]:
+    logged = {r.inputs.get("vpcId") for r in resources if r.type == FLOW_LOG}
+    return [CheckResult("CKV2_AWS_11", vpc.name, vpc.id in logged,
+                        "flow logs recorded" if vpc.id in logged else "no FlowLog for this VPC")
+            for vpc in resources if vpc.type == VPC]

@@ -23,6 +23,8 @@ class NetworkArgs:
     zones: int = 3
     #: interface endpoints for ECR and CloudWatch Logs, so image pulls and logs skip the NAT
     private_endpoints: bool = False
+    #: the bucket VPC flow logs go to (under `vpc/`); None records no flow logs
+    flow_log_bucket_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -49,6 +51,12 @@ class Network(pulumi.ComponentResource):
                                enable_dns_hostnames=True, tags={**args.tags, "Name": name},
                                opts=child)
         self.vpc_id = self.vpc.id
+        if args.flow_log_bucket_arn is not None:
+            aws.ec2.FlowLog(f"{name}-flow-log", vpc_id=self.vpc.id, traffic_type="ALL",
+                            log_destination_type="s3", max_aggregation_interval=600,
+                            log_destination=pulumi.Output.concat(args.flow_log_bucket_arn,
+                                                                 "/vpc/"),
+                            opts=child)
         # the default security group of a VPC allows all traffic between its members: empty it
         aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=self.vpc.id, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, opts=child)

@@ -31,7 +31,8 @@ def model_bucket_policy(bucket_arn: str) -> Doc:
 
 
 def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str) -> Doc:
-    """The log bucket's policy: TLS only, S3 access logs under `s3/`, ALB logs under `alb/`."""
+    """The log bucket's policy: TLS only; S3 access logs under `s3/`, ALB logs under `alb/`,
+    VPC flow logs under `vpc/`, each writable only by its AWS log deliverer."""
     return _doc(
         deny_insecure_transport(bucket_arn),
         {
@@ -48,6 +49,23 @@ def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str) ->
             "Principal": {"AWS": elb_account_arn},
             "Action": "s3:PutObject",
             "Resource": f"{bucket_arn}/alb/AWSLogs/{account_id}/*",
+        },
+        {
+            "Sid": "VpcFlowLogsWrite",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{bucket_arn}/vpc/AWSLogs/{account_id}/*",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id,
+                                           "s3:x-amz-acl": "bucket-owner-full-control"}},
+        },
+        {
+            "Sid": "VpcFlowLogsAclCheck",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": "s3:GetBucketAcl",
+            "Resource": bucket_arn,
+            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
         },
     )
 

@@ -68,11 +68,12 @@ class AwsService(pulumi.ComponentResource):
         asg_name = f"{name}-gpu"
         region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
 
+        store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
         network = Network(f"{name}-network", NetworkArgs(
             vpc_cidr=spec.network.vpc_cidr, listener_port=LISTENER_PORT,
             server_port=spec.server.port, zones=options.zones,
-            private_endpoints=options.private_endpoints), opts=child)
-        store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
+            private_endpoints=options.private_endpoints,
+            flow_log_bucket_arn=store.log_bucket.arn), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
             repository_name=naming.repository_name(stack, model)), opts=child)
         balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(

@@ -183,7 +183,12 @@ def test_log_bucket_admits_only_the_log_deliverers():
     doc = log_bucket_policy("arn:aws:s3:::logs", "123456789012", "arn:aws:iam::127311923021:root")
     principals = [s["Principal"] for s in doc["Statement"] if s["Effect"] == "Allow"]
     assert principals == [{"Service": "logging.s3.amazonaws.com"},
-                          {"AWS": "arn:aws:iam::127311923021:root"}]
+                          {"AWS": "arn:aws:iam::127311923021:root"},
+                          {"Service": "delivery.logs.amazonaws.com"},
+                          {"Service": "delivery.logs.amazonaws.com"}]
+    writes = [s["Resource"] for s in doc["Statement"] if s["Action"] == "s3:PutObject"]
+    assert writes == ["arn:aws:s3:::logs/s3/*", "arn:aws:s3:::logs/alb/AWSLogs/123456789012/*",
+                      "arn:aws:s3:::logs/vpc/AWSLogs/123456789012/*"]
     assert doc["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 

@@ -18,7 +18,7 @@ REQUIRED_IDS = {
     "CKV_AWS_54", "CKV_AWS_55", "CKV_AWS_56", "CKV_AWS_19", "CKV_AWS_145", "CKV_AWS_21",
     "CKV_AWS_18", "CKV_AWS_51", "CKV_AWS_163", "CKV_AWS_131", "CKV_AWS_91", "CKV_AWS_76",
     "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_260", "CKV_AWS_1",
-    "CKV_AWS_274",
+    "CKV_AWS_274", "CKV2_AWS_11",
 }
 
 
@@ -95,6 +95,7 @@ FLIPS = [
     ("CKV_AWS_274", "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "",
      _set("policyArn", "arn:aws:iam::aws:policy/AdministratorAccess")),
     ("CKV_AWS_7", "aws:kms/key:Key", "store", _set("enableKeyRotation", False)),
+    ("CKV2_AWS_11", "aws:ec2/flowLog:FlowLog", "", _drop("aws:ec2/flowLog:FlowLog")),
 ]
 
 

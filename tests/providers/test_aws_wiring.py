@@ -218,3 +218,12 @@ def test_region_and_tags_reach_every_resource_through_the_provider():
     assert outputs["endpoint_url"].endswith(".eu-west-1.amazonaws.com/api")
     assert {s.inputs["availabilityZone"][:-1] for s in of_type(
         resources, "aws:ec2/subnet:Subnet")} == {"eu-west-1"}
+
+
+def test_vpc_flow_logs_go_to_the_log_bucket():
+    resources, _ = declared()
+    flow = one(resources, "aws:ec2/flowLog:FlowLog")
+    assert flow.inputs["vpcId"] == one(resources, "aws:ec2/vpc:Vpc").id
+    logs = one(resources, BUCKET, "logs")
+    assert flow.inputs["logDestination"] == f"{logs.outputs['arn']}/vpc/"
+    assert flow.inputs["trafficType"] == "ALL"
