@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from llmcloud.providers.local.asgi import (
     BodyTooLarge,
     ClientGone,
@@ -36,6 +34,12 @@ from llmcloud.providers.local.keys import KeyRing
 from llmcloud.providers.local.metrics import GatewayMetrics
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.ratelimit import RateLimiter, retry_after_header
+from llmcloud.providers.local.upstream import (
+    BodyBroken,
+    ConnectFailed,
+    ResetBeforeResponse,
+    Response,
+)
 
 log = logging.getLogger("llmcloud.gateway")
 
@@ -44,9 +48,6 @@ _HOP = {
     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
 _DROP_UPSTREAM = _HOP | {b"authorization"}
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
-# Failures before a response began: the replica died or reset us; safe to try another.
-_EARLY_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 AdminApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
@@ -80,14 +81,10 @@ class Gateway:
     ):
         self.pool, self.keys, self.limiter = pool, keys, limiter
         self.settings, self.metrics, self.admin = settings, metrics, admin
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
-            trust_env=False,
-        )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for replica in self.pool:
+            replica.upstream.close()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -209,27 +206,26 @@ class Gateway:
             tried.append(replica)
             replica.in_flight += 1
             try:
-                request = self.client.build_request(
-                    scope["method"], replica.base_url + target, headers=headers, content=body
-                )
                 try:
-                    upstream = await self.client.send(request, stream=True)
-                except _CONNECT_ERRORS:
+                    upstream = await replica.upstream.request(scope["method"], target, headers,
+                                                              body)
+                except ConnectFailed:
                     self._eject(replica, "connect")
                     continue
-                except _EARLY_ERRORS:
+                except ResetBeforeResponse:
+                    # The replica died or reset us before answering: safe to try another.
                     self._eject(replica, "reset")
                     continue
-                if upstream.status_code in (429, 503) and self._has_other(tried):
+                if upstream.status in (429, 503) and self._has_other(tried):
                     # Draining, loading or full: this replica did not take the request.
-                    if upstream.status_code == 503:
+                    if upstream.status == 503:
                         replica.ready = False
-                    await upstream.aclose()
+                    upstream.close()
                     continue
                 try:
                     await self._relay(upstream, send, state, replica, attempt + 1, started)
                 finally:
-                    await upstream.aclose()
+                    upstream.close()
                 replica.served += 1
                 return
             finally:
@@ -248,26 +244,25 @@ class Gateway:
             log.warning("ejected replica %s (port %d): %s error", replica.id, replica.port, kind)
         self.pool.eject(replica)
 
-    async def _relay(self, upstream: httpx.Response, send: Send, state: dict[str, Any],
+    async def _relay(self, upstream: Response, send: Send, state: dict[str, Any],
                      replica: Replica, attempts: int, started: float) -> None:
-        headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP]
+        headers = [(k, v) for k, v in upstream.headers if k.lower() not in _HOP]
         headers.append((b"x-llmcloud-replica", replica.id.encode()))
         headers.append((b"x-llmcloud-attempts", str(attempts).encode()))
-        content_length = upstream.headers.get("content-length")
-        if content_length is not None:
-            headers.append((b"content-length", content_length.encode()))
-        state["sse"] = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        if upstream.length is not None:
+            headers.append((b"content-length", str(upstream.length).encode()))
+        state["sse"] = upstream.content_type.startswith("text/event-stream")
         self.metrics.latency.observe(time.perf_counter() - started)
-        self.metrics.requests.labels(str(upstream.status_code)).inc()
-        await send({"type": "http.response.start", "status": upstream.status_code,
+        self.metrics.requests.labels(str(upstream.status)).inc()
+        await send({"type": "http.response.start", "status": upstream.status,
                     "headers": headers})
         state["response_started"] = True
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except BodyBroken as exc:
             self._eject(replica, "stream")
-            log.warning("replica %s broke a response: %r", replica.id, exc)
+            log.warning("replica %s broke a response: %s", replica.id, exc)
             await _end_with_error(send, state, 502, "the replica serving this request failed",
                                   "upstream_failed")
             return

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcloud.providers.local.upstream import Upstream
+
 
 @dataclass(eq=False)
 class Replica:
@@ -26,6 +28,10 @@ class Replica:
     passes: int = 0  # consecutive passing health checks
     served: int = 0
     created: float = field(default_factory=time.monotonic)
+    upstream: Upstream = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.upstream = Upstream(self.port)
 
     @property
     def routable(self) -> bool:
@@ -62,6 +68,7 @@ class Pool:
 
     def remove(self, replica: Replica) -> None:
         self.replicas.pop(replica.id, None)
+        replica.upstream.close()
 
     def __iter__(self):
         return iter(list(self.replicas.values()))
