@@ -20,6 +20,16 @@ HPC_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204"
 ADMIN_USER = "llmcloud"
 
 
+def monitor_agent(identity_id: pulumi.Input[str]) -> dict:
+    """The Azure Monitor Agent extension, signed in with the servers' identity: it ships the
+    server's journal (through syslog) to the workspace by the monitoring layer's rule."""
+    return {"name": "AzureMonitorLinuxAgent", "publisher": "Microsoft.Azure.Monitor",
+            "type": "AzureMonitorLinuxAgent", "type_handler_version": "1.0",
+            "auto_upgrade_minor_version": True, "enable_automatic_upgrade": True,
+            "settings": {"authentication": {"managedIdentity": {
+                "identifier-name": "mi_res_id", "identifier-value": identity_id}}}}
+
+
 @dataclass
 class GpuPoolArgs:
     """The servers: what they run, where, how many, and how they scale."""
@@ -110,6 +120,7 @@ class GpuPool(pulumi.ComponentResource):
                             "load_balancer_backend_address_pools": [
                                 {"id": args.backend_pool_id}]}]}]},
                 "diagnostics_profile": {"boot_diagnostics": {"enabled": True}},
+                "extension_profile": {"extensions": [monitor_agent(args.identity_id)]},
             },
             tags=args.tags,
             # the autoscale setting owns the instance count; an update must not reset it

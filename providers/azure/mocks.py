@@ -47,6 +47,8 @@ ARM_TYPES: dict[str, tuple[str, str]] = {
     "azure-native:monitor:MetricAlert": ("Microsoft.Insights/metricAlerts", "ruleName"),
     "azure-native:monitor:AutoscaleSetting": ("Microsoft.Insights/autoscalesettings",
                                               "autoscaleSettingName"),
+    "azure-native:monitor:DataCollectionRule": ("Microsoft.Insights/dataCollectionRules",
+                                                "dataCollectionRuleName"),
 }
 
 

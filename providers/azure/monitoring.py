@@ -46,9 +46,10 @@ class MonitoringArgs:
 class Monitoring(pulumi.ComponentResource):
     """A Log Analytics workspace and a workspace-based Application Insights; diagnostic
     settings that send the gateway's, registry's, model store's and load balancer's logs and
-    metrics to the workspace; API Management's request traces to Application Insights; and
-    metric alerts (unhealthy servers, slow backend, busy gateway, hot servers) to an action
-    group."""
+    metrics to the workspace; the servers' logs through a data collection rule (the scale
+    set runs the Azure Monitor Agent); API Management's request traces to Application
+    Insights; and metric alerts (unhealthy servers, slow backend, busy gateway, hot servers)
+    to an action group."""
 
     workspace: operationalinsights.Workspace
     insights: applicationinsights.Component
@@ -76,6 +77,7 @@ class Monitoring(pulumi.ComponentResource):
             **where, opts=child)
         self._diagnostics(name, args)
         self._traces(name, args)
+        self._server_logs(name, args)
         targets = {"lb": args.lb_id, "apim": args.apim_id, "vmss": args.vmss_id}
         alerts = [*ALERTS, ("backend-slow", "apim", "Microsoft.ApiManagement/service",
                             "BackendDuration", "Average", "GreaterThan",
@@ -109,6 +111,25 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-{part}-diagnostics", name=f"{args.name}-{part}", resource_uri=uri,
                 workspace_id=self.workspace.id, log_analytics_destination_type="Dedicated",
                 logs=logs, metrics=every_metric, opts=pulumi.ResourceOptions(parent=self))
+
+    def _server_logs(self, name: str, args: MonitoringArgs) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        # the container logs to journald, which rsyslog passes on under these facilities
+        rule = monitor.DataCollectionRule(
+            f"{name}-server-logs", data_collection_rule_name=f"{args.name}-server-logs",
+            resource_group_name=args.resource_group_name, location=args.location,
+            kind="Linux", description="llmcloud model server logs",
+            data_sources={"syslog": [{"name": "server", "streams": ["Microsoft-Syslog"],
+                                      "facility_names": ["daemon", "user", "syslog"],
+                                      "log_levels": ["Info", "Notice", "Warning", "Error",
+                                                     "Critical", "Alert", "Emergency"]}]},
+            destinations={"log_analytics": [{"name": "workspace",
+                                             "workspace_resource_id": self.workspace.id}]},
+            data_flows=[{"streams": ["Microsoft-Syslog"], "destinations": ["workspace"]}],
+            tags=args.tags, opts=child)
+        monitor.DataCollectionRuleAssociation(
+            f"{name}-server-logs-vmss", association_name=f"{args.name}-server-logs",
+            resource_uri=args.vmss_id, data_collection_rule_id=rule.id, opts=child)
 
     def _traces(self, name: str, args: MonitoringArgs) -> None:
         child = pulumi.ResourceOptions(parent=self)

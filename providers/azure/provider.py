@@ -113,11 +113,6 @@ class AzureProvider(CloudProvider):
         self._check_spec(ctx.spec)
         super().before_up(ctx)
 
-    def rollback(self, ctx: StackContext) -> dict[str, Any]:
-        """Say that rollback is not offered before looking at the stack's history."""
-        self.supports("rollback")
-        return super().rollback(ctx)
-
     def _image_missing(self, stack: str) -> ConfigError:
         return ConfigError(
             "no inference image is set for the Azure stack",

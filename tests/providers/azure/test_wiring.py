@@ -228,6 +228,17 @@ def test_alerts_and_diagnostics_land_in_the_workspace_and_action_group():
     assert all(a.inputs["actions"] == [{"actionGroupId": group}] for a in alerts)
     assert {a.inputs["scopes"][0] for a in alerts} == {
         one(resources, LB).id, one(resources, APIM).id, one(resources, VMSS).id}
+    rule = one(resources, "azure-native:monitor:DataCollectionRule")
+    assert rule.inputs["destinations"]["logAnalytics"][0]["workspaceResourceId"] == workspace
+    association = one(resources, "azure-native:monitor:DataCollectionRuleAssociation")
+    assert association.inputs == {"associationName": association.inputs["associationName"],
+                                  "resourceUri": one(resources, VMSS).id,
+                                  "dataCollectionRuleId": rule.id}
+    agent = one(resources, VMSS).inputs["virtualMachineProfile"]["extensionProfile"][
+        "extensions"][0]
+    assert agent["type"] == "AzureMonitorLinuxAgent"
+    assert agent["settings"]["authentication"]["managedIdentity"]["identifier-value"] == one(
+        resources, IDENTITY).id
     settings = of_type(resources, "azure-native:monitor:DiagnosticSetting")
     assert {s.inputs["workspaceId"] for s in settings} == {workspace}
     assert {s.inputs["resourceUri"] for s in settings} == {
