@@ -1,5 +1,6 @@
 """The boot script of a GPU server: log in to the registry with the managed identity, pull
-the image by digest, run the server on the GPUs, publish its in-flight gauge.
+the image by digest, run the server on the GPUs, drain it before the VM is deleted, and
+publish its in-flight gauge.
 
 It carries references only (image digest, model URI, the identity's client id, which is not
 a secret): the user-assigned identity supplies every credential at run time through the
@@ -19,6 +20,10 @@ METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
 #: the Prometheus gauge the model server exposes on /metrics
 IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
+#: the address Azure's load balancer probes come from (the same in every region)
+PROBE_SOURCE = "168.63.129.16"
+#: how long the probe takes to mark a server down (two misses, five seconds apart) plus slack
+PROBE_DOWN_SECONDS = 15
 #: ACR's token exchange takes any AAD user for a refresh token; the user name is fixed
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
@@ -87,23 +92,63 @@ def render_custom_data(launch: ServerLaunch) -> str:
         "--log-driver journald --log-opt tag=llmcloud-server "
         f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',
     ]
+    lines += _drain_on_terminate(launch)
     if launch.publish_in_flight:
         lines += _in_flight_publisher(launch)
     return "\n".join(lines) + "\n"
 
 
+def _service(name: str, description: str, script: list[str]) -> list[str]:
+    """Lines that install `script` as /usr/local/bin/`name` and run it as a service (a script
+    file, not ExecStart=: systemd would expand the script's `$` and `%` itself)."""
+    return [
+        f"cat > /usr/local/bin/{name} <<'SCRIPT'", "#!/bin/bash", *script, "SCRIPT",
+        f"chmod 755 /usr/local/bin/{name}",
+        f"cat > /etc/systemd/system/{name}.service <<'UNIT'",
+        "[Unit]", f"Description={description}", "After=docker.service",
+        "[Service]", f"ExecStart=/usr/local/bin/{name}", "Restart=always",
+        "[Install]", "WantedBy=multi-user.target", "UNIT",
+        "systemctl daemon-reload", f"systemctl enable --now {name}.service",
+    ]
+
+
+def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
+    # A scale-in, a rolling upgrade or a spot eviction deletes the VM: the scale set's
+    # terminate notification gives it time to leave the load balancer (fail the probe, keep
+    # serving the open connections), let the server drain, and then say it is done.
+    events = f"{IMDS}/scheduledevents?api-version=2020-07-01"
+    pick = ("import json,sys; n=sys.argv[1]; print(' '.join(e['EventId'] for e in "
+            "json.load(sys.stdin).get('Events', []) if e.get('EventType') in "
+            "('Terminate', 'Preempt') and n in e.get('Resources', [])))")
+    ack = ("import json,sys; print(json.dumps({'StartRequests': "
+           "[{'EventId': i} for i in sys.argv[1:]]}))")
+    return _service("llmcloud-drain", "drain the llmcloud server before the VM goes", [
+        f"EVENTS={shlex.quote(events)}",
+        f"NAME=$(curl -sf -H Metadata:true '{IMDS}/instance/compute/name"
+        "?api-version=2021-02-01&format=text')",
+        "while sleep 5; do",
+        '  IDS=$(curl -sf -H Metadata:true "$EVENTS" | python3 -c '
+        f'{shlex.quote(pick)} "$NAME") || continue',
+        '  [ -n "$IDS" ] || continue',
+        f"  iptables -I INPUT -p tcp --dport {launch.port} -s {PROBE_SOURCE} -j DROP",
+        f"  sleep {PROBE_DOWN_SECONDS}",
+        f"  docker stop --time {launch.drain_timeout_seconds} llmcloud-server || true",
+        f'  curl -sf -H Metadata:true -X POST "$EVENTS" -d "$(python3 -c {shlex.quote(ack)} '
+        '$IDS)"',
+        "  exit 0",
+        "done",
+    ])
+
+
 def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # Azure Monitor has no per-instance in-flight metric for a load balancer's backends, so
     # each server posts its gauge as a custom metric of its scale set; the autoscale rule
-    # averages it over the instances. A script file, not ExecStart=: systemd would expand
-    # the script's `$` and `%` itself.
+    # averages it over the instances.
     compute = f"{IMDS}/instance/compute?api-version=2021-02-01"
     series = ('{"time":"%s","data":{"baseData":{"metric":"' + IN_FLIGHT_METRIC
               + '","namespace":"' + METRIC_NAMESPACE + '","dimNames":["Instance"],'
               '"series":[{"dimValues":["%s"],"min":%s,"max":%s,"sum":%s,"count":1}]}}}')
-    return [
-        "cat > /usr/local/bin/llmcloud-metrics <<'SCRIPT'",
-        "#!/bin/bash",
+    return _service("llmcloud-metrics", "publish llmcloud in-flight requests to Azure Monitor", [
         f"CLIENT_ID={shlex.quote(launch.identity_client_id)}",
         f"RID=$(curl -sf -H Metadata:true '{compute}' | python3 -c 'import json,sys; "
         "c=json.load(sys.stdin); print(\"/subscriptions/%s/resourceGroups/%s/providers/"
@@ -120,18 +165,4 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         "-H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' "
         '-d "$BODY" || true',
         "done",
-        "SCRIPT",
-        "chmod 755 /usr/local/bin/llmcloud-metrics",
-        "cat > /etc/systemd/system/llmcloud-metrics.service <<'UNIT'",
-        "[Unit]",
-        "Description=publish llmcloud in-flight requests to Azure Monitor",
-        "After=docker.service",
-        "[Service]",
-        "ExecStart=/usr/local/bin/llmcloud-metrics",
-        "Restart=always",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "UNIT",
-        "systemctl daemon-reload",
-        "systemctl enable --now llmcloud-metrics.service",
-    ]
+    ])

@@ -52,6 +52,8 @@ class GpuPoolArgs:
     ssh_public_key: str
     os_disk_gb: int
     repair_grace_period: str
+    #: how long a VM's deletion waits for the server to drain (ISO 8601, PT5M to PT15M)
+    terminate_notice: str
     scaling_signal: str
     scaling_target: float
     cooldown_seconds: int
@@ -67,10 +69,12 @@ class GpuPoolArgs:
 class GpuPool(pulumi.ComponentResource):
     """A Uniform scale set on the HPC image: SSH keys only, encryption at host, premium OS
     disk, no public addresses, the stack's identity, members of the load balancer's pool
-    whose probe is their health. A new model version or image changes the custom data, so
-    the scale set gets a new model, which a rolling upgrade with surge rolls out batch by
-    batch, rolling failed servers back; automatic repairs replace servers that stay
-    unhealthy. An autoscale setting keeps the count between min and max."""
+    whose probe is their health, told before deletion so that each server drains.
+
+    A new model version or image changes the custom data, so the scale set gets a new
+    model, which a rolling upgrade with surge rolls out batch by batch, rolling failed
+    servers back; automatic repairs replace servers that stay unhealthy. An autoscale
+    setting keeps the count between min and max."""
 
     vmss: compute.VirtualMachineScaleSet
     autoscale: monitor.AutoscaleSetting
@@ -110,6 +114,8 @@ class GpuPool(pulumi.ComponentResource):
                             "path": f"/home/{ADMIN_USER}/.ssh/authorized_keys",
                             "key_data": args.ssh_public_key}]}}},
                 "security_profile": {"encryption_at_host": True},
+                "scheduled_events_profile": {"terminate_notification_profile": {
+                    "enable": True, "not_before_timeout": args.terminate_notice}},
                 "network_profile": {
                     "health_probe": {"id": args.probe_id},
                     "network_interface_configurations": [{

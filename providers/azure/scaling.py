@@ -29,6 +29,12 @@ def repair_grace_period(gpu_memory_gb: int | None) -> str:
     return iso_minutes(min(90, max(10, boot_minutes(gpu_memory_gb))))
 
 
+def terminate_notice(drain_seconds: int, leave_seconds: int) -> str:
+    """How long a VM's deletion waits for it (Azure allows 5 to 15 minutes): leaving the
+    load balancer, draining, and half a minute to spare."""
+    return iso_minutes(min(15, max(5, math.ceil((leave_seconds + drain_seconds + 30) / 60))))
+
+
 def cooldown(seconds: int) -> str:
     """The autoscale cooldown in whole minutes (Azure's minimum is one)."""
     return iso_minutes(max(1, math.ceil(seconds / 60)))

@@ -10,7 +10,11 @@ import pulumi
 from pulumi_azure_native import authorization, resources
 
 from llmcloud.providers.azure import apim, naming
-from llmcloud.providers.azure.cloud_init import ServerLaunch, render_custom_data
+from llmcloud.providers.azure.cloud_init import (
+    PROBE_DOWN_SECONDS,
+    ServerLaunch,
+    render_custom_data,
+)
 from llmcloud.providers.azure.gateway import Gateway, GatewayArgs
 from llmcloud.providers.azure.gpu_pool import GpuPool, GpuPoolArgs
 from llmcloud.providers.azure.identity import Identity, IdentityArgs
@@ -22,7 +26,7 @@ from llmcloud.providers.azure.network import Network, NetworkArgs, gateway_sourc
 from llmcloud.providers.azure.prices import gpu_memory_gb, os_disk_gb
 from llmcloud.providers.azure.provider import DEFAULT_REGION, DEFAULT_VM_SIZE
 from llmcloud.providers.azure.registry import Registry, RegistryArgs
-from llmcloud.providers.azure.scaling import repair_grace_period
+from llmcloud.providers.azure.scaling import repair_grace_period, terminate_notice
 from llmcloud.stacks.spec import DeploymentSpec
 
 #: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
@@ -161,6 +165,8 @@ class AzureService(pulumi.ComponentResource):
             ssh_public_key=options.ssh_public_key,
             os_disk_gb=os_disk_gb(spec.compute.disk_gb, vm_size),
             repair_grace_period=repair_grace_period(gpu_memory_gb(vm_size)),
+            terminate_notice=terminate_notice(spec.server.drain_timeout_seconds,
+                                              PROBE_DOWN_SECONDS),
             scaling_signal=spec.autoscaling.signal, scaling_target=spec.autoscaling.target,
             cooldown_seconds=spec.autoscaling.cooldown_seconds, gateway_id=gateway.service.id,
             spot=spec.compute.spot, notify_emails=options.alert_emails,

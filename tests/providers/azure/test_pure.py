@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import shutil
 import subprocess
@@ -152,6 +153,9 @@ def test_timings():
     assert idle_timeout_minutes(60) == 4 and idle_timeout_minutes(300) == 5
     assert idle_timeout_minutes(3600) == 30
     assert latency_alert_ms(300) == 240_000
+    assert scaling.terminate_notice(60, 15) == "PT5M"  # Azure's minimum
+    assert scaling.terminate_notice(600, 15) == "PT11M"
+    assert scaling.terminate_notice(3600, 15) == "PT15M"  # and maximum
     policy = scaling.rolling_upgrade_policy()
     assert policy["rollback_failed_instances_on_policy_breach"] and policy["max_surge"]
 
@@ -205,3 +209,72 @@ def test_custom_data_and_metrics_script_are_valid_bash(tmp_path):
     (tmp_path / "metrics.sh").write_text(inner)
     for name in ("boot.sh", "metrics.sh"):
         subprocess.run(["bash", "-n", str(tmp_path / name)], check=True)
+
+
+def _script(custom_data: str, name: str) -> str:
+    return custom_data.split(f"cat > /usr/local/bin/{name} <<'SCRIPT'\n", 1)[1].split(
+        "\nSCRIPT\n", 1)[0]
+
+
+def _stub(folder, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,
+                    reason="needs bash and python3")
+def test_the_drain_script_leaves_the_balancer_drains_and_acknowledges(tmp_path):
+    log = tmp_path / "calls.log"
+    events = ('{"Events": [{"EventId": "A", "EventType": "Terminate", "Resources": ["vm1"]}, '
+              '{"EventId": "B", "EventType": "Freeze", "Resources": ["vm1"]}, '
+              '{"EventId": "C", "EventType": "Preempt", "Resources": ["vm2"]}]}')
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    _stub(bin_, "curl", f"""echo "curl $*" >> {log}
+case "$*" in *compute/name*) echo vm1 ;; *"-X POST"*) ;; *) echo '{events}' ;; esac""")
+    for command in ("iptables", "docker", "sleep"):
+        _stub(bin_, command, f'echo "{command} $*" >> {log}')
+    script = tmp_path / "drain.sh"
+    script.write_text(_script(render_custom_data(launch(drain_timeout_seconds=45)),
+                              "llmcloud-drain"))
+    subprocess.run(["bash", str(script)], check=True, timeout=20,
+                   env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    calls = log.read_text().splitlines()
+    order = [c.split()[0] for c in calls if not c.startswith(("sleep 5", "curl -sf -H"))]
+    assert "iptables -I INPUT -p tcp --dport 8080 -s 168.63.129.16 -j DROP" in calls
+    assert "docker stop --time 45 llmcloud-server" in calls
+    assert order.index("iptables") < order.index("docker")  # leave, then drain
+    ack = next(c for c in calls if "-X POST" in c)
+    assert '{"StartRequests": [{"EventId": "A"}]}' in ack  # only this VM's deletion
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,
+                    reason="needs bash and python3")
+def test_the_metrics_script_posts_the_gauge_to_the_scale_set(tmp_path):
+    log = tmp_path / "calls.log"
+    compute = ('{"subscriptionId": "S", "resourceGroupName": "G", "vmScaleSetName": "V"}')
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    _stub(bin_, "curl", f"""echo "curl $*" >> {log}
+case "$*" in
+  *instance/compute*) echo '{compute}' ;;
+  *127.0.0.1*) printf '# HELP x\\nllmcloud_requests_in_flight 3\\n' ;;
+  *oauth2/token*) echo '{{"access_token": "tok"}}' ;;
+  *"-X POST"*) exit 7 ;;
+esac""")
+    # the second sleep ends the loop: the script runs one round
+    _stub(bin_, "sleep", f'echo sleep >> {log}; [ $(grep -c ^sleep {log}) -lt 2 ]')
+    script = tmp_path / "metrics.sh"
+    script.write_text(_script(render_custom_data(launch()), "llmcloud-metrics"))
+    subprocess.run(["bash", str(script)], timeout=20, env={
+        "PATH": f"{bin_}:/usr/bin:/bin", "HOSTNAME": "vm1"})
+    post = next(c for c in log.read_text().splitlines() if "-X POST" in c)
+    assert "https://eastus.monitoring.azure.com/subscriptions/S/resourceGroups/G/providers/" \
+           "Microsoft.Compute/virtualMachineScaleSets/V/metrics" in post
+    assert "Authorization: Bearer tok" in post
+    body = json.loads(post.split("-d ", 1)[1])
+    series = body["data"]["baseData"]
+    assert (series["metric"], series["namespace"]) == ("InFlightRequests", "llmcloud")
+    assert series["series"] == [{"dimValues": ["vm1"], "min": 3, "max": 3, "sum": 3,
+                                 "count": 1}]

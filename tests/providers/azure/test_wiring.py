@@ -95,6 +95,9 @@ def test_the_servers_run_the_hpc_image_with_keys_only_and_encryption_at_host():
     assert linux["disablePasswordAuthentication"] is True
     assert "adminPassword" not in profile["osProfile"]
     assert profile["priority"] == "Regular"
+    assert profile["scheduledEventsProfile"] == {"terminateNotificationProfile": {
+        "enable": True, "notBeforeTimeout": "PT5M"}}
+    assert "llmcloud-drain" in custom_data(resources)
     assert vmss.inputs["automaticRepairsPolicy"]["enabled"] is True
     assert "sku.capacity" in vmss.ignore_changes
 
