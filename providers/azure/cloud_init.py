@@ -20,6 +20,8 @@ METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
 #: the Prometheus gauge the model server exposes on /metrics
 IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
+#: the model cache on the host, kept across container restarts (the OS disk is sized for it)
+MODEL_CACHE = "/var/lib/llmcloud/models"
 #: the address Azure's load balancer probes come from (the same in every region)
 PROBE_SOURCE = "168.63.129.16"
 #: how long the probe takes to mark a server down (two misses, five seconds apart) plus slack
@@ -40,6 +42,7 @@ class ServerLaunch:
     port: int = 8080
     drain_timeout_seconds: int = 60
     max_batch_size: int = 16
+    max_body_kb: int = 1024
     dtype: str = "auto"
     publish_in_flight: bool = True
 
@@ -66,6 +69,7 @@ def render_custom_data(launch: ServerLaunch) -> str:
         "--host", "0.0.0.0", "--port", str(launch.port), "--device", "cuda",
         "--dtype", launch.dtype, "--max-batch-size", str(launch.max_batch_size),
         "--drain-timeout", str(launch.drain_timeout_seconds),
+        "--max-body-bytes", str(launch.max_body_kb * 1024), "--cache-dir", "/models",
     ]
     lines = [
         "#!/bin/bash",
@@ -75,6 +79,8 @@ def render_custom_data(launch: ServerLaunch) -> str:
         f"CLIENT_ID={q(launch.identity_client_id)}",
         # the Ubuntu HPC image brings the NVIDIA driver, Docker and the container toolkit
         "systemctl enable --now docker",
+        # the image runs as an unprivileged user: the cache must be writable by any user
+        f"install -d -m 1777 {MODEL_CACHE}",
         # the identity and the registry's private endpoint may lag the first boot: retry
         "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
         "login() {",
@@ -88,7 +94,8 @@ def render_custom_data(launch: ServerLaunch) -> str:
         'retry docker pull "$IMAGE"',
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
-        f"-p {launch.port}:{launch.port} -e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
+        f"-p {launch.port}:{launch.port} -v {MODEL_CACHE}:/models "
+        "-e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
         "--log-driver journald --log-opt tag=llmcloud-server "
         f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',
     ]

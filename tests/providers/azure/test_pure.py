@@ -191,6 +191,8 @@ def test_custom_data_runs_the_pinned_image_on_the_gpus_with_the_model():
     assert "--model az://acct/llmcloud/models/qwen/v3 --model-version v3" in run
     assert "--port 8080" in run and "--host 0.0.0.0" in run
     assert 'AZURE_CLIENT_ID="$CLIENT_ID"' in run
+    assert "-v /var/lib/llmcloud/models:/models" in run and "--cache-dir /models" in run
+    assert "--max-body-bytes 1048576" in run
     assert "llmcloud-metrics" in script
     assert "llmcloud-metrics" not in render_custom_data(launch(publish_in_flight=False))
     assert not re.search(r"(?i)password=|secret|AccountKey", script)

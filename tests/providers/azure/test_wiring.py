@@ -98,6 +98,7 @@ def test_the_servers_run_the_hpc_image_with_keys_only_and_encryption_at_host():
     assert profile["scheduledEventsProfile"] == {"terminateNotificationProfile": {
         "enable": True, "notBeforeTimeout": "PT5M"}}
     assert "llmcloud-drain" in custom_data(resources)
+    assert len(profile["osProfile"]["customData"]) <= 65535  # Azure's limit
     assert vmss.inputs["automaticRepairsPolicy"]["enabled"] is True
     assert "sku.capacity" in vmss.ignore_changes
 
