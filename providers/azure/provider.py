@@ -27,7 +27,7 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError
+from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
@@ -100,11 +100,12 @@ class AzureProvider(CloudProvider):
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
                               hint="set compute.kind: instances")
+        # a setting the spec allows that this stack does not build yet: refuse, never ignore
         if spec.gateway.domain:
-            raise ConfigError(
-                "gateway.domain is not offered by the azure provider in this build",
+            raise NotSupportedError(
+                "gateway.domain is not offered by the azure provider yet",
                 context="API Management's custom domains need a certificate in Key Vault",
-                hint="remove gateway.domain; the endpoint is https://<service>.azure-api.net")
+                hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
 
     def before_up(self, ctx: StackContext) -> None:
         """Refuse `up` without a pushed image (by digest), then apply the budget gate."""

@@ -8,7 +8,7 @@ from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.azure.service import LOCKED_SSH_KEY, AzureOptions
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.cost import estimate
-from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode
+from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, NotSupportedError
 from llmcloud.stacks.plan import run_plan
 from tests.providers.azure.helpers import azure_spec
 
@@ -41,8 +41,11 @@ def test_the_budget_gate_refuses_a_stack_over_budget(tmp_path):
 
 def test_a_custom_domain_is_refused_rather_than_ignored(tmp_path):
     provider = AzureProvider()
-    with pytest.raises(ConfigError):
+    with pytest.raises(NotSupportedError) as info:
         provider.before_up(ctx(tmp_path, image=IMAGE, gateway={"domain": "llm.example.com"}))
+    assert info.value.exit_code == ExitCode.NOT_SUPPORTED
+    with pytest.raises(NotSupportedError):
+        run_plan(azure_spec(gateway={"domain": "llm.example.com"}), "dev")
 
 
 def test_prices_follow_the_spec_and_tier():
