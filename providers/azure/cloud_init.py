@@ -137,7 +137,8 @@ def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
         '  IDS=$(curl -sf -H Metadata:true "$EVENTS" | python3 -c '
         f'{shlex.quote(pick)} "$NAME") || continue',
         '  [ -n "$IDS" ] || continue',
-        f"  iptables -I INPUT -p tcp --dport {launch.port} -s {PROBE_SOURCE} -j DROP",
+        # published ports are forwarded to the container: DOCKER-USER sees them, INPUT not
+        f"  iptables -I DOCKER-USER -p tcp --dport {launch.port} -s {PROBE_SOURCE} -j DROP",
         f"  sleep {PROBE_DOWN_SECONDS}",
         f"  docker stop --time {launch.drain_timeout_seconds} llmcloud-server || true",
         f'  curl -sf -H Metadata:true -X POST "$EVENTS" -d "$(python3 -c {shlex.quote(ack)} '

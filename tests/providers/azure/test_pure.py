@@ -244,7 +244,7 @@ case "$*" in *compute/name*) echo vm1 ;; *"-X POST"*) ;; *) echo '{events}' ;; e
                    env={"PATH": f"{bin_}:/usr/bin:/bin"})
     calls = log.read_text().splitlines()
     order = [c.split()[0] for c in calls if not c.startswith(("sleep 5", "curl -sf -H"))]
-    assert "iptables -I INPUT -p tcp --dport 8080 -s 168.63.129.16 -j DROP" in calls
+    assert "iptables -I DOCKER-USER -p tcp --dport 8080 -s 168.63.129.16 -j DROP" in calls
     assert "docker stop --time 45 llmcloud-server" in calls
     assert order.index("iptables") < order.index("docker")  # leave, then drain
     ack = next(c for c in calls if "-X POST" in c)
