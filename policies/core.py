@@ -33,6 +33,8 @@ class Resource:
     layer: str | None = None
     #: properties the engine is told to leave alone after creation
     ignore_changes: tuple[str, ...] = ()
+    #: names of the resources it is created after
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

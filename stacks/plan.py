@@ -72,11 +72,12 @@ def _mocks(provider: Any, spec: DeploymentSpec, recorder: _Recorder) -> Any:
                                                     region=spec.region)
             else:
                 rid, state = f"{args.name}-component", {}
-            urn, parent, ignore_changes = getattr(recorder.local, "current", ("", "", []))
+            urn, parent, ignore_changes, dependencies = getattr(
+                recorder.local, "current", ("", "", [], []))
             with recorder.lock:
                 recorder.registrations.append({
                     "urn": urn, "parent": parent, "type": args.typ, "name": args.name,
-                    "ignore_changes": ignore_changes,
+                    "ignore_changes": ignore_changes, "dependencies": dependencies,
                     "custom": bool(args.custom), "id": rid, "inputs": args.inputs,
                     "outputs": state})
             return rid, state
@@ -93,11 +94,12 @@ def _monitor(mocks: Any, recorder: _Recorder) -> Any:
     class RecordingMonitor(MockMonitor):
         def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
             urn = self.make_urn(request.parent, request.type, request.name)
-            recorder.local.current = (urn, request.parent, list(request.ignoreChanges))
+            recorder.local.current = (urn, request.parent, list(request.ignoreChanges),
+                                      list(request.dependencies))
             try:
                 return super().RegisterResource(request)
             finally:
-                recorder.local.current = ("", "", [])
+                recorder.local.current = ("", "", [], [])
 
     return RecordingMonitor(mocks)
 
@@ -183,7 +185,9 @@ def _resources(registrations: list[dict[str, Any]]) -> list[Resource]:
         declared.append(Resource(record["type"], record["name"], json_safe(record["inputs"]),
                                  id=record["id"], outputs=json_safe(record["outputs"]),
                                  layer=layer(record),
-                                 ignore_changes=tuple(record["ignore_changes"])))
+                                 ignore_changes=tuple(record["ignore_changes"]),
+                                 depends_on=tuple(by_urn[d]["name"] for d in
+                                                  record["dependencies"] if d in by_urn)))
     # registration order depends on thread timing; the plan's order must not
     return sorted(declared, key=lambda r: (
         LAYERS.index(r.layer) if r.layer in LAYERS else len(LAYERS), r.layer, r.type, r.name))

@@ -122,7 +122,10 @@ class Gateway(pulumi.ComponentResource):
         account = self._logging_role(name)
         deployment = aws.apigateway.Deployment(
             f"{name}-deployment", rest_api=api.id,
-            triggers={"routes": _fingerprint(args)},
+            triggers={"routes": pulumi.Output.all(
+                _fingerprint(args), *[r.id for r in routes],
+                *[getattr(r, "uri", "") for r in routes]).apply(
+                lambda parts: hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest())},
             opts=pulumi.ResourceOptions(parent=self, depends_on=routes))
         self.stage = aws.apigateway.Stage(
             f"{name}-stage", rest_api=api.id, deployment=deployment.id, stage_name=STAGE,
@@ -245,6 +248,6 @@ class Gateway(pulumi.ComponentResource):
 
 
 def _fingerprint(args: GatewayArgs) -> str:
-    # a new deployment whenever the routes' configuration changes
+    # with the routes' ids and targets: a new deployment whenever what the stage serves changes
     data = {"timeout": args.timeout_seconds, "cidrs": list(args.allowed_cidrs), "v": 1}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

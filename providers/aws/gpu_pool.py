@@ -44,6 +44,8 @@ class GpuPoolArgs:
     alb_request_label: pulumi.Input[str]
     spot: bool = False
     alternative_types: Sequence[str] = ()
+    #: what must exist before a server boots (the log group its container logs to)
+    boot_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -119,7 +121,8 @@ class GpuPool(pulumi.ComponentResource):
                   for k, v in args.tags.items()],
             **placement,
             # the autoscaler owns the desired capacity; an update must not reset it
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"]))
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"],
+                                        depends_on=list(args.boot_ready)))
         aws.autoscaling.Policy(
             f"{name}-scaling", autoscaling_group_name=self.group.name,
             policy_type="TargetTrackingScaling",

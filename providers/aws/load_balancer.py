@@ -30,6 +30,8 @@ class LoadBalancerArgs:
     server_port: int
     drain_timeout_seconds: int
     generation_timeout_seconds: int
+    #: resources the access logs need first (the log bucket's policy)
+    logs_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -51,7 +53,8 @@ class LoadBalancer(pulumi.ComponentResource):
             drop_invalid_header_fields=True, desync_mitigation_mode="strictest",
             idle_timeout=idle_timeout_seconds(args.generation_timeout_seconds),
             access_logs={"bucket": args.log_bucket, "prefix": "alb", "enabled": True},
-            tags=args.tags, opts=child)
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.logs_ready)))
         self.target_group = aws.lb.TargetGroup(
             f"{name}-servers", name_prefix="llm-", port=args.server_port, protocol="HTTP",
             vpc_id=args.vpc_id, target_type="instance",

@@ -27,6 +27,8 @@ class ModelStore(pulumi.ComponentResource):
 
     bucket: aws.s3.Bucket
     log_bucket: aws.s3.Bucket
+    #: what a log source (ALB, flow log) must wait for before AWS accepts it
+    log_policy: aws.s3.BucketPolicy
     key_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: ModelStoreArgs,
@@ -48,7 +50,8 @@ class ModelStore(pulumi.ComponentResource):
                                         tags=args.tags, opts=child)
         self._harden(f"{name}-logs", self.log_bucket, sse_algorithm="AES256", key=None,
                      expire_days=args.log_retention_days, noncurrent_days=30)
-        aws.s3.BucketPolicy(f"{name}-logs", bucket=self.log_bucket.id,
+        # log deliverers check their write access when a log source is created
+        self.log_policy = aws.s3.BucketPolicy(f"{name}-logs", bucket=self.log_bucket.id,
                             policy=self.log_bucket.arn.apply(lambda arn: json.dumps(
                                 log_bucket_policy(arn, account, elb_account))), opts=child)
 
@@ -60,7 +63,9 @@ class ModelStore(pulumi.ComponentResource):
                             policy=self.bucket.arn.apply(
                                 lambda arn: json.dumps(model_bucket_policy(arn))), opts=child)
         aws.s3.BucketLogging(f"{name}-models", bucket=self.bucket.id,
-                             target_bucket=self.log_bucket.id, target_prefix="s3/", opts=child)
+                             target_bucket=self.log_bucket.id, target_prefix="s3/",
+                             opts=pulumi.ResourceOptions(parent=self,
+                                                         depends_on=[self.log_policy]))
         self.register_outputs({"bucket": self.bucket.bucket, "key_arn": self.key_arn})
 
     def _harden(self, name: str, bucket: aws.s3.Bucket, *, sse_algorithm: str, key,

@@ -25,6 +25,8 @@ class NetworkArgs:
     private_endpoints: bool = False
     #: the bucket VPC flow logs go to (under `vpc/`); None records no flow logs
     flow_log_bucket_arn: pulumi.Input[str] | None = None
+    #: resources the flow log needs first (the log bucket's policy)
+    logs_ready: list[pulumi.Resource] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,7 +58,7 @@ class Network(pulumi.ComponentResource):
                             log_destination_type="s3", max_aggregation_interval=600,
                             log_destination=pulumi.Output.concat(args.flow_log_bucket_arn,
                                                                  "/vpc/"),
-                            opts=child)
+                            opts=pulumi.ResourceOptions(parent=self, depends_on=args.logs_ready))
         # the default security group of a VPC allows all traffic between its members: empty it
         aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=self.vpc.id, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, opts=child)

@@ -73,7 +73,8 @@ class AwsService(pulumi.ComponentResource):
             vpc_cidr=spec.network.vpc_cidr, listener_port=LISTENER_PORT,
             server_port=spec.server.port, zones=options.zones,
             private_endpoints=options.private_endpoints,
-            flow_log_bucket_arn=store.log_bucket.arn), opts=child)
+            flow_log_bucket_arn=store.log_bucket.arn, logs_ready=[store.log_policy]),
+            opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
             repository_name=naming.repository_name(stack, model)), opts=child)
         balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
@@ -82,7 +83,8 @@ class AwsService(pulumi.ComponentResource):
             security_group_id=network.alb_security_group_id,
             log_bucket=store.log_bucket.bucket, server_port=spec.server.port,
             drain_timeout_seconds=spec.server.drain_timeout_seconds,
-            generation_timeout_seconds=spec.gateway.timeout_seconds), opts=child)
+            generation_timeout_seconds=spec.gateway.timeout_seconds,
+            logs_ready=[store.log_policy]), opts=child)
         monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             alb_arn_suffix=balancer.alb.arn_suffix,
             target_group_arn_suffix=balancer.target_group.arn_suffix, asg_name=asg_name,
@@ -119,8 +121,8 @@ class AwsService(pulumi.ComponentResource):
             scaling_target=spec.autoscaling.target,
             alb_request_label=pulumi.Output.concat(balancer.alb.arn_suffix, "/",
                                                    balancer.target_group.arn_suffix),
-            spot=spec.compute.spot, alternative_types=alternative_types(instance_type)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring.log_group]))
+            spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
+            boot_ready=[monitoring.log_group]), opts=child)
         gateway = Gateway(f"{name}-gateway", GatewayArgs(
             api_name=name, alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
             listener=balancer.listener, subnet_ids=network.private_subnet_ids,

@@ -227,3 +227,26 @@ def test_vpc_flow_logs_go_to_the_log_bucket():
     logs = one(resources, BUCKET, "logs")
     assert flow.inputs["logDestination"] == f"{logs.outputs['arn']}/vpc/"
     assert flow.inputs["trafficType"] == "ALL"
+
+
+def test_the_stage_is_redeployed_when_what_it_serves_changes():
+    def trigger(**sections) -> str:
+        resources, _ = declared(**sections)
+        return one(resources, "aws:apigateway/deployment:Deployment").inputs["triggers"]["routes"]
+
+    assert trigger() == trigger()
+    assert trigger() != trigger(gateway={"timeout_seconds": 600})
+    assert trigger() != trigger(stack="other")  # another ALB behind the integrations
+
+
+def test_log_sources_wait_for_the_log_buckets_policy():
+    resources, _ = declared()
+    policy = one(resources, "aws:s3/bucketPolicy:BucketPolicy", "logs").name
+    for type_token in (ALB, "aws:ec2/flowLog:FlowLog", "aws:s3/bucketLogging:BucketLogging"):
+        assert policy in one(resources, type_token).depends_on, type_token
+
+
+def test_servers_boot_after_their_log_group_exists():
+    resources, _ = declared()
+    log_group = one(resources, "aws:cloudwatch/logGroup:LogGroup", "monitoring-server").name
+    assert log_group in one(resources, ASG).depends_on
