@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for plan
 from llmcloud.providers.azure import mocks
-from llmcloud.providers.azure.apim import choose_sku
+from llmcloud.providers.azure.apim import choose_sku, gateway_network
+from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     LOAD_BALANCER_HOURLY,
     LOG_ANALYTICS_PER_GB,
@@ -61,8 +63,8 @@ class AzureProvider(CloudProvider):
                       "az acr import, or docker push from inside the virtual network)",
         "console": "the console shows local stacks only in this build",
     }
-    #: Azure-only knobs of the stack (`service.AzureOptions`); from LLMCLOUD_AZURE_* if unset
-    options: Any = None
+    #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
+    options: AzureOptions | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -73,13 +75,21 @@ class AzureProvider(CloudProvider):
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_azure(environ)
 
-    def _options(self, environ: Mapping[str, str] | None = None) -> Any:
-        import os
+    def _options(self) -> AzureOptions:
+        return self.options or AzureOptions.from_environ(os.environ)
 
-        from llmcloud.providers.azure.service import AzureOptions
-
-        return self.options or AzureOptions.from_environ(
-            os.environ if environ is None else environ)
+    def gateway_sku(self, spec: DeploymentSpec) -> str:
+        """The API Management tier `spec` gets, checked against its network mode."""
+        requested = self._options().apim_sku
+        try:
+            sku = choose_sku(spec.tags, requested)
+            gateway_network(sku, spec.gateway.public)
+        except ValueError as exc:
+            raise ConfigError(str(exc), context=f"LLMCLOUD_AZURE_APIM_SKU is {requested}"
+                              if requested else None,
+                              hint="set LLMCLOUD_AZURE_APIM_SKU to Developer, Premium, "
+                                   "PremiumV2 or StandardV2") from None
+        return sku
 
     def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
         """Declare every layer in the running Pulumi program; return the stack's outputs.
@@ -97,6 +107,7 @@ class AzureProvider(CloudProvider):
         return build_service(spec, stack, self._options())
 
     def _check_spec(self, spec: DeploymentSpec) -> None:
+        self.gateway_sku(spec)
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
                               hint="set compute.kind: instances")
@@ -145,7 +156,7 @@ class AzureProvider(CloudProvider):
                                    "providers/azure/prices.py")
         low, high = spec.compute.min_replicas, spec.compute.max_replicas
         tier, tier_gb, disk_monthly = premium_ssd_tier(os_disk_gb(spec.compute.disk_gb, size))
-        sku = choose_sku(spec.tags, self._options().apim_sku)
+        sku = self.gateway_sku(spec)
         lines = [
             CostLine(f"GPU servers ({size}, {'spot' if spec.compute.spot else 'pay-as-you-go'})",
                      "instance-hour", table.gpu_hourly[size], low, high,

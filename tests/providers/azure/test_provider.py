@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llmcloud.providers.azure.options import LOCKED_SSH_KEY, AzureOptions
 from llmcloud.providers.azure.provider import AzureProvider
-from llmcloud.providers.azure.service import LOCKED_SSH_KEY, AzureOptions
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.cost import estimate
 from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, NotSupportedError
@@ -65,6 +65,18 @@ def test_prices_follow_the_spec_and_tier():
     assert estimated.notes and "eastus" in estimated.notes[0]
     with pytest.raises(ConfigError):
         provider.prices(azure_spec(compute={"instance_type": "Standard_D2s_v5"}))
+
+
+def test_a_tier_that_cannot_serve_the_spec_is_a_config_error():
+    provider = AzureProvider()
+    provider.options = AzureOptions(apim_sku="StandardV2")
+    with pytest.raises(ConfigError) as info:
+        provider.prices(azure_spec(gateway={"public": False}))
+    assert "Internal mode" in info.value.message
+    provider.options = AzureOptions(apim_sku="Basic")
+    with pytest.raises(ConfigError) as info:
+        provider.gateway_sku(azure_spec())
+    assert "LLMCLOUD_AZURE_APIM_SKU" in info.value.hint
 
 
 def test_options_from_the_environment():
