@@ -324,7 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(Controller(StateFile(args.state)).run())
+    controller = Controller(StateFile(args.state))
+    try:
+        import uvloop  # optional: a faster event loop where installed (uvicorn[standard])
+    except ImportError:
+        asyncio.run(controller.run())
+    else:
+        uvloop.run(controller.run())
 
 
 if __name__ == "__main__":

@@ -110,3 +110,19 @@ def test_auth_keys_admin_boundary_and_no_plaintext_on_disk(fake_stack):
             data = path.read_bytes()
             for secret in (key, admin["key"], created["key"]):
                 assert secret.encode() not in data, path
+
+
+def test_request_timeout_is_504_and_ends_a_stream_with_an_error(fake_stack):
+    stack = fake_stack(replicas=1, gateway__timeout_seconds=1)
+    key = stack.up()["api_key"]
+    client = httpx.Client(headers=auth(key), timeout=10)
+    started = time.monotonic()
+    slow = client.post(stack.url + "/v1/completions",
+                       json={"max_tokens": 30, "fake_interval": 0.1})
+    assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
+    assert time.monotonic() - started < 2
+    body = {"stream": True, "max_tokens": 30, "fake_interval": 0.1}
+    with client.stream("POST", stack.url + "/v1/completions", json=body) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert response.status_code == 200 and '"timeout"' in events[-1]
+    assert stack.status()["replicas"][0]["in_flight"] == 0
