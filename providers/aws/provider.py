@@ -98,14 +98,6 @@ class AwsProvider(CloudProvider):
             raise self._image_missing(ctx.stack)
         super().before_up(ctx)
 
-    def model_store_uri(self, ctx: StackContext) -> str:
-        """`s3://<bucket>/models`, from the deployed stack's outputs."""
-        outputs = self.outputs(ctx)["outputs"]
-        if not outputs.get("model_store_uri"):
-            raise ConfigError(f"stack '{ctx.stack}' has no model store yet",
-                              hint=f"llmcloud up --provider aws --stack {ctx.stack}")
-        return outputs["model_store_uri"]
-
     def _image_missing(self, stack: str) -> ConfigError:
         return ConfigError(
             "no inference image is set for the AWS stack",
