@@ -284,14 +284,13 @@ async def _end_with_error(send: Send, state: dict[str, Any], status: int, messag
                           code: str) -> None:
     state["complete"] = True
     if state.get("sse"):
+        # As the runtime ends a stream it must cut short: an error event, then [DONE].
         event = json.dumps(error_document(status, message, code))
-        await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(),
-                    "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    else:
-        # A body cut short cannot be marked in HTTP/1.1 except by dropping the connection,
-        # which is what the server does when a response ends before its length.
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body",
+                    "body": f"data: {event}\n\ndata: [DONE]\n\n".encode(), "more_body": True})
+    # A JSON body cut short cannot be marked in HTTP/1.1 except by ending the response before
+    # its length, which makes the server drop the connection: the client sees the failure.
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _watch_disconnect(receive: Receive, cancel: Callable[[str], None]) -> None:

@@ -80,6 +80,12 @@ def test_up_converges_replica_count_and_limits_without_restarts(fake_stack):
     replicas = stack.status()["replicas"]
     assert len(replicas) == 2 and first["pid"] in [r["pid"] for r in replicas]
     assert stack.up()["changed"] == []
+    rolled = stack.up(server__drain_timeout_seconds=2)
+    assert rolled["changed"] == ["server"]
+    assert not {r["pid"] for r in rolled["replicas"]} & {r["pid"] for r in replicas}
+    assert rolled["ready_replicas"] == 2
+    shrunk = stack.provider.update(stack.ctx(compute__min_replicas=1))
+    assert shrunk["changed"] == ["replicas"] and len(shrunk["replicas"]) == 1
     stack.destroy()
     assert not os.path.exists(stack.state_file.folder)
 

@@ -124,5 +124,6 @@ def test_request_timeout_is_504_and_ends_a_stream_with_an_error(fake_stack):
     body = {"stream": True, "max_tokens": 30, "fake_interval": 0.1}
     with client.stream("POST", stack.url + "/v1/completions", json=body) as response:
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
-    assert response.status_code == 200 and '"timeout"' in events[-1]
+    assert response.status_code == 200 and '"timeout"' in events[-2]
+    assert events[-1] == "data: [DONE]"
     assert stack.status()["replicas"][0]["in_flight"] == 0

@@ -29,8 +29,9 @@ async def _stream(client: httpx.AsyncClient, url: str, key: str, tokens: int,
         except httpx.HTTPError as exc:
             record["transport_error"] = repr(exc)
     record["ended"] = time.monotonic()
-    record["done"] = bool(record["events"]) and record["events"][-1] == "[DONE]"
     record["error_event"] = any('"error"' in e for e in record["events"])
+    record["done"] = bool(record["events"]) and record["events"][-1] == "[DONE]" and not \
+        record["error_event"]
     return record
 
 
