@@ -12,6 +12,7 @@ from llmcloud.providers.aws.prices import (
     API_GATEWAY_REST_PER_MILLION,
     CLOUDWATCH_ALARM_MONTH,
     GP3_GB_MONTH,
+    GPU_INSTANCES,
     HOURS_PER_MONTH,
     INTERFACE_ENDPOINT_HOURLY,
     KMS_KEY_MONTH,
@@ -28,6 +29,7 @@ from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
+API_GATEWAY_MAX_BODY_KB = 10 * 1024
 _ROLLOUT = "rolling a model version through `llmcloud promote` is a later issue; change " \
            "model.version in the stack file and run `llmcloud up` (an instance refresh rolls it)"
 
@@ -74,13 +76,30 @@ class AwsProvider(CloudProvider):
         if spec.image is None and not pulumi.runtime.is_dry_run():
             raise self._image_missing(stack)
         self._offered(spec)
-        if spec.compute.kind != "instances":
-            raise ConfigError("compute.kind 'sagemaker' is not offered by this build",
-                              hint="set compute.kind: instances")
         return build_service(spec, stack, self.options or AwsOptions())
 
     def _offered(self, spec: DeploymentSpec) -> None:
         # settings the spec allows that this stack does not build yet: refuse, never ignore
+        if spec.compute.kind != "instances":
+            raise NotSupportedError(
+                "compute.kind 'sagemaker' is not offered by the aws provider yet",
+                context="this build serves from an Auto Scaling group of GPU instances",
+                hint="set compute.kind: instances")
+        instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
+        gpus = GPU_INSTANCES.get(instance_type, (None,))[0]
+        if spec.compute.gpus is not None and gpus is not None and spec.compute.gpus != gpus:
+            matching = sorted(t for t, v in GPU_INSTANCES.items() if v[0] == spec.compute.gpus)
+            raise ConfigError(
+                f"compute.gpus is {spec.compute.gpus}, but {instance_type} has {gpus}",
+                context="on AWS the instance type fixes the GPUs",
+                hint=f"set compute.instance_type to one with {spec.compute.gpus} GPUs: "
+                     f"{', '.join(matching) or 'none is priced'}")
+        if spec.gateway.max_body_kb > API_GATEWAY_MAX_BODY_KB:
+            raise ConfigError(
+                f"gateway.max_body_kb {spec.gateway.max_body_kb} is over API Gateway's limit",
+                context=f"API Gateway accepts request bodies of at most "
+                        f"{API_GATEWAY_MAX_BODY_KB} KB",
+                hint=f"set gateway.max_body_kb to at most {API_GATEWAY_MAX_BODY_KB}")
         if not spec.gateway.public:
             raise NotSupportedError(
                 "gateway.public: false is not offered by the aws provider yet",
@@ -93,7 +112,9 @@ class AwsProvider(CloudProvider):
                 hint="unset gateway.domain; the endpoint is the stack's execute-api URL")
 
     def before_up(self, ctx: StackContext) -> None:
-        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
+        """Refuse settings this stack cannot honour and `up` without a pushed image (by
+        digest), then apply the budget gate — all before the engine runs."""
+        self._offered(ctx.spec)
         if ctx.spec.image is None:
             raise self._image_missing(ctx.stack)
         super().before_up(ctx)

@@ -120,3 +120,24 @@ def test_gateway_settings_not_built_yet_are_refused_not_ignored(gateway):
     with pytest.raises(NotSupportedError) as info:
         run_plan(aws_spec(gateway=gateway), "dev")
     assert info.value.exit_code == ExitCode.NOT_SUPPORTED and info.value.hint
+
+
+@pytest.mark.parametrize("sections,error,words", [
+    ({"compute": {"kind": "sagemaker"}}, "NotSupportedError", "sagemaker"),
+    ({"compute": {"instance_type": "g6.xlarge", "gpus": 4}}, "ConfigError", "g6.12xlarge"),
+    ({"gateway": {"max_body_kb": 20000}}, "ConfigError", "10240"),
+])
+def test_settings_aws_cannot_honour_are_refused(sections, error, words):
+    from llmcloud.stacks.plan import run_plan
+
+    with pytest.raises(Exception) as info:
+        run_plan(aws_spec(**sections), "dev")
+    assert type(info.value).__name__ == error
+    assert words in f"{info.value.message} {info.value.hint}"
+
+
+def test_up_refuses_what_it_cannot_honour_before_the_engine_runs(engine):
+    stack, project = engine
+    with pytest.raises(ConfigError, match="API Gateway"):
+        AwsProvider().up(ctx(project, image=IMAGE, gateway={"max_body_kb": 20000}))
+    assert stack.calls == []
