@@ -91,10 +91,12 @@ class Controller:
         return f"http://127.0.0.1:{self.config['port']}/v1"
 
     def source_for(self, version: str) -> list[str]:
-        """The server's `--model` arguments for `version` of the stack's model."""
+        """The server's `--model` arguments for `version` of the stack's model: the store's
+        `models/<name>/<version>/` when it is there (`up --model FOLDER`, `model upload`),
+        else the stack's bucket URI or hub id."""
         model = self.config["model"]
-        if model["kind"] == "store":
-            folder = self.state_file.models / model["name"] / version
+        folder = self.state_file.models / model["name"] / version
+        if (folder / "manifest.json").is_file():
             return ["--model", str(folder), "--model-version", version]
         if model["kind"] == "uri":
             return ["--model", model["source"], "--model-version", version]

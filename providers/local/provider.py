@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,9 @@ class LocalProvider(Provider):
                     keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
             raise
         self._remember(ctx, state_file)
+        if api_key is not None:
+            print("store the api_key now: it is shown only once (more with `llmcloud keys "
+                  "create`)", file=sys.stderr, flush=True)
         return {**_summary(result, state_file), "api_key": api_key,
                 "changed": result.get("changed", [])}
 
@@ -200,7 +204,7 @@ class LocalProvider(Provider):
         with self._require(ctx) as client:
             model = state_file.read()["config"]["model"]
             store = ModelStore(state_file.models)
-            if model["kind"] == "store" and not store.has(model["name"], version):
+            if model["kind"] != "uri" and not store.has(model["name"], version):
                 raise ConfigError(
                     f"model {model['name']} has no version {version} in the stack's store",
                     context=f"versions: {', '.join(store.versions(model['name'])) or 'none'}",
