@@ -108,6 +108,7 @@ class AwsService(pulumi.ComponentResource):
                          port=spec.server.port,
                          drain_timeout_seconds=spec.server.drain_timeout_seconds,
                          max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                         max_body_kb=spec.gateway.max_body_kb,
                          publish_in_flight=spec.autoscaling.signal == "in_flight")))
         grace = grace_period_seconds(gpu_memory_gb(instance_type))
         GpuPool(f"{name}-gpu", GpuPoolArgs(

@@ -10,12 +10,18 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from llmcloud.providers.server_launch import (
+    CONTAINER_CACHE,
+    in_flight_awk,
+    server_arguments,
+)
+
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 #: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
 METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
-#: the Prometheus gauge the model server exposes on /metrics
-IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
+#: the host folder that keeps downloaded models across container restarts
+MODEL_CACHE = "/var/lib/llmcloud/models"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class ServerLaunch:
     port: int = 8080
     drain_timeout_seconds: int = 60
     max_batch_size: int = 16
+    max_body_kb: int = 1024
     dtype: str = "auto"
     publish_in_flight: bool = True
 
@@ -45,16 +52,11 @@ def render_user_data(launch: ServerLaunch) -> str:
     if not DIGEST_REF.match(launch.image):
         raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
     q = shlex.quote
-    env = {
-        "LLMCLOUD_MODEL_URI": launch.model_uri,
-        "LLMCLOUD_MODEL_VERSION": launch.model_version,
-        "LLMCLOUD_PORT": str(launch.port),
-        "LLMCLOUD_DRAIN_TIMEOUT_SECONDS": str(launch.drain_timeout_seconds),
-        "LLMCLOUD_MAX_BATCH_SIZE": str(launch.max_batch_size),
-        "LLMCLOUD_DTYPE": launch.dtype,
-        "AWS_REGION": launch.region,
-    }
-    env_flags = " ".join(f"-e {q(f'{k}={v}')}" for k, v in env.items())
+    args = " ".join(q(a) for a in server_arguments(
+        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
+        drain_timeout_seconds=launch.drain_timeout_seconds,
+        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
+        max_body_kb=launch.max_body_kb))
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -67,12 +69,14 @@ def render_user_data(launch: ServerLaunch) -> str:
         f"aws ecr get-login-password --region \"$REGION\" | docker login --username AWS "
         f"--password-stdin {q(registry_host(launch.image))}",
         'docker pull "$IMAGE"',
+        f"install -d -m 1777 {MODEL_CACHE}",
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
-        f"-p {launch.port}:{launch.port} {env_flags} "
+        f"-p {launch.port}:{launch.port} -e AWS_REGION=\"$REGION\" "
+        f"-v {MODEL_CACHE}:{CONTAINER_CACHE} "
         f"--log-driver awslogs --log-opt awslogs-region=\"$REGION\" "
         f"--log-opt awslogs-group={q(launch.log_group)} "
-        '--log-opt awslogs-stream="$INSTANCE_ID" "$IMAGE"',
+        f'--log-opt awslogs-stream="$INSTANCE_ID" "$IMAGE" {args}',
     ]
     if launch.publish_in_flight:
         lines += _in_flight_publisher(launch)
@@ -84,7 +88,7 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # for the target-tracking policy (averaged over the group by CloudWatch).
     loop = (
         f"while sleep 30; do V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
-        f"| awk '$1==\"{IN_FLIGHT_GAUGE}\"{{print $2}}'); "
+        f"| awk '{in_flight_awk()}'); "
         f'[ -n "$V" ] && aws cloudwatch put-metric-data --region {launch.region} '
         f"--namespace {METRIC_NAMESPACE} --metric-name {IN_FLIGHT_METRIC} "
         f"--dimensions AutoScalingGroupName={launch.asg_name} --value \"$V\" || true; done"

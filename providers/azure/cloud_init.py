@@ -13,13 +13,14 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from llmcloud.providers.server_launch import in_flight_awk, server_arguments
+
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s/]+\.[^@\s]+)@sha256:[0-9a-f]{64}$")
 IMDS = "http://169.254.169.254/metadata"
 #: the custom metric namespace and name the in-flight autoscale rule reads
 METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
 #: the Prometheus gauge the model server exposes on /metrics
-IN_FLIGHT_GAUGE = "llmcloud_requests_in_flight"
 #: the model cache on the host, kept across container restarts (the OS disk is sized for it)
 MODEL_CACHE = "/var/lib/llmcloud/models"
 #: the address Azure's load balancer probes come from (the same in every region)
@@ -64,13 +65,11 @@ def render_custom_data(launch: ServerLaunch) -> str:
         raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
     q = shlex.quote
     registry = registry_host(launch.image)
-    server_args = [
-        "--model", launch.model_uri, "--model-version", launch.model_version,
-        "--host", "0.0.0.0", "--port", str(launch.port), "--device", "cuda",
-        "--dtype", launch.dtype, "--max-batch-size", str(launch.max_batch_size),
-        "--drain-timeout", str(launch.drain_timeout_seconds),
-        "--max-body-bytes", str(launch.max_body_kb * 1024), "--cache-dir", "/models",
-    ]
+    server_args = server_arguments(
+        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
+        drain_timeout_seconds=launch.drain_timeout_seconds,
+        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
+        max_body_kb=launch.max_body_kb)
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -164,7 +163,7 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         "c[\"resourceGroupName\"], c[\"vmScaleSetName\"]))')",
         "while sleep 60; do",
         f"  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
-        f"| awk '$1==\"{IN_FLIGHT_GAUGE}\"{{print $2}}')",
+        f"| awk '{in_flight_awk()}')",
         '  [ -n "$V" ] || continue',
         f"  T=$({_token('https://monitoring.azure.com/')}) || continue",
         f"  BODY=$(printf {shlex.quote(series)} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "

@@ -11,11 +11,12 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from llmcloud.providers.server_launch import in_flight_awk, server_arguments
+
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 #: the custom metric the in-flight autoscaling signal lives in (one series per instance)
 IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
 #: the Prometheus gauges the model server exposes on /metrics; in flight = running + waiting
-IN_FLIGHT_GAUGES = ("llmcloud:num_requests_running", "llmcloud:num_requests_waiting")
 CONTAINER = "llmcloud-server"
 KEYS_FILE = "/etc/llmcloud/api-keys"
 MODEL_CACHE = "/var/lib/llmcloud/models"
@@ -46,11 +47,11 @@ def registry_host(image: str) -> str:
 
 def server_command(launch: ServerLaunch) -> list[str]:
     """The model server's arguments inside the container."""
-    return ["--host", "0.0.0.0", "--port", str(launch.port), "--model", launch.model_uri,
-            "--model-version", launch.model_version, "--api-keys-file", KEYS_FILE,
-            "--drain-timeout", str(launch.drain_timeout_seconds),
-            "--max-batch-size", str(launch.max_batch_size), "--dtype", launch.dtype,
-            "--max-body-bytes", str(launch.max_body_kb * 1024), "--cache-dir", "/models"]
+    return server_arguments(
+        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
+        drain_timeout_seconds=launch.drain_timeout_seconds,
+        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
+        max_body_kb=launch.max_body_kb, api_keys_file=KEYS_FILE)
 
 
 def render_startup_script(launch: ServerLaunch) -> str:
@@ -97,8 +98,7 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
 def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # the load balancer has no per-instance in-flight metric, so each server writes its own
     # gauge as a custom metric that the regional autoscaler averages over the group
-    names = "|".join(re.escape(g) for g in IN_FLIGHT_GAUGES)
-    gauges = f"$1 ~ /^({names})({{|$)/ {{s += $2}} END {{print s + 0}}"
+    gauges = in_flight_awk()
     script = f"""#!/bin/bash
 md() {{ curl -sf -H 'Metadata-Flavor: Google' "{_METADATA}/$1"; }}
 ID=$(md instance/id); ZONE=$(md instance/zone); ZONE=${{ZONE##*/}}

@@ -112,8 +112,9 @@ def test_user_data_logs_in_pulls_by_digest_and_runs_with_gpus():
     assert "--password-stdin 123456789012.dkr.ecr.us-east-1.amazonaws.com" in script
     assert f"IMAGE={DIGEST}" in script and 'docker pull "$IMAGE"' in script
     assert "--gpus all" in script and "-p 8080:8080" in script
-    assert "LLMCLOUD_MODEL_URI=s3://b/models/m/v7/" in script
-    assert "LLMCLOUD_MODEL_VERSION=v7" in script
+    assert "--model s3://b/models/m/v7/ --model-version v7" in script
+    assert "--max-body-bytes 1048576 --cache-dir /models" in script
+    assert "-v /var/lib/llmcloud/models:/models" in script
     assert "awslogs-group=/llmcloud/dev/server" in script
     assert "--stop-timeout 75" in script  # drain (60 s) plus margin
 
@@ -130,11 +131,12 @@ def test_user_data_refuses_a_mutable_tag():
 
 def test_user_data_quotes_what_it_interpolates():
     script = render_user_data(launch(model_uri="s3://b/models/m/v1/; rm -rf /"))
-    assert "'LLMCLOUD_MODEL_URI=s3://b/models/m/v1/; rm -rf /'" in script
+    assert "--model 's3://b/models/m/v1/; rm -rf /'" in script
 
 
 def test_in_flight_publisher_only_for_the_in_flight_signal():
     assert "llmcloud-metrics.service" in render_user_data(launch())
+    assert "llmcloud:num_requests_running" in render_user_data(launch())
     assert "llmcloud-metrics" not in render_user_data(launch(publish_in_flight=False))
 
 
@@ -237,3 +239,34 @@ def test_authorizer_turns_a_bearer_token_into_the_usage_key():
 def test_authorizer_rejects_anything_but_a_bearer_token(token):
     with pytest.raises(Exception, match="Unauthorized"):
         handler({"authorizationToken": token, "methodArn": ARN}, None)
+
+
+def test_server_arguments_are_ones_llmcloud_server_accepts():
+    from llmcloud.inference_image.server import build_parser
+    from llmcloud.providers.server_launch import server_arguments
+
+    args = server_arguments(model_uri="s3://b/models/m/v7", model_version="v7", port=8080,
+                            drain_timeout_seconds=60, max_batch_size=16, dtype="auto",
+                            max_body_kb=1024, api_keys_file="/etc/keys")
+    parsed = build_parser().parse_args(args)
+    assert (parsed.model, parsed.model_version, parsed.port, parsed.max_body_bytes) == (
+        "s3://b/models/m/v7", "v7", 8080, 1024 * 1024)
+
+
+def test_in_flight_awk_sums_the_runtime_gauges():
+    import shutil
+    import subprocess
+
+    from llmcloud.providers.server_launch import in_flight_awk
+
+    if shutil.which("awk") is None:
+        pytest.skip("no awk on this machine")
+    metrics = (
+        "# TYPE llmcloud:num_requests_running gauge\n"
+        'llmcloud:num_requests_running{model_name="m"} 3.0\n'
+        'llmcloud:num_requests_waiting{model_name="m"} 2.0\n'
+        'llmcloud:num_requests_running_total{model_name="m"} 99.0\n'
+    )
+    out = subprocess.run(["awk", in_flight_awk()], input=metrics, capture_output=True,
+                         text=True, check=True).stdout
+    assert float(out) == 5.0

@@ -112,7 +112,7 @@ def test_a_new_model_version_makes_a_new_template_version_and_a_refresh():
     assert lt1.name == lt2.name  # the same template, updated in place: a new version
     assert lt2.inputs["updateDefaultVersion"] is True
     assert "/models/qwen2-5-0-5b-instruct/v2/" in user_data(v2)
-    assert "LLMCLOUD_MODEL_VERSION=v2" in user_data(v2) and "v1" not in user_data(v2)
+    assert "--model-version v2" in user_data(v2) and "v1" not in user_data(v2)
     asg1, asg2 = one(v1, ASG), one(v2, ASG)
     assert asg1.inputs["launchTemplate"]["id"] == asg2.inputs["launchTemplate"]["id"]
     assert asg2.inputs["launchTemplate"]["version"] == str(lt2.outputs["latestVersion"])

@@ -261,7 +261,7 @@ def test_the_metrics_script_posts_the_gauge_to_the_scale_set(tmp_path):
     _stub(bin_, "curl", f"""echo "curl $*" >> {log}
 case "$*" in
   *instance/compute*) echo '{compute}' ;;
-  *127.0.0.1*) printf '# HELP x\\nllmcloud_requests_in_flight 3\\n' ;;
+  *127.0.0.1*) printf '# HELP x\\nllmcloud:num_requests_running{{model_name="m"}} 2\\nllmcloud:num_requests_waiting{{model_name="m"}} 1\\n' ;;
   *oauth2/token*) echo '{{"access_token": "tok"}}' ;;
   *"-X POST"*) exit 7 ;;
 esac""")
