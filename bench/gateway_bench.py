@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -129,7 +130,9 @@ def local_stack(work: Path):
     (model / "model.safetensors").write_bytes(b"bench")
     port = _free_port()
     environ = {**os.environ, "LLMCLOUD_HOME": str(work / "home"),
-               "LLMCLOUD_LOCAL_SERVER": f"{sys.executable} {FAKE_SERVER}"}
+               "LLMCLOUD_LOCAL_SERVER": f"{sys.executable} {FAKE_SERVER}",
+               # the stack stops with this process, even if it is killed
+               "LLMCLOUD_LOCAL_OWNER_PID": str(os.getpid())}
     spec = resolve_spec(file_values={}, environ={}, flags={
         "model.source": str(model), "model.name": "bench", "compute.min_replicas": 1,
         "server.port": port, "gateway.rate_limit": 100000, "gateway.burst": 100000})
@@ -242,6 +245,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on `timeout`
     results = run(args.requests, args.seconds, args.connections)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -295,6 +295,8 @@ class Controller:
             self.history.append(self.version)
         self.save()
         self.spawn(self._start_replicas())
+        if self.config.get("owner_pid"):
+            self.spawn(self._stop_with_owner(int(self.config["owner_pid"])))
         log.info("serving %s with %d replica(s)", self.endpoint, self.supervisor.desired)
         await self._stop.wait()
         log.info("stopping: draining replicas")
@@ -311,6 +313,15 @@ class Controller:
         self.state_file.remove()
         log.info("stopped")
 
+    async def _stop_with_owner(self, pid: int) -> None:
+        # A CI job or a test ties the stack to its own life: when that process is gone
+        # (finished, killed by a timeout), the stack stops instead of lingering.
+        started = start_time(pid)
+        while start_time(pid) == started and started is not None:
+            await asyncio.sleep(0.5)
+        log.warning("owner process %d is gone: stopping the stack", pid)
+        self.request_stop()
+
     async def _start_replicas(self) -> None:
         try:
             await scale(self.supervisor, self.supervisor.desired, self.version,
@@ -326,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check
     controller = Controller(StateFile(args.state))
     try:
         import uvloop  # optional: a faster event loop where installed (uvicorn[standard])

@@ -71,7 +71,24 @@ def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
     if source.startswith(("/", ".", "~")) or folder.exists():
         raise ConfigError(f"model folder not found: {source}",
                           hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER")
+    _check_offline_cache(source, ctx.environ)
     return {"name": model.name, "kind": "hub", "source": source}
+
+
+def _check_offline_cache(repo_id: str, environ: Mapping[str, str]) -> None:
+    """With HF_HUB_OFFLINE set, a hub model must be in the cache: fail now, not after every
+    replica has tried."""
+    if environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    # Where llmcloud-server keeps hub models (inference_image.model_source).
+    cache = environ.get("LLMCLOUD_MODEL_CACHE") or Path.home() / ".cache" / "llmcloud" / "models"
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(Path(cache) / "hub"))
+    if not isinstance(found, str):
+        raise ConfigError(
+            f"{repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE is set",
+            hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER (or unset HF_HUB_OFFLINE)")
 
 
 def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
@@ -95,11 +112,24 @@ def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
         "command": server_command(ctx.environ),
         "ready_timeout": _number(ctx.environ, "LLMCLOUD_LOCAL_READY_TIMEOUT", 600),
         "health_interval": _number(ctx.environ, "LLMCLOUD_LOCAL_HEALTH_INTERVAL", 0.5),
+        "owner_pid": _owner(ctx.environ),
     }
 
 
-def start_controller(state_file: StateFile, desired: dict[str, Any]) -> None:
-    """Record the configuration and start the stack's controller, detached."""
+def _owner(environ: Mapping[str, str]) -> int | None:
+    raw = environ.get("LLMCLOUD_LOCAL_OWNER_PID")
+    if not raw:
+        return None
+    if not raw.isdigit() or not procs.alive(int(raw)):
+        raise ConfigError(f"LLMCLOUD_LOCAL_OWNER_PID={raw!r} is not a running process",
+                          hint="export LLMCLOUD_LOCAL_OWNER_PID=$$")
+    return int(raw)
+
+
+def start_controller(state_file: StateFile, desired: dict[str, Any],
+                     environ: Mapping[str, str]) -> None:
+    """Record the configuration and start the stack's controller, detached, in `environ`
+    (replicas inherit it: HF_HUB_OFFLINE, LLMCLOUD_MODEL_CACHE, CUDA_VISIBLE_DEVICES)."""
     port = desired["port"]
     if procs.port_in_use(port):
         raise ConfigError(
@@ -121,7 +151,7 @@ def start_controller(state_file: StateFile, desired: dict[str, Any]) -> None:
             [sys.executable, "-m", "llmcloud.providers.local.controller",
              "--state", str(state_file.folder)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ), close_fds=True,
+            start_new_session=True, env={**os.environ, **environ}, close_fds=True,
         )
     state_file.update(lambda s: s.update(
         controller={"pid": process.pid, "started": procs.start_time(process.pid)}))

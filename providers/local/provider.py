@@ -8,7 +8,8 @@ talk to that controller over its owner-only unix socket. State lives in
 Settings the spec does not carry are read from the environment:
 `LLMCLOUD_LOCAL_SERVER` (the replica command, default `llmcloud-server`),
 `LLMCLOUD_LOCAL_READY_TIMEOUT` (seconds a new replica may take to be ready, default 600),
-`LLMCLOUD_LOCAL_HEALTH_INTERVAL` (seconds between health checks, default 0.5).
+`LLMCLOUD_LOCAL_HEALTH_INTERVAL` (seconds between health checks, default 0.5),
+`LLMCLOUD_LOCAL_OWNER_PID` (stop the stack when that process ends: CI jobs, tests).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.local import procs
 from llmcloud.providers.local.keys import new_key, public
 from llmcloud.providers.local.launch import (
-    ControllerFailed,
     desired_config,
     start_controller,
     wait_until_serving,
@@ -126,7 +126,7 @@ class LocalProvider(Provider):
             api_key, record = new_key("default")
             state_file.update(lambda s: s.setdefault("keys", []).append(record))
         try:
-            result = self._start_or_converge(state_file, desired)
+            result = self._start_or_converge(state_file, desired, ctx.environ)
         except Exception:
             if api_key is not None:  # never shown, so never valid
                 state_file.update(lambda s: s.update(
@@ -139,16 +139,17 @@ class LocalProvider(Provider):
         return {**_summary(result, state_file), "api_key": api_key,
                 "changed": result.get("changed", [])}
 
-    def _start_or_converge(self, state_file: StateFile, desired: dict[str, Any]) -> dict:
+    def _start_or_converge(self, state_file: StateFile, desired: dict[str, Any],
+                           environ) -> dict:
         client = self._client(state_file)
         if client is not None:
             with client:
                 return client.operation("/converge", desired)
         _clean_leftovers(state_file)
         try:
-            start_controller(state_file, desired)
+            start_controller(state_file, desired, environ)
             result = wait_until_serving(state_file, desired)
-        except (ControllerFailed, KeyboardInterrupt):
+        except BaseException:  # a failed or interrupted start leaves nothing running
             _stop_everything(state_file)
             raise
         return {**result, "changed": ["started"]}

@@ -133,6 +133,7 @@ def fake_env(home) -> dict[str, str]:
         "LLMCLOUD_LOCAL_SERVER": f"{sys.executable} {FAKE_SERVER}",
         "LLMCLOUD_LOCAL_HEALTH_INTERVAL": "0.1",
         "LLMCLOUD_LOCAL_READY_TIMEOUT": "15",
+        "LLMCLOUD_LOCAL_OWNER_PID": str(os.getpid()),
     }
 
 

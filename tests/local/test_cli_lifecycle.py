@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from llmcloud.providers.local.procs import free_port, port_in_use
-from llmcloud.stacks.errors import DeploymentError
+from llmcloud.stacks.errors import ConfigError, DeploymentError
 from tests.local.conftest import auth, fake_model, processes_mentioning
 
 
@@ -97,3 +98,28 @@ def test_up_fails_fast_when_replicas_crash_and_leaves_nothing(fake_stack, tmp_pa
     assert processes_mentioning(str(home)) == []
     assert not port_in_use(stack.port)
     assert stack.state_file.read().get("keys") == []  # the key was never shown
+
+
+def test_stack_stops_when_its_owner_process_ends(fake_stack, home):
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stack = fake_stack(replicas=1)
+        stack.environ["LLMCLOUD_LOCAL_OWNER_PID"] = str(owner.pid)
+        stack.up()
+        assert stack.status()["running"]
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while processes_mentioning(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(str(home)) == []
+    assert not port_in_use(stack.port)
+
+
+def test_offline_hub_model_not_in_cache_fails_before_starting_anything(fake_stack, tmp_path):
+    stack = fake_stack(model__source="nobody/not-a-cached-model")
+    stack.environ.update(HF_HUB_OFFLINE="1", LLMCLOUD_MODEL_CACHE=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
+        stack.up()
+    assert not port_in_use(stack.port)

@@ -43,7 +43,7 @@ def test_quick_start_with_the_real_server(home, tmp_path):
     port = free_port()
     env = {**os.environ, "LLMCLOUD_HOME": str(home), "LLMCLOUD_PROJECT_DIR": str(tmp_path),
            "LLMCLOUD_SERVER__PORT": str(port), "LLMCLOUD_LOCAL_HEALTH_INTERVAL": "0.2",
-           "LLMCLOUD_LOCAL_READY_TIMEOUT": "120"}
+           "LLMCLOUD_LOCAL_READY_TIMEOUT": "120", "LLMCLOUD_LOCAL_OWNER_PID": str(os.getpid())}
     env.pop("LLMCLOUD_LOCAL_SERVER", None)
     up = _cli(env, "up", "--model", str(model))
     assert up["endpoint"] == f"http://127.0.0.1:{port}/v1" and up["model_version"] == "v1"
