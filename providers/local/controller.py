@@ -93,14 +93,19 @@ class Controller:
     def source_for(self, version: str) -> list[str]:
         """The server's `--model` arguments for `version` of the stack's model: the store's
         `models/<name>/<version>/` when it is there (`up --model FOLDER`, `model upload`),
-        else the stack's bucket URI or hub id."""
+        else the stack's bucket URI, else the hub id `up` was given (its own version only)."""
         model = self.config["model"]
         folder = self.state_file.models / model["name"] / version
         if (folder / "manifest.json").is_file():
             return ["--model", str(folder), "--model-version", version]
         if model["kind"] == "uri":
             return ["--model", model["source"], "--model-version", version]
-        return ["--model", model["source"]]  # a hub id: the version is a label here
+        if model["kind"] == "hub" and (version == self.config["version"]
+                                       or version in self.history):
+            return ["--model", model["source"]]  # the hub's revision; the version is a label
+        raise OperationError(
+            f"model {model['name']} has no version {version} in the stack's store",
+            hint=f"llmcloud model upload PATH --version {version}", kind="config")
 
     def save(self) -> None:
         """Record what runs in `state.json`."""
@@ -192,7 +197,7 @@ class Controller:
                 changed.append("server")
             version_changed = (desired["version"] != self.config["version"]
                                or desired["model"] != self.config["model"])
-            self.config = {**desired}
+            previous_config, self.config = self.config, {**desired}
             if version_changed:
                 changed.append("model")
             if desired["replicas"] != self.supervisor.desired:
@@ -205,7 +210,12 @@ class Controller:
                                 progress)
                 if version_changed or "server" in changed:
                     await self._roll_or_back(target, progress)
-            except RolloutFailed as exc:
+            except (RolloutFailed, OperationError) as exc:
+                # Not applied: the next `up` with the same spec tries again.
+                self.config = {**self.config, "version": previous_config["version"],
+                               "model": previous_config["model"]}
+                if isinstance(exc, OperationError):
+                    raise
                 raise OperationError(str(exc), hint="see the replica logs in "
                                      f"{self.state_file.logs}") from None
             self.save()
@@ -215,6 +225,7 @@ class Controller:
         """Roll every replica to `version`; on failure, roll back to the previous one."""
         assert self._lock is not None
         async with self._lock:
+            self.source_for(version)  # a version with nothing to load fails here
             previous = self.version
             replaced = await self._roll_or_back(version, progress)
             return {"previous_version": previous, "replaced": replaced, **self.status()}

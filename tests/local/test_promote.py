@@ -101,3 +101,19 @@ def test_rollback_returns_to_the_last_good_version(fake_stack, tmp_path):
     assert [r["version"] for r in stack.status()["replicas"]] == ["v1"]
     with pytest.raises(ConfigError, match="no good version before v1"):
         stack.provider.rollback(stack.ctx())
+    admin = stack.provider.keys_create(stack.ctx(), "ops", admin=True)["key"]
+    answer = httpx.post(stack.url + "/admin/promote", json={"version": "v9"},
+                        headers=auth(admin), timeout=30)
+    last = json.loads(answer.text.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["error"]["kind"] == "config"
+    assert "no version v9" in last["error"]["message"]
+    assert [r["version"] for r in stack.status()["replicas"]] == ["v1"]
+
+
+def test_up_with_a_new_model_version_rolls_the_replicas(fake_stack):
+    stack = fake_stack(replicas=2)
+    stack.up()
+    result = stack.up(model__version="v2")
+    assert result["changed"] == ["model"] and result["model_version"] == "v2"
+    assert [r["version"] for r in result["replicas"]] == ["v2", "v2"]
+    assert stack.up()["changed"] == []
