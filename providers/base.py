@@ -103,6 +103,21 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         self.supports("up")
         raise NotSupportedError(f"the {self.name} provider declares no cloud resources")
 
+    def prices(self, spec: DeploymentSpec) -> Any | None:
+        """The priced items of `spec`'s service (a `stacks.cost.PriceSheet`), or None when
+        this provider has no price table."""
+        return None
+
+    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
+                    region: str | None = None) -> dict[str, Any]:
+        """A realistic answer to a provider function (invoke) for `plan` under mocks."""
+        raise NotSupportedError(f"the {self.name} provider has no mocked answers for plan")
+
+    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
+                      region: str | None = None) -> tuple[str, dict[str, Any]]:
+        """A mocked (id, state) for a declared resource, for `plan` under mocks."""
+        raise NotSupportedError(f"the {self.name} provider has no mocked answers for plan")
+
     # -- lifecycle operations the CLI calls -----------------------------------------------
 
     def _unsupported(self, operation: str) -> NotSupportedError:

@@ -55,14 +55,14 @@ class CloudProvider(Provider):
         limit = ctx.spec.budget.max_hourly_usd
         if limit is None:
             return
-        prices = getattr(self, "prices", None)
-        if prices is None:
+        sheet = self.prices(ctx.spec)
+        if sheet is None:
             raise DeploymentError(
                 f"the {self.name} provider has no price table, so the budget cannot be checked",
                 context=f"budget.max_hourly_usd is {limit}",
                 hint="remove budget.max_hourly_usd from the stack file to deploy without a gate",
             )
-        enforce_budget(estimate(prices(ctx.spec)), limit, ctx.stack)
+        enforce_budget(estimate(sheet), limit, ctx.stack)
 
     def up(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "up")

@@ -104,6 +104,19 @@ def _monitor(mocks: Any, recorder: _Recorder) -> Any:
     return RecordingMonitor(mocks)
 
 
+def ensure_event_loop() -> None:
+    """Give this thread an open event loop: Pulumi's runtime awaits on the current one, and
+    `asyncio.run()` earlier in the process (a server, a client) leaves none behind."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def _declare(provider: Any, spec: DeploymentSpec, stack: str,
              recorder: _Recorder) -> dict[str, Any]:
     import pulumi
@@ -112,6 +125,7 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
+    ensure_event_loop()
     mocks = _mocks(provider, spec, recorder)
     ROOT.set(None)
     set_mocks(mocks, project=PROJECT, stack=stack, preview=True,
@@ -135,8 +149,6 @@ def declare(spec: DeploymentSpec, stack: str) -> tuple[list[Resource], dict[str,
     provider = get_provider(spec.provider)
     provider.supports("plan")
     provider.require_sdk()
-    if not hasattr(provider, "mock_invoke") or not hasattr(provider, "mock_resource"):
-        raise NotSupportedError(f"the {spec.provider} provider has no mocked answers for plan")
     recorder = _Recorder()
     with warnings.catch_warnings():
         # pulumi-aws warns about its own deprecated classes as it loads a module
@@ -153,7 +165,10 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
     only inside a copied context, so tests that set their own mocks are unaffected.
     """
     resources, outputs = declare(spec, stack)
-    cost = estimate(get_provider(spec.provider).prices(spec))
+    sheet = get_provider(spec.provider).prices(spec)
+    if sheet is None:
+        raise NotSupportedError(f"the {spec.provider} provider has no price table")
+    cost = estimate(sheet)
     return {
         "provider": spec.provider,
         "stack": stack,

@@ -24,6 +24,15 @@ def _clean_llmcloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _event_loop_for_pulumi() -> None:
+    """Pulumi's test runtime awaits on the thread's current event loop, and a test that ran
+    `asyncio.run()` leaves none behind."""
+    from llmcloud.stacks.plan import ensure_event_loop
+
+    ensure_event_loop()
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Pulumi project folder as the working directory, with no credentials."""
