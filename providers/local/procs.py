@@ -8,9 +8,20 @@ import signal
 import socket
 import time
 
+_PROC = os.path.isdir("/proc/self")
+
 
 def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), or None if it is gone."""
+    """The process's start time in clock ticks since boot, or None if it is gone. Without
+    /proc (macOS) every running process reads as 0: pids are then not checked for reuse."""
+    if not _PROC:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
