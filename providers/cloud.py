@@ -98,6 +98,10 @@ class CloudProvider(Provider):
             "outputs": outputs,
         }
 
+    def api_key_headers(self, key: str) -> dict[str, str]:
+        """How a client presents an API key to this provider's gateway."""
+        return {"Authorization": f"Bearer {key}"}
+
     def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
         from llmcloud.providers import rollout
 

@@ -50,7 +50,7 @@ def wait_for_version(
     endpoint: str,
     version: str,
     *,
-    api_key: str,
+    headers: Mapping[str, str],
     timeout: float,
     interval: float = 10.0,
     get: Callable[..., Any] | None = None,
@@ -66,8 +66,7 @@ def wait_for_version(
     in_a_row, last = 0, "no answer yet"
     while clock() < deadline:
         try:
-            response = get(f"{endpoint.rstrip('/')}/models", timeout=10,
-                           headers={"Authorization": f"Bearer {api_key}"})
+            response = get(f"{endpoint.rstrip('/')}/models", timeout=10, headers=dict(headers))
             versions = {m.get("version") for m in response.json().get("data", [])}
             last = f"HTTP {response.status_code}, versions {sorted(map(str, versions))}"
             in_a_row = in_a_row + 1 if response.status_code == 200 and versions == {version} \
@@ -106,7 +105,7 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
     _record(engine, version, new_history)
     try:
         outputs = engine.up()
-        verified = _verify(ctx, outputs, version, timeout)
+        verified = _verify(provider, ctx, outputs, version, timeout)
     except (LlmcloudError, KeyboardInterrupt) as failure:
         reason = getattr(failure, "message", "interrupted")
         if getattr(failure, "context", None):
@@ -154,10 +153,12 @@ def _record(engine: Any, version: str, history: list[str]) -> None:
     engine.set_config({"model.version": version, "model.history": history})
 
 
-def _verify(ctx: Any, outputs: Mapping[str, Any], version: str, timeout: float) -> bool:
+def _verify(provider: Any, ctx: Any, outputs: Mapping[str, Any], version: str,
+            timeout: float) -> bool:
     key = ctx.environ.get(API_KEY_ENV)
     endpoint = outputs.get("endpoint_url")
     if not key or not endpoint:
         return False  # the update's own health checks (instance refresh) still gate it
-    wait_for_version(str(endpoint), version, api_key=key, timeout=timeout)
+    wait_for_version(str(endpoint), version, headers=provider.api_key_headers(key),
+                     timeout=timeout)
     return True

@@ -30,9 +30,6 @@ from llmcloud.stacks.spec import DeploymentSpec
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
 API_GATEWAY_MAX_BODY_KB = 10 * 1024
-_ROLLOUT = "rolling a model version through `llmcloud promote` is a later issue; change " \
-           "model.version in the stack file and run `llmcloud up` (an instance refresh rolls it)"
-
 
 class AwsProvider(CloudProvider):
     """Deploys the service on AWS with pulumi-aws."""
@@ -42,13 +39,8 @@ class AwsProvider(CloudProvider):
     sdk_modules = ("pulumi_aws", "boto3")
     credentials_command = "aws configure"
     unsupported = {
-        "promote": _ROLLOUT,
-        "rollback": _ROLLOUT,
         "keys": "AWS API keys live in the stack's API Gateway usage plan; `llmcloud keys` "
                 "for AWS is a later issue (meanwhile: aws apigateway create-api-key)",
-        "model_upload": "uploads to the stack's bucket are a later issue (meanwhile: "
-                        "aws s3 sync MODEL_DIR s3://BUCKET/models/NAME/VERSION/)",
-        "image_push": "pushes to the stack's ECR repository are a later issue",
         "console": "the console shows local stacks only in this build",
     }
     #: AWS-only knobs of the stack (see `providers/aws/service.py`)
@@ -180,3 +172,15 @@ class AwsProvider(CloudProvider):
             notes.append(f"{region} is priced as us-east-1; "
                          "check the region's prices")
         return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
+        """ECR's way: a 12-hour token from `GetAuthorizationToken`, user `AWS`."""
+        import base64
+
+        import boto3
+
+        self.check_credentials(ctx.environ)
+        client = boto3.client("ecr", region_name=ctx.spec.region)
+        data = client.get_authorization_token()["authorizationData"][0]
+        user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+        return user, password

@@ -37,10 +37,6 @@ DEFAULT_REGION = "eastus"
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
 ALERT_COUNT = 4
-_ROLLOUT = ("rolling a model version through `llmcloud promote` is a later issue; change "
-            "model.version in the stack file and run `llmcloud up` (the scale set's rolling "
-            "upgrade rolls it, and rolls failed servers back)")
-
 
 class AzureProvider(CloudProvider):
     """Deploys the service on Azure with pulumi-azure-native."""
@@ -50,8 +46,6 @@ class AzureProvider(CloudProvider):
     sdk_modules = ("pulumi_azure_native", "azure.identity")
     credentials_command = "az login"
     unsupported = {
-        "promote": _ROLLOUT,
-        "rollback": _ROLLOUT,
         "keys": "Azure API keys are API Management subscriptions; `llmcloud keys` for Azure is "
                 "a later issue (meanwhile: the Azure portal, or az rest on the service's "
                 "subscriptions)",
@@ -185,3 +179,7 @@ class AzureProvider(CloudProvider):
         if spec.compute.spot:
             notes.append("the whole scale set runs on spot capacity and may be evicted")
         return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    def api_key_headers(self, key: str) -> dict[str, str]:
+        """API Management reads subscription keys from `api-key`, not a bearer token."""
+        return {"api-key": key}

@@ -37,10 +37,6 @@ DEFAULT_MACHINE_TYPE = "g2-standard-8"
 #: environment variables the Google provider takes the project from, in its order
 PROJECT_VARIABLES = ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT",
                      "CLOUDSDK_CORE_PROJECT")
-_ROLLOUT = ("rolling a model version through `llmcloud promote` is a later issue; change "
-            "model.version in the stack file and run `llmcloud up` (the instance group "
-            "replaces its servers proactively)")
-
 
 class GcpProvider(CloudProvider):
     """Deploys the service on Google Cloud with pulumi-gcp."""
@@ -51,14 +47,9 @@ class GcpProvider(CloudProvider):
     sdk_modules = ("pulumi_gcp",)
     credentials_command = "gcloud auth application-default login"
     unsupported = {
-        "promote": _ROLLOUT,
-        "rollback": _ROLLOUT,
         "keys": "GCP API keys are hashes in the stack's Secret Manager secret; `llmcloud keys` "
                 "for GCP is a later issue (meanwhile: gcloud secrets versions add, see the "
                 "GCP section of the README)",
-        "model_upload": "uploads to the stack's bucket are a later issue (meanwhile: gcloud "
-                        "storage cp -r MODEL_DIR gs://BUCKET/models/NAME/VERSION/)",
-        "image_push": "pushes to the stack's Artifact Registry repository are a later issue",
         "console": "the console shows local stacks only in this build",
     }
     #: GCP-only knobs of the stack (see `providers/gcp/service.py`)
@@ -99,16 +90,6 @@ class GcpProvider(CloudProvider):
         if ctx.spec.image is None:
             raise self._image_missing(ctx.stack)
         super().before_up(ctx)
-
-    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
-        """Declared unsupported above; asked first, before the shared rollout reads state."""
-        self.supports("promote")
-        return super().promote(ctx, version)
-
-    def rollback(self, ctx: StackContext) -> dict[str, Any]:
-        """Declared unsupported above; asked first, before the shared rollout reads state."""
-        self.supports("rollback")
-        return super().rollback(ctx)
 
     def _image_missing(self, stack: str) -> ConfigError:
         return ConfigError(
@@ -199,3 +180,14 @@ class GcpProvider(CloudProvider):
         if table.estimated:
             notes.append(f"{region} is priced as us-central1; check the region's prices")
         return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
+        """Artifact Registry's way: an OAuth access token as user `oauth2accesstoken`."""
+        import google.auth
+        import google.auth.transport.requests
+
+        self.check_credentials(ctx.environ)
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        credentials.refresh(google.auth.transport.requests.Request())
+        return "oauth2accesstoken", credentials.token

@@ -42,6 +42,9 @@ class FakeProvider:
     def supports(self, operation):
         pass
 
+    def api_key_headers(self, key):
+        return {"Authorization": f"Bearer {key}"}
+
     def _engine(self, ctx, operation):
         return PulumiStack(ctx.project_dir, ctx.stack, ctx.environ, opener=self.opener)
 
@@ -147,8 +150,9 @@ def test_wait_gives_up_with_the_last_answer() -> None:
             return {}
 
     with pytest.raises(DeploymentError) as caught:
-        _REAL_WAIT("https://e/v1", "v2", api_key="k", timeout=60, get=lambda *a, **k: Response(),
-                   clock=lambda: float(next(ticks)), sleep=lambda s: None)
+        _REAL_WAIT("https://e/v1", "v2", headers={"api-key": "k"}, timeout=60,
+                   get=lambda *a, **k: Response(), clock=lambda: float(next(ticks)),
+                   sleep=lambda s: None)
     assert caught.value.message == "the endpoint did not report version v2 within 60 s"
     assert caught.value.context == "last answer: HTTP 503, versions []"
 

@@ -256,12 +256,14 @@ case "$*" in *compute/name*) echo vm1 ;; *"-X POST"*) ;; *) echo '{events}' ;; e
 def test_the_metrics_script_posts_the_gauge_to_the_scale_set(tmp_path):
     log = tmp_path / "calls.log"
     compute = ('{"subscriptionId": "S", "resourceGroupName": "G", "vmScaleSetName": "V"}')
+    metrics = ('# HELP x\\nllmcloud:num_requests_running{model_name="m"} 2\\n'
+               'llmcloud:num_requests_waiting{model_name="m"} 1\\n')
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     _stub(bin_, "curl", f"""echo "curl $*" >> {log}
 case "$*" in
   *instance/compute*) echo '{compute}' ;;
-  *127.0.0.1*) printf '# HELP x\\nllmcloud:num_requests_running{{model_name="m"}} 2\\nllmcloud:num_requests_waiting{{model_name="m"}} 1\\n' ;;
+  *127.0.0.1*) printf '{metrics}' ;;
   *oauth2/token*) echo '{{"access_token": "tok"}}' ;;
   *"-X POST"*) exit 7 ;;
 esac""")
