@@ -106,3 +106,24 @@ def test_push_with_a_wrong_password_fails_cleanly(
     assert pushed.exit_code == 1
     assert pushed.stderr.startswith(f"error: pushing {registry}/team/llmcloud-test-base:1 failed")
     assert "Traceback" not in pushed.output
+
+
+def test_push_defaults_to_the_stacks_registry_with_the_clouds_login(
+    cli, project, monkeypatch, registry: str, buildah_env: dict, base_image: str
+) -> None:
+    from llmcloud.providers.aws.provider import AwsProvider
+
+    for key, value in buildah_env.items():
+        monkeypatch.setenv(key, value)
+    logins = []
+    monkeypatch.setattr(AwsProvider, "outputs", lambda self, ctx: {
+        "outputs": {"registry_url": f"{registry}/llm-dev"}})
+    monkeypatch.setattr(AwsProvider, "registry_login", lambda self, ctx, reg: (
+        logins.append(reg) or (USER, PASSWORD)))
+    pushed = cli("image", "push", base_image, "--provider", "aws", "--no-tls-verify",
+                 "--builder", "buildah", "--json")
+    assert pushed.exit_code == 0, pushed.output
+    document = json.loads(pushed.stdout)
+    assert logins == [f"{registry}/llm-dev"]
+    assert document["image"] == f"{registry}/llm-dev/llmcloud-test-base:1"
+    assert document["digest"] == manifest_digest(registry, "llm-dev/llmcloud-test-base", "1")
