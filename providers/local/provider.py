@@ -43,13 +43,9 @@ class LocalProvider(Provider):
         "preview": "the local provider creates no cloud resources; `llmcloud up` shows what runs",
         "plan": "the local provider creates no cloud resources and costs nothing",
         "image_push": "the local provider runs llmcloud-server directly, without an image",
-        "console": "the local provider has no management console; use `llmcloud status` and "
-                   "the endpoint's /metrics",
     }
 
     def unsupported_hint(self, operation: str) -> str:
-        if operation == "console":
-            return "llmcloud status --json"
         return "use a cloud provider: llmcloud plan --provider aws"
 
     def defaults(self) -> dict[str, Any]:
@@ -235,6 +231,13 @@ class LocalProvider(Provider):
         state_file = self._state(ctx)
         state_file.ensure()
         return str(state_file.models)
+
+    def console(self, ctx: StackContext, port: int, host: str = "127.0.0.1") -> None:
+        """Serve the management console (deployment, models, keys, metrics) on `host:port`
+        until interrupted; log in with an admin key of the stack."""
+        from llmcloud.providers.local.console_entry import serve_console
+
+        serve_console(self, self._effective(ctx), port, host=host)
 
     # -- keys ------------------------------------------------------------------------------
 
