@@ -82,7 +82,9 @@ class ProviderConformance:
                 f"{operation} is offered but not implemented")
             return
         assert reason.strip(), f"{operation} is declared unsupported without a reason"
-        ctx = StackContext(project_dir=tmp_path, stack="conformance", spec=spec, environ={})
+        # should a refusal ever come too late, nothing real is touched: a private home, offline
+        ctx = StackContext(project_dir=tmp_path, stack="conformance", spec=spec,
+                           environ={"LLMCLOUD_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
         with pytest.raises(NotSupportedError) as info:
             getattr(provider, method)(ctx, *extra)
         assert info.value.exit_code == ExitCode.NOT_SUPPORTED == 4
