@@ -152,8 +152,7 @@ def _is_union_tag(part: object) -> bool:
 
 async def _respond(request: Request, serving: OpenAIServing, gen: Generation) -> Response:
     if gen.streaming:
-        return StreamingResponse(serving.stream_sse(gen), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return _GenerationStream(serving, gen)
     watcher = asyncio.create_task(_cancel_on_disconnect(request, gen))
     try:
         response = await serving.collect(gen)
@@ -169,6 +168,22 @@ async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
         if message["type"] == "http.disconnect":
             gen.stream.cancel()
             return
+
+
+class _GenerationStream(StreamingResponse):
+    """SSE response that releases its generation even if the body never starts (a client
+    that leaves before the first byte would otherwise keep its batch slot)."""
+
+    def __init__(self, serving: OpenAIServing, gen: Generation):
+        super().__init__(serving.stream_sse(gen), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self._release = lambda: serving.release(gen)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class _BodyLimit:

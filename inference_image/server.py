@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-tokens", type=int, default=65536,
                    help="cap on prompt + max_tokens summed over the running batch "
                         "(default: %(default)s)")
+    p.add_argument("--max-prefill-tokens", type=int, default=512,
+                   help="prompt tokens prefilled per engine step; smaller chunks give earlier "
+                        "first tokens under bursts, larger ones more throughput on big GPUs "
+                        "(default: %(default)s)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
     p.add_argument("--api-keys-file", metavar="PATH",
@@ -64,7 +68,8 @@ def run(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name, value in (("--max-batch-size", args.max_batch_size),
                         ("--max-queue", args.max_queue),
-                        ("--max-batch-tokens", args.max_batch_tokens)):
+                        ("--max-batch-tokens", args.max_batch_tokens),
+                        ("--max-prefill-tokens", args.max_prefill_tokens)):
         if value < 1:
             sys.exit(f"error: {name} must be at least 1")
     import uvicorn
@@ -113,7 +118,8 @@ def _load(args, state) -> object:
     info = ModelInfo(name=name, version=version, task=loaded.task,
                      max_context=loaded.max_context)
     limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                          max_batch_tokens=max(args.max_batch_tokens, loaded.max_context))
+                          max_batch_tokens=max(args.max_batch_tokens, loaded.max_context),
+                          max_prefill_tokens=args.max_prefill_tokens)
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting)

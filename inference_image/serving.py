@@ -56,6 +56,7 @@ class Generation:
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
     finish_reason: str | None = None
+    released: bool = False
 
     @property
     def usage(self) -> Usage:
@@ -256,7 +257,12 @@ class OpenAIServing:
                 break
         self.metrics.e2e.observe(time.perf_counter() - gen.started)
 
-    def _done(self, gen: Generation) -> None:
+    def release(self, gen: Generation) -> None:
+        """Account for a finished request; cancels it if it was cut short. Idempotent, so
+        the router can call it for a stream whose body never started."""
+        if gen.released:
+            return
+        gen.released = True
         self.in_flight -= 1
         if gen.finish_reason is None:
             gen.stream.cancel()
@@ -268,7 +274,7 @@ class OpenAIServing:
         try:
             text = "".join([delta async for delta in self._events(gen)])
         finally:
-            self._done(gen)
+            self.release(gen)
         if gen.kind == "chat":
             return ChatCompletionResponse(
                 id=f"chatcmpl-{gen.id}", created=gen.created, model=self.model_name,
@@ -318,7 +324,7 @@ class OpenAIServing:
                     yield f"data: {json.dumps(usage)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            self._done(gen)
+            self.release(gen)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -34,13 +35,19 @@ log = logging.getLogger("llmcloud.engine")
 
 @dataclass
 class EngineLimits:
-    """Admission limits: rows decoded together, requests allowed to wait, and a cap on the
-    tokens (prompt + max_tokens, summed over running rows) the batch may hold."""
+    """Admission limits: rows decoded together, requests allowed to wait, a cap on the
+    tokens (prompt + max_tokens, summed over running rows) the batch may hold, and the
+    prompt tokens prefilled per step (a burst of arrivals is prefilled in chunks, so the
+    first of them see tokens early and running rows keep decoding in between)."""
 
     max_batch_size: int = 32
     max_queue: int = 256
     max_batch_tokens: int = 65536
-    max_prefill_tokens: int = 8192
+    max_prefill_tokens: int = 512
+    # An idle engine waits this long for a burst of arrivals to stop (at most coalesce_max_s)
+    # so they share one prefill instead of the first one delaying all the others.
+    coalesce_quiet_s: float = 0.005
+    coalesce_max_s: float = 0.02
 
 
 @dataclass
@@ -131,6 +138,8 @@ class TorchEngine(Engine):
                     while not (self._rows or self._waiting or self._stopped
                                or self._abort_reason):
                         self._wake.wait()
+                    if not self._rows:
+                        self._coalesce_arrivals()
                     reason, self._abort_reason = self._abort_reason, None
                     stopped = self._stopped
                 if reason:
@@ -143,6 +152,16 @@ class TorchEngine(Engine):
                     log.exception("engine step failed")
                     self._abort_everything(f"internal engine error: {exc}")
 
+    def _coalesce_arrivals(self) -> None:
+        # Called with the lock held; wait() releases it so arrivals can queue meanwhile.
+        deadline = time.monotonic() + self.limits.coalesce_max_s
+        seen = len(self._waiting)
+        while not (self._stopped or self._abort_reason) and time.monotonic() < deadline:
+            self._wake.wait(self.limits.coalesce_quiet_s)
+            if len(self._waiting) == seen:
+                return
+            seen = len(self._waiting)
+
     def _step(self) -> None:
         if any(row.stream.cancelled for row in self._rows):
             for row in self._rows:
@@ -151,6 +170,8 @@ class TorchEngine(Engine):
             self._retire()
         admitted = self._admit()
         if admitted:
+            log.debug("admitting %d requests (%d prompt tokens) next to %d running",
+                      len(admitted), sum(len(s.prompt_ids) for s in admitted), len(self._rows))
             logits = self._batch.prefill([s.prompt_ids for s in admitted])
             new_rows = [
                 _Row(s, new_generator(s.params.seed, self.device)) for s in admitted

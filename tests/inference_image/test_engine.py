@@ -199,3 +199,31 @@ def test_batch_token_cap_holds_requests_back(causal):
         engine.shutdown()
     assert all(len(tokens) == 40 for tokens, _, _ in results)
     assert peak == 1  # 3 x (prompt + 40) would exceed 60 tokens
+
+
+def test_finished_requests_leave_nothing_behind(causal):
+    import gc
+    import weakref
+
+    engine = make_engine(causal, max_batch_size=4)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    refs = []
+
+    async def round_trip():
+        streams = [engine.generate(prompt, SamplingParams(max_tokens=8 + i, temperature=0.7))
+                   for i in range(6)]
+        refs.extend(weakref.ref(s) for s in streams)
+        await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        for _ in range(3):
+            asyncio.run(round_trip())
+        deadline = time.monotonic() + 2
+        while engine.num_running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gc.collect()
+        # No cache, row or stream outlives its request: memory stays flat under load.
+        assert engine._batch.cache is None and engine._rows == []
+        assert all(ref() is None for ref in refs)
+    finally:
+        engine.shutdown()

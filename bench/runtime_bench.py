@@ -1,0 +1,298 @@
+"""Runtime benchmark: llmcloud-server vs `transformers serve --continuous-batching` vs a
+static batch through model.generate, on one machine, one run, the same generated model.
+
+    python bench/runtime_bench.py [--requests 16] [--prompt-tokens 64] [--new-tokens 64]
+
+The model is a ~30M-parameter Llama with random weights and a word-level tokenizer, built
+here (nothing is downloaded). Every request streams; each server gets one warm-up request
+first. Torch uses 2 threads everywhere. Prints tokens/s (wall clock, and per CPU-second
+of the serving process, which shared-machine load disturbs less), TTFT p50/p90, inter-token
+p50, peak RSS of the serving process, and the ratios against the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THREADS = "2"
+VOCAB = 12000
+ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,
+       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def build_model(folder: Path) -> None:
+    """A Llama-style model of about 30M parameters, random weights, word-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>", "<s>"]
+    vocab = {tok: i for i, tok in enumerate(specials + [f"w{i}" for i in range(VOCAB - 4)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>", bos_token="<s>")
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }} {% endfor %}")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=512, intermediate_size=1376,
+                         num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8,
+                         max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
+                         bos_token_id=3, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # A zero output row never wins the argmax: every request runs to its max_tokens.
+        model.lm_head.weight[1].zero_()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model: {params / 1e6:.1f}M parameters in {folder}", file=sys.stderr)
+
+
+def prompts(n: int, length: int) -> list[str]:
+    return [" ".join(f"w{(r * 131 + i * 7) % (VOCAB - 4)}" for i in range(length))
+            for r in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set (VmHWM) of a live process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one_stream(client, url: str, body: dict) -> dict:
+    started = time.perf_counter()
+    stamps: list[float] = []
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:500]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"])
+            for choice in chunk.get("choices", []):
+                text = choice.get("text") or (choice.get("delta") or {}).get("content")
+                if text:
+                    # A chunk can carry more than one token when the client lags.
+                    stamps.extend([time.perf_counter()] * max(1, len(text.split())))
+    return {"started": started, "stamps": stamps}
+
+
+async def load_test(base: str, model: str, texts: list[str], new_tokens: int) -> dict:
+    import httpx
+
+    url = f"{base}/v1/completions"
+
+    def body(prompt: str) -> dict:
+        # No ignore_eos: the peer rejects unknown fields, and the model's EOS cannot win.
+        return {"model": model, "prompt": prompt, "max_tokens": new_tokens, "temperature": 0,
+                "stream": True}
+
+    limits = httpx.Limits(max_connections=len(texts) + 2)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await one_stream(client, url, body(texts[0]))  # warm-up
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, url, body(t)) for t in texts))
+        wall = time.perf_counter() - started
+    tokens = sum(len(r["stamps"]) for r in results)
+    ttft = [r["stamps"][0] - r["started"] for r in results if r["stamps"]]
+    itl = [b - a for r in results for a, b in zip(r["stamps"], r["stamps"][1:], strict=False)]
+    return {"tokens": tokens, "wall": wall, "tok_s": tokens / wall,
+            "ttft_p50": _pct(ttft, 50), "ttft_p90": _pct(ttft, 90), "itl_p50": _pct(itl, 50)}
+
+
+def _pct(values: list[float], p: int) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """A server process under test; measured with ``load_test`` while it runs."""
+
+    def __init__(self, name: str, command: list[str], ready_path: str, port: int,
+                 model: str, log: Path):
+        self.name, self.port, self.model = name, port, model
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(command, env=ENV, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", self.proc)
+
+    def measure(self, texts: list[str], new_tokens: int) -> dict:
+        cpu = cpu_seconds(self.proc.pid)
+        result = asyncio.run(load_test(f"http://127.0.0.1:{self.port}", self.model, texts,
+                                       new_tokens))
+        result["cpu_s"] = cpu_seconds(self.proc.pid) - cpu
+        result["rss_mib"] = peak_rss_mib(self.proc.pid)
+        return result
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def static_batch(folder: str, n: int, prompt_tokens: int, new_tokens: int) -> None:
+    """Child mode: one model.generate over the whole batch; prints JSON."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(int(THREADS))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    batch = tokenizer(prompts(n, prompt_tokens), return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                  pad_token_id=0)
+    with torch.inference_mode():
+        model.generate(**tokenizer(prompts(1, prompt_tokens), return_tensors="pt"), **kwargs)
+        started, cpu = time.perf_counter(), time.process_time()
+        out = model.generate(**batch, **kwargs)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    tokens = (out.shape[1] - batch["input_ids"].shape[1]) * n
+    print(json.dumps({"tokens": tokens, "wall": wall, "tok_s": tokens / wall, "cpu_s": cpu,
+                      "rss_mib": peak_rss_mib(os.getpid())}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--static-child", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; each run keeps its best (default: 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the model folder")
+    args = parser.parse_args()
+    if args.static_child:
+        static_batch(args.static_child, args.requests, args.prompt_tokens, args.new_tokens)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
+    folder = work / "bench-llama"
+    build_model(folder)
+    texts = prompts(args.requests, args.prompt_tokens)
+    port = free_port()
+    servers = [Server("llmcloud-server",
+                      [sys.executable, "-m", "llmcloud.inference_image.server", "--model",
+                       str(folder), "--served-model-name", "bench", "--port", str(port),
+                       "--device", "cpu", "--max-batch-size", str(args.requests),
+                       "--log-level", "warning"],
+                      "/health/ready", port, "bench", work / "llmcloud.log")]
+    transformers_cli = shutil.which("transformers")
+    if transformers_cli is None:
+        print("peer skipped: the `transformers` CLI is not installed", file=sys.stderr)
+    else:
+        port = free_port()
+        try:
+            servers.append(Server(
+                "transformers serve --cb",
+                [transformers_cli, "serve", str(folder), "--continuous-batching", "--device",
+                 "cpu", "--host", "127.0.0.1", "--port", str(port)],
+                "/health", port, str(folder), work / "peer.log"))
+        except Exception as exc:  # report and keep the rest of the comparison
+            log = (work / "peer.log").read_text()[-2000:]
+            print(f"peer failed to start: {exc!r}\n{log}", file=sys.stderr)
+    # Rounds interleave the three runs so that load from other processes on a shared
+    # machine hits them alike; each row keeps its best round.
+    rows: dict[str, dict] = {}
+    try:
+        for _ in range(args.rounds):
+            for server in servers:
+                keep_best(rows, server.name, server.measure(texts, args.new_tokens))
+            child = subprocess.run(
+                [sys.executable, __file__, "--static-child", str(folder), "--requests",
+                 str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
+                 "--new-tokens", str(args.new_tokens)],
+                env=ENV, capture_output=True, text=True, check=True)
+            keep_best(rows, "static batch (generate)",
+                      json.loads(child.stdout.strip().splitlines()[-1]))
+    finally:
+        for server in servers:
+            server.stop()
+    report(rows, args)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def keep_best(rows: dict[str, dict], name: str, result: dict) -> None:
+    if name not in rows or result["tok_s"] > rows[name]["tok_s"]:
+        rows[name] = result
+
+
+def report(rows: dict[str, dict], args) -> None:
+    nan = float("nan")
+    print(f"\n{args.requests} concurrent streams, {args.prompt_tokens} prompt tokens, "
+          f"{args.new_tokens} new tokens, torch {THREADS} threads\n")
+    print(f"| {'run':<26} | tok/s | tok/CPU-s | TTFT p50 | TTFT p90 | ITL p50 | peak RSS |")
+    print(f"|{'-' * 28}|------:|----------:|---------:|---------:|--------:|---------:|")
+    for name, r in rows.items():
+        def ms(key, r=r):
+            return f"{r[key] * 1000:.0f} ms" if key in r else "-"
+        per_cpu = r["tokens"] / r["cpu_s"] if r.get("cpu_s") else nan
+        print(f"| {name:<26} | {r['tok_s']:5.0f} | {per_cpu:9.0f} | {ms('ttft_p50'):>8} "
+              f"| {ms('ttft_p90'):>8} | {ms('itl_p50'):>7} | {r['rss_mib']:5.0f} MiB |")
+    ours = rows["llmcloud-server"]
+    peer = rows.get("transformers serve --cb", {})
+    static = rows["static batch (generate)"]
+    print()
+    checks = [
+        ("tok/s vs peer", ours["tok_s"] / peer.get("tok_s", nan), ">= 1.5"),
+        ("tok/s vs static batch", ours["tok_s"] / static["tok_s"], ">= 0.85"),
+        ("TTFT p50 vs peer", ours["ttft_p50"] / peer.get("ttft_p50", nan), "<= 0.5"),
+        ("peak RSS vs static batch", ours["rss_mib"] / static["rss_mib"], "<= 1.2"),
+    ]
+    for label, value, goal in checks:
+        print(f"{label:<26} {value:6.2f}x  (goal {goal})")
+
+
+if __name__ == "__main__":
+    main()
