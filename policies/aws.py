@@ -361,3 +361,42 @@ def vpc_flow_logs(resources: list[Resource]) -> list[CheckResult]:
     return [CheckResult("CKV2_AWS_11", vpc.name, vpc.id in logged,
                         "flow logs recorded" if vpc.id in logged else "no FlowLog for this VPC")
             for vpc in resources if vpc.type == VPC]
+
+
+# -- SageMaker ---------------------------------------------------------------------------
+
+SAGEMAKER_MODEL = "aws:sagemaker/model:Model"
+ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+#: SageMaker instance families with local NVMe storage: encrypted by the instance's hardware,
+#: and SageMaker refuses a KMS key for them (CreateEndpointConfig, `KmsKeyId`)
+INSTANCE_STORAGE_FAMILIES = frozenset({
+    "g4dn", "g5", "g6", "g6e", "gr6", "p4d", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n",
+    "c5d", "m5d", "r5d", "c6id", "m6id", "r6id", "m7gd", "c7gd", "r7gd"})
+
+
+def _instance_storage(instance_type: Any) -> bool:
+    parts = str(instance_type or "").split(".")
+    return len(parts) == 3 and parts[0] == "ml" and parts[1] in INSTANCE_STORAGE_FAMILIES
+
+
+@resource_check("CKV_AWS_98", "SageMaker endpoint data is encrypted with KMS", ENDPOINT_CONFIG)
+def endpoint_data_kms(inputs: Mapping[str, Any]) -> str | None:
+    if inputs.get("kmsKeyArn"):
+        return None
+    variants = inputs.get("productionVariants") or []
+    if variants and all(_instance_storage(v.get("instanceType")) for v in variants):
+        # a documented exception, as the log bucket's: SageMaker rejects KmsKeyId here
+        return None
+    return "kmsKeyArn is not set (only instance types with local NVMe storage may omit it)"
+
+
+@resource_check("CKV_AWS_370", "SageMaker models have no direct internet access",
+                SAGEMAKER_MODEL)
+def model_network_isolation(inputs: Mapping[str, Any]) -> str | None:
+    if _true(inputs.get("enableNetworkIsolation")):
+        return None
+    vpc = inputs.get("vpcConfig") or {}
+    if vpc.get("subnets") and vpc.get("securityGroupIds"):
+        return None
+    return ("enableNetworkIsolation is not true and no vpcConfig confines the container: "
+            "it may reach the internet")

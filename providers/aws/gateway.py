@@ -1,4 +1,5 @@
-"""Gateway: a regional API Gateway REST API in front of the internal ALB.
+"""Gateway: a regional API Gateway REST API in front of the internal ALB (or, for
+`compute.kind: sagemaker`, a SageMaker endpoint: see `sagemaker_routes.py`).
 
 Why REST and not an HTTP API: an HTTP API integration times out after 30 s and buffers the
 response, so a long generation cannot stream. A REST API private integration through a VPC
@@ -19,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws.policies import assume_role_policy
+from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
 
 STAGE = "api"
 STREAM_TIMEOUT_MAX_MS = 900_000
@@ -52,15 +54,34 @@ def source_ip_policy(allowed_cidrs: Sequence[str]) -> str | None:
 
 
 @dataclass
-class GatewayArgs:
-    """The ALB to reach, where the VPC link lives, and the per-key limits."""
+class AlbBackend:
+    """The instance group's internal ALB, reached through a VPC link v2 (streaming)."""
 
-    api_name: str
     alb_arn: pulumi.Input[str]
     alb_dns_name: pulumi.Input[str]
     listener: pulumi.Resource
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
+
+
+@dataclass
+class SagemakerBackend:
+    """A SageMaker endpoint, invoked by API Gateway itself through an IAM role."""
+
+    endpoint_name: str
+    endpoint_arn: pulumi.Input[str]
+    region: str
+    #: the id `GET /v1/models` lists
+    model_id: str
+    endpoint: pulumi.Resource
+
+
+@dataclass
+class GatewayArgs:
+    """What to reach (`backend`) and the per-key limits."""
+
+    api_name: str
+    backend: AlbBackend | SagemakerBackend
     log_key_arn: pulumi.Input[str]
     rate_limit: float
     burst: int
@@ -73,7 +94,8 @@ class GatewayArgs:
 
 
 class Gateway(pulumi.ComponentResource):
-    """REST API -> VPC link v2 -> internal ALB, streaming; bearer keys via usage plans."""
+    """REST API -> VPC link v2 -> internal ALB, streaming (or -> SageMaker endpoint);
+    bearer keys via usage plans."""
 
     endpoint_url: pulumi.Output[str]
     api_key_id: pulumi.Output[str]
@@ -86,33 +108,12 @@ class Gateway(pulumi.ComponentResource):
             f"{name}-api", name=args.api_name, api_key_source="AUTHORIZER",
             endpoint_configuration={"types": "REGIONAL"},
             policy=source_ip_policy(args.allowed_cidrs), tags=args.tags, opts=child)
-        link = aws.apigatewayv2.VpcLink(
-            f"{name}-link", name=args.api_name, subnet_ids=list(args.subnet_ids),
-            security_group_ids=[args.security_group_id], tags=args.tags, opts=child)
         authorizer = self._authorizer(name, args, api)
-        proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=api.id,
-                                        parent_id=api.root_resource_id, path_part="{proxy+}",
-                                        opts=child)
-        routes = []
-        for route, resource_id, uri_path in (("root", api.root_resource_id, ""),
-                                              ("proxy", proxy.id, "{proxy}")):
-            params = {"method.request.path.proxy": True} if uri_path else None
-            method = aws.apigateway.Method(
-                f"{name}-{route}", rest_api=api.id, resource_id=resource_id, http_method="ANY",
-                authorization="CUSTOM", authorizer_id=authorizer.id, api_key_required=True,
-                request_parameters=params, opts=child)
-            integration = aws.apigateway.Integration(
-                f"{name}-{route}", rest_api=api.id, resource_id=resource_id,
-                http_method=method.http_method, type="HTTP_PROXY", integration_http_method="ANY",
-                connection_type="VPC_LINK", connection_id=link.id,
-                integration_target=args.alb_arn,
-                uri=pulumi.Output.concat("http://", args.alb_dns_name, "/", uri_path),
-                request_parameters={"integration.request.path.proxy":
-                                    "method.request.path.proxy"} if uri_path else None,
-                response_transfer_mode="STREAM",
-                timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.listener]))
-            routes += [method, integration]
+        if isinstance(args.backend, SagemakerBackend):
+            routes = sagemaker_routes(self, name, api, authorizer.id, args.backend,
+                                      args.timeout_seconds)
+        else:
+            routes = self._alb_routes(name, args, args.backend, api, authorizer)
         routes += self._error_responses(name, api)
 
         log_group = aws.cloudwatch.LogGroup(
@@ -155,6 +156,37 @@ class Gateway(pulumi.ComponentResource):
         self.endpoint_url = self.stage.invoke_url
         self.api_key_id = key.id
         self.register_outputs({"endpoint_url": self.endpoint_url, "api_key_id": self.api_key_id})
+
+    def _alb_routes(self, name: str, args: GatewayArgs, backend: AlbBackend, api,
+                    authorizer) -> list[pulumi.Resource]:
+        child = pulumi.ResourceOptions(parent=self)
+        link = aws.apigatewayv2.VpcLink(
+            f"{name}-link", name=args.api_name, subnet_ids=list(backend.subnet_ids),
+            security_group_ids=[backend.security_group_id], tags=args.tags, opts=child)
+        proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=api.id,
+                                        parent_id=api.root_resource_id, path_part="{proxy+}",
+                                        opts=child)
+        routes: list[pulumi.Resource] = []
+        for route, resource_id, uri_path in (("root", api.root_resource_id, ""),
+                                              ("proxy", proxy.id, "{proxy}")):
+            params = {"method.request.path.proxy": True} if uri_path else None
+            method = aws.apigateway.Method(
+                f"{name}-{route}", rest_api=api.id, resource_id=resource_id, http_method="ANY",
+                authorization="CUSTOM", authorizer_id=authorizer.id, api_key_required=True,
+                request_parameters=params, opts=child)
+            integration = aws.apigateway.Integration(
+                f"{name}-{route}", rest_api=api.id, resource_id=resource_id,
+                http_method=method.http_method, type="HTTP_PROXY", integration_http_method="ANY",
+                connection_type="VPC_LINK", connection_id=link.id,
+                integration_target=backend.alb_arn,
+                uri=pulumi.Output.concat("http://", backend.alb_dns_name, "/", uri_path),
+                request_parameters={"integration.request.path.proxy":
+                                    "method.request.path.proxy"} if uri_path else None,
+                response_transfer_mode="STREAM",
+                timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[backend.listener]))
+            routes += [method, integration]
+        return routes
 
     def _authorizer(self, name: str, args: GatewayArgs, api) -> aws.apigateway.Authorizer:
         child = pulumi.ResourceOptions(parent=self)
@@ -250,4 +282,7 @@ class Gateway(pulumi.ComponentResource):
 def _fingerprint(args: GatewayArgs) -> str:
     # with the routes' ids and targets: a new deployment whenever what the stage serves changes
     data = {"timeout": args.timeout_seconds, "cidrs": list(args.allowed_cidrs), "v": 1}
+    if isinstance(args.backend, SagemakerBackend):
+        # the routes' templates name the model: a new one must be redeployed
+        data.update(endpoint=args.backend.endpoint_name, model=args.backend.model_id)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

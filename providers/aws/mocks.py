@@ -23,6 +23,13 @@ ELB_ACCOUNTS = {
 }
 
 
+#: SageMaker resource types and the word their ARNs use
+SAGEMAKER_KINDS = {"aws:sagemaker/model:Model": "model",
+                   "aws:sagemaker/endpointConfiguration:EndpointConfiguration":
+                       "endpoint-config",
+                   "aws:sagemaker/endpoint:Endpoint": "endpoint"}
+
+
 class UnmockedInvoke(KeyError):
     """The program called a lookup that `plan` has no answer for."""
 
@@ -108,6 +115,15 @@ def mock_resource(type_: str, name: str, inputs: dict[str, Any],
     elif type_ == "aws:autoscaling/group:Group":
         rid = inputs.get("name", rid)
         state["name"] = rid
+    elif type_ in SAGEMAKER_KINDS:
+        rid = inputs.get("name", rid)
+        state.update(name=rid, arn=f"arn:aws:sagemaker:{region}:{acct}:"
+                                   f"{SAGEMAKER_KINDS[type_]}/{rid.lower()}")
+    elif type_ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+        rid = inputs.get("name", rid)
+        state.update(name=rid, arn=f"arn:aws:cloudwatch:{region}:{acct}:alarm:{rid}")
+    elif type_ == "aws:appautoscaling/target:Target":
+        rid = f"{inputs.get('serviceNamespace')}/{inputs.get('resourceId')}"
     elif type_ == "aws:apigateway/method:Method":
         state.setdefault("httpMethod", inputs.get("httpMethod"))
     state.setdefault("id", rid)

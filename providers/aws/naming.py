@@ -6,7 +6,8 @@ import hashlib
 import re
 
 #: AWS length limits of the names llmcloud sets explicitly
-LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64}
+LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64,
+          "sagemaker": 63}
 
 
 def slug(text: str) -> str:
@@ -52,3 +53,21 @@ def model_prefix(model_name: str) -> str:
 def model_key_prefix(model_name: str, version: str) -> str:
     """Where one version of a model lives in the store (`models/<name>/<version>/`)."""
     return f"{model_prefix(model_name)}{version}/"
+
+
+def endpoint_name(stack: str) -> str:
+    """The SageMaker endpoint of a stack: stable across versions (the gateway calls it)."""
+    return physical_name(stack, "endpoint", "sagemaker")
+
+
+def fingerprint(*parts: object) -> str:
+    """A short hash of what a resource is made of: equal inputs, equal names."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:10]
+
+
+def versioned_name(stack: str, part: str, digest: str, kind: str = "sagemaker") -> str:
+    """A name that changes with what it names (`llm-dev-model-<digest>`): SageMaker models
+    and endpoint configurations are immutable, so a new version is a new, differently named
+    resource, created before the old one is deleted."""
+    return fit(f"{physical_name(stack, part, kind)[: LIMITS[kind] - 11]}-{digest[:10]}",
+               LIMITS[kind])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcloud.providers.aws.naming import model_prefix
+from llmcloud.providers.aws.naming import model_key_prefix, model_prefix
 
 Doc = dict[str, Any]
 
@@ -112,10 +112,54 @@ def server_policy(
     )
 
 
-def assume_role_policy(service: str) -> Doc:
-    """The trust policy that lets an AWS service (`ec2.amazonaws.com`) assume a role."""
-    return _doc({"Effect": "Allow", "Principal": {"Service": service},
-                 "Action": "sts:AssumeRole"})
+def sagemaker_execution_policy(
+    *,
+    bucket_arn: str,
+    model_name: str,
+    version: str,
+    store_key_arn: str,
+    repository_arns: list[str],
+    log_group_arn: str,
+    region: str,
+) -> Doc:
+    """What SageMaker may do for one model version: read that version's prefix (it mounts it
+    at /opt/ml/model), pull the image, write the endpoint's logs. Nothing else."""
+    prefix = model_key_prefix(model_name, version)
+    return _doc(
+        {"Sid": "ReadModelVersion", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"{bucket_arn}/{prefix}*"},
+        {"Sid": "ListModelVersion", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": bucket_arn, "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        {"Sid": "DecryptModel", "Effect": "Allow", "Action": "kms:Decrypt",
+         "Resource": store_key_arn,
+         "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}},
+        {"Sid": "PullImage", "Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability"],
+         "Resource": sorted(set(repository_arns))},
+        # ECR's login token is account-wide by design: this action takes no resource ARN
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Sid": "WriteLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+         "Resource": f"{log_group_arn}:*"},
+    )
+
+
+def invoke_endpoint_policy(endpoint_arn: str) -> Doc:
+    """What API Gateway's integration role may do: invoke one SageMaker endpoint."""
+    return _doc({"Sid": "InvokeEndpoint", "Effect": "Allow",
+                 "Action": "sagemaker:InvokeEndpoint", "Resource": endpoint_arn})
+
+
+def assume_role_policy(service: str, account_id: str | None = None) -> Doc:
+    """The trust policy that lets an AWS service (`ec2.amazonaws.com`) assume a role; with
+    `account_id`, only on behalf of that account (confused-deputy guard)."""
+    statement: Doc = {"Effect": "Allow", "Principal": {"Service": service},
+                      "Action": "sts:AssumeRole"}
+    if account_id:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account_id}}
+    return _doc(statement)
 
 
 def key_policy(account_id: str, region: str, services: tuple[str, ...] = ()) -> Doc:

@@ -3,7 +3,8 @@
 Source: the AWS public price list (https://aws.amazon.com/ec2/pricing/on-demand/,
 https://aws.amazon.com/elasticloadbalancing/pricing/, https://aws.amazon.com/vpc/pricing/,
 https://aws.amazon.com/api-gateway/pricing/, https://aws.amazon.com/ebs/pricing/,
-https://aws.amazon.com/kms/pricing/), Linux on-demand, shared tenancy, USD, as listed on
+https://aws.amazon.com/kms/pricing/, https://aws.amazon.com/sagemaker/pricing/ for the
+real-time inference ml.* instances), Linux on-demand, shared tenancy, USD, as listed on
 PRICE_DATE. US East (N. Virginia), US East (Ohio) and US West (Oregon) list the same prices
 for these items; other regions are estimated from us-east-1 and flagged as such in the plan.
 Refresh the table (and PRICE_DATE) when AWS changes its prices.
@@ -40,6 +41,21 @@ GPU_INSTANCES: dict[str, tuple[int, int, float]] = {
     "p5.48xlarge": (8, 80, 55.04),
 }
 
+#: SageMaker real-time inference instances: (GPUs, GPU memory per GPU in GB, USD per hour)
+ML_INSTANCES: dict[str, tuple[int, int, float]] = {
+    "ml.g4dn.xlarge": (1, 16, 0.736),
+    "ml.g5.xlarge": (1, 24, 1.408),
+    "ml.g5.2xlarge": (1, 24, 1.515),
+    "ml.g5.12xlarge": (4, 24, 7.09),
+    "ml.g6.xlarge": (1, 24, 1.0064),
+    "ml.g6.2xlarge": (1, 24, 1.222),
+    "ml.g6.12xlarge": (4, 24, 5.752),
+    "ml.g6e.xlarge": (1, 48, 2.326),
+    "ml.g6e.2xlarge": (1, 48, 2.808),
+    "ml.p4d.24xlarge": (8, 40, 37.688),
+    "ml.p3.2xlarge": (1, 16, 3.825),
+}
+
 ALB_HOURLY = 0.0225
 #: one load balancer capacity unit: the floor of a lightly used ALB
 ALB_LCU_HOURLY = 0.008
@@ -58,6 +74,8 @@ class PriceTable:
 
     region: str
     gpu_hourly: dict[str, float] = field(default_factory=dict)
+    #: SageMaker real-time inference instances (`ml.*`)
+    ml_hourly: dict[str, float] = field(default_factory=dict)
     estimated: bool = False
     price_date: str = PRICE_DATE
     source: str = SOURCE
@@ -68,6 +86,7 @@ def price_table(region: str) -> PriceTable:
     return PriceTable(
         region=region,
         gpu_hourly={name: spec[2] for name, spec in GPU_INSTANCES.items()},
+        ml_hourly={name: spec[2] for name, spec in ML_INSTANCES.items()},
         estimated=region not in SAME_AS_BASE,
     )
 
@@ -83,3 +102,18 @@ def root_volume_gb(disk_gb: int, instance_type: str) -> int:
     two copies of a model that fills the GPUs (the serving version and the next one)."""
     needed = 60 + 2 * (gpu_memory_gb(instance_type) or 0)
     return -(-max(disk_gb, needed) // 10) * 10
+
+
+#: instance families with local NVMe storage: encrypted by the instance's hardware, and
+#: SageMaker refuses a KMS key for the endpoint's volume on them (CreateEndpointConfig,
+#: `KmsKeyId`); `policies/aws.py` (CKV_AWS_98) knows the same list
+INSTANCE_STORAGE_FAMILIES = frozenset({
+    "g4dn", "g5", "g6", "g6e", "gr6", "p4d", "p4de", "p5", "p5e", "p5en", "trn1", "trn1n",
+    "c5d", "m5d", "r5d", "c6id", "m6id", "r6id", "m7gd", "c7gd", "r7gd"})
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether a SageMaker instance type (`ml.g6.xlarge`) has local NVMe storage; other types
+    get the store's KMS key for the endpoint's volume."""
+    parts = instance_type.split(".")
+    return len(parts) == 3 and parts[0] == "ml" and parts[1] in INSTANCE_STORAGE_FAMILIES

@@ -1,4 +1,5 @@
-"""The AWS provider: a GPU Auto Scaling group behind an internal ALB and API Gateway."""
+"""The AWS provider: a GPU Auto Scaling group behind an internal ALB and API Gateway, or
+(`compute.kind: sagemaker`) a SageMaker endpoint behind the same gateway."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmcloud.providers.aws import mocks
+from llmcloud.providers.aws.endpoint_config import sagemaker_instance_type
 from llmcloud.providers.aws.prices import (
     ALB_HOURLY,
     ALB_LCU_HOURLY,
@@ -16,6 +18,7 @@ from llmcloud.providers.aws.prices import (
     HOURS_PER_MONTH,
     INTERFACE_ENDPOINT_HOURLY,
     KMS_KEY_MONTH,
+    ML_INSTANCES,
     NAT_GATEWAY_HOURLY,
     price_table,
     root_volume_gb,
@@ -26,6 +29,9 @@ from llmcloud.providers.credentials import check_aws
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
+
+#: alarms each flavour declares (instances: 5xx, latency, unhealthy and no healthy hosts)
+ALARMS = {"instances": 4, "sagemaker": 2}
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
@@ -72,15 +78,27 @@ class AwsProvider(CloudProvider):
 
     def _offered(self, spec: DeploymentSpec) -> None:
         # settings the spec allows that this stack does not build yet: refuse, never ignore
-        if spec.compute.kind != "instances":
-            raise NotSupportedError(
-                "compute.kind 'sagemaker' is not offered by the aws provider yet",
-                context="this build serves from an Auto Scaling group of GPU instances",
-                hint="set compute.kind: instances")
-        instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
-        gpus = GPU_INSTANCES.get(instance_type, (None,))[0]
+        if spec.compute.kind == "sagemaker":
+            instance_type = sagemaker_instance_type(spec.compute.instance_type,
+                                                    DEFAULT_INSTANCE_TYPE)
+            table: dict = ML_INSTANCES
+            if spec.compute.spot:
+                raise ConfigError(
+                    "compute.spot is not available with compute.kind: sagemaker",
+                    context="SageMaker real-time endpoints run on on-demand instances only",
+                    hint="set compute.spot: false, or compute.kind: instances")
+        else:
+            instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
+            table = GPU_INSTANCES
+            if instance_type.startswith("ml."):
+                raise ConfigError(
+                    f"compute.instance_type {instance_type!r} is a SageMaker instance type",
+                    context="compute.kind: instances runs on EC2 instance types",
+                    hint=f"set compute.kind: sagemaker, or compute.instance_type to an EC2 "
+                         f"type such as {DEFAULT_INSTANCE_TYPE}")
+        gpus = table.get(instance_type, (None,))[0]
         if spec.compute.gpus is not None and gpus is not None and spec.compute.gpus != gpus:
-            matching = sorted(t for t, v in GPU_INSTANCES.items() if v[0] == spec.compute.gpus)
+            matching = sorted(t for t, v in table.items() if v[0] == spec.compute.gpus)
             raise ConfigError(
                 f"compute.gpus is {spec.compute.gpus}, but {instance_type} has {gpus}",
                 context="on AWS the instance type fixes the GPUs",
@@ -137,17 +155,36 @@ class AwsProvider(CloudProvider):
         options = self.options or AwsOptions()
         region = spec.region or DEFAULT_REGION
         table = price_table(region)
+        if spec.compute.kind == "sagemaker":
+            lines = self._sagemaker_lines(spec, table)
+        else:
+            lines = self._instance_lines(spec, table, options.zones)
+        lines += [
+            CostLine("KMS keys", "key-hour", round(KMS_KEY_MONTH / HOURS_PER_MONTH, 6), 3, 3),
+            CostLine("CloudWatch alarms", "alarm-hour",
+                     round(CLOUDWATCH_ALARM_MONTH / HOURS_PER_MONTH, 6),
+                     ALARMS[spec.compute.kind], ALARMS[spec.compute.kind]),
+            CostLine("API Gateway REST requests", "1M requests", API_GATEWAY_REST_PER_MILLION,
+                     0, 0, hourly=False, note="billed per request; not in the hourly total"),
+        ]
+        zones = options.zones
+        if options.private_endpoints and spec.compute.kind == "instances":
+            lines.append(CostLine("interface endpoints (4 services per zone)", "endpoint-hour",
+                                  INTERFACE_ENDPOINT_HOURLY, 4 * zones, 4 * zones))
+        notes = []
+        if table.estimated:
+            notes.append(f"{region} is priced as us-east-1; "
+                         "check the region's prices")
+        return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    @staticmethod
+    def _instance_lines(spec: DeploymentSpec, table, zones: int) -> list[CostLine]:
         instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
         if instance_type not in table.gpu_hourly:
-            known = ", ".join(sorted(table.gpu_hourly))
-            raise ConfigError(f"no price is known for instance type {instance_type}",
-                              context=f"priced types: {known}",
-                              hint="pick a priced compute.instance_type, or add it to "
-                                   "providers/aws/prices.py")
+            raise _unpriced(instance_type, table.gpu_hourly)
         low, high = spec.compute.min_replicas, spec.compute.max_replicas
         disk = root_volume_gb(spec.compute.disk_gb, instance_type)
-        zones = options.zones
-        lines = [
+        return [
             CostLine(f"GPU servers ({instance_type}, on-demand)", "instance-hour",
                      table.gpu_hourly[instance_type], low, high,
                      note="spot capacity above the minimum is billed at most this"
@@ -158,20 +195,20 @@ class AwsProvider(CloudProvider):
                      1, 1),
             CostLine("NAT gateways (one per zone)", "gateway-hour", NAT_GATEWAY_HOURLY,
                      zones, zones),
-            CostLine("KMS keys", "key-hour", round(KMS_KEY_MONTH / HOURS_PER_MONTH, 6), 3, 3),
-            CostLine("CloudWatch alarms", "alarm-hour",
-                     round(CLOUDWATCH_ALARM_MONTH / HOURS_PER_MONTH, 6), 4, 4),
-            CostLine("API Gateway REST requests", "1M requests", API_GATEWAY_REST_PER_MILLION,
-                     0, 0, hourly=False, note="billed per request; not in the hourly total"),
         ]
-        if options.private_endpoints:
-            lines.append(CostLine("interface endpoints (4 services per zone)", "endpoint-hour",
-                                  INTERFACE_ENDPOINT_HOURLY, 4 * zones, 4 * zones))
-        notes = []
-        if table.estimated:
-            notes.append(f"{region} is priced as us-east-1; "
-                         "check the region's prices")
-        return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    @staticmethod
+    def _sagemaker_lines(spec: DeploymentSpec, table) -> list[CostLine]:
+        instance_type = sagemaker_instance_type(spec.compute.instance_type,
+                                                DEFAULT_INSTANCE_TYPE)
+        if instance_type not in table.ml_hourly:
+            raise _unpriced(instance_type, table.ml_hourly)
+        return [CostLine(
+            f"SageMaker endpoint instances ({instance_type}, real-time inference)",
+            "instance-hour", table.ml_hourly[instance_type], spec.compute.min_replicas,
+            spec.compute.max_replicas,
+            note="a blue/green update runs the old and the new fleet side by side while the "
+                 "new one bakes (about 10 minutes)")]
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ECR's way: a 12-hour token from `GetAuthorizationToken`, user `AWS`."""
@@ -184,3 +221,10 @@ class AwsProvider(CloudProvider):
         data = client.get_authorization_token()["authorizationData"][0]
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         return user, password
+
+
+def _unpriced(instance_type: str, priced: Mapping[str, float]) -> ConfigError:
+    return ConfigError(f"no price is known for instance type {instance_type}",
+                       context=f"priced types: {', '.join(sorted(priced))}",
+                       hint="pick a priced compute.instance_type, or add it to "
+                            "providers/aws/prices.py")

@@ -9,7 +9,16 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws import naming
-from llmcloud.providers.aws.gateway import Gateway, GatewayArgs
+from llmcloud.providers.aws.endpoint_config import (
+    container_environment,
+    gpus_of,
+    invoke_timeout_ms,
+    repository_arn_of,
+    sagemaker_instance_type,
+)
+from llmcloud.providers.aws.endpoint_config import endpoint_arn as sagemaker_endpoint_arn
+from llmcloud.providers.aws.endpoint_monitoring import EndpointMonitoring, EndpointMonitoringArgs
+from llmcloud.providers.aws.gateway import AlbBackend, Gateway, GatewayArgs, SagemakerBackend
 from llmcloud.providers.aws.gpu_pool import GpuPool, GpuPoolArgs, grace_period_seconds
 from llmcloud.providers.aws.identity import Identity, IdentityArgs
 from llmcloud.providers.aws.load_balancer import LISTENER_PORT, LoadBalancer, LoadBalancerArgs
@@ -17,7 +26,9 @@ from llmcloud.providers.aws.model_store import ModelStore, ModelStoreArgs
 from llmcloud.providers.aws.monitoring import Monitoring, MonitoringArgs
 from llmcloud.providers.aws.network import Network, NetworkArgs
 from llmcloud.providers.aws.prices import GPU_INSTANCES, gpu_memory_gb, root_volume_gb
+from llmcloud.providers.aws.provider import DEFAULT_INSTANCE_TYPE
 from llmcloud.providers.aws.registry import Registry, RegistryArgs
+from llmcloud.providers.aws.sagemaker_endpoint import SagemakerEndpoint, SagemakerEndpointArgs
 from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
 from llmcloud.stacks.spec import DeploymentSpec
 
@@ -52,8 +63,9 @@ def alternative_types(instance_type: str) -> list[str]:
 
 
 class AwsService(pulumi.ComponentResource):
-    """One LLM service on AWS: network, model store, registry, load balancer, monitoring,
-    identity, GPU pool and gateway."""
+    """One LLM service on AWS: model store, registry, monitoring and gateway, in front of
+    either a GPU instance group (network, load balancer, identity, GPU pool) or, with
+    `compute.kind: sagemaker`, a SageMaker endpoint."""
 
     outputs: dict[str, Any]
 
@@ -64,19 +76,48 @@ class AwsService(pulumi.ComponentResource):
         name = naming.base_name(stack)
         child = pulumi.ResourceOptions(parent=self)
         model = spec.model.name or "model"
-        instance_type = spec.compute.instance_type or "g6.xlarge"
-        asg_name = f"{name}-gpu"
         region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
 
         store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
+        registry = Registry(f"{name}-registry", RegistryArgs(
+            repository_name=naming.repository_name(stack, model)), opts=child)
+        if spec.image:
+            image: pulumi.Output[str] = pulumi.Output.from_input(spec.image)
+        else:
+            image = registry.repository_url.apply(lambda url: f"{url}@{PLACEHOLDER_DIGEST}")
+        model_uri = store.bucket.bucket.apply(
+            lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
+        serve = self._sagemaker if spec.compute.kind == "sagemaker" else self._instances
+        served = serve(spec, stack, options, store, registry, image, model_uri, region)
+
+        self.outputs = {
+            **served,
+            "bucket": store.bucket.bucket,
+            "model_store_uri": store.bucket.bucket.apply(lambda b: f"s3://{b}/models"),
+            "registry_url": registry.repository_url,
+            "model_version": spec.model.version,
+            "image": image,
+        }
+        if not spec.image:
+            # `plan` and `preview` only: build_service refuses a real update without an image
+            self.outputs["image_placeholder"] = True
+        self.register_outputs(self.outputs)
+
+    def _instances(self, spec: DeploymentSpec, stack: str, options: AwsOptions,
+                   store: ModelStore, registry: Registry, image: pulumi.Output[str],
+                   model_uri: pulumi.Output[str], region: str) -> dict[str, Any]:
+        """The GPU instance group behind an internal ALB, reached through a VPC link."""
+        name = naming.base_name(stack)
+        child = pulumi.ResourceOptions(parent=self)
+        model = spec.model.name or "model"
+        instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
+        asg_name = f"{name}-gpu"
         network = Network(f"{name}-network", NetworkArgs(
             vpc_cidr=spec.network.vpc_cidr, listener_port=LISTENER_PORT,
             server_port=spec.server.port, zones=options.zones,
             private_endpoints=options.private_endpoints,
             flow_log_bucket_arn=store.log_bucket.arn, logs_ready=[store.log_policy]),
             opts=child)
-        registry = Registry(f"{name}-registry", RegistryArgs(
-            repository_name=naming.repository_name(stack, model)), opts=child)
         balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
             name=naming.physical_name(stack, "alb", "alb"), vpc_id=network.vpc_id,
             subnet_ids=network.private_subnet_ids,
@@ -95,12 +136,6 @@ class AwsService(pulumi.ComponentResource):
             repository_arn=registry.repository.arn, log_group_arn=monitoring.log_group.arn,
             model_name=model, parameters_path=f"/llmcloud/{naming.slug(stack)}"), opts=child)
 
-        if spec.image:
-            image: pulumi.Output[str] = pulumi.Output.from_input(spec.image)
-        else:
-            image = registry.repository_url.apply(lambda url: f"{url}@{PLACEHOLDER_DIGEST}")
-        model_uri = store.bucket.bucket.apply(
-            lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
         user_data = pulumi.Output.all(image, model_uri).apply(lambda v: render_user_data(
             ServerLaunch(region=region, image=v[0], model_uri=v[1],
                          model_version=spec.model.version,
@@ -125,29 +160,68 @@ class AwsService(pulumi.ComponentResource):
             spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
             boot_ready=[monitoring.log_group]), opts=child)
         gateway = Gateway(f"{name}-gateway", GatewayArgs(
-            api_name=name, alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
-            listener=balancer.listener, subnet_ids=network.private_subnet_ids,
-            security_group_id=network.vpc_link_security_group_id,
+            api_name=name, backend=AlbBackend(
+                alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
+                listener=balancer.listener, subnet_ids=network.private_subnet_ids,
+                security_group_id=network.vpc_link_security_group_id),
             log_key_arn=monitoring.key_arn, rate_limit=spec.gateway.rate_limit,
             burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
             timeout_seconds=spec.gateway.timeout_seconds,
             allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
 
-        self.outputs = {
-            "endpoint_url": gateway.endpoint_url,
-            "api_key_id": gateway.api_key_id,
-            "bucket": store.bucket.bucket,
-            "model_store_uri": store.bucket.bucket.apply(lambda b: f"s3://{b}/models"),
-            "registry_url": registry.repository_url,
-            "log_group": monitoring.log_group.name,
-            "dashboard_url": monitoring.dashboard_url,
-            "model_version": spec.model.version,
-            "image": image,
-        }
-        if not spec.image:
-            # `plan` and `preview` only: build_service refuses a real update without an image
-            self.outputs["image_placeholder"] = True
-        self.register_outputs(self.outputs)
+        return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
+                "log_group": monitoring.log_group.name,
+                "dashboard_url": monitoring.dashboard_url}
+
+    def _sagemaker(self, spec: DeploymentSpec, stack: str, options: AwsOptions,
+                   store: ModelStore, registry: Registry, image: pulumi.Output[str],
+                   model_uri: pulumi.Output[str], region: str) -> dict[str, Any]:
+        """A SageMaker real-time endpoint that API Gateway invokes: no VPC, ALB or servers
+        of the stack's own (the model container runs network-isolated)."""
+        name = naming.base_name(stack)
+        child = pulumi.ResourceOptions(parent=self)
+        model = spec.model.name or "model"
+        instance_type = sagemaker_instance_type(spec.compute.instance_type,
+                                                DEFAULT_INSTANCE_TYPE)
+        endpoint_name = naming.endpoint_name(stack)
+        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        timeout_ms = invoke_timeout_ms(spec.gateway.timeout_seconds)
+        monitoring = EndpointMonitoring(f"{name}-monitoring", EndpointMonitoringArgs(
+            endpoint_name=endpoint_name, dashboard_name=name, invoke_timeout_ms=timeout_ms),
+            opts=child)
+        repositories: list[pulumi.Input[str]] = [registry.repository.arn]
+        external = repository_arn_of(spec.image) if spec.image else None
+        if external:
+            repositories.append(external)  # an image from another repository (AWS's own)
+        endpoint = SagemakerEndpoint(f"{name}-endpoint", SagemakerEndpointArgs(
+            stack=stack, endpoint_name=endpoint_name, model_name=model,
+            version=spec.model.version, image=image, model_uri=model_uri,
+            environment=container_environment(
+                model_name=model, version=spec.model.version, dtype=spec.server.dtype,
+                max_batch_size=spec.server.max_batch_size,
+                drain_timeout_seconds=spec.server.drain_timeout_seconds,
+                gpus=gpus_of(instance_type)),
+            bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
+            repository_arns=repositories, log_group=monitoring.log_group,
+            instance_type=instance_type, min_replicas=spec.compute.min_replicas,
+            max_replicas=spec.compute.max_replicas, scaling_signal=spec.autoscaling.signal,
+            scaling_target=spec.autoscaling.target,
+            cooldown_seconds=spec.autoscaling.cooldown_seconds,
+            rollback_alarm_names=monitoring.rollback_alarm_names,
+            drain_timeout_seconds=spec.server.drain_timeout_seconds), opts=child)
+        gateway = Gateway(f"{name}-gateway", GatewayArgs(
+            api_name=name, backend=SagemakerBackend(
+                endpoint_name=endpoint_name, region=region, model_id=model,
+                endpoint_arn=sagemaker_endpoint_arn(region, account, endpoint_name),
+                endpoint=endpoint.endpoint),
+            log_key_arn=monitoring.key_arn, rate_limit=spec.gateway.rate_limit,
+            burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
+            timeout_seconds=spec.gateway.timeout_seconds,
+            allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
+        return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
+                "log_group": monitoring.log_group.name,
+                "dashboard_url": monitoring.dashboard_url,
+                "sagemaker_endpoint": endpoint.endpoint_name}
 
 
 def build_service(spec: DeploymentSpec, stack: str,

@@ -122,7 +122,13 @@ def test_gateway_settings_not_built_yet_are_refused_not_ignored(gateway):
 
 
 @pytest.mark.parametrize("sections,error,words", [
-    ({"compute": {"kind": "sagemaker"}}, "NotSupportedError", "sagemaker"),
+    ({"compute": {"kind": "sagemaker", "instance_type": "g5.2xlarge"}}, "ConfigError",
+     "compute.instance_type"),
+    ({"compute": {"kind": "instances", "instance_type": "ml.g6.xlarge"}}, "ConfigError",
+     "compute.kind: sagemaker"),
+    ({"compute": {"kind": "sagemaker", "spot": True}}, "ConfigError", "compute.spot"),
+    ({"compute": {"kind": "sagemaker", "instance_type": "ml.g6.xlarge", "gpus": 4}},
+     "ConfigError", "ml.g6.12xlarge"),
     ({"compute": {"instance_type": "g6.xlarge", "gpus": 4}}, "ConfigError", "g6.12xlarge"),
     ({"gateway": {"max_body_kb": 20000}}, "ConfigError", "10240"),
 ])

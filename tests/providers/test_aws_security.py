@@ -142,3 +142,54 @@ def test_each_insecure_setting_fails_its_own_check(stack, check_id, type_token, 
         resources = [changed if r is target else r for r in stack]
     failed = {r.id for r in run_checks(resources) if not r.passed}
     assert check_id in failed
+
+
+# -- compute.kind: sagemaker -------------------------------------------------------------
+
+SM_MODEL = "aws:sagemaker/model:Model"
+SM_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+SAGEMAKER_FLIPS = [
+    ("CKV_AWS_370", SM_MODEL, _set("enableNetworkIsolation", False)),
+    ("CKV_AWS_370", SM_MODEL, lambda inputs: inputs.update(
+        enableNetworkIsolation=False, vpcConfig={"subnets": [], "securityGroupIds": []})),
+    # a type without instance storage must name the KMS key for the endpoint's volume
+    ("CKV_AWS_98", SM_CONFIG, _set("productionVariants.0.instanceType", "ml.m5.xlarge")),
+    ("CKV_AWS_1", "aws:iam/rolePolicy:RolePolicy", _allow_star),
+    ("CKV_AWS_309", "aws:apigateway/method:Method", _set("authorization", "NONE")),
+]
+
+
+@pytest.fixture(scope="module")
+def sagemaker_stack():
+    return declared(compute={"kind": "sagemaker"})[0]
+
+
+def test_the_sagemaker_flavour_passes_every_check(sagemaker_stack):
+    results = run_checks(sagemaker_stack)
+    assert not [r for r in results if not r.passed]
+    ids = {r.id for r in results}
+    assert {"CKV_AWS_98", "CKV_AWS_370", "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_1",
+            "CKV_AWS_145", "CKV_AWS_136", "CKV_AWS_76"} <= ids
+
+
+@pytest.mark.parametrize("check_id,type_token,mutate", SAGEMAKER_FLIPS,
+                         ids=[f"{f[0]}-{i}" for i, f in enumerate(SAGEMAKER_FLIPS)])
+def test_each_insecure_sagemaker_setting_fails_its_own_check(sagemaker_stack, check_id,
+                                                             type_token, mutate):
+    target = next(r for r in sagemaker_stack if r.type == type_token)
+    inputs = copy.deepcopy(dict(target.inputs))
+    mutate(inputs)
+    changed = dataclasses.replace(target, inputs=inputs)
+    resources = [changed if r is target else r for r in sagemaker_stack]
+    failed = {(r.id, r.resource) for r in run_checks(resources) if not r.passed}
+    assert (check_id, target.name) in failed
+
+
+def test_a_vpc_confined_model_and_a_kms_keyed_volume_pass():
+    from llmcloud.policies.aws import endpoint_data_kms, model_network_isolation
+
+    assert model_network_isolation({"vpcConfig": {"subnets": ["s"],
+                                                  "securityGroupIds": ["g"]}}) is None
+    assert endpoint_data_kms({"kmsKeyArn": "arn:aws:kms:x",
+                              "productionVariants": [{"instanceType": "ml.m5.xlarge"}]}) is None
+    assert endpoint_data_kms({"productionVariants": []}) is not None

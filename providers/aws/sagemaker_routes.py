@@ -1,0 +1,127 @@
+"""The gateway's OpenAI routes onto a SageMaker endpoint (`compute.kind: sagemaker`).
+
+`POST /v1/completions` and `POST /v1/chat/completions` become `InvokeEndpoint` calls (an AWS
+service integration whose IAM role may invoke this one endpoint and nothing else): the body
+goes to the container's `POST /invocations` unchanged, and the route travels in SageMaker's
+custom-attributes header, which SageMaker hands to the container. `GET /v1/models` is
+answered by API Gateway itself. Responses are buffered: API Gateway's AWS integrations do not
+stream, so this flavour serves request/response workloads (set `"stream": false`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pulumi
+import pulumi_aws as aws
+
+from llmcloud.providers.aws.endpoint_config import invocations_uri, invoke_timeout_ms
+from llmcloud.providers.aws.policies import assume_role_policy, invoke_endpoint_policy
+
+if TYPE_CHECKING:
+    from llmcloud.providers.aws.gateway import SagemakerBackend
+
+#: (route name, path under /v1, the custom attribute the container dispatches on)
+INVOKE_ROUTES = (("completions", ("completions",), "route=/v1/completions"),
+                 ("chat-completions", ("chat", "completions"), "route=/v1/chat/completions"))
+CUSTOM_ATTRIBUTES = "integration.request.header.X-Amzn-SageMaker-Custom-Attributes"
+#: SageMaker's error body carries the container's message (OriginalMessage) or its own
+ERROR_TEMPLATE = (
+    "#set($m = $input.path('$.OriginalMessage'))"
+    "#if(\"$!m\" == \"\")#set($m = $input.path('$.message'))#end"
+    "#if(\"$!m\" == \"\")#set($m = $input.path('$.Message'))#end"
+    '{"error": {"message": "$util.escapeJavaScript($m)", "type": "%s", "param": null, '
+    '"code": "%s"}}')
+#: (status API Gateway answers, SageMaker's statuses it stands for, OpenAI error type)
+ERROR_STATUSES = (("400", r"4\d{2}", "invalid_request_error"),
+                  ("502", r"5\d{2}", "server_error"))
+
+
+def models_body(model_id: str) -> str:
+    """`GET /v1/models`: the one model this stack serves, as OpenAI lists models."""
+    return json.dumps({"object": "list", "data": [
+        {"id": model_id, "object": "model", "created": 0, "owned_by": "llmcloud"}]})
+
+
+def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.RestApi,
+                     authorizer_id: pulumi.Input[str], backend: SagemakerBackend,
+                     timeout_seconds: int) -> list[pulumi.Resource]:
+    """Declare `/v1/{completions,chat/completions,models}` on `api` (children of `parent`);
+    returns every method, integration and response, for the stage's redeployment trigger."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(f"{name}-invoke", assume_role_policy=json.dumps(
+        assume_role_policy("apigateway.amazonaws.com")),
+        description=f"API Gateway: invoke {backend.endpoint_name}", opts=child)
+    grant = aws.iam.RolePolicy(f"{name}-invoke", role=role.id, policy=pulumi.Output.from_input(
+        backend.endpoint_arn).apply(lambda arn: json.dumps(invoke_endpoint_policy(arn))),
+        opts=child)
+
+    paths: dict[tuple[str, ...], aws.apigateway.Resource] = {}
+
+    def resource(path: tuple[str, ...]) -> aws.apigateway.Resource:
+        if path not in paths:
+            parent_id = resource(path[:-1]).id if len(path) > 1 else api.root_resource_id
+            paths[path] = aws.apigateway.Resource(
+                f"{name}-{'-'.join(path)}", rest_api=api.id, parent_id=parent_id,
+                path_part=path[-1], opts=child)
+        return paths[path]
+
+    routes: list[pulumi.Resource] = []
+    for route, path, attributes in INVOKE_ROUTES:
+        node = resource(("v1", *path))
+        method = aws.apigateway.Method(
+            f"{name}-{route}", rest_api=api.id, resource_id=node.id, http_method="POST",
+            authorization="CUSTOM", authorizer_id=authorizer_id, api_key_required=True,
+            opts=child)
+        integration = aws.apigateway.Integration(
+            f"{name}-{route}", rest_api=api.id, resource_id=node.id,
+            http_method=method.http_method, type="AWS", integration_http_method="POST",
+            uri=invocations_uri(backend.region, backend.endpoint_name), credentials=role.arn,
+            passthrough_behavior="WHEN_NO_TEMPLATES",
+            request_parameters={
+                "integration.request.header.Content-Type": "'application/json'",
+                "integration.request.header.Accept": "'application/json'",
+                CUSTOM_ATTRIBUTES: f"'{attributes}'"},
+            response_transfer_mode="BUFFERED",
+            timeout_milliseconds=invoke_timeout_ms(timeout_seconds),
+            opts=pulumi.ResourceOptions(parent=parent,
+                                        depends_on=[grant, backend.endpoint]))
+        routes += [method, integration]
+        routes += _responses(parent, f"{name}-{route}", api, node, method, integration,
+                             [("200", None, None)] + [
+                                 (status, pattern, ERROR_TEMPLATE % (kind, kind))
+                                 for status, pattern, kind in ERROR_STATUSES])
+
+    node = resource(("v1", "models"))
+    method = aws.apigateway.Method(
+        f"{name}-models", rest_api=api.id, resource_id=node.id, http_method="GET",
+        authorization="CUSTOM", authorizer_id=authorizer_id, api_key_required=True,
+        opts=child)
+    integration = aws.apigateway.Integration(
+        f"{name}-models", rest_api=api.id, resource_id=node.id,
+        http_method=method.http_method, type="MOCK",
+        request_templates={"application/json": '{"statusCode": 200}'}, opts=child)
+    routes += [method, integration]
+    routes += _responses(parent, f"{name}-models", api, node, method, integration,
+                         [("200", None, models_body(backend.model_id))])
+    return routes
+
+
+def _responses(parent: pulumi.Resource, name: str, api, node, method, integration,
+               statuses: list[tuple[str, str | None, str | None]]) -> list[pulumi.Resource]:
+    out: list[pulumi.Resource] = []
+    for status, pattern, template in statuses:
+        method_response = aws.apigateway.MethodResponse(
+            f"{name}-{status}", rest_api=api.id, resource_id=node.id,
+            http_method=method.http_method, status_code=status,
+            response_models={"application/json": "Empty"},
+            opts=pulumi.ResourceOptions(parent=parent))
+        out.append(method_response)
+        out.append(aws.apigateway.IntegrationResponse(
+            f"{name}-{status}", rest_api=api.id, resource_id=node.id,
+            http_method=method.http_method, status_code=method_response.status_code,
+            selection_pattern=pattern,
+            response_templates={"application/json": template} if template else None,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[integration])))
+    return out
