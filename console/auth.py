@@ -1,0 +1,170 @@
+"""Who may use the console: sessions opened with the stack's admin key, CSRF tokens for
+every mutating request, and a brake on guessing keys.
+
+A browser logs in once with the admin key (a form POST, never a URL) and gets an opaque
+session cookie (HttpOnly, SameSite=Strict); the key itself is not kept. Every POST, PUT or
+DELETE made with that cookie must carry the session's CSRF token in `X-CSRF-Token` (htmx
+sends it from the page's `hx-headers`) or a `csrf` form field, and an Origin, when the
+browser sends one, must be the console's own. A script calls the JSON API with
+`Authorization: Bearer <admin key>` instead: a header a browser never adds on its own, so
+those requests need no CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from llmcloud.console.backend import Login, StackBackend
+
+COOKIE = "llmcloud_console"
+LOGIN_COOKIE = "llmcloud_console_login"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class Session:
+    """One logged-in browser."""
+
+    id: str
+    csrf: str
+    created: float
+    last_seen: float
+    via: str  # "session" or "bearer"
+
+
+@dataclass
+class SessionStore:
+    """Sessions in memory: a restart of the console logs everyone out, by design."""
+
+    idle_seconds: float = 3600.0
+    max_age_seconds: float = 12 * 3600.0
+    _sessions: dict[str, Session] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self) -> Session:
+        now = time.monotonic()
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now,
+                          "session")
+        with self._lock:
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return None
+            if (now - session.last_seen > self.idle_seconds
+                    or now - session.created > self.max_age_seconds):
+                del self._sessions[session_id]
+                return None
+            session.last_seen = now
+            return session
+
+    def close(self, session_id: str | None) -> None:
+        with self._lock:
+            self._sessions.pop(session_id or "", None)
+
+
+class LoginThrottle:
+    """At most `attempts` failed logins per `window` seconds, for the whole console: the
+    admin key is long and random, this only makes guessing noisy and slow."""
+
+    def __init__(self, attempts: int = 10, window: float = 60.0):
+        self.attempts, self.window = attempts, window
+        self._failures: list[float] = []
+        self._lock = threading.Lock()
+
+    def retry_after(self) -> float | None:
+        """Seconds to wait before the next attempt, or None when one is allowed now."""
+        now = time.monotonic()
+        with self._lock:
+            self._failures = [t for t in self._failures if now - t < self.window]
+            if len(self._failures) < self.attempts:
+                return None
+            return self.window - (now - self._failures[0])
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures.append(time.monotonic())
+
+
+class AuthError(Exception):
+    """A request the console refuses: 401 (who are you?) or 403 (not allowed)."""
+
+    def __init__(self, status: int, message: str, hint: str):
+        super().__init__(message)
+        self.status, self.message, self.hint = status, message, hint
+
+
+class Guard:
+    """Checks every request; the app's routes depend on `authenticate`."""
+
+    def __init__(self, backend: StackBackend, sessions: SessionStore | None = None):
+        self.backend = backend
+        self.sessions = sessions or SessionStore()
+        self.throttle = LoginThrottle()
+
+    def login_hint(self) -> str:
+        return (f"open the console's login page and enter the {self.backend.key_label} "
+                f"({self.backend.key_hint})")
+
+    def check_key(self, key: str) -> Login:
+        """The verdict on `key`, counted by the throttle when it is wrong."""
+        wait = self.throttle.retry_after()
+        if wait is not None:
+            raise AuthError(429, f"too many failed logins; try again in {wait:.0f}s",
+                            "wait, then enter the key again")
+        verdict = self.backend.check_login(key.strip())
+        if verdict is not Login.admin:
+            self.throttle.failed()
+        return verdict
+
+    def authenticate(self, request: Request) -> Session:
+        """The caller's session; raises `AuthError` for a missing or wrong identity and for a
+        mutating request without its CSRF token or from another origin."""
+        authorization = request.headers.get("authorization", "")
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            verdict = self.check_key(key)
+            if verdict is Login.admin:
+                now = time.monotonic()
+                return Session("bearer", "", now, now, "bearer")
+            if verdict is Login.not_admin:
+                raise AuthError(403, "this API key is not an admin key",
+                                f"create one: llmcloud keys create --admin --stack "
+                                f"{self.backend.stack}")
+            raise AuthError(401, "the key is not valid for this stack", self.login_hint())
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            raise AuthError(401, "you are not logged in, or your session expired",
+                            self.login_hint())
+        if request.method not in SAFE_METHODS:
+            check_csrf(request, session.csrf)
+        return session
+
+
+def check_csrf(request: Request, expected: str, form_token: str | None = None) -> None:
+    """Raise 403 unless the request carries `expected` and comes from the console's origin."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != own_origin(request):
+        raise AuthError(403, "the request came from another site",
+                        "use the console's own pages; reload the page and try again")
+    token = request.headers.get(CSRF_HEADER) or form_token or ""
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise AuthError(403, "the request is missing its CSRF token, or it is stale",
+                        "reload the page and try again")
+
+
+def own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"

@@ -1,0 +1,124 @@
+"""The console's pages: login, Deployment, Models, API keys, Metrics; each a server-rendered
+shell whose live parts htmx loads from the JSON API (`api.py`)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from llmcloud.console.auth import COOKIE, LOGIN_COOKIE, AuthError, Session, check_csrf
+from llmcloud.console.backend import Login
+from llmcloud.console.render import html
+
+router = APIRouter(include_in_schema=False)
+
+PAGES = (("/", "Deployment"), ("/models", "Models"), ("/keys", "API keys"),
+         ("/metrics", "Metrics"))
+
+
+def _session(request: Request) -> Session | None:
+    console = request.app.state.console
+    return console.sessions.get(request.cookies.get(COOKIE))
+
+
+def _page(request: Request, template: str, title: str) -> Response:
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login?next=" + request.url.path, status_code=303)
+    backend = request.app.state.console.backend
+    return html(template, title=title, pages=PAGES, path=request.url.path, csrf=session.csrf,
+                stack=backend.stack, provider=backend.provider_name)
+
+
+@router.get("/")
+def deployment_page(request: Request) -> Response:
+    return _page(request, "deployment.html", "Deployment")
+
+
+@router.get("/models")
+def models_page(request: Request) -> Response:
+    return _page(request, "models.html", "Models")
+
+
+@router.get("/keys")
+def keys_page(request: Request) -> Response:
+    return _page(request, "keys.html", "API keys")
+
+
+@router.get("/metrics")
+def metrics_page(request: Request) -> Response:
+    return _page(request, "metrics.html", "Metrics")
+
+
+@router.get("/models/confirm")
+def confirm_rollout(request: Request,
+                    action: str = Query(pattern="^(promote|rollback|cancel)$"),
+                    version: str | None = Query(None, max_length=128)) -> Response:
+    """The confirmation step before a promote or rollback (an htmx fragment)."""
+    console = request.app.state.console
+    console.guard.authenticate(request)
+    if action == "cancel":
+        return Response("", media_type="text/html")
+    models = console.backend.models()
+    return html("fragments/confirm.html", action=action, version=version,
+                serving=models.get("serving"), stack=console.backend.stack)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/") -> Response:
+    token = secrets.token_urlsafe(32)
+    backend = request.app.state.console.backend
+    response = html("login.html", title="Log in", csrf=token, next=_safe_next(next),
+                    stack=backend.stack, provider=backend.provider_name,
+                    key_label=backend.key_label, key_hint=backend.key_hint)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"),
+                                          keep_blank_values=True).items()}
+    console = request.app.state.console
+    # Login CSRF: the form's token must match the cookie set with the form (double submit).
+    check_csrf(request, request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf"))
+    if not hmac.compare_digest(form.get("csrf", "").encode(),
+                               request.cookies.get(LOGIN_COOKIE, "").encode()):
+        raise AuthError(403, "the login form expired", "reload the login page and try again")
+    verdict = console.guard.check_key(form.get("key", ""))
+    if verdict is Login.not_admin:
+        raise AuthError(403, "that API key is valid but is not an admin key",
+                        f"create an admin key with `llmcloud keys create --admin --stack "
+                        f"{console.backend.stack}` and log in with it")
+    if verdict is not Login.admin:
+        raise AuthError(401, f"that is not a valid {console.backend.key_label} for stack "
+                             f"'{console.backend.stack}'", console.guard.login_hint())
+    session = console.sessions.open()
+    response = RedirectResponse(_safe_next(form.get("next", "/")), status_code=303)
+    response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    console = request.app.state.console
+    session = _session(request)
+    if session is not None:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        check_csrf(request, session.csrf, (form.get("csrf") or [""])[-1])
+        console.sessions.close(session.id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def _safe_next(target: str) -> str:
+    # Only a path on this console: never an open redirect to another site.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

@@ -1,0 +1,71 @@
+"""Templates and the one rule that lets the page use the JSON API: a route answers with JSON,
+or with the same document rendered as an HTML fragment when htmx asks (`HX-Request`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+TEMPLATES = Path(__file__).with_name("templates")
+STATIC = Path(__file__).with_name("static")
+
+
+def _when(value: Any) -> str:
+    """A timestamp (epoch seconds or ISO-8601) as `2026-11-28 23:17 UTC`; '–' when unknown."""
+    if value in (None, ""):
+        return "–"
+    if isinstance(value, (int, float)):
+        moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "–"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _money(value: Any) -> str:
+    return "–" if value is None else f"${float(value):,.2f}"
+
+
+environment = Environment(loader=FileSystemLoader(TEMPLATES),
+                          autoescape=select_autoescape(["html"]), trim_blocks=True,
+                          lstrip_blocks=True)
+environment.filters.update(when=_when, size=_size, money=_money)
+
+
+def wants_fragment(request: Request) -> bool:
+    """True when htmx made the request: it gets HTML to swap into the page."""
+    return request.headers.get("hx-request") == "true"
+
+
+def html(template: str, status_code: int = 200, headers: dict[str, str] | None = None,
+         **values: Any) -> HTMLResponse:
+    return HTMLResponse(environment.get_template(template).render(**values),
+                        status_code=status_code, headers=headers)
+
+
+def respond(request: Request, document: Any, fragment: str, status: int = 200,
+            headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    """`document` as JSON, or rendered by `fragment` for htmx."""
+    if wants_fragment(request):
+        console = request.app.state.console
+        return html(fragment, status, headers, doc=document, stack=console.backend.stack,
+                    **extra)
+    return JSONResponse(document, status_code=status, headers=headers)

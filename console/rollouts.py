@@ -1,0 +1,149 @@
+"""Promote and roll back from the console: the provider's own `promote`/`rollback` run in a
+thread while a watcher records the rollout replica by replica from the stack's status.
+
+One rollout at a time per console. The provider call decides the outcome (the local
+provider rolls back on its own when a new replica is not ready); the watcher only narrates
+what the replicas did: which one started, became ready, drained and stopped.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcloud.stacks.errors import LlmcloudError
+
+
+class RolloutBusy(Exception):
+    """A rollout is already running."""
+
+
+@dataclass
+class Rollout:
+    """One promote or rollback, as the page and the API show it."""
+
+    id: str
+    action: str  # "promote" or "rollback"
+    target: str | None
+    from_version: str | None
+    state: str = "running"  # running, succeeded, failed
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def say(self, message: str) -> None:
+        self.events.append({"at": time.time(), "message": message})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "target": self.target,
+                "from_version": self.from_version, "state": self.state,
+                "started": self.started, "finished": self.finished,
+                "events": list(self.events), "replicas": list(self.replicas),
+                "result": self.result, "error": self.error}
+
+
+def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
+    """What changed between two replica lists, in words."""
+    old = {r["id"]: r for r in before}
+    new = {r["id"]: r for r in after}
+    lines = []
+    for rid, replica in new.items():
+        version = replica.get("version")
+        if rid not in old:
+            lines.append(f"replica {rid} starting on {version}")
+            if replica.get("ready"):
+                lines.append(f"replica {rid} ready on {version}")
+        elif replica.get("ready") and not old[rid].get("ready"):
+            lines.append(f"replica {rid} ready on {version}")
+        elif replica.get("draining") and not old[rid].get("draining"):
+            lines.append(f"replica {rid} draining ({version})")
+    for rid, replica in old.items():
+        if rid not in new:
+            lines.append(f"replica {rid} stopped ({replica.get('version')})")
+    return lines
+
+
+class Rollouts:
+    """Runs rollouts and keeps the latest ones."""
+
+    def __init__(self, replicas: Callable[[], list[dict[str, Any]]], *,
+                 poll_interval: float = 0.25, keep: int = 20):
+        self._replicas = replicas
+        self.poll_interval = poll_interval
+        self._history: list[Rollout] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def current(self) -> Rollout | None:
+        """The running rollout, else the latest finished one."""
+        with self._lock:
+            return self._history[-1] if self._history else None
+
+    def get(self, rollout_id: str) -> Rollout | None:
+        with self._lock:
+            return next((r for r in self._history if r.id == rollout_id), None)
+
+    def start(self, action: str, target: str | None, from_version: str | None,
+              run: Callable[[], dict[str, Any]]) -> Rollout:
+        """Start `run` (the provider's promote or rollback) in a thread; raise `RolloutBusy`
+        while another runs."""
+        with self._lock:
+            if self._history and self._history[-1].state == "running":
+                raise RolloutBusy(self._history[-1].id)
+            rollout = Rollout("rollout-" + secrets.token_hex(4), action, target, from_version)
+            self._history = [*self._history, rollout][-self._keep:]
+        rollout.say(f"{action} to {target}" if target else f"{action} started")
+        done = threading.Event()
+        threading.Thread(target=self._run, args=(rollout, run, done), daemon=True,
+                         name=f"console-{rollout.id}").start()
+        threading.Thread(target=self._watch, args=(rollout, done), daemon=True,
+                         name=f"console-{rollout.id}-watch").start()
+        return rollout
+
+    def _run(self, rollout: Rollout, run: Callable[[], dict[str, Any]],
+             done: threading.Event) -> None:
+        try:
+            result = run()
+        except LlmcloudError as exc:
+            rollout.error = {"message": exc.message, "context": exc.context, "hint": exc.hint}
+        except Exception as exc:  # shown on the page rather than lost in a thread
+            rollout.error = {"message": f"the rollout failed: {exc!r}", "context": None,
+                             "hint": "see the console's terminal output"}
+        else:
+            rollout.result = result
+        done.set()
+
+    def _watch(self, rollout: Rollout, done: threading.Event) -> None:
+        previous = self._snapshot(rollout)
+        while not done.wait(self.poll_interval):
+            previous = self._observe(rollout, previous)
+        self._observe(rollout, previous)
+        if rollout.error is None:
+            version = (rollout.result or {}).get("model_version")
+            rollout.say(f"done: serving {version}")
+            rollout.state = "succeeded"
+        else:
+            rollout.say(f"failed: {rollout.error['message']}")
+            rollout.state = "failed"
+        rollout.finished = time.time()
+
+    def _snapshot(self, rollout: Rollout) -> list[dict[str, Any]]:
+        try:
+            replicas = self._replicas()
+        except LlmcloudError:
+            return rollout.replicas
+        rollout.replicas = replicas
+        return replicas
+
+    def _observe(self, rollout: Rollout, previous: list[dict[str, Any]]) -> list[dict]:
+        current = self._snapshot(rollout)
+        for line in narrate(previous, current):
+            rollout.say(line)
+        return current

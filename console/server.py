@@ -1,0 +1,184 @@
+"""The console's web app and server: `create_app(backend)` and `serve(backend, ...)`.
+
+Served on loopback; another address only when asked (`host=...`), with a warning, since the
+console is plain HTTP. Every response carries a strict Content-Security-Policy (scripts and
+styles from the console only: htmx and one stylesheet, nothing inline, nothing remote) and
+no-store caching; a Host header that is not the address the console was opened on is
+refused, which keeps DNS-rebinding pages away from the loopback console.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from llmcloud.console import api, pages
+from llmcloud.console.auth import AuthError, Guard, SessionStore
+from llmcloud.console.backend import StackBackend
+from llmcloud.console.metrics_history import MetricsHistory
+from llmcloud.console.render import STATIC, html, wants_fragment
+from llmcloud.console.rollouts import Rollouts
+from llmcloud.stacks.errors import LlmcloudError
+
+log = logging.getLogger("llmcloud.console")
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+@dataclass
+class Console:
+    """What the routes share: the stack, who is logged in, metrics and rollouts."""
+
+    backend: StackBackend
+    guard: Guard
+    history: MetricsHistory
+    rollouts: Rollouts
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.guard.sessions
+
+
+def _replicas(backend: StackBackend) -> list[dict[str, Any]]:
+    return list(backend.deployment().get("replicas") or [])
+
+
+def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
+               metrics_interval: float = 2.0, scrape: bool = True) -> FastAPI:
+    """The console for `backend`'s stack. `allowed_hosts` are the Host headers accepted
+    (None: any, for tests); `scrape=False` leaves metrics to explicit `scrape_once()`."""
+    history = MetricsHistory(backend.metrics_sources, interval=metrics_interval)
+    console = Console(backend, Guard(backend), history, Rollouts(lambda: _replicas(backend)))
+
+    async def lifespan(app: FastAPI):
+        if scrape:
+            history.start()
+        try:
+            yield
+        finally:
+            history.stop()
+
+    app = FastAPI(title=f"llmcloud console: {backend.stack}", version="1",
+                  description="The management console's API; the console's pages use it. "
+                              "Authenticate with `Authorization: Bearer <admin key>`.",
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.state.console = console
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def security(request: Request, call_next):
+        host = request.headers.get("host", "")
+        if allowed_hosts is not None and host not in allowed_hosts:
+            return JSONResponse({"error": {"message": f"unexpected Host header {host!r}",
+                                           "hint": "open the console at the URL it printed"}},
+                                status_code=421)
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> Response:
+        headers = {"WWW-Authenticate": 'Bearer realm="llmcloud console"'} \
+            if exc.status == 401 else {}
+        if wants_fragment(request):
+            # An expired session inside a page: send the whole page to the login form.
+            return Response(status_code=exc.status, headers={**headers, "HX-Redirect": "/login"})
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"message": exc.message, "hint": exc.hint}},
+                                status_code=exc.status, headers=headers)
+        return html("error.html", exc.status, headers, title=_TITLES.get(exc.status, "Error"),
+                    status=exc.status, message=exc.message, hint=exc.hint,
+                    stack=backend.stack, provider=backend.provider_name)
+
+    @app.exception_handler(api.ApiError)
+    async def api_error(request: Request, exc: api.ApiError) -> Response:
+        return api.error_response(request, exc)
+
+    @app.exception_handler(LlmcloudError)
+    async def llmcloud_error(request: Request, exc: LlmcloudError) -> Response:
+        return api.error_response(request, api.from_llmcloud(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        return api.error_response(request, api.ApiError(422, f"{where}: {first['msg']}"))
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> JSONResponse:
+        console.guard.authenticate(request)
+        return JSONResponse(app.openapi())
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return RedirectResponse("/static/favicon.svg")
+
+    return app
+
+
+_TITLES = {401: "Not logged in", 403: "Not allowed", 429: "Too many attempts"}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
+          announce=None) -> None:
+    """Serve the console for `backend`'s stack until interrupted. A `host` other than
+    loopback is served with a warning: the console is plain HTTP."""
+    import uvicorn
+
+    say = announce or (lambda line: print(line, file=sys.stderr, flush=True))
+    if not is_loopback(host):
+        say(f"warning: the console listens on {host}, reachable from other machines, over "
+            "plain HTTP: the admin key crosses the network unencrypted. Put it behind TLS "
+            "or use an SSH tunnel to 127.0.0.1 instead.")
+        allowed = None
+    else:
+        allowed = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+    app = create_app(backend, allowed_hosts=allowed)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    say(f"console for stack '{backend.stack}' ({backend.provider_name}): "
+        f"http://{shown}:{port}/  (Ctrl+C stops it)")
+    say(f"log in with the {backend.key_label}: {backend.key_hint}")
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                  access_log=False)).run()
+
+
+def serve_stack(provider, ctx, port: int = 8765, host: str = "127.0.0.1") -> None:
+    """`Provider.console` for any provider: the generic backend (outputs, status, plan), with
+    a console access token minted for this run and printed once on the terminal."""
+    backend = StackBackend(provider, ctx)
+    print(f"console access token (this run only): {backend.access_token}", file=sys.stderr,
+          flush=True)
+    serve(backend, port=port, host=host)
