@@ -39,11 +39,15 @@ def sagemaker_instance_type(instance_type: str | None, instances_default: str) -
 
 
 def container_environment(*, model_name: str, version: str, dtype: str, max_batch_size: int,
-                          drain_timeout_seconds: int, gpus: int) -> dict[str, str]:
+                          drain_timeout_seconds: int, gpus: int,
+                          task: str | None = None) -> dict[str, str]:
     """The model container's environment: `llmcloud-server` loads the mounted model and
     listens on SageMaker's port; `HF_MODEL_ID`/`SM_NUM_GPUS` make AWS's own LLM containers
-    (TGI, DJL) load the same directory when one is used as the image instead."""
+    (TGI, DJL) load the same directory when one is used as the image instead. The container
+    is network-isolated, so nothing may try the Hugging Face hub."""
+    task_env = {"LLMCLOUD_TASK": task} if task else {}
     return {
+        **task_env,
         "LLMCLOUD_MODEL": MODEL_DIR,
         "LLMCLOUD_MODEL_NAME": model_name,
         "LLMCLOUD_MODEL_VERSION": version,
@@ -53,6 +57,8 @@ def container_environment(*, model_name: str, version: str, dtype: str, max_batc
         "LLMCLOUD_DRAIN_TIMEOUT_SECONDS": str(drain_timeout_seconds),
         "HF_MODEL_ID": MODEL_DIR,
         "SM_NUM_GPUS": str(gpus),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
     }
 
 

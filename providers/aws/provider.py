@@ -82,6 +82,13 @@ class AwsProvider(CloudProvider):
             instance_type = sagemaker_instance_type(spec.compute.instance_type,
                                                     DEFAULT_INSTANCE_TYPE)
             table: dict = ML_INSTANCES
+            if self.options is not None and self.options.private_endpoints:
+                raise NotSupportedError(
+                    "AwsOptions.private_endpoints has no VPC to serve with compute.kind: "
+                    "sagemaker",
+                    context="the SageMaker flavour declares no VPC: the model container is "
+                            "network-isolated and API Gateway calls SageMaker's public API",
+                    hint="drop private_endpoints, or use compute.kind: instances")
             if spec.compute.spot:
                 raise ConfigError(
                     "compute.spot is not available with compute.kind: sagemaker",

@@ -54,6 +54,7 @@ def test_the_model_runs_the_stacks_image_on_the_versions_prefix():
     assert source == {"s3Uri": f"s3://{outputs['bucket']}/models/t5/v1/",
                       "s3DataType": "S3Prefix", "compressionType": "None"}
     env = container["environment"]
+    assert env["LLMCLOUD_MODEL_NAME"] == "t5"
     assert env["LLMCLOUD_MODEL"] == "/opt/ml/model" and env["LLMCLOUD_MODEL_VERSION"] == "v1"
     assert env["LLMCLOUD_PORT"] == "8080"
     assert model.inputs["enableNetworkIsolation"] is True
@@ -245,6 +246,36 @@ def test_a_non_sagemaker_instance_type_is_a_config_error_naming_the_key(compute,
     with pytest.raises(ConfigError) as info:
         run_plan(aws_spec(compute={**SM, **compute}), "dev")
     assert words in f"{info.value.message} {info.value.hint}"
+
+
+def test_options_without_a_vpc_to_serve_are_refused():
+    from llmcloud.providers.aws.provider import AwsProvider
+    from llmcloud.providers.aws.service import AwsOptions
+    from llmcloud.stacks.errors import NotSupportedError
+    from llmcloud.stacks.plan import run_plan
+
+    AwsProvider.options = AwsOptions(private_endpoints=True)
+    try:
+        with pytest.raises(NotSupportedError, match="private_endpoints"):
+            run_plan(aws_spec(compute=SM), "dev")
+    finally:
+        AwsProvider.options = None
+
+
+def test_the_waf_protects_the_sagemaker_flavours_stage_too():
+    from llmcloud.policies import run_checks
+    from llmcloud.providers.aws.provider import AwsProvider
+    from llmcloud.providers.aws.service import AwsOptions
+
+    AwsProvider.options = AwsOptions(waf=True)
+    try:
+        resources, _ = declared(stack="waf-sm", compute=SM)
+    finally:
+        AwsProvider.options = None
+    association = one(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")
+    assert association.inputs["resourceArn"] == one(
+        resources, "aws:apigateway/stage:Stage").outputs["arn"]
+    assert not [r for r in run_checks(resources) if not r.passed]
 
 
 def test_plan_declares_the_flavour_passes_every_check_and_costs_money():

@@ -42,6 +42,11 @@ def test_the_container_loads_the_mounted_model_on_sagemakers_port():
     assert env["LLMCLOUD_MODEL"] == env["HF_MODEL_ID"] == "/opt/ml/model"
     assert env["LLMCLOUD_MODEL_VERSION"] == "v3" and env["LLMCLOUD_PORT"] == "8080"
     assert all(isinstance(v, str) for v in env.values())  # SageMaker takes strings only
+    assert env["HF_HUB_OFFLINE"] == "1" and "LLMCLOUD_TASK" not in env
+    assert ec.container_environment(model_name="t5", version="v3", dtype="auto",
+                                    max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                    task="text2text-generation")["LLMCLOUD_TASK"] == (
+        "text2text-generation")
 
 
 def test_model_data_is_the_uncompressed_version_prefix():
