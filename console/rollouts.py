@@ -50,24 +50,25 @@ class Rollout:
 
 
 def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
-    """What changed between two replica lists, in words."""
+    """What changed between two replica lists, in words: starts and readiness first, then
+    drains and stops (in a rollout a new replica is ready before an old one drains)."""
     old = {r["id"]: r for r in before}
     new = {r["id"]: r for r in after}
-    lines = []
+    came, drained, gone = [], [], []
     for rid, replica in new.items():
         version = replica.get("version")
         if rid not in old:
-            lines.append(f"replica {rid} starting on {version}")
+            came.append(f"replica {rid} starting on {version}")
             if replica.get("ready"):
-                lines.append(f"replica {rid} ready on {version}")
+                came.append(f"replica {rid} ready on {version}")
         elif replica.get("ready") and not old[rid].get("ready"):
-            lines.append(f"replica {rid} ready on {version}")
-        elif replica.get("draining") and not old[rid].get("draining"):
-            lines.append(f"replica {rid} draining ({version})")
+            came.append(f"replica {rid} ready on {version}")
+        if replica.get("draining") and not (old.get(rid) or {}).get("draining"):
+            drained.append(f"replica {rid} draining ({version})")
     for rid, replica in old.items():
         if rid not in new:
-            lines.append(f"replica {rid} stopped ({replica.get('version')})")
-    return lines
+            gone.append(f"replica {rid} stopped ({replica.get('version')})")
+    return came + drained + gone
 
 
 class Rollouts:
