@@ -25,8 +25,8 @@ PROJECT = "llmcloud"
 UNKNOWN = "<computed>"
 _COMPONENT_PREFIX = "llmcloud:"
 #: the order layers are shown in: the way a request travels, then what supports it
-LAYERS = ("gateway", "load_balancer", "gpu_pool", "identity", "model_store", "registry",
-          "network", "monitoring", "service")
+LAYERS = ("gateway", "sagemaker_endpoint", "load_balancer", "gpu_pool", "identity",
+          "model_store", "registry", "network", "monitoring", "service")
 
 
 def layer_of(component_type: str) -> str:
