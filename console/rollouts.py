@@ -50,11 +50,12 @@ class Rollout:
 
 
 def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
-    """What changed between two replica lists, in words: starts and readiness first, then
-    drains and stops (in a rollout a new replica is ready before an old one drains)."""
+    """What changed between two replica lists, in words, in the order a rolling update does
+    things when several happen between two looks: a replica becomes ready, an old one drains,
+    it stops, the next one starts."""
     old = {r["id"]: r for r in before}
     new = {r["id"]: r for r in after}
-    came, drained, gone = [], [], []
+    ready, drained, gone, came = [], [], [], []
     for rid, replica in new.items():
         version = replica.get("version")
         if rid not in old:
@@ -62,13 +63,13 @@ def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[s
             if replica.get("ready"):
                 came.append(f"replica {rid} ready on {version}")
         elif replica.get("ready") and not old[rid].get("ready"):
-            came.append(f"replica {rid} ready on {version}")
+            ready.append(f"replica {rid} ready on {version}")
         if replica.get("draining") and not (old.get(rid) or {}).get("draining"):
             drained.append(f"replica {rid} draining ({version})")
     for rid, replica in old.items():
         if rid not in new:
             gone.append(f"replica {rid} stopped ({replica.get('version')})")
-    return came + drained + gone
+    return ready + drained + gone + came
 
 
 class Rollouts:

@@ -143,3 +143,17 @@ def test_serving_beyond_loopback_warns_and_loopback_pins_the_host_header(cloud, 
     assert backend.access_token not in " ".join(lines)
     assert server.is_loopback("::1") and server.is_loopback("localhost")
     assert not server.is_loopback("192.168.1.4")
+
+
+def test_a_missing_web_module_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    import llmcloud.console as console
+    from llmcloud.stacks.errors import MissingToolError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jinja2" else real(name, *a))
+    with pytest.raises(MissingToolError) as caught:
+        console.serve_stack(FakeCloud(), None, 8765)
+    assert "jinja2" in caught.value.message and "llmcloud[runtime]" in caught.value.hint

@@ -92,3 +92,16 @@ def test_charts_draw_gaps_for_missing_points_and_format_latest_values():
     assert format_value(0.0421, "s") == "42 ms" and format_value(None, "s") == "–"
     rendered = charts([{"requests_per_s": 3.0, "ttft_p50_s": None}])
     assert [c.latest for c in rendered][:3] == ["3.0 req/s", "–", "–"]
+
+
+def test_narration_follows_a_rolling_updates_order_within_one_look():
+    from llmcloud.console.rollouts import narrate
+
+    before = [{"id": "r1", "version": "v1", "ready": True},
+              {"id": "r3", "version": "v2", "ready": False}]
+    after = [{"id": "r3", "version": "v2", "ready": True},
+             {"id": "r4", "version": "v2", "ready": False}]
+    assert narrate(before, after) == ["replica r3 ready on v2", "replica r1 stopped (v1)",
+                                      "replica r4 starting on v2"]
+    draining = [{"id": "r1", "version": "v1", "ready": False, "draining": True}]
+    assert narrate(before[:1], draining) == ["replica r1 draining (v1)"]
