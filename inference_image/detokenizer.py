@@ -12,7 +12,7 @@ class IncrementalText:
     stop string, or an incomplete UTF-8 sequence, is held back until it is settled.
     """
 
-    def __init__(self, tokenizer, prompt_ids: list[int], stops: list[str]):
+    def __init__(self, tokenizer, stops: list[str]):
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
         self.ids: list[int] = []

@@ -214,7 +214,7 @@ class OpenAIServing:
         self.in_flight += 1
         self.metrics.prompt_tokens.inc(prompt_len)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        text = IncrementalText(self.engine.tokenizer, prompt_ids, _stops(request.stop))
+        text = IncrementalText(self.engine.tokenizer, _stops(request.stop))
         return Generation(kind, stream, text, include_usage, started, bool(request.stream))
 
     # --- running ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ TEXT = "Hello, how are you today? Une maison merveilleuse — ünïcödé 😀 d
 
 def stream(tokenizer, text: str, stops: list[str], chunk: int = 1) -> tuple[str, bool]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    inc = IncrementalText(tokenizer, [], stops)
+    inc = IncrementalText(tokenizer, stops)
     out = []
     for i in range(0, len(ids), chunk):
         out.append(inc.add(ids[i:i + chunk]))
@@ -36,7 +36,7 @@ def test_earliest_of_several_stops_wins(tokenizer):
 
 def test_partial_stop_is_held_back_then_released(tokenizer):
     ids = tokenizer("Hello, how ar", add_special_tokens=False)["input_ids"]
-    inc = IncrementalText(tokenizer, [], ["are you sure"])
+    inc = IncrementalText(tokenizer, ["are you sure"])
     sent = "".join(inc.add([i]) for i in ids)
     assert not sent.endswith("ar")  # could be the start of the stop string
     assert sent + inc.finish() == "Hello, how ar"
@@ -45,7 +45,7 @@ def test_partial_stop_is_held_back_then_released(tokenizer):
 def test_incomplete_utf8_is_not_emitted(tokenizer):
     ids = tokenizer("😀", add_special_tokens=False)["input_ids"]
     assert len(ids) > 1  # byte-level: the emoji spans several tokens
-    inc = IncrementalText(tokenizer, [], [])
+    inc = IncrementalText(tokenizer, [])
     deltas = [inc.add([i]) for i in ids]
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) + inc.finish() == "😀"
