@@ -158,11 +158,15 @@ def outputs(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json = 
 def console(
     provider: o.Provider = None,
     stack: o.Stack = "dev",
-    port: Annotated[int, typer.Option(help="the port on 127.0.0.1")] = 8765,
+    port: Annotated[int, typer.Option(help="the port to listen on")] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(help="address to listen on; anything but loopback is plain HTTP and warns"),
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve the management console for the stack on this machine."""
+    """Serve the management console for the stack (on loopback unless --host says otherwise)."""
     from llmcloud.cli.context import load_stack
 
     Output.start()
     prov, ctx = load_stack(stack=stack, provider=provider)
-    prov.console(ctx, port)
+    prov.console(ctx, port, host=host)

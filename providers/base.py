@@ -175,7 +175,7 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         """Revoke an API key."""
         raise self._unsupported("keys")
 
-    def console(self, ctx: StackContext, port: int) -> None:
+    def console(self, ctx: StackContext, port: int, host: str = "127.0.0.1") -> None:
         """Serve the management console for the stack until interrupted."""
         raise self._unsupported("console")
 

@@ -98,6 +98,14 @@ class CloudProvider(Provider):
             "outputs": outputs,
         }
 
+    def console(self, ctx: StackContext, port: int, host: str = "127.0.0.1") -> None:
+        """Serve the console for this cloud stack: its outputs, plan, checks and cost;
+        promote and roll back. It logs in with an access token printed on the terminal."""
+        self.supports("console")
+        from llmcloud.console import serve_stack
+
+        serve_stack(self, ctx, port, host=host)
+
     def api_key_headers(self, key: str) -> dict[str, str]:
         """How a client presents an API key to this provider's gateway."""
         return {"Authorization": f"Bearer {key}"}

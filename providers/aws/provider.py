@@ -47,7 +47,6 @@ class AwsProvider(CloudProvider):
     unsupported = {
         "keys": "AWS API keys live in the stack's API Gateway usage plan; `llmcloud keys` "
                 "for AWS is a later issue (meanwhile: aws apigateway create-api-key)",
-        "console": "the console shows local stacks only in this build",
     }
     #: AWS-only knobs of the stack (see `providers/aws/service.py`)
     options: Any = None

@@ -55,7 +55,6 @@ class AzureProvider(CloudProvider):
         "image_push": "pushes to the stack's container registry are a later issue; the registry "
                       "takes traffic only through its private endpoint (meanwhile: "
                       "az acr import, or docker push from inside the virtual network)",
-        "console": "the console shows local stacks only in this build",
     }
     #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
     options: AzureOptions | None = None

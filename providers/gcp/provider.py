@@ -50,7 +50,6 @@ class GcpProvider(CloudProvider):
         "keys": "GCP API keys are hashes in the stack's Secret Manager secret; `llmcloud keys` "
                 "for GCP is a later issue (meanwhile: gcloud secrets versions add, see the "
                 "GCP section of the README)",
-        "console": "the console shows local stacks only in this build",
     }
     #: GCP-only knobs of the stack (see `providers/gcp/service.py`)
     options: Any = None

@@ -97,7 +97,7 @@ def test_a_real_update_without_an_image_refuses_to_declare(monkeypatch):
 def test_the_lifecycle_is_offered_and_later_issues_say_why_not():
     unsupported = AwsProvider.unsupported
     assert not {"up", "update", "preview", "plan", "destroy"} & set(unsupported)
-    assert {"keys", "console"} == set(unsupported)
+    assert {"keys"} == set(unsupported)
 
 
 def test_mocked_lookups_answer_like_aws():
