@@ -77,7 +77,8 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
         missing = [m for m in self.sdk_modules if importlib.util.find_spec(m) is None]
         if missing:
             raise MissingToolError(
-                f"the {self.name} provider needs {', '.join(missing)}, which is not installed",
+                f"the {self.name} provider needs {', '.join(missing)}, "
+                f"which {'is' if len(missing) == 1 else 'are'} not installed",
                 context=f"these come with llmcloud's '{self.extra}' extra",
                 hint=f'pip install "llmcloud[{self.extra}]"',
             )
