@@ -48,6 +48,10 @@ class EngineLimits:
     # so they share one prefill instead of the first one delaying all the others.
     coalesce_quiet_s: float = 0.005
     coalesce_max_s: float = 0.02
+    # Prefill chunks run back to back while requests wait (their first tokens come sooner
+    # and the decode steps that follow carry a fuller batch), at most this many in a row so
+    # running streams keep flowing under a steady stream of arrivals.
+    max_prefills_in_a_row: int = 4
 
 
 @dataclass
@@ -90,6 +94,7 @@ class TorchEngine(Engine):
         self._accepting = True
         self._stopped = False
         self._abort_reason: str | None = None
+        self._prefills_in_a_row = 0
         self._thread = threading.Thread(target=self._run, name="llmcloud-engine", daemon=True)
         self._thread.start()
 
@@ -179,6 +184,10 @@ class TorchEngine(Engine):
             self._rows.extend(new_rows)
             self._advance(new_rows, logits)
             self._retire()
+            self._prefills_in_a_row += 1
+            if self._waiting and self._prefills_in_a_row < self.limits.max_prefills_in_a_row:
+                return
+        self._prefills_in_a_row = 0
         if self._rows:
             logits = self._batch.decode([row.last_token for row in self._rows])
             self._advance(self._rows, logits)

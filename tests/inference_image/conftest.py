@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,8 +62,10 @@ class ServerProcess:
         command = [sys.executable, "-m", "llmcloud.inference_image.server",
                    "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
                    "--log-level", "warning", *args]
+        # A file, not a pipe: a chatty server must never block on a full pipe buffer.
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, stdout=self._log, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
         )
 
@@ -84,9 +87,8 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        self._log.seek(0)
+        return self._log.read()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
