@@ -213,8 +213,15 @@ def main() -> None:
     parser.add_argument("--static-child", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; each run keeps its best (default: 3)")
+    parser.add_argument("--omp-wait-policy", choices=["passive", "as-shipped"],
+                        default="passive",
+                        help="passive: every run waits passively (same environment for all); "
+                             "as-shipped: leave OMP_WAIT_POLICY unset, so only llmcloud-server "
+                             "(which defaults to passive) avoids spinning (default: passive)")
     parser.add_argument("--keep", action="store_true", help="keep the model folder")
     args = parser.parse_args()
+    if args.omp_wait_policy == "as-shipped":
+        ENV.pop("OMP_WAIT_POLICY", None)
     if args.static_child:
         static_batch(args.static_child, args.requests, args.prompt_tokens, args.new_tokens)
         return
@@ -252,7 +259,8 @@ def main() -> None:
             for server in servers:
                 keep_best(rows, server.name, server.measure(texts, args.new_tokens))
             child = subprocess.run(
-                [sys.executable, __file__, "--static-child", str(folder), "--requests",
+                [sys.executable, __file__, "--static-child", str(folder),
+                 "--omp-wait-policy", args.omp_wait_policy, "--requests",
                  str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
                  "--new-tokens", str(args.new_tokens)],
                 env=ENV, capture_output=True, text=True, check=True)
@@ -274,7 +282,8 @@ def keep_best(rows: dict[str, dict], name: str, result: dict) -> None:
 def report(rows: dict[str, dict], args) -> None:
     nan = float("nan")
     print(f"\n{args.requests} concurrent streams, {args.prompt_tokens} prompt tokens, "
-          f"{args.new_tokens} new tokens, torch {THREADS} threads\n")
+          f"{args.new_tokens} new tokens, torch {THREADS} threads, OpenMP waits "
+          f"{args.omp_wait_policy}, best of {args.rounds} rounds\n")
     print(f"| {'run':<26} | tok/s | tok/CPU-s | TTFT p50 | TTFT p90 | ITL p50 | peak RSS |")
     print(f"|{'-' * 28}|------:|----------:|---------:|---------:|--------:|---------:|")
     for name, r in rows.items():
