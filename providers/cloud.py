@@ -16,8 +16,26 @@ class CloudProvider(Provider):
 
     #: the command that sets up credentials (`aws configure`, `az login`, ...)
     credentials_command: ClassVar[str]
+    #: the module that answers plan's mocked lookups (its `mock_invoke`, `mock_resource`)
+    mock_answers: ClassVar[Any] = None
+    default_region: ClassVar[str] = ""
     #: replaced by tests with a fake that records what the engine was asked
     stack_opener: Callable[[Path, str, Mapping[str, str]], StackLike] = staticmethod(open_stack)
+
+    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
+                    region: str | None = None) -> dict[str, Any]:
+        """The cloud's answer to a lookup, for `llmcloud plan` (camelCase keys)."""
+        if self.mock_answers is None:
+            return super().mock_invoke(token, args, region=region)
+        return self.mock_answers.mock_invoke(token, dict(args), region or self.default_region)
+
+    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
+                      region: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The id and outputs the cloud would give a new resource, for `llmcloud plan`."""
+        if self.mock_answers is None:
+            return super().mock_resource(type_, name, inputs, region=region)
+        return self.mock_answers.mock_resource(type_, name, dict(inputs),
+                                               region or self.default_region)
 
     def unsupported_hint(self, operation: str) -> str:
         return "llmcloud --help lists the operations; `llmcloud plan` works on every cloud"

@@ -43,6 +43,8 @@ class AwsProvider(CloudProvider):
     name = "aws"
     extra = "aws"
     sdk_modules = ("pulumi_aws", "boto3")
+    mock_answers = mocks
+    default_region = DEFAULT_REGION
     credentials_command = "aws configure"
     unsupported = {
         "keys": "AWS API keys live in the stack's API Gateway usage plan; `llmcloud keys` "
@@ -144,15 +146,6 @@ class AwsProvider(CloudProvider):
 
     # -- plan: mocked AWS answers and prices --------------------------------------------
 
-    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
-                    region: str | None = None) -> dict[str, Any]:
-        """AWS's answer to a data-source lookup, for `llmcloud plan` (camelCase keys)."""
-        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
-
-    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
-                      region: str | None = None) -> tuple[str, dict[str, Any]]:
-        """The id and outputs AWS would give a new resource, for `llmcloud plan`."""
-        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
 
     def prices(self, spec: DeploymentSpec) -> PriceSheet:
         """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""

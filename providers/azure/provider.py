@@ -44,6 +44,8 @@ class AzureProvider(CloudProvider):
     name = "azure"
     extra = "azure"
     sdk_modules = ("pulumi_azure_native", "azure.identity")
+    mock_answers = mocks
+    default_region = DEFAULT_REGION
     credentials_command = "az login"
     unsupported = {
         "keys": "Azure API keys are API Management subscriptions; `llmcloud keys` for Azure is "
@@ -127,15 +129,6 @@ class AzureProvider(CloudProvider):
 
     # -- plan: mocked Azure answers and prices -------------------------------------------
 
-    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
-                    region: str | None = None) -> dict[str, Any]:
-        """Azure's answer to a lookup, for `llmcloud plan` (camelCase keys)."""
-        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
-
-    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
-                      region: str | None = None) -> tuple[str, dict[str, Any]]:
-        """The id and outputs Azure would give a new resource, for `llmcloud plan`."""
-        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
 
     def prices(self, spec: DeploymentSpec) -> PriceSheet:
         """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""

@@ -45,6 +45,8 @@ class GcpProvider(CloudProvider):
     extra = "gcp"
     # the stack needs only pulumi-gcp; the storage client serves model upload (a later issue)
     sdk_modules = ("pulumi_gcp",)
+    mock_answers = mocks
+    default_region = DEFAULT_REGION
     credentials_command = "gcloud auth application-default login"
     unsupported = {
         "keys": "GCP API keys are hashes in the stack's Secret Manager secret; `llmcloud keys` "
@@ -129,15 +131,6 @@ class GcpProvider(CloudProvider):
 
     # -- plan: mocked GCP answers and prices --------------------------------------------
 
-    def mock_invoke(self, token: str, args: Mapping[str, Any], *,
-                    region: str | None = None) -> dict[str, Any]:
-        """Google Cloud's answer to a data-source lookup, for `llmcloud plan`."""
-        return mocks.mock_invoke(token, dict(args), region or DEFAULT_REGION)
-
-    def mock_resource(self, type_: str, name: str, inputs: Mapping[str, Any], *,
-                      region: str | None = None) -> tuple[str, dict[str, Any]]:
-        """The id and outputs Google Cloud would give a new resource, for `llmcloud plan`."""
-        return mocks.mock_resource(type_, name, dict(inputs), region or DEFAULT_REGION)
 
     def prices(self, spec: DeploymentSpec) -> PriceSheet:
         """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
