@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import json
-from functools import lru_cache
-
 from llmcloud.policies import Resource
-from llmcloud.providers.registry import provider_defaults
-from llmcloud.stacks.config import resolve_spec
-from llmcloud.stacks.plan import declare
 from llmcloud.stacks.spec import DeploymentSpec
+from tests.providers.declared import declared_for, of_type, one, spec_for  # noqa: F401
 
 
 def aws_spec(**sections) -> DeploymentSpec:
-    """The AWS spec from the provider's defaults and an otherwise empty stack file."""
-    return resolve_spec(file_values={"provider": "aws", **sections}, environ={},
-                        defaults_for=provider_defaults)
-
-
-@lru_cache(maxsize=16)
-def _declared(key: str, stack: str) -> tuple[tuple[Resource, ...], str]:
-    resources, outputs = declare(aws_spec(**json.loads(key)), stack)
-    return tuple(resources), json.dumps(outputs)
+    """The aws spec from the provider's defaults and an otherwise empty stack file."""
+    return spec_for("aws", **sections)
 
 
 def declared(stack: str = "dev", **sections) -> tuple[list[Resource], dict]:
     """Resources (deep copies: tests may mutate them) and outputs of a spec's stack."""
-    resources, outputs = _declared(json.dumps(sections, sort_keys=True), stack)
-    return copy.deepcopy(list(resources)), json.loads(outputs)
-
-
-def of_type(resources: list[Resource], type_token: str) -> list[Resource]:
-    return [r for r in resources if r.type == type_token]
-
-
-def one(resources: list[Resource], type_token: str, name_part: str = "") -> Resource:
-    found = [r for r in of_type(resources, type_token) if name_part in r.name]
-    assert len(found) == 1, (type_token, name_part, [r.name for r in found])
-    return found[0]
+    return declared_for("aws", stack, **sections)

@@ -1,0 +1,42 @@
+"""Declare a cloud's stack under Pulumi's mocks (through `stacks.plan.declare`) and find in
+it — shared by the AWS, GCP and Azure tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+
+from llmcloud.policies import Resource
+from llmcloud.providers.registry import provider_defaults
+from llmcloud.stacks.config import resolve_spec
+from llmcloud.stacks.plan import declare
+from llmcloud.stacks.spec import DeploymentSpec
+
+
+def spec_for(provider: str, **sections) -> DeploymentSpec:
+    """`provider`'s spec from its defaults and an otherwise empty stack file."""
+    return resolve_spec(file_values={"provider": provider, **sections}, environ={},
+                        defaults_for=provider_defaults)
+
+
+@lru_cache(maxsize=48)
+def _declared(provider: str, key: str, stack: str) -> tuple[tuple[Resource, ...], str]:
+    resources, outputs = declare(spec_for(provider, **json.loads(key)), stack)
+    return tuple(resources), json.dumps(outputs)
+
+
+def declared_for(provider: str, stack: str = "dev", **sections) -> tuple[list[Resource], dict]:
+    """Resources (deep copies: tests may mutate them) and outputs of a spec's stack."""
+    resources, outputs = _declared(provider, json.dumps(sections, sort_keys=True), stack)
+    return copy.deepcopy(list(resources)), json.loads(outputs)
+
+
+def of_type(resources: list[Resource], type_token: str) -> list[Resource]:
+    return [r for r in resources if r.type == type_token]
+
+
+def one(resources: list[Resource], type_token: str, name_part: str = "") -> Resource:
+    found = [r for r in of_type(resources, type_token) if name_part in r.name]
+    assert len(found) == 1, (type_token, name_part, [r.name for r in found])
+    return found[0]
