@@ -205,7 +205,9 @@ class TorchEngine(Engine):
                 stream = self._waiting[0]
                 need = len(stream.prompt_ids) + stream.params.max_tokens
                 fits = used + need <= self.limits.max_batch_tokens
-                fits_prefill = prefill + len(stream.prompt_ids) <= self.limits.max_prefill_tokens
+                # A prompt longer than the per-step budget is prefilled alone, never starved.
+                fits_prefill = (not admitted or prefill + len(stream.prompt_ids)
+                                <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
                     break

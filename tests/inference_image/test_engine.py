@@ -227,3 +227,28 @@ def test_finished_requests_leave_nothing_behind(causal):
         assert all(ref() is None for ref in refs)
     finally:
         engine.shutdown()
+
+
+def test_prompt_over_the_prefill_budget_joins_a_running_batch(causal):
+    engine = make_engine(causal, max_prefill_tokens=4)
+    short = causal.tokenizer("Hi")["input_ids"]
+    long_prompt = causal.tokenizer("The quick brown fox jumps over the lazy dog.")["input_ids"]
+    assert len(long_prompt) > 4
+
+    async def main():
+        running = engine.generate(short, SamplingParams(max_tokens=900, temperature=0))
+        async for _ in running:
+            break
+        joined = await collect(engine.generate(long_prompt,
+                                               SamplingParams(max_tokens=5, temperature=0)))
+        still_running = not running.finished
+        running.cancel()
+        await collect(running)
+        return joined, still_running
+
+    try:
+        (tokens, finish, _), still_running = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert finish == "length" and tokens == reference(causal, long_prompt, 5)
+    assert still_running  # it finished while the 900-token request was still decoding
