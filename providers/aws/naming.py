@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
+
+from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
 
 #: AWS length limits of the names llmcloud sets explicitly
 LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64,
           "sagemaker": 63}
-
-
-def slug(text: str) -> str:
-    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
-    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return cleaned or "x"
-
-
-def fit(name: str, limit: int) -> str:
-    """`name` cut to `limit` characters; a cut name ends in a hash of the whole, so two long
-    names that share a prefix stay distinct."""
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
-    return f"{name[: limit - 7].rstrip('-')}-{digest}"
-
-
-def base_name(stack: str) -> str:
-    """The prefix of every resource of a stack (`llm-<stack>`)."""
-    return f"llm-{slug(stack)}"
 
 
 def physical_name(stack: str, part: str, kind: str) -> str:

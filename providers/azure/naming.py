@@ -12,6 +12,8 @@ import hashlib
 import re
 import uuid
 
+from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
+
 #: Azure's limits of the names llmcloud sets: (max length, allowed characters)
 LIMITS = {
     "resource_group": 90,
@@ -28,25 +30,8 @@ CONTAINER = "llmcloud"
 _ASSIGNMENTS = uuid.UUID("6c4f1a52-3f0e-4b7c-9d8e-2b1f0c5a7e11")
 
 
-def slug(text: str) -> str:
-    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
-
-
 def _hash(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
-
-
-def fit(name: str, limit: int) -> str:
-    """`name` cut to `limit` characters; a cut name ends in a hash of the whole."""
-    if len(name) <= limit:
-        return name
-    return f"{name[: limit - 7].rstrip('-')}-{_hash(name, length=6)}"
-
-
-def base_name(stack: str) -> str:
-    """The prefix of every resource of a stack (`llm-<stack>`)."""
-    return f"llm-{slug(stack)}"
 
 
 def resource_group_name(stack: str) -> str:

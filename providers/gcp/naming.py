@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
+
+from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
 
 #: GCP length limits of the names llmcloud sets explicitly
 LIMITS = {"resource": 63, "service_account": 30, "repository": 63, "secret": 255,
           "label": 63, "prefix": 37}
-
-
-def slug(text: str) -> str:
-    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
-    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return cleaned or "x"
-
-
-def fit(name: str, limit: int) -> str:
-    """`name` cut to `limit` characters; a cut name ends in a hash of the whole, so two long
-    names that share a prefix stay distinct."""
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
-    return f"{name[: limit - 7].rstrip('-')}-{digest}"
-
-
-def base_name(stack: str) -> str:
-    """The prefix of every resource of a stack (`llm-<stack>`)."""
-    return f"llm-{slug(stack)}"
 
 
 def resource_name(stack: str, part: str) -> str:

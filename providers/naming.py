@@ -1,0 +1,27 @@
+"""Naming shared by the clouds: slugs, a stack's prefix, and names fitted to a length limit
+without losing uniqueness."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return cleaned or "x"
+
+
+def fit(name: str, limit: int) -> str:
+    """`name` cut to `limit` characters; a cut name ends in a hash of the whole, so two long
+    names that share a prefix stay distinct."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"
+
+
+def base_name(stack: str) -> str:
+    """The prefix of every resource of a stack (`llm-<stack>`)."""
+    return f"llm-{slug(stack)}"
