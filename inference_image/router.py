@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import sagemaker
 from .api_keys import ApiKeys
 from .metrics import CONTENT_TYPE
 from .protocol import ApiError, ChatCompletionRequest, CompletionRequest
@@ -20,7 +21,7 @@ from .serving import Generation, OpenAIServing
 log = logging.getLogger("llmcloud.router")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions")
+API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/invocations")
 
 
 class ServerState:
@@ -66,6 +67,24 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             return JSONResponse({"status": "ready"})
         status = "draining" if state.draining else "loading"
         return JSONResponse({"status": status}, status_code=503)
+
+    @app.get("/ping")
+    async def ping() -> JSONResponse:
+        # SageMaker's health check: 200 once the model serves, like /health/ready
+        return await ready()
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        _authorize(state, request)
+        serving = _serving_for_generation(state)
+        route, data = sagemaker.invocation(
+            await _json_object(request),
+            request.headers.get("x-amzn-sagemaker-custom-attributes"), serving.model_name)
+        if route == sagemaker.CHAT:
+            gen = serving.start_chat(_validate(ChatCompletionRequest, data))
+        else:
+            gen = serving.start_completion(_validate(CompletionRequest, data))
+        return await _respond(request, serving, gen)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -125,6 +144,10 @@ def _authorize(state: ServerState, request: Request) -> None:
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
+    return _validate(model, await _json_object(request))
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         data = json.loads(raw)
@@ -132,6 +155,10 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -247,7 +274,7 @@ class _RequestCounter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path == "/invocations"):
             await self.app(scope, receive, send)
             return
 

@@ -23,21 +23,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmcloud-server",
         description="Serve a transformers model behind an OpenAI-compatible HTTP API.",
     )
-    p.add_argument("--model", required=True, metavar="SRC",
+    env = os.environ  # LLMCLOUD_* set defaults (SageMaker passes settings this way); flags win
+    p.add_argument("serve", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
+    p.add_argument("--model", required="LLMCLOUD_MODEL" not in env,
+                   default=env.get("LLMCLOUD_MODEL"), metavar="SRC",
                    help="local folder, s3://, gs:// or az:// folder written by "
                         "`llmcloud model upload`, or a Hugging Face hub id")
-    p.add_argument("--model-version", metavar="V",
+    p.add_argument("--model-version", metavar="V", default=env.get("LLMCLOUD_MODEL_VERSION"),
                    help="version to serve; must match the manifest when there is one")
     p.add_argument("--served-model-name", metavar="NAME",
+                   default=env.get("LLMCLOUD_MODEL_NAME"),
                    help="name clients pass as `model` (default: manifest name or folder name)")
     p.add_argument("--task", choices=["text-generation", "text2text-generation"],
+                   default=env.get("LLMCLOUD_TASK"),
                    help="default: from the model config (is_encoder_decoder)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
+                   help="port (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="auto",
+    p.add_argument("--dtype", default=env.get("LLMCLOUD_DTYPE", "auto"),
                    help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
-    p.add_argument("--max-batch-size", type=int, default=32,
+    p.add_argument("--max-batch-size", type=int, default=env.get("LLMCLOUD_MAX_BATCH_SIZE", 32),
                    help="requests decoded together (default: %(default)s)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for a slot; more get 429 "
@@ -49,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt tokens prefilled per engine step; smaller chunks give earlier "
                         "first tokens under bursts, larger ones more throughput on big GPUs "
                         "(default: %(default)s)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
+    p.add_argument("--drain-timeout", type=float,
+                   default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
     p.add_argument("--api-keys-file", metavar="PATH",
                    help="require `Authorization: Bearer <key>`; one sha256:<hex> line per key")
