@@ -124,3 +124,12 @@ def _call(fn: Callable[[str], Any], key: str, target: str) -> Any:
             context=str(exc),
             hint="create the stack first (llmcloud up), or check the --to URI",
         ) from None
+    except (DeploymentError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the SDKs' own network and service errors, at their boundary
+        raise DeploymentError(
+            f"the model store {target} could not be reached",
+            context=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check that this machine can reach the store (network rules, private "
+            "endpoints) and its credentials",
+        ) from None

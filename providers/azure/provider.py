@@ -51,12 +51,6 @@ class AzureProvider(CloudProvider):
         "keys": "Azure API keys are API Management subscriptions; `llmcloud keys` for Azure is "
                 "a later issue (meanwhile: the Azure portal, or az rest on the service's "
                 "subscriptions)",
-        "model_upload": "uploads to the stack's storage account are a later issue; the account "
-                        "takes traffic only through its private endpoint (meanwhile: "
-                        "az storage blob upload-batch from inside the virtual network)",
-        "image_push": "pushes to the stack's container registry are a later issue; the registry "
-                      "takes traffic only through its private endpoint (meanwhile: "
-                      "az acr import, or docker push from inside the virtual network)",
     }
     #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
     options: AzureOptions | None = None
@@ -175,3 +169,36 @@ class AzureProvider(CloudProvider):
     def api_key_headers(self, key: str) -> dict[str, str]:
         """API Management reads subscription keys from `api-key`, not a bearer token."""
         return {"api-key": key}
+
+    def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
+        """ACR's way: exchange an Entra ID token for a registry refresh token, used with the
+        all-zero user name. (The registry answers only inside the virtual network.)"""
+        from azure.identity import DefaultAzureCredential
+
+        self.check_credentials(ctx.environ)
+        host = registry.split("/", 1)[0]
+        aad = DefaultAzureCredential().get_token("https://management.azure.com/.default")
+        return ACR_TOKEN_USER, exchange_acr_token(host, aad.token)
+
+
+#: the user name ACR expects with a refresh token from its token exchange
+ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+
+
+def exchange_acr_token(host: str, aad_token: str, *, post=None) -> str:
+    """ACR's `/oauth2/exchange`: an Entra ID access token in, a registry refresh token out."""
+    import httpx
+
+    from llmcloud.stacks.errors import CredentialsError
+
+    post = post or httpx.post
+    response = post(f"https://{host}/oauth2/exchange", timeout=30, data={
+        "grant_type": "access_token", "service": host, "access_token": aad_token})
+    if response.status_code != 200:
+        raise CredentialsError(
+            f"the registry {host} refused the Azure token (HTTP {response.status_code})",
+            context="the identity needs AcrPush on the registry, and this machine must reach "
+            "its private endpoint",
+            hint="az acr login --name " + host.split(".", 1)[0],
+        )
+    return response.json()["refresh_token"]

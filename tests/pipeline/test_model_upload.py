@@ -150,3 +150,19 @@ def test_promote_finds_uploaded_versions_only(cli, model_dir: Path, store_uri: s
         check_version_in_store(store_uri, "m", "v2")
     assert caught.value.message == "version v2 of m is not in the model store"
     assert caught.value.hint == "llmcloud model upload MODEL_FOLDER --name m --version v2"
+
+
+def test_an_unreachable_store_is_an_error_not_a_traceback(cli, model_dir: Path,
+                                                          monkeypatch) -> None:
+    from tests.pipeline.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = _upload(cli, model_dir, "s3://nowhere")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        "error: the model store s3://nowhere/models/m/v1 could not be reached")
+    assert "Traceback" not in result.output

@@ -95,3 +95,31 @@ def test_plan_document_shows_every_check_passed_and_a_cost():
     assert doc["budget"] == {"max_hourly_usd": None, "exceeded": False}
     over = run_plan(azure_spec(budget={"max_hourly_usd": 1}), "dev")
     assert over["budget"] == {"max_hourly_usd": 1, "exceeded": True}
+
+
+def test_acr_token_exchange_posts_the_entra_token_and_returns_the_refresh_token():
+    from types import SimpleNamespace
+
+    from llmcloud.providers.azure.provider import exchange_acr_token
+    from llmcloud.stacks.errors import CredentialsError
+
+    calls = []
+
+    def post(url, timeout, data):
+        calls.append((url, data))
+        return SimpleNamespace(status_code=200, json=lambda: {"refresh_token": "rt-1"})
+
+    assert exchange_acr_token("llmdev.azurecr.io", "aad-1", post=post) == "rt-1"
+    assert calls == [("https://llmdev.azurecr.io/oauth2/exchange", {
+        "grant_type": "access_token", "service": "llmdev.azurecr.io", "access_token": "aad-1"})]
+    refused = SimpleNamespace(status_code=401, json=lambda: {})
+    with pytest.raises(CredentialsError) as caught:
+        exchange_acr_token("llmdev.azurecr.io", "aad-1", post=lambda *a, **k: refused)
+    assert caught.value.hint == "az acr login --name llmdev"
+
+
+def test_upload_and_push_are_offered_on_azure():
+    from llmcloud.providers.registry import get_provider
+
+    assert not {"model_upload", "image_push", "promote", "rollback"} & set(
+        get_provider("azure").unsupported)
