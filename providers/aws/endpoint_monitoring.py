@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import VARIANT
 from llmcloud.providers.aws.monitoring import FIVE_XX_PERCENT, dashboard_url
 from llmcloud.providers.aws.policies import key_policy
@@ -76,9 +77,7 @@ class EndpointMonitoring(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOptions(parent=self)
-        account = aws.get_caller_identity(opts=invoke).account_id
-        region = aws.get_region(opts=invoke).region
+        account, region = account_and_region(self)
         key = aws.kms.Key(f"{name}-key", description="llmcloud logs and alarms",
                           enable_key_rotation=True, deletion_window_in_days=30,
                           policy=json.dumps(key_policy(account, region, ("logs", "cloudwatch"))),

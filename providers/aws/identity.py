@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.policies import assume_role_policy, server_policy
 from llmcloud.providers.aws.userdata import METRIC_NAMESPACE
 
@@ -34,9 +35,7 @@ class Identity(pulumi.ComponentResource):
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOptions(parent=self)
-        account = aws.get_caller_identity(opts=invoke).account_id
-        region = aws.get_region(opts=invoke).region
+        account, region = account_and_region(self)
         parameters_arn = f"arn:aws:ssm:{region}:{account}:parameter{args.parameters_path}/*"
 
         self.role = aws.iam.Role(f"{name}-server",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.policies import key_policy, log_bucket_policy, model_bucket_policy
 
 
@@ -36,8 +37,7 @@ class ModelStore(pulumi.ComponentResource):
         super().__init__("llmcloud:aws:ModelStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOptions(parent=self)
-        account = aws.get_caller_identity(opts=invoke).account_id
-        region = aws.get_region(opts=invoke).region
+        account, region = account_and_region(self)
         elb_account = aws.elb.get_service_account(opts=invoke).arn
 
         self.key = aws.kms.Key(f"{name}-key", description="llmcloud model store",

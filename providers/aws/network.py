@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.layout import subnet_layout, zones_to_use
 
 ANYWHERE = "0.0.0.0/0"
@@ -46,7 +47,7 @@ class Network(pulumi.ComponentResource):
         invoke = pulumi.InvokeOptions(parent=self)
         zones = zones_to_use(aws.get_availability_zones(state="available", opts=invoke).names,
                              args.zones)
-        region = aws.get_region(opts=invoke).region
+        _, region = account_and_region(self)
         layout = subnet_layout(args.vpc_cidr, len(zones))
 
         self.vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.vpc_cidr, enable_dns_support=True,

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws import naming
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import (
     VARIANT,
     deployment_config,
@@ -67,9 +68,7 @@ class SagemakerEndpoint(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:SagemakerEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOptions(parent=self)
-        account = aws.get_caller_identity(opts=invoke).account_id
-        region = aws.get_region(opts=invoke).region
+        account, region = account_and_region(self)
 
         digest = pulumi.Output.all(args.image, args.model_uri).apply(
             lambda v: naming.fingerprint(v[0], v[1], args.version, args.network_isolation,

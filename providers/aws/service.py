@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws import naming
+from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import (
     container_environment,
     gpus_of,
@@ -76,7 +77,7 @@ class AwsService(pulumi.ComponentResource):
         name = naming.base_name(stack)
         child = pulumi.ResourceOptions(parent=self)
         model = spec.model.name or "model"
-        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        _, region = account_and_region(self)
 
         store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
@@ -184,7 +185,7 @@ class AwsService(pulumi.ComponentResource):
         instance_type = sagemaker_instance_type(spec.compute.instance_type,
                                                 DEFAULT_INSTANCE_TYPE)
         endpoint_name = naming.endpoint_name(stack)
-        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        account, _ = account_and_region(self)
         timeout_ms = invoke_timeout_ms(spec.gateway.timeout_seconds)
         monitoring = EndpointMonitoring(f"{name}-monitoring", EndpointMonitoringArgs(
             endpoint_name=endpoint_name, dashboard_name=name, invoke_timeout_ms=timeout_ms),
