@@ -154,9 +154,11 @@ class Controller:
     # -- keys ------------------------------------------------------------------------------
 
     def keys_list(self) -> list[dict[str, Any]]:
+        self.flush_key_use()
         return [public(r) for r in self.keys.records]
 
     def keys_create(self, name: str, admin: bool) -> dict[str, Any]:
+        self.flush_key_use()  # the records are re-read from the state file below
         key, record = new_key(name, admin=admin)
         state = self.state_file.update(
             lambda s: s.setdefault("keys", []).append(record))
@@ -164,6 +166,7 @@ class Controller:
         return {**public(record), "key": key}
 
     def keys_revoke(self, key_id: str) -> dict[str, Any] | None:
+        self.flush_key_use()
         found = [r for r in self.keys.records if r["id"] == key_id]
         if not found:
             return None
@@ -310,6 +313,7 @@ class Controller:
         self.spawn(self._start_replicas())
         if self.config.get("owner_pid"):
             self.spawn(self._stop_with_owner(int(self.config["owner_pid"])))
+        self.spawn(self._record_key_use())
         log.info("serving %s with %d replica(s)", self.endpoint, self.supervisor.desired)
         await self._stop.wait()
         log.info("stopping: draining replicas")
@@ -325,6 +329,27 @@ class Controller:
             self.state_file.socket_path.unlink()
         self.state_file.remove()
         log.info("stopped")
+
+    async def _record_key_use(self, every: float = 5.0) -> None:
+        # `keys list` and the console read keys from the state file, which the gateway must
+        # not write on every request: uses are kept in memory and written down in batches.
+        while True:
+            await asyncio.sleep(every)
+            self.flush_key_use()
+
+    def flush_key_use(self) -> None:
+        """Write the keys' last-use times recorded since the last flush to the state file."""
+        used = self.keys.take_unsaved_use()
+        if not used:
+            return
+
+        def change(state: dict[str, Any]) -> None:
+            for record in state.get("keys", []):
+                if record["id"] in used:
+                    record["last_used"] = max(used[record["id"]],
+                                              int(record.get("last_used") or 0))
+
+        self.state_file.update(change)
 
     async def _stop_with_owner(self, pid: int) -> None:
         # A CI job or a test ties the stack to its own life: when that process is gone

@@ -33,11 +33,17 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "hash"}
 
 
+#: how fine "last used" is kept: a busy key is written to the state file at most this often
+LAST_USED_RESOLUTION = 60
+
+
 class KeyRing:
     """The accepted keys; `lookup` compares against every hash so timing reveals nothing."""
 
     def __init__(self, records: Iterable[dict[str, Any]]):
         self.records = list(records)
+        #: key id -> when it was last used, not yet written to the state file
+        self.unsaved_use: dict[str, int] = {}
 
     def lookup(self, key: str | None) -> dict[str, Any] | None:
         """The record of `key`, or None when it is not a valid key."""
@@ -48,4 +54,14 @@ class KeyRing:
         for record in self.records:
             if hmac.compare_digest(candidate, record["hash"].encode()):
                 found = record
+        if found is not None:
+            now = int(time.time())
+            if now - int(found.get("last_used") or 0) >= LAST_USED_RESOLUTION:
+                found["last_used"] = now
+                self.unsaved_use[found["id"]] = now
         return found
+
+    def take_unsaved_use(self) -> dict[str, int]:
+        """The uses recorded since the last call (for the controller to write down)."""
+        taken, self.unsaved_use = self.unsaved_use, {}
+        return taken

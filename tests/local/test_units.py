@@ -83,3 +83,28 @@ def test_store_imports_a_folder_once_and_refuses_changed_content(tmp_path):
         store.import_folder(source, name="m", version="v1")
     assert "v2" in info.value.hint
     assert store.versions("m") == ["v1"] and store.has("m", "v1") and not store.has("m", "v2")
+
+
+def test_key_use_is_recorded_and_written_down_in_batches(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from llmcloud.providers.local import keys as keys_module
+    from llmcloud.providers.local.controller import Controller
+    from llmcloud.providers.local.state import StateFile
+
+    now = [1_000_000]
+    monkeypatch.setattr(keys_module.time, "time", lambda: now[0])
+    key, record = new_key("ci")
+    ring = KeyRing([dict(record)])
+    assert "last_used" not in public(ring.records[0])
+    assert ring.lookup(key)["last_used"] == 1_000_000
+    now[0] += 30  # within the resolution: not a new write
+    ring.lookup(key)
+    assert ring.take_unsaved_use() == {record["id"]: 1_000_000}
+    now[0] += 60
+    ring.lookup(key)
+    state = StateFile(tmp_path / "stack")
+    state.update(lambda s: s.update(keys=[record]))
+    Controller.flush_key_use(SimpleNamespace(keys=ring, state_file=state))
+    assert state.read()["keys"][0]["last_used"] == 1_000_090
+    assert ring.take_unsaved_use() == {}
