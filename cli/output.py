@@ -36,13 +36,6 @@ class Output:
         """The running command's output mode (plain text when none was set)."""
         return _current.get() or Output()
 
-    @property
-    def err(self):
-        """A rich console on stderr, for progress, tables and messages."""
-        from rich.console import Console
-
-        return Console(stderr=True, highlight=False, soft_wrap=True)
-
     def info(self, message: str) -> None:
         """A progress or status line on stderr."""
         print(message, file=sys.stderr, flush=True)

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.stacks.automation import PulumiStack, StackLike, open_stack
-from llmcloud.stacks.errors import ConfigError, DeploymentError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
+from llmcloud.stacks.spec import DeploymentSpec
 
 
 class CloudProvider(Provider):
@@ -16,6 +17,9 @@ class CloudProvider(Provider):
 
     #: the command that sets up credentials (`aws configure`, `az login`, ...)
     credentials_command: ClassVar[str]
+    #: how users name this cloud and its image registry, for messages
+    display_name: ClassVar[str] = ""
+    registry_label: ClassVar[str] = "registry"
     #: the module that answers plan's mocked lookups (its `mock_invoke`, `mock_resource`)
     mock_answers: ClassVar[Any] = None
     default_region: ClassVar[str] = ""
@@ -61,8 +65,39 @@ class CloudProvider(Provider):
             self.check_credentials(ctx.environ)
         return engine
 
+    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
+        """Declare every layer in the running Pulumi program; return the stack's outputs.
+
+        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
+        the stack's registry; a real update needs the image pushed first.
+        """
+        import pulumi
+
+        self.check_spec(spec)
+        if spec.image is None and not pulumi.runtime.is_dry_run():
+            raise self.image_missing(stack)
+        return self.declare_service(spec, stack)
+
+    def declare_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
+        """The cloud's own components for `spec` (what `build_service` runs once checked)."""
+        raise NotSupportedError(f"the {self.name} provider declares no cloud resources")
+
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        """Refuse settings this cloud cannot honour (or does not build yet), before anything
+        runs; never ignore them."""
+
+    def image_missing(self, stack: str) -> ConfigError:
+        """The error for an `up` before any image was pushed."""
+        return ConfigError(
+            f"no inference image is set for the {self.display_name or self.name} stack",
+            context=f"the servers pull the image by digest from the stack's "
+            f"{self.registry_label}",
+            hint=f"llmcloud image push --provider {self.name} --stack {stack}",
+        )
+
     def before_up(self, ctx: StackContext) -> None:
-        """Checks that must pass before anything is created: the budget gate.
+        """Checks that must pass before anything is created: the spec, a pushed image, the
+        budget gate.
 
         When the spec sets `budget.max_hourly_usd`, the cost at max replicas (from the
         provider's `prices(spec)`) must not exceed it; otherwise `DeploymentError` (exit 1)
@@ -70,6 +105,9 @@ class CloudProvider(Provider):
         """
         from llmcloud.stacks.cost import enforce_budget, estimate
 
+        self.check_spec(ctx.spec)
+        if ctx.spec.image is None:
+            raise self.image_missing(ctx.stack)
         limit = ctx.spec.budget.max_hourly_usd
         if limit is None:
             return

@@ -43,6 +43,8 @@ class AwsProvider(CloudProvider):
     name = "aws"
     extra = "aws"
     sdk_modules = ("pulumi_aws", "boto3")
+    display_name = "AWS"
+    registry_label = "ECR repository"
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "aws configure"
@@ -62,22 +64,12 @@ class AwsProvider(CloudProvider):
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_aws(environ)
 
-    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
-        """Declare every layer in the running Pulumi program; return the stack's outputs.
-
-        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
-        the stack's repository; a real update needs the image pushed first.
-        """
-        import pulumi
-
+    def declare_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
         from llmcloud.providers.aws.service import AwsOptions, build_service
 
-        if spec.image is None and not pulumi.runtime.is_dry_run():
-            raise self._image_missing(stack)
-        self._offered(spec)
         return build_service(spec, stack, self.options or AwsOptions())
 
-    def _offered(self, spec: DeploymentSpec) -> None:
+    def check_spec(self, spec: DeploymentSpec) -> None:
         # settings the spec allows that this stack does not build yet: refuse, never ignore
         if spec.compute.kind == "sagemaker":
             instance_type = sagemaker_instance_type(spec.compute.instance_type,
@@ -129,20 +121,7 @@ class AwsProvider(CloudProvider):
                 context="a custom domain needs an ACM certificate validated in your DNS zone",
                 hint="unset gateway.domain; the endpoint is the stack's execute-api URL")
 
-    def before_up(self, ctx: StackContext) -> None:
-        """Refuse settings this stack cannot honour and `up` without a pushed image (by
-        digest), then apply the budget gate — all before the engine runs."""
-        self._offered(ctx.spec)
-        if ctx.spec.image is None:
-            raise self._image_missing(ctx.stack)
-        super().before_up(ctx)
 
-    def _image_missing(self, stack: str) -> ConfigError:
-        return ConfigError(
-            "no inference image is set for the AWS stack",
-            context="the servers pull the image by digest from the stack's ECR repository",
-            hint=f"llmcloud image push --provider aws --stack {stack}",
-        )
 
     # -- plan: mocked AWS answers and prices --------------------------------------------
 

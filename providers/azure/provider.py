@@ -44,6 +44,8 @@ class AzureProvider(CloudProvider):
     name = "azure"
     extra = "azure"
     sdk_modules = ("pulumi_azure_native", "azure.identity")
+    display_name = "Azure"
+    registry_label = "container registry"
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "az login"
@@ -80,22 +82,12 @@ class AzureProvider(CloudProvider):
                                    "PremiumV2 or StandardV2") from None
         return sku
 
-    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
-        """Declare every layer in the running Pulumi program; return the stack's outputs.
-
-        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
-        the stack's registry; a real update needs the image pushed first.
-        """
-        import pulumi
-
+    def declare_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
         from llmcloud.providers.azure.service import build_service
 
-        if spec.image is None and not pulumi.runtime.is_dry_run():
-            raise self._image_missing(stack)
-        self._check_spec(spec)
         return build_service(spec, stack, self._options())
 
-    def _check_spec(self, spec: DeploymentSpec) -> None:
+    def check_spec(self, spec: DeploymentSpec) -> None:
         self.gateway_sku(spec)
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
@@ -107,19 +99,7 @@ class AzureProvider(CloudProvider):
                 context="API Management's custom domains need a certificate in Key Vault",
                 hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
 
-    def before_up(self, ctx: StackContext) -> None:
-        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
-        if ctx.spec.image is None:
-            raise self._image_missing(ctx.stack)
-        self._check_spec(ctx.spec)
-        super().before_up(ctx)
 
-    def _image_missing(self, stack: str) -> ConfigError:
-        return ConfigError(
-            "no inference image is set for the Azure stack",
-            context="the servers pull the image by digest from the stack's container registry",
-            hint=f"llmcloud image push --provider azure --stack {stack}",
-        )
 
     # -- plan: mocked Azure answers and prices -------------------------------------------
 

@@ -45,6 +45,8 @@ class GcpProvider(CloudProvider):
     extra = "gcp"
     # the stack needs only pulumi-gcp; the storage client serves model upload (a later issue)
     sdk_modules = ("pulumi_gcp",)
+    display_name = "GCP"
+    registry_label = "Artifact Registry"
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "gcloud auth application-default login"
@@ -72,31 +74,13 @@ class GcpProvider(CloudProvider):
                         f"{', '.join(PROJECT_VARIABLES)}",
                 hint="export GOOGLE_CLOUD_PROJECT=$(gcloud config get-value project)")
 
-    def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
-        """Declare every layer in the running Pulumi program; return the stack's outputs.
-
-        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
-        the stack's repository; a real update needs the image pushed first.
-        """
-        import pulumi
-
+    def declare_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
         from llmcloud.providers.gcp.service import GcpOptions, build_service
 
-        if spec.image is None and not pulumi.runtime.is_dry_run():
-            raise self._image_missing(stack)
         return build_service(spec, stack, self._machine(spec), self.options or GcpOptions())
 
-    def before_up(self, ctx: StackContext) -> None:
-        """Refuse `up` without a pushed image (by digest), then apply the budget gate."""
-        if ctx.spec.image is None:
-            raise self._image_missing(ctx.stack)
-        super().before_up(ctx)
-
-    def _image_missing(self, stack: str) -> ConfigError:
-        return ConfigError(
-            "no inference image is set for the GCP stack",
-            context="the servers pull the image by digest from the stack's Artifact Registry",
-            hint=f"llmcloud image push --provider gcp --stack {stack}")
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        self._machine(spec)
 
     def _machine(self, spec: DeploymentSpec) -> GpuMachine:
         """The spec's machine type, refusing what this stack cannot serve honestly."""
