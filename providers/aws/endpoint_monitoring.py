@@ -10,8 +10,11 @@ import pulumi_aws as aws
 
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import VARIANT
-from llmcloud.providers.aws.monitoring import FIVE_XX_PERCENT, dashboard_url
-from llmcloud.providers.aws.policies import key_policy
+from llmcloud.providers.aws.monitoring import (
+    FIVE_XX_PERCENT,
+    dashboard_url,
+    encrypted_logs_and_alarms,
+)
 
 SAGEMAKER = "AWS/SageMaker"
 INSTANCE_METRICS = "/aws/sagemaker/Endpoints"
@@ -77,18 +80,11 @@ class EndpointMonitoring(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        account, region = account_and_region(self)
-        key = aws.kms.Key(f"{name}-key", description="llmcloud logs and alarms",
-                          enable_key_rotation=True, deletion_window_in_days=30,
-                          policy=json.dumps(key_policy(account, region, ("logs", "cloudwatch"))),
-                          opts=child)
+        _, region = account_and_region(self)
+        key, self.log_group, topic = encrypted_logs_and_alarms(
+            self, name, f"{name}-endpoint", endpoint_log_group(args.endpoint_name),
+            args.retention_days, args.tags)
         self.key_arn = key.arn
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-endpoint", name=endpoint_log_group(args.endpoint_name),
-            retention_in_days=args.retention_days, kms_key_id=key.arn, tags=args.tags,
-            opts=child)
-        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=args.tags,
-                              opts=child)
 
         dims = {"EndpointName": args.endpoint_name, "VariantName": VARIANT}
         alarm = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": args.tags}

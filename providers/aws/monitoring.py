@@ -69,6 +69,25 @@ class MonitoringArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def encrypted_logs_and_alarms(
+    parent: pulumi.Resource, name: str, log_resource: str, log_group_name: pulumi.Input[str],
+    retention_days: int, tags: dict[str, str],
+) -> tuple[aws.kms.Key, aws.cloudwatch.LogGroup, aws.sns.Topic]:
+    """A rotating KMS key that CloudWatch Logs and alarms may use, a log group and an alarm
+    topic encrypted with it: what every monitoring component starts from."""
+    child = pulumi.ResourceOptions(parent=parent)
+    account, region = account_and_region(parent)
+    key = aws.kms.Key(f"{name}-key", description="llmcloud logs and alarms",
+                      enable_key_rotation=True, deletion_window_in_days=30,
+                      policy=json.dumps(key_policy(account, region, ("logs", "cloudwatch"))),
+                      opts=child)
+    log_group = aws.cloudwatch.LogGroup(
+        log_resource, name=log_group_name, retention_in_days=retention_days,
+        kms_key_id=key.arn, tags=tags, opts=child)
+    topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=tags, opts=child)
+    return key, log_group, topic
+
+
 class Monitoring(pulumi.ComponentResource):
     """Logs (KMS-encrypted, retained), four alarms to an encrypted SNS topic, a dashboard."""
 
@@ -81,17 +100,10 @@ class Monitoring(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        account, region = account_and_region(self)
-        key = aws.kms.Key(f"{name}-key", description="llmcloud logs and alarms",
-                          enable_key_rotation=True, deletion_window_in_days=30,
-                          policy=json.dumps(key_policy(account, region, ("logs", "cloudwatch"))),
-                          opts=child)
+        _, region = account_and_region(self)
+        key, self.log_group, topic = encrypted_logs_and_alarms(
+            self, name, f"{name}-server", args.log_group_name, args.retention_days, args.tags)
         self.key_arn = key.arn
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-server", name=args.log_group_name, retention_in_days=args.retention_days,
-            kms_key_id=key.arn, tags=args.tags, opts=child)
-        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=args.tags,
-                              opts=child)
         self.topic_arn = topic.arn
 
         lb = {"LoadBalancer": args.alb_arn_suffix}
