@@ -96,3 +96,31 @@ def test_a_unit_test_with_its_own_mocks_runs_after_a_plan(doc):
     check()
     run_plan(aws_spec(), "ci")
     check()
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_a_plan_leaves_the_collector_and_pulumi_as_it_found_them(collecting):
+    import gc
+
+    from pulumi.runtime import resource
+
+    trace = resource._get_stack_trace
+    seen = {}
+    real_declare = AwsProvider.declare_service
+
+    def spy(self, spec, stack):
+        seen["collecting"] = gc.isenabled()
+        seen["trace"] = resource._get_stack_trace
+        return real_declare(self, spec, stack)
+
+    was = gc.isenabled()
+    (gc.enable if collecting else gc.disable)()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(AwsProvider, "declare_service", spy)
+            run_plan(aws_spec(), "ci")
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen["collecting"] is False and seen["trace"] is not trace
+    assert resource._get_stack_trace is trace
