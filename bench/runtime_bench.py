@@ -28,11 +28,12 @@ from pathlib import Path
 
 THREADS = "2"
 VOCAB = 12000
-# Every run gets the same environment. Passive OpenMP waits (llmcloud-server's own default)
-# are given to the peer and the static batch too: on a machine shared with other work,
-# spinning workers would otherwise penalise them, not this server.
+# Every run gets the same environment. How OpenMP workers wait is left to each run's own
+# default unless --omp-wait-policy passive gives all of them passive waits.
 ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,
-       "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+       "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+for _name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    ENV.pop(_name, None)
 
 
 def build_model(folder: Path) -> None:
@@ -213,15 +214,16 @@ def main() -> None:
     parser.add_argument("--static-child", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds; each run keeps its best (default: 3)")
-    parser.add_argument("--omp-wait-policy", choices=["passive", "as-shipped"],
-                        default="passive",
-                        help="passive: every run waits passively (same environment for all); "
-                             "as-shipped: leave OMP_WAIT_POLICY unset, so only llmcloud-server "
-                             "(which defaults to passive) avoids spinning (default: passive)")
+    parser.add_argument("--omp-wait-policy", choices=["as-shipped", "passive"],
+                        default="as-shipped",
+                        help="as-shipped: OpenMP settings unset, each run waits as it does by "
+                             "default (the peer and the static batch spin, llmcloud-server "
+                             "spins briefly then sleeps); passive: OMP_WAIT_POLICY=PASSIVE for "
+                             "every run (default: as-shipped)")
     parser.add_argument("--keep", action="store_true", help="keep the model folder")
     args = parser.parse_args()
-    if args.omp_wait_policy == "as-shipped":
-        ENV.pop("OMP_WAIT_POLICY", None)
+    if args.omp_wait_policy == "passive":
+        ENV["OMP_WAIT_POLICY"] = "PASSIVE"
     if args.static_child:
         static_batch(args.static_child, args.requests, args.prompt_tokens, args.new_tokens)
         return

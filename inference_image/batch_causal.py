@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import DynamicCache
 
 from . import kv_cache
 
@@ -43,7 +42,7 @@ class CausalBatch:
             mask[row, length - len(prompt):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = kv_cache.growing_cache()
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
             **{self._cache_kw: cache}, use_cache=True, **self._logits_kw,

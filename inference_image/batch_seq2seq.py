@@ -47,7 +47,7 @@ class Seq2SeqBatch:
             enc_mask[row, : len(prompt)] = 1
         ids, enc_mask = ids.to(self.device), enc_mask.to(self.device)
         states = self.model.get_encoder()(input_ids=ids, attention_mask=enc_mask)[0]
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        cache = EncoderDecoderCache(kv_cache.growing_cache(), DynamicCache())
         start = torch.full((len(prompts), 1), self.start_id, dtype=torch.long, device=self.device)
         dec_mask = torch.ones_like(start)
         out = self.model(

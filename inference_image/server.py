@@ -69,6 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: OpenMP spin iterations before a waiting worker sleeps (libgomp's default is 300000)
+SHORT_SPIN = "10000"
+
+
+def set_cpu_waits(environ: dict[str, str]) -> None:
+    """How torch's OpenMP workers wait between ops, unless the environment already says.
+
+    Workers that spin without end starve the event loop and the engine's own Python, and
+    collapse when other processes share the cores (25-40 tok/s spinning against ~170
+    sleeping, on a loaded 2-core box). Workers that sleep at once pay a wake-up at each of
+    the ~50 parallel ops of a decode step (a third of the step on a small model). So: spin
+    briefly (well under a millisecond, enough to bridge the gap between two ops of a step),
+    then sleep. `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` in the environment wins; the local
+    provider sets `OMP_WAIT_POLICY=PASSIVE` for its replicas, which share the machine.
+    """
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"  # runtimes other than GNU's: sleep
+    environ["GOMP_SPINCOUNT"] = SHORT_SPIN  # GNU libgomp (torch's wheels): this wins
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the ``llmcloud-server`` console script."""
     args = build_parser().parse_args(argv)
@@ -80,10 +101,7 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-prefill-tokens", args.max_prefill_tokens)):
         if value < 1:
             sys.exit(f"error: {name} must be at least 1")
-    # OpenMP workers that spin between ops starve the event loop and the engine's own Python
-    # (measured on a loaded 2-core box: 25-40 tok/s spinning vs ~170 passive). Must be set
-    # before torch is imported; an explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_cpu_waits(os.environ)  # before torch is imported: OpenMP reads it when it loads
     import uvicorn
 
     from .api_keys import ApiKeys

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,17 @@ class ReplicaSettings:
         """What a replica started with; replicas with another one are rolled."""
         return repr((self.command, self.drain_timeout, self.max_batch_size, self.dtype,
                      self.extra_args))
+
+
+def replica_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a replica starts in: the controller's, with OpenMP workers that
+    sleep as soon as they wait. Replicas share the machine with each other, the gateway and
+    the controller, where spinning workers collapse throughput; a setting in the
+    environment wins."""
+    env = dict(environ)
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
 
 
 def _die_with_parent() -> None:
@@ -93,6 +105,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+                env=replica_environment(os.environ),
             )
         replica = Replica(id=replica_id, port=port, version=version, pid=process.pid,
                           started=start_time(process.pid), config_id=self.config_id)

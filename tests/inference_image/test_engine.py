@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
 from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
@@ -38,9 +39,13 @@ def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:
     return out[0, start:].tolist()
 
 
+@pytest.mark.parametrize("room", [kv_cache.MIN_ROOM, 1], ids=["room", "full-every-step"])
 @pytest.mark.parametrize(("which", "batch_type"), [
     ("causal", CausalBatch), ("seq2seq", Seq2SeqBatch), ("seq2seq", RowwiseBatch)])
-def test_rows_joining_and_leaving_decode_exactly_as_alone(request, which, batch_type):
+def test_rows_joining_and_leaving_decode_exactly_as_alone(request, monkeypatch, which,
+                                                          batch_type, room):
+    # room=1: the caches' buffers fill up and grow at nearly every step
+    monkeypatch.setattr(kv_cache, "MIN_ROOM", room)
     loaded = request.getfixturevalue(which)
     tok = loaded.tokenizer
     prompts = [tok(p)["input_ids"] for p in PROMPTS]

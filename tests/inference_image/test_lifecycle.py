@@ -97,3 +97,16 @@ def test_help_is_fast_and_loads_no_torch():
     assert result.returncode == 0, result.stderr
     assert "--max-batch-size" in result.stdout and "--api-keys-file" in result.stdout
     assert time.perf_counter() - started < 5
+
+
+def test_openmp_workers_spin_briefly_unless_the_environment_says_otherwise():
+    from llmcloud.inference_image.server import SHORT_SPIN, set_cpu_waits
+
+    env: dict[str, str] = {}
+    set_cpu_waits(env)
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SHORT_SPIN}
+    for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"},
+                 {"OMP_WAIT_POLICY": "PASSIVE"}):
+        env = dict(user)
+        set_cpu_waits(env)
+        assert env == user

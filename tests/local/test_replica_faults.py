@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
@@ -127,3 +128,12 @@ def test_all_replicas_down_is_503_with_retry_after_at_once(fake_stack):
         assert int(response.headers["retry-after"]) >= 1
         assert response.json()["error"]["code"] == "no_replica_ready"
     assert httpx.get(stack.url + "/health/ready").status_code == 503
+
+
+def test_replicas_sleep_when_they_wait_as_they_share_the_machine(fake_stack):
+    stack = fake_stack(replicas=1)
+    stack.up()
+    (replica,) = stack.status()["replicas"]
+    raw = Path(f"/proc/{replica['pid']}/environ").read_text()
+    environ = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+    assert environ["OMP_WAIT_POLICY"] == "PASSIVE" and "GOMP_SPINCOUNT" not in environ

@@ -108,3 +108,12 @@ def test_key_use_is_recorded_and_written_down_in_batches(tmp_path, monkeypatch):
     Controller.flush_key_use(SimpleNamespace(keys=ring, state_file=state))
     assert state.read()["keys"][0]["last_used"] == 1_000_090
     assert ring.take_unsaved_use() == {}
+
+
+def test_replica_environment_keeps_openmp_settings_the_user_made():
+    from llmcloud.providers.local.supervisor import replica_environment
+
+    assert replica_environment({"PATH": "/bin"}) == {"PATH": "/bin",
+                                                     "OMP_WAIT_POLICY": "PASSIVE"}
+    assert replica_environment({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert replica_environment({"GOMP_SPINCOUNT": "0"}) == {"GOMP_SPINCOUNT": "0"}
