@@ -1,0 +1,68 @@
+"""Continuous batching decodes exactly as generate() across causal model families.
+
+The running batch reshapes transformers' caches (left padding, rows joining and leaving,
+buffers that grow in place); each family builds its attention masks and positions its own
+way, so each is checked against its own generate(), with cache buffers that fill up and
+grow at nearly every step.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from llmcloud.inference_image import kv_cache
+from llmcloud.inference_image.batch_causal import CausalBatch
+
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+             num_attention_heads=4, max_position_embeddings=256, pad_token_id=0,
+             eos_token_id=1, bos_token_id=3)
+FAMILIES = {
+    "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,
+             dict(vocab_size=300, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                  pad_token_id=0, eos_token_id=1, bos_token_id=3)),
+    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, dict(SMALL, num_key_value_heads=2)),
+    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, dict(SMALL, num_key_value_heads=2)),
+    "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, dict(SMALL, num_key_value_heads=4)),
+    "opt": (tf.OPTConfig, tf.OPTForCausalLM,
+            dict(vocab_size=300, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                 num_attention_heads=4, max_position_embeddings=256, pad_token_id=0,
+                 eos_token_id=1, bos_token_id=3, word_embed_proj_dim=64)),
+}
+PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18], [20]]
+LENGTHS = [12, 5, 12, 9]
+JOINS = {0: [0, 1], 3: [2], 5: [3]}  # step -> prompts that join the batch then
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family):
+    monkeypatch.setattr(kv_cache, "MIN_ROOM", 1)
+    config_class, model_class, params = FAMILIES[family]
+    torch.manual_seed(0)
+    model = model_class(config_class(**params)).eval()
+    with torch.no_grad():  # EOS and pad never win the argmax: every row runs its length
+        model.get_output_embeddings().weight[:2].zero_()
+    with torch.inference_mode():
+        expected = [model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n,
+                                   do_sample=False, pad_token_id=0)[0, len(p):].tolist()
+                    for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+        batch = CausalBatch(model, torch.device("cpu"), pad_id=0)
+        out: dict[int, list[int]] = {}
+        order: list[int] = []
+        for step in range(40):
+            if step in JOINS:
+                logits = batch.prefill([PROMPTS[i] for i in JOINS[step]])
+                for i, token in zip(JOINS[step], logits.argmax(-1).tolist(), strict=True):
+                    order.append(i)
+                    out[i] = [token]
+            alive = [row for row, i in enumerate(order) if len(out[i]) < LENGTHS[i]]
+            batch.keep(alive)
+            order = [order[row] for row in alive]
+            if not order and step > max(JOINS):
+                break
+            if order:
+                logits = batch.decode([out[i][-1] for i in order])
+                for i, token in zip(order, logits.argmax(-1).tolist(), strict=True):
+                    out[i].append(token)
+    assert [out[i] for i in range(len(PROMPTS))] == expected
