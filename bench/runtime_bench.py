@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 THREADS = "2"
+OURS, PEER, STATIC = "llmcloud-server", "transformers serve --cb", "static batch (generate)"
 VOCAB = 12000
 # Every run gets the same environment. How OpenMP workers wait is left to each run's own
 # default unless --omp-wait-policy passive gives all of them passive waits.
@@ -233,7 +234,7 @@ def main() -> None:
     build_model(folder)
     texts = prompts(args.requests, args.prompt_tokens)
     port = free_port()
-    servers = [Server("llmcloud-server",
+    servers = [Server(OURS,
                       [sys.executable, "-m", "llmcloud.inference_image.server", "--model",
                        str(folder), "--served-model-name", "bench", "--port", str(port),
                        "--device", "cpu", "--max-batch-size", str(args.requests),
@@ -246,7 +247,7 @@ def main() -> None:
         port = free_port()
         try:
             servers.append(Server(
-                "transformers serve --cb",
+                PEER,
                 [transformers_cli, "serve", str(folder), "--continuous-batching", "--device",
                  "cpu", "--host", "127.0.0.1", "--port", str(port)],
                 "/health", port, str(folder), work / "peer.log"))
@@ -256,24 +257,44 @@ def main() -> None:
     # Rounds interleave the three runs so that load from other processes on a shared
     # machine hits them alike; each row keeps its best round.
     rows: dict[str, dict] = {}
+    rounds: list[dict[str, dict]] = []
     try:
         for _ in range(args.rounds):
+            rounds.append({})
             for server in servers:
-                keep_best(rows, server.name, server.measure(texts, args.new_tokens))
+                rounds[-1][server.name] = server.measure(texts, args.new_tokens)
+                keep_best(rows, server.name, rounds[-1][server.name])
             child = subprocess.run(
                 [sys.executable, __file__, "--static-child", str(folder),
                  "--omp-wait-policy", args.omp_wait_policy, "--requests",
                  str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
                  "--new-tokens", str(args.new_tokens)],
                 env=ENV, capture_output=True, text=True, check=True)
-            keep_best(rows, "static batch (generate)",
-                      json.loads(child.stdout.strip().splitlines()[-1]))
+            rounds[-1][STATIC] = json.loads(child.stdout.strip().splitlines()[-1])
+            keep_best(rows, STATIC, rounds[-1][STATIC])
     finally:
         for server in servers:
             server.stop()
     report(rows, args)
+    report_rounds(rounds)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def report_rounds(rounds: list[dict[str, dict]]) -> None:
+    """The ratios within each round (its three runs ran minutes apart at most, so a slow
+    spell of a shared machine hits them alike) and their medians."""
+    nan = float("nan")
+    print("\nper round (the median of each ratio last):")
+    columns = {"tok/s vs peer": [], "tok/s vs static": [], "TTFT p50 vs peer": []}
+    for result in rounds:
+        ours, peer, static = result[OURS], result.get(PEER, {}), result[STATIC]
+        columns["tok/s vs peer"].append(ours["tok_s"] / peer.get("tok_s", nan))
+        columns["tok/s vs static"].append(ours["tok_s"] / static["tok_s"])
+        columns["TTFT p50 vs peer"].append(ours["ttft_p50"] / peer.get("ttft_p50", nan))
+    for label, values in columns.items():
+        shown = " ".join(f"{v:.2f}" for v in values)
+        print(f"  {label:<18} {shown}  median {statistics.median(values):.2f}")
 
 
 def keep_best(rows: dict[str, dict], name: str, result: dict) -> None:
@@ -294,9 +315,7 @@ def report(rows: dict[str, dict], args) -> None:
         per_cpu = r["tokens"] / r["cpu_s"] if r.get("cpu_s") else nan
         print(f"| {name:<26} | {r['tok_s']:5.0f} | {per_cpu:9.0f} | {ms('ttft_p50'):>8} "
               f"| {ms('ttft_p90'):>8} | {ms('itl_p50'):>7} | {r['rss_mib']:5.0f} MiB |")
-    ours = rows["llmcloud-server"]
-    peer = rows.get("transformers serve --cb", {})
-    static = rows["static batch (generate)"]
+    ours, peer, static = rows[OURS], rows.get(PEER, {}), rows[STATIC]
     print()
     checks = [
         ("tok/s vs peer", ours["tok_s"] / peer.get("tok_s", nan), ">= 1.5"),
