@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as tf
+from batch_script import decode_with_joins
 
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
@@ -47,22 +48,5 @@ def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family):
         expected = [model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n,
                                    do_sample=False, pad_token_id=0)[0, len(p):].tolist()
                     for p, n in zip(PROMPTS, LENGTHS, strict=True)]
-        batch = CausalBatch(model, torch.device("cpu"), pad_id=0)
-        out: dict[int, list[int]] = {}
-        order: list[int] = []
-        for step in range(40):
-            if step in JOINS:
-                logits = batch.prefill([PROMPTS[i] for i in JOINS[step]])
-                for i, token in zip(JOINS[step], logits.argmax(-1).tolist(), strict=True):
-                    order.append(i)
-                    out[i] = [token]
-            alive = [row for row, i in enumerate(order) if len(out[i]) < LENGTHS[i]]
-            batch.keep(alive)
-            order = [order[row] for row in alive]
-            if not order and step > max(JOINS):
-                break
-            if order:
-                logits = batch.decode([out[i][-1] for i in order])
-                for i, token in zip(order, logits.argmax(-1).tolist(), strict=True):
-                    out[i].append(token)
-    assert [out[i] for i in range(len(PROMPTS))] == expected
+    batch = CausalBatch(model, torch.device("cpu"), pad_id=0)
+    assert decode_with_joins(batch, PROMPTS, LENGTHS, JOINS) == expected

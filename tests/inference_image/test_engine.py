@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from batch_script import decode_with_joins
 
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
@@ -53,25 +54,7 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(request, monkeypatch, 
     expected = [reference(loaded, p, n) for p, n in zip(prompts, lengths, strict=True)]
     batch = batch_type(loaded.model, CPU, tok.pad_token_id)
     joins = {0: [0, 1], 3: [2], 5: [3]}
-    out: dict[int, list[int]] = {}
-    order: list[int] = []
-    with torch.inference_mode():
-        for step in range(40):
-            if step in joins:
-                logits = batch.prefill([prompts[i] for i in joins[step]])
-                for i, t in zip(joins[step], logits.argmax(-1).tolist(), strict=True):
-                    order.append(i)
-                    out[i] = [t]
-            alive = [r for r, i in enumerate(order) if len(out[i]) < lengths[i]]
-            batch.keep(alive)
-            order = [order[r] for r in alive]
-            if not order and step > max(joins):
-                break
-            if order:
-                logits = batch.decode([out[i][-1] for i in order])
-                for i, t in zip(order, logits.argmax(-1).tolist(), strict=True):
-                    out[i].append(t)
-    assert [out[i] for i in range(4)] == expected
+    assert decode_with_joins(batch, prompts, lengths, joins) == expected
     assert batch.size == 0
 
 
