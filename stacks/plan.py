@@ -145,6 +145,9 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
     return outputs
 
 
+_LEAN = threading.Lock()  # what _lean_runtime changes is process-wide: one plan at a time
+
+
 @contextlib.contextmanager
 def _lean_runtime() -> Any:
     """Pulumi's runtime without the work a plan throws away, for as long as the plan runs.
@@ -155,22 +158,25 @@ def _lean_runtime() -> Any:
       heap of a million that the pulumi-aws modules brought; full collections over that heap
       cost more than the plan's own work. Reference counting still frees what it can; the
       collector is switched back on, as it was, when the plan ends.
+
+    Plans in other threads of the process wait for this one to end.
     """
     from pulumi.runtime import resource
     from pulumi.runtime.proto import source_pb2
 
-    saved_trace = getattr(resource, "_get_stack_trace", None)
-    collecting = gc.isenabled()
-    if saved_trace is not None:
-        resource._get_stack_trace = source_pb2.StackTrace
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
+    with _LEAN:
+        saved_trace = getattr(resource, "_get_stack_trace", None)
+        collecting = gc.isenabled()
         if saved_trace is not None:
-            resource._get_stack_trace = saved_trace
+            resource._get_stack_trace = source_pb2.StackTrace
+        gc.disable()
+        try:
+            yield
+        finally:
+            if collecting:
+                gc.enable()
+            if saved_trace is not None:
+                resource._get_stack_trace = saved_trace
 
 
 def declare(spec: DeploymentSpec, stack: str) -> tuple[list[Resource], dict[str, Any]]:

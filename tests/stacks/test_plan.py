@@ -124,3 +124,17 @@ def test_a_plan_leaves_the_collector_and_pulumi_as_it_found_them(collecting):
         (gc.enable if was else gc.disable)()
     assert seen["collecting"] is False and seen["trace"] is not trace
     assert resource._get_stack_trace is trace
+
+
+def test_plans_in_threads_leave_the_process_as_they_found_it():
+    import gc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pulumi.runtime import resource
+
+    trace = resource._get_stack_trace
+    with ThreadPoolExecutor(3) as pool:
+        docs = list(pool.map(lambda _: run_plan(aws_spec(), "ci"), range(3)))
+    assert all(all(c["passed"] for c in d["checks"]) for d in docs)
+    assert len({json.dumps(d["resources"], sort_keys=True) for d in docs}) == 1
+    assert resource._get_stack_trace is trace and gc.isenabled()
