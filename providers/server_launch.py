@@ -8,11 +8,14 @@ append these arguments after the image name.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 #: the runtime's gauges whose sum is the requests a server holds (running + queued)
 IN_FLIGHT_GAUGES = ("llmcloud:num_requests_running", "llmcloud:num_requests_waiting")
 #: where the host's model cache is mounted in the container
 CONTAINER_CACHE = "/models"
+#: an image reference pinned by digest (`registry/repo@sha256:<64 hex>`)
+DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 
 
 def server_arguments(
@@ -45,3 +48,41 @@ def in_flight_awk() -> str:
     the server has none yet), labels and all."""
     names = "|".join(re.escape(g) for g in IN_FLIGHT_GAUGES)
     return f"$1 ~ /^({names})({{|$)/ {{s += $2}} END {{print s + 0}}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """What a server needs to start on any cloud; every field is a reference, never a secret.
+    Each cloud's `ServerLaunch` adds the references its boot script needs."""
+
+    image: str
+    model_uri: str
+    model_version: str
+    port: int = 8080
+    drain_timeout_seconds: int = 60
+    max_batch_size: int = 16
+    max_body_kb: int = 1024
+    dtype: str = "auto"
+    publish_in_flight: bool = True
+
+    #: what a pinned image reference looks like on this cloud
+    digest_ref = DIGEST_REF
+
+    def require_digest(self) -> None:
+        """Raise ValueError unless the image is pinned by digest (a tag could move)."""
+        if not self.digest_ref.match(self.image):
+            raise ValueError(
+                f"image must be pinned by digest (repo@sha256:...), got {self.image!r}")
+
+    @property
+    def registry_host(self) -> str:
+        """The registry part of the image reference (`123.dkr.ecr.r.amazonaws.com`)."""
+        return self.image.split("/", 1)[0]
+
+    def arguments(self, api_keys_file: str | None = None) -> list[str]:
+        """The server's arguments inside the container."""
+        return server_arguments(
+            model_uri=self.model_uri, model_version=self.model_version, port=self.port,
+            drain_timeout_seconds=self.drain_timeout_seconds,
+            max_batch_size=self.max_batch_size, dtype=self.dtype,
+            max_body_kb=self.max_body_kb, api_keys_file=api_keys_file)

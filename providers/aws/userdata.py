@@ -6,17 +6,11 @@ every credential at run time, so nothing secret is ever written into user data.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 
-from llmcloud.providers.server_launch import (
-    CONTAINER_CACHE,
-    in_flight_awk,
-    server_arguments,
-)
+from llmcloud.providers.server_launch import CONTAINER_CACHE, ServerSettings, in_flight_awk
 
-DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 #: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
 METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
@@ -24,39 +18,20 @@ IN_FLIGHT_METRIC = "InFlightRequests"
 MODEL_CACHE = "/var/lib/llmcloud/models"
 
 
-@dataclass(frozen=True)
-class ServerLaunch:
-    """What one server needs to start; every field is a reference, never a secret."""
+@dataclass(frozen=True, kw_only=True)
+class ServerLaunch(ServerSettings):
+    """What one server on AWS needs to start: the settings, its region, log group and group."""
 
     region: str
-    image: str
-    model_uri: str
-    model_version: str
     log_group: str
     asg_name: str
-    port: int = 8080
-    drain_timeout_seconds: int = 60
-    max_batch_size: int = 16
-    max_body_kb: int = 1024
-    dtype: str = "auto"
-    publish_in_flight: bool = True
-
-
-def registry_host(image: str) -> str:
-    """The registry part of an image reference (`123.dkr.ecr.r.amazonaws.com`)."""
-    return image.split("/", 1)[0]
 
 
 def render_user_data(launch: ServerLaunch) -> str:
     """The cloud-init shell script for a server; raises ValueError on a mutable image tag."""
-    if not DIGEST_REF.match(launch.image):
-        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    launch.require_digest()
     q = shlex.quote
-    args = " ".join(q(a) for a in server_arguments(
-        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
-        drain_timeout_seconds=launch.drain_timeout_seconds,
-        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
-        max_body_kb=launch.max_body_kb))
+    args = " ".join(q(a) for a in launch.arguments())
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -67,7 +42,7 @@ def render_user_data(launch: ServerLaunch) -> str:
         'INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
         "http://169.254.169.254/latest/meta-data/instance-id)",
         f"aws ecr get-login-password --region \"$REGION\" | docker login --username AWS "
-        f"--password-stdin {q(registry_host(launch.image))}",
+        f"--password-stdin {q(launch.registry_host)}",
         'docker pull "$IMAGE"',
         f"install -d -m 1777 {MODEL_CACHE}",
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "

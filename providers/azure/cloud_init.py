@@ -13,14 +13,14 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from llmcloud.providers.server_launch import in_flight_awk, server_arguments
+from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
 
+#: Azure's stricter form: the registry host must be a domain (`name.azurecr.io`)
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s/]+\.[^@\s]+)@sha256:[0-9a-f]{64}$")
 IMDS = "http://169.254.169.254/metadata"
 #: the custom metric namespace and name the in-flight autoscale rule reads
 METRIC_NAMESPACE = "llmcloud"
 IN_FLIGHT_METRIC = "InFlightRequests"
-#: the Prometheus gauge the model server exposes on /metrics
 #: the model cache on the host, kept across container restarts (the OS disk is sized for it)
 MODEL_CACHE = "/var/lib/llmcloud/models"
 #: the address Azure's load balancer probes come from (the same in every region)
@@ -31,26 +31,14 @@ PROBE_DOWN_SECONDS = 15
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
 
-@dataclass(frozen=True)
-class ServerLaunch:
-    """What one server needs to start; every field is a reference, never a secret."""
+@dataclass(frozen=True, kw_only=True)
+class ServerLaunch(ServerSettings):
+    """What one server on Azure needs to start: the settings, its identity and region."""
 
-    image: str
-    model_uri: str
-    model_version: str
     identity_client_id: str
     region: str
-    port: int = 8080
-    drain_timeout_seconds: int = 60
-    max_batch_size: int = 16
-    max_body_kb: int = 1024
-    dtype: str = "auto"
-    publish_in_flight: bool = True
 
-
-def registry_host(image: str) -> str:
-    """The registry part of an image reference (`llmdev1a2b3c4d.azurecr.io`)."""
-    return image.split("/", 1)[0]
+    digest_ref = DIGEST_REF
 
 
 def _token(resource: str) -> str:
@@ -61,15 +49,10 @@ def _token(resource: str) -> str:
 
 def render_custom_data(launch: ServerLaunch) -> str:
     """The cloud-init shell script of a server; raises ValueError on a mutable image tag."""
-    if not DIGEST_REF.match(launch.image):
-        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    launch.require_digest()
     q = shlex.quote
-    registry = registry_host(launch.image)
-    server_args = server_arguments(
-        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
-        drain_timeout_seconds=launch.drain_timeout_seconds,
-        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
-        max_body_kb=launch.max_body_kb)
+    registry = launch.registry_host
+    server_args = launch.arguments()
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",

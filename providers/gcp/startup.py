@@ -7,59 +7,32 @@ account supplies every credential at run time, so no secret is written into meta
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 
-from llmcloud.providers.server_launch import in_flight_awk, server_arguments
+from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
 
-DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 #: the custom metric the in-flight autoscaling signal lives in (one series per instance)
 IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
-#: the Prometheus gauges the model server exposes on /metrics; in flight = running + waiting
 CONTAINER = "llmcloud-server"
 KEYS_FILE = "/etc/llmcloud/api-keys"
 MODEL_CACHE = "/var/lib/llmcloud/models"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1"
 
 
-@dataclass(frozen=True)
-class ServerLaunch:
-    """What one server needs to start; every field is a reference, never a secret."""
+@dataclass(frozen=True, kw_only=True)
+class ServerLaunch(ServerSettings):
+    """What one server on GCP needs to start: the settings, its project and keys secret."""
 
     project: str
-    image: str
-    model_uri: str
-    model_version: str
     keys_secret: str
-    port: int = 8080
-    drain_timeout_seconds: int = 60
-    max_batch_size: int = 16
-    max_body_kb: int = 1024
-    dtype: str = "auto"
-    publish_in_flight: bool = True
-
-
-def registry_host(image: str) -> str:
-    """The registry part of an image reference (`us-central1-docker.pkg.dev`)."""
-    return image.split("/", 1)[0]
-
-
-def server_command(launch: ServerLaunch) -> list[str]:
-    """The model server's arguments inside the container."""
-    return server_arguments(
-        model_uri=launch.model_uri, model_version=launch.model_version, port=launch.port,
-        drain_timeout_seconds=launch.drain_timeout_seconds,
-        max_batch_size=launch.max_batch_size, dtype=launch.dtype,
-        max_body_kb=launch.max_body_kb, api_keys_file=KEYS_FILE)
 
 
 def render_startup_script(launch: ServerLaunch) -> str:
     """The startup script of a server; raises ValueError on a mutable image tag."""
-    if not DIGEST_REF.match(launch.image):
-        raise ValueError(f"image must be pinned by digest (repo@sha256:...), got {launch.image!r}")
+    launch.require_digest()
     q = shlex.quote
-    args = " ".join(q(a) for a in server_command(launch))
+    args = " ".join(q(a) for a in launch.arguments(api_keys_file=KEYS_FILE))
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -74,7 +47,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         "  sleep 30",
         "done",
         f"install -m 0444 {KEYS_FILE}.new {KEYS_FILE} && rm -f {KEYS_FILE}.new",
-        f"gcloud auth configure-docker {q(registry_host(launch.image))} --quiet",
+        f"gcloud auth configure-docker {q(launch.registry_host)} --quiet",
         'docker pull "$IMAGE"',
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "

@@ -201,6 +201,8 @@ def test_custom_data_runs_the_pinned_image_on_the_gpus_with_the_model():
 def test_custom_data_refuses_a_mutable_tag():
     with pytest.raises(ValueError):
         render_custom_data(launch(image="llmdev1.azurecr.io/m-server:latest"))
+    with pytest.raises(ValueError, match="pinned by digest"):  # a digest, but no registry host
+        render_custom_data(launch(image="m-server@sha256:" + "a" * 64))
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
