@@ -160,15 +160,10 @@ class AwsService(pulumi.ComponentResource):
                                                    balancer.target_group.arn_suffix),
             spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
             boot_ready=[monitoring.log_group]), opts=child)
-        gateway = Gateway(f"{name}-gateway", GatewayArgs(
-            api_name=name, backend=AlbBackend(
-                alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
-                listener=balancer.listener, subnet_ids=network.private_subnet_ids,
-                security_group_id=network.vpc_link_security_group_id),
-            log_key_arn=monitoring.key_arn, rate_limit=spec.gateway.rate_limit,
-            burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
-            timeout_seconds=spec.gateway.timeout_seconds,
-            allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
+        gateway = _gateway(name, spec, options, monitoring.key_arn, child, AlbBackend(
+            alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
+            listener=balancer.listener, subnet_ids=network.private_subnet_ids,
+            security_group_id=network.vpc_link_security_group_id))
 
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
                 "log_group": monitoring.log_group.name,
@@ -210,19 +205,24 @@ class AwsService(pulumi.ComponentResource):
             cooldown_seconds=spec.autoscaling.cooldown_seconds,
             rollback_alarm_names=monitoring.rollback_alarm_names,
             drain_timeout_seconds=spec.server.drain_timeout_seconds), opts=child)
-        gateway = Gateway(f"{name}-gateway", GatewayArgs(
-            api_name=name, backend=SagemakerBackend(
-                endpoint_name=endpoint_name, region=region, model_id=model,
-                endpoint_arn=sagemaker_endpoint_arn(region, account, endpoint_name),
-                endpoint=endpoint.endpoint),
-            log_key_arn=monitoring.key_arn, rate_limit=spec.gateway.rate_limit,
-            burst=spec.gateway.burst, quota_per_day=spec.gateway.quota,
-            timeout_seconds=spec.gateway.timeout_seconds,
-            allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
+        gateway = _gateway(name, spec, options, monitoring.key_arn, child, SagemakerBackend(
+            endpoint_name=endpoint_name, region=region, model_id=model,
+            endpoint_arn=sagemaker_endpoint_arn(region, account, endpoint_name),
+            endpoint=endpoint.endpoint))
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
                 "log_group": monitoring.log_group.name,
                 "dashboard_url": monitoring.dashboard_url,
                 "sagemaker_endpoint": endpoint.endpoint_name}
+
+
+def _gateway(name: str, spec: DeploymentSpec, options: AwsOptions, log_key_arn: Any,
+             child: pulumi.ResourceOptions, backend: Any) -> Gateway:
+    """The stack's API Gateway in front of `backend`, with the spec's limits."""
+    return Gateway(f"{name}-gateway", GatewayArgs(
+        api_name=name, backend=backend, log_key_arn=log_key_arn,
+        rate_limit=spec.gateway.rate_limit, burst=spec.gateway.burst,
+        quota_per_day=spec.gateway.quota, timeout_seconds=spec.gateway.timeout_seconds,
+        allowed_cidrs=spec.network.allowed_cidrs, waf=options.waf), opts=child)
 
 
 def build_service(spec: DeploymentSpec, stack: str,
