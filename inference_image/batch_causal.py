@@ -34,13 +34,7 @@ class CausalBatch:
 
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V]."""
-        length = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, length - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, length - len(prompt):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = kv_cache.padded_prompts(prompts, self.pad_id, left=True, device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = kv_cache.growing_cache()
         out = self.model(

@@ -39,13 +39,8 @@ class Seq2SeqBatch:
 
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         """Encode the prompts, run the decoder start token, append the rows, return logits."""
-        length = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
-        enc_mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
-            enc_mask[row, : len(prompt)] = 1
-        ids, enc_mask = ids.to(self.device), enc_mask.to(self.device)
+        ids, enc_mask = kv_cache.padded_prompts(prompts, self.pad_id, left=False,
+                                                device=self.device)
         states = self.model.get_encoder()(input_ids=ids, attention_mask=enc_mask)[0]
         cache = EncoderDecoderCache(kv_cache.growing_cache(), DynamicCache())
         start = torch.full((len(prompts), 1), self.start_id, dtype=torch.long, device=self.device)

@@ -1,6 +1,6 @@
-"""Reshaping transformers' per-layer KV caches for continuous batching.
+"""Padded batches and transformers' per-layer KV caches, shaped for continuous batching.
 
-Rows of a batch share one padded sequence axis. Caches are merged by padding the shorter
+Rows of a batch share one padded sequence axis (prompts are padded the same way). Caches are merged by padding the shorter
 one (left for self-attention, whose newest token sits at the right edge; right for
 encoder-side cross-attention) and concatenating along the batch axis.
 """
@@ -85,6 +85,20 @@ def growing_cache() -> DynamicCache:
     cache = DynamicCache()
     cache.layer_class_to_replicate = GrowingLayer
     return cache
+
+
+def padded_prompts(prompts: list[list[int]], pad_id: int, left: bool,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts as one padded batch: token ids and attention mask [k, longest] on `device`,
+    padded on the left (decoders: each row's newest token at the right edge) or the right."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        where = slice(length - len(prompt), length) if left else slice(0, len(prompt))
+        ids[row, where] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, where] = 1
+    return ids.to(device), mask.to(device)
 
 
 def layers(cache) -> list:
