@@ -1,8 +1,8 @@
 """Padded batches and transformers' per-layer KV caches, shaped for continuous batching.
 
-Rows of a batch share one padded sequence axis (prompts are padded the same way). Caches are merged by padding the shorter
-one (left for self-attention, whose newest token sits at the right edge; right for
-encoder-side cross-attention) and concatenating along the batch axis.
+Rows of a batch share one padded sequence axis, prompts and caches alike. Caches are merged
+by padding the shorter one (left for self-attention, whose newest token sits at the right
+edge; right for encoder-side cross-attention) and concatenating along the batch axis.
 """
 
 from __future__ import annotations
