@@ -41,6 +41,18 @@ class PriceSheet:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PriceTable:
+    """A cloud's prices in one region, with where they came from: GPU instances per hour,
+    and whether the region's prices are estimated from the table's base region."""
+
+    region: str
+    price_date: str
+    source: str
+    gpu_hourly: dict[str, float] = field(default_factory=dict)
+    estimated: bool = False
+
+
 def _usd(value: float) -> float:
     return round(value, 4)
 

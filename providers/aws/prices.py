@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcloud.stacks.cost import PriceTable
+
 PRICE_DATE = "2025-06-01"
 SOURCE = "AWS public price list (aws.amazon.com/*/pricing), Linux on-demand, USD"
 BASE_REGION = "us-east-1"
@@ -69,22 +71,16 @@ HOURS_PER_MONTH = 730
 
 
 @dataclass(frozen=True)
-class PriceTable:
-    """The prices of one region, with where they came from."""
+class AwsPriceTable(PriceTable):
+    """AWS's prices in one region; SageMaker's `ml.*` instances are priced apart."""
 
-    region: str
-    gpu_hourly: dict[str, float] = field(default_factory=dict)
-    #: SageMaker real-time inference instances (`ml.*`)
     ml_hourly: dict[str, float] = field(default_factory=dict)
-    estimated: bool = False
-    price_date: str = PRICE_DATE
-    source: str = SOURCE
 
 
-def price_table(region: str) -> PriceTable:
+def price_table(region: str) -> AwsPriceTable:
     """The price table for `region` (us-east-1's, flagged as estimated, outside the base)."""
-    return PriceTable(
-        region=region,
+    return AwsPriceTable(
+        region=region, price_date=PRICE_DATE, source=SOURCE,
         gpu_hourly={name: spec[2] for name, spec in GPU_INSTANCES.items()},
         ml_hourly={name: spec[2] for name, spec in ML_INSTANCES.items()},
         estimated=region not in SAME_AS_BASE,

@@ -10,7 +10,7 @@ Prices API (https://prices.azure.com/api/retail/prices) returns the same list pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from llmcloud.stacks.cost import PriceTable
 
 PRICE_DATE = "2025-06-01"
 SOURCE = "Azure pay-as-you-go list prices (azure.microsoft.com/pricing), Linux, East US, USD"
@@ -59,20 +59,9 @@ PREMIUM_SSD_TIERS: tuple[tuple[str, int, float], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class PriceTable:
-    """The prices of one region, with where they came from."""
-
-    region: str
-    gpu_hourly: dict[str, float] = field(default_factory=dict)
-    estimated: bool = False
-    price_date: str = PRICE_DATE
-    source: str = SOURCE
-
-
 def price_table(region: str) -> PriceTable:
     """The price table for `region` (East US's, flagged as estimated, elsewhere)."""
-    return PriceTable(region=region,
+    return PriceTable(region=region, price_date=PRICE_DATE, source=SOURCE,
                       gpu_hourly={name: spec[2] for name, spec in GPU_SIZES.items()},
                       estimated=region.lower().replace(" ", "") not in SAME_AS_BASE)
 

@@ -14,7 +14,9 @@ Google changes its prices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from llmcloud.stacks.cost import PriceTable
 
 PRICE_DATE = "2025-06-01"
 SOURCE = "Google Cloud public price lists (cloud.google.com/*/pricing), on-demand, USD"
@@ -70,20 +72,9 @@ KMS_KEY_VERSION_MONTH = 0.06
 HOURS_PER_MONTH = 730
 
 
-@dataclass(frozen=True)
-class PriceTable:
-    """The prices of one region, with where they came from."""
-
-    region: str
-    gpu_hourly: dict[str, float] = field(default_factory=dict)
-    estimated: bool = False
-    price_date: str = PRICE_DATE
-    source: str = SOURCE
-
-
 def price_table(region: str) -> PriceTable:
     """The price table for `region` (us-central1's, flagged as estimated, outside the base)."""
-    return PriceTable(region=region,
+    return PriceTable(region=region, price_date=PRICE_DATE, source=SOURCE,
                       gpu_hourly={name: m.hourly_usd for name, m in GPU_MACHINES.items()},
                       estimated=region not in SAME_AS_BASE)
 
