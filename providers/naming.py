@@ -1,5 +1,5 @@
-"""Naming shared by the clouds: slugs, a stack's prefix, and names fitted to a length limit
-without losing uniqueness."""
+"""Naming shared by the clouds: slugs, a stack's prefix, names fitted to a length limit
+without losing uniqueness, and where models live in a model store."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ def fit(name: str, limit: int) -> str:
 def base_name(stack: str) -> str:
     """The prefix of every resource of a stack (`llm-<stack>`)."""
     return f"llm-{slug(stack)}"
+
+
+def model_prefix(model_name: str) -> str:
+    """The key prefix of every version of a model in the store (`models/<name>/`)."""
+    return f"models/{model_name}/"
+
+
+def model_key_prefix(model_name: str, version: str) -> str:
+    """Where one version of a model lives in the store (`models/<name>/<version>/`)."""
+    return f"{model_prefix(model_name)}{version}/"

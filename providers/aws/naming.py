@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
+from llmcloud.providers.naming import (  # noqa: F401 - re-exported
+    base_name,
+    fit,
+    model_key_prefix,
+    model_prefix,
+    slug,
+)
 
 #: AWS length limits of the names llmcloud sets explicitly
 LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64,
@@ -25,15 +31,6 @@ def log_group_name(stack: str) -> str:
     """The CloudWatch log group the servers write to."""
     return fit(f"/llmcloud/{slug(stack)}/server", LIMITS["log_group"])
 
-
-def model_prefix(model_name: str) -> str:
-    """The key prefix of every version of a model in the store (`models/<name>/`)."""
-    return f"models/{model_name}/"
-
-
-def model_key_prefix(model_name: str, version: str) -> str:
-    """Where one version of a model lives in the store (`models/<name>/<version>/`)."""
-    return f"{model_prefix(model_name)}{version}/"
 
 
 def endpoint_name(stack: str) -> str:

@@ -12,7 +12,13 @@ import hashlib
 import re
 import uuid
 
-from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
+from llmcloud.providers.naming import (  # noqa: F401 - re-exported
+    base_name,
+    fit,
+    model_key_prefix,
+    model_prefix,
+    slug,
+)
 
 #: Azure's limits of the names llmcloud sets: (max length, allowed characters)
 LIMITS = {
@@ -66,15 +72,6 @@ def role_assignment_name(subscription_id: str, stack: str, purpose: str) -> str:
     keeps the assignment instead of racing a duplicate)."""
     return str(uuid.uuid5(_ASSIGNMENTS, f"{subscription_id}/{stack}/{purpose}"))
 
-
-def model_prefix(model_name: str) -> str:
-    """The blob prefix of every version of a model (`models/<name>/`)."""
-    return f"models/{model_name}/"
-
-
-def model_key_prefix(model_name: str, version: str) -> str:
-    """Where one version of a model lives in the container (`models/<name>/<version>/`)."""
-    return f"{model_prefix(model_name)}{version}/"
 
 
 def model_uri(account: str, model_name: str, version: str, container: str = CONTAINER) -> str:

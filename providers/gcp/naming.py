@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
-from llmcloud.providers.naming import base_name, fit, slug  # noqa: F401 - re-exported
+from llmcloud.providers.naming import (  # noqa: F401 - re-exported
+    base_name,
+    fit,
+    model_key_prefix,
+    model_prefix,
+    slug,
+)
 
 #: GCP length limits of the names llmcloud sets explicitly
 LIMITS = {"resource": 63, "service_account": 30, "repository": 63, "secret": 255,
@@ -36,15 +42,6 @@ def secret_id(stack: str) -> str:
     """The Secret Manager secret that holds the stack's API key hashes."""
     return fit(f"{base_name(stack)}-api-keys", LIMITS["secret"])
 
-
-def model_prefix(model_name: str) -> str:
-    """The object prefix of every version of a model in the store (`models/<name>/`)."""
-    return f"models/{model_name}/"
-
-
-def model_key_prefix(model_name: str, version: str) -> str:
-    """Where one version of a model lives in the store (`models/<name>/<version>/`)."""
-    return f"{model_prefix(model_name)}{version}/"
 
 
 def model_uri(bucket: str, model_name: str, version: str) -> str:
