@@ -142,7 +142,8 @@ def _load(args, state) -> object:
     from .serving import OpenAIServing
     from .torch_engine import EngineLimits, TorchEngine
 
-    loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype)
+    loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
+                        pack_for_batch=args.max_batch_size)
     name = args.served_model_name or resolved.name
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,

@@ -3,7 +3,8 @@
 The running batch reshapes transformers' caches (left padding, rows joining and leaving,
 buffers that grow in place); each family builds its attention masks and positions its own
 way, so each is checked against its own generate(), with cache buffers that fill up and
-grow at nearly every step.
+grow at nearly every step. Each runs with plain weights and with weights packed for oneDNN
+(against generate() with the plain ones).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from batch_script import decode_with_joins
 
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
+from llmcloud.inference_image.packed_linear import pack_linear_layers
 
 SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, max_position_embeddings=256, pad_token_id=0,
@@ -36,8 +38,9 @@ LENGTHS = [12, 5, 12, 9]
 JOINS = {0: [0, 1], 3: [2], 5: [3]}  # step -> prompts that join the batch then
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family):
+def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family, packed):
     monkeypatch.setattr(kv_cache, "MIN_ROOM", 1)
     config_class, model_class, params = FAMILIES[family]
     torch.manual_seed(0)
@@ -48,5 +51,7 @@ def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family):
         expected = [model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n,
                                    do_sample=False, pad_token_id=0)[0, len(p):].tolist()
                     for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+    if packed:  # weights packed for oneDNN, as the server runs on CPU
+        assert pack_linear_layers(model, batch_size=4) > 0
     batch = CausalBatch(model, torch.device("cpu"), pad_id=0)
     assert decode_with_joins(batch, PROMPTS, LENGTHS, JOINS) == expected

@@ -23,12 +23,12 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def causal(causal_dir):
-    return load_model(causal_dir, task=None, device="cpu", dtype="auto")
+    return load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
 
 
 @pytest.fixture(scope="module")
 def seq2seq(seq2seq_dir):
-    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto")
+    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
 
 
 def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:
