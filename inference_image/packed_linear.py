@@ -50,7 +50,8 @@ def pack_linear_layers(model: torch.nn.Module, batch_size: int) -> int:
     size). Layers whose weight another module shares (tied input/output embeddings) keep
     their plain weight: packing those would hold the matrix twice. Also packs
     transformers' ``Conv1D`` (GPT-2's linear layers, weight stored transposed). Returns
-    how many layers were packed; 0 where torch has no oneDNN.
+    how many layers were packed; 0 where torch has no oneDNN or it cannot pack them (the
+    model then runs on its plain weights).
     """
     if not torch.backends.mkldnn.is_available():
         return 0
@@ -65,14 +66,21 @@ def pack_linear_layers(model: torch.nn.Module, batch_size: int) -> int:
     kept = [span for span in kept if span is not None]
     mappings = file_pages.private_file_mappings()
     given_back = 0
+    packed = 0
     for parent, name, child in chosen:
         weight, bias = _plain_weight(child)
-        setattr(parent, name, PackedLinear(weight, bias, batch_size))
+        try:
+            layer = PackedLinear(weight, bias, batch_size)
+        except RuntimeError as exc:  # a oneDNN build that cannot pack this (CPU, dtype)
+            log.warning("keeping plain linear weights: oneDNN cannot pack them here (%s)", exc)
+            break
+        setattr(parent, name, layer)
         given_back += file_pages.drop_pages(child.weight, mappings, kept)
-    if chosen:
+        packed += 1
+    if packed:
         log.info("packed %d linear layers for oneDNN (tuned for %d rows); %.0f MiB of mapped "
-                 "plain weights given back", len(chosen), batch_size, given_back / 2**20)
-    return len(chosen)
+                 "plain weights given back", packed, batch_size, given_back / 2**20)
+    return packed
 
 
 def _packable(module: torch.nn.Module, users: dict[int, int]) -> bool:

@@ -92,6 +92,18 @@ def test_other_dtypes_and_torch_without_onednn_keep_plain_weights(monkeypatch):
     assert pack_linear_layers(_llama(tied=False), batch_size=16) == 0
 
 
+def test_a_onednn_that_cannot_pack_leaves_a_working_plain_model(monkeypatch, caplog):
+    def refuse(weight, batch_size):
+        raise RuntimeError("unsupported platform")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
+    model, plain = _llama(tied=False), _llama(tied=False)
+    assert pack_linear_layers(model, batch_size=16) == 0
+    assert "keeping plain linear weights" in caplog.text
+    ids = torch.randint(2, 300, (2, 5))
+    assert torch.equal(_logits(model, ids), _logits(plain, ids))
+
+
 def test_the_loader_packs_on_cpu_only_when_asked(causal_dir):
     packed = load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
     plain = load_model(causal_dir, task=None, device="cpu", dtype="auto")
