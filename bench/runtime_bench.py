@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 THREADS = "2"
@@ -213,8 +214,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--static-child", metavar="FOLDER", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds; each run keeps its best (default: 3)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="interleaved rounds; each run keeps its best (default: 6)")
     parser.add_argument("--omp-wait-policy", choices=["as-shipped", "passive"],
                         default="as-shipped",
                         help="as-shipped: OpenMP settings unset, each run waits as it does by "
@@ -255,23 +256,24 @@ def main() -> None:
             log = (work / "peer.log").read_text()[-2000:]
             print(f"peer failed to start: {exc!r}\n{log}", file=sys.stderr)
     # Rounds interleave the three runs so that load from other processes on a shared
-    # machine hits them alike; each row keeps its best round.
+    # machine hits them alike, each round in a rotated order so no run always goes first;
+    # each row keeps its best round.
+    static_command = [sys.executable, __file__, "--static-child", str(folder),
+                      "--omp-wait-policy", args.omp_wait_policy, "--requests",
+                      str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
+                      "--new-tokens", str(args.new_tokens)]
+    runs = [(server.name, partial(server.measure, texts, args.new_tokens))
+            for server in servers]
+    runs.append((STATIC, partial(run_static, static_command)))
     rows: dict[str, dict] = {}
     rounds: list[dict[str, dict]] = []
     try:
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
             rounds.append({})
-            for server in servers:
-                rounds[-1][server.name] = server.measure(texts, args.new_tokens)
-                keep_best(rows, server.name, rounds[-1][server.name])
-            child = subprocess.run(
-                [sys.executable, __file__, "--static-child", str(folder),
-                 "--omp-wait-policy", args.omp_wait_policy, "--requests",
-                 str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
-                 "--new-tokens", str(args.new_tokens)],
-                env=ENV, capture_output=True, text=True, check=True)
-            rounds[-1][STATIC] = json.loads(child.stdout.strip().splitlines()[-1])
-            keep_best(rows, STATIC, rounds[-1][STATIC])
+            turn = number % len(runs)
+            for name, measure in runs[turn:] + runs[:turn]:
+                rounds[-1][name] = measure()
+                keep_best(rows, name, rounds[-1][name])
     finally:
         for server in servers:
             server.stop()
@@ -279,6 +281,12 @@ def main() -> None:
     report_rounds(rounds)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_static(command: list[str]) -> dict:
+    """One static-batch run in a child process (its own torch, as a server would have)."""
+    child = subprocess.run(command, env=ENV, capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def report_rounds(rounds: list[dict[str, dict]]) -> None:
