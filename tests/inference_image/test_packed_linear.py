@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
+from llmcloud.inference_image import loader, server
 from llmcloud.inference_image.loader import load_model
 from llmcloud.inference_image.packed_linear import PackedLinear, pack_linear_layers
 
@@ -109,3 +110,20 @@ def test_the_loader_packs_on_cpu_only_when_asked(causal_dir):
     plain = load_model(causal_dir, task=None, device="cpu", dtype="auto")
     assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
     assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+
+
+@pytest.mark.parametrize(("flags", "pack_for_batch"), [
+    ([], 32), (["--max-batch-size", "8"], 8), (["--no-pack-weights"], None)])
+def test_the_server_packs_for_its_batch_size_unless_told_not_to(monkeypatch, causal_dir,
+                                                                flags, pack_for_batch):
+    asked = {}
+
+    def load_model_spy(folder, **kwargs):
+        asked.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(loader, "load_model", load_model_spy)
+    args = server.build_parser().parse_args(["--model", str(causal_dir), *flags])
+    with pytest.raises(RuntimeError, match="stop here"):
+        server._load(args, state=None)
+    assert asked["pack_for_batch"] == pack_for_batch
