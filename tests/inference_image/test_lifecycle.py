@@ -100,11 +100,11 @@ def test_help_is_fast_and_loads_no_torch():
 
 
 def test_openmp_workers_spin_briefly_unless_the_environment_says_otherwise():
-    from llmcloud.inference_image.server import SHORT_SPIN, set_cpu_waits
+    from llmcloud.inference_image.server import SPIN_BEFORE_SLEEP, set_cpu_waits
 
     env: dict[str, str] = {}
     set_cpu_waits(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SHORT_SPIN}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SPIN_BEFORE_SLEEP}
     for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"},
                  {"OMP_WAIT_POLICY": "PASSIVE"}):
         env = dict(user)
