@@ -12,6 +12,7 @@ Linux only (elsewhere nothing is dropped).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 from pathlib import Path
@@ -69,6 +70,11 @@ def drop_pages(tensor: torch.Tensor, mappings: list[Span], keep: list[Span]) -> 
 
 
 def _madvise(address: int, length: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc.madvise(address, length, mmap.MADV_DONTNEED)
+    return _libc_madvise()(address, length, mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _libc_madvise():
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
