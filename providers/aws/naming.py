@@ -32,7 +32,6 @@ def log_group_name(stack: str) -> str:
     return fit(f"/llmcloud/{slug(stack)}/server", LIMITS["log_group"])
 
 
-
 def endpoint_name(stack: str) -> str:
     """The SageMaker endpoint of a stack: stable across versions (the gateway calls it)."""
     return physical_name(stack, "endpoint", "sagemaker")

@@ -73,7 +73,6 @@ def role_assignment_name(subscription_id: str, stack: str, purpose: str) -> str:
     return str(uuid.uuid5(_ASSIGNMENTS, f"{subscription_id}/{stack}/{purpose}"))
 
 
-
 def model_uri(account: str, model_name: str, version: str, container: str = CONTAINER) -> str:
     """The URI the server loads (`az://<account>/<container>/models/<name>/<version>`)."""
     return f"az://{account}/{container}/{model_key_prefix(model_name, version).rstrip('/')}"

@@ -43,7 +43,6 @@ def secret_id(stack: str) -> str:
     return fit(f"{base_name(stack)}-api-keys", LIMITS["secret"])
 
 
-
 def model_uri(bucket: str, model_name: str, version: str) -> str:
     """The URI the server loads (`gs://<bucket>/models/<name>/<version>`)."""
     return f"gs://{bucket}/{model_key_prefix(model_name, version).rstrip('/')}"
