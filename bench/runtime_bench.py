@@ -220,8 +220,8 @@ def main() -> None:
                         default="as-shipped",
                         help="as-shipped: OpenMP settings unset, each run waits as it does by "
                              "default (the peer and the static batch spin, llmcloud-server "
-                             "spins briefly then sleeps); passive: OMP_WAIT_POLICY=PASSIVE for "
-                             "every run (default: as-shipped)")
+                             "spins 100 000 times then sleeps); passive: "
+                             "OMP_WAIT_POLICY=PASSIVE for every run (default: as-shipped)")
     parser.add_argument("--keep", action="store_true", help="keep the model folder")
     args = parser.parse_args()
     if args.omp_wait_policy == "passive":
