@@ -11,7 +11,7 @@ import threading
 import time
 
 import httpx
-from conftest import ServerProcess
+from server_process import ServerProcess
 
 
 def test_sigterm_drains_then_exits_zero(causal_dir):

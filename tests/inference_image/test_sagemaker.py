@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import ServerProcess
+from server_process import ServerProcess
 from test_http import make_client
 
 from llmcloud.inference_image.protocol import ApiError
