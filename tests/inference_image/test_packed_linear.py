@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from llmcloud.inference_image import loader, server
+from llmcloud.inference_image import loader, packed_linear, server
 from llmcloud.inference_image.loader import load_model
 from llmcloud.inference_image.packed_linear import PackedLinear, pack_linear_layers
 
@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
 
 
 @pytest.mark.parametrize("with_bias", [True, False])
-@pytest.mark.parametrize("shape", [(1, 48), (16, 48), (100, 48), (4, 3, 48), (0, 48)])
+@pytest.mark.parametrize("shape", [(1, 48), (16, 48), (17, 48), (100, 48), (4, 3, 48),
+                                   (0, 48), (601, 48), (2, 300, 48), (3, 512, 48)])
 def test_a_packed_layer_computes_the_plain_product(shape, with_bias):
     torch.manual_seed(0)
     weight, bias = torch.randn(40, 48), torch.randn(40) if with_bias else None
@@ -32,6 +33,31 @@ def test_a_packed_layer_computes_the_plain_product(shape, with_bias):
         assert torch.allclose(layer(xt), F.linear(xt, weight, bias), atol=1e-5)
     assert (layer.in_features, layer.out_features) == (48, 40)
     assert layer.weight.shape == (40, 48) and layer.weight.dtype == torch.float32
+
+
+def test_products_of_any_length_run_at_a_bounded_set_of_row_counts(monkeypatch):
+    # oneDNN keeps a primitive (~0.5 MiB) per row count it sees: prompts of every length
+    # must not make the server's memory grow with each new one.
+    seen: list[int] = []
+    real = packed_linear._linear
+
+    def recording(x, weight, bias):
+        seen.append(x.shape[0] if x.dim() == 2 else x.numel() // x.shape[-1])
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(packed_linear, "_linear", recording)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(24, 32), torch.randn(24)
+    layer = PackedLinear(weight, bias, batch_size=16)
+    with torch.inference_mode():
+        for rows in range(1, 1300):
+            x = torch.randn(rows, 32)
+            assert torch.allclose(layer(x), F.linear(x, weight, bias), atol=1e-5), rows
+    assert set(range(1, 17)) <= set(seen)  # a decode batch runs exactly
+    assert len(set(seen)) <= 46 and max(seen) == packed_linear.ROW_BLOCK
+    over = [run / rows for rows in range(65, 513)
+            for run in [packed_linear.run_rows(rows, 16)]]
+    assert max(over) <= 1.125
 
 
 def _llama(tied: bool):
