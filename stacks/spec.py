@@ -256,6 +256,11 @@ class ServerSpec(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="weights' precision (auto: bf16 on GPU, fp32 on CPU)"
     )
+    pack_weights: bool = Field(
+        default=True,
+        description="on CPU, weights packed for oneDNN: faster, but one copy per replica "
+                    "(false: local replicas share the model file's pages)",
+    )
 
 
 class DeploymentSpec(_Section):

@@ -57,7 +57,8 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
         max_batch_size=int(server["max_batch_size"]), dtype=server["dtype"],
         health_interval=float(config.get("health_interval", 0.5)),
         # the gateway enforces the body limit; the runtime must not refuse less than it
-        extra_args=["--max-body-bytes", str(config["gateway"]["max_body_kb"] * 1024)],
+        extra_args=["--max-body-bytes", str(config["gateway"]["max_body_kb"] * 1024),
+                    *([] if server.get("pack_weights", True) else ["--no-pack-weights"])],
     )
 
 

@@ -117,3 +117,19 @@ def test_replica_environment_keeps_openmp_settings_the_user_made():
                                                      "OMP_WAIT_POLICY": "PASSIVE"}
     assert replica_environment({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
     assert replica_environment({"GOMP_SPINCOUNT": "0"}) == {"GOMP_SPINCOUNT": "0"}
+
+
+@pytest.mark.parametrize(("server", "flag"), [
+    ({"pack_weights": True}, False),
+    ({"pack_weights": False}, True),
+    ({}, False),  # a state file written before the setting existed
+])
+def test_replicas_pack_weights_unless_the_spec_says_not_to(tmp_path, server, flag):
+    from llmcloud.providers.local.controller import replica_settings
+
+    config = {"command": ["llmcloud-server"], "gateway": {"max_body_kb": 64},
+              "server": {"drain_timeout_seconds": 30, "max_batch_size": 8, "dtype": "auto",
+                         **server}}
+    settings = replica_settings(config, tmp_path)
+    assert ("--no-pack-weights" in settings.extra_args) is flag
+    assert settings.extra_args[:2] == ["--max-body-bytes", str(64 * 1024)]

@@ -57,6 +57,7 @@ INVALID = [
     ({"server": {"port": 80}}, "server.port"),
     ({"server": {"dtype": "int4"}}, "server.dtype"),
     ({"server": {"max_batch_size": 0}}, "server.max_batch_size"),
+    ({"server": {"pack_weights": "sometimes"}}, "server.pack_weights"),
     ({"tags": {"bad key!": "x"}}, "tags"),
     ({"tags": "team=ml"}, "tags"),
     ({"compute": "big"}, "compute"),
@@ -109,6 +110,12 @@ def test_env_json_values_and_comma_lists() -> None:
     )
     assert spec.network.allowed_cidrs == ["10.0.0.0/8", "192.168.1.0/24"]
     assert spec.tags == {"team": "ml"}
+
+
+def test_packed_weights_are_the_default_and_can_be_turned_off() -> None:
+    assert resolve_spec(file_values={}, environ={}).server.pack_weights is True
+    spec = resolve_spec(file_values={}, environ={"LLMCLOUD_SERVER__PACK_WEIGHTS": "false"})
+    assert spec.server.pack_weights is False
 
 
 def test_model_name_comes_from_the_source() -> None:
