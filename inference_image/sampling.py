@@ -45,7 +45,10 @@ def sample(
         drop = (cumulative - sorted_probs) >= top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    # One draw per row with that row's generator; read back together (one sync on a GPU).
+    draws = torch.cat([torch.multinomial(probs[row], 1, generator=generators[i])
+                       for row, i in enumerate(sampled)])
     out = chosen.tolist()
-    for row, i in enumerate(sampled):
-        out[i] = int(torch.multinomial(probs[row], 1, generator=generators[i]).item())
+    for i, token in zip(sampled, draws.tolist(), strict=True):
+        out[i] = token
     return out
