@@ -99,7 +99,7 @@ def test_help_is_fast_and_loads_no_torch():
     assert time.perf_counter() - started < 5
 
 
-def test_openmp_workers_spin_briefly_unless_the_environment_says_otherwise():
+def test_openmp_workers_spin_then_sleep_unless_the_environment_says_otherwise():
     from llmcloud.inference_image.server import SPIN_BEFORE_SLEEP, set_cpu_waits
 
     env: dict[str, str] = {}
