@@ -51,7 +51,10 @@ def upload(
         Path,
         typer.Argument(exists=True, file_okay=False, help="the model folder (config, weights)"),
     ],
-    version: Annotated[str, typer.Option("--version", help="the version to create, e.g. v7")],
+    version: Annotated[
+        # --model-version too: `up` and `promote` spell it so, and users carry it over.
+        str, typer.Option("--version", "--model-version", help="the version to create, e.g. v7")
+    ],
     name: Annotated[
         str | None, typer.Option("--name", help="the model's name (default: the stack's)")
     ] = None,

@@ -60,7 +60,7 @@ def test_up_twice_changes_nothing_and_destroy_twice_leaves_nothing(fake_env, hom
     uploaded = _json(_cli(env, "model", "upload", str(model), "--version", "v2", "--json"))
     assert Path(uploaded["uri"], "manifest.json").is_file()
     (model / "config.json").write_text('{"changed": 1}')
-    refused = _cli(env, "model", "upload", str(model), "--version", "v2")
+    refused = _cli(env, "model", "upload", str(model), "--model-version", "v2")
     assert refused.returncode == 1 and "--force" in refused.stderr
 
     for _ in range(2):
