@@ -81,9 +81,9 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             await _json_object(request),
             request.headers.get("x-amzn-sagemaker-custom-attributes"), serving.model_name)
         if route == sagemaker.CHAT:
-            gen = serving.start_chat(_validate(ChatCompletionRequest, data))
+            gen = await serving.start_chat(_validate(ChatCompletionRequest, data))
         else:
-            gen = serving.start_completion(_validate(CompletionRequest, data))
+            gen = await serving.start_completion(_validate(CompletionRequest, data))
         return await _respond(request, serving, gen)
 
     @app.get("/metrics")
@@ -101,14 +101,14 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         _authorize(state, request)
         serving = _serving_for_generation(state)
         body = await _parse(request, CompletionRequest)
-        return await _respond(request, serving, serving.start_completion(body))
+        return await _respond(request, serving, await serving.start_completion(body))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         _authorize(state, request)
         serving = _serving_for_generation(state)
         body = await _parse(request, ChatCompletionRequest)
-        return await _respond(request, serving, serving.start_chat(body))
+        return await _respond(request, serving, await serving.start_chat(body))
 
     app.add_middleware(_RequestCounter, state=state)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)

@@ -22,6 +22,7 @@ from .engine import (
     SamplingParams,
 )
 from .metrics import ServerMetrics
+from .prompt_tokenizer import PromptTokenizer
 from .protocol import (
     ApiError,
     AssistantMessage,
@@ -71,6 +72,7 @@ class OpenAIServing:
     def __init__(self, engine: Engine, metrics: ServerMetrics):
         self.engine = engine
         self.metrics = metrics
+        self.prompts = PromptTokenizer(engine.tokenizer)
         self.in_flight = 0
 
     @property
@@ -84,7 +86,7 @@ class OpenAIServing:
 
     # --- request preparation --------------------------------------------------------------
 
-    def start_completion(self, request: CompletionRequest) -> Generation:
+    async def start_completion(self, request: CompletionRequest) -> Generation:
         """Validate and queue a /v1/completions request."""
         self._common_checks(request, "completions")
         for name, value, ok in (
@@ -95,11 +97,11 @@ class OpenAIServing:
         ):
             if not ok:
                 raise _unsupported(name, value)
-        prompt_ids = self._completion_prompt(request.prompt)
+        prompt_ids = await self._completion_prompt(request.prompt)
         return self._start("completion", request, prompt_ids, request.max_tokens,
                            DEFAULT_COMPLETION_TOKENS)
 
-    def start_chat(self, request: ChatCompletionRequest) -> Generation:
+    async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
         self._common_checks(request, "chat.completions")
         for name, value, ok in (
@@ -124,7 +126,7 @@ class OpenAIServing:
         except Exception as exc:  # a template may reject a conversation (e.g. role order)
             raise ApiError(400, f"the chat template rejected these messages: {exc}",
                            param="messages") from exc
-        prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        prompt_ids = await self.prompts.encode(rendered, add_special_tokens=False)
         if request.max_completion_tokens is not None:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
         else:
@@ -156,7 +158,7 @@ class OpenAIServing:
             raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
                            param="stop", code="invalid_value")
 
-    def _completion_prompt(self, prompt) -> list[int]:
+    async def _completion_prompt(self, prompt) -> list[int]:
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
                 raise _unsupported("prompt", f"a batch of {len(prompt)} prompts",
@@ -166,7 +168,7 @@ class OpenAIServing:
             if not prompt:
                 raise ApiError(400, "prompt must not be empty", param="prompt",
                                code="invalid_value")
-            return self.engine.tokenizer(prompt)["input_ids"]
+            return await self.prompts.encode(prompt)
         vocab = len(self.engine.tokenizer)
         if any(not 0 <= t < vocab for t in prompt):
             raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt",

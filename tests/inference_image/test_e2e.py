@@ -180,6 +180,26 @@ def test_client_errors_are_4xx(causal_client):
         causal_client.completions.create(model="gpt-4", prompt="hi")
 
 
+def test_a_prompt_near_the_body_limit_does_not_stall_the_server(causal_server):
+    # 3.5 MB, under the 4 MiB body limit: seconds of tokenizing. Tokenized on the event loop,
+    # it would leave the health checks below unanswered past their timeout.
+    prompt = "the quick brown fox jumps over the lazy dog " * 80_000
+    body = {"model": "tiny-llama", "prompt": prompt, "max_tokens": 1}
+    answered = 0
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(httpx.post, f"{causal_server.url}/v1/completions", json=body,
+                          timeout=120)
+        while not big.done():
+            assert httpx.get(f"{causal_server.url}/health/live", timeout=1.5).status_code == 200
+            answered += 1
+            time.sleep(0.05)
+    assert answered >= 5
+    response = big.result()
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "1024 tokens" in error["message"]
+
+
 def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_client):
     causal_client.completions.create(model="tiny-llama", prompt="Hello", max_tokens=4,
                                      temperature=0)
