@@ -27,7 +27,9 @@ class PromptTokenizer:
     The worker has a tokenizer of its own, copied on first use: a Rust tokenizer object
     used from two threads at once can fail with "Already borrowed" (transformers may
     reconfigure truncation on it per call), while the event loop keeps encoding short
-    prompts and decoding streamed tokens with the original.
+    prompts and decoding streamed tokens with the original. The copy is made lazily (for a
+    150 000-token vocabulary: ~0.7 s once, 16-55 MiB) so servers without long prompts keep
+    their memory.
     """
 
     def __init__(self, tokenizer, inline_chars: int = INLINE_CHARS):
