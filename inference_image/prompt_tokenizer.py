@@ -49,4 +49,3 @@ class PromptTokenizer:
         encode = partial(self._worker_tokenizer, text, add_special_tokens=add_special_tokens)
         encoded = await asyncio.get_running_loop().run_in_executor(self._executor, encode)
         return encoded["input_ids"]
-
