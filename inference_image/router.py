@@ -77,13 +77,14 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     async def invocations(request: Request) -> Response:
         _authorize(state, request)
         serving = _serving_for_generation(state)
-        route, data = sagemaker.invocation(
-            await _json_object(request),
-            request.headers.get("x-amzn-sagemaker-custom-attributes"), serving.model_name)
-        if route == sagemaker.CHAT:
-            gen = await serving.start_chat(_validate(ChatCompletionRequest, data))
-        else:
-            gen = await serving.start_completion(_validate(CompletionRequest, data))
+        with serving.preparing_request():
+            route, data = sagemaker.invocation(
+                await _json_object(request),
+                request.headers.get("x-amzn-sagemaker-custom-attributes"), serving.model_name)
+            if route == sagemaker.CHAT:
+                gen = await serving.start_chat(_validate(ChatCompletionRequest, data))
+            else:
+                gen = await serving.start_completion(_validate(CompletionRequest, data))
         return await _respond(request, serving, gen)
 
     @app.get("/metrics")
@@ -100,15 +101,17 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     async def completions(request: Request) -> Response:
         _authorize(state, request)
         serving = _serving_for_generation(state)
-        body = await _parse(request, CompletionRequest)
-        return await _respond(request, serving, await serving.start_completion(body))
+        with serving.preparing_request():
+            gen = await serving.start_completion(await _parse(request, CompletionRequest))
+        return await _respond(request, serving, gen)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         _authorize(state, request)
         serving = _serving_for_generation(state)
-        body = await _parse(request, ChatCompletionRequest)
-        return await _respond(request, serving, await serving.start_chat(body))
+        with serving.preparing_request():
+            gen = await serving.start_chat(await _parse(request, ChatCompletionRequest))
+        return await _respond(request, serving, gen)
 
     app.add_middleware(_RequestCounter, state=state)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)

@@ -226,13 +226,13 @@ def _server_class():
             serving = self.state.serving
             timeout = self.args.drain_timeout
             log.info("draining: readiness is now 503; waiting up to %.1fs for %d requests",
-                     timeout, serving.in_flight if serving else 0)
+                     timeout, serving.busy if serving else 0)
             if serving is not None:
                 deadline = time.monotonic() + timeout
-                while serving.in_flight and time.monotonic() < deadline:
+                while serving.busy and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                if serving.in_flight:
-                    log.warning("drain timeout: ending %d requests", serving.in_flight)
+                if serving.busy:
+                    log.warning("drain timeout: ending %d requests", serving.busy)
                     serving.engine.abort_all(
                         f"the server is shutting down (drain timeout of {timeout:g}s reached)")
                     deadline = time.monotonic() + 5

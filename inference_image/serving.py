@@ -10,7 +10,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .detokenizer import IncrementalText
@@ -73,7 +74,24 @@ class OpenAIServing:
         self.engine = engine
         self.metrics = metrics
         self.prompts = PromptTokenizer(engine.tokenizer)
-        self.in_flight = 0
+        self.preparing = 0  # being read, checked or tokenized
+        self.in_flight = 0  # queued in the engine, not yet released
+
+    @property
+    def busy(self) -> int:
+        """Requests a drain waits for: being read or tokenized, or generating."""
+        return self.preparing + self.in_flight
+
+    @contextmanager
+    def preparing_request(self) -> Iterator[None]:
+        """Counts a request while its body is read and its prompt tokenized (both can take
+        seconds for a large body), so a drain that starts meanwhile waits for it too. A
+        request that gets queued is counted by ``in_flight`` before this one lets go."""
+        self.preparing += 1
+        try:
+            yield
+        finally:
+            self.preparing -= 1
 
     @property
     def model_name(self) -> str:

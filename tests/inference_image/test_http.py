@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 
+import httpx
 import pytest
 from fake_engine import REPLY, FakeEngine
+from gated_tokenizer import Gated
 from starlette.testclient import TestClient
 
 from llmcloud.inference_image.api_keys import ApiKeys, hash_api_key
@@ -253,6 +257,33 @@ def test_readiness_follows_loading_and_draining(tokenizer):
     assert client.get("/health/ready").json() == {"status": "draining"}
     assert client.get("/health/ready").status_code == 503
     assert_error(client.post(COMP, json={"prompt": "hi"}), 503, code="draining")
+
+
+@pytest.mark.parametrize("path", [COMP, CHAT])
+def test_requests_being_tokenized_count_as_busy_for_the_drain(tokenizer, path):
+    gate = threading.Event()
+    engine = FakeEngine(Gated(tokenizer, gate, []), max_context=1024)
+    client, state = make_client(engine)
+    serving = state.serving
+    serving.prompts.inline_chars = 100  # this prompt goes to the worker, held by the gate
+    text = "hello world " * 20
+    body = ({"prompt": text} if path == COMP else
+            {"messages": [{"role": "user", "content": text}]})
+
+    async def main():
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            request = asyncio.create_task(http.post(path, json={**body, "max_tokens": 3}))
+            while not serving.preparing and not request.done():
+                await asyncio.sleep(0.005)
+            held = (serving.busy, serving.in_flight)
+            gate.set()
+            return held, await request
+
+    held, response = asyncio.run(main())
+    assert held == (1, 0)  # not yet queued in the engine, but a drain must wait for it
+    assert response.status_code == 200, response.text
+    assert (serving.busy, serving.preparing, serving.in_flight) == (0, 0, 0)
 
 
 def test_api_keys(tokenizer):

@@ -4,29 +4,13 @@ tokenizer, so the event loop (streams, health checks) keeps running meanwhile.""
 from __future__ import annotations
 
 import asyncio
-import copy
 import threading
+
+from gated_tokenizer import Gated
 
 from llmcloud.inference_image.prompt_tokenizer import PromptTokenizer
 
 LONG = "the quick brown fox jumps over the lazy dog " * 40  # 1 760 characters
-
-
-class Gated:
-    """A tokenizer that holds long texts until ``gate`` opens and records where it ran.
-    Its copies share the gate and the record, as the worker's copy must for the test."""
-
-    def __init__(self, tokenizer, gate: threading.Event, calls: list):
-        self.tokenizer, self.gate, self.calls = tokenizer, gate, calls
-
-    def __call__(self, text: str, **kwargs):
-        if len(text) > 100:
-            assert self.gate.wait(10), "the gate never opened: the event loop was blocked"
-        self.calls.append((threading.current_thread(), self))
-        return self.tokenizer(text, **kwargs)
-
-    def __deepcopy__(self, memo):
-        return Gated(copy.deepcopy(self.tokenizer, memo), self.gate, self.calls)
 
 
 def test_short_prompts_are_encoded_inline_by_the_tokenizer_itself(tokenizer) -> None:
