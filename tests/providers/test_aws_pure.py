@@ -270,3 +270,40 @@ def test_in_flight_awk_sums_the_runtime_gauges():
     out = subprocess.run(["awk", in_flight_awk()], input=metrics, capture_output=True,
                          text=True, check=True).stdout
     assert float(out) == 5.0
+
+
+def test_user_data_is_valid_bash_and_its_publisher_unit_posts_the_gauge(tmp_path):
+    import re
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None or shutil.which("awk") is None:
+        pytest.skip("needs bash and awk")
+    script = render_user_data(launch())
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    exec_start = re.search(r"^ExecStart=(.*)$", script, re.M).group(1)
+    # systemd expands %-specifiers and ${VAR}, and C-unescapes backslashes, in ExecStart:
+    # the loop must hold none of them to reach bash as written. Its quoting (shell-style,
+    # quotes joined inside a word) is then what shlex reads.
+    assert not re.search(r"%|\$\{|\\", exec_start)
+    bash, flag, loop = shlex.split(exec_start)
+    assert (bash, flag) == ("/bin/bash", "-c")
+
+    log, bin_ = tmp_path / "calls.log", tmp_path / "bin"
+    bin_.mkdir()
+    stubs = {
+        "curl": "printf 'llmcloud:num_requests_running{model_name=\"m\"} 2\\n"
+                "llmcloud:num_requests_waiting{model_name=\"m\"} 1\\n'",
+        "aws": f'echo "aws $*" >> {log}',
+        # the second sleep ends the loop: one round
+        "sleep": f'echo sleep >> {log}; [ "$(grep -c ^sleep {log})" -lt 2 ]',
+    }
+    for name, body in stubs.items():
+        (bin_ / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    subprocess.run(["bash", "-c", loop], timeout=20, check=True,
+                   env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    assert ("aws cloudwatch put-metric-data --region us-east-1 --namespace llmcloud "
+            "--metric-name InFlightRequests --dimensions AutoScalingGroupName=llm-dev-gpu "
+            "--value 3") in log.read_text().splitlines()
