@@ -74,6 +74,9 @@ def mock_resource(type_: str, name: str, inputs: dict[str, Any],
         rid = f"{inputs.get('bucketPrefix', 'bucket-')}{h}"
         state.update(bucket=rid, arn=f"arn:aws:s3:::{rid}",
                      bucketRegionalDomainName=f"{rid}.s3.{region}.amazonaws.com")
+    elif type_ == "aws:kms/key:Key":
+        rid = f"{h}-{h[:4]}-{h[4:]}-{_short(name)[:4]}-{_short(h)}{h[:4]}"  # a key id's UUID shape
+        state.update(keyId=rid, arn=f"arn:aws:kms:{region}:{acct}:key/{rid}")
     elif type_ == "aws:ecr/repository:Repository":
         repo = inputs.get("name", rid)
         state.update(repositoryUrl=f"{acct}.dkr.ecr.{region}.amazonaws.com/{repo}",
