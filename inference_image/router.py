@@ -16,7 +16,7 @@ from . import sagemaker
 from .api_keys import ApiKeys
 from .metrics import CONTENT_TYPE
 from .protocol import ApiError, ChatCompletionRequest, CompletionRequest
-from .serving import Generation, OpenAIServing
+from .serving import Generation, OpenAIServing, requests_log
 
 log = logging.getLogger("llmcloud.router")
 
@@ -44,7 +44,8 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     app.state.llmcloud = state
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        _log_rejected(request.method, request.url.path, exc)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(404)
@@ -116,6 +117,12 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     app.add_middleware(_RequestCounter, state=state)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     return app
+
+
+def _log_rejected(method: str, path: str, exc: ApiError) -> None:
+    # The code and parameter, not the message: messages can quote what the client sent.
+    requests_log.info("%s %s rejected status=%d code=%s param=%s", method, path, exc.status,
+                      exc.code, exc.param)
 
 
 def _api_error_response(exc: ApiError) -> JSONResponse:
@@ -229,7 +236,7 @@ class _BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         seen = 0
         started = False
@@ -252,11 +259,12 @@ class _BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         error = ApiError(413, f"the request body is larger than {self.max_bytes} bytes",
                          code="request_too_large")
+        _log_rejected(scope["method"], scope["path"], error)
         body = json.dumps(error.body()).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

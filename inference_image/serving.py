@@ -39,6 +39,9 @@ from .protocol import (
 )
 
 log = logging.getLogger("llmcloud.serving")
+# One line per request: ids, counts and timings only, never prompts or outputs (they may
+# hold personal data). Silence it with `--log-level warning` or this logger's level.
+requests_log = logging.getLogger("llmcloud.requests")
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_STOP_STRINGS = 4
@@ -57,8 +60,14 @@ class Generation:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     completion_tokens: int = 0
+    first_token_at: float | None = None
     finish_reason: str | None = None
     released: bool = False
+
+    @property
+    def response_id(self) -> str:
+        """The id the client sees in the response, and the request log's key."""
+        return f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{self.id}"
 
     @property
     def usage(self) -> Usage:
@@ -249,6 +258,7 @@ class OpenAIServing:
                 gen.completion_tokens += n
                 self.metrics.generation_tokens.inc(n)
                 if last is None:
+                    gen.first_token_at = now
                     self.metrics.ttft.observe(now - gen.started)
                 else:
                     for _ in range(n):
@@ -288,6 +298,12 @@ class OpenAIServing:
             gen.stream.cancel()
             gen.finish_reason = "abort"
         self.metrics.count_finished(gen.finish_reason)
+        ttft = "-" if gen.first_token_at is None else f"{gen.first_token_at - gen.started:.3f}"
+        requests_log.info(
+            "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d ttft_s=%s "
+            "total_s=%.3f", gen.response_id, gen.finish_reason, gen.streaming,
+            len(gen.stream.prompt_ids), gen.completion_tokens, ttft,
+            time.perf_counter() - gen.started)
 
     async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
         """Run a non-streaming request to the end and build its response."""
@@ -297,12 +313,12 @@ class OpenAIServing:
             self.release(gen)
         if gen.kind == "chat":
             return ChatCompletionResponse(
-                id=f"chatcmpl-{gen.id}", created=gen.created, model=self.model_name,
+                id=gen.response_id, created=gen.created, model=self.model_name,
                 choices=[ChatChoice(message=AssistantMessage(content=text),
                                     finish_reason=gen.finish_reason)],
                 usage=gen.usage)
         return CompletionResponse(
-            id=f"cmpl-{gen.id}", created=gen.created, model=self.model_name,
+            id=gen.response_id, created=gen.created, model=self.model_name,
             choices=[CompletionChoice(text=text, finish_reason=gen.finish_reason)],
             usage=gen.usage)
 
@@ -310,7 +326,7 @@ class OpenAIServing:
         """Server-sent events for a streaming request, always ending with ``data: [DONE]``."""
         chat = gen.kind == "chat"
         base = {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-{gen.id}",
+            "id": gen.response_id,
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": gen.created,
             "model": self.model_name,

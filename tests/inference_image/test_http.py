@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 
@@ -284,6 +285,34 @@ def test_requests_being_tokenized_count_as_busy_for_the_drain(tokenizer, path):
     assert held == (1, 0)  # not yet queued in the engine, but a drain must wait for it
     assert response.status_code == 200, response.text
     assert (serving.busy, serving.preparing, serving.in_flight) == (0, 0, 0)
+
+
+PRIVATE = "my card number is 4111 1111 1111 1111"
+
+
+def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, every level: the prompt is in none
+    plain = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 3}).json()
+    with client.stream("POST", CHAT, json={"messages": [{"role": "user", "content": PRIVATE}],
+                                           "stream": True, "max_tokens": 2}) as response:
+        streamed = json.loads(read_sse(response)[0])
+    refused = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 0})
+    too_large = client.post(COMP, json={"prompt": PRIVATE * 200})
+    assert (refused.status_code, too_large.status_code) == (400, 413)
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmcloud.requests"]
+    assert len(lines) == 4, lines
+    usage = plain["usage"]
+    assert re.fullmatch(
+        rf"{plain['id']} finish=length stream=False prompt_tokens={usage['prompt_tokens']} "
+        r"completion_tokens=3 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3}", lines[0]), lines[0]
+    assert re.fullmatch(rf"{streamed['id']} finish=length stream=True prompt_tokens=\d+ "
+                        r"completion_tokens=2 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3}",
+                        lines[1]), lines[1]
+    assert lines[2:] == [
+        "POST /v1/completions rejected status=400 code=invalid_value param=max_tokens",
+        "POST /v1/completions rejected status=413 code=request_too_large param=None"]
+    assert not [r for r in caplog.records if "4111" in r.getMessage()]
 
 
 def test_api_keys(tokenizer):
