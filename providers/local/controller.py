@@ -58,6 +58,9 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
         health_interval=float(config.get("health_interval", 0.5)),
         # the gateway enforces the body limit; the runtime must not refuse less than it
         extra_args=["--max-body-bytes", str(config["gateway"]["max_body_kb"] * 1024),
+                    # replica logs are plain files nobody rotates: warnings and errors only,
+                    # not the server's line per request
+                    "--log-level", "warning",
                     *([] if server.get("pack_weights", True) else ["--no-pack-weights"])],
     )
 

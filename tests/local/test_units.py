@@ -132,4 +132,5 @@ def test_replicas_pack_weights_unless_the_spec_says_not_to(tmp_path, server, fla
                          **server}}
     settings = replica_settings(config, tmp_path)
     assert ("--no-pack-weights" in settings.extra_args) is flag
-    assert settings.extra_args[:2] == ["--max-body-bytes", str(64 * 1024)]
+    assert settings.extra_args[:4] == ["--max-body-bytes", str(64 * 1024),
+                                       "--log-level", "warning"]
