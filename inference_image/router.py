@@ -114,8 +114,9 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             gen = await serving.start_chat(await _parse(request, ChatCompletionRequest))
         return await _respond(request, serving, gen)
 
-    app.add_middleware(_RequestCounter, state=state)
+    # The last added runs first: the counter sees every answer, the body limit's 413s too.
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(_RequestCounter, state=state)
     return app
 
 

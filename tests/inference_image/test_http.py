@@ -335,9 +335,11 @@ def test_request_metrics_count_statuses(client):
     client.post(COMP, json={"prompt": "hi", "max_tokens": 2})
     client.post(COMP, json={"prompt": ""})
     client.get("/v1/nonexistent-route-abc")
+    client.post(COMP, json={"prompt": "x" * 10_000})  # over the body limit: refused first
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     counts = {(s.labels["endpoint"], s.labels["status"]): s.value
               for s in families["llmcloud:requests"].samples if s.name.endswith("_total")}
     assert counts[(COMP, "200")] == 1
     assert counts[(COMP, "400")] == 1
     assert counts[("other", "404")] == 1
+    assert counts[(COMP, "413")] == 1
