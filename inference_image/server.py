@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
+    p.add_argument("--keep-alive-timeout", type=float,
+                   default=env.get("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", 75.0),
+                   help="seconds an idle connection stays open; keep it above the idle timeout "
+                        "of the load balancer in front, or it races the balancer reusing the "
+                        "connection and clients see 502s (default: %(default)s)")
     p.add_argument("--api-keys-file", metavar="PATH",
                    help="require `Authorization: Bearer <key>`; one sha256:<hex> line per key")
     p.add_argument("--cache-dir", metavar="DIR",
@@ -108,8 +113,9 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-prefill-tokens", args.max_prefill_tokens)):
         if value < 1:
             sys.exit(f"error: {name} must be at least 1")
+    if args.keep_alive_timeout <= 0:
+        sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
     set_cpu_waits(os.environ)  # before torch is imported: OpenMP reads it when it loads
-    import uvicorn
 
     from .api_keys import ApiKeys
     from .router import ServerState, create_app
@@ -122,15 +128,23 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(f"error: cannot read --api-keys-file: {exc}")
     state = ServerState(api_keys=api_keys)
     app = create_app(state, max_body_bytes=args.max_body_bytes)
-    config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="off",
-                            log_level=args.log_level, timeout_graceful_shutdown=5,
-                            access_log=False)
+    config = uvicorn_config(args, app)
     server = _server_class()(config, state, args)
     server.run()
     if server.engine is not None:
         server.engine.shutdown()
     if server.failure:
         sys.exit(f"error: {server.failure}")
+
+
+def uvicorn_config(args, app):
+    """uvicorn's settings for the parsed arguments (no access log: the server logs a line per
+    request of its own)."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=args.host, port=args.port, lifespan="off",
+                          log_level=args.log_level, timeout_graceful_shutdown=5,
+                          timeout_keep_alive=args.keep_alive_timeout, access_log=False)
 
 
 def _load(args, state) -> object:

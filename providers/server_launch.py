@@ -27,6 +27,7 @@ def server_arguments(
     max_batch_size: int,
     dtype: str,
     max_body_kb: int,
+    keep_alive_seconds: int = 620,
     api_keys_file: str | None = None,
     device: str = "cuda",
 ) -> list[str]:
@@ -37,6 +38,7 @@ def server_arguments(
         "--dtype", dtype, "--max-batch-size", str(max_batch_size),
         "--drain-timeout", str(drain_timeout_seconds),
         "--max-body-bytes", str(max_body_kb * 1024), "--cache-dir", CONTAINER_CACHE,
+        "--keep-alive-timeout", str(keep_alive_seconds),
     ]
     if api_keys_file is not None:
         args += ["--api-keys-file", api_keys_file]
@@ -64,6 +66,11 @@ class ServerSettings:
     max_body_kb: int = 1024
     dtype: str = "auto"
     publish_in_flight: bool = True
+    #: longer than the load balancer keeps an idle connection to a server, so the server never
+    #: closes one the balancer is about to reuse (a 502 for that client). Google's balancers
+    #: hold backend connections 600 s and say to exceed it; Azure's APIM and AWS's ALB (whose
+    #: launch sets its own idle timeout plus a margin) are covered by the same rule.
+    keep_alive_seconds: int = 620
 
     #: what a pinned image reference looks like on this cloud
     digest_ref = DIGEST_REF
@@ -85,4 +92,5 @@ class ServerSettings:
             model_uri=self.model_uri, model_version=self.model_version, port=self.port,
             drain_timeout_seconds=self.drain_timeout_seconds,
             max_batch_size=self.max_batch_size, dtype=self.dtype,
-            max_body_kb=self.max_body_kb, api_keys_file=api_keys_file)
+            max_body_kb=self.max_body_kb, keep_alive_seconds=self.keep_alive_seconds,
+            api_keys_file=api_keys_file)

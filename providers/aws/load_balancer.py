@@ -18,6 +18,13 @@ def idle_timeout_seconds(generation_timeout_seconds: int) -> int:
     return min(4000, generation_timeout_seconds + 60)
 
 
+def server_keep_alive_seconds(generation_timeout_seconds: int) -> int:
+    """How long a server keeps an idle connection: longer than the ALB's idle timeout, as AWS
+    advises, so the ALB never sends a request on a connection the server is closing (a 502),
+    and never under the 620 s every cloud's servers get."""
+    return max(620, idle_timeout_seconds(generation_timeout_seconds) + 30)
+
+
 @dataclass
 class LoadBalancerArgs:
     """Where the ALB lives, which port the servers listen on, and how they drain."""

@@ -22,7 +22,12 @@ from llmcloud.providers.aws.endpoint_monitoring import EndpointMonitoring, Endpo
 from llmcloud.providers.aws.gateway import AlbBackend, Gateway, GatewayArgs, SagemakerBackend
 from llmcloud.providers.aws.gpu_pool import GpuPool, GpuPoolArgs, grace_period_seconds
 from llmcloud.providers.aws.identity import Identity, IdentityArgs
-from llmcloud.providers.aws.load_balancer import LISTENER_PORT, LoadBalancer, LoadBalancerArgs
+from llmcloud.providers.aws.load_balancer import (
+    LISTENER_PORT,
+    LoadBalancer,
+    LoadBalancerArgs,
+    server_keep_alive_seconds,
+)
 from llmcloud.providers.aws.model_store import ModelStore, ModelStoreArgs
 from llmcloud.providers.aws.monitoring import Monitoring, MonitoringArgs
 from llmcloud.providers.aws.network import Network, NetworkArgs
@@ -145,6 +150,8 @@ class AwsService(pulumi.ComponentResource):
                          drain_timeout_seconds=spec.server.drain_timeout_seconds,
                          max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
                          max_body_kb=spec.gateway.max_body_kb,
+                         keep_alive_seconds=server_keep_alive_seconds(
+                             spec.gateway.timeout_seconds),
                          publish_in_flight=spec.autoscaling.signal == "in_flight")))
         grace = grace_period_seconds(gpu_memory_gb(instance_type))
         GpuPool(f"{name}-gpu", GpuPoolArgs(

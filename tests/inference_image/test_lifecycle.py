@@ -110,3 +110,16 @@ def test_openmp_workers_spin_then_sleep_unless_the_environment_says_otherwise():
         env = dict(user)
         set_cpu_waits(env)
         assert env == user
+
+
+def test_keep_alive_timeout_reaches_uvicorn(monkeypatch):
+    from llmcloud.inference_image.server import build_parser, uvicorn_config
+
+    monkeypatch.delenv("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", raising=False)
+    default = build_parser().parse_args(["--model", "m"])
+    assert uvicorn_config(default, app=None).timeout_keep_alive == 75  # above ALB's 60 s
+    given = build_parser().parse_args(["--model", "m", "--keep-alive-timeout", "620"])
+    assert uvicorn_config(given, app=None).timeout_keep_alive == 620
+    monkeypatch.setenv("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", "700")
+    from_env = build_parser().parse_args(["--model", "m"])
+    assert uvicorn_config(from_env, app=None).timeout_keep_alive == 700

@@ -16,7 +16,10 @@ from llmcloud.providers.aws.authorizer import handler
 from llmcloud.providers.aws.gateway import integration_timeout_ms, source_ip_policy
 from llmcloud.providers.aws.gpu_pool import grace_period_seconds
 from llmcloud.providers.aws.layout import subnet_layout, zones_to_use
-from llmcloud.providers.aws.load_balancer import idle_timeout_seconds
+from llmcloud.providers.aws.load_balancer import (
+    idle_timeout_seconds,
+    server_keep_alive_seconds,
+)
 from llmcloud.providers.aws.monitoring import dashboard_body, latency_threshold_seconds
 from llmcloud.providers.aws.policies import key_policy, log_bucket_policy, server_policy
 from llmcloud.providers.aws.prices import GPU_INSTANCES, price_table, root_volume_gb
@@ -152,6 +155,9 @@ def test_root_volume_fits_two_copies_of_a_gpu_sized_model():
 def test_timeouts_follow_the_generation_timeout():
     assert idle_timeout_seconds(300) == 360 and idle_timeout_seconds(3600) == 3660
     assert idle_timeout_seconds(10_000) == 4000
+    for generation in (1, 300, 600, 3600, 10_000):
+        assert server_keep_alive_seconds(generation) > idle_timeout_seconds(generation)
+        assert server_keep_alive_seconds(generation) >= 620
     assert integration_timeout_ms(300) == 300_000 and integration_timeout_ms(3600) == 900_000
     assert latency_threshold_seconds(300) == 30 and latency_threshold_seconds(20) == 5
     assert grace_period_seconds(24) == 840 and grace_period_seconds(640) > 3600
@@ -251,6 +257,7 @@ def test_server_arguments_are_ones_llmcloud_server_accepts():
     parsed = build_parser().parse_args(args)
     assert (parsed.model, parsed.model_version, parsed.port, parsed.max_body_bytes) == (
         "s3://b/models/m/v7", "v7", 8080, 1024 * 1024)
+    assert parsed.keep_alive_timeout == 620  # over the 600 s Google's balancers hold them
 
 
 def test_in_flight_awk_sums_the_runtime_gauges():

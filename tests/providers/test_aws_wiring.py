@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from tests.providers.aws_helpers import declared, of_type, one
 
@@ -171,6 +172,9 @@ def test_alb_drains_like_the_server_and_outlasts_a_generation():
     assert one(resources, TG).inputs["healthCheck"]["path"] == "/health/ready"
     alb = one(resources, ALB)
     assert alb.inputs["internal"] is True and alb.inputs["idleTimeout"] > 600
+    # the servers keep idle connections longer than the ALB does, or they race its reuse
+    keep_alive = int(re.search(r"--keep-alive-timeout (\d+)", user_data(resources)).group(1))
+    assert keep_alive > alb.inputs["idleTimeout"]
     assert alb.inputs["accessLogs"]["bucket"] == one(resources, BUCKET, "logs").outputs["bucket"]
 
 

@@ -190,6 +190,7 @@ def test_custom_data_runs_the_pinned_image_on_the_gpus_with_the_model():
     assert "--gpus all" in run and "--entrypoint llmcloud-server" in run
     assert "--model az://acct/llmcloud/models/qwen/v3 --model-version v3" in run
     assert "--port 8080" in run and "--host 0.0.0.0" in run
+    assert "--keep-alive-timeout 620" in run
     assert 'AZURE_CLIENT_ID="$CLIENT_ID"' in run
     assert "-v /var/lib/llmcloud/models:/models" in run and "--cache-dir /models" in run
     assert "--max-body-bytes 1048576" in run

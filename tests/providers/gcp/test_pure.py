@@ -129,6 +129,7 @@ def test_startup_script_runs_the_server_on_the_gpus_and_is_valid_bash(tmp_path):
     assert "--gpus all" in script and "--stop-timeout 60" in script
     assert "--model gs://b/models/m/v3 --model-version v3" in script
     assert "--max-body-bytes 2097152" in script and "-p 9000:9000" in script
+    assert "--keep-alive-timeout 620" in script  # over the balancer's fixed 600 s
     assert "--secret=llm-dev-api-keys --project=p" in script
     path = tmp_path / "startup.sh"
     path.write_text(script)
