@@ -14,10 +14,15 @@ from typing import Any
 #: the window lengths Cloud Armor accepts for a rate limit, in seconds
 RATE_LIMIT_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
 DEFAULT_RULE_PRIORITY = 2147483647
+PATH_RULE_PRIORITY = 900
 WAF_RULE_PRIORITY = 1000
 RATE_RULE_PRIORITY = 2000
 #: the most source ranges one Cloud Armor rule matches
 MAX_RANGES_PER_RULE = 10
+#: the only paths the edge forwards. The servers' /metrics and /health/* answer without a
+#: key (the balancer's health checks and monitoring reach servers directly, not through
+#: here); on the public address they would tell anyone the model, its version and traffic.
+API_PATH_PREFIX = "/v1/"
 
 #: (rule set, enforced): prompts legitimately carry SQL, HTML and shell code, so the rule
 #: sets that inspect request bodies for them only log (preview) instead of blocking users
@@ -64,6 +69,12 @@ def client_range_groups(allowed_cidrs: Sequence[str]) -> list[list[str]]:
     return [cidrs[i:i + MAX_RANGES_PER_RULE] for i in range(0, len(cidrs), MAX_RANGES_PER_RULE)]
 
 
+def api_paths_rule() -> dict[str, Any]:
+    """404 for every path outside the OpenAI API, before anything else is evaluated."""
+    return _rule(PATH_RULE_PRIORITY, "deny(404)", f"only {API_PATH_PREFIX}... reaches the servers",
+                 expression=f"!request.path.startsWith('{API_PATH_PREFIX}')")
+
+
 def waf_rules() -> list[dict[str, Any]]:
     """Google's preconfigured WAF rule sets at sensitivity 1 (the fewest false positives)."""
     return [_rule(WAF_RULE_PRIORITY + i, "deny(403)",
@@ -91,9 +102,11 @@ def rate_limit_rules(allowed_cidrs: Sequence[str], rate_per_second: float,
 
 def security_rules(allowed_cidrs: Sequence[str], rate_per_second: float,
                    burst: int) -> list[dict[str, Any]]:
-    """Every rule of the policy: WAF, then the per-key rate limit over the allowed clients,
-    then the default, which refuses (403) every other client when the ranges are limited."""
+    """Every rule of the policy: the API's paths only, WAF, then the per-key rate limit over
+    the allowed clients, then the default, which refuses (403) every other client when the
+    ranges are limited."""
     everyone = client_range_groups(allowed_cidrs) == [["*"]]
-    return [*waf_rules(), *rate_limit_rules(allowed_cidrs, rate_per_second, burst),
+    return [api_paths_rule(), *waf_rules(),
+            *rate_limit_rules(allowed_cidrs, rate_per_second, burst),
             _rule(DEFAULT_RULE_PRIORITY, "allow" if everyone else "deny(403)",
                   "default: " + ("allow" if everyone else "refuse other clients"))]

@@ -170,3 +170,26 @@ def test_monitoring_queries_and_dashboard():
     queries = [t["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["prometheusQuery"]
                for t in tiles]
     assert any("custom_googleapis_com:llmcloud_in_flight_requests" in q for q in queries)
+
+
+def test_only_the_api_paths_pass_the_edge():
+    celpy = pytest.importorskip("celpy")
+    rules = edge.security_rules(["0.0.0.0/0"], 10, 20)
+    first = rules[0]
+    assert first["priority"] == min(r["priority"] for r in rules)
+    assert first["action"] == "deny(404)" and not first["preview"]
+    environment = celpy.Environment()
+    # Every expression is valid CEL (Cloud Armor's own functions only fail to evaluate).
+    for rule in rules:
+        if "expr" in rule["match"]:
+            environment.compile(rule["match"]["expr"]["expression"])
+    refuses = environment.program(environment.compile(first["match"]["expr"]["expression"]))
+
+    def refused(path: str) -> bool:
+        return bool(refuses.evaluate(celpy.json_to_cel({"request": {"path": path}})))
+
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/models"):
+        assert not refused(path), path
+    # unauthenticated on the servers: model name, version and traffic
+    for path in ("/metrics", "/health/live", "/health/ready", "/", "/v1", "/invocations"):
+        assert refused(path), path
