@@ -163,30 +163,27 @@ class Gateway(pulumi.ComponentResource):
         link = aws.apigatewayv2.VpcLink(
             f"{name}-link", name=args.api_name, subnet_ids=list(backend.subnet_ids),
             security_group_ids=[backend.security_group_id], tags=args.tags, opts=child)
-        proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=api.id,
-                                        parent_id=api.root_resource_id, path_part="{proxy+}",
-                                        opts=child)
-        routes: list[pulumi.Resource] = []
-        for route, resource_id, uri_path in (("root", api.root_resource_id, ""),
-                                              ("proxy", proxy.id, "{proxy}")):
-            params = {"method.request.path.proxy": True} if uri_path else None
-            method = aws.apigateway.Method(
-                f"{name}-{route}", rest_api=api.id, resource_id=resource_id, http_method="ANY",
-                authorization="CUSTOM", authorizer_id=authorizer.id, api_key_required=True,
-                request_parameters=params, opts=child)
-            integration = aws.apigateway.Integration(
-                f"{name}-{route}", rest_api=api.id, resource_id=resource_id,
-                http_method=method.http_method, type="HTTP_PROXY", integration_http_method="ANY",
-                connection_type="VPC_LINK", connection_id=link.id,
-                integration_target=backend.alb_arn,
-                uri=pulumi.Output.concat("http://", backend.alb_dns_name, "/", uri_path),
-                request_parameters={"integration.request.path.proxy":
-                                    "method.request.path.proxy"} if uri_path else None,
-                response_transfer_mode="STREAM",
-                timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[backend.listener]))
-            routes += [method, integration]
-        return routes
+        # Only the OpenAI API (/v1/...) is routed: the servers' /metrics and /health/* are for
+        # the ALB and monitoring inside the VPC, not for whoever holds an API key.
+        v1 = aws.apigateway.Resource(f"{name}-v1", rest_api=api.id,
+                                     parent_id=api.root_resource_id, path_part="v1", opts=child)
+        proxy = aws.apigateway.Resource(f"{name}-proxy", rest_api=api.id, parent_id=v1.id,
+                                        path_part="{proxy+}", opts=child)
+        method = aws.apigateway.Method(
+            f"{name}-proxy", rest_api=api.id, resource_id=proxy.id, http_method="ANY",
+            authorization="CUSTOM", authorizer_id=authorizer.id, api_key_required=True,
+            request_parameters={"method.request.path.proxy": True}, opts=child)
+        integration = aws.apigateway.Integration(
+            f"{name}-proxy", rest_api=api.id, resource_id=proxy.id,
+            http_method=method.http_method, type="HTTP_PROXY", integration_http_method="ANY",
+            connection_type="VPC_LINK", connection_id=link.id,
+            integration_target=backend.alb_arn,
+            uri=pulumi.Output.concat("http://", backend.alb_dns_name, "/v1/{proxy}"),
+            request_parameters={"integration.request.path.proxy": "method.request.path.proxy"},
+            response_transfer_mode="STREAM",
+            timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[backend.listener]))
+        return [method, integration]
 
     def _authorizer(self, name: str, args: GatewayArgs, api) -> aws.apigateway.Authorizer:
         child = pulumi.ResourceOptions(parent=self)

@@ -11,6 +11,8 @@ from llmcloud.providers.azure.apim import KEY_HEADER, KEY_QUERY, TLS_PROPERTIES,
 
 API = "llm"
 PRODUCT = "llm"
+#: the operations' URL template: the OpenAI API and nothing else of the servers
+API_PATHS = "/v1/*"
 
 
 @dataclass
@@ -68,11 +70,13 @@ class Gateway(pulumi.ComponentResource):
             subscription_required=True,
             subscription_key_parameter_names={"header": KEY_HEADER, "query": KEY_QUERY},
             api_type="http", opts=child)
+        # Only the OpenAI API (/v1/...): the servers' /metrics and /health/* are for the
+        # load balancer and monitoring inside the network, not for subscription holders.
         for method in ("GET", "POST"):
             apimanagement.ApiOperation(
                 f"{name}-{method.lower()}", **svc, api_id=api.name,
-                operation_id=f"all-{method.lower()}", display_name=f"{method} /*",
-                method=method, url_template="/*", opts=child)
+                operation_id=f"all-{method.lower()}", display_name=f"{method} /v1/*",
+                method=method, url_template=API_PATHS, opts=child)
         apimanagement.ApiPolicy(
             f"{name}-policy", **svc, api_id=api.name, policy_id="policy", format="rawxml",
             value=api_policy(rate_per_second=args.rate_limit, burst=args.burst,

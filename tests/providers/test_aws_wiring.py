@@ -14,6 +14,7 @@ TG = "aws:lb/targetGroup:TargetGroup"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
 LISTENER = "aws:lb/listener:Listener"
 INTEGRATION = "aws:apigateway/integration:Integration"
+METHOD = "aws:apigateway/method:Method"
 VPC_LINK = "aws:apigatewayv2/vpcLink:VpcLink"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -52,15 +53,21 @@ def test_the_group_is_registered_to_the_load_balancers_target_group():
 def test_gateway_reaches_the_alb_through_the_vpc_link_and_streams():
     resources, _ = declared()
     alb, link = one(resources, ALB), one(resources, VPC_LINK)
-    integrations = of_type(resources, INTEGRATION)
-    assert len(integrations) == 2  # the root and {proxy+}
-    for integration in integrations:
-        assert integration.inputs["connectionType"] == "VPC_LINK"
-        assert integration.inputs["connectionId"] == link.id
-        assert integration.inputs["integrationTarget"] == alb.outputs["arn"]
-        assert integration.inputs["uri"].startswith(f"http://{alb.outputs['dnsName']}/")
-        assert integration.inputs["responseTransferMode"] == "STREAM"
-        assert integration.inputs["timeoutMilliseconds"] == 300_000
+    integration = one(resources, INTEGRATION)
+    assert integration.inputs["connectionType"] == "VPC_LINK"
+    assert integration.inputs["connectionId"] == link.id
+    assert integration.inputs["integrationTarget"] == alb.outputs["arn"]
+    assert integration.inputs["uri"] == f"http://{alb.outputs['dnsName']}/v1/{{proxy}}"
+    assert integration.inputs["responseTransferMode"] == "STREAM"
+    assert integration.inputs["timeoutMilliseconds"] == 300_000
+    # Only /v1/{proxy+} is routed: the servers' /metrics and /health/* stay inside the VPC.
+    paths = {r.id: r for r in of_type(resources, "aws:apigateway/resource:Resource")}
+    routed = paths[integration.inputs["resourceId"]]
+    parent = paths[routed.inputs["parentId"]]
+    assert (parent.inputs["pathPart"], routed.inputs["pathPart"]) == ("v1", "{proxy+}")
+    api = one(resources, "aws:apigateway/restApi:RestApi")
+    assert parent.inputs["parentId"] == api.outputs["rootResourceId"]
+    assert [m.inputs["resourceId"] for m in of_type(resources, METHOD)] == [routed.id]
     vpc_link_sg = one(resources, SG, "vpc-link")
     assert link.inputs["securityGroupIds"] == [vpc_link_sg.id]
 

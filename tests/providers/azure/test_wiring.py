@@ -172,6 +172,10 @@ def test_the_gateway_forwards_to_the_internal_load_balancer_with_keys_and_limits
     assert apim.inputs["sku"] == {"name": "Developer", "capacity": 1}
     policy = ET.fromstring(one(resources, API_POLICY).inputs["value"])
     assert policy.find("inbound/rate-limit-by-key") is not None
+    # only the OpenAI API: the servers' /metrics and /health/* stay inside the network
+    operations = of_type(resources, "azure-native:apimanagement:ApiOperation")
+    assert sorted((o.inputs["method"], o.inputs["urlTemplate"]) for o in operations) == [
+        ("GET", "/v1/*"), ("POST", "/v1/*")]
     other, outputs = declared(**OTHER)
     apim = one(other, APIM)
     assert apim.inputs["virtualNetworkType"] == "Internal"
