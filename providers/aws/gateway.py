@@ -33,6 +33,8 @@ ACCESS_LOG_FORMAT = json.dumps({
 })
 OPENAI_ERROR = ('{"error": {"message": $context.error.messageString, "type": "%s", '
                 '"param": null, "code": "%s"}}')
+NO_ROUTE_ERROR = ('{"error": {"message": "no route for this path: the API is under /v1/", '
+                  '"type": "invalid_request_error", "param": null, "code": "not_found"}}')
 
 
 def integration_timeout_ms(timeout_seconds: int) -> int:
@@ -233,6 +235,12 @@ class Gateway(pulumi.ComponentResource):
                 response_type=kind, status_code=status, response_parameters=headers or None,
                 response_templates={"application/json": OPENAI_ERROR % (error_type, code)},
                 opts=pulumi.ResourceOptions(parent=self)))
+        # API Gateway answers a path it has no route for (only /v1/... is routed) with 403
+        # "Missing Authentication Token"; clients get the 404 the server would have given.
+        responses.append(aws.apigateway.Response(
+            f"{name}-no-route", rest_api_id=api.id, response_type="MISSING_AUTHENTICATION_TOKEN",
+            status_code="404", response_templates={"application/json": NO_ROUTE_ERROR},
+            opts=pulumi.ResourceOptions(parent=self)))
         return responses
 
     def _logging_role(self, name: str) -> aws.apigateway.Account:

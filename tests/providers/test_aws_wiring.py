@@ -68,6 +68,12 @@ def test_gateway_reaches_the_alb_through_the_vpc_link_and_streams():
     api = one(resources, "aws:apigateway/restApi:RestApi")
     assert parent.inputs["parentId"] == api.outputs["rootResourceId"]
     assert [m.inputs["resourceId"] for m in of_type(resources, METHOD)] == [routed.id]
+    # any other path: the server's 404, in OpenAI's shape, not API Gateway's 403
+    no_route = one(resources, "aws:apigateway/response:Response", "no-route")
+    assert (no_route.inputs["responseType"], no_route.inputs["statusCode"]) == (
+        "MISSING_AUTHENTICATION_TOKEN", "404")
+    error = json.loads(no_route.inputs["responseTemplates"]["application/json"])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "not_found"
     vpc_link_sg = one(resources, SG, "vpc-link")
     assert link.inputs["securityGroupIds"] == [vpc_link_sg.id]
 
