@@ -196,7 +196,13 @@ async def _respond(request: Request, serving: OpenAIServing, gen: Generation) ->
         response = await serving.collect(gen)
     finally:
         watcher.cancel()
-    return JSONResponse(response.model_dump())
+    return JSONResponse(response.model_dump(), headers=_request_id(gen))
+
+
+def _request_id(gen: Generation) -> dict[str, str]:
+    # As OpenAI's API does: the id a user quotes when asking about a request, and the key
+    # of its line in the server's request log.
+    return {"x-request-id": gen.response_id}
 
 
 async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
@@ -214,7 +220,7 @@ class _GenerationStream(StreamingResponse):
 
     def __init__(self, serving: OpenAIServing, gen: Generation):
         super().__init__(serving.stream_sse(gen), media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache"})
+                         headers={"Cache-Control": "no-cache", **_request_id(gen)})
         self._release = lambda: serving.release(gen)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -292,10 +292,13 @@ PRIVATE = "my card number is 4111 1111 1111 1111"
 
 def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, every level: the prompt is in none
-    plain = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 3}).json()
+    answer = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 3})
+    plain = answer.json()
+    assert answer.headers["x-request-id"] == plain["id"]  # what a user quotes, as at OpenAI
     with client.stream("POST", CHAT, json={"messages": [{"role": "user", "content": PRIVATE}],
                                            "stream": True, "max_tokens": 2}) as response:
         streamed = json.loads(read_sse(response)[0])
+        assert response.headers["x-request-id"] == streamed["id"]
     refused = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 0})
     too_large = client.post(COMP, json={"prompt": PRIVATE * 200})
     assert (refused.status_code, too_large.status_code) == (400, 413)
