@@ -16,6 +16,11 @@ IN_FLIGHT_GAUGES = ("llmcloud:num_requests_running", "llmcloud:num_requests_wait
 CONTAINER_CACHE = "/models"
 #: an image reference pinned by digest (`registry/repo@sha256:<64 hex>`)
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
+#: how long a cloud server keeps an idle connection: longer than the load balancer keeps one
+#: to it, so the server never closes a connection the balancer is about to reuse (a 502 for
+#: that client). Google's balancers hold backend connections 600 s and say to exceed it;
+#: Azure's APIM gets the same; AWS's launch adds a margin over its ALB's idle timeout.
+SERVER_KEEP_ALIVE_SECONDS = 620
 
 
 def server_arguments(
@@ -27,7 +32,7 @@ def server_arguments(
     max_batch_size: int,
     dtype: str,
     max_body_kb: int,
-    keep_alive_seconds: int = 620,
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS,
     api_keys_file: str | None = None,
     device: str = "cuda",
 ) -> list[str]:
@@ -66,11 +71,7 @@ class ServerSettings:
     max_body_kb: int = 1024
     dtype: str = "auto"
     publish_in_flight: bool = True
-    #: longer than the load balancer keeps an idle connection to a server, so the server never
-    #: closes one the balancer is about to reuse (a 502 for that client). Google's balancers
-    #: hold backend connections 600 s and say to exceed it; Azure's APIM and AWS's ALB (whose
-    #: launch sets its own idle timeout plus a margin) are covered by the same rule.
-    keep_alive_seconds: int = 620
+    keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
 
     #: what a pinned image reference looks like on this cloud
     digest_ref = DIGEST_REF

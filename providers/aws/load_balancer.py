@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.server_launch import SERVER_KEEP_ALIVE_SECONDS
+
 HEALTH_PATH = "/health/ready"
 LISTENER_PORT = 80
 
@@ -21,8 +23,8 @@ def idle_timeout_seconds(generation_timeout_seconds: int) -> int:
 def server_keep_alive_seconds(generation_timeout_seconds: int) -> int:
     """How long a server keeps an idle connection: longer than the ALB's idle timeout, as AWS
     advises, so the ALB never sends a request on a connection the server is closing (a 502),
-    and never under the 620 s every cloud's servers get."""
-    return max(620, idle_timeout_seconds(generation_timeout_seconds) + 30)
+    and never under what every cloud's servers get."""
+    return max(SERVER_KEEP_ALIVE_SECONDS, idle_timeout_seconds(generation_timeout_seconds) + 30)
 
 
 @dataclass
