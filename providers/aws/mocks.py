@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 ACCOUNT_ID = "123456789012"
@@ -75,7 +76,7 @@ def mock_resource(type_: str, name: str, inputs: dict[str, Any],
         state.update(bucket=rid, arn=f"arn:aws:s3:::{rid}",
                      bucketRegionalDomainName=f"{rid}.s3.{region}.amazonaws.com")
     elif type_ == "aws:kms/key:Key":
-        rid = f"{h}-{h[:4]}-{h[4:]}-{_short(name)[:4]}-{_short(h)}{h[:4]}"  # a key id's UUID shape
+        rid = str(uuid.UUID(hashlib.sha256(f"{type_}/{name}".encode()).hexdigest()[:32]))
         state.update(keyId=rid, arn=f"arn:aws:kms:{region}:{acct}:key/{rid}")
     elif type_ == "aws:ecr/repository:Repository":
         repo = inputs.get("name", rid)
