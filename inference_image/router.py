@@ -98,6 +98,12 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         _authorize(state, request)
         return JSONResponse(_serving(state).models().model_dump())
 
+    # `{model:path}`: hub-style ids have a slash ("org/name"), as clients send them.
+    @app.get("/v1/models/{model:path}")
+    async def model(request: Request, model: str) -> JSONResponse:
+        _authorize(state, request)
+        return JSONResponse(_serving(state).model(model).model_dump())
+
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         _authorize(state, request)
@@ -297,7 +303,12 @@ class _RequestCounter:
             return
 
         # Unknown paths share one label so random URLs cannot grow the metric without bound.
-        endpoint = path if path in API_ROUTES else "other"
+        if path in API_ROUTES:
+            endpoint = path
+        elif path.startswith("/v1/models/"):
+            endpoint = "/v1/models/{model}"
+        else:
+            endpoint = "other"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start" and self.state.serving is not None:

@@ -107,9 +107,17 @@ class OpenAIServing:
         return self.engine.info.name
 
     def models(self) -> ModelList:
+        """``GET /v1/models``: the one model this server serves."""
+        return ModelList(data=[self.model(self.model_name)])
+
+    def model(self, model_id: str) -> ModelCard:
+        """``GET /v1/models/{model}``: the served model's card, or a 404 for any other id."""
         info = self.engine.info
-        return ModelList(data=[ModelCard(id=info.name, created=info.created,
-                                         version=info.version, max_model_len=info.max_context)])
+        if model_id != info.name:
+            raise ApiError(404, f"the model {model_id!r} does not exist; this server serves "
+                           f"{info.name!r}", param="model", code="model_not_found")
+        return ModelCard(id=info.name, created=info.created, version=info.version,
+                         max_model_len=info.max_context)
 
     # --- request preparation --------------------------------------------------------------
 

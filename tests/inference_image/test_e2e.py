@@ -74,6 +74,10 @@ def test_models(case):
     client, ref, model = case
     models = client.models.list()
     assert [m.id for m in models.data] == [model]
+    assert client.models.retrieve(model).id == model
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-4o")
+    assert missing.value.code == "model_not_found"
 
 
 def test_greedy_completion_matches_transformers_and_counts_usage(case):

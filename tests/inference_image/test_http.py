@@ -224,6 +224,16 @@ def test_models_lists_the_served_model(client):
     assert body["data"][0]["max_model_len"] == 64
 
 
+def test_model_retrieve_returns_the_card_or_a_404(client):
+    card = client.get("/v1/models/fake-model")
+    assert card.status_code == 200
+    assert card.json() == client.get("/v1/models").json()["data"][0]
+    error = assert_error(client.get("/v1/models/gpt-4o"), 404, "model", "model_not_found")
+    assert "'fake-model'" in error["message"]
+    # Hub-style ids carry a slash; they reach the handler instead of the 404 for routes.
+    assert_error(client.get("/v1/models/org/fake-model"), 404, "model", "model_not_found")
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_oversized_body_is_413(client, chunked):
     raw = json.dumps({"prompt": "x" * 10_000}).encode()
@@ -321,6 +331,7 @@ def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplo
 def test_api_keys(tokenizer):
     client, _ = make_client(FakeEngine(tokenizer), api_keys=ApiKeys([hash_api_key("s3cret")]))
     assert_error(client.get("/v1/models"), 401, code="invalid_api_key")
+    assert_error(client.get("/v1/models/fake-model"), 401, code="invalid_api_key")
     assert_error(client.post(COMP, json={"prompt": "hi"},
                              headers={"Authorization": "Bearer wrong"}), 401)
     assert_error(client.post(COMP, json={"prompt": "hi"},
@@ -338,6 +349,9 @@ def test_request_metrics_count_statuses(client):
     client.post(COMP, json={"prompt": "hi", "max_tokens": 2})
     client.post(COMP, json={"prompt": ""})
     client.get("/v1/nonexistent-route-abc")
+    client.get("/v1/models/fake-model")
+    client.get("/v1/models/unknown-a")
+    client.get("/v1/models/unknown-b")
     client.post(COMP, json={"prompt": "x" * 10_000})  # over the body limit: refused first
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     counts = {(s.labels["endpoint"], s.labels["status"]): s.value
@@ -345,4 +359,7 @@ def test_request_metrics_count_statuses(client):
     assert counts[(COMP, "200")] == 1
     assert counts[(COMP, "400")] == 1
     assert counts[("other", "404")] == 1
+    # Any model id shares one label: clients cannot grow the metric by naming new models.
+    assert counts[("/v1/models/{model}", "200")] == 1
+    assert counts[("/v1/models/{model}", "404")] == 2
     assert counts[(COMP, "413")] == 1
