@@ -32,6 +32,24 @@ class CausalBatch:
     def size(self) -> int:
         return 0 if self.mask is None else self.mask.shape[0]
 
+    @staticmethod
+    def slots(shapes: list[tuple[int, int]]) -> int:
+        """Cache positions (rows x padded length, spare room included) that rows of these
+        (prompt tokens, max new tokens) can come to hold: every row is as long as the
+        longest, since all of them end at the right edge."""
+        if not shapes:
+            return 0
+        return len(shapes) * kv_cache.capacity(max(p + m for p, m in shapes))
+
+    @staticmethod
+    def row_slots(context: int) -> int:
+        """``slots`` of one row that fills a context of ``context`` tokens."""
+        return kv_cache.capacity(context)
+
+    def slot_bytes(self) -> int:
+        """Bytes per cache position of one row; needs a row in the batch."""
+        return kv_cache.position_bytes(self.cache)
+
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V]."""
         ids, mask = kv_cache.padded_prompts(prompts, self.pad_id, left=True, device=self.device)

@@ -37,6 +37,32 @@ class Seq2SeqBatch:
     def size(self) -> int:
         return 0 if self.mask is None else self.mask.shape[0]
 
+    @staticmethod
+    def slots(shapes: list[tuple[int, int]]) -> int:
+        """Positions rows of these (prompt tokens, max new tokens) can come to hold: encoder
+        states and cross-attention caches padded to the longest prompt, decoder caches (the
+        start token plus each new one, spare room included) to the longest output."""
+        if not shapes:
+            return 0
+        return len(shapes) * Seq2SeqBatch.row_slots_for(max(p for p, _ in shapes),
+                                                         max(m for _, m in shapes))
+
+    @staticmethod
+    def row_slots_for(prompt: int, new_tokens: int) -> int:
+        return prompt + kv_cache.capacity(new_tokens + 1)
+
+    @staticmethod
+    def row_slots(context: int) -> int:
+        """``slots`` of one row with the longest prompt and output the context allows."""
+        return Seq2SeqBatch.row_slots_for(context, context)
+
+    def slot_bytes(self) -> int:
+        """Bytes per position of one row, the larger of the decoder side (self-attention
+        cache) and the encoder side (cross-attention cache and encoder states)."""
+        encoder = (kv_cache.position_bytes(self.cache.cross_attention_cache)
+                   + self.encoder_states.shape[-1] * self.encoder_states.element_size())
+        return max(kv_cache.position_bytes(self.cache.self_attention_cache), encoder)
+
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         """Encode the prompts, run the decoder start token, append the rows, return logits."""
         ids, enc_mask = kv_cache.padded_prompts(prompts, self.pad_id, left=False,
@@ -118,6 +144,16 @@ class RowwiseBatch:
     @property
     def size(self) -> int:
         return len(self.rows)
+
+    @staticmethod
+    def slots(shapes: list[tuple[int, int]]) -> int:
+        """Each row is a batch of its own: no padding between rows."""
+        return sum(Seq2SeqBatch.row_slots_for(p, m) for p, m in shapes)
+
+    row_slots = staticmethod(Seq2SeqBatch.row_slots)
+
+    def slot_bytes(self) -> int:
+        return self.rows[0].slot_bytes()
 
     def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
         logits = []

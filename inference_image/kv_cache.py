@@ -35,7 +35,7 @@ class _Room:
             setattr(layer, self.slot, (tensor, 0))
             return
         length = tensor.shape[-2]
-        buffer = tensor.new_empty(*tensor.shape[:2], _capacity(length), tensor.shape[-1])
+        buffer = tensor.new_empty(*tensor.shape[:2], capacity(length), tensor.shape[-1])
         buffer[:, :, :length] = tensor
         setattr(layer, self.slot, (buffer, length))
 
@@ -47,7 +47,7 @@ class _Room:
             return self.__get__(layer)
         end = length + new.shape[-2]
         if end > buffer.shape[-2]:
-            grown = buffer.new_empty(*buffer.shape[:2], _capacity(end), buffer.shape[-1])
+            grown = buffer.new_empty(*buffer.shape[:2], capacity(end), buffer.shape[-1])
             grown[:, :, :length] = buffer[:, :, :length]
             buffer = grown
         buffer[:, :, length:end] = new
@@ -55,7 +55,8 @@ class _Room:
         return buffer[:, :, :end]
 
 
-def _capacity(length: int) -> int:
+def capacity(length: int) -> int:
+    """Positions a buffer holding ``length`` of them has room for (what it costs in memory)."""
     return length + max(MIN_ROOM, length // 4)
 
 
@@ -104,6 +105,12 @@ def padded_prompts(prompts: list[list[int]], pad_id: int, left: bool,
 def layers(cache) -> list:
     """The cache's per-layer objects, each with ``keys`` and ``values`` [B, H, T, D]."""
     return list(cache.layers)
+
+
+def position_bytes(cache) -> int:
+    """Bytes one row's keys and values take per sequence position, summed over layers."""
+    return sum(tensor.shape[1] * tensor.shape[3] * tensor.element_size()
+               for layer in layers(cache) for tensor in (layer.keys, layer.values))
 
 
 def pad_seq(tensor: torch.Tensor, length: int, dim: int, left: bool) -> torch.Tensor:

@@ -21,7 +21,9 @@ class ServerMetrics:
     """All of one server's metrics, in a registry of its own (not the process-global one)."""
 
     def __init__(self, model_name: str, model_version: str, task: str,
-                 running: Callable[[], int], waiting: Callable[[], int]):
+                 running: Callable[[], int], waiting: Callable[[], int],
+                 cache_usage: Callable[[], float] | None = None,
+                 cache_tokens: int | None = None):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -53,6 +55,15 @@ class ServerMetrics:
               registry=reg).labels(**self._model).set_function(running)
         Gauge("llmcloud:num_requests_waiting", "Requests waiting for a batch slot.", labels,
               registry=reg).labels(**self._model).set_function(waiting)
+        if cache_usage is not None:
+            Gauge("llmcloud:kv_cache_usage_perc",
+                  "Share of the KV cache's token positions the running requests can come to "
+                  "hold (1 = full).", labels, registry=reg
+                  ).labels(**self._model).set_function(cache_usage)
+        if cache_tokens is not None:
+            Gauge("llmcloud:kv_cache_capacity_tokens",
+                  "Token positions the KV cache may hold (--max-batch-tokens).", labels,
+                  registry=reg).labels(**self._model).set(cache_tokens)
 
     def count_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status), **self._model).inc()

@@ -52,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for a slot; more get 429 "
                         "(default: %(default)s)")
-    p.add_argument("--max-batch-tokens", type=int, default=65536,
-                   help="cap on prompt + max_tokens summed over the running batch "
-                        "(default: %(default)s)")
+    p.add_argument("--max-batch-tokens", type=_auto_or_int,
+                   default=env.get("LLMCLOUD_MAX_BATCH_TOKENS", "auto"),
+                   help="KV-cache positions the running batch may come to hold (its rows "
+                        "padded to the longest prompt + max_tokens); auto sizes it from the "
+                        "memory left after loading: 80%% of the GPU's free memory, 50%% of "
+                        "the host's available memory on CPU (default: %(default)s)")
     p.add_argument("--max-prefill-tokens", type=int, default=512,
                    help="prompt tokens prefilled per engine step; smaller chunks give earlier "
                         "first tokens under bursts, larger ones more throughput on big GPUs "
@@ -102,6 +105,15 @@ def set_cpu_waits(environ: dict[str, str]) -> None:
     environ["GOMP_SPINCOUNT"] = SPIN_BEFORE_SLEEP  # GNU libgomp (torch's wheels): this wins
 
 
+def _auto_or_int(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the ``llmcloud-server`` console script."""
     args = build_parser().parse_args(argv)
@@ -111,7 +123,7 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-queue", args.max_queue),
                         ("--max-batch-tokens", args.max_batch_tokens),
                         ("--max-prefill-tokens", args.max_prefill_tokens)):
-        if value < 1:
+        if value is not None and value < 1:
             sys.exit(f"error: {name} must be at least 1")
     if args.keep_alive_timeout <= 0:
         sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
@@ -170,14 +182,15 @@ def _load(args, state) -> object:
     info = ModelInfo(name=name, version=version, task=loaded.task,
                      max_context=loaded.max_context)
     limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                          max_batch_tokens=max(args.max_batch_tokens, loaded.max_context),
+                          max_batch_tokens=args.max_batch_tokens,
                           max_prefill_tokens=args.max_prefill_tokens)
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
-                            lambda: engine.num_waiting)
+                            lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
+                            cache_tokens=engine.limits.max_batch_tokens)
     state.serving = OpenAIServing(engine, metrics)
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
-             loaded.task, loaded.device, loaded.max_context)
+             loaded.task, loaded.device, engine.info.max_context)
     return engine
 
 

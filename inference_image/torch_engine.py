@@ -9,6 +9,7 @@ cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import kv_budget
 from .batch_causal import CausalBatch
 from .batch_seq2seq import RELATIVE_POSITION_MODELS, RowwiseBatch, Seq2SeqBatch
 from .engine import (
@@ -35,14 +37,15 @@ log = logging.getLogger("llmcloud.engine")
 
 @dataclass
 class EngineLimits:
-    """Admission limits: rows decoded together, requests allowed to wait, a cap on the
-    tokens (prompt + max_tokens, summed over running rows) the batch may hold, and the
-    prompt tokens prefilled per step (a burst of arrivals is prefilled in chunks, so the
-    first of them see tokens early and running rows keep decoding in between)."""
+    """Admission limits: rows decoded together, requests allowed to wait, the KV-cache
+    positions the batch may come to hold (padded rows at their longest, spare room
+    included; None sizes it from the memory left after loading), and the prompt tokens
+    prefilled per step (a burst of arrivals is prefilled in chunks, so the first of them
+    see tokens early and running rows keep decoding in between)."""
 
     max_batch_size: int = 32
     max_queue: int = 256
-    max_batch_tokens: int = 65536
+    max_batch_tokens: int | None = None
     max_prefill_tokens: int = 512
     # An idle engine waits this long for a burst of arrivals to stop (at most coalesce_max_s)
     # so they share one prefill instead of the first one delaying all the others.
@@ -64,8 +67,13 @@ class _Row:
     pending: list[int] = field(default_factory=list)
 
     @property
-    def budget(self) -> int:
-        return len(self.stream.prompt_ids) + self.stream.params.max_tokens
+    def shape(self) -> tuple[int, int]:
+        return _shape(self.stream)
+
+
+def _shape(stream: GenerationStream) -> tuple[int, int]:
+    """(prompt tokens, most new tokens): what a request can come to hold in the cache."""
+    return len(stream.prompt_ids), stream.params.max_tokens
 
 
 class TorchEngine(Engine):
@@ -77,7 +85,8 @@ class TorchEngine(Engine):
         self.tokenizer = tokenizer
         self.info = info
         self.device = device
-        self.limits = limits or EngineLimits()
+        self.limits = dataclasses.replace(limits or EngineLimits())
+        self.cache_budget: kv_budget.CacheBudget | None = None
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -87,6 +96,7 @@ class TorchEngine(Engine):
         else:
             batch_type = CausalBatch
         self._batch = batch_type(model, device, pad_id)
+        self._pad_id = pad_id
         self._eos = _eos_ids(model, tokenizer)
         self._waiting: deque[GenerationStream] = deque()
         self._rows: list[_Row] = []
@@ -95,8 +105,14 @@ class TorchEngine(Engine):
         self._stopped = False
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
+        self._sized = threading.Event()
+        self._sizing_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="llmcloud-engine", daemon=True)
         self._thread.start()
+        self._sized.wait()
+        if self._sizing_error is not None:
+            self._thread.join()
+            raise self._sizing_error
 
     @property
     def ready(self) -> bool:
@@ -109,6 +125,13 @@ class TorchEngine(Engine):
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def cache_usage(self) -> float:
+        """Share of the cache's positions the running rows can come to hold (0 to 1; over 1
+        only while one request larger than the whole cache runs alone)."""
+        return self._batch.slots([row.shape for row in list(self._rows)]) / max(
+            1, self.limits.max_batch_tokens)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         stream = GenerationStream(prompt_ids, params, asyncio.get_running_loop())
@@ -138,6 +161,14 @@ class TorchEngine(Engine):
 
     def _run(self) -> None:
         with torch.inference_mode():
+            try:
+                if self.limits.max_batch_tokens is None:
+                    self._size_cache()
+            except Exception as exc:  # reported by __init__, on the caller's thread
+                self._sizing_error = exc
+                return
+            finally:
+                self._sized.set()
             while True:
                 with self._wake:
                     while not (self._rows or self._waiting or self._stopped
@@ -156,6 +187,30 @@ class TorchEngine(Engine):
                 except Exception as exc:  # one bad step must not kill the server
                     log.exception("engine step failed")
                     self._abort_everything(f"internal engine error: {exc}")
+
+    def _size_cache(self) -> None:
+        # On the engine thread, like all torch work: a probe row tells the bytes per
+        # position for this model, dtype and device; the memory left decides how many.
+        self._batch.prefill([[self._pad_id] * 8])
+        slot_bytes = self._batch.slot_bytes()
+        self._batch.keep([])
+        free, fraction = kv_budget.free_memory(self.device)
+        budget = kv_budget.size_cache(free, slot_bytes, fraction)
+        context = kv_budget.fitting_context(self._batch.row_slots, budget.slots,
+                                            self.info.max_context)
+        if context < min(kv_budget.MIN_CONTEXT, self.info.max_context):
+            raise kv_budget.CacheTooSmall(
+                f"the KV cache would hold {budget.describe()}: not enough for one request "
+                f"of {kv_budget.MIN_CONTEXT} tokens; use a device with more free memory, a "
+                "smaller --dtype, or set --max-batch-tokens")
+        if context < self.info.max_context:
+            log.warning("the model's context of %d tokens does not fit in the memory left "
+                        "for the KV cache; serving a context of %d tokens",
+                        self.info.max_context, context)
+            self.info = dataclasses.replace(self.info, max_context=context)
+        self.limits.max_batch_tokens = budget.slots
+        self.cache_budget = budget
+        log.info("KV cache: %s", budget.describe())
 
     def _coalesce_arrivals(self) -> None:
         # Called with the lock held; wait() releases it so arrivals can queue meanwhile.
@@ -195,7 +250,7 @@ class TorchEngine(Engine):
 
     def _admit(self) -> list[GenerationStream]:
         admitted: list[GenerationStream] = []
-        used = sum(row.budget for row in self._rows)
+        shapes = [row.shape for row in self._rows]
         prefill = 0
         with self._wake:
             for stream in [s for s in self._waiting if s.cancelled]:
@@ -203,8 +258,8 @@ class TorchEngine(Engine):
                 self._deliver([(stream, StreamEvent([], "abort"))])
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
                 stream = self._waiting[0]
-                need = len(stream.prompt_ids) + stream.params.max_tokens
-                fits = used + need <= self.limits.max_batch_tokens
+                fits = (self._batch.slots([*shapes, _shape(stream)])
+                        <= self.limits.max_batch_tokens)
                 # A prompt longer than the per-step budget is prefilled alone, never starved.
                 fits_prefill = (not admitted or prefill + len(stream.prompt_ids)
                                 <= self.limits.max_prefill_tokens)
@@ -213,7 +268,7 @@ class TorchEngine(Engine):
                     break
                 self._waiting.popleft()
                 admitted.append(stream)
-                used += need
+                shapes.append(_shape(stream))
                 prefill += len(stream.prompt_ids)
         return admitted
 

@@ -224,6 +224,11 @@ def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_clien
                         "llmcloud:num_requests_running") == 0
     assert sample_value(fams, "llmcloud:num_requests_waiting",
                         "llmcloud:num_requests_waiting") == 0
+    # sized from this machine's free memory; idle, nothing of it is held
+    assert sample_value(fams, "llmcloud:kv_cache_capacity_tokens",
+                        "llmcloud:kv_cache_capacity_tokens") >= 1024
+    assert sample_value(fams, "llmcloud:kv_cache_usage_perc",
+                        "llmcloud:kv_cache_usage_perc") == 0
     assert sample_value(fams, "llmcloud:requests", "llmcloud:requests_total",
                         endpoint="/v1/completions", status="200") >= 1
     assert sample_value(fams, "llmcloud:request_success", "llmcloud:request_success_total",
@@ -243,6 +248,9 @@ def test_disconnect_stops_generation(causal_server):
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
                 seen += 1
             if seen >= 3:
+                # the running request holds a share of the cache (prompt + 1000 tokens)
+                assert sample_value(metrics(causal_server), "llmcloud:kv_cache_usage_perc",
+                                    "llmcloud:kv_cache_usage_perc") > 0
                 break
     # The client is gone: the slot must be freed and generation must stop well short of 1000.
     deadline = time.monotonic() + 5
@@ -260,6 +268,8 @@ def test_disconnect_stops_generation(causal_server):
     assert generated < 500
     assert sample_value(fams, "llmcloud:request_success", "llmcloud:request_success_total",
                         finished_reason="abort") >= 1
+    assert sample_value(fams, "llmcloud:kv_cache_usage_perc",
+                        "llmcloud:kv_cache_usage_perc") == 0
     time.sleep(0.3)  # nothing keeps generating in the background
     later = sample_value(metrics(causal_server), "llmcloud:generation_tokens",
                          "llmcloud:generation_tokens_total") - generated_before

@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from server_process import ServerProcess
 
 
@@ -123,3 +124,19 @@ def test_keep_alive_timeout_reaches_uvicorn(monkeypatch):
     monkeypatch.setenv("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", "700")
     from_env = build_parser().parse_args(["--model", "m"])
     assert uvicorn_config(from_env, app=None).timeout_keep_alive == 700
+
+
+def test_max_batch_tokens_is_auto_unless_given(monkeypatch, capsys):
+    from llmcloud.inference_image.server import build_parser, run
+
+    monkeypatch.delenv("LLMCLOUD_MAX_BATCH_TOKENS", raising=False)
+    assert build_parser().parse_args(["--model", "m"]).max_batch_tokens is None
+    assert build_parser().parse_args(
+        ["--model", "m", "--max-batch-tokens", "4096"]).max_batch_tokens == 4096
+    monkeypatch.setenv("LLMCLOUD_MAX_BATCH_TOKENS", "8192")
+    assert build_parser().parse_args(["--model", "m"]).max_batch_tokens == 8192
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--max-batch-tokens", "lots"])
+    assert "expected 'auto' or a number, got 'lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--max-batch-tokens must be at least 1"):
+        run(["--model", "m", "--max-batch-tokens", "0"])
