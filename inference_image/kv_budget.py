@@ -7,12 +7,9 @@ token count that is too small for a large GPU and far too large for a small one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger("llmcloud.engine")
 
 #: share of the free memory the cache may take; the rest is for activations (a prefill
 #: chunk, a long prompt prefilled whole, logits) and, on CPU, everything else on the host
@@ -77,21 +74,21 @@ def free_memory(device) -> tuple[int, float]:
 def host_available(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """Memory this process can still use: the kernel's MemAvailable, or less where a
     container's memory limit (cgroup v2 or v1) leaves less."""
-    available = _meminfo(proc / "meminfo").get("MemAvailable", 0)
+    available = _numbers(proc / "meminfo").get("MemAvailable", 0)
     room = _cgroup_room(cgroup, _own_cgroup(proc / "self" / "cgroup"))
     if room is not None:
         available = min(available, room) if available else room
     return available
 
 
-def _meminfo(path: Path) -> dict[str, int]:
+def _numbers(path: Path) -> dict[str, int]:
+    """``name value [kB]`` lines (/proc/meminfo, a cgroup's memory.stat) as bytes by name."""
     values: dict[str, int] = {}
     try:
         for line in path.read_text().splitlines():
-            name, _, rest = line.partition(":")
-            fields = rest.split()
-            if fields and fields[0].isdigit():
-                values[name] = int(fields[0]) * (1024 if fields[1:] == ["kB"] else 1)
+            fields = line.replace(":", " ").split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                values[fields[0]] = int(fields[1]) * (1024 if fields[2:] == ["kB"] else 1)
     except OSError:
         pass
     return values
@@ -132,18 +129,6 @@ def _cgroup_room(root: Path, groups: dict[str, str]) -> int | None:
         if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
             return None
         # Page cache the kernel can drop is not in use: count it as room, as kubelet does.
-        inactive = _stat(folder / "memory.stat").get(inactive_key, 0)
+        inactive = _numbers(folder / "memory.stat").get(inactive_key, 0)
         return max(0, int(limit_text) - max(0, usage - inactive))
     return None
-
-
-def _stat(path: Path) -> dict[str, int]:
-    values: dict[str, int] = {}
-    try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if value.strip().isdigit():
-                values[name] = int(value)
-    except OSError:
-        pass
-    return values

@@ -34,6 +34,22 @@ def seq2seq_dir(tmp_path_factory) -> Path:
     return build_seq2seq(tmp_path_factory.mktemp("tiny-t5"))
 
 
+@pytest.fixture(scope="module")
+def causal(causal_dir):
+    """The tiny Llama loaded in this process, as the server loads it (weights packed)."""
+    from llmcloud.inference_image.loader import load_model
+
+    return load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
+
+
+@pytest.fixture(scope="module")
+def seq2seq(seq2seq_dir):
+    """The tiny T5 loaded in this process, as the server loads it."""
+    from llmcloud.inference_image.loader import load_model
+
+    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from tiny_models import CHAT_TEMPLATE

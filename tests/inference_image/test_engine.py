@@ -13,22 +13,11 @@ from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
 from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
-from llmcloud.inference_image.loader import load_model
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a",
            "translate English to French: The house is wonderful."]
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def causal(causal_dir):
-    return load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
-
-
-@pytest.fixture(scope="module")
-def seq2seq(seq2seq_dir):
-    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
 
 
 def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:

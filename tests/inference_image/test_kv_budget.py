@@ -12,21 +12,10 @@ from llmcloud.inference_image import kv_budget, kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
 from llmcloud.inference_image.engine import ModelInfo, SamplingParams
-from llmcloud.inference_image.loader import load_model
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 
 CPU = torch.device("cpu")
 GIB = 2**30
-
-
-@pytest.fixture(scope="module")
-def causal(causal_dir):
-    return load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
-
-
-@pytest.fixture(scope="module")
-def seq2seq(seq2seq_dir):
-    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
 
 
 def make_engine(loaded, **limits) -> TorchEngine:
@@ -112,7 +101,7 @@ def test_a_cgroup_v1_limit_applies_and_its_no_limit_value_does_not(tmp_path):
 
 def test_this_machine_reports_available_memory():
     available = kv_budget.host_available()
-    total = kv_budget._meminfo(kv_budget.Path("/proc/meminfo"))["MemTotal"]
+    total = kv_budget._numbers(kv_budget.Path("/proc/meminfo"))["MemTotal"]
     assert 0 < available <= total
 
 
@@ -123,9 +112,7 @@ def test_the_engine_sizes_its_cache_from_free_memory_and_the_models_layout(causa
     monkeypatch.setattr(kv_budget, "host_available", lambda: GIB)
     engine = make_engine(causal)
     try:
-        config = causal.model.config
-        head_dim = config.hidden_size // config.num_attention_heads
-        per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 4
+        per_position = make_slot_bytes(causal)
         assert engine.cache_budget.slot_bytes == per_position
         assert engine.limits.max_batch_tokens == (GIB // 2) // per_position
         assert engine.info.max_context == causal.max_context  # plenty of room: unchanged
@@ -161,6 +148,7 @@ def test_a_context_that_does_not_fit_is_shortened_and_a_tiny_cache_refuses_to_st
 
 
 def make_slot_bytes(loaded) -> int:
+    """Bytes per position of a causal model in float32, from its config."""
     config = loaded.model.config
     head_dim = config.hidden_size // config.num_attention_heads
     return config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 4
