@@ -50,8 +50,14 @@ class CausalBatch:
         """Bytes per cache position of one row; needs a row in the batch."""
         return kv_cache.position_bytes(self.cache)
 
-    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
-        """Run the prompts, append them as new rows, return their next-token logits [k, V]."""
+    def prefill(self, prompts: list[list[int]],
+                outputs: list[list[int]] | None = None) -> torch.Tensor:
+        """Run the prompts, append them as new rows, return their next-token logits [k, V].
+
+        ``outputs`` are tokens the rows generated before (a preempted row resuming): they
+        are prefilled after their prompt, and the logits are for the token after them."""
+        if outputs is not None:
+            prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
         ids, mask = kv_cache.padded_prompts(prompts, self.pad_id, left=True, device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = kv_cache.growing_cache()

@@ -63,19 +63,25 @@ class Seq2SeqBatch:
                    + self.encoder_states.shape[-1] * self.encoder_states.element_size())
         return max(kv_cache.position_bytes(self.cache.self_attention_cache), encoder)
 
-    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
-        """Encode the prompts, run the decoder start token, append the rows, return logits."""
+    def prefill(self, prompts: list[list[int]],
+                outputs: list[list[int]] | None = None) -> torch.Tensor:
+        """Encode the prompts, run the decoder start token (and ``outputs``, the tokens a
+        preempted row generated before, left-padded), append the rows, return the logits
+        of each row's next token."""
         ids, enc_mask = kv_cache.padded_prompts(prompts, self.pad_id, left=False,
                                                 device=self.device)
         states = self.model.get_encoder()(input_ids=ids, attention_mask=enc_mask)[0]
         cache = EncoderDecoderCache(kv_cache.growing_cache(), DynamicCache())
-        start = torch.full((len(prompts), 1), self.start_id, dtype=torch.long, device=self.device)
-        dec_mask = torch.ones_like(start)
+        decoder = [[self.start_id] + list(o) for o in (outputs or [[] for _ in prompts])]
+        dec_ids, dec_mask = kv_cache.padded_prompts(decoder, self.pad_id, left=True,
+                                                    device=self.device)
         out = self.model(
             encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=enc_mask,
-            decoder_input_ids=start, decoder_attention_mask=dec_mask,
+            decoder_input_ids=dec_ids, decoder_attention_mask=dec_mask,
             **{self._cache_kw: cache}, use_cache=True,
         )
+        if dec_mask.shape[1] > 1:
+            kv_cache.zero_padding(cache.self_attention_cache, dec_mask)
         self._merge(cache, states, enc_mask, dec_mask)
         return out.logits[:, -1, :]
 
@@ -155,11 +161,12 @@ class RowwiseBatch:
     def slot_bytes(self) -> int:
         return self.rows[0].slot_bytes()
 
-    def prefill(self, prompts: list[list[int]]) -> torch.Tensor:
+    def prefill(self, prompts: list[list[int]],
+                outputs: list[list[int]] | None = None) -> torch.Tensor:
         logits = []
-        for prompt in prompts:
+        for prompt, output in zip(prompts, outputs or [[] for _ in prompts], strict=True):
             row = self._make()
-            logits.append(row.prefill([prompt]))
+            logits.append(row.prefill([prompt], [output]))
             self.rows.append(row)
         return torch.cat(logits)
 

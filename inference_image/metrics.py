@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -23,7 +25,8 @@ class ServerMetrics:
     def __init__(self, model_name: str, model_version: str, task: str,
                  running: Callable[[], int], waiting: Callable[[], int],
                  cache_usage: Callable[[], float] | None = None,
-                 cache_tokens: int | None = None):
+                 cache_tokens: int | None = None,
+                 preemptions: Callable[[], int] | None = None):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -57,13 +60,17 @@ class ServerMetrics:
               registry=reg).labels(**self._model).set_function(waiting)
         if cache_usage is not None:
             Gauge("llmcloud:kv_cache_usage_perc",
-                  "Share of the KV cache's token positions the running requests can come to "
-                  "hold (1 = full).", labels, registry=reg
+                  "Share of the KV cache's token positions the running requests hold "
+                  "(1 = full).", labels, registry=reg
                   ).labels(**self._model).set_function(cache_usage)
         if cache_tokens is not None:
             Gauge("llmcloud:kv_cache_capacity_tokens",
                   "Token positions the KV cache may hold (--max-batch-tokens).", labels,
                   registry=reg).labels(**self._model).set(cache_tokens)
+        if preemptions is not None:
+            reg.register(_CounterOf(
+                "llmcloud:num_preemptions", "Running requests preempted because the KV cache "
+                "was full (each is prefilled again and resumes).", self._model, preemptions))
 
     def count_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status), **self._model).inc()
@@ -74,3 +81,15 @@ class ServerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this server's metrics."""
         return generate_latest(self.registry)
+
+
+class _CounterOf(Collector):
+    """A counter whose value another component keeps (the engine counts on its thread)."""
+
+    def __init__(self, name: str, doc: str, labels: dict[str, str], read: Callable[[], int]):
+        self._name, self._doc, self._labels, self._read = name, doc, labels, read
+
+    def collect(self):
+        family = CounterMetricFamily(self._name, self._doc, labels=list(self._labels))
+        family.add_metric(list(self._labels.values()), self._read())
+        yield family

@@ -54,10 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-batch-tokens", type=_auto_or_int,
                    default=env.get("LLMCLOUD_MAX_BATCH_TOKENS", "auto"),
-                   help="KV-cache positions the running batch may come to hold (its rows "
-                        "padded to the longest prompt + max_tokens); auto sizes it from the "
-                        "memory left after loading: 80%% of the GPU's free memory, 50%% of "
-                        "the host's available memory on CPU (default: %(default)s)")
+                   help="KV-cache positions the running batch may hold (its rows padded "
+                        "to the longest); auto sizes it from the memory left after loading: "
+                        "80%% of the GPU's free memory, 50%% of the host's available memory "
+                        "on CPU (default: %(default)s)")
+    p.add_argument("--reserve-new-tokens", type=_all_or_int, metavar="N|all",
+                   default=env.get("LLMCLOUD_RESERVE_NEW_TOKENS", "256"),
+                   help="new tokens per request a request's admission keeps cache room for; "
+                        "requests that outgrow the cache later are preempted and resumed. "
+                        "'all' reserves each request's whole max_tokens: never preempted, "
+                        "fewer requests together (default: %(default)s)")
     p.add_argument("--max-prefill-tokens", type=int, default=512,
                    help="prompt tokens prefilled per engine step; smaller chunks give earlier "
                         "first tokens under bursts, larger ones more throughput on big GPUs "
@@ -114,6 +120,15 @@ def _auto_or_int(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
 
 
+def _all_or_int(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a number, got {value!r}") from None
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the ``llmcloud-server`` console script."""
     args = build_parser().parse_args(argv)
@@ -122,6 +137,7 @@ def run(argv: list[str] | None = None) -> None:
     for name, value in (("--max-batch-size", args.max_batch_size),
                         ("--max-queue", args.max_queue),
                         ("--max-batch-tokens", args.max_batch_tokens),
+                        ("--reserve-new-tokens", args.reserve_new_tokens),
                         ("--max-prefill-tokens", args.max_prefill_tokens)):
         if value is not None and value < 1:
             sys.exit(f"error: {name} must be at least 1")
@@ -183,11 +199,13 @@ def _load(args, state) -> object:
                      max_context=loaded.max_context)
     limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
                           max_batch_tokens=args.max_batch_tokens,
+                          reserve_new_tokens=args.reserve_new_tokens,
                           max_prefill_tokens=args.max_prefill_tokens)
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
-                            cache_tokens=engine.limits.max_batch_tokens)
+                            cache_tokens=engine.limits.max_batch_tokens,
+                            preemptions=lambda: engine.preemptions)
     state.serving = OpenAIServing(engine, metrics)
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)

@@ -1,9 +1,10 @@
 """The continuous-batching engine: one thread runs the model, asyncio gets the tokens.
 
 Each step: drop cancelled rows, admit waiting requests (prefilled together, merged into
-the running batch), then one batched decode step over every running row. A request joins
-at the next step and leaves as soon as it finishes, so a slot frees within a step of a
-cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
+the running batch), make room in the KV cache if the rows have outgrown it (the newest
+rows go back to the queue), then one batched decode step over every running row. A
+request joins at the next step and leaves as soon as it finishes, so a slot frees within
+a step of a cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ log = logging.getLogger("llmcloud.engine")
 @dataclass
 class EngineLimits:
     """Admission limits: rows decoded together, requests allowed to wait, the KV-cache
-    positions the batch may come to hold (padded rows at their longest, spare room
-    included; None sizes it from the memory left after loading), and the prompt tokens
-    prefilled per step (a burst of arrivals is prefilled in chunks, so the first of them
-    see tokens early and running rows keep decoding in between)."""
+    positions the batch may hold (padded rows, spare room included; None sizes it from
+    the memory left after loading), the new tokens per row a request's admission reserves
+    room for (None: all of its ``max_tokens``, so nothing is ever preempted), and the
+    prompt tokens prefilled per step (a burst of arrivals is prefilled in chunks, so the
+    first of them see tokens early and running rows keep decoding in between)."""
 
     max_batch_size: int = 32
     max_queue: int = 256
     max_batch_tokens: int | None = None
+    reserve_new_tokens: int | None = 256
     max_prefill_tokens: int = 512
     # An idle engine waits this long for a burst of arrivals to stop (at most coalesce_max_s)
     # so they share one prefill instead of the first one delaying all the others.
@@ -59,21 +62,30 @@ class EngineLimits:
 
 @dataclass
 class _Row:
+    """A request from its arrival to its end. What it generated is kept so that, if it is
+    preempted, it can be prefilled again (prompt and output) and go on where it stopped."""
+
     stream: GenerationStream
-    generator: torch.Generator
-    generated: int = 0
-    last_token: int = 0
+    generator: torch.Generator | None = None  # made on the engine thread, at admission
+    tokens: list[int] = field(default_factory=list)
     finish: str | None = None
-    pending: list[int] = field(default_factory=list)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return _shape(self.stream)
+    def generated(self) -> int:
+        return len(self.tokens)
 
+    @property
+    def context(self) -> int:
+        """Tokens a prefill of this row runs: its prompt, and its output if it resumes."""
+        return len(self.stream.prompt_ids) + len(self.tokens)
 
-def _shape(stream: GenerationStream) -> tuple[int, int]:
-    """(prompt tokens, most new tokens): what a request can come to hold in the cache."""
-    return len(stream.prompt_ids), stream.params.max_tokens
+    def shape(self, ahead: int | None) -> tuple[int, int]:
+        """(prompt tokens, output tokens) the row holds ``ahead`` more tokens from now
+        (None: once it has all of its ``max_tokens``): what the batch kinds' ``slots``
+        count."""
+        remaining = self.stream.params.max_tokens - len(self.tokens)
+        return (len(self.stream.prompt_ids),
+                len(self.tokens) + (remaining if ahead is None else min(ahead, remaining)))
 
 
 class TorchEngine(Engine):
@@ -98,13 +110,14 @@ class TorchEngine(Engine):
         self._batch = batch_type(model, device, pad_id)
         self._pad_id = pad_id
         self._eos = _eos_ids(model, tokenizer)
-        self._waiting: deque[GenerationStream] = deque()
+        self._waiting: deque[_Row] = deque()
         self._rows: list[_Row] = []
         self._wake = threading.Condition()
         self._accepting = True
         self._stopped = False
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
+        self.preemptions = 0
         self._sized = threading.Event()
         self._sizing_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="llmcloud-engine", daemon=True)
@@ -128,9 +141,9 @@ class TorchEngine(Engine):
 
     @property
     def cache_usage(self) -> float:
-        """Share of the cache's positions the running rows can come to hold (0 to 1; over 1
-        only while one request larger than the whole cache runs alone)."""
-        return self._batch.slots([row.shape for row in list(self._rows)]) / max(
+        """Share of the cache's positions the running rows hold now (0 to 1; over 1 only
+        while one request larger than the whole cache runs alone)."""
+        return self._batch.slots([row.shape(0) for row in list(self._rows)]) / max(
             1, self.limits.max_batch_tokens)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
@@ -140,7 +153,7 @@ class TorchEngine(Engine):
                 raise EngineUnavailable("the engine is not accepting requests")
             if len(self._waiting) >= self.limits.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.append(stream)
+            self._waiting.append(_Row(stream))
             self._wake.notify()
         return stream
 
@@ -231,46 +244,75 @@ class TorchEngine(Engine):
         admitted = self._admit()
         if admitted:
             log.debug("admitting %d requests (%d prompt tokens) next to %d running",
-                      len(admitted), sum(len(s.prompt_ids) for s in admitted), len(self._rows))
-            logits = self._batch.prefill([s.prompt_ids for s in admitted])
-            new_rows = [
-                _Row(s, new_generator(s.params.seed, self.device)) for s in admitted
-            ]
-            self._rows.extend(new_rows)
-            self._advance(new_rows, logits)
+                      len(admitted), sum(row.context for row in admitted), len(self._rows))
+            logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
+                                         [row.tokens for row in admitted])
+            for row in admitted:
+                if row.generator is None:
+                    row.generator = new_generator(row.stream.params.seed, self.device)
+            self._rows.extend(admitted)
+            self._advance(admitted, logits)
             self._retire()
             self._prefills_in_a_row += 1
             if self._waiting and self._prefills_in_a_row < self.limits.max_prefills_in_a_row:
                 return
         self._prefills_in_a_row = 0
         if self._rows:
-            logits = self._batch.decode([row.last_token for row in self._rows])
+            self._preempt_to_fit()
+            logits = self._batch.decode([row.tokens[-1] for row in self._rows])
             self._advance(self._rows, logits)
             self._retire()
 
-    def _admit(self) -> list[GenerationStream]:
-        admitted: list[GenerationStream] = []
-        shapes = [row.shape for row in self._rows]
+    def _admit(self) -> list[_Row]:
+        admitted: list[_Row] = []
+        ahead = self.limits.reserve_new_tokens
+        shapes = [row.shape(ahead) for row in self._rows]
         prefill = 0
         with self._wake:
-            for stream in [s for s in self._waiting if s.cancelled]:
-                self._waiting.remove(stream)
-                self._deliver([(stream, StreamEvent([], "abort"))])
+            for row in [r for r in self._waiting if r.stream.cancelled]:
+                self._waiting.remove(row)
+                self._deliver([(row.stream, StreamEvent([], "abort"))])
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
-                stream = self._waiting[0]
-                fits = (self._batch.slots([*shapes, _shape(stream)])
+                row = self._waiting[0]
+                # Room for every row to grow by `ahead` more tokens: rows outgrowing the
+                # cache later are preempted, but not before that many steps of progress.
+                fits = (self._batch.slots([*shapes, row.shape(ahead)])
                         <= self.limits.max_batch_tokens)
                 # A prompt longer than the per-step budget is prefilled alone, never starved.
-                fits_prefill = (not admitted or prefill + len(stream.prompt_ids)
+                fits_prefill = (not admitted or prefill + row.context
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
                     break
                 self._waiting.popleft()
-                admitted.append(stream)
-                shapes.append(_shape(stream))
-                prefill += len(stream.prompt_ids)
+                admitted.append(row)
+                shapes.append(row.shape(ahead))
+                prefill += row.context
         return admitted
+
+    def _preempt_to_fit(self) -> None:
+        # Before a decode step: if the rows' next tokens no longer fit in the cache, the
+        # newest rows (the least work lost, first come first served) leave the batch and
+        # go back to the front of the queue; they are prefilled again from their prompt
+        # and output when room frees (vLLM's preemption by recompute). Their streams see
+        # only a pause.
+        cap = self.limits.max_batch_tokens
+        keep = len(self._rows)
+        while keep > 1 and self._batch.slots([r.shape(1) for r in self._rows[:keep]]) > cap:
+            keep -= 1
+        if keep == len(self._rows):
+            return
+        preempted = self._rows[keep:]
+        self._rows = self._rows[:keep]
+        self._batch.keep(list(range(keep)))
+        with self._wake:
+            self._waiting.extendleft(reversed(preempted))
+        before, self.preemptions = self.preemptions, self.preemptions + len(preempted)
+        if before == 0 or before // 50 != self.preemptions // 50:  # not at every step
+            log.warning("the KV cache is full: %d running requests preempted, to be "
+                        "prefilled again when room frees (%d so far); a larger cache "
+                        "(--max-batch-tokens) or a smaller --max-batch-size preempts less",
+                        len(preempted), self.preemptions)
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
         tokens = sample(
@@ -282,8 +324,7 @@ class TorchEngine(Engine):
         events = []
         for row, token in zip(rows, tokens, strict=True):
             params = row.stream.params
-            row.generated += 1
-            row.last_token = token
+            row.tokens.append(token)
             if token in self._eos and not params.ignore_eos:
                 row.finish = "stop"
                 events.append((row.stream, StreamEvent([], "stop")))
@@ -309,7 +350,7 @@ class TorchEngine(Engine):
 
     def _abort_everything(self, reason: str) -> None:
         with self._wake:
-            streams = [row.stream for row in self._rows] + list(self._waiting)
+            streams = [row.stream for row in [*self._rows, *self._waiting]]
             self._waiting.clear()
         self._rows = []
         self._batch.keep([])

@@ -11,6 +11,7 @@ import openai
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
+from server_process import ServerProcess
 
 from llmcloud.inference_image.loader import load_model
 
@@ -229,6 +230,8 @@ def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_clien
                         "llmcloud:kv_cache_capacity_tokens") >= 1024
     assert sample_value(fams, "llmcloud:kv_cache_usage_perc",
                         "llmcloud:kv_cache_usage_perc") == 0
+    assert sample_value(fams, "llmcloud:num_preemptions",
+                        "llmcloud:num_preemptions_total") == 0
     assert sample_value(fams, "llmcloud:requests", "llmcloud:requests_total",
                         endpoint="/v1/completions", status="200") >= 1
     assert sample_value(fams, "llmcloud:request_success", "llmcloud:request_success_total",
@@ -248,7 +251,7 @@ def test_disconnect_stops_generation(causal_server):
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]:
                 seen += 1
             if seen >= 3:
-                # the running request holds a share of the cache (prompt + 1000 tokens)
+                # the running request holds a share of the cache
                 assert sample_value(metrics(causal_server), "llmcloud:kv_cache_usage_perc",
                                     "llmcloud:kv_cache_usage_perc") > 0
                 break
@@ -274,3 +277,36 @@ def test_disconnect_stops_generation(causal_server):
     later = sample_value(metrics(causal_server), "llmcloud:generation_tokens",
                          "llmcloud:generation_tokens_total") - generated_before
     assert later == generated
+
+
+def test_streams_go_on_through_preemption(causal_dir):
+    """A cache too small for the batch it admitted: the newest requests are preempted and
+    resumed. Their streams only pause, and every text is the one the request gets alone."""
+    server = ServerProcess("--model", str(causal_dir), "--served-model-name", "tiny-llama",
+                           "--max-batch-tokens", "300", "--reserve-new-tokens", "4",
+                           "--max-batch-size", "8")
+    prompts = [f"{PROMPT} {word}" for word in ("jumps", "runs", "sleeps", "eats", "sits", "hides")]
+    try:
+        server.wait_ready()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
+                               timeout=60)
+
+        def stream(prompt: str) -> tuple[str, str | None]:
+            text, finish = "", None
+            for chunk in client.completions.create(model="tiny-llama", prompt=prompt,
+                                                   max_tokens=60, temperature=0, stream=True):
+                text += chunk.choices[0].text
+                finish = chunk.choices[0].finish_reason or finish
+            return text, finish
+
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            together = list(pool.map(stream, prompts))
+        preempted = sample_value(metrics(server), "llmcloud:num_preemptions",
+                                 "llmcloud:num_preemptions_total")
+        alone = [client.completions.create(model="tiny-llama", prompt=p, max_tokens=60,
+                                           temperature=0).choices[0].text for p in prompts]
+    finally:
+        server.stop()
+    assert preempted > 0
+    assert [finish for _, finish in together] == ["length"] * len(prompts)
+    assert [text for text, _ in together] == alone

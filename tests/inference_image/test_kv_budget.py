@@ -172,15 +172,14 @@ def cache_bytes(batch) -> int:
     return total
 
 
-@pytest.mark.parametrize("which", ["causal", "seq2seq"])
-def test_mixed_lengths_never_take_more_memory_than_the_cap(request, which):
-    """A long request next to short ones pads them all to its length: the admission counts
-    that padding, so what the caches really hold stays under the cap at every step."""
-    loaded = request.getfixturevalue(which)
-    cap = 1500
-    engine = make_engine(loaded, max_batch_tokens=cap, max_batch_size=16)
+def run_mixed_load(loaded, cap: int, reserve: int | None) -> tuple[list, dict, int]:
+    """24 requests of mixed lengths (half of them sampled with a seed) through an engine
+    whose cache holds ``cap`` positions; the caches' real buffers are measured before every
+    decode step. Returns the outputs, the worst step, and the rows preempted."""
+    engine = make_engine(loaded, max_batch_tokens=cap, max_batch_size=16,
+                         reserve_new_tokens=reserve)
     slot_bytes = None
-    worst = {"bytes": 0, "rows": 0}
+    worst = {"bytes": 0, "rows": 0, "limit": 0}
     batch = engine._batch
     original = batch.decode
 
@@ -190,17 +189,20 @@ def test_mixed_lengths_never_take_more_memory_than_the_cap(request, which):
         slot_bytes = slot_bytes or batch.slot_bytes()
         worst["bytes"] = max(worst["bytes"], cache_bytes(batch))
         worst["rows"] = max(worst["rows"], len(tokens))
+        worst["limit"] = cap * slot_bytes
         return original(tokens)
 
     batch.decode = measured_decode
     vocab = min(len(loaded.tokenizer), loaded.model.config.vocab_size)
     rng = random.Random(7)
     requests = [([rng.randrange(5, vocab) for _ in range(rng.choice([3, 8, 150]))],
-                 rng.choice([4, 30, 90])) for _ in range(24)]
+                 SamplingParams(max_tokens=rng.choice([4, 30, 90]), ignore_eos=True,
+                                **({"temperature": 0} if i % 2 else
+                                   {"temperature": 0.9, "seed": i})))
+                for i in range(24)]
 
     async def main():
-        streams = [engine.generate(p, SamplingParams(max_tokens=n, temperature=0,
-                                                     ignore_eos=True)) for p, n in requests]
+        streams = [engine.generate(prompt, params) for prompt, params in requests]
 
         async def drain(stream):
             return [t async for event in stream for t in event.token_ids]
@@ -211,6 +213,30 @@ def test_mixed_lengths_never_take_more_memory_than_the_cap(request, which):
         outputs = asyncio.run(main())
     finally:
         engine.shutdown()
-    assert [len(o) for o in outputs] == [n for _, n in requests]
+    assert [len(o) for o in outputs] == [params.max_tokens for _, params in requests]
+    return outputs, worst, engine.preemptions
+
+
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_mixed_lengths_never_take_more_memory_than_the_cap(request, which):
+    """A long request next to short ones pads them all to its length: the admission counts
+    that padding, so what the caches really hold stays under the cap at every step."""
+    outputs, worst, preempted = run_mixed_load(request.getfixturevalue(which), 1500, None)
+    assert preempted == 0  # every row's whole max_tokens was reserved at admission
     assert 1 < worst["rows"] < 16  # the cap, not the batch size, held rows back
-    assert 0 < worst["bytes"] <= cap * slot_bytes
+    assert 0 < worst["bytes"] <= worst["limit"]
+
+
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_preempted_rows_resume_where_they_stopped(request, which):
+    """Reserving only a few tokens per row admits more rows; when they outgrow the cache the
+    newest are preempted and later prefilled again from prompt and output. Memory still
+    stays under the cap, and every output, greedy or seeded, is the one the same request
+    gets without preemption."""
+    loaded = request.getfixturevalue(which)
+    reserved, reserved_worst, _ = run_mixed_load(loaded, 1000, None)
+    outputs, worst, preempted = run_mixed_load(loaded, 1000, 8)
+    assert preempted > 0
+    assert worst["rows"] > reserved_worst["rows"]  # more requests decoded together
+    assert 0 < worst["bytes"] <= worst["limit"]
+    assert outputs == reserved

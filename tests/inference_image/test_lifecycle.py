@@ -140,3 +140,19 @@ def test_max_batch_tokens_is_auto_unless_given(monkeypatch, capsys):
     assert "expected 'auto' or a number, got 'lots'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--max-batch-tokens must be at least 1"):
         run(["--model", "m", "--max-batch-tokens", "0"])
+
+
+def test_reserve_new_tokens_is_a_number_or_all(monkeypatch, capsys):
+    from llmcloud.inference_image.server import build_parser, run
+
+    monkeypatch.delenv("LLMCLOUD_RESERVE_NEW_TOKENS", raising=False)
+    assert build_parser().parse_args(["--model", "m"]).reserve_new_tokens == 256
+    assert build_parser().parse_args(
+        ["--model", "m", "--reserve-new-tokens", "all"]).reserve_new_tokens is None
+    monkeypatch.setenv("LLMCLOUD_RESERVE_NEW_TOKENS", "32")
+    assert build_parser().parse_args(["--model", "m"]).reserve_new_tokens == 32
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--reserve-new-tokens", "some"])
+    assert "expected 'all' or a number, got 'some'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--reserve-new-tokens must be at least 1"):
+        run(["--model", "m", "--reserve-new-tokens", "0"])
