@@ -229,3 +229,30 @@ def test_prompt_over_the_prefill_budget_joins_a_running_batch(causal):
         engine.shutdown()
     assert finish == "length" and tokens == reference(causal, long_prompt, 5)
     assert still_running  # it finished while the 900-token request was still decoding
+
+
+def test_a_preempted_request_waits_and_can_be_cancelled(causal):
+    """Two rows outgrow a small cache: the newer one is preempted and waits at the front of
+    the queue while the older one decodes on; its client can still cancel it there."""
+    engine = make_engine(causal, max_batch_tokens=200, reserve_new_tokens=1)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    params = SamplingParams(max_tokens=150, temperature=0, ignore_eos=True)
+
+    async def main():
+        older, newer = engine.generate(prompt, params), engine.generate(prompt, params)
+        deadline = time.monotonic() + 30
+        while engine.preemptions == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        counts = engine.num_running, engine.num_waiting
+        newer.cancel()
+        cancelled = await asyncio.wait_for(collect(newer), 10)
+        return counts, await asyncio.wait_for(collect(older), 60), cancelled
+
+    try:
+        counts, (tokens, finish, _), (cut_tokens, cut_finish, _) = asyncio.run(main())
+        assert engine.num_waiting == 0
+    finally:
+        engine.shutdown()
+    assert engine.preemptions == 1 and counts == (1, 1)
+    assert finish == "length" and tokens == reference(causal, prompt, 150)
+    assert cut_finish == "abort" and 0 < len(cut_tokens) < 150
