@@ -256,3 +256,50 @@ def test_a_preempted_request_waits_and_can_be_cancelled(causal):
     assert engine.preemptions == 1 and counts == (1, 1)
     assert finish == "length" and tokens == reference(causal, prompt, 150)
     assert cut_finish == "abort" and 0 < len(cut_tokens) < 150
+
+
+def test_preemption_with_cancels_keeps_every_stream_whole(causal):
+    """Under a cache that keeps preempting, with a third of the clients cancelling at random
+    moments: every stream ends, the ones left alone get exactly their solo greedy tokens,
+    the cancelled ones a prefix of them, and the engine is left empty."""
+    import random
+
+    rng = random.Random(11)
+    vocab = min(len(causal.tokenizer), causal.model.config.vocab_size)
+    prompts = [[rng.randrange(5, vocab) for _ in range(rng.randint(2, 40))] for _ in range(18)]
+    lengths = [rng.randint(5, 70) for _ in prompts]
+    cancel_after = [rng.randint(1, n) if i % 3 == 0 else None
+                    for i, n in enumerate(lengths)]
+    expected = [reference(causal, p, n) for p, n in zip(prompts, lengths, strict=True)]
+    engine = make_engine(causal, max_batch_tokens=500, reserve_new_tokens=2, max_batch_size=8)
+
+    async def run(prompt, n, cut):
+        stream = engine.generate(prompt, SamplingParams(max_tokens=n, temperature=0,
+                                                        ignore_eos=True))
+        tokens, finish = [], None
+        async for event in stream:
+            tokens += event.token_ids
+            finish = event.finish_reason
+            if cut is not None and len(tokens) >= cut and finish is None:
+                stream.cancel()
+        return tokens, finish
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(
+            run(p, n, c) for p, n, c in zip(prompts, lengths, cancel_after, strict=True))), 120)
+
+    try:
+        results = asyncio.run(main())
+        deadline = time.monotonic() + 5
+        while (engine.num_running or engine.num_waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.num_running == engine.num_waiting == 0
+        assert engine._batch.cache is None
+    finally:
+        engine.shutdown()
+    assert engine.preemptions > 0
+    for (tokens, finish), want, cut in zip(results, expected, cancel_after, strict=True):
+        if cut is None or finish == "length":
+            assert (tokens, finish) == (want, "length")
+        else:
+            assert finish == "abort" and tokens == want[:len(tokens)]
