@@ -80,6 +80,28 @@ class CausalBatch:
         self.positions = self.positions + 1
         return out.logits[:, -1, :]
 
+    def extend(self, tokens: list[int]) -> torch.Tensor:
+        """Feed more tokens to a batch of one row (a long prompt prefilled chunk by chunk),
+        return the logits of the token after them [1, V]."""
+        if self.size != 1:
+            raise ValueError("extend() takes a batch of one row")
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((1, len(tokens)))], dim=1)
+        steps = torch.arange(len(tokens), device=self.device)
+        out = self.model(
+            input_ids=ids, attention_mask=self.mask,
+            position_ids=(self.positions[:, None] + steps[None, :]),
+            **{self._cache_kw: self.cache}, use_cache=True, **self._logits_kw,
+        )
+        self.positions = self.positions + len(tokens)
+        return out.logits[:, -1, :]
+
+    def absorb(self, other: CausalBatch) -> None:
+        """Append ``other``'s rows (caches, masks, positions) to this batch; ``other`` is
+        left empty."""
+        self._merge(other.cache, other.mask, other.positions)
+        other.keep([])
+
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in that order) and drop padding columns no row needs."""
         if not rows:

@@ -1,10 +1,11 @@
 """The continuous-batching engine: one thread runs the model, asyncio gets the tokens.
 
 Each step: drop cancelled rows, admit waiting requests (prefilled together, merged into
-the running batch), make room in the KV cache if the rows have outgrown it (the newest
-rows go back to the queue), then one batched decode step over every running row. A
-request joins at the next step and leaves as soon as it finishes, so a slot frees within
-a step of a cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
+the running batch; a prompt longer than the per-step budget is prefilled by chunks, one
+per step), make room in the KV cache if the rows have outgrown it (the newest rows go
+back to the queue), then one batched decode step over every running row. A request joins
+at the next step and leaves as soon as it finishes, so a slot frees within a step of a
+cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from . import kv_budget
 from .batch_causal import CausalBatch
 from .batch_seq2seq import RELATIVE_POSITION_MODELS, RowwiseBatch, Seq2SeqBatch
+from .chunked_prefill import ChunkedPrefill
 from .engine import (
     Engine,
     EngineUnavailable,
@@ -42,8 +44,9 @@ class EngineLimits:
     positions the batch may hold (padded rows, spare room included; None sizes it from
     the memory left after loading), the new tokens per row a request's admission reserves
     room for (None: all of its ``max_tokens``, so nothing is ever preempted), and the
-    prompt tokens prefilled per step (a burst of arrivals is prefilled in chunks, so the
-    first of them see tokens early and running rows keep decoding in between)."""
+    prompt tokens prefilled per step (a burst of arrivals is prefilled in groups, and a
+    longer prompt of a causal model in chunks, so the first of them see tokens early and
+    running rows keep decoding in between)."""
 
     max_batch_size: int = 32
     max_queue: int = 256
@@ -112,6 +115,9 @@ class TorchEngine(Engine):
         self._eos = _eos_ids(model, tokenizer)
         self._waiting: deque[_Row] = deque()
         self._rows: list[_Row] = []
+        # A long prompt being prefilled by chunks (causal models; encoders need the whole
+        # prompt at once): admitted, not yet in the batch.
+        self._chunking: ChunkedPrefill | None = None
         self._wake = threading.Condition()
         self._accepting = True
         self._stopped = False
@@ -133,7 +139,7 @@ class TorchEngine(Engine):
 
     @property
     def num_running(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + (self._chunking is not None)
 
     @property
     def num_waiting(self) -> int:
@@ -143,8 +149,13 @@ class TorchEngine(Engine):
     def cache_usage(self) -> float:
         """Share of the cache's positions the running rows hold now (0 to 1; over 1 only
         while one request larger than the whole cache runs alone)."""
-        return self._batch.slots([row.shape(0) for row in list(self._rows)]) / max(
+        return self._batch.slots([row.shape(0) for row in self._admitted()]) / max(
             1, self.limits.max_batch_tokens)
+
+    def _admitted(self) -> list[_Row]:
+        """The running rows and the one being prefilled by chunks, newest last."""
+        chunking = self._chunking
+        return list(self._rows) + ([chunking.row] if chunking is not None else [])
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         stream = GenerationStream(prompt_ids, params, asyncio.get_running_loop())
@@ -184,10 +195,10 @@ class TorchEngine(Engine):
                 self._sized.set()
             while True:
                 with self._wake:
-                    while not (self._rows or self._waiting or self._stopped
-                               or self._abort_reason):
+                    while not (self._rows or self._waiting or self._chunking
+                               or self._stopped or self._abort_reason):
                         self._wake.wait()
-                    if not self._rows:
+                    if not (self._rows or self._chunking):
                         self._coalesce_arrivals()
                     reason, self._abort_reason = self._abort_reason, None
                     stopped = self._stopped
@@ -241,8 +252,14 @@ class TorchEngine(Engine):
                 if row.stream.cancelled:
                     row.finish = "abort"
             self._retire()
-        admitted = self._admit()
-        if admitted:
+        if self._chunking is not None and self._chunking.row.stream.cancelled:
+            chunking, self._chunking = self._chunking, None
+            chunking.drop()
+            self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
+        admitted = self._admit() if self._chunking is None else []
+        if self._chunking is not None:
+            self._prefill_chunk()
+        elif admitted:
             log.debug("admitting %d requests (%d prompt tokens) next to %d running",
                       len(admitted), sum(row.context for row in admitted), len(self._rows))
             logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
@@ -278,17 +295,41 @@ class TorchEngine(Engine):
                 # cache later are preempted, but not before that many steps of progress.
                 fits = (self._batch.slots([*shapes, row.shape(ahead)])
                         <= self.limits.max_batch_tokens)
-                # A prompt longer than the per-step budget is prefilled alone, never starved.
+                # A prompt longer than the per-step budget is never starved: prefilled by
+                # chunks (causal models) or alone in its step (encoder-decoders).
                 fits_prefill = (not admitted or prefill + row.context
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
                     break
+                long = (isinstance(self._batch, CausalBatch)
+                        and row.context > self.limits.max_prefill_tokens)
+                if long and admitted:
+                    break  # its chunks start next step
                 self._waiting.popleft()
+                if long:
+                    self._chunking = ChunkedPrefill(
+                        self.model, self.device, self._pad_id, row,
+                        row.stream.prompt_ids + row.tokens, self.limits.max_prefill_tokens)
+                    break
                 admitted.append(row)
                 shapes.append(row.shape(ahead))
                 prefill += row.context
         return admitted
+
+    def _prefill_chunk(self) -> None:
+        chunking = self._chunking
+        logits = chunking.step()
+        if logits is None:
+            return
+        self._chunking = None
+        row = chunking.row
+        if row.generator is None:
+            row.generator = new_generator(row.stream.params.seed, self.device)
+        self._batch.absorb(chunking.batch)
+        self._rows.append(row)
+        self._advance([row], logits)
+        self._retire()
 
     def _preempt_to_fit(self) -> None:
         # Before a decode step: if the rows' next tokens no longer fit in the cache, the
@@ -297,14 +338,18 @@ class TorchEngine(Engine):
         # and output when room frees (vLLM's preemption by recompute). Their streams see
         # only a pause.
         cap = self.limits.max_batch_tokens
-        keep = len(self._rows)
-        while keep > 1 and self._batch.slots([r.shape(1) for r in self._rows[:keep]]) > cap:
+        rows = self._admitted()
+        keep = len(rows)
+        while keep > 1 and self._batch.slots([r.shape(1) for r in rows[:keep]]) > cap:
             keep -= 1
-        if keep == len(self._rows):
+        if keep == len(rows):
             return
-        preempted = self._rows[keep:]
-        self._rows = self._rows[:keep]
-        self._batch.keep(list(range(keep)))
+        preempted = rows[keep:]
+        if self._chunking is not None:  # the newest: admitted after every running row
+            self._chunking.drop()
+            self._chunking = None
+        self._rows = rows[:keep][:len(self._rows)]
+        self._batch.keep(list(range(len(self._rows))))
         with self._wake:
             self._waiting.extendleft(reversed(preempted))
         before, self.preemptions = self.preemptions, self.preemptions + len(preempted)
@@ -350,8 +395,11 @@ class TorchEngine(Engine):
 
     def _abort_everything(self, reason: str) -> None:
         with self._wake:
-            streams = [row.stream for row in [*self._rows, *self._waiting]]
+            streams = [row.stream for row in [*self._admitted(), *self._waiting]]
             self._waiting.clear()
+        if self._chunking is not None:
+            self._chunking.drop()
+            self._chunking = None
         self._rows = []
         self._batch.keep([])
         self._deliver([(s, StreamEvent([], "abort", reason)) for s in streams])

@@ -1,0 +1,116 @@
+"""Long-prompt benchmark: how long running streams stall when a long prompt arrives, with
+the prompt prefilled by chunks of `--max-prefill-tokens` (128, and 512, the default)
+against prefilled whole (a budget as large as the prompt, as the engine did before).
+
+    python bench/long_prompt_bench.py [--rounds 3]
+
+Each server serves the runtime benchmark's ~30M Llama on 2 threads. In each round, 8
+streams of 16 prompt tokens decode 192 tokens; once they are under way, one request of
+960 prompt tokens and 16 new tokens arrives. Prints the longest gap between two tokens of
+the running streams after it arrived, and the long request's time to first token, as
+medians over rounds (servers in rotated order in each round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime_bench import Server, build_model, free_port, prompts
+
+BUDGETS = {"chunks of 128": 128, "chunks of 512": 512, "whole (budget 1024)": 1024}
+RUNNING, RUNNING_PROMPT, RUNNING_TOKENS = 8, 16, 192
+LONG_PROMPT, LONG_TOKENS = 960, 16
+
+
+async def stream(client, url: str, prompt: str, max_tokens: int, stamps: list[float]) -> None:
+    body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True}
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:500]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"])
+            words = len(chunk["choices"][0]["text"].split())
+            stamps.extend([time.perf_counter()] * words)
+
+
+async def one_round(base: str) -> dict:
+    import httpx
+
+    url = f"{base}/v1/completions"
+    texts = prompts(RUNNING, RUNNING_PROMPT)
+    long_text = prompts(1, LONG_PROMPT)[0]
+    async with httpx.AsyncClient(timeout=600) as client:
+        stamps: list[list[float]] = [[] for _ in texts]
+        running = [asyncio.ensure_future(stream(client, url, t, RUNNING_TOKENS, s))
+                   for t, s in zip(texts, stamps, strict=True)]
+        while min(len(s) for s in stamps) < 16:  # every stream under way
+            await asyncio.sleep(0.005)
+        arrived = time.perf_counter()
+        long_stamps: list[float] = []
+        await stream(client, url, long_text, LONG_TOKENS, long_stamps)
+        await asyncio.gather(*running)
+    gaps = [b - a for s in stamps for a, b in zip(s, s[1:], strict=False) if b > arrived]
+    return {"stall": max(gaps), "long_ttft": long_stamps[0] - arrived}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
+    folder = work / "bench-llama"
+    build_model(folder)
+    servers = {}
+    for name, budget in BUDGETS.items():
+        port = free_port()
+        servers[name] = Server(
+            name,
+            [sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
+             "--served-model-name", "bench", "--port", str(port), "--device", "cpu",
+             "--max-batch-size", "16", "--max-prefill-tokens", str(budget),
+             "--log-level", "error"],
+            "/health/ready", port, "bench", work / f"budget-{budget}.log")
+    results: dict[str, list[dict]] = {name: [] for name in servers}
+    try:
+        names = list(servers)
+        for number in range(args.rounds):
+            turn = number % len(names)
+            for name in names[turn:] + names[:turn]:
+                base = f"http://127.0.0.1:{servers[name].port}"
+                results[name].append(asyncio.run(one_round(base)))
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(f"\n{RUNNING} streams decoding, one prompt of {LONG_PROMPT} tokens arrives; "
+          f"median of {args.rounds} rounds\n")
+    print("| long prompt prefilled  | longest stall of running streams | its TTFT |")
+    print("|------------------------|---------------------------------:|---------:|")
+    for name, runs in results.items():
+        stall = statistics.median(r["stall"] for r in runs) * 1000
+        ttft = statistics.median(r["long_ttft"] for r in runs) * 1000
+        print(f"| {name:<22} | {stall:29.0f} ms | {ttft:5.0f} ms |")
+    whole = results["whole (budget 1024)"]
+    for name in list(BUDGETS)[:-1]:
+        stalls = [a["stall"] / b["stall"] for a, b in zip(results[name], whole, strict=True)]
+        ttfts = [a["long_ttft"] / b["long_ttft"] for a, b in
+                 zip(results[name], whole, strict=True)]
+        print(f"{name} against whole, per round: stall "
+              f"{' '.join(f'{r:.2f}' for r in stalls)}, TTFT "
+              f"{' '.join(f'{r:.2f}' for r in ttfts)}")
+
+
+if __name__ == "__main__":
+    main()
