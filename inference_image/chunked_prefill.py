@@ -24,10 +24,6 @@ class ChunkedPrefill:
         self._chunk = chunk
         self._done = 0
 
-    @property
-    def chunks_left(self) -> int:
-        return -(-(len(self._ids) - self._done) // self._chunk)
-
     def step(self) -> torch.Tensor | None:
         """Run the next chunk. After the last one: the logits of the row's next token [1, V]
         (``self.batch`` then holds the row, ready to join); before it: None."""

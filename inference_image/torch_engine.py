@@ -345,10 +345,10 @@ class TorchEngine(Engine):
         if keep == len(rows):
             return
         preempted = rows[keep:]
-        if self._chunking is not None:  # the newest: admitted after every running row
+        if self._chunking is not None:  # the newest row, admitted after all running ones
             self._chunking.drop()
             self._chunking = None
-        self._rows = rows[:keep][:len(self._rows)]
+        self._rows = self._rows[:keep]
         self._batch.keep(list(range(len(self._rows))))
         with self._wake:
             self._waiting.extendleft(reversed(preempted))
