@@ -60,14 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CPU (default: %(default)s)")
     p.add_argument("--reserve-new-tokens", type=_all_or_int, metavar="N|all",
                    default=env.get("LLMCLOUD_RESERVE_NEW_TOKENS", "256"),
-                   help="new tokens per request a request's admission keeps cache room for; "
-                        "requests that outgrow the cache later are preempted and resumed. "
-                        "'all' reserves each request's whole max_tokens: never preempted, "
-                        "fewer requests together (default: %(default)s)")
-    p.add_argument("--max-prefill-tokens", type=int, default=512,
-                   help="prompt tokens prefilled per engine step; smaller chunks give earlier "
-                        "first tokens under bursts, larger ones more throughput on big GPUs "
+                   help="a request is admitted only if the cache keeps room for every "
+                        "running request's next N tokens; requests that outgrow it later "
+                        "are preempted and resumed. 'all': room for each one's whole "
+                        "max_tokens, never preempted, fewer requests at once "
                         "(default: %(default)s)")
+    p.add_argument("--max-prefill-tokens", type=int, default=512,
+                   help="prompt tokens prefilled per engine step (longer prompts by chunks, "
+                        "running requests decoding in between); smaller steps give earlier "
+                        "first tokens under bursts and shorter stalls, larger ones more "
+                        "throughput on big GPUs (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
