@@ -8,21 +8,20 @@ Each server serves the runtime benchmark's ~30M Llama on 2 threads. In each roun
 streams of 16 prompt tokens decode 192 tokens; once they are under way, one request of
 960 prompt tokens and 16 new tokens arrives. Prints the longest gap between two tokens of
 the running streams after it arrived, and the long request's time to first token, as
-medians over rounds (servers in rotated order in each round).
+medians over rounds (servers in rotated order in each round, after a warm-up round).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from runtime_bench import Server, build_model, free_port, prompts
+from runtime_bench import Server, build_model, free_port, prompts, streamed_texts
 
 BUDGETS = {"chunks of 128": 128, "chunks of 512": 512, "whole (budget 1024)": 1024}
 RUNNING, RUNNING_PROMPT, RUNNING_TOKENS = 8, 16, 192
@@ -32,18 +31,8 @@ LONG_PROMPT, LONG_TOKENS = 960, 16
 async def stream(client, url: str, prompt: str, max_tokens: int, stamps: list[float]) -> None:
     body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
             "stream": True}
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:500]}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-            words = len(chunk["choices"][0]["text"].split())
-            stamps.extend([time.perf_counter()] * words)
+    async for text in streamed_texts(client, url, body):
+        stamps.extend([time.perf_counter()] * len(text.split()))
 
 
 async def one_round(base: str) -> dict:
@@ -85,6 +74,8 @@ def main() -> None:
             "/health/ready", port, "bench", work / f"budget-{budget}.log")
     results: dict[str, list[dict]] = {name: [] for name in servers}
     try:
+        for server in servers.values():  # warm-up: the first long prompt builds kernels
+            asyncio.run(one_round(f"http://127.0.0.1:{server.port}"))
         names = list(servers)
         for number in range(args.rounds):
             turn = number % len(names)

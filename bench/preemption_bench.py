@@ -12,22 +12,22 @@ prompt tokens and max_tokens 512 in two shapes:
   the server does when a stop sequence matches), the common case of a generous max_tokens;
 - long answers: 12 requests that use all 512 tokens, the case preemption costs most.
 
-Rounds alternate the two servers (in rotated order). Prints tokens/s, the most requests
-decoding at once, and preemptions per run, and the per-round ratios.
+Rounds alternate the two servers (in rotated order), after a warm-up. Prints tokens/s,
+the most requests decoding at once, and preemptions per run, and the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import aclosing
 from pathlib import Path
 
-from runtime_bench import Server, build_model, free_port, prompts
+from runtime_bench import Server, build_model, free_port, prompts, streamed_texts
 
 PROMPT_TOKENS, MAX_TOKENS, SHORT_ANSWER = 64, 512, 64
 SHAPES = {"short answers": (24, SHORT_ANSWER), "long answers": (12, MAX_TOKENS)}
@@ -38,19 +38,11 @@ async def stream(client, url: str, prompt: str, keep: int) -> int:
     body = {"model": "bench", "prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0,
             "stream": True}
     received = 0
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:500]}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-            received += len(chunk["choices"][0]["text"].split())
+    async with aclosing(streamed_texts(client, url, body)) as texts:
+        async for text in texts:
+            received += len(text.split())
             if received >= keep:
-                break
+                break  # closing the generator closes the connection: the server cancels
     return min(received, keep)
 
 
@@ -108,6 +100,9 @@ def main() -> None:
             "/health/ready", port, "bench", work / f"reserve-{reserve}.log")
     results: dict[tuple[str, str], list[dict]] = {}
     try:
+        for server in servers.values():  # warm-up: kernels for these shapes get built
+            asyncio.run(load(f"http://127.0.0.1:{server.port}", prompts(8, PROMPT_TOKENS),
+                             SHORT_ANSWER))
         for number in range(args.rounds):
             order = list(servers) if number % 2 == 0 else list(reversed(servers))
             for shape, (count, keep) in SHAPES.items():

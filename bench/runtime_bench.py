@@ -85,9 +85,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def one_stream(client, url: str, body: dict) -> dict:
-    started = time.perf_counter()
-    stamps: list[float] = []
+async def streamed_texts(client, url: str, body: dict):
+    """The text of each chunk of a streamed completion, as it comes (raises on an HTTP
+    error or an error event). Close it (``contextlib.aclosing``) to leave early."""
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             await response.aread()
@@ -101,8 +101,15 @@ async def one_stream(client, url: str, body: dict) -> dict:
             for choice in chunk.get("choices", []):
                 text = choice.get("text") or (choice.get("delta") or {}).get("content")
                 if text:
-                    # A chunk can carry more than one token when the client lags.
-                    stamps.extend([time.perf_counter()] * max(1, len(text.split())))
+                    yield text
+
+
+async def one_stream(client, url: str, body: dict) -> dict:
+    started = time.perf_counter()
+    stamps: list[float] = []
+    async for text in streamed_texts(client, url, body):
+        # A chunk can carry more than one token when the client lags.
+        stamps.extend([time.perf_counter()] * max(1, len(text.split())))
     return {"started": started, "stamps": stamps}
 
 

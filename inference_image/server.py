@@ -52,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for a slot; more get 429 "
                         "(default: %(default)s)")
-    p.add_argument("--max-batch-tokens", type=_auto_or_int,
+    p.add_argument("--max-batch-tokens", type=_int_or("auto"),
                    default=env.get("LLMCLOUD_MAX_BATCH_TOKENS", "auto"),
                    help="KV-cache positions the running batch may hold (its rows padded "
                         "to the longest); auto sizes it from the memory left after loading: "
                         "80%% of the GPU's free memory, 50%% of the host's available memory "
                         "on CPU (default: %(default)s)")
-    p.add_argument("--reserve-new-tokens", type=_all_or_int, metavar="N|all",
+    p.add_argument("--reserve-new-tokens", type=_int_or("all"), metavar="N|all",
                    default=env.get("LLMCLOUD_RESERVE_NEW_TOKENS", "256"),
                    help="a request is admitted only if the cache keeps room for every "
                         "running request's next N tokens; requests that outgrow it later "
@@ -113,22 +113,19 @@ def set_cpu_waits(environ: dict[str, str]) -> None:
     environ["GOMP_SPINCOUNT"] = SPIN_BEFORE_SLEEP  # GNU libgomp (torch's wheels): this wins
 
 
-def _auto_or_int(value: str) -> int | None:
-    if value == "auto":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+def _int_or(word: str):
+    """An argparse type: a number, or ``word`` (given as None)."""
 
+    def parse(value: str) -> int | None:
+        if value == word:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {word!r} or a number, got {value!r}") from None
 
-def _all_or_int(value: str) -> int | None:
-    if value == "all":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a number, got {value!r}") from None
+    return parse
 
 
 def run(argv: list[str] | None = None) -> None:
