@@ -303,3 +303,27 @@ def test_preemption_with_cancels_keeps_every_stream_whole(causal):
             assert (tokens, finish) == (want, "length")
         else:
             assert finish == "abort" and tokens == want[:len(tokens)]
+
+
+@pytest.mark.parametrize(("which", "batch_type"), [
+    ("causal", CausalBatch), ("seq2seq", Seq2SeqBatch), ("seq2seq", RowwiseBatch)])
+def test_a_row_prefilled_with_its_output_goes_on_as_if_never_stopped(request, which,
+                                                                      batch_type):
+    """What a preempted row resumes from: prompt and output prefilled together (decoder
+    side for encoder-decoders) give the next tokens that decoding on would have given."""
+    loaded = request.getfixturevalue(which)
+    prompts = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+    expected = [reference(loaded, p, 12) for p in prompts]
+    cut = [5, 9, 1]  # tokens each row had generated when it was preempted
+    batch = batch_type(loaded.model, CPU, loaded.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        outputs = [want[:n] for want, n in zip(expected, cut, strict=True)]
+        logits = batch.prefill(prompts, outputs)
+        while True:
+            for output, token in zip(outputs, logits.argmax(-1).tolist(), strict=True):
+                if len(output) < 12:
+                    output.append(token)
+            if all(len(output) == 12 for output in outputs):
+                break
+            logits = batch.decode([output[-1] for output in outputs])
+    assert outputs == expected
