@@ -4,7 +4,7 @@ The running batch reshapes transformers' caches (left padding, rows joining and 
 buffers that grow in place); each family builds its attention masks and positions its own
 way, so each is checked against its own generate(), with cache buffers that fill up and
 grow at nearly every step. Each runs with plain weights and with weights packed for oneDNN
-(against generate() with the plain ones).
+(against generate() with the plain ones), and with a long prompt prefilled by chunks.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from batch_script import decode_with_joins
 
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
+from llmcloud.inference_image.chunked_prefill import ChunkedPrefill
 from llmcloud.inference_image.packed_linear import pack_linear_layers
 
 SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -38,20 +39,53 @@ LENGTHS = [12, 5, 12, 9]
 JOINS = {0: [0, 1], 3: [2], 5: [3]}  # step -> prompts that join the batch then
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family, packed):
-    monkeypatch.setattr(kv_cache, "MIN_ROOM", 1)
+def build(family: str) -> torch.nn.Module:
     config_class, model_class, params = FAMILIES[family]
     torch.manual_seed(0)
     model = model_class(config_class(**params)).eval()
     with torch.no_grad():  # EOS and pad never win the argmax: every row runs its length
         model.get_output_embeddings().weight[:2].zero_()
+    return model
+
+
+def generated(model, prompt: list[int], n: int) -> list[int]:
     with torch.inference_mode():
-        expected = [model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n,
-                                   do_sample=False, pad_token_id=0)[0, len(p):].tolist()
-                    for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+        return model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n,
+                              do_sample=False, pad_token_id=0)[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_decodes_in_a_changing_batch_as_alone(monkeypatch, family, packed):
+    monkeypatch.setattr(kv_cache, "MIN_ROOM", 1)
+    model = build(family)
+    expected = [generated(model, p, n) for p, n in zip(PROMPTS, LENGTHS, strict=True)]
     if packed:  # weights packed for oneDNN, as the server runs on CPU
         assert pack_linear_layers(model, batch_size=4) > 0
     batch = CausalBatch(model, torch.device("cpu"), pad_id=0)
     assert decode_with_joins(batch, PROMPTS, LENGTHS, JOINS) == expected
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_prefilled_by_chunks_decodes_as_alone(monkeypatch, family):
+    """A long prompt prefilled 4 tokens at a time while another row decodes between the
+    chunks, then joining that row's batch: both decode as they would alone."""
+    monkeypatch.setattr(kv_cache, "MIN_ROOM", 1)
+    model = build(family)
+    short, long = [5, 6, 7], list(range(30, 53))  # 23 tokens: 6 chunks
+    expected_short, expected_long = generated(model, short, 14), generated(model, long, 8)
+    cpu = torch.device("cpu")
+    batch = CausalBatch(model, cpu, pad_id=0)
+    with torch.inference_mode():
+        short_out = batch.prefill([short]).argmax(-1).tolist()
+        chunking = ChunkedPrefill(model, cpu, 0, row=None, ids=long, chunk=4)
+        while (logits := chunking.step()) is None:
+            short_out += batch.decode(short_out[-1:]).argmax(-1).tolist()
+        batch.absorb(chunking.batch)
+        long_out = logits.argmax(-1).tolist()
+        while len(long_out) < 8:
+            tokens = batch.decode([short_out[-1], long_out[-1]]).argmax(-1).tolist()
+            short_out.append(tokens[0])
+            long_out.append(tokens[1])
+    assert long_out == expected_long
+    assert len(short_out) == 13 and short_out == expected_short[:13]
