@@ -153,6 +153,26 @@ def test_concurrent_requests_each_match_greedy(case):
         assert text == greedy_text(ref, ref.tokenizer(prompts[i])["input_ids"], 8 + i)
 
 
+def test_a_long_prompt_prefilled_by_chunks_next_to_a_stream(causal_client, causal_ref):
+    """A prompt over the server's 512-token prefill step goes in by chunks while another
+    request streams: both come out as transformers generates them alone."""
+    vocab = min(len(causal_ref.tokenizer), causal_ref.model.config.vocab_size)
+    long_ids = [5 + (i * 37) % (vocab - 5) for i in range(700)]
+    short_ids = causal_ref.tokenizer(PROMPT)["input_ids"]
+
+    def stream_short() -> str:
+        return "".join(c.choices[0].text for c in causal_client.completions.create(
+            model="tiny-llama", prompt=short_ids, max_tokens=40, temperature=0, stream=True))
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream_short)
+        long = causal_client.completions.create(model="tiny-llama", prompt=long_ids,
+                                                max_tokens=8, temperature=0)
+        assert running.result(60) == greedy_text(causal_ref, short_ids, 40)
+    assert long.usage.prompt_tokens == 700
+    assert long.choices[0].text == greedy_text(causal_ref, long_ids, 8)
+
+
 def test_chat_on_causal(causal_client, causal_ref):
     messages = [{"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Hello, how are you?"}]
