@@ -123,7 +123,7 @@ class TorchEngine(Engine):
         self._stopped = False
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
-        self.preemptions = 0
+        self.preemptions = 0  # running requests preempted so far (exported as a metric)
         self._sized = threading.Event()
         self._sizing_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="llmcloud-engine", daemon=True)
