@@ -126,33 +126,25 @@ def test_keep_alive_timeout_reaches_uvicorn(monkeypatch):
     assert uvicorn_config(from_env, app=None).timeout_keep_alive == 700
 
 
-def test_max_batch_tokens_is_auto_unless_given(monkeypatch, capsys):
+@pytest.mark.parametrize(("flag", "variable", "word", "default"), [
+    ("--max-batch-tokens", "LLMCLOUD_MAX_BATCH_TOKENS", "auto", None),
+    ("--reserve-new-tokens", "LLMCLOUD_RESERVE_NEW_TOKENS", "all", 256),
+])
+def test_a_number_or_a_word_flag(monkeypatch, capsys, flag, variable, word, default):
     from llmcloud.inference_image.server import build_parser, run
 
-    monkeypatch.delenv("LLMCLOUD_MAX_BATCH_TOKENS", raising=False)
-    assert build_parser().parse_args(["--model", "m"]).max_batch_tokens is None
-    assert build_parser().parse_args(
-        ["--model", "m", "--max-batch-tokens", "4096"]).max_batch_tokens == 4096
-    monkeypatch.setenv("LLMCLOUD_MAX_BATCH_TOKENS", "8192")
-    assert build_parser().parse_args(["--model", "m"]).max_batch_tokens == 8192
+    def parsed(*args: str):
+        return getattr(build_parser().parse_args(["--model", "m", *args]),
+                       flag[2:].replace("-", "_"))
+
+    monkeypatch.delenv(variable, raising=False)
+    assert parsed() == default
+    assert parsed(flag, "4096") == 4096
+    assert parsed(flag, word) is None
+    monkeypatch.setenv(variable, "8192")
+    assert parsed() == 8192
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--model", "m", "--max-batch-tokens", "lots"])
-    assert "expected 'auto' or a number, got 'lots'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--max-batch-tokens must be at least 1"):
-        run(["--model", "m", "--max-batch-tokens", "0"])
-
-
-def test_reserve_new_tokens_is_a_number_or_all(monkeypatch, capsys):
-    from llmcloud.inference_image.server import build_parser, run
-
-    monkeypatch.delenv("LLMCLOUD_RESERVE_NEW_TOKENS", raising=False)
-    assert build_parser().parse_args(["--model", "m"]).reserve_new_tokens == 256
-    assert build_parser().parse_args(
-        ["--model", "m", "--reserve-new-tokens", "all"]).reserve_new_tokens is None
-    monkeypatch.setenv("LLMCLOUD_RESERVE_NEW_TOKENS", "32")
-    assert build_parser().parse_args(["--model", "m"]).reserve_new_tokens == 32
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--model", "m", "--reserve-new-tokens", "some"])
-    assert "expected 'all' or a number, got 'some'" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--reserve-new-tokens must be at least 1"):
-        run(["--model", "m", "--reserve-new-tokens", "0"])
+        parsed(flag, "lots")
+    assert f"expected '{word}' or a number, got 'lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=f"{flag} must be at least 1"):
+        run(["--model", "m", flag, "0"])
