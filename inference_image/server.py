@@ -65,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "are preempted and resumed. 'all': room for each one's whole "
                         "max_tokens, never preempted, fewer requests at once "
                         "(default: %(default)s)")
-    p.add_argument("--max-prefill-tokens", type=int, default=512,
+    p.add_argument("--max-prefill-tokens", type=_int_or("auto"),
+                   default=env.get("LLMCLOUD_MAX_PREFILL_TOKENS", "auto"),
                    help="prompt tokens prefilled per engine step (longer prompts by chunks, "
                         "running requests decoding in between); smaller steps give earlier "
                         "first tokens under bursts and shorter stalls, larger ones more "
-                        "throughput on big GPUs (default: %(default)s)")
+                        "throughput on big GPUs; auto: 512 on CPU, 2048 on a GPU "
+                        "(default: %(default)s)")
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
@@ -87,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="larger request bodies get 413 (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+#: prompt tokens per prefill step by device: 512 measured best on CPU (bench/runtime_bench.py,
+#: bench/long_prompt_bench.py); 2048 is vLLM's budget for latency on GPUs, where a
+#: 512-token step would leave the chip mostly idle
+PREFILL_TOKENS = {"cpu": 512, "cuda": 2048}
+
+
+def prefill_tokens(given: int | None, device_type: str) -> int:
+    """The per-step prefill budget: ``--max-prefill-tokens``, or the device's default."""
+    return given or PREFILL_TOKENS.get(device_type, PREFILL_TOKENS["cpu"])
 
 
 #: OpenMP spin iterations before a waiting worker sleeps (libgomp's default is 300000);
@@ -199,7 +212,8 @@ def _load(args, state) -> object:
     limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
                           max_batch_tokens=args.max_batch_tokens,
                           reserve_new_tokens=args.reserve_new_tokens,
-                          max_prefill_tokens=args.max_prefill_tokens)
+                          max_prefill_tokens=prefill_tokens(args.max_prefill_tokens,
+                                                            loaded.device.type))
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,

@@ -129,6 +129,7 @@ def test_keep_alive_timeout_reaches_uvicorn(monkeypatch):
 @pytest.mark.parametrize(("flag", "variable", "word", "default"), [
     ("--max-batch-tokens", "LLMCLOUD_MAX_BATCH_TOKENS", "auto", None),
     ("--reserve-new-tokens", "LLMCLOUD_RESERVE_NEW_TOKENS", "all", 256),
+    ("--max-prefill-tokens", "LLMCLOUD_MAX_PREFILL_TOKENS", "auto", None),
 ])
 def test_a_number_or_a_word_flag(monkeypatch, capsys, flag, variable, word, default):
     from llmcloud.inference_image.server import build_parser, run
@@ -148,3 +149,12 @@ def test_a_number_or_a_word_flag(monkeypatch, capsys, flag, variable, word, defa
     assert f"expected '{word}' or a number, got 'lots'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match=f"{flag} must be at least 1"):
         run(["--model", "m", flag, "0"])
+
+
+def test_the_prefill_budget_is_per_device_unless_given():
+    from llmcloud.inference_image.server import prefill_tokens
+
+    assert prefill_tokens(None, "cpu") == 512
+    assert prefill_tokens(None, "cuda") == 2048
+    assert prefill_tokens(None, "mps") == 512
+    assert prefill_tokens(128, "cuda") == 128
