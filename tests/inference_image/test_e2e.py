@@ -314,7 +314,7 @@ def test_streams_go_on_through_preemption(causal_dir):
         def stream(prompt: str) -> tuple[str, str | None]:
             text, finish = "", None
             for chunk in client.completions.create(model="tiny-llama", prompt=prompt,
-                                                   max_tokens=60, temperature=0, stream=True):
+                                                   max_tokens=120, temperature=0, stream=True):
                 text += chunk.choices[0].text
                 finish = chunk.choices[0].finish_reason or finish
             return text, finish
@@ -323,7 +323,7 @@ def test_streams_go_on_through_preemption(causal_dir):
             together = list(pool.map(stream, prompts))
         preempted = sample_value(metrics(server), "llmcloud:num_preemptions",
                                  "llmcloud:num_preemptions_total")
-        alone = [client.completions.create(model="tiny-llama", prompt=p, max_tokens=60,
+        alone = [client.completions.create(model="tiny-llama", prompt=p, max_tokens=120,
                                            temperature=0).choices[0].text for p in prompts]
     finally:
         server.stop()
