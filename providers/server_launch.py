@@ -8,6 +8,7 @@ append these arguments after the image name.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: the runtime's gauges whose sum is the requests a server holds (running + queued)
@@ -35,8 +36,10 @@ def server_arguments(
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS,
     api_keys_file: str | None = None,
     device: str = "cuda",
+    engine_flags: Sequence[str] = (),
 ) -> list[str]:
-    """`llmcloud-server` arguments for a GPU server in the cloud."""
+    """`llmcloud-server` arguments for a GPU server in the cloud; ``engine_flags`` are the
+    spec's KV-cache and prefill settings (`ServerSpec.engine_flags()`)."""
     args = [
         "--host", "0.0.0.0", "--port", str(port), "--device", device,
         "--model", model_uri, "--model-version", model_version,
@@ -47,7 +50,7 @@ def server_arguments(
     ]
     if api_keys_file is not None:
         args += ["--api-keys-file", api_keys_file]
-    return args
+    return args + list(engine_flags)
 
 
 def in_flight_awk() -> str:
@@ -72,6 +75,7 @@ class ServerSettings:
     dtype: str = "auto"
     publish_in_flight: bool = True
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
+    engine_flags: tuple[str, ...] = ()
 
     #: what a pinned image reference looks like on this cloud
     digest_ref = DIGEST_REF
@@ -94,4 +98,4 @@ class ServerSettings:
             drain_timeout_seconds=self.drain_timeout_seconds,
             max_batch_size=self.max_batch_size, dtype=self.dtype,
             max_body_kb=self.max_body_kb, keep_alive_seconds=self.keep_alive_seconds,
-            api_keys_file=api_keys_file)
+            api_keys_file=api_keys_file, engine_flags=self.engine_flags)

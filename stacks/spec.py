@@ -261,6 +261,42 @@ class ServerSpec(_Section):
         description="on CPU, weights packed for oneDNN: faster, but one copy per replica "
                     "(false: local replicas share the model file's pages)",
     )
+    max_batch_tokens: int | None = Field(
+        default=None, ge=1,
+        description="KV-cache positions per replica (unset: sized from the memory left "
+                    "after loading the model)",
+    )
+    reserve_new_tokens: int | Literal["all"] | None = Field(
+        default=None,
+        description="cache room kept per running request when admitting another; 'all' "
+                    "reserves each request's max_tokens and never preempts (unset: 256)",
+    )
+    max_prefill_tokens: int | None = Field(
+        default=None, ge=1,
+        description="prompt tokens prefilled per step, and the chunk size of longer prompts "
+                    "(unset: 2048 on a GPU, 512 on CPU)",
+    )
+
+    @field_validator("reserve_new_tokens", mode="before")
+    @classmethod
+    def _reserve(cls, value: object) -> object:
+        # One clear error instead of one per member of the union.
+        if value is None or value == "all":
+            return value
+        number = value if isinstance(value, int) and not isinstance(value, bool) else (
+            int(value) if isinstance(value, str) and value.isdigit() else None)
+        if number is None or number < 1:
+            raise ValueError("must be a number of at least 1, or 'all'")
+        return number
+
+    def engine_flags(self) -> list[str]:
+        """The `llmcloud-server` flags of the settings given (unset ones keep its defaults)."""
+        flags = []
+        for name in ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens"):
+            value = getattr(self, name)
+            if value is not None:
+                flags += [f"--{name.replace('_', '-')}", str(value)]
+        return flags
 
 
 class DeploymentSpec(_Section):

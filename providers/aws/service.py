@@ -149,6 +149,7 @@ class AwsService(pulumi.ComponentResource):
                          port=spec.server.port,
                          drain_timeout_seconds=spec.server.drain_timeout_seconds,
                          max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                         engine_flags=tuple(spec.server.engine_flags()),
                          max_body_kb=spec.gateway.max_body_kb,
                          keep_alive_seconds=server_keep_alive_seconds(
                              spec.gateway.timeout_seconds),
@@ -203,7 +204,8 @@ class AwsService(pulumi.ComponentResource):
                 model_name=model, version=spec.model.version, dtype=spec.server.dtype,
                 max_batch_size=spec.server.max_batch_size,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
-                gpus=gpus_of(instance_type), task=spec.model.task),
+                gpus=gpus_of(instance_type), task=spec.model.task,
+                engine_flags=spec.server.engine_flags()),
             bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
             repository_arns=repositories, log_group=monitoring.log_group,
             instance_type=instance_type, min_replicas=spec.compute.min_replicas,

@@ -108,6 +108,7 @@ class AzureService(pulumi.ComponentResource):
                 identity_client_id=v[2], region=location, port=spec.server.port,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
                 max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                engine_flags=tuple(spec.server.engine_flags()),
                 max_body_kb=spec.gateway.max_body_kb,
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
         pool = GpuPool(f"{name}-gpu", GpuPoolArgs(

@@ -61,7 +61,8 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
                     # replica logs are plain files nobody rotates: warnings and errors only,
                     # not the server's line per request
                     "--log-level", "warning",
-                    *([] if server.get("pack_weights", True) else ["--no-pack-weights"])],
+                    *([] if server.get("pack_weights", True) else ["--no-pack-weights"]),
+                    *server.get("engine_flags", [])],
     )
 
 

@@ -109,6 +109,7 @@ def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
             "drain_timeout_seconds": spec.server.drain_timeout_seconds,
             "max_batch_size": spec.server.max_batch_size, "dtype": spec.server.dtype,
             "pack_weights": spec.server.pack_weights,
+            "engine_flags": spec.server.engine_flags(),
         },
         "command": server_command(ctx.environ),
         "ready_timeout": _number(ctx.environ, "LLMCLOUD_LOCAL_READY_TIMEOUT", 600),

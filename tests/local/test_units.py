@@ -134,3 +134,13 @@ def test_replicas_pack_weights_unless_the_spec_says_not_to(tmp_path, server, fla
     assert ("--no-pack-weights" in settings.extra_args) is flag
     assert settings.extra_args[:4] == ["--max-body-bytes", str(64 * 1024),
                                        "--log-level", "warning"]
+
+
+def test_replicas_get_the_specs_engine_settings(tmp_path):
+    from llmcloud.providers.local.controller import replica_settings
+
+    config = {"command": ["llmcloud-server"], "gateway": {"max_body_kb": 64},
+              "server": {"drain_timeout_seconds": 30, "max_batch_size": 8, "dtype": "auto",
+                         "engine_flags": ["--reserve-new-tokens", "all"]}}
+    assert replica_settings(config, tmp_path).extra_args[-2:] == ["--reserve-new-tokens",
+                                                                  "all"]

@@ -258,6 +258,23 @@ def test_server_arguments_are_ones_llmcloud_server_accepts():
     assert (parsed.model, parsed.model_version, parsed.port, parsed.max_body_bytes) == (
         "s3://b/models/m/v7", "v7", 8080, 1024 * 1024)
     assert parsed.keep_alive_timeout == 620  # over the 600 s Google's balancers hold them
+    # unset in the spec: the server's own defaults (auto, 256, auto)
+    assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens) == (
+        None, 256, None)
+
+
+def test_the_specs_engine_settings_reach_the_cloud_servers_flags():
+    from llmcloud.inference_image.server import build_parser
+    from llmcloud.providers.server_launch import ServerSettings
+    from llmcloud.stacks.spec import ServerSpec
+
+    server = ServerSpec(max_batch_tokens=40000, reserve_new_tokens="all",
+                        max_prefill_tokens=4096)
+    settings = ServerSettings(image="r/s@sha256:" + "0" * 64, model_uri="s3://b/m/v1/",
+                              model_version="v1", engine_flags=tuple(server.engine_flags()))
+    parsed = build_parser().parse_args(settings.arguments())
+    assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens) == (
+        40000, None, 4096)
 
 
 def test_in_flight_awk_sums_the_runtime_gauges():

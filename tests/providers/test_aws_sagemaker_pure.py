@@ -49,6 +49,22 @@ def test_the_container_loads_the_mounted_model_on_sagemakers_port():
         "text2text-generation")
 
 
+def test_the_specs_engine_settings_reach_the_container_as_variables(monkeypatch):
+    from llmcloud.inference_image.server import build_parser
+    from llmcloud.stacks.spec import ServerSpec
+
+    flags = ServerSpec(max_batch_tokens=40000, reserve_new_tokens=64,
+                       max_prefill_tokens=4096).engine_flags()
+    env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
+                                   max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                   engine_flags=flags)
+    for name, value in env.items():  # the server as SageMaker starts it: no arguments
+        monkeypatch.setenv(name, value)
+    parsed = build_parser().parse_args(["serve"])
+    assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens) == (
+        40000, 64, 4096)
+
+
 def test_model_data_is_the_uncompressed_version_prefix():
     (source,) = ec.model_data_source("s3://b/models/t5/v1/")["s3_data_sources"]
     assert source == {"s3_uri": "s3://b/models/t5/v1/", "s3_data_type": "S3Prefix",

@@ -58,6 +58,10 @@ INVALID = [
     ({"server": {"dtype": "int4"}}, "server.dtype"),
     ({"server": {"max_batch_size": 0}}, "server.max_batch_size"),
     ({"server": {"pack_weights": "sometimes"}}, "server.pack_weights"),
+    ({"server": {"max_batch_tokens": 0}}, "server.max_batch_tokens"),
+    ({"server": {"reserve_new_tokens": 0}}, "server.reserve_new_tokens"),
+    ({"server": {"reserve_new_tokens": "some"}}, "server.reserve_new_tokens"),
+    ({"server": {"max_prefill_tokens": "auto"}}, "server.max_prefill_tokens"),
     ({"tags": {"bad key!": "x"}}, "tags"),
     ({"tags": "team=ml"}, "tags"),
     ({"compute": "big"}, "compute"),
@@ -116,6 +120,19 @@ def test_packed_weights_are_the_default_and_can_be_turned_off() -> None:
     assert resolve_spec(file_values={}, environ={}).server.pack_weights is True
     spec = resolve_spec(file_values={}, environ={"LLMCLOUD_SERVER__PACK_WEIGHTS": "false"})
     assert spec.server.pack_weights is False
+
+
+def test_engine_settings_become_server_flags_only_when_given() -> None:
+    assert resolve_spec(file_values={}, environ={}).server.engine_flags() == []
+    spec = resolve_spec(file_values={"server": {"max_batch_tokens": 40000}},
+                        environ={"LLMCLOUD_SERVER__RESERVE_NEW_TOKENS": "all",
+                                 "LLMCLOUD_SERVER__MAX_PREFILL_TOKENS": "1024"})
+    assert spec.server.engine_flags() == ["--max-batch-tokens", "40000",
+                                          "--reserve-new-tokens", "all",
+                                          "--max-prefill-tokens", "1024"]
+    reserve = resolve_spec(file_values={},
+                           environ={"LLMCLOUD_SERVER__RESERVE_NEW_TOKENS": "64"})
+    assert reserve.server.reserve_new_tokens == 64
 
 
 def test_model_name_comes_from_the_source() -> None:

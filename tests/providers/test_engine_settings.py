@@ -1,0 +1,41 @@
+"""The spec's KV-cache and prefill settings (`server.max_batch_tokens`, `reserve_new_tokens`,
+`max_prefill_tokens`) reach the model server on every cloud, as declared under the mocks."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.providers.declared import declared_for, one
+
+SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_prefill_tokens": 4096}
+FLAGS = "--max-batch-tokens 40000 --reserve-new-tokens all --max-prefill-tokens 4096"
+
+
+def boot_script(provider: str, resources) -> str:
+    if provider == "aws":
+        template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
+        return base64.b64decode(template.inputs["userData"]).decode()
+    if provider == "gcp":
+        template = one(resources, "gcp:compute/instanceTemplate:InstanceTemplate")
+        return template.inputs["metadataStartupScript"]
+    profile = one(resources, "azure-native:compute:VirtualMachineScaleSet"
+                  ).inputs["virtualMachineProfile"]
+    return base64.b64decode(profile["osProfile"]["customData"]).decode()
+
+
+@pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])
+def test_the_servers_on_each_cloud_get_the_specs_engine_settings(provider):
+    resources, _ = declared_for(provider, server=SERVER)
+    assert FLAGS in boot_script(provider, resources)
+    default, _ = declared_for(provider)
+    assert "--reserve-new-tokens" not in boot_script(provider, default)  # its own default
+
+
+def test_the_sagemaker_container_gets_them_as_variables():
+    resources, _ = declared_for("aws", compute={"kind": "sagemaker"},
+                                model={"name": "t5", "version": "v1"}, server=SERVER)
+    env = one(resources, "aws:sagemaker/model:Model").inputs["primaryContainer"]["environment"]
+    assert (env["LLMCLOUD_MAX_BATCH_TOKENS"], env["LLMCLOUD_RESERVE_NEW_TOKENS"],
+            env["LLMCLOUD_MAX_PREFILL_TOKENS"]) == ("40000", "all", "4096")
