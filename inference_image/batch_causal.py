@@ -35,8 +35,8 @@ class CausalBatch:
     @staticmethod
     def slots(shapes: list[tuple[int, int]]) -> int:
         """Cache positions (rows x padded length, spare room included) that rows of these
-        (prompt tokens, max new tokens) can come to hold: every row is as long as the
-        longest, since all of them end at the right edge."""
+        (prompt tokens, output tokens) hold: every row is as long as the longest, since
+        all of them end at the right edge."""
         if not shapes:
             return 0
         return len(shapes) * kv_cache.capacity(max(p + m for p, m in shapes))

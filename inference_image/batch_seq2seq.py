@@ -39,9 +39,9 @@ class Seq2SeqBatch:
 
     @staticmethod
     def slots(shapes: list[tuple[int, int]]) -> int:
-        """Positions rows of these (prompt tokens, max new tokens) can come to hold: encoder
-        states and cross-attention caches padded to the longest prompt, decoder caches (the
-        start token plus each new one, spare room included) to the longest output."""
+        """Positions rows of these (prompt tokens, output tokens) hold: encoder states and
+        cross-attention caches padded to the longest prompt, decoder caches (the start
+        token plus each output token, spare room included) to the longest output."""
         if not shapes:
             return 0
         return len(shapes) * Seq2SeqBatch.row_slots_for(max(p for p, _ in shapes),

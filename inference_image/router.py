@@ -46,7 +46,7 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         _log_rejected(request.method, request.url.path, exc)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return _api_error_response(exc)
 
     @app.exception_handler(404)
     async def _not_found(request: Request, _: Exception) -> JSONResponse:

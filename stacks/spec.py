@@ -283,20 +283,23 @@ class ServerSpec(_Section):
         # One clear error instead of one per member of the union.
         if value is None or value == "all":
             return value
-        number = value if isinstance(value, int) and not isinstance(value, bool) else (
-            int(value) if isinstance(value, str) and value.isdigit() else None)
-        if number is None or number < 1:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError("must be a number of at least 1, or 'all'")
-        return number
+        return value
+
+    def engine_settings(self) -> dict[str, str]:
+        """The KV-cache and prefill settings given, by name (unset ones are left out: the
+        server keeps its defaults for them)."""
+        names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens")
+        return {name: str(getattr(self, name)) for name in names
+                if getattr(self, name) is not None}
 
     def engine_flags(self) -> list[str]:
-        """The `llmcloud-server` flags of the settings given (unset ones keep its defaults)."""
-        flags = []
-        for name in ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens"):
-            value = getattr(self, name)
-            if value is not None:
-                flags += [f"--{name.replace('_', '-')}", str(value)]
-        return flags
+        """``engine_settings`` as `llmcloud-server` flags."""
+        return [part for name, value in self.engine_settings().items()
+                for part in (f"--{name.replace('_', '-')}", value)]
 
 
 class DeploymentSpec(_Section):

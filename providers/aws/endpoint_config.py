@@ -4,7 +4,7 @@ the ARNs and URIs that tie the endpoint to the gateway. Plain functions, no Pulu
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from llmcloud.providers.aws.prices import ML_INSTANCES
@@ -42,16 +42,16 @@ def sagemaker_instance_type(instance_type: str | None, instances_default: str) -
 def container_environment(*, model_name: str, version: str, dtype: str, max_batch_size: int,
                           drain_timeout_seconds: int, gpus: int,
                           task: str | None = None,
-                          engine_flags: Sequence[str] = ()) -> dict[str, str]:
+                          engine_settings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The model container's environment: `llmcloud-server` loads the mounted model and
     listens on SageMaker's port; `HF_MODEL_ID`/`SM_NUM_GPUS` make AWS's own LLM containers
     (TGI, DJL) load the same directory when one is used as the image instead. The container
     is network-isolated, so nothing may try the Hugging Face hub."""
     task_env = {"LLMCLOUD_TASK": task} if task else {}
-    # SageMaker passes no arguments: `--max-batch-tokens 4096` goes as the variable the
-    # server reads for it, LLMCLOUD_MAX_BATCH_TOKENS=4096.
-    engine_env = {"LLMCLOUD_" + flag[2:].upper().replace("-", "_"): value
-                  for flag, value in zip(engine_flags[::2], engine_flags[1::2], strict=True)}
+    # SageMaker passes no arguments: each setting goes as the variable the server reads for
+    # its flag (max_batch_tokens: LLMCLOUD_MAX_BATCH_TOKENS).
+    engine_env = {f"LLMCLOUD_{name.upper()}": value
+                  for name, value in (engine_settings or {}).items()}
     return {
         **task_env,
         **engine_env,

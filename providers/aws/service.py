@@ -205,7 +205,7 @@ class AwsService(pulumi.ComponentResource):
                 max_batch_size=spec.server.max_batch_size,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
                 gpus=gpus_of(instance_type), task=spec.model.task,
-                engine_flags=spec.server.engine_flags()),
+                engine_settings=spec.server.engine_settings()),
             bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
             repository_arns=repositories, log_group=monitoring.log_group,
             instance_type=instance_type, min_replicas=spec.compute.min_replicas,

@@ -53,11 +53,11 @@ def test_the_specs_engine_settings_reach_the_container_as_variables(monkeypatch)
     from llmcloud.inference_image.server import build_parser
     from llmcloud.stacks.spec import ServerSpec
 
-    flags = ServerSpec(max_batch_tokens=40000, reserve_new_tokens=64,
-                       max_prefill_tokens=4096).engine_flags()
+    settings = ServerSpec(max_batch_tokens=40000, reserve_new_tokens=64,
+                          max_prefill_tokens=4096).engine_settings()
     env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
                                    max_batch_size=8, drain_timeout_seconds=30, gpus=1,
-                                   engine_flags=flags)
+                                   engine_settings=settings)
     for name, value in env.items():  # the server as SageMaker starts it: no arguments
         monkeypatch.setenv(name, value)
     parsed = build_parser().parse_args(["serve"])
