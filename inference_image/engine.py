@@ -32,6 +32,27 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    # OpenAI's penalties, over the tokens generated so far: the logit of a token that has
+    # appeared ``c`` times drops by ``c * frequency_penalty + presence_penalty``.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    logprobs: int | None = None  # None: none; k: each token's, and the k most likely's
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """True when penalties or biases change this request's logits before sampling."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability under the model (before penalties, biases,
+    temperature or top-p, as vLLM reports them), and the ``k`` most likely tokens'."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class StreamEvent:
     token_ids: list[int]
     finish_reason: FinishReason | None = None
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per token, when the request asked
 
 
 class GenerationStream:
@@ -91,7 +113,10 @@ class GenerationStream:
         # Coalesce what has piled up so a slow consumer catches up in one write.
         while event.finish_reason is None and not self._queue.empty():
             nxt = self._queue.get_nowait()
-            event = StreamEvent(event.token_ids + nxt.token_ids, nxt.finish_reason, nxt.error)
+            logprobs = (None if event.logprobs is None
+                        else event.logprobs + (nxt.logprobs or []))
+            event = StreamEvent(event.token_ids + nxt.token_ids, nxt.finish_reason, nxt.error,
+                                logprobs)
         return event
 
 

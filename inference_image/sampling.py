@@ -1,8 +1,11 @@
-"""Per-row sampling over a batch of logits: greedy, temperature, top-p, per-request seeds."""
+"""Per-row sampling over a batch of logits: penalties and biases, greedy, temperature,
+top-p, per-request seeds, and the log probabilities clients can ask for."""
 
 from __future__ import annotations
 
 import torch
+
+from .engine import SamplingParams, TokenLogprob
 
 
 def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -52,3 +55,45 @@ def sample(
     for i, token in zip(sampled, draws.tolist(), strict=True):
         out[i] = token
     return out
+
+
+def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
+                  outputs: list[list[int]]) -> torch.Tensor:
+    """``logits`` [B, V] with each row's presence and frequency penalties (counted over
+    ``outputs``, the tokens that row generated) and logit biases applied, as OpenAI defines
+    them. Returns ``logits`` itself when no row asks for any, else an adjusted float copy."""
+    rows = [i for i, p in enumerate(params) if p.adjusts_logits]
+    if not rows:
+        return logits
+    adjusted = logits.float()  # a copy for 16-bit logits; cloned below for float32 ones
+    if adjusted is logits:
+        adjusted = logits.clone()
+    vocab = logits.shape[-1]
+    for i in rows:
+        p = params[i]
+        if (p.presence_penalty or p.frequency_penalty) and outputs[i]:
+            seen = torch.tensor(outputs[i], device=logits.device)
+            counts = torch.bincount(seen, minlength=vocab)[:vocab].to(adjusted.dtype)
+            adjusted[i] -= counts * p.frequency_penalty + (counts > 0) * p.presence_penalty
+        # Ids past the model's output layer (a tokenizer's extra entries) cannot be sampled.
+        biases = [(t, b) for t, b in p.logit_bias if t < vocab]
+        if biases:
+            ids = torch.tensor([t for t, _ in biases], device=logits.device)
+            bias = torch.tensor([b for _, b in biases], device=logits.device,
+                                dtype=adjusted.dtype)
+            adjusted[i].index_add_(0, ids, bias)
+    return adjusted
+
+
+def token_logprobs(logits: torch.Tensor, rows: list[int], chosen: list[int],
+                   top: list[int]) -> list[TokenLogprob]:
+    """For each of ``rows`` of ``logits`` [B, V]: the log probability of its ``chosen``
+    token and of its ``top`` most likely tokens, most likely first (one read back)."""
+    index = torch.tensor(rows, device=logits.device)
+    logprobs = torch.log_softmax(logits.index_select(0, index).float(), dim=-1)
+    picked = logprobs.gather(1, torch.tensor(chosen, device=logits.device)[:, None])[:, 0]
+    best_lp, best_ids = logprobs.topk(min(max(top), logprobs.shape[-1]), dim=-1)
+    picked, best_lp, best_ids = picked.tolist(), best_lp.tolist(), best_ids.tolist()
+    return [TokenLogprob(token, lp, tuple(zip(ids[:n], lps[:n], strict=True)))
+            for token, lp, ids, lps, n in zip(chosen, picked, best_ids, best_lp, top,
+                                             strict=True)]

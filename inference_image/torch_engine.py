@@ -33,7 +33,7 @@ from .engine import (
     SamplingParams,
     StreamEvent,
 )
-from .sampling import new_generator, sample
+from .sampling import adjust_logits, new_generator, sample, token_logprobs
 
 log = logging.getLogger("llmcloud.engine")
 
@@ -360,23 +360,28 @@ class TorchEngine(Engine):
                         len(preempted), self.preemptions)
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        params = [row.stream.params for row in rows]
         tokens = sample(
-            logits,
-            [row.stream.params.temperature for row in rows],
-            [row.stream.params.top_p for row in rows],
+            adjust_logits(logits, params, [row.tokens for row in rows]),
+            [p.temperature for p in params],
+            [p.top_p for p in params],
             [row.generator for row in rows],
         )
+        wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
+        logprobs = dict(zip(wanted, token_logprobs(
+            logits, wanted, [tokens[i] for i in wanted], [params[i].logprobs for i in wanted],
+        ), strict=True)) if wanted else {}
         events = []
-        for row, token in zip(rows, tokens, strict=True):
-            params = row.stream.params
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             row.tokens.append(token)
-            if token in self._eos and not params.ignore_eos:
+            if token in self._eos and not params[i].ignore_eos:
                 row.finish = "stop"
                 events.append((row.stream, StreamEvent([], "stop")))
                 continue
-            if row.generated >= params.max_tokens or self._at_context_end(row):
+            if row.generated >= params[i].max_tokens or self._at_context_end(row):
                 row.finish = "length"
-            events.append((row.stream, StreamEvent([token], row.finish)))
+            lp = [logprobs[i]] if i in logprobs else None
+            events.append((row.stream, StreamEvent([token], row.finish, logprobs=lp)))
         self._deliver(events)
 
     def _at_context_end(self, row: _Row) -> bool:

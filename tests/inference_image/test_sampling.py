@@ -1,10 +1,12 @@
-"""Per-row sampling: greedy, seeds, temperature and top-p."""
+"""Per-row sampling: greedy, seeds, temperature, top-p, penalties, biases, log probabilities."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from llmcloud.inference_image.sampling import new_generator, sample
+from llmcloud.inference_image.engine import SamplingParams
+from llmcloud.inference_image.sampling import adjust_logits, new_generator, sample, token_logprobs
 
 CPU = torch.device("cpu")
 
@@ -44,3 +46,40 @@ def test_temperature_sampling_explores():
     logits = torch.zeros(1, 10)
     gen = new_generator(0, CPU)
     assert len({sample(logits, [1.0], [1.0], [gen])[0] for _ in range(200)}) == 10
+
+
+def test_no_penalties_leave_the_logits_as_they_are():
+    logits = torch.randn(2, 10)
+    params = [SamplingParams(max_tokens=4), SamplingParams(max_tokens=4, temperature=0)]
+    assert adjust_logits(logits, params, [[1, 2], [3]]) is logits
+
+
+def test_penalties_and_biases_follow_openais_formula():
+    logits = torch.zeros(3, 6)
+    params = [
+        SamplingParams(max_tokens=4, frequency_penalty=0.5, presence_penalty=1.0),
+        SamplingParams(max_tokens=4),
+        SamplingParams(max_tokens=4, presence_penalty=-2.0, logit_bias=((5, 100.0), (0, -7.5),
+                                                                         (99, 3.0))),
+    ]
+    outputs = [[2, 2, 2, 4], [1, 1], [3]]
+    adjusted = adjust_logits(logits, params, outputs)
+    # token 2 appeared 3 times: 3 * 0.5 + 1.0; token 4 once: 0.5 + 1.0
+    assert adjusted[0].tolist() == [0, 0, -2.5, 0, -1.5, 0]
+    assert adjusted[1].tolist() == [0] * 6  # untouched: it asked for nothing
+    # a negative presence penalty favours what was said; id 99 is past the output layer
+    assert adjusted[2].tolist() == [-7.5, 0, 0, 2.0, 0, 100.0]
+    assert logits.eq(0).all()  # the caller's logits (kept for log probabilities) unchanged
+
+
+def test_token_logprobs_are_the_log_softmax_with_the_top_k_in_order():
+    logits = torch.randn(3, 40)
+    entries = token_logprobs(logits, [0, 2], [5, 7], [3, 0])
+    expected = torch.log_softmax(logits, dim=-1)
+    assert [e.token_id for e in entries] == [5, 7]
+    assert entries[0].logprob == pytest.approx(expected[0, 5].item(), abs=1e-6)
+    assert entries[1].logprob == pytest.approx(expected[2, 7].item(), abs=1e-6)
+    values, ids = expected[0].topk(3)
+    assert [i for i, _ in entries[0].top] == ids.tolist()
+    assert [lp for _, lp in entries[0].top] == pytest.approx(values.tolist(), abs=1e-6)
+    assert entries[1].top == ()

@@ -1,0 +1,34 @@
+"""Reference decoding for checks: the model run on the whole sequence, no cache, no engine."""
+
+from __future__ import annotations
+
+import torch
+
+
+def next_token_logprobs(loaded, prompt: list[int], output: list[int]) -> torch.Tensor:
+    """log_softmax of the logits that chose each token of ``output`` [len(output), V]."""
+    model = loaded.model
+    with torch.inference_mode():
+        if model.config.is_encoder_decoder:
+            start = model.config.decoder_start_token_id
+            logits = model(input_ids=torch.tensor([prompt]),
+                           decoder_input_ids=torch.tensor([[start, *output[:-1]]])).logits[0]
+        else:
+            ids = torch.tensor([prompt + output[:-1]])
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1:]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def penalized_greedy(loaded, prompt: list[int], n: int, frequency: float = 0.0,
+                     presence: float = 0.0, bias: dict[int, float] | None = None) -> list[int]:
+    """Greedy decoding with OpenAI's penalties and logit biases, one full forward per token."""
+    output: list[int] = []
+    for _ in range(n):
+        logits = next_token_logprobs(loaded, prompt, [*output, 0])[-1]
+        counts = torch.bincount(torch.tensor(output, dtype=torch.long),
+                                minlength=logits.shape[-1]).float()
+        logits = logits - counts * frequency - (counts > 0).float() * presence
+        for token, b in (bias or {}).items():
+            logits[token] += b
+        output.append(int(logits.argmax()))
+    return output
