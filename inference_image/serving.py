@@ -21,7 +21,9 @@ from .engine import (
     GenerationStream,
     QueueFull,
     SamplingParams,
+    TokenLogprob,
 )
+from .logprobs import LogprobFormat
 from .metrics import ServerMetrics
 from .prompt_tokenizer import PromptTokenizer
 from .protocol import (
@@ -30,7 +32,9 @@ from .protocol import (
     ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatLogprobs,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     ModelCard,
@@ -45,6 +49,9 @@ requests_log = logging.getLogger("llmcloud.requests")
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20  # chat's limit (OpenAI); completions' `logprobs` gets the same
+MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
+MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Generation:
     first_token_at: float | None = None
     finish_reason: str | None = None
     released: bool = False
+    logprobs: LogprobFormat | None = None  # set when the client asked for them
 
     @property
     def response_id(self) -> str:
@@ -126,22 +134,24 @@ class OpenAIServing:
         self._common_checks(request, "completions")
         for name, value, ok in (
             ("echo", request.echo, not request.echo),
-            ("logprobs", request.logprobs, request.logprobs is None),
             ("best_of", request.best_of, request.best_of in (None, 1)),
             ("suffix", request.suffix, not request.suffix),
         ):
             if not ok:
                 raise _unsupported(name, value)
+        _check_top("logprobs", request.logprobs)
         prompt_ids = await self._completion_prompt(request.prompt)
         return self._start("completion", request, prompt_ids, request.max_tokens,
-                           DEFAULT_COMPLETION_TOKENS)
+                           DEFAULT_COMPLETION_TOKENS, logprobs=request.logprobs)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
         self._common_checks(request, "chat.completions")
+        _check_top("top_logprobs", request.top_logprobs)
+        if request.top_logprobs and not request.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
+                           code="invalid_value")
         for name, value, ok in (
-            ("logprobs", request.logprobs, not request.logprobs),
-            ("top_logprobs", request.top_logprobs, request.top_logprobs is None),
             ("tools", request.tools, not request.tools),
             ("tool_choice", request.tool_choice, request.tool_choice in (None, "none")),
             ("response_format", request.response_format,
@@ -166,7 +176,9 @@ class OpenAIServing:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
         else:
             max_tokens, param = request.max_tokens, "max_tokens"
-        return self._start("chat", request, prompt_ids, max_tokens, None, param)
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        return self._start("chat", request, prompt_ids, max_tokens, None, param,
+                           logprobs=logprobs)
 
     def _common_checks(self, request, endpoint: str) -> None:
         if request.model_extra:
@@ -178,10 +190,11 @@ class OpenAIServing:
         if request.n not in (None, 1):
             raise _unsupported("n", request.n, "only one choice per request (n=1)")
         for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(request, name) not in (None, 0, 0.0):
-                raise _unsupported(name, getattr(request, name))
-        if request.logit_bias:
-            raise _unsupported("logit_bias", request.logit_bias)
+            value = getattr(request, name)
+            if value is not None and not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise ApiError(400, f"{name} must be between -{MAX_PENALTY:g} and "
+                               f"{MAX_PENALTY:g}, got {value}", param=name,
+                               code="invalid_value")
         if request.temperature is not None and not 0 <= request.temperature <= 2:
             raise ApiError(400, f"temperature must be between 0 and 2, got "
                            f"{request.temperature}", param="temperature", code="invalid_value")
@@ -210,8 +223,26 @@ class OpenAIServing:
                            code="invalid_value")
         return list(prompt)
 
+    def _logit_bias(self, logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+        """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
+        entry is wrong."""
+        vocab = len(self.engine.tokenizer)
+        pairs = []
+        for key, bias in (logit_bias or {}).items():
+            token = int(key) if key.strip().isdigit() else -1
+            if not 0 <= token < vocab:
+                raise ApiError(400, f"logit_bias keys must be token ids in [0, {vocab}), got "
+                               f"{key!r}", param="logit_bias", code="invalid_value")
+            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+                raise ApiError(400, f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} "
+                               f"and {MAX_LOGIT_BIAS:g}, got {bias} for token {key}",
+                               param="logit_bias", code="invalid_value")
+            pairs.append((token, float(bias)))
+        return tuple(pairs)
+
     def _start(self, kind, request, prompt_ids: list[int], max_tokens: int | None,
-               default: int | None, param: str = "max_tokens") -> Generation:
+               default: int | None, param: str = "max_tokens", *,
+               logprobs: int | None = None) -> Generation:
         info = self.engine.info
         context = info.max_context
         prompt_len = len(prompt_ids)
@@ -237,6 +268,9 @@ class OpenAIServing:
             max_tokens=max_tokens, temperature=temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             seed=request.seed, ignore_eos=request.ignore_eos,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            logit_bias=self._logit_bias(request.logit_bias), logprobs=logprobs,
         )
         started = time.perf_counter()
         try:
@@ -252,12 +286,41 @@ class OpenAIServing:
         self.metrics.prompt_tokens.inc(prompt_len)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         text = IncrementalText(self.engine.tokenizer, _stops(request.stop))
-        return Generation(kind, stream, text, include_usage, started, bool(request.stream))
+        gen = Generation(kind, stream, text, include_usage, started, bool(request.stream))
+        if logprobs is not None:
+            gen.logprobs = LogprobFormat(self.engine.tokenizer, top=logprobs)
+        return gen
 
     # --- running ----------------------------------------------------------------------------
 
-    async def _events(self, gen: Generation) -> AsyncIterator[str]:
-        """Text deltas; sets ``gen.finish_reason``. Raises ApiError if the engine aborted."""
+    async def _events(self, gen: Generation) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
+        """Text deltas, each with the log probabilities of the tokens since the previous
+        delta (when asked for; the last may carry only those); sets ``gen.finish_reason``.
+        Raises ApiError if the engine aborted."""
+        pending: list[TokenLogprob] = []
+        async for delta, logprobs in self._deltas(gen):
+            pending += logprobs
+            if delta:
+                yield delta, pending
+                pending = []
+        if pending:
+            yield "", pending
+
+    def _add_tokens(self, gen: Generation, token_ids: list[int],
+                    logprobs: list[TokenLogprob] | None) -> tuple[str, list[TokenLogprob]]:
+        """The text these tokens complete, and the log probabilities of the tokens up to
+        the one that completed a stop string (the rest never reach the client)."""
+        if logprobs is None:
+            return gen.text.add(token_ids), []
+        delta, used = "", []
+        for token, logprob in zip(token_ids, logprobs, strict=True):
+            delta += gen.text.add([token])
+            used.append(logprob)
+            if gen.text.stopped:
+                break
+        return delta, used
+
+    async def _deltas(self, gen: Generation) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
         last = None
         async for event in gen.stream:
             now = time.perf_counter()
@@ -272,15 +335,13 @@ class OpenAIServing:
                     for _ in range(n):
                         self.metrics.itl.observe((now - last) / n)
                 last = now
-                delta = gen.text.add(event.token_ids)
+                delta, logprobs = self._add_tokens(gen, event.token_ids, event.logprobs)
                 if gen.text.stopped:
                     gen.stream.cancel()  # frees the batch slot at the next engine step
                     gen.finish_reason = "stop"
-                    if delta:
-                        yield delta
+                    yield delta, logprobs
                     break
-                if delta:
-                    yield delta
+                yield delta, logprobs
             if event.finish_reason == "abort":
                 gen.finish_reason = "abort"
                 raise ApiError(503, event.error or "the request was cancelled",
@@ -290,8 +351,7 @@ class OpenAIServing:
                 tail = gen.text.finish()
                 if gen.text.stopped:
                     gen.finish_reason = "stop"
-                if tail:
-                    yield tail
+                yield tail, []
                 break
         self.metrics.e2e.observe(time.perf_counter() - gen.started)
 
@@ -315,19 +375,25 @@ class OpenAIServing:
 
     async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
         """Run a non-streaming request to the end and build its response."""
+        parts, logprobs = [], []
         try:
-            text = "".join([delta async for delta in self._events(gen)])
+            async for delta, entries in self._events(gen):
+                parts.append(delta)
+                logprobs += entries
         finally:
             self.release(gen)
+        text = "".join(parts)
         if gen.kind == "chat":
             return ChatCompletionResponse(
                 id=gen.response_id, created=gen.created, model=self.model_name,
                 choices=[ChatChoice(message=AssistantMessage(content=text),
+                                    logprobs=_logprobs(gen, logprobs),
                                     finish_reason=gen.finish_reason)],
                 usage=gen.usage)
         return CompletionResponse(
             id=gen.response_id, created=gen.created, model=self.model_name,
-            choices=[CompletionChoice(text=text, finish_reason=gen.finish_reason)],
+            choices=[CompletionChoice(text=text, logprobs=_logprobs(gen, logprobs),
+                                      finish_reason=gen.finish_reason)],
             usage=gen.usage)
 
     async def stream_sse(self, gen: Generation) -> AsyncIterator[str]:
@@ -340,13 +406,16 @@ class OpenAIServing:
             "model": self.model_name,
         }
 
-        def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
+        def chunk(delta: str | None, finish: str | None, role: bool = False,
+                  logprobs: list[TokenLogprob] | None = None) -> str:
+            lp = _logprobs(gen, logprobs)
+            lp = None if lp is None else lp.model_dump()
             if chat:
                 body = {"role": "assistant", "content": ""} if role else (
                     {} if delta is None else {"content": delta})
-                choice = {"index": 0, "delta": body, "logprobs": None, "finish_reason": finish}
+                choice = {"index": 0, "delta": body, "logprobs": lp, "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None,
+                choice = {"index": 0, "text": delta or "", "logprobs": lp,
                           "finish_reason": finish}
             payload = {**base, "choices": [choice]}
             if gen.include_usage:
@@ -357,8 +426,8 @@ class OpenAIServing:
             if chat:
                 yield chunk(None, None, role=True)
             try:
-                async for delta in self._events(gen):
-                    yield chunk(delta, None)
+                async for delta, logprobs in self._events(gen):
+                    yield chunk(delta, None, logprobs=logprobs)
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
             else:
@@ -369,6 +438,22 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _logprobs(gen: Generation,
+              entries: list[TokenLogprob] | None) -> CompletionLogprobs | ChatLogprobs | None:
+    """The choice's ``logprobs`` for these tokens, or None when the client did not ask."""
+    if gen.logprobs is None or entries is None:
+        return None
+    if gen.kind == "chat":
+        return ChatLogprobs(content=gen.logprobs.chat_content(entries))
+    return CompletionLogprobs(**gen.logprobs.completion(entries))
+
+
+def _check_top(param: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"{param} must be between 0 and {MAX_TOP_LOGPROBS}, got {value}",
+                       param=param, code="invalid_value")
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:

@@ -74,3 +74,48 @@ def seq2seq_server(seq2seq_dir):
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def causal_client(causal_server):
+    """The official openai client against the shared tiny-Llama server."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{causal_server.url}/v1", api_key="unused", max_retries=0,
+                         timeout=60)
+
+
+@pytest.fixture(scope="module")
+def seq2seq_client(seq2seq_server):
+    """The official openai client against the shared tiny-T5 server."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{seq2seq_server.url}/v1", api_key="unused", max_retries=0,
+                         timeout=60)
+
+
+@pytest.fixture(scope="module")
+def causal_ref(causal_dir):
+    """The tiny Llama as transformers loads it (weights not packed): the reference."""
+    from llmcloud.inference_image.loader import load_model
+
+    return load_model(causal_dir, task=None, device="cpu", dtype="auto")
+
+
+@pytest.fixture(scope="module")
+def seq2seq_ref(seq2seq_dir):
+    """The tiny T5 as transformers loads it: the reference."""
+    from llmcloud.inference_image.loader import load_model
+
+    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto")
+
+
+E2E_CASES = [("causal_client", "causal_ref", "tiny-llama"),
+             ("seq2seq_client", "seq2seq_ref", "tiny-t5")]
+
+
+@pytest.fixture(params=E2E_CASES, ids=["causal", "seq2seq"])
+def case(request):
+    """(official client, reference model, served model name) for each model family."""
+    client_name, ref_name, model = request.param
+    return (request.getfixturevalue(client_name), request.getfixturevalue(ref_name), model)

@@ -12,6 +12,7 @@ from llmcloud.inference_image.engine import (
     QueueFull,
     SamplingParams,
     StreamEvent,
+    TokenLogprob,
 )
 
 REPLY = "Hello world, this is a fake reply."
@@ -62,6 +63,16 @@ class FakeEngine(Engine):
             asyncio.get_running_loop().create_task(self._run(stream))
         return stream
 
+    @staticmethod
+    def _logprobs(params: SamplingParams, i: int, token: int) -> list[TokenLogprob] | None:
+        # Made-up numbers a test can predict: token i has log probability -(i + 1) / 10,
+        # and its alternatives are the next ids, each one less likely.
+        if params.logprobs is None:
+            return None
+        lp = -(i + 1) / 10
+        top = tuple((token + j, lp - j) for j in range(params.logprobs))
+        return [TokenLogprob(token, lp, top)]
+
     async def _run(self, stream: GenerationStream) -> None:
         self.running.append(stream)
         try:
@@ -73,7 +84,9 @@ class FakeEngine(Engine):
                     stream.push(StreamEvent([], "stop"))
                     return
                 last = i + 1 == stream.params.max_tokens
-                stream.push(StreamEvent([self.reply_ids[i]], "length" if last else None))
+                token = self.reply_ids[i]
+                stream.push(StreamEvent([token], "length" if last else None,
+                                        logprobs=self._logprobs(stream.params, i, token)))
                 await asyncio.sleep(self.step_s)
         finally:
             self.running.remove(stream)

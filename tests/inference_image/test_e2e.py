@@ -13,31 +13,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
-from llmcloud.inference_image.loader import load_model
-
 PROMPT = "The quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def causal_client(causal_server):
-    return openai.OpenAI(base_url=f"{causal_server.url}/v1", api_key="unused", max_retries=0,
-                         timeout=60)
-
-
-@pytest.fixture(scope="module")
-def seq2seq_client(seq2seq_server):
-    return openai.OpenAI(base_url=f"{seq2seq_server.url}/v1", api_key="unused", max_retries=0,
-                         timeout=60)
-
-
-@pytest.fixture(scope="module")
-def causal_ref(causal_dir):
-    return load_model(causal_dir, task=None, device="cpu", dtype="auto")
-
-
-@pytest.fixture(scope="module")
-def seq2seq_ref(seq2seq_dir):
-    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto")
 
 
 def greedy_text(loaded, prompt_ids: list[int], n: int) -> str:
@@ -59,16 +35,6 @@ def sample_value(families, family, sample_name, **labels) -> float:
                                               for k, v in labels.items()):
             return sample.value
     raise KeyError(f"{sample_name} {labels}")
-
-
-CASES = [("causal_client", "causal_ref", "tiny-llama"), ("seq2seq_client", "seq2seq_ref",
-                                                          "tiny-t5")]
-
-
-@pytest.fixture(params=CASES, ids=["causal", "seq2seq"])
-def case(request):
-    client_name, ref_name, model = request.param
-    return (request.getfixturevalue(client_name), request.getfixturevalue(ref_name), model)
 
 
 def test_models(case):
