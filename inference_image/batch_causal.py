@@ -7,6 +7,7 @@ import inspect
 import torch
 
 from . import kv_cache
+from .prefix_cache import Prefix
 
 
 class CausalBatch:
@@ -50,24 +51,41 @@ class CausalBatch:
         """Bytes per cache position of one row; needs a row in the batch."""
         return kv_cache.position_bytes(self.cache)
 
-    def prefill(self, prompts: list[list[int]],
-                outputs: list[list[int]] | None = None) -> torch.Tensor:
+    def prefill(self, prompts: list[list[int]], outputs: list[list[int]] | None = None,
+                prefix: Prefix | None = None, on_cache=None) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V].
 
         ``outputs`` are tokens the rows generated before (a preempted row resuming): they
-        are prefilled after their prompt, and the logits are for the token after them."""
+        are prefilled after their prompt, and the logits are for the token after them.
+        ``prefix``: states of the first tokens, which every prompt starts with; only the
+        rest of each prompt runs (left-padded after the prefix: the mask hides the gap).
+        ``on_cache(cache, mask)`` sees the new rows' states before they join the batch."""
         if outputs is not None:
             prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
-        ids, mask = kv_cache.padded_prompts(prompts, self.pad_id, left=True, device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        done = 0 if prefix is None else prefix.length
+        ids, mask = kv_cache.padded_prompts([p[done:] for p in prompts], self.pad_id,
+                                            left=True, device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) + done
         cache = kv_cache.growing_cache()
+        if prefix is not None:
+            for index, (keys, values) in enumerate(prefix.layers):
+                cache.update(keys.expand(len(prompts), -1, -1, -1),
+                             values.expand(len(prompts), -1, -1, -1), index)
+            mask = torch.cat([mask.new_ones((len(prompts), done)), mask], dim=1)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
             **{self._cache_kw: cache}, use_cache=True, **self._logits_kw,
         )
         kv_cache.zero_padding(cache, mask)
+        if on_cache is not None:
+            on_cache(cache, mask)
         self._merge(cache, mask, mask.sum(-1))
         return out.logits[:, -1, :]
+
+    def states(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of the keys and values of the first ``length`` tokens of ``row``, per layer
+        [1, H, length, D] (padding and gaps left out): what a prefix cache keeps."""
+        return states_of(self.cache, self.mask, row, length)
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed one token per row, return the next-token logits [B, V]."""
@@ -127,3 +145,13 @@ class CausalBatch:
             kv_cache.pad_seq(mask, length, 1, left=True),
         ])
         self.positions = torch.cat([self.positions, positions])
+
+
+def states_of(cache, mask: torch.Tensor, row: int,
+              length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the first ``length`` real tokens' keys and values of ``row`` of a cache
+    whose padding ``mask`` [B, T] marks, per layer [1, H, length, D]."""
+    columns = mask[row].nonzero()[:length, 0]
+    return [(layer.keys[row:row + 1].index_select(2, columns),
+             layer.values[row:row + 1].index_select(2, columns))
+            for layer in kv_cache.layers(cache)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .batch_causal import CausalBatch
+from .prefix_cache import Prefix
 
 
 class ChunkedPrefill:
@@ -17,20 +18,25 @@ class ChunkedPrefill:
     chunks of at most ``chunk`` tokens. ``row`` is the engine's record of the request."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int, row,
-                 ids: list[int], chunk: int):
+                 ids: list[int], chunk: int, prefix: Prefix | None = None):
         self.row = row
         self.batch = CausalBatch(model, device, pad_id)
-        self._ids = ids
+        self.ids = ids
         self._chunk = chunk
-        self._done = 0
+        self._prefix = prefix  # states of the first tokens, from the prefix cache
+        self.cached = 0 if prefix is None else prefix.length
+        self._done = self.cached
 
     def step(self) -> torch.Tensor | None:
         """Run the next chunk. After the last one: the logits of the row's next token [1, V]
         (``self.batch`` then holds the row, ready to join); before it: None."""
-        piece = self._ids[self._done:self._done + self._chunk]
-        logits = self.batch.prefill([piece]) if self._done == 0 else self.batch.extend(piece)
-        self._done += len(piece)
-        return logits if self._done == len(self._ids) else None
+        end = self._done + self._chunk
+        if self.batch.size == 0:
+            logits = self.batch.prefill([self.ids[:end]], prefix=self._prefix)
+        else:
+            logits = self.batch.extend(self.ids[self._done:end])
+        self._done = min(end, len(self.ids))
+        return logits if self._done == len(self.ids) else None
 
     def drop(self) -> None:
         """Free what the chunks so far hold (the request was cancelled or preempted)."""

@@ -26,7 +26,8 @@ class ServerMetrics:
                  running: Callable[[], int], waiting: Callable[[], int],
                  cache_usage: Callable[[], float] | None = None,
                  cache_tokens: int | None = None,
-                 preemptions: Callable[[], int] | None = None):
+                 preemptions: Callable[[], int] | None = None,
+                 prefix_cache=None):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -71,6 +72,13 @@ class ServerMetrics:
             reg.register(_CounterOf(
                 "llmcloud:num_preemptions", "Running requests preempted because the KV cache "
                 "was full (each is prefilled again and resumes).", self._model, preemptions))
+        if prefix_cache is not None:
+            reg.register(_CounterOf(
+                "llmcloud:prefix_cache_queries", "Prompt tokens of admitted requests looked up "
+                "in the prefix cache.", self._model, lambda: prefix_cache.queries))
+            reg.register(_CounterOf(
+                "llmcloud:prefix_cache_hits", "Prompt tokens whose states came from the "
+                "prefix cache instead of a prefill.", self._model, lambda: prefix_cache.hits))
 
     def count_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status), **self._model).inc()

@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "first tokens under bursts and shorter stalls, larger ones more "
                         "throughput on big GPUs; auto: 512 on CPU, 2048 on a GPU "
                         "(default: %(default)s)")
+    p.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction,
+                   default=env.get("LLMCLOUD_PREFIX_CACHING", "1") not in ("0", "false", "off"),
+                   help="keep the states of prompt beginnings in free KV-cache room, so "
+                        "prompts that start alike (a system prompt, earlier turns) prefill "
+                        "only the rest; given back whenever requests need the room "
+                        "(causal models; default: on)")
+    p.add_argument("--prefix-cache-share", type=_share, metavar="F|auto",
+                   default=env.get("LLMCLOUD_PREFIX_CACHE_SHARE", "auto"),
+                   help="the share (0 to 1) of the KV cache's positions kept prompt "
+                        "beginnings may hold; auto: all the free room on a GPU, whose memory "
+                        "the server holds anyway, 0.1 on CPU, where it is memory an idle "
+                        "server would otherwise give back (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
@@ -89,6 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="larger request bodies get 413 (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+#: share of the KV cache's positions kept prompt beginnings may hold, by device
+PREFIX_CACHE_SHARE = {"cpu": 0.1, "cuda": 1.0}
+
+
+def prefix_cache_share(given: float | None, device_type: str) -> float:
+    """``--prefix-cache-share``, or the device's default."""
+    if given is not None:
+        return given
+    return PREFIX_CACHE_SHARE.get(device_type, PREFIX_CACHE_SHARE["cpu"])
+
+
+def _share(value: str) -> float | None:
+    """An argparse type: a share from 0 to 1, or ``auto`` (given as None)."""
+    if value == "auto":
+        return None
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a share from 0 to 1, got "
+                                         f"{value!r}")
+    return share
 
 
 #: prompt tokens per prefill step by device: 512 measured best on CPU (bench/runtime_bench.py,
@@ -213,12 +250,16 @@ def _load(args, state) -> object:
                           max_batch_tokens=args.max_batch_tokens,
                           reserve_new_tokens=args.reserve_new_tokens,
                           max_prefill_tokens=prefill_tokens(args.max_prefill_tokens,
-                                                            loaded.device.type))
+                                                            loaded.device.type),
+                          prefix_caching=args.prefix_caching,
+                          prefix_cache_share=prefix_cache_share(args.prefix_cache_share,
+                                                                loaded.device.type))
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
                             cache_tokens=engine.limits.max_batch_tokens,
-                            preemptions=lambda: engine.preemptions)
+                            preemptions=lambda: engine.preemptions,
+                            prefix_cache=engine.prefixes)
     state.serving = OpenAIServing(engine, metrics)
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)

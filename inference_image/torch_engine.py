@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import kv_budget
-from .batch_causal import CausalBatch
+from .batch_causal import CausalBatch, states_of
 from .batch_seq2seq import RELATIVE_POSITION_MODELS, RowwiseBatch, Seq2SeqBatch
 from .chunked_prefill import ChunkedPrefill
 from .engine import (
@@ -33,6 +33,7 @@ from .engine import (
     SamplingParams,
     StreamEvent,
 )
+from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, new_generator, sample, token_logprobs
 
 log = logging.getLogger("llmcloud.engine")
@@ -53,6 +54,12 @@ class EngineLimits:
     max_batch_tokens: int | None = None
     reserve_new_tokens: int | None = 256
     max_prefill_tokens: int = 512
+    # Keep the states of prompt beginnings in free cache room, so that prompts that start
+    # alike (a system prompt, earlier turns) prefill only the rest (causal models).
+    prefix_caching: bool = True
+    # ...in at most this share of the cache's positions (on CPU, what they hold is memory
+    # the process would not otherwise keep while idle).
+    prefix_cache_share: float = 1.0
     # An idle engine waits this long for a burst of arrivals to stop (at most coalesce_max_s)
     # so they share one prefill instead of the first one delaying all the others.
     coalesce_quiet_s: float = 0.005
@@ -72,6 +79,7 @@ class _Row:
     generator: torch.Generator | None = None  # made on the engine thread, at admission
     tokens: list[int] = field(default_factory=list)
     finish: str | None = None
+    _hashes: tuple[int, list[int]] = (-1, [])  # (tokens generated then, block hashes)
 
     @property
     def generated(self) -> int:
@@ -81,6 +89,17 @@ class _Row:
     def context(self) -> int:
         """Tokens a prefill of this row runs: its prompt, and its output if it resumes."""
         return len(self.stream.prompt_ids) + len(self.tokens)
+
+    @property
+    def ids(self) -> list[int]:
+        """What a prefill of this row runs: its prompt, and its output if it resumes."""
+        return self.stream.prompt_ids + self.tokens
+
+    def block_hashes(self) -> list[int]:
+        """The prefix cache's block hashes of ``ids`` (kept while the row waits)."""
+        if self._hashes[0] != len(self.tokens):
+            self._hashes = (len(self.tokens), block_hashes(self.ids))
+        return self._hashes[1]
 
     def shape(self, ahead: int | None) -> tuple[int, int]:
         """(prompt tokens, output tokens) the row holds ``ahead`` more tokens from now
@@ -111,6 +130,10 @@ class TorchEngine(Engine):
         else:
             batch_type = CausalBatch
         self._batch = batch_type(model, device, pad_id)
+        # A cached prefix is followed by padding up to the group's longest rest of a prompt.
+        self.prefixes = (PrefixCache() if self.limits.prefix_caching and batch_type is CausalBatch
+                         and _sees_whole_rows(model.config, info.max_context
+                                              + self.limits.max_prefill_tokens) else None)
         self._pad_id = pad_id
         self._eos = _eos_ids(model, tokenizer)
         self._waiting: deque[_Row] = deque()
@@ -256,14 +279,19 @@ class TorchEngine(Engine):
             chunking, self._chunking = self._chunking, None
             chunking.drop()
             self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
-        admitted = self._admit() if self._chunking is None else []
+        admitted, prefix = self._admit() if self._chunking is None else ([], None)
         if self._chunking is not None:
             self._prefill_chunk()
         elif admitted:
-            log.debug("admitting %d requests (%d prompt tokens) next to %d running",
-                      len(admitted), sum(row.context for row in admitted), len(self._rows))
+            cached = 0 if prefix is None else prefix.length
+            log.debug("admitting %d requests (%d prompt tokens, %d each cached) next to %d "
+                      "running", len(admitted), sum(row.context for row in admitted), cached,
+                      len(self._rows))
+            caching = {} if self.prefixes is None else {
+                "prefix": prefix, "on_cache": lambda cache, mask: self._remember_prefixes(
+                    admitted, cached, cache, mask)}
             logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
-                                         [row.tokens for row in admitted])
+                                         [row.tokens for row in admitted], **caching)
             for row in admitted:
                 if row.generator is None:
                     row.generator = new_generator(row.stream.params.seed, self.device)
@@ -280,8 +308,12 @@ class TorchEngine(Engine):
             self._advance(self._rows, logits)
             self._retire()
 
-    def _admit(self) -> list[_Row]:
+    def _admit(self) -> tuple[list[_Row], Prefix | None]:
+        """The waiting requests that join now, and the cached prefix they all start with
+        (a group shares one, or none)."""
         admitted: list[_Row] = []
+        group: tuple[int, int] | None = None  # (prefix length, id of the cached prefix)
+        shared: Prefix | None = None
         ahead = self.limits.reserve_new_tokens
         shapes = [row.shape(ahead) for row in self._rows]
         prefill = 0
@@ -291,31 +323,70 @@ class TorchEngine(Engine):
                 self._deliver([(row.stream, StreamEvent([], "abort"))])
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
                 row = self._waiting[0]
+                cached, prefix = self._cached_prefix(row)
+                if admitted and group != (cached, id(prefix)):
+                    break  # the next group starts from another prefix
                 # Room for every row to grow by `ahead` more tokens: rows outgrowing the
                 # cache later are preempted, but not before that many steps of progress.
-                fits = (self._batch.slots([*shapes, row.shape(ahead)])
-                        <= self.limits.max_batch_tokens)
+                fits = self._make_room(self._batch.slots([*shapes, row.shape(ahead)]))
                 # A prompt longer than the per-step budget is never starved: prefilled by
                 # chunks (causal models) or alone in its step (encoder-decoders).
-                fits_prefill = (not admitted or prefill + row.context
+                fits_prefill = (not admitted or prefill + row.context - cached
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
                     break
                 long = (isinstance(self._batch, CausalBatch)
-                        and row.context > self.limits.max_prefill_tokens)
+                        and row.context - cached > self.limits.max_prefill_tokens)
                 if long and admitted:
                     break  # its chunks start next step
                 self._waiting.popleft()
+                if self.prefixes is not None:
+                    self.prefixes.count(row.context, cached)
+                shared = prefix.trimmed(cached) if prefix is not None else None
                 if long:
                     self._chunking = ChunkedPrefill(
-                        self.model, self.device, self._pad_id, row,
-                        row.stream.prompt_ids + row.tokens, self.limits.max_prefill_tokens)
-                    break
+                        self.model, self.device, self._pad_id, row, row.ids,
+                        self.limits.max_prefill_tokens, shared)
+                    return [], None
                 admitted.append(row)
+                group = (cached, id(prefix))
                 shapes.append(row.shape(ahead))
-                prefill += row.context
-        return admitted
+                prefill += row.context - cached
+        return admitted, shared
+
+    def _cached_prefix(self, row: _Row) -> tuple[int, Prefix | None]:
+        if self.prefixes is None:
+            return 0, None
+        return self.prefixes.lookup(row.ids, row.block_hashes())
+
+    def _make_room(self, needed: int) -> bool:
+        """Whether ``needed`` cache positions fit, giving back cached prefixes if that is
+        what it takes."""
+        cap = self.limits.max_batch_tokens
+        if needed > cap:
+            return False
+        if self.prefixes is not None and needed + self.prefixes.tokens > cap:
+            self.prefixes.evict(needed + self.prefixes.tokens - cap)
+        return True
+
+    def _remember_prefixes(self, rows: list[_Row], cached: int, cache, mask) -> None:
+        """Store the leading blocks of these new rows' prompts, in room no row holds."""
+        if self.prefixes is None:
+            return
+        for index, row in enumerate(rows):
+            ids, hashes = row.ids, row.block_hashes()
+            length = self.prefixes.wants(ids, hashes, cached)
+            if not length:
+                continue
+            held = self._batch.slots([r.shape(0) for r in [*self._admitted(), *rows]])
+            cap = self.limits.max_batch_tokens
+            room = min(cap - held, int(cap * self.limits.prefix_cache_share))
+            if length > room:
+                continue
+            if self.prefixes.tokens + length > room:
+                self.prefixes.evict(self.prefixes.tokens + length - room)
+            self.prefixes.store(ids[:length], hashes, states_of(cache, mask, index, length))
 
     def _prefill_chunk(self) -> None:
         chunking = self._chunking
@@ -326,7 +397,9 @@ class TorchEngine(Engine):
         row = chunking.row
         if row.generator is None:
             row.generator = new_generator(row.stream.params.seed, self.device)
-        self._batch.absorb(chunking.batch)
+        batch = chunking.batch
+        self._remember_prefixes([row], chunking.cached, batch.cache, batch.mask)
+        self._batch.absorb(batch)
         self._rows.append(row)
         self._advance([row], logits)
         self._retire()
@@ -339,6 +412,10 @@ class TorchEngine(Engine):
         # only a pause.
         cap = self.limits.max_batch_tokens
         rows = self._admitted()
+        if self.prefixes is not None:  # cached prefixes give way before any running row
+            over = self._batch.slots([r.shape(1) for r in rows]) + self.prefixes.tokens - cap
+            if over > 0:
+                self.prefixes.evict(over)
         keep = len(rows)
         while keep > 1 and self._batch.slots([r.shape(1) for r in rows[:keep]]) > cap:
             keep -= 1
@@ -438,3 +515,14 @@ def _eos_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def _sees_whole_rows(config, span: int) -> bool:
+    """True when every layer attends to at least ``span`` positions back: a row's tokens
+    with a gap of padding among them (a cached prefix, then the rest of its prompt
+    left-padded) still see each other. Sliding-window layers count positions, gaps
+    included, so a shorter window would shift what a token sees."""
+    window = getattr(config, "sliding_window", None)
+    if not window or not getattr(config, "use_sliding_window", True):
+        return True
+    return window >= span

@@ -32,3 +32,12 @@ def penalized_greedy(loaded, prompt: list[int], n: int, frequency: float = 0.0,
             logits[token] += b
         output.append(int(logits.argmax()))
     return output
+
+
+def greedy(loaded, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding of one prompt alone with transformers' own generate()."""
+    with torch.inference_mode():
+        out = loaded.model.generate(torch.tensor([prompt]), max_new_tokens=n,
+                                    min_new_tokens=n, do_sample=False)
+    start = 1 if loaded.model.config.is_encoder_decoder else len(prompt)
+    return out[0, start:].tolist()

@@ -4,7 +4,8 @@ The running batch reshapes transformers' caches (left padding, rows joining and 
 buffers that grow in place); each family builds its attention masks and positions its own
 way, so each is checked against its own generate(), with cache buffers that fill up and
 grow at nearly every step. Each runs with plain weights and with weights packed for oneDNN
-(against generate() with the plain ones), and with a long prompt prefilled by chunks.
+(against generate() with the plain ones), with a long prompt prefilled by chunks, and with
+prompts prefilled from a cached prefix.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.chunked_prefill import ChunkedPrefill
 from llmcloud.inference_image.packed_linear import pack_linear_layers
+from llmcloud.inference_image.prefix_cache import Prefix
 
 SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, max_position_embeddings=256, pad_token_id=0,
@@ -89,3 +91,34 @@ def test_a_family_prefilled_by_chunks_decodes_as_alone(monkeypatch, family):
             long_out.append(tokens[1])
     assert long_out == expected_long
     assert len(short_out) == 13 and short_out == expected_short[:13]
+
+
+def last_logprobs(model, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_prefilled_from_a_cached_prefix_matches_the_whole_prompt(family):
+    """Two prompts that start with a cached 16-token prefix, prefilled together from it
+    (the shorter rest left-padded: a gap after the prefix) next to a running row, then
+    decoding: every step's log probabilities match the model run on the whole sequence."""
+    model = build(family)
+    cpu = torch.device("cpu")
+    start = list(range(40, 56))
+    prompts = [start + [60, 61, 62, 63, 64], start + [70, 71]]
+    batch = CausalBatch(model, cpu, pad_id=0)
+    with torch.inference_mode():
+        batch.prefill([[5, 6, 7]])  # a running row
+        source = CausalBatch(model, cpu, pad_id=0)
+        source.prefill([start + [99]])
+        prefix = Prefix(start, source.states(0, 16))
+        logits = batch.prefill(prompts, prefix=prefix)[None]
+        sequences = [list(p) for p in prompts]
+        for _ in range(4):
+            tokens = logits[-1].argmax(-1).tolist()
+            for row, ids in enumerate(sequences):
+                got = torch.log_softmax(logits[-1][row], -1)
+                assert torch.allclose(got, last_logprobs(model, ids), atol=1e-4), family
+                ids.append(tokens[row])
+            logits = batch.decode([7, *tokens])[1:][None]

@@ -224,6 +224,27 @@ def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_clien
                         finished_reason="length") >= 1
 
 
+def test_a_repeated_prompt_beginning_comes_from_the_prefix_cache(causal_server, causal_client,
+                                                                   causal_ref):
+    system = "The quick brown fox jumps over the lazy dog. " * 6
+    before = metrics(causal_server)
+    for question in ("Hello?", "Streaming responses arrive as events?"):
+        prompt = system + question
+        result = causal_client.completions.create(model="tiny-llama", prompt=prompt,
+                                                  max_tokens=6, temperature=0)
+        prompt_ids = causal_ref.tokenizer(prompt)["input_ids"]
+        assert result.choices[0].text == greedy_text(causal_ref, prompt_ids, 6)
+    after = metrics(causal_server)
+
+    def grew(family: str) -> float:
+        name = f"{family}_total"
+        return sample_value(after, family, name) - sample_value(before, family, name)
+
+    shared = len(causal_ref.tokenizer(system)["input_ids"])
+    assert grew("llmcloud:prefix_cache_hits") >= shared // 32 * 32 > 0
+    assert grew("llmcloud:prefix_cache_queries") >= 2 * shared
+
+
 def test_disconnect_stops_generation(causal_server):
     before = metrics(causal_server)
     generated_before = sample_value(before, "llmcloud:generation_tokens",

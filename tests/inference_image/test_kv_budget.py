@@ -172,14 +172,23 @@ def cache_bytes(batch) -> int:
     return total
 
 
+def prefix_bytes(engine) -> int:
+    """What the prefix cache's stored states occupy."""
+    if engine.prefixes is None:
+        return 0
+    return sum(k.nbytes + v.nbytes for prefix in engine.prefixes._recent.values()
+               for k, v in prefix.layers)
+
+
 def run_mixed_load(loaded, cap: int, reserve: int | None) -> tuple[list, dict, int]:
     """24 requests of mixed lengths (half of them sampled with a seed) through an engine
-    whose cache holds ``cap`` positions; the caches' real buffers are measured before every
-    decode step. Returns the outputs, the worst step, and the rows preempted."""
+    whose cache holds ``cap`` positions; the caches' real buffers and the prefix cache's
+    states are measured before every decode step. Returns the outputs, the worst step, and
+    the rows preempted."""
     engine = make_engine(loaded, max_batch_tokens=cap, max_batch_size=16,
                          reserve_new_tokens=reserve)
     slot_bytes = None
-    worst = {"bytes": 0, "rows": 0, "limit": 0}
+    worst = {"bytes": 0, "rows": 0, "limit": 0, "prefixes": 0}
     batch = engine._batch
     original = batch.decode
 
@@ -187,7 +196,8 @@ def run_mixed_load(loaded, cap: int, reserve: int | None) -> tuple[list, dict, i
         # on the engine thread, between steps: the caches as they really are
         nonlocal slot_bytes
         slot_bytes = slot_bytes or batch.slot_bytes()
-        worst["bytes"] = max(worst["bytes"], cache_bytes(batch))
+        worst["bytes"] = max(worst["bytes"], cache_bytes(batch) + prefix_bytes(engine))
+        worst["prefixes"] = max(worst["prefixes"], prefix_bytes(engine))
         worst["rows"] = max(worst["rows"], len(tokens))
         worst["limit"] = cap * slot_bytes
         return original(tokens)
@@ -238,5 +248,7 @@ def test_preempted_rows_resume_where_they_stopped(request, which):
     outputs, worst, preempted = run_mixed_load(loaded, 1000, 8)
     assert preempted > 0
     assert worst["rows"] > reserved_worst["rows"]  # more requests decoded together
+    if which == "causal":  # long prompts' beginnings were kept, in room no row needed
+        assert worst["prefixes"] > 0
     assert 0 < worst["bytes"] <= worst["limit"]
     assert outputs == reserved

@@ -158,3 +158,33 @@ def test_the_prefill_budget_is_per_device_unless_given():
     assert prefill_tokens(None, "cuda") == 2048
     assert prefill_tokens(None, "mps") == 512
     assert prefill_tokens(128, "cuda") == 128
+
+
+def test_prefix_caching_is_on_unless_the_flag_or_the_environment_turns_it_off(monkeypatch):
+    from llmcloud.inference_image.server import build_parser
+
+    def parsed(*args: str) -> bool:
+        return build_parser().parse_args(["--model", "m", *args]).prefix_caching
+
+    monkeypatch.delenv("LLMCLOUD_PREFIX_CACHING", raising=False)
+    assert parsed() is True
+    assert parsed("--no-prefix-caching") is False
+    monkeypatch.setenv("LLMCLOUD_PREFIX_CACHING", "off")
+    assert parsed() is False
+    assert parsed("--prefix-caching") is True
+
+
+def test_the_prefix_cache_share_is_per_device_unless_given(monkeypatch, capsys):
+    from llmcloud.inference_image.server import build_parser, prefix_cache_share
+
+    monkeypatch.delenv("LLMCLOUD_PREFIX_CACHE_SHARE", raising=False)
+    parsed = build_parser().parse_args(["--model", "m"]).prefix_cache_share
+    assert parsed is None
+    assert prefix_cache_share(None, "cpu") == 0.1 and prefix_cache_share(None, "cuda") == 1.0
+    given = build_parser().parse_args(["--model", "m", "--prefix-cache-share", "0.5"])
+    assert prefix_cache_share(given.prefix_cache_share, "cpu") == 0.5
+    monkeypatch.setenv("LLMCLOUD_PREFIX_CACHE_SHARE", "0.25")
+    assert build_parser().parse_args(["--model", "m"]).prefix_cache_share == 0.25
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--prefix-cache-share", "1.5"])
+    assert "expected 'auto' or a share from 0 to 1, got '1.5'" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""Prefix caching benchmark: `--prefix-caching` (the default) against `--no-prefix-caching`.
+
+    python bench/prefix_cache_bench.py [--rounds 3] [--requests 16]
+
+Two servers serve the runtime benchmark's ~30M Llama on 2 threads. Each round sends both
+the same two loads of 16 concurrent streaming completions (64 new tokens, greedy), in
+rotated order:
+
+- shared system prompt: every prompt is the same 512-token system prompt followed by 64
+  tokens of its own (a chat service's usual shape);
+- distinct prompts: 576 tokens that share nothing, so the cache only costs (hashing,
+  storing what it will never use).
+
+Only the system prompt repeats: every round's own parts and distinct prompts are new.
+
+A warm-up request per server comes first (its system prompt is the shared one). Prints
+tokens/s and TTFT p50 per run (median of rounds) and each round's ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime_bench import VOCAB, Server, build_model, free_port, streamed_texts
+
+SYSTEM_TOKENS, OWN_TOKENS, NEW_TOKENS = 512, 64, 64
+
+
+def words(start: int, count: int, stride: int) -> str:
+    return " ".join(f"w{(start + i * stride) % (VOCAB - 4)}" for i in range(count))
+
+
+def loads(n: int, round_: int) -> dict[str, list[str]]:
+    """Each round's prompts; nothing but the system prompt repeats across rounds or loads."""
+    system = words(1, SYSTEM_TOKENS, 3)
+    fresh = (round_ + 1) * 1000 * n
+    return {
+        "shared system prompt": [f"{system} {words(fresh + r * 131 + 7, OWN_TOKENS, 7)}"
+                                 for r in range(n)],
+        "distinct prompts": [words(fresh + r * 977 + 11, SYSTEM_TOKENS + OWN_TOKENS, 5)
+                             for r in range(n)],
+    }
+
+
+async def one_stream(client, url: str, prompt: str) -> tuple[float, int, float]:
+    body = {"model": "bench", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0,
+            "stream": True}
+    started, first, tokens = time.perf_counter(), None, 0
+    async for text in streamed_texts(client, url, body):
+        first = first or time.perf_counter()
+        tokens += len(text.split())  # one word per token in the benchmark's vocabulary
+    return first - started, tokens, time.perf_counter()
+
+
+async def load(base: str, texts: list[str]) -> dict:
+    import httpx
+
+    url = f"{base}/v1/completions"
+    async with httpx.AsyncClient(timeout=600,
+                                 limits=httpx.Limits(max_connections=len(texts) + 2)) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, url, t) for t in texts))
+    wall = max(end for _, _, end in results) - started
+    return {"tok_s": sum(n for _, n, _ in results) / wall,
+            "ttft_p50": statistics.median(ttft for ttft, _, _ in results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=16)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
+    folder = work / "bench-llama"
+    build_model(folder)
+    servers = {}
+    for flag in ("--prefix-caching", "--no-prefix-caching"):
+        port = free_port()
+        servers[flag] = Server(flag, [
+            sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
+            "--served-model-name", "bench", "--port", str(port), "--device", "cpu", flag,
+            "--log-level", "error"], "/health/ready", port, "bench", work / f"{flag}.log")
+    results: dict[tuple[str, str], list[dict]] = {}
+    try:
+        for server in servers.values():  # warm-up: shapes built, the system prompt seen once
+            asyncio.run(load(f"http://127.0.0.1:{server.port}",
+                             loads(4, -1)["shared system prompt"]))
+        for number in range(args.rounds):
+            order = list(servers) if number % 2 == 0 else list(reversed(servers))
+            for name, prompts in loads(args.requests, number).items():
+                for flag in order:
+                    base = f"http://127.0.0.1:{servers[flag].port}"
+                    results.setdefault((name, flag), []).append(asyncio.run(load(base, prompts)))
+    finally:
+        for server in servers.values():
+            server.stop()
+    report(results, args)
+
+
+def report(results, args) -> None:
+    print(f"\n{args.requests} concurrent streams, {NEW_TOKENS} new tokens; {args.rounds} "
+          "rounds (median of rounds)\n")
+    print("| load                 | server               | tok/s | TTFT p50 |")
+    print("|----------------------|----------------------|------:|---------:|")
+    names = list(dict.fromkeys(name for name, _ in results))
+    for name in names:
+        for flag in ("--prefix-caching", "--no-prefix-caching"):
+            runs = results[(name, flag)]
+            print(f"| {name:<20} | {flag:<20} "
+                  f"| {statistics.median(r['tok_s'] for r in runs):5.0f} "
+                  f"| {statistics.median(r['ttft_p50'] for r in runs) * 1000:5.0f} ms |")
+    for name in names:
+        on, off = results[(name, "--prefix-caching")], results[(name, "--no-prefix-caching")]
+        tok = [a["tok_s"] / b["tok_s"] for a, b in zip(on, off, strict=True)]
+        ttft = [a["ttft_p50"] / b["ttft_p50"] for a, b in zip(on, off, strict=True)]
+        print(f"{name}: caching / not, per round: tok/s {' '.join(f'{r:.2f}' for r in tok)} "
+              f"(median {statistics.median(tok):.2f}x); TTFT p50 "
+              f"{' '.join(f'{r:.2f}' for r in ttft)} (median {statistics.median(ttft):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

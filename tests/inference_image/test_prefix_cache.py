@@ -1,0 +1,184 @@
+"""Automatic prefix caching: the store on its own, then the engine on a real tiny Llama,
+whose outputs must not change whether a prompt's beginning came from the store or not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from reference import greedy, next_token_logprobs
+
+from llmcloud.inference_image.engine import ModelInfo, SamplingParams
+from llmcloud.inference_image.prefix_cache import PrefixCache, block_hashes
+from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
+
+SYSTEM = ("system: You are a careful assistant. Answer in French when asked. "
+          "The quick brown fox jumps over the lazy dog. Streaming responses arrive as "
+          "server-sent events.\n")
+USERS = ["user: Hello, how are you today?", "user: translate English to French: The house",
+         "user: 0123", "user: def add(a, b):\n    return a + b\n and numbers, symbols #@%&",
+         "Une maison merveilleuse"]
+
+
+def states(length: int, fill: float = 0.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((1, 2, length, 4), fill), torch.full((1, 2, length, 4), fill))]
+
+
+def test_lookup_finds_the_longest_whole_blocks_and_leaves_a_token_to_run():
+    store = PrefixCache(block=4)
+    ids = list(range(100, 114))  # 14 tokens: 3 whole blocks
+    store.store(ids[:12], block_hashes(ids[:12], 4), states(12))
+    assert store.tokens == 12 and len(store) == 1
+    assert store.lookup(ids, block_hashes(ids, 4))[0] == 12
+    assert store.lookup(ids[:12], block_hashes(ids[:12], 4))[0] == 8  # one token must run
+    other = ids[:6] + [1, 2, 3, 4, 5, 6, 7, 8]
+    assert store.lookup(other, block_hashes(other, 4))[0] == 4  # they part in block 2
+    assert store.lookup([9] * 14, block_hashes([9] * 14, 4)) == (0, None)
+    length, prefix = store.lookup(ids, block_hashes(ids, 4))
+    view = prefix.trimmed(8)
+    assert view.ids == ids[:8] and view.layers[0][0].shape == (1, 2, 8, 4)
+
+
+def test_a_hash_that_collides_never_hands_over_another_prompts_states():
+    store = PrefixCache(block=4)
+    ids = [5, 6, 7, 8, 9]
+    store.store([1, 2, 3, 4], block_hashes(ids, 4), states(4))  # stored under ids' hash
+    assert store.lookup(ids, block_hashes(ids, 4)) == (0, None)
+
+
+def test_eviction_gives_back_the_least_recently_used_first():
+    store = PrefixCache(block=4)
+    a, b = [1] * 8, [2] * 8
+    store.store(a, block_hashes(a, 4), states(8))
+    store.store(b, block_hashes(b, 4), states(8))
+    store.lookup(a + [0], block_hashes(a + [0], 4))  # a is now the more recent
+    assert store.evict(1) == 8
+    assert store.tokens == 8
+    assert store.lookup(b + [0], block_hashes(b + [0], 4)) == (0, None)
+    assert store.lookup(a + [0], block_hashes(a + [0], 4))[0] == 8
+    store.clear()
+    assert store.tokens == 0 and len(store) == 0
+
+
+def test_wants_only_new_whole_blocks():
+    store = PrefixCache(block=4)
+    ids = list(range(11))
+    hashes = block_hashes(ids, 4)
+    assert store.wants(ids, hashes, 0) == 8
+    assert store.wants(ids, hashes, 8) == 0  # that much came from the store already
+    store.store(ids[:8], hashes, states(8))
+    assert store.wants(ids, hashes, 0) == 0  # already held
+    assert store.wants(ids[:4], block_hashes(ids[:4], 4), 0) == 0  # no whole block to spare
+
+
+def make_engine(loaded, **limits) -> TorchEngine:
+    info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
+    engine = TorchEngine(loaded.model, loaded.tokenizer, info, torch.device("cpu"),
+                         EngineLimits(**limits))
+    engine.model_for_checks = loaded
+    return engine
+
+
+def common(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+async def outputs(engine, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """Greedy outputs; each checked on the way against the model's own log probabilities,
+    which (unlike a tiny random model's argmax) move with every input the row sees."""
+    async def drain(prompt, stream):
+        tokens, logprobs = [], []
+        async for event in stream:
+            tokens += event.token_ids
+            logprobs += [entry.logprob for entry in event.logprobs or []]
+        expected = next_token_logprobs(engine.model_for_checks, prompt, tokens)
+        assert logprobs == pytest.approx(
+            [expected[i, t].item() for i, t in enumerate(tokens)], abs=1e-4)
+        return tokens
+
+    streams = [engine.generate(p, SamplingParams(max_tokens=n, temperature=0, logprobs=0))
+               for p in prompts]
+    return await asyncio.gather(*(drain(p, s) for p, s in zip(prompts, streams, strict=True)))
+
+
+@pytest.mark.parametrize("max_prefill_tokens", [512, 16], ids=["whole", "by-chunks"])
+def test_prompts_that_start_alike_prefill_only_the_rest_and_decode_the_same(
+        causal, max_prefill_tokens):
+    tok = causal.tokenizer
+    system = tok(SYSTEM)["input_ids"]
+    assert len(system) > 64
+    prompts = [system + tok(u, add_special_tokens=False)["input_ids"] for u in USERS]
+    engine = make_engine(causal, max_batch_size=8, max_prefill_tokens=max_prefill_tokens)
+
+    async def main():
+        first = await outputs(engine, prompts[:1], 10)  # cold: its beginning is stored
+        rest = await outputs(engine, prompts[1:], 10)  # together, gaps of padding and all
+        again = await outputs(engine, prompts[1:], 10)  # each now finds its own beginning
+        return first + rest, again
+
+    try:
+        together, again = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    expected = [greedy(causal, p, 10) for p in prompts]
+    assert together == expected
+    assert again == expected[1:]
+    block = engine.prefixes.block
+    stored = (len(prompts[0]) - 1) // block * block
+    first_wave = sum(min(stored, common(p, prompts[0]), len(p) - 1) // block * block
+                     for p in prompts[1:])
+    second_wave = sum((len(p) - 1) // block * block for p in prompts[1:])
+    assert first_wave >= len(system) // block * block * len(USERS[1:])
+    assert engine.prefixes.hits == first_wave + second_wave
+    assert engine.prefixes.queries == sum(map(len, prompts)) + sum(map(len, prompts[1:]))
+
+
+def test_stored_prefixes_give_way_to_requests(causal):
+    tok = causal.tokenizer
+    prompts = [tok(SYSTEM + u)["input_ids"] for u in USERS]
+    engine = make_engine(causal, max_batch_size=8, max_batch_tokens=600)
+
+    async def main():
+        await outputs(engine, prompts[:2], 4)
+        held = engine.prefixes.tokens
+        # five rows at once need every position the store holds
+        return held, await outputs(engine, prompts, 60)
+
+    try:
+        held, result = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert held > 0
+    assert result == [greedy(causal, p, 60) for p in prompts]
+    assert engine.prefixes.tokens < held  # given back while the five ran
+
+
+def test_prefix_caching_is_off_for_sliding_windows_shorter_than_a_row(causal, monkeypatch):
+    monkeypatch.setattr(causal.model.config, "sliding_window", 64, raising=False)
+    for engine in (make_engine(causal), make_engine(causal, prefix_caching=False)):
+        engine.shutdown()
+        assert engine.prefixes is None
+
+
+def test_kept_beginnings_stay_within_their_share_of_the_cache(causal):
+    tok = causal.tokenizer
+    prompts = [tok(u * 8)["input_ids"] for u in USERS[:4]]  # four long, unrelated prompts
+    engine = make_engine(causal, max_batch_tokens=2000, prefix_cache_share=0.1)
+
+    async def main():
+        held = []
+        for prompt in prompts:
+            await outputs(engine, [prompt], 2)
+            held.append(engine.prefixes.tokens)
+        return held
+
+    try:
+        held = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert all(0 < tokens <= 200 for tokens in held)
+    assert len(engine.prefixes) < len(prompts)  # the older ones gave way
