@@ -19,15 +19,10 @@ tokens/s and TTFT p50 per run (median of rounds) and each round's ratios.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-from runtime_bench import VOCAB, Server, build_model, free_port, streamed_texts
+from burst import burst, llmcloud_server, setup
+from runtime_bench import VOCAB
 
 SYSTEM_TOKENS, OWN_TOKENS, NEW_TOKENS = 512, 64, 64
 
@@ -48,55 +43,20 @@ def loads(n: int, round_: int) -> dict[str, list[str]]:
     }
 
 
-async def one_stream(client, url: str, prompt: str) -> tuple[float, int, float]:
-    body = {"model": "bench", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0,
-            "stream": True}
-    started, first, tokens = time.perf_counter(), None, 0
-    async for text in streamed_texts(client, url, body):
-        first = first or time.perf_counter()
-        tokens += len(text.split())  # one word per token in the benchmark's vocabulary
-    return first - started, tokens, time.perf_counter()
-
-
-async def load(base: str, texts: list[str]) -> dict:
-    import httpx
-
-    url = f"{base}/v1/completions"
-    async with httpx.AsyncClient(timeout=600,
-                                 limits=httpx.Limits(max_connections=len(texts) + 2)) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, url, t) for t in texts))
-    wall = max(end for _, _, end in results) - started
-    return {"tok_s": sum(n for _, n, _ in results) / wall,
-            "ttft_p50": statistics.median(ttft for ttft, _, _ in results)}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=16)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
-    folder = work / "bench-llama"
-    build_model(folder)
-    servers = {}
-    for flag in ("--prefix-caching", "--no-prefix-caching"):
-        port = free_port()
-        servers[flag] = Server(flag, [
-            sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
-            "--served-model-name", "bench", "--port", str(port), "--device", "cpu", flag,
-            "--log-level", "error"], "/health/ready", port, "bench", work / f"{flag}.log")
+    args, work, folder = setup(__doc__, rounds=3)
+    servers = {flag: llmcloud_server(flag, folder, work, flag)
+               for flag in ("--prefix-caching", "--no-prefix-caching")}
     results: dict[tuple[str, str], list[dict]] = {}
     try:
         for server in servers.values():  # warm-up: shapes built, the system prompt seen once
-            asyncio.run(load(f"http://127.0.0.1:{server.port}",
-                             loads(4, -1)["shared system prompt"]))
+            burst(server, loads(4, -1)["shared system prompt"], NEW_TOKENS)
         for number in range(args.rounds):
             order = list(servers) if number % 2 == 0 else list(reversed(servers))
             for name, prompts in loads(args.requests, number).items():
                 for flag in order:
-                    base = f"http://127.0.0.1:{servers[flag].port}"
-                    results.setdefault((name, flag), []).append(asyncio.run(load(base, prompts)))
+                    results.setdefault((name, flag), []).append(
+                        burst(servers[flag], prompts, NEW_TOKENS))
     finally:
         for server in servers.values():
             server.stop()

@@ -3,7 +3,8 @@ without them, on one server.
 
     python bench/sampling_controls_bench.py [--rounds 4] [--requests 16]
 
-One llmcloud-server with the runtime benchmark's ~30M Llama on 2 threads. Each round sends
+One llmcloud-server (prefix caching off: every round repeats the prompts) with the
+runtime benchmark's ~30M Llama on 2 threads. Each round sends
 16 concurrent streaming completions (64 prompt tokens, 64 new tokens, greedy) four ways, in
 rotated order: plain; `logprobs: 5`; `presence_penalty` and `frequency_penalty` 0.5 with a
 `logit_bias` of 10 tokens; and all of them. Prints tokens/s and TTFT p50 per way (median of
@@ -12,15 +13,10 @@ rounds) and each way's tok/s against the plain run of the same round.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-from runtime_bench import Server, build_model, free_port, prompts, streamed_texts
+from burst import burst, llmcloud_server, setup
+from runtime_bench import prompts
 
 PROMPT_TOKENS, NEW_TOKENS = 64, 64
 PENALTIES = {"presence_penalty": 0.5, "frequency_penalty": 0.5,
@@ -33,53 +29,20 @@ WAYS = {
 }
 
 
-async def one_stream(client, url: str, body: dict) -> tuple[float, int, float]:
-    started = time.perf_counter()
-    first, tokens = None, 0
-    async for text in streamed_texts(client, url, body):
-        first = first or time.perf_counter()
-        tokens += len(text.split())  # one word per token in the benchmark's vocabulary
-    return first - started, tokens, time.perf_counter()
-
-
-async def load(base: str, texts: list[str], extra: dict) -> dict:
-    import httpx
-
-    url = f"{base}/v1/completions"
-    limits = httpx.Limits(max_connections=len(texts) + 2)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, url, {
-            "model": "bench", "prompt": t, "max_tokens": NEW_TOKENS, "temperature": 0,
-            "stream": True, **extra}) for t in texts))
-    wall = max(end for _, _, end in results) - started
-    return {"tok_s": sum(n for _, n, _ in results) / wall,
-            "ttft_p50": statistics.median(ttft for ttft, _, _ in results)}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=16)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
-    folder = work / "bench-llama"
-    build_model(folder)
-    port = free_port()
-    server = Server("llmcloud-server", [
-        sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
-        "--served-model-name", "bench", "--port", str(port), "--device", "cpu",
-        "--log-level", "error"], "/health/ready", port, "bench", work / "server.log")
-    base = f"http://127.0.0.1:{port}"
+    args, work, folder = setup(__doc__, rounds=4)
+    # Every round sends the same prompts: kept prompt beginnings would speed up all the
+    # rounds after the first, so the prefix cache is off to measure these fields alone.
+    server = llmcloud_server("llmcloud-server", folder, work, "--no-prefix-caching")
     texts = prompts(args.requests, PROMPT_TOKENS)
     results: dict[str, list[dict]] = {way: [] for way in WAYS}
     try:
         for extra in WAYS.values():  # warm-up: each way's shapes and code paths once
-            asyncio.run(load(base, texts[:4], extra))
+            burst(server, texts[:4], NEW_TOKENS, **extra)
         for number in range(args.rounds):
             ways = list(WAYS)
             for way in ways[number % len(ways):] + ways[:number % len(ways)]:
-                results[way].append(asyncio.run(load(base, texts, WAYS[way])))
+                results[way].append(burst(server, texts, NEW_TOKENS, **WAYS[way]))
     finally:
         server.stop()
     report(results, args)

@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache-share", type=_share, metavar="F|auto",
                    default=env.get("LLMCLOUD_PREFIX_CACHE_SHARE", "auto"),
                    help="the share (0 to 1) of the KV cache's positions kept prompt "
-                        "beginnings may hold; auto: all the free room on a GPU, whose memory "
-                        "the server holds anyway, 0.1 on CPU, where it is memory an idle "
-                        "server would otherwise give back (default: %(default)s)")
+                        "beginnings may hold (0: no prefix caching); auto: all the free room "
+                        "on a GPU, whose memory the server holds anyway; on CPU, where it is "
+                        "memory an idle server would otherwise give back, as much as one "
+                        "request of the whole context (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
@@ -103,15 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: share of the KV cache's positions kept prompt beginnings may hold, by device
-PREFIX_CACHE_SHARE = {"cpu": 0.1, "cuda": 1.0}
-
-
-def prefix_cache_share(given: float | None, device_type: str) -> float:
-    """``--prefix-cache-share``, or the device's default."""
+def prefix_cache_share(given: float | None, device_type: str) -> float | None:
+    """``--prefix-cache-share``, or the device's default: all the free room on a GPU (its
+    memory is the server's either way); on CPU None, room for one request of the whole
+    context (what kept beginnings hold there is memory an idle server would give back)."""
     if given is not None:
         return given
-    return PREFIX_CACHE_SHARE.get(device_type, PREFIX_CACHE_SHARE["cpu"])
+    return 1.0 if device_type == "cuda" else None
 
 
 def _share(value: str) -> float | None:

@@ -57,9 +57,10 @@ class EngineLimits:
     # Keep the states of prompt beginnings in free cache room, so that prompts that start
     # alike (a system prompt, earlier turns) prefill only the rest (causal models).
     prefix_caching: bool = True
-    # ...in at most this share of the cache's positions (on CPU, what they hold is memory
-    # the process would not otherwise keep while idle).
-    prefix_cache_share: float = 1.0
+    # ...in at most this share of the cache's positions; None: as many as one request of
+    # the whole context holds (on CPU, where what they hold is memory an idle server would
+    # otherwise give back).
+    prefix_cache_share: float | None = 1.0
     # An idle engine waits this long for a burst of arrivals to stop (at most coalesce_max_s)
     # so they share one prefill instead of the first one delaying all the others.
     coalesce_quiet_s: float = 0.005
@@ -131,7 +132,8 @@ class TorchEngine(Engine):
             batch_type = CausalBatch
         self._batch = batch_type(model, device, pad_id)
         # A cached prefix is followed by padding up to the group's longest rest of a prompt.
-        self.prefixes = (PrefixCache() if self.limits.prefix_caching and batch_type is CausalBatch
+        caching = self.limits.prefix_caching and self.limits.prefix_cache_share != 0
+        self.prefixes = (PrefixCache() if caching and batch_type is CausalBatch
                          and _sees_whole_rows(model.config, info.max_context
                                               + self.limits.max_prefill_tokens) else None)
         self._pad_id = pad_id
@@ -380,13 +382,19 @@ class TorchEngine(Engine):
             if not length:
                 continue
             held = self._batch.slots([r.shape(0) for r in [*self._admitted(), *rows]])
-            cap = self.limits.max_batch_tokens
-            room = min(cap - held, int(cap * self.limits.prefix_cache_share))
+            room = min(self.limits.max_batch_tokens - held, self._prefix_room())
             if length > room:
                 continue
             if self.prefixes.tokens + length > room:
                 self.prefixes.evict(self.prefixes.tokens + length - room)
             self.prefixes.store(ids[:length], hashes, states_of(cache, mask, index, length))
+
+    def _prefix_room(self) -> int:
+        """The cache positions kept prompt beginnings may hold at most."""
+        share, cap = self.limits.prefix_cache_share, self.limits.max_batch_tokens
+        if share is None:
+            return min(cap, self._batch.row_slots(self.info.max_context))
+        return int(cap * share)
 
     def _prefill_chunk(self) -> None:
         chunking = self._chunking

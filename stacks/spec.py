@@ -276,6 +276,13 @@ class ServerSpec(_Section):
         description="prompt tokens prefilled per step, and the chunk size of longer prompts "
                     "(unset: 2048 on a GPU, 512 on CPU)",
     )
+    prefix_cache_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="share of the KV cache that kept prompt beginnings may hold, so prompts "
+                    "that start alike prefill only the rest; 0 turns prefix caching off "
+                    "(unset: all free room on a GPU; on CPU, room for one request of the "
+                    "whole context)",
+    )
 
     @field_validator("reserve_new_tokens", mode="before")
     @classmethod
@@ -290,9 +297,10 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache and prefill settings given, by name (unset ones are left out: the
-        server keeps its defaults for them)."""
-        names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens")
+        """The KV-cache, prefill and prefix-cache settings given, by name (unset ones are
+        left out: the server keeps its defaults for them)."""
+        names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens",
+                 "prefix_cache_share")
         return {name: str(getattr(self, name)) for name in names
                 if getattr(self, name) is not None}
 

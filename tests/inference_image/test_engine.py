@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from batch_script import decode_with_joins
+from reference import greedy as reference
 
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
@@ -18,15 +19,6 @@ from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a",
            "translate English to French: The house is wonderful."]
 CPU = torch.device("cpu")
-
-
-def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:
-    """Greedy decoding of one prompt alone with transformers' own generate()."""
-    with torch.inference_mode():
-        out = loaded.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n,
-                                    min_new_tokens=n, do_sample=False)
-    start = 1 if loaded.model.config.is_encoder_decoder else len(prompt_ids)
-    return out[0, start:].tolist()
 
 
 @pytest.mark.parametrize("room", [kv_cache.MIN_ROOM, 1], ids=["room", "full-every-step"])

@@ -180,7 +180,8 @@ def test_the_prefix_cache_share_is_per_device_unless_given(monkeypatch, capsys):
     monkeypatch.delenv("LLMCLOUD_PREFIX_CACHE_SHARE", raising=False)
     parsed = build_parser().parse_args(["--model", "m"]).prefix_cache_share
     assert parsed is None
-    assert prefix_cache_share(None, "cpu") == 0.1 and prefix_cache_share(None, "cuda") == 1.0
+    assert prefix_cache_share(None, "cpu") is None  # room for one whole-context request
+    assert prefix_cache_share(None, "cuda") == 1.0
     given = build_parser().parse_args(["--model", "m", "--prefix-cache-share", "0.5"])
     assert prefix_cache_share(given.prefix_cache_share, "cpu") == 0.5
     monkeypatch.setenv("LLMCLOUD_PREFIX_CACHE_SHARE", "0.25")

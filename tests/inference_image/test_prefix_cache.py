@@ -182,3 +182,30 @@ def test_kept_beginnings_stay_within_their_share_of_the_cache(causal):
         engine.shutdown()
     assert all(0 < tokens <= 200 for tokens in held)
     assert len(engine.prefixes) < len(prompts)  # the older ones gave way
+
+
+def test_a_share_of_zero_turns_prefix_caching_off(causal):
+    engine = make_engine(causal, prefix_cache_share=0.0)
+    engine.shutdown()
+    assert engine.prefixes is None
+
+
+def test_by_default_on_cpu_kept_beginnings_hold_one_whole_context_at_most(causal):
+    tok = causal.tokenizer
+    prompts = [tok(u * 24)["input_ids"] for u in USERS]  # five long, unrelated prompts
+    engine = make_engine(causal, max_batch_tokens=20_000, prefix_cache_share=None)
+    room = engine._batch.row_slots(causal.max_context)
+
+    async def main():
+        held = []
+        for prompt in prompts:
+            await outputs(engine, [prompt], 2)
+            held.append(engine.prefixes.tokens)
+        return held
+
+    try:
+        held = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert sum(len(p) for p in prompts) > room  # they could not all stay
+    assert all(0 < tokens <= room for tokens in held)

@@ -62,6 +62,7 @@ INVALID = [
     ({"server": {"reserve_new_tokens": 0}}, "server.reserve_new_tokens"),
     ({"server": {"reserve_new_tokens": "some"}}, "server.reserve_new_tokens"),
     ({"server": {"max_prefill_tokens": "auto"}}, "server.max_prefill_tokens"),
+    ({"server": {"prefix_cache_share": 1.5}}, "server.prefix_cache_share"),
     ({"tags": {"bad key!": "x"}}, "tags"),
     ({"tags": "team=ml"}, "tags"),
     ({"compute": "big"}, "compute"),
@@ -133,6 +134,8 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     reserve = resolve_spec(file_values={},
                            environ={"LLMCLOUD_SERVER__RESERVE_NEW_TOKENS": "64"})
     assert reserve.server.reserve_new_tokens == 64
+    off = resolve_spec(file_values={"server": {"prefix_cache_share": 0}}, environ={})
+    assert off.server.engine_flags() == ["--prefix-cache-share", "0.0"]
 
 
 def test_model_name_comes_from_the_source() -> None:
