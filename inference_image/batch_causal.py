@@ -52,26 +52,32 @@ class CausalBatch:
         return kv_cache.position_bytes(self.cache)
 
     def prefill(self, prompts: list[list[int]], outputs: list[list[int]] | None = None,
-                prefix: Prefix | None = None, on_cache=None) -> torch.Tensor:
+                prefixes: list[Prefix | None] | None = None, on_cache=None) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V].
 
         ``outputs`` are tokens the rows generated before (a preempted row resuming): they
         are prefilled after their prompt, and the logits are for the token after them.
-        ``prefix``: states of the first tokens, which every prompt starts with; only the
-        rest of each prompt runs (left-padded after the prefix: the mask hides the gap).
+        ``prefixes``: per row, the states of its first tokens (from a prefix cache) or
+        None; only the rest of each prompt runs. Kept states are right-aligned to the
+        longest, the rests left-padded after them: the mask hides the gaps, so the rows
+        are as wide as the longest kept part plus the longest rest.
         ``on_cache(cache, mask)`` sees the new rows' states before they join the batch."""
         if outputs is not None:
             prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
-        done = 0 if prefix is None else prefix.length
-        ids, mask = kv_cache.padded_prompts([p[done:] for p in prompts], self.pad_id,
-                                            left=True, device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0) + done
+        prefixes = prefixes or [None] * len(prompts)
+        done = [0 if p is None else p.length for p in prefixes]
+        ids, mask = kv_cache.padded_prompts([p[d:] for p, d in zip(prompts, done, strict=True)],
+                                            self.pad_id, left=True, device=self.device)
+        offsets = torch.tensor(done, device=self.device)[:, None]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) + offsets
         cache = kv_cache.growing_cache()
-        if prefix is not None:
-            for index, (keys, values) in enumerate(prefix.layers):
-                cache.update(keys.expand(len(prompts), -1, -1, -1),
-                             values.expand(len(prompts), -1, -1, -1), index)
-            mask = torch.cat([mask.new_ones((len(prompts), done)), mask], dim=1)
+        if max(done):
+            kept = _right_aligned(prefixes, max(done))
+            for index, (keys, values) in enumerate(kept):
+                cache.update(keys, values, index)
+            columns = torch.arange(max(done), device=self.device)[None, :]
+            held = (columns >= max(done) - offsets).to(mask.dtype)
+            mask = torch.cat([held, mask], dim=1)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
             **{self._cache_kw: cache}, use_cache=True, **self._logits_kw,
@@ -155,3 +161,21 @@ def states_of(cache, mask: torch.Tensor, row: int,
     return [(layer.keys[row:row + 1].index_select(2, columns),
              layer.values[row:row + 1].index_select(2, columns))
             for layer in kv_cache.layers(cache)]
+
+
+def _right_aligned(prefixes: list[Prefix | None],
+                   width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the rows' kept keys and values in one [k, H, width, D] pair, each row's
+    at the right edge (zeros before it, and for rows without a prefix)."""
+    sample = next(p for p in prefixes if p is not None)
+    out = []
+    for layer, (keys, values) in enumerate(sample.layers):
+        shape = (len(prefixes), keys.shape[1], width, keys.shape[3])
+        pair = keys.new_zeros(shape), values.new_zeros(shape)
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None:
+                start = width - prefix.length
+                pair[0][row, :, start:] = prefix.layers[layer][0][0]
+                pair[1][row, :, start:] = prefix.layers[layer][1][0]
+        out.append(pair)
+    return out

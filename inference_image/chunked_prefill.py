@@ -32,7 +32,7 @@ class ChunkedPrefill:
         (``self.batch`` then holds the row, ready to join); before it: None."""
         end = self._done + self._chunk
         if self.batch.size == 0:
-            logits = self.batch.prefill([self.ids[:end]], prefix=self._prefix)
+            logits = self.batch.prefill([self.ids[:end]], prefixes=[self._prefix])
         else:
             logits = self.batch.extend(self.ids[self._done:end])
         self._done = min(end, len(self.ids))

@@ -281,16 +281,16 @@ class TorchEngine(Engine):
             chunking, self._chunking = self._chunking, None
             chunking.drop()
             self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
-        admitted, prefix = self._admit() if self._chunking is None else ([], None)
+        admitted, kept = self._admit() if self._chunking is None else ([], [])
         if self._chunking is not None:
             self._prefill_chunk()
         elif admitted:
-            cached = 0 if prefix is None else prefix.length
-            log.debug("admitting %d requests (%d prompt tokens, %d each cached) next to %d "
-                      "running", len(admitted), sum(row.context for row in admitted), cached,
-                      len(self._rows))
+            cached = [0 if prefix is None else prefix.length for prefix in kept]
+            log.debug("admitting %d requests (%d prompt tokens, %d of them cached) next to "
+                      "%d running", len(admitted), sum(row.context for row in admitted),
+                      sum(cached), len(self._rows))
             caching = {} if self.prefixes is None else {
-                "prefix": prefix, "on_cache": lambda cache, mask: self._remember_prefixes(
+                "prefixes": kept, "on_cache": lambda cache, mask: self._remember_prefixes(
                     admitted, cached, cache, mask)}
             logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
                                          [row.tokens for row in admitted], **caching)
@@ -310,12 +310,11 @@ class TorchEngine(Engine):
             self._advance(self._rows, logits)
             self._retire()
 
-    def _admit(self) -> tuple[list[_Row], Prefix | None]:
-        """The waiting requests that join now, and the cached prefix they all start with
-        (a group shares one, or none)."""
+    def _admit(self) -> tuple[list[_Row], list[Prefix | None]]:
+        """The waiting requests that join now, and for each the cached prefix it starts
+        with (or None)."""
         admitted: list[_Row] = []
-        group: tuple[int, int] | None = None  # (prefix length, id of the cached prefix)
-        shared: Prefix | None = None
+        kept: list[Prefix | None] = []
         ahead = self.limits.reserve_new_tokens
         shapes = [row.shape(ahead) for row in self._rows]
         prefill = 0
@@ -326,8 +325,8 @@ class TorchEngine(Engine):
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
                 row = self._waiting[0]
                 cached, prefix = self._cached_prefix(row)
-                if admitted and group != (cached, id(prefix)):
-                    break  # the next group starts from another prefix
+                if admitted and not _fits_the_group(admitted, kept, row, cached):
+                    break  # it would widen every row of the group: next group
                 # Room for every row to grow by `ahead` more tokens: rows outgrowing the
                 # cache later are preempted, but not before that many steps of progress.
                 fits = self._make_room(self._batch.slots([*shapes, row.shape(ahead)]))
@@ -350,12 +349,12 @@ class TorchEngine(Engine):
                     self._chunking = ChunkedPrefill(
                         self.model, self.device, self._pad_id, row, row.ids,
                         self.limits.max_prefill_tokens, shared)
-                    return [], None
+                    return [], []
                 admitted.append(row)
-                group = (cached, id(prefix))
+                kept.append(shared)
                 shapes.append(row.shape(ahead))
                 prefill += row.context - cached
-        return admitted, shared
+        return admitted, kept
 
     def _cached_prefix(self, row: _Row) -> tuple[int, Prefix | None]:
         if self.prefixes is None:
@@ -372,13 +371,14 @@ class TorchEngine(Engine):
             self.prefixes.evict(needed + self.prefixes.tokens - cap)
         return True
 
-    def _remember_prefixes(self, rows: list[_Row], cached: int, cache, mask) -> None:
-        """Store the leading blocks of these new rows' prompts, in room no row holds."""
+    def _remember_prefixes(self, rows: list[_Row], cached: list[int], cache, mask) -> None:
+        """Store the leading blocks of these new rows' prompts (``cached``: how many of
+        each came from the store), in room no row holds."""
         if self.prefixes is None:
             return
         for index, row in enumerate(rows):
             ids, hashes = row.ids, row.block_hashes()
-            length = self.prefixes.wants(ids, hashes, cached)
+            length = self.prefixes.wants(ids, hashes, cached[index])
             if not length:
                 continue
             held = self._batch.slots([r.shape(0) for r in [*self._admitted(), *rows]])
@@ -406,7 +406,7 @@ class TorchEngine(Engine):
         if row.generator is None:
             row.generator = new_generator(row.stream.params.seed, self.device)
         batch = chunking.batch
-        self._remember_prefixes([row], chunking.cached, batch.cache, batch.mask)
+        self._remember_prefixes([row], [chunking.cached], batch.cache, batch.mask)
         self._batch.absorb(batch)
         self._rows.append(row)
         self._advance([row], logits)
@@ -523,6 +523,19 @@ def _eos_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def _fits_the_group(rows: list[_Row], kept: list[Prefix | None], row: _Row,
+                    cached: int) -> bool:
+    """Whether ``row`` (``cached`` of its tokens from the prefix cache) can be prefilled
+    with ``rows`` without widening them: a group is as wide as its longest kept part plus
+    its longest rest, and the cache's accounting counts each row as long as the longest
+    row (``slots``), so one row must be the longest in both."""
+    kept_lengths = [0 if p is None else p.length for p in kept] + [cached]
+    rests = [r.context - k for r, k in zip(rows, kept_lengths, strict=False)]
+    rests.append(row.context - cached)
+    longest = max(k + r for k, r in zip(kept_lengths, rests, strict=True))
+    return max(kept_lengths) + max(rests) <= longest
 
 
 def _sees_whole_rows(config, span: int) -> bool:

@@ -100,25 +100,28 @@ def last_logprobs(model, ids: list[int]) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_family_prefilled_from_a_cached_prefix_matches_the_whole_prompt(family):
-    """Two prompts that start with a cached 16-token prefix, prefilled together from it
-    (the shorter rest left-padded: a gap after the prefix) next to a running row, then
-    decoding: every step's log probabilities match the model run on the whole sequence."""
+    """Three prompts prefilled together next to a running row: two from cached prefixes of
+    their own (16 and 12 tokens, right-aligned, the rests left-padded after them: gaps the
+    mask hides), one without. Then decoding: every step's log probabilities match the model
+    run on the whole sequence."""
     model = build(family)
     cpu = torch.device("cpu")
-    start = list(range(40, 56))
-    prompts = [start + [60, 61, 62, 63, 64], start + [70, 71]]
+    starts = [list(range(40, 56)), list(range(80, 92))]
+    prompts = [starts[0] + [60, 61, 62, 63, 64], starts[1] + [70, 71], [90, 91, 92]]
     batch = CausalBatch(model, cpu, pad_id=0)
     with torch.inference_mode():
         batch.prefill([[5, 6, 7]])  # a running row
-        source = CausalBatch(model, cpu, pad_id=0)
-        source.prefill([start + [99]])
-        prefix = Prefix(start, source.states(0, 16))
-        logits = batch.prefill(prompts, prefix=prefix)[None]
+        prefixes = []
+        for start in starts:
+            source = CausalBatch(model, cpu, pad_id=0)
+            source.prefill([start + [99]])
+            prefixes.append(Prefix(start, source.states(0, len(start))))
+        logits = batch.prefill(prompts, prefixes=[*prefixes, None])
         sequences = [list(p) for p in prompts]
         for _ in range(4):
-            tokens = logits[-1].argmax(-1).tolist()
+            tokens = logits.argmax(-1).tolist()
             for row, ids in enumerate(sequences):
-                got = torch.log_softmax(logits[-1][row], -1)
+                got = torch.log_softmax(logits[row], -1)
                 assert torch.allclose(got, last_logprobs(model, ids), atol=1e-4), family
                 ids.append(tokens[row])
-            logits = batch.decode([7, *tokens])[1:][None]
+            logits = batch.decode([7, *tokens])[1:]

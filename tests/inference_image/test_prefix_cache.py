@@ -209,3 +209,48 @@ def test_by_default_on_cpu_kept_beginnings_hold_one_whole_context_at_most(causal
         engine.shutdown()
     assert sum(len(p) for p in prompts) > room  # they could not all stay
     assert all(0 < tokens <= room for tokens in held)
+
+
+def test_requests_with_beginnings_of_their_own_are_prefilled_together(causal):
+    """A second turn of four unrelated conversations: each finds its own first turn in the
+    store, and the four are still prefilled in one group (kept parts right-aligned)."""
+    tok = causal.tokenizer
+    first = [tok(u * 20)["input_ids"][:70] for u in USERS[:4]]  # 64 tokens kept of each
+    engine = make_engine(causal, max_batch_size=8, prefix_cache_share=1.0)
+    groups = []
+    prefill = engine._batch.prefill
+
+    def counted(prompts, outputs=None, **kwargs):
+        groups.append([0 if p is None else p.length for p in kwargs.get("prefixes") or []])
+        return prefill(prompts, outputs, **kwargs)
+
+    engine._batch.prefill = counted
+
+    async def main():
+        await outputs(engine, first, 3)
+        groups.clear()
+        return await outputs(engine, [p + [5, 6, 7] for p in first], 3)
+
+    try:
+        second = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert len(groups) == 1 and len(groups[0]) == 4 and all(groups[0])
+    assert second == [greedy(causal, p + [5, 6, 7], 3) for p in first]
+
+
+def test_a_row_that_would_widen_the_group_waits_for_the_next_one():
+    from types import SimpleNamespace
+
+    from llmcloud.inference_image.prefix_cache import Prefix
+    from llmcloud.inference_image.torch_engine import _fits_the_group
+
+    def row(context):
+        return SimpleNamespace(context=context)
+
+    kept_512 = Prefix(list(range(512)), [])
+    # 512 kept + 10 to run, then 300 to run from scratch: 812 wide, though no row is 522
+    assert not _fits_the_group([row(522)], [kept_512], row(300), 0)
+    assert _fits_the_group([row(522)], [kept_512], row(532), 512)  # 512 + 20: it is the longest
+    assert not _fits_the_group([row(522)], [kept_512], row(500), 480)  # 512 + 20 > 522
+    assert _fits_the_group([row(64)], [None], row(40), 0)
