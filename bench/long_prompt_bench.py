@@ -70,7 +70,9 @@ def main() -> None:
             [sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
              "--served-model-name", "bench", "--port", str(port), "--device", "cpu",
              "--max-batch-size", "16", "--max-prefill-tokens", str(budget),
-             "--log-level", "error"],
+             "--log-level", "error",
+             # every round repeats the prompts: kept beginnings would serve them
+             "--no-prefix-caching"],
             "/health/ready", port, "bench", work / f"budget-{budget}.log")
     results: dict[str, list[dict]] = {name: [] for name in servers}
     try:

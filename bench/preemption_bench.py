@@ -96,7 +96,9 @@ def main() -> None:
             [sys.executable, "-m", "llmcloud.inference_image.server", "--model", str(folder),
              "--served-model-name", "bench", "--port", str(port), "--device", "cpu",
              "--max-batch-size", "32", "--max-batch-tokens", str(args.cache),
-             "--reserve-new-tokens", reserve, "--log-level", "error"],
+             "--reserve-new-tokens", reserve, "--log-level", "error",
+             # every round repeats the prompts: kept beginnings would serve them
+             "--no-prefix-caching"],
             "/health/ready", port, "bench", work / f"reserve-{reserve}.log")
     results: dict[tuple[str, str], list[dict]] = {}
     try:

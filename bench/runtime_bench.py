@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 THREADS = "2"
@@ -66,8 +65,12 @@ def build_model(folder: Path) -> None:
     print(f"model: {params / 1e6:.1f}M parameters in {folder}", file=sys.stderr)
 
 
-def prompts(n: int, length: int) -> list[str]:
-    return [" ".join(f"w{(r * 131 + i * 7) % (VOCAB - 4)}" for i in range(length))
+def prompts(n: int, length: int, batch: int = 0) -> list[str]:
+    """``n`` different prompts of ``length`` words (one token each); another ``batch``
+    number gives ``n`` others, so no round repeats an earlier round's prompts (a server
+    with a prefix cache would find their beginnings kept)."""
+    start = batch * n * 131 + (0 if batch >= 0 else 5)
+    return [" ".join(f"w{(start + r * 131 + i * 7) % (VOCAB - 4)}" for i in range(length))
             for r in range(n)]
 
 
@@ -125,7 +128,8 @@ async def load_test(base: str, model: str, texts: list[str], new_tokens: int) ->
 
     limits = httpx.Limits(max_connections=len(texts) + 2)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one_stream(client, url, body(texts[0]))  # warm-up
+        warm_up = prompts(1, len(texts[0].split()), batch=-1)[0]  # none of the measured
+        await one_stream(client, url, body(warm_up))
         started = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, url, body(t)) for t in texts))
         wall = time.perf_counter() - started
@@ -240,7 +244,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
     folder = work / "bench-llama"
     build_model(folder)
-    texts = prompts(args.requests, args.prompt_tokens)
     port = free_port()
     servers = [Server(OURS,
                       [sys.executable, "-m", "llmcloud.inference_image.server", "--model",
@@ -269,17 +272,20 @@ def main() -> None:
                       "--omp-wait-policy", args.omp_wait_policy, "--requests",
                       str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
                       "--new-tokens", str(args.new_tokens)]
-    runs = [(server.name, partial(server.measure, texts, args.new_tokens))
-            for server in servers]
-    runs.append((STATIC, partial(run_static, static_command)))
+    runs = [(server.name, server) for server in servers]
+    runs.append((STATIC, None))
     rows: dict[str, dict] = {}
     rounds: list[dict[str, dict]] = []
     try:
         for number in range(args.rounds):
             rounds.append({})
             turn = number % len(runs)
-            for name, measure in runs[turn:] + runs[:turn]:
-                rounds[-1][name] = measure()
+            # Each round's prompts are new: llmcloud-server keeps prompt beginnings, and
+            # the same prompts again would be partly served from that cache.
+            texts = prompts(args.requests, args.prompt_tokens, batch=number)
+            for name, server in runs[turn:] + runs[:turn]:
+                rounds[-1][name] = (server.measure(texts, args.new_tokens) if server
+                                    else run_static(static_command))
                 keep_best(rows, name, rounds[-1][name])
     finally:
         for server in servers:
