@@ -164,37 +164,13 @@ def test_prefix_caching_is_off_for_sliding_windows_shorter_than_a_row(causal, mo
         assert engine.prefixes is None
 
 
-def test_kept_beginnings_stay_within_their_share_of_the_cache(causal):
+@pytest.mark.parametrize(("share", "cap", "repeat"), [(0.1, 2000, 8), (None, 20_000, 24)],
+                         ids=["a-tenth", "cpu-default-one-whole-context"])
+def test_kept_beginnings_stay_within_their_room(causal, share, cap, repeat):
     tok = causal.tokenizer
-    prompts = [tok(u * 8)["input_ids"] for u in USERS[:4]]  # four long, unrelated prompts
-    engine = make_engine(causal, max_batch_tokens=2000, prefix_cache_share=0.1)
-
-    async def main():
-        held = []
-        for prompt in prompts:
-            await outputs(engine, [prompt], 2)
-            held.append(engine.prefixes.tokens)
-        return held
-
-    try:
-        held = asyncio.run(main())
-    finally:
-        engine.shutdown()
-    assert all(0 < tokens <= 200 for tokens in held)
-    assert len(engine.prefixes) < len(prompts)  # the older ones gave way
-
-
-def test_a_share_of_zero_turns_prefix_caching_off(causal):
-    engine = make_engine(causal, prefix_cache_share=0.0)
-    engine.shutdown()
-    assert engine.prefixes is None
-
-
-def test_by_default_on_cpu_kept_beginnings_hold_one_whole_context_at_most(causal):
-    tok = causal.tokenizer
-    prompts = [tok(u * 24)["input_ids"] for u in USERS]  # five long, unrelated prompts
-    engine = make_engine(causal, max_batch_tokens=20_000, prefix_cache_share=None)
-    room = engine._batch.row_slots(causal.max_context)
+    prompts = [tok(u * repeat)["input_ids"] for u in USERS]  # five long, unrelated prompts
+    engine = make_engine(causal, max_batch_tokens=cap, prefix_cache_share=share)
+    room = int(cap * share) if share else engine._batch.row_slots(causal.max_context)
 
     async def main():
         held = []
@@ -209,6 +185,13 @@ def test_by_default_on_cpu_kept_beginnings_hold_one_whole_context_at_most(causal
         engine.shutdown()
     assert sum(len(p) for p in prompts) > room  # they could not all stay
     assert all(0 < tokens <= room for tokens in held)
+    assert len(engine.prefixes) < len(prompts)  # the older ones gave way
+
+
+def test_a_share_of_zero_turns_prefix_caching_off(causal):
+    engine = make_engine(causal, prefix_cache_share=0.0)
+    engine.shutdown()
+    assert engine.prefixes is None
 
 
 def test_requests_with_beginnings_of_their_own_are_prefilled_together(causal):
