@@ -88,11 +88,6 @@ class CausalBatch:
         self._merge(cache, mask, mask.sum(-1))
         return out.logits[:, -1, :]
 
-    def states(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Copies of the keys and values of the first ``length`` tokens of ``row``, per layer
-        [1, H, length, D] (padding and gaps left out): what a prefix cache keeps."""
-        return states_of(self.cache, self.mask, row, length)
-
     def decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed one token per row, return the next-token logits [B, V]."""
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]

@@ -21,7 +21,7 @@ class ChunkedPrefill:
                  ids: list[int], chunk: int, prefix: Prefix | None = None):
         self.row = row
         self.batch = CausalBatch(model, device, pad_id)
-        self.ids = ids
+        self._ids = ids
         self._chunk = chunk
         self._prefix = prefix  # states of the first tokens, from the prefix cache
         self.cached = 0 if prefix is None else prefix.length
@@ -32,11 +32,11 @@ class ChunkedPrefill:
         (``self.batch`` then holds the row, ready to join); before it: None."""
         end = self._done + self._chunk
         if self.batch.size == 0:
-            logits = self.batch.prefill([self.ids[:end]], prefixes=[self._prefix])
+            logits = self.batch.prefill([self._ids[:end]], prefixes=[self._prefix])
         else:
-            logits = self.batch.extend(self.ids[self._done:end])
-        self._done = min(end, len(self.ids))
-        return logits if self._done == len(self.ids) else None
+            logits = self.batch.extend(self._ids[self._done:end])
+        self._done = min(end, len(self._ids))
+        return logits if self._done == len(self._ids) else None
 
     def drop(self) -> None:
         """Free what the chunks so far hold (the request was cancelled or preempted)."""

@@ -19,17 +19,10 @@ _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte tok
 
 @cache
 def _byte_level_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the character that stands for each byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[chr(byte)] = byte
-        else:
-            chars[chr(256 + extra)] = byte
-            extra += 1
-    return chars
+    """GPT-2's byte-level alphabet, reversed: the byte each character stands for."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 class LogprobFormat:
@@ -71,9 +64,11 @@ class LogprobFormat:
 
     def _tokens(self, entries: list[TokenLogprob]):
         for entry in entries:
+            # The token before, decoded once for the chosen token and every alternative.
             previous = self._previous
-            tops = [(self._token(i, previous), lp) for i, lp in entry.top[:self.top]]
-            yield entry, self._token(entry.token_id, previous), tops
+            before = None if previous is None else self._decode([previous])
+            tops = [(self._token(i, previous, before), lp) for i, lp in entry.top[:self.top]]
+            yield entry, self._token(entry.token_id, previous, before), tops
             self._previous = entry.token_id
 
     def _advance(self, token_id: int, raw: list[int]) -> int:
@@ -91,9 +86,11 @@ class LogprobFormat:
                     self._unfinished = b""
         return offset
 
-    def _token(self, token_id: int, previous: int | None) -> tuple[str, list[int]]:
-        """The token's text as shown, and its bytes."""
-        text = self._text(token_id, previous)
+    def _token(self, token_id: int, previous: int | None,
+               before: str | None) -> tuple[str, list[int]]:
+        """The token's text as shown (after ``previous``, whose text is ``before``), and its
+        bytes."""
+        text = self._text(token_id, previous, before)
         raw = self._own_bytes(token_id)
         if raw is None:
             return text, list(text.encode("utf-8"))
@@ -101,13 +98,12 @@ class LogprobFormat:
             text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
         return text, list(raw)
 
-    def _text(self, token_id: int, previous: int | None) -> str:
+    def _text(self, token_id: int, previous: int | None, before: str | None) -> str:
         # Decoded after the token before it, so tokenizers that drop a leading space when a
         # piece stands alone (SentencePiece) give the token's text as it reads in context.
         if not 0 <= token_id < self._vocab:
             return ""
         if previous is not None and 0 <= previous < self._vocab:
-            before = self._decode([previous])
             both = self._decode([previous, token_id])
             if both.startswith(before) and not before.endswith("\ufffd"):
                 return both[len(before):]

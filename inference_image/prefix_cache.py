@@ -110,7 +110,3 @@ class PrefixCache:
                 if self._by_hash.get(h) is prefix:
                     del self._by_hash[h]
         return freed
-
-    def clear(self) -> None:
-        """Drop every prefix."""
-        self.evict(self.tokens)

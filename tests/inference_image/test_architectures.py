@@ -16,7 +16,7 @@ import transformers as tf
 from batch_script import decode_with_joins
 
 from llmcloud.inference_image import kv_cache
-from llmcloud.inference_image.batch_causal import CausalBatch
+from llmcloud.inference_image.batch_causal import CausalBatch, states_of
 from llmcloud.inference_image.chunked_prefill import ChunkedPrefill
 from llmcloud.inference_image.packed_linear import pack_linear_layers
 from llmcloud.inference_image.prefix_cache import Prefix
@@ -115,7 +115,7 @@ def test_a_family_prefilled_from_a_cached_prefix_matches_the_whole_prompt(family
         for start in starts:
             source = CausalBatch(model, cpu, pad_id=0)
             source.prefill([start + [99]])
-            prefixes.append(Prefix(start, source.states(0, len(start))))
+            prefixes.append(Prefix(start, states_of(source.cache, source.mask, 0, len(start))))
         logits = batch.prefill(prompts, prefixes=[*prefixes, None])
         sequences = [list(p) for p in prompts]
         for _ in range(4):

@@ -57,7 +57,7 @@ def test_eviction_gives_back_the_least_recently_used_first():
     assert store.tokens == 8
     assert store.lookup(b + [0], block_hashes(b + [0], 4)) == (0, None)
     assert store.lookup(a + [0], block_hashes(a + [0], 4))[0] == 8
-    store.clear()
+    store.evict(store.tokens)
     assert store.tokens == 0 and len(store) == 0
 
 
