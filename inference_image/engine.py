@@ -125,6 +125,7 @@ class Engine(ABC):
 
     info: ModelInfo
     tokenizer: object
+    max_queue: int | None = None  # requests that may wait at once; None: no bound
 
     @property
     @abstractmethod

@@ -216,7 +216,7 @@ async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            gen.stream.cancel()
+            gen.cancel()
             return
 
 

@@ -6,6 +6,7 @@ server-sent-event stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -14,11 +15,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .choices import MAX_N, Choice, choice_seed, merged
 from .detokenizer import IncrementalText
 from .engine import (
     Engine,
     EngineUnavailable,
-    GenerationStream,
     QueueFull,
     SamplingParams,
     TokenLogprob,
@@ -56,21 +57,18 @@ MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
 
 @dataclass
 class Generation:
-    """A request accepted by the engine, ready to be collected or streamed."""
+    """A request accepted by the engine, ready to be collected or streamed: one choice per
+    answer it asked for (``n`` for each of its prompts), each an engine request."""
 
     kind: str  # "completion" | "chat"
-    stream: GenerationStream
-    text: IncrementalText
+    choices: list[Choice]
+    prompt_tokens: int  # each prompt counted once, however many answers it gets
     include_usage: bool
     started: float
     streaming: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
-    completion_tokens: int = 0
-    first_token_at: float | None = None
-    finish_reason: str | None = None
     released: bool = False
-    logprobs: LogprobFormat | None = None  # set when the client asked for them
 
     @property
     def response_id(self) -> str:
@@ -79,9 +77,14 @@ class Generation:
 
     @property
     def usage(self) -> Usage:
-        prompt = len(self.stream.prompt_ids)
-        return Usage(prompt_tokens=prompt, completion_tokens=self.completion_tokens,
-                     total_tokens=prompt + self.completion_tokens)
+        completion = sum(choice.completion_tokens for choice in self.choices)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
+                     total_tokens=self.prompt_tokens + completion)
+
+    def cancel(self) -> None:
+        """Stop generating every answer (the client went away)."""
+        for choice in self.choices:
+            choice.stream.cancel()
 
 
 class OpenAIServing:
@@ -130,19 +133,26 @@ class OpenAIServing:
     # --- request preparation --------------------------------------------------------------
 
     async def start_completion(self, request: CompletionRequest) -> Generation:
-        """Validate and queue a /v1/completions request."""
+        """Validate and queue a /v1/completions request (one prompt or a batch of them)."""
         self._common_checks(request, "completions")
         for name, value, ok in (
-            ("echo", request.echo, not request.echo),
             ("best_of", request.best_of, request.best_of in (None, 1)),
             ("suffix", request.suffix, not request.suffix),
         ):
             if not ok:
                 raise _unsupported(name, value)
         _check_top("logprobs", request.logprobs)
-        prompt_ids = await self._completion_prompt(request.prompt)
-        return self._start("completion", request, prompt_ids, request.max_tokens,
-                           DEFAULT_COMPLETION_TOKENS, logprobs=request.logprobs)
+        if request.echo and request.logprobs is not None:
+            raise _unsupported("echo", request.echo, "echo without logprobs; the prompt's "
+                               "log probabilities are not computed")
+        prompts = await self._completion_prompts(request.prompt)
+        echoes = None
+        if request.echo:
+            echoes = [self.engine.tokenizer.decode(ids) if text is None else text
+                      for ids, text in prompts]
+        return self._start("completion", request, [ids for ids, _ in prompts],
+                           request.max_tokens, DEFAULT_COMPLETION_TOKENS,
+                           logprobs=request.logprobs, echoes=echoes)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
@@ -177,7 +187,7 @@ class OpenAIServing:
         else:
             max_tokens, param = request.max_tokens, "max_tokens"
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        return self._start("chat", request, prompt_ids, max_tokens, None, param,
+        return self._start("chat", request, [prompt_ids], max_tokens, None, param,
                            logprobs=logprobs)
 
     def _common_checks(self, request, endpoint: str) -> None:
@@ -187,8 +197,9 @@ class OpenAIServing:
             raise ApiError(404, f"the model {request.model!r} does not exist; this server "
                            f"serves {self.model_name!r}", param="model",
                            code="model_not_found")
-        if request.n not in (None, 1):
-            raise _unsupported("n", request.n, "only one choice per request (n=1)")
+        if request.n is not None and not 1 <= request.n <= MAX_N:
+            raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
+                           param="n", code="invalid_value")
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(request, name)
             if value is not None and not -MAX_PENALTY <= value <= MAX_PENALTY:
@@ -206,22 +217,25 @@ class OpenAIServing:
             raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
                            param="stop", code="invalid_value")
 
-    async def _completion_prompt(self, prompt) -> list[int]:
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-            if len(prompt) != 1:
-                raise _unsupported("prompt", f"a batch of {len(prompt)} prompts",
-                                   "one prompt per request")
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            if not prompt:
-                raise ApiError(400, "prompt must not be empty", param="prompt",
-                               code="invalid_value")
-            return await self.prompts.encode(prompt)
+    async def _completion_prompts(self, prompt) -> list[tuple[list[int], str | None]]:
+        """The request's prompts (one, or a batch) as token ids, each with its text when it
+        was sent as text."""
+        one = isinstance(prompt, str) or (prompt and isinstance(prompt[0], int))
+        prompts = [] if not prompt else ([prompt] if one else prompt)
         vocab = len(self.engine.tokenizer)
-        if any(not 0 <= t < vocab for t in prompt):
-            raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt",
-                           code="invalid_value")
-        return list(prompt)
+        out = []
+        for item in prompts:
+            if isinstance(item, str):
+                if not item:
+                    raise ApiError(400, "prompt must not be empty", param="prompt",
+                                   code="invalid_value")
+                out.append((await self.prompts.encode(item), item))
+                continue
+            if any(not 0 <= t < vocab for t in item):
+                raise ApiError(400, f"prompt token ids must be in [0, {vocab})",
+                               param="prompt", code="invalid_value")
+            out.append((list(item), None))
+        return out or [([], None)]  # an empty prompt, refused as such by _start
 
     def _logit_bias(self, logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
         """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
@@ -240,17 +254,72 @@ class OpenAIServing:
             pairs.append((token, float(bias)))
         return tuple(pairs)
 
-    def _start(self, kind, request, prompt_ids: list[int], max_tokens: int | None,
+    def _start(self, kind, request, prompts: list[list[int]], max_tokens: int | None,
                default: int | None, param: str = "max_tokens", *,
-               logprobs: int | None = None) -> Generation:
+               logprobs: int | None = None, echoes: list[str] | None = None) -> Generation:
+        n = request.n or 1
+        bound = self.engine.max_queue
+        if bound is not None and len(prompts) * n > bound:
+            raise ApiError(400, f"this request asks for {len(prompts) * n} answers "
+                           f"({len(prompts)} prompts, n={n}), more than the {bound} this "
+                           "server queues at once (--max-queue)",
+                           param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
+        budgets = [self._max_tokens(kind, ids, max_tokens, default, param,
+                                    None if len(prompts) == 1 else i)
+                   for i, ids in enumerate(prompts)]
+        temperature = 1.0 if request.temperature is None else request.temperature
+        params = SamplingParams(
+            max_tokens=0, temperature=temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            ignore_eos=request.ignore_eos,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            logit_bias=self._logit_bias(request.logit_bias), logprobs=logprobs,
+        )
+        stops = _stops(request.stop)
+        started = time.perf_counter()
+        choices: list[Choice] = []
+        try:
+            for i, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
+                for answer in range(n):
+                    stream = self.engine.generate(ids, dataclasses.replace(
+                        params, max_tokens=budget, seed=choice_seed(request.seed, answer)))
+                    choice = Choice(i * n + answer, stream,
+                                    IncrementalText(self.engine.tokenizer, stops),
+                                    echo=echoes[i] if echoes else "")
+                    if logprobs is not None:
+                        choice.logprobs = LogprobFormat(self.engine.tokenizer, top=logprobs)
+                    choices.append(choice)
+        except (QueueFull, EngineUnavailable) as exc:
+            for choice in choices:  # all of the request's answers queue, or none
+                choice.stream.cancel()
+            if isinstance(exc, EngineUnavailable):
+                raise ApiError(503, f"the server is not accepting requests: {exc}",
+                               type="server_error", code="unavailable") from exc
+            raise ApiError(429, f"the server is busy ({exc}); retry shortly",
+                           type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": "1"}) from exc
+        self.in_flight += 1
+        prompt_tokens = sum(len(ids) for ids in prompts)
+        self.metrics.prompt_tokens.inc(prompt_tokens)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return Generation(kind, choices, prompt_tokens, include_usage, started,
+                          bool(request.stream))
+
+    def _max_tokens(self, kind: str, prompt_ids: list[int], max_tokens: int | None,
+                    default: int | None, param: str, number: int | None) -> int:
+        """The new tokens this prompt's answers may have, or a 400 when the prompt or
+        ``max_tokens`` does not fit the context (``number``: the prompt's, in a batch)."""
         info = self.engine.info
         context = info.max_context
         prompt_len = len(prompt_ids)
+        which = "the prompt" if number is None else f"prompt {number}"
         if prompt_len == 0:
-            raise ApiError(400, "prompt must not be empty", param="prompt", code="invalid_value")
+            raise ApiError(400, f"{'prompt' if number is None else which} must not be empty",
+                           param="prompt", code="invalid_value")
         if prompt_len > context or (prompt_len == context
                                     and info.task == "text-generation"):
-            raise ApiError(400, f"the prompt is {prompt_len} tokens, longer than the model's "
+            raise ApiError(400, f"{which} is {prompt_len} tokens, longer than the model's "
                            f"context of {context} tokens", param="messages" if kind == "chat"
                            else "prompt", code="context_length_exceeded")
         room = context - prompt_len if info.task == "text-generation" else context
@@ -259,46 +328,19 @@ class OpenAIServing:
                            code="invalid_value")
         if max_tokens is not None and max_tokens > room:
             raise ApiError(400, f"{param} is {max_tokens}, but the model's context is {context} "
-                           f"tokens and the prompt uses {prompt_len}, leaving room for {room}",
+                           f"tokens and {which} uses {prompt_len}, leaving room for {room}",
                            param=param, code="context_length_exceeded")
-        if max_tokens is None:
-            max_tokens = min(default or room, room)
-        temperature = 1.0 if request.temperature is None else request.temperature
-        params = SamplingParams(
-            max_tokens=max_tokens, temperature=temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed, ignore_eos=request.ignore_eos,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            logit_bias=self._logit_bias(request.logit_bias), logprobs=logprobs,
-        )
-        started = time.perf_counter()
-        try:
-            stream = self.engine.generate(prompt_ids, params)
-        except QueueFull as exc:
-            raise ApiError(429, f"the server is busy ({exc}); retry shortly",
-                           type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from exc
-        except EngineUnavailable as exc:
-            raise ApiError(503, f"the server is not accepting requests: {exc}",
-                           type="server_error", code="unavailable") from exc
-        self.in_flight += 1
-        self.metrics.prompt_tokens.inc(prompt_len)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        text = IncrementalText(self.engine.tokenizer, _stops(request.stop))
-        gen = Generation(kind, stream, text, include_usage, started, bool(request.stream))
-        if logprobs is not None:
-            gen.logprobs = LogprobFormat(self.engine.tokenizer, top=logprobs)
-        return gen
+        return min(default or room, room) if max_tokens is None else max_tokens
 
     # --- running ----------------------------------------------------------------------------
 
-    async def _events(self, gen: Generation) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
-        """Text deltas, each with the log probabilities of the tokens since the previous
-        delta (when asked for; the last may carry only those); sets ``gen.finish_reason``.
-        Raises ApiError if the engine aborted."""
+    async def _events(self, gen: Generation,
+                      choice: Choice) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
+        """A choice's text deltas, each with the log probabilities of the tokens since the
+        previous delta (when asked for; the last may carry only those); sets its
+        ``finish_reason``. Raises ApiError if the engine aborted it."""
         pending: list[TokenLogprob] = []
-        async for delta, logprobs in self._deltas(gen):
+        async for delta, logprobs in self._deltas(gen, choice):
             pending += logprobs
             if delta:
                 yield delta, pending
@@ -306,98 +348,110 @@ class OpenAIServing:
         if pending:
             yield "", pending
 
-    def _add_tokens(self, gen: Generation, token_ids: list[int],
+    def _add_tokens(self, choice: Choice, token_ids: list[int],
                     logprobs: list[TokenLogprob] | None) -> tuple[str, list[TokenLogprob]]:
         """The text these tokens complete, and the log probabilities of the tokens up to
         the one that completed a stop string (the rest never reach the client)."""
         if logprobs is None:
-            return gen.text.add(token_ids), []
+            return choice.text.add(token_ids), []
         delta, used = "", []
         for token, logprob in zip(token_ids, logprobs, strict=True):
-            delta += gen.text.add([token])
+            delta += choice.text.add([token])
             used.append(logprob)
-            if gen.text.stopped:
+            if choice.text.stopped:
                 break
         return delta, used
 
-    async def _deltas(self, gen: Generation) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
+    async def _deltas(self, gen: Generation,
+                      choice: Choice) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
         last = None
-        async for event in gen.stream:
+        async for event in choice.stream:
             now = time.perf_counter()
             if event.token_ids:
                 n = len(event.token_ids)
-                gen.completion_tokens += n
+                choice.completion_tokens += n
                 self.metrics.generation_tokens.inc(n)
                 if last is None:
-                    gen.first_token_at = now
+                    choice.first_token_at = now
                     self.metrics.ttft.observe(now - gen.started)
                 else:
                     for _ in range(n):
                         self.metrics.itl.observe((now - last) / n)
                 last = now
-                delta, logprobs = self._add_tokens(gen, event.token_ids, event.logprobs)
-                if gen.text.stopped:
-                    gen.stream.cancel()  # frees the batch slot at the next engine step
-                    gen.finish_reason = "stop"
+                delta, logprobs = self._add_tokens(choice, event.token_ids, event.logprobs)
+                if choice.text.stopped:
+                    choice.stream.cancel()  # frees the batch slot at the next engine step
+                    choice.finish_reason = "stop"
                     yield delta, logprobs
                     break
                 yield delta, logprobs
             if event.finish_reason == "abort":
-                gen.finish_reason = "abort"
+                choice.finish_reason = "abort"
                 raise ApiError(503, event.error or "the request was cancelled",
                                type="server_error", code="aborted")
             if event.finish_reason:
-                gen.finish_reason = event.finish_reason
-                tail = gen.text.finish()
-                if gen.text.stopped:
-                    gen.finish_reason = "stop"
+                choice.finish_reason = event.finish_reason
+                tail = choice.text.finish()
+                if choice.text.stopped:
+                    choice.finish_reason = "stop"
                 yield tail, []
                 break
         self.metrics.e2e.observe(time.perf_counter() - gen.started)
 
     def release(self, gen: Generation) -> None:
-        """Account for a finished request; cancels it if it was cut short. Idempotent, so
+        """Account for a finished request; cancels the answers it cut short. Idempotent, so
         the router can call it for a stream whose body never started."""
         if gen.released:
             return
         gen.released = True
         self.in_flight -= 1
-        if gen.finish_reason is None:
-            gen.stream.cancel()
-            gen.finish_reason = "abort"
-        self.metrics.count_finished(gen.finish_reason)
-        ttft = "-" if gen.first_token_at is None else f"{gen.first_token_at - gen.started:.3f}"
+        for choice in gen.choices:
+            if choice.finish_reason is None:
+                choice.stream.cancel()
+                choice.finish_reason = "abort"
+            self.metrics.count_finished(choice.finish_reason)
+        firsts = [c.first_token_at for c in gen.choices if c.first_token_at is not None]
+        ttft = f"{min(firsts) - gen.started:.3f}" if firsts else "-"
         requests_log.info(
             "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d ttft_s=%s "
-            "total_s=%.3f", gen.response_id, gen.finish_reason, gen.streaming,
-            len(gen.stream.prompt_ids), gen.completion_tokens, ttft,
-            time.perf_counter() - gen.started)
+            "total_s=%.3f choices=%d", gen.response_id,
+            ",".join(c.finish_reason for c in gen.choices), gen.streaming, gen.prompt_tokens,
+            gen.usage.completion_tokens, ttft, time.perf_counter() - gen.started,
+            len(gen.choices))
+
+    def _merged(self, gen: Generation):
+        return merged(gen.choices, lambda choice: self._events(gen, choice))
 
     async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
         """Run a non-streaming request to the end and build its response."""
-        parts, logprobs = [], []
+        texts = {choice.index: [choice.echo] for choice in gen.choices}
+        logprobs: dict[int, list[TokenLogprob]] = {choice.index: [] for choice in gen.choices}
         try:
-            async for delta, entries in self._events(gen):
-                parts.append(delta)
-                logprobs += entries
+            async for choice, event in self._merged(gen):
+                if event is not None:
+                    texts[choice.index].append(event[0])
+                    logprobs[choice.index] += event[1]
         finally:
             self.release(gen)
-        text = "".join(parts)
         if gen.kind == "chat":
             return ChatCompletionResponse(
                 id=gen.response_id, created=gen.created, model=self.model_name,
-                choices=[ChatChoice(message=AssistantMessage(content=text),
-                                    logprobs=_logprobs(gen, logprobs),
-                                    finish_reason=gen.finish_reason)],
+                choices=[ChatChoice(index=c.index,
+                                    message=AssistantMessage(content="".join(texts[c.index])),
+                                    logprobs=_logprobs(gen, c, logprobs[c.index]),
+                                    finish_reason=c.finish_reason) for c in gen.choices],
                 usage=gen.usage)
         return CompletionResponse(
             id=gen.response_id, created=gen.created, model=self.model_name,
-            choices=[CompletionChoice(text=text, logprobs=_logprobs(gen, logprobs),
-                                      finish_reason=gen.finish_reason)],
+            choices=[CompletionChoice(index=c.index, text="".join(texts[c.index]),
+                                      logprobs=_logprobs(gen, c, logprobs[c.index]),
+                                      finish_reason=c.finish_reason) for c in gen.choices],
             usage=gen.usage)
 
     async def stream_sse(self, gen: Generation) -> AsyncIterator[str]:
-        """Server-sent events for a streaming request, always ending with ``data: [DONE]``."""
+        """Server-sent events for a streaming request, always ending with ``data: [DONE]``.
+        The choices' chunks interleave as their tokens come; each choice ends with a chunk
+        that carries its ``finish_reason``."""
         chat = gen.kind == "chat"
         base = {
             "id": gen.response_id,
@@ -406,32 +460,38 @@ class OpenAIServing:
             "model": self.model_name,
         }
 
-        def chunk(delta: str | None, finish: str | None, role: bool = False,
+        def chunk(choice: Choice, delta: str | None, finish: str | None, role: bool = False,
                   logprobs: list[TokenLogprob] | None = None) -> str:
-            lp = _logprobs(gen, logprobs)
+            lp = _logprobs(gen, choice, logprobs)
             lp = None if lp is None else lp.model_dump()
             if chat:
                 body = {"role": "assistant", "content": ""} if role else (
                     {} if delta is None else {"content": delta})
-                choice = {"index": 0, "delta": body, "logprobs": lp, "finish_reason": finish}
+                entry = {"index": choice.index, "delta": body, "logprobs": lp,
+                         "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": delta or "", "logprobs": lp,
-                          "finish_reason": finish}
-            payload = {**base, "choices": [choice]}
+                entry = {"index": choice.index, "text": delta or "", "logprobs": lp,
+                         "finish_reason": finish}
+            payload = {**base, "choices": [entry]}
             if gen.include_usage:
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
         try:
-            if chat:
-                yield chunk(None, None, role=True)
+            for choice in gen.choices:
+                if chat:
+                    yield chunk(choice, None, None, role=True)
+                elif choice.echo:
+                    yield chunk(choice, choice.echo, None)
             try:
-                async for delta, logprobs in self._events(gen):
-                    yield chunk(delta, None, logprobs=logprobs)
+                async for choice, event in self._merged(gen):
+                    if event is None:
+                        yield chunk(choice, None, choice.finish_reason)
+                    else:
+                        yield chunk(choice, event[0], None, logprobs=event[1])
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
             else:
-                yield chunk(None, gen.finish_reason)
                 if gen.include_usage:
                     usage = {**base, "choices": [], "usage": gen.usage.model_dump()}
                     yield f"data: {json.dumps(usage)}\n\n"
@@ -440,14 +500,14 @@ class OpenAIServing:
             self.release(gen)
 
 
-def _logprobs(gen: Generation,
+def _logprobs(gen: Generation, choice: Choice,
               entries: list[TokenLogprob] | None) -> CompletionLogprobs | ChatLogprobs | None:
     """The choice's ``logprobs`` for these tokens, or None when the client did not ask."""
-    if gen.logprobs is None or entries is None:
+    if choice.logprobs is None or entries is None:
         return None
     if gen.kind == "chat":
-        return ChatLogprobs(content=gen.logprobs.chat_content(entries))
-    return CompletionLogprobs(**gen.logprobs.completion(entries))
+        return ChatLogprobs(content=choice.logprobs.chat_content(entries))
+    return CompletionLogprobs(**choice.logprobs.completion(entries))
 
 
 def _check_top(param: str, value: int | None) -> None:

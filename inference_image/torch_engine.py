@@ -121,6 +121,7 @@ class TorchEngine(Engine):
         self.info = info
         self.device = device
         self.limits = dataclasses.replace(limits or EngineLimits())
+        self.max_queue = self.limits.max_queue
         self.cache_budget: kv_budget.CacheBudget | None = None
         pad_id = tokenizer.pad_token_id
         if pad_id is None:

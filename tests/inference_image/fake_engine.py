@@ -21,15 +21,19 @@ REPLY = "Hello world, this is a fake reply."
 class FakeEngine(Engine):
     """Emits the tokens of ``reply`` one per ``step_s``, then stops (finish_reason "stop").
 
-    With ``hold=True`` requests wait forever in a queue of ``max_queue``, to test 429.
+    With ``hold=True`` requests wait forever in a queue of ``max_queue``, to test 429;
+    without, ``max_queue`` is only what the engine reports as its bound.
     """
 
     def __init__(self, tokenizer, *, reply: str = REPLY, max_context: int = 64,
-                 step_s: float = 0.0, hold: bool = False, max_queue: int = 2,
-                 task: str = "text-generation"):
+                 step_s: float = 0.0, hold: bool = False, max_queue: int = 16,
+                 task: str = "text-generation", replies: dict[str, str] | None = None):
         self.info = ModelInfo("fake-model", "v0", task, max_context)
         self.tokenizer = tokenizer
         self.reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        # Other replies for some prompts (their decoded text), to tell a batch's answers apart.
+        self.replies = {prompt: tokenizer(text, add_special_tokens=False)["input_ids"]
+                        for prompt, text in (replies or {}).items()}
         self.step_s = step_s
         self.hold = hold
         self.max_queue = max_queue
@@ -75,16 +79,18 @@ class FakeEngine(Engine):
 
     async def _run(self, stream: GenerationStream) -> None:
         self.running.append(stream)
+        prompt = self.tokenizer.decode(stream.prompt_ids, skip_special_tokens=True)
+        reply_ids = self.replies.get(prompt, self.reply_ids)
         try:
             for i in range(stream.params.max_tokens):
                 if stream.cancelled:
                     stream.push(StreamEvent([], "abort"))
                     return
-                if i == len(self.reply_ids):
+                if i == len(reply_ids):
                     stream.push(StreamEvent([], "stop"))
                     return
                 last = i + 1 == stream.params.max_tokens
-                token = self.reply_ids[i]
+                token = reply_ids[i]
                 stream.push(StreamEvent([token], "length" if last else None,
                                         logprobs=self._logprobs(stream.params, i, token)))
                 await asyncio.sleep(self.step_s)

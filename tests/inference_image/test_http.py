@@ -64,7 +64,11 @@ BAD_INPUTS = [
     ("prompt-empty", COMP, {"prompt": ""}, 400, "prompt", "invalid_value"),
     ("prompt-empty-ids", COMP, {"prompt": []}, 400, "prompt", "invalid_value"),
     ("prompt-ids-out-of-vocab", COMP, {"prompt": [1, 10**9]}, 400, "prompt", "invalid_value"),
-    ("prompt-batch", COMP, {"prompt": ["a", "b"]}, 400, "prompt", "unsupported_value"),
+    ("prompt-batch-with-empty", COMP, {"prompt": ["a", ""]}, 400, "prompt", "invalid_value"),
+    ("prompt-batch-too-long", COMP, {"prompt": ["a", LONG_TEXT]}, 400, "prompt",
+     "context_length_exceeded"),
+    ("prompt-batch-beyond-queue", COMP, {"prompt": ["a"] * 9, "n": 2}, 400, "prompt",
+     "invalid_value"),
     ("prompt-too-long", COMP, {"prompt": LONG_TEXT}, 400, "prompt",
      "context_length_exceeded"),
     ("max-tokens-zero", COMP, {"prompt": "hi", "max_tokens": 0}, 400, "max_tokens",
@@ -78,9 +82,13 @@ BAD_INPUTS = [
     ("temperature-too-high", COMP, {"prompt": "hi", "temperature": 7}, 400, "temperature",
      "invalid_value"),
     ("top-p-zero", COMP, {"prompt": "hi", "top_p": 0}, 400, "top_p", "invalid_value"),
-    ("n-two", COMP, {"prompt": "hi", "n": 2}, 400, "n", "unsupported_value"),
+    ("n-zero", COMP, {"prompt": "hi", "n": 0}, 400, "n", "invalid_value"),
+    ("n-too-many", COMP, {"prompt": "hi", "n": 129}, 400, "n", "invalid_value"),
+    ("n-beyond-queue", CHAT, {"messages": [{"role": "user", "content": "hi"}], "n": 17}, 400,
+     "n", "invalid_value"),
     ("best-of", COMP, {"prompt": "hi", "best_of": 3}, 400, "best_of", "unsupported_value"),
-    ("echo", COMP, {"prompt": "hi", "echo": True}, 400, "echo", "unsupported_value"),
+    ("echo-with-logprobs", COMP, {"prompt": "hi", "echo": True, "logprobs": 1}, 400, "echo",
+     "unsupported_value"),
     ("logprobs-too-many", COMP, {"prompt": "hi", "logprobs": 21}, 400, "logprobs",
      "invalid_value"),
     ("logprobs-negative", COMP, {"prompt": "hi", "logprobs": -1}, 400, "logprobs",
@@ -261,7 +269,8 @@ def test_oversized_body_is_413(client, chunked):
 
 
 def test_full_queue_is_429_with_retry_after_fast(tokenizer):
-    engine = FakeEngine(tokenizer, hold=True, max_queue=0)
+    engine = FakeEngine(tokenizer, hold=True, max_queue=1)
+    engine.waiting.append(None)  # somebody else's request already waits
     client, _ = make_client(engine)
     started = time.perf_counter()
     response = client.post(COMP, json={"prompt": "hi"})
@@ -270,6 +279,14 @@ def test_full_queue_is_429_with_retry_after_fast(tokenizer):
     assert response.json()["error"]["type"] == "rate_limit_error"
     assert int(response.headers["retry-after"]) >= 1
     assert elapsed < 0.1
+
+
+def test_a_request_whose_answers_do_not_all_fit_the_queue_queues_none(tokenizer):
+    engine = FakeEngine(tokenizer, hold=True, max_queue=3)
+    engine.waiting.append(None)
+    client, _ = make_client(engine)
+    assert_error(client.post(COMP, json={"prompt": "hi", "n": 3}), 429, code="queue_full")
+    assert len(engine.requests) == 2 and all(s.cancelled for s in engine.requests)
 
 
 def test_readiness_follows_loading_and_draining(tokenizer):
@@ -336,9 +353,9 @@ def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplo
     usage = plain["usage"]
     assert re.fullmatch(
         rf"{plain['id']} finish=length stream=False prompt_tokens={usage['prompt_tokens']} "
-        r"completion_tokens=3 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3}", lines[0]), lines[0]
+        r"completion_tokens=3 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3} choices=1", lines[0]), lines[0]
     assert re.fullmatch(rf"{streamed['id']} finish=length stream=True prompt_tokens=\d+ "
-                        r"completion_tokens=2 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3}",
+                        r"completion_tokens=2 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3} choices=1",
                         lines[1]), lines[1]
     assert lines[2:] == [
         "POST /v1/completions rejected status=400 code=invalid_value param=max_tokens",

@@ -1,0 +1,71 @@
+"""End to end with the official openai client: several answers per request (``n``),
+batches of prompts and ``echo`` on real server processes, causal and seq2seq."""
+
+from __future__ import annotations
+
+PROMPTS = ["The quick brown fox", "translate English to French: hello", "Once upon a time"]
+
+
+def test_n_seeded_answers_differ_and_repeat(case):
+    client, _, model = case
+    kwargs = dict(model=model, prompt=PROMPTS[0], max_tokens=12, temperature=1.0, seed=11,
+                  extra_body={"ignore_eos": True})
+    three = client.completions.create(**kwargs, n=3)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    texts = [c.text for c in three.choices]
+    assert len(set(texts)) > 1  # each answer samples on its own
+    assert [c.text for c in client.completions.create(**kwargs, n=3).choices] == texts
+    one = client.completions.create(**kwargs)
+    assert one.choices[0].text == texts[0]  # the first answer is the n=1 answer
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    assert three.usage.completion_tokens == 3 * one.usage.completion_tokens == 36
+
+
+def test_a_batch_of_prompts_answers_as_each_alone(case):
+    client, _, model = case
+    alone = [client.completions.create(model=model, prompt=p, max_tokens=10, temperature=0)
+             for p in PROMPTS]
+    batch = client.completions.create(model=model, prompt=PROMPTS, max_tokens=10,
+                                      temperature=0)
+    assert [c.index for c in batch.choices] == [0, 1, 2]
+    assert [c.text for c in batch.choices] == [a.choices[0].text for a in alone]
+    assert batch.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert batch.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+
+
+def test_streamed_answers_add_up_to_the_whole_ones(case):
+    client, _, model = case
+    kwargs = dict(model=model, prompt=PROMPTS[:2], max_tokens=10, temperature=0.8, seed=3,
+                  n=2)
+    whole = client.completions.create(**kwargs)
+    texts: dict[int, str] = {}
+    finishes: dict[int, str] = {}
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert texts == {c.index: c.text for c in whole.choices}
+    assert finishes == {c.index: c.finish_reason for c in whole.choices}
+
+
+def test_chat_with_n(causal_client):
+    kwargs = dict(model="tiny-llama", messages=[{"role": "user", "content": "Bonjour"}],
+                  max_tokens=8, temperature=1.0, seed=5, n=2)
+    whole = causal_client.chat.completions.create(**kwargs)
+    assert [c.index for c in whole.choices] == [0, 1]
+    texts: dict[int, str] = {}
+    for chunk in causal_client.chat.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    assert texts == {c.index: c.message.content for c in whole.choices}
+
+
+def test_echo_gives_the_prompt_then_the_answer(causal_client):
+    kwargs = dict(model="tiny-llama", prompt=PROMPTS[0], max_tokens=6, temperature=0)
+    plain = causal_client.completions.create(**kwargs).choices[0].text
+    echoed = causal_client.completions.create(**kwargs, echo=True).choices[0].text
+    assert echoed == PROMPTS[0] + plain
+    streamed = "".join(c.choices[0].text for c in
+                       causal_client.completions.create(**kwargs, echo=True, stream=True))
+    assert streamed == echoed
