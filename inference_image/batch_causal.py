@@ -52,7 +52,8 @@ class CausalBatch:
         return kv_cache.position_bytes(self.cache)
 
     def prefill(self, prompts: list[list[int]], outputs: list[list[int]] | None = None,
-                prefixes: list[Prefix | None] | None = None, on_cache=None) -> torch.Tensor:
+                prefixes: list[Prefix | None] | None = None, on_cache=None,
+                every_position: bool = False) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V].
 
         ``outputs`` are tokens the rows generated before (a preempted row resuming): they
@@ -61,7 +62,8 @@ class CausalBatch:
         None; only the rest of each prompt runs. Kept states are right-aligned to the
         longest, the rests left-padded after them: the mask hides the gaps, so the rows
         are as wide as the longest kept part plus the longest rest.
-        ``on_cache(cache, mask)`` sees the new rows' states before they join the batch."""
+        ``on_cache(cache, mask)`` sees the new rows' states before they join the batch.
+        ``every_position``: the logits after every position run instead [k, L, V]."""
         if outputs is not None:
             prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
         prefixes = prefixes or [None] * len(prompts)
@@ -80,13 +82,13 @@ class CausalBatch:
             mask = torch.cat([held, mask], dim=1)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions,
-            **{self._cache_kw: cache}, use_cache=True, **self._logits_kw,
+            **{self._cache_kw: cache}, use_cache=True, **self._logits(every_position),
         )
         kv_cache.zero_padding(cache, mask)
         if on_cache is not None:
             on_cache(cache, mask)
         self._merge(cache, mask, mask.sum(-1))
-        return out.logits[:, -1, :]
+        return out.logits if every_position else out.logits[:, -1, :]
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed one token per row, return the next-token logits [B, V]."""
@@ -99,9 +101,10 @@ class CausalBatch:
         self.positions = self.positions + 1
         return out.logits[:, -1, :]
 
-    def extend(self, tokens: list[int]) -> torch.Tensor:
+    def extend(self, tokens: list[int], every_position: bool = False) -> torch.Tensor:
         """Feed more tokens to a batch of one row (a long prompt prefilled chunk by chunk),
-        return the logits of the token after them [1, V]."""
+        return the logits of the token after them [1, V] (``every_position``: after each of
+        them [1, L, V])."""
         if self.size != 1:
             raise ValueError("extend() takes a batch of one row")
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
@@ -110,10 +113,14 @@ class CausalBatch:
         out = self.model(
             input_ids=ids, attention_mask=self.mask,
             position_ids=(self.positions[:, None] + steps[None, :]),
-            **{self._cache_kw: self.cache}, use_cache=True, **self._logits_kw,
+            **{self._cache_kw: self.cache}, use_cache=True, **self._logits(every_position),
         )
         self.positions = self.positions + len(tokens)
-        return out.logits[:, -1, :]
+        return out.logits if every_position else out.logits[:, -1, :]
+
+    def _logits(self, every_position: bool) -> dict:
+        # logits_to_keep=0 keeps them all (models without the argument return them all).
+        return {"logits_to_keep": 0} if every_position and self._logits_kw else self._logits_kw
 
     def absorb(self, other: CausalBatch) -> None:
         """Append ``other``'s rows (caches, masks, positions) to this batch; ``other`` is

@@ -38,6 +38,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
     logprobs: int | None = None  # None: none; k: each token's, and the k most likely's
+    # The same for the prompt's tokens after the first (causal models): what `echo` with
+    # `logprobs` shows, and what evaluation harnesses score a text with.
+    prompt_logprobs: int | None = None
 
     @property
     def adjusts_logits(self) -> bool:
@@ -51,7 +54,7 @@ class TokenLogprob:
     temperature or top-p, as vLLM reports them), and the ``k`` most likely tokens'."""
 
     token_id: int
-    logprob: float
+    logprob: float | None  # None only for a prompt's first token, which nothing predicts
     top: tuple[tuple[int, float], ...] = ()
 
 
@@ -74,6 +77,9 @@ class StreamEvent:
     finish_reason: FinishReason | None = None
     error: str | None = None
     logprobs: list[TokenLogprob] | None = None  # one per token, when the request asked
+    # Once, before the first token, when the request asked: one per prompt token after the
+    # first.
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 class GenerationStream:
@@ -113,10 +119,10 @@ class GenerationStream:
         # Coalesce what has piled up so a slow consumer catches up in one write.
         while event.finish_reason is None and not self._queue.empty():
             nxt = self._queue.get_nowait()
-            logprobs = (None if event.logprobs is None
-                        else event.logprobs + (nxt.logprobs or []))
+            logprobs = (None if event.logprobs is None and nxt.logprobs is None
+                        else (event.logprobs or []) + (nxt.logprobs or []))
             event = StreamEvent(event.token_ids + nxt.token_ids, nxt.finish_reason, nxt.error,
-                                logprobs)
+                                logprobs, event.prompt_logprobs or nxt.prompt_logprobs)
         return event
 
 

@@ -43,16 +43,29 @@ class LogprobFormat:
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = type(decoder).__name__ == "ByteLevel"
         self._special = set(tokenizer.all_special_ids)
+        self._prompt_left = 0  # prompt tokens still to come first (echo)
+        self._prompt_chars = 0
+
+    def expect_prompt(self, tokens: int, text: str) -> None:
+        """The next ``tokens`` entries are the prompt's, echoed as ``text``: the answer's
+        offsets count from the end of that text."""
+        self._prompt_left, self._prompt_chars = tokens, len(text)
 
     def completion(self, entries: list[TokenLogprob]) -> dict:
         """The completions shape for these tokens: ``top_logprobs`` maps the ``top`` most
-        likely tokens' texts, and the chosen token's, to their log probabilities."""
+        likely tokens' texts, and the chosen token's, to their log probabilities (None for
+        a prompt's first token, which nothing predicts)."""
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for entry, (text, raw), tops in self._tokens(entries):
             out["tokens"].append(text)
             out["token_logprobs"].append(entry.logprob)
-            out["top_logprobs"].append({**{t: lp for (t, _), lp in tops}, text: entry.logprob})
+            out["top_logprobs"].append(None if entry.logprob is None else
+                                       {**{t: lp for (t, _), lp in tops}, text: entry.logprob})
             out["text_offset"].append(self._advance(entry.token_id, raw))
+            if self._prompt_left:
+                self._prompt_left -= 1
+                if not self._prompt_left:  # the answer starts where the echoed text ends
+                    self.offset, self._unfinished = self._prompt_chars, b""
         return out
 
     def chat_content(self, entries: list[TokenLogprob]) -> list[dict]:

@@ -111,8 +111,8 @@ class CompletionLogprobs(BaseModel):
     """Legacy completions' log probabilities: parallel lists, one entry per token."""
 
     tokens: list[str] = []
-    token_logprobs: list[float] = []
-    top_logprobs: list[dict[str, float]] = []
+    token_logprobs: list[float | None] = []  # None: an echoed prompt's first token
+    top_logprobs: list[dict[str, float] | None] = []
     text_offset: list[int] = []
 
 

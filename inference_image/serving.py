@@ -142,9 +142,11 @@ class OpenAIServing:
             if not ok:
                 raise _unsupported(name, value)
         _check_top("logprobs", request.logprobs)
-        if request.echo and request.logprobs is not None:
-            raise _unsupported("echo", request.echo, "echo without logprobs; the prompt's "
-                               "log probabilities are not computed")
+        scores_prompt = bool(request.echo) and request.logprobs is not None
+        if scores_prompt and self.engine.info.task != "text-generation":
+            raise ApiError(400, "echo with logprobs needs a causal model: a "
+                           "sequence-to-sequence model's prompt is its encoder's input, "
+                           "which it does not predict", param="echo", code="unsupported_value")
         prompts = await self._completion_prompts(request.prompt)
         echoes = None
         if request.echo:
@@ -152,7 +154,8 @@ class OpenAIServing:
                       for ids, text in prompts]
         return self._start("completion", request, [ids for ids, _ in prompts],
                            request.max_tokens, DEFAULT_COMPLETION_TOKENS,
-                           logprobs=request.logprobs, echoes=echoes)
+                           logprobs=request.logprobs, echoes=echoes,
+                           scores_prompt=scores_prompt)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
@@ -256,7 +259,8 @@ class OpenAIServing:
 
     def _start(self, kind, request, prompts: list[list[int]], max_tokens: int | None,
                default: int | None, param: str = "max_tokens", *,
-               logprobs: int | None = None, echoes: list[str] | None = None) -> Generation:
+               logprobs: int | None = None, echoes: list[str] | None = None,
+               scores_prompt: bool = False) -> Generation:
         n = request.n or 1
         bound = self.engine.max_queue
         if bound is not None and len(prompts) * n > bound:
@@ -275,6 +279,7 @@ class OpenAIServing:
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
             logit_bias=self._logit_bias(request.logit_bias), logprobs=logprobs,
+            prompt_logprobs=logprobs if scores_prompt else None,
         )
         stops = _stops(request.stop)
         started = time.perf_counter()
@@ -364,8 +369,15 @@ class OpenAIServing:
 
     async def _deltas(self, gen: Generation,
                       choice: Choice) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
+        prompt_ids = choice.stream.prompt_ids
+        if choice.echo and choice.stream.params.prompt_logprobs is None:
+            yield choice.echo, []
         last = None
         async for event in choice.stream:
+            if event.prompt_logprobs is not None:  # before the first token, when asked
+                entries = [TokenLogprob(prompt_ids[0], None), *event.prompt_logprobs]
+                choice.logprobs.expect_prompt(len(entries), choice.echo)
+                yield choice.echo, entries
             now = time.perf_counter()
             if event.token_ids:
                 n = len(event.token_ids)
@@ -424,7 +436,7 @@ class OpenAIServing:
 
     async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
         """Run a non-streaming request to the end and build its response."""
-        texts = {choice.index: [choice.echo] for choice in gen.choices}
+        texts: dict[int, list[str]] = {choice.index: [] for choice in gen.choices}
         logprobs: dict[int, list[TokenLogprob]] = {choice.index: [] for choice in gen.choices}
         try:
             async for choice, event in self._merged(gen):
@@ -478,11 +490,8 @@ class OpenAIServing:
             return f"data: {json.dumps(payload)}\n\n"
 
         try:
-            for choice in gen.choices:
-                if chat:
-                    yield chunk(choice, None, None, role=True)
-                elif choice.echo:
-                    yield chunk(choice, choice.echo, None)
+            for choice in gen.choices if chat else ():
+                yield chunk(choice, None, None, role=True)
             try:
                 async for choice, event in self._merged(gen):
                     if event is None:

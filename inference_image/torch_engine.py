@@ -87,6 +87,12 @@ class _Row:
         return len(self.tokens)
 
     @property
+    def scores_prompt(self) -> bool:
+        """True while the prompt's log probabilities are still to be found: the request
+        asked for them and has not been prefilled to its first token yet."""
+        return self.stream.params.prompt_logprobs is not None and not self.tokens
+
+    @property
     def context(self) -> int:
         """Tokens a prefill of this row runs: its prompt, and its output if it resumes."""
         return len(self.stream.prompt_ids) + len(self.tokens)
@@ -325,7 +331,9 @@ class TorchEngine(Engine):
                 self._deliver([(row.stream, StreamEvent([], "abort"))])
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
                 row = self._waiting[0]
-                cached, prefix = self._cached_prefix(row)
+                scoring = row.scores_prompt and isinstance(self._batch, CausalBatch)
+                # Every position of a prompt to score is run, none taken from the store.
+                cached, prefix = (0, None) if scoring else self._cached_prefix(row)
                 if admitted and not _fits_the_group(admitted, kept, row, cached):
                     break  # it would widen every row of the group: next group
                 # Room for every row to grow by `ahead` more tokens: rows outgrowing the
@@ -338,8 +346,8 @@ class TorchEngine(Engine):
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
                     break
-                long = (isinstance(self._batch, CausalBatch)
-                        and row.context - cached > self.limits.max_prefill_tokens)
+                long = scoring or (isinstance(self._batch, CausalBatch)
+                                   and row.context - cached > self.limits.max_prefill_tokens)
                 if long and admitted:
                     break  # its chunks start next step
                 self._waiting.popleft()
@@ -349,7 +357,8 @@ class TorchEngine(Engine):
                 if long:
                     self._chunking = ChunkedPrefill(
                         self.model, self.device, self._pad_id, row, row.ids,
-                        self.limits.max_prefill_tokens, shared)
+                        self.limits.max_prefill_tokens, shared,
+                        row.stream.params.prompt_logprobs if scoring else None)
                     return [], []
                 admitted.append(row)
                 kept.append(shared)
@@ -410,6 +419,8 @@ class TorchEngine(Engine):
         self._remember_prefixes([row], [chunking.cached], batch.cache, batch.mask)
         self._batch.absorb(batch)
         self._rows.append(row)
+        if row.scores_prompt:
+            self._deliver([(row.stream, StreamEvent([], prompt_logprobs=chunking.prompt_logprobs))])
         self._advance([row], logits)
         self._retire()
 

@@ -81,6 +81,12 @@ class FakeEngine(Engine):
         self.running.append(stream)
         prompt = self.tokenizer.decode(stream.prompt_ids, skip_special_tokens=True)
         reply_ids = self.replies.get(prompt, self.reply_ids)
+        if stream.params.prompt_logprobs is not None:
+            # Prompt token i (after the first) gets -i / 100, its alternatives less.
+            stream.push(StreamEvent([], prompt_logprobs=[
+                TokenLogprob(t, -i / 100, tuple((t + j, -i / 100 - j)
+                                                for j in range(stream.params.prompt_logprobs)))
+                for i, t in enumerate(stream.prompt_ids[1:], start=1)]))
         try:
             for i in range(stream.params.max_tokens):
                 if stream.cancelled:

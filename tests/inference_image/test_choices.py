@@ -158,3 +158,45 @@ def test_merged_raises_one_choices_error_and_stops_the_others():
     seen = asyncio.run(run())
     assert ("bad", 1) in seen and ("good", 99) not in seen
     assert sorted(stopped) == ["bad", "good"]
+
+
+def test_echo_with_logprobs_scores_the_prompt_then_the_answer(client, tokenizer):
+    prompt_ids = tokenizer("apple pear")["input_ids"]
+    body = client.post(COMP, json={"prompt": "apple pear", "echo": True, "logprobs": 2,
+                                   "max_tokens": 2}).json()
+    (choice,) = body["choices"]
+    lp = choice["logprobs"]
+    answer = tokenizer.decode(tokenizer(REPLY, add_special_tokens=False)["input_ids"][:2])
+    assert choice["text"] == "apple pear" + answer
+    n = len(prompt_ids)
+    assert len(lp["tokens"]) == n + 2
+    # nothing predicts the first prompt token; the fake gives prompt token i -i / 100
+    assert lp["token_logprobs"][:n] == [None] + [-i / 100 for i in range(1, n)]
+    assert lp["top_logprobs"][0] is None
+    assert all(len(top) in (2, 3) for top in lp["top_logprobs"][1:])
+    assert lp["token_logprobs"][n:] == [-0.1, -0.2]  # the answer's, as without echo
+    assert lp["text_offset"][0] == 0 and lp["text_offset"][n] == len("apple pear")
+    assert lp["text_offset"][n + 1] == len("apple pear") + len(lp["tokens"][n])
+
+
+def test_streamed_echo_with_logprobs_adds_up_to_the_whole(client):
+    body = {"prompt": ["apple", "pear"], "echo": True, "logprobs": 1, "max_tokens": 5}
+    whole = client.post(COMP, json=body).json()["choices"]
+    chunks, texts = stream_choices(client, COMP, body)
+    assert texts == {c["index"]: c["text"] for c in whole}
+    for c in whole:
+        pieces = [k["choices"][0]["logprobs"] for k in chunks[:-1]
+                  if k["choices"][0]["index"] == c["index"] and k["choices"][0]["logprobs"]]
+        joined = {key: sum((p[key] for p in pieces), []) for key in c["logprobs"]}
+        assert joined == c["logprobs"]
+
+
+def test_echo_with_logprobs_needs_a_causal_model(tokenizer):
+    client, _ = make_client(FakeEngine(tokenizer, task="text2text-generation"))
+    response = client.post(COMP, json={"prompt": "hi", "echo": True, "logprobs": 0})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("echo", "unsupported_value")
+    assert "causal" in error["message"]
+    plain_echo = client.post(COMP, json={"prompt": "hi", "echo": True, "max_tokens": 3})
+    assert plain_echo.json()["choices"][0]["text"].startswith("hi")

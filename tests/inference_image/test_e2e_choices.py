@@ -3,6 +3,9 @@ batches of prompts and ``echo`` on real server processes, causal and seq2seq."""
 
 from __future__ import annotations
 
+import pytest
+from reference import next_token_logprobs
+
 PROMPTS = ["The quick brown fox", "translate English to French: hello", "Once upon a time"]
 
 
@@ -69,3 +72,27 @@ def test_echo_gives_the_prompt_then_the_answer(causal_client):
     streamed = "".join(c.choices[0].text for c in
                        causal_client.completions.create(**kwargs, echo=True, stream=True))
     assert streamed == echoed
+
+
+def test_echo_with_logprobs_scores_texts_as_evaluation_harnesses_ask(causal_client,
+                                                                     causal_ref):
+    # lm-eval's loglikelihood requests: a batch of texts, echo, logprobs, one new token.
+    texts = ["The quick brown fox jumps over the lazy dog", "Bonjour le monde"]
+    result = causal_client.completions.create(model="tiny-llama", prompt=texts, echo=True,
+                                              logprobs=1, max_tokens=1, temperature=0)
+    for text, choice in zip(texts, result.choices, strict=True):
+        ids = causal_ref.tokenizer(text)["input_ids"]
+        lp = choice.logprobs
+        assert choice.text.startswith(text) and len(lp.tokens) == len(ids) + 1
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        expected = next_token_logprobs(causal_ref, ids[:1], ids[1:])
+        assert lp.token_logprobs[1:len(ids)] == pytest.approx(
+            [expected[i, t].item() for i, t in enumerate(ids[1:])], abs=1e-3)
+        # is each token the greedy one? (lm-eval's is_greedy reads top_logprobs)
+        greedy = [max(top, key=top.get) == token for token, top in
+                  zip(lp.tokens[1:len(ids)], lp.top_logprobs[1:len(ids)], strict=True)]
+        assert greedy == [int(expected[i].argmax()) == t for i, t in enumerate(ids[1:])]
+    streamed = "".join(c.choices[0].text for c in causal_client.completions.create(
+        model="tiny-llama", prompt=texts[0], echo=True, logprobs=1, max_tokens=3,
+        temperature=0, stream=True))
+    assert streamed.startswith(texts[0])

@@ -87,8 +87,6 @@ BAD_INPUTS = [
     ("n-beyond-queue", CHAT, {"messages": [{"role": "user", "content": "hi"}], "n": 17}, 400,
      "n", "invalid_value"),
     ("best-of", COMP, {"prompt": "hi", "best_of": 3}, 400, "best_of", "unsupported_value"),
-    ("echo-with-logprobs", COMP, {"prompt": "hi", "echo": True, "logprobs": 1}, 400, "echo",
-     "unsupported_value"),
     ("logprobs-too-many", COMP, {"prompt": "hi", "logprobs": 21}, 400, "logprobs",
      "invalid_value"),
     ("logprobs-negative", COMP, {"prompt": "hi", "logprobs": -1}, 400, "logprobs",
