@@ -10,7 +10,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -41,6 +41,9 @@ class SamplingParams:
     # The same for the prompt's tokens after the first (causal models): what `echo` with
     # `logprobs` shows, and what evaluation harnesses score a text with.
     prompt_logprobs: int | None = None
+    # A grammar matcher (llguidance's) that this request's tokens must follow (its
+    # response_format); one per request, advanced by the engine as it samples.
+    guide: Any = field(default=None, compare=False)
 
     @property
     def adjusts_logits(self) -> bool:
@@ -132,6 +135,7 @@ class Engine(ABC):
     info: ModelInfo
     tokenizer: object
     max_queue: int | None = None  # requests that may wait at once; None: no bound
+    structured: Any = None  # a structured.StructuredOutputs, where response formats work
 
     @property
     @abstractmethod

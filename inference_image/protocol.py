@@ -77,6 +77,8 @@ class _SamplingFields(_Request):
     user: str | None = None
     # vLLM's extension: keep generating past the end-of-sequence token (benchmarks use it).
     ignore_eos: bool = False
+    # Chat's; completions take it too, as vLLM's do.
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(_SamplingFields):
@@ -98,7 +100,6 @@ class ChatCompletionRequest(_SamplingFields):
     top_logprobs: int | None = None
     tools: list[Any] | None = None
     tool_choice: Any | None = None
-    response_format: dict[str, Any] | None = None
 
 
 class Usage(BaseModel):

@@ -6,6 +6,7 @@ server-sent-event stream.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -42,6 +43,7 @@ from .protocol import (
     ModelList,
     Usage,
 )
+from .structured import InvalidFormat, schema_of
 
 log = logging.getLogger("llmcloud.serving")
 # One line per request: ids, counts and timings only, never prompts or outputs (they may
@@ -152,10 +154,11 @@ class OpenAIServing:
         if request.echo:
             echoes = [self.engine.tokenizer.decode(ids) if text is None else text
                       for ids, text in prompts]
+        guides = await self._guides(request, len(prompts))
         return self._start("completion", request, [ids for ids, _ in prompts],
                            request.max_tokens, DEFAULT_COMPLETION_TOKENS,
                            logprobs=request.logprobs, echoes=echoes,
-                           scores_prompt=scores_prompt)
+                           scores_prompt=scores_prompt, guides=guides)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
@@ -167,8 +170,6 @@ class OpenAIServing:
         for name, value, ok in (
             ("tools", request.tools, not request.tools),
             ("tool_choice", request.tool_choice, request.tool_choice in (None, "none")),
-            ("response_format", request.response_format,
-             request.response_format in (None, {"type": "text"})),
         ):
             if not ok:
                 raise _unsupported(name, value)
@@ -190,8 +191,9 @@ class OpenAIServing:
         else:
             max_tokens, param = request.max_tokens, "max_tokens"
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        guides = await self._guides(request, 1)
         return self._start("chat", request, [prompt_ids], max_tokens, None, param,
-                           logprobs=logprobs)
+                           logprobs=logprobs, guides=guides)
 
     def _common_checks(self, request, endpoint: str) -> None:
         if request.model_extra:
@@ -240,6 +242,31 @@ class OpenAIServing:
             out.append((list(item), None))
         return out or [([], None)]  # an empty prompt, refused as such by _start
 
+    async def _guides(self, request, prompts: int) -> list | None:
+        """One grammar matcher per answer when the request has a ``response_format`` other
+        than text, else None; a 400 for a format or schema that does not compile."""
+        try:
+            schema = schema_of(request.response_format)
+        except InvalidFormat as exc:
+            raise ApiError(400, str(exc), param="response_format",
+                           code="invalid_value") from exc
+        if schema is None:
+            return None
+        structured = self.engine.structured
+        if structured is None:
+            raise _unsupported("response_format", request.response_format)
+        answers = prompts * (request.n or 1)
+
+        def build() -> list:  # compiling a schema can take a while: off the event loop
+            grammar = structured.grammar(schema)
+            return [structured.matcher(grammar) for _ in range(answers)]
+
+        try:
+            return await asyncio.to_thread(build)
+        except InvalidFormat as exc:
+            raise ApiError(400, str(exc), param="response_format",
+                           code="invalid_value") from exc
+
     def _logit_bias(self, logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
         """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
         entry is wrong."""
@@ -260,7 +287,7 @@ class OpenAIServing:
     def _start(self, kind, request, prompts: list[list[int]], max_tokens: int | None,
                default: int | None, param: str = "max_tokens", *,
                logprobs: int | None = None, echoes: list[str] | None = None,
-               scores_prompt: bool = False) -> Generation:
+               scores_prompt: bool = False, guides: list | None = None) -> Generation:
         n = request.n or 1
         bound = self.engine.max_queue
         if bound is not None and len(prompts) * n > bound:
@@ -288,7 +315,8 @@ class OpenAIServing:
             for i, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
                 for answer in range(n):
                     stream = self.engine.generate(ids, dataclasses.replace(
-                        params, max_tokens=budget, seed=choice_seed(request.seed, answer)))
+                        params, max_tokens=budget, seed=choice_seed(request.seed, answer),
+                        guide=guides[i * n + answer] if guides else None))
                     choice = Choice(i * n + answer, stream,
                                     IncrementalText(self.engine.tokenizer, stops),
                                     echo=echoes[i] if echoes else "")

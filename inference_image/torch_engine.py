@@ -35,6 +35,7 @@ from .engine import (
 )
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, new_generator, sample, token_logprobs
+from .structured import StructuredOutputs, allowed_logits
 
 log = logging.getLogger("llmcloud.engine")
 
@@ -145,6 +146,9 @@ class TorchEngine(Engine):
                                               + self.limits.max_prefill_tokens) else None)
         self._pad_id = pad_id
         self._eos = _eos_ids(model, tokenizer)
+        output = model.get_output_embeddings()
+        width = output.weight.shape[0] if output is not None else model.config.vocab_size
+        self.structured = StructuredOutputs(tokenizer, width, self._eos)
         self._waiting: deque[_Row] = deque()
         self._rows: list[_Row] = []
         # A long prompt being prefilled by chunks (causal models; encoders need the whole
@@ -458,8 +462,13 @@ class TorchEngine(Engine):
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
         params = [row.stream.params for row in rows]
+        scores = adjust_logits(logits, params, [row.tokens for row in rows])
+        guided = [i for i, p in enumerate(params) if p.guide is not None]
+        if guided:
+            scores = allowed_logits(scores, guided, [params[i].guide for i in guided],
+                                    self.structured.vocab_size)
         tokens = sample(
-            adjust_logits(logits, params, [row.tokens for row in rows]),
+            scores,
             [p.temperature for p in params],
             [p.top_p for p in params],
             [row.generator for row in rows],
@@ -477,6 +486,11 @@ class TorchEngine(Engine):
                 continue
             if row.generated >= params[i].max_tokens or self._at_context_end(row):
                 row.finish = "length"
+            guide = params[i].guide
+            if guide is not None:
+                guide.consume_token(token)
+                if guide.is_stopped():  # the answer is whole: nothing more may follow
+                    row.finish = "stop"
             lp = [logprobs[i]] if i in logprobs else None
             events.append((row.stream, StreamEvent([token], row.finish, logprobs=lp)))
         self._deliver(events)

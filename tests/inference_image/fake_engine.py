@@ -14,6 +14,7 @@ from llmcloud.inference_image.engine import (
     StreamEvent,
     TokenLogprob,
 )
+from llmcloud.inference_image.structured import StructuredOutputs
 
 REPLY = "Hello world, this is a fake reply."
 
@@ -31,6 +32,8 @@ class FakeEngine(Engine):
         self.info = ModelInfo("fake-model", "v0", task, max_context)
         self.tokenizer = tokenizer
         self.reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        # Formats are compiled as the real engine's are; the fake replies as it always does.
+        self.structured = StructuredOutputs(tokenizer, len(tokenizer), {tokenizer.eos_token_id})
         # Other replies for some prompts (their decoded text), to tell a batch's answers apart.
         self.replies = {prompt: tokenizer(text, add_special_tokens=False)["input_ids"]
                         for prompt, text in (replies or {}).items()}

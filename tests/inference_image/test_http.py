@@ -133,8 +133,16 @@ BAD_INPUTS = [
     ("chat-top-logprobs-too-many", CHAT, {"messages": USER, "logprobs": True,
                                           "top_logprobs": 21}, 400, "top_logprobs",
      "invalid_value"),
-    ("chat-json-mode", CHAT, {"messages": USER, "response_format": {"type": "json_object"}},
-     400, "response_format", "unsupported_value"),
+    ("response-format-unknown", CHAT, {"messages": USER, "response_format": {"type": "xml"}},
+     400, "response_format", "invalid_value"),
+    ("response-format-schema-missing", CHAT, {"messages": USER, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x"}}}, 400, "response_format",
+     "invalid_value"),
+    ("response-format-schema-invalid", COMP, {"prompt": "hi", "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
+     400, "response_format", "invalid_value"),
+    ("response-format-not-an-object", CHAT, {"messages": USER, "response_format": "json"},
+     400, "response_format", "invalid_value"),
     ("chat-unknown-model", CHAT, {"model": "nope", "messages": USER}, 404, "model",
      "model_not_found"),
 ]
