@@ -67,6 +67,10 @@ class CausalBatch:
         if outputs is not None:
             prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
         prefixes = prefixes or [None] * len(prompts)
+        # Twins (several answers to one prompt, `n`) run once; their states are copied.
+        run, twin_of = _distinct(prompts, prefixes)
+        if len(run) < len(prompts):
+            prompts, prefixes = [prompts[i] for i in run], [prefixes[i] for i in run]
         done = [0 if p is None else p.length for p in prefixes]
         ids, mask = kv_cache.padded_prompts([p[d:] for p, d in zip(prompts, done, strict=True)],
                                             self.pad_id, left=True, device=self.device)
@@ -84,11 +88,16 @@ class CausalBatch:
             input_ids=ids, attention_mask=mask, position_ids=positions,
             **{self._cache_kw: cache}, use_cache=True, **self._logits(every_position),
         )
+        logits = out.logits
+        if len(twin_of) > len(run):
+            index = torch.tensor(twin_of, device=self.device)
+            kv_cache.select_rows(cache, index)
+            mask, logits = mask.index_select(0, index), logits.index_select(0, index)
         kv_cache.zero_padding(cache, mask)
         if on_cache is not None:
             on_cache(cache, mask)
         self._merge(cache, mask, mask.sum(-1))
-        return out.logits if every_position else out.logits[:, -1, :]
+        return logits if every_position else logits[:, -1, :]
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed one token per row, return the next-token logits [B, V]."""
@@ -163,6 +172,21 @@ def states_of(cache, mask: torch.Tensor, row: int,
     return [(layer.keys[row:row + 1].index_select(2, columns),
              layer.values[row:row + 1].index_select(2, columns))
             for layer in kv_cache.layers(cache)]
+
+
+def _distinct(prompts: list[list[int]],
+              prefixes: list[Prefix | None]) -> tuple[list[int], list[int]]:
+    """The rows to run (the first of each set of rows with the same tokens and the same
+    kept beginning) and, for every row, the place of its first twin among them."""
+    seen: dict[tuple, int] = {}
+    run, twin_of = [], []
+    for row, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
+        key = (0 if prefix is None else prefix.length, *prompt)
+        if key not in seen:
+            seen[key] = len(run)
+            run.append(row)
+        twin_of.append(seen[key])
+    return run, twin_of
 
 
 def _right_aligned(prefixes: list[Prefix | None],

@@ -329,6 +329,7 @@ class TorchEngine(Engine):
         ahead = self.limits.reserve_new_tokens
         shapes = [row.shape(ahead) for row in self._rows]
         prefill = 0
+        group: set[tuple] = set()  # the group's (kept length, tokens): a twin runs free
         with self._wake:
             for row in [r for r in self._waiting if r.stream.cancelled]:
                 self._waiting.remove(row)
@@ -345,7 +346,9 @@ class TorchEngine(Engine):
                 fits = self._make_room(self._batch.slots([*shapes, row.shape(ahead)]))
                 # A prompt longer than the per-step budget is never starved: prefilled by
                 # chunks (causal models) or alone in its step (encoder-decoders).
-                fits_prefill = (not admitted or prefill + row.context - cached
+                key = (cached, *row.ids)
+                twin = key in group  # another answer to a prompt in the group (`n`)
+                fits_prefill = (not admitted or twin or prefill + row.context - cached
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (self._rows or admitted) and not (fits and fits_prefill):
@@ -367,7 +370,8 @@ class TorchEngine(Engine):
                 admitted.append(row)
                 kept.append(shared)
                 shapes.append(row.shape(ahead))
-                prefill += row.context - cached
+                prefill += 0 if twin else row.context - cached
+                group.add(key)
         return admitted, kept
 
     def _cached_prefix(self, row: _Row) -> tuple[int, Prefix | None]:

@@ -319,3 +319,54 @@ def test_a_row_prefilled_with_its_output_goes_on_as_if_never_stopped(request, wh
                 break
             logits = batch.decode([output[-1] for output in outputs])
     assert outputs == expected
+
+
+def prefill_batches(model) -> tuple[list[int], object]:
+    """Rows of every forward pass of more than one token (prefills), and the hook's handle."""
+    sizes: list[int] = []
+
+    def seen(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] > 1:
+            sizes.append(ids.shape[0])
+
+    return sizes, model.register_forward_pre_hook(seen, with_kwargs=True)
+
+
+def test_twin_prompts_are_prefilled_once_and_decode_as_alone(causal):
+    tok = causal.tokenizer
+    a, b = (tok(p)["input_ids"] for p in PROMPTS[1:3])
+    batch = CausalBatch(causal.model, CPU, tok.pad_token_id)
+    sizes, hook = prefill_batches(causal.model)
+    try:
+        with torch.inference_mode():
+            logits = batch.prefill([a, b, a, a])
+            tokens = [[int(t)] for t in logits.argmax(-1)]
+            for _ in range(7):
+                step = batch.decode([t[-1] for t in tokens])
+                for row, t in zip(tokens, step.argmax(-1).tolist(), strict=True):
+                    row.append(t)
+    finally:
+        hook.remove()
+    assert sizes == [2]  # a and b, once each
+    assert torch.equal(logits[0], logits[2]) and torch.equal(logits[0], logits[3])
+    assert tokens == [reference(causal, p, 8) for p in (a, b, a, a)]
+
+
+def test_answers_to_one_prompt_share_a_prefill_past_the_prefill_budget(causal):
+    prompt = causal.tokenizer(PROMPTS[3])["input_ids"]
+    engine = make_engine(causal, max_prefill_tokens=len(prompt) + 2)  # one prompt's worth
+    sizes, hook = prefill_batches(causal.model)
+
+    async def main():
+        streams = [engine.generate(prompt, SamplingParams(max_tokens=6, temperature=0))
+                   for _ in range(4)]
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        hook.remove()
+        engine.shutdown()
+    assert sizes == [1]  # four answers, one prefill of one row
+    assert [r[0] for r in results] == [reference(causal, prompt, 6)] * 4
