@@ -94,18 +94,23 @@ def allowed_logits(logits: torch.Tensor, rows: list[int], matchers: list,
                    vocab_size: int) -> torch.Tensor:
     """``logits`` [B, V] with every token the matchers of ``rows`` do not allow next set to
     -inf (a copy: the raw logits stay for log probabilities). ``vocab_size``: the
-    matchers' (``StructuredOutputs.vocab_size``)."""
+    matchers' (``StructuredOutputs.vocab_size``, at least V)."""
+    import numpy as np
     import torch
 
-    bits = torch.arange(32, dtype=torch.int32)
     words = (vocab_size + 31) // 32
-    bitmask = torch.empty((len(rows), words), dtype=torch.int32)
+    bitmask = np.empty((len(rows), words), dtype=np.int32)
     for i, matcher in enumerate(matchers):
-        row = bitmask[i]
-        matcher.unsafe_compute_mask_ptr(row.data_ptr(), row.numel() * row.element_size())
-    allowed = ((bitmask[:, :, None] >> bits) & 1).bool().reshape(len(rows), -1)
-    allowed = allowed[:, :logits.shape[-1]].to(logits.device)
+        matcher.unsafe_compute_mask_ptr(bitmask[i].ctypes.data, words * 4)
+    # Bit k of word w is token 32 w + k: the words' bytes, least significant bit first
+    # (little-endian, as every machine this runs on), unpack into one flag per token.
+    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, count=logits.shape[-1],
+                         bitorder="little")
+    banned = torch.from_numpy(bits.view(np.bool_)).logical_not().to(logits.device)
     out = logits.clone()
-    index = torch.tensor(rows, device=logits.device)
-    out[index] = out[index].masked_fill(~allowed, float("-inf"))
+    if len(rows) == logits.shape[0]:
+        out.masked_fill_(banned, float("-inf"))
+    else:
+        index = torch.tensor(rows, device=logits.device)
+        out[index] = out[index].masked_fill(banned, float("-inf"))
     return out

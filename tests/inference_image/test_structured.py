@@ -53,6 +53,8 @@ def test_a_mask_allows_exactly_what_the_grammar_does(tokenizer):
     masked = allowed_logits(logits, [1], [matcher], structured.vocab_size)
     assert torch.equal(masked[[0, 2]], logits[[0, 2]]) and torch.equal(logits, torch.zeros_like(
         logits))  # other rows, and the logits themselves, untouched
+    alone = allowed_logits(logits[1:2], [0], [matcher], structured.vocab_size)
+    assert torch.equal(alone[0], masked[1])  # a batch of guided rows only: the same mask
     allowed = masked[1].isfinite().nonzero()[:, 0].tolist()
     texts = [tokenizer.decode([t]) for t in allowed]
     assert allowed and all(t.startswith("{") for t in texts) and "{" in texts
