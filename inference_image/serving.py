@@ -44,6 +44,8 @@ from .protocol import (
     Usage,
 )
 from .structured import InvalidFormat, schema_of
+from .tool_calls import ToolCallStream, ToolChoiceError, ToolPlan
+from .tool_calls import plan as plan_tools
 
 log = logging.getLogger("llmcloud.serving")
 # One line per request: ids, counts and timings only, never prompts or outputs (they may
@@ -71,6 +73,7 @@ class Generation:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     released: bool = False
+    tools: ToolPlan | None = None  # how a chat request's answers call tools, if they may
 
     @property
     def response_id(self) -> str:
@@ -167,20 +170,28 @@ class OpenAIServing:
         if request.top_logprobs and not request.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
                            code="invalid_value")
-        for name, value, ok in (
-            ("tools", request.tools, not request.tools),
-            ("tool_choice", request.tool_choice, request.tool_choice in (None, "none")),
-        ):
-            if not ok:
-                raise _unsupported(name, value)
         tokenizer = self.engine.tokenizer
-        if not getattr(tokenizer, "chat_template", None):
+        template = getattr(tokenizer, "chat_template", None)
+        if not template:
             raise ApiError(400, f"model {self.model_name!r} has no chat template, so it cannot "
                            "serve chat completions; use /v1/completions with a plain prompt",
                            param="messages", code="chat_template_missing")
-        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
+        choice = request.tool_choice
         try:
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False,
+            tool_plan = plan_tools(tools, choice if isinstance(choice, str) or choice is None
+                                   else choice.model_dump(), request.parallel_tool_calls,
+                                   template if isinstance(template, str) else str(template))
+        except ToolChoiceError as exc:
+            raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
+                           code="invalid_value") from exc
+        if tool_plan is not None and tool_plan.schema is not None and request.response_format:
+            raise ApiError(400, "response_format cannot be asked for with a tool_choice that "
+                           "forces a call: the call's arguments are the answer's format",
+                           param="response_format", code="invalid_value")
+        messages = [m.for_template() for m in request.messages]
+        try:
+            rendered = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
                                                      add_generation_prompt=True)
         except Exception as exc:  # a template may reject a conversation (e.g. role order)
             raise ApiError(400, f"the chat template rejected these messages: {exc}",
@@ -191,9 +202,12 @@ class OpenAIServing:
         else:
             max_tokens, param = request.max_tokens, "max_tokens"
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        guides = await self._guides(request, 1)
-        return self._start("chat", request, [prompt_ids], max_tokens, None, param,
-                           logprobs=logprobs, guides=guides)
+        schema = tool_plan.schema if tool_plan is not None else None
+        guides = await self._guides(request, 1, schema)
+        gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
+                          logprobs=logprobs, guides=guides)
+        gen.tools = tool_plan
+        return gen
 
     def _common_checks(self, request, endpoint: str) -> None:
         if request.model_extra:
@@ -242,11 +256,13 @@ class OpenAIServing:
             out.append((list(item), None))
         return out or [([], None)]  # an empty prompt, refused as such by _start
 
-    async def _guides(self, request, prompts: int) -> list | None:
+    async def _guides(self, request, prompts: int, schema: dict | None = None) -> list | None:
         """One grammar matcher per answer when the request has a ``response_format`` other
-        than text, else None; a 400 for a format or schema that does not compile."""
+        than text (or ``schema``, a forced tool call's), else None; a 400 for a format or
+        schema that does not compile."""
+        param = "tools" if schema is not None else "response_format"
         try:
-            schema = schema_of(request.response_format)
+            schema = schema or schema_of(request.response_format)
         except InvalidFormat as exc:
             raise ApiError(400, str(exc), param="response_format",
                            code="invalid_value") from exc
@@ -254,7 +270,8 @@ class OpenAIServing:
             return None
         structured = self.engine.structured
         if structured is None:
-            raise _unsupported("response_format", request.response_format)
+            raise _unsupported(param, request.response_format if param == "response_format"
+                               else request.tool_choice)
         answers = prompts * (request.n or 1)
 
         def build() -> list:  # compiling a schema can take a while: off the event loop
@@ -264,8 +281,7 @@ class OpenAIServing:
         try:
             return await asyncio.to_thread(build)
         except InvalidFormat as exc:
-            raise ApiError(400, str(exc), param="response_format",
-                           code="invalid_value") from exc
+            raise ApiError(400, str(exc), param=param, code="invalid_value") from exc
 
     def _logit_bias(self, logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
         """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
@@ -476,10 +492,9 @@ class OpenAIServing:
         if gen.kind == "chat":
             return ChatCompletionResponse(
                 id=gen.response_id, created=gen.created, model=self.model_name,
-                choices=[ChatChoice(index=c.index,
-                                    message=AssistantMessage(content="".join(texts[c.index])),
-                                    logprobs=_logprobs(gen, c, logprobs[c.index]),
-                                    finish_reason=c.finish_reason) for c in gen.choices],
+                choices=[ChatChoice(index=c.index, logprobs=_logprobs(gen, c, logprobs[c.index]),
+                                    **_answer(gen, c, "".join(texts[c.index])))
+                         for c in gen.choices],
                 usage=gen.usage)
         return CompletionResponse(
             id=gen.response_id, created=gen.created, model=self.model_name,
@@ -501,12 +516,14 @@ class OpenAIServing:
         }
 
         def chunk(choice: Choice, delta: str | None, finish: str | None, role: bool = False,
-                  logprobs: list[TokenLogprob] | None = None) -> str:
+                  logprobs: list[TokenLogprob] | None = None, calls=()) -> str:
             lp = _logprobs(gen, choice, logprobs)
             lp = None if lp is None else lp.model_dump()
             if chat:
                 body = {"role": "assistant", "content": ""} if role else (
                     {} if delta is None else {"content": delta})
+                if calls:
+                    body = {"tool_calls": [call.wire(i) for i, call in enumerate(calls)]}
                 entry = {"index": choice.index, "delta": body, "logprobs": lp,
                          "finish_reason": finish}
             else:
@@ -517,15 +534,28 @@ class OpenAIServing:
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
+        # Content as it comes; what may be tool calls is held back and read at the end.
+        calling = {c.index: ToolCallStream(gen.tools) for c in gen.choices} if gen.tools else {}
         try:
             for choice in gen.choices if chat else ():
                 yield chunk(choice, None, None, role=True)
             try:
                 async for choice, event in self._merged(gen):
-                    if event is None:
-                        yield chunk(choice, None, choice.finish_reason)
-                    else:
-                        yield chunk(choice, event[0], None, logprobs=event[1])
+                    tools = calling.get(choice.index)
+                    if event is not None:
+                        delta = event[0] if tools is None else tools.feed(event[0])
+                        if delta or event[1] or tools is None:
+                            yield chunk(choice, delta, None, logprobs=event[1])
+                        continue
+                    finish = choice.finish_reason
+                    if tools is not None:
+                        rest, calls = tools.finish()
+                        if rest:
+                            yield chunk(choice, rest, None)
+                        if calls:
+                            yield chunk(choice, None, None, calls=calls)
+                            finish = "tool_calls"
+                    yield chunk(choice, None, finish)
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
             else:
@@ -535,6 +565,18 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _answer(gen: Generation, choice: Choice, text: str) -> dict:
+    """A chat choice's ``message`` and ``finish_reason``: the calls the text makes, when the
+    request has tools and it makes some."""
+    if gen.tools is not None:
+        content, calls = gen.tools.read(text)
+        if calls:
+            return {"message": AssistantMessage(content=content,
+                                                tool_calls=[call.wire() for call in calls]),
+                    "finish_reason": "tool_calls"}
+    return {"message": AssistantMessage(content=text), "finish_reason": choice.finish_reason}
 
 
 def _logprobs(gen: Generation, choice: Choice,

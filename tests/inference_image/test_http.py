@@ -23,6 +23,11 @@ from llmcloud.inference_image.serving import OpenAIServing
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
+def TOOL(name: str) -> dict:  # noqa: N802 - reads as a constant in the tables
+    return {"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
 def make_client(engine, *, api_keys=None, max_body_bytes=4096) -> tuple[TestClient, ServerState]:
     metrics = ServerMetrics("fake-model", "v0", engine.info.task, lambda: engine.num_running,
                             lambda: engine.num_waiting)
@@ -126,8 +131,29 @@ BAD_INPUTS = [
      "messages", "context_length_exceeded"),
     ("chat-max-completion-tokens-zero", CHAT, {"messages": USER, "max_completion_tokens": 0},
      400, "max_completion_tokens", "invalid_value"),
-    ("chat-tools", CHAT, {"messages": USER, "tools": [{"type": "function"}]}, 400, "tools",
-     "unsupported_value"),
+    ("tool-without-function", CHAT, {"messages": USER, "tools": [{"type": "function"}]}, 400,
+     "tools.0.function", "invalid_value"),
+    ("tool-name-with-spaces", CHAT, {"messages": USER, "tools": [TOOL("get weather")]}, 400,
+     "tools.0.function.name", "invalid_value"),
+    ("tools-same-name", CHAT, {"messages": USER, "tools": [TOOL("f"), TOOL("f")]}, 400,
+     "tools", "invalid_value"),
+    ("tool-choice-without-tools", CHAT, {"messages": USER, "tool_choice": "required"}, 400,
+     "tool_choice", "invalid_value"),
+    ("tool-choice-unknown-function", CHAT, {"messages": USER, "tools": [TOOL("f")],
+                                            "tool_choice": {"type": "function",
+                                                            "function": {"name": "g"}}},
+     400, "tool_choice", "invalid_value"),
+    ("tool-choice-unknown-word", CHAT, {"messages": USER, "tools": [TOOL("f")],
+                                        "tool_choice": "sometimes"}, 400, "tool_choice",
+     "invalid_value"),
+    ("tool-choice-auto-without-a-format", CHAT, {"messages": USER, "tools": [TOOL("f")]}, 400,
+     "tools", "invalid_value"),
+    ("tool-parameters-not-a-schema", CHAT, {"messages": USER, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}],
+        "tool_choice": "required"}, 400, "tools", "invalid_value"),
+    ("tool-choice-forced-with-response-format", CHAT, {
+        "messages": USER, "tools": [TOOL("f")], "tool_choice": "required",
+        "response_format": {"type": "json_object"}}, 400, "response_format", "invalid_value"),
     ("chat-top-logprobs-without-logprobs", CHAT, {"messages": USER, "top_logprobs": 2}, 400,
      "top_logprobs", "invalid_value"),
     ("chat-top-logprobs-too-many", CHAT, {"messages": USER, "logprobs": True,

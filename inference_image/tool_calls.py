@@ -1,0 +1,167 @@
+"""Tool calls on chat completions (OpenAI's ``tools`` and ``tool_choice``).
+
+A named function or ``required`` holds the answer to JSON that is such a call (through the
+structured-output grammar), whatever the model's own format: what it says is the call.
+``auto`` leaves the model free and reads calls out of its answer in the format its chat
+template teaches (Hermes' ``<tool_call>{"name", "arguments"}</tool_call>``, which Qwen 2.5
+and 3, Hermes 2 and 3 and many fine-tunes use); a model whose template has no format this
+server reads gets a 400 for ``auto``, rather than answers whose calls go unread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+_HERMES_CALL = re.compile(re.escape(HERMES_OPEN) + r"\s*(.*?)\s*" + re.escape(HERMES_CLOSE),
+                          re.DOTALL)
+
+
+class ToolChoiceError(ValueError):
+    """``tools`` or ``tool_choice`` this server cannot serve; the message says why."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the answer makes: the function's name and its arguments as a JSON string."""
+
+    name: str
+    arguments: str
+    id: str = ""
+
+    def wire(self, index: int | None = None) -> dict[str, Any]:
+        """The call as OpenAI's ``tool_calls`` entry (with ``index`` in a stream)."""
+        entry = {"id": self.id, "type": "function",
+                 "function": {"name": self.name, "arguments": self.arguments}}
+        return entry if index is None else {"index": index, **entry}
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """How one request's answers call tools: ``mode`` is ``named``, ``required`` or
+    ``auto``; ``schema`` holds a forced answer to a call; ``name`` is the named function."""
+
+    mode: str
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+
+    def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
+        """The answer's content and the calls it makes. A forced answer cut short, or an
+        ``auto`` answer whose calls do not parse, is content with no calls."""
+        if self.mode == "auto":
+            return _read_hermes(text)
+        try:
+            value = json.loads(text)
+            if self.mode == "named":
+                return None, [_call(self.name, value)]
+            return None, [_call(item["name"], item["parameters"]) for item in value]
+        except (ValueError, KeyError, TypeError):  # cut short by max_tokens
+            return text, []
+
+
+def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | None,
+         chat_template: str | None) -> ToolPlan | None:
+    """The plan for a request's tools; None when its answers are text only."""
+    if tool_choice is not None and not tools:
+        raise ToolChoiceError("tool_choice needs tools")
+    if not tools or tool_choice == "none":
+        return None
+    functions = {tool["function"]["name"]: tool["function"] for tool in tools}
+    if len(functions) < len(tools):
+        raise ToolChoiceError("tools must have different function names")
+    if isinstance(tool_choice, dict):
+        name = tool_choice["function"]["name"]
+        if name not in functions:
+            raise ToolChoiceError(f"tool_choice names the function {name!r}, which is not "
+                                  f"among tools ({', '.join(sorted(functions))})")
+        return ToolPlan("named", _parameters(functions[name]), name)
+    if tool_choice == "required":
+        calls = {"anyOf": [{"type": "object", "properties": {
+            "name": {"const": name}, "parameters": _parameters(function)},
+            "required": ["name", "parameters"], "additionalProperties": False}
+            for name, function in functions.items()]}
+        schema = {"type": "array", "items": calls, "minItems": 1}
+        if parallel is False:
+            schema["maxItems"] = 1
+        return ToolPlan("required", schema)
+    if HERMES_OPEN not in (chat_template or ""):
+        raise ToolChoiceError(
+            "this model's chat template teaches no tool-call format this server reads "
+            "(Hermes' <tool_call>), so calls in its answers would go unread; ask for "
+            "tool_choice 'required' or a named function, which hold the answer to a call")
+    return ToolPlan("auto")
+
+
+class ToolCallStream:
+    """Splits a streamed ``auto`` answer: its content as it comes, and the text from the
+    first ``<tool_call>`` on held back, to be read as calls at the end."""
+
+    def __init__(self, tool_plan: ToolPlan):
+        self.plan = tool_plan
+        self._pending = ""  # content that may be the start of <tool_call>
+        self._calls_text: str | None = None  # from <tool_call> on, once seen
+
+    def feed(self, delta: str) -> str:
+        """The content of this delta that can be sent now."""
+        if self.plan.mode != "auto":
+            self._calls_text = (self._calls_text or "") + delta
+            return ""
+        if self._calls_text is not None:
+            self._calls_text += delta
+            return ""
+        text = self._pending + delta
+        start = text.find(HERMES_OPEN)
+        if start >= 0:
+            self._pending, self._calls_text = "", text[start:]
+            return text[:start]
+        keep = _partial_suffix(text, HERMES_OPEN)
+        self._pending = text[len(text) - keep:] if keep else ""
+        return text[:len(text) - keep]
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """Content still held back, and the calls the answer made."""
+        if self._calls_text is None:
+            return self._pending, []
+        content, calls = self.plan.read(self._calls_text)
+        return (content or "") if not calls else "", calls
+
+
+def _read_hermes(text: str) -> tuple[str | None, list[ToolCall]]:
+    start = text.find(HERMES_OPEN)
+    if start < 0:
+        return text, []
+    calls = []
+    for body in _HERMES_CALL.findall(text[start:]):
+        try:
+            call = json.loads(body)
+            calls.append(_call(call["name"], call.get("arguments", {})))
+        except (ValueError, KeyError, TypeError):
+            return text, []  # not a call after all: the model's text, whole
+    if not calls:
+        return text, []
+    content = text[:start].strip()
+    return content or None, calls
+
+
+def _call(name: str, arguments: Any) -> ToolCall:
+    if not isinstance(name, str):
+        raise TypeError("a tool call's name is a string")
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return ToolCall(name, text, f"call_{uuid.uuid4().hex[:24]}")
+
+
+def _parameters(function: dict[str, Any]) -> dict[str, Any]:
+    # OpenAI: a function without parameters takes none.
+    return function.get("parameters") or {"type": "object", "properties": {}}
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """The length of the longest end of ``text`` that begins ``marker``."""
+    for length in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-length:]):
+            return length
+    return 0

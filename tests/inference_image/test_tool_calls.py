@@ -1,0 +1,167 @@
+"""Tool calls: plans and readers (units), the HTTP shapes against the fake engine (Hermes'
+format read from ``auto`` answers, streamed and whole), and forced calls end to end with
+the official client on the tiny random Llama (held to the functions' schemas)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from fake_engine import FakeEngine
+from test_http import CHAT, make_client, read_sse
+from tiny_models import build_tokenizer
+
+from llmcloud.inference_image.tool_calls import ToolCallStream, ToolChoiceError, plan
+
+HERMES_TEMPLATE = (
+    "{% if tools %}<s>system: You may call "
+    "{% for t in tools %}{{ t.function.name }} {% endfor %}"
+    "as <tool_call>{\"name\", \"arguments\"}</tool_call>.</s>\n{% endif %}"
+    "{% for m in messages %}<s>{{ m['role'] }}: "
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}"
+    "{% else %}{{ m['content'] }}{% endif %}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+)
+WEATHER = {"type": "object", "properties": {
+    "city": {"enum": ["Paris", "Lima", "Oslo"]},
+    "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+    "required": ["city", "days"], "additionalProperties": False}
+TIME = {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}},
+        "required": ["zone"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "get_time", "parameters": TIME}}]
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n' \
+       '</tool_call>'
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def test_plans_follow_tool_choice():
+    assert plan(None, None, None, "") is None
+    assert plan(TOOLS, "none", None, "") is None
+    named = plan(TOOLS, {"type": "function", "function": {"name": "get_time"}}, None, "")
+    assert (named.mode, named.name, named.schema) == ("named", "get_time", TIME)
+    required = plan(TOOLS, "required", False, "")
+    assert required.mode == "required" and required.schema["maxItems"] == 1
+    assert "maxItems" not in plan(TOOLS, "required", None, "").schema
+    assert plan(TOOLS, None, None, HERMES_TEMPLATE).mode == "auto"  # auto is the default
+    with pytest.raises(ToolChoiceError, match="tool-call format"):
+        plan(TOOLS, "auto", None, "{{ messages }}")
+    no_parameters = [{"type": "function", "function": {"name": "ping"}}]
+    assert plan(no_parameters, "required", None, "").schema["items"]["anyOf"][0][
+        "properties"]["parameters"] == {"type": "object", "properties": {}}
+
+
+def test_forced_answers_read_as_calls_and_cut_ones_as_text():
+    named = plan(TOOLS, {"type": "function", "function": {"name": "get_weather"}}, None, "")
+    content, (call,) = named.read('{"city": "Oslo", "days": 3}')
+    assert content is None and (call.name, json.loads(call.arguments)) == (
+        "get_weather", {"city": "Oslo", "days": 3})
+    assert call.id.startswith("call_")
+    required = plan(TOOLS, "required", None, "")
+    content, calls = required.read('[{"name": "get_time", "parameters": {"zone": "UTC"}}, '
+                                   '{"name": "get_weather", "parameters": '
+                                   '{"city": "Lima", "days": 1}}]')
+    assert [c.name for c in calls] == ["get_time", "get_weather"]
+    assert len({c.id for c in calls}) == 2
+    assert named.read('{"city": "Os') == ('{"city": "Os', [])  # cut by max_tokens
+
+
+def test_hermes_calls_are_read_and_broken_ones_stay_text():
+    auto = plan(TOOLS, "auto", None, HERMES_TEMPLATE)
+    content, (call,) = auto.read("Let me look.\n" + CALL)
+    assert content == "Let me look." and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris", "days": 2}
+    assert auto.read(CALL + CALL.replace("Paris", "Oslo"))[1][1].arguments.count("Oslo") == 1
+    broken = "<tool_call>{not json}</tool_call>"
+    assert auto.read(broken) == (broken, [])
+    assert auto.read("no calls here") == ("no calls here", [])
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 11, 40])
+def test_a_streamed_answer_holds_back_only_what_may_be_a_call(cut):
+    auto = plan(TOOLS, "auto", None, HERMES_TEMPLATE)
+    text = "It is <b>sunny</b> < 3 " + CALL
+    stream = ToolCallStream(auto)
+    sent = "".join(stream.feed(text[i:i + cut]) for i in range(0, len(text), cut))
+    rest, calls = stream.finish()
+    assert sent + rest == "It is <b>sunny</b> < 3 " and [c.name for c in calls] == [
+        "get_weather"]
+    plain = ToolCallStream(auto)
+    sent = "".join(plain.feed(piece) for piece in ["a <tool", "_ca", "t> b"])
+    assert sent + plain.finish()[0] == "a <tool_cat> b" and plain.finish()[1] == []
+
+
+@pytest.fixture()
+def hermes():
+    tokenizer = build_tokenizer(HERMES_TEMPLATE)
+    engine = FakeEngine(tokenizer, reply="Let me look. " + CALL, max_context=256)
+    client, _ = make_client(engine, max_body_bytes=1 << 16)
+    return client, engine, tokenizer
+
+
+def test_auto_calls_come_back_as_tool_calls(hermes):
+    client, engine, tokenizer = hermes
+    body = client.post(CHAT, json={"messages": USER, "tools": TOOLS, "max_tokens": 120})
+    (choice,) = body.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Let me look."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "days": 2}
+    prompt = tokenizer.decode(engine.requests[-1].prompt_ids)
+    assert "You may call get_weather get_time" in prompt  # the template saw the tools
+
+
+def test_auto_calls_stream_as_a_tool_calls_delta(hermes):
+    client, _, _ = hermes
+    with client.stream("POST", CHAT, json={"messages": USER, "tools": TOOLS, "stream": True,
+                                           "max_tokens": 120}) as response:
+        chunks = [json.loads(e) for e in read_sse(response)[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    content = "".join(d.get("content") or "" for d in deltas)
+    assert content.strip() == "Let me look." and "<tool" not in content
+    (calls,) = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    assert calls[0]["index"] == 0 and calls[0]["function"]["name"] == "get_weather"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_earlier_calls_and_tool_answers_reach_the_template(hermes):
+    client, engine, tokenizer = hermes
+    messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris", "days": 2}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    assert client.post(CHAT, json={"messages": messages, "tools": TOOLS}).status_code == 200
+    prompt = tokenizer.decode(engine.requests[-1].prompt_ids)
+    # the arguments as an object, not a JSON string inside JSON
+    assert ('<s>assistant: <tool_call>{"name": "get_weather", "arguments": {"city": "Paris", '
+            '"days": 2}}</tool_call></s>\n<s>tool: sunny</s>\n') in prompt
+
+
+def test_a_named_call_through_the_official_client(causal_client):
+    answer = causal_client.chat.completions.create(
+        model="tiny-llama", messages=USER, tools=TOOLS, temperature=1.0, seed=3, n=2,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=64)
+    for choice in answer.choices:
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "get_weather"
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+
+
+def test_required_calls_streamed_through_the_official_client(causal_client):
+    calls, finish = {}, None
+    for chunk in causal_client.chat.completions.create(
+            model="tiny-llama", messages=USER, tools=TOOLS, tool_choice="required",
+            parallel_tool_calls=False, temperature=1.0, seed=5, max_tokens=96, stream=True):
+        (choice,) = chunk.choices
+        for call in choice.delta.tool_calls or []:
+            calls[call.index] = call
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls" and list(calls) == [0]
+    call = calls[0].function
+    schema = {"get_weather": WEATHER, "get_time": TIME}[call.name]
+    jsonschema.validate(json.loads(call.arguments), schema)
