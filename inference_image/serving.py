@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .choices import MAX_N, Choice, choice_seed, merged
+from .choices import Choice, choice_seed, merged
 from .detokenizer import IncrementalText
 from .engine import (
     Engine,
@@ -43,20 +43,23 @@ from .protocol import (
     ModelList,
     Usage,
 )
+from .request_checks import (
+    DEFAULT_COMPLETION_TOKENS,
+    check_top,
+    common_checks,
+    logit_bias_pairs,
+    new_tokens,
+    stops_of,
+    unsupported,
+)
 from .structured import InvalidFormat, schema_of
 from .tool_calls import ToolCallStream, ToolChoiceError, ToolPlan
 from .tool_calls import plan as plan_tools
 
-log = logging.getLogger("llmcloud.serving")
 # One line per request: ids, counts and timings only, never prompts or outputs (they may
 # hold personal data). Silence it with `--log-level warning` or this logger's level.
 requests_log = logging.getLogger("llmcloud.requests")
 
-DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
-MAX_STOP_STRINGS = 4
-MAX_TOP_LOGPROBS = 20  # chat's limit (OpenAI); completions' `logprobs` gets the same
-MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
-MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
 
 
 @dataclass
@@ -139,14 +142,14 @@ class OpenAIServing:
 
     async def start_completion(self, request: CompletionRequest) -> Generation:
         """Validate and queue a /v1/completions request (one prompt or a batch of them)."""
-        self._common_checks(request, "completions")
+        common_checks(request, self.model_name, "completions")
         for name, value, ok in (
             ("best_of", request.best_of, request.best_of in (None, 1)),
             ("suffix", request.suffix, not request.suffix),
         ):
             if not ok:
-                raise _unsupported(name, value)
-        _check_top("logprobs", request.logprobs)
+                raise unsupported(name, value)
+        check_top("logprobs", request.logprobs)
         scores_prompt = bool(request.echo) and request.logprobs is not None
         if scores_prompt and self.engine.info.task != "text-generation":
             raise ApiError(400, "echo with logprobs needs a causal model: a "
@@ -165,8 +168,8 @@ class OpenAIServing:
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
-        self._common_checks(request, "chat.completions")
-        _check_top("top_logprobs", request.top_logprobs)
+        common_checks(request, self.model_name, "chat.completions")
+        check_top("top_logprobs", request.top_logprobs)
         if request.top_logprobs and not request.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
                            code="invalid_value")
@@ -209,33 +212,6 @@ class OpenAIServing:
         gen.tools = tool_plan
         return gen
 
-    def _common_checks(self, request, endpoint: str) -> None:
-        if request.model_extra:
-            log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
-        if request.model is not None and request.model != self.model_name:
-            raise ApiError(404, f"the model {request.model!r} does not exist; this server "
-                           f"serves {self.model_name!r}", param="model",
-                           code="model_not_found")
-        if request.n is not None and not 1 <= request.n <= MAX_N:
-            raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
-                           param="n", code="invalid_value")
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(request, name)
-            if value is not None and not -MAX_PENALTY <= value <= MAX_PENALTY:
-                raise ApiError(400, f"{name} must be between -{MAX_PENALTY:g} and "
-                               f"{MAX_PENALTY:g}, got {value}", param=name,
-                               code="invalid_value")
-        if request.temperature is not None and not 0 <= request.temperature <= 2:
-            raise ApiError(400, f"temperature must be between 0 and 2, got "
-                           f"{request.temperature}", param="temperature", code="invalid_value")
-        if request.top_p is not None and not 0 < request.top_p <= 1:
-            raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
-                           code="invalid_value")
-        stops = _stops(request.stop)
-        if len(stops) > MAX_STOP_STRINGS:
-            raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
-                           param="stop", code="invalid_value")
-
     async def _completion_prompts(self, prompt) -> list[tuple[list[int], str | None]]:
         """The request's prompts (one, or a batch) as token ids, each with its text when it
         was sent as text."""
@@ -270,7 +246,7 @@ class OpenAIServing:
             return None
         structured = self.engine.structured
         if structured is None:
-            raise _unsupported(param, request.response_format if param == "response_format"
+            raise unsupported(param, request.response_format if param == "response_format"
                                else request.tool_choice)
         answers = prompts * (request.n or 1)
 
@@ -283,23 +259,6 @@ class OpenAIServing:
         except InvalidFormat as exc:
             raise ApiError(400, str(exc), param=param, code="invalid_value") from exc
 
-    def _logit_bias(self, logit_bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
-        """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
-        entry is wrong."""
-        vocab = len(self.engine.tokenizer)
-        pairs = []
-        for key, bias in (logit_bias or {}).items():
-            token = int(key) if key.strip().isdigit() else -1
-            if not 0 <= token < vocab:
-                raise ApiError(400, f"logit_bias keys must be token ids in [0, {vocab}), got "
-                               f"{key!r}", param="logit_bias", code="invalid_value")
-            if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
-                raise ApiError(400, f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} "
-                               f"and {MAX_LOGIT_BIAS:g}, got {bias} for token {key}",
-                               param="logit_bias", code="invalid_value")
-            pairs.append((token, float(bias)))
-        return tuple(pairs)
-
     def _start(self, kind, request, prompts: list[list[int]], max_tokens: int | None,
                default: int | None, param: str = "max_tokens", *,
                logprobs: int | None = None, echoes: list[str] | None = None,
@@ -311,8 +270,8 @@ class OpenAIServing:
                            f"({len(prompts)} prompts, n={n}), more than the {bound} this "
                            "server queues at once (--max-queue)",
                            param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
-        budgets = [self._max_tokens(kind, ids, max_tokens, default, param,
-                                    None if len(prompts) == 1 else i)
+        budgets = [new_tokens(self.engine.info, kind, ids, max_tokens, default, param,
+                              None if len(prompts) == 1 else i)
                    for i, ids in enumerate(prompts)]
         temperature = 1.0 if request.temperature is None else request.temperature
         params = SamplingParams(
@@ -321,10 +280,11 @@ class OpenAIServing:
             ignore_eos=request.ignore_eos,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
-            logit_bias=self._logit_bias(request.logit_bias), logprobs=logprobs,
+            logit_bias=logit_bias_pairs(request.logit_bias, len(self.engine.tokenizer)),
+            logprobs=logprobs,
             prompt_logprobs=logprobs if scores_prompt else None,
         )
-        stops = _stops(request.stop)
+        stops = stops_of(request.stop)
         started = time.perf_counter()
         choices: list[Choice] = []
         try:
@@ -354,32 +314,6 @@ class OpenAIServing:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return Generation(kind, choices, prompt_tokens, include_usage, started,
                           bool(request.stream))
-
-    def _max_tokens(self, kind: str, prompt_ids: list[int], max_tokens: int | None,
-                    default: int | None, param: str, number: int | None) -> int:
-        """The new tokens this prompt's answers may have, or a 400 when the prompt or
-        ``max_tokens`` does not fit the context (``number``: the prompt's, in a batch)."""
-        info = self.engine.info
-        context = info.max_context
-        prompt_len = len(prompt_ids)
-        which = "the prompt" if number is None else f"prompt {number}"
-        if prompt_len == 0:
-            raise ApiError(400, f"{'prompt' if number is None else which} must not be empty",
-                           param="prompt", code="invalid_value")
-        if prompt_len > context or (prompt_len == context
-                                    and info.task == "text-generation"):
-            raise ApiError(400, f"{which} is {prompt_len} tokens, longer than the model's "
-                           f"context of {context} tokens", param="messages" if kind == "chat"
-                           else "prompt", code="context_length_exceeded")
-        room = context - prompt_len if info.task == "text-generation" else context
-        if max_tokens is not None and max_tokens <= 0:
-            raise ApiError(400, f"{param} must be at least 1, got {max_tokens}", param=param,
-                           code="invalid_value")
-        if max_tokens is not None and max_tokens > room:
-            raise ApiError(400, f"{param} is {max_tokens}, but the model's context is {context} "
-                           f"tokens and {which} uses {prompt_len}, leaving room for {room}",
-                           param=param, code="context_length_exceeded")
-        return min(default or room, room) if max_tokens is None else max_tokens
 
     # --- running ----------------------------------------------------------------------------
 
@@ -587,21 +521,3 @@ def _logprobs(gen: Generation, choice: Choice,
     if gen.kind == "chat":
         return ChatLogprobs(content=choice.logprobs.chat_content(entries))
     return CompletionLogprobs(**choice.logprobs.completion(entries))
-
-
-def _check_top(param: str, value: int | None) -> None:
-    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
-        raise ApiError(400, f"{param} must be between 0 and {MAX_TOP_LOGPROBS}, got {value}",
-                       param=param, code="invalid_value")
-
-
-def _stops(stop: str | list[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    return [stop] if isinstance(stop, str) else list(stop)
-
-
-def _unsupported(param: str, value, what: str | None = None) -> ApiError:
-    detail = f"; this server supports {what}" if what else ""
-    return ApiError(400, f"{param}={value!r} is not supported by this server{detail}",
-                    param=param, code="unsupported_value")

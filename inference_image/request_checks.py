@@ -1,0 +1,110 @@
+"""Checks of OpenAI request fields that need no engine state: ranges, the model's name,
+the context a prompt leaves for new tokens. Each raises ``ApiError`` with the field's name."""
+
+from __future__ import annotations
+
+import logging
+
+from .choices import MAX_N
+from .engine import ModelInfo
+from .protocol import ApiError
+
+log = logging.getLogger("llmcloud.serving")
+
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20  # chat's limit (OpenAI); completions' `logprobs` gets the same
+MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
+MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
+
+
+def common_checks(request, model_name: str, endpoint: str) -> None:
+    """The checks every completions and chat request passes: the model, n, penalties,
+    temperature, top_p and stop strings; an ApiError says what is wrong."""
+    if request.model_extra:
+        log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
+    if request.model is not None and request.model != model_name:
+        raise ApiError(404, f"the model {request.model!r} does not exist; this server "
+                       f"serves {model_name!r}", param="model",
+                       code="model_not_found")
+    if request.n is not None and not 1 <= request.n <= MAX_N:
+        raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
+                       param="n", code="invalid_value")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(request, name)
+        if value is not None and not -MAX_PENALTY <= value <= MAX_PENALTY:
+            raise ApiError(400, f"{name} must be between -{MAX_PENALTY:g} and "
+                           f"{MAX_PENALTY:g}, got {value}", param=name,
+                           code="invalid_value")
+    if request.temperature is not None and not 0 <= request.temperature <= 2:
+        raise ApiError(400, f"temperature must be between 0 and 2, got "
+                       f"{request.temperature}", param="temperature", code="invalid_value")
+    if request.top_p is not None and not 0 < request.top_p <= 1:
+        raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
+                       code="invalid_value")
+    stops = stops_of(request.stop)
+    if len(stops) > MAX_STOP_STRINGS:
+        raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
+                       param="stop", code="invalid_value")
+
+
+def logit_bias_pairs(logit_bias: dict[str, float] | None,
+                     vocab: int) -> tuple[tuple[int, float], ...]:
+    """The request's ``logit_bias`` as (token id, bias) pairs, or a 400 that says which
+    entry is wrong."""
+    pairs = []
+    for key, bias in (logit_bias or {}).items():
+        token = int(key) if key.strip().isdigit() else -1
+        if not 0 <= token < vocab:
+            raise ApiError(400, f"logit_bias keys must be token ids in [0, {vocab}), got "
+                           f"{key!r}", param="logit_bias", code="invalid_value")
+        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:
+            raise ApiError(400, f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} "
+                           f"and {MAX_LOGIT_BIAS:g}, got {bias} for token {key}",
+                           param="logit_bias", code="invalid_value")
+        pairs.append((token, float(bias)))
+    return tuple(pairs)
+
+
+def new_tokens(info: ModelInfo, kind: str, prompt_ids: list[int], max_tokens: int | None,
+               default: int | None, param: str, number: int | None) -> int:
+    """The new tokens this prompt's answers may have, or a 400 when the prompt or
+    ``max_tokens`` does not fit the context (``number``: the prompt's, in a batch)."""
+    context = info.max_context
+    prompt_len = len(prompt_ids)
+    which = "the prompt" if number is None else f"prompt {number}"
+    if prompt_len == 0:
+        raise ApiError(400, f"{'prompt' if number is None else which} must not be empty",
+                       param="prompt", code="invalid_value")
+    if prompt_len > context or (prompt_len == context
+                                and info.task == "text-generation"):
+        raise ApiError(400, f"{which} is {prompt_len} tokens, longer than the model's "
+                       f"context of {context} tokens", param="messages" if kind == "chat"
+                       else "prompt", code="context_length_exceeded")
+    room = context - prompt_len if info.task == "text-generation" else context
+    if max_tokens is not None and max_tokens <= 0:
+        raise ApiError(400, f"{param} must be at least 1, got {max_tokens}", param=param,
+                       code="invalid_value")
+    if max_tokens is not None and max_tokens > room:
+        raise ApiError(400, f"{param} is {max_tokens}, but the model's context is {context} "
+                       f"tokens and {which} uses {prompt_len}, leaving room for {room}",
+                       param=param, code="context_length_exceeded")
+    return min(default or room, room) if max_tokens is None else max_tokens
+
+
+def check_top(param: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"{param} must be between 0 and {MAX_TOP_LOGPROBS}, got {value}",
+                       param=param, code="invalid_value")
+
+
+def stops_of(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def unsupported(param: str, value, what: str | None = None) -> ApiError:
+    detail = f"; this server supports {what}" if what else ""
+    return ApiError(400, f"{param}={value!r} is not supported by this server{detail}",
+                    param=param, code="unsupported_value")
