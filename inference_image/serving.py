@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .choices import Choice, choice_seed, merged
+from .choices import MAX_N, Choice, choice_seed, merged
 from .detokenizer import IncrementalText
 from .engine import (
     Engine,
@@ -77,6 +77,7 @@ class Generation:
     created: int = field(default_factory=lambda: int(time.time()))
     released: bool = False
     tools: ToolPlan | None = None  # how a chat request's answers call tools, if they may
+    best_of: tuple[int, int] | None = None  # (answers made, kept) per prompt, when more
 
     @property
     def response_id(self) -> str:
@@ -143,13 +144,18 @@ class OpenAIServing:
     async def start_completion(self, request: CompletionRequest) -> Generation:
         """Validate and queue a /v1/completions request (one prompt or a batch of them)."""
         common_checks(request, self.model_name, "completions")
-        for name, value, ok in (
-            ("best_of", request.best_of, request.best_of in (None, 1)),
-            ("suffix", request.suffix, not request.suffix),
-        ):
-            if not ok:
-                raise unsupported(name, value)
+        if request.suffix:
+            raise unsupported("suffix", request.suffix)
         check_top("logprobs", request.logprobs)
+        n = request.n or 1
+        best_of = request.best_of or n
+        if not n <= best_of <= MAX_N:
+            raise ApiError(400, f"best_of must be between n ({n}) and {MAX_N}, got {best_of}",
+                           param="best_of", code="invalid_value")
+        if best_of > n and request.stream:
+            raise ApiError(400, "best_of cannot be streamed: which answers are the best is "
+                           "known only once all of them end", param="best_of",
+                           code="invalid_value")
         scores_prompt = bool(request.echo) and request.logprobs is not None
         if scores_prompt and self.engine.info.task != "text-generation":
             raise ApiError(400, "echo with logprobs needs a causal model: a "
@@ -160,11 +166,13 @@ class OpenAIServing:
         if request.echo:
             echoes = [self.engine.tokenizer.decode(ids) if text is None else text
                       for ids, text in prompts]
-        guides = await self._guides(request, len(prompts))
-        return self._start("completion", request, [ids for ids, _ in prompts],
-                           request.max_tokens, DEFAULT_COMPLETION_TOKENS,
-                           logprobs=request.logprobs, echoes=echoes,
-                           scores_prompt=scores_prompt, guides=guides)
+        guides = await self._guides(request, len(prompts) * best_of)
+        gen = self._start("completion", request, [ids for ids, _ in prompts],
+                          request.max_tokens, DEFAULT_COMPLETION_TOKENS,
+                          logprobs=request.logprobs, echoes=echoes,
+                          scores_prompt=scores_prompt, guides=guides, candidates=best_of)
+        gen.best_of = (best_of, n) if best_of > n else None
+        return gen
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
@@ -206,7 +214,7 @@ class OpenAIServing:
             max_tokens, param = request.max_tokens, "max_tokens"
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         schema = tool_plan.schema if tool_plan is not None else None
-        guides = await self._guides(request, 1, schema)
+        guides = await self._guides(request, request.n or 1, schema)
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
                           logprobs=logprobs, guides=guides)
         gen.tools = tool_plan
@@ -232,7 +240,7 @@ class OpenAIServing:
             out.append((list(item), None))
         return out or [([], None)]  # an empty prompt, refused as such by _start
 
-    async def _guides(self, request, prompts: int, schema: dict | None = None) -> list | None:
+    async def _guides(self, request, answers: int, schema: dict | None = None) -> list | None:
         """One grammar matcher per answer when the request has a ``response_format`` other
         than text (or ``schema``, a forced tool call's), else None; a 400 for a format or
         schema that does not compile."""
@@ -248,8 +256,6 @@ class OpenAIServing:
         if structured is None:
             raise unsupported(param, request.response_format if param == "response_format"
                                else request.tool_choice)
-        answers = prompts * (request.n or 1)
-
         def build() -> list:  # compiling a schema can take a while: off the event loop
             grammar = structured.grammar(schema)
             return [structured.matcher(grammar) for _ in range(answers)]
@@ -262,12 +268,13 @@ class OpenAIServing:
     def _start(self, kind, request, prompts: list[list[int]], max_tokens: int | None,
                default: int | None, param: str = "max_tokens", *,
                logprobs: int | None = None, echoes: list[str] | None = None,
-               scores_prompt: bool = False, guides: list | None = None) -> Generation:
-        n = request.n or 1
+               scores_prompt: bool = False, guides: list | None = None,
+               candidates: int | None = None) -> Generation:
+        n = candidates or request.n or 1  # answers made per prompt (best_of's, if more)
         bound = self.engine.max_queue
         if bound is not None and len(prompts) * n > bound:
             raise ApiError(400, f"this request asks for {len(prompts) * n} answers "
-                           f"({len(prompts)} prompts, n={n}), more than the {bound} this "
+                           f"({len(prompts)} prompts, {n} each), more than the {bound} this "
                            "server queues at once (--max-queue)",
                            param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
         budgets = [new_tokens(self.engine.info, kind, ids, max_tokens, default, param,
@@ -281,7 +288,8 @@ class OpenAIServing:
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
             logit_bias=logit_bias_pairs(request.logit_bias, len(self.engine.tokenizer)),
-            logprobs=logprobs,
+            # best_of ranks answers by their tokens' log probabilities, asked for or not
+            logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,
             prompt_logprobs=logprobs if scores_prompt else None,
         )
         stops = stops_of(request.stop)
@@ -369,6 +377,8 @@ class OpenAIServing:
                         self.metrics.itl.observe((now - last) / n)
                 last = now
                 delta, logprobs = self._add_tokens(choice, event.token_ids, event.logprobs)
+                choice.logprob_sum += sum(entry.logprob for entry in logprobs)
+                choice.scored += len(logprobs)
                 if choice.text.stopped:
                     choice.stream.cancel()  # frees the batch slot at the next engine step
                     choice.finish_reason = "stop"
@@ -432,9 +442,10 @@ class OpenAIServing:
                 usage=gen.usage)
         return CompletionResponse(
             id=gen.response_id, created=gen.created, model=self.model_name,
-            choices=[CompletionChoice(index=c.index, text="".join(texts[c.index]),
+            choices=[CompletionChoice(index=index, text="".join(texts[c.index]),
                                       logprobs=_logprobs(gen, c, logprobs[c.index]),
-                                      finish_reason=c.finish_reason) for c in gen.choices],
+                                      finish_reason=c.finish_reason)
+                     for index, c in _returned(gen)],
             usage=gen.usage)
 
     async def stream_sse(self, gen: Generation) -> AsyncIterator[str]:
@@ -499,6 +510,21 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _returned(gen: Generation) -> list[tuple[int, Choice]]:
+    """The choices the response holds, with their indexes: all of them, or with best_of
+    the n whose tokens have the highest mean log probability, best first, per prompt
+    (usage still counts every answer made, as OpenAI's does)."""
+    if gen.best_of is None:
+        return [(c.index, c) for c in gen.choices]
+    made, kept = gen.best_of
+    out = []
+    for prompt in range(len(gen.choices) // made):
+        group = gen.choices[prompt * made:(prompt + 1) * made]
+        best = sorted(group, key=lambda c: c.logprob_sum / max(c.scored, 1), reverse=True)
+        out += [(prompt * kept + rank, c) for rank, c in enumerate(best[:kept])]
+    return out
 
 
 def _answer(gen: Generation, choice: Choice, text: str) -> dict:

@@ -37,6 +37,8 @@ class FakeEngine(Engine):
         # Other replies for some prompts (their decoded text), to tell a batch's answers apart.
         self.replies = {prompt: tokenizer(text, add_special_tokens=False)["input_ids"]
                         for prompt, text in (replies or {}).items()}
+        # A test may set this: how many tokens of its reply a request gets before it stops.
+        self.reply_length = None
         self.step_s = step_s
         self.hold = hold
         self.max_queue = max_queue
@@ -84,6 +86,7 @@ class FakeEngine(Engine):
         self.running.append(stream)
         prompt = self.tokenizer.decode(stream.prompt_ids, skip_special_tokens=True)
         reply_ids = self.replies.get(prompt, self.reply_ids)
+        length = self.reply_length(stream) if self.reply_length else None
         if stream.params.prompt_logprobs is not None:
             # Prompt token i (after the first) gets -i / 100, its alternatives less.
             stream.push(StreamEvent([], prompt_logprobs=[
@@ -95,7 +98,7 @@ class FakeEngine(Engine):
                 if stream.cancelled:
                     stream.push(StreamEvent([], "abort"))
                     return
-                if i == len(reply_ids):
+                if i == len(reply_ids) or i == length:
                     stream.push(StreamEvent([], "stop"))
                     return
                 last = i + 1 == stream.params.max_tokens

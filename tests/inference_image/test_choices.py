@@ -200,3 +200,28 @@ def test_echo_with_logprobs_needs_a_causal_model(tokenizer):
     assert "causal" in error["message"]
     plain_echo = client.post(COMP, json={"prompt": "hi", "echo": True, "max_tokens": 3})
     assert plain_echo.json()["choices"][0]["text"].startswith("hi")
+
+
+def test_best_of_returns_the_answers_with_the_best_mean_logprob(tokenizer):
+    # The fake gives token i the log probability -(i + 1) / 10, so of answers that stop
+    # after 1, 2 and 3 tokens the mean ranks the shortest first.
+    engine = FakeEngine(tokenizer, replies=REPLIES)
+    made: dict[tuple, int] = {}
+
+    def reply_length(stream):  # a prompt's answer k stops after 3 - k tokens
+        k = made[tuple(stream.prompt_ids)] = made.get(tuple(stream.prompt_ids), -1) + 1
+        return 3 - k
+
+    engine.reply_length = reply_length
+    client, _ = make_client(engine)
+    body = client.post(COMP, json={"prompt": ["apple", "pear"], "best_of": 3, "n": 2,
+                                   "max_tokens": 10, "seed": 1}).json()
+    # means: 1 token -0.1, 2 tokens -0.15, 3 tokens -0.2: the two shortest win, best first
+    texts = [c["text"] for c in body["choices"]]
+    words = {p: tokenizer(REPLIES[p], add_special_tokens=False)["input_ids"] for p in REPLIES}
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert texts == [tokenizer.decode(words["apple"][:1]), tokenizer.decode(words["apple"][:2]),
+                     tokenizer.decode(words["pear"][:1]), tokenizer.decode(words["pear"][:2])]
+    assert all(c["logprobs"] is None for c in body["choices"])  # not asked for
+    assert body["usage"]["completion_tokens"] == 2 * (1 + 2 + 3)  # every answer made
+    assert len(engine.requests) == 6

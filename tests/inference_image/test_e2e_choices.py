@@ -96,3 +96,15 @@ def test_echo_with_logprobs_scores_texts_as_evaluation_harnesses_ask(causal_clie
         model="tiny-llama", prompt=texts[0], echo=True, logprobs=1, max_tokens=3,
         temperature=0, stream=True))
     assert streamed.startswith(texts[0])
+
+
+def test_best_of_keeps_the_answers_the_model_finds_likeliest(case):
+    client, _, model = case
+    kwargs = dict(model=model, prompt=PROMPTS[2], max_tokens=8, temperature=1.0, seed=7)
+    four = client.completions.create(**kwargs, n=4, logprobs=0).choices
+    means = [sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in four]
+    ranked = [four[i].text for i in sorted(range(4), key=lambda i: means[i], reverse=True)]
+    best = client.completions.create(**kwargs, n=2, best_of=4)
+    assert [c.text for c in best.choices] == ranked[:2]  # the same four answers, ranked
+    assert [c.index for c in best.choices] == [0, 1]
+    assert best.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in four)
