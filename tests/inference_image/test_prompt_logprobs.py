@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 from reference import next_token_logprobs
-from test_sampling_controls import make_engine
+from test_sampling_controls import make_engine, run
 
 from llmcloud.inference_image.engine import SamplingParams
 
@@ -26,20 +26,6 @@ async def collect(stream):
             prompt, events, first = event.prompt_logprobs, events + 1, not tokens
         tokens += event.token_ids
     return tokens, prompt, events, first
-
-
-def run(engine, requests):
-    async def main():
-        streams = []
-        for prompt, params in requests:
-            streams.append(engine.generate(prompt, params))
-            await asyncio.sleep(0.002)  # join a batch that is already decoding
-        return await asyncio.gather(*(collect(s) for s in streams))
-
-    try:
-        return asyncio.run(main())
-    finally:
-        engine.shutdown()
 
 
 def assert_scored(loaded, prompt: list[int], entries, k: int) -> None:
@@ -61,9 +47,9 @@ def test_prompts_are_scored_whole_or_by_chunks_next_to_running_rows(causal):
                 (short, SamplingParams(**greedy, prompt_logprobs=3)),
                 (long, SamplingParams(**greedy, prompt_logprobs=2)),
                 (long, SamplingParams(**greedy))]
-    results = run(make_engine(causal, max_prefill_tokens=16), requests)
+    results = run(make_engine(causal, max_prefill_tokens=16), requests, collect)
     plain = run(make_engine(causal), [(short, SamplingParams(**greedy)),
-                                      (long, SamplingParams(**greedy))])
+                                      (long, SamplingParams(**greedy))], collect)
     assert [r[0] for r in results] == [plain[0][0], plain[0][0], plain[1][0], plain[1][0]]
     assert [(r[2], r[3]) for r in results] == [(0, True), (1, True), (1, True), (0, True)]
     assert_scored(causal, short, results[1][1], 3)

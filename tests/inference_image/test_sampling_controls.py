@@ -21,13 +21,17 @@ def make_engine(loaded, **limits) -> TorchEngine:
                        EngineLimits(**limits))
 
 
-def run(engine, requests: list[tuple[list[int], SamplingParams]]):
+def run(engine, requests: list[tuple[list[int], SamplingParams]], collect=None):
+    """Send the requests one by one, each joining a batch already decoding; what
+    ``collect`` (default: tokens and log probabilities) makes of each stream."""
+    collect = collect or collect_logprobs
+
     async def main():
         streams = []
         for prompt, params in requests:
             streams.append(engine.generate(prompt, params))
             await asyncio.sleep(0.002)  # join a batch that is already decoding
-        return await asyncio.gather(*(collect_logprobs(s) for s in streams))
+        return await asyncio.gather(*(collect(s) for s in streams))
 
     try:
         return asyncio.run(main())
