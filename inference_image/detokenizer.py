@@ -12,9 +12,12 @@ class IncrementalText:
     stop string, or an incomplete UTF-8 sequence, is held back until it is settled.
     """
 
-    def __init__(self, tokenizer, stops: list[str]):
+    def __init__(self, tokenizer, stops: list[str], *, skip_special_tokens: bool = True):
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
+        # False keeps markers such as <tool_call> or [TOOL_CALLS], special in some
+        # vocabularies, in the text, where the tool-call readers look for them.
+        self.skip_special_tokens = skip_special_tokens
         self.ids: list[int] = []
         self.text = ""
         self.emitted = 0
@@ -45,7 +48,8 @@ class IncrementalText:
         return self._release(final=True)
 
     def _decode(self, start: int, stop: int) -> str:
-        return self.tokenizer.decode(self.ids[start:stop], skip_special_tokens=True)
+        return self.tokenizer.decode(self.ids[start:stop],
+                                     skip_special_tokens=self.skip_special_tokens)
 
     def _release(self, final: bool) -> str:
         if self.stopped:

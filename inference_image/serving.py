@@ -216,7 +216,8 @@ class OpenAIServing:
         schema = tool_plan.schema if tool_plan is not None else None
         guides = await self._guides(request, request.n or 1, schema)
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
-                          logprobs=logprobs, guides=guides)
+                          logprobs=logprobs, guides=guides,
+                          keep_markers=tool_plan is not None and tool_plan.mode == "auto")
         gen.tools = tool_plan
         return gen
 
@@ -269,7 +270,7 @@ class OpenAIServing:
                default: int | None, param: str = "max_tokens", *,
                logprobs: int | None = None, echoes: list[str] | None = None,
                scores_prompt: bool = False, guides: list | None = None,
-               candidates: int | None = None) -> Generation:
+               candidates: int | None = None, keep_markers: bool = False) -> Generation:
         n = candidates or request.n or 1  # answers made per prompt (best_of's, if more)
         bound = self.engine.max_queue
         if bound is not None and len(prompts) * n > bound:
@@ -301,8 +302,9 @@ class OpenAIServing:
                     stream = self.engine.generate(ids, dataclasses.replace(
                         params, max_tokens=budget, seed=choice_seed(request.seed, answer),
                         guide=guides[i * n + answer] if guides else None))
-                    choice = Choice(i * n + answer, stream,
-                                    IncrementalText(self.engine.tokenizer, stops),
+                    text = IncrementalText(self.engine.tokenizer, stops,
+                                           skip_special_tokens=not keep_markers)
+                    choice = Choice(i * n + answer, stream, text,
                                     echo=echoes[i] if echoes else "")
                     if logprobs is not None:
                         choice.logprobs = LogprobFormat(self.engine.tokenizer, top=logprobs)

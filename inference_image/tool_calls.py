@@ -3,9 +3,11 @@
 A named function or ``required`` holds the answer to JSON that is such a call (through the
 structured-output grammar), whatever the model's own format: what it says is the call.
 ``auto`` leaves the model free and reads calls out of its answer in the format its chat
-template teaches (Hermes' ``<tool_call>{"name", "arguments"}</tool_call>``, which Qwen 2.5
-and 3, Hermes 2 and 3 and many fine-tunes use); a model whose template has no format this
-server reads gets a 400 for ``auto``, rather than answers whose calls go unread.
+template teaches: Hermes' ``<tool_call>{"name", "arguments"}</tool_call>`` (Qwen 2.5 and 3,
+Hermes 2 and 3 and many fine-tunes), or an answer that is a JSON call or a list of them
+(Llama 3.1 to 3.3's ``{"name", "parameters"}``, after ``<|python_tag|>`` or not; Mistral's
+``[TOOL_CALLS][{"name", "arguments"}]``). A model whose template has no format this server
+reads gets a 400 for ``auto``, rather than answers whose calls go unread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+JSON_MARKERS = ("<|python_tag|>", "[TOOL_CALLS]")  # what Llama and Mistral write first
+# What a template that teaches a JSON-answer format says (Llama 3.1-3.3, Mistral).
+_JSON_FORMAT_HINTS = (*JSON_MARKERS, '"parameters": dictionary of argument name')
 _HERMES_CALL = re.compile(re.escape(HERMES_OPEN) + r"\s*(.*?)\s*" + re.escape(HERMES_CLOSE),
                           re.DOTALL)
 
@@ -48,12 +53,13 @@ class ToolPlan:
     mode: str
     schema: dict[str, Any] | None = None
     name: str | None = None
+    reader: str = ""  # auto's: "hermes" or "json"
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content and the calls it makes. A forced answer cut short, or an
         ``auto`` answer whose calls do not parse, is content with no calls."""
         if self.mode == "auto":
-            return _read_hermes(text)
+            return _read_hermes(text) if self.reader == "hermes" else _read_json_calls(text)
         try:
             value = json.loads(text)
             if self.mode == "named":
@@ -88,22 +94,30 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
         if parallel is False:
             schema["maxItems"] = 1
         return ToolPlan("required", schema)
-    if HERMES_OPEN not in (chat_template or ""):
-        raise ToolChoiceError(
-            "this model's chat template teaches no tool-call format this server reads "
-            "(Hermes' <tool_call>), so calls in its answers would go unread; ask for "
-            "tool_choice 'required' or a named function, which hold the answer to a call")
-    return ToolPlan("auto")
+    template = chat_template or ""
+    if HERMES_OPEN in template:
+        return ToolPlan("auto", reader="hermes")
+    if any(hint in template for hint in _JSON_FORMAT_HINTS):
+        return ToolPlan("auto", reader="json")
+    raise ToolChoiceError(
+        "this model's chat template teaches no tool-call format this server reads "
+        "(Hermes' <tool_call>, Llama's or Mistral's JSON calls), so calls in its answers "
+        "would go unread; ask for tool_choice 'required' or a named function, which hold "
+        "the answer to a call")
 
 
 class ToolCallStream:
-    """Splits a streamed ``auto`` answer: its content as it comes, and the text from the
-    first ``<tool_call>`` on held back, to be read as calls at the end."""
+    """Splits a streamed answer: its content as it comes, and what may be calls held back,
+    to be read at the end. Hermes' calls may follow some content, so only the text from
+    the first ``<tool_call>`` on is held; a JSON-call answer is one from its first
+    character, so an answer that starts as one is held whole; a forced answer is all
+    call."""
 
     def __init__(self, tool_plan: ToolPlan):
         self.plan = tool_plan
-        self._pending = ""  # content that may be the start of <tool_call>
-        self._calls_text: str | None = None  # from <tool_call> on, once seen
+        self._pending = ""  # content that may be the start of a call
+        self._calls_text: str | None = None  # the held-back rest, once a call may have begun
+        self._in_words = False  # a JSON-call answer that began in words: content only
 
     def feed(self, delta: str) -> str:
         """The content of this delta that can be sent now."""
@@ -113,7 +127,11 @@ class ToolCallStream:
         if self._calls_text is not None:
             self._calls_text += delta
             return ""
+        if self._in_words:
+            return delta
         text = self._pending + delta
+        if self.plan.reader == "json":
+            return self._feed_json(text)
         start = text.find(HERMES_OPEN)
         if start >= 0:
             self._pending, self._calls_text = "", text[start:]
@@ -122,12 +140,44 @@ class ToolCallStream:
         self._pending = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep]
 
+    def _feed_json(self, text: str) -> str:
+        head = text.lstrip()
+        openers = ("{", "[", *JSON_MARKERS)
+        if any(head.startswith(opener) for opener in openers):
+            self._pending, self._calls_text = "", text
+            return ""
+        if not head or any(opener.startswith(head) for opener in openers):
+            self._pending = text  # whitespace, or the start of a marker: not known yet
+            return ""
+        self._pending, self._in_words = "", True
+        return text
+
     def finish(self) -> tuple[str, list[ToolCall]]:
         """Content still held back, and the calls the answer made."""
         if self._calls_text is None:
             return self._pending, []
         content, calls = self.plan.read(self._calls_text)
         return (content or "") if not calls else "", calls
+
+
+def _read_json_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+    """An answer that is a JSON call, a list of them, or calls separated by ``;`` (Llama
+    3.1), after a marker or not; else the text, as content."""
+    body = text.strip()
+    for marker in JSON_MARKERS:
+        if body.startswith(marker):
+            body = body[len(marker):].strip()
+    try:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = [json.loads(part) for part in body.split(";") if part.strip()]
+        items = value if isinstance(value, list) else [value]
+        calls = [_call(item["name"], item["arguments"] if "arguments" in item
+                       else item["parameters"]) for item in items]
+    except (ValueError, KeyError, TypeError):
+        return text, []
+    return (None, calls) if calls else (text, [])
 
 
 def _read_hermes(text: str) -> tuple[str | None, list[ToolCall]]:

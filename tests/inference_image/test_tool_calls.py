@@ -12,7 +12,12 @@ from fake_engine import FakeEngine
 from test_http import CHAT, make_client, read_sse
 from tiny_models import build_tokenizer
 
-from llmcloud.inference_image.tool_calls import ToolCallStream, ToolChoiceError, plan
+from llmcloud.inference_image.tool_calls import (
+    HERMES_OPEN,
+    ToolCallStream,
+    ToolChoiceError,
+    plan,
+)
 
 HERMES_TEMPLATE = (
     "{% if tools %}<s>system: You may call "
@@ -48,6 +53,7 @@ def test_plans_follow_tool_choice():
     assert plan(TOOLS, None, None, HERMES_TEMPLATE).mode == "auto"  # auto is the default
     with pytest.raises(ToolChoiceError, match="tool-call format"):
         plan(TOOLS, "auto", None, "{{ messages }}")
+    assert plan(TOOLS, None, None, HERMES_TEMPLATE).reader == "hermes"
     no_parameters = [{"type": "function", "function": {"name": "ping"}}]
     assert plan(no_parameters, "required", None, "").schema["items"]["anyOf"][0][
         "properties"]["parameters"] == {"type": "object", "properties": {}}
@@ -91,6 +97,56 @@ def test_a_streamed_answer_holds_back_only_what_may_be_a_call(cut):
     plain = ToolCallStream(auto)
     sent = "".join(plain.feed(piece) for piece in ["a <tool", "_ca", "t> b"])
     assert sent + plain.finish()[0] == "a <tool_cat> b" and plain.finish()[1] == []
+
+
+LLAMA_TEMPLATE = (  # what matters of Llama 3.1's: the format it teaches
+    "{% if tools %}<s>system: Respond in the format {\"name\": function name, "
+    "\"parameters\": dictionary of argument name and its value}.</s>\n{% endif %}"
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant: {% endif %}")
+
+
+def test_json_calls_are_read_as_llama_and_mistral_write_them():
+    auto = plan(TOOLS, "auto", None, LLAMA_TEMPLATE)
+    assert (auto.mode, auto.reader) == ("auto", "json")
+    assert plan(TOOLS, "auto", None, "{{ '[TOOL_CALLS]' }}").reader == "json"
+    weather = '{"name": "get_weather", "parameters": {"city": "Lima", "days": 1}}'
+    for text in (weather, "<|python_tag|>" + weather, " \n" + weather,
+                 '[TOOL_CALLS][{"name": "get_weather", "arguments": '
+                 '{"city": "Lima", "days": 1}}]'):
+        content, (call,) = auto.read(text)
+        assert content is None and call.name == "get_weather"
+        assert json.loads(call.arguments) == {"city": "Lima", "days": 1}
+    _, calls = auto.read(weather + "; " + '{"name": "get_time", "parameters": {"zone": "UTC"}}')
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    for text in ("It is sunny.", '{"city": "Lima"}', "[1, 2]", "{broken"):
+        assert auto.read(text) == (text, [])
+
+
+@pytest.mark.parametrize("cut", [1, 4, 50])
+def test_a_streamed_json_answer_is_held_only_when_it_starts_as_a_call(cut):
+    auto = plan(TOOLS, "auto", None, LLAMA_TEMPLATE)
+    for text, expected in (
+            ('  <|python_tag|>{"name": "get_time", "parameters": {"zone": "CET"}}', ("", 1)),
+            ("Sunny, 20 degrees [source]", ("Sunny, 20 degrees [source]", 0)),
+            ("<|bad|> words", ("<|bad|> words", 0))):
+        stream = ToolCallStream(auto)
+        sent = "".join(stream.feed(text[i:i + cut]) for i in range(0, len(text), cut))
+        rest, calls = stream.finish()
+        assert (sent + rest, len(calls)) == expected
+
+
+def test_markers_that_are_special_tokens_still_reach_the_reader():
+    tokenizer = build_tokenizer(HERMES_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": [HERMES_OPEN, "</tool_call>"]})
+    engine = FakeEngine(tokenizer, reply=CALL, max_context=256)
+    assert tokenizer.convert_tokens_to_ids(HERMES_OPEN) in engine.reply_ids
+    client, _ = make_client(engine, max_body_bytes=1 << 16)
+    (choice,) = client.post(CHAT, json={"messages": USER, "tools": TOOLS,
+                                        "max_tokens": 100}).json()["choices"]
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    plain = client.post(CHAT, json={"messages": USER, "max_tokens": 100}).json()
+    assert HERMES_OPEN not in plain["choices"][0]["message"]["content"]  # skipped as before
 
 
 @pytest.fixture()
