@@ -470,7 +470,7 @@ class OpenAIServing:
                 body = {"role": "assistant", "content": ""} if role else (
                     {} if delta is None else {"content": delta})
                 if calls:
-                    body = {"tool_calls": [call.wire(i) for i, call in enumerate(calls)]}
+                    body = {"tool_calls": list(calls)}
                 entry = {"index": choice.index, "delta": body, "logprobs": lp,
                          "finish_reason": finish}
             else:
@@ -490,7 +490,9 @@ class OpenAIServing:
                 async for choice, event in self._merged(gen):
                     tools = calling.get(choice.index)
                     if event is not None:
-                        delta = event[0] if tools is None else tools.feed(event[0])
+                        delta, calls = (event[0], []) if tools is None else tools.feed(event[0])
+                        if calls:
+                            yield chunk(choice, None, None, calls=calls)
                         if delta or event[1] or tools is None:
                             yield chunk(choice, delta, None, logprobs=event[1])
                         continue
@@ -501,7 +503,7 @@ class OpenAIServing:
                             yield chunk(choice, rest, None)
                         if calls:
                             yield chunk(choice, None, None, calls=calls)
-                            finish = "tool_calls"
+                        finish = tools.plan.finish_reason(tools.called, finish)
                     yield chunk(choice, None, finish)
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
@@ -537,7 +539,7 @@ def _answer(gen: Generation, choice: Choice, text: str) -> dict:
         if calls:
             return {"message": AssistantMessage(content=content,
                                                 tool_calls=[call.wire() for call in calls]),
-                    "finish_reason": "tool_calls"}
+                    "finish_reason": gen.tools.finish_reason(True, choice.finish_reason)}
     return {"message": AssistantMessage(content=text), "finish_reason": choice.finish_reason}
 
 

@@ -56,17 +56,25 @@ class ToolPlan:
     reader: str = ""  # auto's: "hermes" or "json"
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
-        """The answer's content and the calls it makes. A forced answer cut short, or an
+        """The answer's content and the calls it makes. A named call is the answer, even
+        cut short by max_tokens (as OpenAI's); a ``required`` answer cut short, or an
         ``auto`` answer whose calls do not parse, is content with no calls."""
         if self.mode == "auto":
             return _read_hermes(text) if self.reader == "hermes" else _read_json_calls(text)
+        if self.mode == "named":
+            return None, [_call(self.name, text)]
         try:
-            value = json.loads(text)
-            if self.mode == "named":
-                return None, [_call(self.name, value)]
-            return None, [_call(item["name"], item["parameters"]) for item in value]
-        except (ValueError, KeyError, TypeError):  # cut short by max_tokens
+            return None, [_call(item["name"], item["parameters"]) for item in json.loads(text)]
+        except (ValueError, KeyError, TypeError):
             return text, []
+
+    def finish_reason(self, called: bool, reason: str) -> str:
+        """The choice's ``finish_reason``, as OpenAI's: ``tool_calls`` when an ``auto`` or
+        ``required`` answer made calls, ``stop`` for a named one; ``length`` for any cut
+        short, so that a truncated call never reads as a whole one."""
+        if not called or reason == "length":
+            return reason
+        return "stop" if self.mode == "named" else "tool_calls"
 
 
 def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | None,
@@ -107,38 +115,47 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
 
 
 class ToolCallStream:
-    """Splits a streamed answer: its content as it comes, and what may be calls held back,
-    to be read at the end. Hermes' calls may follow some content, so only the text from
-    the first ``<tool_call>`` on is held; a JSON-call answer is one from its first
-    character, so an answer that starts as one is held whole; a forced answer is all
-    call."""
+    """Splits a streamed answer into content as it comes and calls. A named call streams
+    its arguments as they come, as OpenAI's do. Other calls are held back and read at the
+    end: Hermes' calls may follow some content, so only the text from the first
+    ``<tool_call>`` on is held; a JSON-call answer is one from its first character, so an
+    answer that starts as one is held whole; a ``required`` answer is all call."""
 
     def __init__(self, tool_plan: ToolPlan):
         self.plan = tool_plan
+        self.called = False  # some call went out
         self._pending = ""  # content that may be the start of a call
         self._calls_text: str | None = None  # the held-back rest, once a call may have begun
         self._in_words = False  # a JSON-call answer that began in words: content only
+        self._named: ToolCall | None = None
 
-    def feed(self, delta: str) -> str:
-        """The content of this delta that can be sent now."""
-        if self.plan.mode != "auto":
+    def feed(self, delta: str) -> tuple[str, list[dict[str, Any]]]:
+        """The content of this delta that can be sent now, and ``tool_calls`` entries."""
+        if self.plan.mode == "named":
+            return "", self._named_delta(delta)
+        if self.plan.mode == "required" or self._calls_text is not None:
             self._calls_text = (self._calls_text or "") + delta
-            return ""
-        if self._calls_text is not None:
-            self._calls_text += delta
-            return ""
+            return "", []
         if self._in_words:
-            return delta
+            return delta, []
         text = self._pending + delta
         if self.plan.reader == "json":
-            return self._feed_json(text)
+            return self._feed_json(text), []
         start = text.find(HERMES_OPEN)
         if start >= 0:
             self._pending, self._calls_text = "", text[start:]
-            return text[:start]
+            return text[:start], []
         keep = _partial_suffix(text, HERMES_OPEN)
         self._pending = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
+        return text[:len(text) - keep], []
+
+    def _named_delta(self, delta: str) -> list[dict[str, Any]]:
+        if self._named is None:  # the first delta names the call; the others add arguments
+            self._named = _call(self.plan.name, "")
+            self.called = True
+            return [{**self._named.wire(0), "function": {"name": self.plan.name,
+                                                         "arguments": delta}}]
+        return [{"index": 0, "function": {"arguments": delta}}] if delta else []
 
     def _feed_json(self, text: str) -> str:
         head = text.lstrip()
@@ -152,12 +169,17 @@ class ToolCallStream:
         self._pending, self._in_words = "", True
         return text
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
-        """Content still held back, and the calls the answer made."""
+    def finish(self) -> tuple[str, list[dict[str, Any]]]:
+        """Content still held back, and ``tool_calls`` entries not sent yet."""
+        if self.plan.mode == "named":
+            return "", self._named_delta("") if self._named is None else []
         if self._calls_text is None:
             return self._pending, []
         content, calls = self.plan.read(self._calls_text)
-        return (content or "") if not calls else "", calls
+        if not calls:
+            return content or "", []
+        self.called = True
+        return "", [call.wire(index) for index, call in enumerate(calls)]
 
 
 def _read_json_calls(text: str) -> tuple[str | None, list[ToolCall]]:

@@ -71,7 +71,13 @@ def test_forced_answers_read_as_calls_and_cut_ones_as_text():
                                    '{"city": "Lima", "days": 1}}]')
     assert [c.name for c in calls] == ["get_time", "get_weather"]
     assert len({c.id for c in calls}) == 2
-    assert named.read('{"city": "Os') == ('{"city": "Os', [])  # cut by max_tokens
+    # cut by max_tokens: a named call is still the answer (finish_reason tells), a required
+    # one is text
+    assert named.read('{"city": "Os')[1][0].arguments == '{"city": "Os'
+    assert required.read('[{"name": "get_t') == ('[{"name": "get_t', [])
+    assert [named.finish_reason(True, r) for r in ("stop", "length")] == ["stop", "length"]
+    assert required.finish_reason(True, "stop") == "tool_calls"
+    assert required.finish_reason(False, "stop") == "stop"
 
 
 def test_hermes_calls_are_read_and_broken_ones_stay_text():
@@ -90,12 +96,12 @@ def test_a_streamed_answer_holds_back_only_what_may_be_a_call(cut):
     auto = plan(TOOLS, "auto", None, HERMES_TEMPLATE)
     text = "It is <b>sunny</b> < 3 " + CALL
     stream = ToolCallStream(auto)
-    sent = "".join(stream.feed(text[i:i + cut]) for i in range(0, len(text), cut))
+    sent = "".join(stream.feed(text[i:i + cut])[0] for i in range(0, len(text), cut))
     rest, calls = stream.finish()
-    assert sent + rest == "It is <b>sunny</b> < 3 " and [c.name for c in calls] == [
-        "get_weather"]
+    assert sent + rest == "It is <b>sunny</b> < 3 "
+    assert [c["function"]["name"] for c in calls] == ["get_weather"] and stream.called
     plain = ToolCallStream(auto)
-    sent = "".join(plain.feed(piece) for piece in ["a <tool", "_ca", "t> b"])
+    sent = "".join(plain.feed(piece)[0] for piece in ["a <tool", "_ca", "t> b"])
     assert sent + plain.finish()[0] == "a <tool_cat> b" and plain.finish()[1] == []
 
 
@@ -131,7 +137,7 @@ def test_a_streamed_json_answer_is_held_only_when_it_starts_as_a_call(cut):
             ("Sunny, 20 degrees [source]", ("Sunny, 20 degrees [source]", 0)),
             ("<|bad|> words", ("<|bad|> words", 0))):
         stream = ToolCallStream(auto)
-        sent = "".join(stream.feed(text[i:i + cut]) for i in range(0, len(text), cut))
+        sent = "".join(stream.feed(text[i:i + cut])[0] for i in range(0, len(text), cut))
         rest, calls = stream.finish()
         assert (sent + rest, len(calls)) == expected
 
@@ -197,15 +203,23 @@ def test_earlier_calls_and_tool_answers_reach_the_template(hermes):
 
 
 def test_a_named_call_through_the_official_client(causal_client):
-    answer = causal_client.chat.completions.create(
-        model="tiny-llama", messages=USER, tools=TOOLS, temperature=1.0, seed=3, n=2,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=64)
+    kwargs = dict(model="tiny-llama", messages=USER, tools=TOOLS, temperature=1.0, seed=3,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                  max_tokens=64)
+    answer = causal_client.chat.completions.create(**kwargs, n=2)
     for choice in answer.choices:
-        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        # "stop", as OpenAI's named calls end ("tool_calls" is for auto and required)
+        assert choice.finish_reason == "stop" and choice.message.content is None
         (call,) = choice.message.tool_calls
         assert call.function.name == "get_weather"
         jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+    # streamed, the arguments come in pieces as they are made, under the first delta's id
+    deltas = [c.choices[0].delta.tool_calls[0] for c in causal_client.chat.completions.create(
+        **kwargs, stream=True) if c.choices and c.choices[0].delta.tool_calls]
+    assert len(deltas) > 3 and deltas[0].id.startswith("call_")
+    assert deltas[0].function.name == "get_weather" and all(d.id is None for d in deltas[1:])
+    arguments = "".join(d.function.arguments for d in deltas)
+    assert arguments == answer.choices[0].message.tool_calls[0].function.arguments
 
 
 def test_required_calls_streamed_through_the_official_client(causal_client):
