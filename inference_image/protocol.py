@@ -113,6 +113,12 @@ class _SamplingFields(_Request):
     ignore_eos: bool = False
     # Chat's; completions take it too, as vLLM's do.
     response_format: dict[str, Any] | None = None
+    # vLLM's: {"json" | "regex" | "choice" | "grammar": ...}, and its older guided_* fields.
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
 
 class CompletionRequest(_SamplingFields):

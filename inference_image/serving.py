@@ -52,7 +52,7 @@ from .request_checks import (
     stops_of,
     unsupported,
 )
-from .structured import InvalidFormat, schema_of
+from .structured import CONSTRAINT_KINDS, InvalidFormat, constraint_of
 from .tool_calls import ToolCallStream, ToolChoiceError, ToolPlan
 from .tool_calls import plan as plan_tools
 
@@ -196,9 +196,10 @@ class OpenAIServing:
         except ToolChoiceError as exc:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
-        if tool_plan is not None and tool_plan.schema is not None and request.response_format:
-            raise ApiError(400, "response_format cannot be asked for with a tool_choice that "
-                           "forces a call: the call's arguments are the answer's format",
+        if tool_plan is not None and tool_plan.schema is not None and _asks_for_a_format(
+                request):
+            raise ApiError(400, "a format cannot be asked for with a tool_choice that forces "
+                           "a call: the call's arguments are the answer's format",
                            param="response_format", code="invalid_value")
         messages = [m.for_template() for m in request.messages]
         try:
@@ -242,23 +243,24 @@ class OpenAIServing:
         return out or [([], None)]  # an empty prompt, refused as such by _start
 
     async def _guides(self, request, answers: int, schema: dict | None = None) -> list | None:
-        """One grammar matcher per answer when the request has a ``response_format`` other
-        than text (or ``schema``, a forced tool call's), else None; a 400 for a format or
-        schema that does not compile."""
-        param = "tools" if schema is not None else "response_format"
+        """One grammar matcher per answer when the request asks for a format
+        (``response_format``, or vLLM's ``structured_outputs`` and ``guided_*``; or
+        ``schema``, a forced tool call's), else None; a 400 for a format that does not
+        compile."""
         try:
-            schema = schema or schema_of(request.response_format)
+            constraint = ("json", schema, "tools") if schema is not None else \
+                constraint_of(request)
         except InvalidFormat as exc:
-            raise ApiError(400, str(exc), param="response_format",
-                           code="invalid_value") from exc
-        if schema is None:
+            raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
+        if constraint is None:
             return None
+        kind, value, param = constraint
         structured = self.engine.structured
         if structured is None:
-            raise unsupported(param, request.response_format if param == "response_format"
-                               else request.tool_choice)
+            raise unsupported(param, value)
+
         def build() -> list:  # compiling a schema can take a while: off the event loop
-            grammar = structured.grammar(schema)
+            grammar = structured.grammar(kind, value)
             return [structured.matcher(grammar) for _ in range(answers)]
 
         try:
@@ -514,6 +516,12 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _asks_for_a_format(request) -> bool:
+    fields = ("structured_outputs", *(f"guided_{kind}" for kind in CONSTRAINT_KINDS))
+    return (request.response_format not in (None, {"type": "text"})
+            or any(getattr(request, name) is not None for name in fields))
 
 
 def _returned(gen: Generation) -> list[tuple[int, Choice]]:

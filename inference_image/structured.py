@@ -8,6 +8,7 @@ feeds it each token it samples (``allowed_logits``).
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,12 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 
 
 class InvalidFormat(ValueError):
-    """A response_format that is not one this server knows, or a schema that does not
-    compile; the message says why."""
+    """A format that is not one this server knows, or one that does not compile; the
+    message says why, ``param`` names the request field."""
+
+    def __init__(self, message: str, param: str = "response_format"):
+        super().__init__(message)
+        self.param = param
 
 
 def schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -47,6 +52,45 @@ def schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
                         "'json_object', 'json_schema'")
 
 
+# vLLM's ways to ask for a format: `structured_outputs: {kind: value}`, and the older
+# `guided_<kind>` fields; what each kind's value is.
+CONSTRAINT_KINDS = {"json": (dict, str), "regex": str, "choice": list, "grammar": str}
+
+
+def constraint_of(request) -> tuple[str, Any, str] | None:
+    """(kind, value, the field it came from) of the one format a request asks for, from
+    ``response_format`` or vLLM's fields; None for plain text. Asking in two ways, or
+    for an unknown kind, is ``InvalidFormat``."""
+    found = []
+    schema = schema_of(getattr(request, "response_format", None))
+    if schema is not None:
+        found.append(("json", schema, "response_format"))
+    outputs = getattr(request, "structured_outputs", None) or {}
+    for kind, value in outputs.items():
+        if kind not in CONSTRAINT_KINDS:
+            raise InvalidFormat(f"structured_outputs.{kind} is not one of "
+                                f"{', '.join(CONSTRAINT_KINDS)}", "structured_outputs")
+        if value is not None:
+            found.append((kind, value, "structured_outputs"))
+    for kind in CONSTRAINT_KINDS:
+        value = getattr(request, f"guided_{kind}", None)
+        if value is not None:
+            found.append((kind, value, f"guided_{kind}"))
+    if len(found) > 1:
+        raise InvalidFormat(f"ask for one format, not {len(found)} "
+                            f"({', '.join(field for _, _, field in found)})", found[1][2])
+    if not found:
+        return None
+    kind, value, field = found[0]
+    if not isinstance(value, CONSTRAINT_KINDS[kind]) or (kind == "choice" and not (
+            value and all(isinstance(c, str) and c for c in value))):
+        raise InvalidFormat(f"{field}: a {kind} constraint takes "
+                            + ("a list of non-empty strings" if kind == "choice" else
+                               "a JSON schema" if kind == "json" else f"a {kind} string"),
+                            field)
+    return kind, value, field
+
+
 class StructuredOutputs:
     """Grammars and matchers for one model's tokenizer. The tokenizer's llguidance form
     takes up to a second to build for a large vocabulary, so it is built once, on first
@@ -60,18 +104,30 @@ class StructuredOutputs:
         self._built = None
         self._lock = threading.Lock()
 
-    def grammar(self, schema: dict[str, Any]) -> str:
-        """The grammar that holds answers to ``schema``, checked against this tokenizer;
-        ``InvalidFormat`` says what is wrong with the schema."""
+    def grammar(self, kind: str, value: Any) -> str:
+        """The grammar that holds answers to a constraint (``json``: a schema; ``regex``;
+        ``choice``: one of some strings; ``grammar``: Lark, llguidance's syntax), checked
+        against this tokenizer; ``InvalidFormat`` says what is wrong with it."""
         from llguidance import LLMatcher
 
+        what = {"json": "the JSON schema", "regex": "the regular expression",
+                "choice": "the choices", "grammar": "the grammar"}[kind]
         try:
-            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
-        except Exception as exc:  # a schema that is not JSON-serializable, or malformed
-            raise InvalidFormat(f"the JSON schema does not compile: {exc}") from exc
+            if kind == "json":
+                schema = json.loads(value) if isinstance(value, str) else value
+                grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_LAYOUT)
+            elif kind == "regex":
+                grammar = LLMatcher.grammar_from_regex(value)
+            elif kind == "choice":
+                grammar = "start: " + " | ".join(json.dumps(c, ensure_ascii=False)
+                                                 for c in value)
+            else:
+                grammar = value
+        except Exception as exc:  # not JSON, or malformed
+            raise InvalidFormat(f"{what} does not compile: {exc}") from exc
         error = LLMatcher.validate_grammar(grammar, self._lltokenizer())
         if error:
-            raise InvalidFormat(f"the JSON schema does not compile: {error}")
+            raise InvalidFormat(f"{what} does not compile: {error}")
         return grammar
 
     def matcher(self, grammar: str):

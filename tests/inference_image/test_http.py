@@ -175,6 +175,14 @@ BAD_INPUTS = [
      400, "response_format", "invalid_value"),
     ("response-format-not-an-object", CHAT, {"messages": USER, "response_format": "json"},
      400, "response_format", "invalid_value"),
+    ("guided-choice-empty", COMP, {"prompt": "hi", "guided_choice": []}, 400,
+     "guided_choice", "invalid_value"),
+    ("guided-regex-invalid", COMP, {"prompt": "hi", "guided_regex": "(unclosed"}, 400,
+     "guided_regex", "invalid_value"),
+    ("two-formats", CHAT, {"messages": USER, "response_format": {"type": "json_object"},
+                           "guided_regex": "[a-z]+"}, 400, "guided_regex", "invalid_value"),
+    ("structured-outputs-unknown-kind", COMP, {"prompt": "hi", "structured_outputs": {
+        "xml": "<a/>"}}, 400, "structured_outputs", "invalid_value"),
     ("chat-unknown-model", CHAT, {"model": "nope", "messages": USER}, 404, "model",
      "model_not_found"),
 ]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import jsonschema
+import openai
 import pydantic
 import pytest
 import torch
@@ -20,6 +22,7 @@ from llmcloud.inference_image.structured import (
     InvalidFormat,
     StructuredOutputs,
     allowed_logits,
+    constraint_of,
     schema_of,
 )
 
@@ -48,7 +51,7 @@ def test_response_formats_name_their_schemas():
 
 def test_a_mask_allows_exactly_what_the_grammar_does(tokenizer):
     structured = StructuredOutputs(tokenizer, len(tokenizer) + 7, {tokenizer.eos_token_id})
-    matcher = structured.matcher(structured.grammar(VERDICT))
+    matcher = structured.matcher(structured.grammar("json", VERDICT))
     logits = torch.zeros(3, len(tokenizer) + 7)
     masked = allowed_logits(logits, [1], [matcher], structured.vocab_size)
     assert torch.equal(masked[[0, 2]], logits[[0, 2]]) and torch.equal(logits, torch.zeros_like(
@@ -60,7 +63,7 @@ def test_a_mask_allows_exactly_what_the_grammar_does(tokenizer):
     assert allowed and all(t.startswith("{") for t in texts) and "{" in texts
     assert all(t < len(tokenizer) for t in allowed)  # never an id past the tokenizer's
     with pytest.raises(InvalidFormat, match="does not compile"):
-        structured.grammar({"type": "nonsense"})
+        structured.grammar("json", {"type": "nonsense"})
 
 
 async def collect(stream):
@@ -75,8 +78,8 @@ async def collect(stream):
 def test_sampled_answers_are_valid_json_of_the_schema(request, which):
     loaded = request.getfixturevalue(which)
     engine = make_engine(loaded)
-    grammars = {"verdict": engine.structured.grammar(VERDICT),
-                "object": engine.structured.grammar(ANY_OBJECT)}
+    grammars = {"verdict": engine.structured.grammar("json", VERDICT),
+                "object": engine.structured.grammar("json", ANY_OBJECT)}
     prompt = loaded.tokenizer("Is the sky blue?")["input_ids"]
     plain_prompt = loaded.tokenizer("The quick brown fox")["input_ids"]
 
@@ -135,3 +138,48 @@ def test_the_official_clients_parse_reads_the_answers(causal_client):
     closed = [texts[i] for i, finish in finishes.items() if finish == "stop"]
     assert closed and all(isinstance(json.loads(text), dict) for text in closed)
     assert all(text.startswith("{") for text in texts.values())
+
+
+def test_vllms_ways_of_asking_name_one_constraint():
+    class Ask(pydantic.BaseModel):
+        response_format: dict | None = None
+        structured_outputs: dict | None = None
+        guided_json: dict | str | None = None
+        guided_regex: str | None = None
+        guided_choice: list | None = None
+        guided_grammar: str | None = None
+
+    assert constraint_of(Ask()) is None
+    assert constraint_of(Ask(guided_choice=["a", "b"])) == ("choice", ["a", "b"],
+                                                            "guided_choice")
+    assert constraint_of(Ask(structured_outputs={"regex": "[0-9]+"})) == (
+        "regex", "[0-9]+", "structured_outputs")
+    assert constraint_of(Ask(response_format={"type": "json_object"}))[0] == "json"
+    for bad, field in ((Ask(guided_regex="a", guided_choice=["b"]), "guided_choice"),
+                       (Ask(structured_outputs={"xml": "<a/>"}), "structured_outputs"),
+                       (Ask(guided_choice=[]), "guided_choice"),
+                       (Ask(structured_outputs={"choice": "yes"}), "structured_outputs")):
+        with pytest.raises(InvalidFormat) as raised:
+            constraint_of(bad)
+        assert raised.value.param == field
+
+
+def test_choices_regexes_and_grammars_through_the_client(causal_client):
+    ask = dict(model="tiny-llama", max_tokens=24, temperature=1.0, seed=1, n=4)
+    moods = ["positive", "negative", "neutral"]
+    chat = causal_client.chat.completions.create(
+        messages=[{"role": "user", "content": "Mood?"}], extra_body={"guided_choice": moods},
+        **ask)
+    assert all(c.message.content in moods and c.finish_reason == "stop" for c in chat.choices)
+    codes = causal_client.completions.create(
+        prompt="Code:", extra_body={"structured_outputs": {"regex": r"[0-9]{3}-[a-z]{2}"}},
+        **ask)
+    assert all(re.fullmatch(r"[0-9]{3}-[a-z]{2}", c.text) for c in codes.choices)
+    assert len({c.text for c in codes.choices}) > 1
+    lark = 'start: "yes" | "no" | "maybe" " " NUMBER\nNUMBER: /[1-9]/'
+    said = causal_client.completions.create(
+        prompt="Answer:", extra_body={"guided_grammar": lark}, **ask)
+    assert all(re.fullmatch(r"yes|no|maybe [1-9]", c.text) for c in said.choices)
+    bad = causal_client.with_options(max_retries=0).completions
+    with pytest.raises(openai.BadRequestError, match="does not compile"):
+        bad.create(prompt="x", extra_body={"guided_regex": "(unclosed"}, **ask)
