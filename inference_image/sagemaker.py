@@ -4,7 +4,9 @@ An invocation is a completions or chat request. The route comes from the
 `X-Amzn-SageMaker-Custom-Attributes` header (`route=/v1/completions` or
 `route=/v1/chat/completions`, what llmcloud's API Gateway sets), else from the body:
 `messages` means chat, `prompt` means completions, and Hugging Face's
-`{"inputs": "...", "parameters": {"max_new_tokens": 64}}` is read as a completion too.
+`{"inputs": "...", "parameters": {"max_new_tokens": 64}}` is read as a completion too (a
+list of inputs as a batch of prompts; `num_return_sequences` as `n`, `return_full_text` as
+`echo`).
 Responses are OpenAI's JSON; SageMaker's `/invocations` does not stream.
 """
 
@@ -18,7 +20,8 @@ COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 #: Hugging Face `parameters` that have an OpenAI completions equivalent
 _PARAMETERS = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
-               "seed": "seed", "stop": "stop"}
+               "seed": "seed", "stop": "stop", "num_return_sequences": "n",
+               "return_full_text": "echo"}
 
 
 def custom_route(attributes: str | None) -> str | None:

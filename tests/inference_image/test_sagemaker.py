@@ -34,6 +34,9 @@ def test_an_unknown_route_is_a_400() -> None:
     ({"inputs": "translate English to French: hi",
       "parameters": {"max_new_tokens": 8, "do_sample": False, "top_k": 5}}, COMPLETIONS,
      {"prompt": "translate English to French: hi", "max_tokens": 8, "temperature": 0}),
+    ({"inputs": ["a", "b"], "parameters": {"num_return_sequences": 2,
+                                           "return_full_text": True}}, COMPLETIONS,
+     {"prompt": ["a", "b"], "n": 2, "echo": True}),
 ])
 def test_bodies_map_to_openai_requests(body, route, expected) -> None:
     assert invocation(body, None, "m") == (route, {"model": "m", **expected})
