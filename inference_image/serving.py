@@ -260,8 +260,7 @@ class OpenAIServing:
             raise unsupported(param, value)
 
         def build() -> list:  # compiling a schema can take a while: off the event loop
-            grammar = structured.grammar(kind, value)
-            return [structured.matcher(grammar) for _ in range(answers)]
+            return structured.matchers(structured.grammar(kind, value), answers)
 
         try:
             return await asyncio.to_thread(build)

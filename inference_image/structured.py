@@ -136,6 +136,12 @@ class StructuredOutputs:
 
         return LLMatcher(self._lltokenizer(), grammar)
 
+    def matchers(self, grammar: str, count: int) -> list:
+        """``count`` fresh matchers, one per answer: the grammar is compiled once and the
+        matcher copied (a compile takes milliseconds, a copy microseconds)."""
+        first = self.matcher(grammar)
+        return [first, *(first.deep_copy() for _ in range(count - 1))]
+
     def _lltokenizer(self):
         with self._lock:
             if self._built is None:

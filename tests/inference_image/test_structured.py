@@ -64,6 +64,13 @@ def test_a_mask_allows_exactly_what_the_grammar_does(tokenizer):
     assert all(t < len(tokenizer) for t in allowed)  # never an id past the tokenizer's
     with pytest.raises(InvalidFormat, match="does not compile"):
         structured.grammar("json", {"type": "nonsense"})
+    # copies are independent: one advanced, the others still at the start
+    first, second = structured.matchers(structured.grammar("json", VERDICT), 2)
+    first.consume_token(tokenizer.convert_tokens_to_ids("{"))
+    again = allowed_logits(logits[1:2], [0], [second], structured.vocab_size)
+    assert torch.equal(again[0], masked[1])
+    moved = allowed_logits(logits[1:2], [0], [first], structured.vocab_size)
+    assert not torch.equal(moved[0], masked[1])
 
 
 async def collect(stream):
