@@ -37,6 +37,11 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    # vLLM's (and Hugging Face's): tokens of the prompt or the output so far have positive
+    # logits divided by it and negative ones multiplied (1 = off).
+    repetition_penalty: float = 1.0
+    top_k: int = 0  # sample among the k likeliest tokens only (0 = all)
+    min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest one's
     logprobs: int | None = None  # None: none; k: each token's, and the k most likely's
     # The same for the prompt's tokens after the first (causal models): what `echo` with
     # `logprobs` shows, and what evaluation harnesses score a text with.
@@ -48,7 +53,8 @@ class SamplingParams:
     @property
     def adjusts_logits(self) -> bool:
         """True when penalties or biases change this request's logits before sampling."""
-        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias
+                    or self.repetition_penalty != 1.0)
 
 
 @dataclass(frozen=True)

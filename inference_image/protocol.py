@@ -111,6 +111,10 @@ class _SamplingFields(_Request):
     user: str | None = None
     # vLLM's extension: keep generating past the end-of-sequence token (benchmarks use it).
     ignore_eos: bool = False
+    # vLLM's (and Hugging Face's) sampling extensions, which model cards recommend.
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
     # Chat's; completions take it too, as vLLM's do.
     response_format: dict[str, Any] | None = None
     # vLLM's: {"json" | "regex" | "choice" | "grammar": ...}, and its older guided_* fields.

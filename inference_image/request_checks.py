@@ -39,6 +39,16 @@ def common_checks(request, model_name: str, endpoint: str) -> None:
     if request.temperature is not None and not 0 <= request.temperature <= 2:
         raise ApiError(400, f"temperature must be between 0 and 2, got "
                        f"{request.temperature}", param="temperature", code="invalid_value")
+    if request.top_k is not None and request.top_k < -1:
+        raise ApiError(400, f"top_k must be -1 or 0 (all tokens) or a count of tokens, got "
+                       f"{request.top_k}", param="top_k", code="invalid_value")
+    if request.min_p is not None and not 0 <= request.min_p <= 1:
+        raise ApiError(400, f"min_p must be between 0 and 1, got {request.min_p}",
+                       param="min_p", code="invalid_value")
+    if request.repetition_penalty is not None and not 0 < request.repetition_penalty <= 10:
+        raise ApiError(400, f"repetition_penalty must be above 0 and at most 10 (1 = off), "
+                       f"got {request.repetition_penalty}", param="repetition_penalty",
+                       code="invalid_value")
     if request.top_p is not None and not 0 < request.top_p <= 1:
         raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
                        code="invalid_value")

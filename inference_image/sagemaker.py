@@ -21,7 +21,8 @@ CHAT = "/v1/chat/completions"
 #: Hugging Face `parameters` that have an OpenAI completions equivalent
 _PARAMETERS = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
                "seed": "seed", "stop": "stop", "num_return_sequences": "n",
-               "return_full_text": "echo"}
+               "return_full_text": "echo", "top_k": "top_k",
+               "repetition_penalty": "repetition_penalty"}
 
 
 def custom_route(attributes: str | None) -> str | None:

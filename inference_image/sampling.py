@@ -1,5 +1,5 @@
 """Per-row sampling over a batch of logits: penalties and biases, greedy, temperature,
-top-p, per-request seeds, and the log probabilities clients can ask for."""
+min-p, top-k and top-p, per-request seeds, and the log probabilities clients can ask for."""
 
 from __future__ import annotations
 
@@ -23,13 +23,16 @@ def sample(
     temperatures: list[float],
     top_ps: list[float],
     generators: list[torch.Generator],
+    top_ks: list[int] | None = None,
+    min_ps: list[float] | None = None,
 ) -> list[int]:
     """Pick one token per row of ``logits`` [B, V].
 
     Rows with temperature 0 take the argmax; the rest are sampled from the softmax of
-    logits / temperature, restricted to the smallest set of tokens whose probability
-    reaches top_p, drawing with the row's own generator so a seed reproduces a completion
-    whatever else is in the batch.
+    logits / temperature, restricted (in vLLM's order) to the tokens at least min_p times
+    as likely as the likeliest, then to the top_k likeliest (0: all), then to the smallest
+    set whose probability reaches top_p, drawing with the row's own generator so a seed
+    reproduces a completion whatever else is in the batch.
     """
     chosen = torch.argmax(logits, dim=-1)
     sampled = [i for i, t in enumerate(temperatures) if t > 0]
@@ -38,6 +41,18 @@ def sample(
     index = torch.tensor(sampled, device=logits.device)
     temps = torch.tensor([temperatures[i] for i in sampled], device=logits.device)
     scaled = logits.index_select(0, index).float() / temps[:, None]
+    if min_ps and any(min_ps[i] > 0 for i in sampled):
+        probs = torch.softmax(scaled, dim=-1)
+        floor = torch.tensor([min_ps[i] for i in sampled], device=logits.device)[:, None]
+        scaled = scaled.masked_fill(probs < probs.amax(-1, keepdim=True) * floor,
+                                    float("-inf"))
+    if top_ks and any(top_ks[i] > 0 for i in sampled):
+        ks = [min(top_ks[i], scaled.shape[-1]) for i in sampled]
+        kth = scaled.topk(max(ks), dim=-1).values  # [rows, max k], descending
+        at = torch.tensor([k - 1 if k > 0 else 0 for k in ks], device=logits.device)
+        cut = kth.gather(1, at[:, None])
+        cut[torch.tensor([k <= 0 for k in ks], device=logits.device)] = float("-inf")
+        scaled = scaled.masked_fill(scaled < cut, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
     ps = [top_ps[i] for i in sampled]
     if any(p < 1.0 for p in ps):
@@ -58,10 +73,13 @@ def sample(
 
 
 def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
-                  outputs: list[list[int]]) -> torch.Tensor:
+                  outputs: list[list[int]],
+                  prompts: list[list[int]] | None = None) -> torch.Tensor:
     """``logits`` [B, V] with each row's presence and frequency penalties (counted over
     ``outputs``, the tokens that row generated) and logit biases applied, as OpenAI defines
-    them. Returns ``logits`` itself when no row asks for any, else an adjusted float copy."""
+    them, and its repetition penalty (over ``prompts`` and ``outputs``), as vLLM and
+    Hugging Face do. Returns ``logits`` itself when no row asks for any, else an adjusted
+    float copy."""
     rows = [i for i, p in enumerate(params) if p.adjusts_logits]
     if not rows:
         return logits
@@ -71,6 +89,14 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
     vocab = logits.shape[-1]
     for i in rows:
         p = params[i]
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor([*(prompts[i] if prompts else ()), *outputs[i]],
+                                dtype=torch.long, device=logits.device)
+            seen = torch.unique(seen[seen < vocab])
+            row = adjusted[i].index_select(0, seen)
+            penalized = torch.where(row > 0, row / p.repetition_penalty,
+                                    row * p.repetition_penalty)
+            adjusted[i].index_copy_(0, seen, penalized)
         if (p.presence_penalty or p.frequency_penalty) and outputs[i]:
             seen = torch.tensor(outputs[i], device=logits.device)
             counts = torch.bincount(seen, minlength=vocab)[:vocab].to(adjusted.dtype)

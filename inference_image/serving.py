@@ -289,6 +289,8 @@ class OpenAIServing:
             ignore_eos=request.ignore_eos,
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
+            repetition_penalty=request.repetition_penalty or 1.0,
+            top_k=max(request.top_k or 0, 0), min_p=request.min_p or 0.0,
             logit_bias=logit_bias_pairs(request.logit_bias, len(self.engine.tokenizer)),
             # best_of ranks answers by their tokens' log probabilities, asked for or not
             logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,

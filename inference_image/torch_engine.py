@@ -466,7 +466,11 @@ class TorchEngine(Engine):
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
         params = [row.stream.params for row in rows]
-        scores = adjust_logits(logits, params, [row.tokens for row in rows])
+        # A decoder-only model's prompt is part of its sequence; an encoder's input is not
+        # (Hugging Face's repetition penalty sees the decoder's tokens only).
+        prompts = (None if self.model.config.is_encoder_decoder
+                   else [row.stream.prompt_ids for row in rows])
+        scores = adjust_logits(logits, params, [row.tokens for row in rows], prompts)
         guided = [i for i, p in enumerate(params) if p.guide is not None]
         if guided:
             scores = allowed_logits(scores, guided, [params[i].guide for i in guided],
@@ -476,6 +480,8 @@ class TorchEngine(Engine):
             [p.temperature for p in params],
             [p.top_p for p in params],
             [row.generator for row in rows],
+            [p.top_k for p in params],
+            [p.min_p for p in params],
         )
         wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
         logprobs = dict(zip(wanted, token_logprobs(

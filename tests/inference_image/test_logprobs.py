@@ -107,6 +107,13 @@ def test_sampling_fields_reach_the_engine(served):
     assert engine.requests[-1].params.logprobs == 0
     client.post(CHAT, json={"messages": USER, "logprobs": False})
     assert engine.requests[-1].params.logprobs is None
+    client.post(CHAT, json={"messages": USER, "top_k": 20, "min_p": 0.05,
+                            "repetition_penalty": 1.05})
+    params = engine.requests[-1].params
+    assert (params.top_k, params.min_p, params.repetition_penalty) == (20, 0.05, 1.05)
+    client.post(COMP, json={"prompt": "hi", "top_k": -1})
+    params = engine.requests[-1].params
+    assert (params.top_k, params.min_p, params.repetition_penalty) == (0, 0.0, 1.0)
 
 
 def test_a_token_that_is_part_of_a_character_shows_its_bytes(tokenizer):

@@ -1,4 +1,5 @@
-"""Per-row sampling: greedy, seeds, temperature, top-p, penalties, biases, log probabilities."""
+"""Per-row sampling: greedy, seeds, temperature, top-p, top-k, min-p, penalties, biases, log
+probabilities."""
 
 from __future__ import annotations
 
@@ -40,6 +41,32 @@ def test_top_p_limits_the_candidates():
     gen = new_generator(3, CPU)
     seen = {sample(logits, [1.0], [0.7], [gen])[0] for _ in range(300)}
     assert seen == {0, 1}
+
+
+def test_top_k_and_min_p_limit_the_candidates_of_their_rows_only():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4))
+    gens = [new_generator(s, CPU) for s in range(4)]
+    seen: list[set[int]] = [set() for _ in range(4)]
+    for _ in range(300):
+        # top_k 1; top_k 2; min_p 0.5 (p >= 0.25); neither
+        draws = sample(logits, [1.0] * 4, [1.0] * 4, gens, [1, 2, 0, 0], [0, 0, 0.5, 0])
+        for row, token in enumerate(draws):
+            seen[row].add(token)
+    assert seen == [{0}, {0, 1}, {0, 1}, {0, 1, 2, 3}]
+    # a row asking for neither draws as it would alone
+    alone = sample(logits[3:], [1.0], [1.0], [new_generator(9, CPU)])
+    in_batch = sample(logits, [1.0] * 4, [1.0] * 4,
+                      [*(new_generator(s, CPU) for s in range(3)), new_generator(9, CPU)],
+                      [1, 2, 0, 0], [0, 0, 0.5, 0])[3:]
+    assert alone == in_batch
+
+
+def test_repetition_penalty_divides_and_multiplies_the_seen_tokens():
+    logits = torch.tensor([[2.0, -2.0, 1.0, -1.0, 0.5]])
+    params = [SamplingParams(max_tokens=1, repetition_penalty=2.0)]
+    out = adjust_logits(logits, params, [[1, 1]], [[0, 3, 0]])
+    assert out.tolist() == [[1.0, -4.0, 1.0, -2.0, 0.5]]  # ids 0, 1, 3 seen, 2 and 4 not
+    assert adjust_logits(logits, params, [[2]]).tolist() == [[2.0, -2.0, 0.5, -1.0, 0.5]]
 
 
 def test_temperature_sampling_explores():

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 import torch
-from reference import next_token_logprobs, penalized_greedy
+from reference import greedy, next_token_logprobs, penalized_greedy
 
 from llmcloud.inference_image.engine import ModelInfo, SamplingParams
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
@@ -109,3 +109,17 @@ def test_logit_bias_forces_and_bans_tokens(causal):
     assert not set(results[1][0]) & set(plain)
     assert results[1][0] == penalized_greedy(causal, prompt, 6, bias=banned)
     assert results[2][0] == [favourite] * 6  # sampling too: +100 leaves nothing else
+
+
+def test_repetition_penalty_decodes_as_transformers_generate(causal):
+    prompt = causal.tokenizer(PROMPTS[1])["input_ids"]
+    requests = [(prompt, SamplingParams(max_tokens=16, temperature=0, repetition_penalty=1.8)),
+                (prompt, SamplingParams(max_tokens=16, temperature=0))]
+    penalized, plain = run(make_engine(causal), requests)
+    with torch.inference_mode():
+        out = causal.model.generate(torch.tensor([prompt]), max_new_tokens=16,
+                                    min_new_tokens=16, do_sample=False,
+                                    repetition_penalty=1.8)
+    assert penalized[0] == out[0, len(prompt):].tolist()
+    assert penalized[0] != plain[0]  # it changed something, and only for its own row:
+    assert plain[0] == greedy(causal, prompt, 16)
