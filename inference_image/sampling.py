@@ -18,6 +18,11 @@ def new_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
+# Temperatures below this are greedy (vLLM's bound): dividing by 1e-200 overflows the
+# logits to inf, and the softmax of inf is NaN, which would fail the whole batch's step.
+GREEDY_BELOW = 1e-5
+
+
 def sample(
     logits: torch.Tensor,
     temperatures: list[float],
@@ -28,14 +33,15 @@ def sample(
 ) -> list[int]:
     """Pick one token per row of ``logits`` [B, V].
 
-    Rows with temperature 0 take the argmax; the rest are sampled from the softmax of
+    Rows with temperature 0 (below ``GREEDY_BELOW``) take the argmax; the rest are sampled
+    from the softmax of
     logits / temperature, restricted (in vLLM's order) to the tokens at least min_p times
     as likely as the likeliest, then to the top_k likeliest (0: all), then to the smallest
     set whose probability reaches top_p, drawing with the row's own generator so a seed
     reproduces a completion whatever else is in the batch.
     """
     chosen = torch.argmax(logits, dim=-1)
-    sampled = [i for i, t in enumerate(temperatures) if t > 0]
+    sampled = [i for i, t in enumerate(temperatures) if t >= GREEDY_BELOW]
     if not sampled:
         return chosen.tolist()
     index = torch.tensor(sampled, device=logits.device)

@@ -18,6 +18,14 @@ def test_zero_temperature_is_argmax():
     assert sample(logits, [0.0] * 4, [1.0] * 4, gens) == logits.argmax(-1).tolist()
 
 
+def test_a_vanishing_temperature_is_greedy_not_a_failed_step():
+    # 1e-200 turned the logits into inf and the softmax into NaN: the step, and every
+    # request in the batch, failed (found by test_field_combinations)
+    logits = torch.randn(3, 50)
+    gens = [new_generator(s, CPU) for s in range(3)]
+    assert sample(logits, [1e-200, 1e-6, 0.0], [1.0] * 3, gens) == logits.argmax(-1).tolist()
+
+
 def test_seed_reproduces_whatever_the_rest_of_the_batch():
     logits = torch.randn(3, 100)
     gens = [new_generator(None, CPU), new_generator(7, CPU), new_generator(None, CPU)]
