@@ -47,6 +47,10 @@ def sample(
     index = torch.tensor(sampled, device=logits.device)
     temps = torch.tensor([temperatures[i] for i in sampled], device=logits.device)
     scaled = logits.index_select(0, index).float() / temps[:, None]
+    # Overflowed logits (an extreme penalty, a half-precision model's NaN) must not fail the
+    # step, and with it every request in the batch: +inf is the likeliest, NaN never drawn,
+    # and a row left with nothing to draw from takes its argmax.
+    scaled = torch.nan_to_num(scaled, nan=float("-inf"), posinf=torch.finfo(scaled.dtype).max)
     if min_ps and any(min_ps[i] > 0 for i in sampled):
         probs = torch.softmax(scaled, dim=-1)
         floor = torch.tensor([min_ps[i] for i in sampled], device=logits.device)[:, None]
@@ -60,6 +64,10 @@ def sample(
         cut[torch.tensor([k <= 0 for k in ks], device=logits.device)] = float("-inf")
         scaled = scaled.masked_fill(scaled < cut, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
+    # (without a branch, so a GPU is not made to wait here)
+    empty = ~torch.isfinite(probs).all(dim=-1, keepdim=True)
+    probs = torch.where(empty, 0.0, probs).scatter_add_(
+        1, chosen.index_select(0, index)[:, None], empty.to(probs.dtype))
     ps = [top_ps[i] for i in sampled]
     if any(p < 1.0 for p in ps):
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)

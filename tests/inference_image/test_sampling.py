@@ -26,6 +26,17 @@ def test_a_vanishing_temperature_is_greedy_not_a_failed_step():
     assert sample(logits, [1e-200, 1e-6, 0.0], [1.0] * 3, gens) == logits.argmax(-1).tolist()
 
 
+def test_overflowed_logits_are_drawn_from_not_a_failed_step():
+    logits = torch.randn(3, 8)
+    logits[0, 5] = float("inf")  # e.g. a positive logit divided by a tiny repetition penalty
+    logits[1, :] = float("nan")  # a half-precision overflow
+    logits[2, 2] = float("nan")
+    gens = [new_generator(s, CPU) for s in range(3)]
+    for _ in range(20):
+        first, second, third = sample(logits, [1.0] * 3, [0.9] * 3, gens, [2] * 3, [0.1] * 3)
+        assert first == 5 and 0 <= second < 8 and third != 2
+
+
 def test_seed_reproduces_whatever_the_rest_of_the_batch():
     logits = torch.randn(3, 100)
     gens = [new_generator(None, CPU), new_generator(7, CPU), new_generator(None, CPU)]
