@@ -54,7 +54,6 @@ class ChunkedPrefill:
     def _score(self, logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         """Keep the log probabilities of the tokens after ``start`` up to ``end`` (what the
         logits [L, V] after positions start..end-1 chose); return the last logits [1, V]."""
-        logits = logits[-(end - start):]  # a cached prefix's positions come first
         chosen = self._ids[start + 1:end + 1]
         if chosen:
             self.prompt_logprobs += token_logprobs(logits, list(range(len(chosen))), chosen,

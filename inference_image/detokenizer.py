@@ -63,7 +63,7 @@ class IncrementalText:
         elif final:
             end = len(self.text)
         else:
-            end = len(self.text) - self._partial_stop_suffix()
+            end = len(self.text) - partial_end(self.text, self.stops)
         end = max(end, self.emitted)
         delta = self.text[self.emitted:end]
         self.emitted = end
@@ -71,12 +71,15 @@ class IncrementalText:
             self.text = self.text[:end]
         return delta
 
-    def _partial_stop_suffix(self) -> int:
-        """Length of the longest end of the text that begins some stop string."""
-        best = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(self.text)), best, -1):
-                if self.text.endswith(stop[:size]):
-                    best = size
-                    break
-        return best
+
+
+def partial_end(text: str, markers: list[str]) -> int:
+    """Length of the longest end of ``text`` that begins one of ``markers`` (text to hold
+    back until it is known whether a marker follows)."""
+    best = 0
+    for marker in markers:
+        for size in range(min(len(marker) - 1, len(text)), best, -1):
+            if text.endswith(marker[:size]):
+                best = size
+                break
+    return best

@@ -52,7 +52,7 @@ from .request_checks import (
     stops_of,
     unsupported,
 )
-from .structured import CONSTRAINT_KINDS, InvalidFormat, constraint_of
+from .structured import InvalidFormat, constraint_of
 from .tool_calls import ToolCallStream, ToolChoiceError, ToolPlan
 from .tool_calls import plan as plan_tools
 
@@ -196,11 +196,6 @@ class OpenAIServing:
         except ToolChoiceError as exc:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
-        if tool_plan is not None and tool_plan.schema is not None and _asks_for_a_format(
-                request):
-            raise ApiError(400, "a format cannot be asked for with a tool_choice that forces "
-                           "a call: the call's arguments are the answer's format",
-                           param="response_format", code="invalid_value")
         messages = [m.for_template() for m in request.messages]
         try:
             rendered = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
@@ -248,10 +243,15 @@ class OpenAIServing:
         ``schema``, a forced tool call's), else None; a 400 for a format that does not
         compile."""
         try:
-            constraint = ("json", schema, "tools") if schema is not None else \
-                constraint_of(request)
+            constraint = constraint_of(request)
         except InvalidFormat as exc:
             raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from exc
+        if schema is not None:
+            if constraint is not None:
+                raise ApiError(400, "a format cannot be asked for with a tool_choice that "
+                               "forces a call: the call's arguments are the answer's format",
+                               param=constraint[2], code="invalid_value")
+            constraint = ("json", schema, "tools")
         if constraint is None:
             return None
         kind, value, param = constraint
@@ -517,12 +517,6 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
-
-
-def _asks_for_a_format(request) -> bool:
-    fields = ("structured_outputs", *(f"guided_{kind}" for kind in CONSTRAINT_KINDS))
-    return (request.response_format not in (None, {"type": "text"})
-            or any(getattr(request, name) is not None for name in fields))
 
 
 def _returned(gen: Generation) -> list[tuple[int, Choice]]:

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .detokenizer import partial_end
+
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 JSON_MARKERS = ("<|python_tag|>", "[TOOL_CALLS]")  # what Llama and Mistral write first
 # What a template that teaches a JSON-answer format says (Llama 3.1-3.3, Mistral).
@@ -145,7 +147,7 @@ class ToolCallStream:
         if start >= 0:
             self._pending, self._calls_text = "", text[start:]
             return text[:start], []
-        keep = _partial_suffix(text, HERMES_OPEN)
+        keep = partial_end(text, [HERMES_OPEN])
         self._pending = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep], []
 
@@ -230,10 +232,3 @@ def _parameters(function: dict[str, Any]) -> dict[str, Any]:
     # OpenAI: a function without parameters takes none.
     return function.get("parameters") or {"type": "object", "properties": {}}
 
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """The length of the longest end of ``text`` that begins ``marker``."""
-    for length in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-length:]):
-            return length
-    return 0
