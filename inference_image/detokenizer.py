@@ -12,9 +12,12 @@ class IncrementalText:
     stop string, or an incomplete UTF-8 sequence, is held back until it is settled.
     """
 
-    def __init__(self, tokenizer, stops: list[str], *, skip_special_tokens: bool = True):
+    def __init__(self, tokenizer, stops: list[str], *, skip_special_tokens: bool = True,
+                 include_stop: bool = False, min_tokens: int = 0):
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
+        self.include_stop = include_stop  # the text ends after the stop string, not before
+        self.min_tokens = min_tokens  # no stop string ends the text before this many tokens
         # False keeps markers such as <tool_call> or [TOOL_CALLS], special in some
         # vocabularies, in the text, where the tool-call readers look for them.
         self.skip_special_tokens = skip_special_tokens
@@ -56,10 +59,13 @@ class IncrementalText:
             return ""
         longest = max((len(s) for s in self.stops), default=0)
         search_from = max(0, self.emitted - longest + 1)
-        hits = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
+        hits = [] if len(self.ids) <= self.min_tokens else [
+            (i, len(s)) for i, s in ((self.text.find(s, search_from), s) for s in self.stops)
+            if i >= 0]
         if hits:
             self.stopped = True
-            end = min(hits)
+            at, size = min(hits)
+            end = at + size if self.include_stop else at
         elif final:
             end = len(self.text)
         else:

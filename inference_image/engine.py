@@ -32,6 +32,10 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    # vLLM's: end-of-sequence and ``stop_token_ids`` are not sampled before ``min_tokens``;
+    # a stop token ends the answer ("stop") and is part of it, as vLLM returns it.
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
     # OpenAI's penalties, over the tokens generated so far: the logit of a token that has
     # appeared ``c`` times drops by ``c * frequency_penalty + presence_penalty``.
     presence_penalty: float = 0.0

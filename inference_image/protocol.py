@@ -111,6 +111,13 @@ class _SamplingFields(_Request):
     user: str | None = None
     # vLLM's extension: keep generating past the end-of-sequence token (benchmarks use it).
     ignore_eos: bool = False
+    # vLLM's: no end before min_tokens (end-of-sequence, stop_token_ids and stop strings
+    # wait), more tokens that end the answer, the stop string kept in the text, and
+    # special tokens (e.g. <|im_end|>) left in it.
+    min_tokens: int | None = None
+    stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
     # vLLM's (and Hugging Face's) sampling extensions, which model cards recommend.
     top_k: int | None = None
     min_p: float | None = None
@@ -166,6 +173,15 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # vLLM's: variables for the chat template beyond messages and tools (e.g. Qwen3's
+    # enable_thinking), and whether the answer starts a new assistant message or
+    # continues the last one.
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    # vLLM's per-request template, refused as vLLM refuses it by default: a template is code
+    # the server runs.
+    chat_template: str | None = None
 
 
 class Usage(BaseModel):

@@ -76,6 +76,28 @@ def logit_bias_pairs(logit_bias: dict[str, float] | None,
     return tuple(pairs)
 
 
+def stop_token_ids(ids: list[int] | None, vocab: int) -> tuple[int, ...]:
+    """vLLM's ``stop_token_ids`` as a tuple, or a 400 for an id outside the vocabulary."""
+    for token in ids or ():
+        if not 0 <= token < vocab:
+            raise ApiError(400, f"stop_token_ids must be token ids in [0, {vocab}), got "
+                           f"{token}", param="stop_token_ids", code="invalid_value")
+    return tuple(ids or ())
+
+
+def check_min_tokens(min_tokens: int | None, budget: int, param: str) -> None:
+    """``min_tokens`` must be at least 0 and at most the tokens an answer may have."""
+    if min_tokens is None:
+        return
+    if min_tokens < 0:
+        raise ApiError(400, f"min_tokens must be at least 0, got {min_tokens}",
+                       param="min_tokens", code="invalid_value")
+    if min_tokens > budget:
+        raise ApiError(400, f"min_tokens is {min_tokens}, more than the {budget} tokens an "
+                       f"answer may have here ({param}, or the context the prompt leaves)",
+                       param="min_tokens", code="invalid_value")
+
+
 def new_tokens(info: ModelInfo, kind: str, prompt_ids: list[int], max_tokens: int | None,
                default: int | None, param: str, number: int | None) -> int:
     """The new tokens this prompt's answers may have, or a 400 when the prompt or

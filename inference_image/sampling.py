@@ -125,6 +125,19 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
     return adjusted
 
 
+def forbid(logits: torch.Tensor, rows: list[int],
+           token_ids: list[list[int]]) -> torch.Tensor:
+    """A copy of ``logits`` [B, V] in which each of ``rows`` cannot pick its ``token_ids``
+    (ids past the output layer are left out)."""
+    out = logits.clone()
+    vocab = logits.shape[-1]
+    for row, ids in zip(rows, token_ids, strict=True):
+        ids = [t for t in ids if t < vocab]
+        if ids:
+            out[row, torch.tensor(ids, device=logits.device)] = float("-inf")
+    return out
+
+
 def token_logprobs(logits: torch.Tensor, rows: list[int], chosen: list[int],
                    top: list[int]) -> list[TokenLogprob]:
     """For each of ``rows`` of ``logits`` [B, V]: the log probability of its ``chosen``

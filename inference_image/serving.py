@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .chat_prompt import render as render_chat
+from .chat_prompt import template_of
 from .choices import MAX_N, Choice, choice_seed, merged
 from .detokenizer import IncrementalText
 from .engine import (
@@ -45,10 +47,12 @@ from .protocol import (
 )
 from .request_checks import (
     DEFAULT_COMPLETION_TOKENS,
+    check_min_tokens,
     check_top,
     common_checks,
     logit_bias_pairs,
     new_tokens,
+    stop_token_ids,
     stops_of,
     unsupported,
 )
@@ -181,28 +185,26 @@ class OpenAIServing:
         if request.top_logprobs and not request.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
                            code="invalid_value")
+        if request.chat_template is not None:
+            raise ApiError(400, "a chat template sent with the request is not run (a template "
+                           "is code the server runs); this server renders chats with the "
+                           "model's own template", param="chat_template",
+                           code="unsupported_value")
         tokenizer = self.engine.tokenizer
-        template = getattr(tokenizer, "chat_template", None)
-        if not template:
-            raise ApiError(400, f"model {self.model_name!r} has no chat template, so it cannot "
-                           "serve chat completions; use /v1/completions with a plain prompt",
-                           param="messages", code="chat_template_missing")
+        template = template_of(tokenizer, self.model_name)
         tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
         choice = request.tool_choice
         try:
             tool_plan = plan_tools(tools, choice if isinstance(choice, str) or choice is None
                                    else choice.model_dump(), request.parallel_tool_calls,
-                                   template if isinstance(template, str) else str(template))
+                                   template)
         except ToolChoiceError as exc:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
-        messages = [m.for_template() for m in request.messages]
-        try:
-            rendered = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                                     add_generation_prompt=True)
-        except Exception as exc:  # a template may reject a conversation (e.g. role order)
-            raise ApiError(400, f"the chat template rejected these messages: {exc}",
-                           param="messages") from exc
+        rendered = render_chat(tokenizer, [m.for_template() for m in request.messages], tools,
+                               add_generation_prompt=request.add_generation_prompt,
+                               continue_final_message=request.continue_final_message,
+                               template_kwargs=request.chat_template_kwargs)
         prompt_ids = await self.prompts.encode(rendered, add_special_tokens=False)
         if request.max_completion_tokens is not None:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
@@ -282,11 +284,14 @@ class OpenAIServing:
         budgets = [new_tokens(self.engine.info, kind, ids, max_tokens, default, param,
                               None if len(prompts) == 1 else i)
                    for i, ids in enumerate(prompts)]
+        check_min_tokens(request.min_tokens, min(budgets), param)
         temperature = 1.0 if request.temperature is None else request.temperature
         params = SamplingParams(
             max_tokens=0, temperature=temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             ignore_eos=request.ignore_eos,
+            min_tokens=request.min_tokens or 0,
+            stop_token_ids=stop_token_ids(request.stop_token_ids, len(self.engine.tokenizer)),
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
             repetition_penalty=request.repetition_penalty or 1.0,
@@ -305,8 +310,10 @@ class OpenAIServing:
                     stream = self.engine.generate(ids, dataclasses.replace(
                         params, max_tokens=budget, seed=choice_seed(request.seed, answer),
                         guide=guides[i * n + answer] if guides else None))
-                    text = IncrementalText(self.engine.tokenizer, stops,
-                                           skip_special_tokens=not keep_markers)
+                    text = IncrementalText(
+                        self.engine.tokenizer, stops, min_tokens=params.min_tokens,
+                        include_stop=request.include_stop_str_in_output,
+                        skip_special_tokens=request.skip_special_tokens and not keep_markers)
                     choice = Choice(i * n + answer, stream, text,
                                     echo=echoes[i] if echoes else "")
                     if logprobs is not None:

@@ -34,7 +34,7 @@ from .engine import (
     StreamEvent,
 )
 from .prefix_cache import Prefix, PrefixCache, block_hashes
-from .sampling import adjust_logits, new_generator, sample, token_logprobs
+from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
 from .structured import StructuredOutputs, allowed_logits
 
 log = logging.getLogger("llmcloud.engine")
@@ -471,6 +471,10 @@ class TorchEngine(Engine):
         prompts = (None if self.model.config.is_encoder_decoder
                    else [row.stream.prompt_ids for row in rows])
         scores = adjust_logits(logits, params, [row.tokens for row in rows], prompts)
+        early = [i for i, (row, p) in enumerate(zip(rows, params, strict=True))
+                 if row.generated < p.min_tokens]
+        if early:  # too soon to end: no end-of-sequence, no stop token
+            scores = forbid(scores, early, [self._ends(params[i]) for i in early])
         guided = [i for i, p in enumerate(params) if p.guide is not None]
         if guided:
             scores = allowed_logits(scores, guided, [params[i].guide for i in guided],
@@ -494,7 +498,9 @@ class TorchEngine(Engine):
                 row.finish = "stop"
                 events.append((row.stream, StreamEvent([], "stop")))
                 continue
-            if row.generated >= params[i].max_tokens or self._at_context_end(row):
+            if token in params[i].stop_token_ids:
+                row.finish = "stop"
+            elif row.generated >= params[i].max_tokens or self._at_context_end(row):
                 row.finish = "length"
             guide = params[i].guide
             if guide is not None:
@@ -504,6 +510,10 @@ class TorchEngine(Engine):
             lp = [logprobs[i]] if i in logprobs else None
             events.append((row.stream, StreamEvent([token], row.finish, logprobs=lp)))
         self._deliver(events)
+
+    def _ends(self, params: SamplingParams) -> list[int]:
+        """The tokens that end a request with these parameters."""
+        return [*(() if params.ignore_eos else self._eos), *params.stop_token_ids]
 
     def _at_context_end(self, row: _Row) -> bool:
         if self.model.config.is_encoder_decoder:

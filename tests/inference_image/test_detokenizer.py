@@ -10,9 +10,10 @@ from llmcloud.inference_image.detokenizer import IncrementalText
 TEXT = "Hello, how are you today? Une maison merveilleuse — ünïcödé 😀 done."
 
 
-def stream(tokenizer, text: str, stops: list[str], chunk: int = 1) -> tuple[str, bool]:
+def stream(tokenizer, text: str, stops: list[str], chunk: int = 1,
+           **options) -> tuple[str, bool]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    inc = IncrementalText(tokenizer, stops)
+    inc = IncrementalText(tokenizer, stops, **options)
     out = []
     for i in range(0, len(ids), chunk):
         out.append(inc.add(ids[i:i + chunk]))
@@ -32,6 +33,20 @@ def test_stop_string_cuts_before_it(tokenizer):
 
 def test_earliest_of_several_stops_wins(tokenizer):
     assert stream(tokenizer, TEXT, ["maison", "are"]) == ("Hello, how ", True)
+
+
+def test_the_stop_string_can_be_kept_in_the_text(tokenizer):
+    assert stream(tokenizer, TEXT, ["today"], include_stop=True) == (
+        "Hello, how are you today", True)
+
+
+def test_no_stop_string_ends_the_text_before_min_tokens(tokenizer):
+    # vLLM's min_tokens: "Hello" is in the first tokens, so only a later stop string counts
+    text = "Hello, Hello, Hello."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    first = len(tokenizer("Hello", add_special_tokens=False)["input_ids"])
+    assert stream(tokenizer, text, ["Hello"], min_tokens=first) == ("Hello, ", True)
+    assert stream(tokenizer, text, ["Hello"], min_tokens=len(ids)) == (text, False)
 
 
 def test_partial_stop_is_held_back_then_released(tokenizer):

@@ -1,0 +1,59 @@
+"""Chat messages to prompt text through the model's chat template, with the controls vLLM's
+clients send: ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}`` for Qwen3),
+``add_generation_prompt`` and ``continue_final_message``."""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from typing import Any
+
+from .protocol import ApiError
+
+
+@cache
+def _reserved(apply_chat_template) -> frozenset[str]:
+    # apply_chat_template's own parameters cannot come in as template variables: they would
+    # change how it renders or what it returns, or collide with the arguments set here.
+    names = {name for name, p in inspect.signature(apply_chat_template).parameters.items()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return frozenset(names - {"self"} | {"messages"})
+
+
+def template_of(tokenizer, model_name: str) -> str:
+    """The model's chat template, or a 400 saying it has none."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ApiError(400, f"model {model_name!r} has no chat template, so it cannot serve "
+                       "chat completions; use /v1/completions with a plain prompt",
+                       param="messages", code="chat_template_missing")
+    return template if isinstance(template, str) else str(template)
+
+
+def render(tokenizer, messages: list[dict[str, Any]], tools: list[dict] | None, *,
+           add_generation_prompt: bool = True, continue_final_message: bool = False,
+           template_kwargs: dict[str, Any] | None = None) -> str:
+    """The prompt text for ``messages`` through the model's chat template (see
+    ``template_of``); an ``ApiError`` (400) names what the template, or the request's
+    controls, refused."""
+    if add_generation_prompt and continue_final_message:
+        raise ApiError(400, "add_generation_prompt and continue_final_message cannot both be "
+                       "true: the answer either starts a new assistant message or continues "
+                       "the last one", param="continue_final_message", code="invalid_value")
+    if continue_final_message and messages[-1]["role"] != "assistant":
+        raise ApiError(400, "continue_final_message needs the last message to be the "
+                       "assistant's, which the answer continues",
+                       param="continue_final_message", code="invalid_value")
+    extra = dict(template_kwargs or {})
+    clash = sorted(set(extra) & _reserved(type(tokenizer).apply_chat_template))
+    if clash:
+        raise ApiError(400, f"chat_template_kwargs cannot set {', '.join(clash)}: "
+                       "set the request's own fields instead", param="chat_template_kwargs",
+                       code="invalid_value")
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message, **extra)
+    except Exception as exc:  # a template may reject a conversation (e.g. role order)
+        raise ApiError(400, f"the chat template rejected these messages: {exc}",
+                       param="messages") from exc
