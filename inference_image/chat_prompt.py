@@ -5,19 +5,17 @@ clients send: ``chat_template_kwargs`` (e.g. ``{"enable_thinking": false}`` for 
 from __future__ import annotations
 
 import inspect
-from functools import cache
 from typing import Any
 
 from .protocol import ApiError
 
 
-@cache
 def _reserved(apply_chat_template) -> frozenset[str]:
     # apply_chat_template's own parameters cannot come in as template variables: they would
     # change how it renders or what it returns, or collide with the arguments set here.
     names = {name for name, p in inspect.signature(apply_chat_template).parameters.items()
              if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return frozenset(names - {"self"} | {"messages"})
+    return frozenset(names | {"messages"})
 
 
 def template_of(tokenizer, model_name: str) -> str:
@@ -45,7 +43,7 @@ def render(tokenizer, messages: list[dict[str, Any]], tools: list[dict] | None, 
                        "assistant's, which the answer continues",
                        param="continue_final_message", code="invalid_value")
     extra = dict(template_kwargs or {})
-    clash = sorted(set(extra) & _reserved(type(tokenizer).apply_chat_template))
+    clash = sorted(set(extra) & _reserved(tokenizer.apply_chat_template)) if extra else []
     if clash:
         raise ApiError(400, f"chat_template_kwargs cannot set {', '.join(clash)}: "
                        "set the request's own fields instead", param="chat_template_kwargs",

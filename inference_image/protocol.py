@@ -65,6 +65,9 @@ class ChatMessage(_Request):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool message answers this call
+    # An assistant's earlier thinking (either name), which some templates write back.
+    reasoning: str | None = None
+    reasoning_content: str | None = None
 
     def text(self) -> str:
         """The message's text, with content parts joined."""
@@ -85,6 +88,9 @@ class ChatMessage(_Request):
                 for call in self.tool_calls]
         if self.tool_call_id is not None:
             message["tool_call_id"] = self.tool_call_id
+        thought = self.reasoning_content if self.reasoning_content is not None else self.reasoning
+        if thought is not None:  # Qwen3's template reads reasoning_content
+            message["reasoning_content"] = message["reasoning"] = thought
         return message
 
 
@@ -182,6 +188,7 @@ class ChatCompletionRequest(_SamplingFields):
     # vLLM's per-request template, refused as vLLM refuses it by default: a template is code
     # the server runs.
     chat_template: str | None = None
+    include_reasoning: bool = True  # vLLM's: false leaves a reasoning model's thinking out
 
 
 class Usage(BaseModel):
@@ -233,14 +240,19 @@ class CompletionResponse(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    # A reasoning model's thinking, under vLLM's name and DeepSeek's (clients read either).
+    reasoning: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
     @model_serializer(mode="wrap")
-    def _without_absent_calls(self, handler):
-        # As OpenAI's: `tool_calls` only on a message that makes calls.
+    def _without_absent_parts(self, handler):
+        # As OpenAI's: `tool_calls` only on a message that makes calls; and thinking only
+        # from a model that thought.
         data = handler(self)
-        if data.get("tool_calls") is None:
-            data.pop("tool_calls", None)
+        for name in ("tool_calls", "reasoning", "reasoning_content"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
 

@@ -16,6 +16,10 @@ import threading
 
 log = logging.getLogger("llmcloud.server")
 
+# --reasoning-parser's choices, with the names vLLM's command lines use for <think> models.
+REASONING_PARSERS = {"auto": "auto", "think": "think", "none": "none",
+                     "deepseek_r1": "think", "qwen3": "think"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``llmcloud-server``."""
@@ -100,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
     p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
                    help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--reasoning-parser", default="auto", choices=REASONING_PARSERS,
+                   help="split a reasoning model's <think>...</think> from its chat answers "
+                        "into `reasoning`: auto when the model's vocabulary and template have "
+                        "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "
+                        "are think (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -259,7 +268,9 @@ def _load(args, state) -> object:
                             cache_tokens=engine.limits.max_batch_tokens,
                             preemptions=lambda: engine.preemptions,
                             prefix_cache=engine.prefixes)
-    state.serving = OpenAIServing(engine, metrics)
+    state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser])
+    if state.serving.thinks:
+        log.info("chat answers: the model's <think> part is returned as `reasoning`")
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)
     return engine

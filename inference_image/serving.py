@@ -45,6 +45,7 @@ from .protocol import (
     ModelList,
     Usage,
 )
+from .reasoning import CLOSE, OPEN, ReasoningSplit, model_thinks, opens_thinking
 from .request_checks import (
     DEFAULT_COMPLETION_TOKENS,
     check_min_tokens,
@@ -82,6 +83,10 @@ class Generation:
     released: bool = False
     tools: ToolPlan | None = None  # how a chat request's answers call tools, if they may
     best_of: tuple[int, int] | None = None  # (answers made, kept) per prompt, when more
+    # A reasoning model's chat answers are split into thinking and answer: None when not,
+    # else whether the prompt left the model inside its thinking.
+    thinking: bool | None = None
+    include_reasoning: bool = True  # vLLM's: false leaves the thinking out of the response
 
     @property
     def response_id(self) -> str:
@@ -103,9 +108,16 @@ class Generation:
 class OpenAIServing:
     """Serves /v1/models, /v1/completions and /v1/chat/completions for one engine."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics):
+    def __init__(self, engine: Engine, metrics: ServerMetrics, reasoning: str = "auto"):
+        """``reasoning``: "auto", "think" or "none", whether chat answers are split into
+        the model's thinking and its answer (``reasoning.model_thinks``)."""
         self.engine = engine
         self.metrics = metrics
+        tokenizer = engine.tokenizer
+        self.thinks = model_thinks(tokenizer, reasoning)
+        # Markers that are special tokens would be skipped when decoding, and not found.
+        self._special_think_markers = self.thinks and bool(
+            {OPEN, CLOSE} & set(getattr(tokenizer, "all_special_tokens", ())))
         self.prompts = PromptTokenizer(engine.tokenizer)
         self.preparing = 0  # being read, checked or tokenized
         self.in_flight = 0  # queued in the engine, not yet released
@@ -215,8 +227,13 @@ class OpenAIServing:
         guides = await self._guides(request, request.n or 1, schema)
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
                           logprobs=logprobs, guides=guides,
-                          keep_markers=tool_plan is not None and tool_plan.mode == "auto")
+                          keep_markers=(tool_plan is not None and tool_plan.mode == "auto"
+                                        or self._special_think_markers))
         gen.tools = tool_plan
+        if self.thinks:
+            # A format or a forced call holds the answer from its first token: no thinking.
+            gen.thinking = opens_thinking(rendered) and guides is None
+            gen.include_reasoning = request.include_reasoning
         return gen
 
     async def _completion_prompts(self, prompt) -> list[tuple[list[int], str | None]]:
@@ -473,7 +490,8 @@ class OpenAIServing:
         }
 
         def chunk(choice: Choice, delta: str | None, finish: str | None, role: bool = False,
-                  logprobs: list[TokenLogprob] | None = None, calls=()) -> str:
+                  logprobs: list[TokenLogprob] | None = None, calls=(),
+                  thought: str | None = None) -> str:
             lp = _logprobs(gen, choice, logprobs)
             lp = None if lp is None else lp.model_dump()
             if chat:
@@ -481,6 +499,8 @@ class OpenAIServing:
                     {} if delta is None else {"content": delta})
                 if calls:
                     body = {"tool_calls": list(calls)}
+                if thought is not None:
+                    body = {"reasoning": thought, "reasoning_content": thought}
                 entry = {"index": choice.index, "delta": body, "logprobs": lp,
                          "finish_reason": finish}
             else:
@@ -491,22 +511,42 @@ class OpenAIServing:
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
-        # Content as it comes; what may be tool calls is held back and read at the end.
+        # Content as it comes; what may be tool calls is held back and read at the end. A
+        # reasoning model's thinking comes first, as `reasoning` deltas.
         calling = {c.index: ToolCallStream(gen.tools) for c in gen.choices} if gen.tools else {}
+        splits = ({c.index: ReasoningSplit(gen.thinking) for c in gen.choices}
+                  if gen.thinking is not None else {})
+
+        def content(choice: Choice, delta: str, logprobs: list[TokenLogprob] | None,
+                    last: bool = False) -> Iterator[str]:
+            tools = calling.get(choice.index)
+            split = splits.get(choice.index)
+            if split is not None:
+                thought, delta = split.finish() if last else split.feed(delta)
+                if thought and gen.include_reasoning:
+                    yield chunk(choice, None, None, logprobs=logprobs, thought=thought)
+                    logprobs = None
+            calls = []
+            if tools is not None:
+                delta, calls = tools.feed(delta)
+            if calls:
+                yield chunk(choice, None, None, calls=calls)
+            if delta or logprobs or (tools is None and split is None and not last):
+                yield chunk(choice, delta, None, logprobs=logprobs)
+
         try:
             for choice in gen.choices if chat else ():
                 yield chunk(choice, None, None, role=True)
             try:
                 async for choice, event in self._merged(gen):
-                    tools = calling.get(choice.index)
                     if event is not None:
-                        delta, calls = (event[0], []) if tools is None else tools.feed(event[0])
-                        if calls:
-                            yield chunk(choice, None, None, calls=calls)
-                        if delta or event[1] or tools is None:
-                            yield chunk(choice, delta, None, logprobs=event[1])
+                        for line in content(choice, *event):
+                            yield line
                         continue
+                    for line in content(choice, "", None, last=True):
+                        yield line
                     finish = choice.finish_reason
+                    tools = calling.get(choice.index)
                     if tools is not None:
                         rest, calls = tools.finish()
                         if rest:
@@ -542,15 +582,23 @@ def _returned(gen: Generation) -> list[tuple[int, Choice]]:
 
 
 def _answer(gen: Generation, choice: Choice, text: str) -> dict:
-    """A chat choice's ``message`` and ``finish_reason``: the calls the text makes, when the
-    request has tools and it makes some."""
-    if gen.tools is not None:
+    """A chat choice's ``message`` and ``finish_reason``: a reasoning model's thinking
+    apart, and the calls the rest makes, when the request has tools and it makes some."""
+    thought = None
+    if gen.thinking is not None:
+        thought, text = ReasoningSplit(gen.thinking).split(text)
+        thought = thought if gen.include_reasoning else None
+    reasoning = {"reasoning": thought, "reasoning_content": thought}
+    if gen.tools is not None and text:
         content, calls = gen.tools.read(text)
         if calls:
-            return {"message": AssistantMessage(content=content,
+            return {"message": AssistantMessage(content=content, **reasoning,
                                                 tool_calls=[call.wire() for call in calls]),
                     "finish_reason": gen.tools.finish_reason(True, choice.finish_reason)}
-    return {"message": AssistantMessage(content=text), "finish_reason": choice.finish_reason}
+    # Thinking cut short by max_tokens leaves no answer: content null, as vLLM's.
+    return {"message": AssistantMessage(content=text if text or not thought else None,
+                                        **reasoning),
+            "finish_reason": choice.finish_reason}
 
 
 def _logprobs(gen: Generation, choice: Choice,

@@ -63,13 +63,14 @@ def _silence_eos(model, *token_ids: int) -> None:
             model.get_output_embeddings().weight[token_id].zero_()
 
 
-def build_causal(folder: Path, **overrides) -> Path:
-    """A tiny Llama with a chat template."""
+def build_causal(folder: Path, *, tokenizer=None, **overrides) -> Path:
+    """A tiny Llama with a chat template (``tokenizer``'s, when given: its vocabulary sizes
+    the model)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    tokenizer = build_tokenizer(CHAT_TEMPLATE)
+    tokenizer = tokenizer or build_tokenizer(CHAT_TEMPLATE)
     params = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,

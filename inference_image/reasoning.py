@@ -1,0 +1,101 @@
+"""Reasoning models' thinking, kept apart from their answer.
+
+Models such as DeepSeek-R1 (and its distills), QwQ and Qwen3 think first, between
+``<think>`` and ``</think>``, then answer. Clients read the thinking from the message's
+``reasoning`` field (vLLM's name since late 2025, after OpenAI's guidance) or
+``reasoning_content`` (DeepSeek's, which many clients still read); this server fills both,
+and ``content`` holds only the answer, so tool calls and formats are read from it alone.
+
+Where the answer starts is read from the text, not from the model's name:
+
+- the prompt ends inside ``<think>`` (DeepSeek-R1's template opens it for the model): the
+  output is thinking until ``</think>``, or all of it if that never comes (cut short);
+- else the output is thinking if it opens with ``<think>`` (Qwen3 with thinking on), and
+  answer from its first other character (Qwen3 with ``enable_thinking: false``, whose
+  template writes an empty ``<think></think>`` into the prompt).
+
+Whitespace between the parts (Qwen3 writes ``</think>\\n\\n``) belongs to neither.
+"""
+
+from __future__ import annotations
+
+from .detokenizer import partial_end
+
+OPEN, CLOSE = "<think>", "</think>"
+MODES = ("auto", "think", "none")
+
+
+def model_thinks(tokenizer, mode: str = "auto") -> bool:
+    """Whether answers of this model are split into thinking and answer: ``mode`` "think"
+    always, "none" never, "auto" when ``<think>`` and ``</think>`` are each one token of
+    its vocabulary and its chat template writes one of them."""
+    if mode != "auto":
+        return mode == "think"
+    vocab = tokenizer.get_vocab()
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return OPEN in vocab and CLOSE in vocab and (OPEN in str(template)
+                                                 or CLOSE in str(template))
+
+
+def opens_thinking(prompt: str) -> bool:
+    """True when the rendered prompt leaves the model inside ``<think>``."""
+    return prompt.rstrip().endswith(OPEN)
+
+
+class ReasoningSplit:
+    """One answer's text, fed as it comes, split into (thinking, answer) deltas."""
+
+    def __init__(self, thinking: bool):
+        # "open": may still open with <think>; "lead": leading whitespace of a part
+        # (then ``_next``); "think"; "answer".
+        self._state = "lead" if thinking else "open"
+        self._next = "think" if thinking else "answer"
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """The (thinking, answer) text these characters complete; some may be held back
+        until it is known whether a marker follows."""
+        thinking, answer = "", ""
+        self._held += text
+        while self._held:
+            if self._state == "open":
+                rest = self._held.lstrip()
+                if rest.startswith(OPEN):
+                    self._held, self._state, self._next = rest[len(OPEN):], "lead", "think"
+                elif OPEN.startswith(rest):
+                    break  # "<thi", or only whitespace so far
+                else:
+                    self._state = "answer"
+            elif self._state == "lead":
+                self._held = self._held.lstrip()
+                if self._held:
+                    self._state = self._next
+            elif self._state == "think":
+                end = self._held.find(CLOSE)
+                if end < 0:
+                    keep = partial_end(self._held, [CLOSE])
+                    thinking += self._held[:len(self._held) - keep]
+                    self._held = self._held[len(self._held) - keep:]
+                    break
+                thinking += self._held[:end]
+                self._held, self._state, self._next = (self._held[end + len(CLOSE):], "lead",
+                                                       "answer")
+            else:
+                answer += self._held
+                self._held = ""
+        return thinking, answer
+
+    def finish(self) -> tuple[str, str]:
+        """The answer ended: what was held back, as the part it belongs to."""
+        held, self._held = self._held, ""
+        if self._state == "think":
+            return held, ""
+        if self._state == "open":
+            return "", held
+        return "", ""  # only whitespace was held
+
+    def split(self, text: str) -> tuple[str | None, str | None]:
+        """A whole answer as (thinking, answer); None for a part it does not have."""
+        thinking, answer = self.feed(text)
+        more_thinking, more_answer = self.finish()
+        return (thinking + more_thinking) or None, (answer + more_answer) or None
