@@ -23,10 +23,7 @@ def common_checks(request, model_name: str, endpoint: str) -> None:
     temperature, top_p and stop strings; an ApiError says what is wrong."""
     if request.model_extra:
         log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
-    if request.model is not None and request.model != model_name:
-        raise ApiError(404, f"the model {request.model!r} does not exist; this server "
-                       f"serves {model_name!r}", param="model",
-                       code="model_not_found")
+    check_model(request.model, model_name)
     if request.n is not None and not 1 <= request.n <= MAX_N:
         raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
                        param="n", code="invalid_value")
@@ -56,6 +53,13 @@ def common_checks(request, model_name: str, endpoint: str) -> None:
     if len(stops) > MAX_STOP_STRINGS:
         raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
                        param="stop", code="invalid_value")
+
+
+def check_model(model: str | None, model_name: str) -> None:
+    """A request naming another model than the one served is a 404."""
+    if model is not None and model != model_name:
+        raise ApiError(404, f"the model {model!r} does not exist; this server serves "
+                       f"{model_name!r}", param="model", code="model_not_found")
 
 
 def logit_bias_pairs(logit_bias: dict[str, float] | None,

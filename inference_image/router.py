@@ -12,16 +12,23 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import sagemaker
+from . import sagemaker, token_utilities
 from .api_keys import ApiKeys
 from .metrics import CONTENT_TYPE
-from .protocol import ApiError, ChatCompletionRequest, CompletionRequest
+from .protocol import (
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 from .serving import Generation, OpenAIServing, requests_log
 
 log = logging.getLogger("llmcloud.router")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/invocations")
+API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/invocations",
+              "/v1/tokenize", "/v1/detokenize", "/tokenize", "/detokenize")
 
 
 class ServerState:
@@ -119,6 +126,23 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         with serving.preparing_request():
             gen = await serving.start_chat(await _parse(request, ChatCompletionRequest))
         return await _respond(request, serving, gen)
+
+    # vLLM's token utilities; under /v1 too, the prefix the cloud gateways pass on.
+    @app.post("/tokenize")
+    @app.post("/v1/tokenize")
+    async def tokenize(request: Request) -> JSONResponse:
+        _authorize(state, request)
+        serving = _serving(state)
+        response = await token_utilities.tokenize(serving, await _parse(request,
+                                                                         TokenizeRequest))
+        return JSONResponse(response.model_dump(exclude_none=True))
+
+    @app.post("/detokenize")
+    @app.post("/v1/detokenize")
+    async def detokenize(request: Request) -> JSONResponse:
+        _authorize(state, request)
+        return JSONResponse(token_utilities.detokenize(
+            _serving(state), await _parse(request, DetokenizeRequest)))
 
     # The last added runs first: the counter sees every answer, the body limit's 413s too.
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
@@ -298,7 +322,7 @@ class _RequestCounter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path.startswith("/v1/") or path == "/invocations"):
+        if scope["type"] != "http" or not (path.startswith("/v1/") or path in API_ROUTES):
             await self.app(scope, receive, send)
             return
 
