@@ -32,6 +32,7 @@ from .engine import (
     QueueFull,
     SamplingParams,
     StreamEvent,
+    TokenLogprob,
 )
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
@@ -81,6 +82,7 @@ class _Row:
     generator: torch.Generator | None = None  # made on the engine thread, at admission
     tokens: list[int] = field(default_factory=list)
     finish: str | None = None
+    error: str | None = None  # why it ended, when it failed
     _hashes: tuple[int, list[int]] = (-1, [])  # (tokens generated then, block hashes)
 
     @property
@@ -303,8 +305,16 @@ class TorchEngine(Engine):
             caching = {} if self.prefixes is None else {
                 "prefixes": kept, "on_cache": lambda cache, mask: self._remember_prefixes(
                     admitted, cached, cache, mask)}
-            logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
-                                         [row.tokens for row in admitted], **caching)
+            try:
+                logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
+                                             [row.tokens for row in admitted], **caching)
+            except Exception as exc:
+                if self._batch.size != len(self._rows):
+                    raise  # the running rows' states changed too: everything ends
+                # The new rows' states were their own (e.g. out of memory for a long
+                # prompt): only they end, and the running rows go on.
+                self._end_failed(admitted, exc)
+                return
             for row in admitted:
                 if row.generator is None:
                     row.generator = new_generator(row.stream.params.seed, self.device)
@@ -416,7 +426,13 @@ class TorchEngine(Engine):
 
     def _prefill_chunk(self) -> None:
         chunking = self._chunking
-        logits = chunking.step()
+        try:
+            logits = chunking.step()
+        except Exception as exc:  # the chunks' batch is the row's own: only it ends
+            self._chunking = None
+            chunking.drop()
+            self._end_failed([chunking.row], exc)
+            return
         if logits is None:
             return
         self._chunking = None
@@ -465,6 +481,40 @@ class TorchEngine(Engine):
                         len(preempted), self.preemptions)
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Sample each row's next token from ``logits`` and send it. A row whose sampling
+        fails (its settings, its grammar) ends with an error; the others go on."""
+        try:
+            tokens, logprobs = self._choose(rows, logits)
+        except Exception:
+            # One request must not end every request in the batch: the rows one by one,
+            # so only those that fail alone end.
+            log.exception("sampling %d rows together failed; sampling them one by one",
+                          len(rows))
+            tokens, logprobs = [], {}
+            for i, row in enumerate(rows):
+                try:
+                    (token,), alone = self._choose([row], logits[i:i + 1])
+                except Exception as exc:
+                    self._fail(row, exc)
+                    tokens.append(None)
+                    continue
+                tokens.append(token)
+                if 0 in alone:
+                    logprobs[i] = alone[0]
+        events = []
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            if token is None:
+                continue
+            try:
+                events.append((row.stream, self._take(row, token, logprobs.get(i))))
+            except Exception as exc:
+                self._fail(row, exc)
+        self._deliver(events)
+
+    def _choose(self, rows: list[_Row],
+                logits: torch.Tensor) -> tuple[list[int], dict[int, TokenLogprob]]:
+        """Each row's next token, and the log probabilities of the rows that asked (by
+        their index in ``rows``)."""
         params = [row.stream.params for row in rows]
         # A decoder-only model's prompt is part of its sequence; an encoder's input is not
         # (Hugging Face's repetition penalty sees the decoder's tokens only).
@@ -491,25 +541,37 @@ class TorchEngine(Engine):
         logprobs = dict(zip(wanted, token_logprobs(
             logits, wanted, [tokens[i] for i in wanted], [params[i].logprobs for i in wanted],
         ), strict=True)) if wanted else {}
-        events = []
-        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
-            row.tokens.append(token)
-            if token in self._eos and not params[i].ignore_eos:
+        return tokens, logprobs
+
+    def _take(self, row: _Row, token: int, logprob: TokenLogprob | None) -> StreamEvent:
+        """Add ``token`` to ``row``; the event that tells its stream (and whether it ends)."""
+        params = row.stream.params
+        row.tokens.append(token)
+        if token in self._eos and not params.ignore_eos:
+            row.finish = "stop"
+            return StreamEvent([], "stop")
+        if token in params.stop_token_ids:
+            row.finish = "stop"
+        elif row.generated >= params.max_tokens or self._at_context_end(row):
+            row.finish = "length"
+        if params.guide is not None:
+            params.guide.consume_token(token)
+            if params.guide.is_stopped():  # the answer is whole: nothing more may follow
                 row.finish = "stop"
-                events.append((row.stream, StreamEvent([], "stop")))
-                continue
-            if token in params[i].stop_token_ids:
-                row.finish = "stop"
-            elif row.generated >= params[i].max_tokens or self._at_context_end(row):
-                row.finish = "length"
-            guide = params[i].guide
-            if guide is not None:
-                guide.consume_token(token)
-                if guide.is_stopped():  # the answer is whole: nothing more may follow
-                    row.finish = "stop"
-            lp = [logprobs[i]] if i in logprobs else None
-            events.append((row.stream, StreamEvent([token], row.finish, logprobs=lp)))
-        self._deliver(events)
+        return StreamEvent([token], row.finish,
+                           logprobs=None if logprob is None else [logprob])
+
+    @staticmethod
+    def _fail(row: _Row, exc: Exception) -> None:
+        log.error("a request failed in the engine and ends: %r", exc, exc_info=exc)
+        row.finish = "abort"
+        row.error = f"internal engine error: {exc}"
+
+    def _end_failed(self, rows: list[_Row], exc: Exception) -> None:
+        """End rows that failed before joining the batch."""
+        for row in rows:
+            self._fail(row, exc)
+        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in rows])
 
     def _ends(self, params: SamplingParams) -> list[int]:
         """The tokens that end a request with these parameters."""
@@ -525,7 +587,7 @@ class TorchEngine(Engine):
         if len(keep) == len(self._rows):
             return
         aborted = [row for row in self._rows if row.finish == "abort"]
-        self._deliver([(row.stream, StreamEvent([], "abort")) for row in aborted])
+        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in aborted])
         self._rows = [self._rows[i] for i in keep]
         self._batch.keep(keep)
 

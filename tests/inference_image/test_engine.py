@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 
 import pytest
@@ -73,6 +74,89 @@ def test_concurrent_requests_match_solo_greedy(request, which):
     for (tokens, finish, _), p, n in zip(results, prompts, lengths, strict=True):
         assert finish == "length"
         assert tokens == reference(loaded, p, n)
+
+
+class BrokenGuide:
+    """A grammar matcher (llguidance's interface) that allows every token for ``fails_at``
+    tokens, then fails ``where``: computing its mask or taking a token."""
+
+    def __init__(self, fails_at: int, where: str):
+        self.fails_at, self.where, self.consumed = fails_at, where, 0
+
+    def unsafe_compute_mask_ptr(self, address: int, size: int) -> None:
+        if self.where == "mask" and self.consumed >= self.fails_at:
+            raise RuntimeError("the grammar broke")
+        ctypes.memset(address, 0xFF, size)
+
+    def consume_token(self, token: int) -> bool:
+        if self.where == "consume" and self.consumed >= self.fails_at:
+            raise RuntimeError("the grammar broke")
+        self.consumed += 1
+        return True
+
+    def is_stopped(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("where", ["mask", "consume"])
+def test_a_request_that_fails_ends_alone(causal, where):
+    engine = make_engine(causal, max_batch_size=4)
+    prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+    greedy = SamplingParams(max_tokens=10, temperature=0)
+
+    async def main():
+        streams = [engine.generate(p, greedy) for p in prompts]
+        streams.append(engine.generate(prompts[0], SamplingParams(
+            max_tokens=10, temperature=0, guide=BrokenGuide(3, where))))
+        results = await asyncio.gather(*(collect(s) for s in streams))
+        after = await collect(engine.generate(prompts[1], greedy))
+        return results, after
+
+    try:
+        results, after = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    for (tokens, finish, _), prompt in zip(results, prompts, strict=False):
+        assert (tokens, finish) == (reference(causal, prompt, 10), "length")
+    tokens, finish, error = results[3]
+    assert (finish, tokens) == ("abort", reference(causal, prompts[0], 3))
+    assert "the grammar broke" in error
+    assert after[:2] == (reference(causal, prompts[1], 10), "length")  # the engine goes on
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["prefill", "chunked-prefill"])
+def test_a_prompt_whose_prefill_fails_ends_alone(causal, monkeypatch, chunked):
+    # e.g. a GPU out of memory for one long prompt: the new row's states are its own
+    poison = causal.tokenizer("Hello")["input_ids"][-1]
+    prefill = CausalBatch.prefill
+
+    def failing(self, prompts, *args, **kwargs):
+        if any(poison in prompt for prompt in prompts):
+            raise RuntimeError("out of memory (simulated)")
+        return prefill(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(CausalBatch, "prefill", failing)
+    engine = make_engine(causal, max_prefill_tokens=4 if chunked else 512)
+    prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[1:4]]
+    greedy = SamplingParams(max_tokens=12, temperature=0)
+
+    async def main():
+        running = [engine.generate(p, greedy) for p in prompts]
+        await running[0].__anext__()  # they are decoding
+        failed = await collect(engine.generate(causal.tokenizer(PROMPTS[0] * 4)["input_ids"],
+                                               greedy))
+        rest = await asyncio.gather(*(collect(s) for s in running))
+        after = await collect(engine.generate(prompts[0], greedy))
+        return failed, rest, after
+
+    try:
+        failed, rest, after = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert failed[1:] == ("abort", "internal engine error: out of memory (simulated)")
+    expected = [reference(causal, p, 12) for p in prompts]
+    assert [tokens for tokens, _, _ in rest] == [expected[0][1:], *expected[1:]]
+    assert after[:2] == (expected[0], "length")
 
 
 def test_seeded_sampling_is_reproducible_in_a_batch(causal):
