@@ -15,9 +15,14 @@ Where the answer starts is read from the text, not from the model's name:
   template writes an empty ``<think></think>`` into the prompt).
 
 Whitespace between the parts (Qwen3 writes ``</think>\\n\\n``) belongs to neither.
+
+A format (or a forced tool call) holds only the answer: the model thinks freely first
+(``GrammarAfterThinking``), as vLLM's reasoning-aware structured outputs do.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 from .detokenizer import partial_end
 
@@ -99,3 +104,40 @@ class ReasoningSplit:
         thinking, answer = self.feed(text)
         more_thinking, more_answer = self.finish()
         return (thinking + more_thinking) or None, (answer + more_answer) or None
+
+
+class GrammarAfterThinking:
+    """Stands in for an answer's grammar matcher (llguidance's interface, as the engine
+    uses it) so that a reasoning model thinks first: every token is allowed until
+    ``</think>``, then the grammar holds the answer. When the prompt did not open the
+    thinking, the first token may open it (``<think>``) or start the answer."""
+
+    def __init__(self, matcher, open_id: int, close_id: int, thinking: bool):
+        self.matcher = matcher
+        self._open_id, self._close_id = open_id, close_id
+        self._state = "think" if thinking else "open"  # then "answer"
+
+    def unsafe_compute_mask_ptr(self, address: int, size: int) -> None:
+        """Write the allowed tokens' bits (32 to a little-endian word) at ``address``."""
+        if self._state == "think":
+            ctypes.memset(address, 0xFF, size)
+            return
+        self.matcher.unsafe_compute_mask_ptr(address, size)
+        if self._state == "open":
+            words = (ctypes.c_uint32 * (size // 4)).from_address(address)
+            words[self._open_id // 32] |= 1 << (self._open_id % 32)
+
+    def consume_token(self, token: int) -> bool:
+        if self._state == "think":
+            if token == self._close_id:
+                self._state = "answer"
+            return True
+        if self._state == "open":
+            if token == self._open_id:
+                self._state = "think"
+                return True
+            self._state = "answer"
+        return self.matcher.consume_token(token)
+
+    def is_stopped(self) -> bool:
+        return self._state == "answer" and self.matcher.is_stopped()

@@ -45,7 +45,14 @@ from .protocol import (
     ModelList,
     Usage,
 )
-from .reasoning import CLOSE, OPEN, ReasoningSplit, model_thinks, opens_thinking
+from .reasoning import (
+    CLOSE,
+    OPEN,
+    GrammarAfterThinking,
+    ReasoningSplit,
+    model_thinks,
+    opens_thinking,
+)
 from .request_checks import (
     DEFAULT_COMPLETION_TOKENS,
     check_min_tokens,
@@ -118,6 +125,10 @@ class OpenAIServing:
         # Markers that are special tokens would be skipped when decoding, and not found.
         self._special_think_markers = self.thinks and bool(
             {OPEN, CLOSE} & set(getattr(tokenizer, "all_special_tokens", ())))
+        # Their ids, when each is one token: a format can then wait for the thinking's end.
+        vocab = tokenizer.get_vocab() if self.thinks else {}
+        self._think_ids = ((vocab[OPEN], vocab[CLOSE]) if OPEN in vocab and CLOSE in vocab
+                           else None)
         self.prompts = PromptTokenizer(engine.tokenizer)
         self.preparing = 0  # being read, checked or tokenized
         self.in_flight = 0  # queued in the engine, not yet released
@@ -225,14 +236,18 @@ class OpenAIServing:
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         schema = tool_plan.schema if tool_plan is not None else None
         guides = await self._guides(request, request.n or 1, schema)
+        opened = self.thinks and opens_thinking(rendered)
+        thinks_first = self.thinks and (guides is None or self._think_ids is not None)
+        if guides is not None and thinks_first:  # the format holds the answer only
+            guides = [GrammarAfterThinking(guide, *self._think_ids, opened) for guide in guides]
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
                           logprobs=logprobs, guides=guides,
                           keep_markers=(tool_plan is not None and tool_plan.mode == "auto"
                                         or self._special_think_markers))
         gen.tools = tool_plan
         if self.thinks:
-            # A format or a forced call holds the answer from its first token: no thinking.
-            gen.thinking = opens_thinking(rendered) and guides is None
+            # Without the markers' ids, a format holds the answer from its first token.
+            gen.thinking = opened and thinks_first
             gen.include_reasoning = request.include_reasoning
         return gen
 

@@ -28,10 +28,11 @@ def TOOL(name: str) -> dict:  # noqa: N802 - reads as a constant in the tables
         "type": "object", "properties": {"city": {"type": "string"}}}}}
 
 
-def make_client(engine, *, api_keys=None, max_body_bytes=4096) -> tuple[TestClient, ServerState]:
+def make_client(engine, *, api_keys=None, max_body_bytes=4096,
+                reasoning="auto") -> tuple[TestClient, ServerState]:
     metrics = ServerMetrics("fake-model", "v0", engine.info.task, lambda: engine.num_running,
                             lambda: engine.num_waiting)
-    state = ServerState(OpenAIServing(engine, metrics), api_keys)
+    state = ServerState(OpenAIServing(engine, metrics, reasoning), api_keys)
     return TestClient(create_app(state, max_body_bytes=max_body_bytes)), state
 
 

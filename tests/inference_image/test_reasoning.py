@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from fake_engine import FakeEngine
 from reference import penalized_greedy
 from server_process import ServerProcess
@@ -15,7 +16,12 @@ from test_http import CHAT, make_client, read_sse
 from test_tool_calls import CALL, HERMES_TEMPLATE, TOOLS
 from tiny_models import build_causal, build_tokenizer
 
-from llmcloud.inference_image.reasoning import ReasoningSplit, model_thinks
+from llmcloud.inference_image.reasoning import (
+    GrammarAfterThinking,
+    ReasoningSplit,
+    model_thinks,
+)
+from llmcloud.inference_image.structured import StructuredOutputs, allowed_logits
 
 # Qwen3's shape: the model opens <think> itself; enable_thinking=false writes an empty one.
 QWEN_TEMPLATE = (
@@ -79,9 +85,9 @@ def test_models_that_think_are_told_by_their_vocabulary_and_template():
     assert model_thinks(build_tokenizer(None), "think")
 
 
-def serve(tokenizer, reply: str):
+def serve(tokenizer, reply: str, reasoning: str = "auto"):
     engine = FakeEngine(tokenizer, reply=reply, max_context=256)
-    client, _ = make_client(engine, max_body_bytes=1 << 16)
+    client, _ = make_client(engine, max_body_bytes=1 << 16, reasoning=reasoning)
     return client, engine
 
 
@@ -136,11 +142,63 @@ def test_a_model_without_thinking_answers_as_before():
     assert "reasoning" not in message and message["content"].startswith("<think>")
 
 
-def test_a_format_leaves_no_room_for_thinking():
-    client, _ = serve(thinking_tokenizer(R1_TEMPLATE), '{"a": 1}')
+def test_a_format_holds_the_answer_after_the_thinking():
+    client, engine = serve(thinking_tokenizer(R1_TEMPLATE), 'pondering</think>{"a": 1}')
+    body = {"messages": USER, "response_format": {"type": "json_object"}}
+    message = client.post(CHAT, json=body).json()["choices"][0]["message"]
+    assert (message["reasoning"], message["content"]) == ("pondering", '{"a": 1}')
+    assert isinstance(engine.requests[-1].params.guide, GrammarAfterThinking)
+
+
+def test_without_the_markers_as_tokens_a_format_leaves_no_room_for_thinking():
+    client, engine = serve(build_tokenizer(R1_TEMPLATE), '{"a": 1}', reasoning="think")
     body = {"messages": USER, "response_format": {"type": "json_object"}}
     message = client.post(CHAT, json=body).json()["choices"][0]["message"]
     assert message == {"role": "assistant", "content": '{"a": 1}'}
+    assert not isinstance(engine.requests[-1].params.guide, GrammarAfterThinking)
+
+
+def guided(tokenizer, thinking: bool):
+    structured = StructuredOutputs(tokenizer, len(tokenizer), {tokenizer.eos_token_id})
+    (matcher,) = structured.matchers(structured.grammar("choice", ["yes", "no"]), 1)
+    ids = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
+    return GrammarAfterThinking(matcher, *ids, thinking), structured, ids
+
+
+def allowed(guide, structured) -> set[int]:
+    logits = torch.zeros(1, structured.vocab_size)
+    return set(allowed_logits(logits, [0], [guide], structured.vocab_size)[0]
+               .isfinite().nonzero()[:, 0].tolist())
+
+
+def test_the_grammar_waits_for_the_end_of_the_thinking():
+    tokenizer = thinking_tokenizer(R1_TEMPLATE)
+    guide, structured, (open_id, close_id) = guided(tokenizer, thinking=True)
+    plain = allowed(structured.matchers(structured.grammar("choice", ["yes", "no"]), 1)[0],
+                    structured)
+    assert plain and len(plain) < 10
+    assert len(allowed(guide, structured)) == structured.vocab_size  # thinking: anything
+    for token in tokenizer("maybe so", add_special_tokens=False)["input_ids"]:
+        assert guide.consume_token(token) and not guide.is_stopped()
+    assert len(allowed(guide, structured)) == structured.vocab_size
+    guide.consume_token(close_id)
+    assert allowed(guide, structured) == plain  # the answer: the grammar's tokens only
+    for token in tokenizer("yes", add_special_tokens=False)["input_ids"]:
+        assert guide.consume_token(token)
+    assert guide.is_stopped()
+
+
+def test_an_answer_may_open_its_thinking_or_start_at_once():
+    tokenizer = thinking_tokenizer(QWEN_TEMPLATE)
+    guide, structured, (open_id, close_id) = guided(tokenizer, thinking=False)
+    first = allowed(guide, structured)
+    assert open_id in first and close_id not in first and len(first) < 10
+    guide.consume_token(open_id)
+    assert len(allowed(guide, structured)) == structured.vocab_size
+    straight, _, _ = guided(tokenizer, thinking=False)
+    (token, *_) = tokenizer("no", add_special_tokens=False)["input_ids"]
+    assert token in first and straight.consume_token(token)
+    assert open_id not in allowed(straight, structured)  # answering now: no thinking
 
 
 def test_calls_are_read_from_the_answer_after_the_thinking():
@@ -207,3 +265,26 @@ def test_a_thinking_model_through_the_official_client(r1_server):
     deltas = [c.choices[0].delta for c in stream if c.choices]
     assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == message.reasoning
     assert not "".join(d.content or "" for d in deltas)
+
+
+def test_a_format_holds_the_answer_after_the_thinking_end_to_end(r1_server):
+    import openai
+    from transformers import AutoTokenizer
+
+    server, folder = r1_server
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
+                           timeout=60)
+    close = AutoTokenizer.from_pretrained(folder).convert_tokens_to_ids("</think>")
+    schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Lima"]}},
+              "required": ["city"], "additionalProperties": False}
+    kwargs = dict(model="tiny-r1", messages=USER, temperature=0, response_format={
+        "type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    # the bias ends the thinking at once; from there the schema holds the answer
+    result = client.chat.completions.create(**kwargs, max_tokens=40,
+                                            logit_bias={str(close): 100})
+    assert result.choices[0].finish_reason == "stop"
+    assert json.loads(result.choices[0].message.content)["city"] in ("Paris", "Lima")
+    # left to itself, the random model thinks on: the format has not started
+    thinking = client.chat.completions.create(**kwargs, max_tokens=8).choices[0]
+    assert (thinking.finish_reason, thinking.message.content) == ("length", None)
+    assert thinking.message.reasoning
