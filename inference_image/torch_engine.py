@@ -521,14 +521,19 @@ class TorchEngine(Engine):
         prompts = (None if self.model.config.is_encoder_decoder
                    else [row.stream.prompt_ids for row in rows])
         scores = adjust_logits(logits, params, [row.tokens for row in rows], prompts)
-        early = [i for i, (row, p) in enumerate(zip(rows, params, strict=True))
-                 if row.generated < p.min_tokens]
-        if early:  # too soon to end: no end-of-sequence, no stop token
-            scores = forbid(scores, early, [self._ends(params[i]) for i in early])
         guided = [i for i, p in enumerate(params) if p.guide is not None]
         if guided:
             scores = allowed_logits(scores, guided, [params[i].guide for i in guided],
                                     self.structured.vocab_size)
+        early = [i for i, (row, p) in enumerate(zip(rows, params, strict=True))
+                 if row.generated < p.min_tokens]
+        if early:  # too soon to end: no end-of-sequence, no stop token
+            held = forbid(scores, early, [self._ends(params[i]) for i in early])
+            if guided:  # where the grammar allows only tokens that end, the grammar wins
+                index = torch.tensor(early, device=scores.device)
+                stuck = index[~held.index_select(0, index).isfinite().any(-1)]
+                held[stuck] = scores[stuck]
+            scores = held
         tokens = sample(
             scores,
             [p.temperature for p in params],

@@ -1,8 +1,8 @@
 """Every combination of the request fields that shape answers (n, best_of, echo, logprobs,
-formats, tools, streaming, sampling filters), valid or not, drawn by hypothesis against the
-HTTP layer over the fake engine, and fewer against a real server on the tiny Llama (the
-engine's paths: guides next to filters, scoring, twins): never a 5xx, errors in OpenAI's
-shape, and answers whose choices, usage and stream hold together."""
+formats, tools, streaming, sampling filters, stops, vLLM's extras), valid or not, drawn by
+hypothesis against the HTTP layer over the fake engine, and fewer against a real server on
+the tiny Llama (the engine's paths: guides next to filters, scoring, twins): never a 5xx,
+errors in OpenAI's shape, and answers whose choices, usage and stream hold together."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ COMMON = {
     "response_format": FORMATS,
     "guided_choice": st.sampled_from([None, None, None, None, ["a", "b"], []]),
     "stream_options": st.sampled_from([None, {"include_usage": True}]),
+    "stop": st.sampled_from([None, None, "o", ["e", "ok"], ["a", "b", "c", "d", "e"]]),
+    # vLLM's extras
+    "min_tokens": mostly(st.integers(0, 40), -1, 10**6),
+    "stop_token_ids": st.sampled_from([None, None, [5], [5, 7, 9], [10**9], [-1]]),
+    "include_stop_str_in_output": st.one_of(st.none(), st.booleans()),
+    "skip_special_tokens": st.one_of(st.none(), st.booleans()),
 }
 
 
@@ -62,7 +68,12 @@ def _bodies(path: str):
               "logprobs": st.one_of(st.none(), st.booleans()),
               "tools": st.one_of(st.none(), st.just(TOOLS)),
               "tool_choice": CHOICES,
-              "parallel_tool_calls": st.one_of(st.none(), st.booleans())})
+              "parallel_tool_calls": st.one_of(st.none(), st.booleans()),
+              "chat_template_kwargs": st.sampled_from([None, None, {"enable_thinking": False},
+                                                       {"tokenize": True}, {}]),
+              "add_generation_prompt": st.one_of(st.none(), st.booleans()),
+              "continue_final_message": st.one_of(st.none(), st.booleans()),
+              "include_reasoning": st.one_of(st.none(), st.booleans())})
     required = {"prompt" if path == COMP else "messages": extra.pop(
         "prompt" if path == COMP else "messages")}
     fields = st.fixed_dictionaries(required, optional={**COMMON, **extra})

@@ -132,3 +132,17 @@ def test_a_stop_token_ends_the_answer_and_is_part_of_it(causal_client, causal_re
         model="tiny-llama", prompt=PROMPT, max_tokens=8, temperature=0,
         extra_body={"stop_token_ids": [stop], "min_tokens": 8})
     assert (later.choices[0].finish_reason, later.usage.completion_tokens) == ("length", 8)
+
+
+def test_a_format_that_allows_only_ends_outranks_min_tokens(causal_client, causal_ref):
+    # every token the grammar allows first is a stop token: min_tokens cannot hold
+    firsts = [causal_ref.tokenizer(word, add_special_tokens=False)["input_ids"][0]
+              for word in ("yes", "no")]
+    result = causal_client.completions.create(
+        model="tiny-llama", prompt=PROMPT, max_tokens=20, temperature=0,
+        extra_body={"guided_choice": ["yes", "no"], "min_tokens": 10,
+                    "stop_token_ids": firsts})
+    choice = result.choices[0]
+    assert choice.finish_reason == "stop" and result.usage.completion_tokens == 1
+    assert choice.text in ("yes", "no") or choice.text in [
+        causal_ref.tokenizer.decode([t]) for t in firsts]
