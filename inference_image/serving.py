@@ -64,8 +64,9 @@ from .request_checks import (
     stops_of,
     unsupported,
 )
+from .stream_parts import stream_parts
 from .structured import InvalidFormat, constraint_of
-from .tool_calls import ToolCallStream, ToolChoiceError, ToolPlan
+from .tool_calls import ToolChoiceError, ToolPlan
 from .tool_calls import plan as plan_tools
 
 # One line per request: ids, counts and timings only, never prompts or outputs (they may
@@ -526,50 +527,20 @@ class OpenAIServing:
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
-        # Content as it comes; what may be tool calls is held back and read at the end. A
-        # reasoning model's thinking comes first, as `reasoning` deltas.
-        calling = {c.index: ToolCallStream(gen.tools) for c in gen.choices} if gen.tools else {}
-        splits = ({c.index: ReasoningSplit(gen.thinking) for c in gen.choices}
-                  if gen.thinking is not None else {})
-
-        def content(choice: Choice, delta: str, logprobs: list[TokenLogprob] | None,
-                    last: bool = False) -> Iterator[str]:
-            tools = calling.get(choice.index)
-            split = splits.get(choice.index)
-            if split is not None:
-                thought, delta = split.finish() if last else split.feed(delta)
-                if thought and gen.include_reasoning:
-                    yield chunk(choice, None, None, logprobs=logprobs, thought=thought)
-                    logprobs = None
-            calls = []
-            if tools is not None:
-                delta, calls = tools.feed(delta)
-            if calls:
-                yield chunk(choice, None, None, calls=calls)
-            if delta or logprobs or (tools is None and split is None and not last):
-                yield chunk(choice, delta, None, logprobs=logprobs)
-
         try:
             for choice in gen.choices if chat else ():
                 yield chunk(choice, None, None, role=True)
             try:
-                async for choice, event in self._merged(gen):
-                    if event is not None:
-                        for line in content(choice, *event):
-                            yield line
-                        continue
-                    for line in content(choice, "", None, last=True):
-                        yield line
-                    finish = choice.finish_reason
-                    tools = calling.get(choice.index)
-                    if tools is not None:
-                        rest, calls = tools.finish()
-                        if rest:
-                            yield chunk(choice, rest, None)
-                        if calls:
-                            yield chunk(choice, None, None, calls=calls)
-                        finish = tools.plan.finish_reason(tools.called, finish)
-                    yield chunk(choice, None, finish)
+                async for part in stream_parts(gen, self._merged(gen)):
+                    if part.kind == "finish":
+                        yield chunk(part.choice, None, part.finish)
+                    elif part.kind == "calls":
+                        yield chunk(part.choice, None, None, calls=part.calls)
+                    elif part.kind == "reasoning":
+                        yield chunk(part.choice, None, None, logprobs=part.logprobs,
+                                    thought=part.text)
+                    else:
+                        yield chunk(part.choice, part.text, None, logprobs=part.logprobs)
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
             else:
