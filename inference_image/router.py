@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import sagemaker, token_utilities
+from . import responses_api, sagemaker, token_utilities
 from .api_keys import ApiKeys
 from .metrics import CONTENT_TYPE
 from .protocol import (
@@ -22,12 +22,14 @@ from .protocol import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from .responses_protocol import ResponsesRequest
 from .serving import Generation, OpenAIServing, requests_log
 
 log = logging.getLogger("llmcloud.router")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/invocations",
+API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/responses",
+              "/invocations",
               "/v1/tokenize", "/v1/detokenize", "/tokenize", "/detokenize")
 
 
@@ -127,6 +129,17 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             gen = await serving.start_chat(await _parse(request, ChatCompletionRequest))
         return await _respond(request, serving, gen)
 
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        _authorize(state, request)
+        serving = _serving_for_generation(state)
+        with serving.preparing_request():
+            body = await _parse(request, ResponsesRequest)
+            gen = await responses_api.start(serving, body)
+        return await _respond(request, serving, gen,
+                              collect=lambda: responses_api.collect(serving, gen, body),
+                              stream=lambda: responses_api.stream(serving, gen, body))
+
     # vLLM's token utilities; under /v1 too, the prefix the cloud gateways pass on.
     @app.post("/tokenize")
     @app.post("/v1/tokenize")
@@ -218,15 +231,20 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
 
 
-async def _respond(request: Request, serving: OpenAIServing, gen: Generation) -> Response:
+async def _respond(request: Request, serving: OpenAIServing, gen: Generation,
+                   collect=None, stream=None) -> Response:
+    """The answer to a queued request: its stream, or its whole response once done
+    (``collect`` and ``stream`` shape it, by default as completions or chat)."""
     if gen.streaming:
-        return _GenerationStream(serving, gen)
+        body = stream() if stream is not None else serving.stream_sse(gen)
+        return _GenerationStream(serving, gen, body)
     watcher = asyncio.create_task(_cancel_on_disconnect(request, gen))
     try:
-        response = await serving.collect(gen)
+        response = await (collect() if collect is not None else serving.collect(gen))
     finally:
         watcher.cancel()
-    return JSONResponse(response.model_dump(), headers=_request_id(gen))
+    body = response if isinstance(response, dict) else response.model_dump()
+    return JSONResponse(body, headers=_request_id(gen))
 
 
 def _request_id(gen: Generation) -> dict[str, str]:
@@ -248,8 +266,8 @@ class _GenerationStream(StreamingResponse):
     """SSE response that releases its generation even if the body never starts (a client
     that leaves before the first byte would otherwise keep its batch slot)."""
 
-    def __init__(self, serving: OpenAIServing, gen: Generation):
-        super().__init__(serving.stream_sse(gen), media_type="text/event-stream",
+    def __init__(self, serving: OpenAIServing, gen: Generation, body):
+        super().__init__(body, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", **_request_id(gen)})
         self._release = lambda: serving.release(gen)
 

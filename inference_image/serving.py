@@ -96,10 +96,12 @@ class Generation:
     thinking: bool | None = None
     include_reasoning: bool = True  # vLLM's: false leaves the thinking out of the response
 
+    named: str | None = None  # the response's id, where another API names it
+
     @property
     def response_id(self) -> str:
         """The id the client sees in the response, and the request log's key."""
-        return f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{self.id}"
+        return self.named or f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{self.id}"
 
     @property
     def usage(self) -> Usage:
@@ -464,7 +466,9 @@ class OpenAIServing:
             gen.usage.completion_tokens, ttft, time.perf_counter() - gen.started,
             len(gen.choices))
 
-    def _merged(self, gen: Generation):
+    def answer_events(self, gen: Generation):
+        """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as
+        each ends, all choices merged."""
         return merged(gen.choices, lambda choice: self._events(gen, choice))
 
     async def collect(self, gen: Generation) -> CompletionResponse | ChatCompletionResponse:
@@ -472,7 +476,7 @@ class OpenAIServing:
         texts: dict[int, list[str]] = {choice.index: [] for choice in gen.choices}
         logprobs: dict[int, list[TokenLogprob]] = {choice.index: [] for choice in gen.choices}
         try:
-            async for choice, event in self._merged(gen):
+            async for choice, event in self.answer_events(gen):
                 if event is not None:
                     texts[choice.index].append(event[0])
                     logprobs[choice.index] += event[1]
@@ -531,7 +535,7 @@ class OpenAIServing:
             for choice in gen.choices if chat else ():
                 yield chunk(choice, None, None, role=True)
             try:
-                async for part in stream_parts(gen, self._merged(gen)):
+                async for part in stream_parts(gen, self.answer_events(gen)):
                     if part.kind == "finish":
                         yield chunk(part.choice, None, part.finish)
                     elif part.kind == "calls":
