@@ -42,8 +42,12 @@ def model_thinks(tokenizer, mode: str = "auto") -> bool:
                                                  or CLOSE in str(template))
 
 
-def opens_thinking(prompt: str) -> bool:
-    """True when the rendered prompt leaves the model inside ``<think>``."""
+def opens_thinking(prompt: str, continued: str | None = None) -> bool:
+    """True when the rendered prompt leaves the model inside ``<think>``: the template
+    opened it, or ``continued`` (the assistant message the answer continues) has thinking
+    it did not close. (Not any ``<think>`` earlier in the prompt: a user may quote one.)"""
+    if continued is not None and continued.rfind(OPEN) > continued.rfind(CLOSE):
+        return True
     return prompt.rstrip().endswith(OPEN)
 
 

@@ -239,7 +239,8 @@ class OpenAIServing:
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         schema = tool_plan.schema if tool_plan is not None else None
         guides = await self._guides(request, request.n or 1, schema)
-        opened = self.thinks and opens_thinking(rendered)
+        continued = request.messages[-1].text() if request.continue_final_message else None
+        opened = self.thinks and opens_thinking(rendered, continued)
         thinks_first = self.thinks and (guides is None or self._think_ids is not None)
         if guides is not None and thinks_first:  # the format holds the answer only
             guides = [GrammarAfterThinking(guide, *self._think_ids, opened) for guide in guides]

@@ -136,6 +136,20 @@ def test_a_template_that_opens_the_thinking_makes_the_answer_start_in_it():
     assert (message["reasoning"], message["content"]) == ("pondering", "Hello.")
 
 
+def test_a_continued_message_with_open_thinking_goes_on_thinking():
+    client, _ = serve(thinking_tokenizer(QWEN_TEMPLATE), " see.</think>\n\nHello.")
+    messages = [*USER, {"role": "assistant", "content": "<think>Let me"}]
+    body = {"messages": messages, "add_generation_prompt": False,
+            "continue_final_message": True}
+    message = client.post(CHAT, json=body).json()["choices"][0]["message"]
+    assert (message["reasoning"], message["content"]) == ("see.", "Hello.")
+    # a <think> the user quotes opens nothing
+    quoted = [{"role": "user", "content": "What does <think> mean?"}]
+    client, _ = serve(thinking_tokenizer(QWEN_TEMPLATE), "A marker.")
+    message = client.post(CHAT, json={"messages": quoted}).json()["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "A marker."}
+
+
 def test_a_model_without_thinking_answers_as_before():
     client, _ = serve(build_tokenizer(QWEN_TEMPLATE), THOUGHT_REPLY)
     message = client.post(CHAT, json={"messages": USER}).json()["choices"][0]["message"]
