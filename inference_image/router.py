@@ -140,6 +140,14 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
                               collect=lambda: responses_api.collect(serving, gen, body),
                               stream=lambda: responses_api.stream(serving, gen, body))
 
+    # Retrieve, delete, cancel, input items: nothing is stored to find.
+    @app.api_route("/v1/responses/{response_id:path}", methods=["GET", "POST", "DELETE"])
+    async def stored_response(request: Request, response_id: str) -> Response:
+        _authorize(state, request)
+        raise ApiError(404, f"no response {response_id.split('/')[0]!r}: this server stores "
+                       "no responses (store is always false); keep the output you need",
+                       param="response_id", code="not_found")
+
     # vLLM's token utilities; under /v1 too, the prefix the cloud gateways pass on.
     @app.post("/tokenize")
     @app.post("/v1/tokenize")

@@ -194,6 +194,16 @@ def test_bad_input_is_a_4xx_that_names_the_field(plain, body, status, param):
     assert_error(http.post(RESPONSES, json=body), status, param)
 
 
+def test_nothing_is_stored_to_retrieve(plain):
+    client, http, _ = plain
+    response = client.responses.create(model="fake-model", input="hi", store=True)
+    assert response.store is False
+    with pytest.raises(openai.NotFoundError, match="stores no responses"):
+        client.responses.retrieve(response.id)
+    assert_error(http.delete(f"{RESPONSES}/{response.id}"), 404, "response_id")
+    assert_error(http.post(f"{RESPONSES}/{response.id}/cancel"), 404, "response_id")
+
+
 def test_responses_are_counted(plain):
     _, http, _ = plain
     http.post(RESPONSES, json={"input": "hi"})
