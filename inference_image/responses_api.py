@@ -223,13 +223,11 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
     usage = None
     if ended:
         counts = gen.usage
-        thinking = (len(serving.engine.tokenizer(thought, add_special_tokens=False)["input_ids"])
-                    if thought else 0)
         usage = {"input_tokens": counts.prompt_tokens,
                  "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": counts.completion_tokens,
-                 "output_tokens_details": {"reasoning_tokens": min(thinking,
-                                                                   counts.completion_tokens)},
+                 "output_tokens_details": {"reasoning_tokens": _reasoning_tokens(
+                     serving, gen, thought)},
                  "total_tokens": counts.total_tokens}
     text_format = (request.text or {}).get("format") or {"type": "text"}
     return {
@@ -251,3 +249,18 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
         "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or ()],
         "truncation": "disabled", "usage": usage, "metadata": request.metadata or {},
     }
+
+
+def _reasoning_tokens(serving: OpenAIServing, gen: Generation, thought: str | None) -> int:
+    """The answer's thinking tokens, its markers included: those up to ``</think>``, or
+    all of them when it never came (cut short)."""
+    if not thought and gen.thinking is None:
+        return 0
+    ids = gen.choices[0].text.ids
+    if serving.think_ids is None:  # markers of several tokens: count the text again
+        return min(len(serving.engine.tokenizer(thought or "", add_special_tokens=False)
+                       ["input_ids"]), len(ids))
+    close = serving.think_ids[1]
+    if close in ids:
+        return ids.index(close) + 1
+    return len(ids) if thought else 0

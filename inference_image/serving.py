@@ -128,9 +128,10 @@ class OpenAIServing:
         # Markers that are special tokens would be skipped when decoding, and not found.
         self._special_think_markers = self.thinks and bool(
             {OPEN, CLOSE} & set(getattr(tokenizer, "all_special_tokens", ())))
-        # Their ids, when each is one token: a format can then wait for the thinking's end.
+        # Their ids, when each is one token: a format can then wait for the thinking's end,
+        # and the thinking's tokens be counted.
         vocab = tokenizer.get_vocab() if self.thinks else {}
-        self._think_ids = ((vocab[OPEN], vocab[CLOSE]) if OPEN in vocab and CLOSE in vocab
+        self.think_ids = ((vocab[OPEN], vocab[CLOSE]) if OPEN in vocab and CLOSE in vocab
                            else None)
         self.prompts = PromptTokenizer(engine.tokenizer)
         self.preparing = 0  # being read, checked or tokenized
@@ -241,9 +242,9 @@ class OpenAIServing:
         guides = await self._guides(request, request.n or 1, schema)
         continued = request.messages[-1].text() if request.continue_final_message else None
         opened = self.thinks and opens_thinking(rendered, continued)
-        thinks_first = self.thinks and (guides is None or self._think_ids is not None)
+        thinks_first = self.thinks and (guides is None or self.think_ids is not None)
         if guides is not None and thinks_first:  # the format holds the answer only
-            guides = [GrammarAfterThinking(guide, *self._think_ids, opened) for guide in guides]
+            guides = [GrammarAfterThinking(guide, *self.think_ids, opened) for guide in guides]
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
                           logprobs=logprobs, guides=guides,
                           keep_markers=(tool_plan is not None and tool_plan.mode == "auto"

@@ -136,8 +136,13 @@ def test_thinking_comes_back_as_a_reasoning_item(streamed):
     reasoning, message = response.output
     assert reasoning.type == "reasoning" and reasoning.content[0].text == "Let me see.\n"
     assert response.output_text == "Hello there."
-    assert 0 < response.usage.output_tokens_details.reasoning_tokens < (
-        response.usage.output_tokens)
+    # the tokens up to </think>, counted on the ids generated
+    tokenizer = thinking_tokenizer(QWEN_TEMPLATE)
+    thinking = tokenizer("<think>\nLet me see.\n</think>", add_special_tokens=False)
+    assert response.usage.output_tokens_details.reasoning_tokens == len(
+        thinking["input_ids"])
+    assert response.usage.output_tokens == len(tokenizer(reply, add_special_tokens=False)
+                                               ["input_ids"])
 
 
 def test_earlier_thinking_is_given_back_to_the_template():
