@@ -58,17 +58,17 @@ class ToolPlan:
     reader: str = ""  # auto's: "hermes" or "json"
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
-        """The answer's content and the calls it makes. A named call is the answer, even
-        cut short by max_tokens (as OpenAI's); a ``required`` answer cut short, or an
-        ``auto`` answer whose calls do not parse, is content with no calls."""
+        """The answer's content and the calls it makes. A named or ``required`` call is the
+        answer, even cut short by max_tokens (as OpenAI's; ``required``: once the call's
+        name is written); an ``auto`` answer whose calls do not parse is content with no
+        calls."""
         if self.mode == "auto":
             return _read_hermes(text) if self.reader == "hermes" else _read_json_calls(text)
         if self.mode == "named":
             return None, [_call(self.name, text)]
-        try:
-            return None, [_call(item["name"], item["parameters"]) for item in json.loads(text)]
-        except (ValueError, KeyError, TypeError):
-            return text, []
+        calls = CallArray()
+        calls.feed(text)
+        return (None, calls.calls) if calls.calls else (text, [])
 
     def finish_reason(self, called: bool, reason: str) -> str:
         """The choice's ``finish_reason``, as OpenAI's: ``tool_calls`` when an ``auto`` or
@@ -116,12 +116,79 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
         "the answer to a call")
 
 
+class CallArray:
+    """Reads a ``required`` answer as it is written: ``[{"name": ..., "parameters": {...}},
+    ...]``, laid out exactly so by its grammar (keys in the schema's order, ``", "`` and
+    ``": "`` between them). Each call is known once its name is written; its arguments
+    are the text of its parameters as they come."""
+
+    # a call's start: the array's, or the end of the call before it and a comma
+    _HEAD = re.compile(r'\s*\}?\s*[\[,]\s*\{"name": "([A-Za-z0-9_-]+)", "parameters": ')
+
+    def __init__(self):
+        self.text = ""
+        self.calls: list[ToolCall] = []  # their arguments so far
+        self._read = 0  # where the text is read up to
+        self._depth: int | None = None  # in a call's parameters: how deep; None: between
+        self._in_string = self._escaped = False
+
+    def feed(self, delta: str) -> list[dict[str, Any]]:
+        """``tool_calls`` deltas for the calls this text starts or adds to (a new call's
+        first one carries its id and name)."""
+        self.text += delta
+        out: dict[int, dict[str, Any]] = {}
+        while True:
+            if self._depth is None:
+                head = self._HEAD.match(self.text, self._read)
+                if head is None:
+                    return list(out.values())
+                self.calls.append(_call(head.group(1), ""))
+                index = len(self.calls) - 1
+                out[index] = self.calls[index].wire(index)
+                self._read, self._depth = head.end(), 0
+            start, done = self._read, self._scan()
+            piece = self.text[start:self._read]
+            if piece:
+                index = len(self.calls) - 1
+                call = self.calls[index]
+                self.calls[index] = ToolCall(call.name, call.arguments + piece, call.id)
+                entry = out.setdefault(index, {"index": index, "function": {"arguments": ""}})
+                entry["function"]["arguments"] += piece
+            if not done:
+                return list(out.values())
+            self._depth = None
+
+    def _scan(self) -> bool:
+        """Read the parameters' text as far as it goes; True once the object closed."""
+        for position in range(self._read, len(self.text)):
+            char = self.text[position]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._read = position + 1
+                    return True
+        self._read = len(self.text)
+        return False
+
+
 class ToolCallStream:
     """Splits a streamed answer into content as it comes and calls. A named call streams
-    its arguments as they come, as OpenAI's do. Other calls are held back and read at the
-    end: Hermes' calls may follow some content, so only the text from the first
+    its arguments as they come, as OpenAI's do, and so do ``required`` calls (each named
+    as soon as its name is written). ``auto`` calls are held back and read at the end:
+    Hermes' calls may follow some content, so only the text from the first
     ``<tool_call>`` on is held; a JSON-call answer is one from its first character, so an
-    answer that starts as one is held whole; a ``required`` answer is all call."""
+    answer that starts as one is held whole."""
 
     def __init__(self, tool_plan: ToolPlan):
         self.plan = tool_plan
@@ -130,12 +197,17 @@ class ToolCallStream:
         self._calls_text: str | None = None  # the held-back rest, once a call may have begun
         self._in_words = False  # a JSON-call answer that began in words: content only
         self._named: ToolCall | None = None
+        self._array = CallArray() if tool_plan.mode == "required" else None
 
     def feed(self, delta: str) -> tuple[str, list[dict[str, Any]]]:
         """The content of this delta that can be sent now, and ``tool_calls`` entries."""
         if self.plan.mode == "named":
             return "", self._named_delta(delta)
-        if self.plan.mode == "required" or self._calls_text is not None:
+        if self._array is not None:
+            calls = self._array.feed(delta)
+            self.called = self.called or bool(calls)
+            return "", calls
+        if self._calls_text is not None:
             self._calls_text = (self._calls_text or "") + delta
             return "", []
         if self._in_words:
@@ -175,6 +247,8 @@ class ToolCallStream:
         """Content still held back, and ``tool_calls`` entries not sent yet."""
         if self.plan.mode == "named":
             return "", self._named_delta("") if self._named is None else []
+        if self._array is not None:  # cut before a call was named: the text, as content
+            return ("", []) if self._array.calls else (self._array.text, [])
         if self._calls_text is None:
             return self._pending, []
         content, calls = self.plan.read(self._calls_text)

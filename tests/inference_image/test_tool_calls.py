@@ -155,6 +155,48 @@ def test_markers_that_are_special_tokens_still_reach_the_reader():
     assert HERMES_OPEN not in plain["choices"][0]["message"]["content"]  # skipped as before
 
 
+REQUIRED = ('[{"name": "get_weather", "parameters": {"city": "Lima", "days": 1}}, '
+            '{"name": "get_time", "parameters": {"zone": "U\\"TC}]"}}]')
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 13, 200])
+def test_required_calls_stream_as_they_are_written(cut):
+    required = plan(TOOLS, "required", None, "")
+    stream = ToolCallStream(required)
+    deltas = []
+    for i in range(0, len(REQUIRED), cut):
+        content, calls = stream.feed(REQUIRED[i:i + cut])
+        assert content == ""
+        deltas += calls
+    assert stream.finish() == ("", []) and stream.called
+    heads = [d for d in deltas if "id" in d]
+    assert [(d["index"], d["function"]["name"]) for d in heads] == [(0, "get_weather"),
+                                                                   (1, "get_time")]
+    arguments = ["".join(d["function"]["arguments"] for d in deltas if d["index"] == k)
+                 for k in (0, 1)]
+    assert [json.loads(a) for a in arguments] == [{"city": "Lima", "days": 1},
+                                                  {"zone": 'U"TC}]'}]
+    _, whole = required.read(REQUIRED)
+    assert [c.arguments for c in whole] == arguments
+    if cut < len(REQUIRED):
+        assert len(deltas) > 2  # in pieces, not at the end
+
+
+def test_a_required_call_cut_short_keeps_what_was_written():
+    required = plan(TOOLS, "required", None, "")
+    cut = REQUIRED[:60]
+    content, (call,) = required.read(cut)
+    assert content is None and call.name == "get_weather"
+    assert call.arguments == '{"city": "Lima", "day'
+    stream = ToolCallStream(required)
+    (head,) = stream.feed(cut)[1]
+    assert head["function"] == {"name": "get_weather", "arguments": call.arguments}
+    assert required.finish_reason(True, "length") == "length"
+    unnamed = ToolCallStream(required)
+    assert unnamed.feed('[{"name": "get_w') == ("", [])
+    assert unnamed.finish() == ('[{"name": "get_w', []) and not unnamed.called
+
+
 @pytest.fixture()
 def hermes():
     tokenizer = build_tokenizer(HERMES_TEMPLATE)
@@ -223,15 +265,20 @@ def test_a_named_call_through_the_official_client(causal_client):
 
 
 def test_required_calls_streamed_through_the_official_client(causal_client):
-    calls, finish = {}, None
-    for chunk in causal_client.chat.completions.create(
-            model="tiny-llama", messages=USER, tools=TOOLS, tool_choice="required",
-            parallel_tool_calls=False, temperature=1.0, seed=5, max_tokens=96, stream=True):
+    # as clients put them together: the first delta names the call, the rest add arguments
+    kwargs = dict(model="tiny-llama", messages=USER, tools=TOOLS, tool_choice="required",
+                  parallel_tool_calls=False, temperature=1.0, seed=5, max_tokens=96)
+    names, arguments, pieces, finish = {}, {}, 0, None
+    for chunk in causal_client.chat.completions.create(**kwargs, stream=True):
         (choice,) = chunk.choices
         for call in choice.delta.tool_calls or []:
-            calls[call.index] = call
+            if call.id is not None:
+                names[call.index] = call.function.name
+            arguments[call.index] = arguments.get(call.index, "") + call.function.arguments
+            pieces += 1
         finish = choice.finish_reason or finish
-    assert finish == "tool_calls" and list(calls) == [0]
-    call = calls[0].function
-    schema = {"get_weather": WEATHER, "get_time": TIME}[call.name]
-    jsonschema.validate(json.loads(call.arguments), schema)
+    assert finish == "tool_calls" and list(names) == [0] and pieces > 2
+    schema = {"get_weather": WEATHER, "get_time": TIME}[names[0]]
+    jsonschema.validate(json.loads(arguments[0]), schema)
+    (whole,) = causal_client.chat.completions.create(**kwargs).choices[0].message.tool_calls
+    assert (whole.function.name, whole.function.arguments) == (names[0], arguments[0])
