@@ -83,6 +83,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     finish: str | None = None
     error: str | None = None  # why it ended, when it failed
+    failed_before: bool = False  # a step it was in failed, and it resumed
     _hashes: tuple[int, list[int]] = (-1, [])  # (tokens generated then, block hashes)
 
     @property
@@ -248,7 +249,7 @@ class TorchEngine(Engine):
                     self._step()
                 except Exception as exc:  # one bad step must not kill the server
                     log.exception("engine step failed")
-                    self._abort_everything(f"internal engine error: {exc}")
+                    self._recover(exc)
 
     def _size_cache(self) -> None:
         # On the engine thread, like all torch work: a probe row tells the bytes per
@@ -595,6 +596,39 @@ class TorchEngine(Engine):
         self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in aborted])
         self._rows = [self._rows[i] for i in keep]
         self._batch.keep(keep)
+
+    def _recover(self, exc: Exception) -> None:
+        """After a failed step (e.g. a GPU out of memory), whose batch states are lost:
+        each running request goes back to the front of the queue, to be prefilled again
+        from its prompt and output and go on where it stopped (as a preempted one does);
+        one that failed before ends with the error, so a failure that repeats ends."""
+        rows = self._admitted()
+        if self._chunking is not None:
+            self._chunking.drop()
+            self._chunking = None
+        self._rows = []
+        try:
+            self._batch.keep([])
+            if self.prefixes is not None:  # entries stored during the failed step
+                self.prefixes.evict(self.prefixes.tokens)
+        except Exception:  # nothing left to trust: everything ends
+            log.exception("the engine's state could not be cleared")
+            self._abort_everything(f"internal engine error: {exc}")
+            return
+        ended = [row for row in rows if row.finish is not None]  # told, but for aborts
+        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in ended
+                       if row.finish == "abort"])
+        live = [row for row in rows if row.finish is None]
+        failed = [row for row in live if row.failed_before]
+        again = [row for row in live if not row.failed_before]
+        for row in again:
+            row.failed_before = True
+        with self._wake:
+            self._waiting.extendleft(reversed(again))
+        if failed:
+            self._end_failed(failed, exc)
+        log.warning("%d requests resume after the failed step; %d had failed before and end",
+                    len(again), len(failed))
 
     def _abort_everything(self, reason: str) -> None:
         with self._wake:

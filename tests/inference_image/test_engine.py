@@ -159,6 +159,67 @@ def test_a_prompt_whose_prefill_fails_ends_alone(causal, monkeypatch, chunked):
     assert after[:2] == (expected[0], "length")
 
 
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_requests_resume_after_a_failed_decode_step(request, monkeypatch, which):
+    # e.g. a GPU out of memory once: the batch's states are lost, the requests are not
+    loaded = request.getfixturevalue(which)
+    engine = make_engine(loaded)
+    batch_type = type(engine._batch)
+    decode, calls = batch_type.decode, {"n": 0}
+
+    def failing_once(self, tokens):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("out of memory (simulated)")
+        return decode(self, tokens)
+
+    monkeypatch.setattr(batch_type, "decode", failing_once)
+    prompts = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+
+    async def main():
+        streams = [engine.generate(p, SamplingParams(max_tokens=10, temperature=0))
+                   for p in prompts]
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert calls["n"] > 4
+    for (tokens, finish, _), prompt in zip(results, prompts, strict=True):
+        assert (tokens, finish) == (reference(loaded, prompt, 10), "length")
+
+
+def test_a_failure_that_repeats_ends_the_requests_and_the_engine_goes_on(causal,
+                                                                         monkeypatch):
+    engine = make_engine(causal)
+    decode, broken = CausalBatch.decode, {"on": True}
+
+    def failing(self, tokens):
+        if broken["on"]:
+            raise RuntimeError("device lost (simulated)")
+        return decode(self, tokens)
+
+    monkeypatch.setattr(CausalBatch, "decode", failing)
+    prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[:2]]
+    greedy = SamplingParams(max_tokens=10, temperature=0)
+
+    async def main():
+        failed = await asyncio.gather(*(collect(engine.generate(p, greedy)) for p in prompts))
+        broken["on"] = False
+        return failed, await collect(engine.generate(prompts[0], greedy))
+
+    try:
+        failed, after = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    for (tokens, finish, error), prompt in zip(failed, prompts, strict=True):
+        # a token from the prefill, one from the prefill that resumed it; both decodes failed
+        assert (finish, error) == ("abort", "internal engine error: device lost (simulated)")
+        assert tokens == reference(causal, prompt, 2)
+    assert after[:2] == (reference(causal, prompts[0], 10), "length")
+
+
 def test_seeded_sampling_is_reproducible_in_a_batch(causal):
     engine = make_engine(causal)
     prompt = causal.tokenizer("Hello")["input_ids"]
