@@ -121,6 +121,11 @@ class _Row:
                 len(self.tokens) + (remaining if ahead is None else min(ahead, remaining)))
 
 
+# Steps that fail one after another before everything ends: a resumed request fails a
+# second time within two, so a third means the failure is not the running requests'.
+FAILED_STEPS_TO_GIVE_UP = 3
+
+
 class TorchEngine(Engine):
     """Continuous batching over a transformers model (causal or encoder-decoder)."""
 
@@ -162,6 +167,7 @@ class TorchEngine(Engine):
         self._stopped = False
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
+        self._failed_steps = 0  # in a row
         self.preemptions = 0  # running requests preempted so far (exported as a metric)
         self._sized = threading.Event()
         self._sizing_error: Exception | None = None
@@ -247,9 +253,17 @@ class TorchEngine(Engine):
                     return
                 try:
                     self._step()
+                    self._failed_steps = 0
                 except Exception as exc:  # one bad step must not kill the server
                     log.exception("engine step failed")
-                    self._recover(exc)
+                    self._failed_steps += 1
+                    if self._failed_steps >= FAILED_STEPS_TO_GIVE_UP:
+                        # failing whatever runs (e.g. on a waiting request's admission):
+                        # everything ends, waiting requests too, rather than a loop
+                        self._failed_steps = 0
+                        self._abort_everything(f"internal engine error: {exc}")
+                    else:
+                        self._recover(exc)
 
     def _size_cache(self) -> None:
         # On the engine thread, like all torch work: a probe row tells the bytes per

@@ -220,6 +220,33 @@ def test_a_failure_that_repeats_ends_the_requests_and_the_engine_goes_on(causal,
     assert after[:2] == (reference(causal, prompts[0], 10), "length")
 
 
+def test_a_step_that_fails_whatever_runs_ends_everything_rather_than_loop(causal,
+                                                                         monkeypatch):
+    engine = make_engine(causal)
+    admit, broken = TorchEngine._admit, {"on": True}
+
+    def failing(self):
+        if broken["on"]:
+            raise RuntimeError("admission bug (simulated)")
+        return admit(self)
+
+    monkeypatch.setattr(TorchEngine, "_admit", failing)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    greedy = SamplingParams(max_tokens=4, temperature=0)
+
+    async def main():
+        failed = await collect(engine.generate(prompt, greedy))
+        broken["on"] = False
+        return failed, await collect(engine.generate(prompt, greedy))
+
+    try:
+        failed, after = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert failed == ([], "abort", "internal engine error: admission bug (simulated)")
+    assert after[:2] == (reference(causal, prompt, 4), "length")
+
+
 def test_seeded_sampling_is_reproducible_in_a_batch(causal):
     engine = make_engine(causal)
     prompt = causal.tokenizer("Hello")["input_ids"]
