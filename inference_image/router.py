@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,7 +55,7 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        _log_rejected(request.method, request.url.path, exc)
+        _log_rejected(request.method, request.url.path, exc, _client_request_id(request))
         return _api_error_response(exc)
 
     @app.exception_handler(404)
@@ -171,10 +172,23 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     return app
 
 
-def _log_rejected(method: str, path: str, exc: ApiError) -> None:
+def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:
     # The code and parameter, not the message: messages can quote what the client sent.
-    requests_log.info("%s %s rejected status=%d code=%s param=%s", method, path, exc.status,
-                      exc.code, exc.param)
+    requests_log.info("%s %s rejected status=%d code=%s param=%s%s", method, path, exc.status,
+                      exc.code, exc.param,
+                      "" if client_id is None else f" client_request_id={client_id}")
+
+
+# What a caller's request id may be to reach the log: no spaces or line breaks that could
+# forge a log line, and not so long that it floods one.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+def _client_request_id(request: Request) -> str | None:
+    """The caller's ``X-Request-Id`` (the local gateway sets one; so may a cloud's), when
+    it is one the log can carry."""
+    value = request.headers.get("x-request-id")
+    return value if value is not None and _CLIENT_REQUEST_ID.fullmatch(value) else None
 
 
 def _api_error_response(exc: ApiError) -> JSONResponse:
@@ -243,6 +257,7 @@ async def _respond(request: Request, serving: OpenAIServing, gen: Generation,
                    collect=None, stream=None) -> Response:
     """The answer to a queued request: its stream, or its whole response once done
     (``collect`` and ``stream`` shape it, by default as completions or chat)."""
+    gen.client_request_id = _client_request_id(request)
     if gen.streaming:
         body = stream() if stream is not None else serving.stream_sse(gen)
         return _GenerationStream(serving, gen, body)
@@ -327,7 +342,8 @@ class _BodyLimit:
     async def _reject(self, scope: Scope, send: Send) -> None:
         error = ApiError(413, f"the request body is larger than {self.max_bytes} bytes",
                          code="request_too_large")
-        _log_rejected(scope["method"], scope["path"], error)
+        _log_rejected(scope["method"], scope["path"], error,
+                      _client_request_id(Request(scope)))
         body = json.dumps(error.body()).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

@@ -97,6 +97,8 @@ class Generation:
     include_reasoning: bool = True  # vLLM's: false leaves the thinking out of the response
 
     named: str | None = None  # the response's id, where another API names it
+    # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
+    client_request_id: str | None = None
 
     @property
     def response_id(self) -> str:
@@ -463,10 +465,10 @@ class OpenAIServing:
         ttft = f"{min(firsts) - gen.started:.3f}" if firsts else "-"
         requests_log.info(
             "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d ttft_s=%s "
-            "total_s=%.3f choices=%d", gen.response_id,
+            "total_s=%.3f choices=%d%s", gen.response_id,
             ",".join(c.finish_reason for c in gen.choices), gen.streaming, gen.prompt_tokens,
             gen.usage.completion_tokens, ttft, time.perf_counter() - gen.started,
-            len(gen.choices))
+            len(gen.choices), _client_id(gen.client_request_id))
 
     def answer_events(self, gen: Generation):
         """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as
@@ -556,6 +558,10 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _client_id(value: str | None) -> str:
+    return "" if value is None else f" client_request_id={value}"
 
 
 def _returned(gen: Generation) -> list[tuple[int, Choice]]:

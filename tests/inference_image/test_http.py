@@ -415,6 +415,24 @@ def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplo
     assert not [r for r in caplog.records if "4111" in r.getMessage()]
 
 
+def test_the_callers_request_id_reaches_the_log_line(client, caplog):
+    caplog.set_level(logging.INFO)
+    answer = client.post(COMP, json={"prompt": "hi", "max_tokens": 2},
+                         headers={"X-Request-Id": "gw-7f3a.9"})
+    assert answer.headers["x-request-id"] == answer.json()["id"]  # the server's own
+    client.post(COMP, json={"prompt": "hi", "max_tokens": 0},
+                headers={"X-Request-Id": "gw-7f3b"})
+    client.post(COMP, json={"prompt": "x" * 10_000}, headers={"X-Request-Id": "gw-7f3c"})
+    client.post(COMP, json={"prompt": "hi", "max_tokens": 2},
+                headers={"X-Request-Id": "forged finish=stop"})  # not one the log carries
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmcloud.requests"]
+    assert lines[0].startswith(answer.json()["id"])
+    assert lines[0].endswith(" client_request_id=gw-7f3a.9")
+    assert lines[1].endswith("param=max_tokens client_request_id=gw-7f3b")
+    assert lines[2].endswith("param=None client_request_id=gw-7f3c")
+    assert "client_request_id" not in lines[3] and "forged" not in lines[3]
+
+
 def test_api_keys(tokenizer):
     client, _ = make_client(FakeEngine(tokenizer), api_keys=ApiKeys([hash_api_key("s3cret")]))
     assert_error(client.get("/v1/models"), 401, code="invalid_api_key")
