@@ -185,8 +185,8 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
 
 
 def _client_request_id(request: Request) -> str | None:
-    """The caller's ``X-Request-Id`` (the local gateway sets one; so may a cloud's), when
-    it is one the log can carry."""
+    """The caller's ``X-Request-Id`` (a client's, or a proxy's in front), when it is one
+    the log can carry."""
     value = request.headers.get("x-request-id")
     return value if value is not None and _CLIENT_REQUEST_ID.fullmatch(value) else None
 
