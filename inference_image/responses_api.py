@@ -33,21 +33,19 @@ async def collect(serving: OpenAIServing, gen: Generation,
     chat = await serving.collect(gen)
     (choice,) = chat.choices
     message, output = choice.message, []
-    incomplete = choice.finish_reason == "length"
     if message.reasoning:
-        output.append(_reasoning_item(f"rs_{gen.id}", message.reasoning,
-                                      "incomplete" if incomplete and message.content is None
-                                      else "completed"))
+        output.append(_reasoning_item(f"rs_{gen.id}", message.reasoning, "completed"))
     if message.content or (not message.tool_calls and message.content is not None):
         logprobs = choice.logprobs.model_dump()["content"] if choice.logprobs else None
-        output.append(_message_item(f"msg_{gen.id}", message.content,
-                                    "incomplete" if incomplete else "completed", logprobs))
+        output.append(_message_item(f"msg_{gen.id}", message.content, "completed", logprobs))
     for number, call in enumerate(message.tool_calls or ()):
         output.append(_call_item(f"fc_{gen.id}_{number}", call["id"],
                                  call["function"]["name"], call["function"]["arguments"],
-                                 "incomplete" if incomplete else "completed"))
-    return _response(serving, gen, request, "incomplete" if incomplete else "completed",
-                     output, message.reasoning)
+                                 "completed"))
+    status = "incomplete" if choice.finish_reason == "length" else "completed"
+    if output:  # the item being written when the answer was cut, as a stream ends it
+        output[-1]["status"] = status
+    return _response(serving, gen, request, status, output, message.reasoning)
 
 
 async def stream(serving: OpenAIServing, gen: Generation,
@@ -103,7 +101,10 @@ class _EventStream:
         if part.kind == "calls":
             return [event for delta in part.calls for event in self._call(delta)]
         status = "incomplete" if part.finish == "length" else "completed"
-        events = self._close(status)
+        opened = []
+        if self.open is None and not self.output:  # an empty answer is an empty message
+            opened = self._open_text("message")
+        events = [*opened, *self._close(status)]
         final = "response.incomplete" if status == "incomplete" else "response.completed"
         return [*events, self.lifecycle(final, status)]
 

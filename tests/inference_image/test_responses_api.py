@@ -74,6 +74,20 @@ def test_a_streamed_response_through_the_clients_helper():
     assert events[-1].response.usage.output_tokens == final.usage.output_tokens > 0
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_empty_answer_is_an_empty_message(streamed):
+    client, _, _ = serve(build_tokenizer(HERMES_TEMPLATE), reply="")
+    if streamed:
+        with client.responses.stream(model="fake-model", input="hi") as stream:
+            list(stream)
+            response = stream.get_final_response()
+    else:
+        response = client.responses.create(model="fake-model", input="hi")
+    (message,) = response.output
+    assert (message.type, message.content[0].text, response.status) == ("message", "",
+                                                                         "completed")
+
+
 def test_instructions_and_input_items_reach_the_template(plain):
     client, _, engine = plain
     client.responses.create(model="fake-model", instructions="Be brief.", tools=FUNCTIONS,
