@@ -131,12 +131,14 @@ class _EventStream:
                                    logprobs=entries or [], **common)]
 
     def _open_text(self, kind: str) -> list[str]:
+        # (ids with the item's place: content after calls would be a second message)
         if kind == "reasoning":
-            self.open = _reasoning_item(f"rs_{self.gen.id}", "", "in_progress")
+            self.open = _reasoning_item(f"rs_{self.gen.id}_{self._index()}", "",
+                                        "in_progress")
             part = {"type": "reasoning_text", "text": ""}
         else:
             wants = self.gen.choices[0].logprobs is not None
-            self.open = _message_item(f"msg_{self.gen.id}", "", "in_progress",
+            self.open = _message_item(f"msg_{self.gen.id}_{self._index()}", "", "in_progress",
                                       [] if wants else None)
             part = {"type": "output_text", "text": "", "annotations": []}
         added = {**self.open, "content": []}
