@@ -281,3 +281,20 @@ def test_a_stream_the_engine_ends_reports_the_failure():
     assert "draining" in events[2]["message"]
     failed = events[3]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+
+
+def test_a_responses_output_goes_back_in_as_input():
+    # the usual loop without stored state: earlier output items, then the tool's answer
+    reply = "<think>The weather tool.</think>\n" + CALL
+    tokenizer = thinking_tokenizer(HERMES_TEMPLATE + "{# a model that writes </think> #}")
+    client, _, engine = serve(tokenizer, reply)
+    first = client.responses.create(model="fake-model", input="Weather in Paris?",
+                                    tools=FUNCTIONS)
+    assert [item.type for item in first.output] == ["reasoning", "function_call"]
+    call = first.output[1]
+    client.responses.create(model="fake-model", tools=FUNCTIONS, input=[
+        {"role": "user", "content": "Weather in Paris?"}, *first.output,
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    prompt = tokenizer.decode(engine.requests[-1].prompt_ids)
+    assert ('<s>assistant: <tool_call>{"name": "get_weather", "arguments": {"city": "Paris", '
+            '"days": 2}}</tool_call></s>\n<s>tool: sunny</s>\n') in prompt
