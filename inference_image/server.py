@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
     p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
                    help="larger request bodies get 413 (default: %(default)s)")
-    p.add_argument("--reasoning-parser", default="auto", choices=REASONING_PARSERS,
+    p.add_argument("--reasoning-parser", choices=REASONING_PARSERS,
+                   default=env.get("LLMCLOUD_REASONING_PARSER", "auto"),
                    help="split a reasoning model's <think>...</think> from its chat answers "
                         "into `reasoning`: auto when the model's vocabulary and template have "
                         "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "

@@ -284,6 +284,13 @@ class ServerSpec(_Section):
                     "whole context)",
     )
 
+    reasoning_parser: Literal["auto", "think", "none"] | None = Field(
+        default=None,
+        description="a reasoning model's <think> part returned as `reasoning`, apart from "
+                    "the answer: think always, none never (unset: auto, when the model's "
+                    "vocabulary and chat template have the markers)",
+    )
+
     @field_validator("reserve_new_tokens", mode="before")
     @classmethod
     def _reserve(cls, value: object) -> object:
@@ -297,10 +304,10 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache, prefill and prefix-cache settings given, by name (unset ones are
-        left out: the server keeps its defaults for them)."""
+        """The KV-cache, prefill, prefix-cache and reasoning settings given, by name (unset
+        ones are left out: the server keeps its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens",
-                 "prefix_cache_share")
+                 "prefix_cache_share", "reasoning_parser")
         return {name: str(getattr(self, name)) for name in names
                 if getattr(self, name) is not None}
 

@@ -54,15 +54,15 @@ def test_the_specs_engine_settings_reach_the_container_as_variables(monkeypatch)
     from llmcloud.stacks.spec import ServerSpec
 
     settings = ServerSpec(max_batch_tokens=40000, reserve_new_tokens=64,
-                          max_prefill_tokens=4096).engine_settings()
+                          max_prefill_tokens=4096, reasoning_parser="none").engine_settings()
     env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
                                    max_batch_size=8, drain_timeout_seconds=30, gpus=1,
                                    engine_settings=settings)
     for name, value in env.items():  # the server as SageMaker starts it: no arguments
         monkeypatch.setenv(name, value)
     parsed = build_parser().parse_args(["serve"])
-    assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens) == (
-        40000, 64, 4096)
+    assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens,
+            parsed.reasoning_parser) == (40000, 64, 4096, "none")
 
 
 def test_model_data_is_the_uncompressed_version_prefix():

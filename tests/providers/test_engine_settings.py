@@ -1,6 +1,7 @@
-"""The spec's KV-cache, prefill and prefix-cache settings (`server.max_batch_tokens`,
-`reserve_new_tokens`, `max_prefill_tokens`, `prefix_cache_share`) reach the model server on
-every cloud, as declared under the mocks."""
+"""The spec's KV-cache, prefill, prefix-cache and reasoning settings
+(`server.max_batch_tokens`, `reserve_new_tokens`, `max_prefill_tokens`,
+`prefix_cache_share`, `reasoning_parser`) reach the model server on every cloud, as
+declared under the mocks."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 from tests.providers.declared import declared_for, one
 
 SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_prefill_tokens": 4096,
-          "prefix_cache_share": 0.5}
+          "prefix_cache_share": 0.5, "reasoning_parser": "none"}
 FLAGS = ("--max-batch-tokens 40000 --reserve-new-tokens all --max-prefill-tokens 4096 "
-         "--prefix-cache-share 0.5")
+         "--prefix-cache-share 0.5 --reasoning-parser none")
 
 
 def boot_script(provider: str, resources) -> str:
@@ -41,5 +42,5 @@ def test_the_sagemaker_container_gets_them_as_variables():
                                 model={"name": "t5", "version": "v1"}, server=SERVER)
     env = one(resources, "aws:sagemaker/model:Model").inputs["primaryContainer"]["environment"]
     assert (env["LLMCLOUD_MAX_BATCH_TOKENS"], env["LLMCLOUD_RESERVE_NEW_TOKENS"],
-            env["LLMCLOUD_MAX_PREFILL_TOKENS"], env["LLMCLOUD_PREFIX_CACHE_SHARE"]) == (
-        "40000", "all", "4096", "0.5")
+            env["LLMCLOUD_MAX_PREFILL_TOKENS"], env["LLMCLOUD_PREFIX_CACHE_SHARE"],
+            env["LLMCLOUD_REASONING_PARSER"]) == ("40000", "all", "4096", "0.5", "none")

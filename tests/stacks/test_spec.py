@@ -63,6 +63,7 @@ INVALID = [
     ({"server": {"reserve_new_tokens": "some"}}, "server.reserve_new_tokens"),
     ({"server": {"max_prefill_tokens": "auto"}}, "server.max_prefill_tokens"),
     ({"server": {"prefix_cache_share": 1.5}}, "server.prefix_cache_share"),
+    ({"server": {"reasoning_parser": "qwen3"}}, "server.reasoning_parser"),
     ({"tags": {"bad key!": "x"}}, "tags"),
     ({"tags": "team=ml"}, "tags"),
     ({"compute": "big"}, "compute"),
@@ -136,6 +137,8 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     assert reserve.server.reserve_new_tokens == 64
     off = resolve_spec(file_values={"server": {"prefix_cache_share": 0}}, environ={})
     assert off.server.engine_flags() == ["--prefix-cache-share", "0.0"]
+    plain = resolve_spec(file_values={}, environ={"LLMCLOUD_SERVER__REASONING_PARSER": "none"})
+    assert plain.server.engine_flags() == ["--reasoning-parser", "none"]
 
 
 def test_model_name_comes_from_the_source() -> None:
