@@ -92,6 +92,11 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             route, data = sagemaker.invocation(
                 await _json_object(request),
                 request.headers.get("x-amzn-sagemaker-custom-attributes"), serving.model_name)
+            if route == sagemaker.RESPONSES:
+                body = _validate(ResponsesRequest, data)
+                gen = await responses_api.start(serving, body)
+                return await _respond(request, serving, gen,
+                                      collect=lambda: responses_api.collect(serving, gen, body))
             if route == sagemaker.CHAT:
                 gen = await serving.start_chat(_validate(ChatCompletionRequest, data))
             else:

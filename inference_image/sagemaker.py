@@ -1,9 +1,10 @@
 """SageMaker's container contract on the same server: `GET /ping` and `POST /invocations`.
 
-An invocation is a completions or chat request. The route comes from the
-`X-Amzn-SageMaker-Custom-Attributes` header (`route=/v1/completions` or
-`route=/v1/chat/completions`, what llmcloud's API Gateway sets), else from the body:
-`messages` means chat, `prompt` means completions, and Hugging Face's
+An invocation is a completions, chat or Responses API request. The route comes from the
+`X-Amzn-SageMaker-Custom-Attributes` header (`route=/v1/completions`,
+`route=/v1/chat/completions` or `route=/v1/responses`, what llmcloud's API Gateway sets),
+else from the body: `messages` means chat, `prompt` completions, `input` the Responses API,
+and Hugging Face's
 `{"inputs": "...", "parameters": {"max_new_tokens": 64}}` is read as a completion too (a
 list of inputs as a batch of prompts; `num_return_sequences` as `n`, `return_full_text` as
 `echo`).
@@ -18,6 +19,8 @@ from .protocol import ApiError
 
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
+ROUTES = (COMPLETIONS, CHAT, RESPONSES)
 #: Hugging Face `parameters` that have an OpenAI completions equivalent
 _PARAMETERS = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
                "seed": "seed", "stop": "stop", "num_return_sequences": "n",
@@ -31,9 +34,9 @@ def custom_route(attributes: str | None) -> str | None:
         key, _, value = pair.strip().partition("=")
         if key.strip().lower() == "route":
             route = value.strip()
-            if route not in (COMPLETIONS, CHAT):
-                raise ApiError(400, f"route '{route}' is not served; use {COMPLETIONS} or "
-                               f"{CHAT}", param="X-Amzn-SageMaker-Custom-Attributes",
+            if route not in ROUTES:
+                raise ApiError(400, f"route '{route}' is not served; use one of "
+                               f"{', '.join(ROUTES)}", param="X-Amzn-SageMaker-Custom-Attributes",
                                code="invalid_value")
             return route
     return None
@@ -43,16 +46,19 @@ def invocation(body: dict[str, Any], attributes: str | None,
                model: str) -> tuple[str, dict[str, Any]]:
     """The OpenAI route and request body an invocation stands for."""
     route = custom_route(attributes)
-    if "inputs" in body and "prompt" not in body and "messages" not in body:
+    if "inputs" in body and not {"prompt", "messages", "input"} & set(body):
         body = _from_inputs(body)
     if route is None:
         if "messages" in body:
             route = CHAT
         elif "prompt" in body:
             route = COMPLETIONS
+        elif "input" in body:
+            route = RESPONSES
         else:
             raise ApiError(400, "an invocation needs 'prompt' (completions), 'messages' "
-                           "(chat) or 'inputs' (text generation)", code="invalid_value")
+                           "(chat), 'input' (Responses API) or 'inputs' (text generation)",
+                           code="invalid_value")
     if body.get("stream"):
         raise ApiError(400, "streaming is not available through /invocations; call the "
                        "OpenAI routes for server-sent events", param="stream",

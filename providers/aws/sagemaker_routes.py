@@ -1,9 +1,10 @@
 """The gateway's OpenAI routes onto a SageMaker endpoint (`compute.kind: sagemaker`).
 
-`POST /v1/completions` and `POST /v1/chat/completions` become `InvokeEndpoint` calls (an AWS
-service integration whose IAM role may invoke this one endpoint and nothing else): the body
-goes to the container's `POST /invocations` unchanged, and the route travels in SageMaker's
-custom-attributes header, which SageMaker hands to the container. `GET /v1/models` is
+`POST /v1/completions`, `POST /v1/chat/completions` and `POST /v1/responses` become
+`InvokeEndpoint` calls (an AWS service integration whose IAM role may invoke this one
+endpoint and nothing else): the body goes to the container's `POST /invocations`
+unchanged, and the route travels in SageMaker's custom-attributes header, which SageMaker
+hands to the container. `GET /v1/models` is
 answered by API Gateway itself. Responses are buffered: API Gateway's AWS integrations do not
 stream, so this flavour serves request/response workloads (set `"stream": false`).
 """
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 #: (route name, path under /v1, the custom attribute the container dispatches on)
 INVOKE_ROUTES = (("completions", ("completions",), "route=/v1/completions"),
-                 ("chat-completions", ("chat", "completions"), "route=/v1/chat/completions"))
+                 ("chat-completions", ("chat", "completions"), "route=/v1/chat/completions"),
+                 ("responses", ("responses",), "route=/v1/responses"))
 CUSTOM_ATTRIBUTES = "integration.request.header.X-Amzn-SageMaker-Custom-Attributes"
 #: SageMaker's error body carries the container's message (OriginalMessage) or its own
 ERROR_TEMPLATE = (
@@ -47,8 +49,9 @@ def models_body(model_id: str) -> str:
 def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.RestApi,
                      authorizer_id: pulumi.Input[str], backend: SagemakerBackend,
                      timeout_seconds: int) -> list[pulumi.Resource]:
-    """Declare `/v1/{completions,chat/completions,models}` on `api` (children of `parent`);
-    returns every method, integration and response, for the stage's redeployment trigger."""
+    """Declare `/v1/{completions,chat/completions,responses,models}` on `api` (children of
+    `parent`); returns every method, integration and response, for the stage's
+    redeployment trigger."""
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(f"{name}-invoke", assume_role_policy=json.dumps(
         assume_role_policy("apigateway.amazonaws.com")),

@@ -8,7 +8,13 @@ from server_process import ServerProcess
 from test_http import make_client
 
 from llmcloud.inference_image.protocol import ApiError
-from llmcloud.inference_image.sagemaker import CHAT, COMPLETIONS, custom_route, invocation
+from llmcloud.inference_image.sagemaker import (
+    CHAT,
+    COMPLETIONS,
+    RESPONSES,
+    custom_route,
+    invocation,
+)
 
 
 @pytest.mark.parametrize("header,route", [
@@ -16,6 +22,7 @@ from llmcloud.inference_image.sagemaker import CHAT, COMPLETIONS, custom_route, 
     ("route=/v1/completions", COMPLETIONS),
     ("trace=1; route=/v1/chat/completions", CHAT),
     ("route=/v1/chat/completions,x=y", CHAT),
+    ("route=/v1/responses", RESPONSES),
 ])
 def test_custom_attributes_pick_the_route(header, route) -> None:
     assert custom_route(header) == route
@@ -35,6 +42,8 @@ def test_an_unknown_route_is_a_400() -> None:
       "parameters": {"max_new_tokens": 8, "do_sample": False, "top_k": 5}}, COMPLETIONS,
      {"prompt": "translate English to French: hi", "max_tokens": 8, "temperature": 0,
       "top_k": 5}),
+    ({"input": "hi", "max_output_tokens": 3}, RESPONSES,
+     {"input": "hi", "max_output_tokens": 3}),
     ({"inputs": ["a", "b"], "parameters": {"num_return_sequences": 2,
                                            "return_full_text": True}}, COMPLETIONS,
      {"prompt": ["a", "b"], "n": 2, "echo": True}),
@@ -69,6 +78,11 @@ def test_ping_and_invocations_over_http(client) -> None:
         headers={"X-Amzn-SageMaker-Custom-Attributes": "route=/v1/chat/completions"})
     assert chat.status_code == 200, chat.text
     assert chat.json()["object"] == "chat.completion"
+    response = client.post("/invocations", json={"input": "hello", "max_output_tokens": 4},
+                           headers={"X-Amzn-SageMaker-Custom-Attributes": "route=/v1/responses"})
+    assert response.status_code == 200, response.text
+    assert response.json()["object"] == "response"
+    assert response.json()["output"][0]["type"] == "message"
     bad = client.post("/invocations", content=b"{not json")
     assert bad.status_code == 400 and "error" in bad.json()
 

@@ -178,7 +178,8 @@ def test_the_gateway_invokes_the_endpoint_through_a_role_that_may_do_only_that()
                                  "llm-dev-endpoint"}
     invokes = [i for i in of_type(resources, INTEGRATION) if i.inputs["type"] == "AWS"]
     assert sorted(i.name for i in invokes) == ["llm-dev-gateway-chat-completions",
-                                               "llm-dev-gateway-completions"]
+                                               "llm-dev-gateway-completions",
+                                               "llm-dev-gateway-responses"]
     for integration in invokes:
         assert integration.inputs["uri"] == (
             "arn:aws:apigateway:us-east-1:runtime.sagemaker:path//endpoints/"
@@ -189,14 +190,16 @@ def test_the_gateway_invokes_the_endpoint_through_a_role_that_may_do_only_that()
     route = {i.name: i.inputs["requestParameters"][
         "integration.request.header.X-Amzn-SageMaker-Custom-Attributes"] for i in invokes}
     assert route == {"llm-dev-gateway-completions": "'route=/v1/completions'",
-                     "llm-dev-gateway-chat-completions": "'route=/v1/chat/completions'"}
+                     "llm-dev-gateway-chat-completions": "'route=/v1/chat/completions'",
+                     "llm-dev-gateway-responses": "'route=/v1/responses'"}
 
 
 def test_openai_paths_keep_the_bearer_authorizer_and_usage_plan():
     resources, _ = sagemaker(gateway={"rate_limit": 3, "burst": 6})
     paths = {r.name: r.inputs["pathPart"] for r in of_type(resources,
                                                             "aws:apigateway/resource:Resource")}
-    assert sorted(paths.values()) == ["chat", "completions", "completions", "models", "v1"]
+    assert sorted(paths.values()) == ["chat", "completions", "completions", "models",
+                                      "responses", "v1"]
     methods = of_type(resources, METHOD)
     assert {m.inputs["httpMethod"] for m in methods} == {"POST", "GET"}
     authorizer = one(resources, "aws:apigateway/authorizer:Authorizer")
