@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .protocol import ApiError
-from .responses_protocol import PARAMS, ResponsesRequest, to_chat
+from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_chat
 from .serving import Generation, OpenAIServing
 from .stream_parts import Part, stream_parts
 
@@ -247,7 +247,7 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
         "top_p": 1.0 if request.top_p is None else request.top_p,
         "text": {"format": text_format},
         "tool_choice": (request.tool_choice.model_dump()
-                        if hasattr(request.tool_choice, "model_dump")
+                        if isinstance(request.tool_choice, FunctionChoice)
                         else request.tool_choice or "auto"),
         "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or ()],
         "truncation": "disabled", "usage": usage, "metadata": request.metadata or {},

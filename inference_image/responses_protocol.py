@@ -112,7 +112,7 @@ class ResponsesRequest(_Request):
 
 # Chat's parameter names as a Responses client knows them, for the errors it gets.
 PARAMS = {"messages": "input", "max_completion_tokens": "max_output_tokens",
-          "response_format": "text.format", "top_logprobs": "top_logprobs"}
+          "response_format": "text.format"}
 
 
 def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:

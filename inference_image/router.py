@@ -24,14 +24,13 @@ from .protocol import (
     TokenizeRequest,
 )
 from .responses_protocol import ResponsesRequest
-from .serving import Generation, OpenAIServing, requests_log
+from .serving import Generation, OpenAIServing, client_id_suffix, requests_log
 
 log = logging.getLogger("llmcloud.router")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 API_ROUTES = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/responses",
-              "/invocations",
-              "/v1/tokenize", "/v1/detokenize", "/tokenize", "/detokenize")
+              "/v1/tokenize", "/v1/detokenize", "/tokenize", "/detokenize", "/invocations")
 
 
 class ServerState:
@@ -180,8 +179,7 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
 def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:
     # The code and parameter, not the message: messages can quote what the client sent.
     requests_log.info("%s %s rejected status=%d code=%s param=%s%s", method, path, exc.status,
-                      exc.code, exc.param,
-                      "" if client_id is None else f" client_request_id={client_id}")
+                      exc.code, exc.param, client_id_suffix(client_id))
 
 
 # What a caller's request id may be to reach the log: no spaces or line breaks that could

@@ -4,10 +4,9 @@ An invocation is a completions, chat or Responses API request. The route comes f
 `X-Amzn-SageMaker-Custom-Attributes` header (`route=/v1/completions`,
 `route=/v1/chat/completions` or `route=/v1/responses`, what llmcloud's API Gateway sets),
 else from the body: `messages` means chat, `prompt` completions, `input` the Responses API,
-and Hugging Face's
-`{"inputs": "...", "parameters": {"max_new_tokens": 64}}` is read as a completion too (a
-list of inputs as a batch of prompts; `num_return_sequences` as `n`, `return_full_text` as
-`echo`).
+and Hugging Face's `{"inputs": "...", "parameters": {"max_new_tokens": 64}}` is read as a
+completion too (a list of inputs as a batch of prompts; `num_return_sequences` as `n`,
+`return_full_text` as `echo`).
 Responses are OpenAI's JSON; SageMaker's `/invocations` does not stream.
 """
 

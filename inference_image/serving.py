@@ -95,7 +95,6 @@ class Generation:
     # else whether the prompt left the model inside its thinking.
     thinking: bool | None = None
     include_reasoning: bool = True  # vLLM's: false leaves the thinking out of the response
-
     named: str | None = None  # the response's id, where another API names it
     # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
     client_request_id: str | None = None
@@ -230,10 +229,7 @@ class OpenAIServing:
         except ToolChoiceError as exc:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
-        rendered = render_chat(tokenizer, [m.for_template() for m in request.messages], tools,
-                               add_generation_prompt=request.add_generation_prompt,
-                               continue_final_message=request.continue_final_message,
-                               template_kwargs=request.chat_template_kwargs)
+        rendered = self.chat_text(request, tools)
         prompt_ids = await self.prompts.encode(rendered, add_special_tokens=False)
         if request.max_completion_tokens is not None:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
@@ -257,6 +253,15 @@ class OpenAIServing:
             gen.thinking = opened and thinks_first
             gen.include_reasoning = request.include_reasoning
         return gen
+
+    def chat_text(self, request, tools: list[dict] | None) -> str:
+        """The prompt text of a request's ``messages`` (a chat request's, or /tokenize's)
+        through the model's chat template, with the request's template controls."""
+        return render_chat(self.engine.tokenizer,
+                           [m.for_template() for m in request.messages], tools,
+                           add_generation_prompt=request.add_generation_prompt,
+                           continue_final_message=request.continue_final_message,
+                           template_kwargs=request.chat_template_kwargs)
 
     async def _completion_prompts(self, prompt) -> list[tuple[list[int], str | None]]:
         """The request's prompts (one, or a batch) as token ids, each with its text when it
@@ -468,7 +473,7 @@ class OpenAIServing:
             "total_s=%.3f choices=%d%s", gen.response_id,
             ",".join(c.finish_reason for c in gen.choices), gen.streaming, gen.prompt_tokens,
             gen.usage.completion_tokens, ttft, time.perf_counter() - gen.started,
-            len(gen.choices), _client_id(gen.client_request_id))
+            len(gen.choices), client_id_suffix(gen.client_request_id))
 
     def answer_events(self, gen: Generation):
         """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as
@@ -560,7 +565,8 @@ class OpenAIServing:
             self.release(gen)
 
 
-def _client_id(value: str | None) -> str:
+def client_id_suffix(value: str | None) -> str:
+    """What a request's log line ends with for the caller's own request id, if any."""
     return "" if value is None else f" client_request_id={value}"
 
 

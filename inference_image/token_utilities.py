@@ -4,7 +4,6 @@ own tokenizer and chat template."""
 
 from __future__ import annotations
 
-from .chat_prompt import render as render_chat
 from .chat_prompt import template_of
 from .protocol import ApiError, DetokenizeRequest, TokenizeRequest, TokenizeResponse
 from .request_checks import check_model
@@ -22,10 +21,7 @@ async def tokenize(serving: OpenAIServing, request: TokenizeRequest) -> Tokenize
     if request.messages is not None:
         template_of(tokenizer, serving.model_name)
         tools = [t.model_dump(exclude_none=True) for t in request.tools or []] or None
-        text = render_chat(tokenizer, [m.for_template() for m in request.messages], tools,
-                           add_generation_prompt=request.add_generation_prompt,
-                           continue_final_message=request.continue_final_message,
-                           template_kwargs=request.chat_template_kwargs)
+        text = serving.chat_text(request, tools)
         special = bool(request.add_special_tokens)  # the template writes them
     else:
         text, special = request.prompt, request.add_special_tokens is not False

@@ -325,7 +325,7 @@ class TorchEngine(Engine):
                                              [row.tokens for row in admitted], **caching)
             except Exception as exc:
                 if self._batch.size != len(self._rows):
-                    raise  # the running rows' states changed too: everything ends
+                    raise  # the running rows' states changed too: the step failed
                 # The new rows' states were their own (e.g. out of memory for a long
                 # prompt): only they end, and the running rows go on.
                 self._end_failed(admitted, exc)
