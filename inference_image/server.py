@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "into `reasoning`: auto when the model's vocabulary and template have "
                         "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "
                         "are think (default: %(default)s)")
+    p.add_argument("--generation-config", metavar="auto|none|FOLDER",
+                   default=env.get("LLMCLOUD_GENERATION_CONFIG", "auto"),
+                   help="sampling defaults for requests that leave them out: auto takes the "
+                        "model creator's from its generation_config.json (temperature, "
+                        "top_p, top_k, min_p, repetition_penalty, max_new_tokens), as vLLM "
+                        "and transformers serve do; none (or vLLM's vllm) keeps OpenAI's; or "
+                        "a folder with a generation_config.json (default: %(default)s)")
+    p.add_argument("--override-generation-config", metavar="JSON",
+                   default=env.get("LLMCLOUD_OVERRIDE_GENERATION_CONFIG"),
+                   help="defaults that win over the generation config's, as a JSON object "
+                        "of the same keys, e.g. '{\"temperature\": 0.5}'")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -201,6 +212,12 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(f"error: {name} must be at least 1")
     if args.keep_alive_timeout <= 0:
         sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
+    from .sampling_defaults import SamplingDefaultsError, parse_override
+
+    try:  # a typo here should stop the server now, not after the model has loaded
+        args.override_generation_config = parse_override(args.override_generation_config)
+    except SamplingDefaultsError as exc:
+        sys.exit(f"error: {exc}")
     set_cpu_waits(os.environ)  # before torch is imported: OpenMP reads it when it loads
 
     from .api_keys import ApiKeys
@@ -246,9 +263,12 @@ def _load(args, state) -> object:
     from .engine import ModelInfo
     from .loader import load_model
     from .metrics import ServerMetrics
+    from .sampling_defaults import read_defaults
     from .serving import OpenAIServing
     from .torch_engine import EngineLimits, TorchEngine
 
+    defaults = read_defaults(resolved.folder, args.generation_config,
+                             args.override_generation_config)
     loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
                         pack_for_batch=args.max_batch_size if args.pack_weights else None)
     name = args.served_model_name or resolved.name
@@ -269,7 +289,12 @@ def _load(args, state) -> object:
                             cache_tokens=engine.limits.max_batch_tokens,
                             preemptions=lambda: engine.preemptions,
                             prefix_cache=engine.prefixes)
-    state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser])
+    state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser],
+                                  defaults)
+    if defaults.changed():
+        log.info("requests that leave them out get %s (the model's generation config, "
+                 "--override-generation-config; --generation-config none for OpenAI's)",
+                 ", ".join(f"{k} {v}" for k, v in defaults.changed().items()))
     if state.serving.thinks:
         log.info("chat answers: the model's <think> part is returned as `reasoning`")
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,

@@ -64,6 +64,7 @@ from .request_checks import (
     stops_of,
     unsupported,
 )
+from .sampling_defaults import SamplingDefaults
 from .stream_parts import stream_parts
 from .structured import InvalidFormat, constraint_of
 from .tool_calls import ToolChoiceError, ToolPlan
@@ -119,11 +120,15 @@ class Generation:
 class OpenAIServing:
     """Serves /v1/models, /v1/completions and /v1/chat/completions for one engine."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics, reasoning: str = "auto"):
+    def __init__(self, engine: Engine, metrics: ServerMetrics, reasoning: str = "auto",
+                 defaults: SamplingDefaults | None = None):
         """``reasoning``: "auto", "think" or "none", whether chat answers are split into
-        the model's thinking and its answer (``reasoning.model_thinks``)."""
+        the model's thinking and its answer (``reasoning.model_thinks``); ``defaults``: the
+        sampling settings of requests that leave them out (the model's generation config's,
+        ``sampling_defaults``), OpenAI's when None."""
         self.engine = engine
         self.metrics = metrics
+        self.defaults = defaults or SamplingDefaults()
         tokenizer = engine.tokenizer
         self.thinks = model_thinks(tokenizer, reasoning)
         # Markers that are special tokens would be skipped when decoding, and not found.
@@ -325,21 +330,24 @@ class OpenAIServing:
                            f"({len(prompts)} prompts, {n} each), more than the {bound} this "
                            "server queues at once (--max-queue)",
                            param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
+        defaults = self.defaults
+        default = defaults.answer_length(default)
         budgets = [new_tokens(self.engine.info, kind, ids, max_tokens, default, param,
                               None if len(prompts) == 1 else i)
                    for i, ids in enumerate(prompts)]
         check_min_tokens(request.min_tokens, min(budgets), param)
-        temperature = 1.0 if request.temperature is None else request.temperature
         params = SamplingParams(
-            max_tokens=0, temperature=temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
+            max_tokens=0,
+            temperature=_given(request.temperature, defaults.temperature),
+            top_p=_given(request.top_p, defaults.top_p),
             ignore_eos=request.ignore_eos,
             min_tokens=request.min_tokens or 0,
             stop_token_ids=stop_token_ids(request.stop_token_ids, len(self.engine.tokenizer)),
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0,
-            repetition_penalty=request.repetition_penalty or 1.0,
-            top_k=max(request.top_k or 0, 0), min_p=request.min_p or 0.0,
+            repetition_penalty=_given(request.repetition_penalty, defaults.repetition_penalty),
+            top_k=max(_given(request.top_k, defaults.top_k), 0),
+            min_p=_given(request.min_p, defaults.min_p),
             logit_bias=logit_bias_pairs(request.logit_bias, len(self.engine.tokenizer)),
             # best_of ranks answers by their tokens' log probabilities, asked for or not
             logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,
@@ -563,6 +571,11 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def _given(value, default):
+    """A request's own value when it sent one (0 included), else the server's default."""
+    return default if value is None else value
 
 
 def client_id_suffix(value: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,14 @@ def _merge(
                 origins[".".join((*path, str(sub)))] = origin
 
 
+def _section_model(annotation: Any) -> Any:
+    """The section's model class, out of an optional one (`Section | None`)."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    return next((arg for arg in typing.get_args(annotation) if hasattr(arg, "model_fields")),
+                annotation)
+
+
 def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -> ConfigError:
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
@@ -222,7 +231,7 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -
             section = section.get(part, {}) if isinstance(section, dict) else {}
         model: Any = DeploymentSpec
         for part in loc[:-1]:
-            model = model.model_fields[part].annotation
+            model = _section_model(model.model_fields[part].annotation)
         allowed = ", ".join(getattr(model, "model_fields", {}))
         message = f"unknown key; allowed keys: {allowed}"
         value = section.get(loc[-1]) if isinstance(section, dict) else value

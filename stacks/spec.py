@@ -243,6 +243,19 @@ class BudgetSpec(_Section):
     )
 
 
+class SamplingDefaultsSpec(_Section):
+    """Sampling defaults for requests that leave them out, over the model's own (its
+    generation config's): the server's `--override-generation-config`."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1, description="-1 or 0: all tokens")
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="answer length when a request sets no max_tokens")
+
+
 class ServerSpec(_Section):
     """Settings of the model server on each replica."""
 
@@ -290,6 +303,17 @@ class ServerSpec(_Section):
                     "the answer: think always, none never (unset: auto, when the model's "
                     "vocabulary and chat template have the markers)",
     )
+    generation_config: Literal["auto", "none"] | None = Field(
+        default=None,
+        description="none: requests that leave out temperature, top_p, ... get OpenAI's "
+                    "defaults, not the model creator's generation_config.json (unset: auto)",
+    )
+    override_generation_config: SamplingDefaultsSpec | None = Field(
+        default=None,
+        description="sampling defaults that win over the model's generation config, e.g. "
+                    "{temperature: 0.7, top_p: 0.8, top_k: 20, min_p: 0, "
+                    "repetition_penalty: 1.05, max_new_tokens: 1024}",
+    )
 
     @field_validator("reserve_new_tokens", mode="before")
     @classmethod
@@ -304,12 +328,17 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache, prefill, prefix-cache and reasoning settings given, by name (unset
-        ones are left out: the server keeps its defaults for them)."""
+        """The KV-cache, prefill, prefix-cache, reasoning and sampling-default settings
+        given, by name (unset ones are left out: the server keeps its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens",
-                 "prefix_cache_share", "reasoning_parser")
-        return {name: str(getattr(self, name)) for name in names
-                if getattr(self, name) is not None}
+                 "prefix_cache_share", "reasoning_parser", "generation_config")
+        settings = {name: str(getattr(self, name)) for name in names
+                    if getattr(self, name) is not None}
+        override = (self.override_generation_config.model_dump(exclude_none=True)
+                    if self.override_generation_config is not None else {})
+        if override:
+            settings["override_generation_config"] = json.dumps(override, sort_keys=True)
+        return settings
 
     def engine_flags(self) -> list[str]:
         """``engine_settings`` as `llmcloud-server` flags."""

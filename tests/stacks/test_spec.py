@@ -141,6 +141,36 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     assert plain.server.engine_flags() == ["--reasoning-parser", "none"]
 
 
+def test_sampling_defaults_become_one_json_flag() -> None:
+    spec = resolve_spec(
+        file_values={"server": {"override_generation_config": {"temperature": 0.5,
+                                                               "top_k": 20}}},
+        environ={"LLMCLOUD_SERVER__GENERATION_CONFIG": "none"})
+    assert spec.server.engine_flags() == [
+        "--generation-config", "none",
+        "--override-generation-config", '{"temperature": 0.5, "top_k": 20}']
+    from_env = resolve_spec(file_values={}, environ={
+        "LLMCLOUD_SERVER__OVERRIDE_GENERATION_CONFIG": '{"max_new_tokens": 256}'})
+    assert from_env.server.engine_flags() == ["--override-generation-config",
+                                              '{"max_new_tokens": 256}']
+    empty = resolve_spec(file_values={"server": {"override_generation_config": {}}},
+                         environ={})
+    assert empty.server.engine_flags() == []
+
+
+@pytest.mark.parametrize(("override", "context"), [
+    ({"temprature": 0.5}, "unknown key; allowed keys: temperature, top_p, top_k, min_p, "
+                          "repetition_penalty, max_new_tokens"),
+    ({"temperature": 5}, "less than or equal to 2"),
+    ({"max_new_tokens": 0}, "greater than or equal to 1"),
+])
+def test_bad_sampling_defaults_are_refused_before_deploying(override, context) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_spec(file_values={"server": {"override_generation_config": override}},
+                     environ={})
+    assert context in info.value.context
+
+
 def test_model_name_comes_from_the_source() -> None:
     assert model_name_from_source("Qwen/Qwen2.5-0.5B-Instruct") == "qwen2-5-0-5b-instruct"
     assert model_name_from_source("s3://bucket/models/t5-base/") == "t5-base"
