@@ -18,12 +18,54 @@ def _reserved(apply_chat_template) -> frozenset[str]:
     return frozenset(names | {"messages"})
 
 
+class ChatTemplateError(ValueError):
+    """A ``--chat-template`` the server cannot use, with the reason."""
+
+
+def read_template(value: str) -> str:
+    """``--chat-template``: a file's path, or the template itself (as vLLM tells them
+    apart: text with braces or a line break is a template, anything else must be a file).
+    The template is parsed now, so a syntax error stops the server before the model loads,
+    not at the first chat request."""
+    from pathlib import Path
+
+    from jinja2 import TemplateSyntaxError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    path = Path(value)
+    try:
+        is_file = path.is_file()
+    except OSError:  # a template long enough to be no path at all
+        is_file = False
+    if is_file:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatTemplateError(f"cannot read --chat-template {value}: {exc}") from exc
+        where = value
+    elif any(c in value for c in "{}\n"):
+        text, where = value, "--chat-template"
+    else:
+        raise ChatTemplateError(f"--chat-template {value}: no such file (a template given "
+                                "inline has {{ }} or {% %} in it)")
+    if not text.strip():
+        raise ChatTemplateError(f"{where} is empty")
+    try:  # the environment transformers renders chat templates in
+        ImmutableSandboxedEnvironment(extensions=[loopcontrols]).parse(text)
+    except TemplateSyntaxError as exc:
+        raise ChatTemplateError(f"{where} is not a valid Jinja template: {exc.message} "
+                                f"(line {exc.lineno})") from exc
+    return text
+
+
 def template_of(tokenizer, model_name: str) -> str:
     """The model's chat template, or a 400 saying it has none."""
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         raise ApiError(400, f"model {model_name!r} has no chat template, so it cannot serve "
-                       "chat completions; use /v1/completions with a plain prompt",
+                       "chat completions; use /v1/completions with a plain prompt (the "
+                       "server's operator can give it one with --chat-template)",
                        param="messages", code="chat_template_missing")
     return template if isinstance(template, str) else str(template)
 

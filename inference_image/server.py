@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "into `reasoning`: auto when the model's vocabulary and template have "
                         "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "
                         "are think (default: %(default)s)")
+    p.add_argument("--chat-template", metavar="PATH|TEMPLATE",
+                   default=env.get("LLMCLOUD_CHAT_TEMPLATE"),
+                   help="the Jinja chat template to render chats with, instead of the "
+                        "model's (or for a model without one): a file, or the template "
+                        "itself")
     p.add_argument("--generation-config", metavar="auto|none|FOLDER",
                    default=env.get("LLMCLOUD_GENERATION_CONFIG", "auto"),
                    help="sampling defaults for requests that leave them out: auto takes the "
@@ -212,11 +217,14 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(f"error: {name} must be at least 1")
     if args.keep_alive_timeout <= 0:
         sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
+    from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
 
     try:  # a typo here should stop the server now, not after the model has loaded
         args.override_generation_config = parse_override(args.override_generation_config)
-    except SamplingDefaultsError as exc:
+        if args.chat_template is not None:
+            args.chat_template = read_template(args.chat_template)
+    except (SamplingDefaultsError, ChatTemplateError) as exc:
         sys.exit(f"error: {exc}")
     set_cpu_waits(os.environ)  # before torch is imported: OpenMP reads it when it loads
 
@@ -271,6 +279,9 @@ def _load(args, state) -> object:
                              args.override_generation_config)
     loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
                         pack_for_batch=args.max_batch_size if args.pack_weights else None)
+    if args.chat_template is not None:
+        loaded.tokenizer.chat_template = args.chat_template
+        log.info("chats are rendered with the --chat-template given, not the model's")
     name = args.served_model_name or resolved.name
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,
