@@ -94,10 +94,28 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     return LoadedModel(model, tokenizer, task, torch_device, context_length(model, tokenizer))
 
 
+_POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length",
+                    "seq_length")
+
+
+def declared_context(folder: Path) -> int | None:
+    """The position limit config.json declares, read without loading anything (None when
+    it declares none: the tokenizer's limit then applies, known once it loads)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for name in _POSITION_LIMITS:
+        value = config.get(name) if isinstance(config, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def context_length(model, tokenizer) -> int:
     """The longest sequence the model takes: its position limit, else the tokenizer's."""
     config = model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+    for name in _POSITION_LIMITS:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value

@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on CPU, pack float32 linear weights for oneDNN: faster decoding, but "
                         "each server process holds its own copy of them instead of sharing "
                         "the model file's pages (default: on)")
+    p.add_argument("--max-model-len", type=int, metavar="N",
+                   default=env.get("LLMCLOUD_MAX_MODEL_LEN"),
+                   help="the longest prompt plus answer served, below the model's own "
+                        "context: a long-context model then needs less KV-cache memory per "
+                        "request (default: the model's context)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for a slot; more get 429 "
                         "(default: %(default)s)")
@@ -128,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the same keys, e.g. '{\"temperature\": 0.5}'")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def served_context(model_context: int, max_model_len: int | None) -> int:
+    """The context served: ``--max-model-len`` when given, which cannot exceed the model's
+    own (positions it was never trained on would give garbage, not an error)."""
+    from .loader import ModelLoadError
+
+    if max_model_len is None:
+        return model_context
+    if max_model_len > model_context:
+        raise ModelLoadError(f"--max-model-len {max_model_len} is longer than the model's "
+                             f"context of {model_context} tokens")
+    return max_model_len
 
 
 def prefix_cache_share(given: float | None, device_type: str) -> float | None:
@@ -212,7 +230,8 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-queue", args.max_queue),
                         ("--max-batch-tokens", args.max_batch_tokens),
                         ("--reserve-new-tokens", args.reserve_new_tokens),
-                        ("--max-prefill-tokens", args.max_prefill_tokens)):
+                        ("--max-prefill-tokens", args.max_prefill_tokens),
+                        ("--max-model-len", args.max_model_len)):
         if value is not None and value < 1:
             sys.exit(f"error: {name} must be at least 1")
     if args.keep_alive_timeout <= 0:
@@ -269,7 +288,7 @@ def _load(args, state) -> object:
                        cache_dir=Path(args.cache_dir) if args.cache_dir else None)
 
     from .engine import ModelInfo
-    from .loader import load_model
+    from .loader import declared_context, load_model
     from .metrics import ServerMetrics
     from .sampling_defaults import read_defaults
     from .serving import OpenAIServing
@@ -277,6 +296,9 @@ def _load(args, state) -> object:
 
     defaults = read_defaults(resolved.folder, args.generation_config,
                              args.override_generation_config)
+    declared = declared_context(resolved.folder)
+    if declared is not None:  # a bad --max-model-len fails now, not after a long load
+        served_context(declared, args.max_model_len)
     loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
                         pack_for_batch=args.max_batch_size if args.pack_weights else None)
     if args.chat_template is not None:
@@ -285,7 +307,7 @@ def _load(args, state) -> object:
     name = args.served_model_name or resolved.name
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,
-                     max_context=loaded.max_context)
+                     max_context=served_context(loaded.max_context, args.max_model_len))
     limits = EngineLimits(max_batch_size=args.max_batch_size, max_queue=args.max_queue,
                           max_batch_tokens=args.max_batch_tokens,
                           reserve_new_tokens=args.reserve_new_tokens,

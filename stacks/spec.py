@@ -284,6 +284,11 @@ class ServerSpec(_Section):
         description="cache room kept per running request when admitting another; 'all' "
                     "reserves each request's max_tokens and never preempts (unset: 256)",
     )
+    max_model_len: int | None = Field(
+        default=None, ge=1,
+        description="the longest prompt plus answer served, below the model's context: "
+                    "less KV-cache memory per request (unset: the model's context)",
+    )
     max_prefill_tokens: int | None = Field(
         default=None, ge=1,
         description="prompt tokens prefilled per step, and the chunk size of longer prompts "
@@ -328,10 +333,12 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache, prefill, prefix-cache, reasoning and sampling-default settings
-        given, by name (unset ones are left out: the server keeps its defaults for them)."""
-        names = ("max_batch_tokens", "reserve_new_tokens", "max_prefill_tokens",
-                 "prefix_cache_share", "reasoning_parser", "generation_config")
+        """The KV-cache, context, prefill, prefix-cache, reasoning and sampling-default
+        settings given, by name (unset ones are left out: the server keeps its defaults for
+        them)."""
+        names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
+                 "max_prefill_tokens", "prefix_cache_share", "reasoning_parser",
+                 "generation_config")
         settings = {name: str(getattr(self, name)) for name in names
                     if getattr(self, name) is not None}
         override = (self.override_generation_config.model_dump(exclude_none=True)
