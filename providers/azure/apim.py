@@ -10,10 +10,11 @@ the v2 tiers join it through a subnet delegation.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 #: tiers llmcloud deploys; the SDK's enum may lack the v2 ones, so they are passed as strings
 SKUS = ("Developer", "Premium", "PremiumV2", "StandardV2")
@@ -106,10 +107,88 @@ def _ip_filter(allowed_cidrs: list[str]) -> str:
     return f'<ip-filter action="allow">{"".join(ranges)}</ip-filter>'
 
 
+#: the variable `rate-limit-by-key` leaves the seconds to wait in, for the 429's Retry-After
+RETRY_AFTER_VARIABLE = "retryAfter"
+
+
+@dataclass(frozen=True)
+class GatewayError:
+    """An answer of API Management's own, in OpenAI's error shape."""
+
+    status: int
+    reason: str  # the status line's words
+    type: str
+    code: str
+    message: str
+
+    def body(self) -> str:
+        return json.dumps({"error": {"message": self.message, "type": self.type,
+                                     "param": None, "code": self.code}})
+
+
+#: API Management's error reasons (`context.LastError.Reason`) and what clients get instead
+#: of its own `{"statusCode", "message"}` bodies, as the other providers' gateways answer
+GATEWAY_ERRORS = {
+    ("SubscriptionKeyNotFound", "SubscriptionKeyInvalid"): GatewayError(
+        401, "Unauthorized", "invalid_request_error", "invalid_api_key",
+        f"missing or unknown API key: send it in the '{KEY_HEADER}' header"),
+    ("RateLimitExceeded",): GatewayError(
+        429, "Too Many Requests", "rate_limit_error", "rate_limit_exceeded",
+        "rate limit exceeded for this API key; retry after the seconds in Retry-After"),
+    ("QuotaExceeded",): GatewayError(
+        429, "Too Many Requests", "rate_limit_error", "quota_exceeded",
+        "this API key's daily quota is used up"),
+    ("CallerIpNotAllowed",): GatewayError(
+        403, "Forbidden", "invalid_request_error", "ip_not_allowed",
+        "this address may not call the API (network.allowed_cidrs)"),
+    ("OperationNotFound",): GatewayError(
+        404, "Not Found", "invalid_request_error", "not_found",
+        "no route for this method and path: the API is GET and POST under /v1/"),
+    ("Timeout",): GatewayError(
+        504, "Gateway Timeout", "server_error", "backend_timeout",
+        "the model servers did not answer within the gateway's timeout"),
+    ("BackendConnectionFailure",): GatewayError(
+        502, "Bad Gateway", "server_error", "backend_unavailable",
+        "the model servers cannot be reached; retry shortly"),
+}
+TOO_LARGE = GatewayError(413, "Payload Too Large", "invalid_request_error",
+                         "request_too_large", "the request body is larger than the gateway "
+                         "takes (gateway.max_body_kb)")
+
+
+def _json_response(error: GatewayError, retry_after: str = "") -> str:
+    status = f"<set-status code=\"{error.status}\" reason={quoteattr(error.reason)} />"
+    return (f"<return-response>{status}"
+            "<set-header name=\"Content-Type\" exists-action=\"override\">"
+            "<value>application/json</value></set-header>"
+            f"{retry_after}<set-body>{escape(error.body())}</set-body></return-response>")
+
+
+def _on_error() -> str:
+    """OpenAI-shaped answers for API Management's own refusals and failures."""
+    whens = []
+    for reasons, error in GATEWAY_ERRORS.items():
+        names = " || ".join(f'context.LastError.Reason == "{r}"' for r in reasons)
+        retry_after = ""
+        if error.code == "rate_limit_exceeded":
+            seconds = (f"@(context.Variables.GetValueOrDefault&lt;int&gt;("
+                       f"\"{RETRY_AFTER_VARIABLE}\", 1).ToString())")
+            retry_after = (f"<set-header name=\"Retry-After\" exists-action=\"override\">"
+                           f"<value>{seconds}</value></set-header>")
+        elif error.code == "quota_exceeded":
+            retry_after = ("<set-header name=\"Retry-After\" exists-action=\"override\">"
+                           "<value>3600</value></set-header>")
+        whens.append(f"<when condition={quoteattr(f'@({names})')}>"
+                     f"{_json_response(error, retry_after)}</when>")
+    # Other failures keep API Management's own answer: their status is its to choose.
+    return f"<on-error><base /><choose>{''.join(whens)}</choose></on-error>"
+
+
 def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
                allowed_cidrs: list[str], timeout_seconds: int, max_body_kb: int) -> str:
     """The API's policy: client ranges, body size, per-key rate limit and quota, backend
-    timeout, and unbuffered responses (so streamed tokens reach the client as they come)."""
+    timeout, unbuffered responses (so streamed tokens reach the client as they come), and
+    the gateway's own refusals in OpenAI's error shape."""
     calls, period = rate_window(rate_per_second, burst)
     key = quoteattr("@(context.Subscription.Id)")
     quota = (f"<quota-by-key calls=\"{quota_per_day}\" renewal-period=\"86400\" "
@@ -117,16 +196,16 @@ def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
     too_large = (
         "<choose><when condition=\"@(long.Parse(context.Request.Headers.GetValueOrDefault("
         f"&quot;Content-Length&quot;, &quot;0&quot;)) &gt; {max_body_kb * 1024})\">"
-        "<return-response><set-status code=\"413\" reason=\"Payload Too Large\" />"
-        "</return-response></when></choose>")
+        f"{_json_response(TOO_LARGE)}</when></choose>")
     return (
         "<policies><inbound><base />"
         f"{_ip_filter(allowed_cidrs)}{too_large}"
         f"<rate-limit-by-key calls=\"{calls}\" renewal-period=\"{period}\" counter-key={key} "
-        "retry-after-header-name=\"Retry-After\" />"
+        f"retry-after-header-name=\"Retry-After\" "
+        f"retry-after-variable-name=\"{RETRY_AFTER_VARIABLE}\" />"
         f"{quota}"
         "</inbound>"
         f"<backend><forward-request timeout=\"{timeout_seconds}\" buffer-response=\"false\" />"
         "</backend>"
-        "<outbound><base /></outbound><on-error><base /></on-error></policies>"
+        f"<outbound><base /></outbound>{_on_error()}</policies>"
     )

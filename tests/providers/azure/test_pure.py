@@ -100,6 +100,53 @@ def test_policy_is_xml_with_limits_quota_filter_and_streaming():
     assert open_to_all.find("inbound/quota-by-key") is None
 
 
+def _answer(response) -> tuple[int, dict, dict]:
+    headers = {h.get("name"): h.find("value").text for h in response.findall("set-header")}
+    return (int(response.find("set-status").get("code")), headers,
+            json.loads(response.find("set-body").text))
+
+
+@pytest.mark.parametrize(("reason", "status", "code"), [
+    ("SubscriptionKeyNotFound", 401, "invalid_api_key"),
+    ("SubscriptionKeyInvalid", 401, "invalid_api_key"),
+    ("RateLimitExceeded", 429, "rate_limit_exceeded"),
+    ("QuotaExceeded", 429, "quota_exceeded"),
+    ("CallerIpNotAllowed", 403, "ip_not_allowed"),
+    ("OperationNotFound", 404, "not_found"),
+    ("Timeout", 504, "backend_timeout"),
+    ("BackendConnectionFailure", 502, "backend_unavailable"),
+])
+def test_the_gateways_own_refusals_are_openai_shaped(reason, status, code):
+    root = ET.fromstring(apim.api_policy(
+        rate_per_second=10, burst=20, quota_per_day=5000, allowed_cidrs=["10.0.0.0/8"],
+        timeout_seconds=300, max_body_kb=1024))
+    whens = [w for w in root.findall("on-error/choose/when")
+             if f'context.LastError.Reason == "{reason}"' in w.get("condition")]
+    assert len(whens) == 1
+    got_status, headers, body = _answer(whens[0].find("return-response"))
+    assert got_status == status
+    assert headers["Content-Type"] == "application/json"
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    if status == 429:
+        assert "Retry-After" in headers
+    if reason == "RateLimitExceeded":  # the seconds rate-limit-by-key says to wait
+        variable = root.find("inbound/rate-limit-by-key").get("retry-after-variable-name")
+        assert f'"{variable}"' in headers["Retry-After"]
+    # other failures keep API Management's own status: nothing answers them blindly
+    assert root.find("on-error/choose/otherwise") is None
+
+
+def test_a_body_over_the_limit_gets_an_openai_shaped_413():
+    root = ET.fromstring(apim.api_policy(
+        rate_per_second=10, burst=20, quota_per_day=None, allowed_cidrs=["0.0.0.0/0"],
+        timeout_seconds=300, max_body_kb=4))
+    status, headers, body = _answer(root.find("inbound/choose/when/return-response"))
+    assert (status, headers["Content-Type"]) == (413, "application/json")
+    assert body["error"]["code"] == "request_too_large"
+
+
 def test_tier_and_network_mode():
     assert apim.choose_sku({}) == "Developer"
     assert apim.choose_sku({"Environment": "Production"}) == "Premium"
