@@ -44,6 +44,10 @@ class SamplingParams:
     # vLLM's (and Hugging Face's): tokens of the prompt or the output so far have positive
     # logits divided by it and negative ones multiplied (1 = off).
     repetition_penalty: float = 1.0
+    # vLLM's: only these tokens may be sampled (empty: any); and token sequences (a bad
+    # word's) whose last token is forbidden wherever the output so far ends with the rest.
+    allowed_token_ids: tuple[int, ...] = ()
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
     top_k: int = 0  # sample among the k likeliest tokens only (0 = all)
     min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest one's
     logprobs: int | None = None  # None: none; k: each token's, and the k most likely's
@@ -58,7 +62,8 @@ class SamplingParams:
     def adjusts_logits(self) -> bool:
         """True when penalties or biases change this request's logits before sampling."""
         return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias
-                    or self.repetition_penalty != 1.0)
+                    or self.repetition_penalty != 1.0 or self.allowed_token_ids
+                    or self.bad_words_ids)
 
 
 @dataclass(frozen=True)

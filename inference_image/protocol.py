@@ -41,6 +41,8 @@ class _Request(BaseModel):
 
 class StreamOptions(_Request):
     include_usage: bool = False
+    # vLLM's: with include_usage, every chunk carries the usage so far
+    continuous_usage_stats: bool = False
 
 
 class TextPart(_Request):
@@ -128,6 +130,11 @@ class _SamplingFields(_Request):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
+    # vLLM's: sample only among these tokens; never write these words; keep only the
+    # prompt's last N tokens (-1: as many as the context takes).
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None
+    truncate_prompt_tokens: int | None = None
     # Chat's; completions take it too, as vLLM's do.
     response_format: dict[str, Any] | None = None
     # vLLM's: {"json" | "regex" | "choice" | "grammar": ...}, and its older guided_* fields.

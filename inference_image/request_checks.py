@@ -89,6 +89,49 @@ def stop_token_ids(ids: list[int] | None, vocab: int) -> tuple[int, ...]:
     return tuple(ids or ())
 
 
+def allowed_token_ids(ids: list[int] | None, vocab: int) -> tuple[int, ...]:
+    """vLLM's ``allowed_token_ids``, or a 400 when it is empty or names no token."""
+    if ids is None:
+        return ()
+    if not ids:
+        raise ApiError(400, "allowed_token_ids must name at least one token",
+                       param="allowed_token_ids", code="invalid_value")
+    for token in ids:
+        if not 0 <= token < vocab:
+            raise ApiError(400, f"allowed_token_ids must be token ids in [0, {vocab}), got "
+                           f"{token}", param="allowed_token_ids", code="invalid_value")
+    return tuple(dict.fromkeys(ids))
+
+
+def bad_words_ids(words: list[str] | None, tokenizer) -> tuple[tuple[int, ...], ...]:
+    """vLLM's ``bad_words`` as token sequences: each word as it is written at the start of
+    a text and after a space (most tokenizers spell the two differently)."""
+    sequences: dict[tuple[int, ...], None] = {}
+    for word in words or ():
+        if not word.strip():
+            raise ApiError(400, "bad_words must not hold empty words", param="bad_words",
+                           code="invalid_value")
+        for text in (word.lstrip(), " " + word.lstrip()):
+            ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+            if ids:
+                sequences[ids] = None
+    return tuple(sequences)
+
+
+def truncated_prompt(ids: list[int], keep: int | None, context: int) -> list[int]:
+    """vLLM's ``truncate_prompt_tokens``: the prompt's last ``keep`` tokens (-1: as many as
+    the context takes), or a 400 for another value below 1."""
+    if keep is None:
+        return ids
+    if keep == -1:
+        keep = context
+    if keep < 1:
+        raise ApiError(400, f"truncate_prompt_tokens must be at least 1 (or -1: the "
+                       f"model's context), got {keep}", param="truncate_prompt_tokens",
+                       code="invalid_value")
+    return ids[-keep:]
+
+
 def check_min_tokens(min_tokens: int | None, budget: int, param: str) -> None:
     """``min_tokens`` must be at least 0 and at most the tokens an answer may have."""
     if min_tokens is None:

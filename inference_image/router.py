@@ -47,6 +47,15 @@ class ServerState:
                 and not self.draining)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmcloud")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app for one server; ``state.serving`` may be filled in after startup."""
     app = FastAPI(title="llmcloud inference server", docs_url=None, redoc_url=None)
@@ -77,6 +86,11 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
             return JSONResponse({"status": "ready"})
         status = "draining" if state.draining else "loading"
         return JSONResponse({"status": status}, status_code=503)
+
+    @app.get("/version")
+    async def version() -> dict[str, str]:
+        # vLLM's: which server build answers (outside /v1, so the gateways keep it inside)
+        return {"version": _version()}
 
     @app.get("/ping")
     async def ping() -> JSONResponse:

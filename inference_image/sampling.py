@@ -91,9 +91,9 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
                   prompts: list[list[int]] | None = None) -> torch.Tensor:
     """``logits`` [B, V] with each row's presence and frequency penalties (counted over
     ``outputs``, the tokens that row generated) and logit biases applied, as OpenAI defines
-    them, and its repetition penalty (over ``prompts`` and ``outputs``), as vLLM and
-    Hugging Face do. Returns ``logits`` itself when no row asks for any, else an adjusted
-    float copy."""
+    them, its repetition penalty (over ``prompts`` and ``outputs``), as vLLM and Hugging
+    Face do, and vLLM's bad words and allowed tokens (the others' logits -inf). Returns
+    ``logits`` itself when no row asks for any, else an adjusted float copy."""
     rows = [i for i, p in enumerate(params) if p.adjusts_logits]
     if not rows:
         return logits
@@ -122,7 +122,23 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
             bias = torch.tensor([b for _, b in biases], device=logits.device,
                                 dtype=adjusted.dtype)
             adjusted[i].index_add_(0, ids, bias)
+        banned = [words[-1] for words in p.bad_words_ids
+                  if words[-1] < vocab and _ends_with(outputs[i], words[:-1])]
+        allowed = [t for t in p.allowed_token_ids if t < vocab]
+        if banned and allowed and set(allowed) <= set(banned):
+            banned = []  # something must be sampled: the allowed tokens win
+        if banned:
+            adjusted[i, torch.tensor(banned, device=logits.device)] = float("-inf")
+        if allowed:
+            keep = torch.full((vocab,), float("-inf"), dtype=adjusted.dtype,
+                              device=logits.device)
+            keep[torch.tensor(allowed, device=logits.device)] = 0.0
+            adjusted[i] += keep
     return adjusted
+
+
+def _ends_with(output: list[int], prefix: tuple[int, ...]) -> bool:
+    return not prefix or tuple(output[-len(prefix):]) == prefix
 
 
 def forbid(logits: torch.Tensor, rows: list[int],

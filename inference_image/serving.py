@@ -55,6 +55,8 @@ from .reasoning import (
 )
 from .request_checks import (
     DEFAULT_COMPLETION_TOKENS,
+    allowed_token_ids,
+    bad_words_ids,
     check_min_tokens,
     check_top,
     common_checks,
@@ -62,6 +64,7 @@ from .request_checks import (
     new_tokens,
     stop_token_ids,
     stops_of,
+    truncated_prompt,
     unsupported,
 )
 from .sampling_defaults import SamplingDefaults
@@ -99,6 +102,7 @@ class Generation:
     named: str | None = None  # the response's id, where another API names it
     # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
     client_request_id: str | None = None
+    continuous_usage: bool = False  # vLLM's: every streamed chunk carries the usage so far
 
     @property
     def response_id(self) -> str:
@@ -198,7 +202,9 @@ class OpenAIServing:
             raise ApiError(400, "echo with logprobs needs a causal model: a "
                            "sequence-to-sequence model's prompt is its encoder's input, "
                            "which it does not predict", param="echo", code="unsupported_value")
-        prompts = await self._completion_prompts(request.prompt)
+        prompts = [(cut, text if len(cut) == len(ids) else None)
+                   for ids, text in await self._completion_prompts(request.prompt)
+                   for cut in [self._truncated(request, ids)]]
         echoes = None
         if request.echo:
             echoes = [self.engine.tokenizer.decode(ids) if text is None else text
@@ -235,7 +241,8 @@ class OpenAIServing:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
         rendered = self.chat_text(request, tools)
-        prompt_ids = await self.prompts.encode(rendered, add_special_tokens=False)
+        prompt_ids = self._truncated(
+            request, await self.prompts.encode(rendered, add_special_tokens=False))
         if request.max_completion_tokens is not None:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
         else:
@@ -258,6 +265,10 @@ class OpenAIServing:
             gen.thinking = opened and thinks_first
             gen.include_reasoning = request.include_reasoning
         return gen
+
+    def _truncated(self, request, ids: list[int]) -> list[int]:
+        return truncated_prompt(ids, request.truncate_prompt_tokens,
+                                self.engine.info.max_context)
 
     def chat_text(self, request, tools: list[dict] | None) -> str:
         """The prompt text of a request's ``messages`` (a chat request's, or /tokenize's)
@@ -349,6 +360,9 @@ class OpenAIServing:
             top_k=max(_given(request.top_k, defaults.top_k), 0),
             min_p=_given(request.min_p, defaults.min_p),
             logit_bias=logit_bias_pairs(request.logit_bias, len(self.engine.tokenizer)),
+            allowed_token_ids=allowed_token_ids(request.allowed_token_ids,
+                                                len(self.engine.tokenizer)),
+            bad_words_ids=bad_words_ids(request.bad_words, self.engine.tokenizer),
             # best_of ranks answers by their tokens' log probabilities, asked for or not
             logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,
             prompt_logprobs=logprobs if scores_prompt else None,
@@ -383,9 +397,12 @@ class OpenAIServing:
         self.in_flight += 1
         prompt_tokens = sum(len(ids) for ids in prompts)
         self.metrics.prompt_tokens.inc(prompt_tokens)
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return Generation(kind, choices, prompt_tokens, include_usage, started,
-                          bool(request.stream))
+        options = request.stream_options
+        include_usage = bool(options and options.include_usage)
+        gen = Generation(kind, choices, prompt_tokens, include_usage, started,
+                         bool(request.stream))
+        gen.continuous_usage = include_usage and options.continuous_usage_stats
+        return gen
 
     # --- running ----------------------------------------------------------------------------
 
@@ -545,7 +562,7 @@ class OpenAIServing:
                          "finish_reason": finish}
             payload = {**base, "choices": [entry]}
             if gen.include_usage:
-                payload["usage"] = None
+                payload["usage"] = gen.usage.model_dump() if gen.continuous_usage else None
             return f"data: {json.dumps(payload)}\n\n"
 
         try:

@@ -544,10 +544,10 @@ class TorchEngine(Engine):
                  if row.generated < p.min_tokens]
         if early:  # too soon to end: no end-of-sequence, no stop token
             held = forbid(scores, early, [self._ends(params[i]) for i in early])
-            if guided:  # where the grammar allows only tokens that end, the grammar wins
-                index = torch.tensor(early, device=scores.device)
-                stuck = index[~held.index_select(0, index).isfinite().any(-1)]
-                held[stuck] = scores[stuck]
+            # Where a grammar (or allowed_token_ids) allows only tokens that end, it wins.
+            index = torch.tensor(early, device=scores.device)
+            stuck = index[~held.index_select(0, index).isfinite().any(-1)]
+            held[stuck] = scores[stuck]
             scores = held
         tokens = sample(
             scores,

@@ -129,3 +129,29 @@ def test_token_logprobs_are_the_log_softmax_with_the_top_k_in_order():
     assert [i for i, _ in entries[0].top] == ids.tolist()
     assert [lp for _, lp in entries[0].top] == pytest.approx(values.tolist(), abs=1e-6)
     assert entries[1].top == ()
+
+
+def test_allowed_tokens_leave_only_them_to_sample_in_their_row():
+    logits = torch.tensor([[5.0, 1.0, 2.0, 3.0], [5.0, 1.0, 2.0, 3.0]])
+    params = [SamplingParams(8, allowed_token_ids=(1, 2)), SamplingParams(8)]
+    adjusted = adjust_logits(logits, params, [[], []])
+    assert adjusted[0].tolist() == [float("-inf"), 1.0, 2.0, float("-inf")]
+    assert adjusted[1].tolist() == logits[1].tolist()
+    assert sample(adjusted, [0.0, 0.0], [1.0, 1.0], [None, None]) == [2, 0]
+
+
+def test_a_bad_words_last_token_is_banned_only_after_the_rest_of_it():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 3)
+    words = ((3,), (1, 2))  # a one-token word, and a two-token one: 1 then 2
+    params = [SamplingParams(8, bad_words_ids=words)] * 3
+    adjusted = adjust_logits(logits, params, [[], [0, 1], [1, 0]])
+    inf = float("-inf")
+    assert adjusted[0].tolist() == [1.0, 2.0, 3.0, inf]  # 2 only after 1
+    assert adjusted[1].tolist() == [1.0, 2.0, inf, inf]  # the output ends with 1
+    assert adjusted[2].tolist() == [1.0, 2.0, 3.0, inf]
+
+
+def test_allowed_tokens_win_over_bad_words_that_would_ban_them_all():
+    params = [SamplingParams(8, allowed_token_ids=(3,), bad_words_ids=((3,),))]
+    adjusted = adjust_logits(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), params, [[]])
+    assert sample(adjusted, [0.0], [1.0], [None]) == [3]
