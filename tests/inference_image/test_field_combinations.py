@@ -48,13 +48,18 @@ COMMON = {
     "repetition_penalty": mostly(st.floats(0.1, 10), 0, 12, -1),
     "response_format": FORMATS,
     "guided_choice": st.sampled_from([None, None, None, None, ["a", "b"], []]),
-    "stream_options": st.sampled_from([None, {"include_usage": True}]),
+    "stream_options": st.sampled_from([None, {"include_usage": True},
+                                       {"include_usage": True, "continuous_usage_stats": True},
+                                       {"continuous_usage_stats": True}]),
     "stop": st.sampled_from([None, None, "o", ["e", "ok"], ["a", "b", "c", "d", "e"]]),
     # vLLM's extras
     "min_tokens": mostly(st.integers(0, 40), -1, 10**6),
     "stop_token_ids": st.sampled_from([None, None, [5], [5, 7, 9], [10**9], [-1]]),
     "include_stop_str_in_output": st.one_of(st.none(), st.booleans()),
     "skip_special_tokens": st.one_of(st.none(), st.booleans()),
+    "allowed_token_ids": st.sampled_from([None, None, [5, 7, 9], [1], [], [10**9]]),
+    "bad_words": st.sampled_from([None, None, ["world"], ["a", "big dog"], [" "]]),
+    "truncate_prompt_tokens": mostly(st.integers(1, 300), 0, -1, -5),
 }
 
 
@@ -93,8 +98,11 @@ def check(path: str, body: dict, client=CLIENT) -> None:
         finished = [c["choices"][0]["index"] for c in chunks
                     if c["choices"] and c["choices"][0]["finish_reason"]]
         assert sorted(finished) == list(range(answers(body)))  # each choice ended, once
-        if body.get("stream_options"):
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
             assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+            if options.get("continuous_usage_stats"):
+                assert all(c["usage"] is not None for c in chunks)
         return
     response = client.post(path, json=body)
     if response.status_code != 200:
