@@ -27,6 +27,7 @@ class Choice:
     logprobs: LogprobFormat | None = None
     completion_tokens: int = 0
     first_token_at: float | None = None
+    last_token_at: float | None = None
     finish_reason: str | None = None
     logprob_sum: float = 0.0  # of the tokens sent, when the engine reports them
     scored: int = 0  # tokens in logprob_sum

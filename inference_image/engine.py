@@ -113,6 +113,9 @@ class GenerationStream:
         self.prompt_ids = prompt_ids
         self.params = params
         self.loop = loop
+        # perf_counter times: queued here; first given a batch slot (the engine sets it)
+        self.queued_at = time.perf_counter()
+        self.scheduled_at: float | None = None
         self.cancelled = False
         self.finished = False
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue()

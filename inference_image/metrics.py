@@ -17,6 +17,18 @@ _ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1
                 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 _E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
                 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+_N_BUCKETS = (1, 2, 5, 10, 20)
+
+
+def token_buckets(max_context: int) -> tuple[int, ...]:
+    """vLLM's 1-2-5 buckets for token counts: 1, 2, 5, 10, 20, 50, ... up to the context."""
+    buckets, scale = [], 1
+    while True:
+        for step in (1, 2, 5):
+            if step * scale > max_context:
+                return tuple(buckets)
+            buckets.append(step * scale)
+        scale *= 10
 
 
 class ServerMetrics:
@@ -27,7 +39,7 @@ class ServerMetrics:
                  cache_usage: Callable[[], float] | None = None,
                  cache_tokens: int | None = None,
                  preemptions: Callable[[], int] | None = None,
-                 prefix_cache=None):
+                 prefix_cache=None, max_context: int = 4096):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -55,6 +67,34 @@ class ServerMetrics:
         self.e2e = Histogram(
             "llmcloud:e2e_request_latency_seconds", "Time from request to last token.",
             labels, buckets=_E2E_BUCKETS, registry=reg).labels(**self._model)
+        # vLLM's per-request histograms, which its dashboard's queue, prefill/decode and
+        # token-count panels read (each answer of an `n` request is a request there too).
+        def phase(name: str, doc: str):
+            return Histogram(name, doc, labels, buckets=_E2E_BUCKETS,
+                             registry=reg).labels(**self._model)
+
+        self.queue_time = phase("llmcloud:request_queue_time_seconds",
+                                "Time a request waited for a batch slot.")
+        self.prefill_time = phase("llmcloud:request_prefill_time_seconds",
+                                  "Time from a batch slot to the first token.")
+        self.decode_time = phase("llmcloud:request_decode_time_seconds",
+                                 "Time from the first token to the last.")
+        self.inference_time = phase("llmcloud:request_inference_time_seconds",
+                                    "Time from a batch slot to the last token.")
+        counts = token_buckets(max_context)
+        self.request_prompt_tokens = Histogram(
+            "llmcloud:request_prompt_tokens", "Prompt tokens of each request.", labels,
+            buckets=counts, registry=reg).labels(**self._model)
+        self.request_generation_tokens = Histogram(
+            "llmcloud:request_generation_tokens", "Tokens each request generated.", labels,
+            buckets=counts, registry=reg).labels(**self._model)
+        self.request_max_tokens = Histogram(
+            "llmcloud:request_params_max_tokens", "The new tokens each request might have "
+            "(its max_tokens, or what the context left).", labels, buckets=counts,
+            registry=reg).labels(**self._model)
+        self.request_n = Histogram(
+            "llmcloud:request_params_n", "The answers each API request asked for per prompt.",
+            labels, buckets=_N_BUCKETS, registry=reg).labels(**self._model)
         Gauge("llmcloud:num_requests_running", "Requests in the running batch.", labels,
               registry=reg).labels(**self._model).set_function(running)
         Gauge("llmcloud:num_requests_waiting", "Requests waiting for a batch slot.", labels,
@@ -85,6 +125,23 @@ class ServerMetrics:
 
     def count_finished(self, reason: str) -> None:
         self.request_success.labels(finished_reason=reason, **self._model).inc()
+
+    def observe_request(self, choice) -> None:
+        """A finished engine request's phases and token counts (a phase it never reached,
+        e.g. cancelled while queued, is not observed)."""
+        stream = choice.stream
+        scheduled, first, last = stream.scheduled_at, choice.first_token_at, choice.last_token_at
+        if scheduled is not None:
+            self.queue_time.observe(max(0.0, scheduled - stream.queued_at))
+            if first is not None:
+                self.prefill_time.observe(max(0.0, first - scheduled))
+            if last is not None:
+                self.inference_time.observe(max(0.0, last - scheduled))
+        if first is not None and last is not None:
+            self.decode_time.observe(last - first)
+        self.request_prompt_tokens.observe(len(stream.prompt_ids))
+        self.request_generation_tokens.observe(choice.completion_tokens)
+        self.request_max_tokens.observe(stream.params.max_tokens)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this server's metrics."""

@@ -321,7 +321,8 @@ def _load(args, state) -> object:
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
                             cache_tokens=engine.limits.max_batch_tokens,
                             preemptions=lambda: engine.preemptions,
-                            prefix_cache=engine.prefixes)
+                            prefix_cache=engine.prefixes,
+                            max_context=engine.info.max_context)
     state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser],
                                   defaults)
     if defaults.changed():

@@ -103,6 +103,7 @@ class Generation:
     # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
     client_request_id: str | None = None
     continuous_usage: bool = False  # vLLM's: every streamed chunk carries the usage so far
+    n: int = 1  # the answers asked for per prompt
 
     @property
     def response_id(self) -> str:
@@ -402,6 +403,7 @@ class OpenAIServing:
         gen = Generation(kind, choices, prompt_tokens, include_usage, started,
                          bool(request.stream))
         gen.continuous_usage = include_usage and options.continuous_usage_stats
+        gen.n = request.n or 1
         return gen
 
     # --- running ----------------------------------------------------------------------------
@@ -456,7 +458,7 @@ class OpenAIServing:
                 else:
                     for _ in range(n):
                         self.metrics.itl.observe((now - last) / n)
-                last = now
+                last = choice.last_token_at = now
                 delta, logprobs = self._add_tokens(choice, event.token_ids, event.logprobs)
                 choice.logprob_sum += sum(entry.logprob for entry in logprobs)
                 choice.scored += len(logprobs)
@@ -491,6 +493,8 @@ class OpenAIServing:
                 choice.stream.cancel()
                 choice.finish_reason = "abort"
             self.metrics.count_finished(choice.finish_reason)
+            self.metrics.observe_request(choice)
+        self.metrics.request_n.observe(gen.n)
         firsts = [c.first_token_at for c in gen.choices if c.first_token_at is not None]
         ttft = f"{min(firsts) - gen.started:.3f}" if firsts else "-"
         requests_log.info(

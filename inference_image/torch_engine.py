@@ -383,6 +383,8 @@ class TorchEngine(Engine):
                 if long and admitted:
                     break  # its chunks start next step
                 self._waiting.popleft()
+                if row.stream.scheduled_at is None:  # a preempted row keeps its first
+                    row.stream.scheduled_at = time.perf_counter()
                 if self.prefixes is not None:
                     self.prefixes.count(row.context, cached)
                 shared = prefix.trimmed(cached) if prefix is not None else None

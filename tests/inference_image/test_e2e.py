@@ -224,6 +224,38 @@ def test_metrics_are_prometheus_text_with_vllm_names(causal_server, causal_clien
                         finished_reason="length") >= 1
 
 
+def test_each_requests_phases_and_counts_are_vllms_histograms(causal_server, causal_client,
+                                                                causal_ref):
+    names = ("queue_time_seconds", "prefill_time_seconds", "decode_time_seconds",
+             "inference_time_seconds", "prompt_tokens", "generation_tokens",
+             "params_max_tokens", "params_n")
+
+    def read() -> dict[str, tuple[float, float]]:
+        fams = metrics(causal_server)
+        return {name: (sample_value(fams, f"llmcloud:request_{name}",
+                                    f"llmcloud:request_{name}_count"),
+                       sample_value(fams, f"llmcloud:request_{name}",
+                                    f"llmcloud:request_{name}_sum")) for name in names}
+
+    before = read()
+    causal_client.completions.create(model="tiny-llama", prompt="Hello there", max_tokens=5,
+                                     n=2, temperature=1, seed=3,
+                                     extra_body={"ignore_eos": True})
+    after = read()
+    grown = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1])
+             for name in names}
+    prompt = len(causal_ref.tokenizer("Hello there")["input_ids"])
+    assert grown["prompt_tokens"] == (2, 2 * prompt)  # each answer is a request, as vLLM's
+    assert grown["generation_tokens"] == (2, 10)
+    assert grown["params_max_tokens"] == (2, 10)
+    assert grown["params_n"] == (1, 2)  # one API request asking for 2
+    for phase in ("queue", "prefill", "decode", "inference"):
+        count, total = grown[f"{phase}_time_seconds"]
+        assert count == 2 and total >= 0
+    assert grown["decode_time_seconds"][1] > 0  # four tokens after the first
+    assert grown["inference_time_seconds"][1] >= grown["decode_time_seconds"][1]
+
+
 def test_a_repeated_prompt_beginning_comes_from_the_prefix_cache(causal_server, causal_client,
                                                                    causal_ref):
     system = "The quick brown fox jumps over the lazy dog. " * 6
