@@ -67,24 +67,43 @@ def pick_dtype(dtype: str, device):
     return getattr(torch, _DTYPES[dtype])
 
 
+def needs_remote_code(folder: Path) -> bool:
+    """Whether config.json maps the model to code in its own folder (``auto_map``)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("auto_map"))
+
+
 def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
-               pack_for_batch: int | None = None) -> LoadedModel:
+               pack_for_batch: int | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
     """Load tokenizer and model from a local folder, preferring safetensors weights.
 
     With ``pack_for_batch`` (the engine's batch size), a model on CPU gets its float32
     linear weights packed for oneDNN (`packed_linear`): decode steps run about a third
-    faster."""
+    faster. A model whose architecture is code in its folder (one transformers does not
+    have built in) loads only with ``trust_remote_code``: that code runs in the server."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     task = detect_task(folder, task)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
     auto = AutoModelForSeq2SeqLM if task == "text2text-generation" else AutoModelForCausalLM
     use_safetensors = any(Path(folder).glob("*.safetensors")) or None
     try:
-        model = auto.from_pretrained(folder, dtype=torch_dtype, use_safetensors=use_safetensors)
-    except (ValueError, OSError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **remote)
+        model = auto.from_pretrained(folder, dtype=torch_dtype, use_safetensors=use_safetensors,
+                                     **remote)
+    except (ValueError, OSError, ImportError) as exc:
+        if not trust_remote_code and needs_remote_code(folder):
+            raise ModelLoadError(
+                f"cannot load {folder}: its architecture is Python code in its own folder "
+                "(config.json's auto_map), which transformers does not have built in; that "
+                "code would run in this server, so it loads only with --trust-remote-code "
+                f"(server.trust_remote_code in the spec). transformers said: {exc}") from exc
         raise ModelLoadError(f"cannot load {folder} as {task}: {exc}") from exc
     model.to(torch_device).eval()
     if pack_for_batch and torch_device.type == "cpu":

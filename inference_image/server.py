@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "into `reasoning`: auto when the model's vocabulary and template have "
                         "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "
                         "are think (default: %(default)s)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   default=env.get("LLMCLOUD_TRUST_REMOTE_CODE", "0") in ("1", "true"),
+                   help="load a model whose architecture is Python code in its folder "
+                        "(config.json's auto_map): that code runs in the server, so give "
+                        "it only for models whose files you trust (a manifest pins them)")
     p.add_argument("--chat-template", metavar="PATH|TEMPLATE",
                    default=env.get("LLMCLOUD_CHAT_TEMPLATE"),
                    help="the Jinja chat template to render chats with, instead of the "
@@ -300,7 +305,8 @@ def _load(args, state) -> object:
     if declared is not None:  # a bad --max-model-len fails now, not after a long load
         served_context(declared, args.max_model_len)
     loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
-                        pack_for_batch=args.max_batch_size if args.pack_weights else None)
+                        pack_for_batch=args.max_batch_size if args.pack_weights else None,
+                        trust_remote_code=args.trust_remote_code)
     if args.chat_template is not None:
         loaded.tokenizer.chat_template = args.chat_template
         log.info("chats are rendered with the --chat-template given, not the model's")

@@ -243,6 +243,10 @@ class BudgetSpec(_Section):
     )
 
 
+#: server settings that are switches: their flag alone turns them on
+_SWITCHES = frozenset({"trust_remote_code"})
+
+
 class SamplingDefaultsSpec(_Section):
     """Sampling defaults for requests that leave them out, over the model's own (its
     generation config's): the server's `--override-generation-config`."""
@@ -308,6 +312,11 @@ class ServerSpec(_Section):
                     "the answer: think always, none never (unset: auto, when the model's "
                     "vocabulary and chat template have the markers)",
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="load a model whose architecture is Python code in its own folder "
+                    "(config.json's auto_map): that code runs on the servers",
+    )
     generation_config: Literal["auto", "none"] | None = Field(
         default=None,
         description="none: requests that leave out temperature, top_p, ... get OpenAI's "
@@ -345,12 +354,15 @@ class ServerSpec(_Section):
                     if self.override_generation_config is not None else {})
         if override:
             settings["override_generation_config"] = json.dumps(override, sort_keys=True)
+        if self.trust_remote_code:
+            settings["trust_remote_code"] = "1"
         return settings
 
     def engine_flags(self) -> list[str]:
-        """``engine_settings`` as `llmcloud-server` flags."""
+        """``engine_settings`` as `llmcloud-server` flags (a switch alone, when on)."""
         return [part for name, value in self.engine_settings().items()
-                for part in (f"--{name.replace('_', '-')}", value)]
+                for part in ((f"--{name.replace('_', '-')}",) if name in _SWITCHES
+                             else (f"--{name.replace('_', '-')}", value))]
 
 
 class DeploymentSpec(_Section):

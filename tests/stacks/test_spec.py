@@ -141,6 +141,14 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     assert plain.server.engine_flags() == ["--reasoning-parser", "none"]
 
 
+def test_trusting_remote_code_is_a_switch_off_by_default() -> None:
+    assert resolve_spec(file_values={}, environ={}).server.trust_remote_code is False
+    spec = resolve_spec(file_values={},
+                        environ={"LLMCLOUD_SERVER__TRUST_REMOTE_CODE": "true"})
+    assert spec.server.engine_flags() == ["--trust-remote-code"]
+    assert spec.server.engine_settings() == {"trust_remote_code": "1"}
+
+
 def test_sampling_defaults_become_one_json_flag() -> None:
     spec = resolve_spec(
         file_values={"server": {"override_generation_config": {"temperature": 0.5,
