@@ -68,9 +68,15 @@ class Seq2SeqBatch:
         """Encode the prompts, run the decoder start token (and ``outputs``, the tokens a
         preempted row generated before, left-padded), append the rows, return the logits
         of each row's next token."""
-        ids, enc_mask = kv_cache.padded_prompts(prompts, self.pad_id, left=False,
-                                                device=self.device)
+        # Twins (several answers to one prompt, `n`) are encoded once; their states copied.
+        distinct = list(dict.fromkeys(map(tuple, prompts)))
+        ids, enc_mask = kv_cache.padded_prompts([list(p) for p in distinct], self.pad_id,
+                                                left=False, device=self.device)
         states = self.model.get_encoder()(input_ids=ids, attention_mask=enc_mask)[0]
+        if len(distinct) < len(prompts):
+            place = {prompt: i for i, prompt in enumerate(distinct)}
+            index = torch.tensor([place[tuple(p)] for p in prompts], device=self.device)
+            states, enc_mask = states.index_select(0, index), enc_mask.index_select(0, index)
         cache = EncoderDecoderCache(kv_cache.growing_cache(), DynamicCache())
         decoder = [[self.start_id] + list(o) for o in (outputs or [[] for _ in prompts])]
         dec_ids, dec_mask = kv_cache.padded_prompts(decoder, self.pad_id, left=True,
