@@ -4,7 +4,7 @@
 `InvokeEndpoint` calls (an AWS service integration whose IAM role may invoke this one
 endpoint and nothing else): the body goes to the container's `POST /invocations`
 unchanged, and the route travels in SageMaker's custom-attributes header, which SageMaker
-hands to the container. `GET /v1/models` is
+hands to the container. `GET /v1/models` and `GET /v1/models/{model}` are
 answered by API Gateway itself. Responses are buffered: API Gateway's AWS integrations do not
 stream, so this flavour serves request/response workloads (set `"stream": false`).
 """
@@ -108,7 +108,46 @@ def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.Res
     routes += [method, integration]
     routes += _responses(parent, f"{name}-models", api, node, method, integration,
                          [("200", None, models_body(backend.model_id))])
+    routes += _model_card(child, parent, name, api, resource(("v1", "models", "{model}")),
+                          authorizer_id, backend.model_id)
     return routes
+
+
+def _model_card(child, parent, name, api, node, authorizer_id,
+                model_id: str) -> list[pulumi.Resource]:
+    """`GET /v1/models/{model}`: the served model's card, or OpenAI's 404 for another id,
+    answered by API Gateway as the server itself answers it."""
+    method = aws.apigateway.Method(
+        f"{name}-model-card", rest_api=api.id, resource_id=node.id, http_method="GET",
+        authorization="CUSTOM", authorizer_id=authorizer_id, api_key_required=True,
+        request_parameters={"method.request.path.model": True}, opts=child)
+    integration = aws.apigateway.Integration(
+        f"{name}-model-card", rest_api=api.id, resource_id=node.id,
+        http_method=method.http_method, type="MOCK",
+        request_templates={"application/json": model_card_request(model_id)}, opts=child)
+    return [method, integration, *_responses(
+        parent, f"{name}-model-card", api, node, method, integration,
+        [("200", None, model_card_body(model_id)),
+         ("404", "404", model_not_found_body(model_id))])]
+
+
+def model_card_request(model_id: str) -> str:
+    """The mock's request template: 200 for the served model's id, else 404."""
+    return (f"#if($input.params('model') == {json.dumps(model_id)})"
+            '{"statusCode": 200}#else{"statusCode": 404}#end')
+
+
+def model_card_body(model_id: str) -> str:
+    """The served model's card, as in `GET /v1/models`."""
+    return json.dumps({"id": model_id, "object": "model", "created": 0,
+                       "owned_by": "llmcloud"})
+
+
+def model_not_found_body(model_id: str) -> str:
+    """OpenAI's 404 for another model's id."""
+    return json.dumps({"error": {
+        "message": f"that model does not exist; this endpoint serves {model_id!r}",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
 
 
 def _responses(parent: pulumi.Resource, name: str, api, node, method, integration,

@@ -199,7 +199,7 @@ def test_openai_paths_keep_the_bearer_authorizer_and_usage_plan():
     paths = {r.name: r.inputs["pathPart"] for r in of_type(resources,
                                                             "aws:apigateway/resource:Resource")}
     assert sorted(paths.values()) == ["chat", "completions", "completions", "models",
-                                      "responses", "v1"]
+                                      "responses", "v1", "{model}"]
     methods = of_type(resources, METHOD)
     assert {m.inputs["httpMethod"] for m in methods} == {"POST", "GET"}
     authorizer = one(resources, "aws:apigateway/authorizer:Authorizer")
@@ -218,6 +218,27 @@ def test_models_is_answered_by_the_gateway_with_the_served_model():
                    "models")
     body = json.loads(response.inputs["responseTemplates"]["application/json"])
     assert [m["id"] for m in body["data"]] == ["t5"] and body["object"] == "list"
+
+
+def test_a_model_card_for_the_served_id_and_openais_404_for_others():
+    resources, _ = sagemaker()
+    integration = one(resources, INTEGRATION, "model-card")
+    assert integration.inputs["type"] == "MOCK"
+    template = integration.inputs["requestTemplates"]["application/json"]
+    assert template == ('#if($input.params(\'model\') == "t5"){"statusCode": 200}'
+                        '#else{"statusCode": 404}#end')
+    method = one(resources, METHOD, "model-card")
+    assert method.inputs["requestParameters"] == {"method.request.path.model": True}
+    responses = {r.inputs["statusCode"]: r for r in of_type(
+        resources, "aws:apigateway/integrationResponse:IntegrationResponse")
+        if "model-card" in r.name}
+    card = json.loads(responses["200"].inputs["responseTemplates"]["application/json"])
+    assert (card["id"], card["object"]) == ("t5", "model")
+    assert "selectionPattern" not in responses["200"].inputs
+    assert responses["404"].inputs["selectionPattern"] == "404"
+    error = json.loads(responses["404"].inputs["responseTemplates"]["application/json"])
+    assert set(error["error"]) == {"message", "type", "param", "code"}
+    assert error["error"]["code"] == "model_not_found"
 
 
 def test_endpoint_errors_come_back_openai_shaped():
