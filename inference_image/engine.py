@@ -116,6 +116,7 @@ class GenerationStream:
         # perf_counter times: queued here; first given a batch slot (the engine sets it)
         self.queued_at = time.perf_counter()
         self.scheduled_at: float | None = None
+        self.cached_tokens = 0  # prompt tokens whose states came from the prefix cache
         self.cancelled = False
         self.finished = False
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue()

@@ -227,7 +227,8 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
     if ended:
         counts = gen.usage
         usage = {"input_tokens": counts.prompt_tokens,
-                 "input_tokens_details": {"cached_tokens": 0},
+                 "input_tokens_details": {
+                     "cached_tokens": counts.prompt_tokens_details.cached_tokens},
                  "output_tokens": counts.completion_tokens,
                  "output_tokens_details": {"reasoning_tokens": _reasoning_tokens(
                      serving, gen, thought)},

@@ -43,6 +43,7 @@ from .protocol import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     Usage,
 )
 from .reasoning import (
@@ -104,6 +105,7 @@ class Generation:
     client_request_id: str | None = None
     continuous_usage: bool = False  # vLLM's: every streamed chunk carries the usage so far
     n: int = 1  # the answers asked for per prompt
+    answers_per_prompt: int = 1  # choices made per prompt (best_of's, when more than n)
 
     @property
     def response_id(self) -> str:
@@ -113,8 +115,11 @@ class Generation:
     @property
     def usage(self) -> Usage:
         completion = sum(choice.completion_tokens for choice in self.choices)
+        # each prompt once, as its tokens are: its first answer's
+        cached = sum(c.stream.cached_tokens for c in self.choices[::self.answers_per_prompt])
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
-                     total_tokens=self.prompt_tokens + completion)
+                     total_tokens=self.prompt_tokens + completion,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
     def cancel(self) -> None:
         """Stop generating every answer (the client went away)."""
@@ -404,6 +409,7 @@ class OpenAIServing:
                          bool(request.stream))
         gen.continuous_usage = include_usage and options.continuous_usage_stats
         gen.n = request.n or 1
+        gen.answers_per_prompt = n
         return gen
 
     # --- running ----------------------------------------------------------------------------

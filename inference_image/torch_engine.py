@@ -385,6 +385,7 @@ class TorchEngine(Engine):
                 self._waiting.popleft()
                 if row.stream.scheduled_at is None:  # a preempted row keeps its first
                     row.stream.scheduled_at = time.perf_counter()
+                    row.stream.cached_tokens = cached
                 if self.prefixes is not None:
                     self.prefixes.count(row.context, cached)
                 shared = prefix.trimmed(cached) if prefix is not None else None

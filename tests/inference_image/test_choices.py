@@ -39,7 +39,8 @@ def test_n_answers_one_prompt_counted_once(client, engine, tokenizer):
     reply = tokens(tokenizer, REPLIES["apple"], special=False)
     prompt = tokens(tokenizer, "apple")
     assert body["usage"] == {"prompt_tokens": prompt, "completion_tokens": 3 * reply,
-                             "total_tokens": prompt + 3 * reply}
+                             "total_tokens": prompt + 3 * reply,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
     seeds = [s.params.seed for s in engine.requests]
     assert seeds[0] == 7 and len(set(seeds)) == 3  # the first as asked, the others apart
     assert seeds == [choice_seed(7, i) for i in range(3)]

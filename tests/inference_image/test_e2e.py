@@ -260,12 +260,14 @@ def test_a_repeated_prompt_beginning_comes_from_the_prefix_cache(causal_server, 
                                                                    causal_ref):
     system = "The quick brown fox jumps over the lazy dog. " * 6
     before = metrics(causal_server)
+    cached = []
     for question in ("Hello?", "Streaming responses arrive as events?"):
         prompt = system + question
         result = causal_client.completions.create(model="tiny-llama", prompt=prompt,
                                                   max_tokens=6, temperature=0)
         prompt_ids = causal_ref.tokenizer(prompt)["input_ids"]
         assert result.choices[0].text == greedy_text(causal_ref, prompt_ids, 6)
+        cached.append(result.usage.prompt_tokens_details.cached_tokens)
     after = metrics(causal_server)
 
     def grew(family: str) -> float:
@@ -275,6 +277,9 @@ def test_a_repeated_prompt_beginning_comes_from_the_prefix_cache(causal_server, 
     shared = len(causal_ref.tokenizer(system)["input_ids"])
     assert grew("llmcloud:prefix_cache_hits") >= shared // 32 * 32 > 0
     assert grew("llmcloud:prefix_cache_queries") >= 2 * shared
+    # OpenAI's usage says which of a request's prompt tokens the cache served
+    assert cached[1] >= shared // 32 * 32 > 0
+    assert sum(cached) == grew("llmcloud:prefix_cache_hits")
 
 
 def test_disconnect_stops_generation(causal_server):

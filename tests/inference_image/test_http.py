@@ -218,7 +218,8 @@ def test_completion_json_and_usage(client, tokenizer):
     reply_tokens = len(tokenizer(REPLY, add_special_tokens=False)["input_ids"])
     prompt_tokens = len(tokenizer("hi")["input_ids"])
     assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": reply_tokens,
-                             "total_tokens": prompt_tokens + reply_tokens}
+                             "total_tokens": prompt_tokens + reply_tokens,
+                             "prompt_tokens_details": {"cached_tokens": 0}}
 
 
 def test_max_tokens_cuts_with_length(client):
