@@ -56,6 +56,7 @@ class ToolPlan:
     schema: dict[str, Any] | None = None
     name: str | None = None
     reader: str = ""  # auto's: "hermes" or "json"
+    single: bool = False  # auto's: parallel_tool_calls false, so one call at the most
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content and the calls it makes. A named or ``required`` call is the
@@ -63,7 +64,11 @@ class ToolPlan:
         name is written); an ``auto`` answer whose calls do not parse is content with no
         calls."""
         if self.mode == "auto":
-            return _read_hermes(text) if self.reader == "hermes" else _read_json_calls(text)
+            content, calls = (_read_hermes(text) if self.reader == "hermes"
+                              else _read_json_calls(text))
+            # OpenAI's parallel_tool_calls false: the first call only (the grammar holds a
+            # required answer to one; an auto answer is free text, so it is cut here)
+            return content, calls[:1] if self.single else calls
         if self.mode == "named":
             return None, [_call(self.name, text)]
         calls = CallArray()
@@ -105,10 +110,11 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
             schema["maxItems"] = 1
         return ToolPlan("required", schema)
     template = chat_template or ""
+    single = parallel is False
     if HERMES_OPEN in template:
-        return ToolPlan("auto", reader="hermes")
+        return ToolPlan("auto", reader="hermes", single=single)
     if any(hint in template for hint in _JSON_FORMAT_HINTS):
-        return ToolPlan("auto", reader="json")
+        return ToolPlan("auto", reader="json", single=single)
     raise ToolChoiceError(
         "this model's chat template teaches no tool-call format this server reads "
         "(Hermes' <tool_call>, Llama's or Mistral's JSON calls), so calls in its answers "

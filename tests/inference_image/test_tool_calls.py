@@ -231,6 +231,31 @@ def test_auto_calls_stream_as_a_tool_calls_delta(hermes):
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_parallel_tool_calls_false_keeps_an_auto_answer_to_one_call(stream):
+    tokenizer = build_tokenizer(HERMES_TEMPLATE)
+    two = CALL + "\n" + CALL.replace("Paris", "Oslo")
+    client, _ = make_client(FakeEngine(tokenizer, reply=two, max_context=512),
+                            max_body_bytes=1 << 16)
+    body = {"messages": USER, "tools": TOOLS, "max_tokens": 200, "stream": stream}
+
+    def calls(extra: dict) -> list[dict]:
+        if not stream:
+            message = client.post(CHAT, json={**body, **extra}).json()["choices"][0]["message"]
+            return message["tool_calls"]
+        with client.stream("POST", CHAT, json={**body, **extra}) as response:
+            chunks = [json.loads(e) for e in read_sse(response)[:-1]]
+        return [call for c in chunks for call in c["choices"][0]["delta"].get("tool_calls", [])]
+
+    assert [json.loads(c["function"]["arguments"])["city"] for c in calls({})] == [
+        "Paris", "Oslo"]
+    (only,) = calls({"parallel_tool_calls": False})
+    assert json.loads(only["function"]["arguments"])["city"] == "Paris"
+    assert len(calls({"parallel_tool_calls": True})) == 2
+    assert plan(TOOLS, None, False, HERMES_TEMPLATE).single
+    assert plan(TOOLS, None, False, "{{ messages }} [TOOL_CALLS]").single
+
+
 def test_earlier_calls_and_tool_answers_reach_the_template(hermes):
     client, engine, tokenizer = hermes
     messages = [*USER, {"role": "assistant", "content": None, "tool_calls": [
