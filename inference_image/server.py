@@ -371,10 +371,18 @@ def _server_class():
         def _load_in_background(self) -> None:
             try:
                 self.engine = _load(self.args, self.state)
+                self.engine.on_dead = self._engine_died
             except Exception as exc:  # any load failure must stop the process with its reason
                 log.error("cannot start: %s", exc)
                 self.failure = str(exc)
                 self.should_exit = True
+
+        def _engine_died(self, reason: str) -> None:
+            # A server whose model no longer runs only fails requests while its health
+            # checks still pass; exiting non-zero lets its supervisor (docker's restart
+            # policy, the local provider's) start a fresh process on a fresh device.
+            self.failure = f"the engine stopped: {reason}"
+            self.should_exit = True
 
         def handle_exit(self, sig, frame) -> None:
             # Not calling super(): uvicorn would stop at once and re-raise the signal at exit,

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -168,6 +169,9 @@ class TorchEngine(Engine):
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
         self._failed_steps = 0  # in a row
+        self.dead: str | None = None  # why the engine stopped for good, once it has
+        # Told (on the engine thread) when the engine stops for good.
+        self.on_dead: Callable[[str], None] | None = None
         self.preemptions = 0  # running requests preempted so far (exported as a metric)
         self._sized = threading.Event()
         self._sizing_error: Exception | None = None
@@ -264,6 +268,34 @@ class TorchEngine(Engine):
                         self._abort_everything(f"internal engine error: {exc}")
                     else:
                         self._recover(exc)
+                    # A request's own failure leaves the model able to run; a lost device
+                    # (e.g. a sticky CUDA error) fails everything after it, forever.
+                    if not self._model_runs():
+                        self._die(f"the model no longer runs on {self.device} ({exc})")
+                        return
+
+    def _model_runs(self) -> bool:
+        """Whether a probe of a few tokens still runs, with the batch empty (as it is after
+        a failed step: its requests ended or went back to the queue)."""
+        try:
+            logits = self._batch.prefill([[self._pad_id] * 8])
+            float(logits.float().sum())  # waits for the device: its errors surface here
+            self._batch.keep([])
+            return True
+        except Exception:
+            log.exception("the engine's probe failed")
+            return False
+
+    def _die(self, reason: str) -> None:
+        """Stop for good: nothing is accepted, everything ends, and ``on_dead`` is told (the
+        server exits, so that its supervisor starts a fresh process)."""
+        with self._wake:
+            self._accepting = False
+            self.dead = reason
+        log.critical("the engine stops: %s", reason)
+        self._abort_everything(f"internal engine error: {reason}")
+        if self.on_dead is not None:
+            self.on_dead(reason)
 
     def _size_cache(self) -> None:
         # On the engine thread, like all torch work: a probe row tells the bytes per

@@ -14,7 +14,12 @@ from reference import greedy as reference
 from llmcloud.inference_image import kv_cache
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
-from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
+from llmcloud.inference_image.engine import (
+    EngineUnavailable,
+    ModelInfo,
+    QueueFull,
+    SamplingParams,
+)
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a",
@@ -245,6 +250,45 @@ def test_a_step_that_fails_whatever_runs_ends_everything_rather_than_loop(causal
         engine.shutdown()
     assert failed == ([], "abort", "internal engine error: admission bug (simulated)")
     assert after[:2] == (reference(causal, prompt, 4), "length")
+
+
+def test_a_lost_device_stops_the_engine_for_good_and_says_so(causal, monkeypatch):
+    engine = make_engine(causal)
+    died: list[str] = []
+    engine.on_dead = died.append
+    prefill = CausalBatch.prefill
+    lost = {"on": False}
+
+    def decoding(self, tokens):
+        lost["on"] = True  # from the first decode step on, nothing runs any more
+        raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+
+    def prefilling(self, *args, **kwargs):
+        if lost["on"]:
+            raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+        return prefill(self, *args, **kwargs)
+
+    monkeypatch.setattr(CausalBatch, "decode", decoding)
+    monkeypatch.setattr(CausalBatch, "prefill", prefilling)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        return await collect(engine.generate(prompt, SamplingParams(max_tokens=8,
+                                                                    temperature=0)))
+
+    try:
+        tokens, finish, error = asyncio.run(main())
+        assert finish == "abort" and "the model no longer runs on cpu" in error
+        assert len(died) == 1 and "illegal memory access" in died[0]
+        assert not engine.ready and engine.dead == died[0]
+
+        async def after():
+            engine.generate(prompt, SamplingParams(max_tokens=2))
+
+        with pytest.raises(EngineUnavailable):
+            asyncio.run(after())
+    finally:
+        engine.shutdown()
 
 
 def test_seeded_sampling_is_reproducible_in_a_batch(causal):

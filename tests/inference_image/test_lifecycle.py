@@ -1,4 +1,5 @@
-"""Process lifecycle: drain on SIGTERM, refusing a tampered model, a light --help."""
+"""Process lifecycle: drain on SIGTERM, refusing a tampered model, exiting when the model no
+longer runs, a light --help."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, free_port
 
 
 def test_sigterm_drains_then_exits_zero(causal_dir):
@@ -189,3 +190,62 @@ def test_the_prefix_cache_share_is_per_device_unless_given(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--model", "m", "--prefix-cache-share", "1.5"])
     assert "expected 'auto' or a share from 0 to 1, got '1.5'" in capsys.readouterr().err
+
+
+# The server with a device that is lost after a few decode steps: from then on every
+# forward fails, as after a sticky CUDA error.
+LOSES_ITS_DEVICE = """
+import sys
+from llmcloud.inference_image.batch_causal import CausalBatch
+decode, prefill, state = CausalBatch.decode, CausalBatch.prefill, {"steps": 0}
+def lost():
+    return state["steps"] > 3
+def decoding(self, tokens):
+    state["steps"] += 1
+    if lost():
+        raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+    return decode(self, tokens)
+def prefilling(self, *args, **kwargs):
+    if lost():
+        raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+    return prefill(self, *args, **kwargs)
+CausalBatch.decode, CausalBatch.prefill = decoding, prefilling
+from llmcloud.inference_image.server import run
+run(sys.argv[1:])
+"""
+
+
+def test_a_server_whose_model_no_longer_runs_exits_for_its_supervisor(causal_dir, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "server.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOSES_ITS_DEVICE, "--model", str(causal_dir), "--host",
+         "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.seek(0) or log.read()
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        body = {"prompt": "Hello", "max_tokens": 30, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        # the stream ends with an error in OpenAI's shape, then [DONE], as a drain's does
+        assert events[-1] == "[DONE]"
+        error = json.loads(events[-2])["error"]
+        assert "the model no longer runs" in error["message"]
+        assert proc.wait(timeout=30) == 1  # non-zero: docker's restart policy starts anew
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    log.seek(0)
+    output = log.read()
+    assert "error: the engine stopped: the model no longer runs on cpu" in output
+    assert "illegal memory access (simulated)" in output
