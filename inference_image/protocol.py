@@ -12,7 +12,8 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic_core import PydanticCustomError
 
 
 class ApiError(Exception):
@@ -50,6 +51,22 @@ class TextPart(_Request):
     text: str
 
 
+def text_parts_only(value: Any, text_types: tuple[str, ...]) -> Any:
+    """A message's content as given, unless one of its parts is not text (an image, audio,
+    a file): then an error that says so, rather than pydantic's "should be a valid string"
+    for the whole list."""
+    if isinstance(value, list):
+        for part in value:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind not in text_types:
+                raise PydanticCustomError(
+                    "unsupported_content",
+                    "content parts of type {kind} are not supported: this server serves a "
+                    "text-only model; send {allowed} parts",
+                    {"kind": repr(kind), "allowed": " or ".join(map(repr, text_types))})
+    return value
+
+
 class FunctionCall(_Request):
     name: str
     arguments: str  # JSON, as the model wrote it
@@ -70,6 +87,11 @@ class ChatMessage(_Request):
     # An assistant's earlier thinking (either name), which some templates write back.
     reasoning: str | None = None
     reasoning_content: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        return text_parts_only(value, ("text",))
 
     def text(self) -> str:
         """The message's text, with content parts joined."""

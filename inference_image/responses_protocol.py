@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, ValidationError
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
 
-from .protocol import ApiError, ChatCompletionRequest, _Request
+from .protocol import ApiError, ChatCompletionRequest, _Request, text_parts_only
 
 log = logging.getLogger("llmcloud.serving")
 
@@ -24,8 +24,11 @@ SAMPLING_EXTRAS = ("seed", "top_k", "min_p", "repetition_penalty", "presence_pen
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
+TEXT_TYPES = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
+
+
 class TextPart(_Request):
-    type: Literal["input_text", "output_text", "text", "summary_text", "reasoning_text"]
+    type: Literal[TEXT_TYPES]
     text: str
 
 
@@ -33,6 +36,11 @@ class MessageItem(_Request):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
     content: str | list[TextPart]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        return text_parts_only(value, ("input_text", "output_text", "text"))
 
 
 class FunctionCallItem(_Request):

@@ -191,7 +191,19 @@ BAD_INPUTS = [
         "xml": "<a/>"}}, 400, "structured_outputs", "invalid_value"),
     ("chat-unknown-model", CHAT, {"model": "nope", "messages": USER}, 404, "model",
      "model_not_found"),
+    ("chat-image-part", CHAT, {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+     400, "messages.0.content", "invalid_value"),
 ]
+
+
+def test_a_non_text_part_is_named_in_the_error(client):
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}}]}]}
+    error = assert_error(client.post(CHAT, json=body), 400, "messages.0.content")
+    assert "content parts of type 'input_audio' are not supported" in error["message"]
+    assert "text-only model" in error["message"]
 
 
 @pytest.mark.parametrize(("path", "body", "status", "param", "code"),
