@@ -192,8 +192,12 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
 
 def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:
     # The code and parameter, not the message: messages can quote what the client sent.
+    fields = {"method": method, "path": path, "status": exc.status, "code": exc.code,
+              "param": exc.param}
+    if client_id is not None:
+        fields["client_request_id"] = client_id
     requests_log.info("%s %s rejected status=%d code=%s param=%s%s", method, path, exc.status,
-                      exc.code, exc.param, client_id_suffix(client_id))
+                      exc.code, exc.param, client_id_suffix(client_id), extra={"fields": fields})
 
 
 # What a caller's request id may be to reach the log: no spaces or line breaks that could

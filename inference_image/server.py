@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="defaults that win over the generation config's, as a JSON object "
                         "of the same keys, e.g. '{\"temperature\": 0.5}'")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"],
+                   default=env.get("LLMCLOUD_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object a line with each request's counts "
+                        "and timings as fields, for log pipelines (default: %(default)s)")
     return p
 
 
@@ -229,8 +233,9 @@ def _int_or(word: str):
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the ``llmcloud-server`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .log_format import configure as configure_logging
+
+    configure_logging(args.log_level, args.log_format, os.environ)
     for name, value in (("--max-batch-size", args.max_batch_size),
                         ("--max-queue", args.max_queue),
                         ("--max-batch-tokens", args.max_batch_tokens),
@@ -269,6 +274,9 @@ def run(argv: list[str] | None = None) -> None:
     if server.engine is not None:
         server.engine.shutdown()
     if server.failure:
+        if args.log_format == "json":  # the last line a log pipeline reads is JSON too
+            log.critical("error: %s", server.failure)
+            sys.exit(1)
         sys.exit(f"error: {server.failure}")
 
 
@@ -277,9 +285,12 @@ def uvicorn_config(args, app):
     request of its own)."""
     import uvicorn
 
+    # In JSON, uvicorn's loggers install no text handlers of their own: the root's writes them.
+    own_config = {} if args.log_format == "text" else {"log_config": None}
     return uvicorn.Config(app, host=args.host, port=args.port, lifespan="off",
                           log_level=args.log_level, timeout_graceful_shutdown=5,
-                          timeout_keep_alive=args.keep_alive_timeout, access_log=False)
+                          timeout_keep_alive=args.keep_alive_timeout, access_log=False,
+                          **own_config)
 
 
 def _load(args, state) -> object:

@@ -502,13 +502,23 @@ class OpenAIServing:
             self.metrics.observe_request(choice)
         self.metrics.request_n.observe(gen.n)
         firsts = [c.first_token_at for c in gen.choices if c.first_token_at is not None]
-        ttft = f"{min(firsts) - gen.started:.3f}" if firsts else "-"
+        ttft = round(min(firsts) - gen.started, 3) if firsts else None
+        usage = gen.usage
+        fields = {"request_id": gen.response_id,
+                  "finish": ",".join(c.finish_reason for c in gen.choices),
+                  "stream": gen.streaming, "prompt_tokens": gen.prompt_tokens,
+                  "cached_tokens": usage.prompt_tokens_details.cached_tokens,
+                  "completion_tokens": usage.completion_tokens, "ttft_s": ttft,
+                  "total_s": round(time.perf_counter() - gen.started, 3),
+                  "choices": len(gen.choices)}
+        if gen.client_request_id is not None:
+            fields["client_request_id"] = gen.client_request_id
         requests_log.info(
             "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d ttft_s=%s "
-            "total_s=%.3f choices=%d%s", gen.response_id,
-            ",".join(c.finish_reason for c in gen.choices), gen.streaming, gen.prompt_tokens,
-            gen.usage.completion_tokens, ttft, time.perf_counter() - gen.started,
-            len(gen.choices), client_id_suffix(gen.client_request_id))
+            "total_s=%.3f choices=%d%s", gen.response_id, fields["finish"], gen.streaming,
+            gen.prompt_tokens, usage.completion_tokens, "-" if ttft is None else f"{ttft:.3f}",
+            fields["total_s"], len(gen.choices), client_id_suffix(gen.client_request_id),
+            extra={"fields": fields})
 
     def answer_events(self, gen: Generation):
         """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as

@@ -312,6 +312,12 @@ class ServerSpec(_Section):
                     "the answer: think always, none never (unset: auto, when the model's "
                     "vocabulary and chat template have the markers)",
     )
+    log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="json: the servers log one JSON object a line, each request's counts "
+                    "and timings as fields, for CloudWatch Logs Insights and other log "
+                    "pipelines (unset: text)",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="load a model whose architecture is Python code in its own folder "
@@ -347,7 +353,7 @@ class ServerSpec(_Section):
         them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
                  "max_prefill_tokens", "prefix_cache_share", "reasoning_parser",
-                 "generation_config")
+                 "generation_config", "log_format")
         settings = {name: str(getattr(self, name)) for name in names
                     if getattr(self, name) is not None}
         override = (self.override_generation_config.model_dump(exclude_none=True)

@@ -16,6 +16,7 @@ from gated_tokenizer import Gated
 from starlette.testclient import TestClient
 
 from llmcloud.inference_image.api_keys import ApiKeys, hash_api_key
+from llmcloud.inference_image.log_format import JsonFormatter
 from llmcloud.inference_image.metrics import ServerMetrics
 from llmcloud.inference_image.router import ServerState, create_app
 from llmcloud.inference_image.serving import OpenAIServing
@@ -426,6 +427,30 @@ def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplo
         "POST /v1/completions rejected status=400 code=invalid_value param=max_tokens",
         "POST /v1/completions rejected status=413 code=request_too_large param=None"]
     assert not [r for r in caplog.records if "4111" in r.getMessage()]
+
+
+def test_json_log_lines_carry_the_counts_as_typed_fields(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    answer = client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 3},
+                         headers={"X-Request-Id": "gw-1"}).json()
+    client.post(COMP, json={"prompt": PRIVATE, "max_tokens": 0})
+    formatter = JsonFormatter()
+    entries = [json.loads(formatter.format(r)) for r in caplog.records]
+    assert not [e for e in entries if "4111" in json.dumps(e)]
+    done, refused = [e for e in entries if e["logger"] == "llmcloud.requests"]
+    assert {k: done[k] for k in ("request_id", "finish", "stream", "prompt_tokens",
+                                 "cached_tokens", "completion_tokens", "choices",
+                                 "client_request_id", "level", "severity")} == {
+        "request_id": answer["id"], "finish": "length", "stream": False,
+        "prompt_tokens": answer["usage"]["prompt_tokens"], "cached_tokens": 0,
+        "completion_tokens": 3, "choices": 1, "client_request_id": "gw-1",
+        "level": "INFO", "severity": "INFO"}
+    assert isinstance(done["ttft_s"], float) and isinstance(done["total_s"], float)
+    assert done["message"].startswith(answer["id"])  # the text line, too
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", done["time"])
+    assert {k: refused[k] for k in ("method", "path", "status", "code", "param")} == {
+        "method": "POST", "path": "/v1/completions", "status": 400,
+        "code": "invalid_value", "param": "max_tokens"}
 
 
 def test_the_callers_request_id_reaches_the_log_line(client, caplog):

@@ -249,3 +249,20 @@ def test_a_server_whose_model_no_longer_runs_exits_for_its_supervisor(causal_dir
     output = log.read()
     assert "error: the engine stopped: the model no longer runs on cpu" in output
     assert "illegal memory access (simulated)" in output
+
+
+def test_json_logs_are_one_object_a_line_from_start_to_exit(causal_dir):
+    server = ServerProcess("--model", str(causal_dir), "--served-model-name", "tiny",
+                           "--log-level", "info", "--log-format", "json").wait_ready()
+    try:
+        answer = httpx.post(f"{server.url}/v1/completions", timeout=30, json={
+            "prompt": "Hello", "max_tokens": 3}).json()
+    finally:
+        server.stop()
+    assert server.wait_exit() == 0
+    lines = [line for line in server.output().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line, uvicorn's included
+    loggers = {e["logger"] for e in entries}
+    assert {"llmcloud.server", "llmcloud.requests", "uvicorn.error"} <= loggers
+    (request,) = [e for e in entries if e["logger"] == "llmcloud.requests"]
+    assert (request["request_id"], request["completion_tokens"]) == (answer["id"], 3)
