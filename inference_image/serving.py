@@ -208,9 +208,10 @@ class OpenAIServing:
             raise ApiError(400, "echo with logprobs needs a causal model: a "
                            "sequence-to-sequence model's prompt is its encoder's input, "
                            "which it does not predict", param="echo", code="unsupported_value")
-        prompts = [(cut, text if len(cut) == len(ids) else None)
-                   for ids, text in await self._completion_prompts(request.prompt)
-                   for cut in [self._truncated(request, ids)]]
+        prompts = []
+        for ids, text in await self._completion_prompts(request.prompt):
+            kept = self._truncated(request, ids)  # an echo shows what was kept
+            prompts.append((kept, text if len(kept) == len(ids) else None))
         echoes = None
         if request.echo:
             echoes = [self.engine.tokenizer.decode(ids) if text is None else text
