@@ -1,0 +1,166 @@
+"""``llmcloud-server``'s command line: its flags, their ``LLMCLOUD_*`` variables (SageMaker
+passes settings that way; a flag wins) and their defaults. Only argparse is imported."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# --reasoning-parser's choices, with the names vLLM's command lines use for <think> models.
+REASONING_PARSERS = {"auto": "auto", "think": "think", "none": "none",
+                     "deepseek_r1": "think", "qwen3": "think"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``llmcloud-server``."""
+    p = argparse.ArgumentParser(
+        prog="llmcloud-server",
+        description="Serve a transformers model behind an OpenAI-compatible HTTP API.",
+    )
+    env = os.environ  # LLMCLOUD_* set defaults (SageMaker passes settings this way); flags win
+    p.add_argument("serve", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
+    p.add_argument("--model", required="LLMCLOUD_MODEL" not in env,
+                   default=env.get("LLMCLOUD_MODEL"), metavar="SRC",
+                   help="local folder, s3://, gs:// or az:// folder written by "
+                        "`llmcloud model upload`, or a Hugging Face hub id")
+    p.add_argument("--model-version", metavar="V", default=env.get("LLMCLOUD_MODEL_VERSION"),
+                   help="version to serve; must match the manifest when there is one")
+    p.add_argument("--served-model-name", metavar="NAME",
+                   default=env.get("LLMCLOUD_MODEL_NAME"),
+                   help="name clients pass as `model` (default: manifest name or folder name)")
+    p.add_argument("--task", choices=["text-generation", "text2text-generation"],
+                   default=env.get("LLMCLOUD_TASK"),
+                   help="default: from the model config (is_encoder_decoder)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
+                   help="port (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=env.get("LLMCLOUD_DTYPE", "auto"),
+                   help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
+    p.add_argument("--max-batch-size", type=int, default=env.get("LLMCLOUD_MAX_BATCH_SIZE", 32),
+                   help="requests decoded together (default: %(default)s)")
+    p.add_argument("--pack-weights", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CPU, pack float32 linear weights for oneDNN: faster decoding, but "
+                        "each server process holds its own copy of them instead of sharing "
+                        "the model file's pages (default: on)")
+    p.add_argument("--max-model-len", type=int, metavar="N",
+                   default=env.get("LLMCLOUD_MAX_MODEL_LEN"),
+                   help="the longest prompt plus answer served, below the model's own "
+                        "context: a long-context model then needs less KV-cache memory per "
+                        "request (default: the model's context)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests allowed to wait for a slot; more get 429 "
+                        "(default: %(default)s)")
+    p.add_argument("--max-batch-tokens", type=_int_or("auto"),
+                   default=env.get("LLMCLOUD_MAX_BATCH_TOKENS", "auto"),
+                   help="KV-cache positions the running batch may hold (its rows padded "
+                        "to the longest); auto sizes it from the memory left after loading: "
+                        "80%% of the GPU's free memory, 50%% of the host's available memory "
+                        "on CPU (default: %(default)s)")
+    p.add_argument("--reserve-new-tokens", type=_int_or("all"), metavar="N|all",
+                   default=env.get("LLMCLOUD_RESERVE_NEW_TOKENS", "256"),
+                   help="a request is admitted only if the cache keeps room for every "
+                        "running request's next N tokens; requests that outgrow it later "
+                        "are preempted and resumed. 'all': room for each one's whole "
+                        "max_tokens, never preempted, fewer requests at once "
+                        "(default: %(default)s)")
+    p.add_argument("--max-prefill-tokens", type=_int_or("auto"),
+                   default=env.get("LLMCLOUD_MAX_PREFILL_TOKENS", "auto"),
+                   help="prompt tokens prefilled per engine step (longer prompts by chunks, "
+                        "running requests decoding in between); smaller steps give earlier "
+                        "first tokens under bursts and shorter stalls, larger ones more "
+                        "throughput on big GPUs; auto: 512 on CPU, 2048 on a GPU "
+                        "(default: %(default)s)")
+    p.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction,
+                   default=env.get("LLMCLOUD_PREFIX_CACHING", "1") not in ("0", "false", "off"),
+                   help="keep the states of prompt beginnings in free KV-cache room, so "
+                        "prompts that start alike (a system prompt, earlier turns) prefill "
+                        "only the rest; given back whenever requests need the room "
+                        "(causal models; default: on)")
+    p.add_argument("--prefix-cache-share", type=_share, metavar="F|auto",
+                   default=env.get("LLMCLOUD_PREFIX_CACHE_SHARE", "auto"),
+                   help="the share (0 to 1) of the KV cache's positions kept prompt "
+                        "beginnings may hold (0: no prefix caching); auto: all the free room "
+                        "on a GPU, whose memory the server holds anyway; on CPU, where it is "
+                        "memory an idle server would otherwise give back, as much as one "
+                        "request of the whole context (default: %(default)s)")
+    p.add_argument("--drain-timeout", type=float,
+                   default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
+                   help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
+    p.add_argument("--keep-alive-timeout", type=float,
+                   default=env.get("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", 75.0),
+                   help="seconds an idle connection stays open; keep it above the idle timeout "
+                        "of the load balancer in front, or it races the balancer reusing the "
+                        "connection and clients see 502s (default: %(default)s)")
+    p.add_argument("--api-keys-file", metavar="PATH",
+                   help="require `Authorization: Bearer <key>`; one sha256:<hex> line per key")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where bucket and hub models are downloaded "
+                        "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
+                   help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--reasoning-parser", choices=REASONING_PARSERS,
+                   default=env.get("LLMCLOUD_REASONING_PARSER", "auto"),
+                   help="split a reasoning model's <think>...</think> from its chat answers "
+                        "into `reasoning`: auto when the model's vocabulary and template have "
+                        "the markers; think always; none never; vLLM's deepseek_r1 and qwen3 "
+                        "are think (default: %(default)s)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   default=env.get("LLMCLOUD_TRUST_REMOTE_CODE", "0") in ("1", "true"),
+                   help="load a model whose architecture is Python code in its folder "
+                        "(config.json's auto_map): that code runs in the server, so give "
+                        "it only for models whose files you trust (a manifest pins them)")
+    p.add_argument("--chat-template", metavar="PATH|TEMPLATE",
+                   default=env.get("LLMCLOUD_CHAT_TEMPLATE"),
+                   help="the Jinja chat template to render chats with, instead of the "
+                        "model's (or for a model without one): a file, or the template "
+                        "itself")
+    p.add_argument("--generation-config", metavar="auto|none|FOLDER",
+                   default=env.get("LLMCLOUD_GENERATION_CONFIG", "auto"),
+                   help="sampling defaults for requests that leave them out: auto takes the "
+                        "model creator's from its generation_config.json (temperature, "
+                        "top_p, top_k, min_p, repetition_penalty, max_new_tokens), as vLLM "
+                        "and transformers serve do; none (or vLLM's vllm) keeps OpenAI's; or "
+                        "a folder with a generation_config.json (default: %(default)s)")
+    p.add_argument("--override-generation-config", metavar="JSON",
+                   default=env.get("LLMCLOUD_OVERRIDE_GENERATION_CONFIG"),
+                   help="defaults that win over the generation config's, as a JSON object "
+                        "of the same keys, e.g. '{\"temperature\": 0.5}'")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["text", "json"],
+                   default=env.get("LLMCLOUD_LOG_FORMAT", "text"),
+                   help="text lines, or one JSON object a line with each request's counts "
+                        "and timings as fields, for log pipelines (default: %(default)s)")
+    return p
+
+
+def _share(value: str) -> float | None:
+    """An argparse type: a share from 0 to 1, or ``auto`` (given as None)."""
+    if value == "auto":
+        return None
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a share from 0 to 1, got "
+                                         f"{value!r}")
+    return share
+
+
+#: prompt tokens per prefill step by device: 512 measured best on CPU (bench/runtime_bench.py,
+#: bench/long_prompt_bench.py); 2048 is vLLM's budget for latency on GPUs, where a
+#: 512-token step would leave the chip mostly idle
+def _int_or(word: str):
+    """An argparse type: a number, or ``word`` (given as None)."""
+
+    def parse(value: str) -> int | None:
+        if value == word:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {word!r} or a number, got {value!r}") from None
+
+    return parse
