@@ -252,11 +252,18 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0  # prompt tokens whose states came from the prefix cache
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0  # a reasoning model's thinking, its markers included
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+    # Only for a reasoning model's chat answers, whose thinking tokens are counted.
+    completion_tokens_details: CompletionTokensDetails | None = Field(
+        default=None, exclude_if=lambda value: value is None)
 
 
 class CompletionLogprobs(BaseModel):

@@ -145,3 +145,13 @@ class GrammarAfterThinking:
 
     def is_stopped(self) -> bool:
         return self._state == "answer" and self.matcher.is_stopped()
+
+
+def thinking_tokens(ids: list[int], think_ids: tuple[int, int], opened: bool) -> int:
+    """How many of an answer's token ``ids`` are its thinking, markers included: those up
+    to ``</think>``; all of them when the thinking never closed (cut short); none when the
+    answer never thought (``opened``: the prompt left it thinking)."""
+    open_id, close_id = think_ids
+    if close_id in ids:
+        return ids.index(close_id) + 1
+    return len(ids) if opened or open_id in ids else 0

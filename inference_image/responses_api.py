@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .protocol import ApiError
+from .reasoning import thinking_tokens
 from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_chat
 from .serving import Generation, OpenAIServing
 from .stream_parts import Part, stream_parts
@@ -264,7 +265,4 @@ def _reasoning_tokens(serving: OpenAIServing, gen: Generation, thought: str | No
     if serving.think_ids is None:  # markers of several tokens: count the text again
         return min(len(serving.engine.tokenizer(thought or "", add_special_tokens=False)
                        ["input_ids"]), len(ids))
-    close = serving.think_ids[1]
-    if close in ids:
-        return ids.index(close) + 1
-    return len(ids) if thought else 0
+    return thinking_tokens(ids, serving.think_ids, bool(thought))

@@ -41,6 +41,7 @@ from .protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    CompletionTokensDetails,
     ModelCard,
     ModelList,
     PromptTokensDetails,
@@ -53,6 +54,7 @@ from .reasoning import (
     ReasoningSplit,
     model_thinks,
     opens_thinking,
+    thinking_tokens,
 )
 from .request_checks import (
     DEFAULT_COMPLETION_TOKENS,
@@ -99,6 +101,7 @@ class Generation:
     # A reasoning model's chat answers are split into thinking and answer: None when not,
     # else whether the prompt left the model inside its thinking.
     thinking: bool | None = None
+    think_ids: tuple[int, int] | None = None  # <think>'s and </think>'s, each one token
     include_reasoning: bool = True  # vLLM's: false leaves the thinking out of the response
     named: str | None = None  # the response's id, where another API names it
     # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
@@ -117,9 +120,15 @@ class Generation:
         completion = sum(choice.completion_tokens for choice in self.choices)
         # each prompt once, as its tokens are: its first answer's
         cached = sum(c.stream.cached_tokens for c in self.choices[::self.answers_per_prompt])
+        details = None
+        if self.thinking is not None and self.think_ids is not None:
+            details = CompletionTokensDetails(reasoning_tokens=sum(
+                thinking_tokens(c.text.ids, self.think_ids, self.thinking)
+                for c in self.choices))
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion,
                      total_tokens=self.prompt_tokens + completion,
-                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+                     completion_tokens_details=details)
 
     def cancel(self) -> None:
         """Stop generating every answer (the client went away)."""
@@ -270,6 +279,7 @@ class OpenAIServing:
         if self.thinks:
             # Without the markers' ids, a format holds the answer from its first token.
             gen.thinking = opened and thinks_first
+            gen.think_ids = self.think_ids
             gen.include_reasoning = request.include_reasoning
         return gen
 

@@ -120,6 +120,29 @@ def test_the_thinking_streams_as_reasoning_deltas(special):
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize(("template", "reply", "thought"), [
+    (QWEN_TEMPLATE, THOUGHT_REPLY, "<think>\nLet me see.\n</think>"),
+    (R1_TEMPLATE, "pondering</think>\n\nHello.", "pondering</think>"),  # opened by the prompt
+    (QWEN_TEMPLATE, "Hello there.", ""),  # this answer did not think
+])
+def test_usage_counts_the_thinking_tokens(template, reply, thought):
+    tokenizer = thinking_tokenizer(template)
+    client, _ = serve(tokenizer, reply)
+    thinking = len(tokenizer(thought, add_special_tokens=False)["input_ids"]) if thought else 0
+    usage = client.post(CHAT, json={"messages": USER, "max_tokens": 60, "n": 2}).json()["usage"]
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 2 * thinking}
+    assert usage["completion_tokens"] == 2 * len(tokenizer(reply, add_special_tokens=False)
+                                                 ["input_ids"])
+    with client.stream("POST", CHAT, json={"messages": USER, "max_tokens": 60, "stream": True,
+                                           "stream_options": {"include_usage": True}}) as r:
+        last = json.loads(read_sse(r)[-2])
+    assert last["usage"]["completion_tokens_details"] == {"reasoning_tokens": thinking}
+    # a model that does not think says nothing of it, as before
+    plain, _ = serve(build_tokenizer(QWEN_TEMPLATE), "Hello there.")
+    assert "completion_tokens_details" not in plain.post(
+        CHAT, json={"messages": USER, "max_tokens": 60}).json()["usage"]
+
+
 def test_with_thinking_turned_off_the_whole_answer_is_content():
     tokenizer = thinking_tokenizer(QWEN_TEMPLATE)
     client, engine = serve(tokenizer, "Hello there.")
