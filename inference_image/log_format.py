@@ -34,14 +34,17 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str, log_format: str, environ) -> None:
     """Send every logger's records (uvicorn's too, which then installs none of its own)
-    to standard error, in ``log_format``, from ``level`` up. In JSON, nothing else may
+    to standard error, in ``log_format``, from ``level`` up, unless the process has set up
+    logging already. In JSON, nothing else may
     write there: Python's warnings become records, and Hugging Face's progress bars (set
     in ``environ`` before it is imported) are off."""
+    root = logging.getLogger()
+    if root.handlers:  # as logging.basicConfig: a host process (a test runner) set them up
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
     if log_format == "json":
         logging.captureWarnings(True)
