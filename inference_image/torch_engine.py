@@ -293,9 +293,9 @@ class TorchEngine(Engine):
             self._accepting = False
             self.dead = reason
         log.critical("the engine stops: %s", reason)
-        self._abort_everything(f"internal engine error: {reason}")
-        if self.on_dead is not None:
+        if self.on_dead is not None:  # told before any request hears of it
             self.on_dead(reason)
+        self._abort_everything(f"internal engine error: {reason}")
 
     def _size_cache(self) -> None:
         # On the engine thread, like all torch work: a probe row tells the bytes per
