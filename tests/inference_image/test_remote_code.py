@@ -55,7 +55,8 @@ def custom_model(causal_dir, folder, model_type="tiny-custom"):
 
 @pytest.fixture()
 def modules_cache(tmp_path, monkeypatch):
-    # transformers copies a model's code into a modules cache: a test's own, not $HOME's
+    # transformers copies a model's code into a modules cache: the servers started here get
+    # a test's own (this process's transformers fixed its cache when it was imported)
     cache = tmp_path / "hf-modules"
     monkeypatch.setenv("HF_MODULES_CACHE", str(cache))
     return cache
