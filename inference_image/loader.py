@@ -67,13 +67,19 @@ def pick_dtype(dtype: str, device):
     return getattr(torch, _DTYPES[dtype])
 
 
-def needs_remote_code(folder: Path) -> bool:
-    """Whether config.json maps the model to code in its own folder (``auto_map``)."""
+def _config(folder: Path) -> dict:
+    """config.json's settings, or none when it is missing or unreadable (loading then
+    fails with transformers' own reason)."""
     try:
         config = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and bool(config.get("auto_map"))
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def needs_remote_code(folder: Path) -> bool:
+    """Whether config.json maps the model to code in its own folder (``auto_map``)."""
+    return bool(_config(folder).get("auto_map"))
 
 
 def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
@@ -117,27 +123,26 @@ _POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_leng
                     "seq_length")
 
 
-def declared_context(folder: Path) -> int | None:
-    """The position limit config.json declares, read without loading anything (None when
-    it declares none: the tokenizer's limit then applies, known once it loads)."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+def _position_limit(setting) -> int | None:
+    """The first position limit ``setting(name)`` gives, if any."""
     for name in _POSITION_LIMITS:
-        value = config.get(name) if isinstance(config, dict) else None
+        value = setting(name)
         if isinstance(value, int) and value > 0:
             return value
     return None
 
 
+def declared_context(folder: Path) -> int | None:
+    """The position limit config.json declares, read without loading anything (None when
+    it declares none: the tokenizer's limit then applies, known once it loads)."""
+    return _position_limit(_config(folder).get)
+
+
 def context_length(model, tokenizer) -> int:
     """The longest sequence the model takes: its position limit, else the tokenizer's."""
-    config = model.config
-    for name in _POSITION_LIMITS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    limit = _position_limit(lambda name: getattr(model.config, name, None))
+    if limit is not None:
+        return limit
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < _UNBOUNDED:
         return limit

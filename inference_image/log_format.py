@@ -9,7 +9,6 @@ import logging
 import time
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FORMATS = ("text", "json")
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,9 +34,9 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str, log_format: str, environ) -> None:
     """Send every logger's records (uvicorn's too, which then installs none of its own)
     to standard error, in ``log_format``, from ``level`` up, unless the process has set up
-    logging already. In JSON, nothing else may
-    write there: Python's warnings become records, and Hugging Face's progress bars (set
-    in ``environ`` before it is imported) are off."""
+    logging already. In JSON nothing else may write there: Python's warnings become
+    records, and Hugging Face's progress bars (set in ``environ`` before it is imported)
+    are off."""
     root = logging.getLogger()
     if root.handlers:  # as logging.basicConfig: a host process (a test runner) set them up
         return
