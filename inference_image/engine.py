@@ -57,6 +57,9 @@ class SamplingParams:
     # A grammar matcher (llguidance's) that this request's tokens must follow (its
     # response_format); one per request, advanced by the engine as it samples.
     guide: Any = field(default=None, compare=False)
+    # Not a sampling setting but the request's place in the queue under priority scheduling
+    # (vLLM's `priority`): lower values are served sooner.
+    priority: int = 0
 
     @property
     def adjusts_logits(self) -> bool:
@@ -155,6 +158,7 @@ class Engine(ABC):
     tokenizer: object
     max_queue: int | None = None  # requests that may wait at once; None: no bound
     structured: Any = None  # a structured.StructuredOutputs, where response formats work
+    priority_scheduling = False  # True: requests wait by their `priority`, not arrival alone
 
     @property
     @abstractmethod

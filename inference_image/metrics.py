@@ -111,7 +111,8 @@ class ServerMetrics:
         if preemptions is not None:
             reg.register(_CounterOf(
                 "llmcloud:num_preemptions", "Running requests preempted because the KV cache "
-                "was full (each is prefilled again and resumes).", self._model, preemptions))
+                "was full, or for a more urgent request under priority scheduling (each is "
+                "prefilled again and resumes).", self._model, preemptions))
         if prefix_cache is not None:
             reg.register(_CounterOf(
                 "llmcloud:prefix_cache_queries", "Prompt tokens of admitted requests looked up "

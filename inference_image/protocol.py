@@ -157,6 +157,9 @@ class _SamplingFields(_Request):
     allowed_token_ids: list[int] | None = None
     bad_words: list[str] | None = None
     truncate_prompt_tokens: int | None = None
+    # vLLM's: the request's place in the queue when the server schedules by priority (lower
+    # values sooner); 0 everywhere else.
+    priority: int = 0
     # Chat's; completions take it too, as vLLM's do.
     response_format: dict[str, Any] | None = None
     # vLLM's: {"json" | "regex" | "choice" | "grammar": ...}, and its older guided_* fields.

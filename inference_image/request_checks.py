@@ -132,6 +132,17 @@ def truncated_prompt(ids: list[int], keep: int | None, context: int) -> list[int
     return ids[-keep:]
 
 
+def request_priority(priority: int, scheduling_by_priority: bool) -> int:
+    """vLLM's ``priority`` (lower values are served sooner), which only a server scheduling
+    by priority takes; any other value than 0 is a 400 elsewhere, as in vLLM."""
+    if priority and not scheduling_by_priority:
+        raise ApiError(400, f"priority={priority} needs priority scheduling, and this server "
+                       "serves requests first come, first served (start it with "
+                       "--scheduling-policy priority)", param="priority",
+                       code="unsupported_value")
+    return priority
+
+
 def check_min_tokens(min_tokens: int | None, budget: int, param: str) -> None:
     """``min_tokens`` must be at least 0 and at most the tokens an answer may have."""
     if min_tokens is None:

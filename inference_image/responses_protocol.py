@@ -116,6 +116,7 @@ class ResponsesRequest(_Request):
     reasoning: dict[str, Any] | None = None  # effort: the model thinks as it was trained
     metadata: dict[str, str] | None = None
     user: str | None = None
+    priority: int = 0  # vLLM's, as in chat
 
 
 # Chat's parameter names as a Responses client knows them, for the errors it gets.
@@ -138,6 +139,7 @@ def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
         "max_completion_tokens": request.max_output_tokens,
         "temperature": request.temperature, "top_p": request.top_p,
         "parallel_tool_calls": request.parallel_tool_calls, "stream": request.stream,
+        "priority": request.priority,
     }
     if request.tools:
         body["tools"] = [{"type": "function", "function": tool.model_dump(

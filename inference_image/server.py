@@ -173,7 +173,8 @@ def _load(args, state) -> object:
                                                             loaded.device.type),
                           prefix_caching=args.prefix_caching,
                           prefix_cache_share=prefix_cache_share(args.prefix_cache_share,
-                                                                loaded.device.type))
+                                                                loaded.device.type),
+                          priority_scheduling=args.scheduling_policy == "priority")
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=256,
                    help="requests allowed to wait for a slot; more get 429 "
                         "(default: %(default)s)")
+    p.add_argument("--scheduling-policy", choices=["fcfs", "priority"],
+                   default=env.get("LLMCLOUD_SCHEDULING_POLICY", "fcfs"),
+                   help="fcfs: requests are served in the order they came; priority: by "
+                        "their `priority` field (lower values sooner, vLLM's), and running "
+                        "requests of a higher value give way to a waiting one that has no "
+                        "room (default: %(default)s)")
     p.add_argument("--max-batch-tokens", type=_int_or("auto"),
                    default=env.get("LLMCLOUD_MAX_BATCH_TOKENS", "auto"),
                    help="KV-cache positions the running batch may hold (its rows padded "

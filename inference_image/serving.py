@@ -65,6 +65,7 @@ from .request_checks import (
     common_checks,
     logit_bias_pairs,
     new_tokens,
+    request_priority,
     stop_token_ids,
     stops_of,
     truncated_prompt,
@@ -383,6 +384,7 @@ class OpenAIServing:
             # best_of ranks answers by their tokens' log probabilities, asked for or not
             logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,
             prompt_logprobs=logprobs if scores_prompt else None,
+            priority=request_priority(request.priority, self.engine.priority_scheduling),
         )
         stops = stops_of(request.stop)
         started = time.perf_counter()

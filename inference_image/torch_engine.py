@@ -2,10 +2,11 @@
 
 Each step: drop cancelled rows, admit waiting requests (prefilled together, merged into
 the running batch; a prompt longer than the per-step budget is prefilled by chunks, one
-per step), make room in the KV cache if the rows have outgrown it (the newest rows go
-back to the queue), then one batched decode step over every running row. A request joins
-at the next step and leaves as soon as it finishes, so a slot frees within a step of a
-cancel. Tokens go to the event loop in one ``call_soon_threadsafe`` per phase.
+per step), make room in the KV cache if the rows have outgrown it (the newest rows, or
+under priority scheduling the least urgent, go back to the queue), then one batched
+decode step over every running row. A request joins at the next step and leaves as soon
+as it finishes, so a slot frees within a step of a cancel. Tokens go to the event loop
+in one ``call_soon_threadsafe`` per phase.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +38,7 @@ from .engine import (
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
 from .structured import StructuredOutputs, allowed_logits
+from .waiting_queue import WaitingQueue
 
 log = logging.getLogger("llmcloud.engine")
 
@@ -72,6 +73,9 @@ class EngineLimits:
     # and the decode steps that follow carry a fuller batch), at most this many in a row so
     # running streams keep flowing under a steady stream of arrivals.
     max_prefills_in_a_row: int = 4
+    # vLLM's --scheduling-policy priority: requests wait by their `priority` (lower sooner),
+    # and running ones of a higher value give way to a waiting one that has no room.
+    priority_scheduling: bool = False
 
 
 @dataclass
@@ -85,11 +89,16 @@ class _Row:
     finish: str | None = None
     error: str | None = None  # why it ended, when it failed
     failed_before: bool = False  # a step it was in failed, and it resumed
+    arrival: int = -1  # its place in the order of arrivals (set by the waiting queue)
     _hashes: tuple[int, list[int]] = (-1, [])  # (tokens generated then, block hashes)
 
     @property
     def generated(self) -> int:
         return len(self.tokens)
+
+    @property
+    def priority(self) -> int:
+        return self.stream.params.priority
 
     @property
     def scores_prompt(self) -> bool:
@@ -158,7 +167,8 @@ class TorchEngine(Engine):
         output = model.get_output_embeddings()
         width = output.weight.shape[0] if output is not None else model.config.vocab_size
         self.structured = StructuredOutputs(tokenizer, width, self._eos)
-        self._waiting: deque[_Row] = deque()
+        self._waiting = WaitingQueue(self.limits.priority_scheduling)
+        self.priority_scheduling = self.limits.priority_scheduling
         self._rows: list[_Row] = []
         # A long prompt being prefilled by chunks (causal models; encoders need the whole
         # prompt at once): admitted, not yet in the batch.
@@ -213,7 +223,7 @@ class TorchEngine(Engine):
                 raise EngineUnavailable("the engine is not accepting requests")
             if len(self._waiting) >= self.limits.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.append(_Row(stream))
+            self._waiting.add([_Row(stream)])
             self._wake.notify()
         return stream
 
@@ -341,6 +351,8 @@ class TorchEngine(Engine):
             chunking, self._chunking = self._chunking, None
             chunking.drop()
             self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
+        if self.priority_scheduling and self._chunking is None:
+            self._make_way()
         admitted, kept = self._admit() if self._chunking is None else ([], [])
         if self._chunking is not None:
             self._prefill_chunk()
@@ -500,35 +512,65 @@ class TorchEngine(Engine):
 
     def _preempt_to_fit(self) -> None:
         # Before a decode step: if the rows' next tokens no longer fit in the cache, the
-        # newest rows (the least work lost, first come first served) leave the batch and
-        # go back to the front of the queue; they are prefilled again from their prompt
-        # and output when room frees (vLLM's preemption by recompute). Their streams see
-        # only a pause.
+        # newest rows (the least work lost, first come first served; under priority
+        # scheduling the least urgent) leave the batch and go back to the queue; they are
+        # prefilled again from their prompt and output when room frees (vLLM's preemption
+        # by recompute). Their streams see only a pause.
         cap = self.limits.max_batch_tokens
         rows = self._admitted()
         if self.prefixes is not None:  # cached prefixes give way before any running row
             over = self._batch.slots([r.shape(1) for r in rows]) + self.prefixes.tokens - cap
             if over > 0:
                 self.prefixes.evict(over)
+        if self.priority_scheduling:
+            rows = self._waiting.least_urgent_last(rows)
         keep = len(rows)
         while keep > 1 and self._batch.slots([r.shape(1) for r in rows[:keep]]) > cap:
             keep -= 1
-        if keep == len(rows):
+        if keep < len(rows):
+            self._preempt(rows[keep:], "the KV cache is full; a larger cache "
+                          "(--max-batch-tokens) or a smaller --max-batch-size preempts less")
+
+    def _make_way(self) -> None:
+        """Priority scheduling: when the first waiting request has no room (no free slot,
+        or not enough cache), running requests of a higher priority value leave the batch
+        for it, the least urgent first, as vLLM's priority scheduler does; but only if
+        that makes room."""
+        with self._wake:
+            head = self._waiting[0] if self._waiting else None
+        if head is None or not self._rows:
             return
-        preempted = rows[keep:]
-        if self._chunking is not None:  # the newest row, admitted after all running ones
+        ahead = self.limits.reserve_new_tokens
+        running = self._waiting.least_urgent_last(self._rows)
+
+        def room(rows: list[_Row]) -> bool:  # an empty batch takes any request
+            if not rows:
+                return True
+            needed = self._batch.slots([*(r.shape(ahead) for r in rows), head.shape(ahead)])
+            return (len(rows) < self.limits.max_batch_size
+                    and needed <= self.limits.max_batch_tokens)
+
+        victims = []
+        while not room(running) and running and self._waiting.outranks(head, running[-1]):
+            victims.append(running.pop())
+        if victims and room(running):
+            self._preempt(victims, "they gave way to a request of a higher priority")
+
+    def _preempt(self, rows: list[_Row], why: str) -> None:
+        """Send these admitted rows back to the queue, to resume where they stopped."""
+        gone = {id(row) for row in rows}
+        if self._chunking is not None and id(self._chunking.row) in gone:
             self._chunking.drop()
             self._chunking = None
-        self._rows = self._rows[:keep]
-        self._batch.keep(list(range(len(self._rows))))
+        keep = [i for i, row in enumerate(self._rows) if id(row) not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        self._batch.keep(keep)
         with self._wake:
-            self._waiting.extendleft(reversed(preempted))
-        before, self.preemptions = self.preemptions, self.preemptions + len(preempted)
+            self._waiting.add(rows)
+        before, self.preemptions = self.preemptions, self.preemptions + len(rows)
         if before == 0 or before // 50 != self.preemptions // 50:  # not at every step
-            log.warning("the KV cache is full: %d running requests preempted, to be "
-                        "prefilled again when room frees (%d so far); a larger cache "
-                        "(--max-batch-tokens) or a smaller --max-batch-size preempts less",
-                        len(preempted), self.preemptions)
+            log.warning("%d running requests preempted, to be prefilled again when room "
+                        "frees (%d so far): %s", len(rows), self.preemptions, why)
 
     def _advance(self, rows: list[_Row], logits: torch.Tensor) -> None:
         """Sample each row's next token from ``logits`` and send it. A row whose sampling
@@ -673,7 +715,7 @@ class TorchEngine(Engine):
         for row in again:
             row.failed_before = True
         with self._wake:
-            self._waiting.extendleft(reversed(again))
+            self._waiting.add(again)
         if failed:
             self._end_failed(failed, exc)
         log.warning("%d requests resume after the failed step; %d had failed before and end",

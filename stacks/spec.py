@@ -306,6 +306,12 @@ class ServerSpec(_Section):
                     "whole context)",
     )
 
+    scheduling_policy: Literal["fcfs", "priority"] | None = Field(
+        default=None,
+        description="priority: requests are served by their `priority` field (lower values "
+                    "sooner; vLLM's), and running ones of a higher value give way to a "
+                    "waiting one that has no room (unset: fcfs, first come first served)",
+    )
     reasoning_parser: Literal["auto", "think", "none"] | None = Field(
         default=None,
         description="a reasoning model's <think> part returned as `reasoning`, apart from "
@@ -348,12 +354,12 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache, context, prefill, prefix-cache, reasoning and sampling-default
-        settings given, by name (unset ones are left out: the server keeps its defaults for
-        them)."""
+        """The KV-cache, context, prefill, prefix-cache, scheduling, reasoning and
+        sampling-default settings given, by name (unset ones are left out: the server keeps
+        its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
-                 "max_prefill_tokens", "prefix_cache_share", "reasoning_parser",
-                 "generation_config", "log_format")
+                 "max_prefill_tokens", "prefix_cache_share", "scheduling_policy",
+                 "reasoning_parser", "generation_config", "log_format")
         settings = {name: str(getattr(self, name)) for name in names
                     if getattr(self, name) is not None}
         override = (self.override_generation_config.model_dump(exclude_none=True)

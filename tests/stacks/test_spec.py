@@ -139,6 +139,10 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     assert off.server.engine_flags() == ["--prefix-cache-share", "0.0"]
     plain = resolve_spec(file_values={}, environ={"LLMCLOUD_SERVER__REASONING_PARSER": "none"})
     assert plain.server.engine_flags() == ["--reasoning-parser", "none"]
+    ranked = resolve_spec(file_values={"server": {"scheduling_policy": "priority"}}, environ={})
+    assert ranked.server.engine_flags() == ["--scheduling-policy", "priority"]
+    with pytest.raises(ConfigError, match="scheduling_policy"):
+        resolve_spec(file_values={"server": {"scheduling_policy": "lifo"}}, environ={})
 
 
 def test_trusting_remote_code_is_a_switch_off_by_default() -> None:

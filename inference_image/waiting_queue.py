@@ -1,0 +1,77 @@
+"""The order requests wait in for a batch slot, and which running ones give way first.
+
+First come, first served by default. With priority scheduling (vLLM's ``--scheduling-policy
+priority``), a request's ``priority`` comes first, lower values sooner, then its arrival:
+a request waits behind every one of a lower value, and ahead of all of a higher value,
+whenever they came. A preempted request keeps its arrival, so it goes back ahead of every
+later one of its own priority.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class Waiter(Protocol):
+    """What the queue needs of a request: its priority and a place for its arrival."""
+
+    arrival: int
+
+    @property
+    def priority(self) -> int: ...
+
+
+class WaitingQueue:
+    """Requests waiting for a batch slot, the next one first."""
+
+    def __init__(self, by_priority: bool = False):
+        self.by_priority = by_priority
+        self._rows: deque[Waiter] = deque()
+        self._arrivals = itertools.count()
+
+    def precedence(self, row: Waiter) -> tuple[int, int]:
+        """The key rows are served by: the smaller, the sooner."""
+        return (row.priority if self.by_priority else 0, row.arrival)
+
+    def add(self, rows: list[Waiter]) -> None:
+        """Queue new requests, or put preempted ones back (they keep their arrival)."""
+        for row in rows:
+            if row.arrival < 0:
+                row.arrival = next(self._arrivals)
+            bisect.insort_right(self._rows, row, key=self.precedence)
+
+    def least_urgent_last(self, rows: list[Waiter]) -> list[Waiter]:
+        """``rows`` ordered as the queue would serve them."""
+        return sorted(rows, key=self.precedence)
+
+    def outranks(self, row: Waiter, other: Waiter) -> bool:
+        """Whether ``row`` may take ``other``'s place in the batch: only under priority
+        scheduling, for a strictly lower priority value (equals never displace each other,
+        so nothing is preempted back and forth)."""
+        return self.by_priority and row.priority < other.priority
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Waiter]:
+        return iter(list(self._rows))
+
+    def __getitem__(self, index: int) -> Waiter:
+        return self._rows[index]
+
+    def popleft(self) -> Waiter:
+        return self._rows.popleft()
+
+    def remove(self, row: Waiter) -> None:
+        for index, waiting in enumerate(self._rows):
+            if waiting is row:
+                del self._rows[index]
+                return
+        raise ValueError("not waiting")
+
+    def clear(self) -> None:
+        self._rows.clear()

@@ -1,0 +1,241 @@
+"""Priority scheduling (`--scheduling-policy priority`, vLLM's): requests wait by their
+``priority`` (lower values sooner, then arrival), a waiting request of a lower value takes
+the place of running ones of a higher value when it has none, and the KV cache's victims
+are the least urgent. On the tiny random Llama in process; the HTTP field against the fake
+engine. Every preempted request must still get exactly its greedy tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+from fake_engine import FakeEngine
+from reference import greedy as reference
+from server_process import ServerProcess
+from test_engine import collect, make_engine
+from test_http import CHAT, COMP, USER, assert_error, make_client
+
+from llmcloud.inference_image.engine import SamplingParams
+from llmcloud.inference_image.server import build_parser
+from llmcloud.inference_image.waiting_queue import WaitingQueue
+
+
+def greedy(n: int, priority: int = 0) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0, ignore_eos=True, priority=priority)
+
+
+async def until(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def served_order(causal, priority_scheduling: bool, priorities: list[int]) -> list[int]:
+    """Queue requests of these priorities behind a running one on a one-slot engine; the
+    order (indices into ``priorities``) they were given the slot in."""
+    engine = make_engine(causal, max_batch_size=1, priority_scheduling=priority_scheduling)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        first = engine.generate(prompt, greedy(40, priority=-100))  # outranks them all
+        await until(lambda: engine.num_running == 1)
+        streams = [engine.generate(prompt, greedy(3, p)) for p in priorities]
+        results = await asyncio.wait_for(asyncio.gather(collect(first),
+                                                        *map(collect, streams)), 60)
+        return streams, results
+
+    try:
+        streams, results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert engine.preemptions == 0
+    assert all(tokens == reference(causal, prompt, 3) for tokens, _, _ in results[1:])
+    return sorted(range(len(streams)), key=lambda i: streams[i].scheduled_at)
+
+
+def test_waiting_requests_are_served_by_priority_then_arrival(causal):
+    assert served_order(causal, True, [5, 1, 1, -2, 0]) == [3, 4, 1, 2, 0]
+
+
+def test_first_come_first_served_ignores_priority(causal):
+    assert served_order(causal, False, [5, 1, 1, -2, 0]) == [0, 1, 2, 3, 4]
+
+
+def test_a_more_urgent_request_takes_a_running_ones_place_and_it_resumes(causal):
+    """One slot, a long request of priority 5 running: one of priority 0 preempts it, runs
+    to its end, and the long one resumes where it stopped with its exact tokens."""
+    engine = make_engine(causal, max_batch_size=1, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        low = engine.generate(prompt, greedy(150, priority=5))
+        await until(lambda: engine.num_running == 1)
+        high = engine.generate(prompt, greedy(5, priority=0))
+        high_tokens = await asyncio.wait_for(collect(high), 60)
+        low_was_done = low.finished
+        return high_tokens, low_was_done, await asyncio.wait_for(collect(low), 60)
+
+    try:
+        high, low_was_done, low = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert engine.preemptions == 1 and not low_was_done
+    assert high == (reference(causal, prompt, 5), "length", None)
+    assert low == (reference(causal, prompt, 150), "length", None)
+
+
+def test_equal_priorities_never_preempt_each_other(causal):
+    engine = make_engine(causal, max_batch_size=1, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        first = engine.generate(prompt, greedy(60, priority=3))
+        await until(lambda: engine.num_running == 1)
+        second = engine.generate(prompt, greedy(5, priority=3))
+        return await asyncio.wait_for(asyncio.gather(collect(first), collect(second)), 60)
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert engine.preemptions == 0
+    assert (first[0], second[0]) == (reference(causal, prompt, 60), reference(causal, prompt, 5))
+
+
+def test_giving_way_only_when_it_makes_room(causal):
+    """A waiting request that outranks one running request but not the other, and has no
+    room beside the more urgent one, preempts nothing: giving way would not be enough. It
+    runs once the batch has room for it."""
+    engine = make_engine(causal, max_batch_size=4, max_batch_tokens=200,
+                         reserve_new_tokens=None, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        urgent = engine.generate(prompt, greedy(60, priority=0))
+        low = engine.generate(prompt, greedy(20, priority=2))
+        await until(lambda: engine.num_running == 2)
+        middle = engine.generate(prompt, greedy(150, priority=1))  # too big beside urgent
+        await until(lambda: engine.num_waiting == 1)
+        return await asyncio.wait_for(asyncio.gather(*map(collect, (urgent, low, middle))), 60)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert engine.preemptions == 0
+    assert [tokens for tokens, _, _ in results] == [reference(causal, prompt, n)
+                                                    for n in (60, 20, 150)]
+
+
+def test_a_full_cache_preempts_the_least_urgent_row_not_the_newest(causal):
+    """Two rows outgrow a small cache: first come first served would preempt the newer,
+    here the older one of a higher priority value goes; both end with their exact tokens,
+    the urgent one first."""
+    engine = make_engine(causal, max_batch_tokens=200, reserve_new_tokens=1,
+                         priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        older = engine.generate(prompt, greedy(150, priority=5))
+        await until(lambda: engine.num_running == 1)
+        newer = engine.generate(prompt, greedy(150, priority=0))
+        await until(lambda: engine.preemptions > 0)
+        waiting_is_older = engine._waiting[0].stream is older
+        newer_result = await asyncio.wait_for(collect(newer), 60)
+        older_was_done = older.finished
+        return waiting_is_older, newer_result, older_was_done, await asyncio.wait_for(
+            collect(older), 60)
+
+    try:
+        waiting_is_older, newer, older_was_done, older = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert waiting_is_older and not older_was_done and engine.preemptions == 1
+    assert newer[0] == older[0] == reference(causal, prompt, 150)
+
+
+def test_the_queue_orders_put_back_requests_by_their_first_arrival():
+    class Row:
+        def __init__(self, name, priority):
+            self.name, self.priority, self.arrival = name, priority, -1
+
+    queue = WaitingQueue(by_priority=True)
+    a, b, c, d = Row("a", 1), Row("b", 0), Row("c", 1), Row("d", 1)
+    queue.add([a, b, c])
+    assert [queue.popleft().name for _ in range(2)] == ["b", "a"]
+    queue.add([d])
+    queue.add([a])  # preempted: back ahead of the later arrivals of its priority
+    assert [row.name for row in queue] == ["a", "c", "d"]
+    queue.remove(c)
+    assert [row.name for row in queue] == ["a", "d"] and len(queue) == 2
+
+
+# --- the HTTP field ---------------------------------------------------------------------
+
+@pytest.fixture()
+def fake(tokenizer):
+    engine = FakeEngine(tokenizer, max_context=256)
+    client, _ = make_client(engine)
+    return client, engine
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    (COMP, {"prompt": "hi", "max_tokens": 3}),
+    (CHAT, {"messages": USER, "max_tokens": 3}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 3}),
+])
+def test_priority_reaches_the_engine_only_where_the_server_schedules_by_it(fake, path, body):
+    client, engine = fake
+    error = assert_error(client.post(path, json={**body, "priority": 2}), 400,
+                         param="priority", code="unsupported_value")
+    assert "--scheduling-policy priority" in error["message"]
+    assert client.post(path, json={**body, "priority": 0}).status_code == 200
+    engine.priority_scheduling = True
+    assert client.post(path, json={**body, "priority": -3}).status_code == 200
+    assert engine.requests[-1].params.priority == -3
+    assert_error(client.post(path, json={**body, "priority": "high"}), 400, param="priority")
+
+
+def test_the_flag_and_its_variable(monkeypatch):
+    assert build_parser().parse_args(["--model", "m"]).scheduling_policy == "fcfs"
+    given = build_parser().parse_args(["--model", "m", "--scheduling-policy", "priority"])
+    assert given.scheduling_policy == "priority"
+    monkeypatch.setenv("LLMCLOUD_SCHEDULING_POLICY", "priority")  # SageMaker's way
+    assert build_parser().parse_args(["--model", "m"]).scheduling_policy == "priority"
+
+
+def test_a_server_scheduling_by_priority_serves_the_urgent_request_first(causal_dir, causal):
+    """The official client against a one-slot server started with the flag: a priority-0
+    request sent while a long priority-5 stream runs is answered before that stream ends,
+    which then still reads exactly as its greedy answer; the preemption is counted."""
+    server = ServerProcess("--model", str(causal_dir), "--served-model-name", "tiny",
+                           "--max-batch-size", "1", "--scheduling-policy", "priority")
+    prompt = "Hello there"
+    ids = causal.tokenizer(prompt)["input_ids"]
+    try:
+        server.wait_ready()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0,
+                               timeout=60)
+        low = client.completions.create(model="tiny", prompt=prompt, max_tokens=240,
+                                        temperature=0, stream=True,
+                                        extra_body={"priority": 5, "ignore_eos": True})
+        chunks = iter(low)
+        texts = [next(chunks).choices[0].text]  # it is running
+        urgent = client.completions.create(model="tiny", prompt=prompt, max_tokens=4,
+                                           temperature=0, extra_body={"priority": 0,
+                                                                      "ignore_eos": True})
+        rest = [chunk.choices[0].text for chunk in chunks if chunk.choices]
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    finally:
+        server.stop()
+    decode = causal.tokenizer.decode
+    assert urgent.choices[0].text == decode(reference(causal, ids, 4))
+    assert "".join(texts + rest) == decode(reference(causal, ids, 240))
+    assert 'llmcloud:num_preemptions_total{model_name="tiny"' in metrics
+    preempted = [line for line in metrics.splitlines()
+                 if line.startswith("llmcloud:num_preemptions_total")]
+    assert preempted and float(preempted[0].split()[-1]) == 1.0
