@@ -87,6 +87,16 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         status = "draining" if state.draining else "loading"
         return JSONResponse({"status": status}, status_code=503)
 
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        # vLLM's probe. vLLM listens only once its model serves, so: 503 while loading, then
+        # 200 until the process exits, draining included (routing is /health/ready's job).
+        serving = state.serving
+        if serving is None or not (state.draining or serving.engine.ready):
+            return JSONResponse({"status": "loading" if serving is None else "stopped"},
+                                status_code=503)
+        return JSONResponse({"status": "ok"})
+
     @app.get("/version")
     async def version() -> dict[str, str]:
         # vLLM's: which server build answers (outside /v1, so the gateways keep it inside)

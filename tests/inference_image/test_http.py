@@ -360,15 +360,21 @@ def test_readiness_follows_loading_and_draining(tokenizer):
     client = TestClient(create_app(state))
     assert client.get("/health/live").status_code == 200
     assert client.get("/health/ready").status_code == 503
+    assert client.get("/health").json() == {"status": "loading"}  # vLLM's probe
+    assert client.get("/health").status_code == 503
     assert_error(client.post(COMP, json={"prompt": "hi"}), 503, code="loading")
     engine = FakeEngine(tokenizer)
     state.serving = OpenAIServing(engine, ServerMetrics("fake-model", "v0", "text-generation",
                                                         lambda: 0, lambda: 0))
     assert client.get("/health/ready").status_code == 200
+    assert client.get("/health").status_code == 200
     state.draining = True
     assert client.get("/health/ready").json() == {"status": "draining"}
     assert client.get("/health/ready").status_code == 503
+    assert client.get("/health").status_code == 200  # alive while it drains
     assert_error(client.post(COMP, json={"prompt": "hi"}), 503, code="draining")
+    state.draining, engine.accepting = False, False  # an engine that stopped
+    assert client.get("/health").json() == {"status": "stopped"}
 
 
 @pytest.mark.parametrize("path", [COMP, CHAT])
