@@ -3,11 +3,13 @@ round-trips; the layers apply in their order."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from llmcloud.providers.registry import provider_defaults
 from llmcloud.stacks.config import (
@@ -17,7 +19,7 @@ from llmcloud.stacks.config import (
     write_stack_config,
 )
 from llmcloud.stacks.errors import ConfigError, ExitCode
-from llmcloud.stacks.spec import DeploymentSpec, model_name_from_source
+from llmcloud.stacks.spec import DeploymentSpec, SamplingDefaultsSpec, model_name_from_source
 from llmcloud.stacks.template import render_stack_file
 
 INVALID = [
@@ -181,6 +183,29 @@ def test_bad_sampling_defaults_are_refused_before_deploying(override, context) -
         resolve_spec(file_values={"server": {"override_generation_config": override}},
                      environ={})
     assert context in info.value.context
+
+
+@pytest.mark.parametrize("value", [-2, -1, -0.5, 0, 0.5, 1, 1.5, 2, 2.5, 9.5, 10, 10.5, 20,
+                                   4096])
+@pytest.mark.parametrize("key", ["temperature", "top_p", "top_k", "min_p",
+                                 "repetition_penalty", "max_new_tokens"])
+def test_the_spec_and_the_server_take_the_same_sampling_defaults(key, value) -> None:
+    """The spec's ranges are declared for its schema and the server's in its own table: a
+    value the spec lets through must start the servers (else a deploy crash-loops them),
+    and one the servers take must be deployable."""
+    from llmcloud.inference_image.sampling_defaults import SamplingDefaultsError, parse_override
+
+    try:
+        SamplingDefaultsSpec.model_validate({key: value})
+        spec_takes = True
+    except ValidationError:
+        spec_takes = False
+    try:
+        parse_override(json.dumps({key: value}))
+        server_takes = True
+    except SamplingDefaultsError:
+        server_takes = False
+    assert spec_takes == server_takes
 
 
 def test_model_name_comes_from_the_source() -> None:
