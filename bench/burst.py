@@ -14,12 +14,15 @@ from pathlib import Path
 from runtime_bench import Server, build_model, free_port, streamed_texts
 
 
-def setup(doc: str, rounds: int) -> tuple[argparse.Namespace, Path, Path]:
-    """Parse ``--rounds`` and ``--requests``, build the benchmark model in a fresh folder;
-    returns the arguments, the work folder and the model folder."""
+def setup(doc: str, rounds: int, *, requests: bool = True
+          ) -> tuple[argparse.Namespace, Path, Path]:
+    """Parse ``--rounds`` (and ``--requests``, for a benchmark whose burst size may be
+    chosen), build the benchmark model in a fresh folder; returns the arguments, the work
+    folder and the model folder."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--requests", type=int, default=16)
+    if requests:
+        parser.add_argument("--requests", type=int, default=16)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
     build_model(work / "bench-llama")

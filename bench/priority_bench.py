@@ -14,16 +14,13 @@ latency p50, the batch work's tokens/s and the preemptions, and the per-round ra
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from burst import llmcloud_server
+from burst import llmcloud_server, setup
 from preemption_bench import metric
-from runtime_bench import build_model, prompts, streamed_texts
+from runtime_bench import prompts, streamed_texts
 
 SLOTS, PROMPT_TOKENS = 8, 64
 BATCH, BATCH_TOKENS = 24, 128
@@ -73,12 +70,7 @@ async def load(base: str, policy: str, batch: list[str], interactive: list[str])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
-    folder = work / "bench-llama"
-    build_model(folder)
+    args, work, folder = setup(__doc__, rounds=3, requests=False)
     servers = {policy: llmcloud_server(policy, folder, work, "--max-batch-size", str(SLOTS),
                                        "--scheduling-policy", policy)
                for policy in POLICIES}

@@ -34,6 +34,26 @@ async def until(condition, seconds: float = 30) -> None:
         await asyncio.sleep(0.001)
 
 
+def run(engine, main):
+    """``main()`` run to its end against ``engine``, which is shut down after."""
+    try:
+        return asyncio.run(main())
+    finally:
+        engine.shutdown()
+
+
+async def running_then(engine, prompt: list[int], first: SamplingParams,
+                       second: SamplingParams) -> tuple[tuple, tuple, bool]:
+    """``first`` starts; once it runs, ``second`` arrives. Their results, and whether the
+    first had finished when the second did."""
+    running = engine.generate(prompt, first)
+    await until(lambda: engine.num_running == 1)
+    arriving = engine.generate(prompt, second)
+    arrived = await asyncio.wait_for(collect(arriving), 60)
+    first_done = running.finished
+    return await asyncio.wait_for(collect(running), 60), arrived, first_done
+
+
 def served_order(causal, priority_scheduling: bool, priorities: list[int]) -> list[int]:
     """Queue requests of these priorities behind a running one on a one-slot engine; the
     order (indices into ``priorities``) they were given the slot in."""
@@ -48,10 +68,7 @@ def served_order(causal, priority_scheduling: bool, priorities: list[int]) -> li
                                                         *map(collect, streams)), 60)
         return streams, results
 
-    try:
-        streams, results = asyncio.run(main())
-    finally:
-        engine.shutdown()
+    streams, results = run(engine, main)
     assert engine.preemptions == 0
     assert all(tokens == reference(causal, prompt, 3) for tokens, _, _ in results[1:])
     return sorted(range(len(streams)), key=lambda i: streams[i].scheduled_at)
@@ -70,19 +87,8 @@ def test_a_more_urgent_request_takes_a_running_ones_place_and_it_resumes(causal)
     to its end, and the long one resumes where it stopped with its exact tokens."""
     engine = make_engine(causal, max_batch_size=1, priority_scheduling=True)
     prompt = causal.tokenizer("Hello")["input_ids"]
-
-    async def main():
-        low = engine.generate(prompt, greedy(150, priority=5))
-        await until(lambda: engine.num_running == 1)
-        high = engine.generate(prompt, greedy(5, priority=0))
-        high_tokens = await asyncio.wait_for(collect(high), 60)
-        low_was_done = low.finished
-        return high_tokens, low_was_done, await asyncio.wait_for(collect(low), 60)
-
-    try:
-        high, low_was_done, low = asyncio.run(main())
-    finally:
-        engine.shutdown()
+    low, high, low_was_done = run(engine, lambda: running_then(
+        engine, prompt, greedy(150, priority=5), greedy(5, priority=0)))
     assert engine.preemptions == 1 and not low_was_done
     assert high == (reference(causal, prompt, 5), "length", None)
     assert low == (reference(causal, prompt, 150), "length", None)
@@ -91,18 +97,9 @@ def test_a_more_urgent_request_takes_a_running_ones_place_and_it_resumes(causal)
 def test_equal_priorities_never_preempt_each_other(causal):
     engine = make_engine(causal, max_batch_size=1, priority_scheduling=True)
     prompt = causal.tokenizer("Hello")["input_ids"]
-
-    async def main():
-        first = engine.generate(prompt, greedy(60, priority=3))
-        await until(lambda: engine.num_running == 1)
-        second = engine.generate(prompt, greedy(5, priority=3))
-        return await asyncio.wait_for(asyncio.gather(collect(first), collect(second)), 60)
-
-    try:
-        first, second = asyncio.run(main())
-    finally:
-        engine.shutdown()
-    assert engine.preemptions == 0
+    first, second, first_was_done = run(engine, lambda: running_then(
+        engine, prompt, greedy(60, priority=3), greedy(5, priority=3)))
+    assert engine.preemptions == 0 and first_was_done
     assert (first[0], second[0]) == (reference(causal, prompt, 60), reference(causal, prompt, 5))
 
 
@@ -122,10 +119,7 @@ def test_giving_way_only_when_it_makes_room(causal):
         await until(lambda: engine.num_waiting == 1)
         return await asyncio.wait_for(asyncio.gather(*map(collect, (urgent, low, middle))), 60)
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        engine.shutdown()
+    results = run(engine, main)
     assert engine.preemptions == 0
     assert [tokens for tokens, _, _ in results] == [reference(causal, prompt, n)
                                                     for n in (60, 20, 150)]
@@ -138,23 +132,9 @@ def test_a_full_cache_preempts_the_least_urgent_row_not_the_newest(causal):
     engine = make_engine(causal, max_batch_tokens=200, reserve_new_tokens=1,
                          priority_scheduling=True)
     prompt = causal.tokenizer("Hello")["input_ids"]
-
-    async def main():
-        older = engine.generate(prompt, greedy(150, priority=5))
-        await until(lambda: engine.num_running == 1)
-        newer = engine.generate(prompt, greedy(150, priority=0))
-        await until(lambda: engine.preemptions > 0)
-        waiting_is_older = engine._waiting[0].stream is older
-        newer_result = await asyncio.wait_for(collect(newer), 60)
-        older_was_done = older.finished
-        return waiting_is_older, newer_result, older_was_done, await asyncio.wait_for(
-            collect(older), 60)
-
-    try:
-        waiting_is_older, newer, older_was_done, older = asyncio.run(main())
-    finally:
-        engine.shutdown()
-    assert waiting_is_older and not older_was_done and engine.preemptions == 1
+    older, newer, older_was_done = run(engine, lambda: running_then(
+        engine, prompt, greedy(150, priority=5), greedy(150, priority=0)))
+    assert not older_was_done and engine.preemptions == 1
     assert newer[0] == older[0] == reference(causal, prompt, 150)
 
 
