@@ -51,6 +51,22 @@ def opens_thinking(prompt: str, continued: str | None = None) -> bool:
     return prompt.rstrip().endswith(OPEN)
 
 
+class AnswerTokens:
+    """Which of an answer's tokens, fed in order, are its answer's rather than its
+    thinking's (markers and the whitespace after them included): what a response that
+    leaves the thinking out keeps the log probabilities of, so they line up with its
+    content however the tokens were grouped into events."""
+
+    def __init__(self, tokenizer, thinking: bool):
+        self._tokenizer = tokenizer
+        self._split = ReasoningSplit(thinking)
+
+    def keep(self, entries: list) -> list:
+        """The entries (``TokenLogprob``) of answer tokens, in order."""
+        return [entry for entry in entries
+                if self._split.feed(self._tokenizer.decode([entry.token_id]))[1]]
+
+
 class ReasoningSplit:
     """One answer's text, fed as it comes, split into (thinking, answer) deltas."""
 

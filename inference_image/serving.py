@@ -50,6 +50,7 @@ from .protocol import (
 from .reasoning import (
     CLOSE,
     OPEN,
+    AnswerTokens,
     GrammarAfterThinking,
     ReasoningSplit,
     model_thinks,
@@ -458,6 +459,9 @@ class OpenAIServing:
     async def _deltas(self, gen: Generation,
                       choice: Choice) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
         prompt_ids = choice.stream.prompt_ids
+        answer_tokens = (AnswerTokens(self.engine.tokenizer, gen.thinking)
+                         if gen.thinking is not None and not gen.include_reasoning
+                         and choice.logprobs is not None else None)
         if choice.echo and choice.stream.params.prompt_logprobs is None:
             yield choice.echo, []
         last = None
@@ -479,6 +483,8 @@ class OpenAIServing:
                         self.metrics.itl.observe((now - last) / n)
                 last = choice.last_token_at = now
                 delta, logprobs = self._add_tokens(choice, event.token_ids, event.logprobs)
+                if answer_tokens is not None:  # the thinking is left out, and its tokens
+                    logprobs = answer_tokens.keep(logprobs)
                 choice.logprob_sum += sum(entry.logprob for entry in logprobs)
                 choice.scored += len(logprobs)
                 if choice.text.stopped:

@@ -120,6 +120,28 @@ def test_the_thinking_streams_as_reasoning_deltas(special):
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_left_out_takes_its_log_probabilities_with_it(stream):
+    """include_reasoning false: the log probabilities are the answer's tokens' alone, so
+    they line up with the content the client gets, streamed or not."""
+    client, _ = serve(thinking_tokenizer(QWEN_TEMPLATE), THOUGHT_REPLY)
+    body = {"messages": USER, "max_tokens": 60, "logprobs": True, "top_logprobs": 2,
+            "include_reasoning": False, "stream": stream}
+    if stream:
+        with client.stream("POST", CHAT, json=body) as response:
+            chunks = [json.loads(e) for e in read_sse(response)[:-1]]
+        choices = [c["choices"][0] for c in chunks]
+        content = "".join(c["delta"].get("content") or "" for c in choices)
+        assert not any("reasoning" in c["delta"] for c in choices)
+        entries = [e for c in choices if c["logprobs"] for e in c["logprobs"]["content"]]
+    else:
+        (choice,) = client.post(CHAT, json=body).json()["choices"]
+        content, entries = choice["message"]["content"], choice["logprobs"]["content"]
+    assert content == "Hello there."
+    assert "".join(e["token"] for e in entries) == content
+    assert all(len(e["top_logprobs"]) == 2 for e in entries)
+
+
 @pytest.mark.parametrize(("template", "reply", "thought"), [
     (QWEN_TEMPLATE, THOUGHT_REPLY, "<think>\nLet me see.\n</think>"),
     (R1_TEMPLATE, "pondering</think>\n\nHello.", "pondering</think>"),  # opened by the prompt
