@@ -522,22 +522,28 @@ class OpenAIServing:
         self.metrics.request_n.observe(gen.n)
         firsts = [c.first_token_at for c in gen.choices if c.first_token_at is not None]
         ttft = round(min(firsts) - gen.started, 3) if firsts else None
+        # The longest any of its answers waited for a batch slot (none: ended waiting).
+        waits = [c.stream.scheduled_at - c.stream.queued_at for c in gen.choices
+                 if c.stream.scheduled_at is not None]
+        queue = round(max(waits), 3) if waits else None
+        priority = gen.choices[0].stream.params.priority if gen.choices else 0
         usage = gen.usage
         fields = {"request_id": gen.response_id,
                   "finish": ",".join(c.finish_reason for c in gen.choices),
                   "stream": gen.streaming, "prompt_tokens": gen.prompt_tokens,
                   "cached_tokens": usage.prompt_tokens_details.cached_tokens,
-                  "completion_tokens": usage.completion_tokens, "ttft_s": ttft,
-                  "total_s": round(time.perf_counter() - gen.started, 3),
-                  "choices": len(gen.choices)}
+                  "completion_tokens": usage.completion_tokens, "queue_s": queue,
+                  "ttft_s": ttft, "total_s": round(time.perf_counter() - gen.started, 3),
+                  "choices": len(gen.choices), "priority": priority}
         if gen.client_request_id is not None:
             fields["client_request_id"] = gen.client_request_id
         requests_log.info(
-            "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d ttft_s=%s "
-            "total_s=%.3f choices=%d%s", gen.response_id, fields["finish"], gen.streaming,
-            gen.prompt_tokens, usage.completion_tokens, "-" if ttft is None else f"{ttft:.3f}",
-            fields["total_s"], len(gen.choices), client_id_suffix(gen.client_request_id),
-            extra={"fields": fields})
+            "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d queue_s=%s "
+            "ttft_s=%s total_s=%.3f choices=%d%s%s", gen.response_id, fields["finish"],
+            gen.streaming, gen.prompt_tokens, usage.completion_tokens, _seconds(queue),
+            _seconds(ttft), fields["total_s"], len(gen.choices),
+            f" priority={priority}" if priority else "",
+            client_id_suffix(gen.client_request_id), extra={"fields": fields})
 
     def answer_events(self, gen: Generation):
         """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as
@@ -632,6 +638,10 @@ class OpenAIServing:
 def _given(value, default):
     """A request's own value when it sent one (0 included), else the server's default."""
     return default if value is None else value
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def client_id_suffix(value: str | None) -> str:

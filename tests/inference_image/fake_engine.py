@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from llmcloud.inference_image.engine import (
     Engine,
@@ -84,6 +85,7 @@ class FakeEngine(Engine):
 
     async def _run(self, stream: GenerationStream) -> None:
         self.running.append(stream)
+        stream.scheduled_at = time.perf_counter()
         prompt = self.tokenizer.decode(stream.prompt_ids, skip_special_tokens=True)
         reply_ids = self.replies.get(prompt, self.reply_ids)
         length = self.reply_length(stream) if self.reply_length else None

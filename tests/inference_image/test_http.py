@@ -425,10 +425,11 @@ def test_each_request_logs_one_line_of_counts_and_never_the_prompt(client, caplo
     usage = plain["usage"]
     assert re.fullmatch(
         rf"{plain['id']} finish=length stream=False prompt_tokens={usage['prompt_tokens']} "
-        r"completion_tokens=3 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3} choices=1", lines[0]), lines[0]
+        r"completion_tokens=3 queue_s=\d+\.\d{3} ttft_s=\d+\.\d{3} total_s=\d+\.\d{3} "
+        r"choices=1", lines[0]), lines[0]
     assert re.fullmatch(rf"{streamed['id']} finish=length stream=True prompt_tokens=\d+ "
-                        r"completion_tokens=2 ttft_s=\d+\.\d{3} total_s=\d+\.\d{3} choices=1",
-                        lines[1]), lines[1]
+                        r"completion_tokens=2 queue_s=\d+\.\d{3} ttft_s=\d+\.\d{3} "
+                        r"total_s=\d+\.\d{3} choices=1", lines[1]), lines[1]
     assert lines[2:] == [
         "POST /v1/completions rejected status=400 code=invalid_value param=max_tokens",
         "POST /v1/completions rejected status=413 code=request_too_large param=None"]
@@ -451,7 +452,8 @@ def test_json_log_lines_carry_the_counts_as_typed_fields(client, caplog):
         "prompt_tokens": answer["usage"]["prompt_tokens"], "cached_tokens": 0,
         "completion_tokens": 3, "choices": 1, "client_request_id": "gw-1",
         "level": "INFO", "severity": "INFO"}
-    assert isinstance(done["ttft_s"], float) and isinstance(done["total_s"], float)
+    assert all(isinstance(done[k], float) for k in ("queue_s", "ttft_s", "total_s"))
+    assert done["priority"] == 0
     assert done["message"].startswith(answer["id"])  # the text line, too
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", done["time"])
     assert {k: refused[k] for k in ("method", "path", "status", "code", "param")} == {

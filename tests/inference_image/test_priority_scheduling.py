@@ -7,6 +7,7 @@ engine. Every preempted request must still get exactly its greedy tokens."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -168,7 +169,9 @@ def fake(tokenizer):
     (CHAT, {"messages": USER, "max_tokens": 3}),
     ("/v1/responses", {"input": "hi", "max_output_tokens": 3}),
 ])
-def test_priority_reaches_the_engine_only_where_the_server_schedules_by_it(fake, path, body):
+def test_priority_reaches_the_engine_only_where_the_server_schedules_by_it(fake, path, body,
+                                                                          caplog):
+    caplog.set_level(logging.INFO, "llmcloud.requests")
     client, engine = fake
     error = assert_error(client.post(path, json={**body, "priority": 2}), 400,
                          param="priority", code="unsupported_value")
@@ -177,6 +180,8 @@ def test_priority_reaches_the_engine_only_where_the_server_schedules_by_it(fake,
     engine.priority_scheduling = True
     assert client.post(path, json={**body, "priority": -3}).status_code == 200
     assert engine.requests[-1].params.priority == -3
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmcloud.requests"]
+    assert " priority=" not in lines[-2] and " priority=-3" in lines[-1]  # when not 0
     assert_error(client.post(path, json={**body, "priority": "high"}), 400, param="priority")
 
 
