@@ -536,8 +536,8 @@ class TorchEngine(Engine):
         or not enough cache), running requests of a higher priority value leave the batch
         for it, the least urgent first, as vLLM's priority scheduler does; but only if
         that makes room."""
-        with self._wake:
-            head = self._waiting[0] if self._waiting else None
+        with self._wake:  # (cancelled requests still queued leave at admission)
+            head = next((row for row in self._waiting if not row.stream.cancelled), None)
         if head is None or not self._rows:
             return
         ahead = self.limits.reserve_new_tokens

@@ -104,6 +104,24 @@ def test_equal_priorities_never_preempt_each_other(causal):
     assert (first[0], second[0]) == (reference(causal, prompt, 60), reference(causal, prompt, 5))
 
 
+def test_a_cancelled_request_waiting_preempts_nothing(causal):
+    engine = make_engine(causal, max_batch_size=1, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        low = engine.generate(prompt, greedy(100, priority=5))
+        await until(lambda: engine.num_running == 1)
+        with engine._wake:  # the engine sees it only once it is cancelled
+            urgent = engine.generate(prompt, greedy(5, priority=0))
+            urgent.cancel()
+        return await asyncio.wait_for(asyncio.gather(collect(low), collect(urgent)), 60)
+
+    low, urgent = run(engine, main)
+    assert engine.preemptions == 0
+    assert low == (reference(causal, prompt, 100), "length", None)
+    assert urgent[:2] == ([], "abort")
+
+
 def test_giving_way_only_when_it_makes_room(causal):
     """A waiting request that outranks one running request but not the other, and has no
     room beside the more urgent one, preempts nothing: giving way would not be enough. It
