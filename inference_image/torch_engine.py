@@ -534,8 +534,8 @@ class TorchEngine(Engine):
     def _make_way(self) -> None:
         """Priority scheduling: when the first waiting request has no room (no free slot,
         or not enough cache), running requests of a higher priority value leave the batch
-        for it, the least urgent first, as vLLM's priority scheduler does; but only if
-        that makes room."""
+        for it, the least urgent first (the forced preemption vLLM's priority scheduling
+        was introduced with); but only if that makes room."""
         with self._wake:  # (cancelled requests still queued leave at admission)
             head = next((row for row in self._waiting if not row.stream.cancelled), None)
         if head is None or not self._rows:
