@@ -168,7 +168,6 @@ class TorchEngine(Engine):
         width = output.weight.shape[0] if output is not None else model.config.vocab_size
         self.structured = StructuredOutputs(tokenizer, width, self._eos)
         self._waiting = WaitingQueue(self.limits.priority_scheduling)
-        self.priority_scheduling = self.limits.priority_scheduling
         self._rows: list[_Row] = []
         # A long prompt being prefilled by chunks (causal models; encoders need the whole
         # prompt at once): admitted, not yet in the batch.
@@ -195,6 +194,10 @@ class TorchEngine(Engine):
     @property
     def ready(self) -> bool:
         return self._accepting and not self._stopped
+
+    @property
+    def priority_scheduling(self) -> bool:
+        return self.limits.priority_scheduling
 
     @property
     def num_running(self) -> int:
@@ -538,10 +541,9 @@ class TorchEngine(Engine):
         was introduced with); but only if that makes room."""
         with self._wake:  # (cancelled requests still queued leave at admission)
             head = next((row for row in self._waiting if not row.stream.cancelled), None)
-        if head is None or not self._rows:
+        if head is None:
             return
         ahead = self.limits.reserve_new_tokens
-        running = self._waiting.least_urgent_last(self._rows)
 
         def room(rows: list[_Row]) -> bool:  # an empty batch takes any request
             if not rows:
@@ -550,6 +552,9 @@ class TorchEngine(Engine):
             return (len(rows) < self.limits.max_batch_size
                     and needed <= self.limits.max_batch_tokens)
 
+        if room(self._rows):
+            return
+        running = self._waiting.least_urgent_last(self._rows)
         victims = []
         while not room(running) and running and self._waiting.outranks(head, running[-1]):
             victims.append(running.pop())
