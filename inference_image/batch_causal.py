@@ -7,6 +7,7 @@ import inspect
 import torch
 
 from . import kv_cache
+from .lora import Adapters
 from .prefix_cache import Prefix
 
 
@@ -18,13 +19,16 @@ class CausalBatch:
     right, so a row's logits match decoding it alone.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int):
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int,
+                 adapters: Adapters | None = None):
         self.model = model
         self.device = device
         self.pad_id = pad_id
+        self.adapters = adapters  # the model's LoRA adapters, if it serves any
         self.cache = None
         self.mask: torch.Tensor | None = None  # [B, T] 1 = real token
         self.positions: torch.Tensor | None = None  # [B] position id of the next token
+        self.slots_of_rows: list[int] = []  # [B] each row's LoRA adapter (0: none)
         self._cache_kw = kv_cache.cache_argument(model)
         params = inspect.signature(model.forward).parameters
         self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
@@ -53,7 +57,8 @@ class CausalBatch:
 
     def prefill(self, prompts: list[list[int]], outputs: list[list[int]] | None = None,
                 prefixes: list[Prefix | None] | None = None, on_cache=None,
-                every_position: bool = False) -> torch.Tensor:
+                every_position: bool = False,
+                adapters: list[int] | None = None) -> torch.Tensor:
         """Run the prompts, append them as new rows, return their next-token logits [k, V].
 
         ``outputs`` are tokens the rows generated before (a preempted row resuming): they
@@ -63,14 +68,17 @@ class CausalBatch:
         longest, the rests left-padded after them: the mask hides the gaps, so the rows
         are as wide as the longest kept part plus the longest rest.
         ``on_cache(cache, mask)`` sees the new rows' states before they join the batch.
-        ``every_position``: the logits after every position run instead [k, L, V]."""
+        ``every_position``: the logits after every position run instead [k, L, V].
+        ``adapters``: per row, the LoRA adapter it runs with (0 or None: the base model)."""
         if outputs is not None:
             prompts = [p + o for p, o in zip(prompts, outputs, strict=True)]
         prefixes = prefixes or [None] * len(prompts)
+        adapters = adapters or [0] * len(prompts)
         # Twins (several answers to one prompt, `n`) run once; their states are copied.
-        run, twin_of = _distinct(prompts, prefixes)
+        run, twin_of = _distinct(prompts, prefixes, adapters)
         if len(run) < len(prompts):
             prompts, prefixes = [prompts[i] for i in run], [prefixes[i] for i in run]
+        self._use([adapters[i] for i in run])
         done = [0 if p is None else p.length for p in prefixes]
         ids, mask = kv_cache.padded_prompts([p[d:] for p, d in zip(prompts, done, strict=True)],
                                             self.pad_id, left=True, device=self.device)
@@ -96,13 +104,14 @@ class CausalBatch:
         kv_cache.zero_padding(cache, mask)
         if on_cache is not None:
             on_cache(cache, mask)
-        self._merge(cache, mask, mask.sum(-1))
+        self._merge(cache, mask, mask.sum(-1), adapters)
         return logits if every_position else logits[:, -1, :]
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
         """Feed one token per row, return the next-token logits [B, V]."""
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
+        self._use(self.slots_of_rows)
         out = self.model(
             input_ids=ids, attention_mask=self.mask, position_ids=self.positions[:, None],
             **{self._cache_kw: self.cache}, use_cache=True, **self._logits_kw,
@@ -119,6 +128,7 @@ class CausalBatch:
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((1, len(tokens)))], dim=1)
         steps = torch.arange(len(tokens), device=self.device)
+        self._use(self.slots_of_rows)
         out = self.model(
             input_ids=ids, attention_mask=self.mask,
             position_ids=(self.positions[:, None] + steps[None, :]),
@@ -134,16 +144,18 @@ class CausalBatch:
     def absorb(self, other: CausalBatch) -> None:
         """Append ``other``'s rows (caches, masks, positions) to this batch; ``other`` is
         left empty."""
-        self._merge(other.cache, other.mask, other.positions)
+        self._merge(other.cache, other.mask, other.positions, other.slots_of_rows)
         other.keep([])
 
     def keep(self, rows: list[int]) -> None:
         """Keep only ``rows`` (in that order) and drop padding columns no row needs."""
         if not rows:
             self.cache = self.mask = self.positions = None
+            self.slots_of_rows = []
             return
         if rows == list(range(self.size)):
             return
+        self.slots_of_rows = [self.slots_of_rows[row] for row in rows]
         index = torch.tensor(rows, device=self.device)
         mask = self.mask.index_select(0, index)
         start = int((mask.sum(0) > 0).nonzero()[0].item())
@@ -151,7 +163,13 @@ class CausalBatch:
         self.mask = mask[:, start:]
         self.positions = self.positions.index_select(0, index)
 
-    def _merge(self, cache, mask: torch.Tensor, positions: torch.Tensor) -> None:
+    def _use(self, slots: list[int]) -> None:
+        if self.adapters is not None:
+            self.adapters.use(slots)
+
+    def _merge(self, cache, mask: torch.Tensor, positions: torch.Tensor,
+               slots: list[int]) -> None:
+        self.slots_of_rows = self.slots_of_rows + list(slots)
         if self.cache is None:
             self.cache, self.mask, self.positions = cache, mask, positions
             return
@@ -174,14 +192,16 @@ def states_of(cache, mask: torch.Tensor, row: int,
             for layer in kv_cache.layers(cache)]
 
 
-def _distinct(prompts: list[list[int]],
-              prefixes: list[Prefix | None]) -> tuple[list[int], list[int]]:
-    """The rows to run (the first of each set of rows with the same tokens and the same
-    kept beginning) and, for every row, the place of its first twin among them."""
+def _distinct(prompts: list[list[int]], prefixes: list[Prefix | None],
+              adapters: list[int]) -> tuple[list[int], list[int]]:
+    """The rows to run (the first of each set of rows with the same tokens, the same kept
+    beginning and the same adapter) and, for every row, the place of its first twin among
+    them."""
     seen: dict[tuple, int] = {}
     run, twin_of = [], []
-    for row, (prompt, prefix) in enumerate(zip(prompts, prefixes, strict=True)):
-        key = (0 if prefix is None else prefix.length, *prompt)
+    for row, (prompt, prefix, adapter) in enumerate(zip(prompts, prefixes, adapters,
+                                                         strict=True)):
+        key = (adapter, 0 if prefix is None else prefix.length, *prompt)
         if key not in seen:
             seen[key] = len(run)
             run.append(row)

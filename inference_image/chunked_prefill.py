@@ -23,11 +23,14 @@ class ChunkedPrefill:
     With ``prompt_logprobs`` (k), ``prompt_logprobs`` gathers the log probability of each
     token after the first, and the k most likely tokens', chunk by chunk."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int, row,
-                 ids: list[int], chunk: int, prefix: Prefix | None = None,
-                 prompt_logprobs: int | None = None):
+    def __init__(self, batch: CausalBatch, row, ids: list[int], chunk: int,
+                 prefix: Prefix | None = None, prompt_logprobs: int | None = None,
+                 adapter: int = 0):
+        """``batch``: an empty batch of the engine's model the row is prefilled in;
+        ``adapter``: the LoRA adapter the row runs with (0: none)."""
         self.row = row
-        self.batch = CausalBatch(model, device, pad_id)
+        self.batch = batch
+        self._adapter = adapter
         self._ids = ids
         self._chunk = chunk
         self._prefix = prefix  # states of the first tokens, from the prefix cache
@@ -43,7 +46,8 @@ class ChunkedPrefill:
         every = self._top is not None
         if self.batch.size == 0:
             logits = self.batch.prefill([self._ids[:end]], prefixes=[self._prefix],
-                                        every_position=every)
+                                        every_position=every,
+                                        adapters=[self._adapter])
         else:
             logits = self.batch.extend(self._ids[self._done:end], every_position=every)
         if every:

@@ -60,6 +60,9 @@ class SamplingParams:
     # Not a sampling setting but the request's place in the queue under priority scheduling
     # (vLLM's `priority`): lower values are served sooner.
     priority: int = 0
+    # Nor is the LoRA adapter the request runs with: its slot in the model's adapted layers
+    # (0: the base model alone).
+    adapter: int = 0
 
     @property
     def adjusts_logits(self) -> bool:

@@ -5,7 +5,9 @@ a conversation) with every request. Its keys and values come out the same each t
 request whose prompt starts with a prefix held here is prefilled from that prefix on: only
 the rest of the prompt runs through the model. Prefixes are whole blocks of ``block``
 tokens, found by a chain of block hashes (vLLM's scheme) and checked token by token, so a
-hash collision can never hand a request another prompt's states.
+hash collision can never hand a request another prompt's states. A LoRA adapter's rows
+have states of their own: their chain starts from the adapter, and a prefix answers only
+rows of the adapter that made it.
 
 What the store holds counts against the KV cache's positions like a running row, and is
 given back, least recently used first, whenever running or admitted rows need the room:
@@ -28,6 +30,7 @@ class Prefix:
 
     ids: list[int]
     layers: list[tuple[torch.Tensor, torch.Tensor]]
+    adapter: int = 0  # the LoRA adapter the states were computed with (0: none)
 
     @property
     def length(self) -> int:
@@ -38,12 +41,13 @@ class Prefix:
         if length == self.length:
             return self
         return Prefix(self.ids[:length], [(k[:, :, :length], v[:, :, :length])
-                                          for k, v in self.layers])
+                                          for k, v in self.layers], self.adapter)
 
 
-def block_hashes(ids: list[int], block: int = BLOCK) -> list[int]:
-    """One hash per whole block of ``ids``; each covers every token before its block's end."""
-    hashes, chained = [], 0
+def block_hashes(ids: list[int], block: int = BLOCK, adapter: int = 0) -> list[int]:
+    """One hash per whole block of ``ids``; each covers every token before its block's end
+    (and the LoRA adapter they run with)."""
+    hashes, chained = [], 0 if not adapter else hash(("lora", adapter))
     for end in range(block, len(ids) + 1, block):
         chained = hash((chained, tuple(ids[end - block:end])))
         hashes.append(chained)
@@ -64,14 +68,16 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._recent)
 
-    def lookup(self, ids: list[int], hashes: list[int]) -> tuple[int, Prefix | None]:
-        """The longest held prefix of ``ids`` that leaves at least one token to run (a
-        prefill must compute the next token's logits): (its length, the prefix), or (0,
-        None)."""
+    def lookup(self, ids: list[int], hashes: list[int],
+               adapter: int = 0) -> tuple[int, Prefix | None]:
+        """The longest held prefix of ``ids`` (run with ``adapter``) that leaves at least
+        one token to run (a prefill must compute the next token's logits): (its length, the
+        prefix), or (0, None)."""
         for count in range(min(len(hashes), (len(ids) - 1) // self.block), 0, -1):
             prefix = self._by_hash.get(hashes[count - 1])
             length = count * self.block
-            if prefix is not None and prefix.ids[:length] == ids[:length]:
+            if (prefix is not None and prefix.adapter == adapter
+                    and prefix.ids[:length] == ids[:length]):
                 self._recent.move_to_end(id(prefix))
                 return length, prefix
         return 0, None
@@ -90,9 +96,10 @@ class PrefixCache:
         return length
 
     def store(self, ids: list[int], hashes: list[int],
-              layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Hold ``layers`` as the states of ``ids`` (whole blocks; ``hashes`` are theirs)."""
-        prefix = Prefix(list(ids), layers)
+              layers: list[tuple[torch.Tensor, torch.Tensor]], adapter: int = 0) -> None:
+        """Hold ``layers`` as the states of ``ids`` run with ``adapter`` (whole blocks;
+        ``hashes`` are theirs)."""
+        prefix = Prefix(list(ids), layers, adapter)
         for h in hashes[:prefix.length // self.block]:
             self._by_hash[h] = prefix  # the newest holder of a block answers for it
         self._recent[id(prefix)] = prefix
@@ -106,7 +113,7 @@ class PrefixCache:
             _, prefix = self._recent.popitem(last=False)
             freed += prefix.length
             self.tokens -= prefix.length
-            for h in block_hashes(prefix.ids, self.block):
+            for h in block_hashes(prefix.ids, self.block, prefix.adapter):
                 if self._by_hash.get(h) is prefix:
                     del self._by_hash[h]
         return freed

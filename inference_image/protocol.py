@@ -351,6 +351,9 @@ class ModelCard(BaseModel):
     owned_by: str = "llmcloud"
     version: str
     max_model_len: int
+    # vLLM's: a LoRA adapter's source, and the model it adapts (None for the model itself)
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

@@ -18,12 +18,13 @@ MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
 MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
 
 
-def common_checks(request, model_name: str, endpoint: str) -> None:
-    """The checks every completions and chat request passes: the model, n, penalties,
-    temperature, top_p and stop strings; an ApiError says what is wrong."""
+def common_checks(request, served: list[str], endpoint: str) -> None:
+    """The checks every completions and chat request passes: the model (one of the
+    ``served`` names), n, penalties, temperature, top_p and stop strings; an ApiError says
+    what is wrong."""
     if request.model_extra:
         log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
-    check_model(request.model, model_name)
+    check_model(request.model, served)
     if request.n is not None and not 1 <= request.n <= MAX_N:
         raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
                        param="n", code="invalid_value")
@@ -55,11 +56,15 @@ def common_checks(request, model_name: str, endpoint: str) -> None:
                        param="stop", code="invalid_value")
 
 
-def check_model(model: str | None, model_name: str) -> None:
-    """A request naming another model than the one served is a 404."""
-    if model is not None and model != model_name:
+def check_model(model: str | None, served: list[str]) -> None:
+    """A request naming a model that is not served (the model, or one of its LoRA
+    adapters) is a 404."""
+    if model is not None and model not in served:
+        names = repr(served[0])
+        if served[1:]:
+            names += f" and its LoRA adapters {', '.join(map(repr, served[1:]))}"
         raise ApiError(404, f"the model {model!r} does not exist; this server serves "
-                       f"{model_name!r}", param="model", code="model_not_found")
+                       f"{names}", param="model", code="model_not_found")
 
 
 def logit_bias_pairs(logit_bias: dict[str, float] | None,

@@ -242,7 +242,7 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete"
         else None,
         "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
-        "model": serving.model_name, "output": list(output),
+        "model": gen.model, "output": list(output),
         "parallel_tool_calls": request.parallel_tool_calls is not False,
         "previous_response_id": None, "store": False,
         "temperature": 1.0 if request.temperature is None else request.temperature,

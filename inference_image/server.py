@@ -91,6 +91,10 @@ def run(argv: list[str] | None = None) -> None:
     from .sampling_defaults import SamplingDefaultsError, parse_override
 
     try:  # a typo here should stop the server now, not after the model has loaded
+        lora_modules(args)
+    except ValueError as exc:
+        sys.exit(f"error: --lora-modules: {exc}")
+    try:
         args.override_generation_config = parse_override(args.override_generation_config)
         if args.chat_template is not None:
             args.chat_template = read_template(args.chat_template)
@@ -141,8 +145,11 @@ def _load(args, state) -> object:
     from .model_source import resolve
 
     # Fetch and verify before importing torch, so a bad model fails in a second, not ten.
-    resolved = resolve(args.model, version=args.model_version,
-                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    resolved = resolve(args.model, version=args.model_version, cache_dir=cache_dir)
+    adapters_given = lora_modules(args)
+    adapter_folders = {name: adapter_folder(resolved.folder, source, cache_dir)
+                       for name, source in adapters_given.items()}
 
     from .engine import ModelInfo
     from .loader import declared_context, load_model
@@ -163,6 +170,7 @@ def _load(args, state) -> object:
         loaded.tokenizer.chat_template = args.chat_template
         log.info("chats are rendered with the --chat-template given, not the model's")
     name = args.served_model_name or resolved.name
+    adapters = load_adapters(loaded, name, adapter_folders, adapters_given)
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,
                      max_context=served_context(loaded.max_context, args.max_model_len))
@@ -175,7 +183,8 @@ def _load(args, state) -> object:
                           prefix_cache_share=prefix_cache_share(args.prefix_cache_share,
                                                                 loaded.device.type),
                           priority_scheduling=args.scheduling_policy == "priority")
-    engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits)
+    engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits,
+                         adapters)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
                             cache_tokens=engine.limits.max_batch_tokens,
@@ -193,6 +202,50 @@ def _load(args, state) -> object:
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)
     return engine
+
+
+def load_adapters(loaded, name: str, folders: dict, sources: dict[str, str]):
+    """The LoRA adapters in ``folders`` (by name) loaded into the model, or None."""
+    if not folders:
+        return None
+    from .lora import AdapterError, Adapters
+
+    if loaded.task != "text-generation":
+        raise AdapterError("--lora-modules needs a causal model (text-generation); this one "
+                           f"is {loaded.task}")
+    if name in folders:
+        raise AdapterError(f"the LoRA adapter name {name!r} is the served model's own name")
+    adapters = Adapters(loaded.model)
+    for adapter, folder in folders.items():
+        info = adapters.load(adapter, folder, sources[adapter])
+        log.info("LoRA adapter %s (rank %d, %d layers) from %s", adapter, info.rank,
+                 info.layers, sources[adapter])
+    return adapters
+
+
+def adapter_folder(model_folder, source: str, cache_dir):
+    """The local folder of a LoRA adapter's ``source``: a folder inside the model's own
+    (shipped in the model version: verified by its manifest, rolled out and back with it),
+    else a local folder, a bucket folder or a hub id like a model's."""
+    from pathlib import Path
+
+    from .model_source import resolve
+
+    inside = model_folder / source
+    if not Path(source).is_absolute() and "://" not in source and inside.is_dir():
+        return inside
+    return resolve(source, cache_dir=cache_dir).folder
+
+
+def lora_modules(args) -> dict[str, str]:
+    """``--lora-modules`` as {name: source}. Each value holds one adapter, or several
+    separated by spaces (as its variable and the spec give them); a JSON object stays
+    whole. ValueError says which value is wrong."""
+    from .server_options import parse_lora_modules
+
+    values = args.lora_modules or ()
+    return parse_lora_modules([part for value in values for part in (
+        [value] if value.lstrip().startswith("{") else value.split())])
 
 
 def _server_class():

@@ -4,6 +4,7 @@ passes settings that way; a flag wins) and their defaults. Only argparse is impo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 # --reasoning-parser's choices, with the names vLLM's command lines use for <think> models.
@@ -31,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["text-generation", "text2text-generation"],
                    default=env.get("LLMCLOUD_TASK"),
                    help="default: from the model config (is_encoder_decoder)")
+    p.add_argument("--lora-modules", nargs="+", metavar="NAME=SRC",
+                   default=env.get("LLMCLOUD_LORA_MODULES", "").split() or None,
+                   help="LoRA adapters (PEFT folders: local, s3://, gs://, az:// or a hub "
+                        "id) served beside the model, each under its own name: a request "
+                        "whose `model` is NAME runs with that adapter; requests of every "
+                        "adapter and of the model share each batch (vLLM's; causal models; "
+                        "also a JSON object with \"name\" and \"path\")")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
                    help="port (default: %(default)s)")
@@ -170,3 +178,30 @@ def _int_or(word: str):
                 f"expected {word!r} or a number, got {value!r}") from None
 
     return parse
+
+
+def parse_lora_modules(values: list[str]) -> dict[str, str]:
+    """``--lora-modules`` values (vLLM's forms: ``name=source``, or a JSON object with
+    ``name`` and ``path``) as {name: source}; ValueError says which value is wrong."""
+    modules: dict[str, str] = {}
+    for value in values:
+        value = value.strip()
+        if value.startswith("{"):
+            try:
+                given = json.loads(value)
+                name, source = str(given["name"]), str(given["path"])
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"expected a JSON object with \"name\" and \"path\", got "
+                                 f"{value!r}") from None
+        else:
+            name, sep, source = value.partition("=")
+            if not sep:
+                raise ValueError(f"expected name=source, got {value!r}")
+        name, source = name.strip(), source.strip()
+        if not name or not source or any(c.isspace() for c in name):
+            raise ValueError(f"expected name=source with a name without spaces, got "
+                             f"{value!r}")
+        if name in modules:
+            raise ValueError(f"the adapter name {name!r} is given twice")
+        modules[name] = source
+    return modules

@@ -62,6 +62,7 @@ from .request_checks import (
     allowed_token_ids,
     bad_words_ids,
     check_min_tokens,
+    check_model,
     check_top,
     common_checks,
     logit_bias_pairs,
@@ -111,6 +112,7 @@ class Generation:
     continuous_usage: bool = False  # vLLM's: every streamed chunk carries the usage so far
     n: int = 1  # the answers asked for per prompt
     answers_per_prompt: int = 1  # choices made per prompt (best_of's, when more than n)
+    model: str = ""  # the name the request gave: the model's, or one of its LoRA adapters'
 
     @property
     def response_id(self) -> str:
@@ -184,24 +186,41 @@ class OpenAIServing:
     def model_name(self) -> str:
         return self.engine.info.name
 
+    @property
+    def served_names(self) -> list[str]:
+        """The names a request may give as its ``model``: the model's, then its LoRA
+        adapters'."""
+        adapters = getattr(self.engine, "adapters", None)
+        return [self.model_name, *(adapters.infos if adapters is not None else ())]
+
     def models(self) -> ModelList:
-        """``GET /v1/models``: the one model this server serves."""
-        return ModelList(data=[self.model(self.model_name)])
+        """``GET /v1/models``: the model this server serves, and its LoRA adapters."""
+        return ModelList(data=[self.model(name) for name in self.served_names])
 
     def model(self, model_id: str) -> ModelCard:
-        """``GET /v1/models/{model}``: the served model's card, or a 404 for any other id."""
+        """``GET /v1/models/{model}``: the card of the served model or one of its adapters,
+        or a 404 for any other id."""
+        check_model(model_id, self.served_names)
         info = self.engine.info
-        if model_id != info.name:
-            raise ApiError(404, f"the model {model_id!r} does not exist; this server serves "
-                           f"{info.name!r}", param="model", code="model_not_found")
-        return ModelCard(id=info.name, created=info.created, version=info.version,
-                         max_model_len=info.max_context)
+        if model_id == info.name:
+            return ModelCard(id=info.name, created=info.created, version=info.version,
+                             max_model_len=info.max_context)
+        adapter = self.engine.adapters.infos[model_id]
+        return ModelCard(id=model_id, created=info.created, version=info.version,
+                         max_model_len=info.max_context, root=adapter.source,
+                         parent=info.name)
+
+    def adapter_of(self, model: str | None) -> int:
+        """The LoRA adapter slot a request's ``model`` names (0: the model itself)."""
+        if model is None or model == self.model_name:
+            return 0
+        return self.engine.adapters.infos[model].slot
 
     # --- request preparation --------------------------------------------------------------
 
     async def start_completion(self, request: CompletionRequest) -> Generation:
         """Validate and queue a /v1/completions request (one prompt or a batch of them)."""
-        common_checks(request, self.model_name, "completions")
+        common_checks(request, self.served_names, "completions")
         if request.suffix:
             raise unsupported("suffix", request.suffix)
         check_top("logprobs", request.logprobs)
@@ -237,7 +256,7 @@ class OpenAIServing:
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         """Validate, apply the chat template and queue a /v1/chat/completions request."""
-        common_checks(request, self.model_name, "chat.completions")
+        common_checks(request, self.served_names, "chat.completions")
         check_top("top_logprobs", request.top_logprobs)
         if request.top_logprobs and not request.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
@@ -386,6 +405,7 @@ class OpenAIServing:
             logprobs=0 if logprobs is None and n > (request.n or 1) else logprobs,
             prompt_logprobs=logprobs if scores_prompt else None,
             priority=request_priority(request.priority, self.engine.priority_scheduling),
+            adapter=self.adapter_of(request.model),
         )
         stops = stops_of(request.stop)
         started = time.perf_counter()
@@ -424,6 +444,7 @@ class OpenAIServing:
         gen.continuous_usage = include_usage and options.continuous_usage_stats
         gen.n = request.n or 1
         gen.answers_per_prompt = n
+        gen.model = request.model or self.model_name
         return gen
 
     # --- running ----------------------------------------------------------------------------
@@ -563,13 +584,13 @@ class OpenAIServing:
             self.release(gen)
         if gen.kind == "chat":
             return ChatCompletionResponse(
-                id=gen.response_id, created=gen.created, model=self.model_name,
+                id=gen.response_id, created=gen.created, model=gen.model,
                 choices=[ChatChoice(index=c.index, logprobs=_logprobs(gen, c, logprobs[c.index]),
                                     **_answer(gen, c, "".join(texts[c.index])))
                          for c in gen.choices],
                 usage=gen.usage)
         return CompletionResponse(
-            id=gen.response_id, created=gen.created, model=self.model_name,
+            id=gen.response_id, created=gen.created, model=gen.model,
             choices=[CompletionChoice(index=index, text="".join(texts[c.index]),
                                       logprobs=_logprobs(gen, c, logprobs[c.index]),
                                       finish_reason=c.finish_reason)
@@ -585,7 +606,7 @@ class OpenAIServing:
             "id": gen.response_id,
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": gen.created,
-            "model": self.model_name,
+            "model": gen.model,
         }
 
         def chunk(choice: Choice, delta: str | None, finish: str | None, role: bool = False,

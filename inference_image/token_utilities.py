@@ -13,7 +13,7 @@ from .serving import OpenAIServing
 async def tokenize(serving: OpenAIServing, request: TokenizeRequest) -> TokenizeResponse:
     """The token ids a prompt, or a chat, is served as (a chat through the chat template,
     as /v1/chat/completions renders it)."""
-    check_model(request.model, serving.model_name)
+    check_model(request.model, serving.served_names)
     if (request.prompt is None) == (request.messages is None):
         raise ApiError(400, "send either prompt or messages", param="prompt",
                        code="invalid_value")
@@ -33,7 +33,7 @@ async def tokenize(serving: OpenAIServing, request: TokenizeRequest) -> Tokenize
 
 def detokenize(serving: OpenAIServing, request: DetokenizeRequest) -> dict[str, str]:
     """The text of token ids, or a 400 for an id outside the vocabulary."""
-    check_model(request.model, serving.model_name)
+    check_model(request.model, serving.served_names)
     vocab = len(serving.engine.tokenizer)
     if any(not 0 <= t < vocab for t in request.tokens):
         raise ApiError(400, f"tokens must be token ids in [0, {vocab})", param="tokens",

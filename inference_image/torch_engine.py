@@ -35,6 +35,7 @@ from .engine import (
     StreamEvent,
     TokenLogprob,
 )
+from .lora import Adapters
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
 from .structured import StructuredOutputs, allowed_logits
@@ -101,6 +102,10 @@ class _Row:
         return self.stream.params.priority
 
     @property
+    def adapter(self) -> int:
+        return self.stream.params.adapter
+
+    @property
     def scores_prompt(self) -> bool:
         """True while the prompt's log probabilities are still to be found: the request
         asked for them and has not been prefilled to its first token yet."""
@@ -119,7 +124,8 @@ class _Row:
     def block_hashes(self) -> list[int]:
         """The prefix cache's block hashes of ``ids`` (kept while the row waits)."""
         if self._hashes[0] != len(self.tokens):
-            self._hashes = (len(self.tokens), block_hashes(self.ids))
+            self._hashes = (len(self.tokens),
+                            block_hashes(self.ids, adapter=self.stream.params.adapter))
         return self._hashes[1]
 
     def shape(self, ahead: int | None) -> tuple[int, int]:
@@ -140,8 +146,11 @@ class TorchEngine(Engine):
     """Continuous batching over a transformers model (causal or encoder-decoder)."""
 
     def __init__(self, model, tokenizer, info: ModelInfo, device: torch.device,
-                 limits: EngineLimits | None = None):
+                 limits: EngineLimits | None = None, adapters: Adapters | None = None):
+        """``adapters``: the LoRA adapters loaded into ``model`` (causal models), which
+        requests pick by their sampling parameters' ``adapter``."""
         self.model = model
+        self.adapters = adapters
         self.tokenizer = tokenizer
         self.info = info
         self.device = device
@@ -156,7 +165,8 @@ class TorchEngine(Engine):
                           else RowwiseBatch)
         else:
             batch_type = CausalBatch
-        self._batch = batch_type(model, device, pad_id)
+        self._batch = (CausalBatch(model, device, pad_id, adapters) if batch_type is CausalBatch
+                       else batch_type(model, device, pad_id))
         # A cached prefix is followed by padding up to the group's longest rest of a prompt.
         caching = self.limits.prefix_caching and self.limits.prefix_cache_share != 0
         self.prefixes = (PrefixCache() if caching and batch_type is CausalBatch
@@ -364,12 +374,14 @@ class TorchEngine(Engine):
             log.debug("admitting %d requests (%d prompt tokens, %d of them cached) next to "
                       "%d running", len(admitted), sum(row.context for row in admitted),
                       sum(cached), len(self._rows))
-            caching = {} if self.prefixes is None else {
+            causal = {} if self.prefixes is None else {
                 "prefixes": kept, "on_cache": lambda cache, mask: self._remember_prefixes(
                     admitted, cached, cache, mask)}
+            if self.adapters is not None:  # (causal models only)
+                causal["adapters"] = [row.adapter for row in admitted]
             try:
                 logits = self._batch.prefill([row.stream.prompt_ids for row in admitted],
-                                             [row.tokens for row in admitted], **caching)
+                                             [row.tokens for row in admitted], **causal)
             except Exception as exc:
                 if self._batch.size != len(self._rows):
                     raise  # the running rows' states changed too: the step failed
@@ -418,7 +430,7 @@ class TorchEngine(Engine):
                 fits = self._make_room(self._batch.slots([*shapes, row.shape(ahead)]))
                 # A prompt longer than the per-step budget is never starved: prefilled by
                 # chunks (causal models) or alone in its step (encoder-decoders).
-                key = (cached, *row.ids)
+                key = (row.adapter, cached, *row.ids)
                 twin = key in group  # another answer to a prompt in the group (`n`)
                 fits_prefill = (not admitted or twin or prefill + row.context - cached
                                 <= self.limits.max_prefill_tokens)
@@ -438,9 +450,9 @@ class TorchEngine(Engine):
                 shared = prefix.trimmed(cached) if prefix is not None else None
                 if long:
                     self._chunking = ChunkedPrefill(
-                        self.model, self.device, self._pad_id, row, row.ids,
-                        self.limits.max_prefill_tokens, shared,
-                        row.stream.params.prompt_logprobs if scoring else None)
+                        self._batch_of_one(), row, row.ids, self.limits.max_prefill_tokens,
+                        shared, row.stream.params.prompt_logprobs if scoring else None,
+                        row.adapter)
                     return [], []
                 admitted.append(row)
                 kept.append(shared)
@@ -449,10 +461,14 @@ class TorchEngine(Engine):
                 group.add(key)
         return admitted, kept
 
+    def _batch_of_one(self) -> CausalBatch:
+        """An empty batch of this engine's kind, for a row prefilled by chunks."""
+        return CausalBatch(self.model, self.device, self._pad_id, self.adapters)
+
     def _cached_prefix(self, row: _Row) -> tuple[int, Prefix | None]:
         if self.prefixes is None:
             return 0, None
-        return self.prefixes.lookup(row.ids, row.block_hashes())
+        return self.prefixes.lookup(row.ids, row.block_hashes(), row.adapter)
 
     def _make_room(self, needed: int) -> bool:
         """Whether ``needed`` cache positions fit, giving back cached prefixes if that is
@@ -480,7 +496,8 @@ class TorchEngine(Engine):
                 continue
             if self.prefixes.tokens + length > room:
                 self.prefixes.evict(self.prefixes.tokens + length - room)
-            self.prefixes.store(ids[:length], hashes, states_of(cache, mask, index, length))
+            self.prefixes.store(ids[:length], hashes, states_of(cache, mask, index, length),
+                                row.adapter)
 
     def _prefix_room(self) -> int:
         """The cache positions kept prompt beginnings may hold at most."""

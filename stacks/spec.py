@@ -28,6 +28,7 @@ MODEL_SCHEMES = ("s3", "gs", "az")
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
 
 
@@ -318,6 +319,13 @@ class ServerSpec(_Section):
                     "the answer: think always, none never (unset: auto, when the model's "
                     "vocabulary and chat template have the markers)",
     )
+    lora_modules: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters (PEFT folders) served beside the model, by name: folders "
+                    "inside the model version, e.g. {sql: adapters/sql}, so they are uploaded, "
+                    "verified, rolled out and rolled back with it; a request whose `model` is "
+                    "the name runs with that adapter (causal models)",
+    )
     log_format: Literal["text", "json"] | None = Field(
         default=None,
         description="json: the servers log one JSON object a line, each request's counts "
@@ -341,6 +349,21 @@ class ServerSpec(_Section):
                     "repetition_penalty: 1.05, max_new_tokens: 1024}",
     )
 
+    @field_validator("lora_modules")
+    @classmethod
+    def _lora_modules(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, folder in value.items():
+            if not _ADAPTER_NAME.match(name):
+                raise ValueError(f"'{name}' is not an adapter name: letters, digits, '.', "
+                                 "'_', ':' and '-', at most 64")
+            parts = folder.strip("/").split("/")
+            if (not folder or folder.startswith(("/", "~")) or "://" in folder
+                    or ".." in parts or any(c.isspace() for c in folder)):
+                raise ValueError(f"'{folder}' ({name}) must be a folder inside the model "
+                                 f"version, e.g. adapters/{name}: a relative path without "
+                                 "'..' or spaces")
+        return value
+
     @field_validator("reserve_new_tokens", mode="before")
     @classmethod
     def _reserve(cls, value: object) -> object:
@@ -354,9 +377,9 @@ class ServerSpec(_Section):
         return value
 
     def engine_settings(self) -> dict[str, str]:
-        """The KV-cache, context, prefill, prefix-cache, scheduling, reasoning and
-        sampling-default settings given, by name (unset ones are left out: the server keeps
-        its defaults for them)."""
+        """The KV-cache, context, prefill, prefix-cache, scheduling, reasoning,
+        sampling-default and LoRA-adapter settings given, by name (unset ones are left out:
+        the server keeps its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
                  "max_prefill_tokens", "prefix_cache_share", "scheduling_policy",
                  "reasoning_parser", "generation_config", "log_format")
@@ -366,6 +389,9 @@ class ServerSpec(_Section):
                     if self.override_generation_config is not None else {})
         if override:
             settings["override_generation_config"] = json.dumps(override, sort_keys=True)
+        if self.lora_modules:
+            settings["lora_modules"] = " ".join(
+                f"{name}={folder}" for name, folder in sorted(self.lora_modules.items()))
         if self.trust_remote_code:
             settings["trust_remote_code"] = "1"
         return settings

@@ -80,7 +80,7 @@ def test_a_family_prefilled_by_chunks_decodes_as_alone(monkeypatch, family):
     batch = CausalBatch(model, cpu, pad_id=0)
     with torch.inference_mode():
         short_out = batch.prefill([short]).argmax(-1).tolist()
-        chunking = ChunkedPrefill(model, cpu, 0, row=None, ids=long, chunk=4)
+        chunking = ChunkedPrefill(CausalBatch(model, cpu, 0), row=None, ids=long, chunk=4)
         while (logits := chunking.step()) is None:
             short_out += batch.decode(short_out[-1:]).argmax(-1).tolist()
         batch.absorb(chunking.batch)

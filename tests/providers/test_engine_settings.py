@@ -1,9 +1,9 @@
 """The spec's KV-cache, context, prefill, prefix-cache, scheduling, reasoning and
 sampling-default settings (`server.max_batch_tokens`, `reserve_new_tokens`,
 `max_prefill_tokens`, `max_model_len`, `prefix_cache_share`, `scheduling_policy`,
-`reasoning_parser`, `generation_config`,
-`override_generation_config`, `trust_remote_code`, `log_format`) reach the model server
-on every cloud, as declared under the mocks."""
+`reasoning_parser`, `generation_config`, `override_generation_config`, `lora_modules`,
+`trust_remote_code`, `log_format`) reach the model server on every cloud, as declared
+under the mocks."""
 
 from __future__ import annotations
 
@@ -18,14 +18,18 @@ SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_model_len
           "prefix_cache_share": 0.5, "scheduling_policy": "priority",
           "reasoning_parser": "none", "generation_config": "none",
           "override_generation_config": {"temperature": 0.5, "max_new_tokens": 512},
+          "lora_modules": {"sql": "adapters/sql", "chat": "adapters/chat"},
           "trust_remote_code": True, "log_format": "json"}
 OVERRIDE = '{"max_new_tokens": 512, "temperature": 0.5}'
-# shell-quoted in the boot scripts: the JSON reaches the server as one argument
+LORA = "chat=adapters/chat sql=adapters/sql"
+# shell-quoted in the boot scripts: the JSON and the adapters reach the server as one
+# argument each
 FLAGS = ("--max-batch-tokens 40000 --reserve-new-tokens all --max-model-len 8192 "
          "--max-prefill-tokens 4096 "
          "--prefix-cache-share 0.5 --scheduling-policy priority --reasoning-parser none "
          "--generation-config none "
-         f"--log-format json --override-generation-config '{OVERRIDE}' --trust-remote-code")
+         f"--log-format json --override-generation-config '{OVERRIDE}' --lora-modules "
+         f"'{LORA}' --trust-remote-code")
 
 
 def boot_script(provider: str, resources) -> str:
@@ -53,8 +57,8 @@ def test_the_sagemaker_container_gets_them_as_variables():
                                 model={"name": "t5", "version": "v1"}, server=SERVER)
     env = one(resources, "aws:sagemaker/model:Model").inputs["primaryContainer"]["environment"]
     assert (env["LLMCLOUD_MAX_MODEL_LEN"], env["LLMCLOUD_TRUST_REMOTE_CODE"],
-            env["LLMCLOUD_LOG_FORMAT"], env["LLMCLOUD_SCHEDULING_POLICY"]) == (
-        "8192", "1", "json", "priority")
+            env["LLMCLOUD_LOG_FORMAT"], env["LLMCLOUD_SCHEDULING_POLICY"],
+            env["LLMCLOUD_LORA_MODULES"]) == ("8192", "1", "json", "priority", LORA)
     assert (env["LLMCLOUD_MAX_BATCH_TOKENS"], env["LLMCLOUD_RESERVE_NEW_TOKENS"],
             env["LLMCLOUD_MAX_PREFILL_TOKENS"], env["LLMCLOUD_PREFIX_CACHE_SHARE"],
             env["LLMCLOUD_REASONING_PARSER"], env["LLMCLOUD_GENERATION_CONFIG"],

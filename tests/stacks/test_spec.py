@@ -301,3 +301,21 @@ def test_replica_bounds_property(replicas: int) -> None:
     else:
         with pytest.raises(ConfigError, match=r"llmcloud:compute\.(min|max)_replicas"):
             resolve_spec(file_values=values, environ={})
+
+
+def test_lora_adapters_are_folders_inside_the_model_version() -> None:
+    spec = resolve_spec(file_values={"server": {"lora_modules": {
+        "sql": "adapters/sql", "chat-v2": "adapters/chat/"}}}, environ={})
+    assert spec.server.engine_flags() == [
+        "--lora-modules", "chat-v2=adapters/chat/ sql=adapters/sql"]
+    assert resolve_spec(file_values={}, environ={}).server.engine_flags() == []
+    for modules, says in [({"sql": "/data/sql"}, "inside the model version"),
+                          ({"sql": "s3://bucket/sql"}, "inside the model version"),
+                          ({"sql": "adapters/../../x"}, "without '..'"),
+                          ({"sql": "my adapter"}, "spaces"),
+                          ({"sql": ""}, "inside the model version"),
+                          ({"a=b": "adapters/a"}, "not an adapter name"),
+                          ({"two words": "adapters/a"}, "not an adapter name")]:
+        with pytest.raises(ConfigError) as info:
+            resolve_spec(file_values={"server": {"lora_modules": modules}}, environ={})
+        assert says in info.value.context
