@@ -61,8 +61,11 @@ async def _burst(server: Server, bodies: list[dict]) -> dict:
             "ttft_p50": statistics.median(ttft for ttft, _, _ in results)}
 
 
-def burst(server: Server, prompts: list[str], new_tokens: int, **fields) -> dict:
-    """Stream one greedy completion per prompt, all at once; tokens/s and TTFT p50 (s)."""
-    bodies = [{"model": "bench", "prompt": p, "max_tokens": new_tokens, "temperature": 0,
-               "stream": True, **fields} for p in prompts]
+def burst(server: Server, prompts: list[str], new_tokens: int,
+          models: list[str] | None = None, **fields) -> dict:
+    """Stream one greedy completion per prompt, all at once; tokens/s and TTFT p50 (s).
+    ``models``: the model each request names (default: the served model, `bench`)."""
+    models = models or ["bench"] * len(prompts)
+    bodies = [{"model": m, "prompt": p, "max_tokens": new_tokens, "temperature": 0,
+               "stream": True, **fields} for p, m in zip(prompts, models, strict=True)]
     return asyncio.run(_burst(server, bodies))

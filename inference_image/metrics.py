@@ -39,7 +39,7 @@ class ServerMetrics:
                  cache_usage: Callable[[], float] | None = None,
                  cache_tokens: int | None = None,
                  preemptions: Callable[[], int] | None = None,
-                 prefix_cache=None, max_context: int = 4096):
+                 prefix_cache=None, max_context: int = 4096, lora_names: tuple[str, ...] = ()):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -52,6 +52,11 @@ class ServerMetrics:
         self.request_success = Counter(
             "llmcloud:request_success", "Finished generations, by finish reason.",
             labels + ["finished_reason"], registry=reg)
+        self.lora_requests = Counter(
+            "llmcloud:lora_requests", "Finished API requests that named a LoRA adapter as "
+            "their model, by adapter.", labels + ["lora_name"], registry=reg)
+        for name in lora_names:  # each adapter's series exists from the start, at 0
+            self.lora_requests.labels(**self._model, lora_name=name)
         self.prompt_tokens = Counter(
             "llmcloud:prompt_tokens", "Prompt tokens processed.", labels, registry=reg
         ).labels(**self._model)
@@ -123,6 +128,10 @@ class ServerMetrics:
 
     def count_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status), **self._model).inc()
+
+    def count_lora_request(self, adapter: str) -> None:
+        """Count a finished API request that named the LoRA adapter ``adapter``."""
+        self.lora_requests.labels(**self._model, lora_name=adapter).inc()
 
     def count_finished(self, reason: str) -> None:
         self.request_success.labels(finished_reason=reason, **self._model).inc()

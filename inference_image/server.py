@@ -190,7 +190,8 @@ def _load(args, state) -> object:
                             cache_tokens=engine.limits.max_batch_tokens,
                             preemptions=lambda: engine.preemptions,
                             prefix_cache=engine.prefixes,
-                            max_context=engine.info.max_context)
+                            max_context=engine.info.max_context,
+                            lora_names=tuple(adapters.infos) if adapters is not None else ())
     state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser],
                                   defaults)
     if defaults.changed():

@@ -555,15 +555,19 @@ class OpenAIServing:
                   "cached_tokens": usage.prompt_tokens_details.cached_tokens,
                   "completion_tokens": usage.completion_tokens, "queue_s": queue,
                   "ttft_s": ttft, "total_s": round(time.perf_counter() - gen.started, 3),
-                  "choices": len(gen.choices), "priority": priority}
+                  "choices": len(gen.choices), "priority": priority, "model": gen.model}
+        adapter = gen.model if gen.model in self.served_names[1:] else None
+        if adapter is not None:
+            self.metrics.count_lora_request(adapter)
         if gen.client_request_id is not None:
             fields["client_request_id"] = gen.client_request_id
         requests_log.info(
             "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d queue_s=%s "
-            "ttft_s=%s total_s=%.3f choices=%d%s%s", gen.response_id, fields["finish"],
+            "ttft_s=%s total_s=%.3f choices=%d%s%s%s", gen.response_id, fields["finish"],
             gen.streaming, gen.prompt_tokens, usage.completion_tokens, _seconds(queue),
             _seconds(ttft), fields["total_s"], len(gen.choices),
             f" priority={priority}" if priority else "",
+            f" lora={adapter}" if adapter is not None else "",
             client_id_suffix(gen.client_request_id), extra={"fields": fields})
 
     def answer_events(self, gen: Generation):

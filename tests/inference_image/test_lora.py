@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import openai
 import pytest
 from lora_adapters import build_adapter, merge
@@ -198,12 +199,28 @@ def test_the_server_serves_adapters_by_name(causal_dir, adapter_dirs, merged):
         assert text == tokenizer.decode(greedy(merged["chat"], chat_ids, 8),
                                         skip_special_tokens=True)
 
+        response = client.responses.create(model="sql", input="hello", max_output_tokens=4)
+        assert response.model == "sql"
+        client.completions.create(model="tiny-llama", prompt="hi", max_tokens=2)
+
         with pytest.raises(openai.NotFoundError) as error:
             client.completions.create(model="sq1", prompt="hi", max_tokens=2)
         message = error.value.body["message"]
         assert "'tiny-llama' and its LoRA adapters 'sql', 'chat'" in message
+        assert lora_requests(server.url) == {"sql": 2, "chat": 1}
     finally:
         server.stop()
+
+
+def lora_requests(url: str) -> dict[str, float]:
+    """``llmcloud:lora_requests_total`` by adapter, read with Prometheus' own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {sample.labels["lora_name"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "llmcloud:lora_requests"
+            for sample in family.samples if sample.name.endswith("_total")}
 
 
 def test_the_server_refuses_adapters_it_cannot_serve(causal_dir, seq2seq_dir, tmp_path):
