@@ -4,8 +4,15 @@ A LoRA adapter is a fine-tune stored as two small matrices per adapted layer: th
 computes ``W x + s B (A x)``, ``A`` [r, in] and ``B`` [out, r] of a low rank ``r``. One
 server holds the base weights once and any number of adapters beside them; a request
 picks one by naming it as its ``model``. Rows of different adapters (and of the base
-model) share every batch: each adapted layer runs the base product for all rows, then adds
-each adapter's low-rank product to its own rows only.
+model) share every batch: each adapted layer runs the base product for all rows, then the
+low-rank products of the adapters in the batch stacked side by side (``[A1, A2, ..]``,
+``[B1; B2; ..]``) for all rows at once, each row's columns of other adapters zeroed before
+the up projection: three ops whatever the number of adapters in the batch. Each row runs
+every present adapter's small products, k times the FLOPs of its own (about 5 % of the
+model's per adapter at rank 16 on every projection of the benchmark model); a gather and a
+scatter of each adapter's rows instead ran the same prefills no faster on CPU (products
+only 16 columns wide run far below the cores' peak) and decode steps slower (four ops per
+adapter and layer).
 
 Adapters are read in PEFT's format (``adapter_config.json`` and
 ``adapter_model.safetensors``, what ``peft``'s ``save_pretrained`` writes). What this
@@ -57,6 +64,10 @@ class LoraLinear(torch.nn.Module):
         self._adapters = [adapters]  # in a list: not a child module of this one
         # slot -> (A transposed [in, r], B transposed and scaled [r, out])
         self.updates: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The updates of the adapters in the batch stacked: (slots, A's [in, R], B's
+        # [R, out], the slot each of the R columns belongs to [R], and that as (slot, rank)
+        # pairs); rebuilt when the batch's adapters change.
+        self._stacked: tuple | None = None
 
     @property
     def weight(self) -> torch.Tensor:  # model code that reads a layer's weight still works
@@ -64,19 +75,46 @@ class LoraLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        groups = self._adapters[0].groups
-        if not groups:
+        batch = self._adapters[0]
+        if not batch.present:
             return y
-        for slot, rows in groups:
-            update = self.updates.get(slot)
-            if update is None:  # this adapter leaves this layer as it is
-                continue
+        if batch.row_slots is None:  # every row runs one adapter
+            update = self.updates.get(batch.present[0])
+            if update is None:  # which leaves this layer as it is
+                return y
             down, up = update
-            if rows is None:  # every row of the batch
-                y = y + (x @ down) @ up
+            return _add_product(y, x @ down, up)
+        down, up, owner, layout = self._stack(batch.present)
+        if owner is None:  # none of them adapts this layer
+            return y
+        # each row keeps its own adapter's columns only
+        return _add_product(y, (x @ down).mul_(batch.columns_of_rows(layout, owner)), up)
+
+    def _stack(self, present: tuple[int, ...]):
+        if self._stacked is None or self._stacked[0] != present:
+            slots = [slot for slot in present if slot in self.updates]
+            if not slots:
+                self._stacked = (present, None, None, None, None)
             else:
-                y = y.index_add(0, rows, (x.index_select(0, rows) @ down) @ up)
-        return y
+                downs, ups = zip(*(self.updates[slot] for slot in slots), strict=True)
+                owner = torch.cat([torch.full((d.shape[1],), slot, device=d.device)
+                                   for slot, d in zip(slots, downs, strict=True)])
+                layout = tuple((slot, d.shape[1]) for slot, d in zip(slots, downs,
+                                                                      strict=True))
+                self._stacked = (present, torch.cat(downs, 1), torch.cat(ups, 0), owner,
+                                 layout)
+        return self._stacked[1:]
+
+
+def _add_product(y: torch.Tensor, t: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``y + t @ up``, into ``y`` (a fresh output of the base layer) when it allows: one op
+    instead of two and no new tensor, which a decode step's small products feel."""
+    try:
+        flat = y.view(-1, y.shape[-1])
+    except RuntimeError:  # not viewable flat
+        return y + t @ up
+    flat.addmm_(t.reshape(-1, t.shape[-1]), up)
+    return y
 
 
 class Adapters:
@@ -86,8 +124,11 @@ class Adapters:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.infos: dict[str, AdapterInfo] = {}
-        # [(slot, row indices, or None for all rows)] for the next forward; empty: base only
-        self.groups: list[tuple[int, torch.Tensor | None]] = []
+        # For the next forward: the adapters its rows use (empty: the model alone), and
+        # each row's [B, 1, 1] (None when every row uses the one adapter in ``present``).
+        self.present: tuple[int, ...] = ()
+        self.row_slots: torch.Tensor | None = None
+        self._columns: dict[tuple, torch.Tensor] = {}  # this forward's masks, by layout
         self._device = next(model.parameters()).device
         self._dtype = _float_dtype(model)
 
@@ -134,17 +175,23 @@ class Adapters:
 
     def use(self, slots: list[int] | None) -> None:
         """Set which adapter each row of the next forward pass uses (0: none)."""
-        if not slots or not any(slots):
-            self.groups = []
+        self._columns = {}
+        present = tuple(sorted({slot for slot in slots or () if slot}))
+        self.present = present
+        if not present or (len(present) == 1 and all(slots)):
+            self.row_slots = None
             return
-        distinct = set(slots)
-        if len(distinct) == 1:
-            self.groups = [(slots[0], None)]
-            return
-        self.groups = [
-            (slot, torch.tensor([i for i, s in enumerate(slots) if s == slot],
-                                device=self._device))
-            for slot in sorted(distinct) if slot]
+        self.row_slots = torch.tensor(slots, device=self._device)[:, None, None]
+
+    def columns_of_rows(self, layout: tuple, owner: torch.Tensor) -> torch.Tensor:
+        """[B, 1, R]: 1 where a stacked column (of the adapter ``owner`` says) is the row's
+        own adapter's, else 0; made once per forward for each ``layout`` of the stacked
+        columns ((slot, rank) pairs: layers adapted alike share one)."""
+        mask = self._columns.get(layout)
+        if mask is None:
+            mask = (self.row_slots == owner).to(self._dtype)
+            self._columns[layout] = mask
+        return mask
 
     def _wrap(self, module_name: str, layer: torch.nn.Module) -> LoraLinear:
         parent_name, _, child = module_name.rpartition(".")

@@ -10,9 +10,10 @@ TARGETS = ("self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate
 
 
 def build_adapter(folder: Path, base: Path, seed: int, rank: int = 4, alpha: int = 8,
-                  **config) -> Path:
+                  targets: tuple[str, ...] = TARGETS, **config) -> Path:
     """A random LoRA adapter of the model in ``base`` (its B matrices nonzero, unlike a
-    fresh PEFT adapter's, so that it changes the answers), saved as peft saves one."""
+    fresh PEFT adapter's, so that it changes the answers) on ``targets`` of every layer,
+    saved as peft saves one."""
     import torch
     from safetensors.torch import save_file
     from transformers import AutoConfig
@@ -27,7 +28,7 @@ def build_adapter(folder: Path, base: Path, seed: int, rank: int = 4, alpha: int
               "down_proj": (model_config.hidden_size, model_config.intermediate_size)}
     tensors = {}
     for layer in range(model_config.num_hidden_layers):
-        for target in TARGETS:
+        for target in targets:
             out, inp = shapes[target.rsplit(".", 1)[1]]
             key = f"base_model.model.model.layers.{layer}.{target}"
             tensors[f"{key}.lora_A.weight"] = torch.randn(rank, inp, generator=generator) * 0.3
@@ -36,7 +37,7 @@ def build_adapter(folder: Path, base: Path, seed: int, rank: int = 4, alpha: int
     save_file(tensors, folder / "adapter_model.safetensors")
     (folder / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "r": rank, "lora_alpha": alpha, "bias": "none",
-        "target_modules": sorted({t.rsplit(".", 1)[1] for t in TARGETS}),
+        "target_modules": sorted({t.rsplit(".", 1)[1] for t in targets}),
         "base_model_name_or_path": str(base), "task_type": "CAUSAL_LM", **config}))
     return folder
 

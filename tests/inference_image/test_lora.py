@@ -30,7 +30,9 @@ LONG = [(7 * i + 3) % 90 + 4 for i in range(70)]  # two whole prefix-cache block
 def adapter_dirs(causal_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     return {"sql": build_adapter(root / "sql", causal_dir, seed=1),
-            "chat": build_adapter(root / "chat", causal_dir, seed=2, rank=8, alpha=4)}
+            "chat": build_adapter(root / "chat", causal_dir, seed=2, rank=8, alpha=4),
+            "attn": build_adapter(root / "attn", causal_dir, seed=7,
+                                  targets=("self_attn.q_proj", "self_attn.v_proj"))}
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +77,22 @@ def run_all(engine, jobs: list[tuple[list[int], int, int]]) -> list[list[int]]:
 
 def test_adapters_answer_as_their_merged_models_in_one_shared_batch(served, merged,
                                                                     causal):
-    """The model's own rows and two adapters' rows, twins of one prompt among them, decode
-    together; each answers as its merged model (or the model) does alone."""
+    """The model's own rows and three adapters' rows (of two ranks and scales, one adapting
+    only the attention's layers), twins of one prompt among them, decode together; each
+    answers as its merged model (or the model) does alone."""
     _, adapters = served
-    sql, chat = adapters.slot("sql"), adapters.slot("chat")
+    sql, chat, attn = (adapters.slot(name) for name in ("sql", "chat", "attn"))
     expected = {0: greedy(causal, PROMPT, 12), sql: greedy(merged["sql"], PROMPT, 12),
-                chat: greedy(merged["chat"], PROMPT, 12)}
-    assert len({tuple(tokens) for tokens in expected.values()}) == 3  # the adapters matter
+                chat: greedy(merged["chat"], PROMPT, 12),
+                attn: greedy(merged["attn"], PROMPT, 12)}
+    assert len({tuple(tokens) for tokens in expected.values()}) == 4  # the adapters matter
     other = [4, 4, 19, 33, 2]
-    jobs = [(PROMPT, 12, 0), (PROMPT, 12, sql), (PROMPT, 12, chat), (other, 9, sql),
-            (PROMPT, 12, sql)]
+    jobs = [(PROMPT, 12, 0), (PROMPT, 12, sql), (PROMPT, 12, chat), (PROMPT, 12, attn),
+            (other, 9, sql), (PROMPT, 12, sql)]
     got = run_all(make_engine(served, max_batch_size=8), jobs)
-    assert got[:3] == [expected[0], expected[sql], expected[chat]]
-    assert got[3] == greedy(merged["sql"], other, 9)
-    assert got[4] == expected[sql]
+    assert got[:4] == [expected[0], expected[sql], expected[chat], expected[attn]]
+    assert got[4] == greedy(merged["sql"], other, 9)
+    assert got[5] == expected[sql]
 
 
 def test_an_adapter_never_gets_the_models_cached_prefix(served, merged, causal):
