@@ -28,7 +28,8 @@ MODEL_SCHEMES = ("s3", "gs", "az")
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# also a path part of the SageMaker flavour's `/v1/models/<name>`
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
 
 
@@ -355,7 +356,7 @@ class ServerSpec(_Section):
         for name, folder in value.items():
             if not _ADAPTER_NAME.match(name):
                 raise ValueError(f"'{name}' is not an adapter name: letters, digits, '.', "
-                                 "'_', ':' and '-', at most 64")
+                                 "'_' and '-', at most 64")
             parts = folder.strip("/").split("/")
             if (not folder or folder.startswith(("/", "~")) or "://" in folder
                     or ".." in parts or any(c.isspace() for c in folder)):

@@ -76,6 +76,8 @@ class SagemakerBackend:
     #: the id `GET /v1/models` lists
     model_id: str
     endpoint: pulumi.Resource
+    #: the LoRA adapters' ids it lists too (`server.lora_modules`)
+    adapter_ids: tuple[str, ...] = ()
 
 
 @dataclass

@@ -5,8 +5,10 @@
 endpoint and nothing else): the body goes to the container's `POST /invocations`
 unchanged, and the route travels in SageMaker's custom-attributes header, which SageMaker
 hands to the container. `GET /v1/models` and `GET /v1/models/{model}` are
-answered by API Gateway itself. Responses are buffered: API Gateway's AWS integrations do not
-stream, so this flavour serves request/response workloads (set `"stream": false`).
+answered by API Gateway itself, LoRA adapters (`server.lora_modules`) included: each has a
+card of its own at its own path, which API Gateway prefers to `{model}`. Responses are
+buffered: API Gateway's AWS integrations do not stream, so this flavour serves
+request/response workloads (set `"stream": false`).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ ERROR_STATUSES = (("400", r"4\d{2}", "invalid_request_error"),
                   ("502", r"5\d{2}", "server_error"))
 
 
-def models_body(model_id: str) -> str:
-    """`GET /v1/models`: the one model this stack serves, as OpenAI lists models."""
+def models_body(model_id: str, adapter_ids: tuple[str, ...] = ()) -> str:
+    """`GET /v1/models`: the model this stack serves and its LoRA adapters, as OpenAI lists
+    models (an adapter's `parent` is the model, as vLLM's)."""
     return json.dumps({"object": "list", "data": [
-        {"id": model_id, "object": "model", "created": 0, "owned_by": "llmcloud"}]})
+        json.loads(model_card_body(model_id)),
+        *(json.loads(model_card_body(adapter, parent=model_id)) for adapter in adapter_ids)]})
 
 
 def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.RestApi,
@@ -107,16 +111,38 @@ def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.Res
         request_templates={"application/json": '{"statusCode": 200}'}, opts=child)
     routes += [method, integration]
     routes += _responses(parent, f"{name}-models", api, node, method, integration,
-                         [("200", None, models_body(backend.model_id))])
+                         [("200", None, models_body(backend.model_id, backend.adapter_ids))])
     routes += _model_card(child, parent, name, api, resource(("v1", "models", "{model}")),
-                          authorizer_id, backend.model_id)
+                          authorizer_id, backend.model_id, backend.adapter_ids)
+    for adapter in backend.adapter_ids:
+        routes += _adapter_card(child, parent, name, api,
+                                resource(("v1", "models", adapter)), authorizer_id, adapter,
+                                backend.model_id)
     return routes
 
 
-def _model_card(child, parent, name, api, node, authorizer_id,
-                model_id: str) -> list[pulumi.Resource]:
-    """`GET /v1/models/{model}`: the served model's card, or OpenAI's 404 for another id,
-    answered by API Gateway as the server itself answers it."""
+def _adapter_card(child, parent, name, api, node, authorizer_id, adapter: str,
+                  model_id: str) -> list[pulumi.Resource]:
+    """`GET /v1/models/<adapter>`: a LoRA adapter's card, at a path of its own."""
+    prefix = f"{name}-adapter-card-{adapter}"
+    method = aws.apigateway.Method(
+        prefix, rest_api=api.id, resource_id=node.id, http_method="GET",
+        authorization="CUSTOM", authorizer_id=authorizer_id, api_key_required=True,
+        opts=child)
+    integration = aws.apigateway.Integration(
+        prefix, rest_api=api.id, resource_id=node.id, http_method=method.http_method,
+        type="MOCK", request_templates={"application/json": '{"statusCode": 200}'},
+        opts=child)
+    return [method, integration, *_responses(
+        parent, prefix, api, node, method, integration,
+        [("200", None, model_card_body(adapter, parent=model_id))])]
+
+
+def _model_card(child, parent, name, api, node, authorizer_id, model_id: str,
+                adapter_ids: tuple[str, ...] = ()) -> list[pulumi.Resource]:
+    """`GET /v1/models/{model}`: the served model's card, or OpenAI's 404 for another id
+    (adapters' ids have paths of their own), answered by API Gateway as the server itself
+    answers it."""
     method = aws.apigateway.Method(
         f"{name}-model-card", rest_api=api.id, resource_id=node.id, http_method="GET",
         authorization="CUSTOM", authorizer_id=authorizer_id, api_key_required=True,
@@ -128,7 +154,7 @@ def _model_card(child, parent, name, api, node, authorizer_id,
     return [method, integration, *_responses(
         parent, f"{name}-model-card", api, node, method, integration,
         [("200", None, model_card_body(model_id)),
-         ("404", "404", model_not_found_body(model_id))])]
+         ("404", "404", model_not_found_body(model_id, adapter_ids))])]
 
 
 def model_card_request(model_id: str) -> str:
@@ -137,16 +163,22 @@ def model_card_request(model_id: str) -> str:
             '{"statusCode": 200}#else{"statusCode": 404}#end')
 
 
-def model_card_body(model_id: str) -> str:
-    """The served model's card, as in `GET /v1/models`."""
-    return json.dumps({"id": model_id, "object": "model", "created": 0,
-                       "owned_by": "llmcloud"})
+def model_card_body(model_id: str, parent: str | None = None) -> str:
+    """The card of the served model (or of one of its LoRA adapters, whose ``parent`` it
+    is), as in `GET /v1/models`."""
+    card = {"id": model_id, "object": "model", "created": 0, "owned_by": "llmcloud"}
+    if parent is not None:
+        card["parent"] = parent
+    return json.dumps(card)
 
 
-def model_not_found_body(model_id: str) -> str:
+def model_not_found_body(model_id: str, adapter_ids: tuple[str, ...] = ()) -> str:
     """OpenAI's 404 for another model's id."""
+    served = repr(model_id)
+    if adapter_ids:
+        served += f" and its LoRA adapters {', '.join(map(repr, adapter_ids))}"
     return json.dumps({"error": {
-        "message": f"that model does not exist; this endpoint serves {model_id!r}",
+        "message": f"that model does not exist; this endpoint serves {served}",
         "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
 
 

@@ -217,7 +217,7 @@ class AwsService(pulumi.ComponentResource):
         gateway = _gateway(name, spec, options, monitoring.key_arn, child, SagemakerBackend(
             endpoint_name=endpoint_name, region=region, model_id=model,
             endpoint_arn=sagemaker_endpoint_arn(region, account, endpoint_name),
-            endpoint=endpoint.endpoint))
+            endpoint=endpoint.endpoint, adapter_ids=tuple(sorted(spec.server.lora_modules))))
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
                 "log_group": monitoring.log_group.name,
                 "dashboard_url": monitoring.dashboard_url,

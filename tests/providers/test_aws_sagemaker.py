@@ -241,6 +241,35 @@ def test_a_model_card_for_the_served_id_and_openais_404_for_others():
     assert error["error"]["code"] == "model_not_found"
 
 
+def test_lora_adapters_are_listed_and_have_cards_of_their_own():
+    """With `server.lora_modules`, the gateway's own answers list the adapters, each with
+    its model as `parent`, at a path of its own beside `{model}`; the 404 names them."""
+    resources, _ = sagemaker(server={"lora_modules": {"sql": "adapters/sql",
+                                                      "chat": "adapters/chat"}})
+    response = one(resources, "aws:apigateway/integrationResponse:IntegrationResponse",
+                   "gateway-models-200")
+    body = json.loads(response.inputs["responseTemplates"]["application/json"])
+    assert [(m["id"], m.get("parent")) for m in body["data"]] == [
+        ("t5", None), ("chat", "t5"), ("sql", "t5")]
+    paths = [r.inputs["pathPart"] for r in of_type(resources,
+                                                    "aws:apigateway/resource:Resource")]
+    assert sorted(paths) == ["chat", "chat", "completions", "completions", "models",
+                             "responses", "sql", "v1", "{model}"]
+    cards = {r.name: json.loads(r.inputs["responseTemplates"]["application/json"])
+             for r in of_type(resources,
+                              "aws:apigateway/integrationResponse:IntegrationResponse")
+             if "adapter-card" in r.name}
+    assert sorted((c["id"], c["parent"]) for c in cards.values()) == [("chat", "t5"),
+                                                                      ("sql", "t5")]
+    for method in of_type(resources, METHOD):
+        assert method.inputs["authorization"] == "CUSTOM"
+        assert method.inputs["apiKeyRequired"] is True
+    missing = one(resources, "aws:apigateway/integrationResponse:IntegrationResponse",
+                  "model-card-404")
+    message = json.loads(missing.inputs["responseTemplates"]["application/json"])
+    assert "'t5' and its LoRA adapters 'chat', 'sql'" in message["error"]["message"]
+
+
 def test_endpoint_errors_come_back_openai_shaped():
     resources, _ = sagemaker()
     responses = {r.name: r for r in of_type(
