@@ -87,6 +87,11 @@ class LoraLinear(torch.nn.Module):
         down, up, owner, layout = self._stack(batch.present)
         if owner is None:  # none of them adapts this layer
             return y
+        if x.dim() < 2 or x.shape[0] != batch.row_slots.shape[0]:
+            # e.g. an expert's layer fed a flat list of tokens: whose rows they are is lost
+            raise RuntimeError(f"LoRA: a layer's input [{', '.join(map(str, x.shape))}] does "
+                               "not keep the batch's rows apart; this model's requests of "
+                               "different adapters cannot share a batch")
         # each row keeps its own adapter's columns only
         return _add_product(y, (x @ down).mul_(batch.columns_of_rows(layout, owner)), up)
 
