@@ -69,3 +69,13 @@ def burst(server: Server, prompts: list[str], new_tokens: int,
     bodies = [{"model": m, "prompt": p, "max_tokens": new_tokens, "temperature": 0,
                "stream": True, **fields} for p, m in zip(prompts, models, strict=True)]
     return asyncio.run(_burst(server, bodies))
+
+
+def ratios(runs: list[dict], against: list[dict]) -> str:
+    """tok/s and TTFT p50 of ``runs`` against ``against`` (the same rounds), per round and
+    their medians."""
+    tok = [a["tok_s"] / b["tok_s"] for a, b in zip(runs, against, strict=True)]
+    ttft = [a["ttft_p50"] / b["ttft_p50"] for a, b in zip(runs, against, strict=True)]
+    return (f"tok/s {' '.join(f'{r:.2f}' for r in tok)} (median "
+            f"{statistics.median(tok):.2f}x); TTFT p50 {' '.join(f'{r:.2f}' for r in ttft)} "
+            f"(median {statistics.median(ttft):.2f}x)")

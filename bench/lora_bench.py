@@ -22,7 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
-from burst import burst, llmcloud_server, setup
+from burst import burst, llmcloud_server, ratios, setup
 from runtime_bench import prompts
 
 NEW_TOKENS, PROMPT_TOKENS, RANK = 64, 64, 16
@@ -95,11 +95,7 @@ def report(results: dict[str, list[dict]], args) -> None:
               f"| {statistics.median(r['ttft_p50'] for r in runs) * 1000:5.0f} ms |")
     plain = results["plain server"]
     for name, runs in list(results.items())[1:]:
-        tok = [r["tok_s"] / p["tok_s"] for r, p in zip(runs, plain, strict=True)]
-        ttft = [r["ttft_p50"] / p["ttft_p50"] for r, p in zip(runs, plain, strict=True)]
-        print(f"{name} / plain, per round: tok/s {' '.join(f'{x:.2f}' for x in tok)} "
-              f"(median {statistics.median(tok):.2f}x); TTFT p50 "
-              f"{' '.join(f'{x:.2f}' for x in ttft)} (median {statistics.median(ttft):.2f}x)")
+        print(f"{name} / plain, per round: {ratios(runs, plain)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 
-from burst import burst, llmcloud_server, setup
+from burst import burst, llmcloud_server, ratios, setup
 from runtime_bench import VOCAB
 
 SYSTEM_TOKENS, OWN_TOKENS, NEW_TOKENS = 512, 64, 64
@@ -77,11 +77,7 @@ def report(results, args) -> None:
                   f"| {statistics.median(r['ttft_p50'] for r in runs) * 1000:5.0f} ms |")
     for name in names:
         on, off = results[(name, "--prefix-caching")], results[(name, "--no-prefix-caching")]
-        tok = [a["tok_s"] / b["tok_s"] for a, b in zip(on, off, strict=True)]
-        ttft = [a["ttft_p50"] / b["ttft_p50"] for a, b in zip(on, off, strict=True)]
-        print(f"{name}: caching / not, per round: tok/s {' '.join(f'{r:.2f}' for r in tok)} "
-              f"(median {statistics.median(tok):.2f}x); TTFT p50 "
-              f"{' '.join(f'{r:.2f}' for r in ttft)} (median {statistics.median(ttft):.2f}x)")
+        print(f"{name}: caching / not, per round: {ratios(on, off)}")
 
 
 if __name__ == "__main__":
