@@ -171,8 +171,8 @@ def test_the_server_serves_adapters_by_name(causal_dir, adapter_dirs, merged):
     """The official client lists the adapters, streams an adapter's chat answer and gets
     an adapter's completion, each equal to its merged model's; an unknown name is a 404
     that lists what is served."""
-    server = ServerProcess("--model", str(causal_dir), "--lora-modules",
-                           f"sql={adapter_dirs['sql']}",
+    server = ServerProcess("--model", str(causal_dir), "--log-level", "info",
+                           "--lora-modules", f"sql={adapter_dirs['sql']}",
                            json.dumps({"name": "chat", "path": str(adapter_dirs["chat"])}))
     try:
         server.wait_ready()
@@ -212,6 +212,10 @@ def test_the_server_serves_adapters_by_name(causal_dir, adapter_dirs, merged):
         message = error.value.body["message"]
         assert "'tiny-llama' and its LoRA adapters 'sql', 'chat'" in message
         assert lora_requests(server.url) == {"sql": 2, "chat": 1}
+        lines = [line for line in server.output().splitlines()
+                 if "finish=" in line and "completion_tokens=" in line]
+        assert [line.split(" lora=")[1] if " lora=" in line else None
+                for line in lines] == ["sql", "chat", "sql", None]
     finally:
         server.stop()
 
