@@ -288,3 +288,23 @@ def _float_dtype(model: torch.nn.Module) -> torch.dtype:
         if param.is_floating_point():
             return param.dtype
     return torch.float32
+
+
+def load_adapters(model: torch.nn.Module, task: str, model_name: str,
+                  folders: dict[str, Path], sources: dict[str, str]) -> Adapters | None:
+    """The LoRA adapters in ``folders`` (by name; ``sources`` says where each came from)
+    loaded into ``model``, or None when there are none."""
+    if not folders:
+        return None
+    if task != "text-generation":
+        raise AdapterError("--lora-modules needs a causal model (text-generation); this one "
+                           f"is {task}")
+    if model_name in folders:
+        raise AdapterError(f"the LoRA adapter name {model_name!r} is the served model's own "
+                           "name")
+    adapters = Adapters(model)
+    for name, folder in folders.items():
+        info = adapters.load(name, folder, sources[name])
+        log.info("LoRA adapter %s (rank %d, %d layers) from %s", name, info.rank,
+                 info.layers, sources[name])
+    return adapters

@@ -62,6 +62,16 @@ def resolve(source: str, *, version: str | None = None, cache_dir: Path | None =
     return _from_hub(source, version, cache_dir)
 
 
+def resolve_adapter(model_folder: Path, source: str, cache_dir: Path | None = None) -> Path:
+    """The local folder of a LoRA adapter's ``source``: a folder inside the model's own
+    (shipped in the model version: verified by its manifest, rolled out and back with it),
+    else a local folder, a bucket folder or a hub id, fetched and verified like a model."""
+    inside = model_folder / source
+    if not Path(source).is_absolute() and "://" not in source and inside.is_dir():
+        return inside
+    return resolve(source, cache_dir=cache_dir).folder
+
+
 def _from_folder(folder: Path, version: str | None) -> ResolvedModel:
     if not folder.is_dir():
         raise ModelSourceError(f"{folder} is not a folder")

@@ -89,9 +89,10 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
     from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
+    from .server_options import parse_lora_modules
 
     try:  # a typo here should stop the server now, not after the model has loaded
-        lora_modules(args)
+        parse_lora_modules(args.lora_modules)
     except ValueError as exc:
         sys.exit(f"error: --lora-modules: {exc}")
     try:
@@ -142,17 +143,19 @@ def _load(args, state) -> object:
     """Resolve, verify and load the model, then publish the serving layer on ``state``."""
     from pathlib import Path
 
-    from .model_source import resolve
+    from .model_source import resolve, resolve_adapter
+    from .server_options import parse_lora_modules
 
     # Fetch and verify before importing torch, so a bad model fails in a second, not ten.
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     resolved = resolve(args.model, version=args.model_version, cache_dir=cache_dir)
-    adapters_given = lora_modules(args)
-    adapter_folders = {name: adapter_folder(resolved.folder, source, cache_dir)
-                       for name, source in adapters_given.items()}
+    adapter_sources = parse_lora_modules(args.lora_modules)
+    adapter_folders = {name: resolve_adapter(resolved.folder, source, cache_dir)
+                       for name, source in adapter_sources.items()}
 
     from .engine import ModelInfo
     from .loader import declared_context, load_model
+    from .lora import load_adapters
     from .metrics import ServerMetrics
     from .sampling_defaults import read_defaults
     from .serving import OpenAIServing
@@ -170,7 +173,8 @@ def _load(args, state) -> object:
         loaded.tokenizer.chat_template = args.chat_template
         log.info("chats are rendered with the --chat-template given, not the model's")
     name = args.served_model_name or resolved.name
-    adapters = load_adapters(loaded, name, adapter_folders, adapters_given)
+    adapters = load_adapters(loaded.model, loaded.task, name, adapter_folders,
+                             adapter_sources)
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,
                      max_context=served_context(loaded.max_context, args.max_model_len))
@@ -203,50 +207,6 @@ def _load(args, state) -> object:
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)
     return engine
-
-
-def load_adapters(loaded, name: str, folders: dict, sources: dict[str, str]):
-    """The LoRA adapters in ``folders`` (by name) loaded into the model, or None."""
-    if not folders:
-        return None
-    from .lora import AdapterError, Adapters
-
-    if loaded.task != "text-generation":
-        raise AdapterError("--lora-modules needs a causal model (text-generation); this one "
-                           f"is {loaded.task}")
-    if name in folders:
-        raise AdapterError(f"the LoRA adapter name {name!r} is the served model's own name")
-    adapters = Adapters(loaded.model)
-    for adapter, folder in folders.items():
-        info = adapters.load(adapter, folder, sources[adapter])
-        log.info("LoRA adapter %s (rank %d, %d layers) from %s", adapter, info.rank,
-                 info.layers, sources[adapter])
-    return adapters
-
-
-def adapter_folder(model_folder, source: str, cache_dir):
-    """The local folder of a LoRA adapter's ``source``: a folder inside the model's own
-    (shipped in the model version: verified by its manifest, rolled out and back with it),
-    else a local folder, a bucket folder or a hub id like a model's."""
-    from pathlib import Path
-
-    from .model_source import resolve
-
-    inside = model_folder / source
-    if not Path(source).is_absolute() and "://" not in source and inside.is_dir():
-        return inside
-    return resolve(source, cache_dir=cache_dir).folder
-
-
-def lora_modules(args) -> dict[str, str]:
-    """``--lora-modules`` as {name: source}. Each value holds one adapter, or several
-    separated by spaces (as its variable and the spec give them); a JSON object stays
-    whole. ValueError says which value is wrong."""
-    from .server_options import parse_lora_modules
-
-    values = args.lora_modules or ()
-    return parse_lora_modules([part for value in values for part in (
-        [value] if value.lstrip().startswith("{") else value.split())])
 
 
 def _server_class():

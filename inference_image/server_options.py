@@ -180,9 +180,12 @@ def _int_or(word: str):
     return parse
 
 
-def parse_lora_modules(values: list[str]) -> dict[str, str]:
-    """``--lora-modules`` values (vLLM's forms: ``name=source``, or a JSON object with
-    ``name`` and ``path``) as {name: source}; ValueError says which value is wrong."""
+def parse_lora_modules(values: list[str] | None) -> dict[str, str]:
+    """``--lora-modules`` values as {name: source}. A value is ``name=source``, several of
+    them separated by spaces (as its variable and the spec give them), or vLLM's JSON
+    object with ``name`` and ``path``; ValueError says which value is wrong."""
+    values = [part for value in values or () for part in (
+        [value] if value.lstrip().startswith("{") else value.split())]
     modules: dict[str, str] = {}
     for value in values:
         value = value.strip()

@@ -249,16 +249,17 @@ def test_an_adapter_inside_the_model_folder_is_found_there(causal_dir, tmp_path,
                                                            monkeypatch):
     """What the spec's `server.lora_modules` gives: folders inside the model version (the
     servers' variable holds them all, space-separated); other sources resolve as a model's."""
-    from llmcloud.inference_image.model_source import ModelSourceError
-    from llmcloud.inference_image.server import adapter_folder, build_parser, lora_modules
+    from llmcloud.inference_image.model_source import ModelSourceError, resolve_adapter
+    from llmcloud.inference_image.server import build_parser
 
     inside = build_adapter(tmp_path / "model" / "adapters" / "sql", causal_dir, seed=5)
     elsewhere = build_adapter(tmp_path / "elsewhere", causal_dir, seed=6)
     model = tmp_path / "model"
-    assert adapter_folder(model, "adapters/sql", tmp_path / "cache") == inside
-    assert adapter_folder(model, str(elsewhere), tmp_path / "cache") == elsewhere
+    assert resolve_adapter(model, "adapters/sql", tmp_path / "cache") == inside
+    assert resolve_adapter(model, str(elsewhere), tmp_path / "cache") == elsewhere
     with pytest.raises(ModelSourceError, match="not found"):
-        adapter_folder(model, "./adapters/chat", tmp_path / "cache")
+        resolve_adapter(model, "./adapters/chat", tmp_path / "cache")
     monkeypatch.setenv("LLMCLOUD_LORA_MODULES", "chat=adapters/chat sql=adapters/sql")
     args = build_parser().parse_args(["--model", str(model)])
-    assert lora_modules(args) == {"chat": "adapters/chat", "sql": "adapters/sql"}
+    assert parse_lora_modules(args.lora_modules) == {"chat": "adapters/chat",
+                                                     "sql": "adapters/sql"}
