@@ -137,6 +137,10 @@ class Adapters:
         self._device = next(model.parameters()).device
         self._dtype = _float_dtype(model)
 
+    def names(self, slots: set[int]) -> list[str]:
+        """The names of the adapters in these slots (0, the model itself, has none)."""
+        return [info.name for info in self.infos.values() if info.slot in slots]
+
     def slot(self, name: str) -> int | None:
         info = self.infos.get(name)
         return None if info is None else info.slot

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -39,7 +40,8 @@ class ServerMetrics:
                  cache_usage: Callable[[], float] | None = None,
                  cache_tokens: int | None = None,
                  preemptions: Callable[[], int] | None = None,
-                 prefix_cache=None, max_context: int = 4096, lora_names: tuple[str, ...] = ()):
+                 prefix_cache=None, max_context: int = 4096, lora_names: tuple[str, ...] = (),
+                 lora_in_use: Callable[[], tuple[list[str], list[str]]] | None = None):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -57,6 +59,8 @@ class ServerMetrics:
             "their model, by adapter.", labels + ["lora_name"], registry=reg)
         for name in lora_names:  # each adapter's series exists from the start, at 0
             self.lora_requests.labels(**self._model, lora_name=name)
+        if lora_in_use is not None:
+            reg.register(_LoraInfo(len(lora_names), lora_in_use))
         self.prompt_tokens = Counter(
             "llmcloud:prompt_tokens", "Prompt tokens processed.", labels, registry=reg
         ).labels(**self._model)
@@ -156,6 +160,25 @@ class ServerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this server's metrics."""
         return generate_latest(self.registry)
+
+
+class _LoraInfo(Collector):
+    """vLLM's ``lora_requests_info``: the adapters running and waiting requests use, as
+    comma-separated labels of one sample valued at the scrape's time (what LoRA-aware
+    routers, such as the Gateway API inference extension's, read). ``max_lora``: how many
+    adapters a batch may hold, all of the loaded ones here."""
+
+    def __init__(self, max_lora: int, in_use: Callable[[], tuple[list[str], list[str]]]):
+        self._max_lora, self._in_use = max_lora, in_use
+
+    def collect(self):
+        running, waiting = self._in_use()
+        family = GaugeMetricFamily(
+            "llmcloud:lora_requests_info", "The LoRA adapters of running and waiting "
+            "requests.", labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"])
+        family.add_metric([str(self._max_lora), ",".join(running), ",".join(waiting)],
+                          time.time())
+        yield family
 
 
 class _CounterOf(Collector):

@@ -195,7 +195,9 @@ def _load(args, state) -> object:
                             preemptions=lambda: engine.preemptions,
                             prefix_cache=engine.prefixes,
                             max_context=engine.info.max_context,
-                            lora_names=tuple(adapters.infos) if adapters is not None else ())
+                            lora_names=tuple(adapters.infos) if adapters is not None else (),
+                            lora_in_use=engine.adapters_in_use if adapters is not None
+                            else None)
     state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser],
                                   defaults)
     if defaults.changed():

@@ -224,6 +224,16 @@ class TorchEngine(Engine):
         return self._batch.slots([row.shape(0) for row in self._admitted()]) / max(
             1, self.limits.max_batch_tokens)
 
+    def adapters_in_use(self) -> tuple[list[str], list[str]]:
+        """The names of the LoRA adapters the running requests use, and the waiting ones'
+        (each once, in their order of loading)."""
+        if self.adapters is None:
+            return [], []
+        with self._wake:
+            waiting = {row.adapter for row in self._waiting}
+        running = {row.adapter for row in self._admitted()}
+        return self.adapters.names(running), self.adapters.names(waiting)
+
     def _admitted(self) -> list[_Row]:
         """The running rows and the one being prefilled by chunks, newest last."""
         chunking = self._chunking

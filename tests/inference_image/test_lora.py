@@ -127,6 +127,32 @@ def test_an_adapters_long_prompt_is_prefilled_by_chunks_with_it(served, merged):
     assert got[0] == greedy(merged["chat"], LONG, 8)
 
 
+def test_the_engine_tells_which_adapters_run_and_wait(served):
+    """What `llmcloud:lora_requests_info` reports: one slot, an adapter's request running
+    and another's waiting; nothing once both end."""
+    _, adapters = served
+    engine = make_engine(served, max_batch_size=1)
+
+    async def main():
+        def params(slot):
+            return SamplingParams(max_tokens=40, temperature=0, ignore_eos=True, adapter=slot)
+
+        first = engine.generate(PROMPT, params(adapters.slot("sql")))
+        second = engine.generate(PROMPT, params(adapters.slot("attn")))
+        while engine.num_running == 0:
+            await asyncio.sleep(0.001)
+        during = engine.adapters_in_use()
+        await asyncio.gather(collect(first), collect(second))
+        return during, engine.adapters_in_use()
+
+    try:
+        during, after = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert during == (["sql"], ["attn"])
+    assert after == ([], [])
+
+
 def test_parsing_lora_modules():
     assert parse_lora_modules(["sql=s3://b/sql", '{"name": "chat", "path": "/a b/c"}']) == {
         "sql": "s3://b/sql", "chat": "/a b/c"}
@@ -212,6 +238,8 @@ def test_the_server_serves_adapters_by_name(causal_dir, adapter_dirs, merged):
         message = error.value.body["message"]
         assert "'tiny-llama' and its LoRA adapters 'sql', 'chat'" in message
         assert lora_requests(server.url) == {"sql": 2, "chat": 1}
+        assert lora_info(server.url) == {"max_lora": "2", "running_lora_adapters": "",
+                                         "waiting_lora_adapters": ""}
         lines = [line for line in server.output().splitlines()
                  if "finish=" in line and "completion_tokens=" in line]
         assert [line.split(" lora=")[1] if " lora=" in line else None
@@ -229,6 +257,16 @@ def lora_requests(url: str) -> dict[str, float]:
             for family in text_string_to_metric_families(text)
             if family.name == "llmcloud:lora_requests"
             for sample in family.samples if sample.name.endswith("_total")}
+
+
+def lora_info(url: str) -> dict[str, str]:
+    """The labels of ``llmcloud:lora_requests_info``'s one sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    (sample,) = [sample for family in text_string_to_metric_families(text)
+                 if family.name == "llmcloud:lora_requests_info" for sample in family.samples]
+    return sample.labels
 
 
 def test_the_server_refuses_adapters_it_cannot_serve(causal_dir, seq2seq_dir, tmp_path):
