@@ -162,6 +162,7 @@ class Engine(ABC):
     max_queue: int | None = None  # requests that may wait at once; None: no bound
     structured: Any = None  # a structured.StructuredOutputs, where response formats work
     priority_scheduling = False  # True: requests wait by their `priority`, not arrival alone
+    adapters: Any = None  # a lora.Adapters, where LoRA adapters are served beside the model
 
     @property
     @abstractmethod

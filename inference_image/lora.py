@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from .packed_linear import is_conv1d
+
 log = logging.getLogger("llmcloud.engine")
 
 CONFIG_NAME = "adapter_config.json"
@@ -282,7 +284,7 @@ def _linear_shape(layer: torch.nn.Module) -> tuple[int, int] | None:
     """(out, in) of a linear layer: torch's, a packed one, or transformers' Conv1D."""
     if isinstance(layer, torch.nn.Linear) or hasattr(layer, "out_features"):
         return layer.out_features, layer.in_features
-    if type(layer).__name__ == "Conv1D":  # weight stored [in, out]
+    if is_conv1d(layer):  # weight stored [in, out]
         return layer.nf, layer.weight.shape[0]
     return None
 

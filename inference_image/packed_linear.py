@@ -128,14 +128,14 @@ def pack_linear_layers(model: torch.nn.Module, batch_size: int) -> int:
 
 
 def _packable(module: torch.nn.Module, users: dict[int, int]) -> bool:
-    if not (type(module) is torch.nn.Linear or _is_conv1d(module)):
+    if not (type(module) is torch.nn.Linear or is_conv1d(module)):
         return False
     weight = module.weight
     return (users.get(id(weight), 0) == 1 and weight.dtype == torch.float32
             and weight.device.type == "cpu" and weight.layout == torch.strided)
 
 
-def _is_conv1d(module: torch.nn.Module) -> bool:
+def is_conv1d(module: torch.nn.Module) -> bool:
     """transformers' ``Conv1D``: a linear layer with its weight stored [in, out]."""
     kind = type(module)
     return kind.__name__ == "Conv1D" and kind.__module__.startswith("transformers")
@@ -143,6 +143,6 @@ def _is_conv1d(module: torch.nn.Module) -> bool:
 
 def _plain_weight(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [out, in], bias) of a linear layer `_packable` chose."""
-    if _is_conv1d(module):
+    if is_conv1d(module):
         return module.weight.t().contiguous(), module.bias
     return module.weight, module.bias

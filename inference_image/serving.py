@@ -190,7 +190,7 @@ class OpenAIServing:
     def served_names(self) -> list[str]:
         """The names a request may give as its ``model``: the model's, then its LoRA
         adapters'."""
-        adapters = getattr(self.engine, "adapters", None)
+        adapters = self.engine.adapters
         return [self.model_name, *(adapters.infos if adapters is not None else ())]
 
     def models(self) -> ModelList:
@@ -214,7 +214,7 @@ class OpenAIServing:
         """The LoRA adapter slot a request's ``model`` names (0: the model itself)."""
         if model is None or model == self.model_name:
             return 0
-        return self.engine.adapters.infos[model].slot
+        return self.engine.adapters.slot(model)
 
     # --- request preparation --------------------------------------------------------------
 

@@ -124,8 +124,7 @@ class _Row:
     def block_hashes(self) -> list[int]:
         """The prefix cache's block hashes of ``ids`` (kept while the row waits)."""
         if self._hashes[0] != len(self.tokens):
-            self._hashes = (len(self.tokens),
-                            block_hashes(self.ids, adapter=self.stream.params.adapter))
+            self._hashes = (len(self.tokens), block_hashes(self.ids, adapter=self.adapter))
         return self._hashes[1]
 
     def shape(self, ahead: int | None) -> tuple[int, int]:
