@@ -556,7 +556,7 @@ class OpenAIServing:
                   "completion_tokens": usage.completion_tokens, "queue_s": queue,
                   "ttft_s": ttft, "total_s": round(time.perf_counter() - gen.started, 3),
                   "choices": len(gen.choices), "priority": priority, "model": gen.model}
-        adapter = gen.model if gen.model in self.served_names[1:] else None
+        adapter = gen.model if gen.model != self.model_name else None  # a served name
         if adapter is not None:
             self.metrics.count_lora_request(adapter)
         if gen.client_request_id is not None:
