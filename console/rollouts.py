@@ -59,9 +59,12 @@ def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[s
     for rid, replica in new.items():
         version = replica.get("version")
         if rid not in old:
-            came.append(f"replica {rid} starting on {version}")
+            # One that is ready already started before the old ones drained in this
+            # look; one still starting is the next, after them.
+            (ready if replica.get("ready") else came).append(
+                f"replica {rid} starting on {version}")
             if replica.get("ready"):
-                came.append(f"replica {rid} ready on {version}")
+                ready.append(f"replica {rid} ready on {version}")
         elif replica.get("ready") and not old[rid].get("ready"):
             ready.append(f"replica {rid} ready on {version}")
         if replica.get("draining") and not (old.get(rid) or {}).get("draining"):

@@ -105,3 +105,13 @@ def test_narration_follows_a_rolling_updates_order_within_one_look():
                                       "replica r4 starting on v2"]
     draining = [{"id": "r1", "version": "v1", "ready": False, "draining": True}]
     assert narrate(before[:1], draining) == ["replica r1 draining (v1)"]
+    # a slow look (a loaded machine): one replica started and became ready, an old one
+    # drained and stopped, the next one started, another old one began draining
+    before = [{"id": "r1", "version": "v1", "ready": True},
+              {"id": "r2", "version": "v1", "ready": True}]
+    after = [{"id": "r1", "version": "v1", "ready": True, "draining": True},
+             {"id": "r3", "version": "v2", "ready": True},
+             {"id": "r4", "version": "v2", "ready": False}]
+    assert narrate(before, after) == [
+        "replica r3 starting on v2", "replica r3 ready on v2", "replica r1 draining (v1)",
+        "replica r2 stopped (v1)", "replica r4 starting on v2"]
