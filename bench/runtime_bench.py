@@ -2,12 +2,14 @@
 static batch through model.generate, on one machine, one run, the same generated model.
 
     python bench/runtime_bench.py [--requests 16] [--prompt-tokens 64] [--new-tokens 64]
+    python bench/runtime_bench.py --device cuda        # a GPU machine: the ~1.1B model
 
-The model is a ~30M-parameter Llama with random weights and a word-level tokenizer, built
-here (nothing is downloaded). Every request streams; each server gets one warm-up request
-first. Torch uses 2 threads everywhere. Prints tokens/s (wall clock, and per CPU-second
-of the serving process), TTFT p50/p90, inter-token
-p50, peak RSS of the serving process, and the ratios against the goals.
+The model is a Llama with random weights and a word-level tokenizer, built here (nothing is
+downloaded): ~30M parameters in float32 on CPU, TinyLlama's shape (~1.1B) in bfloat16 on
+CUDA. Every request streams; each server gets one warm-up request first. Torch uses 2 CPU
+threads everywhere. Prints tokens/s (wall clock, and per CPU-second of the serving
+process), TTFT p50/p90, inter-token p50, peak RSS of the serving process (on CUDA also the
+GPU memory each run holds), and the ratios against the goals.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from pathlib import Path
 
 THREADS = "2"
 OURS, PEER, STATIC = "llmcloud-server", "transformers serve --cb", "static batch (generate)"
-VOCAB = 12000
+VOCAB = 12000  # the words prompts are made of; every model's vocabulary has them
+SIZES = {
+    "30m": dict(vocab_size=VOCAB, hidden_size=512, intermediate_size=1376, num_hidden_layers=6,
+                num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=1024),
+    # TinyLlama-1.1B's shape
+    "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+               num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+               max_position_embeddings=2048),
+}
 # Every run gets the same environment. How OpenMP workers wait is left to each run's own
 # default unless --omp-wait-policy passive gives all of them passive waits.
 ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,
@@ -37,25 +47,27 @@ for _name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
     ENV.pop(_name, None)
 
 
-def build_model(folder: Path) -> None:
-    """A Llama-style model of about 30M parameters, random weights, word-level tokenizer."""
+def build_model(folder: Path, size: str = "30m", device: str = "cpu") -> None:
+    """A Llama-style model of ``size`` (SIZES), random weights, word-level tokenizer; made
+    on ``device`` and saved in float32 for CPU, bfloat16 for CUDA."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    shape = SIZES[size]
     specials = ["<pad>", "</s>", "<unk>", "<s>"]
-    vocab = {tok: i for i, tok in enumerate(specials + [f"w{i}" for i in range(VOCAB - 4)])}
+    words = [f"w{i}" for i in range(shape["vocab_size"] - 4)]
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>",
                                         eos_token="</s>", unk_token="<unk>", bos_token="<s>")
     tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }} {% endfor %}")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=512, intermediate_size=1376,
-                         num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8,
-                         max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
-                         bos_token_id=3, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
+    config = LlamaConfig(**shape, pad_token_id=0, eos_token_id=1, bos_token_id=3,
+                         tie_word_embeddings=False)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(model_dtype(device))
     with torch.no_grad():
         # A zero output row never wins the argmax: every request runs to its max_tokens.
         model.lm_head.weight[1].zero_()
@@ -63,6 +75,13 @@ def build_model(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {params / 1e6:.1f}M parameters in {folder}", file=sys.stderr)
+
+
+def model_dtype(device: str):
+    """What each run computes in: float32 on CPU, bfloat16 on CUDA (the servers' defaults)."""
+    import torch
+
+    return torch.bfloat16 if device == "cuda" else torch.float32
 
 
 def prompts(n: int, length: int, batch: int = 0) -> list[str]:
@@ -164,6 +183,19 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise TimeoutError(url)
 
 
+def gpu_mib(pid: int) -> float:
+    """GPU memory a process holds now (nvidia-smi), MiB; NaN where that cannot be read."""
+    try:
+        table = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                "--format=csv,noheader,nounits"], capture_output=True,
+                               text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return float("nan")
+    used = [float(fields[1]) for line in table.splitlines()
+            if len(fields := line.split(",")) == 2 and fields[0].strip() == str(pid)]
+    return sum(used) if used else float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -174,8 +206,8 @@ class Server:
     """A server process under test; measured with ``load_test`` while it runs."""
 
     def __init__(self, name: str, command: list[str], ready_path: str, port: int,
-                 model: str, log: Path):
-        self.name, self.port, self.model = name, port, model
+                 model: str, log: Path, on_gpu: bool = False):
+        self.name, self.port, self.model, self.on_gpu = name, port, model, on_gpu
         with open(log, "w") as out:
             self.proc = subprocess.Popen(command, env=ENV, stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -187,6 +219,8 @@ class Server:
                                        new_tokens))
         result["cpu_s"] = cpu_seconds(self.proc.pid) - cpu
         result["rss_mib"] = peak_rss_mib(self.proc.pid)
+        if self.on_gpu:
+            result["gpu_mib"] = gpu_mib(self.proc.pid)
         return result
 
     def stop(self) -> None:
@@ -198,25 +232,36 @@ class Server:
             self.proc.wait(timeout=10)
 
 
-def static_batch(folder: str, n: int, prompt_tokens: int, new_tokens: int) -> None:
+def static_batch(folder: str, n: int, prompt_tokens: int, new_tokens: int,
+                 device: str = "cpu") -> None:
     """Child mode: one model.generate over the whole batch; prints JSON."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(int(THREADS))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    batch = tokenizer(prompts(n, prompt_tokens), return_tensors="pt", padding=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=model_dtype(device))
+    model = model.to(device).eval()
+    batch = tokenizer(prompts(n, prompt_tokens), return_tensors="pt", padding=True).to(device)
+    warm_up = tokenizer(prompts(1, prompt_tokens), return_tensors="pt").to(device)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                   pad_token_id=0)
+    on_gpu = device == "cuda"
     with torch.inference_mode():
-        model.generate(**tokenizer(prompts(1, prompt_tokens), return_tensors="pt"), **kwargs)
+        model.generate(**warm_up, **kwargs)
+        if on_gpu:
+            torch.cuda.synchronize()
         started, cpu = time.perf_counter(), time.process_time()
         out = model.generate(**batch, **kwargs)
+        if on_gpu:
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     tokens = (out.shape[1] - batch["input_ids"].shape[1]) * n
-    print(json.dumps({"tokens": tokens, "wall": wall, "tok_s": tokens / wall, "cpu_s": cpu,
-                      "rss_mib": peak_rss_mib(os.getpid())}))
+    result = {"tokens": tokens, "wall": wall, "tok_s": tokens / wall, "cpu_s": cpu,
+              "rss_mib": peak_rss_mib(os.getpid())}
+    if on_gpu:
+        result["gpu_mib"] = torch.cuda.max_memory_reserved() / 2**20
+    print(json.dumps(result))
 
 
 def main() -> None:
@@ -224,6 +269,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where all three runs compute (default: cpu)")
+    parser.add_argument("--model-size", choices=sorted(SIZES),
+                        help="the generated model (default: 30m on cpu, 1b on cuda)")
     parser.add_argument("--static-child", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=6,
                         help="interleaved rounds; each run keeps its best (default: 6)")
@@ -238,19 +287,22 @@ def main() -> None:
     if args.omp_wait_policy == "passive":
         ENV["OMP_WAIT_POLICY"] = "PASSIVE"
     if args.static_child:
-        static_batch(args.static_child, args.requests, args.prompt_tokens, args.new_tokens)
+        static_batch(args.static_child, args.requests, args.prompt_tokens, args.new_tokens,
+                     args.device)
         return
+    args.model_size = args.model_size or ("1b" if args.device == "cuda" else "30m")
+    on_gpu = args.device == "cuda"
 
     work = Path(tempfile.mkdtemp(prefix="llmcloud-bench-"))
     folder = work / "bench-llama"
-    build_model(folder)
+    build_model(folder, args.model_size, args.device)
     port = free_port()
     servers = [Server(OURS,
                       [sys.executable, "-m", "llmcloud.inference_image.server", "--model",
                        str(folder), "--served-model-name", "bench", "--port", str(port),
-                       "--device", "cpu", "--max-batch-size", str(args.requests),
+                       "--device", args.device, "--max-batch-size", str(args.requests),
                        "--log-level", "warning"],
-                      "/health/ready", port, "bench", work / "llmcloud.log")]
+                      "/health/ready", port, "bench", work / "llmcloud.log", on_gpu)]
     transformers_cli = shutil.which("transformers")
     if transformers_cli is None:
         print("peer skipped: the `transformers` CLI is not installed", file=sys.stderr)
@@ -260,8 +312,8 @@ def main() -> None:
             servers.append(Server(
                 PEER,
                 [transformers_cli, "serve", str(folder), "--continuous-batching", "--device",
-                 "cpu", "--host", "127.0.0.1", "--port", str(port)],
-                "/health", port, str(folder), work / "peer.log"))
+                 args.device, "--host", "127.0.0.1", "--port", str(port)],
+                "/health", port, str(folder), work / "peer.log", on_gpu))
         except Exception as exc:  # report and keep the rest of the comparison
             log = (work / "peer.log").read_text()[-2000:]
             print(f"peer failed to start: {exc!r}\n{log}", file=sys.stderr)
@@ -269,6 +321,7 @@ def main() -> None:
     # machine hits them alike, each round in a rotated order so no run always goes first;
     # each row keeps its best round.
     static_command = [sys.executable, __file__, "--static-child", str(folder),
+                      "--device", args.device,
                       "--omp-wait-policy", args.omp_wait_policy, "--requests",
                       str(args.requests), "--prompt-tokens", str(args.prompt_tokens),
                       "--new-tokens", str(args.new_tokens)]
@@ -286,6 +339,10 @@ def main() -> None:
             for name, server in runs[turn:] + runs[:turn]:
                 rounds[-1][name] = (server.measure(texts, args.new_tokens) if server
                                     else run_static(static_command))
+                done = rounds[-1][name]
+                print(f"round {number + 1}: {name}: {done['tok_s']:.0f} tok/s, TTFT p50 "
+                      f"{done.get('ttft_p50', float('nan')) * 1000:.0f} ms", file=sys.stderr,
+                      flush=True)
                 keep_best(rows, name, rounds[-1][name])
     finally:
         for server in servers:
@@ -325,17 +382,23 @@ def keep_best(rows: dict[str, dict], name: str, result: dict) -> None:
 
 def report(rows: dict[str, dict], args) -> None:
     nan = float("nan")
-    print(f"\n{args.requests} concurrent streams, {args.prompt_tokens} prompt tokens, "
-          f"{args.new_tokens} new tokens, torch {THREADS} threads, OpenMP waits "
-          f"{args.omp_wait_policy}, best of {args.rounds} rounds\n")
-    print(f"| {'run':<26} | tok/s | tok/CPU-s | TTFT p50 | TTFT p90 | ITL p50 | peak RSS |")
-    print(f"|{'-' * 28}|------:|----------:|---------:|---------:|--------:|---------:|")
+    on_gpu = args.device == "cuda"
+    print(f"\n{args.device}, {args.model_size} model, {args.requests} concurrent streams, "
+          f"{args.prompt_tokens} prompt tokens, {args.new_tokens} new tokens, torch "
+          f"{THREADS} CPU threads, OpenMP waits {args.omp_wait_policy}, best of "
+          f"{args.rounds} rounds\n")
+    gpu_head, gpu_rule = (" GPU memory |", "-----------:|") if on_gpu else ("", "")
+    print(f"| {'run':<26} | tok/s | tok/CPU-s | TTFT p50 | TTFT p90 | ITL p50 | peak RSS |"
+          + gpu_head)
+    print(f"|{'-' * 28}|------:|----------:|---------:|---------:|--------:|---------:|"
+          + gpu_rule)
     for name, r in rows.items():
         def ms(key, r=r):
             return f"{r[key] * 1000:.0f} ms" if key in r else "-"
         per_cpu = r["tokens"] / r["cpu_s"] if r.get("cpu_s") else nan
+        gpu = f" {r.get('gpu_mib', nan):6.0f} MiB |" if on_gpu else ""
         print(f"| {name:<26} | {r['tok_s']:5.0f} | {per_cpu:9.0f} | {ms('ttft_p50'):>8} "
-              f"| {ms('ttft_p90'):>8} | {ms('itl_p50'):>7} | {r['rss_mib']:5.0f} MiB |")
+              f"| {ms('ttft_p90'):>8} | {ms('itl_p50'):>7} | {r['rss_mib']:5.0f} MiB |" + gpu)
     ours, peer, static = rows[OURS], rows.get(PEER, {}), rows[STATIC]
     print()
     checks = [

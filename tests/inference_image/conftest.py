@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from devices import TEST_DEVICE, TEST_DTYPE  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 from tiny_models import build_causal, build_seq2seq, build_tokenizer  # noqa: E402
 
@@ -36,10 +37,12 @@ def seq2seq_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def causal(causal_dir):
-    """The tiny Llama loaded in this process, as the server loads it (weights packed)."""
+    """The tiny Llama loaded in this process on the test device, as the server loads it
+    (weights packed on CPU)."""
     from llmcloud.inference_image.loader import load_model
 
-    return load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
+    return load_model(causal_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
+                      pack_for_batch=8)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def seq2seq(seq2seq_dir):
     """The tiny T5 loaded in this process, as the server loads it."""
     from llmcloud.inference_image.loader import load_model
 
-    return load_model(seq2seq_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
+    return load_model(seq2seq_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
+                      pack_for_batch=8)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +100,8 @@ def seq2seq_client(seq2seq_server):
 
 @pytest.fixture(scope="module")
 def causal_ref(causal_dir):
-    """The tiny Llama as transformers loads it (weights not packed): the reference."""
+    """The tiny Llama as transformers loads it on the CPU (weights not packed): the
+    reference."""
     from llmcloud.inference_image.loader import load_model
 
     return load_model(causal_dir, task=None, device="cpu", dtype="auto")

@@ -7,16 +7,17 @@ import torch
 
 def next_token_logprobs(loaded, prompt: list[int], output: list[int]) -> torch.Tensor:
     """log_softmax of the logits that chose each token of ``output`` [len(output), V]."""
-    model = loaded.model
+    model, device = loaded.model, loaded.device
     with torch.inference_mode():
         if model.config.is_encoder_decoder:
             start = model.config.decoder_start_token_id
-            logits = model(input_ids=torch.tensor([prompt]),
-                           decoder_input_ids=torch.tensor([[start, *output[:-1]]])).logits[0]
+            logits = model(input_ids=torch.tensor([prompt], device=device),
+                           decoder_input_ids=torch.tensor([[start, *output[:-1]]],
+                                                          device=device)).logits[0]
         else:
-            ids = torch.tensor([prompt + output[:-1]])
+            ids = torch.tensor([prompt + output[:-1]], device=device)
             logits = model(input_ids=ids).logits[0, len(prompt) - 1:]
-    return torch.log_softmax(logits.float(), dim=-1)
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
 def penalized_greedy(loaded, prompt: list[int], n: int, frequency: float = 0.0,
@@ -37,7 +38,7 @@ def penalized_greedy(loaded, prompt: list[int], n: int, frequency: float = 0.0,
 def greedy(loaded, prompt: list[int], n: int) -> list[int]:
     """Greedy decoding of one prompt alone with transformers' own generate()."""
     with torch.inference_mode():
-        out = loaded.model.generate(torch.tensor([prompt]), max_new_tokens=n,
-                                    min_new_tokens=n, do_sample=False)
+        out = loaded.model.generate(torch.tensor([prompt], device=loaded.device),
+                                    max_new_tokens=n, min_new_tokens=n, do_sample=False)
     start = 1 if loaded.model.config.is_encoder_decoder else len(prompt)
     return out[0, start:].tolist()

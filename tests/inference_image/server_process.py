@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import httpx
+from devices import DEVICE_FLAGS
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "llmcloud.inference_image.server",
-                   "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
+                   "--host", "127.0.0.1", "--port", str(self.port), *DEVICE_FLAGS,
                    "--log-level", "warning", *args]
         # A file, not a pipe: a chatty server must never block on a full pipe buffer.
         self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the process

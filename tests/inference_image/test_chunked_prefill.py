@@ -14,17 +14,17 @@ from llmcloud.inference_image.chunked_prefill import ChunkedPrefill
 from llmcloud.inference_image.engine import ModelInfo, SamplingParams
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 
-CPU = torch.device("cpu")
-
 
 def make_engine(loaded, **limits) -> TorchEngine:
     info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
-    return TorchEngine(loaded.model, loaded.tokenizer, info, CPU, EngineLimits(**limits))
+    return TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device,
+                       EngineLimits(**limits))
 
 
 def reference(loaded, prompt_ids: list[int], n: int) -> list[int]:
     with torch.inference_mode():
-        out = loaded.model.generate(torch.tensor([prompt_ids]), max_new_tokens=n,
+        out = loaded.model.generate(torch.tensor([prompt_ids], device=loaded.device),
+                                    max_new_tokens=n,
                                     min_new_tokens=n, do_sample=False)
     return out[0, len(prompt_ids):].tolist()
 

@@ -24,7 +24,6 @@ from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a",
            "translate English to French: The house is wonderful."]
-CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("room", [kv_cache.MIN_ROOM, 1], ids=["room", "full-every-step"])
@@ -39,7 +38,7 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(request, monkeypatch, 
     prompts = [tok(p)["input_ids"] for p in PROMPTS]
     lengths = [12, 5, 12, 9]
     expected = [reference(loaded, p, n) for p, n in zip(prompts, lengths, strict=True)]
-    batch = batch_type(loaded.model, CPU, tok.pad_token_id)
+    batch = batch_type(loaded.model, loaded.device, tok.pad_token_id)
     joins = {0: [0, 1], 3: [2], 5: [3]}
     assert decode_with_joins(batch, prompts, lengths, joins) == expected
     assert batch.size == 0
@@ -47,7 +46,8 @@ def test_rows_joining_and_leaving_decode_exactly_as_alone(request, monkeypatch, 
 
 def make_engine(loaded, **limits) -> TorchEngine:
     info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
-    return TorchEngine(loaded.model, loaded.tokenizer, info, CPU, EngineLimits(**limits))
+    return TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device,
+                       EngineLimits(**limits))
 
 
 async def collect(stream) -> tuple[list[int], str | None, str | None]:
@@ -278,7 +278,8 @@ def test_a_lost_device_stops_the_engine_for_good_and_says_so(causal, monkeypatch
 
     try:
         tokens, finish, error = asyncio.run(main())
-        assert finish == "abort" and "the model no longer runs on cpu" in error
+        assert finish == "abort"
+        assert f"the model no longer runs on {causal.device.type}" in error
         assert len(died) == 1 and "illegal memory access" in died[0]
         assert not engine.ready and engine.dead == died[0]
 
@@ -523,7 +524,7 @@ def test_a_row_prefilled_with_its_output_goes_on_as_if_never_stopped(request, wh
     prompts = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
     expected = [reference(loaded, p, 12) for p in prompts]
     cut = [5, 9, 1]  # tokens each row had generated when it was preempted
-    batch = batch_type(loaded.model, CPU, loaded.tokenizer.pad_token_id)
+    batch = batch_type(loaded.model, loaded.device, loaded.tokenizer.pad_token_id)
     with torch.inference_mode():
         outputs = [want[:n] for want, n in zip(expected, cut, strict=True)]
         logits = batch.prefill(prompts, outputs)
@@ -552,7 +553,7 @@ def prefill_batches(model) -> tuple[list[int], object]:
 def test_twin_prompts_are_prefilled_once_and_decode_as_alone(causal):
     tok = causal.tokenizer
     a, b = (tok(p)["input_ids"] for p in PROMPTS[1:3])
-    batch = CausalBatch(causal.model, CPU, tok.pad_token_id)
+    batch = CausalBatch(causal.model, causal.device, tok.pad_token_id)
     sizes, hook = prefill_batches(causal.model)
     try:
         with torch.inference_mode():

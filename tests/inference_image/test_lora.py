@@ -11,10 +11,11 @@ import json
 import httpx
 import openai
 import pytest
+from devices import TEST_DEVICE, TEST_DTYPE
 from lora_adapters import build_adapter, merge
 from reference import greedy
 from server_process import ServerProcess
-from test_engine import CPU, collect
+from test_engine import collect
 
 from llmcloud.inference_image.engine import ModelInfo, SamplingParams
 from llmcloud.inference_image.loader import load_model
@@ -47,7 +48,8 @@ def merged(causal_dir, adapter_dirs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(causal_dir, adapter_dirs):
     """The tiny Llama (weights packed, as served) with both adapters loaded."""
-    loaded = load_model(causal_dir, task=None, device="cpu", dtype="auto", pack_for_batch=8)
+    loaded = load_model(causal_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
+                        pack_for_batch=8)
     adapters = Adapters(loaded.model)
     for name, folder in adapter_dirs.items():
         adapters.load(name, folder, str(folder))
@@ -57,7 +59,7 @@ def served(causal_dir, adapter_dirs):
 def make_engine(served, **limits) -> TorchEngine:
     loaded, adapters = served
     info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
-    return TorchEngine(loaded.model, loaded.tokenizer, info, CPU, EngineLimits(**limits),
+    return TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, EngineLimits(**limits),
                        adapters)
 
 

@@ -74,7 +74,7 @@ def test_wants_only_new_whole_blocks():
 
 def make_engine(loaded, **limits) -> TorchEngine:
     info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
-    engine = TorchEngine(loaded.model, loaded.tokenizer, info, torch.device("cpu"),
+    engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device,
                          EngineLimits(**limits))
     engine.model_for_checks = loaded
     return engine

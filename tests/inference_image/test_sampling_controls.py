@@ -17,7 +17,7 @@ PROMPTS = ["Hello there", "The quick brown fox jumps over", "translate English t
 
 def make_engine(loaded, **limits) -> TorchEngine:
     info = ModelInfo("tiny", "v1", loaded.task, loaded.max_context)
-    return TorchEngine(loaded.model, loaded.tokenizer, info, torch.device("cpu"),
+    return TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device,
                        EngineLimits(**limits))
 
 
