@@ -104,6 +104,9 @@ class StreamEvent:
     # Once, before the first token, when the request asked: one per prompt token after the
     # first.
     prompt_logprobs: list[TokenLogprob] | None = None
+    # Why an "abort" came, when that tells the client what to do: "queue_full", a more
+    # urgent request took its place in a full queue before it ran (retry, as for a 429).
+    code: str | None = None
 
 
 class GenerationStream:
@@ -181,7 +184,9 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
-        """Queue a request; raise ``QueueFull`` or ``EngineUnavailable`` instead of waiting."""
+        """Queue a request; raise ``QueueFull`` or ``EngineUnavailable`` instead of waiting.
+        Under priority scheduling a request that meets a full queue may take the place of a
+        less urgent waiting one, whose stream then ends with code ``queue_full``."""
 
     @abstractmethod
     def abort_all(self, reason: str) -> None:

@@ -516,6 +516,10 @@ class OpenAIServing:
                 yield delta, logprobs
             if event.finish_reason == "abort":
                 choice.finish_reason = "abort"
+                if event.code == "queue_full":
+                    raise ApiError(429, f"the server is busy ({event.error}); retry shortly",
+                                   type="rate_limit_error", code="queue_full",
+                                   headers={"Retry-After": "1"})
                 raise ApiError(503, event.error or "the request was cancelled",
                                type="server_error", code="aborted")
             if event.finish_reason:

@@ -240,14 +240,32 @@ class TorchEngine(Engine):
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         stream = GenerationStream(prompt_ids, params, asyncio.get_running_loop())
+        row = _Row(stream)
         with self._wake:
             if not self.ready:
                 raise EngineUnavailable("the engine is not accepting requests")
             if len(self._waiting) >= self.limits.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.add([_Row(stream)])
+                self._displace(row)
+            self._waiting.add([row])
             self._wake.notify()
         return stream
+
+    def _displace(self, row: _Row) -> None:
+        """Make room in the full queue for ``row``: under priority scheduling the least
+        urgent waiting request that it outranks and that has not run yet ends as if it had
+        met the full queue itself (a 429 its client retries), so a burst of background
+        work cannot lock out urgent requests. Raises ``QueueFull`` when none can go."""
+        queued = len(self._waiting)
+        out = self._waiting.displaced_by(
+            row, started=lambda waiting: waiting.stream.scheduled_at is not None)
+        if out is None:
+            raise QueueFull(f"{queued} requests are already waiting")
+        self._waiting.remove(out)
+        log.info("a waiting request of priority %d gave its place in the full queue to one "
+                 "of priority %d", out.priority, row.priority)
+        self._deliver([(out.stream, StreamEvent(
+            [], "abort", f"{queued} requests are already waiting and a more urgent request "
+            "took this one's place", code="queue_full"))])
 
     def abort_all(self, reason: str) -> None:
         with self._wake:

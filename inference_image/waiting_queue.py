@@ -54,6 +54,17 @@ class WaitingQueue:
         so nothing is preempted back and forth)."""
         return self.by_priority and row.priority < other.priority
 
+    def displaced_by(self, row: Waiter, started=lambda waiting: False) -> Waiter | None:
+        """The waiting request that ``row`` pushes out of a full queue: the least urgent of
+        those it outranks, leaving out the ones for which ``started`` is true (a preempted
+        request, say, whose client has its first tokens); None when there is none."""
+        for waiting in reversed(self._rows):
+            if not self.outranks(row, waiting):
+                return None  # the rest are more urgent still
+            if not started(waiting):
+                return waiting
+        return None
+
     def __len__(self) -> int:
         return len(self._rows)
 

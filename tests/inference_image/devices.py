@@ -14,9 +14,3 @@ TEST_DTYPE = "float32"
 #: the server flags that put a test server on the test device
 DEVICE_FLAGS = ("--device", TEST_DEVICE, "--dtype", TEST_DTYPE)
 
-
-def test_device():
-    """The test device as a torch device."""
-    import torch
-
-    return torch.device(TEST_DEVICE)

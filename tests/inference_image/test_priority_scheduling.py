@@ -7,8 +7,10 @@ engine. Every preempted request must still get exactly its greedy tokens."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -19,7 +21,7 @@ from server_process import ServerProcess
 from test_engine import collect, make_engine
 from test_http import CHAT, COMP, USER, assert_error, make_client
 
-from llmcloud.inference_image.engine import SamplingParams
+from llmcloud.inference_image.engine import QueueFull, SamplingParams
 from llmcloud.inference_image.server import build_parser
 from llmcloud.inference_image.waiting_queue import WaitingQueue
 
@@ -173,6 +175,93 @@ def test_the_queue_orders_put_back_requests_by_their_first_arrival():
     assert [row.name for row in queue] == ["a", "d"] and len(queue) == 2
 
 
+def test_a_full_queue_makes_room_for_a_more_urgent_request():
+    class Row:
+        def __init__(self, name, priority, started=False):
+            self.name, self.priority, self.arrival, self.started = name, priority, -1, started
+
+    queue = WaitingQueue(by_priority=True)
+    a, b, c, d = Row("a", 1), Row("b", 0), Row("c", 1), Row("d", 2, started=True)
+    queue.add([a, b, c, d])
+
+    def out(row, started=lambda waiting: False):
+        found = queue.displaced_by(row, started)
+        return found.name if found else None
+
+    assert out(Row("new", 1)) == "d"  # the least urgent
+    assert out(Row("new", 2)) is None  # equals never displace each other
+    assert out(Row("new", 1), lambda w: w.started) is None  # d has run; a and c are equals
+    assert out(Row("new", 0), lambda w: w.started) == "c"  # the later of the two
+    assert out(Row("new", -5), lambda w: True) is None
+    assert WaitingQueue().displaced_by(Row("new", -5)) is None  # first come, first served
+
+
+async def last_event(stream):
+    events = [event async for event in stream]
+    return events[-1]
+
+
+def test_an_urgent_request_takes_the_place_of_the_least_urgent_waiting_one(causal):
+    """A one-slot engine with room for two waiting requests, both of priority 5: one of
+    priority 0 still gets in, and the later of the two ends unrun, told the queue was full
+    (a 429 its client retries); the urgent one is served first, with its exact tokens.
+    Nothing gets in past an equal, nor under first come, first served."""
+    engine = make_engine(causal, max_batch_size=1, max_queue=2, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        running = engine.generate(prompt, greedy(60, priority=-100))
+        await until(lambda: engine.num_running == 1)
+        earlier = engine.generate(prompt, greedy(3, priority=5))
+        later = engine.generate(prompt, greedy(3, priority=5))
+        urgent = engine.generate(prompt, greedy(3, priority=0))
+        with pytest.raises(QueueFull):
+            engine.generate(prompt, greedy(3, priority=5))  # no one it outranks waits
+        ended = await asyncio.wait_for(last_event(later), 10)
+        results = await asyncio.wait_for(asyncio.gather(*map(collect, (running, earlier,
+                                                                       urgent))), 60)
+        return ended, later, results, (earlier, urgent)
+
+    ended, later, results, (earlier, urgent) = run(engine, main)
+    assert (ended.token_ids, ended.finish_reason, ended.code) == ([], "abort", "queue_full")
+    assert "a more urgent request took this one's place" in ended.error
+    assert later.scheduled_at is None and engine.preemptions == 0
+    assert [r[0] for r in results] == [reference(causal, prompt, n) for n in (60, 3, 3)]
+    assert urgent.scheduled_at < earlier.scheduled_at
+
+    fcfs = make_engine(causal, max_batch_size=1, max_queue=1)
+
+    async def first_come():
+        running = fcfs.generate(prompt, greedy(30))
+        await until(lambda: fcfs.num_running == 1)
+        waiting = fcfs.generate(prompt, greedy(3, priority=0))
+        with pytest.raises(QueueFull):
+            fcfs.generate(prompt, greedy(3, priority=0))
+        return await asyncio.wait_for(asyncio.gather(collect(running), collect(waiting)), 60)
+
+    assert [r[1] for r in run(fcfs, first_come)] == ["length", "length"]
+
+
+def test_a_preempted_request_keeps_its_place_in_a_full_queue(causal):
+    """A request that has streamed tokens and was preempted waits again, but is never
+    pushed out of the queue: its client already has part of its answer."""
+    engine = make_engine(causal, max_batch_size=1, max_queue=1, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        low = engine.generate(prompt, greedy(120, priority=5))
+        await until(lambda: engine.num_running == 1)
+        high = engine.generate(prompt, greedy(40, priority=0))
+        await until(lambda: engine.preemptions == 1 and engine.num_waiting == 1)
+        with pytest.raises(QueueFull):
+            engine.generate(prompt, greedy(3, priority=1))
+        return await asyncio.wait_for(asyncio.gather(collect(low), collect(high)), 60)
+
+    low, high = run(engine, main)
+    assert low == (reference(causal, prompt, 120), "length", None)
+    assert high == (reference(causal, prompt, 40), "length", None)
+
+
 # --- the HTTP field ---------------------------------------------------------------------
 
 @pytest.fixture()
@@ -242,3 +331,65 @@ def test_a_server_scheduling_by_priority_serves_the_urgent_request_first(causal_
     preempted = [line for line in metrics.splitlines()
                  if line.startswith("llmcloud:num_preemptions_total")]
     assert preempted and float(preempted[0].split()[-1]) == 1.0
+
+
+def waiting(url: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("llmcloud:num_requests_waiting{"):
+            return float(line.split()[-1])
+    raise AssertionError("no waiting gauge")
+
+
+def test_a_server_tells_a_displaced_request_to_retry(causal_dir, causal):
+    """Through HTTP, a one-slot server with room for two waiting requests: a streamed and a
+    plain request of priority 5 wait; two of priority 0 take their places. The plain one
+    gets a 429 in OpenAI's shape with Retry-After, the streamed one an error event with the
+    same code, then [DONE]; the urgent ones get their exact answers."""
+    server = ServerProcess("--model", str(causal_dir), "--served-model-name", "tiny",
+                           "--max-batch-size", "1", "--max-queue", "2",
+                           "--scheduling-policy", "priority")
+    prompt = "Hello there"
+    url = f"{server.url}/v1/completions"
+
+    def body(priority: int, n: int, stream: bool = False) -> dict:
+        return {"model": "tiny", "prompt": prompt, "max_tokens": n, "temperature": 0,
+                "priority": priority, "ignore_eos": True, "stream": stream}
+
+    def streamed(priority: int, n: int) -> list[str]:
+        with httpx.stream("POST", url, json=body(priority, n, True), timeout=60) as response:
+            assert response.status_code == 200
+            return [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+
+    try:
+        server.wait_ready()
+        with ThreadPoolExecutor(5) as pool, httpx.stream(
+                "POST", url, json=body(-1, 900, True), timeout=60) as running:
+            lines = running.iter_lines()
+            assert next(lines).startswith("data: ")  # it runs
+            background_stream = pool.submit(streamed, 5, 4)
+            deadline = time.monotonic() + 30
+            while waiting(server.url) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            background = pool.submit(httpx.post, url, json=body(5, 4), timeout=60)
+            while waiting(server.url) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            urgent = [pool.submit(httpx.post, url, json=body(0, 4), timeout=60)
+                      for _ in range(2)]
+            displaced, events = background.result(30), background_stream.result(30)
+            assert not urgent[0].done() or not urgent[1].done()  # still behind the long one
+            for _ in lines:
+                pass
+            answers = [future.result(60) for future in urgent]
+    finally:
+        server.stop()
+    error = assert_error(displaced, 429, code="queue_full")
+    assert error["type"] == "rate_limit_error" and displaced.headers["retry-after"] == "1"
+    assert "more urgent request" in error["message"]
+    assert events[-1] == "[DONE]" and len(events) == 2
+    streamed_error = json.loads(events[0])["error"]
+    assert streamed_error["code"] == "queue_full" and "retry" in streamed_error["message"]
+    expected = causal.tokenizer.decode(reference(causal, causal.tokenizer(prompt)["input_ids"],
+                                                 4))
+    assert [answer.json()["choices"][0]["text"] for answer in answers] == [expected] * 2
