@@ -41,7 +41,8 @@ class ServerMetrics:
                  cache_tokens: int | None = None,
                  preemptions: Callable[[], int] | None = None,
                  prefix_cache=None, max_context: int = 4096, lora_names: tuple[str, ...] = (),
-                 lora_in_use: Callable[[], tuple[list[str], list[str]]] | None = None):
+                 lora_in_use: Callable[[], tuple[list[str], list[str]]] | None = None,
+                 max_loras: int | None = None):
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         self._model = {"model_name": model_name}
@@ -60,7 +61,8 @@ class ServerMetrics:
         for name in lora_names:  # each adapter's series exists from the start, at 0
             self.lora_requests.labels(**self._model, lora_name=name)
         if lora_in_use is not None:
-            reg.register(_LoraInfo(len(lora_names), lora_in_use))
+            reg.register(_LoraInfo(min(max_loras or len(lora_names), len(lora_names)),
+                                   lora_in_use))
         self.prompt_tokens = Counter(
             "llmcloud:prompt_tokens", "Prompt tokens processed.", labels, registry=reg
         ).labels(**self._model)
@@ -166,7 +168,7 @@ class _LoraInfo(Collector):
     """vLLM's ``lora_requests_info``: the adapters running and waiting requests use, as
     comma-separated labels of one sample valued at the scrape's time (what LoRA-aware
     routers, such as the Gateway API inference extension's, read). ``max_lora``: how many
-    adapters a batch may hold, all of the loaded ones here."""
+    adapters a batch may hold (``--max-loras``, at most all of the loaded ones)."""
 
     def __init__(self, max_lora: int, in_use: Callable[[], tuple[list[str], list[str]]]):
         self._max_lora, self._in_use = max_lora, in_use

@@ -39,6 +39,9 @@ def prefix_cache_share(given: float | None, device_type: str) -> float | None:
     return 1.0 if device_type == "cuda" else None
 
 
+#: prompt tokens per prefill step by device: 512 measured best on CPU (bench/runtime_bench.py,
+#: bench/long_prompt_bench.py); 2048 is vLLM's budget for latency on GPUs, where a
+#: 512-token step would leave the chip mostly idle
 PREFILL_TOKENS = {"cpu": 512, "cuda": 2048}
 
 
@@ -186,7 +189,8 @@ def _load(args, state) -> object:
                           prefix_caching=args.prefix_caching,
                           prefix_cache_share=prefix_cache_share(args.prefix_cache_share,
                                                                 loaded.device.type),
-                          priority_scheduling=args.scheduling_policy == "priority")
+                          priority_scheduling=args.scheduling_policy == "priority",
+                          max_loras=args.max_loras)
     engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits,
                          adapters)
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
@@ -197,7 +201,7 @@ def _load(args, state) -> object:
                             max_context=engine.info.max_context,
                             lora_names=tuple(adapters.infos) if adapters is not None else (),
                             lora_in_use=engine.adapters_in_use if adapters is not None
-                            else None)
+                            else None, max_loras=args.max_loras)
     state.serving = OpenAIServing(engine, metrics, REASONING_PARSERS[args.reasoning_parser],
                                   defaults)
     if defaults.changed():

@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "whose `model` is NAME runs with that adapter; requests of every "
                         "adapter and of the model share each batch (vLLM's; causal models; "
                         "also a JSON object with \"name\" and \"path\")")
+    p.add_argument("--max-loras", type=_count_or("all"), metavar="N|all",
+                   default=env.get("LLMCLOUD_MAX_LORAS", "all"),
+                   help="LoRA adapters a batch may hold at once; a request of one more "
+                        "adapter waits until one of them has no request running (the model's "
+                        "own requests go by it meanwhile): each adapter in a batch costs "
+                        "every row of it time (vLLM's; default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
                    help="port (default: %(default)s)")
@@ -162,9 +168,6 @@ def _share(value: str) -> float | None:
     return share
 
 
-#: prompt tokens per prefill step by device: 512 measured best on CPU (bench/runtime_bench.py,
-#: bench/long_prompt_bench.py); 2048 is vLLM's budget for latency on GPUs, where a
-#: 512-token step would leave the chip mostly idle
 def _int_or(word: str):
     """An argparse type: a number, or ``word`` (given as None)."""
 
@@ -176,6 +179,20 @@ def _int_or(word: str):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected {word!r} or a number, got {value!r}") from None
+
+    return parse
+
+
+def _count_or(word: str):
+    """An argparse type: a number of at least 1, or ``word`` (given as None)."""
+    number_or_word = _int_or(word)
+
+    def parse(value: str) -> int | None:
+        number = number_or_word(value)
+        if number is not None and number < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected {word!r} or a number of at least 1, got {value!r}")
+        return number
 
     return parse
 

@@ -77,6 +77,10 @@ class EngineLimits:
     # vLLM's --scheduling-policy priority: requests wait by their `priority` (lower sooner),
     # and running ones of a higher value give way to a waiting one that has no room.
     priority_scheduling: bool = False
+    # vLLM's --max-loras: LoRA adapters the batch may hold at once (the model's own requests
+    # do not count); None: all of them. A request of one more adapter waits, and requests
+    # behind it that fit go ahead.
+    max_loras: int | None = None
 
 
 @dataclass
@@ -445,8 +449,11 @@ class TorchEngine(Engine):
             for row in [r for r in self._waiting if r.stream.cancelled]:
                 self._waiting.remove(row)
                 self._deliver([(row.stream, StreamEvent([], "abort"))])
+            present = self._adapters_present()
             while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
-                row = self._waiting[0]
+                row = self._first_admissible(self._waiting, present)
+                if row is None:
+                    break
                 scoring = row.scores_prompt and isinstance(self._batch, CausalBatch)
                 # Every position of a prompt to score is run, none taken from the store.
                 cached, prefix = (0, None) if scoring else self._cached_prefix(row)
@@ -468,7 +475,9 @@ class TorchEngine(Engine):
                                    and row.context - cached > self.limits.max_prefill_tokens)
                 if long and admitted:
                     break  # its chunks start next step
-                self._waiting.popleft()
+                self._waiting.remove(row)
+                if row.adapter:
+                    present.add(row.adapter)
                 if row.stream.scheduled_at is None:  # a preempted row keeps its first
                     row.stream.scheduled_at = time.perf_counter()
                     row.stream.cached_tokens = cached
@@ -487,6 +496,31 @@ class TorchEngine(Engine):
                 prefill += 0 if twin else row.context - cached
                 group.add(key)
         return admitted, kept
+
+    def _adapters_present(self) -> set[int]:
+        """The LoRA adapters (slots) the admitted rows use; the model's own (0) left out."""
+        return {row.adapter for row in self._admitted() if row.adapter}
+
+    def _may_join(self, row: _Row, present: set[int]) -> bool:
+        """Whether ``--max-loras`` lets ``row`` join a batch whose rows use the adapters
+        ``present``."""
+        cap = self.limits.max_loras
+        return cap is None or not row.adapter or row.adapter in present or len(present) < cap
+
+    def _first_admissible(self, waiting, present: set[int]) -> _Row | None:
+        """The first of the ``waiting`` rows (in the queue's order) that may join a batch
+        whose rows use the adapters ``present``. Requests of the model itself go by one
+        that waits for ``--max-loras``; requests of adapters do not, or those of the
+        adapters running could keep it waiting for ever."""
+        if self.limits.max_loras is None:
+            return next(iter(waiting), None)
+        held = False  # a row waiting for --max-loras is ahead
+        for row in waiting:
+            if not self._may_join(row, present):
+                held = True
+            elif not (held and row.adapter):
+                return row
+        return None
 
     def _batch_of_one(self) -> CausalBatch:
         """An empty batch of this engine's kind, for a row prefilled by chunks."""
@@ -583,8 +617,12 @@ class TorchEngine(Engine):
         or not enough cache), running requests of a higher priority value leave the batch
         for it, the least urgent first (the forced preemption vLLM's priority scheduling
         was introduced with); but only if that makes room."""
-        with self._wake:  # (cancelled requests still queued leave at admission)
-            head = next((row for row in self._waiting if not row.stream.cancelled), None)
+        present = self._adapters_present()
+        # (cancelled requests still queued leave at admission; one that --max-loras keeps
+        # waiting would not join even with room, so none gives way to it)
+        with self._wake:
+            head = self._first_admissible(
+                [row for row in self._waiting if not row.stream.cancelled], present)
         if head is None:
             return
         ahead = self.limits.reserve_new_tokens

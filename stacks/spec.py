@@ -327,6 +327,12 @@ class ServerSpec(_Section):
                     "verified, rolled out and rolled back with it; a request whose `model` is "
                     "the name runs with that adapter (causal models)",
     )
+    max_loras: int | None = Field(
+        default=None, ge=1,
+        description="LoRA adapters a batch may hold at once: a request of one more waits "
+                    "until one of them has no request running; each adapter in a batch "
+                    "costs every row time (unset: all of them)",
+    )
     log_format: Literal["text", "json"] | None = Field(
         default=None,
         description="json: the servers log one JSON object a line, each request's counts "
@@ -383,7 +389,7 @@ class ServerSpec(_Section):
         the server keeps its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
                  "max_prefill_tokens", "prefix_cache_share", "scheduling_policy",
-                 "reasoning_parser", "generation_config", "log_format")
+                 "reasoning_parser", "generation_config", "log_format", "max_loras")
         settings = {name: str(getattr(self, name)) for name in names
                     if getattr(self, name) is not None}
         override = (self.override_generation_config.model_dump(exclude_none=True)

@@ -155,6 +155,74 @@ def test_the_engine_tells_which_adapters_run_and_wait(served):
     assert after == ([], [])
 
 
+def test_max_loras_holds_each_batch_to_that_many_adapters(served, merged, causal):
+    """`--max-loras 1` on a four-slot engine, an adapter's long request running: another
+    adapter's request waits; the model's own requests go by it, the running adapter's do
+    not (they could keep it waiting for ever). No step holds two adapters, and every
+    answer is still its merged model's (or the model's)."""
+    _, adapters = served
+    sql, chat = adapters.slot("sql"), adapters.slot("chat")
+    engine = make_engine(served, max_batch_size=4, max_loras=1)
+    batch, decode, held = engine._batch, engine._batch.decode, []
+
+    def counting(tokens):
+        held.append(set(batch.slots_of_rows) - {0})
+        return decode(tokens)
+
+    batch.decode = counting
+
+    async def main():
+        def params(n, slot):
+            return SamplingParams(max_tokens=n, temperature=0, ignore_eos=True, adapter=slot)
+
+        streams = [engine.generate(PROMPT, params(n, slot))
+                   for n, slot in ((30, sql), (5, chat), (5, 0), (5, sql))]
+        results = await asyncio.wait_for(asyncio.gather(*map(collect, streams)), 60)
+        return streams, [tokens for tokens, _, _ in results]
+
+    try:
+        streams, got = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert got == [greedy(merged["sql"], PROMPT, 30), greedy(merged["chat"], PROMPT, 5),
+                   greedy(causal, PROMPT, 5), greedy(merged["sql"], PROMPT, 5)]
+    order = sorted(range(4), key=lambda i: streams[i].scheduled_at)
+    assert order == [0, 2, 1, 3]  # sql, the model's, then chat, then sql again
+    assert max(len(adapters_held) for adapters_held in held) == 1
+    assert {chat} in held and {sql} in held
+
+
+def test_max_loras_is_what_the_info_metric_reports():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from llmcloud.inference_image.metrics import ServerMetrics
+
+    def reported(max_loras):
+        metrics = ServerMetrics("m", "v1", "text-generation", lambda: 0, lambda: 0,
+                                lora_names=("a", "b", "c"), lora_in_use=lambda: ([], []),
+                                max_loras=max_loras)
+        text = metrics.render().decode()
+        (sample,) = [sample for family in text_string_to_metric_families(text)
+                     if family.name == "llmcloud:lora_requests_info"
+                     for sample in family.samples]
+        return sample.labels["max_lora"]
+
+    assert [reported(cap) for cap in (1, None, 5)] == ["1", "3", "3"]
+
+
+def test_the_max_loras_flag_and_its_variable(monkeypatch, capsys):
+    from llmcloud.inference_image.server import build_parser
+
+    assert build_parser().parse_args(["--model", "m"]).max_loras is None  # all
+    assert build_parser().parse_args(["--model", "m", "--max-loras", "2"]).max_loras == 2
+    monkeypatch.setenv("LLMCLOUD_MAX_LORAS", "1")  # SageMaker's way
+    assert build_parser().parse_args(["--model", "m"]).max_loras == 1
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--model", "m", "--max-loras", bad])
+        assert "--max-loras: expected 'all' or a number" in capsys.readouterr().err
+
+
 def test_parsing_lora_modules():
     assert parse_lora_modules(["sql=s3://b/sql", '{"name": "chat", "path": "/a b/c"}']) == {
         "sql": "s3://b/sql", "chat": "/a b/c"}

@@ -145,6 +145,10 @@ def test_engine_settings_become_server_flags_only_when_given() -> None:
     assert ranked.server.engine_flags() == ["--scheduling-policy", "priority"]
     with pytest.raises(ConfigError, match="scheduling_policy"):
         resolve_spec(file_values={"server": {"scheduling_policy": "lifo"}}, environ={})
+    capped = resolve_spec(file_values={}, environ={"LLMCLOUD_SERVER__MAX_LORAS": "2"})
+    assert capped.server.engine_flags() == ["--max-loras", "2"]
+    with pytest.raises(ConfigError, match="max_loras"):
+        resolve_spec(file_values={"server": {"max_loras": 0}}, environ={})
 
 
 def test_trusting_remote_code_is_a_switch_off_by_default() -> None:
