@@ -6,9 +6,11 @@ against prefilled whole (a budget as large as the prompt, as the engine did befo
 
 Each server serves the runtime benchmark's ~30M Llama on 2 threads. In each round, 8
 streams of 16 prompt tokens decode 192 tokens; once they are under way, one request of
-960 prompt tokens and 16 new tokens arrives. Prints the longest gap between two tokens of
-the running streams after it arrived, and the long request's time to first token, as
-medians over rounds (servers in rotated order in each round, after a warm-up round).
+960 prompt tokens and 16 new tokens arrives, and 30 ms later 4 short requests (16 prompt
+tokens, 16 new). Prints the longest gap between two tokens of the running streams after it
+arrived, the long request's time to first token, and the short newcomers' median time to
+first token (do they wait for the long prompt's whole prefill?), as medians over rounds
+(servers in rotated order in each round, after a warm-up round).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from runtime_bench import Server, build_model, free_port, prompts, streamed_text
 BUDGETS = {"chunks of 128": 128, "chunks of 512": 512, "whole (budget 1024)": 1024}
 RUNNING, RUNNING_PROMPT, RUNNING_TOKENS = 8, 16, 192
 LONG_PROMPT, LONG_TOKENS = 960, 16
+NEWCOMERS, NEWCOMER_DELAY = 4, 0.03
 
 
 async def stream(client, url: str, prompt: str, max_tokens: int, stamps: list[float]) -> None:
@@ -49,10 +52,18 @@ async def one_round(base: str) -> dict:
             await asyncio.sleep(0.005)
         arrived = time.perf_counter()
         long_stamps: list[float] = []
-        await stream(client, url, long_text, LONG_TOKENS, long_stamps)
+        long = asyncio.ensure_future(stream(client, url, long_text, LONG_TOKENS, long_stamps))
+        await asyncio.sleep(NEWCOMER_DELAY)  # the long prompt's prefill is under way
+        sent = time.perf_counter()
+        newcomers: list[list[float]] = [[] for _ in range(NEWCOMERS)]
+        await asyncio.gather(long, *(
+            stream(client, url, text, 16, s)
+            for text, s in zip(prompts(NEWCOMERS, RUNNING_PROMPT, batch=1), newcomers,
+                               strict=True)))
         await asyncio.gather(*running)
     gaps = [b - a for s in stamps for a, b in zip(s, s[1:], strict=False) if b > arrived]
-    return {"stall": max(gaps), "long_ttft": long_stamps[0] - arrived}
+    return {"stall": max(gaps), "long_ttft": long_stamps[0] - arrived,
+            "newcomer_ttft": statistics.median(s[0] - sent for s in newcomers)}
 
 
 def main() -> None:
@@ -89,20 +100,26 @@ def main() -> None:
             server.stop()
     print(f"\n{RUNNING} streams decoding, one prompt of {LONG_PROMPT} tokens arrives; "
           f"median of {args.rounds} rounds\n")
-    print("| long prompt prefilled  | longest stall of running streams | its TTFT |")
-    print("|------------------------|---------------------------------:|---------:|")
+    print("| long prompt prefilled  | longest stall of running streams | its TTFT "
+          "| newcomers' TTFT |")
+    print("|------------------------|---------------------------------:|---------:"
+          "|----------------:|")
     for name, runs in results.items():
         stall = statistics.median(r["stall"] for r in runs) * 1000
         ttft = statistics.median(r["long_ttft"] for r in runs) * 1000
-        print(f"| {name:<22} | {stall:29.0f} ms | {ttft:5.0f} ms |")
+        newcomer = statistics.median(r["newcomer_ttft"] for r in runs) * 1000
+        print(f"| {name:<22} | {stall:29.0f} ms | {ttft:5.0f} ms | {newcomer:12.0f} ms |")
     whole = results["whole (budget 1024)"]
     for name in list(BUDGETS)[:-1]:
         stalls = [a["stall"] / b["stall"] for a, b in zip(results[name], whole, strict=True)]
         ttfts = [a["long_ttft"] / b["long_ttft"] for a, b in
                  zip(results[name], whole, strict=True)]
+        newcomers = [a["newcomer_ttft"] / b["newcomer_ttft"] for a, b in
+                     zip(results[name], whole, strict=True)]
         print(f"{name} against whole, per round: stall "
               f"{' '.join(f'{r:.2f}' for r in stalls)}, TTFT "
-              f"{' '.join(f'{r:.2f}' for r in ttfts)}")
+              f"{' '.join(f'{r:.2f}' for r in ttfts)}, newcomers' TTFT "
+              f"{' '.join(f'{r:.2f}' for r in newcomers)}")
 
 
 if __name__ == "__main__":

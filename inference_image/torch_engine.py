@@ -190,6 +190,9 @@ class TorchEngine(Engine):
         self._stopped = False
         self._abort_reason: str | None = None
         self._prefills_in_a_row = 0
+        # While a long prompt is prefilled by chunks, steps take turns: a chunk, then the
+        # requests that came meanwhile, so neither waits for the other to be done.
+        self._chunk_turn = True
         self._failed_steps = 0  # in a row
         self.dead: str | None = None  # why the engine stopped for good, once it has
         # Told (on the engine thread) when the engine stops for good.
@@ -397,8 +400,10 @@ class TorchEngine(Engine):
             self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
         if self.priority_scheduling and self._chunking is None:
             self._make_way()
-        admitted, kept = self._admit() if self._chunking is None else ([], [])
-        if self._chunking is not None:
+        chunk_turn = self._chunking is not None and self._chunk_turn
+        admitted, kept = ([], []) if chunk_turn else self._admit()
+        self._chunk_turn = bool(admitted)
+        if not admitted and self._chunking is not None:
             self._prefill_chunk()
         elif admitted:
             cached = [0 if prefix is None else prefix.length for prefix in kept]
@@ -442,7 +447,8 @@ class TorchEngine(Engine):
         admitted: list[_Row] = []
         kept: list[Prefix | None] = []
         ahead = self.limits.reserve_new_tokens
-        shapes = [row.shape(ahead) for row in self._rows]
+        busy = self._admitted()  # the row being prefilled by chunks joins the batch too
+        shapes = [row.shape(ahead) for row in busy]
         prefill = 0
         group: set[tuple] = set()  # the group's (kept length, tokens): a twin runs free
         with self._wake:
@@ -450,7 +456,7 @@ class TorchEngine(Engine):
                 self._waiting.remove(row)
                 self._deliver([(row.stream, StreamEvent([], "abort"))])
             present = self._adapters_present()
-            while self._waiting and len(self._rows) + len(admitted) < self.limits.max_batch_size:
+            while self._waiting and len(busy) + len(admitted) < self.limits.max_batch_size:
                 row = self._first_admissible(self._waiting, present)
                 if row is None:
                     break
@@ -469,12 +475,12 @@ class TorchEngine(Engine):
                 fits_prefill = (not admitted or twin or prefill + row.context - cached
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
-                if (self._rows or admitted) and not (fits and fits_prefill):
+                if (busy or admitted) and not (fits and fits_prefill):
                     break
                 long = scoring or (isinstance(self._batch, CausalBatch)
                                    and row.context - cached > self.limits.max_prefill_tokens)
-                if long and admitted:
-                    break  # its chunks start next step
+                if long and (admitted or self._chunking is not None):
+                    break  # its chunks start once these are in (one long prompt at a time)
                 self._waiting.remove(row)
                 if row.adapter:
                     present.add(row.adapter)

@@ -77,6 +77,54 @@ def test_running_rows_decode_between_the_chunks_of_a_long_prompt(causal, monkeyp
     assert all(steps[i + 1] == "decode" for i in chunks)
 
 
+def test_requests_that_come_during_a_long_prefill_join_between_its_chunks(causal,
+                                                                          monkeypatch):
+    """A 300-token prompt prefilled in 16-token chunks does not hold the door: a short
+    request that comes meanwhile is prefilled between two of its chunks and has its first
+    token long before the long one, while the chunks go on every other step; a second long
+    prompt waits for the first one's chunks (one long prompt at a time). Every answer is
+    exactly its greedy one."""
+    engine = make_engine(causal, max_prefill_tokens=16, prefix_caching=False)
+    steps: list[str] = []
+    chunk_step = ChunkedPrefill.step
+    monkeypatch.setattr(ChunkedPrefill, "step",
+                        lambda self: steps.append("chunk") or chunk_step(self))
+    prefill = engine._batch.prefill
+    engine._batch.prefill = lambda *a, **k: steps.append("prefill") or prefill(*a, **k)
+    long, other = long_prompt(causal, 300), long_prompt(causal, 40)
+    short = causal.tokenizer("Hello")["input_ids"]
+    firsts: dict[str, float] = {}
+
+    async def timed(name: str, stream) -> list[int]:
+        tokens: list[int] = []
+        async for event in stream:
+            if event.token_ids and name not in firsts:
+                firsts[name] = time.perf_counter()
+            tokens += event.token_ids
+        return tokens
+
+    async def main():
+        first = engine.generate(long, greedy(4))
+        deadline = time.monotonic() + 30
+        while engine._chunking is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        quick = engine.generate(short, greedy(4))
+        second = engine.generate(other, greedy(4))  # 40 tokens: by chunks too
+        return await asyncio.wait_for(asyncio.gather(
+            timed("long", first), timed("short", quick), timed("second", second)), 60)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert got == [reference(causal, long, 4), reference(causal, short, 4),
+                   reference(causal, other, 4)]
+    assert firsts["short"] < firsts["long"] < firsts["second"]
+    joined = steps.index("prefill")  # the short one's prefill, between two chunks
+    assert 0 < steps[:joined].count("chunk") < 19 == steps.count("chunk") - 3
+    assert steps[joined - 1] == steps[joined + 1] == "chunk"
+
+
 def test_a_request_cancelled_between_its_chunks_frees_everything(causal):
     engine = make_engine(causal, max_prefill_tokens=4)
     long = long_prompt(causal, 400)  # 100 chunks
