@@ -398,7 +398,7 @@ class TorchEngine(Engine):
             chunking, self._chunking = self._chunking, None
             chunking.drop()
             self._deliver([(chunking.row.stream, StreamEvent([], "abort"))])
-        if self.priority_scheduling and self._chunking is None:
+        if self.priority_scheduling:
             self._make_way()
         chunk_turn = self._chunking is not None and self._chunk_turn
         admitted, kept = ([], []) if chunk_turn else self._admit()
@@ -640,9 +640,10 @@ class TorchEngine(Engine):
             return (len(rows) < self.limits.max_batch_size
                     and needed <= self.limits.max_batch_tokens)
 
-        if room(self._rows):
+        admitted = self._admitted()  # a long prompt's chunks give way too, and start again
+        if room(admitted):
             return
-        running = self._waiting.least_urgent_last(self._rows)
+        running = self._waiting.least_urgent_last(admitted)
         victims = []
         while not room(running) and running and self._waiting.outranks(head, running[-1]):
             victims.append(running.pop())

@@ -124,6 +124,38 @@ def test_a_cancelled_request_waiting_preempts_nothing(causal):
     assert urgent[:2] == ([], "abort")
 
 
+def test_a_long_prompt_prefilled_by_chunks_gives_way_too(causal):
+    """One slot, a priority-5 prompt of 300 tokens being prefilled in 16-token chunks: a
+    priority-0 request takes its place at once, so its first token comes first, and the
+    long one is prefilled again from its start afterwards; both answers are exact."""
+    engine = make_engine(causal, max_batch_size=1, max_prefill_tokens=16,
+                         prefix_caching=False, priority_scheduling=True)
+    long = [(7 * i + 3) % 90 + 4 for i in range(300)]
+    prompt = causal.tokenizer("Hello")["input_ids"]
+    firsts: list[str] = []  # whose first token came first
+
+    async def noting(name, stream):
+        tokens, finish, error = [], None, None
+        async for event in stream:
+            if event.token_ids and name not in firsts:
+                firsts.append(name)
+            tokens += event.token_ids
+            finish, error = event.finish_reason, event.error
+        return tokens, finish, error
+
+    async def main():
+        low = engine.generate(long, greedy(3, priority=5))
+        await until(lambda: engine._chunking is not None)
+        urgent = engine.generate(prompt, greedy(3, priority=0))
+        return await asyncio.wait_for(asyncio.gather(noting("low", low),
+                                                     noting("urgent", urgent)), 60)
+
+    low, urgent = run(engine, main)
+    assert firsts == ["urgent", "low"] and engine.preemptions == 1
+    assert urgent == (reference(causal, prompt, 3), "length", None)
+    assert low == (reference(causal, long, 3), "length", None)
+
+
 def test_giving_way_only_when_it_makes_room(causal):
     """A waiting request that outranks one running request but not the other, and has no
     room beside the more urgent one, preempts nothing: giving way would not be enough. It
