@@ -188,6 +188,13 @@ class Engine(ABC):
         Under priority scheduling a request that meets a full queue may take the place of a
         less urgent waiting one, whose stream then ends with code ``queue_full``."""
 
+    def room_for(self, requests: int, priority: int = 0) -> bool:
+        """Whether this many more requests of ``priority`` get into the queue now, less
+        urgent ones pushed out where priority scheduling lets them be; asked before the
+        answers of one request are queued, so that all of them get in or none pushes any
+        other out. An engine without a bound on its queue takes any."""
+        return True
+
     @abstractmethod
     def abort_all(self, reason: str) -> None:
         """End every queued and running request with an ``abort`` event carrying ``reason``."""

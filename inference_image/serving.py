@@ -410,6 +410,11 @@ class OpenAIServing:
         stops = stops_of(request.stop)
         started = time.perf_counter()
         choices: list[Choice] = []
+        answers = len(prompts) * n
+        if answers > 1 and not self.engine.room_for(answers, params.priority):
+            raise ApiError(429, f"the server is busy (no room in its queue for {answers} "
+                           "answers); retry shortly", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"})
         try:
             for i, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
                 for answer in range(n):

@@ -257,14 +257,21 @@ class TorchEngine(Engine):
             self._wake.notify()
         return stream
 
+    def room_for(self, requests: int, priority: int = 0) -> bool:
+        with self._wake:
+            free = self.limits.max_queue - len(self._waiting)
+            if free >= requests:
+                return True
+            asking = _Priority(priority)
+            return free + self._waiting.displaceable(asking, started=_started) >= requests
+
     def _displace(self, row: _Row) -> None:
         """Make room in the full queue for ``row``: under priority scheduling the least
         urgent waiting request that it outranks and that has not run yet ends as if it had
         met the full queue itself (a 429 its client retries), so a burst of background
         work cannot lock out urgent requests. Raises ``QueueFull`` when none can go."""
         queued = len(self._waiting)
-        out = self._waiting.displaced_by(
-            row, started=lambda waiting: waiting.stream.scheduled_at is not None)
+        out = self._waiting.displaced_by(row, started=_started)
         if out is None:
             raise QueueFull(f"{queued} requests are already waiting")
         self._waiting.remove(out)
@@ -836,6 +843,19 @@ class TorchEngine(Engine):
                 loop.call_soon_threadsafe(_push_all, batch)
             except RuntimeError:
                 pass  # the loop has closed: nobody is listening any more
+
+
+@dataclass(frozen=True)
+class _Priority:
+    """A request's priority alone, as the waiting queue compares requests by it."""
+
+    priority: int
+
+
+def _started(row: _Row) -> bool:
+    """Whether a waiting row has run before (preempted): its client has part of its answer,
+    so it is never pushed out of the queue."""
+    return row.stream.scheduled_at is not None
 
 
 def _push_all(events: list[tuple[GenerationStream, StreamEvent]]) -> None:

@@ -274,6 +274,36 @@ def test_an_urgent_request_takes_the_place_of_the_least_urgent_waiting_one(causa
     assert [r[1] for r in run(fcfs, first_come)] == ["length", "length"]
 
 
+def test_a_request_of_several_answers_gets_in_whole_or_pushes_nobody_out(causal, fake):
+    """The queue tells whether all of a request's answers get in (pushing out less urgent
+    waiting ones where they may be); the server asks before queuing any, so a request that
+    would not fit whole is refused without ending anybody else's."""
+    engine = make_engine(causal, max_batch_size=1, max_queue=2, priority_scheduling=True)
+    prompt = causal.tokenizer("Hello")["input_ids"]
+
+    async def main():
+        running = engine.generate(prompt, greedy(40, priority=-100))
+        await until(lambda: engine.num_running == 1)
+        waiting = [engine.generate(prompt, greedy(3, priority=5)) for _ in range(2)]
+        rooms = [engine.room_for(n, priority) for n, priority in ((2, 0), (3, 0), (1, 5))]
+        await asyncio.wait_for(asyncio.gather(*map(collect, (running, *waiting))), 60)
+        return rooms, engine.room_for(2, 5)
+
+    assert run(engine, main) == ([True, False, False], True)
+    assert WaitingQueue().displaceable(type("Row", (), {"priority": -9})()) == 0
+
+    client, fake_engine = fake
+    fake_engine.priority_scheduling = True
+    fake_engine.room_for = lambda requests, priority=0: requests < 2
+    body = {"prompt": "hi", "max_tokens": 3, "priority": 0}
+    refused = client.post(COMP, json={**body, "n": 2})
+    error = assert_error(refused, 429, code="queue_full")
+    assert "no room in its queue for 2 answers" in error["message"]
+    assert refused.headers["retry-after"] == "1"
+    assert fake_engine.requests == []  # nothing was queued
+    assert client.post(COMP, json=body).status_code == 200
+
+
 def test_a_preempted_request_keeps_its_place_in_a_full_queue(causal):
     """A request that has streamed tokens and was preempted waits again, but is never
     pushed out of the queue: its client already has part of its answer."""
