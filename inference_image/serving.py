@@ -412,9 +412,7 @@ class OpenAIServing:
         choices: list[Choice] = []
         answers = len(prompts) * n
         if answers > 1 and not self.engine.room_for(answers, params.priority):
-            raise ApiError(429, f"the server is busy (no room in its queue for {answers} "
-                           "answers); retry shortly", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": "1"})
+            raise queue_full(f"no room in its queue for {answers} answers")
         try:
             for i, (ids, budget) in enumerate(zip(prompts, budgets, strict=True)):
                 for answer in range(n):
@@ -436,9 +434,7 @@ class OpenAIServing:
             if isinstance(exc, EngineUnavailable):
                 raise ApiError(503, f"the server is not accepting requests: {exc}",
                                type="server_error", code="unavailable") from exc
-            raise ApiError(429, f"the server is busy ({exc}); retry shortly",
-                           type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from exc
+            raise queue_full(str(exc)) from exc
         self.in_flight += 1
         prompt_tokens = sum(len(ids) for ids in prompts)
         self.metrics.prompt_tokens.inc(prompt_tokens)
@@ -522,9 +518,7 @@ class OpenAIServing:
             if event.finish_reason == "abort":
                 choice.finish_reason = "abort"
                 if event.code == "queue_full":
-                    raise ApiError(429, f"the server is busy ({event.error}); retry shortly",
-                                   type="rate_limit_error", code="queue_full",
-                                   headers={"Retry-After": "1"})
+                    raise queue_full(event.error)
                 raise ApiError(503, event.error or "the request was cancelled",
                                type="server_error", code="aborted")
             if event.finish_reason:
@@ -667,6 +661,13 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+def queue_full(why: str) -> ApiError:
+    """The 429 of a request that found no room in the engine's queue (or lost its place
+    there to a more urgent one), which its client retries."""
+    return ApiError(429, f"the server is busy ({why}); retry shortly", type="rate_limit_error",
+                    code="queue_full", headers={"Retry-After": "1"})
 
 
 def _given(value, default):

@@ -263,7 +263,7 @@ class TorchEngine(Engine):
             if free >= requests:
                 return True
             asking = _Priority(priority)
-            return free + self._waiting.displaceable(asking, started=_started) >= requests
+            return free + len(self._waiting.displaceable(asking, _started)) >= requests
 
     def _displace(self, row: _Row) -> None:
         """Make room in the full queue for ``row``: under priority scheduling the least
@@ -271,9 +271,10 @@ class TorchEngine(Engine):
         met the full queue itself (a 429 its client retries), so a burst of background
         work cannot lock out urgent requests. Raises ``QueueFull`` when none can go."""
         queued = len(self._waiting)
-        out = self._waiting.displaced_by(row, started=_started)
-        if out is None:
+        candidates = self._waiting.displaceable(row, _started)
+        if not candidates:
             raise QueueFull(f"{queued} requests are already waiting")
+        out = candidates[0]
         self._waiting.remove(out)
         log.info("a waiting request of priority %d gave its place in the full queue to one "
                  "of priority %d", out.priority, row.priority)
@@ -526,7 +527,7 @@ class TorchEngine(Engine):
         that waits for ``--max-loras``; requests of adapters do not, or those of the
         adapters running could keep it waiting for ever."""
         if self.limits.max_loras is None:
-            return next(iter(waiting), None)
+            return waiting[0] if len(waiting) else None
         held = False  # a row waiting for --max-loras is ahead
         for row in waiting:
             if not self._may_join(row, present):

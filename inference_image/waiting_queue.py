@@ -54,26 +54,18 @@ class WaitingQueue:
         so nothing is preempted back and forth)."""
         return self.by_priority and row.priority < other.priority
 
-    def displaceable(self, row: Waiter, started=lambda waiting: False) -> int:
-        """How many waiting requests ``row`` (or as many rows as urgent) could push out of
-        a full queue, one after another (``displaced_by`` each time)."""
-        count = 0
+    def displaceable(self, row: Waiter, started=lambda waiting: False) -> list[Waiter]:
+        """The waiting requests ``row`` (or requests as urgent) may push out of a full
+        queue, the least urgent first: those it outranks, leaving out the ones for which
+        ``started`` is true (a preempted request, say, whose client has its first
+        tokens)."""
+        out = []
         for waiting in reversed(self._rows):
             if not self.outranks(row, waiting):
-                break
-            count += not started(waiting)
-        return count
-
-    def displaced_by(self, row: Waiter, started=lambda waiting: False) -> Waiter | None:
-        """The waiting request that ``row`` pushes out of a full queue: the least urgent of
-        those it outranks, leaving out the ones for which ``started`` is true (a preempted
-        request, say, whose client has its first tokens); None when there is none."""
-        for waiting in reversed(self._rows):
-            if not self.outranks(row, waiting):
-                return None  # the rest are more urgent still
+                break  # the rest are more urgent still
             if not started(waiting):
-                return waiting
-        return None
+                out.append(waiting)
+        return out
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -217,15 +217,15 @@ def test_a_full_queue_makes_room_for_a_more_urgent_request():
     queue.add([a, b, c, d])
 
     def out(row, started=lambda waiting: False):
-        found = queue.displaced_by(row, started)
-        return found.name if found else None
+        found = queue.displaceable(row, started)
+        return found[0].name if found else None
 
     assert out(Row("new", 1)) == "d"  # the least urgent
     assert out(Row("new", 2)) is None  # equals never displace each other
     assert out(Row("new", 1), lambda w: w.started) is None  # d has run; a and c are equals
     assert out(Row("new", 0), lambda w: w.started) == "c"  # the later of the two
     assert out(Row("new", -5), lambda w: True) is None
-    assert WaitingQueue().displaced_by(Row("new", -5)) is None  # first come, first served
+    assert WaitingQueue().displaceable(Row("new", -5)) == []  # first come, first served
 
 
 async def last_event(stream):
@@ -290,7 +290,7 @@ def test_a_request_of_several_answers_gets_in_whole_or_pushes_nobody_out(causal,
         return rooms, engine.room_for(2, 5)
 
     assert run(engine, main) == ([True, False, False], True)
-    assert WaitingQueue().displaceable(type("Row", (), {"priority": -9})()) == 0
+    assert WaitingQueue().displaceable(type("Row", (), {"priority": -9})()) == []
 
     client, fake_engine = fake
     fake_engine.priority_scheduling = True
