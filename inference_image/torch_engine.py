@@ -459,18 +459,30 @@ class TorchEngine(Engine):
         shapes = [row.shape(ahead) for row in busy]
         prefill = 0
         group: set[tuple] = set()  # the group's (kept length, tokens): a twin runs free
+        passed: set[int] = set()  # long prompts waiting for the one being chunked
         with self._wake:
             for row in [r for r in self._waiting if r.stream.cancelled]:
                 self._waiting.remove(row)
                 self._deliver([(row.stream, StreamEvent([], "abort"))])
             present = self._adapters_present()
             while self._waiting and len(busy) + len(admitted) < self.limits.max_batch_size:
-                row = self._first_admissible(self._waiting, present)
+                row = self._first_admissible(self._waiting, present, passed)
                 if row is None:
                     break
                 scoring = row.scores_prompt and isinstance(self._batch, CausalBatch)
                 # Every position of a prompt to score is run, none taken from the store.
                 cached, prefix = (0, None) if scoring else self._cached_prefix(row)
+                long = scoring or (isinstance(self._batch, CausalBatch)
+                                   and row.context - cached > self.limits.max_prefill_tokens)
+                if long and self._chunking is not None:
+                    # One long prompt is chunked at a time; the requests behind this one go
+                    # by it meanwhile (vLLM's short prompts jumping ahead of long ones), or
+                    # they would all wait for the first one's last chunk. It keeps its
+                    # place, and its chunks start when those end.
+                    passed.add(id(row))
+                    continue
+                if long and admitted:
+                    break  # its chunks start once these are in
                 if admitted and not _fits_the_group(admitted, kept, row, cached):
                     break  # it would widen every row of the group: next group
                 # Room for every row to grow by `ahead` more tokens: rows outgrowing the
@@ -485,10 +497,6 @@ class TorchEngine(Engine):
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (busy or admitted) and not (fits and fits_prefill):
                     break
-                long = scoring or (isinstance(self._batch, CausalBatch)
-                                   and row.context - cached > self.limits.max_prefill_tokens)
-                if long and (admitted or self._chunking is not None):
-                    break  # its chunks start once these are in (one long prompt at a time)
                 self._waiting.remove(row)
                 if row.adapter:
                     present.add(row.adapter)
@@ -521,15 +529,17 @@ class TorchEngine(Engine):
         cap = self.limits.max_loras
         return cap is None or not row.adapter or row.adapter in present or len(present) < cap
 
-    def _first_admissible(self, waiting, present: set[int]) -> _Row | None:
+    def _first_admissible(self, waiting, present: set[int],
+                          passed: set[int] = frozenset()) -> _Row | None:
         """The first of the ``waiting`` rows (in the queue's order) that may join a batch
-        whose rows use the adapters ``present``. Requests of the model itself go by one
-        that waits for ``--max-loras``; requests of adapters do not, or those of the
-        adapters running could keep it waiting for ever."""
-        if self.limits.max_loras is None:
-            return waiting[0] if len(waiting) else None
+        whose rows use the adapters ``present``, leaving out those whose ids are in
+        ``passed``. Requests of the model itself go by one that waits for
+        ``--max-loras``; requests of adapters do not, or those of the adapters running
+        could keep it waiting for ever."""
         held = False  # a row waiting for --max-loras is ahead
         for row in waiting:
+            if id(row) in passed:
+                continue
             if not self._may_join(row, present):
                 held = True
             elif not (held and row.adapter):

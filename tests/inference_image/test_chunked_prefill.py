@@ -125,6 +125,54 @@ def test_requests_that_come_during_a_long_prefill_join_between_its_chunks(causal
     assert steps[joined - 1] == steps[joined + 1] == "chunk"
 
 
+def test_short_requests_go_by_a_second_long_prompt_while_the_first_is_chunked(causal,
+                                                                               monkeypatch):
+    """A second long prompt that comes while the first is prefilled by chunks waits for
+    them, but the short request that came after it does not wait with it: it goes by, and
+    has its first token before the first long prompt has its own. The second long prompt
+    keeps its place: its chunks start when the first one's end. Every answer is exactly its
+    greedy one."""
+    engine = make_engine(causal, max_prefill_tokens=16, prefix_caching=False)
+    first_long, second_long = long_prompt(causal, 300), long_prompt(causal, 200)
+    short = causal.tokenizer("Hello")["input_ids"]
+    firsts: dict[str, float] = {}
+    chunked: list[int] = []  # the prompt lengths of the rows chunked, in order
+    chunk_step = ChunkedPrefill.step
+
+    def step(self):
+        if not chunked or chunked[-1] != len(self._ids):
+            chunked.append(len(self._ids))
+        return chunk_step(self)
+
+    async def timed(name: str, stream) -> list[int]:
+        tokens: list[int] = []
+        async for event in stream:
+            if event.token_ids and name not in firsts:
+                firsts[name] = time.perf_counter()
+            tokens += event.token_ids
+        return tokens
+
+    async def main():
+        first = engine.generate(first_long, greedy(4))
+        deadline = time.monotonic() + 30
+        while engine._chunking is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        second = engine.generate(second_long, greedy(4))  # queued ahead of the short one
+        quick = engine.generate(short, greedy(4))
+        return await asyncio.wait_for(asyncio.gather(
+            timed("first", first), timed("second", second), timed("short", quick)), 60)
+
+    monkeypatch.setattr(ChunkedPrefill, "step", step)
+    try:
+        got = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert got == [reference(causal, first_long, 4), reference(causal, second_long, 4),
+                   reference(causal, short, 4)]
+    assert firsts["short"] < firsts["first"] < firsts["second"]
+    assert chunked == [300, 200]  # one long prompt at a time, in the order they came
+
+
 def test_a_request_cancelled_between_its_chunks_frees_everything(causal):
     engine = make_engine(causal, max_prefill_tokens=4)
     long = long_prompt(causal, 400)  # 100 chunks
