@@ -86,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-prefill-tokens", type=_int_or("auto"),
                    default=env.get("LLMCLOUD_MAX_PREFILL_TOKENS", "auto"),
-                   help="prompt tokens prefilled per engine step (longer prompts by chunks, "
-                        "running requests decoding in between); smaller steps give earlier "
-                        "first tokens under bursts and shorter stalls, larger ones more "
-                        "throughput on big GPUs; auto: 512 on CPU, 2048 on a GPU "
-                        "(default: %(default)s)")
+                   help="prompt tokens prefilled per engine step, padding included (longer "
+                        "prompts by chunks, running requests decoding in between); smaller "
+                        "steps give earlier first tokens under bursts and shorter stalls, "
+                        "larger ones more throughput on big GPUs; auto: 512 on CPU, 2048 on "
+                        "a GPU (default: %(default)s)")
     p.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction,
                    default=env.get("LLMCLOUD_PREFIX_CACHING", "1") not in ("0", "false", "off"),
                    help="keep the states of prompt beginnings in free KV-cache room, so "

@@ -50,9 +50,10 @@ class EngineLimits:
     positions the batch may hold (padded rows, spare room included; None sizes it from
     the memory left after loading), the new tokens per row a request's admission reserves
     room for (None: all of its ``max_tokens``, so nothing is ever preempted), and the
-    prompt tokens prefilled per step (a burst of arrivals is prefilled in groups, and a
-    longer prompt of a causal model in chunks, so the first of them see tokens early and
-    running rows keep decoding in between)."""
+    prompt tokens prefilled per step, padding included (a burst of arrivals is prefilled in
+    groups, each rows x its longest prompt, and a longer prompt of a causal model in
+    chunks, so the first of them see tokens early and running rows keep decoding in
+    between)."""
 
     max_batch_size: int = 32
     max_queue: int = 256
@@ -457,7 +458,7 @@ class TorchEngine(Engine):
         ahead = self.limits.reserve_new_tokens
         busy = self._admitted()  # the row being prefilled by chunks joins the batch too
         shapes = [row.shape(ahead) for row in busy]
-        prefill = 0
+        rests: list[int] = []  # the prompt tokens each row of the group runs (twins once)
         group: set[tuple] = set()  # the group's (kept length, tokens): a twin runs free
         passed: set[int] = set()  # long prompts waiting for the one being chunked
         with self._wake:
@@ -492,7 +493,11 @@ class TorchEngine(Engine):
                 # chunks (causal models) or alone in its step (encoder-decoders).
                 key = (row.adapter, cached, *row.ids)
                 twin = key in group  # another answer to a prompt in the group (`n`)
-                fits_prefill = (not admitted or twin or prefill + row.context - cached
+                # The group runs left-padded to its longest rest: what the budget bounds is
+                # rows x that, padding included, so a short prompt does not run as long as
+                # the long one beside it (it goes in the next group instead).
+                rest = row.context - cached
+                fits_prefill = (not admitted or twin or (len(rests) + 1) * max([rest, *rests])
                                 <= self.limits.max_prefill_tokens)
                 # An empty batch always takes one request, however large, so nothing starves.
                 if (busy or admitted) and not (fits and fits_prefill):
@@ -515,7 +520,8 @@ class TorchEngine(Engine):
                 admitted.append(row)
                 kept.append(shared)
                 shapes.append(row.shape(ahead))
-                prefill += 0 if twin else row.context - cached
+                if not twin:
+                    rests.append(rest)
                 group.add(key)
         return admitted, kept
 

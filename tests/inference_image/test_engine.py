@@ -587,3 +587,37 @@ def test_answers_to_one_prompt_share_a_prefill_past_the_prefill_budget(causal):
         engine.shutdown()
     assert sizes == [1]  # four answers, one prefill of one row
     assert [r[0] for r in results] == [reference(causal, prompt, 6)] * 4
+
+
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_a_prefill_group_stays_within_the_budget_padding_included(request, which):
+    """A group of prompts runs left-padded to its longest: the per-step budget bounds rows x
+    that, so short prompts that come with a long one are not run as long as it (4 x 40
+    positions for 64 tokens' worth of prompts), but in a group of their own."""
+    loaded = request.getfixturevalue(which)
+    vocab = min(len(loaded.tokenizer), loaded.model.config.vocab_size)
+    long = [(7 * i) % (vocab - 5) + 5 for i in range(40)]
+    shorts = [[(11 * i + r) % (vocab - 5) + 5 for i in range(8)] for r in range(3)]
+    engine = make_engine(loaded, max_prefill_tokens=64, prefix_caching=False)
+    shapes: list[tuple[int, int]] = []
+
+    def seen(_module, args, kwargs):  # every prefill: (rows, padded prompt length)
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] > 1:
+            shapes.append(tuple(ids.shape))
+
+    hook = (loaded.model.get_encoder() if which == "seq2seq" else loaded.model
+            ).register_forward_pre_hook(seen, with_kwargs=True)
+
+    async def main():
+        streams = [engine.generate(ids, SamplingParams(max_tokens=4, temperature=0))
+                   for ids in [long, *shorts]]
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        hook.remove()
+        engine.shutdown()
+    assert [r[0] for r in results] == [reference(loaded, ids, 4) for ids in [long, *shorts]]
+    assert shapes == [(1, 40), (3, 8)]
