@@ -6,9 +6,9 @@ burst of as many equal prompts of the same total length.
 One llmcloud-server serves the runtime benchmark's ~30M Llama on 2 threads. Each round
 sends, in rotated order, 16 concurrent streaming completions (32 new tokens, greedy) of
 
-- mixed lengths: prompts of 16 to 480 tokens (2 724 in all), in an order that puts short
+- mixed lengths: prompts of 16 to 480 tokens (2 324 in all), in an order that puts short
   and long ones side by side, as a chat service's traffic does;
-- equal lengths: 16 prompts of 170 tokens (2 720 in all).
+- equal lengths: 16 prompts of 145 tokens (2 320 in all).
 
 The engine prefills arrivals in groups, each left-padded to its longest prompt. Were the
 padding free, the mixed burst would get its first tokens as fast as the equal one. Prints,
@@ -27,7 +27,7 @@ from burst import llmcloud_server, setup
 from runtime_bench import prompts, streamed_texts
 
 MIXED = [24, 320, 40, 160, 16, 480, 64, 96, 32, 240, 48, 128, 20, 400, 56, 200]
-EQUAL = [170] * 16
+EQUAL = [145] * 16
 NEW_TOKENS = 32
 
 

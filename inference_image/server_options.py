@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--scheduling-policy", choices=["fcfs", "priority"],
                    default=env.get("LLMCLOUD_SCHEDULING_POLICY", "fcfs"),
-                   help="fcfs: requests are served in the order they came; priority: by "
+                   help="fcfs: requests are served in the order they came (those that "
+                        "came during one engine step, shortest prompt first); priority: by "
                         "their `priority` field (lower values sooner, vLLM's), and running "
                         "requests of a higher value give way to a waiting one that has no "
                         "room (default: %(default)s)")

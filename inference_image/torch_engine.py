@@ -96,6 +96,7 @@ class _Row:
     error: str | None = None  # why it ended, when it failed
     failed_before: bool = False  # a step it was in failed, and it resumed
     arrival: int = -1  # its place in the order of arrivals (set by the waiting queue)
+    round: int = -1  # the engine step it came during (set by the waiting queue)
     _hashes: tuple[int, list[int]] = (-1, [])  # (tokens generated then, block hashes)
 
     @property
@@ -462,6 +463,7 @@ class TorchEngine(Engine):
         group: set[tuple] = set()  # the group's (kept length, tokens): a twin runs free
         passed: set[int] = set()  # long prompts waiting for the one being chunked
         with self._wake:
+            self._waiting.next_round()  # those that come during this step wait for the next
             for row in [r for r in self._waiting if r.stream.cancelled]:
                 self._waiting.remove(row)
                 self._deliver([(row.stream, StreamEvent([], "abort"))])

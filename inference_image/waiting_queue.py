@@ -1,10 +1,15 @@
 """The order requests wait in for a batch slot, and which running ones give way first.
 
-First come, first served by default. With priority scheduling (vLLM's ``--scheduling-policy
-priority``), a request's ``priority`` comes first, lower values sooner, then its arrival:
-a request waits behind every one of a lower value, and ahead of all of a higher value,
-whenever they came. A preempted request keeps its arrival, so it goes back ahead of every
-later one of its own priority.
+First come, first served by default, round by round: the requests that came while the
+engine ran one step (a round) are served before those that came during the next, and
+among themselves the shortest prompt first. The engine could not have started any of them
+sooner, so that order costs none of them its turn; it gives the earliest first tokens on
+average (shortest job first), and prompts of like lengths share a prefill group instead of
+the short ones being padded to a long one's length. With priority scheduling (vLLM's
+``--scheduling-policy priority``), a request's ``priority`` comes first, lower values
+sooner: a request waits behind every one of a lower value, and ahead of all of a higher
+value, whenever they came. A preempted request keeps its round and arrival, so it goes
+back ahead of every later one of its own priority.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from typing import Protocol
 
 
 class Waiter(Protocol):
-    """What the queue needs of a request: its priority and a place for its arrival."""
+    """What the queue needs of a request: its priority, its prompt's length, and a place
+    for its round and arrival."""
 
     arrival: int
+    round: int
 
     @property
     def priority(self) -> int: ...
+
+    @property
+    def context(self) -> int: ...
 
 
 class WaitingQueue:
@@ -32,17 +42,23 @@ class WaitingQueue:
         self.by_priority = by_priority
         self._rows: deque[Waiter] = deque()
         self._arrivals = itertools.count()
+        self._round = 0
 
-    def precedence(self, row: Waiter) -> tuple[int, int]:
+    def precedence(self, row: Waiter) -> tuple[int, int, int, int]:
         """The key rows are served by: the smaller, the sooner."""
-        return (row.priority if self.by_priority else 0, row.arrival)
+        return (row.priority if self.by_priority else 0, row.round, row.context, row.arrival)
 
     def add(self, rows: list[Waiter]) -> None:
-        """Queue new requests, or put preempted ones back (they keep their arrival)."""
+        """Queue new requests, or put preempted ones back (they keep their round and
+        arrival)."""
         for row in rows:
             if row.arrival < 0:
-                row.arrival = next(self._arrivals)
+                row.arrival, row.round = next(self._arrivals), self._round
             bisect.insort_right(self._rows, row, key=self.precedence)
+
+    def next_round(self) -> None:
+        """Requests that come from now on are served after those waiting now."""
+        self._round += 1
 
     def least_urgent_last(self, rows: list[Waiter]) -> list[Waiter]:
         """``rows`` ordered as the queue would serve them."""

@@ -194,7 +194,8 @@ def test_a_full_cache_preempts_the_least_urgent_row_not_the_newest(causal):
 def test_the_queue_orders_put_back_requests_by_their_first_arrival():
     class Row:
         def __init__(self, name, priority):
-            self.name, self.priority, self.arrival = name, priority, -1
+            self.name, self.priority, self.arrival, self.round = name, priority, -1, -1
+            self.context = 0
 
     queue = WaitingQueue(by_priority=True)
     a, b, c, d = Row("a", 1), Row("b", 0), Row("c", 1), Row("d", 1)
@@ -211,6 +212,7 @@ def test_a_full_queue_makes_room_for_a_more_urgent_request():
     class Row:
         def __init__(self, name, priority, started=False):
             self.name, self.priority, self.arrival, self.started = name, priority, -1, started
+            self.round, self.context = -1, 0
 
     queue = WaitingQueue(by_priority=True)
     a, b, c, d = Row("a", 1), Row("b", 0), Row("c", 1), Row("d", 2, started=True)
