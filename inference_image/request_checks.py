@@ -16,6 +16,7 @@ MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20  # chat's limit (OpenAI); completions' `logprobs` gets the same
 MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
 MAX_LOGIT_BIAS = 100.0  # logit_bias values lie in [-100, 100]
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # vLLM's range; torch's generators take these
 
 
 def common_checks(request, served: list[str], endpoint: str) -> None:
@@ -47,6 +48,9 @@ def common_checks(request, served: list[str], endpoint: str) -> None:
         raise ApiError(400, f"repetition_penalty must be above 0 and at most 10 (1 = off), "
                        f"got {request.repetition_penalty}", param="repetition_penalty",
                        code="invalid_value")
+    if request.seed is not None and not SEED_MIN <= request.seed <= SEED_MAX:
+        raise ApiError(400, f"seed must be a 64-bit integer, between {SEED_MIN} and "
+                       f"{SEED_MAX}, got {request.seed}", param="seed", code="invalid_value")
     if request.top_p is not None and not 0 < request.top_p <= 1:
         raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
                        code="invalid_value")

@@ -258,11 +258,35 @@ async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         data = json.loads(raw)
+        # JSON may escape half of a UTF-16 pair alone ("\ud800"); Python keeps it in the
+        # string, and the tokenizer, the chat template or the response's encoder would
+        # fail on it later (a 500). Only escapes make one: raw bytes must be valid UTF-8.
+        lone = re.search(rb"\\u[dD][89a-fA-F]", raw) and _has_lone_surrogate(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "the body is not valid JSON: nested too deeply",
+                       code="invalid_json") from exc
+    if lone:
+        raise ApiError(400, "the body is not valid JSON: a string holds half of a UTF-16 "
+                       "surrogate pair (\\ud800-\\udfff) alone", code="invalid_json")
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     return data
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:

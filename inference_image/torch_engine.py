@@ -187,6 +187,9 @@ class TorchEngine(Engine):
         # A long prompt being prefilled by chunks (causal models; encoders need the whole
         # prompt at once): admitted, not yet in the batch.
         self._chunking: ChunkedPrefill | None = None
+        # Requests taken from the queue this step and not yet in the batch: a step that
+        # fails in between hands them back with the others, rather than losing them.
+        self._admitting: list[_Row] = []
         self._wake = threading.Condition()
         self._accepting = True
         self._stopped = False
@@ -412,6 +415,7 @@ class TorchEngine(Engine):
             self._make_way()
         chunk_turn = self._chunking is not None and self._chunk_turn
         admitted, kept = ([], []) if chunk_turn else self._admit()
+        self._admitting = admitted
         self._chunk_turn = bool(admitted)
         if not admitted and self._chunking is not None:
             self._prefill_chunk()
@@ -433,12 +437,14 @@ class TorchEngine(Engine):
                     raise  # the running rows' states changed too: the step failed
                 # The new rows' states were their own (e.g. out of memory for a long
                 # prompt): only they end, and the running rows go on.
+                self._admitting = []
                 self._end_failed(admitted, exc)
                 return
             for row in admitted:
                 if row.generator is None:
                     row.generator = new_generator(row.stream.params.seed, self.device)
             self._rows.extend(admitted)
+            self._admitting = []
             self._advance(admitted, logits)
             self._retire()
             self._prefills_in_a_row += 1
@@ -610,7 +616,6 @@ class TorchEngine(Engine):
             return
         if logits is None:
             return
-        self._chunking = None
         row = chunking.row
         if row.generator is None:
             row.generator = new_generator(row.stream.params.seed, self.device)
@@ -618,6 +623,7 @@ class TorchEngine(Engine):
         self._remember_prefixes([row], [chunking.cached], batch.cache, batch.mask)
         self._batch.absorb(batch)
         self._rows.append(row)
+        self._chunking = None  # (only now: a failure before this hands the row back)
         if row.scores_prompt:
             self._deliver([(row.stream, StreamEvent([], prompt_logprobs=chunking.prompt_logprobs))])
         self._advance([row], logits)
@@ -813,7 +819,8 @@ class TorchEngine(Engine):
         each running request goes back to the front of the queue, to be prefilled again
         from its prompt and output and go on where it stopped (as a preempted one does);
         one that failed before ends with the error, so a failure that repeats ends."""
-        rows = self._admitted()
+        rows = [*self._admitted(), *self._admitting]
+        self._admitting = []
         if self._chunking is not None:
             self._chunking.drop()
             self._chunking = None
@@ -843,8 +850,10 @@ class TorchEngine(Engine):
 
     def _abort_everything(self, reason: str) -> None:
         with self._wake:
-            streams = [row.stream for row in [*self._admitted(), *self._waiting]]
+            streams = [row.stream for row in [*self._admitted(), *self._admitting,
+                                              *self._waiting]]
             self._waiting.clear()
+        self._admitting = []
         if self._chunking is not None:
             self._chunking.drop()
             self._chunking = None

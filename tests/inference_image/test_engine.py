@@ -11,7 +11,7 @@ import torch
 from batch_script import decode_with_joins
 from reference import greedy as reference
 
-from llmcloud.inference_image import kv_cache
+from llmcloud.inference_image import kv_cache, torch_engine
 from llmcloud.inference_image.batch_causal import CausalBatch
 from llmcloud.inference_image.batch_seq2seq import RowwiseBatch, Seq2SeqBatch
 from llmcloud.inference_image.engine import (
@@ -193,6 +193,39 @@ def test_requests_resume_after_a_failed_decode_step(request, monkeypatch, which)
     assert calls["n"] > 4
     for (tokens, finish, _), prompt in zip(results, prompts, strict=True):
         assert (tokens, finish) == (reference(loaded, prompt, 10), "length")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["prefill", "chunked-prefill"])
+def test_a_step_that_fails_before_its_new_requests_join_loses_none_of_them(causal,
+                                                                           monkeypatch,
+                                                                           chunked):
+    """A step can fail after it took requests from the queue and before they joined the
+    batch (here: making their generators). They go back to the queue with the running ones
+    and resume, rather than being lost, their clients waiting for ever."""
+    engine = make_engine(causal, max_prefill_tokens=4 if chunked else 512)
+    real, calls = torch_engine.new_generator, {"n": 0}
+
+    def failing_once(seed, device):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("failed to make a generator (simulated)")
+        return real(seed, device)
+
+    monkeypatch.setattr(torch_engine, "new_generator", failing_once)
+    prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+
+    async def main():
+        streams = [engine.generate(p, SamplingParams(max_tokens=6, temperature=0))
+                   for p in prompts]
+        return await asyncio.wait_for(asyncio.gather(*(collect(s) for s in streams)), 60)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        engine.shutdown()
+    assert calls["n"] > 1
+    for (tokens, finish, _), prompt in zip(results, prompts, strict=True):
+        assert (tokens, finish) == (reference(causal, prompt, 6), "length")
 
 
 def test_a_failure_that_repeats_ends_the_requests_and_the_engine_goes_on(causal,

@@ -66,6 +66,14 @@ BAD_INPUTS = [
     ("malformed-json", COMP, b'{"prompt": "hi",', 400, None, "invalid_json"),
     ("not-utf8", COMP, b"\xff\xfe{}", 400, None, "invalid_json"),
     ("json-array", COMP, [1, 2], 400, None, "invalid_json"),
+    # half of a UTF-16 pair, escaped alone: valid JSON, but no text (the tokenizer failed)
+    ("lone-surrogate-prompt", COMP, b'{"prompt": "hi \\ud800"}', 400, None, "invalid_json"),
+    ("lone-surrogate-chat", CHAT, b'{"messages": [{"role": "user", "content": "\\udfff"}]}',
+     400, None, "invalid_json"),
+    ("lone-surrogate-stop", COMP, b'{"prompt": "hi", "stop": ["\\uDBFF"]}', 400, None,
+     "invalid_json"),
+    ("nested-too-deeply", COMP, b'{"prompt": "hi", "x": ' + b"[" * 2_000 + b"]" * 2_000
+     + b"}", 400, None, "invalid_json"),
     ("prompt-missing", COMP, {"max_tokens": 3}, 400, "prompt", "invalid_value"),
     ("prompt-wrong-type", COMP, {"prompt": 12}, 400, "prompt", "invalid_value"),
     ("prompt-empty", COMP, {"prompt": ""}, 400, "prompt", "invalid_value"),
@@ -87,6 +95,11 @@ BAD_INPUTS = [
     ("max-tokens-string", COMP, {"prompt": "hi", "max_tokens": "many"}, 400, "max_tokens",
      "invalid_value"),
     ("temperature-too-high", COMP, {"prompt": "hi", "temperature": 7}, 400, "temperature",
+     "invalid_value"),
+    # beyond 64 bits the engine's generator overflowed, failing a step and losing the request
+    ("seed-beyond-64-bits", COMP, {"prompt": "hi", "seed": 2**64}, 400, "seed",
+     "invalid_value"),
+    ("seed-below-64-bits", CHAT, {"messages": USER, "seed": -(2**63) - 1}, 400, "seed",
      "invalid_value"),
     ("top-p-zero", COMP, {"prompt": "hi", "top_p": 0}, 400, "top_p", "invalid_value"),
     ("top-k-negative", COMP, {"prompt": "hi", "top_k": -2}, 400, "top_k", "invalid_value"),
@@ -213,6 +226,14 @@ def test_bad_input_is_a_4xx_in_openai_shape(client, path, body, status, param, c
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = client.post(path, content=raw, headers={"content-type": "application/json"})
     assert_error(response, status, param, code)
+
+
+def test_a_whole_surrogate_pair_is_text(client):
+    """An escaped pair (an emoji, as JSON encoders write it) is a character like any other:
+    only a half alone is refused."""
+    raw = b'{"prompt": "hi \\ud83d\\ude00", "max_tokens": 3, "seed": -9223372036854775808}'
+    response = client.post(COMP, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 200
 
 
 def test_prompt_too_long_names_both_token_counts(client, tokenizer):
