@@ -47,6 +47,16 @@ async def tokens_of(stream) -> tuple[list[int], str | None]:
     return tokens, finish
 
 
+async def timed(firsts: dict, name, stream) -> list[int]:
+    """The stream's tokens; ``firsts[name]`` is set to when the first of them came."""
+    tokens: list[int] = []
+    async for event in stream:
+        if event.token_ids and name not in firsts:
+            firsts[name] = time.perf_counter()
+        tokens += event.token_ids
+    return tokens
+
+
 def test_running_rows_decode_between_the_chunks_of_a_long_prompt(causal, monkeypatch):
     engine = make_engine(causal, max_prefill_tokens=16)
     steps: list[str] = []
@@ -95,14 +105,6 @@ def test_requests_that_come_during_a_long_prefill_join_between_its_chunks(causal
     short = causal.tokenizer("Hello")["input_ids"]
     firsts: dict[str, float] = {}
 
-    async def timed(name: str, stream) -> list[int]:
-        tokens: list[int] = []
-        async for event in stream:
-            if event.token_ids and name not in firsts:
-                firsts[name] = time.perf_counter()
-            tokens += event.token_ids
-        return tokens
-
     async def main():
         first = engine.generate(long, greedy(4))
         deadline = time.monotonic() + 30
@@ -111,7 +113,8 @@ def test_requests_that_come_during_a_long_prefill_join_between_its_chunks(causal
         quick = engine.generate(short, greedy(4))
         second = engine.generate(other, greedy(4))  # 40 tokens: by chunks too
         return await asyncio.wait_for(asyncio.gather(
-            timed("long", first), timed("short", quick), timed("second", second)), 60)
+            timed(firsts, "long", first), timed(firsts, "short", quick),
+            timed(firsts, "second", second)), 60)
 
     try:
         got = asyncio.run(main())
@@ -144,14 +147,6 @@ def test_short_requests_go_by_a_second_long_prompt_while_the_first_is_chunked(ca
             chunked.append(len(self._ids))
         return chunk_step(self)
 
-    async def timed(name: str, stream) -> list[int]:
-        tokens: list[int] = []
-        async for event in stream:
-            if event.token_ids and name not in firsts:
-                firsts[name] = time.perf_counter()
-            tokens += event.token_ids
-        return tokens
-
     async def main():
         first = engine.generate(first_long, greedy(4))
         deadline = time.monotonic() + 30
@@ -160,7 +155,8 @@ def test_short_requests_go_by_a_second_long_prompt_while_the_first_is_chunked(ca
         second = engine.generate(second_long, greedy(4))  # queued ahead of the short one
         quick = engine.generate(short, greedy(4))
         return await asyncio.wait_for(asyncio.gather(
-            timed("first", first), timed("second", second), timed("short", quick)), 60)
+            timed(firsts, "first", first), timed(firsts, "second", second),
+            timed(firsts, "short", quick)), 60)
 
     monkeypatch.setattr(ChunkedPrefill, "step", step)
     try:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from batch_script import decode_with_joins
 from reference import greedy as reference
+from test_chunked_prefill import timed
 
 from llmcloud.inference_image import kv_cache, torch_engine
 from llmcloud.inference_image.batch_causal import CausalBatch
@@ -164,58 +165,32 @@ def test_a_prompt_whose_prefill_fails_ends_alone(causal, monkeypatch, chunked):
     assert after[:2] == (expected[0], "length")
 
 
-@pytest.mark.parametrize("which", ["causal", "seq2seq"])
-def test_requests_resume_after_a_failed_decode_step(request, monkeypatch, which):
-    # e.g. a GPU out of memory once: the batch's states are lost, the requests are not
+@pytest.mark.parametrize(("which", "fails"), [
+    ("causal", "decode"), ("seq2seq", "decode"), ("causal", "new-rows"),
+    ("causal", "new-rows-after-chunks")])
+def test_requests_resume_after_a_failed_step(request, monkeypatch, which, fails):
+    """A step that fails once (e.g. a GPU out of memory in a decode step) loses the batch's
+    states, not its requests: they resume and decode exactly as alone. So do the requests
+    a step took from the queue and had not merged into the batch yet (here: making their
+    generators, after a whole prefill or a prompt's last chunk), which were lost before,
+    their clients waiting for ever."""
     loaded = request.getfixturevalue(which)
-    engine = make_engine(loaded)
-    batch_type = type(engine._batch)
-    decode, calls = batch_type.decode, {"n": 0}
+    engine = make_engine(loaded, max_prefill_tokens=4 if fails.endswith("chunks") else 512)
+    owner, name, at = ((type(engine._batch), "decode", 4) if fails == "decode"
+                       else (torch_engine, "new_generator", 1))
+    real, calls = getattr(owner, name), {"n": 0}
 
-    def failing_once(self, tokens):
+    def failing_once(*args):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == at:
             raise RuntimeError("out of memory (simulated)")
-        return decode(self, tokens)
+        return real(*args)
 
-    monkeypatch.setattr(batch_type, "decode", failing_once)
+    monkeypatch.setattr(owner, name, failing_once)
     prompts = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
 
     async def main():
         streams = [engine.generate(p, SamplingParams(max_tokens=10, temperature=0))
-                   for p in prompts]
-        return await asyncio.gather(*(collect(s) for s in streams))
-
-    try:
-        results = asyncio.run(main())
-    finally:
-        engine.shutdown()
-    assert calls["n"] > 4
-    for (tokens, finish, _), prompt in zip(results, prompts, strict=True):
-        assert (tokens, finish) == (reference(loaded, prompt, 10), "length")
-
-
-@pytest.mark.parametrize("chunked", [False, True], ids=["prefill", "chunked-prefill"])
-def test_a_step_that_fails_before_its_new_requests_join_loses_none_of_them(causal,
-                                                                           monkeypatch,
-                                                                           chunked):
-    """A step can fail after it took requests from the queue and before they joined the
-    batch (here: making their generators). They go back to the queue with the running ones
-    and resume, rather than being lost, their clients waiting for ever."""
-    engine = make_engine(causal, max_prefill_tokens=4 if chunked else 512)
-    real, calls = torch_engine.new_generator, {"n": 0}
-
-    def failing_once(seed, device):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("failed to make a generator (simulated)")
-        return real(seed, device)
-
-    monkeypatch.setattr(torch_engine, "new_generator", failing_once)
-    prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
-
-    async def main():
-        streams = [engine.generate(p, SamplingParams(max_tokens=6, temperature=0))
                    for p in prompts]
         return await asyncio.wait_for(asyncio.gather(*(collect(s) for s in streams)), 60)
 
@@ -223,9 +198,9 @@ def test_a_step_that_fails_before_its_new_requests_join_loses_none_of_them(causa
         results = asyncio.run(main())
     finally:
         engine.shutdown()
-    assert calls["n"] > 1
+    assert calls["n"] > at
     for (tokens, finish, _), prompt in zip(results, prompts, strict=True):
-        assert (tokens, finish) == (reference(causal, prompt, 6), "length")
+        assert (tokens, finish) == (reference(loaded, prompt, 10), "length")
 
 
 def test_a_failure_that_repeats_ends_the_requests_and_the_engine_goes_on(causal,
@@ -571,23 +546,40 @@ def test_a_row_prefilled_with_its_output_goes_on_as_if_never_stopped(request, wh
     assert outputs == expected
 
 
-def prefill_batches(model) -> tuple[list[int], object]:
-    """Rows of every forward pass of more than one token (prefills), and the hook's handle."""
-    sizes: list[int] = []
+def prefill_shapes(module) -> tuple[list[tuple[int, int]], object]:
+    """(rows, padded length) of every forward pass of ``module`` (a model, or a seq2seq
+    model's encoder) over more than one token, i.e. every prefill; and the hook's handle."""
+    shapes: list[tuple[int, int]] = []
 
     def seen(_module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[1] > 1:
-            sizes.append(ids.shape[0])
+            shapes.append(tuple(ids.shape))
 
-    return sizes, model.register_forward_pre_hook(seen, with_kwargs=True)
+    return shapes, module.register_forward_pre_hook(seen, with_kwargs=True)
+
+
+def greedy_answers(engine: TorchEngine, prompts: list[list[int]], max_tokens: int,
+                   hook) -> list[tuple[list[int], str | None, str | None]]:
+    """Greedy answers to ``prompts``, all sent at once; then ``hook`` is removed and the
+    engine shut down."""
+    async def main():
+        streams = [engine.generate(ids, SamplingParams(max_tokens=max_tokens, temperature=0))
+                   for ids in prompts]
+        return await asyncio.gather(*(collect(s) for s in streams))
+
+    try:
+        return asyncio.run(main())
+    finally:
+        hook.remove()
+        engine.shutdown()
 
 
 def test_twin_prompts_are_prefilled_once_and_decode_as_alone(causal):
     tok = causal.tokenizer
     a, b = (tok(p)["input_ids"] for p in PROMPTS[1:3])
     batch = CausalBatch(causal.model, causal.device, tok.pad_token_id)
-    sizes, hook = prefill_batches(causal.model)
+    shapes, hook = prefill_shapes(causal.model)
     try:
         with torch.inference_mode():
             logits = batch.prefill([a, b, a, a])
@@ -598,7 +590,7 @@ def test_twin_prompts_are_prefilled_once_and_decode_as_alone(causal):
                     row.append(t)
     finally:
         hook.remove()
-    assert sizes == [2]  # a and b, once each
+    assert [rows for rows, _ in shapes] == [2]  # a and b, once each
     assert torch.equal(logits[0], logits[2]) and torch.equal(logits[0], logits[3])
     assert tokens == [reference(causal, p, 8) for p in (a, b, a, a)]
 
@@ -606,19 +598,9 @@ def test_twin_prompts_are_prefilled_once_and_decode_as_alone(causal):
 def test_answers_to_one_prompt_share_a_prefill_past_the_prefill_budget(causal):
     prompt = causal.tokenizer(PROMPTS[3])["input_ids"]
     engine = make_engine(causal, max_prefill_tokens=len(prompt) + 2)  # one prompt's worth
-    sizes, hook = prefill_batches(causal.model)
-
-    async def main():
-        streams = [engine.generate(prompt, SamplingParams(max_tokens=6, temperature=0))
-                   for _ in range(4)]
-        return await asyncio.gather(*(collect(s) for s in streams))
-
-    try:
-        results = asyncio.run(main())
-    finally:
-        hook.remove()
-        engine.shutdown()
-    assert sizes == [1]  # four answers, one prefill of one row
+    shapes, hook = prefill_shapes(causal.model)
+    results = greedy_answers(engine, [prompt] * 4, 6, hook)
+    assert [rows for rows, _ in shapes] == [1]  # four answers, one prefill of one row
     assert [r[0] for r in results] == [reference(causal, prompt, 6)] * 4
 
 
@@ -632,26 +614,9 @@ def test_a_prefill_group_stays_within_the_budget_padding_included(request, which
     long = [(7 * i) % (vocab - 5) + 5 for i in range(40)]
     shorts = [[(11 * i + r) % (vocab - 5) + 5 for i in range(8)] for r in range(3)]
     engine = make_engine(loaded, max_prefill_tokens=64, prefix_caching=False)
-    shapes: list[tuple[int, int]] = []
-
-    def seen(_module, args, kwargs):  # every prefill: (rows, padded prompt length)
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None and ids.shape[1] > 1:
-            shapes.append(tuple(ids.shape))
-
-    hook = (loaded.model.get_encoder() if which == "seq2seq" else loaded.model
-            ).register_forward_pre_hook(seen, with_kwargs=True)
-
-    async def main():
-        streams = [engine.generate(ids, SamplingParams(max_tokens=4, temperature=0))
-                   for ids in [long, *shorts]]
-        return await asyncio.gather(*(collect(s) for s in streams))
-
-    try:
-        results = asyncio.run(main())
-    finally:
-        hook.remove()
-        engine.shutdown()
+    shapes, hook = prefill_shapes(loaded.model.get_encoder() if which == "seq2seq"
+                                  else loaded.model)
+    results = greedy_answers(engine, [long, *shorts], 4, hook)
     assert [r[0] for r in results] == [reference(loaded, ids, 4) for ids in [long, *shorts]]
     assert sorted(shapes) == [(1, 40), (3, 8)]
 
@@ -665,28 +630,13 @@ def test_requests_that_come_together_are_prefilled_shortest_first(causal):
     lengths = [40, 8, 20, 6]
     prompts = [[(7 * i + n) % (vocab - 5) + 5 for i in range(n)] for n in lengths]
     engine = make_engine(causal, max_prefill_tokens=64, prefix_caching=False)
-    shapes: list[tuple[int, int]] = []
-
-    def seen(_module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None and ids.shape[1] > 1:
-            shapes.append(tuple(ids.shape))
-
-    hook = causal.model.register_forward_pre_hook(seen, with_kwargs=True)
+    shapes, hook = prefill_shapes(causal.model)
     firsts: dict[int, float] = {}
-
-    async def timed(length: int, stream) -> list[int]:
-        tokens: list[int] = []
-        async for event in stream:
-            if event.token_ids and length not in firsts:
-                firsts[length] = time.perf_counter()
-            tokens += event.token_ids
-        return tokens
 
     async def main():
         streams = [engine.generate(ids, SamplingParams(max_tokens=4, temperature=0))
                    for ids in prompts]
-        return await asyncio.gather(*(timed(n, s) for n, s in zip(lengths, streams,
+        return await asyncio.gather(*(timed(firsts, n, s) for n, s in zip(lengths, streams,
                                                                     strict=True)))
 
     try:
