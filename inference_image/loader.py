@@ -54,6 +54,14 @@ def pick_device(device: str):
     return torch.device(device)
 
 
+def idle_gpus(device) -> int:
+    """The GPUs torch sees besides the one the model runs on (0 off CUDA): a server runs
+    its model on one GPU, so these do nothing for it."""
+    import torch
+
+    return max(0, torch.cuda.device_count() - 1) if device.type == "cuda" else 0
+
+
 def pick_dtype(dtype: str, device):
     """``auto`` is bf16 on GPUs that support it (fp16 otherwise) and fp32 on CPU."""
     import torch

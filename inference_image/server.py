@@ -157,7 +157,7 @@ def _load(args, state) -> object:
                        for name, source in adapter_sources.items()}
 
     from .engine import ModelInfo
-    from .loader import declared_context, load_model
+    from .loader import declared_context, idle_gpus, load_model
     from .lora import load_adapters
     from .metrics import ServerMetrics
     from .sampling_defaults import read_defaults
@@ -212,6 +212,11 @@ def _load(args, state) -> object:
         log.info("chat answers: the model's <think> part is returned as `reasoning`")
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
              loaded.task, loaded.device, engine.info.max_context)
+    if idle := idle_gpus(loaded.device):
+        log.warning("torch sees %d more GPUs, which this server leaves idle: it runs the "
+                    "model on %s only (one GPU per server; run a server per GPU with "
+                    "CUDA_VISIBLE_DEVICES, or choose an instance type with one GPU)", idle,
+                    loaded.device)
     return engine
 
 
