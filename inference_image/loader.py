@@ -54,12 +54,17 @@ def pick_device(device: str):
     return torch.device(device)
 
 
-def idle_gpus(device) -> int:
-    """The GPUs torch sees besides the one the model runs on (0 off CUDA): a server runs
-    its model on one GPU, so these do nothing for it."""
+def gpu_count() -> int:
+    """The CUDA devices torch sees (0 where it sees none)."""
     import torch
 
-    return max(0, torch.cuda.device_count() - 1) if device.type == "cuda" else 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def idle_gpus(device, copies: int = 1) -> int:
+    """The GPUs torch sees besides the ``copies`` the model runs on (0 off CUDA), which do
+    nothing for this server."""
+    return max(0, gpu_count() - copies) if device.type == "cuda" else 0
 
 
 def pick_dtype(dtype: str, device):

@@ -156,8 +156,9 @@ def _load(args, state) -> object:
     adapter_folders = {name: resolve_adapter(resolved.folder, source, cache_dir)
                        for name, source in adapter_sources.items()}
 
+    from . import data_parallel
     from .engine import ModelInfo
-    from .loader import declared_context, idle_gpus, load_model
+    from .loader import ModelLoadError, declared_context, gpu_count, idle_gpus, load_model
     from .lora import load_adapters
     from .metrics import ServerMetrics
     from .sampling_defaults import read_defaults
@@ -169,15 +170,21 @@ def _load(args, state) -> object:
     declared = declared_context(resolved.folder)
     if declared is not None:  # a bad --max-model-len fails now, not after a long load
         served_context(declared, args.max_model_len)
-    loaded = load_model(resolved.folder, task=args.task, device=args.device, dtype=args.dtype,
-                        pack_for_batch=args.max_batch_size if args.pack_weights else None,
-                        trust_remote_code=args.trust_remote_code)
+    try:
+        places = data_parallel.devices(args.data_parallel_size, args.device, gpu_count())
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    copies = [load_model(resolved.folder, task=args.task, device=place, dtype=args.dtype,
+                         pack_for_batch=args.max_batch_size if args.pack_weights else None,
+                         trust_remote_code=args.trust_remote_code) for place in places]
+    loaded = copies[0]
     if args.chat_template is not None:
-        loaded.tokenizer.chat_template = args.chat_template
+        for copy in copies:
+            copy.tokenizer.chat_template = args.chat_template
         log.info("chats are rendered with the --chat-template given, not the model's")
     name = args.served_model_name or resolved.name
-    adapters = load_adapters(loaded.model, loaded.task, name, adapter_folders,
-                             adapter_sources)
+    adapters = [load_adapters(copy.model, copy.task, name, adapter_folders, adapter_sources)
+                for copy in copies]
     version = args.model_version or resolved.version or "unversioned"
     info = ModelInfo(name=name, version=version, task=loaded.task,
                      max_context=served_context(loaded.max_context, args.max_model_len))
@@ -191,8 +198,10 @@ def _load(args, state) -> object:
                                                                 loaded.device.type),
                           priority_scheduling=args.scheduling_policy == "priority",
                           max_loras=args.max_loras)
-    engine = TorchEngine(loaded.model, loaded.tokenizer, info, loaded.device, limits,
-                         adapters)
+    engines = [TorchEngine(copy.model, copy.tokenizer, info, copy.device, limits, own)
+               for copy, own in zip(copies, adapters, strict=True)]
+    engine = engines[0] if len(engines) == 1 else data_parallel.DataParallelEngine(engines)
+    adapters = adapters[0]
     metrics = ServerMetrics(name, version, loaded.task, lambda: engine.num_running,
                             lambda: engine.num_waiting, cache_usage=lambda: engine.cache_usage,
                             cache_tokens=engine.limits.max_batch_tokens,
@@ -211,12 +220,12 @@ def _load(args, state) -> object:
     if state.serving.thinks:
         log.info("chat answers: the model's <think> part is returned as `reasoning`")
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
-             loaded.task, loaded.device, engine.info.max_context)
-    if idle := idle_gpus(loaded.device):
+             loaded.task, ", ".join(str(copy.device) for copy in copies),
+             engine.info.max_context)
+    if idle := idle_gpus(loaded.device, len(copies)):
         log.warning("torch sees %d more GPUs, which this server leaves idle: it runs the "
-                    "model on %s only (one GPU per server; run a server per GPU with "
-                    "CUDA_VISIBLE_DEVICES, or choose an instance type with one GPU)", idle,
-                    loaded.device)
+                    "model on %s only (--data-parallel-size auto puts a copy on each)", idle,
+                    ", ".join(str(copy.device) for copy in copies))
     return engine
 
 

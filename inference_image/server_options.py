@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
                    help="port (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-parallel-size", type=_count_or("auto"), metavar="N|auto",
+                   default=env.get("LLMCLOUD_DATA_PARALLEL_SIZE", "auto"),
+                   help="copies of the model, one per GPU, each with its own engine, behind "
+                        "this one server; a request goes to one of them (vLLM's); auto: one "
+                        "per GPU torch sees when --device is auto or cuda, else one "
+                        "(default: %(default)s)")
     p.add_argument("--dtype", default=env.get("LLMCLOUD_DTYPE", "auto"),
                    help="auto (bf16/fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
     p.add_argument("--max-batch-size", type=int, default=env.get("LLMCLOUD_MAX_BATCH_SIZE", 32),

@@ -263,12 +263,14 @@ class TorchEngine(Engine):
         return stream
 
     def room_for(self, requests: int, priority: int = 0) -> bool:
+        return self.queue_room(priority) >= requests
+
+    def queue_room(self, priority: int = 0) -> int:
+        """How many more requests of ``priority`` get into the queue now, less urgent ones
+        pushed out where priority scheduling lets them be."""
         with self._wake:
             free = self.limits.max_queue - len(self._waiting)
-            if free >= requests:
-                return True
-            asking = _Priority(priority)
-            return free + len(self._waiting.displaceable(asking, _started)) >= requests
+            return free + len(self._waiting.displaceable(_Priority(priority), _started))
 
     def _displace(self, row: _Row) -> None:
         """Make room in the full queue for ``row``: under priority scheduling the least
@@ -303,6 +305,10 @@ class TorchEngine(Engine):
     # --- engine thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.device.type == "cuda" and self.device.index is not None:
+            # this thread's CUDA work (streams, caching allocator) on the engine's GPU, not
+            # the first: a server may hold a copy of the model on each (data parallelism)
+            torch.cuda.set_device(self.device)
         with torch.inference_mode():
             try:
                 if self.limits.max_batch_tokens is None:

@@ -98,7 +98,10 @@ class Supervisor:
             "--host", "127.0.0.1", "--port", str(port),
             "--drain-timeout", f"{self.settings.drain_timeout:g}",
             "--max-batch-size", str(self.settings.max_batch_size),
-            "--dtype", self.settings.dtype, *self.settings.extra_args,
+            "--dtype", self.settings.dtype,
+            # one copy of the model each: replicas are the local stack's parallelism, and
+            # a copy per GPU in every replica would stack the copies on each GPU
+            "--data-parallel-size", "1", *self.settings.extra_args,
         ]
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.settings.log_dir / f"replica-{replica_id}.log", "ab") as log_file:
