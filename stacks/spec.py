@@ -333,6 +333,12 @@ class ServerSpec(_Section):
                     "until one of them has no request running; each adapter in a batch "
                     "costs every row time (unset: all of them)",
     )
+    data_parallel_size: int | None = Field(
+        default=None, ge=1,
+        description="copies of the model on each server, one per GPU, each with its own "
+                    "engine; 1 keeps one copy, e.g. for a model that needs a GPU's memory "
+                    "for its cache (unset: one per GPU of the instance)",
+    )
     log_format: Literal["text", "json"] | None = Field(
         default=None,
         description="json: the servers log one JSON object a line, each request's counts "
@@ -389,7 +395,8 @@ class ServerSpec(_Section):
         the server keeps its defaults for them)."""
         names = ("max_batch_tokens", "reserve_new_tokens", "max_model_len",
                  "max_prefill_tokens", "prefix_cache_share", "scheduling_policy",
-                 "reasoning_parser", "generation_config", "log_format", "max_loras")
+                 "reasoning_parser", "generation_config", "log_format", "max_loras",
+                 "data_parallel_size")
         settings = {name: str(getattr(self, name)) for name in names
                     if getattr(self, name) is not None}
         override = (self.override_generation_config.model_dump(exclude_none=True)

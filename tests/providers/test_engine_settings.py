@@ -2,8 +2,8 @@
 sampling-default settings (`server.max_batch_tokens`, `reserve_new_tokens`,
 `max_prefill_tokens`, `max_model_len`, `prefix_cache_share`, `scheduling_policy`,
 `reasoning_parser`, `generation_config`, `override_generation_config`, `lora_modules`,
-`max_loras`, `trust_remote_code`, `log_format`) reach the model server on every cloud, as declared
-under the mocks."""
+`max_loras`, `data_parallel_size`, `trust_remote_code`, `log_format`) reach the model
+server on every cloud, as declared under the mocks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_model_len
           "reasoning_parser": "none", "generation_config": "none",
           "override_generation_config": {"temperature": 0.5, "max_new_tokens": 512},
           "lora_modules": {"sql": "adapters/sql", "chat": "adapters/chat"}, "max_loras": 1,
-          "trust_remote_code": True, "log_format": "json"}
+          "trust_remote_code": True, "log_format": "json", "data_parallel_size": 1}
 OVERRIDE = '{"max_new_tokens": 512, "temperature": 0.5}'
 LORA = "chat=adapters/chat sql=adapters/sql"
 # shell-quoted in the boot scripts: the JSON and the adapters reach the server as one
@@ -28,7 +28,8 @@ FLAGS = ("--max-batch-tokens 40000 --reserve-new-tokens all --max-model-len 8192
          "--max-prefill-tokens 4096 "
          "--prefix-cache-share 0.5 --scheduling-policy priority --reasoning-parser none "
          "--generation-config none "
-         f"--log-format json --max-loras 1 --override-generation-config '{OVERRIDE}' "
+         f"--log-format json --max-loras 1 --data-parallel-size 1 "
+         f"--override-generation-config '{OVERRIDE}' "
          "--lora-modules "
          f"'{LORA}' --trust-remote-code")
 
@@ -59,8 +60,9 @@ def test_the_sagemaker_container_gets_them_as_variables():
     env = one(resources, "aws:sagemaker/model:Model").inputs["primaryContainer"]["environment"]
     assert (env["LLMCLOUD_MAX_MODEL_LEN"], env["LLMCLOUD_TRUST_REMOTE_CODE"],
             env["LLMCLOUD_LOG_FORMAT"], env["LLMCLOUD_SCHEDULING_POLICY"],
-            env["LLMCLOUD_LORA_MODULES"], env["LLMCLOUD_MAX_LORAS"]) == (
-        "8192", "1", "json", "priority", LORA, "1")
+            env["LLMCLOUD_LORA_MODULES"], env["LLMCLOUD_MAX_LORAS"],
+            env["LLMCLOUD_DATA_PARALLEL_SIZE"]) == (
+        "8192", "1", "json", "priority", LORA, "1", "1")
     assert (env["LLMCLOUD_MAX_BATCH_TOKENS"], env["LLMCLOUD_RESERVE_NEW_TOKENS"],
             env["LLMCLOUD_MAX_PREFILL_TOKENS"], env["LLMCLOUD_PREFIX_CACHE_SHARE"],
             env["LLMCLOUD_REASONING_PARSER"], env["LLMCLOUD_GENERATION_CONFIG"],
