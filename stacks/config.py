@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,11 +24,18 @@ from llmcloud.stacks.spec import DeploymentSpec
 
 NAMESPACE = "llmcloud"
 ENV_PREFIX = "LLMCLOUD_"
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 SECTIONS = tuple(DeploymentSpec.model_fields)
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:
-    """The path of a stack's settings file, `Pulumi.<stack>.yaml`."""
+    """The path of a stack's settings file, `Pulumi.<stack>.yaml`; raises ConfigError for a
+    name Pulumi would refuse (its rule: letters, digits, '-', '_' and '.')."""
+    if not _STACK_NAME.fullmatch(stack) or stack in (".", ".."):
+        raise ConfigError(f"{stack!r} is not a stack name",
+                          context="a stack name is 1 to 100 letters, digits, '-', '_' or '.' "
+                                  "(Pulumi's rule)",
+                          hint="e.g. --stack prod or --stack dev-eu")
     return Path(project_dir) / f"Pulumi.{stack}.yaml"
 
 

@@ -59,3 +59,13 @@ def test_init_rejects_unknown_provider(project: Path, cli) -> None:
     result = cli("init", "--provider", "oracle")
     assert result.exit_code == 2
     assert not (project / "Pulumi.dev.yaml").exists()
+
+
+@pytest.mark.parametrize("name", ["a b", "../prod", "", "x" * 101, "."])
+def test_a_stack_name_pulumi_would_refuse_is_refused(project: Path, cli, name: str) -> None:
+    before = sorted(path.name for path in project.iterdir())
+    result = cli("init", "--provider", "aws", "--stack", name)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == f"error: {name!r} is not a stack name"
+    assert sorted(path.name for path in project.iterdir()) == before  # nothing written
+    assert cli("plan", "--provider", "aws", "--stack", name).exit_code == 2
