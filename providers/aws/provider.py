@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ ALARMS = {"instances": 4, "sagemaker": 2}
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
 API_GATEWAY_MAX_BODY_KB = 10 * 1024
+_REGION_NAME = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}")
 
 class AwsProvider(CloudProvider):
     """Deploys the service on AWS with pulumi-aws."""
@@ -70,6 +72,12 @@ class AwsProvider(CloudProvider):
         return build_service(spec, stack, self.options or AwsOptions())
 
     def check_spec(self, spec: DeploymentSpec) -> None:
+        region = spec.region or DEFAULT_REGION
+        if not _REGION_NAME.fullmatch(region):  # a typo fails here, not at `up`
+            raise ConfigError(f"region {region!r} is not an AWS region name",
+                              context="AWS regions are named like us-east-1, eu-west-2 or "
+                                      "ap-southeast-1",
+                              hint=f"set region: {DEFAULT_REGION}, or the one you meant")
         # settings the spec allows that this stack does not build yet: refuse, never ignore
         if spec.compute.kind == "sagemaker":
             instance_type = sagemaker_instance_type(spec.compute.instance_type,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
+_LOCATION_NAME = re.compile(r"[a-z][a-z0-9]{2,40}")
 #: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (README: sizes)
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
@@ -88,6 +90,13 @@ class AzureProvider(CloudProvider):
         return build_service(spec, stack, self._options())
 
     def check_spec(self, spec: DeploymentSpec) -> None:
+        region = spec.region or DEFAULT_REGION
+        if not _LOCATION_NAME.fullmatch(region):  # a typo fails here, not at `up`
+            raise ConfigError(f"region {region!r} is not an Azure location name",
+                              context="Azure locations are named like eastus, westeurope or "
+                                      "swedencentral (lowercase, no spaces: "
+                                      "az account list-locations -o table)",
+                              hint=f"set region: {DEFAULT_REGION}, or the one you meant")
         self.gateway_sku(spec)
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",

@@ -131,6 +131,8 @@ def test_gateway_settings_not_built_yet_are_refused_not_ignored(gateway):
      "ConfigError", "ml.g6.12xlarge"),
     ({"compute": {"instance_type": "g6.xlarge", "gpus": 4}}, "ConfigError", "g6.12xlarge"),
     ({"gateway": {"max_body_kb": 20000}}, "ConfigError", "10240"),
+    ({"region": "us-east1"}, "ConfigError", "not an AWS region name"),  # GCP's style
+    ({"region": "mars-1"}, "ConfigError", "us-east-1"),
 ])
 def test_settings_aws_cannot_honour_are_refused(sections, error, words):
     from llmcloud.stacks.plan import run_plan
@@ -146,3 +148,9 @@ def test_up_refuses_what_it_cannot_honour_before_the_engine_runs(engine):
     with pytest.raises(ConfigError, match="API Gateway"):
         AwsProvider().up(ctx(project, image=IMAGE, gateway={"max_body_kb": 20000}))
     assert stack.calls == []
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-central-2", "ap-southeast-5",
+                                    "us-gov-west-1", "cn-northwest-1", "il-central-1"])
+def test_aws_region_names_pass(region):
+    AwsProvider().check_spec(aws_spec(region=region))

@@ -123,3 +123,15 @@ def test_upload_and_push_are_offered_on_azure():
 
     assert not {"model_upload", "image_push", "promote", "rollback"} & set(
         get_provider("azure").unsupported)
+
+
+@pytest.mark.parametrize("region", ["East US", "east-us", "mars-1", "eu"])
+def test_a_location_that_is_no_azure_name_is_refused(region):
+    with pytest.raises(ConfigError) as info:
+        run_plan(azure_spec(region=region), "dev")
+    assert "not an Azure location name" in info.value.message and "eastus" in info.value.hint
+
+
+@pytest.mark.parametrize("region", ["eastus", "westeurope", "swedencentral", "eastus2"])
+def test_azure_location_names_pass(region):
+    AzureProvider().check_spec(azure_spec(region=region))
