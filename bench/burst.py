@@ -40,7 +40,8 @@ def llmcloud_server(name: str, folder: Path, work: Path, *flags: str) -> Server:
         work / f"{name.strip('-')}.log")
 
 
-async def _one(client, url: str, body: dict) -> tuple[float, int, float]:
+async def timed_stream(client, url: str, body: dict) -> tuple[float, int, float]:
+    """One streamed completion: (time to its first token, its tokens, when it ended)."""
     started, first, tokens = time.perf_counter(), None, 0
     async for text in streamed_texts(client, url, body):
         first = first or time.perf_counter()
@@ -55,7 +56,7 @@ async def _burst(server: Server, bodies: list[dict]) -> dict:
     limits = httpx.Limits(max_connections=len(bodies) + 2)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(_one(client, url, body) for body in bodies))
+        results = await asyncio.gather(*(timed_stream(client, url, body) for body in bodies))
     wall = max(end for _, _, end in results) - started
     return {"tok_s": sum(n for _, n, _ in results) / wall,
             "ttft_p50": statistics.median(ttft for ttft, _, _ in results)}

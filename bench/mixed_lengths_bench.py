@@ -23,22 +23,17 @@ import asyncio
 import statistics
 import time
 
-from burst import llmcloud_server, setup
-from runtime_bench import prompts, streamed_texts
+from burst import llmcloud_server, setup, timed_stream
+from runtime_bench import prompts
 
 MIXED = [24, 320, 40, 160, 16, 480, 64, 96, 32, 240, 48, 128, 20, 400, 56, 200]
 EQUAL = [145] * 16
 NEW_TOKENS = 32
 
 
-async def _one(client, url: str, prompt: str) -> tuple[float, float, int]:
-    body = {"model": "bench", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0,
+def _body(prompt: str) -> dict:
+    return {"model": "bench", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0,
             "stream": True}
-    started, first, tokens = time.perf_counter(), None, 0
-    async for text in streamed_texts(client, url, body):
-        first = first or time.perf_counter()
-        tokens += len(text.split())  # one word per token in the benchmark's vocabulary
-    return first - started, time.perf_counter(), tokens
 
 
 async def _burst(port: int, lengths: list[int], round_: int) -> dict:
@@ -48,14 +43,15 @@ async def _burst(port: int, lengths: list[int], round_: int) -> dict:
     texts = [prompts(1, n, batch=1000 * round_ + i + 1)[0] for i, n in enumerate(lengths)]
     async with httpx.AsyncClient(timeout=600,
                                  limits=httpx.Limits(max_connections=len(texts) + 2)) as client:
-        await _one(client, url, prompts(1, 64, batch=-1 - round_)[0])  # warm connection
+        await timed_stream(client, url, _body(prompts(1, 64, batch=-1 - round_)[0]))
         started = time.perf_counter()
-        results = await asyncio.gather(*(_one(client, url, t) for t in texts))
+        results = await asyncio.gather(*(timed_stream(client, url, _body(t))
+                                         for t in texts))
     ttfts = sorted(ttft for ttft, _, _ in results)
-    wall = max(end for _, end, _ in results) - started
+    wall = max(end for _, _, end in results) - started
     return {"prefill_tok_s": sum(lengths) / ttfts[-1],
             "ttft_p50": statistics.median(ttfts), "ttft_p90": ttfts[int(0.9 * len(ttfts))],
-            "tok_s": sum(n for _, _, n in results) / wall}
+            "tok_s": sum(n for _, n, _ in results) / wall}
 
 
 def main() -> None:

@@ -14,28 +14,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .engine import Engine, GenerationStream, QueueFull, SamplingParams
-
-AFFINITY_TOKENS = 32  # the prompt's beginning that picks its engine (a prefix-cache block)
+from .prefix_cache import BLOCK as AFFINITY_TOKENS  # the beginning that picks the engine
 
 
 def devices(size: int | None, device: str, gpus: int) -> list[str]:
     """The devices of the model's copies: ``size`` of them (None: one per GPU of the
     ``gpus`` torch sees, when ``device`` lets the server choose its GPU; else one).
     Raises ValueError for a size the machine cannot hold."""
-    chooses_gpu = device in ("auto", "cuda") and gpus > 0
     if size is None:
-        size = gpus if chooses_gpu else 1
+        size = gpus if device in ("auto", "cuda") and gpus > 0 else 1
     if size == 1:
         return [device]
     if device == "cpu":  # the copies share the cores: for tests, not for speed
         return ["cpu"] * size
-    if not chooses_gpu:
+    if device not in ("auto", "cuda"):
         raise ValueError(f"--data-parallel-size {size} puts a copy of the model on each of "
-                         f"{size} GPUs, so --device must be auto or cuda, not {device!r}"
-                         if device not in ("auto", "cuda") else
-                         f"--data-parallel-size {size} needs {size} GPUs; torch sees none")
+                         f"{size} GPUs, so --device must be auto or cuda, not {device!r}")
     if size > gpus:
-        raise ValueError(f"--data-parallel-size {size} needs {size} GPUs; torch sees {gpus}")
+        raise ValueError(f"--data-parallel-size {size} needs {size} GPUs; torch sees "
+                         f"{gpus or 'none'}")
     return [f"cuda:{index}" for index in range(size)]
 
 

@@ -219,13 +219,13 @@ def _load(args, state) -> object:
                  ", ".join(f"{k} {v}" for k, v in defaults.changed().items()))
     if state.serving.thinks:
         log.info("chat answers: the model's <think> part is returned as `reasoning`")
+    places = ", ".join(str(copy.device) for copy in copies)
     log.info("serving %s version %s (%s) on %s, context %d tokens", name, version,
-             loaded.task, ", ".join(str(copy.device) for copy in copies),
-             engine.info.max_context)
+             loaded.task, places, engine.info.max_context)
     if idle := idle_gpus(loaded.device, len(copies)):
         log.warning("torch sees %d more GPUs, which this server leaves idle: it runs the "
-                    "model on %s only (--data-parallel-size auto puts a copy on each)", idle,
-                    ", ".join(str(copy.device) for copy in copies))
+                    "model on %s only (--device auto or cuda with --data-parallel-size auto "
+                    "puts a copy on each)", idle, places)
     return engine
 
 
