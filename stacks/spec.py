@@ -167,15 +167,19 @@ class ComputeSpec(_Section):
 class AutoscalingSpec(_Section):
     """When to add replicas.
 
-    `signal` is `in_flight` (concurrent requests per replica) or `requests` (requests per
-    minute per replica); the autoscaler keeps the signal near `target`.
+    `signal` is `in_flight` (concurrent requests) or `requests` (requests per minute); the
+    autoscaler keeps each replica's signal near `target` for each copy of the model the
+    replica runs: one per GPU (see `server.data_parallel_size`), so a 4-GPU replica is
+    held at 4 x `target`.
     """
 
     signal: Literal["in_flight", "requests"] = Field(
         default="in_flight",
-        description="in_flight (concurrent requests per replica) or requests (per minute)",
+        description="in_flight (concurrent requests) or requests (per minute)",
     )
-    target: float = Field(default=8, gt=0, le=100000, description="the signal's target value")
+    target: float = Field(
+        default=8, gt=0, le=100000,
+        description="the signal's target value per copy of the model (one per GPU)")
     cooldown_seconds: int = Field(
         default=300, ge=0, le=3600, description="wait between scaling actions"
     )

@@ -27,6 +27,7 @@ from llmcloud.providers.aws.prices import (
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
+from llmcloud.providers.scaling import check_copies
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -112,6 +113,7 @@ class AwsProvider(CloudProvider):
                 context="on AWS the instance type fixes the GPUs",
                 hint=f"set compute.instance_type to one with {spec.compute.gpus} GPUs: "
                      f"{', '.join(matching) or 'none is priced'}")
+        check_copies(spec, spec.compute.gpus if gpus is None else gpus, instance_type)
         if spec.gateway.max_body_kb > API_GATEWAY_MAX_BODY_KB:
             raise ConfigError(
                 f"gateway.max_body_kb {spec.gateway.max_body_kb} is over API Gateway's limit",

@@ -36,6 +36,7 @@ from llmcloud.providers.aws.provider import DEFAULT_INSTANCE_TYPE
 from llmcloud.providers.aws.registry import Registry, RegistryArgs
 from llmcloud.providers.aws.sagemaker_endpoint import SagemakerEndpoint, SagemakerEndpointArgs
 from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
+from llmcloud.providers.scaling import replica_target
 from llmcloud.stacks.spec import DeploymentSpec
 
 #: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
@@ -163,7 +164,8 @@ class AwsService(pulumi.ComponentResource):
             target_group_arn=balancer.target_group.arn, user_data=user_data,
             root_volume_gb=root_volume_gb(spec.compute.disk_gb, instance_type),
             grace_period_seconds=grace, scaling_signal=spec.autoscaling.signal,
-            scaling_target=spec.autoscaling.target,
+            scaling_target=replica_target(
+                spec, GPU_INSTANCES.get(instance_type, (spec.compute.gpus,))[0]),
             alb_request_label=pulumi.Output.concat(balancer.alb.arn_suffix, "/",
                                                    balancer.target_group.arn_suffix),
             spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
@@ -210,7 +212,7 @@ class AwsService(pulumi.ComponentResource):
             repository_arns=repositories, log_group=monitoring.log_group,
             instance_type=instance_type, min_replicas=spec.compute.min_replicas,
             max_replicas=spec.compute.max_replicas, scaling_signal=spec.autoscaling.signal,
-            scaling_target=spec.autoscaling.target,
+            scaling_target=replica_target(spec, gpus_of(instance_type)),
             cooldown_seconds=spec.autoscaling.cooldown_seconds,
             rollback_alarm_names=monitoring.rollback_alarm_names,
             drain_timeout_seconds=spec.server.drain_timeout_seconds), opts=child)

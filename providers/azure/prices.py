@@ -71,6 +71,12 @@ def hourly(monthly_usd: float) -> float:
     return round(monthly_usd / HOURS_PER_MONTH, 6)
 
 
+def gpus_of(size: str, default: int | None = None) -> int | None:
+    """The GPUs of a VM size (``default`` when llmcloud does not know it)."""
+    spec = GPU_SIZES.get(size)
+    return spec[0] if spec else default
+
+
 def gpu_memory_gb(size: str) -> int | None:
     """Total GPU memory of a VM size, or None when llmcloud does not know it."""
     spec = GPU_SIZES.get(size)

@@ -21,6 +21,7 @@ from llmcloud.providers.azure.prices import (
     PUBLIC_IP_HOURLY,
     REGISTRY_PREMIUM_DAILY,
     apim_hourly,
+    gpus_of,
     hourly,
     os_disk_gb,
     premium_ssd_tier,
@@ -29,6 +30,7 @@ from llmcloud.providers.azure.prices import (
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
+from llmcloud.providers.scaling import check_copies
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -107,6 +109,8 @@ class AzureProvider(CloudProvider):
                 "gateway.domain is not offered by the azure provider yet",
                 context="API Management's custom domains need a certificate in Key Vault",
                 hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
+        size = spec.compute.instance_type or DEFAULT_VM_SIZE
+        check_copies(spec, gpus_of(size, spec.compute.gpus), size)
 
 
 

@@ -22,10 +22,11 @@ from llmcloud.providers.azure.model_store import ModelStore, ModelStoreArgs
 from llmcloud.providers.azure.monitoring import Monitoring, MonitoringArgs
 from llmcloud.providers.azure.network import Network, NetworkArgs, gateway_sources
 from llmcloud.providers.azure.options import AzureOptions
-from llmcloud.providers.azure.prices import gpu_memory_gb, os_disk_gb
+from llmcloud.providers.azure.prices import gpu_memory_gb, gpus_of, os_disk_gb
 from llmcloud.providers.azure.provider import DEFAULT_REGION, DEFAULT_VM_SIZE
 from llmcloud.providers.azure.registry import Registry, RegistryArgs
 from llmcloud.providers.azure.scaling import repair_grace_period, terminate_notice
+from llmcloud.providers.scaling import replica_target
 from llmcloud.stacks.spec import DeploymentSpec
 
 #: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
@@ -124,7 +125,8 @@ class AzureService(pulumi.ComponentResource):
             repair_grace_period=repair_grace_period(gpu_memory_gb(vm_size)),
             terminate_notice=terminate_notice(spec.server.drain_timeout_seconds,
                                               PROBE_DOWN_SECONDS),
-            scaling_signal=spec.autoscaling.signal, scaling_target=spec.autoscaling.target,
+            scaling_signal=spec.autoscaling.signal, scaling_target=replica_target(
+                spec, gpus_of(vm_size, spec.compute.gpus)),
             cooldown_seconds=spec.autoscaling.cooldown_seconds, gateway_id=gateway.service.id,
             spot=spec.compute.spot, notify_emails=options.alert_emails,
             wait_for=[balancer, identity]), opts=child)

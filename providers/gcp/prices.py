@@ -35,6 +35,11 @@ class GpuMachine:
     #: N1 machines take GPUs as guest accelerators; G2/A2/A3 come with theirs built in
     attached: bool = False
 
+    def gpus_per_instance(self, attached: int | None) -> int:
+        """The GPUs one instance has: on N1, the `compute.gpus` attached (at least one);
+        on the others, their own."""
+        return max(1, attached or self.gpus) if self.attached else self.gpus
+
 
 GPU_MACHINES: dict[str, GpuMachine] = {
     "n1-standard-4": GpuMachine("nvidia-tesla-t4", 1, 16, 0.5400, attached=True),

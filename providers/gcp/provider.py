@@ -28,6 +28,7 @@ from llmcloud.providers.gcp.prices import (
     price_table,
 )
 from llmcloud.providers.gcp.zones import GPU_ZONES
+from llmcloud.providers.scaling import check_copies
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, CredentialsError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -111,6 +112,7 @@ class GcpProvider(CloudProvider):
                               f"({machine_type})", context="regions that do: "
                               + ", ".join(offered),
                               hint=f"set region: {offered[0] if offered else DEFAULT_REGION}")
+        check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
 
     # -- plan: mocked GCP answers and prices --------------------------------------------

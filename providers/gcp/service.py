@@ -29,6 +29,7 @@ from llmcloud.providers.gcp.startup import (
     render_startup_script,
 )
 from llmcloud.providers.gcp.zones import GPU_ZONES, gpu_zones
+from llmcloud.providers.scaling import replica_target
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-central1"
@@ -58,7 +59,7 @@ def accelerator(machine: GpuMachine, gpus: int | None) -> tuple[str, int] | None
     accelerator-optimized machines (G2, A2, A3) come with theirs."""
     if not machine.attached:
         return None
-    return machine.accelerator, max(1, gpus or machine.gpus)
+    return machine.accelerator, machine.gpus_per_instance(gpus)
 
 
 class GcpService(pulumi.ComponentResource):
@@ -118,6 +119,7 @@ class GcpService(pulumi.ComponentResource):
                 engine_flags=tuple(spec.server.engine_flags()),
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
         delay = initial_delay_seconds(gpu_memory_gb(machine_type))
+        target = replica_target(spec, machine.gpus_per_instance(spec.compute.gpus))
         pool = GpuPool(f"{name}-gpu", GpuPoolArgs(
             name=naming.resource_name(stack, "gpu"),
             name_prefix=naming.name_prefix(stack, "gpu"), project=project, region=region,
@@ -130,7 +132,7 @@ class GcpService(pulumi.ComponentResource):
             min_replicas=spec.compute.min_replicas, max_replicas=spec.compute.max_replicas,
             server_port=spec.server.port, initial_delay_seconds=delay,
             drain_timeout_seconds=spec.server.drain_timeout_seconds,
-            scaling_signal=spec.autoscaling.signal, scaling_target=spec.autoscaling.target,
+            scaling_signal=spec.autoscaling.signal, scaling_target=target,
             cooldown_seconds=spec.autoscaling.cooldown_seconds, spot=spec.compute.spot,
             secure_boot=options.secure_boot, labels=labels),
             # the servers start only once their grants and the keys secret exist
@@ -140,7 +142,7 @@ class GcpService(pulumi.ComponentResource):
             security_policy=gateway.policy.self_link, server_port=spec.server.port,
             drain_timeout_seconds=spec.server.drain_timeout_seconds,
             timeout_seconds=spec.gateway.timeout_seconds,
-            scaling_signal=spec.autoscaling.signal, scaling_target=spec.autoscaling.target,
+            scaling_signal=spec.autoscaling.signal, scaling_target=target,
             domain=spec.gateway.domain), opts=child)
         monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             name=name, project=project, backend_service=naming.resource_name(stack, "lb"),
