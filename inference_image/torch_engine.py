@@ -172,11 +172,13 @@ class TorchEngine(Engine):
             batch_type = CausalBatch
         self._batch = (CausalBatch(model, device, pad_id, adapters) if batch_type is CausalBatch
                        else batch_type(model, device, pad_id))
-        # A cached prefix is followed by padding up to the group's longest rest of a prompt.
         caching = self.limits.prefix_caching and self.limits.prefix_cache_share != 0
-        self.prefixes = (PrefixCache() if caching and batch_type is CausalBatch
-                         and _sees_whole_rows(model.config, info.max_context
-                                              + self.limits.max_prefill_tokens) else None)
+        self.prefixes = PrefixCache() if caching and batch_type is CausalBatch else None
+        # A cached prefix is followed by padding up to the group's longest rest of a prompt.
+        # A sliding window shorter than a row counts that gap against the window, so such
+        # a model's rows from the store are grouped only where they have no gap.
+        self._gapless = not _sees_whole_rows(model.config, info.max_context
+                                             + self.limits.max_prefill_tokens)
         self._pad_id = pad_id
         self._eos = _eos_ids(model, tokenizer)
         output = model.get_output_embeddings()
@@ -498,8 +500,9 @@ class TorchEngine(Engine):
                     continue
                 if long and admitted:
                     break  # its chunks start once these are in
-                if admitted and not _fits_the_group(admitted, kept, row, cached):
-                    break  # it would widen every row of the group: next group
+                if admitted and not _fits_the_group(admitted, kept, row, cached,
+                                                    gapless=self._gapless):
+                    break  # it would widen the group or leave a gap in a row: next group
                 # Room for every row to grow by `ahead` more tokens: rows outgrowing the
                 # cache later are preempted, but not before that many steps of progress.
                 fits = self._make_room(self._batch.slots([*shapes, row.shape(ahead)]))
@@ -912,15 +915,20 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def _fits_the_group(rows: list[_Row], kept: list[Prefix | None], row: _Row,
-                    cached: int) -> bool:
+                    cached: int, gapless: bool = False) -> bool:
     """Whether ``row`` (``cached`` of its tokens from the prefix cache) can be prefilled
     with ``rows`` without widening them: a group is as wide as its longest kept part plus
     its longest rest, and the cache's accounting counts each row as long as the longest
-    row (``slots``), so one row must be the longest in both."""
+    row (``slots``), so one row must be the longest in both. With ``gapless`` (sliding
+    windows shorter than a row), each row with a kept part must also run the group's
+    longest rest, so that no padding sits between its kept part and its rest."""
     kept_lengths = [0 if p is None else p.length for p in kept] + [cached]
     rests = [r.context - k for r, k in zip(rows, kept_lengths, strict=False)]
     rests.append(row.context - cached)
     longest = max(k + r for k, r in zip(kept_lengths, rests, strict=True))
+    if gapless and any(k and r != max(rests) for k, r in zip(kept_lengths, rests,
+                                                             strict=True)):
+        return False
     return max(kept_lengths) + max(rests) <= longest
 
 
@@ -928,7 +936,7 @@ def _sees_whole_rows(config, span: int) -> bool:
     """True when every layer attends to at least ``span`` positions back: a row's tokens
     with a gap of padding among them (a cached prefix, then the rest of its prompt
     left-padded) still see each other. Sliding-window layers count positions, gaps
-    included, so a shorter window would shift what a token sees."""
+    included, so with a shorter window a gap would shift what a token sees."""
     window = getattr(config, "sliding_window", None)
     if not window or not getattr(config, "use_sliding_window", True):
         return True

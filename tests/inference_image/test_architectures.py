@@ -3,9 +3,10 @@
 The running batch reshapes transformers' caches (left padding, rows joining and leaving,
 buffers that grow in place); each family builds its attention masks and positions its own
 way, so each is checked against its own generate(), with cache buffers that fill up and
-grow at nearly every step. Each runs with plain weights and with weights packed for oneDNN
-(against generate() with the plain ones), with a long prompt prefilled by chunks, and with
-prompts prefilled from a cached prefix.
+grow at nearly every step. Three families attend through sliding windows shorter than the
+sequences (Mistral's, and Gemma 2's and 3's beside full layers). Each runs with plain
+weights and with weights packed for oneDNN (against generate() with the plain ones), with
+a long prompt prefilled by chunks, and with prompts prefilled from a cached prefix.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ FAMILIES = {
                  num_attention_heads=4, max_position_embeddings=256, pad_token_id=0,
                  eos_token_id=1, bos_token_id=3, word_embed_proj_dim=64)),
 }
+# Sliding-window attention (every layer, or every other: Gemma), windows shorter than the
+# sequences here, so that what a token sees depends on where every position sits.
+SLIDING = {
+    "mistral-sliding": (tf.MistralConfig, tf.MistralForCausalLM,
+                        dict(SMALL, num_key_value_heads=2, sliding_window=6)),
+    "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
+               dict(SMALL, num_key_value_heads=2, head_dim=16, sliding_window=6)),
+    "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
+               dict(SMALL, num_key_value_heads=2, head_dim=16, sliding_window=6,
+                    num_hidden_layers=3, layer_types=["sliding_attention", "sliding_attention",
+                                                      "full_attention"])),
+}
+FAMILIES.update(SLIDING)
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18], [20]]
 LENGTHS = [12, 5, 12, 9]
 JOINS = {0: [0, 1], 3: [2], 5: [3]}  # step -> prompts that join the batch then
@@ -98,16 +112,22 @@ def last_logprobs(model, ids: list[int]) -> torch.Tensor:
         return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_a_family_prefilled_from_a_cached_prefix_matches_the_whole_prompt(family):
+@pytest.mark.parametrize(("family", "rests"), [
+    *((family, ([60, 61, 62, 63, 64], [70, 71]))
+      for family in sorted(set(FAMILIES) - set(SLIDING))),
+    # a window counts padding too: rows from the store are grouped by their rest's length
+    *((family, ([60, 61, 62], [70, 71, 72])) for family in sorted(SLIDING)),
+])
+def test_a_family_prefilled_from_a_cached_prefix_matches_the_whole_prompt(family, rests):
     """Three prompts prefilled together next to a running row: two from cached prefixes of
     their own (16 and 12 tokens, right-aligned, the rests left-padded after them: gaps the
-    mask hides), one without. Then decoding: every step's log probabilities match the model
-    run on the whole sequence."""
+    mask hides; with sliding windows, rests of one length, as the engine groups them), one
+    without. Then decoding: every step's log probabilities match the model run on the whole
+    sequence."""
     model = build(family)
     cpu = torch.device("cpu")
     starts = [list(range(40, 56)), list(range(80, 92))]
-    prompts = [starts[0] + [60, 61, 62, 63, 64], starts[1] + [70, 71], [90, 91, 92]]
+    prompts = [starts[0] + rests[0], starts[1] + rests[1], [90, 91, 92]]
     batch = CausalBatch(model, cpu, pad_id=0)
     with torch.inference_mode():
         batch.prefill([[5, 6, 7]])  # a running row

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 import torch
+from devices import TEST_DEVICE, TEST_DTYPE
 from reference import greedy, next_token_logprobs
 
 from llmcloud.inference_image.engine import ModelInfo, SamplingParams
@@ -157,11 +158,58 @@ def test_stored_prefixes_give_way_to_requests(causal):
     assert engine.prefixes.tokens < held  # given back while the five ran
 
 
-def test_prefix_caching_is_off_for_sliding_windows_shorter_than_a_row(causal, monkeypatch):
-    monkeypatch.setattr(causal.model.config, "sliding_window", 64, raising=False)
-    for engine in (make_engine(causal), make_engine(causal, prefix_caching=False)):
+@pytest.fixture(scope="module")
+def sliding(tmp_path_factory):
+    """A tiny Mistral whose layers attend 24 positions back: far less than its prompts, as
+    Gemma 2 and 3, Phi-3 and Mistral 7B v0.1 do with long prompts."""
+    from tiny_models import build_causal
+
+    from llmcloud.inference_image.loader import load_model
+
+    folder = build_causal(tmp_path_factory.mktemp("tiny-mistral"), family="mistral",
+                          sliding_window=24, max_position_embeddings=1024)
+    return load_model(folder, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
+                      pack_for_batch=8)
+
+
+def test_sliding_windows_shorter_than_a_row_find_beginnings_with_no_gap_before_the_rest(
+        sliding):
+    """Prompts that share a system prompt three windows long, with rests of different
+    lengths: those from the store are prefilled only beside rows of the same rest (a gap
+    of padding would count against the window; two of one length share a prefill), and
+    every token's log probability matches the model run on the whole sequence."""
+    tok = sliding.tokenizer
+    system = tok(SYSTEM)["input_ids"]
+    prompts = [system + tok(u, add_special_tokens=False)["input_ids"] for u in USERS]
+    assert len({len(p) for p in prompts}) == len(prompts) and len(system) > 3 * 24
+    prompts.append(prompts[1][:-1] + [prompts[1][-1] + 1])  # the same rest's length
+    engine = make_engine(sliding, max_batch_size=8)
+    groups = []
+    prefill = engine._batch.prefill
+
+    def recorded(prompts, outputs=None, **kwargs):
+        kept = [0 if p is None else p.length for p in kwargs.get("prefixes") or []]
+        rests = [len(p) - k for p, k in zip(prompts, kept or [0] * len(prompts),
+                                            strict=True)]
+        groups.append(list(zip(kept or [0] * len(prompts), rests, strict=True)))
+        return prefill(prompts, outputs, **kwargs)
+
+    engine._batch.prefill = recorded
+
+    async def main():
+        first = await outputs(engine, prompts[:1], 8)  # its beginning is stored
+        return first + await outputs(engine, prompts[1:], 8)  # the others find it
+
+    try:
+        together = asyncio.run(main())
+    finally:
         engine.shutdown()
-        assert engine.prefixes is None
+    assert together == [greedy(sliding, p, 8) for p in prompts]
+    assert engine.prefixes.hits >= len(system) // 32 * 32 * len(USERS[1:])
+    for group in groups:  # a row from the store runs its group's longest rest
+        assert all(rest == max(r for _, r in group) for kept, rest in group if kept), group
+    # the two of one rest's length run together, the others alone
+    assert sorted(len(group) for group in groups[1:]) == [1, 1, 1, 2]
 
 
 @pytest.mark.parametrize(("share", "cap", "repeat"), [(0.1, 2000, 8), (None, 20_000, 24)],

@@ -63,11 +63,11 @@ def _silence_eos(model, *token_ids: int) -> None:
             model.get_output_embeddings().weight[token_id].zero_()
 
 
-def build_causal(folder: Path, *, tokenizer=None, **overrides) -> Path:
-    """A tiny Llama with a chat template (``tokenizer``'s, when given: its vocabulary sizes
-    the model)."""
+def build_causal(folder: Path, *, tokenizer=None, family: str = "llama", **overrides) -> Path:
+    """A tiny Llama (or another ``family``: ``mistral``) with a chat template
+    (``tokenizer``'s, when given: its vocabulary sizes the model)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     torch.manual_seed(0)
     tokenizer = tokenizer or build_tokenizer(CHAT_TEMPLATE)
@@ -85,7 +85,9 @@ def build_causal(folder: Path, *, tokenizer=None, **overrides) -> Path:
         tie_word_embeddings=False,
     )
     params.update(overrides)
-    model = LlamaForCausalLM(LlamaConfig(**params))
+    name = {"llama": "Llama", "mistral": "Mistral"}[family]
+    config_class = getattr(transformers, f"{name}Config")
+    model = getattr(transformers, f"{name}ForCausalLM")(config_class(**params))
     _silence_eos(model, tokenizer.eos_token_id, tokenizer.pad_token_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
