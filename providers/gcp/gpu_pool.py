@@ -138,8 +138,10 @@ class GpuPool(pulumi.ComponentResource):
         self.group = gcp.compute.RegionInstanceGroupManager(
             f"{name}-mig", name=args.name, base_instance_name=args.name, region=args.region,
             distribution_policy_zones=args.zones,
-            # GPUs are scarce: create servers in whichever of the zones has capacity
-            distribution_policy_target_shape="ANY", versions=versions,
+            # EVEN: Google autoscales a regional group only with EVEN or BALANCED (preview),
+            # and runs two versions (the spot split) only with EVEN; the zones are those
+            # that offer the GPU
+            distribution_policy_target_shape="EVEN", versions=versions,
             named_ports=[{"name": NAMED_PORT, "port": args.server_port}],
             auto_healing_policies={"health_check": self.health_check.id,
                                    "initial_delay_sec": args.initial_delay_seconds},

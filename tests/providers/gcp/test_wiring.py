@@ -56,6 +56,8 @@ def test_the_group_uses_the_template_and_the_autohealing_check():
     assert autoheal.inputs["httpHealthCheck"] == {"port": 8080, "requestPath": "/health/ready"}
     assert mig.inputs["distributionPolicyZones"] == [
         "us-central1-a", "us-central1-b", "us-central1-c"]
+    # the one shape a regional autoscaler and the spot split's two versions both accept
+    assert mig.inputs["distributionPolicyTargetShape"] == "EVEN"
     assert mig.inputs["namedPorts"] == [{"name": "http", "port": 8080}]
     assert "targetSize" not in mig.inputs and "targetSize" in mig.ignore_changes
     assert one(resources, AUTOSCALER).inputs["target"] == mig.id
