@@ -121,7 +121,7 @@ class ChatMessage(_Request):
 def _loaded(arguments: str) -> Any:
     try:
         return json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python reads
         return arguments
 
 

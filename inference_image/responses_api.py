@@ -6,6 +6,7 @@ output items (thinking as a ``reasoning`` item, text as a ``message``, each tool
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,8 @@ from .reasoning import thinking_tokens
 from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_chat
 from .serving import Generation, OpenAIServing
 from .stream_parts import Part, stream_parts
+
+log = logging.getLogger("llmcloud.server")
 
 
 async def start(serving: OpenAIServing, request: ResponsesRequest) -> Generation:
@@ -62,10 +65,16 @@ async def stream(serving: OpenAIServing, gen: Generation,
             async for part in stream_parts(gen, serving.answer_events(gen)):
                 for event in events.take(part):
                     yield event
-        except ApiError as exc:
+        except Exception as exc:
+            if not isinstance(exc, ApiError):  # a bug: the stream still ends as it should
+                log.exception("a response stream failed")
+                exc = ApiError(500, "internal server error", type="server_error",
+                               code="internal_error")
             yield events.send("error", code=exc.code, message=exc.message, param=exc.param)
+            # the Responses API's own codes: a request that lost its queue place may retry
+            code = "rate_limit_exceeded" if exc.status == 429 else "server_error"
             yield events.lifecycle("response.failed", "failed",
-                                   error={"code": "server_error", "message": exc.message})
+                                   error={"code": code, "message": exc.message})
     finally:
         serving.release(gen)
 

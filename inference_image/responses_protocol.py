@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator
 
 from .protocol import ApiError, ChatCompletionRequest, _Request, text_parts_only
 
@@ -64,8 +64,13 @@ class ReasoningItem(_Request):
     content: list[TextPart] | None = None
 
 
-def _item_type(value: Any) -> str:
-    kind = value.get("type", "message") if isinstance(value, dict) else value.type
+def _item_type(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("type", "message")
+    elif isinstance(value, BaseModel):
+        kind = value.type
+    else:  # null, a string, a list: no item at all (pydantic reports it as such)
+        return None
     # Capitalised tags, so that an error's parameter path leaves them out (the router's).
     return {"message": "Message", "function_call": "FunctionCall",
             "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning"}.get(
@@ -76,7 +81,9 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("Message")] | Annotated[FunctionCallItem, Tag("FunctionCall")]
     | Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")]
     | Annotated[ReasoningItem, Tag("Reasoning")],
-    Discriminator(_item_type)]
+    Discriminator(_item_type, custom_error_type="invalid_item",
+                  custom_error_message="an input item is an object: a message, "
+                  "function_call, function_call_output or reasoning item")]
 
 
 class FunctionTool(_Request):

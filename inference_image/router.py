@@ -66,6 +66,13 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
         _log_rejected(request.method, request.url.path, exc, _client_request_id(request))
         return _api_error_response(exc)
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's doing: OpenAI's shape all the same, and no traceback in
+        # the answer (Starlette logs it).
+        return _api_error_response(ApiError(500, "internal server error",
+                                            type="server_error", code="internal_error"))
+
     @app.exception_handler(404)
     async def _not_found(request: Request, _: Exception) -> JSONResponse:
         return _api_error_response(ApiError(404, f"no route {request.url.path}",

@@ -75,6 +75,8 @@ def sample(
         top_p = torch.tensor(ps, device=logits.device, dtype=probs.dtype)[:, None]
         # Drop a token when the tokens before it already reach top_p; the first always stays.
         drop = (cumulative - sorted_probs) >= top_p
+        # (said outright: a top_p too small for the dtype rounds to 0, which drops it too)
+        drop[:, 0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     # One draw per row with that row's generator; read back together (one sync on a GPU).

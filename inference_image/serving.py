@@ -81,6 +81,7 @@ from .tool_calls import plan as plan_tools
 
 # One line per request: ids, counts and timings only, never prompts or outputs (they may
 # hold personal data). Silence it with `--log-level warning` or this logger's level.
+log = logging.getLogger("llmcloud.server")
 requests_log = logging.getLogger("llmcloud.requests")
 
 
@@ -654,6 +655,11 @@ class OpenAIServing:
                         yield chunk(part.choice, part.text, None, logprobs=part.logprobs)
             except ApiError as exc:
                 yield f"data: {json.dumps(exc.body())}\n\n"
+            except Exception:  # a bug: the stream still ends as the protocol says
+                log.exception("a stream failed")
+                error = ApiError(500, "internal server error", type="server_error",
+                                 code="internal_error")
+                yield f"data: {json.dumps(error.body())}\n\n"
             else:
                 if gen.include_usage:
                     usage = {**base, "choices": [], "usage": gen.usage.model_dump()}

@@ -13,6 +13,7 @@ reads gets a 400 for ``auto``, rather than answers whose calls go unread.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class ToolPlan:
     name: str | None = None
     reader: str = ""  # auto's: "hermes" or "json"
     single: bool = False  # auto's: parallel_tool_calls false, so one call at the most
+    names: frozenset[str] = frozenset()  # auto's: the functions a call may name
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content and the calls it makes. A named or ``required`` call is the
@@ -64,8 +66,8 @@ class ToolPlan:
         name is written); an ``auto`` answer whose calls do not parse is content with no
         calls."""
         if self.mode == "auto":
-            content, calls = (_read_hermes(text) if self.reader == "hermes"
-                              else _read_json_calls(text))
+            content, calls = (_read_hermes(text, self.names) if self.reader == "hermes"
+                              else _read_json_calls(text, self.names))
             # OpenAI's parallel_tool_calls false: the first call only (the grammar holds a
             # required answer to one; an auto answer is free text, so it is cut here)
             return content, calls[:1] if self.single else calls
@@ -111,10 +113,11 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
         return ToolPlan("required", schema)
     template = chat_template or ""
     single = parallel is False
+    names = frozenset(functions)
     if HERMES_OPEN in template:
-        return ToolPlan("auto", reader="hermes", single=single)
+        return ToolPlan("auto", reader="hermes", single=single, names=names)
     if any(hint in template for hint in _JSON_FORMAT_HINTS):
-        return ToolPlan("auto", reader="json", single=single)
+        return ToolPlan("auto", reader="json", single=single, names=names)
     raise ToolChoiceError(
         "this model's chat template teaches no tool-call format this server reads "
         "(Hermes' <tool_call>, Llama's or Mistral's JSON calls), so calls in its answers "
@@ -264,7 +267,7 @@ class ToolCallStream:
         return "", [call.wire(index) for index, call in enumerate(calls)]
 
 
-def _read_json_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+def _read_json_calls(text: str, names: frozenset[str]) -> tuple[str | None, list[ToolCall]]:
     """An answer that is a JSON call, a list of them, or calls separated by ``;`` (Llama
     3.1), after a marker or not; else the text, as content."""
     body = text.strip()
@@ -273,32 +276,66 @@ def _read_json_calls(text: str) -> tuple[str | None, list[ToolCall]]:
             body = body[len(marker):].strip()
     try:
         try:
-            value = json.loads(body)
+            value = _model_json(body)
         except ValueError:
-            value = [json.loads(part) for part in body.split(";") if part.strip()]
+            value = [_model_json(part) for part in body.split(";") if part.strip()]
         items = value if isinstance(value, list) else [value]
-        calls = [_call(item["name"], item["arguments"] if "arguments" in item
-                       else item["parameters"]) for item in items]
+        calls = [_answered_call(item["name"], item["arguments"] if "arguments" in item
+                                else item["parameters"], names) for item in items]
     except (ValueError, KeyError, TypeError):
         return text, []
     return (None, calls) if calls else (text, [])
 
 
-def _read_hermes(text: str) -> tuple[str | None, list[ToolCall]]:
+def _read_hermes(text: str, names: frozenset[str]) -> tuple[str | None, list[ToolCall]]:
     start = text.find(HERMES_OPEN)
     if start < 0:
         return text, []
     calls = []
     for body in _HERMES_CALL.findall(text[start:]):
         try:
-            call = json.loads(body)
-            calls.append(_call(call["name"], call.get("arguments", {})))
+            call = _model_json(body)
+            calls.append(_answered_call(call["name"], call.get("arguments", {}), names))
         except (ValueError, KeyError, TypeError):
             return text, []  # not a call after all: the model's text, whole
     if not calls:
         return text, []
     content = text[:start].strip()
     return content or None, calls
+
+
+def _model_json(text: str) -> Any:
+    """JSON a model wrote, or ValueError: NaN, Infinity and numbers beyond a float are not
+    JSON (clients' parsers refuse them, though Python's reads and writes them), and nesting
+    deeper than Python's parser goes is not read either."""
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"{number} is beyond a float")
+    return value
+
+
+def _answered_call(name: Any, arguments: Any, names: frozenset[str]) -> ToolCall:
+    """A call an ``auto`` answer makes, or ValueError for what OpenAI's never are: a call
+    of a function that is not among the tools, or arguments that are not an object."""
+    if name not in names:
+        raise ValueError(f"{name!r} is not among the tools")
+    if isinstance(arguments, str):  # written as a string of JSON
+        if not isinstance(_model_json(arguments), dict):
+            raise ValueError("a call's arguments are an object")
+    elif not isinstance(arguments, dict):
+        raise ValueError("a call's arguments are an object")
+    return _call(name, arguments)
 
 
 def _call(name: str, arguments: Any) -> ToolCall:

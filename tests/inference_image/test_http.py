@@ -305,6 +305,27 @@ def test_chat_stream_shape(client):
     assert "usage" not in chunks[-1]
 
 
+def test_a_bug_is_a_500_in_openai_shape_and_a_stream_still_ends(tokenizer, monkeypatch):
+    """A fault of the server's own (here: reading answers raises): a whole answer is a 500
+    in OpenAI's shape, not a plain-text page; a stream that has begun gets an error event
+    and still ends with [DONE]."""
+    from llmcloud.inference_image import serving
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(serving, "stream_parts", broken)
+    monkeypatch.setattr(serving, "_answer", broken)
+    client = TestClient(make_client(FakeEngine(tokenizer))[0].app, raise_server_exceptions=False)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    error = assert_error(client.post(CHAT, json=body), 500, code="internal_error")
+    assert "a bug" not in error["message"] and error["type"] == "server_error"
+    with client.stream("POST", CHAT, json={**body, "stream": True}) as response:
+        events = read_sse(response)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "internal_error"
+
+
 def test_chat_json(client):
     body = client.post(CHAT, json={"messages": [{"role": "system", "content": "be brief"},
                                                 {"role": "user", "content": [

@@ -199,6 +199,8 @@ def test_a_format_and_log_probabilities(plain):
     ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400,
      "input.0.content"),
     ({"input": [{"role": "robot", "content": "hi"}]}, 400, "input.0.role"),
+    *(({"input": [item]}, 400, "input.0") for item in (None, "hi", ["hi"], 1,
+                                                        {"type": "bogus"})),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools.0.type"),
     ({"input": "hi", "max_output_tokens": 0}, 400, "max_output_tokens"),
     ({"input": "hi", "text": {"format": {"type": "xml"}}}, 400, "text.format"),
@@ -258,9 +260,15 @@ def test_a_response_is_the_chat_endpoints_answer(causal_client):
     assert events[-1].response.output[0].content[0].text == response.output_text
 
 
-def test_a_stream_the_engine_ends_reports_the_failure():
-    # as at the end of a drain: the engine aborts what is still running
+@pytest.mark.parametrize(("why", "code", "failed_code"), [
+    ("the server is draining", None, "server_error"),  # as at the end of a drain
+    # a more urgent request took its place in a full queue: the client may retry
+    ("a request of priority 0 took its place", "queue_full", "rate_limit_exceeded"),
+])
+def test_a_stream_the_engine_ends_reports_the_failure(why, code, failed_code):
     import threading
+
+    from llmcloud.inference_image.engine import StreamEvent
 
     engine = FakeEngine(build_tokenizer(HERMES_TEMPLATE), max_context=256, hold=True)
     http, _ = make_client(engine, max_body_bytes=1 << 16)
@@ -269,7 +277,8 @@ def test_a_stream_the_engine_ends_reports_the_failure():
         for _ in range(500):
             if engine.waiting:
                 stream = engine.waiting[0]
-                stream.loop.call_soon_threadsafe(engine.abort_all, "the server is draining")
+                stream.loop.call_soon_threadsafe(
+                    stream.push, StreamEvent([], "abort", why, code=code))
                 return
             threading.Event().wait(0.01)
 
@@ -279,9 +288,9 @@ def test_a_stream_the_engine_ends_reports_the_failure():
     events = [json.loads(line[len("data: "):]) for line in lines]
     assert [e["type"] for e in events] == ["response.created", "response.in_progress",
                                           "error", "response.failed"]
-    assert "draining" in events[2]["message"]
+    assert why in events[2]["message"]
     failed = events[3]["response"]
-    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert failed["status"] == "failed" and failed["error"]["code"] == failed_code
 
 
 def test_a_responses_output_goes_back_in_as_input():

@@ -48,11 +48,15 @@ def test_seed_reproduces_whatever_the_rest_of_the_batch():
     assert draws[0] == draws[1]
 
 
-def test_tiny_top_p_keeps_only_the_most_likely_token():
-    logits = torch.randn(2, 100)
-    gens = [new_generator(s, CPU) for s in (1, 2)]
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_tiny_top_p_keeps_only_the_most_likely_token(dtype):
+    # 1e-46 rounds to 0 in float32 (1e-8 in float16), which once dropped every token and
+    # failed the row: a 503 (found by fuzzing)
+    logits = torch.randn(3, 100).to(dtype)
+    gens = [new_generator(s, CPU) for s in (1, 2, 3)]
     for _ in range(20):
-        assert sample(logits, [1.5, 1.5], [1e-6, 1e-6], gens) == logits.argmax(-1).tolist()
+        assert sample(logits, [1.5] * 3, [1e-6, 1e-46, 1e-8], gens) == (
+            logits.argmax(-1).tolist())
 
 
 def test_top_p_limits_the_candidates():

@@ -91,6 +91,43 @@ def test_hermes_calls_are_read_and_broken_ones_stay_text():
     assert auto.read("no calls here") == ("no calls here", [])
 
 
+DEEP = "[" * 1100 + "]" * 1100  # deeper than Python's JSON parser goes
+
+
+@pytest.mark.parametrize("arguments", [
+    '{"days": NaN}', '{"days": Infinity}', '{"days": -Infinity}', '{"days": 1e999}',
+    '"Paris"', "5", "[1, 2]", "null", f'{{"days": {DEEP}}}', r'"{\"days\": NaN}"',
+])
+@pytest.mark.parametrize("template", ["hermes", "llama"])
+def test_what_no_openai_call_is_stays_text(template, arguments):
+    """Arguments a client's JSON parser would refuse (NaN, Infinity, a number beyond a
+    float), arguments that are no object, nesting too deep to read: the answer is text,
+    never a call (nor an error), streamed or whole."""
+    if template == "hermes":
+        auto, text = (plan(TOOLS, "auto", None, HERMES_TEMPLATE),
+                      f'<tool_call>{{"name": "get_weather", "arguments": {arguments}}}'
+                      "</tool_call>")
+    else:
+        auto, text = (plan(TOOLS, "auto", None, LLAMA_TEMPLATE),
+                      f'{{"name": "get_weather", "parameters": {arguments}}}')
+    assert auto.read(text) == (text, [])
+    stream = ToolCallStream(auto)
+    sent = stream.feed(text)[0]
+    rest, calls = stream.finish()
+    assert (sent + rest, calls, stream.called) == (text, [], False)
+
+
+def test_a_call_of_a_function_not_among_the_tools_stays_text():
+    auto = plan(TOOLS, "auto", None, HERMES_TEMPLATE)
+    for name in ('"get_news"', '""', "5", '["get_time"]'):
+        text = f'<tool_call>{{"name": {name}, "arguments": {{}}}}</tool_call>'
+        assert auto.read(text) == (text, [])
+    # arguments written as a string of a JSON object are a call
+    content, (call,) = auto.read('<tool_call>{"name": "get_time", "arguments": '
+                                 r'"{\"zone\": \"UTC\"}"}</tool_call>')
+    assert content is None and json.loads(call.arguments) == {"zone": "UTC"}
+
+
 @pytest.mark.parametrize("cut", [1, 3, 7, 11, 40])
 def test_a_streamed_answer_holds_back_only_what_may_be_a_call(cut):
     auto = plan(TOOLS, "auto", None, HERMES_TEMPLATE)
