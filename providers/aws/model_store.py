@@ -10,7 +10,12 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws.account import account_and_region
-from llmcloud.providers.aws.policies import key_policy, log_bucket_policy, model_bucket_policy
+from llmcloud.providers.aws.policies import (
+    ELB_ACCOUNT_REGIONS,
+    key_policy,
+    log_bucket_policy,
+    model_bucket_policy,
+)
 
 
 @dataclass
@@ -38,7 +43,8 @@ class ModelStore(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOptions(parent=self)
         account, region = account_and_region(self)
-        elb_account = aws.elb.get_service_account(opts=invoke).arn
+        elb_account = (aws.elb.get_service_account(opts=invoke).arn
+                       if region in ELB_ACCOUNT_REGIONS else None)
 
         self.key = aws.kms.Key(f"{name}-key", description="llmcloud model store",
                                enable_key_rotation=True, deletion_window_in_days=30,

@@ -30,7 +30,20 @@ def model_bucket_policy(bucket_arn: str) -> Doc:
     return _doc(deny_insecure_transport(bucket_arn))
 
 
-def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str) -> Doc:
+#: Regions opened before August 2022: their load balancers deliver access logs as an ELB
+#: account of the region's own. Regions opened since have no such account (looking it up
+#: fails) and deliver as the service principal `logdelivery.elasticloadbalancing...`.
+ELB_ACCOUNT_REGIONS = frozenset({
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-east-1",
+    "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1",
+    "ap-southeast-2", "ap-southeast-3", "ca-central-1", "eu-central-1", "eu-west-1",
+    "eu-west-2", "eu-west-3", "eu-south-1", "eu-north-1", "me-south-1", "sa-east-1",
+    "us-gov-east-1", "us-gov-west-1", "cn-north-1", "cn-northwest-1",
+})
+ELB_LOG_DELIVERY = "logdelivery.elasticloadbalancing.amazonaws.com"
+
+
+def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str | None) -> Doc:
     """The log bucket's policy: TLS only; S3 access logs under `s3/`, ALB logs under `alb/`,
     VPC flow logs under `vpc/`, each writable only by its AWS log deliverer."""
     return _doc(
@@ -46,7 +59,8 @@ def log_bucket_policy(bucket_arn: str, account_id: str, elb_account_arn: str) ->
         {
             "Sid": "LoadBalancerAccessLogs",
             "Effect": "Allow",
-            "Principal": {"AWS": elb_account_arn},
+            "Principal": ({"AWS": elb_account_arn} if elb_account_arn
+                          else {"Service": ELB_LOG_DELIVERY}),
             "Action": "s3:PutObject",
             "Resource": f"{bucket_arn}/alb/AWSLogs/{account_id}/*",
         },

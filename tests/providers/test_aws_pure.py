@@ -201,6 +201,10 @@ def test_log_bucket_admits_only_the_log_deliverers():
     assert writes == ["arn:aws:s3:::logs/s3/*", "arn:aws:s3:::logs/alb/AWSLogs/123456789012/*",
                       "arn:aws:s3:::logs/vpc/AWSLogs/123456789012/*"]
     assert doc["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # a region opened since August 2022 has no ELB account: its deliverer is a service
+    newer = log_bucket_policy("arn:aws:s3:::logs", "123456789012", None)
+    assert [s["Principal"] for s in newer["Statement"] if s["Sid"] == "LoadBalancerAccessLogs"
+            ] == [{"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}]
 
 
 def test_key_policy_lets_logs_use_the_key_only_for_this_account():

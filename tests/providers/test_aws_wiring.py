@@ -6,6 +6,8 @@ import base64
 import json
 import re
 
+import pytest
+
 from tests.providers.aws_helpers import declared, of_type, one
 
 ASG = "aws:autoscaling/group:Group"
@@ -261,6 +263,20 @@ def test_log_sources_wait_for_the_log_buckets_policy():
     policy = one(resources, "aws:s3/bucketPolicy:BucketPolicy", "logs").name
     for type_token in (ALB, "aws:ec2/flowLog:FlowLog", "aws:s3/bucketLogging:BucketLogging"):
         assert policy in one(resources, type_token).depends_on, type_token
+
+
+@pytest.mark.parametrize(("region", "principal"), [
+    ("us-east-1", {"AWS": "arn:aws:iam::127311923021:root"}),
+    # opened since August 2022: no ELB account to look up (the lookup fails at up)
+    ("il-central-1", {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}),
+    ("ap-southeast-5", {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}),
+])
+def test_load_balancer_logs_are_delivered_as_the_regions_deliverer(region, principal):
+    resources, _ = declared(region=region)
+    policy = json.loads(one(resources, "aws:s3/bucketPolicy:BucketPolicy", "logs").inputs[
+        "policy"])
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "LoadBalancerAccessLogs"]
+    assert statement["Principal"] == principal
 
 
 def test_servers_boot_after_their_log_group_exists():
