@@ -35,6 +35,8 @@ class Resource:
     ignore_changes: tuple[str, ...] = ()
     #: names of the resources it is created after
     depends_on: tuple[str, ...] = ()
+    #: left in the cloud when the stack is destroyed
+    retain_on_delete: bool = False
 
 
 @dataclass(frozen=True)

@@ -74,12 +74,13 @@ def _mocks(provider: Any, spec: DeploymentSpec, recorder: _Recorder) -> Any:
                                                     region=spec.region)
             else:
                 rid, state = f"{args.name}-component", {}
-            urn, parent, ignore_changes, dependencies = getattr(
-                recorder.local, "current", ("", "", [], []))
+            urn, parent, ignore_changes, dependencies, retained = getattr(
+                recorder.local, "current", ("", "", [], [], False))
             with recorder.lock:
                 recorder.registrations.append({
                     "urn": urn, "parent": parent, "type": args.typ, "name": args.name,
                     "ignore_changes": ignore_changes, "dependencies": dependencies,
+                    "retain_on_delete": retained,
                     "custom": bool(args.custom), "id": rid, "inputs": args.inputs,
                     "outputs": state})
             return rid, state
@@ -97,11 +98,12 @@ def _monitor(mocks: Any, recorder: _Recorder) -> Any:
         def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
             urn = self.make_urn(request.parent, request.type, request.name)
             recorder.local.current = (urn, request.parent, list(request.ignoreChanges),
-                                      list(request.dependencies))
+                                      list(request.dependencies),
+                                      bool(request.retainOnDelete))
             try:
                 return super().RegisterResource(request)
             finally:
-                recorder.local.current = ("", "", [], [])
+                recorder.local.current = ("", "", [], [], False)
 
     return RecordingMonitor(mocks)
 
@@ -237,6 +239,7 @@ def _resources(registrations: list[dict[str, Any]]) -> list[Resource]:
                                  id=record["id"], outputs=json_safe(record["outputs"]),
                                  layer=layer(record),
                                  ignore_changes=tuple(record["ignore_changes"]),
+                                 retain_on_delete=record["retain_on_delete"],
                                  depends_on=tuple(by_urn[d]["name"] for d in
                                                   record["dependencies"] if d in by_urn)))
     # registration order depends on thread timing; the plan's order must not

@@ -246,17 +246,19 @@ class Gateway(pulumi.ComponentResource):
         return responses
 
     def _logging_role(self, name: str) -> aws.apigateway.Account:
-        # API Gateway writes logs with one role per account and region; setting it is
-        # idempotent, so every stack may declare it
-        child = pulumi.ResourceOptions(parent=self)
+        # API Gateway writes logs with one role per account and region, the last one set;
+        # every stack sets its own. Destroying a stack must not take logging away from
+        # the others: its setting is not reset and its role is not deleted (a role is free;
+        # one is left behind per destroyed stack).
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         role = aws.iam.Role(f"{name}-cloudwatch", assume_role_policy=json.dumps(
-            assume_role_policy("apigateway.amazonaws.com")), opts=child)
+            assume_role_policy("apigateway.amazonaws.com")), opts=kept)
         aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch", role=role.name,
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
-            opts=child)
+            opts=kept)
         return aws.apigateway.Account(f"{name}-account", cloudwatch_role_arn=role.arn,
-                                      opts=child)
+                                      opts=kept)
 
     def _waf(self, name: str, args: GatewayArgs) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -265,15 +267,13 @@ class Gateway(pulumi.ComponentResource):
             return {"cloudwatch_metrics_enabled": True, "sampled_requests_enabled": False,
                     "metric_name": metric}
 
-        managed = [("AWSManagedRulesCommonRuleSet", 1), ("AWSManagedRulesKnownBadInputsRuleSet", 2)]
         rules = [{"name": group, "priority": priority, "override_action": {"none": {}},
                   "statement": {"managed_rule_group_statement": {
                       "vendor_name": "AWS", "name": group,
-                      # prompts are large bodies: count, rather than block, the 8 KB body rule
-                      "rule_action_overrides": [{"name": "SizeRestrictions_BODY",
-                                                 "action_to_use": {"count": {}}}]
-                      if group == "AWSManagedRulesCommonRuleSet" else None}},
-                  "visibility_config": visibility(group)} for group, priority in managed]
+                      "rule_action_overrides": [{"name": rule, "action_to_use": {"count": {}}}
+                                                for rule in counted]}},
+                  "visibility_config": visibility(group)}
+                 for group, priority, counted in WAF_GROUPS]
         rules.append({"name": "per-ip-rate", "priority": 3, "action": {"block": {}},
                       "statement": {"rate_based_statement": {
                           "limit": max(100, int(args.rate_limit * 300)),
@@ -284,6 +284,20 @@ class Gateway(pulumi.ComponentResource):
                                tags=args.tags, opts=child)
         aws.wafv2.WebAclAssociation(f"{name}-waf", resource_arn=self.stage.arn,
                                     web_acl_arn=acl.arn, opts=child)
+
+
+#: The managed rule groups in front of the API, each with the rules that only count: those
+#: that read the body. A prompt is a large body of any text (HTML, code, file paths, the
+#: EC2 metadata address, a Log4j string a user asks about), so a body rule would refuse
+#: ordinary requests; as on GCP, whose edge runs the same kind of rules in preview. The
+#: headers, query string and path are still guarded.
+WAF_GROUPS = (
+    ("AWSManagedRulesCommonRuleSet", 1, ["SizeRestrictions_BODY", "CrossSiteScripting_BODY",
+                                         "GenericLFI_BODY", "GenericRFI_BODY",
+                                         "EC2MetaDataSSRF_BODY"]),
+    ("AWSManagedRulesKnownBadInputsRuleSet", 2, ["Log4JRCE_BODY",
+                                                 "JavaDeserializationRCE_BODY"]),
+)
 
 
 def _fingerprint(args: GatewayArgs) -> str:

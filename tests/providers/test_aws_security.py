@@ -120,10 +120,29 @@ def test_the_waf_and_private_endpoints_options_pass_every_check():
         resources, _ = declared(stack="options")
     finally:
         AwsProvider.options = None
-    assert of_type(resources, "aws:wafv2/webAcl:WebAcl")
+    (acl,) = of_type(resources, "aws:wafv2/webAcl:WebAcl")
     assert of_type(resources, "aws:wafv2/webAclAssociation:WebAclAssociation")
     assert len(of_type(resources, "aws:ec2/vpcEndpoint:VpcEndpoint")) == 5
     assert not [r for r in run_checks(resources) if not r.passed]
+    # a prompt may hold HTML, code, paths: the managed rules that read bodies only count
+    overrides = {override["name"]: override["actionToUse"] for rule in acl.inputs["rules"]
+                 if "managedRuleGroupStatement" in rule["statement"]
+                 for override in rule["statement"]["managedRuleGroupStatement"][
+                     "ruleActionOverrides"]}
+    assert set(overrides) == {"SizeRestrictions_BODY", "CrossSiteScripting_BODY",
+                              "GenericLFI_BODY", "GenericRFI_BODY", "EC2MetaDataSSRF_BODY",
+                              "Log4JRCE_BODY", "JavaDeserializationRCE_BODY"}
+    assert all(action == {"count": {}} for action in overrides.values())
+
+
+def test_destroying_a_stack_leaves_api_gateways_logging_role_to_the_others(stack):
+    # one role per account and region, the last stack's: destroy neither resets it nor
+    # deletes the role it names
+    logging = [r for r in stack if r.type == "aws:apigateway/account:Account" or (
+        r.type in ("aws:iam/role:Role", "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        and r.name.endswith("-cloudwatch"))]
+    assert len(logging) == 3 and all(r.retain_on_delete for r in logging)
+    assert not [r.name for r in stack if r.retain_on_delete and r not in logging]
 
 
 @pytest.mark.parametrize("check_id,type_token,name_part,mutate", FLIPS,
