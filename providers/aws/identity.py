@@ -31,6 +31,7 @@ class Identity(pulumi.ComponentResource):
 
     role: aws.iam.Role
     instance_profile: aws.iam.InstanceProfile
+    policy: aws.iam.RolePolicy
 
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Identity", name, None, opts)
@@ -49,7 +50,9 @@ class Identity(pulumi.ComponentResource):
                 bucket_arn=arns[0], model_name=args.model_name, store_key_arn=arns[1],
                 repository_arn=arns[2], log_group_arn=arns[3], parameters_arn=parameters_arn,
                 region=region, metric_namespace=METRIC_NAMESPACE)))
-        aws.iam.RolePolicy(f"{name}-server", role=self.role.id, policy=document, opts=child)
+        #: what a server may do; servers boot only once it exists
+        self.policy = aws.iam.RolePolicy(f"{name}-server", role=self.role.id, policy=document,
+                                         opts=child)
         self.instance_profile = aws.iam.InstanceProfile(f"{name}-server", role=self.role.name,
                                                         opts=child)
         self.register_outputs({"role_arn": self.role.arn,

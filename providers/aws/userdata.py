@@ -41,9 +41,12 @@ def render_user_data(launch: ServerLaunch) -> str:
         '-H "X-aws-ec2-metadata-token-ttl-seconds: 300")',
         'INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
         "http://169.254.169.254/latest/meta-data/instance-id)",
-        f"aws ecr get-login-password --region \"$REGION\" | docker login --username AWS "
-        f"--password-stdin {q(launch.registry_host)}",
-        'docker pull "$IMAGE"',
+        # a new role's grants take a while to reach every AWS endpoint: retry
+        "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
+        "login() { aws ecr get-login-password --region \"$REGION\" | docker login "
+        f"--username AWS --password-stdin {q(launch.registry_host)}; }}",
+        "retry login",
+        'retry docker pull "$IMAGE"',
         f"install -d -m 1777 {MODEL_CACHE}",
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "

@@ -114,6 +114,8 @@ def test_user_data_logs_in_pulls_by_digest_and_runs_with_gpus():
     assert "aws ecr get-login-password" in script
     assert "--password-stdin 123456789012.dkr.ecr.us-east-1.amazonaws.com" in script
     assert f"IMAGE={DIGEST}" in script and 'docker pull "$IMAGE"' in script
+    # a new role's grant may not have reached ECR yet: login and pull are retried
+    assert "\nretry login\nretry docker pull" in script
     assert "--gpus all" in script and "-p 8080:8080" in script
     assert "--model s3://b/models/m/v7/ --model-version v7" in script
     assert "--max-body-bytes 1048576 --cache-dir /models" in script

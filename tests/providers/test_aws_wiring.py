@@ -279,7 +279,11 @@ def test_load_balancer_logs_are_delivered_as_the_regions_deliverer(region, princ
     assert statement["Principal"] == principal
 
 
-def test_servers_boot_after_their_log_group_exists():
+def test_servers_boot_after_their_log_group_and_grants_exist():
     resources, _ = declared()
     log_group = one(resources, "aws:cloudwatch/logGroup:LogGroup", "monitoring-server").name
     assert log_group in one(resources, ASG).depends_on
+    # and after what they may do: without it a first boot's ECR login failed, and the
+    # server stayed broken until the group's grace period replaced it
+    policy = one(resources, "aws:iam/rolePolicy:RolePolicy", "identity-server").name
+    assert policy in one(resources, ASG).depends_on
