@@ -62,8 +62,12 @@ class ModelStore(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=depends)
         self.log_bucket = gcp.storage.Bucket(
             f"{name}-logs", **_bucket_settings(args),
+            # versioned: a year's Delete makes a log noncurrent; the second rule removes it
             lifecycle_rules=[{"action": {"type": "Delete"},
-                              "condition": {"age": LOG_RETENTION_DAYS}}], opts=child)
+                              "condition": {"age": LOG_RETENTION_DAYS}},
+                             {"action": {"type": "Delete"},
+                              "condition": {"days_since_noncurrent_time": NONCURRENT_DAYS,
+                                            "with_state": "ARCHIVED"}}], opts=child)
         gcp.storage.BucketIAMMember(
             f"{name}-logs-writer", bucket=self.log_bucket.name,
             role="roles/storage.objectCreator", member=STORAGE_ANALYTICS,

@@ -107,6 +107,18 @@ def test_only_the_service_account_reads_the_bucket():
     assert secret_reader.inputs["member"] == account.outputs["member"]
 
 
+def test_both_buckets_give_back_what_their_versioning_keeps():
+    resources, _ = declared()
+    for name, live_rule in (("logs", {"age": 365}), ("models", None)):
+        bucket = one(resources, BUCKET, name)
+        assert bucket.inputs["versioning"] == {"enabled": True}
+        conditions = [rule["condition"] for rule in bucket.inputs["lifecycleRules"]
+                      if rule["action"] == {"type": "Delete"}]
+        # a Delete on a versioned bucket only makes an object noncurrent: this removes it
+        assert {"daysSinceNoncurrentTime": 30, "withState": "ARCHIVED"} in conditions
+        assert live_rule is None or live_rule in conditions
+
+
 def test_a_new_model_version_makes_a_new_template_and_rolls_the_group():
     v1, _ = declared(model={"version": "v1"})
     v2, outputs = declared(model={"version": "v2"})
