@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from llmcloud.providers.gcp.gpu_pool import READY_PATH
-
 FIVE_XX_RATIO = 0.05
+#: what the uptime check asks for: a path the edge lets through (only /v1/... reaches the
+#: servers), answered 401 by any server, as it carries no key
+UPTIME_PATH = "/v1/models"
 _LB = 'monitored_resource="https_lb_rule",backend_target_name="{backend}"'
 
 
@@ -85,6 +86,8 @@ class MonitoringArgs:
     timeout_seconds: int
     in_flight_metric: str
     labels: dict[str, str] = field(default_factory=dict)
+    #: whether Google's uptime checkers may reach the endpoint (network.allowed_cidrs)
+    reachable_from_anywhere: bool = True
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -92,7 +95,7 @@ class Monitoring(pulumi.ComponentResource):
     policies have no notification channel: attach the team's channels to them."""
 
     dashboard: gcp.monitoring.Dashboard
-    uptime_check: gcp.monitoring.UptimeCheckConfig
+    uptime_check: gcp.monitoring.UptimeCheckConfig | None
 
     def __init__(self, name: str, args: MonitoringArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -103,15 +106,20 @@ class Monitoring(pulumi.ComponentResource):
             filter=unhealthy_filter(args.health_check),
             description="health checks that found a model server unhealthy",
             metric_descriptor={"metric_kind": "DELTA", "value_type": "INT64"}, opts=child)
-        self.uptime_check = gcp.monitoring.UptimeCheckConfig(
-            f"{name}-uptime", display_name=f"{args.name} ready", project=args.project,
-            timeout="10s", period="60s",
-            http_check={"path": READY_PATH, "port": 443 if args.https else 80,
-                        "use_ssl": args.https, "validate_ssl": args.https,
-                        "accepted_response_status_codes": [{"status_class": "STATUS_CLASS_2XX"}]},
-            monitored_resource={"type": "uptime_url",
-                                "labels": {"host": args.host, "project_id": args.project}},
-            user_labels=args.labels, opts=child)
+        self.uptime_check = None
+        if args.reachable_from_anywhere:
+            # The edge lets only /v1/... through, and the servers ask every request there
+            # for a key: a 401 from /v1/models is a server answering through the whole path
+            # (with no server up, the balancer answers 502/503).
+            self.uptime_check = gcp.monitoring.UptimeCheckConfig(
+                f"{name}-uptime", display_name=f"{args.name} answering", project=args.project,
+                timeout="10s", period="60s",
+                http_check={"path": UPTIME_PATH, "port": 443 if args.https else 80,
+                            "use_ssl": args.https, "validate_ssl": args.https,
+                            "accepted_response_status_codes": [{"status_value": 401}]},
+                monitored_resource={"type": "uptime_url",
+                                    "labels": {"host": args.host, "project_id": args.project}},
+                user_labels=args.labels, opts=child)
         documentation = {"mime_type": "text/markdown", "content": (
             f"llmcloud stack `{args.name}`: see the dashboard, the backend service "
             f"`{args.backend_service}` and the instance group `{args.instance_group}`.")}
@@ -125,18 +133,18 @@ class Monitoring(pulumi.ComponentResource):
                                              f'user/{m}" AND resource.type="gce_instance_group"'),
                         "ALIGN_DELTA", "REDUCE_SUM", 0, args, documentation,
                         depends=[unhealthy])
-        self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
-                        self.uptime_check.uptime_check_id.apply(
-                            lambda c: 'metric.type="monitoring.googleapis.com/uptime_check/'
-                                      f'check_passed" AND metric.label.check_id="{c}" AND '
-                                      'resource.type="uptime_url"'),
-                        "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args, documentation)
+        if self.uptime_check is not None:
+            self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
+                            self.uptime_check.uptime_check_id.apply(
+                                lambda c: 'metric.type="monitoring.googleapis.com/uptime_check/'
+                                          f'check_passed" AND metric.label.check_id="{c}" AND '
+                                          'resource.type="uptime_url"'),
+                            "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args, documentation)
         self.dashboard = gcp.monitoring.Dashboard(
             f"{name}-dashboard", project=args.project, dashboard_json=dashboard_json(
                 args.name, args.backend_service, args.instance_group, args.in_flight_metric),
             opts=child)
-        self.register_outputs({"dashboard": self.dashboard.id,
-                               "uptime_check": self.uptime_check.uptime_check_id})
+        self.register_outputs({"dashboard": self.dashboard.id})
 
     def _promql(self, name: str, title: str, query: str, args: MonitoringArgs,
                 documentation: dict) -> gcp.monitoring.AlertPolicy:

@@ -149,7 +149,8 @@ class GcpService(pulumi.ComponentResource):
             instance_group=naming.resource_name(stack, "gpu"),
             health_check=f"{naming.resource_name(stack, 'lb')}-ready", host=balancer.host,
             https=bool(spec.gateway.domain), timeout_seconds=spec.gateway.timeout_seconds,
-            in_flight_metric=IN_FLIGHT_METRIC, labels=labels), opts=child)
+            in_flight_metric=IN_FLIGHT_METRIC, labels=labels,
+            reachable_from_anywhere="0.0.0.0/0" in spec.network.allowed_cidrs), opts=child)
         if not spec.gateway.domain:
             pulumi.log.warn(HTTP_WARNING, resource=self)
 

@@ -21,6 +21,7 @@ HTTPS_PROXY = "gcp:compute/targetHttpsProxy:TargetHttpsProxy"
 ARMOR = "gcp:compute/securityPolicy:SecurityPolicy"
 BUCKET = "gcp:storage/bucket:Bucket"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 FIREWALL = "gcp:compute/firewall:Firewall"
 PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
@@ -220,6 +221,26 @@ def test_a_domain_gets_https_with_a_managed_certificate_and_a_redirect():
     uptime = one(resources, "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
     assert uptime.inputs["httpCheck"]["useSsl"] is True
     assert uptime.inputs["monitoredResource"]["labels"]["host"] == "llm.example.com"
+
+
+def test_the_uptime_check_asks_what_the_edge_lets_through():
+    resources, _ = declared()
+    uptime = one(resources, "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
+    path = uptime.inputs["httpCheck"]["path"]
+    # Cloud Armor's first rule answers 404 to any path outside /v1/ (/health/ready was one,
+    # so the check failed for ever); a server answers a request without a key 401
+    (paths_rule,) = [r for r in one(resources, ARMOR).inputs["rules"]
+                     if "request.path" in r["match"].get("expr", {}).get("expression", "")]
+    assert f"startsWith('{path[:4]}')" in paths_rule["match"]["expr"]["expression"]
+    assert path == "/v1/models"
+    assert uptime.inputs["httpCheck"]["acceptedResponseStatusCodes"] == [{"statusValue": 401}]
+    alerts = [p.inputs["displayName"] for p in of_type(resources, POLICY)]
+    assert any("endpoint down" in name for name in alerts)
+    # Google's checkers cannot reach an endpoint closed to their addresses: no check, and
+    # no alert that would fire for ever
+    closed, _ = declared(network={"allowed_cidrs": ["203.0.113.0/24"]})
+    assert not of_type(closed, "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
+    assert not [p for p in of_type(closed, POLICY) if "endpoint down" in p.inputs["displayName"]]
 
 
 def test_edge_limits_come_from_the_spec():
