@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -165,6 +166,13 @@ class CloudProvider(Provider):
     def api_key_headers(self, key: str) -> dict[str, str]:
         """How a client presents an API key to this provider's gateway."""
         return {"Authorization": f"Bearer {key}"}
+
+    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+        """Wait until the servers of the update begun at ``since`` have taken over, by the
+        cloud's own account of it; True when it said so, False when this cloud's update
+        already waits (or cannot be watched). Raises `DeploymentError` for a rollout that
+        failed, which `promote` answers by putting the previous version back."""
+        return False
 
     def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
         from llmcloud.providers import rollout

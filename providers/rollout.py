@@ -3,8 +3,10 @@
 A promotion checks that the version and its manifest are in the stack's model store,
 records the new version in the stack's config (keeping the versions served before in
 `llmcloud:model.history`), runs the update — which rolls the instance group behind its
-health checks — and waits until the endpoint reports the new version. If any of that fails,
-the previous version is put back the same way and the promotion exits non-zero.
+health checks — waits for the cloud to report the roll done where it can be watched (AWS's
+instance refresh), and, given an API key, until the endpoint reports the new version. If any
+of that fails, the previous version is put back the same way and the promotion exits
+non-zero.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
@@ -103,9 +106,12 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
     old_history = list(spec.model.history)
     new_history = ([*old_history, previous] if history is None else history)[-HISTORY_LIMIT:]
     _record(engine, version, new_history)
+    # (a minute early: the cloud's clock and this machine's may differ a little)
+    since = datetime.now(timezone.utc) - timedelta(seconds=60)
     try:
         outputs = engine.up()
-        verified = _verify(provider, ctx, outputs, version, timeout)
+        rolled = provider.wait_for_rollout(ctx, since, timeout)
+        verified = _verify(provider, ctx, outputs, version, timeout) or rolled
     except (LlmcloudError, KeyboardInterrupt) as failure:
         reason = getattr(failure, "message", "interrupted")
         if getattr(failure, "context", None):

@@ -112,9 +112,13 @@ class GpuPool(pulumi.ComponentResource):
                                                                    "OldestInstance"],
             enabled_metrics=["GroupInServiceInstances", "GroupDesiredCapacity",
                              "GroupPendingInstances", "GroupTerminatingInstances"],
+            # No auto_rollback: the provider sets the new template version on the group
+            # before it starts the refresh, so a rollback would return to the new version
+            # and replace failing servers with failing servers (terraform-provider-aws
+            # #34189); `promote` watches the refresh and puts the previous version back.
             instance_refresh={"strategy": "Rolling", "preferences": {
                 "min_healthy_percentage": 100, "max_healthy_percentage": 200,
-                "instance_warmup": str(args.grace_period_seconds), "auto_rollback": True,
+                "instance_warmup": str(args.grace_period_seconds), "auto_rollback": False,
                 "skip_matching": True, "scale_in_protected_instances": "Refresh",
                 "standby_instances": "Terminate"}},
             tags=[{"key": k, "value": v, "propagate_at_launch": False}

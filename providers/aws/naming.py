@@ -48,3 +48,8 @@ def versioned_name(stack: str, part: str, digest: str, kind: str = "sagemaker") 
     resource, created before the old one is deleted."""
     return fit(f"{physical_name(stack, part, kind)[: LIMITS[kind] - 11]}-{digest[:10]}",
                LIMITS[kind])
+
+
+def asg_name(stack: str) -> str:
+    """The stack's server group: `promote` watches its instance refreshes by this name."""
+    return f"{base_name(stack)}-gpu"

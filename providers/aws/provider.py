@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from llmcloud.providers.aws import mocks
+from llmcloud.providers.aws import mocks, naming
 from llmcloud.providers.aws.endpoint_config import sagemaker_instance_type
 from llmcloud.providers.aws.prices import (
     ALB_HOURLY,
@@ -197,6 +198,20 @@ class AwsProvider(CloudProvider):
             spec.compute.max_replicas,
             note="a blue/green update runs the old and the new fleet side by side while the "
                  "new one bakes (about 10 minutes)")]
+
+    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+        """The server group's instance refresh, watched to its end (`refresh_wait.py`). A
+        SageMaker endpoint's update already waits, and rolls back on its alarms, by itself."""
+        if ctx.spec.compute.kind == "sagemaker":
+            return False
+        import boto3
+
+        from llmcloud.providers.aws.refresh_wait import wait_for_refresh
+
+        self.check_credentials(ctx.environ)
+        client = boto3.client("autoscaling", region_name=ctx.spec.region or DEFAULT_REGION)
+        return wait_for_refresh(client, naming.asg_name(ctx.stack), since,
+                                timeout=timeout) is not None
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ECR's way: a 12-hour token from `GetAuthorizationToken`, user `AWS`."""

@@ -118,7 +118,7 @@ class AwsService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         model = spec.model.name or "model"
         instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
-        asg_name = f"{name}-gpu"
+        asg_name = naming.asg_name(stack)
         network = Network(f"{name}-network", NetworkArgs(
             vpc_cidr=spec.network.vpc_cidr, listener_port=LISTENER_PORT,
             server_port=spec.server.port, zones=options.zones,

@@ -36,11 +36,19 @@ class FlakyStack(FakeStack):
 class FakeProvider:
     name = "aws"
 
-    def __init__(self, stack_cls=FakeStack):
+    def __init__(self, stack_cls=FakeStack, rolled=False, rollout_error=None):
         self.opener = stack_cls.opener(stack_outputs=OUTPUTS)
+        self.rolled, self.rollout_error = rolled, rollout_error
+        self.watched: list = []  # the times each update's rollout was watched from
 
     def supports(self, operation):
         pass
+
+    def wait_for_rollout(self, ctx, since, timeout):
+        self.watched.append(since)
+        if self.rollout_error is not None and len(self.watched) == 1:
+            raise self.rollout_error
+        return self.rolled
 
     def api_key_headers(self, key):
         return {"Authorization": f"Bearer {key}"}
@@ -96,6 +104,28 @@ def test_failed_rollout_restores_the_previous_version(tmp_path: Path, checked) -
         "set_all_config", "up", "set_all_config", "up"]
     assert provider.stack.config == {"llmcloud:model.version": "v1",
                                      "llmcloud:model.history": '["v0"]'}
+
+
+def test_a_rollout_the_cloud_reports_failed_restores_the_previous_version(
+        tmp_path: Path, checked) -> None:
+    # e.g. AWS's instance refresh ending Failed after `up` returned: `up` does not wait
+    failed = DeploymentError("the server group's instance refresh ended Failed",
+                             context="instances failed their health checks")
+    provider = FakeProvider(rollout_error=failed)
+    with pytest.raises(DeploymentError) as caught:
+        rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
+    assert caught.value.message == "promoting v2 failed; v1 is serving again"
+    assert "instance refresh ended Failed" in caught.value.context
+    assert [name for name, _ in provider.stack.calls] == [
+        "set_all_config", "up", "set_all_config", "up"]
+    assert provider.stack.config["llmcloud:model.version"] == "v1"
+    assert len(provider.watched) == 1 and provider.watched[0].tzinfo is not None
+
+
+def test_a_rollout_the_cloud_confirms_is_verified_without_a_key(tmp_path: Path,
+                                                                 checked) -> None:
+    provider = FakeProvider(rolled=True)
+    assert rollout.promote(provider, _ctx(tmp_path, "v1"), "v2")["verified"] is True
 
 
 def test_rollback_goes_to_the_last_version_and_pops_it(tmp_path: Path, checked) -> None:

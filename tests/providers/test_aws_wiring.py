@@ -136,7 +136,7 @@ def test_a_new_model_version_makes_a_new_template_version_and_a_refresh():
     refresh = asg2.inputs["instanceRefresh"]
     assert refresh["strategy"] == "Rolling"
     assert refresh["preferences"]["minHealthyPercentage"] == 100
-    assert refresh["preferences"]["autoRollback"] is True
+    assert refresh["preferences"]["autoRollback"] is False  # promote watches and restores
     assert outputs["model_version"] == "v2"
 
 
