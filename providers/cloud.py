@@ -77,6 +77,8 @@ class CloudProvider(Provider):
         self.check_spec(spec)
         if spec.image is None and not pulumi.runtime.is_dry_run():
             raise self.image_missing(stack)
+        if spec.server.drain_timeout_seconds < spec.gateway.timeout_seconds:
+            pulumi.log.warn(drain_warning(spec))
         return self.declare_service(spec, stack)
 
     def declare_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
@@ -194,6 +196,14 @@ class CloudProvider(Provider):
                 hint=f"llmcloud up --provider {self.name} --stack {ctx.stack}, or pass --to URI",
             )
         return str(uri)
+
+
+def drain_warning(spec: DeploymentSpec) -> str:
+    """What a drain shorter than the gateway's timeout costs, said at preview and up."""
+    drain, timeout = spec.server.drain_timeout_seconds, spec.gateway.timeout_seconds
+    return (f"server.drain_timeout_seconds ({drain}) is shorter than gateway.timeout_seconds "
+            f"({timeout}): a request still running {drain} s after its server began to "
+            "drain (a rolling promote, a scale-in) is cut; set the drain to the timeout")
 
 
 def _given(flags: Mapping[str, Any]) -> dict[str, Any]:

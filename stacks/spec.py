@@ -271,7 +271,9 @@ class ServerSpec(_Section):
 
     port: int = Field(default=8080, ge=1024, le=65535, description="the server's port")
     drain_timeout_seconds: int = Field(
-        default=60, ge=1, le=3600, description="how long in-flight requests may finish"
+        default=300, ge=1, le=3600,
+        description="how long in-flight requests may finish when a server is replaced or "
+                    "scaled in; below gateway.timeout_seconds, longer requests are cut",
     )
     max_batch_size: int = Field(
         default=16, ge=1, le=1024, description="sequences decoded together"

@@ -10,6 +10,7 @@ from typing import Any
 import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for plan
 from llmcloud.providers.azure import mocks
 from llmcloud.providers.azure.apim import choose_sku, gateway_network
+from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     LOAD_BALANCER_HOURLY,
@@ -27,6 +28,7 @@ from llmcloud.providers.azure.prices import (
     premium_ssd_tier,
     price_table,
 )
+from llmcloud.providers.azure.scaling import longest_drain
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
@@ -111,6 +113,14 @@ class AzureProvider(CloudProvider):
                 hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
         size = spec.compute.instance_type or DEFAULT_VM_SIZE
         check_copies(spec, gpus_of(size, spec.compute.gpus), size)
+        longest = longest_drain(PROBE_DOWN_SECONDS)
+        if spec.server.drain_timeout_seconds > longest:
+            raise ConfigError(
+                f"server.drain_timeout_seconds {spec.server.drain_timeout_seconds} is longer "
+                "than a VM being deleted can wait on Azure",
+                context="a scale set's terminate notice lasts at most 15 minutes; the drain "
+                        "was cut at its end",
+                hint=f"set server.drain_timeout_seconds to at most {longest}")
 
 
 

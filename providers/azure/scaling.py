@@ -29,6 +29,16 @@ def repair_grace_period(gpu_memory_gb: int | None) -> str:
     return iso_minutes(min(90, max(10, boot_minutes(gpu_memory_gb))))
 
 
+#: the longest Azure lets a VM's deletion wait for it (a terminate notice's maximum)
+MAX_NOTICE_SECONDS = 15 * 60
+
+
+def longest_drain(leave_seconds: int) -> int:
+    """The longest drain a VM being deleted still has time for: the notice's maximum, less
+    leaving the balancer and half a minute to spare."""
+    return MAX_NOTICE_SECONDS - leave_seconds - 30
+
+
 def terminate_notice(drain_seconds: int, leave_seconds: int) -> str:
     """How long a VM's deletion waits for it (Azure allows 5 to 15 minutes): leaving the
     load balancer, draining, and half a minute to spare."""

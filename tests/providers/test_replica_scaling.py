@@ -79,3 +79,4 @@ def test_more_copies_than_the_instance_has_gpus_are_refused_at_plan(flavour):
     assert "4 GPUs" in info.value.message and "at most 4" in info.value.hint
     run_plan(spec_for(_cloud(flavour), compute=FOUR_GPUS[flavour],
                       server={"data_parallel_size": 4}), "dev")
+

@@ -135,3 +135,13 @@ def test_a_location_that_is_no_azure_name_is_refused(region):
 @pytest.mark.parametrize("region", ["eastus", "westeurope", "swedencentral", "eastus2"])
 def test_azure_location_names_pass(region):
     AzureProvider().check_spec(azure_spec(region=region))
+
+
+def test_a_drain_longer_than_a_deleted_vm_may_wait_is_refused():
+    # a terminate notice lasts at most 15 minutes: leaving the balancer (15 s), the drain,
+    # and 30 s to spare must fit in it
+    AzureProvider().check_spec(azure_spec(server={"drain_timeout_seconds": 855}))
+    with pytest.raises(ConfigError) as info:
+        run_plan(azure_spec(server={"drain_timeout_seconds": 856}), "dev")
+    assert "drain_timeout_seconds 856" in info.value.message
+    assert info.value.hint == "set server.drain_timeout_seconds to at most 855"

@@ -95,8 +95,9 @@ def test_the_servers_run_the_hpc_image_with_keys_only_and_encryption_at_host():
     assert linux["disablePasswordAuthentication"] is True
     assert "adminPassword" not in profile["osProfile"]
     assert profile["priority"] == "Regular"
+    # leaving the balancer, the default drain (300 s, the gateway's timeout) and 30 s spare
     assert profile["scheduledEventsProfile"] == {"terminateNotificationProfile": {
-        "enable": True, "notBeforeTimeout": "PT5M"}}
+        "enable": True, "notBeforeTimeout": "PT6M"}}
     assert "llmcloud-drain" in custom_data(resources)
     assert len(profile["osProfile"]["customData"]) <= 65535  # Azure's limit
     assert vmss.inputs["automaticRepairsPolicy"]["enabled"] is True
