@@ -104,11 +104,14 @@ def _service(name: str, description: str, script: list[str]) -> list[str]:
 def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
     # A scale-in, a rolling upgrade or a spot eviction deletes the VM: the scale set's
     # terminate notification gives it time to leave the load balancer (fail the probe, keep
-    # serving the open connections), let the server drain, and then say it is done.
+    # serving the open connections), let the server drain, and then say it is done. A spot
+    # eviction (Preempt) comes only 30 s ahead, whatever the notice: the server gets what
+    # is left of them, not the drain.
     events = f"{IMDS}/scheduledevents?api-version=2020-07-01"
-    pick = ("import json,sys; n=sys.argv[1]; print(' '.join(e['EventId'] for e in "
-            "json.load(sys.stdin).get('Events', []) if e.get('EventType') in "
-            "('Terminate', 'Preempt') and n in e.get('Resources', [])))")
+    pick = ("import json,sys; n=sys.argv[1]; e=[e for e in json.load(sys.stdin).get("
+            "'Events', []) if e.get('EventType') in ('Terminate', 'Preempt') and n in "
+            "e.get('Resources', [])]; e and print('Preempt' if any(x['EventType'] == "
+            "'Preempt' for x in e) else 'Terminate', *(x['EventId'] for x in e))")
     ack = ("import json,sys; print(json.dumps({'StartRequests': "
            "[{'EventId': i} for i in sys.argv[1:]]}))")
     return _service("llmcloud-drain", "drain the llmcloud server before the VM goes", [
@@ -116,13 +119,16 @@ def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
         f"NAME=$(curl -sf -H Metadata:true '{IMDS}/instance/compute/name"
         "?api-version=2021-02-01&format=text')",
         "while sleep 5; do",
-        '  IDS=$(curl -sf -H Metadata:true "$EVENTS" | python3 -c '
+        '  FOUND=$(curl -sf -H Metadata:true "$EVENTS" | python3 -c '
         f'{shlex.quote(pick)} "$NAME") || continue',
-        '  [ -n "$IDS" ] || continue',
+        '  [ -n "$FOUND" ] || continue',
+        '  read -r KIND IDS <<< "$FOUND"',
+        '  if [ "$KIND" = Preempt ]; then LEAVE=5; STOP=15; else '
+        f"LEAVE={PROBE_DOWN_SECONDS}; STOP={launch.drain_timeout_seconds}; fi",
         # published ports are forwarded to the container: DOCKER-USER sees them, INPUT not
         f"  iptables -I DOCKER-USER -p tcp --dport {launch.port} -s {PROBE_SOURCE} -j DROP",
-        f"  sleep {PROBE_DOWN_SECONDS}",
-        f"  docker stop --time {launch.drain_timeout_seconds} llmcloud-server || true",
+        '  sleep "$LEAVE"',
+        '  docker stop --time "$STOP" llmcloud-server || true',
         f'  curl -sf -H Metadata:true -X POST "$EVENTS" -d "$(python3 -c {shlex.quote(ack)} '
         '$IDS)"',
         "  exit 0",

@@ -276,11 +276,17 @@ def _stub(folder, name: str, body: str) -> None:
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,
                     reason="needs bash and python3")
-def test_the_drain_script_leaves_the_balancer_drains_and_acknowledges(tmp_path):
+@pytest.mark.parametrize(("kind", "leave", "stop"), [
+    ("Terminate", 15, 45),  # a scale-in or upgrade: the notice holds the whole drain
+    ("Preempt", 5, 15),  # a spot eviction comes 30 s ahead, whatever the notice
+])
+def test_the_drain_script_leaves_the_balancer_drains_and_acknowledges(tmp_path, kind, leave,
+                                                                       stop):
     log = tmp_path / "calls.log"
-    events = ('{"Events": [{"EventId": "A", "EventType": "Terminate", "Resources": ["vm1"]}, '
-              '{"EventId": "B", "EventType": "Freeze", "Resources": ["vm1"]}, '
-              '{"EventId": "C", "EventType": "Preempt", "Resources": ["vm2"]}]}')
+    events = json.dumps({"Events": [
+        {"EventId": "A", "EventType": kind, "Resources": ["vm1"]},
+        {"EventId": "B", "EventType": "Freeze", "Resources": ["vm1"]},
+        {"EventId": "C", "EventType": "Preempt", "Resources": ["vm2"]}]})
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     _stub(bin_, "curl", f"""echo "curl $*" >> {log}
@@ -295,7 +301,7 @@ case "$*" in *compute/name*) echo vm1 ;; *"-X POST"*) ;; *) echo '{events}' ;; e
     calls = log.read_text().splitlines()
     order = [c.split()[0] for c in calls if not c.startswith(("sleep 5", "curl -sf -H"))]
     assert "iptables -I DOCKER-USER -p tcp --dport 8080 -s 168.63.129.16 -j DROP" in calls
-    assert "docker stop --time 45 llmcloud-server" in calls
+    assert f"sleep {leave}" in calls and f"docker stop --time {stop} llmcloud-server" in calls
     assert order.index("iptables") < order.index("docker")  # leave, then drain
     ack = next(c for c in calls if "-X POST" in c)
     assert '{"StartRequests": [{"EventId": "A"}]}' in ack  # only this VM's deletion
