@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import responses_api, sagemaker, token_utilities
 from .api_keys import ApiKeys
 from .metrics import CONTENT_TYPE
+from .path_prefix import StripPathPrefix, check_prefix
 from .protocol import (
     ApiError,
     ChatCompletionRequest,
@@ -56,8 +57,10 @@ def _version() -> str:
         return "unknown"
 
 
-def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI app for one server; ``state.serving`` may be filled in after startup."""
+def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               strip_path_prefix: str | None = None) -> FastAPI:
+    """The FastAPI app for one server; ``state.serving`` may be filled in after startup.
+    ``strip_path_prefix``: a prefix a proxy in front may add to paths (see path_prefix)."""
     app = FastAPI(title="llmcloud inference server", docs_url=None, redoc_url=None)
     app.state.llmcloud = state
 
@@ -204,6 +207,8 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES)
     # The last added runs first: the counter sees every answer, the body limit's 413s too.
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(_RequestCounter, state=state)
+    if strip_path_prefix:  # first of all, so the others see the path the routes know
+        app.add_middleware(StripPathPrefix, prefix=check_prefix(strip_path_prefix))
     return app
 
 

@@ -116,7 +116,8 @@ def run(argv: list[str] | None = None) -> None:
         except (OSError, ValueError) as exc:
             sys.exit(f"error: cannot read --api-keys-file: {exc}")
     state = ServerState(api_keys=api_keys)
-    app = create_app(state, max_body_bytes=args.max_body_bytes)
+    app = create_app(state, max_body_bytes=args.max_body_bytes,
+                     strip_path_prefix=args.strip_path_prefix)
     config = uvicorn_config(args, app)
     server = _server_class()(config, state, args)
     server.run()

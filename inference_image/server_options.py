@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
     p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
                    help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--strip-path-prefix", metavar="PREFIX", type=_path_prefix,
+                   default=env.get("LLMCLOUD_STRIP_PATH_PREFIX") or None,
+                   help="also serve every route under PREFIX (e.g. /api: /api/v1/models as "
+                        "/v1/models), for a proxy that puts it before the path, as API "
+                        "Gateway's private integrations may with their stage")
     p.add_argument("--reasoning-parser", choices=REASONING_PARSERS,
                    default=env.get("LLMCLOUD_REASONING_PARSER", "auto"),
                    help="split a reasoning model's <think>...</think> from its chat answers "
@@ -173,6 +178,16 @@ def _share(value: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a share from 0 to 1, got "
                                          f"{value!r}")
     return share
+
+
+def _path_prefix(value: str) -> str:
+    """An argparse type: a path prefix such as /api."""
+    from .path_prefix import check_prefix
+
+    try:
+        return check_prefix(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _int_or(word: str):

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.policies import assume_role_policy
 from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
 
-STAGE = "api"
+STAGE = naming.STAGE  # the endpoint ends with it; the servers take it off paths
 STREAM_TIMEOUT_MAX_MS = 900_000
 ACCESS_LOG_FORMAT = json.dumps({
     "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",

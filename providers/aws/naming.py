@@ -53,3 +53,7 @@ def versioned_name(stack: str, part: str, digest: str, kind: str = "sagemaker") 
 def asg_name(stack: str) -> str:
     """The stack's server group: `promote` watches its instance refreshes by this name."""
     return f"{base_name(stack)}-gpu"
+
+
+#: the REST API's stage: the endpoint is `https://<api>.execute-api.<region>.amazonaws.com/api`
+STAGE = "api"

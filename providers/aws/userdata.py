@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from llmcloud.providers.aws.naming import STAGE
 from llmcloud.providers.server_launch import CONTAINER_CACHE, ServerSettings, in_flight_awk
 
 #: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
@@ -31,7 +32,8 @@ def render_user_data(launch: ServerLaunch) -> str:
     """The cloud-init shell script for a server; raises ValueError on a mutable image tag."""
     launch.require_digest()
     q = shlex.quote
-    args = " ".join(q(a) for a in launch.arguments())
+    # API Gateway's private integrations may send the stage before the path (/api/v1/...)
+    args = " ".join(q(a) for a in [*launch.arguments(), "--strip-path-prefix", f"/{STAGE}"])
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",

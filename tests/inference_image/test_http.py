@@ -326,6 +326,24 @@ def test_a_bug_is_a_500_in_openai_shape_and_a_stream_still_ends(tokenizer, monke
     assert json.loads(events[-2])["error"]["code"] == "internal_error"
 
 
+def test_routes_answer_under_a_path_prefix_too(tokenizer):
+    """API Gateway's private integrations may put the stage before the path; with
+    --strip-path-prefix the server answers both forms (and nothing else changes)."""
+    _, state = make_client(FakeEngine(tokenizer))
+    client = TestClient(create_app(state, max_body_bytes=4096, strip_path_prefix="/api"))
+    for path in ("/v1/models", "/api/v1/models"):
+        assert client.get(path).json()["data"][0]["id"] == "fake-model"
+    body = {"prompt": "hi", "max_tokens": 2}
+    assert client.post("/api/v1/completions", json=body).status_code == 200
+    assert client.get("/api/health/live").status_code == 200
+    assert_error(client.get("/apiv1/models"), 404)  # a prefix is a whole path segment
+    assert_error(client.get("/api/api/v1/models"), 404)  # taken off once
+    requests = state.serving.metrics.render().decode()
+    assert 'endpoint="/v1/completions"' in requests  # counted under the route's own path
+    with pytest.raises(ValueError, match="not a path prefix"):
+        create_app(state, strip_path_prefix="api/")
+
+
 def test_chat_json(client):
     body = client.post(CHAT, json={"messages": [{"role": "system", "content": "be brief"},
                                                 {"role": "user", "content": [

@@ -119,6 +119,8 @@ def test_user_data_logs_in_pulls_by_digest_and_runs_with_gpus():
     assert "--gpus all" in script and "-p 8080:8080" in script
     assert "--model s3://b/models/m/v7/ --model-version v7" in script
     assert "--max-body-bytes 1048576 --cache-dir /models" in script
+    # API Gateway's private integrations may send the stage before the path: both serve
+    assert "--strip-path-prefix /api" in script
     assert "-v /var/lib/llmcloud/models:/models" in script
     assert "awslogs-group=/llmcloud/dev/server" in script
     assert "--stop-timeout 75" in script  # drain (60 s) plus margin
