@@ -1,4 +1,4 @@
-"""How much load each replica is given before the autoscaler adds one.
+"""What a replica holds and how much load it is given before the autoscaler adds one.
 
 `autoscaling.target` is the load of one copy of the model: the concurrent requests (or
 requests a minute) one engine is driven at. A replica's server runs one copy per GPU of
@@ -9,6 +9,8 @@ GPU is meant for: eight times the instances the load needs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from llmcloud.stacks.errors import ConfigError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -38,3 +40,18 @@ def check_copies(spec: DeploymentSpec, gpus: int | None, instance_type: str) -> 
                 "to start",
         hint=f"set server.data_parallel_size to at most {max(gpus, 1)}, or remove it (one "
              "copy per GPU), or pick an instance type with more GPUs")
+
+
+def check_gpus(spec: DeploymentSpec, gpus: int | None, instance_type: str,
+               gpus_by_type: Mapping[str, int], cloud: str) -> None:
+    """Refuse a `compute.gpus` other than the ``gpus`` the instance type comes with (None:
+    a type llmcloud does not know, or one that takes any number): never ignored."""
+    wanted = spec.compute.gpus
+    if wanted is None or gpus is None or wanted == gpus:
+        return
+    matching = sorted(t for t, n in gpus_by_type.items() if n == wanted)
+    raise ConfigError(
+        f"compute.gpus is {wanted}, but {instance_type} has {gpus}",
+        context=f"on {cloud} the instance type fixes the GPUs",
+        hint=f"set compute.gpus to {gpus}, or compute.instance_type to one with {wanted} "
+             f"GPUs: {', '.join(matching) or 'none is priced'}")

@@ -28,7 +28,7 @@ from llmcloud.providers.aws.prices import (
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
-from llmcloud.providers.scaling import check_copies
+from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -107,13 +107,7 @@ class AwsProvider(CloudProvider):
                     hint=f"set compute.kind: sagemaker, or compute.instance_type to an EC2 "
                          f"type such as {DEFAULT_INSTANCE_TYPE}")
         gpus = table.get(instance_type, (None,))[0]
-        if spec.compute.gpus is not None and gpus is not None and spec.compute.gpus != gpus:
-            matching = sorted(t for t, v in table.items() if v[0] == spec.compute.gpus)
-            raise ConfigError(
-                f"compute.gpus is {spec.compute.gpus}, but {instance_type} has {gpus}",
-                context="on AWS the instance type fixes the GPUs",
-                hint=f"set compute.instance_type to one with {spec.compute.gpus} GPUs: "
-                     f"{', '.join(matching) or 'none is priced'}")
+        check_gpus(spec, gpus, instance_type, {t: v[0] for t, v in table.items()}, "AWS")
         check_copies(spec, spec.compute.gpus if gpus is None else gpus, instance_type)
         if spec.gateway.max_body_kb > API_GATEWAY_MAX_BODY_KB:
             raise ConfigError(

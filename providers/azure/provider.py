@@ -13,6 +13,7 @@ from llmcloud.providers.azure.apim import choose_sku, gateway_network
 from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
+    GPU_SIZES,
     LOAD_BALANCER_HOURLY,
     LOG_ANALYTICS_PER_GB,
     METRIC_ALERT_MONTHLY,
@@ -32,7 +33,7 @@ from llmcloud.providers.azure.scaling import longest_drain
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
-from llmcloud.providers.scaling import check_copies
+from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -112,6 +113,8 @@ class AzureProvider(CloudProvider):
                 context="API Management's custom domains need a certificate in Key Vault",
                 hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
         size = spec.compute.instance_type or DEFAULT_VM_SIZE
+        check_gpus(spec, gpus_of(size), size, {s: v[0] for s, v in GPU_SIZES.items()},
+                   "Azure")
         check_copies(spec, gpus_of(size, spec.compute.gpus), size)
         longest = longest_drain(PROBE_DOWN_SECONDS)
         if spec.server.drain_timeout_seconds > longest:

@@ -15,6 +15,7 @@ from llmcloud.providers.gcp.prices import (
     ARMOR_POLICY_MONTH,
     ARMOR_RULE_MONTH,
     FORWARDING_RULE_HOURLY,
+    GPU_MACHINES,
     LB_DATA_PER_GB,
     NAT_DATA_PER_GB,
     NAT_VM_HOURLY,
@@ -28,7 +29,7 @@ from llmcloud.providers.gcp.prices import (
     price_table,
 )
 from llmcloud.providers.gcp.zones import GPU_ZONES
-from llmcloud.providers.scaling import check_copies
+from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import ConfigError, CredentialsError
 from llmcloud.stacks.spec import DeploymentSpec
@@ -112,6 +113,9 @@ class GcpProvider(CloudProvider):
                               f"({machine_type})", context="regions that do: "
                               + ", ".join(offered),
                               hint=f"set region: {offered[0] if offered else DEFAULT_REGION}")
+        if not machine.attached:  # N1 machines take the GPUs asked for
+            check_gpus(spec, machine.gpus, machine_type,
+                       {t: m.gpus for t, m in GPU_MACHINES.items() if not m.attached}, "GCP")
         check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
 

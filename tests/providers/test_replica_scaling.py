@@ -14,9 +14,9 @@ from tests.providers.declared import declared_for, one, spec_for
 FOUR_GPUS = {
     "aws": {"instance_type": "g6.12xlarge", "gpus": 4},
     "sagemaker": {"kind": "sagemaker", "instance_type": "ml.g6.12xlarge", "gpus": 4},
-    "gcp": {"instance_type": "a2-highgpu-4g"},
+    "gcp": {"instance_type": "a2-highgpu-4g", "gpus": 4},
     "gcp-n1": {"instance_type": "n1-standard-8", "gpus": 4},  # T4s attached
-    "azure": {"instance_type": "Standard_NC96ads_A100_v4"},
+    "azure": {"instance_type": "Standard_NC96ads_A100_v4", "gpus": 4},
 }
 ONE_GPU = {"aws": {"instance_type": "g6.xlarge"},
            "sagemaker": {"kind": "sagemaker", "instance_type": "ml.g6.xlarge"},
@@ -80,3 +80,20 @@ def test_more_copies_than_the_instance_has_gpus_are_refused_at_plan(flavour):
     run_plan(spec_for(_cloud(flavour), compute=FOUR_GPUS[flavour],
                       server={"data_parallel_size": 4}), "dev")
 
+
+@pytest.mark.parametrize(("cloud", "compute", "has", "other"), [
+    ("aws", {"instance_type": "g6.xlarge", "gpus": 4}, 1, "g6.12xlarge"),
+    ("gcp", {"instance_type": "g2-standard-8", "gpus": 4}, 1, "a2-highgpu-4g"),
+    ("gcp", {"instance_type": "a2-highgpu-4g", "gpus": 1}, 4, "g2-standard-8"),
+    ("azure", {"instance_type": "Standard_NC24ads_A100_v4", "gpus": 4}, 1,
+     "Standard_NC96ads_A100_v4"),
+])
+def test_gpus_the_instance_type_does_not_have_are_refused_not_ignored(cloud, compute, has,
+                                                                       other):
+    with pytest.raises(ConfigError) as info:
+        run_plan(spec_for(cloud, compute=compute), "dev")
+    assert info.value.message == (f"compute.gpus is {compute['gpus']}, but "
+                                  f"{compute['instance_type']} has {has}")
+    assert other in info.value.hint
+    # N1 machines take the GPUs asked for
+    run_plan(spec_for("gcp", compute={"instance_type": "n1-standard-8", "gpus": 2}), "dev")
