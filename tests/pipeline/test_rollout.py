@@ -94,32 +94,25 @@ def test_promote_to_the_serving_version_changes_nothing(tmp_path: Path, checked)
     assert provider.stack.calls == []
 
 
-def test_failed_rollout_restores_the_previous_version(tmp_path: Path, checked) -> None:
-    provider = FakeProvider(FlakyStack)
+@pytest.mark.parametrize(("provider", "said"), [
+    (lambda: FakeProvider(FlakyStack), "instance refresh failed"),  # `up` itself failed
+    # the rollout the cloud reports failed after `up` returned (AWS's instance refresh:
+    # `up` does not wait for it)
+    (lambda: FakeProvider(rollout_error=DeploymentError(
+        "the server group's instance refresh ended Failed")), "instance refresh ended Failed"),
+], ids=["update", "rollout"])
+def test_failed_rollout_restores_the_previous_version(tmp_path: Path, checked, provider,
+                                                      said) -> None:
+    provider = provider()
     with pytest.raises(DeploymentError) as caught:
         rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
     assert caught.value.message == "promoting v2 failed; v1 is serving again"
-    assert "instance refresh failed" in caught.value.context
+    assert said in caught.value.context
     assert [name for name, _ in provider.stack.calls] == [
         "set_all_config", "up", "set_all_config", "up"]
     assert provider.stack.config == {"llmcloud:model.version": "v1",
                                      "llmcloud:model.history": '["v0"]'}
-
-
-def test_a_rollout_the_cloud_reports_failed_restores_the_previous_version(
-        tmp_path: Path, checked) -> None:
-    # e.g. AWS's instance refresh ending Failed after `up` returned: `up` does not wait
-    failed = DeploymentError("the server group's instance refresh ended Failed",
-                             context="instances failed their health checks")
-    provider = FakeProvider(rollout_error=failed)
-    with pytest.raises(DeploymentError) as caught:
-        rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
-    assert caught.value.message == "promoting v2 failed; v1 is serving again"
-    assert "instance refresh ended Failed" in caught.value.context
-    assert [name for name, _ in provider.stack.calls] == [
-        "set_all_config", "up", "set_all_config", "up"]
-    assert provider.stack.config["llmcloud:model.version"] == "v1"
-    assert len(provider.watched) == 1 and provider.watched[0].tzinfo is not None
+    assert all(since.tzinfo is not None for since in provider.watched)
 
 
 def test_a_rollout_the_cloud_confirms_is_verified_without_a_key(tmp_path: Path,
