@@ -66,7 +66,8 @@ class CausalBatch:
         ``prefixes``: per row, the states of its first tokens (from a prefix cache) or
         None; only the rest of each prompt runs. Kept states are right-aligned to the
         longest, the rests left-padded after them: the mask hides the gaps, so the rows
-        are as wide as the longest kept part plus the longest rest.
+        run as wide as the longest kept part plus the longest rest; then each row's states
+        are moved together, so they join the batch as wide as the longest row.
         ``on_cache(cache, mask)`` sees the new rows' states before they join the batch.
         ``every_position``: the logits after every position run instead [k, L, V].
         ``adapters``: per row, the LoRA adapter it runs with (0 or None: the base model)."""
@@ -102,6 +103,8 @@ class CausalBatch:
             kv_cache.select_rows(cache, index)
             mask, logits = mask.index_select(0, index), logits.index_select(0, index)
         kv_cache.zero_padding(cache, mask)
+        if max(done):  # kept beginnings were followed by padding up to the longest rest
+            mask = kv_cache.close_gaps(cache, mask)
         if on_cache is not None:
             on_cache(cache, mask)
         self._merge(cache, mask, mask.sum(-1), adapters)
@@ -169,17 +172,21 @@ class CausalBatch:
 
     def _merge(self, cache, mask: torch.Tensor, positions: torch.Tensor,
                slots: list[int]) -> None:
-        self.slots_of_rows = self.slots_of_rows + list(slots)
+        # All or nothing: if a copy fails (memory), the running rows stay as they were, and
+        # only the new rows' request fails.
         if self.cache is None:
             self.cache, self.mask, self.positions = cache, mask, positions
+            self.slots_of_rows = list(slots)
             return
-        kv_cache.merge_into(self.cache, cache, left=True)
         length = max(self.mask.shape[1], mask.shape[1])
-        self.mask = torch.cat([
+        merged_mask = torch.cat([
             kv_cache.pad_seq(self.mask, length, 1, left=True),
             kv_cache.pad_seq(mask, length, 1, left=True),
         ])
-        self.positions = torch.cat([self.positions, positions])
+        merged_positions = torch.cat([self.positions, positions])
+        kv_cache.merge_into(self.cache, cache, left=True)
+        self.mask, self.positions = merged_mask, merged_positions
+        self.slots_of_rows = self.slots_of_rows + list(slots)
 
 
 def states_of(cache, mask: torch.Tensor, row: int,

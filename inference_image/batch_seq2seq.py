@@ -125,22 +125,29 @@ class Seq2SeqBatch:
             self.cache, self.encoder_states = cache, states
             self.encoder_mask, self.mask = enc_mask, dec_mask
             return
-        kv_cache.merge_into(self.cache.self_attention_cache, cache.self_attention_cache, True)
-        kv_cache.merge_into(self.cache.cross_attention_cache, cache.cross_attention_cache, False)
+        # All or nothing: everything new is made before any of it is put in place, so a
+        # failed copy (memory) leaves the running rows as they were.
+        own = kv_cache.merged_layers(self.cache.self_attention_cache,
+                                     cache.self_attention_cache, True)
+        cross = kv_cache.merged_layers(self.cache.cross_attention_cache,
+                                       cache.cross_attention_cache, False)
         enc_len = max(self.encoder_mask.shape[1], enc_mask.shape[1])
         dec_len = max(self.mask.shape[1], dec_mask.shape[1])
-        self.encoder_states = torch.cat([
+        encoder_states = torch.cat([
             kv_cache.pad_seq(self.encoder_states, enc_len, 1, left=False),
             kv_cache.pad_seq(states, enc_len, 1, left=False),
         ])
-        self.encoder_mask = torch.cat([
+        encoder_mask = torch.cat([
             kv_cache.pad_seq(self.encoder_mask, enc_len, 1, left=False),
             kv_cache.pad_seq(enc_mask, enc_len, 1, left=False),
         ])
-        self.mask = torch.cat([
+        mask = torch.cat([
             kv_cache.pad_seq(self.mask, dec_len, 1, left=True),
             kv_cache.pad_seq(dec_mask, dec_len, 1, left=True),
         ])
+        kv_cache.put_layers(self.cache.self_attention_cache, own)
+        kv_cache.put_layers(self.cache.cross_attention_cache, cross)
+        self.encoder_states, self.encoder_mask, self.mask = encoder_states, encoder_mask, mask
 
 
 class RowwiseBatch:

@@ -98,12 +98,16 @@ class DataParallelEngine(Engine):
         raises ``QueueFull`` when no engine has room for it."""
         loads = [engine.num_running + engine.num_waiting for engine in self.engines]
         preferred = hash(tuple(prompt_ids[:AFFINITY_TOKENS])) % len(self.engines)
-        if (loads[preferred] - min(loads) <= self._slack
-                and self.engines[preferred].room_for(1, priority)):
-            return self.engines[preferred]
-        for index in sorted(range(len(self.engines)), key=loads.__getitem__):
-            if self.engines[index].room_for(1, priority):
-                return self.engines[index]
+        by_load = sorted(range(len(self.engines)), key=loads.__getitem__)
+        # Free room first: a request pushes a less urgent one out of a full queue (priority
+        # scheduling) only when no copy has room without that.
+        for displacing in (False, True):
+            if (loads[preferred] - min(loads) <= self._slack
+                    and self.engines[preferred].queue_room(priority, displacing) >= 1):
+                return self.engines[preferred]
+            for index in by_load:
+                if self.engines[index].queue_room(priority, displacing) >= 1:
+                    return self.engines[index]
         raise QueueFull(f"{self.num_waiting} requests are already waiting")
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:

@@ -124,15 +124,56 @@ def pad_seq(tensor: torch.Tensor, length: int, dim: int, left: bool) -> torch.Te
 
 
 def merge_into(target, source, left: bool) -> None:
-    """Append ``source``'s rows to ``target`` in place, padding the sequence axis to match."""
+    """Append ``source``'s rows to ``target`` in place, padding the sequence axis to match.
+    All or nothing: every layer's new tensors are made before any is put in place, so a
+    failure (memory) leaves ``target`` as it was."""
+    put_layers(target, merged_layers(target, source, left))
+
+
+def merged_layers(target, source, left: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, ``target``'s rows then ``source``'s (keys, values), padded along the
+    sequence axis to match: new tensors, neither cache changed."""
+    merged = []
     for into, extra in zip(layers(target), layers(source), strict=True):
         length = max(into.keys.shape[-2], extra.keys.shape[-2])
-        into.keys = torch.cat(
-            [pad_seq(into.keys, length, -2, left), pad_seq(extra.keys, length, -2, left)]
-        )
-        into.values = torch.cat(
-            [pad_seq(into.values, length, -2, left), pad_seq(extra.values, length, -2, left)]
-        )
+        merged.append((
+            torch.cat([pad_seq(into.keys, length, -2, left),
+                       pad_seq(extra.keys, length, -2, left)]),
+            torch.cat([pad_seq(into.values, length, -2, left),
+                       pad_seq(extra.values, length, -2, left)])))
+    return merged
+
+
+def put_layers(target, merged: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Make ``merged`` (``merged_layers``) ``target``'s keys and values."""
+    for into, (keys, values) in zip(layers(target), merged, strict=True):
+        into.keys, into.values = keys, values
+
+
+def close_gaps(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Move each row's real positions (``mask`` [B, T] == 1) together to the right edge, in
+    their order, so that no padding sits among them; return the new mask [B, longest row].
+
+    Where a row's states sit does not change what it sees: its positions are in its keys
+    (rotary, or added to the embeddings before them) and in the batch's position ids, and
+    the mask says which columns are real. A row prefilled from a kept beginning had
+    padding between that beginning and the rest of its prompt, and kept it until it
+    ended: the cache then held more than admission counts (rows x the longest row), and
+    every row that joined was padded to its width."""
+    counts = mask.sum(-1)
+    width = int(counts.max())
+    if width == mask.shape[1] and bool((mask.cumsum(-1) > 0).eq(mask.bool()).all()):
+        return mask  # no gap: each row's real positions already run to the right edge
+    # a stable sort puts each row's padding first and its real positions after, in order
+    order = torch.sort(mask.to(torch.int8), dim=-1, stable=True).indices[:, -width:]
+    for layer in layers(cache):
+        keys, values = layer.keys, layer.values
+        layer.keys = keys.gather(2, order[:, None, :, None].expand(
+            -1, keys.shape[1], -1, keys.shape[3]))
+        layer.values = values.gather(2, order[:, None, :, None].expand(
+            -1, values.shape[1], -1, values.shape[3]))
+    columns = torch.arange(width, device=mask.device)[None, :]
+    return (columns >= width - counts[:, None]).to(mask.dtype)
 
 
 def select_rows(cache, index: torch.Tensor, start: int = 0, stop: int | None = None) -> None:

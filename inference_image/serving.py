@@ -466,18 +466,22 @@ class OpenAIServing:
             yield "", pending
 
     def _add_tokens(self, choice: Choice, token_ids: list[int],
-                    logprobs: list[TokenLogprob] | None) -> tuple[str, list[TokenLogprob]]:
-        """The text these tokens complete, and the log probabilities of the tokens up to
-        the one that completed a stop string (the rest never reach the client)."""
-        if logprobs is None:
-            return choice.text.add(token_ids), []
+                    logprobs: list[TokenLogprob] | None
+                    ) -> tuple[str, list[TokenLogprob], int]:
+        """The text these tokens complete, the log probabilities of the tokens used, and
+        how many were used: up to the one that completed a stop string (the rest, which
+        the engine made before it heard of the stop, never reach the client nor its
+        usage, whatever the timing)."""
+        if logprobs is None and not choice.text.stops:
+            return choice.text.add(token_ids), [], len(token_ids)
         delta, used = "", []
-        for token, logprob in zip(token_ids, logprobs, strict=True):
+        for i, token in enumerate(token_ids):
             delta += choice.text.add([token])
-            used.append(logprob)
+            if logprobs is not None:
+                used.append(logprobs[i])
             if choice.text.stopped:
-                break
-        return delta, used
+                return delta, used, i + 1
+        return delta, used, len(token_ids)
 
     async def _deltas(self, gen: Generation,
                       choice: Choice) -> AsyncIterator[tuple[str, list[TokenLogprob]]]:
@@ -496,8 +500,6 @@ class OpenAIServing:
             now = time.perf_counter()
             if event.token_ids:
                 n = len(event.token_ids)
-                choice.completion_tokens += n
-                self.metrics.generation_tokens.inc(n)
                 if last is None:
                     choice.first_token_at = now
                     self.metrics.ttft.observe(now - gen.started)
@@ -505,7 +507,10 @@ class OpenAIServing:
                     for _ in range(n):
                         self.metrics.itl.observe((now - last) / n)
                 last = choice.last_token_at = now
-                delta, logprobs = self._add_tokens(choice, event.token_ids, event.logprobs)
+                delta, logprobs, used = self._add_tokens(choice, event.token_ids,
+                                                         event.logprobs)
+                choice.completion_tokens += used
+                self.metrics.generation_tokens.inc(used)
                 if answer_tokens is not None:  # the thinking is left out, and its tokens
                     logprobs = answer_tokens.keep(logprobs)
                 choice.logprob_sum += sum(entry.logprob for entry in logprobs)

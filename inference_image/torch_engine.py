@@ -267,11 +267,13 @@ class TorchEngine(Engine):
     def room_for(self, requests: int, priority: int = 0) -> bool:
         return self.queue_room(priority) >= requests
 
-    def queue_room(self, priority: int = 0) -> int:
+    def queue_room(self, priority: int = 0, displacing: bool = True) -> int:
         """How many more requests of ``priority`` get into the queue now, less urgent ones
-        pushed out where priority scheduling lets them be."""
+        pushed out where priority scheduling lets them be (unless not ``displacing``)."""
         with self._wake:
             free = self.limits.max_queue - len(self._waiting)
+            if not displacing:
+                return max(free, 0)
             return free + len(self._waiting.displaceable(_Priority(priority), _started))
 
     def _displace(self, row: _Row) -> None:
@@ -525,8 +527,8 @@ class TorchEngine(Engine):
                 if row.stream.scheduled_at is None:  # a preempted row keeps its first
                     row.stream.scheduled_at = time.perf_counter()
                     row.stream.cached_tokens = cached
-                if self.prefixes is not None:
-                    self.prefixes.count(row.context, cached)
+                    if self.prefixes is not None:  # (so the counts add up to the usage's)
+                        self.prefixes.count(row.context, cached)
                 shared = prefix.trimmed(cached) if prefix is not None else None
                 if long:
                     self._chunking = ChunkedPrefill(
@@ -684,6 +686,13 @@ class TorchEngine(Engine):
         admitted = self._admitted()  # a long prompt's chunks give way too, and start again
         if room(admitted):
             return
+        if self._chunking is not None and (head.scores_prompt or (
+                isinstance(self._batch, CausalBatch)
+                and head.context > self.limits.max_prefill_tokens)):
+            # one long prompt is chunked at a time: this one would not be admitted before
+            # that one's last chunk, and rows made to give way for it would only come back
+            # (and give way again, step after step)
+            return
         running = self._waiting.least_urgent_last(admitted)
         victims = []
         while not room(running) and running and self._waiting.outranks(head, running[-1]):
@@ -697,11 +706,13 @@ class TorchEngine(Engine):
         if self._chunking is not None and id(self._chunking.row) in gone:
             self._chunking.drop()
             self._chunking = None
+        # Queued again first: if dropping their states fails (a copy of the cache, when
+        # memory is short), the failed step's recovery sees the rest, and these wait.
+        with self._wake:
+            self._waiting.add(rows)
         keep = [i for i, row in enumerate(self._rows) if id(row) not in gone]
         self._rows = [self._rows[i] for i in keep]
         self._batch.keep(keep)
-        with self._wake:
-            self._waiting.add(rows)
         before, self.preemptions = self.preemptions, self.preemptions + len(rows)
         if before == 0 or before // 50 != self.preemptions // 50:  # not at every step
             log.warning("%d running requests preempted, to be prefilled again when room "

@@ -40,17 +40,19 @@ def test_a_size_the_machine_cannot_hold_is_refused(size, device, gpus, says):
 class _Engine:
     """What the router reads of an engine: its load and its queue's room."""
 
-    def __init__(self, running: int = 0, waiting: int = 0, room: int = 10):
+    def __init__(self, running: int = 0, waiting: int = 0, room: int = 10,
+                 displaceable: int = 0):
         self.num_running, self.num_waiting, self.room = running, waiting, room
+        self.displaceable = displaceable  # waiting requests a more urgent one may push out
         self.info = ModelInfo("m", "v1", "text-generation", 64)
         self.tokenizer = self.structured = self.adapters = self.prefixes = None
         self.limits, self.priority_scheduling, self.max_queue = EngineLimits(8), False, 10
 
     def room_for(self, requests: int, priority: int = 0) -> bool:
-        return self.room >= requests
+        return self.queue_room(priority) >= requests
 
-    def queue_room(self, priority: int = 0) -> int:
-        return self.room
+    def queue_room(self, priority: int = 0, displacing: bool = True) -> int:
+        return self.room + (self.displaceable if displacing else 0)
 
 
 def test_a_prompt_goes_to_the_copy_its_beginning_points_to_while_loads_are_even():
@@ -84,6 +86,20 @@ def test_a_busy_or_full_copy_gives_way_to_the_least_busy_with_room():
     assert not router.room_for(1)
     rest[0].room, rest[1].room = 2, 1
     assert router.room_for(3) and not router.room_for(4)  # the queues' room, together
+
+
+def test_no_waiting_request_is_pushed_out_while_another_copy_has_room():
+    # priority scheduling: the preferred copy's queue is full, but holds a request a more
+    # urgent one may push out; another copy has free room, which goes first
+    from llmcloud.inference_image.data_parallel import AFFINITY_TOKENS
+
+    prompt = list(range(40))
+    preferred = hash(tuple(prompt[:AFFINITY_TOKENS])) % 2
+    engines = [_Engine(), _Engine()]
+    engines[preferred].room, engines[preferred].displaceable = 0, 1
+    assert DataParallelEngine(engines).choose(prompt, priority=0) is engines[1 - preferred]
+    engines[1 - preferred].room = 0  # no free room anywhere: then one is pushed out
+    assert DataParallelEngine(engines).choose(prompt, priority=0) is engines[preferred]
 
 
 def test_the_copies_serve_exactly_as_one_engine(causal, causal_dir):

@@ -272,6 +272,32 @@ def test_stop_strings_cut_the_text(client, stop):
     assert body["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize("logprobs", [None, 1])
+def test_tokens_made_after_a_stop_string_are_not_counted(tokenizer, logprobs):
+    """The engine may send several tokens at once (a client reading slower than it makes
+    them): those after the one that completed a stop string never reach the client, and
+    were billed in `usage` all the same, by how the timing fell."""
+    from llmcloud.inference_image.engine import StreamEvent, TokenLogprob
+
+    class AllAtOnce(FakeEngine):
+        async def _run(self, stream):
+            ids = self.reply_ids[:stream.params.max_tokens]
+            stream.push(StreamEvent(list(ids), "length", logprobs=[
+                TokenLogprob(t, -0.5) for t in ids] if stream.params.logprobs is not None
+                else None))
+
+    client, _ = make_client(AllAtOnce(tokenizer))
+    body = client.post(COMP, json={"prompt": "hi", "max_tokens": 40, "stop": "this",
+                                   "logprobs": logprobs}).json()
+    text = body["choices"][0]["text"]
+    assert text == REPLY[:REPLY.find("this")]
+    ids = tokenizer(REPLY, add_special_tokens=False)["input_ids"]
+    # the tokens up to the one that completed "this"
+    used = next(n for n in range(1, len(ids) + 1)
+                if "this" in tokenizer.decode(ids[:n]))
+    assert body["usage"]["completion_tokens"] == used < len(ids)
+
+
 def read_sse(response) -> list[str]:
     events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"

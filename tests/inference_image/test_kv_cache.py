@@ -53,3 +53,49 @@ def test_a_growing_cache_builds_growing_layers():
     cache.update(*states(1, 2, 0), layer_idx=1)
     assert [type(layer) for layer in cache.layers] == [kv_cache.GrowingLayer] * 2
     assert cache.get_seq_length(1) == 2
+
+
+def test_closing_gaps_moves_each_rows_states_together_in_order():
+    cache = kv_cache.growing_cache()
+    keys, values = states(3, 6, 0)
+    mask = torch.tensor([[0, 1, 1, 0, 0, 1],   # a kept beginning, padding, its rest
+                         [0, 0, 0, 0, 1, 1],   # no gap
+                         [1, 1, 0, 1, 1, 1]])  # the longest row, with a gap
+    cache.update(keys, values, 0)
+    kv_cache.zero_padding(cache, mask)
+    closed = kv_cache.close_gaps(cache, mask)
+    assert closed.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [1, 1, 1, 1, 1]]
+    layer = kv_cache.layers(cache)[0]
+    for row, columns in enumerate(([1, 2, 5], [4, 5], [0, 1, 3, 4, 5])):
+        width = len(columns)
+        assert torch.equal(layer.keys[row, :, 5 - width:], keys[row, :, columns])
+        assert torch.equal(layer.values[row, :, 5 - width:], values[row, :, columns])
+        assert not layer.keys[row, :, :5 - width].any()  # padding stays zero
+    assert kv_cache.close_gaps(cache, closed) is closed  # nothing to move
+
+
+def test_rows_from_kept_beginnings_join_as_wide_as_their_longest_row():
+    """A 64-token kept beginning and a 4-token rest beside a 200-token rest: B ran padded
+    to 264 positions and, before, kept that width (and gave it to every row that joined)
+    though its context is 68; admission counts rows x the longest row."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmcloud.inference_image.batch_causal import CausalBatch, states_of
+    from llmcloud.inference_image.prefix_cache import Prefix
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=512, pad_token_id=0)).eval()
+    cpu = torch.device("cpu")
+    start = list(range(10, 74))
+    with torch.inference_mode():
+        source = CausalBatch(model, cpu, pad_id=0)
+        source.prefill([start + [5]])
+        kept = Prefix(start, states_of(source.cache, source.mask, 0, len(start)))
+        batch = CausalBatch(model, cpu, pad_id=0)
+        batch.prefill([[7] * 200, start + [1, 2, 3, 4]], prefixes=[None, kept])
+        assert batch.mask.shape[1] == 200 and batch.mask.sum(-1).tolist() == [200, 68]
+        batch.keep([1])  # the long row ends
+        assert batch.mask.shape[1] == 68
+        assert kv_cache.layers(batch.cache)[0].keys.shape[2] == 68
