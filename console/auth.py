@@ -37,6 +37,9 @@ class Session:
     created: float
     last_seen: float
     via: str  # "session" or "bearer"
+    #: the hash of the key it was opened with: checked again on every request, so that
+    #: revoking the key (or its admin right) ends the session at once
+    credential: str = ""
 
 
 @dataclass
@@ -48,10 +51,11 @@ class SessionStore:
     _sessions: dict[str, Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open(self) -> Session:
+    def open(self, credential: str) -> Session:
+        """A new session for the key whose hash is ``credential``."""
         now = time.monotonic()
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now,
-                          "session")
+                          "session", credential)
         with self._lock:
             self._sessions[session.id] = session
         return session
@@ -149,6 +153,10 @@ class Guard:
         if session is None:
             raise AuthError(401, "you are not logged in, or your session expired",
                             self.login_hint())
+        if not self.backend.still_admin(session.credential):
+            self.sessions.close(session.id)
+            raise AuthError(401, f"the {self.backend.key_label} this session was opened with "
+                            "was revoked, or is no longer an admin key", self.login_hint())
         if request.method not in SAFE_METHODS:
             check_csrf(request, session.csrf)
         return session

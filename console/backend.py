@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from llmcloud.inference_image.api_keys import hash_api_key
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.stacks.errors import LlmcloudError
 
@@ -69,6 +70,12 @@ class StackBackend:
         if key and hmac.compare_digest(key.encode(), self.access_token.encode()):
             return Login.admin
         return Login.invalid
+
+    def still_admin(self, credential: str) -> bool:
+        """Whether the key whose hash is ``credential`` may still use the console (checked on
+        every request of a session it opened)."""
+        return bool(credential) and hmac.compare_digest(
+            credential.encode(), hash_api_key(self.access_token).encode())
 
     # -- deployment -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from llmcloud.console.auth import COOKIE, LOGIN_COOKIE, AuthError, Session, check_csrf
 from llmcloud.console.backend import Login
 from llmcloud.console.render import html
+from llmcloud.inference_image.api_keys import hash_api_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -97,7 +98,7 @@ async def login(request: Request) -> Response:
     if verdict is not Login.admin:
         raise AuthError(401, f"that is not a valid {console.backend.key_label} for stack "
                              f"'{console.backend.stack}'", console.guard.login_hint())
-    session = console.sessions.open()
+    session = console.sessions.open(hash_api_key(form.get("key", "").strip()))
     response = RedirectResponse(_safe_next(form.get("next", "/")), status_code=303)
     response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/login")

@@ -142,7 +142,9 @@ class Rollouts:
     def _snapshot(self, rollout: Rollout) -> list[dict[str, Any]]:
         try:
             replicas = self._replicas()
-        except LlmcloudError:
+        except Exception:  # noqa: BLE001 - e.g. the controller gone mid-read (a destroy):
+            # the watch must go on to the rollout's end, or it stays "running" for ever and
+            # every later rollout is refused
             return rollout.replicas
         rollout.replicas = replicas
         return replicas

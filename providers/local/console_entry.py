@@ -5,6 +5,7 @@ hashes as the gateway checks it."""
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ class LocalConsoleBackend(StackBackend):
         if record is None:
             return Login.invalid
         return Login.admin if record.get("admin") else Login.not_admin
+
+    def still_admin(self, credential: str) -> bool:
+        # the stored keys now: a revoked key is gone from them, and a key's admin right
+        # is read again
+        return any(hmac.compare_digest(credential.encode(), record["hash"].encode())
+                   and record.get("admin") for record in self._state().get("keys") or [])
 
     def deployment(self) -> dict[str, Any]:
         status = self._call(lambda: self.provider.status(self.ctx)) or {}

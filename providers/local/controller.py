@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,13 @@ class Controller:
                 self.gateway.settings.timeout_seconds = settings.timeout_seconds
                 changed.append("gateway")
             new_settings = replica_settings(desired, self.state_file.logs)
+            old_settings = (self.supervisor.settings, self.supervisor.config_id)
+
+            def restore_settings() -> None:
+                # replicas started from here on (the rollback's, self-healing's) run as
+                # before, and the next `up` with the same spec sees the change again
+                self.supervisor.settings, self.supervisor.config_id = old_settings
+
             if new_settings.fingerprint() != self.supervisor.config_id:
                 self.supervisor.settings = new_settings
                 self.supervisor.config_id = new_settings.fingerprint()
@@ -219,9 +227,10 @@ class Controller:
                     await scale(self.supervisor, desired["replicas"], self.version, timeout,
                                 progress)
                 if version_changed or "server" in changed:
-                    await self._roll_or_back(target, progress)
+                    await self._roll_or_back(target, progress, restore_settings)
             except (RolloutFailed, OperationError) as exc:
                 # Not applied: the next `up` with the same spec tries again.
+                restore_settings()
                 self.config = {**self.config, "version": previous_config["version"],
                                "model": previous_config["model"]}
                 if isinstance(exc, OperationError):
@@ -267,12 +276,17 @@ class Controller:
     def _ready_timeout(self) -> float:
         return float(self.config["ready_timeout"])
 
-    async def _roll_or_back(self, version: str, progress) -> int:
+    async def _roll_or_back(self, version: str, progress,
+                            before_rollback: Callable[[], None] | None = None) -> int:
+        """Roll to ``version``; if that fails, back to the version in service (after
+        ``before_rollback``, which puts back the replicas' settings when they changed)."""
         previous = self.version
         try:
             replaced = await roll(self.supervisor, version, self._ready_timeout, progress)
         except RolloutFailed as exc:
             progress(f"{exc}; rolling back to {previous}")
+            if before_rollback is not None:
+                before_rollback()
             await roll(self.supervisor, previous, self._ready_timeout, progress)
             raise OperationError(
                 f"promote to {version} failed: {exc}",

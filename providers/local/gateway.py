@@ -46,10 +46,26 @@ log = logging.getLogger("llmcloud.gateway")
 _HOP = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+    # the gateway has read the whole body already: a replica asked to `100 Continue` would
+    # answer that first (curl sends it for bodies over 1 MiB)
+    b"expect",
 }
 _DROP_UPSTREAM = _HOP | {b"authorization"}
 
 AdminApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+
+#: What an admin key may do over HTTP. The controller's other actions (converge, which
+#: takes a whole configuration, the servers' command line included, and shutdown) are for
+#: the stack's owner only, on the unix socket.
+ADMIN_ACTIONS = frozenset({("GET", "/status"), ("GET", "/keys"), ("POST", "/keys"),
+                           ("POST", "/promote"), ("POST", "/rollback")})
+
+
+def admin_action(method: str, action: str) -> bool:
+    """Whether an admin key may ask for ``action`` (a path under /admin) over HTTP."""
+    return (method, action) in ADMIN_ACTIONS or (
+        method == "DELETE" and action.startswith("/keys/") and action.count("/") == 2)
 
 
 @dataclass
@@ -119,8 +135,13 @@ class Gateway:
                 await self._answer(send, 403, "this action needs an admin key "
                                    "(llmcloud keys create --admin)", "admin_key_required")
                 return
+            action = path[len("/admin"):].rstrip("/")
+            if not admin_action(scope["method"], action):
+                await self._answer(send, 404, f"no management action {scope['method']} "
+                                   f"{path} over HTTP", "not_found")
+                return
             if self.admin is not None:
-                await self.admin({**scope, "path": path[len("/admin"):]}, receive, send)
+                await self.admin({**scope, "path": action}, receive, send)
                 return
         wait = self.limiter.take(record["id"])
         if wait is not None:

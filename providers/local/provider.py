@@ -14,9 +14,11 @@ Settings the spec does not carry are read from the environment:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from llmcloud.providers.local.launch import (
 )
 from llmcloud.providers.local.state import StateFile, stack_dir
 from llmcloud.providers.local.store import ModelStore
-from llmcloud.stacks.errors import ConfigError, DeploymentError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
 
 
 class LocalProvider(Provider):
@@ -58,17 +60,28 @@ class LocalProvider(Provider):
         return StateFile(stack_dir(ctx.environ, ctx.stack))
 
     @staticmethod
-    def _client(state_file: StateFile):
-        """A client of the stack's controller, or None when it does not run."""
+    def _client(state_file: StateFile, patience: float = 10.0):
+        """A client of the stack's controller, or None when it does not run. A controller
+        that runs but does not answer (busy, or still starting) is waited for; if it still
+        does not answer, that is an error: taken for "not running", it had its replicas
+        stopped by the next `up`, or keys changed in the file only, which it never read."""
         from llmcloud.providers.local.client import ControllerClient
 
         controller = state_file.read().get("controller") or {}
-        if not procs.alive(controller.get("pid"), controller.get("started")):
-            return None
-        client = ControllerClient(state_file.socket_path)
-        if client.reachable():
-            return client
-        client.close()
+        deadline = time.monotonic() + patience
+        while procs.alive(controller.get("pid"), controller.get("started")):
+            client = ControllerClient(state_file.socket_path)
+            if client.reachable():
+                return client
+            client.close()
+            if time.monotonic() >= deadline:
+                raise DeploymentError(
+                    f"the stack's controller runs (pid {controller.get('pid')}) but does not "
+                    "answer on its socket",
+                    context=f"{state_file.socket_path}; see "
+                            f"{state_file.logs / 'controller.log'}",
+                    hint="try again in a moment; `llmcloud destroy` stops it")
+            time.sleep(0.5)
         return None
 
     def _effective(self, ctx: StackContext) -> StackContext:
@@ -93,7 +106,8 @@ class LocalProvider(Provider):
         return dataclasses.replace(ctx, spec=spec)
 
     def _remember(self, ctx: StackContext, state_file: StateFile) -> None:
-        given = {k: v for k, v in ctx.flags.items() if v is not None and k != "provider"}
+        given = {k: _remembered(k, v) for k, v in ctx.flags.items()
+                 if v is not None and k != "provider"}
         if given:
             state_file.update(lambda s: s.setdefault("flags", {}).update(given))
 
@@ -119,14 +133,15 @@ class LocalProvider(Provider):
         desired = desired_config(ctx, state_file)
         api_key = None
         if not state_file.read().get("keys"):
-            api_key, record = new_key("default")
-            state_file.update(lambda s: s.setdefault("keys", []).append(record))
+            # through the running controller, if one runs: it holds the keys it checks
+            created = self.keys_create(ctx, "default")
+            api_key, key_id = created["key"], created["id"]
         try:
             result = self._start_or_converge(state_file, desired, ctx.environ)
         except Exception:
             if api_key is not None:  # never shown, so never valid
-                state_file.update(lambda s: s.update(
-                    keys=[r for r in s.get("keys", []) if r["id"] != record["id"]]))
+                with contextlib.suppress(LlmcloudError):
+                    self.keys_revoke(ctx, key_id)
             raise
         self._remember(ctx, state_file)
         if api_key is not None:
@@ -312,3 +327,14 @@ def _stop_everything(state_file: StateFile) -> int:
         procs.stop(replica.get("pid"), replica.get("started"), grace=5)
     state_file.socket_path.unlink(missing_ok=True)
     return len(running)
+
+
+def _remembered(flag: str, value: Any) -> Any:
+    """A flag's value as the stack remembers it: a model folder as its absolute path, so a
+    later command run from another folder means the same one (`./qwen` meant whatever
+    `qwen` was beside the command, or nothing)."""
+    if flag == "model.source" and isinstance(value, str) and "://" not in value:
+        folder = Path(value).expanduser()
+        if folder.is_dir():
+            return str(folder.resolve())
+    return value

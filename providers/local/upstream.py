@@ -143,21 +143,26 @@ class Upstream:
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         payload: bytes, method: str) -> Response:
-        try:
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
-            writer.transport.abort()
-            raise ResetBeforeResponse(repr(exc)) from None
-        except BaseException:
-            writer.transport.abort()
-            raise
-        lines = head[:-4].split(b"\r\n")
-        try:
-            status = int(lines[0].split(b" ", 2)[1])
-        except (IndexError, ValueError):
-            writer.transport.abort()
-            raise ResetBeforeResponse(f"not an HTTP response: {lines[0][:60]!r}") from None
+        status, sent = 100, False
+        while 100 <= status < 200:  # interim answers (100 Continue, 103 ...) come first
+            try:
+                if not sent:
+                    writer.write(payload)
+                    sent = True
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                    ConnectionError) as exc:
+                writer.transport.abort()
+                raise ResetBeforeResponse(repr(exc)) from None
+            except BaseException:
+                writer.transport.abort()
+                raise
+            lines = head[:-4].split(b"\r\n")
+            try:
+                status = int(lines[0].split(b" ", 2)[1])
+            except (IndexError, ValueError):
+                writer.transport.abort()
+                raise ResetBeforeResponse(f"not an HTTP response: {lines[0][:60]!r}") from None
         headers = []
         for line in lines[1:]:
             name, _, value = line.partition(b":")

@@ -120,6 +120,21 @@ def test_logout_ends_the_session(console, running):
     assert console.get("/api/keys").status_code == 401
 
 
+def test_revoking_the_admin_key_ends_the_sessions_it_opened(console, running):
+    # before, a session lived on for up to 12 hours with the rights of a revoked key,
+    # minting new admin keys included
+    second = running.stack.provider.keys_create(running.stack.ctx(), "ops2", admin=True)
+    login(console, second["key"])
+    assert console.get("/api/keys").status_code == 200
+    running.stack.provider.keys_revoke(running.stack.ctx(), second["id"])
+    refused = console.post("/api/keys", json={"name": "x", "admin": True}, headers={
+        "X-CSRF-Token": "anything", "Origin": "http://127.0.0.1:8765"})
+    assert refused.status_code == 401 and "revoked" in refused.text
+    assert console.get("/api/keys").status_code == 401  # and the session is gone
+    login(console, running.admin_key)  # another admin key still opens one
+    assert console.get("/api/keys").status_code == 200
+
+
 def test_a_wrong_host_header_is_refused(running):
     from fastapi.testclient import TestClient
 

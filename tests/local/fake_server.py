@@ -183,10 +183,14 @@ async def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drain-timeout", type=float, default=5.0)
+    parser.add_argument("--max-model-len", type=int)
     args, _ = parser.parse_known_args()
     fake = Fake(args)
     if fake.config.get("exit_on_start"):
         raise SystemExit(3)
+    if args.max_model_len is not None and args.max_model_len < 16:
+        # as the real server refuses a setting it cannot serve: exit at start
+        raise SystemExit("error: --max-model-len is too small for this model")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

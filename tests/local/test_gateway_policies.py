@@ -94,6 +94,12 @@ def test_auth_keys_admin_boundary_and_no_plaintext_on_disk(fake_stack):
                          ("POST", "/admin/rollback"), ("POST", "/admin/keys")):
         response = client.request(method, stack.url + path, headers=auth(key), json={})
         assert response.status_code == 403, path
+    # converge takes a whole configuration, the servers' command included, and shutdown
+    # stops the stack: the owner's, on the unix socket, never an API key's
+    for method, path, body in (("POST", "/admin/converge", {"command": ["/bin/false"]}),
+                               ("POST", "/admin/shutdown", {}), ("DELETE", "/admin/keys", {})):
+        answer = client.request(method, stack.url + path, headers=auth(admin["key"]), json=body)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
     status = client.get(stack.url + "/admin/status", headers=auth(admin["key"]))
     assert status.status_code == 200 and status.json()["model_version"] == "v1"
     created = client.post(stack.url + "/admin/keys", json={"name": "remote"},
@@ -127,3 +133,17 @@ def test_request_timeout_is_504_and_ends_a_stream_with_an_error(fake_stack):
     assert response.status_code == 200 and '"timeout"' in events[-2]
     assert events[-1] == "data: [DONE]"
     assert stack.status()["replicas"][0]["in_flight"] == 0
+
+
+def test_up_on_a_running_stack_without_keys_gives_a_key_the_gateway_takes(fake_stack):
+    # the key went into the state file only, which the running gateway never read again:
+    # `up` printed a key that got 401s
+    stack = fake_stack(replicas=1)
+    first = stack.up()["api_key"]
+    (record,) = stack.provider.keys_list(stack.ctx())
+    stack.provider.keys_revoke(stack.ctx(), record["id"])
+    second = stack.up()["api_key"]
+    assert second and second != first
+    url = stack.url + "/v1/completions"
+    assert httpx.post(url, json={"max_tokens": 1}, headers=auth(second)).status_code == 200
+    assert httpx.post(url, json={"max_tokens": 1}, headers=auth(first)).status_code == 401

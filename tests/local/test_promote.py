@@ -91,6 +91,26 @@ def test_failed_promote_rolls_back_on_its_own(fake_stack, tmp_path):
         stack.promote("v9")
 
 
+def test_server_settings_the_replicas_cannot_start_with_are_undone_whole(fake_stack):
+    """A setting no replica starts with: the roll fails, the rollback runs with the old
+    settings (it used the new ones, and failed too), and the same `up` again tries again
+    (it said nothing had changed, while self-healing restarted replicas with the bad
+    settings)."""
+    stack = fake_stack(replicas=2)
+    stack.environ["LLMCLOUD_LOCAL_READY_TIMEOUT"] = "2"
+    key = stack.up()["api_key"]
+    for _ in range(2):
+        with pytest.raises(DeploymentError) as info:
+            stack.up(server__max_model_len=8)
+        assert "rolled back to v1" in info.value.context
+        status = stack.status()
+        assert status["ready_replicas"] == 2 and status["model_version"] == "v1"
+    response = httpx.post(stack.url + "/v1/completions", json={"max_tokens": 1},
+                          headers=auth(key))
+    assert response.status_code == 200
+    assert stack.up(server__max_model_len=64)["changed"] == ["server"]
+
+
 def test_rollback_returns_to_the_last_good_version(fake_stack, tmp_path):
     stack = fake_stack(replicas=1)
     stack.up()

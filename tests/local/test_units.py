@@ -144,3 +144,36 @@ def test_replicas_get_the_specs_engine_settings(tmp_path):
                          "engine_flags": ["--reserve-new-tokens", "all"]}}
     assert replica_settings(config, tmp_path).extra_args[-2:] == ["--reserve-new-tokens",
                                                                   "all"]
+
+
+def test_a_model_folder_flag_is_remembered_as_its_absolute_path(tmp_path, monkeypatch):
+    # `up --model ./qwen` then a plain `up` from another folder: the same model, not
+    # whatever `./qwen` means there
+    from llmcloud.providers.local.provider import _remembered
+
+    (tmp_path / "qwen").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert _remembered("model.source", "./qwen") == str(tmp_path / "qwen")
+    assert _remembered("model.source", "Qwen/Qwen2.5-0.5B-Instruct") == (
+        "Qwen/Qwen2.5-0.5B-Instruct")  # a hub id
+    assert _remembered("model.source", "s3://b/m") == "s3://b/m"
+    assert _remembered("compute.min_replicas", 2) == 2
+
+
+def test_a_controller_that_runs_but_does_not_answer_is_an_error_not_a_dead_one(tmp_path):
+    """Taken for "not running", a busy or starting controller had its replicas stopped by
+    the next `up` (as leftovers), and keys changed in the file only."""
+    import os
+
+    from llmcloud.providers.local import procs
+    from llmcloud.providers.local.provider import LocalProvider
+    from llmcloud.providers.local.state import StateFile
+    from llmcloud.stacks.errors import DeploymentError
+
+    state_file = StateFile(tmp_path / "stack")
+    state_file.ensure()
+    assert LocalProvider._client(state_file) is None  # none recorded: not running
+    me = {"pid": os.getpid(), "started": procs.start_time(os.getpid())}
+    state_file.update(lambda s: s.update(controller=me))  # alive, and no socket answers
+    with pytest.raises(DeploymentError, match="runs .* but does not answer"):
+        LocalProvider._client(state_file, patience=0.5)

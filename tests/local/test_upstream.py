@@ -1,5 +1,5 @@
 """The gateway's hop to replicas: body framings, keep-alive reuse, a closed idle connection,
-a refused connection and a response cut short."""
+a refused connection, a response cut short, and interim (1xx) answers before the response."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ ANSWERS = {
     b"/eof": b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
     b"/short": b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nonly this",
     b"/once": b"HTTP/1.1 204 No Content\r\n\r\n",
+    # interim answers first (a client's `Expect: 100-continue`, early hints)
+    b"/interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n"
+                 b"\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
 }
 
 
@@ -59,6 +62,9 @@ def test_framings_reuse_and_failures():
         response.close()
         response = await upstream.request("POST", "/eof", [(b"x-a", b"1")], b"{}")
         assert await response.read() == b"until the end"
+        response.close()
+        response = await upstream.request("POST", "/interim", [], b"{}")
+        assert response.status == 200 and await response.read() == b"final"
         response.close()
         response = await upstream.request("GET", "/short", [], b"")
         with pytest.raises(BodyBroken):
