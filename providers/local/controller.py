@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -25,7 +26,13 @@ import uvicorn
 
 from llmcloud.providers.local.control import ControlApi, OperationError
 from llmcloud.providers.local.gateway import Gateway, GatewaySettings
-from llmcloud.providers.local.keys import KeyRing, new_key, public
+from llmcloud.providers.local.keys import (
+    REPLICA_KEYS,
+    KeyRing,
+    new_key,
+    public,
+    write_key_hashes,
+)
 from llmcloud.providers.local.metrics import GatewayMetrics
 from llmcloud.providers.local.pool import Pool
 from llmcloud.providers.local.procs import start_time
@@ -82,11 +89,17 @@ class Controller:
         self.limiter = RateLimiter(gateway["rate_limit"], gateway["burst"], gateway.get("quota"))
         self.metrics = GatewayMetrics(self.pool)
         self.control = ControlApi(self)
+        # The replicas answer only the gateway: a key made at each start, known to this
+        # process alone (the replicas get its hash), so that nobody on the machine reaches
+        # a replica's loopback port past the stack's keys, limits and quotas.
+        replica_key = secrets.token_urlsafe(32)
+        replica_keys = write_key_hashes(state_file.folder / REPLICA_KEYS, [replica_key])
         self.gateway = Gateway(self.pool, self.keys, self.limiter, gateway_settings(self.config),
-                               self.metrics, admin=self.control)
+                               self.metrics, admin=self.control, replica_key=replica_key)
         self.supervisor = Supervisor(
             self.pool, replica_settings(self.config, state_file.logs), self.source_for,
             self.save, first_id=int(state.get("next_replica") or 1),
+            api_keys_file=replica_keys,
         )
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None

@@ -94,9 +94,13 @@ class Gateway:
         settings: GatewaySettings,
         metrics: GatewayMetrics,
         admin: AdminApp | None = None,
+        replica_key: str | None = None,
     ):
         self.pool, self.keys, self.limiter = pool, keys, limiter
         self.settings, self.metrics, self.admin = settings, metrics, admin
+        # what the gateway tells the replicas it is (the client's own key stays here)
+        self._replica_auth = ([(b"authorization", f"Bearer {replica_key}".encode())]
+                              if replica_key else [])
 
     async def aclose(self) -> None:
         for replica in self.pool:
@@ -213,7 +217,7 @@ class Gateway:
 
     async def _attempts(self, scope: dict[str, Any], send: Send, body: bytes,
                         state: dict[str, Any], started: float) -> None:
-        headers = _forward_headers(scope)
+        headers = _forward_headers(scope) + self._replica_auth
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")

@@ -4,14 +4,18 @@ time."""
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from llmcloud.inference_image.api_keys import hash_api_key
 
 KEY_PREFIX = "llmc-"
+#: the file of the hash of the key the gateway sends its replicas (in the stack's folder)
+REPLICA_KEYS = "replica-keys"
 
 
 def new_key(name: str, *, admin: bool = False) -> tuple[str, dict[str, Any]]:
@@ -65,3 +69,13 @@ class KeyRing:
         """The uses recorded since the last call (for the controller to write down)."""
         taken, self.unsaved_use = self.unsaved_use, {}
         return taken
+
+
+def write_key_hashes(path: Path, keys: list[str]) -> Path:
+    """Write the hashes of ``keys``, one a line as `llmcloud-server --api-keys-file` reads
+    them, readable by the owner only; returns ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(hash_api_key(key) + "\n" for key in keys))
+    os.chmod(path, 0o600)
+    return path

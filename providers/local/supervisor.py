@@ -70,8 +70,10 @@ class Supervisor:
         source_for: Callable[[str], list[str]],
         on_change: Callable[[], None],
         first_id: int = 1,
+        api_keys_file: Path | None = None,
     ):
         self.pool, self.settings = pool, settings
+        self.api_keys_file = api_keys_file  # the key the gateway sends (its hash)
         self.source_for, self.on_change = source_for, on_change
         self.desired = 0
         self.config_id = settings.fingerprint()
@@ -102,6 +104,7 @@ class Supervisor:
             # one copy of the model each: replicas are the local stack's parallelism, and
             # a copy per GPU in every replica would stack the copies on each GPU
             "--data-parallel-size", "1", *self.settings.extra_args,
+            *(["--api-keys-file", str(self.api_keys_file)] if self.api_keys_file else []),
         ]
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.settings.log_dir / f"replica-{replica_id}.log", "ab") as log_file:

@@ -13,6 +13,7 @@ an error event, then the process exits.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import asyncio
 import json
 import os
@@ -35,6 +36,15 @@ class Fake:
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.streams: set[asyncio.Event] = set()  # set = end this stream with an error
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        """As the real server with --api-keys-file: a bearer key whose hash is listed."""
+        if not self.args.api_keys_file:
+            return True
+        hashes = Path(self.args.api_keys_file).read_text().split()
+        scheme, _, key = headers.get("authorization", "").partition(" ")
+        digest = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        return scheme.lower() == "bearer" and digest in hashes
 
     @property
     def ready(self) -> bool:
@@ -66,6 +76,9 @@ class Fake:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
+                if target.startswith("/v1/") and not self.authorized(headers):
+                    await respond(writer, 401, error("invalid or missing API key"))
+                    continue
                 if not await self.route(method, target, body, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -184,6 +197,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drain-timeout", type=float, default=5.0)
     parser.add_argument("--max-model-len", type=int)
+    parser.add_argument("--api-keys-file")
     args, _ = parser.parse_known_args()
     fake = Fake(args)
     if fake.config.get("exit_on_start"):

@@ -147,3 +147,21 @@ def test_up_on_a_running_stack_without_keys_gives_a_key_the_gateway_takes(fake_s
     url = stack.url + "/v1/completions"
     assert httpx.post(url, json={"max_tokens": 1}, headers=auth(second)).status_code == 200
     assert httpx.post(url, json={"max_tokens": 1}, headers=auth(first)).status_code == 401
+
+
+def test_replicas_answer_only_the_gateway(fake_stack):
+    """A replica's loopback port is no way past the stack's keys, limits and quotas: the
+    gateway sends the replicas a key of its own, made at each start, whose hash alone is
+    written (owner-only)."""
+    stack = fake_stack(replicas=1)
+    key = stack.up()["api_key"]
+    (replica,) = stack.status()["replicas"]
+    direct = f"http://127.0.0.1:{replica['port']}/v1/completions"
+    assert httpx.post(direct, json={"max_tokens": 1}).status_code == 401
+    assert httpx.post(direct, json={"max_tokens": 1},
+                      headers=auth(key)).status_code == 401  # a client key neither
+    through = httpx.post(stack.url + "/v1/completions", json={"max_tokens": 1},
+                         headers=auth(key))
+    assert through.status_code == 200
+    hashes = Path(stack.state_file.folder) / "replica-keys"
+    assert hashes.read_text().startswith("sha256:") and hashes.stat().st_mode & 0o077 == 0
