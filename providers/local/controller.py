@@ -273,15 +273,13 @@ class Controller:
                     hint="llmcloud promote --model-version V", kind="config")
             previous, target = self.version, earlier[-1]
             progress(f"rolling back from {previous} to {target}")
-            try:
-                replaced = await roll(self.supervisor, target, self._ready_timeout, progress)
-            except RolloutFailed as exc:
-                raise OperationError(f"rollback to {target} failed: {exc}",
-                                     hint=f"see the replica logs in {self.state_file.logs}"
-                                     ) from None
-            while self.history and self.history[-1] == previous:
-                self.history.pop()
-            self.version = target
+            # a failed rollback returns to the version in service, as a failed promote
+            # does: left where it failed, the replicas served both while status named one
+            history = list(self.history)  # (target is in it already)
+            replaced = await self._roll_or_back(target, progress, what="rollback")
+            while history and history[-1] == previous:
+                history.pop()
+            self.history = history
             self.save()
             return {"previous_version": previous, "replaced": replaced, **self.status()}
 
@@ -290,7 +288,8 @@ class Controller:
         return float(self.config["ready_timeout"])
 
     async def _roll_or_back(self, version: str, progress,
-                            before_rollback: Callable[[], None] | None = None) -> int:
+                            before_rollback: Callable[[], None] | None = None,
+                            what: str = "promote") -> int:
         """Roll to ``version``; if that fails, back to the version in service (after
         ``before_rollback``, which puts back the replicas' settings when they changed)."""
         previous = self.version
@@ -300,9 +299,17 @@ class Controller:
             progress(f"{exc}; rolling back to {previous}")
             if before_rollback is not None:
                 before_rollback()
-            await roll(self.supervisor, previous, self._ready_timeout, progress)
+            try:
+                await roll(self.supervisor, previous, self._ready_timeout, progress)
+            except RolloutFailed as again:
+                raise OperationError(
+                    f"{what} to {version} failed, and so did going back to {previous}",
+                    context=f"{exc}; then: {again}. Replicas may serve either version; "
+                            "self-healing keeps each on its own",
+                    hint=f"see the replica logs in {self.state_file.logs}; then llmcloud "
+                         "promote --model-version V") from None
             raise OperationError(
-                f"promote to {version} failed: {exc}",
+                f"{what} to {version} failed: {exc}",
                 context=f"rolled back to {previous}; every replica serves {previous}",
                 hint=f"see the replica logs in {self.state_file.logs}") from None
         self.version = version

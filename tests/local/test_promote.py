@@ -130,6 +130,32 @@ def test_rollback_returns_to_the_last_good_version(fake_stack, tmp_path):
     assert [r["version"] for r in stack.status()["replicas"]] == ["v1"]
 
 
+def test_a_failed_rollback_returns_to_the_version_in_service(fake_stack, tmp_path):
+    """A rollback whose replicas do not come up goes back to the version in service, as a
+    failed promote does (it left the replicas it had replaced on the old version, while
+    status named the new one)."""
+    import json as _json
+
+    from llmcloud.providers.local.store import ModelStore
+
+    stack = fake_stack(replicas=2)
+    stack.environ["LLMCLOUD_LOCAL_READY_TIMEOUT"] = "2"
+    key = stack.up()["api_key"]
+    stack.upload(fake_model(tmp_path / "v2"), "v2")
+    stack.promote("v2")
+    v1 = ModelStore(stack.state_file.models).version_dir("fake", "v1")
+    (v1 / "fake.json").write_text(_json.dumps({"never_ready": True}))  # v1 no longer starts
+    with pytest.raises(DeploymentError) as info:
+        stack.provider.rollback(stack.ctx())
+    assert "rollback to v1 failed" in info.value.message
+    assert "rolled back to v2" in info.value.context
+    status = stack.status()
+    assert status["model_version"] == "v2"
+    assert [r["version"] for r in status["replicas"]] == ["v2", "v2"]
+    assert httpx.post(stack.url + "/v1/completions", json={"max_tokens": 1},
+                      headers=auth(key)).json()["model"] == "v2"
+
+
 def test_up_with_a_new_model_version_rolls_the_replicas(fake_stack):
     stack = fake_stack(replicas=2)
     stack.up()
