@@ -129,7 +129,10 @@ class LocalProvider(Provider):
         self.require_sdk()
         ctx = self._effective(ctx)
         state_file = self._state(ctx)
-        state_file.ensure()
+        with state_file.operation(ctx.stack):
+            return self._up(ctx, state_file)
+
+    def _up(self, ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
         desired = desired_config(ctx, state_file)
         api_key = None
         if not state_file.read().get("keys"):
@@ -169,7 +172,7 @@ class LocalProvider(Provider):
         """Apply a changed spec (replica count, limits, server settings) to a running stack."""
         ctx = self._effective(ctx)
         state_file = self._state(ctx)
-        with self._require(ctx) as client:
+        with state_file.operation(ctx.stack), self._require(ctx) as client:
             result = client.operation("/converge", desired_config(ctx, state_file))
         self._remember(ctx, state_file)
         return {**_summary(result, state_file), "changed": result.get("changed", [])}
@@ -179,16 +182,19 @@ class LocalProvider(Provider):
         state_file = self._state(ctx)
         if not state_file.folder.exists():
             return {"destroyed": False, "message": "nothing to destroy"}
-        stopped = _stop_everything(state_file)
-        shutil.rmtree(state_file.folder, ignore_errors=True)
+        with state_file.operation(ctx.stack):
+            stopped = _stop_everything(state_file)
+            shutil.rmtree(state_file.folder, ignore_errors=True)
         return {"destroyed": True, "stopped_processes": stopped,
                 "state_dir": str(state_file.folder)}
 
     def refresh(self, ctx: StackContext) -> dict[str, Any]:
         """Forget processes that are gone (stopping orphans of a dead controller)."""
         state_file = self._state(ctx)
-        if self._client(state_file) is None and state_file.exists():
-            _clean_leftovers(state_file)
+        if state_file.exists():
+            with state_file.operation(ctx.stack):
+                if self._client(state_file) is None:
+                    _clean_leftovers(state_file)
         return self.status(ctx)
 
     def status(self, ctx: StackContext) -> dict[str, Any]:

@@ -68,6 +68,25 @@ class StateFile:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def operation(self, stack: str) -> Iterator[None]:
+        """Hold the stack for one command that changes it (`up`, `update`, `destroy`,
+        `refresh`): two at once started two controllers, or one stopped the other's."""
+        from llmcloud.stacks.errors import DeploymentError
+
+        self.ensure()
+        with open(self.folder / "operation.lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DeploymentError(
+                    f"another llmcloud command is changing stack '{stack}' right now",
+                    hint="wait for it to finish, then run this one again") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def update(self, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """Apply `change` to the state in place under the lock, write it, return it."""
         with self._locked():

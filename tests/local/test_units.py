@@ -177,3 +177,23 @@ def test_a_controller_that_runs_but_does_not_answer_is_an_error_not_a_dead_one(t
     state_file.update(lambda s: s.update(controller=me))  # alive, and no socket answers
     with pytest.raises(DeploymentError, match="runs .* but does not answer"):
         LocalProvider._client(state_file, patience=0.5)
+
+
+def test_a_second_command_changing_a_stack_meanwhile_is_refused(tmp_path):
+    """Two `up`s at once started two controllers, or one stopped the other's: a command
+    that changes a stack holds it, and another one says so at once."""
+    import fcntl
+
+    from llmcloud.providers.local.state import StateFile
+    from llmcloud.stacks.errors import DeploymentError
+
+    state_file = StateFile(tmp_path / "stack")
+    with state_file.operation("dev"):
+        with pytest.raises(DeploymentError, match="another llmcloud command is changing "
+                                                  "stack 'dev'"):
+            with StateFile(tmp_path / "stack").operation("dev"):
+                pass
+    with state_file.operation("dev"):  # free again once the first one ended
+        with open(state_file.folder / "operation.lock", "a") as handle:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
