@@ -9,6 +9,7 @@ import typer
 
 from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
+from llmcloud.stacks.errors import ConfigError
 
 DEFAULT_REPOSITORY = "llmcloud-server"
 
@@ -100,7 +101,15 @@ def push(
     if registry is None and not ib.names_registry(local):
         prov, ctx = load_stack(stack=stack, provider=provider)
         prov.supports("image_push")
-        registry = str(prov.outputs(ctx)["outputs"]["registry_url"])
+        registry = prov.outputs(ctx)["outputs"].get("registry_url")
+        if not registry:
+            raise ConfigError(
+                f"stack '{ctx.stack}' has no registry yet",
+                context="the stack's registry is created by its first `up`, which without "
+                        "an image creates only the registry and the model store",
+                hint=f"llmcloud up --provider {prov.name} --stack {ctx.stack}, then push "
+                     "again (or name a registry with --registry)")
+        registry = str(registry)
         if username is None:
             username, password = prov.registry_login(ctx, registry)
     target = ib.image_reference(registry, local)

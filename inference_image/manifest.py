@@ -8,6 +8,7 @@ itself is not listed. The runtime verifies a downloaded model against it before 
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,17 @@ def file_sha256(path: Path | str) -> str:
 
 
 def build_manifest(folder: Path, name: str, version: str) -> dict[str, Any]:
-    """Describe every file under ``folder`` (except the manifest) with its sha256 and size."""
+    """Describe every file under ``folder`` (except the manifest) with its sha256 and size.
+
+    Linked folders are followed, as linked files are: an adapter folder linked into the
+    model was left out before, and a server then took its path for a hub id. Hidden
+    folders and files (``.git``, whose LFS objects repeat every weight; ``.cache``) are not
+    part of a model."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"model folder not found: {folder}")
     files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(model_files(folder)):
         relative = path.relative_to(folder).as_posix()
         if relative == MANIFEST_NAME:
             continue
@@ -48,6 +54,22 @@ def build_manifest(folder: Path, name: str, version: str) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "files": files,
     }
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The files of a model folder: linked folders followed (each real folder once), hidden
+    ones (a leading '.') left out."""
+    found, seen = [], set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names
+                  if not n.startswith(".") and (Path(root) / n).is_file()]
+    return found
 
 
 def check_manifest(manifest: Any) -> None:
@@ -72,14 +94,22 @@ def check_manifest(manifest: Any) -> None:
             raise ManifestMismatch(f"manifest entry escapes the model folder: {path}")
 
 
-def verify_folder(folder: Path, manifest: dict[str, Any]) -> None:
+def verify_folder(folder: Path, manifest: dict[str, Any], *, exactly: bool = False) -> None:
     """Check every file the manifest lists; raise ``ManifestMismatch`` on the first difference.
 
-    The message names the file and both hashes, or says the file is missing. Files present
-    in the folder but not listed are ignored (a cache folder may hold more than one fetch).
+    The message names the file and both hashes, or says the file is missing. With
+    ``exactly``, a file the manifest does not list is a difference too: transformers would
+    load it (an old `model.safetensors` beside the listed `pytorch_model.bin`), unchecked.
     """
     check_manifest(manifest)
     folder = Path(folder)
+    if exactly:
+        listed = {entry["path"] for entry in manifest["files"]} | {MANIFEST_NAME}
+        extra = sorted(p.relative_to(folder).as_posix() for p in model_files(folder)
+                       if p.relative_to(folder).as_posix() not in listed)
+        if extra:
+            raise ManifestMismatch(f"{', '.join(extra[:5])}: in {folder} but not in its "
+                                   "manifest")
     for entry in manifest["files"]:
         path = folder / entry["path"]
         if not path.is_file():

@@ -81,7 +81,7 @@ def _from_folder(folder: Path, version: str | None) -> ResolvedModel:
         return ResolvedModel(folder, folder.name, version)
     manifest = _parse(manifest_path.read_bytes(), str(manifest_path))
     _check_version(manifest, version, str(folder))
-    _verify(folder, manifest, str(folder))
+    _verify(folder, manifest, str(folder), exactly=True)
     return ResolvedModel(folder, manifest.get("name") or folder.name, manifest.get("version"))
 
 
@@ -126,6 +126,7 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
             if os.path.exists(temp):
                 os.unlink(temp)
     _verify(folder, manifest, url)
+    _remove_unlisted(folder, manifest)
     (folder / MANIFEST_NAME).write_bytes(raw)
     return ResolvedModel(folder, manifest.get("name") or prefix.rsplit("/", 1)[-1],
                          manifest.get("version"))
@@ -162,11 +163,27 @@ def _parse(raw: bytes, where: str) -> dict[str, Any]:
 
 
 def _prefer_safetensors(manifest: dict[str, Any]) -> dict[str, Any]:
-    paths = [entry["path"] for entry in manifest["files"]]
-    if not any(p.endswith(".safetensors") for p in paths):
-        return manifest
-    files = [e for e in manifest["files"] if not e["path"].endswith(_LEGACY_WEIGHTS)]
+    """The manifest without the legacy weight files of folders that have safetensors too
+    (folder by folder: an adapter's safetensors must not drop the model's own .bin)."""
+    with_safetensors = {e["path"].rpartition("/")[0] for e in manifest["files"]
+                        if e["path"].endswith(".safetensors")}
+    files = [e for e in manifest["files"] if not (
+        e["path"].endswith(_LEGACY_WEIGHTS)
+        and e["path"].rpartition("/")[0] in with_safetensors)]
     return {**manifest, "files": files}
+
+
+def _remove_unlisted(folder: Path, manifest: dict[str, Any]) -> None:
+    """Delete what a cache folder holds beyond ``manifest``: files of an earlier upload of
+    the version (`--force`), which transformers would load unchecked, and the partial
+    downloads a killed start left behind (each up to a weight file's size)."""
+    listed = {entry["path"] for entry in manifest["files"]} | {MANIFEST_NAME}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            if path.relative_to(folder).as_posix() not in listed:
+                log.info("removing %s: not in the manifest of %s", path, folder)
+                path.unlink(missing_ok=True)
 
 
 def _check_version(manifest: dict[str, Any], version: str | None, where: str) -> None:
@@ -176,8 +193,9 @@ def _check_version(manifest: dict[str, Any], version: str | None, where: str) ->
         )
 
 
-def _verify(folder: Path, manifest: dict[str, Any], where: str) -> None:
+def _verify(folder: Path, manifest: dict[str, Any], where: str,
+            exactly: bool = False) -> None:
     try:
-        verify_folder(folder, manifest)
+        verify_folder(folder, manifest, exactly=exactly)
     except ManifestMismatch as exc:
         raise ModelSourceError(f"model at {where} does not match its manifest: {exc}") from exc

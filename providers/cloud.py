@@ -69,14 +69,13 @@ class CloudProvider(Provider):
     def build_service(self, spec: DeploymentSpec, stack: str) -> Mapping[str, Any]:
         """Declare every layer in the running Pulumi program; return the stack's outputs.
 
-        Without `spec.image` only a preview (or `plan`) runs, with a placeholder digest in
-        the stack's registry; a real update needs the image pushed first.
+        Without `spec.image`, a preview (or `plan`) shows the whole service with a
+        placeholder digest in the stack's registry, and a real update creates only the
+        registry and the model store (`first_up`): what the image push needs.
         """
         import pulumi
 
         self.check_spec(spec)
-        if spec.image is None and not pulumi.runtime.is_dry_run():
-            raise self.image_missing(stack)
         if spec.server.drain_timeout_seconds < spec.gateway.timeout_seconds:
             pulumi.log.warn(drain_warning(spec))
         return self.declare_service(spec, stack)
@@ -89,18 +88,9 @@ class CloudProvider(Provider):
         """Refuse settings this cloud cannot honour (or does not build yet), before anything
         runs; never ignore them."""
 
-    def image_missing(self, stack: str) -> ConfigError:
-        """The error for an `up` before any image was pushed."""
-        return ConfigError(
-            f"no inference image is set for the {self.display_name or self.name} stack",
-            context=f"the servers pull the image by digest from the stack's "
-            f"{self.registry_label}",
-            hint=f"llmcloud image push --provider {self.name} --stack {stack}",
-        )
-
     def before_up(self, ctx: StackContext) -> None:
-        """Checks that must pass before anything is created: the spec, a pushed image, the
-        budget gate.
+        """Checks that must pass before anything is created: the spec and the budget gate
+        (without an image, `up` creates only the registry and the store: see first_up).
 
         When the spec sets `budget.max_hourly_usd`, the cost at max replicas (from the
         provider's `prices(spec)`) must not exceed it; otherwise `DeploymentError` (exit 1)
@@ -109,8 +99,6 @@ class CloudProvider(Provider):
         from llmcloud.stacks.cost import enforce_budget, estimate
 
         self.check_spec(ctx.spec)
-        if ctx.spec.image is None:
-            raise self.image_missing(ctx.stack)
         limit = ctx.spec.budget.max_hourly_usd
         if limit is None:
             return

@@ -122,7 +122,7 @@ def ensure_event_loop() -> None:
 
 
 def _declare(provider: Any, spec: DeploymentSpec, stack: str,
-             recorder: _Recorder) -> dict[str, Any]:
+             recorder: _Recorder, preview: bool = True) -> dict[str, Any]:
     import pulumi
     from pulumi.runtime.mocks import set_mocks
     from pulumi.runtime.settings import ROOT, SETTINGS
@@ -132,7 +132,7 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
     ensure_event_loop()
     mocks = _mocks(provider, spec, recorder)
     ROOT.set(None)
-    set_mocks(mocks, project=PROJECT, stack=stack, preview=True,
+    set_mocks(mocks, project=PROJECT, stack=stack, preview=preview,
               monitor=_monitor(mocks, recorder))
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
@@ -181,9 +181,11 @@ def _lean_runtime() -> Any:
                 resource._get_stack_trace = saved_trace
 
 
-def declare(spec: DeploymentSpec, stack: str) -> tuple[list[Resource], dict[str, Any]]:
+def declare(spec: DeploymentSpec, stack: str,
+            preview: bool = True) -> tuple[list[Resource], dict[str, Any]]:
     """Run the provider's program under the mocks: the declared cloud resources (with their
-    mocked ids and outputs, and their layer) and the stack outputs."""
+    mocked ids and outputs, and their layer) and the stack outputs. ``preview=False`` runs
+    it as a real update would (tests of what only an update declares)."""
     provider = get_provider(spec.provider)
     provider.supports("plan")
     provider.require_sdk()
@@ -191,7 +193,8 @@ def declare(spec: DeploymentSpec, stack: str) -> tuple[list[Resource], dict[str,
     with warnings.catch_warnings(), _lean_runtime():
         # pulumi-aws warns about its own deprecated classes as it loads a module
         warnings.simplefilter("ignore", DeprecationWarning)
-        outputs = contextvars.copy_context().run(_declare, provider, spec, stack, recorder)
+        outputs = contextvars.copy_context().run(_declare, provider, spec, stack, recorder,
+                                                 preview)
     return _resources(recorder.registrations), json_safe(outputs)
 
 

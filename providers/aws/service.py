@@ -36,6 +36,7 @@ from llmcloud.providers.aws.provider import DEFAULT_INSTANCE_TYPE
 from llmcloud.providers.aws.registry import Registry, RegistryArgs
 from llmcloud.providers.aws.sagemaker_endpoint import SagemakerEndpoint, SagemakerEndpointArgs
 from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
+from llmcloud.providers.first_up import next_step, registry_only
 from llmcloud.providers.scaling import replica_target
 from llmcloud.stacks.spec import DeploymentSpec
 
@@ -94,8 +95,11 @@ class AwsService(pulumi.ComponentResource):
             image = registry.repository_url.apply(lambda url: f"{url}@{PLACEHOLDER_DIGEST}")
         model_uri = store.bucket.bucket.apply(
             lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
-        serve = self._sagemaker if spec.compute.kind == "sagemaker" else self._instances
-        served = serve(spec, stack, options, store, registry, image, model_uri, region)
+        if registry_only(spec):
+            served: dict[str, Any] = {"next_step": next_step("aws", stack)}
+        else:
+            serve = self._sagemaker if spec.compute.kind == "sagemaker" else self._instances
+            served = serve(spec, stack, options, store, registry, image, model_uri, region)
 
         self.outputs = {
             **served,
@@ -103,10 +107,12 @@ class AwsService(pulumi.ComponentResource):
             "model_store_uri": store.bucket.bucket.apply(lambda b: f"s3://{b}/models"),
             "registry_url": registry.repository_url,
             "model_version": spec.model.version,
-            "image": image,
         }
-        if not spec.image:
-            # `plan` and `preview` only: build_service refuses a real update without an image
+        if "next_step" not in served:
+            self.outputs["image"] = image
+        if not spec.image and "next_step" not in served:
+            # `plan` and `preview`: the whole service, with a placeholder digest (a real
+            # update declares only the registry and the store: see first_up)
             self.outputs["image_placeholder"] = True
         self.register_outputs(self.outputs)
 

@@ -26,6 +26,7 @@ from llmcloud.providers.azure.prices import gpu_memory_gb, gpus_of, os_disk_gb
 from llmcloud.providers.azure.provider import DEFAULT_REGION, DEFAULT_VM_SIZE
 from llmcloud.providers.azure.registry import Registry, RegistryArgs
 from llmcloud.providers.azure.scaling import repair_grace_period, terminate_notice
+from llmcloud.providers.first_up import next_step, registry_only
 from llmcloud.providers.scaling import replica_target
 from llmcloud.stacks.spec import DeploymentSpec
 
@@ -75,6 +76,14 @@ class AzureService(pulumi.ComponentResource):
         registry = Registry(f"{name}-registry", RegistryArgs(
             **in_group, registry_name=naming.global_name(stack, subscription, "registry"),
             subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id), opts=child)
+        if registry_only(spec):
+            self.outputs = {
+                "resource_group": rg, "storage_account": store.account.name,
+                "model_store_uri": store.account.name.apply(naming.store_uri),
+                "registry_url": registry.login_server, "model_version": spec.model.version,
+                "next_step": next_step("azure", stack)}
+            self.register_outputs(self.outputs)
+            return
         identity = Identity(f"{name}-identity", IdentityArgs(
             **in_group, subscription_id=subscription, stack=stack,
             container_id=store.container.id, registry_id=registry.registry.id), opts=child)
@@ -151,7 +160,8 @@ class AzureService(pulumi.ComponentResource):
             "image": image,
         }
         if not spec.image:
-            # `plan` and `preview` only: build_service refuses a real update without an image
+            # `plan` and `preview`: the whole service, with a placeholder digest (a real
+            # update declares only the registry and the store: see first_up)
             self.outputs["image_placeholder"] = True
         self.register_outputs(self.outputs)
 

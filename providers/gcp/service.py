@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.first_up import next_step, registry_only
 from llmcloud.providers.gcp import naming
 from llmcloud.providers.gcp.gateway import Gateway, GatewayArgs
 from llmcloud.providers.gcp.gpu_pool import (
@@ -89,6 +90,14 @@ class GcpService(pulumi.ComponentResource):
             force_destroy=options.force_destroy), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
             repository_id=naming.repository_id(stack, model), location=region), opts=child)
+        if registry_only(spec):
+            self.outputs = {
+                "bucket": store.bucket.name,
+                "model_store_uri": store.bucket.name.apply(lambda b: f"gs://{b}/models"),
+                "registry_url": registry.repository_url, "model_version": spec.model.version,
+                "next_step": next_step("gcp", stack)}
+            self.register_outputs(self.outputs)
+            return
         identity = Identity(f"{name}-identity", IdentityArgs(
             account_id=naming.service_account_id(stack), project=project,
             bucket=store.bucket.name, repository=registry.repository.repository_id,
@@ -168,7 +177,8 @@ class GcpService(pulumi.ComponentResource):
             "image": image,
         }
         if not spec.image:
-            # `plan` and `preview` only: build_service refuses a real update without an image
+            # `plan` and `preview`: the whole service, with a placeholder digest (a real
+            # update declares only the registry and the store: see first_up)
             self.outputs["image_placeholder"] = True
         self.register_outputs(self.outputs)
 

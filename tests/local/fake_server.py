@@ -13,8 +13,8 @@ an error event, then the process exits.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import asyncio
+import hashlib
 import json
 import os
 import signal

@@ -188,12 +188,11 @@ def test_a_second_command_changing_a_stack_meanwhile_is_refused(tmp_path):
     from llmcloud.stacks.errors import DeploymentError
 
     state_file = StateFile(tmp_path / "stack")
-    with state_file.operation("dev"):
-        with pytest.raises(DeploymentError, match="another llmcloud command is changing "
-                                                  "stack 'dev'"):
-            with StateFile(tmp_path / "stack").operation("dev"):
-                pass
-    with state_file.operation("dev"):  # free again once the first one ended
-        with open(state_file.folder / "operation.lock", "a") as handle:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    refused = pytest.raises(DeploymentError, match="another llmcloud command is changing "
+                                                   "stack 'dev'")
+    with state_file.operation("dev"), refused, StateFile(tmp_path / "stack").operation("dev"):
+        pass
+    # free again once the first one ended; held while one runs
+    with (state_file.operation("dev"), open(state_file.folder / "operation.lock", "a") as lock,
+          pytest.raises(BlockingIOError)):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -127,3 +127,19 @@ def test_push_defaults_to_the_stacks_registry_with_the_clouds_login(
     assert logins == [f"{registry}/llm-dev"]
     assert document["image"] == f"{registry}/llm-dev/llmcloud-test-base:1"
     assert document["digest"] == manifest_digest(registry, "llm-dev/llmcloud-test-base", "1")
+
+
+def test_push_to_a_stack_that_has_no_registry_yet_says_to_run_up(
+        cli, project, monkeypatch, buildah_env: dict, base_image: str) -> None:
+    # it was a KeyError ("this is a bug in llmcloud"); a first `up` without an image now
+    # creates the registry
+    from llmcloud.providers.aws.provider import AwsProvider
+
+    for key, value in buildah_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(AwsProvider, "outputs", lambda self, ctx: {"outputs": {}})
+    pushed = cli("image", "push", base_image, "--provider", "aws", "--builder", "buildah")
+    assert pushed.exit_code == 2, pushed.output
+    assert "has no registry yet" in pushed.stderr
+    assert "llmcloud up --provider aws --stack dev" in pushed.stderr
+    assert "Traceback" not in pushed.output

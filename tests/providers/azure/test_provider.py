@@ -21,15 +21,6 @@ def ctx(tmp_path, **sections) -> StackContext:
                         environ={})
 
 
-def test_up_without_an_image_says_how_to_push_one(tmp_path):
-    provider = AzureProvider()
-    provider.options = AzureOptions()
-    with pytest.raises(ConfigError) as info:
-        provider.before_up(ctx(tmp_path))
-    assert info.value.exit_code == ExitCode.USAGE
-    assert "image push --provider azure" in info.value.hint
-
-
 def test_the_budget_gate_refuses_a_stack_over_budget(tmp_path):
     provider = AzureProvider()
     provider.options = AzureOptions()

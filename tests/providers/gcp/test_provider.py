@@ -8,7 +8,7 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp.prices import GPU_MACHINES, boot_disk_gb, nat_billed_vms
 from llmcloud.providers.registry import get_provider
 from llmcloud.stacks.cost import estimate
-from llmcloud.stacks.errors import ConfigError, CredentialsError, DeploymentError
+from llmcloud.stacks.errors import CredentialsError, DeploymentError
 from llmcloud.stacks.plan import run_plan
 from tests.providers.gcp.helpers import gcp_spec
 
@@ -42,17 +42,14 @@ def test_plan_over_budget_reports_it():
     assert doc["budget"] == {"max_hourly_usd": 1.0, "exceeded": True}
 
 
-def test_budget_gate_and_image_gate_before_up(tmp_path):
+def test_budget_gate_before_up(tmp_path):
     provider = get_provider("gcp")
     image = "us-central1-docker.pkg.dev/p/r/server@sha256:" + "a" * 64
-    ctx = StackContext(project_dir=tmp_path, stack="dev", environ={},
-                       spec=gcp_spec(image=image, budget={"max_hourly_usd": 1.0}))
-    with pytest.raises(DeploymentError, match=r"\$1.81/h at max replicas"):
-        provider.before_up(ctx)
-    no_image = StackContext(project_dir=tmp_path, stack="dev", environ={}, spec=gcp_spec())
-    with pytest.raises(ConfigError, match="no inference image") as info:
-        provider.before_up(no_image)
-    assert info.value.hint == "llmcloud image push --provider gcp --stack dev"
+    for spec in (gcp_spec(image=image, budget={"max_hourly_usd": 1.0}),
+                 gcp_spec(budget={"max_hourly_usd": 1.0})):  # checked before the first up too
+        ctx = StackContext(project_dir=tmp_path, stack="dev", environ={}, spec=spec)
+        with pytest.raises(DeploymentError, match=r"\$1.81/h at max replicas"):
+            provider.before_up(ctx)
 
 
 def test_credentials_need_a_project(tmp_path):
