@@ -9,6 +9,7 @@ code talks to the cloud, MinIO, or an emulator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class WritableStore(BucketStore, Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
+    def delete(self, key: str) -> None:
+        """Delete ``key``; one that is not there is no error."""
+
 
 class S3Writer(S3Store):
     """S3: multipart uploads above 64 MiB, parts sent in parallel."""
@@ -67,6 +71,9 @@ class S3Writer(S3Store):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(key, lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data))
 
+    def delete(self, key: str) -> None:
+        self._call(key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+
 
 class GcsWriter(GcsStore):
     """Google Cloud Storage: resumable uploads in 16 MiB chunks for large files."""
@@ -87,6 +94,10 @@ class GcsWriter(GcsStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         blob = self._bucket.blob(key)
         self._call(key, lambda: blob.upload_from_string(data, content_type="application/json"))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._call(key, lambda: self._bucket.blob(key).delete())
 
 
 class AzureWriter(AzureStore):
@@ -116,6 +127,10 @@ class AzureWriter(AzureStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(key, lambda: self._container.upload_blob(key, data, overwrite=True))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._call(key, lambda: self._container.delete_blob(key))
 
 
 class FolderStore:
@@ -158,6 +173,17 @@ class FolderStore:
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(data)
         os.replace(partial, target)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def prune(self, prefix: str, keep: set[str]) -> None:
+        """Delete the files under ``prefix`` whose keys are not in ``keep`` (a version
+        overwritten with fewer files: its folder is what the server loads)."""
+        folder = self._path(prefix) if prefix else self.root
+        for path in [p for p in folder.rglob("*") if p.is_file()]:
+            if path.relative_to(self.root).as_posix() not in keep:
+                path.unlink()
 
 
 def open_writable_store(uri: str) -> tuple[WritableStore, str]:

@@ -74,6 +74,11 @@ def upload_model(
             hint="upload it as a new version, or overwrite it with --force",
         )
     manifest = build_manifest(folder, name, version)
+    if existing is not None:
+        # Overwriting: the old manifest goes first, so no server loads a mix of the two
+        # uploads meanwhile (it finds no manifest and says so), and an interrupted
+        # overwrite is run again like any interrupted upload.
+        _call(store.delete, prefix + MANIFEST, target)
     total = sum(entry["size"] for entry in manifest["files"])
     done = [0]
 
@@ -84,7 +89,9 @@ def upload_model(
 
     def send(entry: dict[str, Any]) -> bool:
         key = prefix + entry["path"]
-        info = _call(store.head, key, target)
+        # (not when overwriting: a file's sha256 metadata says what was meant to be sent,
+        # and a file changed during an earlier upload would never be sent again)
+        info = None if force else _call(store.head, key, target)
         if info is not None and info.size == entry["size"] and info.sha256 == entry["sha256"]:
             advance(entry["path"], entry["size"])
             return False
@@ -94,6 +101,10 @@ def upload_model(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         sent = list(pool.map(send, manifest["files"]))
+    prune = getattr(store, "prune", None)
+    if prune is not None:  # a folder is loaded as it is: no file of an earlier upload stays
+        _call(lambda p: prune(p, {prefix + e["path"] for e in manifest["files"]}), prefix,
+              target)
     _call(lambda k: store.put_bytes(k, json.dumps(manifest, indent=2).encode()),
           prefix + MANIFEST, target)
     return {

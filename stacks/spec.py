@@ -410,8 +410,11 @@ class ServerSpec(_Section):
         if override:
             settings["override_generation_config"] = json.dumps(override, sort_keys=True)
         if self.lora_modules:
+            # "./": a folder of the model version, never a hub id (an adapter folder missing
+            # from the version was fetched from a hub repository of the same name)
             settings["lora_modules"] = " ".join(
-                f"{name}={folder}" for name, folder in sorted(self.lora_modules.items()))
+                f"{name}=./{folder.strip('/')}"
+                for name, folder in sorted(self.lora_modules.items()))
         if self.trust_remote_code:
             settings["trust_remote_code"] = "1"
         return settings

@@ -364,6 +364,7 @@ def test_an_adapter_inside_the_model_folder_is_found_there(causal_dir, tmp_path,
     elsewhere = build_adapter(tmp_path / "elsewhere", causal_dir, seed=6)
     model = tmp_path / "model"
     assert resolve_adapter(model, "adapters/sql", tmp_path / "cache") == inside
+    assert resolve_adapter(model, "./adapters/sql", tmp_path / "cache") == inside  # the spec's
     assert resolve_adapter(model, str(elsewhere), tmp_path / "cache") == elsewhere
     with pytest.raises(ModelSourceError, match="not found"):
         resolve_adapter(model, "./adapters/chat", tmp_path / "cache")

@@ -39,6 +39,24 @@ def test_build_manifest_lists_files_with_hash_and_size(model_folder):
     json.dumps(manifest)  # serializable as written to manifest.json
 
 
+def test_linked_folders_are_followed_and_hidden_ones_left_out(tmp_path):
+    """A linked adapter folder was left out (while a linked file was not): the server then
+    took the adapter's path for a hub id. `.git` repeats every weight in its LFS objects."""
+    outside = tmp_path / "outside" / "adapter"
+    outside.mkdir(parents=True)
+    (outside / "adapter_model.safetensors").write_bytes(b"A" * 10)
+    model = tmp_path / "model"
+    (model / "adapters").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "adapters" / "sql").symlink_to(outside, target_is_directory=True)
+    (model / "adapters" / "loop").symlink_to(model, target_is_directory=True)  # a cycle
+    (model / ".git" / "lfs" / "objects").mkdir(parents=True)
+    (model / ".git" / "lfs" / "objects" / "abcd").write_bytes(b"a weight, again")
+    (model / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    paths = [f["path"] for f in build_manifest(model, "m", "v1")["files"]]
+    assert paths == ["adapters/sql/adapter_model.safetensors", "config.json"]
+
+
 def test_file_sha256_streams_large_files(tmp_path):
     path = tmp_path / "big"
     data = bytes(range(256)) * 9000  # several read chunks

@@ -96,6 +96,46 @@ def test_local_folder_with_manifest_is_verified(tmp_path, uploaded):
         resolve(str(copy))
 
 
+def test_the_cache_keeps_only_what_the_manifest_lists(tmp_path, uploaded):
+    """A version overwritten with other files (`--force`: the old ones stay in the bucket
+    and in a cache kept across restarts) and partial downloads a killed start left: the
+    cache keeps only the manifest's files, or transformers would load the old weights."""
+    bucket = FakeBucket("m", uploaded)
+    cache = tmp_path / "cache"
+    folder = resolve("s3://bucket/m", cache_dir=cache, store=bucket).folder
+    (folder / "tokenizer.json").write_text("{}")  # an earlier upload's, not listed now
+    (folder / ".part-x1y2z3").write_bytes(b"half a weight file")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "old.bin").write_bytes(b"old")
+    resolve("s3://bucket/m", cache_dir=cache, store=bucket)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file()) == ["config.json", MANIFEST_NAME, "model.safetensors"]
+
+
+def test_a_folder_holding_files_its_manifest_does_not_list_is_refused(tmp_path, uploaded):
+    copy = tmp_path / "copy"
+    shutil.copytree(uploaded, copy)
+    (copy / "tokenizer.json").write_text("{}")
+    with pytest.raises(ModelSourceError, match="tokenizer.json: in .* but not in its manifest"):
+        resolve(str(copy))
+
+
+def test_safetensors_are_preferred_folder_by_folder(tmp_path):
+    """An adapter saved as safetensors (PEFT's default) beside a model whose weights are a
+    .bin: the model's weights were left out, the load failed later on no weights."""
+    folder = tmp_path / "upload"
+    (folder / "adapters" / "sql").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "pytorch_model.bin").write_bytes(b"B" * 100)
+    (folder / "adapters" / "sql" / "adapter_model.safetensors").write_bytes(b"A" * 10)
+    (folder / "adapters" / "sql" / "adapter_model.bin").write_bytes(b"a" * 10)
+    (folder / MANIFEST_NAME).write_text(json.dumps(build_manifest(folder, "m", "v1")))
+    bucket = FakeBucket("m", folder)
+    resolve("s3://bucket/m", cache_dir=tmp_path / "cache", store=bucket)
+    assert sorted(bucket.downloads) == ["m/adapters/sql/adapter_model.safetensors",
+                                        "m/config.json", "m/pytorch_model.bin"]
+
+
 def test_missing_local_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelSourceError, match="not found"):
         resolve(str(tmp_path / "nope"))

@@ -96,15 +96,47 @@ def test_second_upload_of_a_version_is_refused(cli, model_dir: Path, store_uri: 
         "hint: upload it as a new version, or overwrite it with --force")
 
 
-def test_force_skips_identical_files_and_sends_changed_ones(
-    cli, model_dir: Path, store_uri: str
-) -> None:
+def test_force_sends_every_file_again(cli, model_dir: Path, store_uri: str) -> None:
+    """An object's sha256 metadata says what was meant to be sent: a file that changed
+    while an earlier upload sent it would never be sent again if --force trusted it."""
     assert _upload(cli, model_dir, store_uri).exit_code == 0
     (model_dir / "tokenizer.json").write_text(json.dumps({"version": "2.0"}))
     result = _upload(cli, model_dir, store_uri, "--force")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert (document["uploaded"], document["skipped"], document["overwritten"]) == (1, 3, True)
+    assert (document["uploaded"], document["skipped"], document["overwritten"]) == (4, 0, True)
+
+
+def test_an_overwrite_removes_the_old_manifest_first_and_a_folder_its_old_files(
+        cli, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Meanwhile no server loads a mix of two uploads (it finds no manifest); an
+    interrupted overwrite is run again like any upload; a folder store (the local
+    provider's, loaded as it is) keeps only the new version's files."""
+    store = tmp_path / "store"
+    assert _upload(cli, model_dir, str(store)).exit_code == 0
+    version = store / "m" / "v1"
+    assert (version / "sub" / "extra.txt").is_file()
+    (model_dir / "sub" / "extra.txt").unlink()
+    real_upload, seen = model_stores.FolderStore.upload, []
+
+    def interrupted(self, path, key, sha256, progress):
+        seen.append((self.root / "manifest.json").exists())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_stores.FolderStore, "upload", interrupted)
+    assert _upload(cli, model_dir, str(store), "--force").exit_code == 130
+    assert seen and not any(seen)  # the old manifest was gone before any file was sent
+    monkeypatch.setattr(model_stores.FolderStore, "upload", real_upload)
+    resumed = _upload(cli, model_dir, str(store))  # no --force: there is no version now
+    assert resumed.exit_code == 0, resumed.output
+    assert not (version / "sub" / "extra.txt").exists()
+    resolve(str(version), version="v1")  # loads: nothing there the manifest does not list
+    again = _upload(cli, model_dir, str(store), "--force")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.relative_to(version).as_posix() for p in version.rglob("*")
+                  if p.is_file()) == ["config.json", "manifest.json", "model.safetensors",
+                                      "tokenizer.json"]
+    resolve(str(version), version="v1")
 
 
 def test_interrupted_upload_resumes(

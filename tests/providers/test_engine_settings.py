@@ -21,7 +21,7 @@ SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_model_len
           "lora_modules": {"sql": "adapters/sql", "chat": "adapters/chat"}, "max_loras": 1,
           "trust_remote_code": True, "log_format": "json", "data_parallel_size": 1}
 OVERRIDE = '{"max_new_tokens": 512, "temperature": 0.5}'
-LORA = "chat=adapters/chat sql=adapters/sql"
+LORA = "chat=./adapters/chat sql=./adapters/sql"  # "./": inside the version, never a hub id
 # shell-quoted in the boot scripts: the JSON and the adapters reach the server as one
 # argument each
 FLAGS = ("--max-batch-tokens 40000 --reserve-new-tokens all --max-model-len 8192 "

@@ -311,7 +311,7 @@ def test_lora_adapters_are_folders_inside_the_model_version() -> None:
     spec = resolve_spec(file_values={"server": {"lora_modules": {
         "sql": "adapters/sql", "chat-v2": "adapters/chat/"}}}, environ={})
     assert spec.server.engine_flags() == [
-        "--lora-modules", "chat-v2=adapters/chat/ sql=adapters/sql"]
+        "--lora-modules", "chat-v2=./adapters/chat sql=./adapters/sql"]
     assert resolve_spec(file_values={}, environ={}).server.engine_flags() == []
     for modules, says in [({"sql": "/data/sql"}, "inside the model version"),
                           ({"sql": "s3://bucket/sql"}, "inside the model version"),
