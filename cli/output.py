@@ -46,7 +46,9 @@ class Output:
             if self._printed:
                 raise RuntimeError("a command printed two JSON documents")
             self._printed = True
-            print(json.dumps(document, indent=2, default=str, sort_keys=False))
+            # allow_nan=False: Infinity or NaN is not JSON; a value that slips through fails
+            # here, loudly, rather than in the reader's parser
+            print(json.dumps(document, indent=2, default=str, sort_keys=False, allow_nan=False))
         elif human is not None:
             print(human)
         else:

@@ -77,7 +77,9 @@ def config_from_pulumi(get: Callable[[str], Any]) -> dict[str, Any]:
     values = {}
     for section in SECTIONS:
         raw = get(section)
-        if raw is None:
+        # `key:` with every sub-key commented out (as `init` writes `budget:`) reaches the
+        # program as "" or "null": not set, as the CLI reads the stack file
+        if raw is None or (isinstance(raw, str) and raw.strip() in ("", "null", "~")):
             continue
         if isinstance(raw, str) and raw[:1] in "{[":
             try:
@@ -96,6 +98,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if path[0] not in SECTIONS or not all(path):
+            _check_not_a_typo(name)
             continue  # LLMCLOUD_STACK, LLMCLOUD_DEBUG and others are not spec values
         value: Any = raw
         if raw[:1] in "[{":
@@ -105,6 +108,25 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 value = raw
         _set_path(values, path, value)
     return values
+
+
+#: LLMCLOUD_ variables of the model server's that read like a spec key with one underscore
+_SERVER_VARIABLES = {"LLMCLOUD_MODEL_VERSION", "LLMCLOUD_MODEL_NAME"}
+
+
+def _check_not_a_typo(name: str) -> None:
+    """Refuse `LLMCLOUD_BUDGET_MAX_HOURLY_USD`, a spec key with one underscore after its
+    section: skipped as "not a spec value", it silently turned the budget gate off."""
+    rest = name[len(ENV_PREFIX):].lower()
+    for section in SECTIONS:
+        key = rest.removeprefix(section + "_")
+        model = DeploymentSpec.model_fields[section].annotation
+        fields = getattr(model, "model_fields", {})
+        if key != rest and key in fields and name not in _SERVER_VARIABLES:
+            right = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            raise ConfigError(f"{name} is not a spec variable: did you mean {right}?",
+                              context="a section and its key are joined by two underscores",
+                              hint=f"export {right}=... (and unset {name})")
 
 
 def dotted_overrides(flags: Mapping[str, Any]) -> dict[str, Any]:

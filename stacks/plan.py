@@ -42,8 +42,8 @@ def json_safe(value: Any) -> Any:
     from pulumi import Archive, Asset
     from pulumi.runtime import rpc
 
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, dict):  # keys sorted: the mocks see them in thread-timing order
+        return {str(k): json_safe(v) for k, v in sorted(value.items(), key=lambda i: str(i[0]))}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     if isinstance(value, float) and value.is_integer() and math.isfinite(value):

@@ -44,6 +44,11 @@ def model_name_from_source(source: str) -> str:
     return name or "model"
 
 
+def _as_text(value: object) -> object:
+    """A whole number as its text (a version such as 7), anything else as it is."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class ModelSpec(_Section):
     """Which model serves, and in which version.
 
@@ -71,16 +76,23 @@ class ModelSpec(_Section):
         description="versions served before, newest last (kept by promote; rollback uses it)",
     )
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        # `pulumi config set --path` stores an all-digit value (7, 20240601) as a number:
+        # the stack file then holds `version: 7`, which is version "7"
+        return _as_text(value)
+
     @field_validator("history", mode="before")
     @classmethod
     def _history_text(cls, value: object) -> object:
         # `pulumi config set --path` stores a list given on the command line as JSON text
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                value = json.loads(value)
             except json.JSONDecodeError:
                 return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return [_as_text(v) for v in value] if isinstance(value, list) else value
 
     @field_validator("history")
     @classmethod
@@ -245,7 +257,9 @@ class BudgetSpec(_Section):
     """A spending limit: `plan` and `up` refuse a stack whose maximum hourly cost exceeds it."""
 
     max_hourly_usd: float | None = Field(
-        default=None, gt=0, description="refuse plans whose max hourly cost is higher"
+        # (not infinity: `--budget inf` turned the gate off, and `--json` printed Infinity)
+        default=None, gt=0, allow_inf_nan=False,
+        description="refuse plans whose max hourly cost is higher"
     )
 
 

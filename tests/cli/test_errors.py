@@ -139,7 +139,13 @@ def test_unexpected_errors_are_reported_as_bugs(
     ]
 
 
+def deployed_here(project: Path, provider: str = "aws") -> None:
+    """The stack file a cloud stack is managed from (destroy, refresh, status, outputs)."""
+    (project / "Pulumi.dev.yaml").write_text(f"config:\n  llmcloud:provider: {provider}\n")
+
+
 def test_destroy_without_terminal_needs_yes(project: Path, cli, aws_up_supported: None) -> None:
+    deployed_here(project)
     result = cli("destroy", "--provider", "aws")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
@@ -152,6 +158,7 @@ def test_destroy_without_terminal_needs_yes(project: Path, cli, aws_up_supported
 def test_destroy_declined_on_a_terminal_changes_nothing(
     project: Path, cli, aws_up_supported: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    deployed_here(project)
     opened = []
     monkeypatch.setattr(AwsProvider, "stack_opener", lambda *a: opened.append(a))
     monkeypatch.setattr("llmcloud.cli.stack_commands.interactive", lambda: True)
@@ -166,6 +173,7 @@ def test_destroy_confirmed_on_a_terminal_runs(
 ) -> None:
     from tests.stacks.fakes import FakeStack
 
+    deployed_here(project)
     opener = FakeStack.opener()
     monkeypatch.setattr(AwsProvider, "stack_opener", opener)
     monkeypatch.setattr(AwsProvider, "check_credentials", lambda self, env: None)
@@ -208,6 +216,7 @@ def test_missing_credentials_other_clouds(
     monkeypatch.setattr(cls, "unsupported", {})
     monkeypatch.setattr(cls, "require_sdk", lambda self: None)
     monkeypatch.setattr(cls, "stack_opener", FakeStack.opener())
+    deployed_here(project, provider)
     result = cli("refresh", "--provider", provider)
     assert result.exit_code == 3
     assert result.stderr.splitlines()[0] == first
@@ -220,3 +229,37 @@ def test_no_pulumi_project_hints_init(tmp_path: Path, cli, monkeypatch, aws_up_s
     assert result.exit_code == 2
     assert result.stderr.splitlines()[0] == f"error: no Pulumi.yaml in {tmp_path.resolve()}"
     assert result.stderr.splitlines()[-1] == "hint: llmcloud init --provider aws --stack dev"
+
+
+def test_a_spec_variable_with_one_underscore_is_refused_not_ignored(
+        project: Path, cli, monkeypatch) -> None:
+    # skipped as "not a spec value", it turned the budget gate off without a word
+    monkeypatch.setenv("LLMCLOUD_BUDGET_MAX_HOURLY_USD", "1")
+    result = cli("plan", "--provider", "aws", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"] == (
+        "LLMCLOUD_BUDGET_MAX_HOURLY_USD is not a spec variable: did you mean "
+        "LLMCLOUD_BUDGET__MAX_HOURLY_USD?")
+    monkeypatch.delenv("LLMCLOUD_BUDGET_MAX_HOURLY_USD")
+    monkeypatch.setenv("LLMCLOUD_MODEL_VERSION", "v3")  # the model server's own variable
+    assert cli("plan", "--provider", "aws", "--json").exit_code == 0
+
+
+def test_an_infinite_budget_is_refused(project: Path, cli) -> None:
+    # it turned the gate off, and `--json` printed Infinity, which is not JSON
+    result = cli("plan", "--provider", "aws", "--json", "--budget", "inf")
+    assert result.exit_code == 2 and "finite number" in json.loads(result.stdout)["context"]
+
+
+def test_a_cloud_stack_without_its_stack_file_here_is_not_destroyed_as_empty(
+        project: Path, cli) -> None:
+    # the Automation API created an empty stack of that name, destroyed nothing, exit 0
+    result = cli("destroy", "--provider", "aws", "--stack", "prod", "--yes", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"] == f"there is no Pulumi.prod.yaml in {project}"
+
+
+def test_plan_json_is_the_same_bytes_run_after_run(project: Path, cli) -> None:
+    # the mocks see inputs in thread-timing order: CI diffs of plans were noise
+    first = cli("plan", "--provider", "aws", "--json").stdout
+    assert cli("plan", "--provider", "aws", "--json").stdout == first

@@ -323,3 +323,23 @@ def test_lora_adapters_are_folders_inside_the_model_version() -> None:
         with pytest.raises(ConfigError) as info:
             resolve_spec(file_values={"server": {"lora_modules": modules}}, environ={})
         assert says in info.value.context
+
+
+@pytest.mark.parametrize("unset", ["", "null", None])
+def test_a_section_left_empty_by_init_is_unset_in_the_program_too(unset):
+    """`init` writes `llmcloud:budget:` with its keys commented out; the CLI reads that as
+    unset, and the program, which gets it from Pulumi as "" or "null", failed on it."""
+    from llmcloud.stacks.config import config_from_pulumi
+
+    raw = {"provider": "aws", "budget": unset, "model": '{"name": "m"}'}
+    values = config_from_pulumi(raw.get)
+    assert "budget" not in values
+    assert resolve_spec(file_values=values, environ={}).budget.max_hourly_usd is None
+
+
+def test_an_all_digit_model_version_is_a_version():
+    # `pulumi config set --path` stores 7 as a number: the next plan, and promote's own
+    # update, refused it ("should be a valid string")
+    spec = resolve_spec(file_values={"provider": "aws", "model": {
+        "version": 20240601, "history": [7, "v8"]}}, environ={})
+    assert (spec.model.version, spec.model.history) == ("20240601", ["7", "v8"])
