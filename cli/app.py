@@ -39,9 +39,25 @@ class LlmcloudGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         from typer._click.exceptions import ClickException
 
+        # (read now: the group's invoke takes them off the context)
+        command = [*(getattr(ctx, "_protected_args", None)
+                     or getattr(ctx, "protected_args", None) or []), *ctx.args]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, ClickException):
+        except ClickException as exc:
+            if "--json" not in command:
+                raise
+            # a usage error (a bad flag value, an unknown option) is an error document too:
+            # with --json, stdout holds exactly one JSON document whatever happens
+            from llmcloud.cli.output import Output
+
+            exc.show()
+            doc = {"error": exc.format_message(), "context": None,
+                   "hint": f"llmcloud {' '.join(command[:1])} --help",
+                   "exit_code": exc.exit_code}
+            Output.start(json=True).result(doc)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
             raise
         except BaseException as exc:
             if isinstance(exc, SystemExit):

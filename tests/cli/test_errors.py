@@ -263,3 +263,15 @@ def test_plan_json_is_the_same_bytes_run_after_run(project: Path, cli) -> None:
     # the mocks see inputs in thread-timing order: CI diffs of plans were noise
     first = cli("plan", "--provider", "aws", "--json").stdout
     assert cli("plan", "--provider", "aws", "--json").stdout == first
+
+
+@pytest.mark.parametrize("args", [["plan", "--json", "--max-replicas", "abc"],
+                                  ["plan", "--json", "--bogus"], ["promote", "--json"]])
+def test_a_usage_error_with_json_is_one_json_document_too(project: Path, cli, args) -> None:
+    # stdout was empty: a pipeline reading it got nothing to parse
+    result = cli(*args)
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 2 and document["error"]
+    assert document["hint"] == f"llmcloud {args[0]} --help"
+    assert "Error:" in result.stderr  # and the usual message for a person
