@@ -201,6 +201,8 @@ def test_engine_failure_during_up_is_reported(aws_with_fake_engine, cli, monkeyp
 
 @pytest.mark.parametrize("command", ["outputs", "status", "refresh", "destroy"])
 def test_other_lifecycle_commands_reach_the_engine(aws_with_fake_engine, cli, command) -> None:
+    # a deployed stack's commands run where its stack file is
+    Path("Pulumi.dev.yaml").write_text("config:\n  llmcloud:provider: aws\n")
     result = cli(command, "--provider", "aws", "--json", "--yes") if command == "destroy" \
         else cli(command, "--provider", "aws", "--json")
     assert result.exit_code == 0, result.output
