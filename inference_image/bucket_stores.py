@@ -27,6 +27,12 @@ def _missing_sdk(package: str) -> ImportError:
     return ImportError(f"{package} is needed for this model source; install it with {INSTALL_HINT}")
 
 
+_S3_MISSING = ("404", "NoSuchKey", "NoSuchBucket")
+#: refusals: of the caller (403) and of its credentials (wrong, or expired)
+_S3_REFUSED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+               "ExpiredToken", "TokenRefreshRequired")
+
+
 class S3Store:
     """S3 or an S3-compatible endpoint (``AWS_ENDPOINT_URL``, e.g. MinIO, LocalStack)."""
 
@@ -39,6 +45,7 @@ class S3Store:
         self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
 
     def _call(self, key, fn, *args):
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import ClientError, NoCredentialsError
 
         try:
@@ -47,10 +54,18 @@ class S3Store:
             raise PermissionError(f"s3://{self.bucket}/{key}: no AWS credentials") from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            if code in _S3_MISSING:
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from exc
-            if code in ("403", "AccessDenied"):
-                raise PermissionError(f"s3://{self.bucket}/{key}: access denied") from exc
+            if code in _S3_REFUSED:
+                raise PermissionError(f"s3://{self.bucket}/{key}: {code}") from exc
+            raise
+        except S3UploadFailedError as exc:
+            # upload_file wraps the service's error in its message only
+            message = str(exc)
+            if any(f"({code})" in message for code in _S3_MISSING):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}: {message}") from exc
+            if any(f"({code})" in message for code in _S3_REFUSED):
+                raise PermissionError(f"s3://{self.bucket}/{key}: {message}") from exc
             raise
 
     def read_bytes(self, key: str) -> bytes:
@@ -74,7 +89,13 @@ class GcsStore:
 
             client = storage.Client(credentials=AnonymousCredentials(), project="emulator")
         else:
-            client = storage.Client()
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                client = storage.Client()
+            except DefaultCredentialsError as exc:
+                raise PermissionError(f"gs://{bucket}: no Google Cloud credentials "
+                                      "(gcloud auth application-default login)") from exc
         self.bucket_name = bucket
         self._bucket = client.bucket(bucket)
 
@@ -117,7 +138,11 @@ class AzureStore:
         self._container = service.get_container_client(container)
 
     def _call(self, key, fn):
-        from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+        )
 
         try:
             return fn()
@@ -125,6 +150,10 @@ class AzureStore:
             raise FileNotFoundError(f"{self.where}/{key}") from exc
         except ClientAuthenticationError as exc:
             raise PermissionError(f"{self.where}/{key}: {exc.message}") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 403:  # e.g. AuthorizationPermissionMismatch: no role
+                raise PermissionError(f"{self.where}/{key}: {exc.message}") from exc
+            raise
 
     def read_bytes(self, key: str) -> bytes:
         return self._call(key, lambda: self._container.download_blob(key).readall())

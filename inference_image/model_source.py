@@ -91,7 +91,7 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
     try:
         key_prefix = bucket_key_prefix(url)
         store = store or open_store(url)
-    except (ImportError, ValueError) as exc:
+    except (ImportError, ValueError, PermissionError) as exc:
         raise ModelSourceError(str(exc)) from exc
     try:
         raw = store.read_bytes(key_prefix + MANIFEST_NAME)

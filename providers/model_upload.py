@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    CredentialsError,
+    DeploymentError,
+    MissingToolError,
+)
 
 MANIFEST = "manifest.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -66,6 +71,9 @@ def upload_model(
         store, prefix = open_writable_store(target)
     except ImportError as exc:
         raise MissingToolError(str(exc), hint='pip install "llmcloud[aws,gcp,azure]"') from None
+    except PermissionError as exc:  # no credentials for the store's SDK (it was a "bug")
+        raise CredentialsError(str(exc), hint="sign in for the store's cloud (aws configure, "
+                               "gcloud auth application-default login, az login)") from None
     existing = _call(store.head, prefix + MANIFEST, target)
     if existing is not None and not force:
         raise DeploymentError(

@@ -198,3 +198,36 @@ def test_an_unreachable_store_is_an_error_not_a_traceback(cli, model_dir: Path,
     assert result.stderr.splitlines()[0] == (
         "error: the model store s3://nowhere/models/m/v1 could not be reached")
     assert "Traceback" not in result.output
+
+
+def test_a_missing_bucket_is_named_as_missing_not_as_unreachable(
+        model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's upload wraps S3's refusal in an S3UploadFailedError: it was reported as a
+    network failure ("could not be reached"), with a network hint."""
+    from moto import mock_aws
+
+    from llmcloud.providers.model_upload import upload_model
+    from llmcloud.stacks.errors import DeploymentError
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws(), pytest.raises(DeploymentError) as info:
+        upload_model(model_dir, "s3://no-such-bucket", name="m", version="v1")
+    assert info.value.message == "the model store s3://no-such-bucket/models/m/v1 does not exist"
+
+
+def test_no_google_credentials_is_a_credentials_error_not_a_bug(
+        model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llmcloud.providers.model_upload import upload_model
+    from llmcloud.stacks.errors import CredentialsError
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default file
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # and no metadata server
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    with pytest.raises(CredentialsError) as info:
+        upload_model(model_dir, "gs://some-bucket", name="m", version="v1")
+    assert "no Google Cloud credentials" in info.value.message
