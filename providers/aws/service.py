@@ -95,7 +95,8 @@ class AwsService(pulumi.ComponentResource):
             image = registry.repository_url.apply(lambda url: f"{url}@{PLACEHOLDER_DIGEST}")
         model_uri = store.bucket.bucket.apply(
             lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
-        if registry_only(spec):
+        first_up = registry_only(spec)
+        if first_up:
             served: dict[str, Any] = {"next_step": next_step("aws", stack)}
         else:
             serve = self._sagemaker if spec.compute.kind == "sagemaker" else self._instances
@@ -108,9 +109,9 @@ class AwsService(pulumi.ComponentResource):
             "registry_url": registry.repository_url,
             "model_version": spec.model.version,
         }
-        if "next_step" not in served:
+        if not first_up:
             self.outputs["image"] = image
-        if not spec.image and "next_step" not in served:
+        if not spec.image and not first_up:
             # `plan` and `preview`: the whole service, with a placeholder digest (a real
             # update declares only the registry and the store: see first_up)
             self.outputs["image_placeholder"] = True
