@@ -6,7 +6,7 @@ import inspect
 
 import torch
 
-from . import kv_cache
+from . import kv_cache, last_position
 from .lora import Adapters
 from .prefix_cache import Prefix
 
@@ -32,6 +32,7 @@ class CausalBatch:
         self._cache_kw = kv_cache.cache_argument(model)
         params = inspect.signature(model.forward).parameters
         self._logits_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._last_mlp = last_position.for_model(model)
 
     @property
     def size(self) -> int:
@@ -79,7 +80,6 @@ class CausalBatch:
         run, twin_of = _distinct(prompts, prefixes, adapters)
         if len(run) < len(prompts):
             prompts, prefixes = [prompts[i] for i in run], [prefixes[i] for i in run]
-        self._use([adapters[i] for i in run])
         done = [0 if p is None else p.length for p in prefixes]
         ids, mask = kv_cache.padded_prompts([p[d:] for p, d in zip(prompts, done, strict=True)],
                                             self.pad_id, left=True, device=self.device)
@@ -93,10 +93,9 @@ class CausalBatch:
             columns = torch.arange(max(done), device=self.device)[None, :]
             held = (columns >= max(done) - offsets).to(mask.dtype)
             mask = torch.cat([held, mask], dim=1)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions,
-            **{self._cache_kw: cache}, use_cache=True, **self._logits(every_position),
-        )
+        out = self._forward(every_position, [adapters[i] for i in run], input_ids=ids,
+                            attention_mask=mask, position_ids=positions,
+                            **{self._cache_kw: cache})
         logits = out.logits
         if len(twin_of) > len(run):
             index = torch.tensor(twin_of, device=self.device)
@@ -131,14 +130,39 @@ class CausalBatch:
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones((1, len(tokens)))], dim=1)
         steps = torch.arange(len(tokens), device=self.device)
-        self._use(self.slots_of_rows)
-        out = self.model(
-            input_ids=ids, attention_mask=self.mask,
-            position_ids=(self.positions[:, None] + steps[None, :]),
-            **{self._cache_kw: self.cache}, use_cache=True, **self._logits(every_position),
-        )
+        out = self._forward(every_position, self.slots_of_rows, input_ids=ids,
+                            attention_mask=self.mask,
+                            position_ids=self.positions[:, None] + steps[None, :],
+                            **{self._cache_kw: self.cache})
         self.positions = self.positions + len(tokens)
         return out.logits if every_position else out.logits[:, -1, :]
+
+    def _forward(self, every_position: bool, slots: list[int], **inputs):
+        # Unless every position's logits are kept, the last layer's MLP runs for the last
+        # position only (`last_position`), once a probe showed that this model allows it.
+        # ``slots``: each row's LoRA adapter, set after the probe (which runs the model's
+        # own weights).
+        last = None if every_position else self._last_mlp
+        if last is not None and last.checked is None:
+            self._check_last_position(last)
+        self._use(slots)
+        cut = last is not None and bool(last.checked)
+        if cut:
+            last.enabled = True
+        try:
+            return self.model(**inputs, use_cache=True, **self._logits(every_position))
+        finally:
+            if cut:
+                last.enabled = False
+
+    def _check_last_position(self, last: last_position.LastPositionMLP) -> None:
+        def probe() -> torch.Tensor:  # two rows of eight tokens
+            vocab = self.model.get_input_embeddings().num_embeddings
+            ids = (torch.arange(16, device=self.device).reshape(2, 8) * 7 + 3) % vocab
+            return self.model(input_ids=ids, use_cache=False, **self._logits_kw).logits
+
+        self._use([0, 0])
+        last.check(probe)
 
     def _logits(self, every_position: bool) -> dict:
         # logits_to_keep=0 keeps them all (models without the argument return them all).
