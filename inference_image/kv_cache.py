@@ -39,6 +39,11 @@ class _Room:
         buffer[:, :, :length] = tensor
         setattr(layer, self.slot, (buffer, length))
 
+    def adopt(self, layer: object, buffer: torch.Tensor, length: int) -> None:
+        """Make ``buffer``'s first ``length`` positions the layer's, keeping the rest as
+        room: no copy (``buffer`` is the layer's own from now on)."""
+        setattr(layer, self.slot, (buffer, length))
+
     def append(self, layer: object, new: torch.Tensor) -> torch.Tensor:
         """Write ``new`` after the filled part, in place unless the buffer is full."""
         buffer, length = getattr(layer, self.slot, (None, 0))
@@ -130,24 +135,47 @@ def merge_into(target, source, left: bool) -> None:
     put_layers(target, merged_layers(target, source, left))
 
 
-def merged_layers(target, source, left: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def merged_layers(target, source, left: bool) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
     """Per layer, ``target``'s rows then ``source``'s (keys, values), padded along the
-    sequence axis to match: new tensors, neither cache changed."""
+    sequence axis to match, and that length: new buffers, neither cache changed. A
+    `GrowingLayer`'s buffers come with room to grow, so that putting them in place
+    (`put_layers`) copies nothing more: each join of a running batch copies its whole
+    cache once."""
     merged = []
     for into, extra in zip(layers(target), layers(source), strict=True):
         length = max(into.keys.shape[-2], extra.keys.shape[-2])
-        merged.append((
-            torch.cat([pad_seq(into.keys, length, -2, left),
-                       pad_seq(extra.keys, length, -2, left)]),
-            torch.cat([pad_seq(into.values, length, -2, left),
-                       pad_seq(extra.values, length, -2, left)])))
+        room = capacity(length) if isinstance(into, GrowingLayer) else length
+        merged.append((_stacked(into.keys, extra.keys, length, room, left),
+                       _stacked(into.values, extra.values, length, room, left), length))
     return merged
 
 
-def put_layers(target, merged: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _stacked(first: torch.Tensor, second: torch.Tensor, length: int, room: int,
+             left: bool) -> torch.Tensor:
+    """``first``'s rows then ``second``'s [B1 + B2, H, room, D], each padded with zeros to
+    ``length`` positions (on the left or the right); what lies past ``length`` is unset."""
+    rows = first.shape[0] + second.shape[0]
+    buffer = first.new_empty(rows, first.shape[1], room, first.shape[3])
+    start = 0
+    for part in (first, second):
+        block = buffer[start:start + part.shape[0], :, :length]
+        held = part.shape[-2]
+        filled, padding = ((block[:, :, length - held:], block[:, :, :length - held]) if left
+                           else (block[:, :, :held], block[:, :, held:]))
+        filled.copy_(part)
+        padding.zero_()
+        start += part.shape[0]
+    return buffer
+
+
+def put_layers(target, merged: list[tuple[torch.Tensor, torch.Tensor, int]]) -> None:
     """Make ``merged`` (``merged_layers``) ``target``'s keys and values."""
-    for into, (keys, values) in zip(layers(target), merged, strict=True):
-        into.keys, into.values = keys, values
+    for into, (keys, values, length) in zip(layers(target), merged, strict=True):
+        if isinstance(into, GrowingLayer):
+            GrowingLayer.keys.adopt(into, keys, length)
+            GrowingLayer.values.adopt(into, values, length)
+        else:
+            into.keys, into.values = keys[:, :, :length], values[:, :, :length]
 
 
 def close_gaps(cache, mask: torch.Tensor) -> torch.Tensor:
@@ -189,10 +217,13 @@ def zero_padding(cache, mask: torch.Tensor) -> None:
     A fully padded query row can come out of attention as NaN; zeroing keeps it from
     leaking into later steps through 0 * NaN in the weighted sum.
     """
-    keep = mask[:, None, :, None].to(torch.bool)
-    for layer in layers(cache):
-        layer.keys = layer.keys.masked_fill(~keep, 0.0)
-        layer.values = layer.values.masked_fill(~keep, 0.0)
+    padded = mask == 0
+    if not bool(padded.any()):
+        return
+    hide = padded[:, None, :, None]
+    for layer in layers(cache):  # in place: the cache's own buffers
+        layer.keys.masked_fill_(hide, 0.0)
+        layer.values.masked_fill_(hide, 0.0)
 
 
 def cache_argument(model) -> str:

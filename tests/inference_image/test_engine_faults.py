@@ -52,17 +52,17 @@ def test_a_failed_merge_leaves_the_running_rows_as_they_were(causal, monkeypatch
     from llmcloud.inference_image import kv_cache
 
     engine = make_engine(causal)
-    pad_seq, armed = kv_cache.pad_seq, {"calls": None}
+    stacked, armed = kv_cache._stacked, {"calls": None}
 
     def failing_in_the_second_layer(*args, **kwargs):
         if armed["calls"] is not None:
             armed["calls"] += 1
-            if armed["calls"] == 7:  # the mask's two, the first layer's four, then this
+            if armed["calls"] == 3:  # the first layer's keys and values, then this
                 armed["calls"] = None
                 raise torch.OutOfMemoryError("out of memory (simulated, merging)")
-        return pad_seq(*args, **kwargs)
+        return stacked(*args, **kwargs)
 
-    monkeypatch.setattr(kv_cache, "pad_seq", failing_in_the_second_layer)
+    monkeypatch.setattr(kv_cache, "_stacked", failing_in_the_second_layer)
     decode, rows_seen = CausalBatch.decode, []
 
     def decode_noting_rows(self, tokens):  # every layer's rows, against the mask's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from llmcloud.inference_image import kv_cache
@@ -99,3 +100,46 @@ def test_rows_from_kept_beginnings_join_as_wide_as_their_longest_row():
         batch.keep([1])  # the long row ends
         assert batch.mask.shape[1] == 68
         assert kv_cache.layers(batch.cache)[0].keys.shape[2] == 68
+
+
+def _cache(rows: int, length: int, seed: int, growing: bool = True):
+    cache = kv_cache.growing_cache() if growing else DynamicCache()
+    for index in range(2):
+        cache.update(*states(rows, length, seed + index), layer_idx=index)
+    return cache
+
+
+@pytest.mark.parametrize("left", [True, False], ids=["left", "right"])
+@pytest.mark.parametrize("growing", [True, False], ids=["growing", "dynamic"])
+def test_merging_pads_and_stacks_the_rows_as_cat_would(left, growing):
+    target, source = _cache(2, 5, 0, growing), _cache(3, 8, 10, growing)
+    expected = [tuple(torch.cat([kv_cache.pad_seq(a, 8, -2, left), kv_cache.pad_seq(b, 8, -2,
+                                                                                     left)])
+                      for a, b in ((x.keys, y.keys), (x.values, y.values)))
+                for x, y in zip(target.layers, source.layers, strict=True)]
+    kv_cache.merge_into(target, source, left)
+    for layer, (keys, values) in zip(target.layers, expected, strict=True):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+
+def test_a_merged_growing_layer_keeps_room_to_grow():
+    # The merged buffers are the layer's own, room included (so nothing copies them again),
+    # and the next step writes into that room.
+    target, source = _cache(2, 40, 0), _cache(3, 8, 10)
+    kv_cache.merge_into(target, source, left=True)
+    for layer in target.layers:
+        buffer = layer._keys_room[0]
+        assert buffer.shape[-2] == kv_cache.capacity(40) and layer.keys.shape[-2] == 40
+        layer.update(*states(5, 1, 99))
+        assert layer._keys_room[0] is buffer and layer.keys.shape[-2] == 41
+
+
+def test_padding_is_zeroed_in_the_cache_s_own_buffers():
+    cache = _cache(2, 6, 0)
+    buffers = [layer._keys_room[0] for layer in cache.layers]
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    kv_cache.zero_padding(cache, mask)
+    for layer, buffer in zip(cache.layers, buffers, strict=True):
+        assert layer._keys_room[0] is buffer
+        assert not layer.keys[0, :, :2].any() and not layer.values[0, :, :2].any()
+        assert layer.keys[0, :, 2:].all() and layer.keys[1].all()
