@@ -207,8 +207,17 @@ def close_gaps(cache, mask: torch.Tensor) -> torch.Tensor:
 def select_rows(cache, index: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
     """Keep rows ``index`` and sequence positions ``start:stop`` of every layer, in place."""
     for layer in layers(cache):
-        layer.keys = layer.keys[index, :, start:stop].contiguous()
-        layer.values = layer.values[index, :, start:stop].contiguous()
+        if isinstance(layer, GrowingLayer):  # gathered straight into a buffer with room
+            for room in (GrowingLayer.keys, GrowingLayer.values):
+                kept = room.__get__(layer)[:, :, start:stop]
+                length = kept.shape[-2]
+                buffer = kept.new_empty(index.shape[0], kept.shape[1], capacity(length),
+                                        kept.shape[3])
+                torch.index_select(kept, 0, index, out=buffer[:, :, :length])
+                room.adopt(layer, buffer, length)
+        else:
+            layer.keys = layer.keys[index, :, start:stop].contiguous()
+            layer.values = layer.values[index, :, start:stop].contiguous()
 
 
 def zero_padding(cache, mask: torch.Tensor) -> None:

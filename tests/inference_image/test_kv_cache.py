@@ -143,3 +143,20 @@ def test_padding_is_zeroed_in_the_cache_s_own_buffers():
         assert layer._keys_room[0] is buffer
         assert not layer.keys[0, :, :2].any() and not layer.values[0, :, :2].any()
         assert layer.keys[0, :, 2:].all() and layer.keys[1].all()
+
+
+@pytest.mark.parametrize("growing", [True, False], ids=["growing", "dynamic"])
+def test_selecting_rows_keeps_those_rows_and_positions(growing):
+    cache = _cache(4, 9, 0, growing)
+    index = torch.tensor([3, 1])
+    expected = [(layer.keys[index, :, 2:].clone(), layer.values[index, :, 2:].clone())
+                for layer in cache.layers]
+    kv_cache.select_rows(cache, index, 2)
+    for layer, (keys, values) in zip(cache.layers, expected, strict=True):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+    if growing:  # with room to grow, in place
+        layer = cache.layers[0]
+        buffer = layer._keys_room[0]
+        assert buffer.shape[-2] == kv_cache.capacity(7)
+        layer.update(*states(2, 1, 99))
+        assert layer._keys_room[0] is buffer
