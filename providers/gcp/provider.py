@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import llmcloud.policies.gcp  # noqa: F401 - registers the GCP checks that plan runs
@@ -162,6 +163,23 @@ class GcpProvider(CloudProvider):
         if table.estimated:
             notes.append(f"{region} is priced as us-central1; check the region's prices")
         return PriceSheet(lines, table.price_date, table.source, notes=notes)
+
+    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+        """The regional instance group's update, watched to its end (`group_wait.py`)."""
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
+
+        from llmcloud.providers.gcp import naming
+        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url, wait_for_group
+
+        self.check_credentials(ctx.environ)
+        credentials, found = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        project = next((ctx.environ[name] for name in PROJECT_VARIABLES
+                        if ctx.environ.get(name)), found)
+        url = group_url(project, ctx.spec.region or DEFAULT_REGION,
+                        naming.resource_name(ctx.stack, "gpu"), ctx.environ.get(ENDPOINT_OVERRIDE))
+        return wait_for_group(AuthorizedSession(credentials), url, since, timeout=timeout)
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """Artifact Registry's way: an OAuth access token as user `oauth2accesstoken`."""

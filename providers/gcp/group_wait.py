@@ -1,0 +1,121 @@
+"""Waiting for the regional instance group's update after a promotion (GCP).
+
+`pulumi up` returns once the group has its new instance template: the stack does not set
+the provider's `wait_for_instances`, which would hold `up` without bound when the new
+servers never become healthy. The group then replaces its servers proactively, none taken
+away before its replacement passes the health check. A version whose servers never pass
+it leaves that replacement going for ever (autohealing recreates them, the old servers
+keep serving), and a promotion that stopped at `pulumi up` reported it promoted. So
+`promote` watches the group through the Compute Engine API: it is done when the group is
+stable with every server on its target version; past the timeout it is a failed rollout,
+reported with the group's latest errors, and `promote` puts the previous version back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from llmcloud.stacks.errors import DeploymentError
+
+COMPUTE_API = "https://compute.googleapis.com/compute/v1/"
+#: gcloud's own override of the Compute Engine endpoint (e.g. Private Service Connect)
+ENDPOINT_OVERRIDE = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
+#: answers worth asking again: rate limits and Google's own failures
+RETRIED = frozenset({429, 500, 502, 503, 504})
+MAX_ERRORS_SHOWN = 3
+
+
+def wait_for_group(session: Any, group_url: str, since: datetime, *, timeout: float,
+                   interval: float = 15.0, clock: Callable[[], float] | None = None,
+                   sleep: Callable[[float], None] | None = None) -> bool:
+    """Wait until the instance group at ``group_url`` (its Compute Engine API address) is
+    stable with every server on its target version; True then. ``session`` is an
+    authorized `requests` session. Raises `DeploymentError` past ``timeout``, naming what
+    the group was doing and its errors since ``since``, or when the API refuses to say."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    deadline = clock() + timeout
+    doing = "no answer yet"
+    while clock() < deadline:
+        group = _get(session, group_url)
+        if group is not None:
+            status = group.get("status") or {}
+            if status.get("isStable") and (status.get("versionTarget") or {}).get("isReached"):
+                return True
+            doing = _actions(group)
+        sleep(interval)
+    raise DeploymentError(
+        f"the server group's update did not finish within {timeout:.0f} s",
+        context=f"{group_url.rsplit('/', 1)[-1]}: {doing}; "
+                f"{_errors_since(session, group_url, since)}")
+
+
+def group_url(project: str, region: str, group: str, base: str | None = None) -> str:
+    """The Compute Engine API address of a regional instance group manager."""
+    base = (base or COMPUTE_API).rstrip("/") + "/"
+    return f"{base}projects/{project}/regions/{region}/instanceGroupManagers/{group}"
+
+
+def _get(session: Any, url: str) -> dict[str, Any] | None:
+    """The JSON answer; None for one worth asking again (rate limits, Google's 5xx, a
+    dropped connection)."""
+    import requests
+
+    try:
+        response = session.get(url, timeout=30)
+    except requests.RequestException:
+        return None
+    if response.status_code in RETRIED:
+        return None
+    if response.status_code != 200:
+        raise DeploymentError(
+            f"the Compute Engine API answered HTTP {response.status_code} for the server "
+            "group", context=f"{url}: {_message(response)}",
+            hint="check that your credentials may read the stack's instance group "
+                 "(compute.instanceGroupManagers.get)")
+    return response.json()
+
+
+def _actions(group: dict[str, Any]) -> str:
+    """What the group's servers are doing, e.g. "creating 1, recreating 2"."""
+    actions = group.get("currentActions") or {}
+    busy = [f"{name} {count}" for name, count in actions.items()
+            if name != "none" and isinstance(count, int) and count > 0]
+    if busy:
+        return "servers " + ", ".join(busy)
+    return "not stable yet" if not (group.get("status") or {}).get("isStable") else \
+        "some servers still on the previous version"
+
+
+def _errors_since(session: Any, url: str, since: datetime) -> str:
+    """The group's latest errors since ``since`` (creating or recreating servers), newest
+    first, as one line."""
+    try:
+        answer = _get(session, f"{url}/listErrors")
+    except DeploymentError:
+        answer = None
+    recent = []
+    for item in (answer or {}).get("items", []):
+        try:
+            when = datetime.fromisoformat(item.get("timestamp", ""))
+        except ValueError:
+            continue
+        if when >= since:
+            error = item.get("error") or {}
+            instance = ((item.get("instanceActionDetails") or {}).get("instance") or "")
+            recent.append((when, f"{error.get('code', 'ERROR')}: {error.get('message', '')}"
+                                 + (f" ({instance.rsplit('/', 1)[-1]})" if instance else "")))
+    if not recent:
+        return "the group reported no errors (servers that fail their health check are " \
+               "recreated without one: see their serial console or logs)"
+    recent.sort(key=lambda pair: pair[0], reverse=True)
+    return "its latest errors: " + "; ".join(text for _, text in recent[:MAX_ERRORS_SHOWN])
+
+
+def _message(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
