@@ -3,10 +3,10 @@
 A promotion checks that the version and its manifest are in the stack's model store,
 records the new version in the stack's config (keeping the versions served before in
 `llmcloud:model.history`), runs the update — which rolls the instance group behind its
-health checks — waits for the cloud to report the roll done where it can be watched (AWS's
-instance refresh), and, given an API key, until the endpoint reports the new version. If any
-of that fails, the previous version is put back the same way and the promotion exits
-non-zero.
+health checks — waits for the cloud to report the roll done (AWS's instance refresh, GCP's
+instance group, Azure's rolling upgrade), and, given an API key, until the endpoint reports
+the new version. If any of that fails, the previous version is put back the same way and
+the promotion exits non-zero.
 """
 
 from __future__ import annotations

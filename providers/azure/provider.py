@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for plan
@@ -35,7 +36,7 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, CredentialsError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
@@ -72,6 +73,39 @@ class AzureProvider(CloudProvider):
 
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_azure(environ)
+
+    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+        """The scale set's rolling upgrade, watched to its end (`upgrade_wait.py`)."""
+        import requests
+        from azure.identity import DefaultAzureCredential
+
+        from llmcloud.providers.azure.upgrade_wait import management_endpoint, wait_for_upgrade
+
+        self.check_credentials(ctx.environ)
+        scale_set = self._engine(ctx, "outputs").outputs().get("scale_set_id")
+        if not scale_set:  # a first `up` (registry and store only) has no servers to roll
+            return False
+        endpoint = management_endpoint(ctx.environ.get("ARM_ENVIRONMENT"))
+        scope = f"{endpoint}/.default"
+        credential = DefaultAzureCredential()
+        session = requests.Session()
+
+        def authorized() -> dict[str, str]:  # (the credential caches its token)
+            from azure.core.exceptions import ClientAuthenticationError
+
+            try:
+                token = credential.get_token(scope).token
+            except ClientAuthenticationError as exc:
+                raise CredentialsError(
+                    "Azure refused a token for Resource Manager while watching the rollout",
+                    context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    hint="az login") from None
+            return {"Authorization": f"Bearer {token}"}
+
+        return wait_for_upgrade(
+            lambda address: session.get(address, headers=authorized(), timeout=30),
+            endpoint + str(scale_set), since, timeout=timeout,
+            post=lambda address: session.post(address, headers=authorized(), timeout=30))
 
     def _options(self) -> AzureOptions:
         return self.options or AzureOptions.from_environ(os.environ)
