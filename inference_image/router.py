@@ -303,7 +303,9 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
     try:
-        return model.model_validate(data)
+        # Strict, as OpenAI checks types: no number from a string or a boolean, no integer
+        # from a decimal (an integer stays a valid float)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part)) or None

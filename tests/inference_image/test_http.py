@@ -94,6 +94,23 @@ BAD_INPUTS = [
      "context_length_exceeded"),
     ("max-tokens-string", COMP, {"prompt": "hi", "max_tokens": "many"}, 400, "max_tokens",
      "invalid_value"),
+    # OpenAI's types, as OpenAI checks them: no number from a string or a boolean, no
+    # integer from a decimal (pydantic's lax mode read `true` as 1 and "5" as 5)
+    ("max-tokens-numeric-string", COMP, {"prompt": "hi", "max_tokens": "5"}, 400,
+     "max_tokens", "invalid_value"),
+    ("max-tokens-boolean", CHAT, {"messages": USER, "max_tokens": True}, 400, "max_tokens",
+     "invalid_value"),
+    ("max-tokens-decimal", COMP, {"prompt": "hi", "max_tokens": 5.0}, 400, "max_tokens",
+     "invalid_value"),
+    ("n-boolean", COMP, {"prompt": "hi", "n": True}, 400, "n", "invalid_value"),
+    ("temperature-boolean", CHAT, {"messages": USER, "temperature": True}, 400,
+     "temperature", "invalid_value"),
+    ("temperature-string", COMP, {"prompt": "hi", "temperature": "0.5"}, 400, "temperature",
+     "invalid_value"),
+    ("stream-number", COMP, {"prompt": "hi", "stream": 1}, 400, "stream", "invalid_value"),
+    ("seed-string", CHAT, {"messages": USER, "seed": "42"}, 400, "seed", "invalid_value"),
+    ("priority-boolean", COMP, {"prompt": "hi", "priority": True}, 400, "priority",
+     "invalid_value"),
     ("temperature-too-high", COMP, {"prompt": "hi", "temperature": 7}, 400, "temperature",
      "invalid_value"),
     # beyond 64 bits the engine's generator overflowed, failing a step and losing the request
