@@ -104,6 +104,7 @@ class Gateway(pulumi.ComponentResource):
 
     endpoint_url: pulumi.Output[str]
     api_key_id: pulumi.Output[str]
+    usage_plan_id: pulumi.Output[str]
     stage: aws.apigateway.Stage
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
@@ -160,7 +161,10 @@ class Gateway(pulumi.ComponentResource):
             self._waf(name, args)
         self.endpoint_url = self.stage.invoke_url
         self.api_key_id = key.id
-        self.register_outputs({"endpoint_url": self.endpoint_url, "api_key_id": self.api_key_id})
+        # `llmcloud keys` adds keys to this plan (`api_keys.py`)
+        self.usage_plan_id = plan.id
+        self.register_outputs({"endpoint_url": self.endpoint_url, "api_key_id": self.api_key_id,
+                               "usage_plan_id": self.usage_plan_id})
 
     def _alb_routes(self, name: str, args: GatewayArgs, backend: AlbBackend, api,
                     authorizer) -> list[pulumi.Resource]:

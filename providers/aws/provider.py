@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -30,7 +31,7 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 #: alarms each flavour declares (instances: 5xx, latency, unhealthy and no healthy hosts)
@@ -52,10 +53,6 @@ class AwsProvider(CloudProvider):
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "aws configure"
-    unsupported = {
-        "keys": "AWS API keys live in the stack's API Gateway usage plan; `llmcloud keys` "
-                "for AWS is a later issue (meanwhile: aws apigateway create-api-key)",
-    }
     #: AWS-only knobs of the stack (see `providers/aws/service.py`)
     options: Any = None
 
@@ -207,6 +204,47 @@ class AwsProvider(CloudProvider):
         return wait_for_refresh(client, naming.asg_name(ctx.stack), since,
                                 timeout=timeout) is not None
 
+    def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
+        """An API Gateway key in the stack's usage plan (`api_keys.py`), shown once."""
+        from llmcloud.providers.aws import api_keys
+
+        if admin:
+            raise ConfigError(
+                "admin keys exist on the local provider only",
+                context="an admin key opens the local console's promote, rollback and keys; "
+                        "on AWS those are llmcloud commands run with your AWS credentials",
+                hint=f"llmcloud keys create --provider aws --stack {ctx.stack} --name {name}")
+        client, plan, _ = self._key_plan(ctx)
+        with _aws_errors("creating the API key"):
+            return api_keys.create(client, plan, ctx.stack, name)
+
+    def keys_list(self, ctx: StackContext) -> list[dict[str, Any]]:
+        from llmcloud.providers.aws import api_keys
+
+        client, plan, own = self._key_plan(ctx)
+        with _aws_errors("listing the API keys"):
+            return api_keys.list_keys(client, plan, own)
+
+    def keys_revoke(self, ctx: StackContext, key_id: str) -> dict[str, Any]:
+        from llmcloud.providers.aws import api_keys
+
+        client, plan, own = self._key_plan(ctx)
+        with _aws_errors("revoking the API key"):
+            return api_keys.revoke(client, plan, ctx.stack, key_id, own)
+
+    def _key_plan(self, ctx: StackContext) -> tuple[Any, str, str | None]:
+        """API Gateway's client, the stack's usage plan and the stack's own key."""
+        import boto3
+
+        from llmcloud.providers.aws import api_keys
+
+        self.check_credentials(ctx.environ)
+        outputs = self._engine(ctx, "keys").outputs()
+        plan = api_keys.usage_plan_id(outputs, ctx.stack)
+        client = boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
+        own = outputs.get("api_key_id")
+        return client, plan, str(own) if own else None
+
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ECR's way: a 12-hour token from `GetAuthorizationToken`, user `AWS`."""
         import base64
@@ -225,3 +263,21 @@ def _unpriced(instance_type: str, priced: Mapping[str, float]) -> ConfigError:
                        context=f"priced types: {', '.join(sorted(priced))}",
                        hint="pick a priced compute.instance_type, or add it to "
                             "providers/aws/prices.py")
+
+
+@contextlib.contextmanager
+def _aws_errors(doing: str):
+    """AWS's refusals (permissions, limits) as a `DeploymentError` naming AWS's code."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise DeploymentError(f"AWS refused {doing}: {error.get('Code', 'error')}",
+                              context=error.get("Message") or str(exc),
+                              hint="check your AWS credentials' API Gateway permissions"
+                              ) from None
+    except BotoCoreError as exc:
+        raise DeploymentError(f"AWS could not be reached while {doing}",
+                              context=str(exc)) from None

@@ -183,6 +183,7 @@ class AwsService(pulumi.ComponentResource):
             security_group_id=network.vpc_link_security_group_id))
 
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
+                "usage_plan_id": gateway.usage_plan_id,
                 "log_group": monitoring.log_group.name,
                 "dashboard_url": monitoring.dashboard_url}
 
@@ -228,6 +229,7 @@ class AwsService(pulumi.ComponentResource):
             endpoint_arn=sagemaker_endpoint_arn(region, account, endpoint_name),
             endpoint=endpoint.endpoint, adapter_ids=tuple(sorted(spec.server.lora_modules))))
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
+                "usage_plan_id": gateway.usage_plan_id,
                 "log_group": monitoring.log_group.name,
                 "dashboard_url": monitoring.dashboard_url,
                 "sagemaker_endpoint": endpoint.endpoint_name}

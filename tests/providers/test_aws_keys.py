@@ -1,0 +1,154 @@
+"""`llmcloud keys` on AWS: API Gateway keys in the stack's usage plan, against moto's API
+Gateway (boto3 as the CLI runs it). A key is shown once and works as API Gateway keys do
+(its value is what the authorizer hands over); list never shows one; revoke deletes it;
+the stack's own key, which `up` would make again, is listed but not revoked."""
+
+from __future__ import annotations
+
+import string
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from llmcloud.providers.aws import api_keys
+from llmcloud.providers.aws.provider import AwsProvider
+from llmcloud.providers.base import StackContext
+from llmcloud.stacks.errors import ConfigError, DeploymentError
+from tests.providers.aws_helpers import aws_spec
+
+REGION = "eu-west-1"
+ENVIRON = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+class Outputs:
+    def __init__(self, outputs):
+        self._outputs = outputs
+
+    def outputs(self):
+        return self._outputs
+
+
+@pytest.fixture
+def gateway(monkeypatch, tmp_path):
+    """moto's API Gateway with the stack's usage plan and its own key; the provider reads
+    the plan from the stack's outputs."""
+    for name, value in {**ENVIRON, "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("apigateway", region_name=REGION)
+        plan = client.create_usage_plan(name="llm-prod")["id"]
+        own = client.create_api_key(name="llm-prod-default", enabled=True)["id"]
+        client.create_usage_plan_key(usagePlanId=plan, keyId=own, keyType="API_KEY")
+        outputs = {"usage_plan_id": plan, "api_key_id": own}
+        monkeypatch.setattr(AwsProvider, "_engine",
+                            lambda self, ctx, operation: Outputs(outputs))
+        ctx = StackContext(tmp_path, "prod", aws_spec(region=REGION), environ=ENVIRON)
+        yield AwsProvider(), ctx, client, plan, own, outputs
+
+
+def plan_keys(client, plan):
+    return {item["id"] for item in client.get_usage_plan_keys(usagePlanId=plan)["items"]}
+
+
+def test_a_key_is_made_in_the_stacks_plan_and_shown_once(gateway):
+    provider, ctx, client, plan, own, _ = gateway
+    made = provider.keys_create(ctx, "ci")
+    key = made["key"]
+    assert len(key) == 44 and key.startswith("llmc")
+    assert set(key) <= set(string.ascii_letters + string.digits)  # as API Gateway takes them
+    assert made["prefix"] == key[:8] and made["name"] == "ci" and made["admin"] is False
+    assert plan_keys(client, plan) == {own, made["id"]}
+    stored = client.get_api_key(apiKey=made["id"], includeValue=True)
+    assert stored["value"] == key and stored["enabled"] is True
+    assert stored["tags"]["llmcloud:stack"] == "prod"
+    # two keys are two different secrets
+    assert provider.keys_create(ctx, "ci")["key"] != key
+
+
+def test_keys_are_listed_without_their_values(gateway):
+    provider, ctx, _, _, own, _ = gateway
+    made = provider.keys_create(ctx, "team-a")
+    listed = provider.keys_list(ctx)
+    assert {k["id"] for k in listed} == {own, made["id"]}
+    by_id = {k["id"]: k for k in listed}
+    assert by_id[made["id"]]["name"] == "team-a"
+    assert by_id[made["id"]]["prefix"] == made["prefix"]
+    assert by_id[made["id"]]["managed_by"] == "keys"
+    assert by_id[own]["managed_by"] == "stack"
+    assert all("key" not in k and "value" not in k for k in listed)
+    assert made["key"] not in repr(listed)
+
+
+def test_revoking_a_key_deletes_it(gateway):
+    provider, ctx, client, plan, own, _ = gateway
+    made = provider.keys_create(ctx, "leaked")
+    revoked = provider.keys_revoke(ctx, made["id"])
+    assert revoked["id"] == made["id"] and revoked["revoked"] is True
+    assert plan_keys(client, plan) == {own}
+    with pytest.raises(client.exceptions.NotFoundException):
+        client.get_api_key(apiKey=made["id"])
+
+
+def test_the_stacks_own_key_and_unknown_ids_are_not_revoked(gateway):
+    provider, ctx, client, plan, own, _ = gateway
+    with pytest.raises(ConfigError) as refused:
+        provider.keys_revoke(ctx, own)
+    assert "would make again" in refused.value.message
+    other = client.create_api_key(name="someone-elses", enabled=True)["id"]  # not the plan's
+    with pytest.raises(ConfigError) as unknown:
+        provider.keys_revoke(ctx, other)
+    assert unknown.value.message == f"stack 'prod' has no API key {other}"
+    assert plan_keys(client, plan) == {own}
+    assert client.get_api_key(apiKey=other)["id"] == other
+
+
+def test_admin_keys_are_refused_on_aws(gateway):
+    provider, ctx, client, plan, own, _ = gateway
+    with pytest.raises(ConfigError) as refused:
+        provider.keys_create(ctx, "ops", admin=True)
+    assert "local provider only" in refused.value.message
+    assert plan_keys(client, plan) == {own}
+
+
+def test_a_stack_without_a_usage_plan_says_to_run_up(gateway):
+    provider, ctx, _, _, _, outputs = gateway
+    outputs.pop("usage_plan_id")
+    with pytest.raises(DeploymentError) as missing:
+        provider.keys_list(ctx)
+    assert missing.value.hint == "llmcloud up --provider aws --stack prod"
+
+
+def test_aws_refusals_name_awss_code(gateway, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    provider, ctx, *_ = gateway
+
+    def refused(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                     "Message": "not authorized to perform apigateway:POST"}},
+                          "CreateApiKey")
+
+    monkeypatch.setattr(api_keys, "create", refused)
+    with pytest.raises(DeploymentError) as failed:
+        provider.keys_create(ctx, "ci")
+    assert failed.value.message == "AWS refused creating the API key: AccessDeniedException"
+    assert "apigateway:POST" in failed.value.context
+
+
+def test_a_key_the_plan_refuses_is_not_left_behind(gateway):
+    from botocore.exceptions import ClientError
+
+    provider, ctx, client, plan, own, _ = gateway
+
+    class Refusing:  # API Gateway refusing the key in the plan (e.g. the plan's key limit)
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def create_usage_plan_key(self, **kwargs):
+            raise ClientError({"Error": {"Code": "LimitExceededException",
+                                         "Message": "too many keys"}}, "CreateUsagePlanKey")
+
+    with pytest.raises(ClientError):
+        api_keys.create(Refusing(), plan, "prod", "ci")
+    assert [k["id"] for k in client.get_api_keys()["items"]] == [own]
