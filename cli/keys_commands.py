@@ -19,7 +19,8 @@ def create(
     stack: o.Stack = "dev",
     json: o.Json = False,
 ) -> None:
-    """Create an API key. The key is printed once; only its hash is stored."""
+    """Create an API key. The key is printed once; llmcloud keeps only its hash (on AWS,
+    API Gateway keeps the key)."""
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
