@@ -32,7 +32,7 @@ from llmcloud.providers.gcp.prices import (
 from llmcloud.providers.gcp.zones import GPU_ZONES
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, CredentialsError
+from llmcloud.stacks.errors import ConfigError, CredentialsError, DeploymentError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-central1"
@@ -53,11 +53,6 @@ class GcpProvider(CloudProvider):
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "gcloud auth application-default login"
-    unsupported = {
-        "keys": "GCP API keys are hashes in the stack's Secret Manager secret; `llmcloud keys` "
-                "for GCP is a later issue (meanwhile: gcloud secrets versions add, see the "
-                "GCP section of the README)",
-    }
     #: GCP-only knobs of the stack (see `providers/gcp/service.py`)
     options: Any = None
 
@@ -166,20 +161,60 @@ class GcpProvider(CloudProvider):
 
     def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
         """The regional instance group's update, watched to its end (`group_wait.py`)."""
-        import google.auth
-        from google.auth.transport.requests import AuthorizedSession
-
         from llmcloud.providers.gcp import naming
         from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url, wait_for_group
+
+        session, project = self._google(ctx)
+        url = group_url(project, ctx.spec.region or DEFAULT_REGION,
+                        naming.resource_name(ctx.stack, "gpu"), ctx.environ.get(ENDPOINT_OVERRIDE))
+        return wait_for_group(session, url, since, timeout=timeout)
+
+    def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
+        """A key whose hash joins the stack's keys secret (`api_keys.py`), shown once."""
+        from llmcloud.providers.gcp import api_keys
+
+        if admin:
+            raise ConfigError(
+                "admin keys exist on the local provider only",
+                context="an admin key opens the local console's promote, rollback and keys; "
+                        "on GCP those are llmcloud commands run with your Google credentials",
+                hint=f"llmcloud keys create --provider gcp --stack {ctx.stack} --name {name}")
+        return api_keys.create(self._keys_secret(ctx), ctx.stack, name)
+
+    def keys_list(self, ctx: StackContext) -> list[dict[str, Any]]:
+        from llmcloud.providers.gcp import api_keys
+
+        return api_keys.list_keys(self._keys_secret(ctx))
+
+    def keys_revoke(self, ctx: StackContext, key_id: str) -> dict[str, Any]:
+        from llmcloud.providers.gcp import api_keys
+
+        return api_keys.revoke(self._keys_secret(ctx), ctx.stack, key_id)
+
+    def _keys_secret(self, ctx: StackContext):
+        from llmcloud.providers.gcp.api_keys import ENDPOINT_OVERRIDE, KeysSecret
+
+        outputs = self._engine(ctx, "keys").outputs()
+        secret = outputs.get("api_keys_secret")
+        if not secret:
+            raise DeploymentError(
+                f"stack '{ctx.stack}' has no API keys secret in its outputs",
+                context="it was never deployed whole",
+                hint=f"llmcloud up --provider gcp --stack {ctx.stack}")
+        session, project = self._google(ctx)
+        return KeysSecret(session, project, str(secret), ctx.environ.get(ENDPOINT_OVERRIDE))
+
+    def _google(self, ctx: StackContext) -> tuple[Any, str]:
+        """An authorized session (application default credentials) and the project."""
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
 
         self.check_credentials(ctx.environ)
         credentials, found = google.auth.default(
             scopes=["https://www.googleapis.com/auth/cloud-platform"])
         project = next((ctx.environ[name] for name in PROJECT_VARIABLES
                         if ctx.environ.get(name)), found)
-        url = group_url(project, ctx.spec.region or DEFAULT_REGION,
-                        naming.resource_name(ctx.stack, "gpu"), ctx.environ.get(ENDPOINT_OVERRIDE))
-        return wait_for_group(AuthorizedSession(credentials), url, since, timeout=timeout)
+        return AuthorizedSession(credentials), project
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """Artifact Registry's way: an OAuth access token as user `oauth2accesstoken`."""

@@ -15,7 +15,10 @@ from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
 #: the custom metric the in-flight autoscaling signal lives in (one series per instance)
 IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
 CONTAINER = "llmcloud-server"
-KEYS_FILE = "/etc/llmcloud/api-keys"
+KEYS_DIR = "/etc/llmcloud"
+KEYS_FILE = f"{KEYS_DIR}/api-keys"
+#: how often a server fetches the keys secret again (`llmcloud keys` rewrites it)
+KEYS_REFRESH_S = 60
 MODEL_CACHE = "/var/lib/llmcloud/models"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1"
 
@@ -37,7 +40,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         "#!/bin/bash",
         "set -euo pipefail",
         f"IMAGE={q(launch.image)}",
-        f"mkdir -p {MODEL_CACHE} /etc/llmcloud",
+        f"mkdir -p {MODEL_CACHE} {KEYS_DIR}",
         # the keys exist only as hashes; the server refuses every request without one, so
         # wait (logging why) rather than start an endpoint that no key can open
         f"until gcloud secrets versions access latest --secret={q(launch.keys_secret)} "
@@ -53,8 +56,11 @@ def render_startup_script(launch: ServerLaunch) -> str:
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
         f"-p {launch.port}:{launch.port} -v {MODEL_CACHE}:/models "
-        f"-v {KEYS_FILE}:{KEYS_FILE}:ro --log-driver gcplogs "
+        # the folder, not the file: the refresher renames a new file into place, which a
+        # file mount would not see; the server reads the file again when it changes
+        f"-v {KEYS_DIR}:{KEYS_DIR}:ro --log-driver gcplogs "
         f'--entrypoint llmcloud-server "$IMAGE" {args}',
+        *_keys_refresher(launch),
     ]
     if launch.publish_in_flight:
         lines += _in_flight_publisher(launch)
@@ -66,6 +72,39 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
     (the group's scale-in and Spot preemption both run it)."""
     return ("#!/bin/bash\n"
             f"docker stop -t {drain_timeout_seconds} {CONTAINER} || true\n")
+
+
+def _keys_refresher(launch: ServerLaunch) -> list[str]:
+    # `llmcloud keys` adds a version to the keys secret; each server fetches the latest
+    # every minute and renames it into place when it changed (and still holds a hash)
+    q = shlex.quote
+    script = f"""#!/bin/bash
+while sleep {KEYS_REFRESH_S}; do
+  gcloud secrets versions access latest --secret={q(launch.keys_secret)} \\
+    --project={q(launch.project)} > {KEYS_FILE}.next 2>/dev/null || continue
+  grep -q '^sha256:' {KEYS_FILE}.next || continue
+  cmp -s {KEYS_FILE}.next {KEYS_FILE} && continue
+  install -m 0444 {KEYS_FILE}.next {KEYS_FILE}.tmp && mv -f {KEYS_FILE}.tmp {KEYS_FILE}
+done
+"""
+    return [
+        "cat > /usr/local/bin/llmcloud-keys <<'SCRIPT'",
+        *script.rstrip("\n").splitlines(),
+        "SCRIPT",
+        "chmod 0755 /usr/local/bin/llmcloud-keys",
+        "cat > /etc/systemd/system/llmcloud-keys.service <<'UNIT'",
+        "[Unit]",
+        "Description=follow the llmcloud API keys secret",
+        "After=docker.service",
+        "[Service]",
+        "ExecStart=/usr/local/bin/llmcloud-keys",
+        "Restart=always",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "UNIT",
+        "systemctl daemon-reload",
+        "systemctl enable --now llmcloud-keys.service",
+    ]
 
 
 def _in_flight_publisher(launch: ServerLaunch) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -134,10 +136,53 @@ def test_startup_script_runs_the_server_on_the_gpus_and_is_valid_bash(tmp_path):
     path = tmp_path / "startup.sh"
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)
-    metrics = script.split("<<'SCRIPT'\n", 1)[1].split("\nSCRIPT\n", 1)[0]
-    (tmp_path / "metrics.sh").write_text(metrics)
-    subprocess.run(["bash", "-n", str(tmp_path / "metrics.sh")], check=True)
+    for name, body in helper_scripts(script).items():
+        (tmp_path / name).write_text(body)
+        subprocess.run(["bash", "-n", str(tmp_path / name)], check=True)
+    assert set(helper_scripts(script)) == {"llmcloud-keys", "llmcloud-metrics"}
+    # the keys' folder is mounted, so that a file renamed into place reaches the server
+    assert "-v /etc/llmcloud:/etc/llmcloud:ro" in script
     assert "docker stop -t 45" in render_shutdown_script(45)
+
+
+def helper_scripts(startup: str) -> dict[str, str]:
+    """The scripts a startup script installs in /usr/local/bin, by name."""
+    return dict(re.findall(r"cat > /usr/local/bin/(\S+) <<'SCRIPT'\n(.*?)\nSCRIPT\n", startup,
+                           flags=re.S))
+
+
+@pytest.mark.parametrize(("secret", "replaced"), [
+    ("# key-1 ci\nsha256:" + "a" * 64 + "\n", True),
+    ("nothing\n", False),  # a secret without a hash never replaces the keys
+    (None, False),  # gcloud failing (no network, no permission) neither
+])
+def test_the_keys_refresher_renames_a_changed_secret_into_place(tmp_path, secret, replaced):
+    keys = tmp_path / "api-keys"
+    keys.write_text("sha256:" + "b" * 64 + "\n")
+    launch = ServerLaunch(project="p", image=IMAGE, model_uri="gs://b/m", model_version="v1",
+                          keys_secret="llm-dev-api-keys")
+    body = helper_scripts(render_startup_script(launch))["llmcloud-keys"]
+    (tmp_path / "refresher.sh").write_text(body.replace("/etc/llmcloud/api-keys", str(keys)))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    # sleep lets one round run, then ends the loop; gcloud answers with the secret
+    (stubs / "sleep").write_text(f"#!/bin/bash\n[ ! -e {tmp_path}/slept ] && touch "
+                                 f"{tmp_path}/slept\n")
+    (stubs / "gcloud").write_text(
+        "#!/bin/bash\n" + (f"printf '%s' {shlex.quote(secret)}\n" if secret is not None
+                           else "exit 1\n")
+        + f'echo "$@" > {tmp_path}/asked\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    subprocess.run(["bash", str(tmp_path / "refresher.sh")], env=env, check=True, timeout=30)
+    if replaced:
+        assert keys.read_text() == secret
+        assert (keys.stat().st_mode & 0o777) == 0o444
+        asked = (tmp_path / "asked").read_text()
+        assert "secrets versions access latest --secret=llm-dev-api-keys --project=p" in asked
+    else:
+        assert keys.read_text() == "sha256:" + "b" * 64 + "\n"
 
 
 def test_in_flight_sum_reads_the_servers_gauges(tmp_path):
