@@ -36,7 +36,7 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, CredentialsError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
@@ -57,11 +57,6 @@ class AzureProvider(CloudProvider):
     mock_answers = mocks
     default_region = DEFAULT_REGION
     credentials_command = "az login"
-    unsupported = {
-        "keys": "Azure API keys are API Management subscriptions; `llmcloud keys` for Azure is "
-                "a later issue (meanwhile: the Azure portal, or az rest on the service's "
-                "subscriptions)",
-    }
     #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
     options: AzureOptions | None = None
 
@@ -76,36 +71,50 @@ class AzureProvider(CloudProvider):
 
     def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
         """The scale set's rolling upgrade, watched to its end (`upgrade_wait.py`)."""
-        import requests
-        from azure.identity import DefaultAzureCredential
-
-        from llmcloud.providers.azure.upgrade_wait import management_endpoint, wait_for_upgrade
+        from llmcloud.providers.azure.arm import Arm
+        from llmcloud.providers.azure.upgrade_wait import wait_for_upgrade
 
         self.check_credentials(ctx.environ)
         scale_set = self._engine(ctx, "outputs").outputs().get("scale_set_id")
         if not scale_set:  # a first `up` (registry and store only) has no servers to roll
             return False
-        endpoint = management_endpoint(ctx.environ.get("ARM_ENVIRONMENT"))
-        scope = f"{endpoint}/.default"
-        credential = DefaultAzureCredential()
-        session = requests.Session()
+        arm = Arm(ctx.environ)
+        return wait_for_upgrade(lambda address: arm.request("GET", address),
+                                arm.endpoint + str(scale_set), since, timeout=timeout,
+                                post=lambda address: arm.request("POST", address))
 
-        def authorized() -> dict[str, str]:  # (the credential caches its token)
-            from azure.core.exceptions import ClientAuthenticationError
+    def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
+        """A subscription to the stack's API Management product (`api_keys.py`); its key
+        is shown once."""
+        from llmcloud.providers.azure import api_keys
 
-            try:
-                token = credential.get_token(scope).token
-            except ClientAuthenticationError as exc:
-                raise CredentialsError(
-                    "Azure refused a token for Resource Manager while watching the rollout",
-                    context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    hint="az login") from None
-            return {"Authorization": f"Bearer {token}"}
+        if admin:
+            raise ConfigError(
+                "admin keys exist on the local provider only",
+                context="an admin key opens the local console's promote, rollback and keys; "
+                        "on Azure those are llmcloud commands run with your Azure credentials",
+                hint=f"llmcloud keys create --provider azure --stack {ctx.stack} --name {name}")
+        arm, service = self._key_service(ctx)
+        return api_keys.create(arm, service, ctx.stack, name)
 
-        return wait_for_upgrade(
-            lambda address: session.get(address, headers=authorized(), timeout=30),
-            endpoint + str(scale_set), since, timeout=timeout,
-            post=lambda address: session.post(address, headers=authorized(), timeout=30))
+    def keys_list(self, ctx: StackContext) -> list[dict[str, Any]]:
+        from llmcloud.providers.azure import api_keys
+
+        return api_keys.list_keys(*self._key_service(ctx))
+
+    def keys_revoke(self, ctx: StackContext, key_id: str) -> dict[str, Any]:
+        from llmcloud.providers.azure import api_keys
+
+        arm, service = self._key_service(ctx)
+        return api_keys.revoke(arm, service, ctx.stack, key_id)
+
+    def _key_service(self, ctx: StackContext):
+        from llmcloud.providers.azure import api_keys
+        from llmcloud.providers.azure.arm import Arm
+
+        self.check_credentials(ctx.environ)
+        service = api_keys.apim_id(self._engine(ctx, "keys").outputs(), ctx.stack)
+        return Arm(ctx.environ), service
 
     def _options(self) -> AzureOptions:
         return self.options or AzureOptions.from_environ(os.environ)

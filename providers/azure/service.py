@@ -155,6 +155,8 @@ class AzureService(pulumi.ComponentResource):
             "model_uri": model_uri,
             "registry_url": registry.login_server,
             "scale_set": pool.vmss.name,
+            # `llmcloud keys` makes subscriptions here (`api_keys.py`)
+            "apim_id": gateway.service.id,
             # promote watches its rolling upgrade here (`upgrade_wait.py`)
             "scale_set_id": pool.vmss.id,
             "apim_sku": sku,

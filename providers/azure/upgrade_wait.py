@@ -21,10 +21,6 @@ from typing import Any
 
 from llmcloud.stacks.errors import DeploymentError
 
-#: Azure Resource Manager, per cloud (Pulumi's and Terraform's `ARM_ENVIRONMENT`)
-ENDPOINTS = {"public": "https://management.azure.com",
-             "usgovernment": "https://management.usgovcloudapi.net",
-             "china": "https://management.chinacloudapi.cn"}
 API_VERSION = "2024-07-01"
 DONE = "Completed"
 FAILED = frozenset({"Faulted", "Cancelled"})
@@ -72,12 +68,6 @@ def wait_for_upgrade(get: Callable[[str], Any], scale_set_url: str, since: datet
     raise DeploymentError(
         f"the scale set's rolling upgrade did not finish within {timeout:.0f} s",
         context=f"{progress}; the upgrade was cancelled")
-
-
-def management_endpoint(environment: str | None = None) -> str:
-    """Resource Manager's address in the cloud ``ARM_ENVIRONMENT`` names (public when
-    unset or unknown)."""
-    return ENDPOINTS.get((environment or "public").lower(), ENDPOINTS["public"])
 
 
 def _get(get: Callable[[str], Any], url: str) -> dict[str, Any] | None:

@@ -14,12 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from llmcloud.providers.azure.upgrade_wait import (
-    API_VERSION,
-    START_GRACE_S,
-    management_endpoint,
-    wait_for_upgrade,
-)
+from llmcloud.providers.azure.arm import management_endpoint
+from llmcloud.providers.azure.upgrade_wait import API_VERSION, START_GRACE_S, wait_for_upgrade
 from llmcloud.stacks.errors import CredentialsError, DeploymentError
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -206,11 +202,11 @@ def provider_context(monkeypatch, tmp_path, outputs):
 
 def test_the_provider_watches_the_stacks_scale_set_with_a_resource_manager_token(
         monkeypatch, tmp_path):
-    from llmcloud.providers.azure import upgrade_wait
+    from llmcloud.providers.azure import arm
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeResourceManager)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setitem(upgrade_wait.ENDPOINTS, "public", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setitem(arm.ENDPOINTS, "public", f"http://127.0.0.1:{server.server_port}")
     provider, ctx = provider_context(monkeypatch, tmp_path, {"scale_set_id": SCALE_SET})
     try:
         assert provider.wait_for_rollout(ctx, SINCE, 60) is True

@@ -1,0 +1,116 @@
+"""`llmcloud keys` on Azure: API Management subscriptions to the stack's product.
+
+API Management checks every call's `api-key` header against the subscriptions of the
+product the stack's API belongs to (and applies the API's rate, burst and quota policy).
+So a key is a subscription to that product, made through Resource Manager with a primary
+key made here, printed once (API Management keeps it; llmcloud keeps nothing). Its display
+name carries the key's name and first characters, so `keys list` shows them without
+reading any key back; `keys revoke` deletes the subscription. The stack's own subscription
+(`default`, declared by the program) is listed but not revoked here: `up` would make it
+again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from llmcloud.stacks.errors import ConfigError, DeploymentError
+
+API_VERSION = "2022-08-01"
+PRODUCT = "llm"  # the stack's product (`gateway.py`)
+STACK_KEY = "default"  # the subscription the stack declares
+_DISPLAY = re.compile(r"^(?P<name>.*) \[(?P<prefix>llmc-[A-Za-z0-9_-]{4})\]$")
+
+
+def create(arm: Any, apim_id: str, stack: str, name: str) -> dict[str, Any]:
+    """A subscription to the stack's product; its record, with the key (shown once)."""
+    from llmcloud.providers.local.keys import new_key
+
+    key, record = new_key(name)
+    sid = record["id"]
+    body = {"properties": {
+        "scope": f"/products/{PRODUCT}", "displayName": f"{name} [{record['prefix']}]",
+        "state": "active", "primaryKey": key,
+        # (never shown: a second key nobody holds)
+        "secondaryKey": new_key(name)[0]}}
+    response = arm.request("PUT", f"{apim_id}/subscriptions/{sid}",
+                           params={"api-version": API_VERSION, "notify": "false"}, json=body)
+    _raise_for(response, "creating the subscription")
+    return {**_record(response.json()), "key": key}
+
+
+def list_keys(arm: Any, apim_id: str) -> list[dict[str, Any]]:
+    """The product's subscriptions (ids, names, prefixes, created; never the keys)."""
+    return [_record(item) for item in _product_subscriptions(arm, apim_id)]
+
+
+def revoke(arm: Any, apim_id: str, stack: str, key_id: str) -> dict[str, Any]:
+    """Delete a subscription: API Management refuses its key from then on."""
+    found = [item for item in _product_subscriptions(arm, apim_id) if item["name"] == key_id]
+    if not found:
+        raise ConfigError(f"stack '{stack}' has no API key {key_id}",
+                          hint=f"llmcloud keys list --provider azure --stack {stack}")
+    if key_id == STACK_KEY:
+        raise ConfigError(
+            f"{key_id} is the stack's own key, which `llmcloud up` would make again",
+            context="it is declared by the stack's program (the product's default "
+                    "subscription)",
+            hint="create keys with `llmcloud keys create` and hand those out")
+    response = arm.request("DELETE", f"{apim_id}/subscriptions/{key_id}",
+                           params={"api-version": API_VERSION}, headers={"If-Match": "*"})
+    _raise_for(response, "deleting the subscription", ok=(200, 204))
+    return {**_record(found[0]), "revoked": True}
+
+
+def apim_id(outputs: dict[str, Any], stack: str) -> str:
+    """The stack's API Management service, from its outputs."""
+    service = outputs.get("apim_id")
+    if not service:
+        raise DeploymentError(
+            f"stack '{stack}' has no API Management service in its outputs",
+            context="it was never deployed whole, or before `keys` came to Azure",
+            hint=f"llmcloud up --provider azure --stack {stack}")
+    return str(service)
+
+
+def _product_subscriptions(arm: Any, apim_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    address: str | None = f"{apim_id}/products/{PRODUCT}/subscriptions"
+    params: dict[str, str] | None = {"api-version": API_VERSION}
+    while address:
+        response = arm.request("GET", address, params=params)
+        _raise_for(response, "listing the subscriptions")
+        page = response.json()
+        items += page.get("value", [])
+        address, params = page.get("nextLink"), None  # (the link carries its own query)
+    return sorted(items, key=lambda item: ((item.get("properties") or {}).get("createdDate")
+                                           or "", item["name"]))
+
+
+def _record(item: dict[str, Any]) -> dict[str, Any]:
+    properties = item.get("properties") or {}
+    display = properties.get("displayName") or ""
+    shown = _DISPLAY.match(display)
+    return {
+        "id": item["name"],
+        "name": shown["name"] if shown else display,
+        "prefix": shown["prefix"] if shown else None,
+        "admin": False,
+        "created": properties.get("createdDate"),
+        "state": properties.get("state"),
+        "managed_by": "stack" if item["name"] == STACK_KEY else "keys",
+    }
+
+
+def _raise_for(response: Any, doing: str, ok: tuple[int, ...] = (200, 201)) -> None:
+    if response.status_code in ok:
+        return
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300]
+    raise DeploymentError(f"API Management answered HTTP {response.status_code} {doing}",
+                          context=message,
+                          hint="check that your Azure credentials may manage the stack's API "
+                               "Management subscriptions")
