@@ -224,7 +224,7 @@ class TorchEngine(Engine):
 
     @property
     def num_running(self) -> int:
-        return len(self._rows) + (self._chunking is not None)
+        return len(self._live(self._admitted()))
 
     @property
     def num_waiting(self) -> int:
@@ -244,13 +244,19 @@ class TorchEngine(Engine):
             return [], []
         with self._wake:
             waiting = {row.adapter for row in self._waiting}
-        running = {row.adapter for row in self._admitted()}
+        running = {row.adapter for row in self._live(self._admitted())}
         return self.adapters.names(running), self.adapters.names(waiting)
 
     def _admitted(self) -> list[_Row]:
         """The running rows and the one being prefilled by chunks, newest last."""
         chunking = self._chunking
         return list(self._rows) + ([chunking.row] if chunking is not None else [])
+
+    @staticmethod
+    def _live(rows: list[_Row]) -> list[_Row]:
+        # A row's last event reaches its client before the engine thread retires it: what
+        # other threads report (gauges, adapters in use) leaves out rows that have ended.
+        return [row for row in rows if row.finish is None]
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationStream:
         stream = GenerationStream(prompt_ids, params, asyncio.get_running_loop())

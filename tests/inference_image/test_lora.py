@@ -129,11 +129,22 @@ def test_an_adapters_long_prompt_is_prefilled_by_chunks_with_it(served, merged):
     assert got[0] == greedy(merged["chat"], LONG, 8)
 
 
-def test_the_engine_tells_which_adapters_run_and_wait(served):
+@pytest.mark.parametrize("slow_retire", [False, True], ids=["as-is", "slow-retire"])
+def test_the_engine_tells_which_adapters_run_and_wait(served, monkeypatch, slow_retire):
     """What `llmcloud:lora_requests_info` reports: one slot, an adapter's request running
-    and another's waiting; nothing once both end."""
+    and another's waiting; nothing once both end, even in the moment between a request's
+    last event reaching its client and the engine thread retiring its row (made long here:
+    CI once read the gauge in it)."""
     _, adapters = served
     engine = make_engine(served, max_batch_size=1)
+    if slow_retire:
+        import time
+
+        from llmcloud.inference_image.torch_engine import TorchEngine
+
+        retire = TorchEngine._retire
+        monkeypatch.setattr(TorchEngine, "_retire",
+                            lambda self: time.sleep(0.05) or retire(self))
 
     async def main():
         def params(slot):
@@ -153,6 +164,7 @@ def test_the_engine_tells_which_adapters_run_and_wait(served):
         engine.shutdown()
     assert during == (["sql"], ["attn"])
     assert after == ([], [])
+    assert engine.num_running == 0
 
 
 def test_max_loras_holds_each_batch_to_that_many_adapters(served, merged, causal):
