@@ -157,6 +157,30 @@ class CloudProvider(Provider):
         """How a client presents an API key to this provider's gateway."""
         return {"Authorization": f"Bearer {key}"}
 
+    def _refuse_admin_keys(self, ctx: StackContext, name: str, admin: bool) -> None:
+        """Admin keys open the local console; a cloud stack has none."""
+        if admin:
+            raise ConfigError(
+                "admin keys exist on the local provider only",
+                context="an admin key opens the local console's promote, rollback and keys; "
+                        f"on {self.display_name} those are llmcloud commands run with your "
+                        f"{self.display_name} credentials",
+                hint=f"llmcloud keys create --provider {self.name} --stack {ctx.stack} "
+                     f"--name {name}")
+
+    def _required_output(self, ctx: StackContext, outputs: Mapping[str, Any], key: str,
+                         what: str) -> str:
+        """A stack output an operation needs; `DeploymentError` saying to run `up` without
+        it."""
+        value = outputs.get(key)
+        if not value:
+            raise DeploymentError(
+                f"stack '{ctx.stack}' has no {what} in its outputs",
+                context=f"no `{key}`: the stack was never deployed whole, or before this "
+                        "operation came to it",
+                hint=f"llmcloud up --provider {self.name} --stack {ctx.stack}")
+        return str(value)
+
     def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
         """Wait until the servers of the update begun at ``since`` have taken over, by the
         cloud's own account of it; True when it said so, False when this cloud's update

@@ -15,7 +15,7 @@ import secrets
 import string
 from typing import Any
 
-from llmcloud.stacks.errors import ConfigError, DeploymentError
+from llmcloud.stacks.errors import ConfigError
 
 #: API Gateway takes key values of 20 to 128 letters and digits
 KEY_PREFIX = "llmc"
@@ -74,17 +74,6 @@ def revoke(client: Any, plan_id: str, stack: str, key_id: str,
     client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
     client.delete_api_key(apiKey=key_id)
     return {**record, "revoked": True}
-
-
-def usage_plan_id(outputs: dict[str, Any], stack: str) -> str:
-    """The stack's usage plan, from its outputs."""
-    plan = outputs.get("usage_plan_id")
-    if not plan:
-        raise DeploymentError(
-            f"stack '{stack}' has no API Gateway usage plan in its outputs",
-            context="it was never deployed whole, or before `keys` came to AWS",
-            hint=f"llmcloud up --provider aws --stack {stack}")
-    return str(plan)
 
 
 def _plan_key_ids(client: Any, plan_id: str) -> list[str]:

@@ -208,12 +208,7 @@ class AwsProvider(CloudProvider):
         """An API Gateway key in the stack's usage plan (`api_keys.py`), shown once."""
         from llmcloud.providers.aws import api_keys
 
-        if admin:
-            raise ConfigError(
-                "admin keys exist on the local provider only",
-                context="an admin key opens the local console's promote, rollback and keys; "
-                        "on AWS those are llmcloud commands run with your AWS credentials",
-                hint=f"llmcloud keys create --provider aws --stack {ctx.stack} --name {name}")
+        self._refuse_admin_keys(ctx, name, admin)
         client, plan, _ = self._key_plan(ctx)
         with _aws_errors("creating the API key"):
             return api_keys.create(client, plan, ctx.stack, name)
@@ -236,11 +231,9 @@ class AwsProvider(CloudProvider):
         """API Gateway's client, the stack's usage plan and the stack's own key."""
         import boto3
 
-        from llmcloud.providers.aws import api_keys
-
         self.check_credentials(ctx.environ)
         outputs = self._engine(ctx, "keys").outputs()
-        plan = api_keys.usage_plan_id(outputs, ctx.stack)
+        plan = self._required_output(ctx, outputs, "usage_plan_id", "API Gateway usage plan")
         client = boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
         own = outputs.get("api_key_id")
         return client, plan, str(own) if own else None

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from llmcloud.stacks.errors import ConfigError, DeploymentError
+from llmcloud.providers.api_answers import raise_for
+from llmcloud.stacks.errors import ConfigError
 
 API_VERSION = "2022-08-01"
 PRODUCT = "llm"  # the stack's product (`gateway.py`)
@@ -63,17 +64,6 @@ def revoke(arm: Any, apim_id: str, stack: str, key_id: str) -> dict[str, Any]:
     return {**_record(found[0]), "revoked": True}
 
 
-def apim_id(outputs: dict[str, Any], stack: str) -> str:
-    """The stack's API Management service, from its outputs."""
-    service = outputs.get("apim_id")
-    if not service:
-        raise DeploymentError(
-            f"stack '{stack}' has no API Management service in its outputs",
-            context="it was never deployed whole, or before `keys` came to Azure",
-            hint=f"llmcloud up --provider azure --stack {stack}")
-    return str(service)
-
-
 def _product_subscriptions(arm: Any, apim_id: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     address: str | None = f"{apim_id}/products/{PRODUCT}/subscriptions"
@@ -104,13 +94,6 @@ def _record(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _raise_for(response: Any, doing: str, ok: tuple[int, ...] = (200, 201)) -> None:
-    if response.status_code in ok:
-        return
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
-    raise DeploymentError(f"API Management answered HTTP {response.status_code} {doing}",
-                          context=message,
-                          hint="check that your Azure credentials may manage the stack's API "
-                               "Management subscriptions")
+    raise_for(response, "API Management", doing, ok=ok,
+              hint="check that your Azure credentials may manage the stack's API Management "
+                   "subscriptions")

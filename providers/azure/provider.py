@@ -88,12 +88,7 @@ class AzureProvider(CloudProvider):
         is shown once."""
         from llmcloud.providers.azure import api_keys
 
-        if admin:
-            raise ConfigError(
-                "admin keys exist on the local provider only",
-                context="an admin key opens the local console's promote, rollback and keys; "
-                        "on Azure those are llmcloud commands run with your Azure credentials",
-                hint=f"llmcloud keys create --provider azure --stack {ctx.stack} --name {name}")
+        self._refuse_admin_keys(ctx, name, admin)
         arm, service = self._key_service(ctx)
         return api_keys.create(arm, service, ctx.stack, name)
 
@@ -109,11 +104,11 @@ class AzureProvider(CloudProvider):
         return api_keys.revoke(arm, service, ctx.stack, key_id)
 
     def _key_service(self, ctx: StackContext):
-        from llmcloud.providers.azure import api_keys
         from llmcloud.providers.azure.arm import Arm
 
         self.check_credentials(ctx.environ)
-        service = api_keys.apim_id(self._engine(ctx, "keys").outputs(), ctx.stack)
+        service = self._required_output(ctx, self._engine(ctx, "keys").outputs(), "apim_id",
+                                        "API Management service")
         return Arm(ctx.environ), service
 
     def _options(self) -> AzureOptions:

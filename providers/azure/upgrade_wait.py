@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from llmcloud.providers.api_answers import message
 from llmcloud.stacks.errors import DeploymentError
 
 API_VERSION = "2024-07-01"
@@ -84,7 +85,7 @@ def _get(get: Callable[[str], Any], url: str) -> dict[str, Any] | None:
     if response.status_code != 200:
         raise DeploymentError(
             f"Azure Resource Manager answered HTTP {response.status_code} for the scale "
-            "set's rolling upgrade", context=f"{url}: {_message(response)}",
+            "set's rolling upgrade", context=f"{url}: {message(response)}",
             hint="check that your credentials may read the stack's scale set")
     return response.json()
 
@@ -121,10 +122,3 @@ def _cancel(get, post, scale_set_url: str, latest: str, clock, sleep) -> None:
         if status.get("code") != "RollingForward":
             return
         sleep(10)
-
-
-def _message(response: Any) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]

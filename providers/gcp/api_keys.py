@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
+from llmcloud.providers.api_answers import raise_for
 from llmcloud.stacks.errors import ConfigError, DeploymentError
 
 SECRET_MANAGER = "https://secretmanager.googleapis.com/v1/"
@@ -143,14 +144,6 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _raise_for(response: Any, doing: str) -> None:
-    if response.status_code == 200:
-        return
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
-    raise DeploymentError(f"Secret Manager answered HTTP {response.status_code} {doing}",
-                          context=message,
-                          hint="check that your credentials may read and add versions of "
-                               "the stack's keys secret (roles/secretmanager.secretVersionAdder"
-                               " and secretAccessor)")
+    raise_for(response, "Secret Manager", doing,
+              hint="check that your credentials may read and add versions of the stack's "
+                   "keys secret (roles/secretmanager.secretVersionAdder and secretAccessor)")

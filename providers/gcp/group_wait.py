@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from llmcloud.providers.api_answers import message
 from llmcloud.stacks.errors import DeploymentError
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1/"
@@ -72,7 +73,7 @@ def _get(session: Any, url: str) -> dict[str, Any] | None:
     if response.status_code != 200:
         raise DeploymentError(
             f"the Compute Engine API answered HTTP {response.status_code} for the server "
-            "group", context=f"{url}: {_message(response)}",
+            "group", context=f"{url}: {message(response)}",
             hint="check that your credentials may read the stack's instance group "
                  "(compute.instanceGroupManagers.get)")
     return response.json()
@@ -112,10 +113,3 @@ def _errors_since(session: Any, url: str, since: datetime) -> str:
                "recreated without one: see their serial console or logs)"
     recent.sort(key=lambda pair: pair[0], reverse=True)
     return "its latest errors: " + "; ".join(text for _, text in recent[:MAX_ERRORS_SHOWN])
-
-
-def _message(response: Any) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]

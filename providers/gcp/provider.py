@@ -32,7 +32,7 @@ from llmcloud.providers.gcp.prices import (
 from llmcloud.providers.gcp.zones import GPU_ZONES
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, CredentialsError, DeploymentError
+from llmcloud.stacks.errors import ConfigError, CredentialsError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-central1"
@@ -173,12 +173,7 @@ class GcpProvider(CloudProvider):
         """A key whose hash joins the stack's keys secret (`api_keys.py`), shown once."""
         from llmcloud.providers.gcp import api_keys
 
-        if admin:
-            raise ConfigError(
-                "admin keys exist on the local provider only",
-                context="an admin key opens the local console's promote, rollback and keys; "
-                        "on GCP those are llmcloud commands run with your Google credentials",
-                hint=f"llmcloud keys create --provider gcp --stack {ctx.stack} --name {name}")
+        self._refuse_admin_keys(ctx, name, admin)
         return api_keys.create(self._keys_secret(ctx), ctx.stack, name)
 
     def keys_list(self, ctx: StackContext) -> list[dict[str, Any]]:
@@ -194,15 +189,10 @@ class GcpProvider(CloudProvider):
     def _keys_secret(self, ctx: StackContext):
         from llmcloud.providers.gcp.api_keys import ENDPOINT_OVERRIDE, KeysSecret
 
-        outputs = self._engine(ctx, "keys").outputs()
-        secret = outputs.get("api_keys_secret")
-        if not secret:
-            raise DeploymentError(
-                f"stack '{ctx.stack}' has no API keys secret in its outputs",
-                context="it was never deployed whole",
-                hint=f"llmcloud up --provider gcp --stack {ctx.stack}")
+        secret = self._required_output(ctx, self._engine(ctx, "keys").outputs(),
+                                       "api_keys_secret", "API keys secret")
         session, project = self._google(ctx)
-        return KeysSecret(session, project, str(secret), ctx.environ.get(ENDPOINT_OVERRIDE))
+        return KeysSecret(session, project, secret, ctx.environ.get(ENDPOINT_OVERRIDE))
 
     def _google(self, ctx: StackContext) -> tuple[Any, str]:
         """An authorized session (application default credentials) and the project."""

@@ -16,17 +16,10 @@ from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.errors import ConfigError, DeploymentError
 from tests.providers.aws_helpers import aws_spec
+from tests.providers.fakes import Outputs
 
 REGION = "eu-west-1"
 ENVIRON = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-class Outputs:
-    def __init__(self, outputs):
-        self._outputs = outputs
-
-    def outputs(self):
-        return self._outputs
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from llmcloud.providers.aws.refresh_wait import START_GRACE_S, wait_for_refresh
 from llmcloud.stacks.errors import DeploymentError
+from tests.providers.fakes import Clock
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 GROUP = "llm-prod-gpu"
@@ -43,17 +44,6 @@ class FakeAutoScaling:
     def cancel_instance_refresh(self, **kwargs):
         self.calls.append(("cancel", kwargs))
         self.cancelled = True
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait(client, timeout=1800.0):

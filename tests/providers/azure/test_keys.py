@@ -4,22 +4,20 @@ loopback (API Management's subscription routes)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from llmcloud.providers.azure import api_keys
 from llmcloud.stacks.errors import ConfigError, DeploymentError
+from tests.providers.fakes import AzureToken, JsonApi, Outputs, serving
 
 APIM = ("/subscriptions/sub/resourceGroups/llm-prod-rg/providers/Microsoft.ApiManagement/"
         "service/llm-prod-apim")
 
 
-class FakeApim(BaseHTTPRequestHandler):
+class FakeApim(JsonApi):
     """API Management's subscriptions (by sid), listed one per page to follow nextLink."""
 
     subscriptions: dict[str, dict] = {}
@@ -37,63 +35,37 @@ class FakeApim(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         path, _, query = self._route()
         if path != f"{APIM}/products/llm/subscriptions":
-            return self._answer(404, {"error": {"message": f"no route {path}"}})
+            return self.answer(404, {"error": {"message": f"no route {path}"}})
         items = sorted(self.subscriptions.values(), key=lambda s: s["name"])
         start = int(query.get("skip", 0))
         page = {"value": items[start:start + 1]}
         if start + 1 < len(items):
             page["nextLink"] = (f"http://127.0.0.1:{self.server.server_port}{path}"
                                 f"?api-version={api_keys.API_VERSION}&skip={start + 1}")
-        self._answer(200, page)
+        self.answer(200, page)
 
     def do_PUT(self):  # noqa: N802
         path, _, query = self._route()
         sid = path.rsplit("/", 1)[-1] if path else ""
         if path != f"{APIM}/subscriptions/{sid}" or query.get("notify") != "false":
-            return self._answer(400, {"error": {"message": "bad request"}})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["properties"]
+            return self.answer(400, {"error": {"message": "bad request"}})
+        body = self.body()["properties"]
         if body["scope"] != "/products/llm":
-            return self._answer(403, {"error": {"message": "scope not allowed"}})
+            return self.answer(403, {"error": {"message": "scope not allowed"}})
         type(self).keys[sid] = body["primaryKey"]
         item = {"name": sid, "properties": {
             "scope": f"{APIM}/products/llm", "displayName": body["displayName"],
             "state": body["state"], "createdDate": datetime.now(timezone.utc).isoformat()}}
         type(self).subscriptions[sid] = item
-        self._answer(201, item)  # (API Management returns no keys here)
+        self.answer(201, item)  # (API Management returns no keys here)
 
     def do_DELETE(self):  # noqa: N802
         path, headers, _ = self._route()
         sid = path.rsplit("/", 1)[-1] if path else ""
         if headers is None or headers.get("If-Match") != "*" or sid not in self.subscriptions:
-            return self._answer(412, {"error": {"message": "precondition"}})
+            return self.answer(412, {"error": {"message": "precondition"}})
         del type(self).subscriptions[sid]
-        self._answer(200, {})
-
-    def _answer(self, status, body):
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
-
-
-class FakeCredential:
-    def get_token(self, scope):
-        from azure.core.credentials import AccessToken
-
-        return AccessToken("token-1", 2**31)
-
-
-class Outputs:
-    def __init__(self, outputs):
-        self._outputs = outputs
-
-    def outputs(self):
-        return self._outputs
+        self.answer(200, {})
 
 
 @pytest.fixture
@@ -109,19 +81,14 @@ def azure(monkeypatch, tmp_path):
         "scope": f"{APIM}/products/llm", "displayName": "default", "state": "active",
         "createdDate": "2026-11-01T00:00:00Z"}}}
     FakeApim.keys, FakeApim.asked = {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApim)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setitem(arm.ENDPOINTS, "public", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", FakeCredential)
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", AzureToken)
     outputs = {"apim_id": APIM}
     monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, operation: Outputs(outputs))
     environ = {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s"}
-    try:
+    with serving(FakeApim) as url:
+        monkeypatch.setitem(arm.ENDPOINTS, "public", url)
         yield AzureProvider(), StackContext(tmp_path, "prod", azure_spec(), environ=environ), \
             outputs
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_key_is_a_subscription_to_the_stacks_product_shown_once(azure):

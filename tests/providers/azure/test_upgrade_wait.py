@@ -6,10 +6,7 @@ all means nothing had to be replaced."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -17,6 +14,7 @@ import requests
 from llmcloud.providers.azure.arm import management_endpoint
 from llmcloud.providers.azure.upgrade_wait import API_VERSION, START_GRACE_S, wait_for_upgrade
 from llmcloud.stacks.errors import CredentialsError, DeploymentError
+from tests.providers.fakes import Answer, AzureToken, Clock, JsonApi, Outputs, serving
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 SCALE_SET = ("/subscriptions/sub/resourceGroups/llm-prod-rg/providers/Microsoft.Compute/"
@@ -36,15 +34,6 @@ def upgrade(code: str, started: str = "2026-11-30T12:01:10.1234567+00:00", **cou
 
 
 OLDER = upgrade("Completed", started="2026-11-30T09:00:00Z", ok=3)  # an earlier update's
-
-
-class Answer:
-    def __init__(self, status: int, body: dict | str):
-        self.status_code = status
-        self.text = body if isinstance(body, str) else json.dumps(body)
-
-    def json(self):
-        return json.loads(self.text)
 
 
 class FakeArm:
@@ -68,17 +57,6 @@ class FakeArm:
         self.asked.append(("POST", url))
         self.cancelled = True
         return Answer(202, "")
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait(arm: FakeArm, timeout: float = 1800.0) -> tuple[bool, Clock]:
@@ -144,45 +122,15 @@ def test_sovereign_clouds_have_their_own_resource_manager():
     assert management_endpoint("China") == "https://management.chinacloudapi.cn"
 
 
-class FakeResourceManager(BaseHTTPRequestHandler):
+class FakeResourceManager(JsonApi):
     """Resource Manager's latest rolling upgrade, on loopback: rolling once, then done."""
 
     asked: list[tuple[str, str | None]] = []
 
     def do_GET(self):  # noqa: N802 - http.server's name
         type(self).asked.append((self.path, self.headers.get("Authorization")))
-        body = json.dumps(upgrade("RollingForward", busy=1) if len(type(self).asked) == 1
-                          else upgrade("Completed", ok=2)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class FakeCredential:
-    scopes: list[str] = []
-    refuse = False
-
-    def get_token(self, scope):
-        from azure.core.credentials import AccessToken
-        from azure.core.exceptions import ClientAuthenticationError
-
-        if self.refuse:
-            raise ClientAuthenticationError("AADSTS700016: application not found")
-        type(self).scopes.append(scope)
-        return AccessToken("token-1", 2**31)
-
-
-class Outputs:
-    def __init__(self, outputs):
-        self._outputs = outputs
-
-    def outputs(self):
-        return self._outputs
+        self.answer(200, upgrade("RollingForward", busy=1) if len(type(self).asked) == 1
+                    else upgrade("Completed", ok=2))
 
 
 def provider_context(monkeypatch, tmp_path, outputs):
@@ -193,7 +141,7 @@ def provider_context(monkeypatch, tmp_path, outputs):
     from llmcloud.providers.base import StackContext
     from tests.providers.azure.helpers import azure_spec
 
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", FakeCredential)
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", AzureToken)
     monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, operation: Outputs(outputs))
     monkeypatch.setattr(upgrade_wait.time, "sleep", lambda seconds: None)
     environ = {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s"}
@@ -204,23 +152,18 @@ def test_the_provider_watches_the_stacks_scale_set_with_a_resource_manager_token
         monkeypatch, tmp_path):
     from llmcloud.providers.azure import arm
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeResourceManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setitem(arm.ENDPOINTS, "public", f"http://127.0.0.1:{server.server_port}")
     provider, ctx = provider_context(monkeypatch, tmp_path, {"scale_set_id": SCALE_SET})
-    try:
+    with serving(FakeResourceManager) as url:
+        monkeypatch.setitem(arm.ENDPOINTS, "public", url)
         assert provider.wait_for_rollout(ctx, SINCE, 60) is True
-    finally:
-        server.shutdown()
-        server.server_close()
     assert FakeResourceManager.asked == [
         (f"{SCALE_SET}/rollingUpgrades/latest?api-version={API_VERSION}", "Bearer token-1")] * 2
-    assert set(FakeCredential.scopes) == {f"http://127.0.0.1:{server.server_port}/.default"}
+    assert set(AzureToken.scopes) == {f"{url}/.default"}
 
 
 def test_a_refused_token_is_a_credentials_error(monkeypatch, tmp_path):
     provider, ctx = provider_context(monkeypatch, tmp_path, {"scale_set_id": SCALE_SET})
-    monkeypatch.setattr(FakeCredential, "refuse", True)
+    monkeypatch.setattr(AzureToken, "refuse", True)
     with pytest.raises(CredentialsError) as refused:
         provider.wait_for_rollout(ctx, SINCE, 60)
     assert "AADSTS700016" in refused.value.context

@@ -5,16 +5,14 @@ what its servers were doing and its errors since the promotion began."""
 
 from __future__ import annotations
 
-import json
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 from llmcloud.providers.gcp.group_wait import group_url, wait_for_group
 from llmcloud.stacks.errors import DeploymentError
+from tests.providers.fakes import Answer, Clock, JsonApi, serving
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 URL = group_url("proj", "us-central1", "llm-prod-gpu")
@@ -31,15 +29,6 @@ ERRORS = {"items": [
     {"timestamp": "2026-11-30T11:00:00Z",  # before it: another update's
      "error": {"code": "QUOTA_EXCEEDED", "message": "an older error"}},
 ]}
-
-
-class Answer:
-    def __init__(self, status: int, body: dict | str):
-        self.status_code = status
-        self.text = body if isinstance(body, str) else json.dumps(body)
-
-    def json(self):
-        return json.loads(self.text)
 
 
 class FakeSession:
@@ -59,17 +48,6 @@ class FakeSession:
         if isinstance(answer, Exception):
             raise answer
         return answer if isinstance(answer, Answer) else Answer(200, answer)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait(session, timeout=1800.0) -> tuple[bool, Clock]:
@@ -126,22 +104,14 @@ def test_a_refusal_stops_the_wait_with_googles_message(status):
     assert len(session.asked) == 1
 
 
-class FakeCompute(BaseHTTPRequestHandler):
+class FakeCompute(JsonApi):
     """The Compute Engine API's instance group manager, on loopback: busy once, then done."""
 
     asked: list[tuple[str, str | None]] = []
 
     def do_GET(self):  # noqa: N802 - http.server's name
         type(self).asked.append((self.path, self.headers.get("Authorization")))
-        body = json.dumps(BUSY if len(type(self).asked) == 1 else DONE).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.answer(200, BUSY if len(type(self).asked) == 1 else DONE)
 
 
 def test_the_provider_watches_the_stacks_group_in_its_project_and_region(monkeypatch,
@@ -154,22 +124,17 @@ def test_the_provider_watches_the_stacks_group_in_its_project_and_region(monkeyp
     from llmcloud.providers.gcp.provider import GcpProvider
     from tests.providers.gcp.helpers import declared, gcp_spec
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompute)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(google.auth, "default",
                         lambda scopes: (AnonymousCredentials(), "adc-project"))
     monkeypatch.setattr(gcp.group_wait.time, "sleep", lambda seconds: None)
     key = tmp_path / "key.json"
     key.write_text("{}")
-    environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key), "GOOGLE_CLOUD_PROJECT": "my-proj",
-               "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE":
-                   f"http://127.0.0.1:{server.server_port}/compute/v1/"}
-    ctx = StackContext(tmp_path, "prod", gcp_spec(region="europe-west4"), environ=environ)
-    try:
+    with serving(FakeCompute) as url:
+        environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key),
+                   "GOOGLE_CLOUD_PROJECT": "my-proj",
+                   "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{url}/compute/v1/"}
+        ctx = StackContext(tmp_path, "prod", gcp_spec(region="europe-west4"), environ=environ)
         assert GcpProvider().wait_for_rollout(ctx, SINCE, 60) is True
-    finally:
-        server.shutdown()
-        server.server_close()
     _, outputs = declared("prod")  # the group's name, as the stack declares it
     paths = {path for path, _ in FakeCompute.asked}
     assert paths == {"/compute/v1/projects/my-proj/regions/europe-west4/"

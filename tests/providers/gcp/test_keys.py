@@ -5,9 +5,6 @@ loopback; what it writes is read back by the server's own keys-file reader."""
 from __future__ import annotations
 
 import base64
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import google_crc32c
 import pytest
@@ -15,12 +12,13 @@ import pytest
 from llmcloud.inference_image.api_keys import ApiKeys
 from llmcloud.providers.gcp import api_keys
 from llmcloud.stacks.errors import ConfigError, DeploymentError
+from tests.providers.fakes import JsonApi, Outputs, serving
 
 SECRET = "llm-prod-api-keys"
 HAND_MADE = "sha256:" + "c" * 64  # a hash added with gcloud before `keys` came to GCP
 
 
-class FakeSecretManager(BaseHTTPRequestHandler):
+class FakeSecretManager(JsonApi):
     """Secret Manager's access and addVersion for one secret, versions kept in order."""
 
     versions: list[bytes] = []
@@ -29,44 +27,25 @@ class FakeSecretManager(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         type(self).asked.append(("GET", self.path))
         if not self.path.endswith(f"/projects/my-proj/secrets/{SECRET}/versions/latest:access"):
-            return self._answer(404, {"error": {"message": "no such secret"}})
+            return self.answer(404, {"error": {"message": "no such secret"}})
         if not self.versions:
-            return self._answer(404, {"error": {"message": "Secret has no versions"}})
+            return self.answer(404, {"error": {"message": "Secret has no versions"}})
         data = self.versions[-1]
-        self._answer(200, {"name": f"v{len(self.versions)}", "payload": {
+        self.answer(200, {"name": f"v{len(self.versions)}", "payload": {
             "data": base64.b64encode(data).decode(),
             "dataCrc32c": str(google_crc32c.value(data))}})
 
     def do_POST(self):  # noqa: N802
         type(self).asked.append(("POST", self.path))
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         data = base64.b64decode(body["payload"]["data"])
         if str(google_crc32c.value(data)) != body["payload"]["dataCrc32c"]:
-            return self._answer(400, {"error": {"message": "checksum mismatch"}})
+            return self.answer(400, {"error": {"message": "checksum mismatch"}})
         if self.path.endswith(f"/projects/my-proj/secrets/{SECRET}:addVersion"):
             type(self).versions.append(data)
-            return self._answer(200, {"name": f"v{len(self.versions)}"})
-        self._answer(403, {"error": {"message": "Permission 'secretmanager.versions.add' "
+            return self.answer(200, {"name": f"v{len(self.versions)}"})
+        self.answer(403, {"error": {"message": "Permission 'secretmanager.versions.add' "
                                                 "denied"}})
-
-    def _answer(self, status, body):
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args):
-        pass
-
-
-class Outputs:
-    def __init__(self, outputs):
-        self._outputs = outputs
-
-    def outputs(self):
-        return self._outputs
 
 
 @pytest.fixture
@@ -80,23 +59,17 @@ def gcp(monkeypatch, tmp_path):
 
     FakeSecretManager.versions = [f"{HAND_MADE}\n".encode()]
     FakeSecretManager.asked = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(google.auth, "default",
                         lambda scopes: (AnonymousCredentials(), "adc-project"))
     outputs = {"api_keys_secret": SECRET}
     monkeypatch.setattr(GcpProvider, "_engine", lambda self, ctx, operation: Outputs(outputs))
     key_file = tmp_path / "adc.json"
     key_file.write_text("{}")
-    environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
-               "GOOGLE_CLOUD_PROJECT": "my-proj",
-               api_keys.ENDPOINT_OVERRIDE: f"http://127.0.0.1:{server.server_port}/v1/"}
-    try:
+    with serving(FakeSecretManager) as url:
+        environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
+                   "GOOGLE_CLOUD_PROJECT": "my-proj", api_keys.ENDPOINT_OVERRIDE: f"{url}/v1/"}
         yield GcpProvider(), StackContext(tmp_path, "prod", gcp_spec(), environ=environ), \
             outputs, tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def latest() -> str:
