@@ -142,6 +142,7 @@ def provider_context(monkeypatch, tmp_path, outputs):
     from tests.providers.azure.helpers import azure_spec
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", AzureToken)
+    monkeypatch.setattr(AzureToken, "scopes", [])
     monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, operation: Outputs(outputs))
     monkeypatch.setattr(upgrade_wait.time, "sleep", lambda seconds: None)
     environ = {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s"}
