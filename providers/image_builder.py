@@ -146,15 +146,44 @@ def _write_auth_file(path: Path, image: str, username: str, password: str) -> No
 
 
 def _docker_push(builder: Builder, image: str, username: str | None, password: str | None) -> str:
-    if username is not None:
+    if username is None:
+        return _docker_push_as(builder, image, [])
+    # `docker login` would leave the registry's token in ~/.docker/config.json, in plain
+    # text unless a credential helper is set, long after this push: the login goes to a
+    # private copy of the user's settings instead, deleted with the push
+    with tempfile.TemporaryDirectory() as folder:
+        _private_docker_config(Path(folder))
+        config = ["--config", folder]
         registry = image.split("/", 1)[0]
         run_builder(
-            [builder.path, "login", registry, "--username", username, "--password-stdin"],
+            [builder.path, *config, "login", registry, "--username", username,
+             "--password-stdin"],
             f"logging in to {registry}", stdin=password,
         )
-    run_builder([builder.path, "push", image], f"pushing {image}")
+        return _docker_push_as(builder, image, config)
+
+
+def _private_docker_config(folder: Path) -> None:
+    """The user's docker settings (context, proxies, credential helpers) without their
+    registry logins, in ``folder``; its contexts are the user's own."""
+    home = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    try:
+        settings = json.loads((home / "config.json").read_text())
+    except (OSError, ValueError):
+        settings = {}
+    settings = settings if isinstance(settings, dict) else {}
+    settings.pop("auths", None)
+    (folder / "config.json").write_text(json.dumps(settings))
+    os.chmod(folder / "config.json", 0o600)
+    if (home / "contexts").is_dir():
+        (folder / "contexts").symlink_to(home / "contexts")
+
+
+def _docker_push_as(builder: Builder, image: str, config: list[str]) -> str:
+    run_builder([builder.path, *config, "push", image], f"pushing {image}")
     out = run_builder(
-        [builder.path, "inspect", "--format", "{{json .RepoDigests}}", image], "reading the digest"
+        [builder.path, *config, "inspect", "--format", "{{json .RepoDigests}}", image],
+        "reading the digest",
     )
     repository = pinned(image, "").rstrip("@")
     for entry in json.loads(out or "[]"):

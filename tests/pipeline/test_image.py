@@ -143,3 +143,62 @@ def test_push_to_a_stack_that_has_no_registry_yet_says_to_run_up(
     assert "has no registry yet" in pushed.stderr
     assert "llmcloud up --provider aws --stack dev" in pushed.stderr
     assert "Traceback" not in pushed.output
+
+
+FAKE_DOCKER = '''#!{python}
+"""docker's login, push and inspect as far as the push needs them: login writes the token
+into the config folder (--config, else DOCKER_CONFIG, else ~/.docker) as docker does."""
+import base64, json, os, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+folder = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+if args[:1] == ["--config"]:
+    folder, args = Path(args[1]), args[2:]
+config = folder / "config.json"
+settings = json.loads(config.read_text()) if config.is_file() else {{}}
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(json.dumps({{"args": args, "context": settings.get("currentContext"),
+                          "contexts": (folder / "contexts").is_dir()}}) + "\\n")
+if args[0] == "login":
+    user, secret = args[args.index("--username") + 1], sys.stdin.read()
+    token = base64.b64encode(f"{{user}}:{{secret}}".encode()).decode()
+    settings.setdefault("auths", {{}})[args[1]] = {{"auth": token}}
+    folder.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(settings))
+elif args[0] == "inspect":
+    print(json.dumps(["reg.example.com/llm/server@sha256:" + "d" * 64]))
+'''
+
+
+def test_a_docker_login_for_a_push_leaves_no_token_behind(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    home = tmp_path / "home"
+    (home / ".docker" / "contexts").mkdir(parents=True)
+    user_config = home / ".docker" / "config.json"
+    user_config.write_text(json.dumps({"currentContext": "desktop-linux", "auths": {
+        "other.example.com": {"auth": "b3RoZXI6b2xk"}}}))
+    before = user_config.read_text()
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    digest = ib.push_image(ib.Builder("docker", str(docker)), "reg.example.com/llm/server:1",
+                           username="AWS", password="s3cret-token")
+    assert digest == "sha256:" + "d" * 64
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [call["args"][0] for call in calls] == ["login", "push", "inspect"]
+    # the user's context and contexts came along; their other logins did not
+    assert all(call["context"] == "desktop-linux" and call["contexts"] for call in calls)
+    assert user_config.read_text() == before  # no token written where it would stay
+    import base64
+
+    token = base64.b64encode(b"AWS:s3cret-token").decode()
+    left = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*")
+                   if p.is_file() and p != log)
+    assert token not in left and "s3cret" not in left
