@@ -9,6 +9,7 @@ digest the registry stored, because stacks deploy images by digest, never by a m
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -221,15 +222,28 @@ def source_checkout() -> Path:
 
 
 def git_commit(folder: Path) -> str | None:
-    """The short commit of `folder`'s git checkout, or None outside one."""
+    """The short commit of `folder`'s git checkout, or None outside one. A checkout with
+    uncommitted changes gets `-dirty-` and a hash of them: the image is not that commit's,
+    and two builds of different changes must not share a tag."""
+    commit = _git(folder, "rev-parse", "--short=12", "HEAD")
+    if not commit:
+        return None
+    status = _git(folder, "status", "--porcelain", "--untracked-files=normal")
+    if not status:
+        return commit
+    changes = hashlib.sha256((status + (_git(folder, "diff", "HEAD", "--binary") or ""))
+                             .encode()).hexdigest()
+    return f"{commit}-dirty-{changes[:8]}"
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """A git command's output in `folder` (stripped), or None when it fails."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=10,
-        )
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                              text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def default_tags(repository: str, source: Path) -> list[str]:

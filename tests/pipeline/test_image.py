@@ -202,3 +202,28 @@ def test_a_docker_login_for_a_push_leaves_no_token_behind(tmp_path, monkeypatch)
     left = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*")
                    if p.is_file() and p != log)
     assert token not in left and "s3cret" not in left
+
+
+def test_the_commit_tag_tells_a_checkout_with_uncommitted_changes(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "server.py").write_text("print(1)\n")
+    git("add", "server.py")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first")
+    clean = ib.git_commit(tmp_path)
+    assert clean and len(clean) == 12
+    (tmp_path / "server.py").write_text("print(2)\n")
+    edited = ib.git_commit(tmp_path)
+    assert edited.startswith(clean + "-dirty-") and len(edited) == len(clean) + 15
+    assert ib.git_commit(tmp_path) == edited  # the same changes, the same tag
+    (tmp_path / "server.py").write_text("print(3)\n")
+    assert ib.git_commit(tmp_path) not in (clean, edited)  # other changes, another tag
+    (tmp_path / "server.py").write_text("print(1)\n")
+    (tmp_path / "new.py").write_text("x = 1\n")  # an untracked file is in the build context
+    assert ib.git_commit(tmp_path).startswith(clean + "-dirty-")
+    (tmp_path / "new.py").unlink()
+    assert ib.git_commit(tmp_path) == clean
