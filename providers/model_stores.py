@@ -48,9 +48,31 @@ class WritableStore(BucketStore, Protocol):
     def delete(self, key: str) -> None:
         """Delete ``key``; one that is not there is no error."""
 
+    def prune(self, prefix: str, keep: set[str]) -> None:
+        """Delete the objects under ``prefix`` whose keys are not in ``keep``: a version
+        overwritten with fewer files keeps none of its old ones."""
 
-class S3Writer(S3Store):
+
+class _Pruning:
+    """`prune` for the buckets, on their `keys` listing and `delete`."""
+
+    def prune(self, prefix: str, keep: set[str]) -> None:
+        if not prefix:  # never a whole bucket: a version always has its own prefix
+            return
+        for key in self.keys(prefix):
+            if key not in keep:
+                self.delete(key)
+
+
+class S3Writer(_Pruning, S3Store):
     """S3: multipart uploads above 64 MiB, parts sent in parallel."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix``."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                       Prefix=prefix)
+        return self._call(prefix, lambda: [item["Key"] for page in pages
+                                           for item in page.get("Contents", [])])
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -75,8 +97,13 @@ class S3Writer(S3Store):
         self._call(key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
 
 
-class GcsWriter(GcsStore):
+class GcsWriter(_Pruning, GcsStore):
     """Google Cloud Storage: resumable uploads in 16 MiB chunks for large files."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix``."""
+        return self._call(prefix, lambda: [blob.name for blob in
+                                           self._bucket.list_blobs(prefix=prefix)])
 
     def head(self, key: str) -> ObjectInfo | None:
         blob = self._call(key, lambda: self._bucket.get_blob(key))
@@ -100,8 +127,13 @@ class GcsWriter(GcsStore):
             self._call(key, lambda: self._bucket.blob(key).delete())
 
 
-class AzureWriter(AzureStore):
+class AzureWriter(_Pruning, AzureStore):
     """Azure Blob Storage: block blobs uploaded with parallel blocks."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix``."""
+        return self._call(prefix, lambda: [blob.name for blob in
+                                           self._container.list_blobs(name_starts_with=prefix)])
 
     def head(self, key: str) -> ObjectInfo | None:
         client = self._container.get_blob_client(key)

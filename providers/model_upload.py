@@ -109,10 +109,10 @@ def upload_model(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         sent = list(pool.map(send, manifest["files"]))
-    prune = getattr(store, "prune", None)
-    if prune is not None:  # a folder is loaded as it is: no file of an earlier upload stays
-        _call(lambda p: prune(p, {prefix + e["path"] for e in manifest["files"]}), prefix,
-              target)
+    # No file of an earlier upload stays: a folder is loaded as it is, and a bucket's old
+    # objects would only cost storage (servers fetch what the manifest lists)
+    _call(lambda p: store.prune(p, {prefix + e["path"] for e in manifest["files"]}), prefix,
+          target)
     _call(lambda k: store.put_bytes(k, json.dumps(manifest, indent=2).encode()),
           prefix + MANIFEST, target)
     return {

@@ -107,6 +107,23 @@ def test_force_sends_every_file_again(cli, model_dir: Path, store_uri: str) -> N
     assert (document["uploaded"], document["skipped"], document["overwritten"]) == (4, 0, True)
 
 
+def test_an_overwrite_leaves_none_of_the_old_versions_objects(cli, model_dir: Path,
+                                                              store_uri: str) -> None:
+    """A version overwritten with fewer files: the bucket keeps only the new ones (the
+    servers would never fetch the others, but they would cost storage for ever)."""
+    from llmcloud.providers.model_stores import open_writable_store
+    from llmcloud.providers.model_upload import version_uri
+
+    assert _upload(cli, model_dir, store_uri).exit_code == 0
+    store, prefix = open_writable_store(version_uri(store_uri, "m", "v1"))
+    assert prefix + "sub/extra.txt" in store.keys(prefix)
+    (model_dir / "sub" / "extra.txt").unlink()
+    result = _upload(cli, model_dir, store_uri, "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(key.removeprefix(prefix) for key in store.keys(prefix)) == [
+        "config.json", "manifest.json", "model.safetensors", "tokenizer.json"]
+
+
 def test_an_overwrite_removes_the_old_manifest_first_and_a_folder_its_old_files(
         cli, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Meanwhile no server loads a mix of two uploads (it finds no manifest); an
