@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmcloud.stacks.config import NAMESPACE
-from llmcloud.stacks.spec import DeploymentSpec
+from llmcloud.stacks.spec import DeploymentSpec, model_name_from_source
 
 PROJECT_FILE = """\
 # A Pulumi project that runs the llmcloud program (written by `llmcloud init`).
@@ -42,6 +42,9 @@ def render_stack_file(spec: DeploymentSpec, stack: str) -> str:
         "config:",
     ]
     data = spec.model_dump(mode="json")
+    if data["model"]["name"] == model_name_from_source(spec.model.source):
+        # derived, not chosen: left unset, it follows a later `model.source` or --model
+        data["model"]["name"] = None
     for name, field in DeploymentSpec.model_fields.items():
         value = data[name]
         annotation = field.annotation

@@ -69,3 +69,15 @@ def test_a_stack_name_pulumi_would_refuse_is_refused(project: Path, cli, name: s
     assert result.stderr.splitlines()[0] == f"error: {name!r} is not a stack name"
     assert sorted(path.name for path in project.iterdir()) == before  # nothing written
     assert cli("plan", "--provider", "aws", "--stack", name).exit_code == 2
+
+
+def test_the_model_name_init_derives_follows_a_later_source(project: Path, cli) -> None:
+    """The store's model name comes from the source unless chosen: init leaves it unset,
+    so `--model` (or a new `model.source`) names the model in the store too."""
+    assert cli("init", "--provider", "aws", "--stack", "prod").exit_code == 0
+    text = (project / "Pulumi.prod.yaml").read_text()
+    assert "    # name:\n" in text
+    file_values = read_stack_config(project / "Pulumi.prod.yaml")
+    spec = resolve_spec(file_values=file_values, environ={}, defaults_for=provider_defaults,
+                        flags={"model.source": "./models/Llama-3-8B"})
+    assert spec.model.name == "llama-3-8b"
