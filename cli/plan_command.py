@@ -24,16 +24,20 @@ def plan(
     instance_type: o.InstanceType = None,
     min_replicas: o.MinReplicas = None,
     max_replicas: o.MaxReplicas = None,
+    replicas: o.Replicas = None,
     spot: o.Spot = None,
     budget: o.Budget = None,
+    image: o.Image = None,
 ) -> None:
-    """Show what the stack would create, its security checks and its hourly cost (offline)."""
+    """Show what the stack would create, its security checks and its hourly cost (offline).
+    Takes `up`'s flags."""
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
     flags = o.spec_flags(
         region=region, model=model, model_version=model_version, instance_type=instance_type,
-        min_replicas=min_replicas, max_replicas=max_replicas, spot=spot, budget=budget,
+        min_replicas=min_replicas, max_replicas=max_replicas, replicas=replicas, spot=spot,
+        budget=budget, image=image,
     )
     prov, ctx = load_stack(stack=stack, provider=provider, flags=flags)
     prov.supports("plan")

@@ -112,15 +112,22 @@ def preview(
     stack: o.Stack = "dev",
     json: o.Json = False,
     region: o.Region = None,
+    model: o.Model = None,
     model_version: o.ModelVersion = None,
     instance_type: o.InstanceType = None,
     min_replicas: o.MinReplicas = None,
     max_replicas: o.MaxReplicas = None,
+    replicas: o.Replicas = None,
+    spot: o.Spot = None,
+    budget: o.Budget = None,
+    image: o.Image = None,
 ) -> None:
-    """Show what `up` would change in the cloud (needs credentials; `plan` needs none)."""
+    """Show what `up` would change in the cloud (needs credentials; `plan` needs none).
+    Takes `up`'s flags, so that it shows what that same `up` would do."""
     flags = o.spec_flags(
-        region=region, model_version=model_version, instance_type=instance_type,
-        min_replicas=min_replicas, max_replicas=max_replicas,
+        region=region, model=model, model_version=model_version, instance_type=instance_type,
+        min_replicas=min_replicas, max_replicas=max_replicas, replicas=replicas, spot=spot,
+        budget=budget, image=image,
     )
     run_operation("preview", provider=provider, stack=stack, json=json, flags=flags)
 

@@ -67,3 +67,30 @@ def test_version(cli) -> None:
     result = cli("--version")
     assert result.exit_code == 0
     assert result.stdout.startswith("llmcloud 0.")
+
+
+def _options(command: str) -> set[str]:
+    import typer.main
+
+    from llmcloud.cli.app import app
+
+    group = typer.main.get_command(app)
+    return {name for param in group.commands[command].params for name in param.opts
+            if name.startswith("--")}
+
+
+@pytest.mark.parametrize("command", ["plan", "preview"])
+def test_plan_and_preview_take_every_flag_up_takes(command: str) -> None:
+    # what they show is what that same `up` would do
+    assert _options("up") - {"--yes"} <= _options(command)
+
+
+def test_plan_shows_the_image_and_replicas_flags_give(project, cli) -> None:
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm@sha256:" + "a" * 64
+    assert cli("init", "--provider", "aws").exit_code == 0
+    one = json.loads(cli("plan", "--json", "--replicas", "1").stdout)
+    result = cli("plan", "--json", "--replicas", "3", "--image", image)
+    assert result.exit_code == 0, result.output
+    three = json.loads(result.stdout)
+    assert three["outputs"]["image"] == image
+    assert three["cost"]["hourly_min"] > one["cost"]["hourly_min"]  # three replicas at least
