@@ -46,7 +46,8 @@ class GcpProvider(CloudProvider):
 
     name = "gcp"
     extra = "gcp"
-    # the stack needs only pulumi-gcp; the storage client serves model upload (a later issue)
+    # plan needs only pulumi-gcp; model upload, keys and promote's watch load the Google
+    # clients they use when they run
     sdk_modules = ("pulumi_gcp",)
     display_name = "GCP"
     registry_label = "Artifact Registry"
