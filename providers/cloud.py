@@ -181,11 +181,14 @@ class CloudProvider(Provider):
                 hint=f"llmcloud up --provider {self.name} --stack {ctx.stack}")
         return str(value)
 
-    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+    def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                         timeout: float) -> bool:
         """Wait until the servers of the update begun at ``since`` have taken over, by the
-        cloud's own account of it; True when it said so, False when this cloud's update
-        already waits (or cannot be watched). Raises `DeploymentError` for a rollout that
-        failed, which `promote` answers by putting the previous version back."""
+        cloud's own account of it; ``outputs`` are the stack's, as that update left them.
+        True when the cloud said so, False when this cloud's update already waits (or
+        there are no servers to roll, or they cannot be watched). Raises `DeploymentError`
+        for a rollout that failed, which `promote` answers by putting the previous version
+        back."""
         return False
 
     def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
     since = datetime.now(timezone.utc) - timedelta(seconds=60)
     try:
         outputs = engine.up()
-        rolled = provider.wait_for_rollout(ctx, since, timeout)
+        rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
     except (LlmcloudError, KeyboardInterrupt) as failure:
         reason = getattr(failure, "message", "interrupted")

@@ -190,7 +190,8 @@ class AwsProvider(CloudProvider):
             note="a blue/green update runs the old and the new fleet side by side while the "
                  "new one bakes (about 10 minutes)")]
 
-    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+    def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                         timeout: float) -> bool:
         """The server group's instance refresh, watched to its end (`refresh_wait.py`). A
         SageMaker endpoint's update already waits, and rolls back on its alarms, by itself."""
         if ctx.spec.compute.kind == "sagemaker":

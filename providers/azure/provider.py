@@ -69,15 +69,16 @@ class AzureProvider(CloudProvider):
     def check_credentials(self, environ: Mapping[str, str]) -> None:
         check_azure(environ)
 
-    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+    def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                         timeout: float) -> bool:
         """The scale set's rolling upgrade, watched to its end (`upgrade_wait.py`)."""
         from llmcloud.providers.azure.arm import Arm
         from llmcloud.providers.azure.upgrade_wait import wait_for_upgrade
 
-        self.check_credentials(ctx.environ)
-        scale_set = self._engine(ctx, "outputs").outputs().get("scale_set_id")
+        scale_set = outputs.get("scale_set_id")
         if not scale_set:  # a first `up` (registry and store only) has no servers to roll
             return False
+        self.check_credentials(ctx.environ)
         arm = Arm(ctx.environ)
         return wait_for_upgrade(lambda address: arm.request("GET", address),
                                 arm.endpoint + str(scale_set), since, timeout=timeout,

@@ -160,14 +160,17 @@ class GcpProvider(CloudProvider):
             notes.append(f"{region} is priced as us-central1; check the region's prices")
         return PriceSheet(lines, table.price_date, table.source, notes=notes)
 
-    def wait_for_rollout(self, ctx: StackContext, since: datetime, timeout: float) -> bool:
+    def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                         timeout: float) -> bool:
         """The regional instance group's update, watched to its end (`group_wait.py`)."""
-        from llmcloud.providers.gcp import naming
         from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url, wait_for_group
 
+        group = outputs.get("instance_group")
+        if not group:  # a first `up` (registry and store only) has no servers to roll
+            return False
         session, project = self._google(ctx)
-        url = group_url(project, ctx.spec.region or DEFAULT_REGION,
-                        naming.resource_name(ctx.stack, "gpu"), ctx.environ.get(ENDPOINT_OVERRIDE))
+        url = group_url(project, ctx.spec.region or DEFAULT_REGION, str(group),
+                        ctx.environ.get(ENDPOINT_OVERRIDE))
         return wait_for_group(session, url, since, timeout=timeout)
 
     def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:

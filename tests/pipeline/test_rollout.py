@@ -44,7 +44,7 @@ class FakeProvider:
     def supports(self, operation):
         pass
 
-    def wait_for_rollout(self, ctx, since, timeout):
+    def wait_for_rollout(self, ctx, outputs, since, timeout):
         self.watched.append(since)
         if self.rollout_error is not None and len(self.watched) == 1:
             raise self.rollout_error

@@ -98,11 +98,11 @@ def test_the_provider_watches_the_stacks_group_in_its_region(monkeypatch, tmp_pa
         (service, region_name)) or client)
     environ = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
     ctx = StackContext(tmp_path, "prod", aws_spec(region="eu-west-1"), environ=environ)
-    assert AwsProvider().wait_for_rollout(ctx, SINCE, 60) is True
+    assert AwsProvider().wait_for_rollout(ctx, {}, SINCE, 60) is True
     assert made == [("autoscaling", "eu-west-1")]
     assert client.calls[0][1]["AutoScalingGroupName"] == GROUP
     # a SageMaker endpoint's update waits, and rolls back, by itself
     sagemaker = StackContext(tmp_path, "prod", aws_spec(compute={"kind": "sagemaker"}),
                              environ=environ)
-    assert AwsProvider().wait_for_rollout(sagemaker, SINCE, 60) is False
+    assert AwsProvider().wait_for_rollout(sagemaker, {}, SINCE, 60) is False
     assert len(made) == 1

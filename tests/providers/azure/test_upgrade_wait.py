@@ -14,7 +14,7 @@ import requests
 from llmcloud.providers.azure.arm import management_endpoint
 from llmcloud.providers.azure.upgrade_wait import API_VERSION, START_GRACE_S, wait_for_upgrade
 from llmcloud.stacks.errors import CredentialsError, DeploymentError
-from tests.providers.fakes import Answer, AzureToken, Clock, JsonApi, Outputs, serving
+from tests.providers.fakes import Answer, AzureToken, Clock, JsonApi, serving
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 SCALE_SET = ("/subscriptions/sub/resourceGroups/llm-prod-rg/providers/Microsoft.Compute/"
@@ -133,7 +133,7 @@ class FakeResourceManager(JsonApi):
                     else upgrade("Completed", ok=2))
 
 
-def provider_context(monkeypatch, tmp_path, outputs):
+def provider_context(monkeypatch, tmp_path):
     import azure.identity
 
     from llmcloud.providers.azure import upgrade_wait
@@ -143,7 +143,6 @@ def provider_context(monkeypatch, tmp_path, outputs):
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", AzureToken)
     monkeypatch.setattr(AzureToken, "scopes", [])
-    monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, operation: Outputs(outputs))
     monkeypatch.setattr(upgrade_wait.time, "sleep", lambda seconds: None)
     environ = {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s"}
     return AzureProvider(), StackContext(tmp_path, "prod", azure_spec(), environ=environ)
@@ -153,23 +152,23 @@ def test_the_provider_watches_the_stacks_scale_set_with_a_resource_manager_token
         monkeypatch, tmp_path):
     from llmcloud.providers.azure import arm
 
-    provider, ctx = provider_context(monkeypatch, tmp_path, {"scale_set_id": SCALE_SET})
+    provider, ctx = provider_context(monkeypatch, tmp_path)
     with serving(FakeResourceManager) as url:
         monkeypatch.setitem(arm.ENDPOINTS, "public", url)
-        assert provider.wait_for_rollout(ctx, SINCE, 60) is True
+        assert provider.wait_for_rollout(ctx, {"scale_set_id": SCALE_SET}, SINCE, 60) is True
     assert FakeResourceManager.asked == [
         (f"{SCALE_SET}/rollingUpgrades/latest?api-version={API_VERSION}", "Bearer token-1")] * 2
     assert set(AzureToken.scopes) == {f"{url}/.default"}
 
 
 def test_a_refused_token_is_a_credentials_error(monkeypatch, tmp_path):
-    provider, ctx = provider_context(monkeypatch, tmp_path, {"scale_set_id": SCALE_SET})
+    provider, ctx = provider_context(monkeypatch, tmp_path)
     monkeypatch.setattr(AzureToken, "refuse", True)
     with pytest.raises(CredentialsError) as refused:
-        provider.wait_for_rollout(ctx, SINCE, 60)
+        provider.wait_for_rollout(ctx, {"scale_set_id": SCALE_SET}, SINCE, 60)
     assert "AADSTS700016" in refused.value.context
 
 
 def test_a_stack_without_servers_has_nothing_to_watch(monkeypatch, tmp_path):
-    provider, ctx = provider_context(monkeypatch, tmp_path, {"registry_url": "r"})
-    assert provider.wait_for_rollout(ctx, SINCE, 60) is False
+    provider, ctx = provider_context(monkeypatch, tmp_path)
+    assert provider.wait_for_rollout(ctx, {"registry_url": "r"}, SINCE, 60) is False

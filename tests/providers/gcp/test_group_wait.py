@@ -134,8 +134,11 @@ def test_the_provider_watches_the_stacks_group_in_its_project_and_region(monkeyp
                    "GOOGLE_CLOUD_PROJECT": "my-proj",
                    "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{url}/compute/v1/"}
         ctx = StackContext(tmp_path, "prod", gcp_spec(region="europe-west4"), environ=environ)
-        assert GcpProvider().wait_for_rollout(ctx, SINCE, 60) is True
-    _, outputs = declared("prod")  # the group's name, as the stack declares it
+        _, outputs = declared("prod")  # the group's name, as the stack declares it
+        assert GcpProvider().wait_for_rollout(ctx, outputs, SINCE, 60) is True
+        # a first `up` (registry and store only) has no group to watch
+        first_up = {k: v for k, v in outputs.items() if k != "instance_group"}
+        assert GcpProvider().wait_for_rollout(ctx, first_up, SINCE, 60) is False
     paths = {path for path, _ in FakeCompute.asked}
     assert paths == {"/compute/v1/projects/my-proj/regions/europe-west4/"
                      f"instanceGroupManagers/{outputs['instance_group']}"}
