@@ -9,6 +9,7 @@ digest the registry stored, because stacks deploy images by digest, never by a m
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -232,8 +233,12 @@ def git_commit(folder: Path) -> str | None:
     if not status:
         return commit
     changes = hashlib.sha256((status + (_git(folder, "diff", "HEAD", "--binary") or ""))
-                             .encode()).hexdigest()
-    return f"{commit}-dirty-{changes[:8]}"
+                             .encode())
+    # untracked files are in the build context too, and `git diff` leaves them out
+    for name in (_git(folder, "ls-files", "--others", "--exclude-standard") or "").splitlines():
+        with contextlib.suppress(OSError):
+            changes.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes())
+    return f"{commit}-dirty-{changes.hexdigest()[:8]}"
 
 
 def _git(folder: Path, *args: str) -> str | None:

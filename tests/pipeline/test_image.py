@@ -224,6 +224,9 @@ def test_the_commit_tag_tells_a_checkout_with_uncommitted_changes(tmp_path):
     assert ib.git_commit(tmp_path) not in (clean, edited)  # other changes, another tag
     (tmp_path / "server.py").write_text("print(1)\n")
     (tmp_path / "new.py").write_text("x = 1\n")  # an untracked file is in the build context
-    assert ib.git_commit(tmp_path).startswith(clean + "-dirty-")
+    untracked = ib.git_commit(tmp_path)
+    assert untracked.startswith(clean + "-dirty-")
+    (tmp_path / "new.py").write_text("x = 2\n")  # and so is what it holds
+    assert ib.git_commit(tmp_path) not in (clean, untracked)
     (tmp_path / "new.py").unlink()
     assert ib.git_commit(tmp_path) == clean
