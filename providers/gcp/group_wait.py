@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from llmcloud.providers.api_answers import message
 from llmcloud.stacks.errors import DeploymentError
@@ -27,6 +28,8 @@ ENDPOINT_OVERRIDE = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
 #: answers worth asking again: rate limits and Google's own failures
 RETRIED = frozenset({429, 500, 502, 503, 504})
 MAX_ERRORS_SHOWN = 3
+#: how many pages of the group's errors to read (500 each)
+MAX_ERROR_PAGES = 10
 
 
 def wait_for_group(session: Any, group_url: str, since: datetime, *, timeout: float,
@@ -90,15 +93,29 @@ def _actions(group: dict[str, Any]) -> str:
         "some servers still on the previous version"
 
 
+def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
+    """The group's errors, every page of them (the API answers at most 500 a page, with a
+    `nextPageToken` for the next, in no documented order), up to MAX_ERROR_PAGES."""
+    items: list[dict[str, Any]] = []
+    token = None
+    for _ in range(MAX_ERROR_PAGES):
+        try:
+            answer = _get(session, url + (f"?pageToken={quote(token, safe='')}" if token
+                                          else ""))
+        except DeploymentError:
+            answer = None
+        items += (answer or {}).get("items", [])
+        token = (answer or {}).get("nextPageToken")
+        if not token:
+            break
+    return items
+
+
 def _errors_since(session: Any, url: str, since: datetime) -> str:
     """The group's latest errors since ``since`` (creating or recreating servers), newest
     first, as one line."""
-    try:
-        answer = _get(session, f"{url}/listErrors")
-    except DeploymentError:
-        answer = None
     recent = []
-    for item in (answer or {}).get("items", []):
+    for item in _error_items(session, f"{url}/listErrors"):
         try:
             when = datetime.fromisoformat(item.get("timestamp", ""))
         except ValueError:

@@ -93,6 +93,30 @@ def test_rate_limits_google_failures_and_dropped_connections_are_asked_again():
     assert done is True and len(session.asked) == 4
 
 
+class PagedErrors(FakeSession):
+    """`listErrors` answered in pages, as the API does past 500 errors (`nextPageToken`)."""
+
+    def get(self, url, timeout):
+        if "/listErrors" not in url:
+            return super().get(url, timeout)
+        self.asked.append(url)
+        if url.endswith("/listErrors"):
+            return Answer(200, {"items": [ERRORS["items"][1]], "nextPageToken": "p/2=="})
+        assert url.endswith("/listErrors?pageToken=p%2F2%3D%3D")
+        return Answer(200, {"items": [ERRORS["items"][0]]})
+
+
+def test_a_failed_rollout_reads_every_page_of_the_groups_errors():
+    # regionInstanceGroupManagers.listErrors: maxResults defaults to (and is at most) 500,
+    # the rest come with nextPageToken; this promotion's error is on the second page
+    session = PagedErrors(BUSY)
+    with pytest.raises(DeploymentError) as failed:
+        wait(session, timeout=60)
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED: no a2 left in the zone (x-1)" in failed.value.context
+    assert session.asked[-2:] == [URL + "/listErrors",
+                                  URL + "/listErrors?pageToken=p%2F2%3D%3D"]
+
+
 @pytest.mark.parametrize("status", [403, 404])
 def test_a_refusal_stops_the_wait_with_googles_message(status):
     session = FakeSession(Answer(status, {"error": {"message": "Required 'compute."
