@@ -39,11 +39,14 @@ def latency_query(backend: str, threshold_ms: int) -> str:
             f'> {threshold_ms}')
 
 
-def unhealthy_filter(health_check: str) -> str:
-    """Logs of the load balancer's health checks that found a server unhealthy."""
+def unhealthy_filter(instance_group: str) -> str:
+    """Logs of health checks that found a server of the group unhealthy. A health check's
+    log entry names the group it probed (a `gce_instance_group` resource), not the check:
+    the load balancer's check and the autohealing one both count."""
     return ('logName:"logs/compute.googleapis.com%2Fhealthchecks" AND '
-            f'jsonPayload.healthCheckProbeResult.healthState="UNHEALTHY" AND '
-            f'jsonPayload.healthCheckProbeResult.healthCheckName="{health_check}"')
+            'resource.type="gce_instance_group" AND '
+            f'resource.labels.instance_group_name="{instance_group}" AND '
+            'jsonPayload.healthCheckProbeResult.healthState="UNHEALTHY"')
 
 
 def dashboard_json(title: str, backend: str, group: str, in_flight_metric: str) -> str:
@@ -80,7 +83,6 @@ class MonitoringArgs:
     project: pulumi.Input[str]
     backend_service: str
     instance_group: str
-    health_check: str
     host: pulumi.Input[str]
     https: bool
     timeout_seconds: int
@@ -103,7 +105,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         unhealthy = gcp.logging.Metric(
             f"{name}-unhealthy", name=f"{args.name}-unhealthy-backends", project=args.project,
-            filter=unhealthy_filter(args.health_check),
+            filter=unhealthy_filter(args.instance_group),
             description="health checks that found a model server unhealthy",
             metric_descriptor={"metric_kind": "DELTA", "value_type": "INT64"}, opts=child)
         self.uptime_check = None

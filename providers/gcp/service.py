@@ -155,8 +155,7 @@ class GcpService(pulumi.ComponentResource):
             domain=spec.gateway.domain), opts=child)
         monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             name=name, project=project, backend_service=naming.resource_name(stack, "lb"),
-            instance_group=naming.resource_name(stack, "gpu"),
-            health_check=f"{naming.resource_name(stack, 'lb')}-ready", host=balancer.host,
+            instance_group=naming.resource_name(stack, "gpu"), host=balancer.host,
             https=bool(spec.gateway.domain), timeout_seconds=spec.gateway.timeout_seconds,
             in_flight_metric=IN_FLIGHT_METRIC, labels=labels,
             reachable_from_anywhere="0.0.0.0/0" in spec.network.allowed_cidrs), opts=child)

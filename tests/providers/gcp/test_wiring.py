@@ -269,3 +269,17 @@ def test_a_region_without_the_gpu_fails_the_plan():
     with pytest.raises(ConfigError, match="no zone of southamerica-east1 offers nvidia-l4") as info:
         declare(gcp_spec(region="southamerica-east1"), "dev")
     assert info.value.hint == "set region: asia-northeast1"
+
+
+def test_the_unhealthy_servers_metric_counts_the_groups_failed_health_checks():
+    # A health check's log entry is about the instance group it probed (resource type
+    # gce_instance_group, label instance_group_name); it names no health check, so a
+    # filter on a check's name would never match and the alert would never fire.
+    resources, _ = declared()
+    metric = one(resources, "gcp:logging/metric:Metric")
+    mig = one(resources, MIG)
+    assert metric.inputs["filter"] == (
+        'logName:"logs/compute.googleapis.com%2Fhealthchecks" AND '
+        'resource.type="gce_instance_group" AND '
+        f'resource.labels.instance_group_name="{mig.inputs["name"]}" AND '
+        'jsonPayload.healthCheckProbeResult.healthState="UNHEALTHY"')
