@@ -47,6 +47,9 @@ class GpuPoolArgs:
     #: what must exist before a server boots (the log group its container logs to)
     boot_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    #: tags for the group and what it launches (instances, volumes): the provider's
+    #: default tags reach neither an Auto Scaling group nor the instances it starts
+    instance_tags: dict[str, str] = field(default_factory=dict)
 
 
 class GpuPool(pulumi.ComponentResource):
@@ -64,6 +67,7 @@ class GpuPool(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:GpuPool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        launched = {**args.tags, **args.instance_tags}
         ami = aws.ssm.get_parameter_output(name=DLAMI_PARAMETER,
                                            opts=pulumi.InvokeOutputOptions(parent=self)).value
         user_data = pulumi.Output.from_input(args.user_data).apply(
@@ -83,7 +87,7 @@ class GpuPool(pulumi.ComponentResource):
                                  "delete_on_termination": "true",
                                  "security_groups": [args.security_group_id]}],
             monitoring={"enabled": True}, user_data=user_data,
-            tag_specifications=[{"resource_type": kind, "tags": {**args.tags,
+            tag_specifications=[{"resource_type": kind, "tags": {**launched,
                                                                  "Name": args.asg_name}}
                                 for kind in ("instance", "volume")],
             tags=args.tags, opts=child)
@@ -122,7 +126,7 @@ class GpuPool(pulumi.ComponentResource):
                 "skip_matching": True, "scale_in_protected_instances": "Refresh",
                 "standby_instances": "Terminate"}},
             tags=[{"key": k, "value": v, "propagate_at_launch": False}
-                  for k, v in args.tags.items()],
+                  for k, v in launched.items()],
             **placement,
             # the autoscaler owns the desired capacity; an update must not reset it
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"],

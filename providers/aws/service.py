@@ -176,7 +176,8 @@ class AwsService(pulumi.ComponentResource):
             alb_request_label=pulumi.Output.concat(balancer.alb.arn_suffix, "/",
                                                    balancer.target_group.arn_suffix),
             spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
-            boot_ready=[monitoring.log_group, identity.policy]), opts=child)
+            boot_ready=[monitoring.log_group, identity.policy],
+            instance_tags=stack_tags(spec, stack)), opts=child)
         gateway = _gateway(name, spec, options, monitoring.key_arn, child, AlbBackend(
             alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
             listener=balancer.listener, subnet_ids=network.private_subnet_ids,

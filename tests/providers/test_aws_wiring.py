@@ -287,3 +287,18 @@ def test_servers_boot_after_their_log_group_and_grants_exist():
     # server stayed broken until the group's grace period replaced it
     policy = one(resources, "aws:iam/rolePolicy:RolePolicy", "identity-server").name
     assert policy in one(resources, ASG).depends_on
+
+
+def test_the_servers_and_their_volumes_carry_the_stacks_tags():
+    # the provider's default tags reach neither an Auto Scaling group nor the instances and
+    # volumes it launches (Pulumi: aws.getDefaultTags; HashiCorp: "Default Tags in the
+    # Terraform AWS Provider"): the group and its launch template must carry them
+    resources, _ = declared(stack="prod", tags={"team": "ml"})
+    wanted = {"llmcloud:stack": "prod", "llmcloud:model": "qwen2-5-0-5b-instruct",
+              "team": "ml"}
+    specs = one(resources, LT).inputs["tagSpecifications"]
+    assert {s["resourceType"] for s in specs} == {"instance", "volume"}
+    for spec in specs:
+        assert spec["tags"] == {**wanted, "Name": "llm-prod-gpu"}, spec["resourceType"]
+    group_tags = {t["key"]: t["value"] for t in one(resources, ASG).inputs["tags"]}
+    assert group_tags == wanted
