@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from llmcloud.providers.api_answers import message
+from llmcloud.providers.api_answers import api_time, message
 from llmcloud.stacks.errors import DeploymentError
 
 API_VERSION = "2024-07-01"
@@ -91,10 +91,7 @@ def _get(get: Callable[[str], Any], url: str) -> dict[str, Any] | None:
 
 
 def _started(status: dict[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(status.get("startTime") or "")
-    except ValueError:
-        return None
+    return api_time(status.get("startTime"))
 
 
 def _progress(properties: dict[str, Any]) -> str:

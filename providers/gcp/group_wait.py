@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from llmcloud.providers.api_answers import message
+from llmcloud.providers.api_answers import api_time, message
 from llmcloud.stacks.errors import DeploymentError
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1/"
@@ -116,11 +116,8 @@ def _errors_since(session: Any, url: str, since: datetime) -> str:
     first, as one line."""
     recent = []
     for item in _error_items(session, f"{url}/listErrors"):
-        try:
-            when = datetime.fromisoformat(item.get("timestamp", ""))
-        except ValueError:
-            continue
-        if when >= since:
+        when = api_time(item.get("timestamp"))
+        if when is not None and when >= since:
             error = item.get("error") or {}
             instance = ((item.get("instanceActionDetails") or {}).get("instance") or "")
             recent.append((when, f"{error.get('code', 'ERROR')}: {error.get('message', '')}"

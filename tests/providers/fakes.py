@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -87,3 +89,15 @@ class AzureToken:
             raise ClientAuthenticationError("AADSTS700016: application not found")
         type(self).scopes.append(scope)
         return AccessToken("token-1", 2**31)
+
+
+class Python310Datetime(datetime):
+    """`datetime` as Python 3.10 (the oldest the project supports) parses: no `Z`, and three
+    or six fractional digits only."""
+
+    @classmethod
+    def fromisoformat(cls, text):
+        fraction = re.search(r"\.(\d+)", text)
+        if text.endswith("Z") or (fraction and len(fraction[1]) not in (3, 6)):
+            raise ValueError(f"Invalid isoformat string: {text!r}")
+        return datetime.fromisoformat(text)

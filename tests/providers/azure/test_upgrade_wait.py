@@ -14,7 +14,14 @@ import requests
 from llmcloud.providers.azure.arm import management_endpoint
 from llmcloud.providers.azure.upgrade_wait import API_VERSION, START_GRACE_S, wait_for_upgrade
 from llmcloud.stacks.errors import CredentialsError, DeploymentError
-from tests.providers.fakes import Answer, AzureToken, Clock, JsonApi, serving
+from tests.providers.fakes import (
+    Answer,
+    AzureToken,
+    Clock,
+    JsonApi,
+    Python310Datetime,
+    serving,
+)
 
 SINCE = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 SCALE_SET = ("/subscriptions/sub/resourceGroups/llm-prod-rg/providers/Microsoft.Compute/"
@@ -99,6 +106,23 @@ def test_an_upgrade_that_never_ends_is_cancelled_and_a_failed_rollout():
 def test_no_upgrade_within_the_grace_means_nothing_was_replaced():
     done, clock = wait(FakeArm(OLDER))  # only an earlier update's, however long it waits
     assert done is False and START_GRACE_S <= clock.now < START_GRACE_S + 30
+
+
+@pytest.mark.parametrize("started", ["2026-11-30T12:01:10.1234567+00:00",
+                                     "2026-11-30T12:01:10.1234567Z", "2026-11-30T12:01:10Z"])
+def test_resource_managers_start_times_are_read_on_every_supported_python(monkeypatch,
+                                                                           started):
+    # Resource Manager writes seven fractional digits ("2018-07-24T17:46:06.1248429+00:00" in
+    # the scale set upgrade docs); Python 3.10's fromisoformat refuses them, and an unread
+    # start looked like no upgrade at all: the promotion was confirmed without watching it
+    from llmcloud.providers import api_answers
+
+    monkeypatch.setattr(api_answers, "datetime", Python310Datetime)
+    arm = FakeArm(upgrade("RollingForward", started=started, busy=1),
+                  upgrade("Faulted", started=started, failed=1))
+    with pytest.raises(DeploymentError) as failed:
+        wait(arm)
+    assert failed.value.message == "the scale set's rolling upgrade ended Faulted"
 
 
 def test_rate_limits_azure_failures_and_dropped_connections_are_asked_again():
