@@ -18,14 +18,13 @@ BASE_REGION = "eastus"
 SAME_AS_BASE = frozenset({"eastus"})
 HOURS_PER_MONTH = 730
 
-#: GPU sizes llmcloud sizes for: (GPUs, GPU memory per GPU in GB, USD per hour)
+#: GPU sizes llmcloud sizes for: (GPUs, GPU memory per GPU in GB, USD per hour); not the NV
+#: A10 v5 sizes, which the servers' image cannot drive (`provider.GRID_ONLY_SIZE`)
 GPU_SIZES: dict[str, tuple[int, int, float]] = {
     "Standard_NC4as_T4_v3": (1, 16, 0.526),
     "Standard_NC8as_T4_v3": (1, 16, 0.752),
     "Standard_NC16as_T4_v3": (1, 16, 1.204),
     "Standard_NC64as_T4_v3": (4, 16, 4.352),
-    "Standard_NV36ads_A10_v5": (1, 24, 3.20),
-    "Standard_NV72ads_A10_v5": (2, 24, 6.40),
     "Standard_NC24ads_A100_v4": (1, 80, 3.673),
     "Standard_NC48ads_A100_v4": (2, 80, 7.346),
     "Standard_NC96ads_A100_v4": (4, 80, 14.692),

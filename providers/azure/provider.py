@@ -45,6 +45,9 @@ _LOCATION_NAME = re.compile(r"[a-z][a-z0-9]{2,40}")
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
 ALERT_COUNT = 4
+#: the A10 sizes (NVads A10 v5, NCads A10 v4) run partitioned GPUs that take only NVIDIA's
+#: GRID driver; the Ubuntu HPC image carries the datacenter (CUDA) driver, which they refuse
+GRID_ONLY_SIZE = re.compile(r"Standard_N[CV]\d+ad[a-z]*_A10_v[45]", re.IGNORECASE)
 
 class AzureProvider(CloudProvider):
     """Deploys the service on Azure with pulumi-azure-native."""
@@ -152,6 +155,14 @@ class AzureProvider(CloudProvider):
                 context="API Management's custom domains need a certificate in Key Vault",
                 hint="unset gateway.domain; the endpoint is https://<service>.azure-api.net")
         size = spec.compute.instance_type or DEFAULT_VM_SIZE
+        if GRID_ONLY_SIZE.fullmatch(size):
+            raise ConfigError(
+                f"compute.instance_type {size} needs NVIDIA's GRID driver",
+                context="the servers run the Ubuntu HPC image, whose datacenter driver does "
+                        "not drive the A10 sizes' partitioned GPUs: the server would find no "
+                        "GPU",
+                hint=f"set compute.instance_type to an NC size such as {DEFAULT_VM_SIZE} or "
+                     "Standard_NC4as_T4_v3")
         check_gpus(spec, gpus_of(size), size, {s: v[0] for s, v in GPU_SIZES.items()},
                    "Azure")
         check_copies(spec, gpus_of(size, spec.compute.gpus), size)

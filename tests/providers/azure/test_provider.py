@@ -136,3 +136,14 @@ def test_a_drain_longer_than_a_deleted_vm_may_wait_is_refused():
         run_plan(azure_spec(server={"drain_timeout_seconds": 856}), "dev")
     assert "drain_timeout_seconds 856" in info.value.message
     assert info.value.hint == "set server.drain_timeout_seconds to at most 855"
+
+
+@pytest.mark.parametrize("size", ["Standard_NV36ads_A10_v5", "Standard_NV72ads_A10_v5"])
+def test_a10_sizes_that_need_the_grid_driver_are_refused(size):
+    # NVadsA10 v5 takes only NVIDIA's GRID driver (the GPU driver extension's default for
+    # the family); the Ubuntu HPC image carries the datacenter driver, so the server would
+    # boot without a GPU and never pass its probe
+    with pytest.raises(ConfigError) as info:
+        run_plan(azure_spec(compute={"instance_type": size}), "dev")
+    assert f"{size} needs NVIDIA's GRID driver" in info.value.message
+    AzureProvider().check_spec(azure_spec(compute={"instance_type": "Standard_NC4as_T4_v3"}))
