@@ -154,8 +154,12 @@ class GpuPool(pulumi.ComponentResource):
             instance_lifecycle_policy={"default_action_on_failure": "REPAIR",
                                        "force_update_on_repair": "YES"},
             wait_for_instances=False,
-            # the autoscaler owns the size; an update must not reset it
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["targetSize"]))
+            # The autoscaler owns the size; an update must not reset it. The zones are fixed
+            # when the group is made (the API cannot change them: a change replaces the
+            # group, every server at once); a later up that finds a zone DOWN, or a newer
+            # zone table, must not do that behind the user's back.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[
+                "targetSize", "distributionPolicyZones"]))
         gcp.compute.RegionAutoscaler(
             f"{name}-autoscaler", name=args.name, region=args.region,
             target=self.group.id, autoscaling_policy=autoscaling_policy(

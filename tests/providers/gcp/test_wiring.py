@@ -283,3 +283,12 @@ def test_the_unhealthy_servers_metric_counts_the_groups_failed_health_checks():
         'resource.type="gce_instance_group" AND '
         f'resource.labels.instance_group_name="{mig.inputs["name"]}" AND '
         'jsonPayload.healthCheckProbeResult.healthState="UNHEALTHY"')
+
+
+def test_a_zone_down_at_a_later_up_does_not_replace_the_group():
+    # distributionPolicyZones cannot change in place (the provider replaces the group: every
+    # server at once, and a same-named new group fails with alreadyExists); the zones come
+    # from the region's UP zones, which a zone's outage or maintenance changes
+    resources, _ = declared()
+    mig = one(resources, MIG)
+    assert {"targetSize", "distributionPolicyZones"} <= set(mig.ignore_changes)
