@@ -94,7 +94,9 @@ class EndpointMonitoring(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold", threshold=FIVE_XX_PERCENT,
             evaluation_periods=5, datapoints_to_alarm=3, treat_missing_data="notBreaching",
             metric_queries=[
-                {"id": "rate", "expression": "100 * errors / MAX([invocations, 1])",
+                # (a minute without a 5xx has no Invocation5XXErrors data point)
+                {"id": "rate", "expression": "IF(invocations > 0, 100 * FILL(errors, 0) / "
+                                             "invocations, 0)",
                  "label": "5xx %", "return_data": True},
                 _query("errors", "Invocation5XXErrors", dims),
                 _query("invocations", "Invocations", dims)],

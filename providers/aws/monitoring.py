@@ -114,7 +114,10 @@ class Monitoring(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold", threshold=FIVE_XX_PERCENT,
             evaluation_periods=5, datapoints_to_alarm=3, treat_missing_data="notBreaching",
             metric_queries=[
-                {"id": "rate", "expression": "100 * (errors_t + errors_lb) / MAX([requests, 1])",
+                # 5xx counts have no data point in a minute without one: unfilled, the sum
+                # has none either, and the alarm (missing = not breaching) never fires
+                {"id": "rate", "expression": "IF(requests > 0, 100 * (FILL(errors_t, 0) + "
+                                             "FILL(errors_lb, 0)) / requests, 0)",
                  "label": "5xx %", "return_data": True},
                 _query("errors_t", "HTTPCode_Target_5XX_Count", lb),
                 _query("errors_lb", "HTTPCode_ELB_5XX_Count", lb),

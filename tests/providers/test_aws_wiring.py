@@ -302,3 +302,23 @@ def test_the_servers_and_their_volumes_carry_the_stacks_tags():
         assert spec["tags"] == {**wanted, "Name": "llm-prod-gpu"}, spec["resourceType"]
     group_tags = {t["key"]: t["value"] for t in one(resources, ASG).inputs["tags"]}
     assert group_tags == wanted
+
+
+@pytest.mark.parametrize("flavour", ["servers", "sagemaker"])
+def test_the_5xx_rate_alarm_counts_minutes_without_errors_as_zero(flavour):
+    # ALB and SageMaker publish a 5xx count only in minutes that had one: in CloudWatch's
+    # metric math a sum or quotient with a series that has no point there has none either,
+    # so without FILL the rate was missing whenever one of its counts was (e.g. no 5xx from
+    # the load balancer itself) and the alarm, missing = not breaching, never fired
+    resources, _ = (declared(compute={"kind": "sagemaker"}, model={"name": "t5", "version": "v1"})
+                    if flavour == "sagemaker" else declared())
+    alarm = next(r for r in of_type(resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
+                 if "5xx" in r.name)
+    queries = {q["id"]: q for q in alarm.inputs["metricQueries"]}
+    rate = queries["rate"]["expression"]
+    counts = [i for i, q in queries.items()
+              if "metric" in q and "5XX" in q["metric"]["metricName"]]
+    assert counts and all(f"FILL({i}, 0)" in rate for i in counts)
+    total = next(i for i, q in queries.items()
+                 if "metric" in q and "5XX" not in q["metric"]["metricName"])
+    assert rate.startswith(f"IF({total} > 0, ") and rate.endswith(f"/ {total}, 0)")
