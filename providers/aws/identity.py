@@ -22,7 +22,6 @@ class IdentityArgs:
     repository_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     model_name: str
-    parameters_path: str
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -36,8 +35,7 @@ class Identity(pulumi.ComponentResource):
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        account, region = account_and_region(self)
-        parameters_arn = f"arn:aws:ssm:{region}:{account}:parameter{args.parameters_path}/*"
+        _, region = account_and_region(self)
 
         self.role = aws.iam.Role(f"{name}-server",
                                  assume_role_policy=json.dumps(
@@ -48,8 +46,8 @@ class Identity(pulumi.ComponentResource):
                                      args.log_group_arn).apply(
             lambda arns: json.dumps(server_policy(
                 bucket_arn=arns[0], model_name=args.model_name, store_key_arn=arns[1],
-                repository_arn=arns[2], log_group_arn=arns[3], parameters_arn=parameters_arn,
-                region=region, metric_namespace=METRIC_NAMESPACE)))
+                repository_arn=arns[2], log_group_arn=arns[3], region=region,
+                metric_namespace=METRIC_NAMESPACE)))
         #: what a server may do; servers boot only once it exists
         self.policy = aws.iam.RolePolicy(f"{name}-server", role=self.role.id, policy=document,
                                          opts=child)

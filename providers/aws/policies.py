@@ -91,7 +91,6 @@ def server_policy(
     store_key_arn: str,
     repository_arn: str,
     log_group_arn: str,
-    parameters_arn: str,
     region: str,
     metric_namespace: str,
 ) -> Doc:
@@ -116,9 +115,6 @@ def server_policy(
         {"Sid": "WriteLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": f"{log_group_arn}:*"},
-        {"Sid": "ReadParameters", "Effect": "Allow",
-         "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
-         "Resource": parameters_arn},
         # PutMetricData takes no resource ARN; the condition pins it to llmcloud's namespace
         {"Sid": "PublishInFlight", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
          "Resource": "*",

@@ -148,7 +148,7 @@ class AwsService(pulumi.ComponentResource):
         identity = Identity(f"{name}-identity", IdentityArgs(
             bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
             repository_arn=registry.repository.arn, log_group_arn=monitoring.log_group.arn,
-            model_name=model, parameters_path=f"/llmcloud/{naming.slug(stack)}"), opts=child)
+            model_name=model), opts=child)
 
         user_data = pulumi.Output.all(image, model_uri).apply(lambda v: render_user_data(
             ServerLaunch(region=region, image=v[0], model_uri=v[1],

@@ -185,13 +185,15 @@ def test_price_table_is_dated_and_flags_estimated_regions():
 
 def test_server_policy_names_every_resource():
     doc = server_policy(bucket_arn="arn:aws:s3:::b", model_name="m", store_key_arn="k",
-                        repository_arn="r", log_group_arn="lg", parameters_arn="p",
-                        region="us-east-1", metric_namespace="llmcloud")
+                        repository_arn="r", log_group_arn="lg", region="us-east-1",
+                        metric_namespace="llmcloud")
     actions = [a for s in doc["Statement"] for a in (
         [s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [a for a in actions if a == "*" or a.endswith(":*")]
     assert {s["Resource"] for s in doc["Statement"]} == {
-        "arn:aws:s3:::b/models/m/*", "arn:aws:s3:::b", "k", "r", "*", "lg:*", "p"}
+        "arn:aws:s3:::b/models/m/*", "arn:aws:s3:::b", "k", "r", "*", "lg:*"}
+    # nothing on the servers reads Parameter Store: no grant for it either
+    assert not [a for a in actions if a.startswith("ssm:")]
 
 
 def test_log_bucket_admits_only_the_log_deliverers():
