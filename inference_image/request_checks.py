@@ -51,9 +51,10 @@ def common_checks(request, served: list[str], endpoint: str) -> None:
     if request.seed is not None and not SEED_MIN <= request.seed <= SEED_MAX:
         raise ApiError(400, f"seed must be a 64-bit integer, between {SEED_MIN} and "
                        f"{SEED_MAX}, got {request.seed}", param="seed", code="invalid_value")
-    if request.top_p is not None and not 0 < request.top_p <= 1:
-        raise ApiError(400, f"top_p must be in (0, 1], got {request.top_p}", param="top_p",
-                       code="invalid_value")
+    # 0 as OpenAI takes it (vLLM refuses it): the likeliest token only, as a tiny top_p
+    if request.top_p is not None and not 0 <= request.top_p <= 1:
+        raise ApiError(400, f"top_p must be between 0 and 1, got {request.top_p}",
+                       param="top_p", code="invalid_value")
     stops = stops_of(request.stop)
     if len(stops) > MAX_STOP_STRINGS:
         raise ApiError(400, f"at most {MAX_STOP_STRINGS} stop sequences are allowed",
