@@ -237,8 +237,11 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
     if ended:
         counts = gen.usage
         usage = {"input_tokens": counts.prompt_tokens,
+                 # cache_write_tokens: OpenAI's types require it (tokens billed for
+                 # writing to its prompt cache); writing to this server's costs nothing.
                  "input_tokens_details": {
-                     "cached_tokens": counts.prompt_tokens_details.cached_tokens},
+                     "cached_tokens": counts.prompt_tokens_details.cached_tokens,
+                     "cache_write_tokens": 0},
                  "output_tokens": counts.completion_tokens,
                  "output_tokens_details": {"reasoning_tokens": _reasoning_tokens(
                      serving, gen, thought)},
