@@ -221,6 +221,10 @@ class ChatCompletionRequest(_SamplingFields):
     # the server runs.
     chat_template: str | None = None
     include_reasoning: bool = True  # vLLM's: false leaves a reasoning model's thinking out
+    # OpenAI's deprecated function calling, which `tools` replaced: refused by name (ignored
+    # as unknown fields, a client relying on them would get no call and no error)
+    functions: list[Any] | None = None
+    function_call: Any = None
 
 
 class TokenizeRequest(_Request):

@@ -262,6 +262,12 @@ class OpenAIServing:
         if request.top_logprobs and not request.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true", param="top_logprobs",
                            code="invalid_value")
+        for legacy in ("functions", "function_call"):
+            if getattr(request, legacy) is not None:
+                raise ApiError(400, f"{legacy} is OpenAI's deprecated function calling, which "
+                               "this server does not serve: send the functions as `tools` "
+                               "(type function) and choose one with `tool_choice`",
+                               param=legacy, code="unsupported_value")
         if request.chat_template is not None:
             raise ApiError(400, "a chat template sent with the request is not run (a template "
                            "is code the server runs); this server renders chats with the "

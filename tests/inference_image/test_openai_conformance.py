@@ -110,3 +110,21 @@ def test_top_p_zero_samples_the_likeliest_token(causal_client):
                                                    max_tokens=8, temperature=1.5, top_p=0,
                                                    seed=seed)
         assert nucleus.choices[0].text == greedy.choices[0].text
+
+
+@pytest.mark.parametrize("legacy", [
+    {"functions": [{"name": "get_weather", "parameters": {"type": "object"}}]},
+    {"function_call": "auto"},
+    {"function_call": {"name": "get_weather"}},
+])
+def test_deprecated_function_calling_is_refused_by_name(legacy):
+    # OpenAI still takes `functions` and `function_call` (deprecated for `tools`); read as
+    # unknown fields they were dropped, and a client relying on them got an answer with
+    # no call and no error
+    client, _, engine = serve(build_tokenizer(HERMES_TEMPLATE))
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="fake-model", messages=USER, max_tokens=2,
+                                       **legacy)
+    assert error.value.param == next(iter(legacy))
+    assert error.value.code == "unsupported_value" and "`tools`" in error.value.message
+    assert engine.requests == []
