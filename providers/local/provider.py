@@ -141,7 +141,7 @@ class LocalProvider(Provider):
             api_key, key_id = created["key"], created["id"]
         try:
             result = self._start_or_converge(state_file, desired, ctx.environ)
-        except Exception:
+        except BaseException:  # Ctrl-C included: the next `up` must make (and show) a key
             if api_key is not None:  # never shown, so never valid
                 with contextlib.suppress(LlmcloudError):
                     self.keys_revoke(ctx, key_id)
