@@ -5,10 +5,11 @@ repeat. A new replica that is not ready in time fails the rollout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from llmcloud.providers.local.pool import Replica
-from llmcloud.providers.local.supervisor import Supervisor
+from llmcloud.providers.local.supervisor import StartFailed, Supervisor
 
 Progress = Callable[[str], None]
 
@@ -30,7 +31,10 @@ async def roll(
         old = [r for r in serving if r.version != target or r.config_id != supervisor.config_id]
         if not old and len(serving) >= supervisor.desired:
             return replaced
-        new = await supervisor.start(target, supervised=False)
+        try:
+            new = await supervisor.start(target, supervised=False)
+        except StartFailed as exc:
+            raise RolloutFailed(str(exc)) from None
         progress(f"replica {new.id} starting on {target} (port {new.port})")
         if not await supervisor.wait_ready(new, ready_timeout):
             why = "exited while starting" if not supervisor.running(new) else (
@@ -57,7 +61,8 @@ async def scale(supervisor: Supervisor, count: int, version: str, ready_timeout:
     if len(serving) < count:
         progress(f"starting {count - len(serving)} replica(s) on {version}")
         for _ in range(count - len(serving)):
-            await supervisor.start(version)
+            with contextlib.suppress(StartFailed):  # the supervisor tries it again
+                await supervisor.start(version)
     for victim in sorted(serving, key=_retire_order)[: max(0, len(serving) - count)]:
         progress(f"draining replica {victim.id}")
         await supervisor.retire(victim)

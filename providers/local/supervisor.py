@@ -25,6 +25,10 @@ READMIT_AFTER = 2  # passing health checks before an ejected replica takes traff
 MAX_BACKOFF = 30.0
 
 
+class StartFailed(Exception):
+    """A replica's process could not be started at all (its command is missing, say)."""
+
+
 @dataclass
 class ReplicaSettings:
     """How replicas are started: the server command and the arguments every replica gets."""
@@ -108,11 +112,23 @@ class Supervisor:
         ]
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.settings.log_dir / f"replica-{replica_id}.log", "ab") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
-                env=replica_environment(os.environ),
-            )
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
+                    env=replica_environment(os.environ),
+                )
+            except OSError as exc:
+                # As a replica that exits at once: counted (`up` stops waiting after a few),
+                # said in its log, and tried again with backoff when supervised. Before, the
+                # error ended the start task and `up` waited the whole ready timeout.
+                why = f"cannot run {args[0]}: {exc}"
+                log_file.write(f"{why}\n".encode())
+                log.error("replica %s: %s", replica_id, why)
+                self.failures += 1
+                if supervised and not self.closed:
+                    self._spawn(self._heal(version))
+                raise StartFailed(f"replica {replica_id} {why}") from None
         replica = Replica(id=replica_id, port=port, version=version, pid=process.pid,
                           started=start_time(process.pid), config_id=self.config_id)
         self._processes[replica_id] = process
@@ -191,7 +207,8 @@ class Supervisor:
         if self.closed or len(self.serving()) >= self.desired:
             return
         self.restarts += 1
-        await self.start(version)
+        with contextlib.suppress(StartFailed):  # start() has planned the next try
+            await self.start(version)
 
     def serving(self) -> list[Replica]:
         """Replicas that are not being retired (ready or starting)."""
