@@ -52,6 +52,12 @@ _HOP = {
 }
 _DROP_UPSTREAM = _HOP | {b"authorization"}
 
+
+def _connection_options(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """The headers `Connection` names: hop-by-hop too (RFC 9110 7.6.1), not passed on."""
+    return {option.strip().lower() for name, value in headers if name.lower() == b"connection"
+            for option in value.split(b",")}
+
 AdminApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
@@ -271,7 +277,8 @@ class Gateway:
 
     async def _relay(self, upstream: Response, send: Send, state: dict[str, Any],
                      replica: Replica, attempts: int, started: float) -> None:
-        headers = [(k, v) for k, v in upstream.headers if k.lower() not in _HOP]
+        drop = _HOP | _connection_options(upstream.headers)
+        headers = [(k, v) for k, v in upstream.headers if k.lower() not in drop]
         headers.append((b"x-llmcloud-replica", replica.id.encode()))
         headers.append((b"x-llmcloud-attempts", str(attempts).encode()))
         if upstream.length is not None:
@@ -296,7 +303,8 @@ class Gateway:
 
 
 def _forward_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in scope["headers"] if k not in _DROP_UPSTREAM]
+    drop = _DROP_UPSTREAM | _connection_options(scope["headers"])
+    headers = [(k, v) for k, v in scope["headers"] if k not in drop]
     if header(scope, b"x-request-id") is None:
         headers.append((b"x-request-id", secrets.token_hex(8).encode()))
     client = scope.get("client")
