@@ -56,9 +56,10 @@ def build_manifest(folder: Path, name: str, version: str) -> dict[str, Any]:
     }
 
 
-def model_files(folder: Path) -> list[Path]:
+def model_files(folder: Path, broken: list[Path] | None = None) -> list[Path]:
     """The files of a model folder: linked folders followed (each real folder once), hidden
-    ones (a leading '.') left out."""
+    ones (a leading '.') left out. Links to nothing are no files: ``broken``, when given,
+    receives them (an upload refuses them rather than leave a weight file out unsaid)."""
     found, seen = [], set()
     for root, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -69,6 +70,9 @@ def model_files(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / n for n in names
                   if not n.startswith(".") and (Path(root) / n).is_file()]
+        if broken is not None:
+            broken += [Path(root) / n for n in names
+                       if not n.startswith(".") and not (Path(root) / n).exists()]
     return found
 
 

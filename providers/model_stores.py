@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -27,6 +28,8 @@ from llmcloud.inference_image.bucket_stores import (
 
 Progress = Callable[[int], None]
 _MULTIPART = 64 * 1024 * 1024
+_PARTIAL = ".partial"
+STORE_SCHEMES = ("s3", "gs", "az")
 
 
 class ObjectInfo(NamedTuple):
@@ -192,19 +195,27 @@ class FolderStore:
         return ObjectInfo(path.stat().st_size, file_sha256(path))
 
     def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, target)  # a reader never sees half a file
-        progress(target.stat().st_size)
+        self._write(key, lambda partial: shutil.copyfile(path, partial))
+        progress(self._path(key).stat().st_size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        self._write(key, lambda partial: partial.write_bytes(data))
+
+    def _write(self, key: str, fill: Callable[[Path], object]) -> None:
+        """Fill a temp file of this writer's own beside the target, then rename it: a
+        reader never sees half a file, and two uploads of a version never share a temp
+        file (one renamed the other's half-written copy into place). Hidden, and deleted
+        when the copy fails: the server and `prune` leave such names alone."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        # (not mkstemp: its mode 600 would keep a server run as another user out)
+        name = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL}"))
+        try:
+            fill(Path(name))
+            os.replace(name, target)
+        finally:
+            if os.path.exists(name):
+                os.unlink(name)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -214,6 +225,8 @@ class FolderStore:
         overwritten with fewer files: its folder is what the server loads)."""
         folder = self._path(prefix) if prefix else self.root
         for path in [p for p in folder.rglob("*") if p.is_file()]:
+            if path.name.startswith(".") and path.name.endswith(_PARTIAL):
+                continue  # another upload's file, being written now
             if path.relative_to(self.root).as_posix() not in keep:
                 path.unlink()
 
@@ -221,8 +234,11 @@ class FolderStore:
 def open_writable_store(uri: str) -> tuple[WritableStore, str]:
     """The store for `uri` (s3://, gs://, az://, file:// or a folder) and its key prefix."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return FolderStore(Path(parsed.path if parsed.scheme else uri)), ""
+    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # C:\models: a drive
+        return FolderStore(Path(parsed.path if parsed.scheme == "file" else uri)), ""
+    if parsed.scheme not in STORE_SCHEMES or not parsed.netloc:
+        raise ValueError(f"{uri} is not a model store: s3://BUCKET, gs://BUCKET, "
+                         "az://ACCOUNT/CONTAINER or a folder")
     prefix = bucket_key_prefix(uri)
     if parsed.scheme == "s3":
         return S3Writer(parsed.netloc), prefix

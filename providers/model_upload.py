@@ -8,6 +8,7 @@ are skipped. A version with a manifest is never overwritten unless `force`.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,14 +62,29 @@ def upload_model(
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Upload `folder`; return what was done. `on_progress(file, bytes_done, bytes_total)`."""
-    from llmcloud.inference_image.manifest import build_manifest
-    from llmcloud.providers.model_stores import open_writable_store
+    from llmcloud.inference_image import manifest as manifests
+    from llmcloud.providers.model_stores import FolderStore, open_writable_store
 
     folder = Path(folder)
     check_model_folder(folder)
+    # Each file as it was before its hash was taken: one that changes afterwards would be
+    # sent under the hash of its old content, and every server would refuse the version.
+    broken: list[Path] = []
+    before = {p.relative_to(folder).as_posix(): _fingerprint(p)
+              for p in manifests.model_files(folder, broken)}
+    if broken:
+        raise ConfigError(
+            f"{broken[0]} is a link to {os.readlink(broken[0])}, which does not exist"
+            if broken[0].is_symlink() else f"{broken[0]} disappeared while it was read",
+            context="a broken link would leave the file out of the model version",
+            hint="copy the model folder with the files themselves (cp -L), or fix the link",
+        )
     target = version_uri(store_uri, name, version)
     try:
         store, prefix = open_writable_store(target)
+    except ValueError as exc:  # not a store URI (ftp://, s3:// with no bucket, ...)
+        raise ConfigError(str(exc), hint="--to s3://BUCKET, gs://BUCKET, "
+                          "az://ACCOUNT/CONTAINER or a folder") from None
     except ImportError as exc:
         raise MissingToolError(str(exc), hint='pip install "llmcloud[aws,gcp,azure]"') from None
     except PermissionError as exc:  # no credentials for the store's SDK (it was a "bug")
@@ -81,7 +97,11 @@ def upload_model(
             context="model versions are immutable: stacks may be serving this one",
             hint="upload it as a new version, or overwrite it with --force",
         )
-    manifest = build_manifest(folder, name, version)
+    try:
+        manifest = manifests.build_manifest(folder, name, version)
+    except OSError as exc:  # a file the user cannot read (it was "a bug in llmcloud")
+        raise ConfigError(f"cannot read {exc.filename or folder}: {exc.strerror or exc}",
+                          hint="check the model folder's files and their permissions") from None
     if existing is not None:
         # Overwriting: the old manifest goes first, so no server loads a mix of the two
         # uploads meanwhile (it finds no manifest and says so), and an interrupted
@@ -103,8 +123,33 @@ def upload_model(
         if info is not None and info.size == entry["size"] and info.sha256 == entry["sha256"]:
             advance(entry["path"], entry["size"])
             return False
-        _call(lambda k: store.upload(folder / entry["path"], k, entry["sha256"],
-                                     lambda n: advance(entry["path"], n)), key, target)
+        local = folder / entry["path"]
+
+        def upload(k: str) -> None:
+            try:
+                store.upload(local, k, entry["sha256"], lambda n: advance(entry["path"], n))
+            except OSError as exc:  # the model's file, not the store (it was "does not exist")
+                if exc.filename is None or str(exc.filename) != str(local):
+                    raise
+                raise DeploymentError(f"cannot read {local}: {exc.strerror or exc}",
+                                      hint="check the model folder, then run the upload "
+                                      "again") from None
+
+        _call(upload, key, target)
+        now = _fingerprint(local)
+        if now != before.get(entry["path"]) and (
+                now is None or manifests.file_sha256(local) != entry["sha256"]):
+            # what was sent is not what the manifest says; its sha256 metadata would let a
+            # later upload skip it (unless it is the file itself: a folder uploaded onto
+            # itself)
+            if not (isinstance(store, FolderStore) and store._path(key) == local.resolve()):
+                _call(store.delete, key, target)
+            raise DeploymentError(
+                f"{local} changed while it was being uploaded",
+                context="its sha256 in the manifest is of its content before; no manifest "
+                        "was written",
+                hint="run the upload again once nothing writes to the model folder",
+            )
         return True
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -125,6 +170,15 @@ def upload_model(
         "bytes": total,
         "overwritten": existing is not None,
     }
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: its size, modification time and inode."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _call(fn: Callable[[str], Any], key: str, target: str) -> Any:
