@@ -469,6 +469,9 @@ class TorchEngine(Engine):
         self._prefills_in_a_row = 0
         if self._rows:
             self._preempt_to_fit()
+        # (under priority scheduling every running row may have given way to a more urgent
+        # prompt being prefilled by chunks, which is all that was kept: nothing to decode)
+        if self._rows:
             logits = self._batch.decode([row.tokens[-1] for row in self._rows])
             self._advance(self._rows, logits)
             self._retire()
