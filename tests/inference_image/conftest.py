@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from devices import TEST_DEVICE, TEST_DTYPE  # noqa: E402
+from lora_adapters import build_adapter, merge  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 from tiny_models import build_causal, build_seq2seq, build_tokenizer  # noqa: E402
 
@@ -124,3 +125,25 @@ def case(request):
     """(official client, reference model, served model name) for each model family."""
     client_name, ref_name, model = request.param
     return (request.getfixturevalue(client_name), request.getfixturevalue(ref_name), model)
+
+
+@pytest.fixture(scope="module")
+def with_adapters(causal_dir, tmp_path_factory):
+    """The tiny Llama as served with two adapters, and what each slot must answer as: the
+    model, or its merged model."""
+    from llmcloud.inference_image.loader import load_model
+    from llmcloud.inference_image.lora import Adapters
+
+    root = tmp_path_factory.mktemp("adapters")
+    folders = {"sql": build_adapter(root / "sql", causal_dir, seed=1),
+               "chat": build_adapter(root / "chat", causal_dir, seed=2, rank=8)}
+    loaded = load_model(causal_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
+                        pack_for_batch=4)
+    adapters = Adapters(loaded.model)
+    references = {0: load_model(causal_dir, task=None, device="cpu", dtype="auto")}
+    for name, folder in folders.items():
+        adapters.load(name, folder, str(folder))
+        references[adapters.slot(name)] = load_model(
+            merge(causal_dir, folder, root / f"{name}-merged"), task=None, device="cpu",
+            dtype="auto")
+    return loaded, adapters, references

@@ -42,3 +42,12 @@ def greedy(loaded, prompt: list[int], n: int) -> list[int]:
                                     max_new_tokens=n, min_new_tokens=n, do_sample=False)
     start = 1 if loaded.model.config.is_encoder_decoder else len(prompt)
     return out[0, start:].tolist()
+
+
+async def collect(stream) -> tuple[list[int], str | None]:
+    """An engine stream's tokens and its finish reason."""
+    tokens, finish = [], None
+    async for event in stream:
+        tokens += event.token_ids
+        finish = event.finish_reason
+    return tokens, finish

@@ -12,35 +12,12 @@ import random
 import threading
 import time
 
-import pytest
-from devices import TEST_DEVICE, TEST_DTYPE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lora_adapters import build_adapter, merge
-from reference import greedy, penalized_greedy
+from reference import collect, greedy, penalized_greedy
 
 from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
-from llmcloud.inference_image.loader import load_model
-from llmcloud.inference_image.lora import Adapters
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
-
-
-@pytest.fixture(scope="module")
-def served(causal_dir, tmp_path_factory):
-    """The tiny Llama as served with two adapters, and what each slot must answer as."""
-    root = tmp_path_factory.mktemp("differential")
-    folders = {"sql": build_adapter(root / "sql", causal_dir, seed=1),
-               "chat": build_adapter(root / "chat", causal_dir, seed=2, rank=8)}
-    loaded = load_model(causal_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
-                        pack_for_batch=4)
-    adapters = Adapters(loaded.model)
-    references = {0: load_model(causal_dir, task=None, device="cpu", dtype="auto")}
-    for name, folder in folders.items():
-        adapters.load(name, folder, str(folder))
-        references[adapters.slot(name)] = load_model(
-            merge(causal_dir, folder, root / f"{name}-merged"), task=None, device="cpu",
-            dtype="auto")
-    return loaded, adapters, references
 
 
 class References:
@@ -191,6 +168,21 @@ def check(outcomes: list, refs: References) -> int:
     return exact
 
 
+def run_schedule(engine, jobs, refs, rng, caplog) -> list:
+    """Drive ``jobs`` through ``engine`` (shut down after): it must end holding nothing and
+    log no error. The outcomes, for `check`."""
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="llmcloud.engine"):
+        try:
+            outcomes = asyncio.run(drive(engine, jobs, refs, rng))
+            assert_holds_nothing(engine)
+        finally:
+            engine.shutdown()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+    return outcomes
+
+
 LIMITS = st.fixed_dictionaries({
     "max_batch_size": st.integers(1, 5),
     "max_batch_tokens": st.sampled_from([120, 160, 200, 300, 700]),
@@ -206,29 +198,21 @@ LIMITS = st.fixed_dictionaries({
           suppress_health_check=list(HealthCheck))
 @given(limits=LIMITS, seed=st.integers(0, 2**16), lora=st.booleans(),
        max_loras=st.sampled_from([None, 1]))
-def test_random_schedules_answer_every_request_as_alone(served, limits, seed, lora,
+def test_random_schedules_answer_every_request_as_alone(with_adapters, limits, seed, lora,
                                                         max_loras, caplog):
-    loaded, adapters, models = served
+    loaded, adapters, models = with_adapters
     refs = References(models)
     rng = random.Random(seed)
     vocab = min(len(loaded.tokenizer), loaded.model.config.vocab_size)
     jobs = make_jobs(rng, vocab, rng.randrange(4, 14), slots=(0, 1, 2) if lora else (0,))
     engine = make_engine(loaded, adapters, max_loras=max_loras, **limits)
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="llmcloud.engine"):
-        try:
-            outcomes = asyncio.run(drive(engine, jobs, refs, rng))
-            assert_holds_nothing(engine)
-        finally:
-            engine.shutdown()
+    outcomes = run_schedule(engine, jobs, refs, rng, caplog)
     exact = check(outcomes, refs)
     if os.environ.get("DIFF_STATS"):
         print("STATS", limits, "lora" if lora else "", "jobs", len(jobs), "exact", exact,
               "preempt", engine.preemptions,
               "hits", engine.prefixes.hits if engine.prefixes else None,
               "cancelled", sum(1 for o in outcomes if o != "refused" and o[2] == "abort"))
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, errors
 
 
 def test_a_full_cache_under_priority_keeps_decoding_beside_an_urgent_chunked_prompt(
@@ -259,13 +243,6 @@ def test_a_full_cache_under_priority_keeps_decoding_beside_an_urgent_chunked_pro
         return decode(tokens)
 
     engine._batch.decode = gated
-
-    async def collect(stream):
-        tokens, finish = [], None
-        async for event in stream:
-            tokens += event.token_ids
-            finish = event.finish_reason
-        return tokens, finish
 
     async def main():
         held["loop"], held["reached"] = asyncio.get_running_loop(), asyncio.Event()
@@ -304,13 +281,4 @@ def test_random_schedules_of_a_seq2seq_model_answer_as_alone(seq2seq, seq2seq_re
     vocab = min(len(seq2seq.tokenizer), seq2seq.model.config.vocab_size)
     jobs = make_jobs(rng, vocab, rng.randrange(4, 14))
     engine = make_engine(seq2seq, **limits)
-    caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="llmcloud.engine"):
-        try:
-            outcomes = asyncio.run(drive(engine, jobs, refs, rng))
-            assert_holds_nothing(engine)
-        finally:
-            engine.shutdown()
-    check(outcomes, refs)
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, errors
+    check(run_schedule(engine, jobs, refs, rng, caplog), refs)

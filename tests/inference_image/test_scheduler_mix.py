@@ -10,33 +10,10 @@ import asyncio
 import random
 
 import pytest
-from devices import TEST_DEVICE, TEST_DTYPE
-from lora_adapters import build_adapter, merge
 from reference import greedy
 
 from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
-from llmcloud.inference_image.loader import load_model
-from llmcloud.inference_image.lora import Adapters
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
-
-
-@pytest.fixture(scope="module")
-def with_adapters(causal_dir, tmp_path_factory):
-    """The tiny Llama as served with two adapters, and what each slot must answer as: the
-    model, or its merged model."""
-    root = tmp_path_factory.mktemp("mix")
-    folders = {"sql": build_adapter(root / "sql", causal_dir, seed=1),
-               "chat": build_adapter(root / "chat", causal_dir, seed=2, rank=8)}
-    loaded = load_model(causal_dir, task=None, device=TEST_DEVICE, dtype=TEST_DTYPE,
-                        pack_for_batch=4)
-    adapters = Adapters(loaded.model)
-    references = {0: load_model(causal_dir, task=None, device="cpu", dtype="auto")}
-    for name, folder in folders.items():
-        adapters.load(name, folder, str(folder))
-        references[adapters.slot(name)] = load_model(
-            merge(causal_dir, folder, root / f"{name}-merged"), task=None, device="cpu",
-            dtype="auto")
-    return loaded, adapters, references
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -13,7 +13,7 @@ import openai
 import pydantic
 import pytest
 import torch
-from reference import greedy
+from reference import collect, greedy
 from test_sampling_controls import make_engine
 
 from llmcloud.inference_image.engine import SamplingParams
@@ -71,14 +71,6 @@ def test_a_mask_allows_exactly_what_the_grammar_does(tokenizer):
     assert torch.equal(again[0], masked[1])
     moved = allowed_logits(logits[1:2], [0], [first], structured.vocab_size)
     assert not torch.equal(moved[0], masked[1])
-
-
-async def collect(stream):
-    tokens, finish = [], None
-    async for event in stream:
-        tokens += event.token_ids
-        finish = event.finish_reason
-    return tokens, finish
 
 
 @pytest.mark.parametrize("which", ["causal", "seq2seq"])
