@@ -149,7 +149,7 @@ class Guard:
                                 f"create one: llmcloud keys create --admin --stack "
                                 f"{self.backend.stack}")
             raise AuthError(401, "the key is not valid for this stack", self.login_hint())
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = self.sessions.get(request.cookies.get(cookie_name(request)))
         if session is None:
             raise AuthError(401, "you are not logged in, or your session expired",
                             self.login_hint())
@@ -164,14 +164,33 @@ class Guard:
 
 def check_csrf(request: Request, expected: str, form_token: str | None = None) -> None:
     """Raise 403 unless the request carries `expected` and comes from the console's origin."""
-    origin = request.headers.get("origin")
-    if origin is not None and origin != own_origin(request):
-        raise AuthError(403, "the request came from another site",
-                        "use the console's own pages; reload the page and try again")
+    check_origin(request)
     token = request.headers.get(CSRF_HEADER) or form_token or ""
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AuthError(403, "the request is missing its CSRF token, or it is stale",
                         "reload the page and try again")
+
+
+def check_origin(request: Request) -> None:
+    """Raise 403 when the browser says the request comes from another site."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != own_origin(request):
+        raise AuthError(403, "the request came from another site",
+                        "use the console's own pages; reload the page and try again")
+
+
+def cookie_name(request: Request, base: str = COOKIE) -> str:
+    """`base` for the console at this request's port: browsers keep cookies per host, not per
+    port, so two consoles on one machine (two stacks, two ports) would otherwise overwrite
+    each other's session and login cookies."""
+    port = request.url.port or (443 if request.url.scheme == "https" else 80)
+    return f"{base}_{port}"
+
+
+def secure_cookie(request: Request) -> bool:
+    """Whether cookies must be `Secure`: when the browser reached the console over HTTPS
+    (a TLS proxy in front of it), so that they never travel in clear."""
+    return request.url.scheme == "https"
 
 
 def own_origin(request: Request) -> str:

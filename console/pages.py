@@ -10,7 +10,15 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from llmcloud.console.auth import COOKIE, LOGIN_COOKIE, AuthError, Session, check_csrf
+from llmcloud.console.auth import (
+    LOGIN_COOKIE,
+    AuthError,
+    Session,
+    check_csrf,
+    check_origin,
+    cookie_name,
+    secure_cookie,
+)
 from llmcloud.console.backend import Login
 from llmcloud.console.render import html
 from llmcloud.inference_image.api_keys import hash_api_key
@@ -22,8 +30,14 @@ PAGES = (("/", "Deployment"), ("/models", "Models"), ("/keys", "API keys"),
 
 
 def _session(request: Request) -> Session | None:
+    """The browser's session, if it is still valid: also ended here, as the API ends it, when
+    the key it was opened with was revoked or lost its admin right."""
     console = request.app.state.console
-    return console.sessions.get(request.cookies.get(COOKIE))
+    session = console.sessions.get(request.cookies.get(cookie_name(request)))
+    if session is not None and not console.backend.still_admin(session.credential):
+        console.sessions.close(session.id)
+        return None
+    return session
 
 
 def _page(request: Request, template: str, title: str) -> Response:
@@ -76,7 +90,8 @@ def login_page(request: Request, next: str = "/") -> Response:
     response = html("login.html", title="Log in", csrf=token, next=_safe_next(next),
                     stack=backend.stack, provider=backend.provider_name,
                     key_label=backend.key_label, key_hint=backend.key_hint)
-    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", path="/login")
+    response.set_cookie(cookie_name(request, LOGIN_COOKIE), token, httponly=True,
+                        samesite="strict", path="/login", secure=secure_cookie(request))
     return response
 
 
@@ -86,9 +101,9 @@ async def login(request: Request) -> Response:
                                           keep_blank_values=True).items()}
     console = request.app.state.console
     # Login CSRF: the form's token must match the cookie set with the form (double submit).
-    check_csrf(request, request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf"))
-    if not hmac.compare_digest(form.get("csrf", "").encode(),
-                               request.cookies.get(LOGIN_COOKIE, "").encode()):
+    login_cookie = request.cookies.get(cookie_name(request, LOGIN_COOKIE), "")
+    check_csrf(request, login_cookie, form.get("csrf"))
+    if not hmac.compare_digest(form.get("csrf", "").encode(), login_cookie.encode()):
         raise AuthError(403, "the login form expired", "reload the login page and try again")
     verdict = console.guard.check_key(form.get("key", ""))
     if verdict is Login.not_admin:
@@ -100,21 +115,25 @@ async def login(request: Request) -> Response:
                              f"'{console.backend.stack}'", console.guard.login_hint())
     session = console.sessions.open(hash_api_key(form.get("key", "").strip()))
     response = RedirectResponse(_safe_next(form.get("next", "/")), status_code=303)
-    response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/")
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    response.set_cookie(cookie_name(request), session.id, httponly=True, samesite="strict",
+                        path="/", secure=secure_cookie(request))
+    response.delete_cookie(cookie_name(request, LOGIN_COOKIE), path="/login")
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     console = request.app.state.console
+    # A form on another site must not log the operator out: its POST carries no cookie
+    # (SameSite=Strict) but the answer's Set-Cookie would still drop the browser's one.
+    check_origin(request)
     session = _session(request)
     if session is not None:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         check_csrf(request, session.csrf, (form.get("csrf") or [""])[-1])
         console.sessions.close(session.id)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(cookie_name(request), path="/")
     return response
 
 

@@ -152,6 +152,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL and a Host header write it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
           announce=None) -> None:
     """Serve the console for `backend`'s stack until interrupted. A `host` other than
@@ -165,9 +170,11 @@ def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
             "or use an SSH tunnel to 127.0.0.1 instead.")
         allowed = None
     else:
-        allowed = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+        # the address it listens on too (127.0.0.2, ::1 ...): the URL it prints must work
+        allowed = {f"{name}:{port}"
+                   for name in ("127.0.0.1", "localhost", "[::1]", url_host(host))}
     app = create_app(backend, allowed_hosts=allowed)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else url_host(host)
     say(f"console for stack '{backend.stack}' ({backend.provider_name}): "
         f"http://{shown}:{port}/  (Ctrl+C stops it)")
     say(f"log in with the {backend.key_label}: {backend.key_hint}")

@@ -62,7 +62,7 @@ def test_login_refuses_a_wrong_key_and_a_client_key_with_pages_that_say_what_to_
     client = login(console, running.key)
     assert client.status_code == 403
     assert "not an admin key" in client.text and "keys create --admin" in client.text
-    assert "llmcloud_console=" not in client.headers.get("set-cookie", "")
+    assert "llmcloud_console_8765=" not in client.headers.get("set-cookie", "")
     assert console.get("/", follow_redirects=False).status_code == 303
 
 
