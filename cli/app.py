@@ -52,19 +52,39 @@ class LlmcloudGroup(TyperGroup):
             from llmcloud.cli.output import Output
 
             exc.show()
+            # the group's own path (`llmcloud keys`), not just `llmcloud`: a subcommand's
+            # hint named a command that does not exist (`llmcloud create --help`)
+            path = ["llmcloud", *_group_path(ctx), *command[:1]]
             doc = {"error": exc.format_message(), "context": None,
-                   "hint": f"llmcloud {' '.join(command[:1])} --help",
+                   "hint": f"{' '.join(path)} --help",
                    "exit_code": exc.exit_code}
             Output.start(json=True).result(doc)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            # whoever read stdout went away (`llmcloud plan --json | head -1`): nothing is
+            # wrong with the command, and it is not "a bug in llmcloud"; quiet, as other
+            # tools are, and nothing more is written to the closed pipe
+            from llmcloud.cli.output import silence_stdout
+
+            silence_stdout()
+            raise typer.Exit(1) from None
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 raise
             from llmcloud.cli.errors import report
 
             raise typer.Exit(report(exc)) from None
+
+
+def _group_path(ctx: Any) -> list[str]:
+    """The names of the groups below the top one that lead to `ctx` (`["keys"]`)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return names[::-1]
 
 
 HELP = """Deploy an LLM behind a secure, autoscaled, monitored HTTPS endpoint on AWS, Azure,

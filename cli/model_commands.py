@@ -102,10 +102,13 @@ class upload_progress:  # noqa: N801 - used as a context manager, like a functio
     def __enter__(self):
         import sys
 
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+        # on stderr: rich's default console is stdout, where `--json` prints its document
         self._bar = Progress("{task.description}", BarColumn(), DownloadColumn(),
                              TransferSpeedColumn(), transient=True,
+                             console=Console(file=sys.stderr),
                              disable=not sys.stderr.isatty())
         self._bar.__enter__()
         self._task = self._bar.add_task("uploading", total=None)

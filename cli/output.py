@@ -55,6 +55,19 @@ class Output:
             print(format_mapping(document))
 
 
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone (a broken pipe), so that neither
+    a later print nor the flush at exit fails on it again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test runner's buffer): nothing to silence
+
+
 def set_debug(debug: bool) -> None:
     """Remember `--debug` for the error handler."""
     _current.set(Output(debug=debug))

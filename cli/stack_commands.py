@@ -69,7 +69,7 @@ def interactive() -> bool:
 
 
 def _confirm(question: str, stack: str, operation: str) -> None:
-    from llmcloud.stacks.errors import ConfigError
+    from llmcloud.stacks.errors import ConfigError, LlmcloudError
 
     if not interactive():
         raise ConfigError(
@@ -77,9 +77,19 @@ def _confirm(question: str, stack: str, operation: str) -> None:
             context="stdin is not a terminal (a CI job or a pipe)",
             hint=f"llmcloud {operation} --stack {stack} --yes",
         )
-    if not typer.confirm(question, default=False, err=True):
-        print(f"{operation} cancelled; nothing was changed", file=sys.stderr)
-        raise typer.Exit(1)
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except typer.Abort as exc:
+        # click turns Ctrl-C and end of input at the prompt into Abort ("Aborted!", exit 1,
+        # and nothing on stdout with --json): Ctrl-C is an interruption (130), the end of
+        # input an answer of no
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        confirmed = False
+    if not confirmed:
+        # an error, not a bare exit: with --json stdout still gets its one document
+        raise LlmcloudError(f"{operation} cancelled; nothing was changed",
+                            hint=f"to go ahead: llmcloud {operation} --stack {stack} --yes")
 
 
 def up(

@@ -12,7 +12,7 @@ import copy
 import json
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,22 @@ def read_stack_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        # a folder of that name, a file without read permission, or one in another encoding:
+        # the user's to fix (it was an "unexpected error ... a bug in llmcloud", exit 1)
+        reason = (f"it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                  if isinstance(exc, UnicodeDecodeError)
+                  else exc.strerror or type(exc).__name__)
+        fresh = f"llmcloud init --stack {path.stem[7:]} --force"
+        raise ConfigError(
+            f"cannot read {path.name}",
+            context=f"{path}: {reason}",
+            hint=(f"move the folder away, then: {fresh}" if path.is_dir()
+                  else f"fix the file, or write a fresh one with: {fresh}"),
+        ) from None
+    try:
+        document = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path.name} is not valid YAML",
@@ -69,13 +84,16 @@ def read_stack_config(path: Path) -> dict[str, Any]:
     return values
 
 
-def config_from_pulumi(get: Callable[[str], Any]) -> dict[str, Any]:
+def config_from_pulumi(get: Callable[[str], Any], keys: Iterable[str] = ()) -> dict[str, Any]:
     """The spec's values as seen by a Pulumi program; `get(key)` returns a value or None.
 
+    `keys` are the names the stack's config holds under `llmcloud:`: one that is no section
+    of the spec (a typo, `llmcloud:regoin`) is kept, so validation refuses it as the CLI
+    does (a plain `pulumi up` ignored it and deployed the default instead).
     Only the stacks entry point calls this, with `pulumi.Config("llmcloud")`.
     """
     values = {}
-    for section in SECTIONS:
+    for section in (*SECTIONS, *sorted(set(keys) - set(SECTIONS))):
         raw = get(section)
         # `key:` with every sub-key commented out (as `init` writes `budget:`) reaches the
         # program as "" or "null": not set, as the CLI reads the stack file
@@ -99,6 +117,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if path[0] not in SECTIONS or not all(path):
             _check_not_a_typo(name)
+            if len(path) > 1:
+                _refuse_unknown_section(name, path)
             continue  # LLMCLOUD_STACK, LLMCLOUD_DEBUG and others are not spec values
         value: Any = raw
         if raw[:1] in "[{":
@@ -127,6 +147,24 @@ def _check_not_a_typo(name: str) -> None:
             raise ConfigError(f"{name} is not a spec variable: did you mean {right}?",
                               context="a section and its key are joined by two underscores",
                               hint=f"export {right}=... (and unset {name})")
+
+
+def _refuse_unknown_section(name: str, path: list[str]) -> None:
+    """Refuse `LLMCLOUD_BUGDET__MAX_HOURLY_USD`: only spec variables are spelt with two
+    underscores, and skipped as "not a spec value", a misspelt section silently turned the
+    budget gate (or any other setting) off."""
+    import difflib
+
+    close = difflib.get_close_matches(path[0], SECTIONS, n=1)
+    right = (f"{ENV_PREFIX}{'__'.join([close[0], *path[1:]]).upper()}"
+             if close and all(path[1:]) else None)
+    raise ConfigError(
+        f"{name} is not a spec variable"
+        + (f": did you mean {right}?" if right else ""),
+        context=f"spec variables are {ENV_PREFIX}<SECTION>__<KEY>, the sections: "
+                + ", ".join(SECTIONS),
+        hint=f"export {right}=... (and unset {name})" if right else f"unset {name}",
+    )
 
 
 def dotted_overrides(flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,13 @@ from llmcloud.stacks.spec import DeploymentSpec
 def load_spec() -> DeploymentSpec:
     """The stack's spec: its `llmcloud:*` config under the `LLMCLOUD_*` environment."""
     import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
 
     config = pulumi.Config(NAMESPACE)
+    keys = [key.partition(":")[2] for key in {**get_config_env(), **CONFIG.get()}
+            if key.startswith(f"{NAMESPACE}:")]
     return resolve_spec(
-        file_values=config_from_pulumi(config.get),
+        file_values=config_from_pulumi(config.get, keys),
         environ=os.environ,
         defaults_for=provider_defaults,
         source_name=f"Pulumi.{pulumi.get_stack()}.yaml",
