@@ -24,7 +24,16 @@ SOCKET_NAME = "control.sock"
 def llmcloud_home(environ: Mapping[str, str]) -> Path:
     """`$LLMCLOUD_HOME`, else `~/.llmcloud`."""
     configured = environ.get("LLMCLOUD_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".llmcloud"
+    if configured:
+        return Path(configured).expanduser()
+    try:
+        return Path.home() / ".llmcloud"
+    except RuntimeError:  # no HOME and no passwd entry (a container run as any uid)
+        from llmcloud.stacks.errors import ConfigError
+
+        raise ConfigError("there is no home folder to keep the local stacks' state in",
+                          context="HOME is not set, and the user has no passwd entry",
+                          hint="export LLMCLOUD_HOME=/some/writable/folder") from None
 
 
 def stack_dir(environ: Mapping[str, str], stack: str) -> Path:

@@ -110,3 +110,21 @@ def test_headers_the_connection_header_names_are_not_passed_on():
     assert "x-kept" in forwarded
     assert "x-client-hop" not in forwarded
     assert b"x-replica-hop" not in headers
+
+
+def test_no_home_folder_is_a_config_error_naming_llmcloud_home(monkeypatch):
+    # a container run as an arbitrary uid: no HOME, no passwd entry; Path.home() raised
+    # RuntimeError, reported as "unexpected error ... a bug in llmcloud"
+    from pathlib import Path
+
+    from llmcloud.providers.local.state import llmcloud_home
+    from llmcloud.stacks.errors import ConfigError
+
+    def no_home(cls=None):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    with pytest.raises(ConfigError) as error:
+        llmcloud_home({})
+    assert "LLMCLOUD_HOME" in error.value.hint
+    assert llmcloud_home({"LLMCLOUD_HOME": "/tmp/x"}) == Path("/tmp/x")
