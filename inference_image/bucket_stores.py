@@ -92,7 +92,9 @@ class GcsStore:
             from google.auth.exceptions import DefaultCredentialsError
 
             try:
-                client = storage.Client()
+                # project=None: reading needs none, and user credentials (gcloud's
+                # application-default login) name none where gcloud is not installed
+                client = storage.Client(project=None)
             except DefaultCredentialsError as exc:
                 raise PermissionError(f"gs://{bucket}: no Google Cloud credentials "
                                       "(gcloud auth application-default login)") from exc
@@ -101,6 +103,7 @@ class GcsStore:
 
     def _call(self, key, fn):
         from google.api_core import exceptions
+        from google.auth.exceptions import RefreshError
 
         try:
             return fn()
@@ -108,6 +111,10 @@ class GcsStore:
             raise FileNotFoundError(f"gs://{self.bucket_name}/{key}") from exc
         except exceptions.Forbidden as exc:
             raise PermissionError(f"gs://{self.bucket_name}/{key}: access denied") from exc
+        except (exceptions.Unauthorized, RefreshError) as exc:
+            # credentials refused: a revoked or deleted key, an expired login
+            raise PermissionError(f"gs://{self.bucket_name}/{key}: credentials refused: "
+                                  f"{exc}") from exc
 
     def read_bytes(self, key: str) -> bytes:
         return self._call(key, lambda: self._bucket.blob(key).download_as_bytes())

@@ -8,10 +8,15 @@ with a manifest is checked too. Any difference refuses to start.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,39 +111,87 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
     _check_version(manifest, version, url)
     folder = cache_dir / url.split("://", 1)[0] / prefix
     folder.mkdir(parents=True, exist_ok=True)
-    for entry in manifest["files"]:
-        target = folder / entry["path"]
-        if target.is_file() and target.stat().st_size == entry["size"] \
-                and file_sha256(target) == entry["sha256"]:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s/%s (%d bytes)", url, entry["path"], entry["size"])
-        # Download beside the target and rename, so a crash never leaves a half file that
-        # a later start would have to re-verify and a concurrent reader could load.
-        handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-        os.close(handle)
-        try:
-            store.download(key_prefix + entry["path"], Path(temp))
-            os.replace(temp, target)
-        except (FileNotFoundError, PermissionError) as exc:
-            raise ModelSourceError(f"cannot download {url}/{entry['path']}: {exc}") from exc
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
-    _verify(folder, manifest, url)
-    _remove_unlisted(folder, manifest)
-    (folder / MANIFEST_NAME).write_bytes(raw)
+    # One server at a time fills a cache folder: replicas (the local provider's, or servers
+    # sharing a cache volume) started together downloaded every file each, and the first
+    # to finish deleted the others' part files as leftovers of a killed start.
+    with _exclusive(cache_dir, folder):
+        # A killed start's part files go first: left until a download succeeded, they took
+        # the room it needed on a disk that holds the model once, at every start after.
+        _remove_unlisted(folder, manifest)
+        for entry in manifest["files"]:
+            target = folder / entry["path"]
+            if target.is_file() and target.stat().st_size == entry["size"] \
+                    and file_sha256(target) == entry["sha256"]:
+                continue  # read once a start (a second, whole check doubled start times)
+            _download(store, url, key_prefix, folder, entry)
+        (folder / MANIFEST_NAME).write_bytes(raw)
     return ResolvedModel(folder, manifest.get("name") or prefix.rsplit("/", 1)[-1],
                          manifest.get("version"))
+
+
+def _download(store: BucketStore, url: str, key_prefix: str, folder: Path,
+              entry: dict[str, Any]) -> None:
+    """Download one manifest entry beside its place and rename it there once its sha256
+    matches: a crash, a full disk or a corrupt copy never leaves a file under its name."""
+    target = folder / entry["path"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s/%s (%d bytes)", url, entry["path"], entry["size"])
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+    os.close(handle)
+    try:
+        store.download(key_prefix + entry["path"], Path(temp))
+        actual = file_sha256(temp)
+        if actual != entry["sha256"]:
+            raise ModelSourceError(
+                f"model at {url} does not match its manifest: {entry['path']}: sha256 "
+                f"mismatch, manifest says {entry['sha256']}, file has {actual}")
+        os.replace(temp, target)
+    except OSError as exc:  # missing, refused, or the cache's disk full or unwritable
+        room = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            room = (f" ({shutil.disk_usage(folder).free} bytes free; the file needs "
+                    f"{entry['size']})")
+        raise ModelSourceError(f"cannot download {url}/{entry['path']} into {folder}: "
+                               f"{exc}{room}") from exc
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+@contextmanager
+def _exclusive(cache_dir: Path, folder: Path) -> Iterator[None]:
+    """Hold the lock of a cache folder (a file under ``cache_dir/.locks``, outside every
+    model folder; the kernel releases it when a holder dies)."""
+    import fcntl
+
+    locks = cache_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(folder.relative_to(cache_dir).as_posix().encode()).hexdigest()
+    with open(locks / f"{name[:32]}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another server downloading into %s", folder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def hub_offline(environ) -> bool:
+    """Whether the Hugging Face hub is offline, read as the hub reads it: HF_HUB_OFFLINE (or
+    TRANSFORMERS_OFFLINE) set to 1, ON, YES or TRUE. (Listing a repo's files where it is
+    offline failed for a model it has cached.)"""
+    setting = environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE")
+    return (setting or "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _from_hub(repo_id: str, version: str | None, cache_dir: Path) -> ResolvedModel:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HfHubHTTPError
 
+    offline = hub_offline(os.environ)
     ignore = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.gguf"]
     try:
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
+        if not offline:
             from huggingface_hub import list_repo_files
 
             files = list_repo_files(repo_id, revision=version)
@@ -147,9 +200,9 @@ def _from_hub(repo_id: str, version: str | None, cache_dir: Path) -> ResolvedMod
         folder = snapshot_download(repo_id, revision=version, cache_dir=cache_dir / "hub",
                                    ignore_patterns=ignore)
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        offline = " (HF_HUB_OFFLINE is set and it is not cached)" \
-            if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise ModelSourceError(f"cannot fetch {repo_id} from the hub{offline}: {exc}") from exc
+        why = " (offline mode, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, is set and it is not " \
+            "cached)" if offline else ""
+        raise ModelSourceError(f"cannot fetch {repo_id} from the hub{why}: {exc}") from exc
     return ResolvedModel(Path(folder), repo_id.rsplit("/", 1)[-1], version)
 
 

@@ -76,9 +76,11 @@ def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
 
 
 def _check_offline_cache(repo_id: str, environ: Mapping[str, str]) -> None:
-    """With HF_HUB_OFFLINE set, a hub model must be in the cache: fail now, not after every
+    """With the hub offline, a hub model must be in the cache: fail now, not after every
     replica has tried."""
-    if environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
+    from llmcloud.inference_image.model_source import hub_offline
+
+    if not hub_offline(environ):
         return
     from huggingface_hub import try_to_load_from_cache
 
@@ -87,7 +89,8 @@ def _check_offline_cache(repo_id: str, environ: Mapping[str, str]) -> None:
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(Path(cache) / "hub"))
     if not isinstance(found, str):
         raise ConfigError(
-            f"{repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE is set",
+            f"{repo_id} is not in the Hugging Face cache, and the hub is offline "
+            "(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)",
             hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER (or unset HF_HUB_OFFLINE)")
 
 

@@ -117,9 +117,13 @@ def test_stack_stops_when_its_owner_process_ends(fake_stack, home):
     assert not port_in_use(stack.port)
 
 
-def test_offline_hub_model_not_in_cache_fails_before_starting_anything(fake_stack, tmp_path):
+@pytest.mark.parametrize("offline", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "ON"},
+                                     {"TRANSFORMERS_OFFLINE": "1"}])
+def test_offline_hub_model_not_in_cache_fails_before_starting_anything(fake_stack, tmp_path,
+                                                                       offline):
+    # every setting the hub itself reads as offline (ON and TRANSFORMERS_OFFLINE were not)
     stack = fake_stack(model__source="nobody/not-a-cached-model")
-    stack.environ.update(HF_HUB_OFFLINE="1", LLMCLOUD_MODEL_CACHE=str(tmp_path / "cache"))
+    stack.environ.update(offline, LLMCLOUD_MODEL_CACHE=str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
         stack.up()
     assert not port_in_use(stack.port)
