@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import urllib.parse
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -214,12 +215,37 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 
 def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:
     # The code and parameter, not the message: messages can quote what the client sent.
+    # A parameter's path can hold the client's own keys (a `logit_bias` key), and a path
+    # the id it asked for: neither may carry text or a line break that forges a log line.
+    path, param = _loggable_path(path), _loggable_param(exc.param)
     fields = {"method": method, "path": path, "status": exc.status, "code": exc.code,
-              "param": exc.param}
+              "param": param}
     if client_id is not None:
         fields["client_request_id"] = client_id
     requests_log.info("%s %s rejected status=%d code=%s param=%s%s", method, path, exc.status,
-                      exc.code, exc.param, client_id_suffix(client_id), extra={"fields": fields})
+                      exc.code, param, client_id_suffix(client_id), extra={"fields": fields})
+
+
+# A part of a parameter's path that reaches the log as it is (a field name, an index);
+# from the first other one (a key the client chose) on, the path is logged as `*`.
+_LOGGED_PARAM_PART = re.compile(r"[A-Za-z0-9_\[\]-]{1,64}")
+
+
+def _loggable_param(param: str | None) -> str | None:
+    if param is None:
+        return None
+    kept = []
+    for part in param.split("."):
+        if not _LOGGED_PARAM_PART.fullmatch(part):
+            return ".".join([*kept, "*"])
+        kept.append(part)
+    return param
+
+
+def _loggable_path(path: str) -> str:
+    # percent-encoded again, but for the characters a URL's path may hold as they are
+    # (RFC 3986): no spaces, no line breaks
+    return urllib.parse.quote(path, safe="/:@!$&'()*+,;=")
 
 
 # What a caller's request id may be to reach the log: no spaces or line breaks that could
@@ -445,9 +471,24 @@ class _RequestCounter:
         else:
             endpoint = "other"
 
+        started = False
+
+        def count(status: int) -> None:
+            if self.state.serving is not None:
+                self.state.serving.metrics.count_request(endpoint, status)
+
         async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.state.serving is not None:
-                self.state.serving.metrics.count_request(endpoint, message["status"])
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                count(message["status"])
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            # A bug: Starlette's outermost middleware answers it with a 500 once the
+            # exception has passed this one, which would never see that answer.
+            if not started:
+                count(500)
+            raise
