@@ -84,7 +84,7 @@ def _stamp(path: Path) -> tuple | None:
 
 def _read_hashes(path: Path) -> list[str]:
     hashes = []
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no key
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):

@@ -80,6 +80,15 @@ def run(argv: list[str] | None = None) -> None:
     from .log_format import configure as configure_logging
 
     configure_logging(args.log_level, args.log_format, os.environ)
+
+    def fail(message: str):
+        """Stop with status 1 and ``message``: in JSON, as the last record, so that a log
+        pipeline that reads JSON lines sees why the server did not start."""
+        if args.log_format == "json":
+            log.critical("%s", message)
+            sys.exit(1)
+        sys.exit(message)
+
     for name, value in (("--max-batch-size", args.max_batch_size),
                         ("--max-queue", args.max_queue),
                         ("--max-batch-tokens", args.max_batch_tokens),
@@ -87,9 +96,9 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-prefill-tokens", args.max_prefill_tokens),
                         ("--max-model-len", args.max_model_len)):
         if value is not None and value < 1:
-            sys.exit(f"error: {name} must be at least 1")
+            fail(f"error: {name} must be at least 1")
     if args.keep_alive_timeout <= 0:
-        sys.exit("error: --keep-alive-timeout must be more than 0 seconds")
+        fail("error: --keep-alive-timeout must be more than 0 seconds")
     from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
     from .server_options import parse_lora_modules
@@ -97,13 +106,13 @@ def run(argv: list[str] | None = None) -> None:
     try:  # a typo here should stop the server now, not after the model has loaded
         parse_lora_modules(args.lora_modules)
     except ValueError as exc:
-        sys.exit(f"error: --lora-modules: {exc}")
+        fail(f"error: --lora-modules: {exc}")
     try:
         args.override_generation_config = parse_override(args.override_generation_config)
         if args.chat_template is not None:
             args.chat_template = read_template(args.chat_template)
     except (SamplingDefaultsError, ChatTemplateError) as exc:
-        sys.exit(f"error: {exc}")
+        fail(f"error: {exc}")
     set_cpu_waits(os.environ)  # before torch is imported: OpenMP reads it when it loads
 
     from .api_keys import ApiKeys
@@ -114,7 +123,7 @@ def run(argv: list[str] | None = None) -> None:
         try:
             api_keys = ApiKeys.from_file(args.api_keys_file)
         except (OSError, ValueError) as exc:
-            sys.exit(f"error: cannot read --api-keys-file: {exc}")
+            fail(f"error: cannot read --api-keys-file: {exc}")
     state = ServerState(api_keys=api_keys)
     app = create_app(state, max_body_bytes=args.max_body_bytes,
                      strip_path_prefix=args.strip_path_prefix)
@@ -122,12 +131,30 @@ def run(argv: list[str] | None = None) -> None:
     server = _server_class()(config, state, args)
     server.run()
     if server.engine is not None:
-        server.engine.shutdown()
+        if server.force_exit:
+            _stop_at_once(server.engine, 1 if server.failure else 0)
+        else:
+            server.engine.shutdown()
     if server.failure:
-        if args.log_format == "json":  # the last line a log pipeline reads is JSON too
-            log.critical("error: %s", server.failure)
-            sys.exit(1)
-        sys.exit(f"error: {server.failure}")
+        fail(f"error: {server.failure}")
+
+
+#: how long a second signal waits for the engine to stop before the process goes without it
+FORCED_STOP_S = 2.0
+
+
+def _stop_at_once(engine, status: int) -> None:
+    """After a second signal: stop the engine, but not wait for a step that a hung device
+    may never end (its shutdown waits up to 30 s for it); then the process ends at once,
+    without the interpreter's teardown, which would abort under a thread still in torch."""
+    stopping = threading.Thread(target=engine.shutdown, name="llmcloud-stop", daemon=True)
+    stopping.start()
+    stopping.join(FORCED_STOP_S)
+    if stopping.is_alive():
+        log.warning("the engine did not stop within %.0fs of the second signal; exiting "
+                    "without it", FORCED_STOP_S)
+        logging.shutdown()
+        os._exit(status)
 
 
 def uvicorn_config(args, app):
