@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llmcloud.providers.base import Provider, StackContext
-from llmcloud.stacks.automation import PulumiStack, StackLike, open_stack
+from llmcloud.stacks.automation import (
+    PulumiStack,
+    StackLike,
+    open_stack,
+    translate_command_error,
+)
 from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
@@ -53,7 +58,7 @@ class CloudProvider(Provider):
                 context="cloud stacks run the Pulumi project in the current directory",
                 hint=f"llmcloud init --provider {self.name} --stack {ctx.stack}",
             )
-        engine = PulumiStack(
+        engine = _Engine(
             ctx.project_dir,
             ctx.stack,
             ctx.environ,
@@ -211,6 +216,26 @@ class CloudProvider(Provider):
                 hint=f"llmcloud up --provider {self.name} --stack {ctx.stack}, or pass --to URI",
             )
         return str(uri)
+
+
+class _Engine(PulumiStack):
+    """`PulumiStack` whose reads translate the engine's errors too: `stack output
+    --show-secrets` and `stack history` decrypt, so a wrong passphrase (or a backend not
+    logged in) fails there first, and was "an unexpected error ... a bug in llmcloud"."""
+
+    def outputs(self) -> dict[str, Any]:
+        return self._translated(super().outputs)
+
+    def last_update(self) -> dict[str, Any] | None:
+        return self._translated(super().last_update)
+
+    def _translated(self, read: Callable[[], Any]) -> Any:
+        from pulumi import automation as auto
+
+        try:
+            return read()
+        except auto.errors.CommandError as exc:
+            raise translate_command_error(exc, self.stack_name) from None
 
 
 def drain_warning(spec: DeploymentSpec) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, LlmcloudError
 
 HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
@@ -89,6 +89,7 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
             timeout: float = 1800.0) -> dict[str, Any]:
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
     provider.supports("promote")
+    _refuse_version_from_environment(ctx)
     spec = ctx.spec
     previous = spec.model.version
     engine = provider._engine(ctx, "promote")
@@ -100,11 +101,17 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
             hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
         )
     check_version_in_store(str(store), spec.model.name, version)
-    if version == previous:
+    deployed = outputs.get("model_version")
+    if version == previous and deployed in (None, version):
         return {"previous_version": previous, "model_version": version,
-                "outcome": "unchanged", "image": outputs.get("image")}
+                "outcome": "unchanged", "verified": False, "image": outputs.get("image"),
+                "endpoint": outputs.get("endpoint_url")}
     old_history = list(spec.model.history)
-    new_history = ([*old_history, previous] if history is None else history)[-HISTORY_LIMIT:]
+    if history is None:
+        # the config names `version` already when an earlier promote of it was cut off
+        # before its update ended (the stack's outputs still name the version before)
+        history = old_history if version == previous else [*old_history, previous]
+    new_history = history[-HISTORY_LIMIT:]
     _record(engine, version, new_history)
     # (a minute early: the cloud's clock and this machine's may differ a little)
     since = datetime.now(timezone.utc) - timedelta(seconds=60)
@@ -112,10 +119,17 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
         outputs = engine.up()
         rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
-    except (LlmcloudError, KeyboardInterrupt) as failure:
-        reason = getattr(failure, "message", "interrupted")
-        if getattr(failure, "context", None):
-            reason += f": {failure.context}"
+    except (Exception, KeyboardInterrupt) as failure:
+        if _stack_locked(failure):
+            # another command holds the stack: this update never began, nothing to restore
+            _record(engine, previous, old_history)
+            raise
+        if isinstance(failure, LlmcloudError):
+            reason = failure.message + (f": {failure.context}" if failure.context else "")
+        elif isinstance(failure, KeyboardInterrupt):
+            reason = "interrupted"
+        else:  # the cloud's SDK, watching the rollout (access denied, a dropped connection)
+            reason = f"{type(failure).__name__}: {failure}"
         _record(engine, previous, old_history)
         try:
             engine.up()
@@ -123,13 +137,19 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
             raise DeploymentError(
                 f"promoting {version} failed, and restoring {previous} failed too",
                 context=f"{reason}; then: {second.message}",
-                hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud rollback",
+                # the config names `previous` again: an `up` deploys it (a rollback would
+                # go to the version before it)
+                hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud up --stack "
+                     f"{ctx.stack} (it puts {previous} back)",
             ) from None
-        raise DeploymentError(
+        error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again",
             context=reason,
             hint=f"llmcloud status --stack {ctx.stack}",
-        ) from None
+        )
+        if isinstance(failure, KeyboardInterrupt):
+            error.exit_code = ExitCode.INTERRUPTED
+        raise error from None
     return {
         "previous_version": previous,
         "model_version": version,
@@ -153,6 +173,34 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, A
     result = promote(provider, ctx, history[-1], history=history[:-1], timeout=timeout)
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
+
+
+def _refuse_version_from_environment(ctx: Any) -> None:
+    """The program reads `LLMCLOUD_*` over the stack's config: with the model's version or
+    history in the environment it would deploy that, not what promote records."""
+    from llmcloud.stacks.config import env_overrides
+
+    model = env_overrides(ctx.environ).get("model")
+    for key in ("version", "history"):
+        if isinstance(model, dict) and key in model:
+            name = f"LLMCLOUD_MODEL__{key.upper()}"
+            if name not in ctx.environ:
+                name = "LLMCLOUD_MODEL"
+            raise ConfigError(
+                f"{name} sets model.{key}, which would override what promote records",
+                context="the stack's program reads LLMCLOUD_* variables over the stack's "
+                        "config (llmcloud:model.version and llmcloud:model.history)",
+                hint=f"unset {name}",
+            )
+
+
+def _stack_locked(failure: BaseException) -> bool:
+    """Whether `failure` is Pulumi's lock on the stack (another update runs): the update
+    it refused never began."""
+    from pulumi import automation as auto
+
+    return isinstance(failure, LlmcloudError) and isinstance(
+        failure.__context__, auto.ConcurrentUpdateError)
 
 
 def _record(engine: Any, version: str, history: list[str]) -> None:
