@@ -8,13 +8,19 @@ run the project directory's `Pulumi.yaml`. Everything that talks to the engine g
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmcloud.stacks.config import ENV_PREFIX, NAMESPACE, flags_to_env
-from llmcloud.stacks.errors import DeploymentError, LlmcloudError, MissingToolError
+from llmcloud.stacks.errors import (
+    CredentialsError,
+    DeploymentError,
+    LlmcloudError,
+    MissingToolError,
+)
 
 PULUMI_INSTALL_HINT = "install the Pulumi CLI: curl -fsSL https://get.pulumi.com | sh"
 
@@ -79,7 +85,30 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
             context="resources may exist that Pulumi has not recorded",
             hint=f"llmcloud refresh --stack {stack}",
         )
-    if "no credentials" in text.lower() or "could not find default credentials" in text.lower():
+    lower = text.lower()
+    if "incorrect passphrase" in lower or "passphrase must be set" in lower:
+        return CredentialsError(
+            f"the passphrase of stack '{stack}' is missing or wrong",
+            context=_last_error_line(text),
+            hint="export PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) as set "
+                 "when the stack was made",
+        )
+    if "must be set for login during non-interactive" in lower:
+        return CredentialsError(
+            "not logged in to a Pulumi backend",
+            context=_last_error_line(text),
+            hint="pulumi login (or set PULUMI_ACCESS_TOKEN, or PULUMI_BACKEND_URL for a "
+                 "bucket or file:// backend)",
+        )
+    plugin = re.search(r"install the plugin using `(pulumi plugin install [^`]+)`", text)
+    if plugin or "no resource plugin" in lower:
+        return MissingToolError(
+            "a Pulumi provider plugin the stack needs is not installed",
+            context=_last_error_line(text),
+            hint=plugin.group(1) if plugin else "pulumi plugin install resource <name> "
+                                                "<version> (the error names both)",
+        )
+    if "no credentials" in lower or "could not find default credentials" in lower:
         return DeploymentError(
             f"the cloud refused the update of stack '{stack}': no credentials",
             context=_last_error_line(text),

@@ -19,7 +19,12 @@ from llmcloud.stacks.automation import (
     translate_command_error,
     workspace_env,
 )
-from llmcloud.stacks.errors import DeploymentError, ExitCode, MissingToolError
+from llmcloud.stacks.errors import (
+    CredentialsError,
+    DeploymentError,
+    ExitCode,
+    MissingToolError,
+)
 from tests.stacks.fakes import FakeStack
 
 
@@ -51,6 +56,26 @@ def test_pending_operations_hint_refresh() -> None:
         "  * urn:pulumi:prod::llmcloud::aws:ec2/instance:Instance::x, interrupted while creating"
     ))
     assert translate_command_error(error, "prod").hint == "llmcloud refresh --stack prod"
+
+
+@pytest.mark.parametrize(("stderr", "kind", "hint"), [
+    ("error: getting secrets manager: failed to decrypt: incorrect passphrase, please set "
+     "PULUMI_CONFIG_PASSPHRASE to the correct passphrase or set PULUMI_CONFIG_PASSPHRASE_FILE "
+     "to a file containing the passphrase", CredentialsError, "PULUMI_CONFIG_PASSPHRASE"),
+    ("error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions",
+     CredentialsError, "pulumi login"),
+    ("error: could not load plugin for aws provider 'urn:pulumi:dev::llmcloud::pulumi:"
+     "providers:aws::default': no resource plugin 'pulumi-resource-aws' found in the "
+     "workspace at version v7.2.0 or on your $PATH, install the plugin using `pulumi plugin "
+     "install resource aws v7.2.0`", MissingToolError,
+     "pulumi plugin install resource aws v7.2.0"),
+])
+def test_a_missing_passphrase_login_or_plugin_is_exit_3_with_its_fix(stderr, kind, hint):
+    # each was "the Pulumi engine failed" (exit 1, "run again with --debug"), while the
+    # README gives exit 3 to what is missing: a tool or credentials
+    translated = translate_command_error(auto.CommandError(_result(stderr)), "dev")
+    assert isinstance(translated, kind) and translated.exit_code == ExitCode.MISSING_TOOL
+    assert hint in translated.hint
 
 
 def test_other_engine_errors_keep_the_last_error_line() -> None:
