@@ -27,6 +27,8 @@ LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 KMS_KEY = "aws:kms/key:Key"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+#: the VPC's default group takes inline `ingress` rules the same way
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 POLICY_DOCUMENTS = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy",
                     "aws:iam/userPolicy:UserPolicy", "aws:iam/groupPolicy:GroupPolicy")
@@ -41,8 +43,12 @@ ADMIN_POLICY = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/AdministratorAccess$
 SECRET_PATTERNS = (
     ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
     ("an AWS secret key", re.compile(r"aws_secret_access_key|AWS_SECRET_ACCESS_KEY")),
+    # checkov's: a 40-character secret assigned to an AWS key name (AWS_SECRET_KEY=...)
+    ("an AWS secret key", re.compile(r"(?i)(aws_?)?(secret_?)?(access_?)?key['\"]?\s*(:|=>|=)"
+                                     r"\s*['\"]?[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])")),
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("a password", re.compile(r"(?i)\b(password|passwd|secret|api_?key|token)\s*[=:]\s*"
+    # the name may carry a prefix (DB_PASSWORD, OPENAI_API_KEY): `\b` alone missed those
+    ("a password", re.compile(r"(?i)(?:\b|_)(password|passwd|secret|api_?key|token)\s*[=:]\s*"
                               r"['\"]?[^\s'\"$]{8,}")),
     ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")),
 )
@@ -66,9 +72,12 @@ def imdsv2(inputs: Mapping[str, Any]) -> str | None:
 
 @resource_check("CKV_AWS_8", "EBS volumes are encrypted", LAUNCH_TEMPLATE, INSTANCE)
 def ebs_encrypted(inputs: Mapping[str, Any]) -> str | None:
-    mappings = inputs.get("blockDeviceMappings") or []
+    mappings = list(inputs.get("blockDeviceMappings") or [])
     if inputs.get("rootBlockDevice") is not None:
         mappings = [{"ebs": inputs["rootBlockDevice"]}, *mappings]
+    # an Instance's further volumes: ebsBlockDevices (encrypted on each, no `ebs` level)
+    mappings += [{"ebs": device, "deviceName": device.get("deviceName")}
+                 for device in inputs.get("ebsBlockDevices") or []]
     if not mappings:
         return "no block device mapping sets encryption on the root volume"
     for mapping in mappings:
@@ -97,10 +106,12 @@ def _decode(user_data: str) -> str:
 
 @resource_check("CKV_AWS_46", "no secrets in user data", LAUNCH_TEMPLATE, INSTANCE)
 def no_secrets_in_user_data(inputs: Mapping[str, Any]) -> str | None:
-    text = _decode(str(inputs.get("userData") or ""))
-    for what, pattern in SECRET_PATTERNS:
-        if pattern.search(text):
-            return f"user data contains {what}; pass secrets through the instance role"
+    # an Instance takes userData (plain) or userDataBase64; a LaunchTemplate, userData (base64)
+    for key in ("userData", "userDataBase64"):
+        text = _decode(str(inputs.get(key) or ""))
+        for what, pattern in SECRET_PATTERNS:
+            if pattern.search(text):
+                return f"user data contains {what}; pass secrets through the instance role"
     return None
 
 
@@ -226,7 +237,7 @@ def _no_open_port(port: int):
 
 
 for _id, _port in (("CKV_AWS_24", 22), ("CKV_AWS_25", 3389), ("CKV_AWS_260", 80)):
-    for _type in (INGRESS_RULE, SECURITY_GROUP, SG_RULE):
+    for _type in (INGRESS_RULE, SECURITY_GROUP, DEFAULT_SECURITY_GROUP, SG_RULE):
         resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", _type)(
             _no_open_port(_port)(_type))
 
@@ -240,8 +251,9 @@ def _statements(document: Any) -> list[Mapping[str, Any]]:
             document = json.loads(document)
         except json.JSONDecodeError:
             return []
-    statements = (document or {}).get("Statement", []) if isinstance(document, dict) else []
-    return [statements] if isinstance(statements, dict) else list(statements)
+    # Mapping, not dict: the policy pack hands checks read-only Mapping proxies
+    statements = (document or {}).get("Statement", []) if isinstance(document, Mapping) else []
+    return [statements] if isinstance(statements, Mapping) else list(statements)
 
 
 @resource_check("CKV_AWS_1", "no IAM policy allows the '*' action", *POLICY_DOCUMENTS)

@@ -20,10 +20,11 @@ SCALE_SET = "azure-native:compute:VirtualMachineScaleSet"
 VIRTUAL_MACHINE = "azure-native:compute:VirtualMachine"
 NSG = "azure-native:network:NetworkSecurityGroup"
 SECURITY_RULE = "azure-native:network:SecurityRule"
-#: the client-side and backend protocols API Management must not offer
+#: the client-side and backend protocols API Management must not offer (checkov's
+#: CKV_AZURE_173 names SSL 3.0 too)
 _SECURITY = "Microsoft.WindowsAzure.ApiManagement.Gateway.Security"
 OLD_TLS = tuple(f"{_SECURITY}.{side}Protocols.{protocol}"
-                for side in ("", "Backend.") for protocol in ("Tls10", "Tls11"))
+                for side in ("", "Backend.") for protocol in ("Ssl30", "Tls10", "Tls11"))
 #: how a security rule names "anyone on the Internet"
 ANYONE = ("*", "internet", "any", "0.0.0.0")
 

@@ -168,7 +168,10 @@ def _no_open_port(port: int):
     def check(inputs: Mapping[str, Any]) -> str | None:
         if inputs.get("direction", "INGRESS") != "INGRESS" or _true(inputs.get("disabled")):
             return None
-        if not any(r in OPEN for r in inputs.get("sourceRanges") or []):
+        sources = [*(inputs.get("sourceRanges") or []), *(inputs.get("sourceTags") or []),
+                   *(inputs.get("sourceServiceAccounts") or [])]
+        # an ingress rule that names no source at all applies to 0.0.0.0/0
+        if sources and not any(r in OPEN for r in inputs.get("sourceRanges") or []):
             return None
         for allow in inputs.get("allows") or []:
             if str(allow.get("protocol")).lower() in ("tcp", "all") and _covers(
