@@ -84,6 +84,10 @@ def build_command(
     """The command line that builds the image with `builder`."""
     verb = ["buildx", "build", "--load"] if builder.name == "docker" else ["build"]
     command = [builder.path, *verb, "--file", str(dockerfile)]
+    if builder.name != "docker":
+        # buildah and podman build OCI images by default, and the OCI format has no
+        # HEALTHCHECK: the Dockerfile's was dropped (with a warning) from every image
+        command += ["--format", "docker"]
     for tag in tags:
         command += ["--tag", tag]
     for key, value in build_args.items():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,8 +66,9 @@ def test_build_command_for_each_builder(tmp_path: Path) -> None:
         "docker", "buildx", "build", "--load", "--file", str(tmp_path / "Dockerfile"),
         "--tag", "a:1", "--tag", "a:2", "--build-arg", "BASE_IMAGE=b:1",
         "--platform", "linux/amd64", str(tmp_path)]
-    assert ib.build_command(ib.Builder("buildah", "buildah"), **common)[:2] == [
-        "buildah", "build"]
+    for name in ("buildah", "podman"):  # docker's format: OCI images drop the HEALTHCHECK
+        assert ib.build_command(ib.Builder(name, name), **common)[:6] == [
+            name, "build", "--file", str(tmp_path / "Dockerfile"), "--format", "docker"]
 
 
 def test_build_and_push_with_buildah_to_an_htpasswd_registry(
@@ -75,7 +78,8 @@ def test_build_and_push_with_buildah_to_an_htpasswd_registry(
         monkeypatch.setenv(key, value)
     (tmp_path / "extra.txt").write_text("built by llmcloud image build\n")
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text("ARG BASE_IMAGE=scratch\nFROM ${BASE_IMAGE}\nCOPY extra.txt /extra.txt\n")
+    dockerfile.write_text("ARG BASE_IMAGE=scratch\nFROM ${BASE_IMAGE}\nCOPY extra.txt /extra.txt\n"
+                          'HEALTHCHECK --interval=30s CMD ["/bin/true"]\n')
     built = cli("image", "build", "--builder", "buildah", "--base-image", base_image,
                 "--file", str(dockerfile), "--context", str(tmp_path),
                 "--tag", "localhost/llmcloud-server:test", "--json")
@@ -83,6 +87,12 @@ def test_build_and_push_with_buildah_to_an_htpasswd_registry(
     document = json.loads(built.stdout)
     assert document["builder"] == "buildah"
     assert document["image_id"].startswith("sha256:")
+    # the Dockerfile's HEALTHCHECK is in the image (buildah's default OCI format drops it)
+    config = json.loads(subprocess.run(
+        ["buildah", "inspect", "--type", "image", "localhost/llmcloud-server:test"],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, **buildah_env}).stdout)
+    assert config["Docker"]["config"]["Healthcheck"]["Test"] == ["CMD", "/bin/true"]
 
     pushed = cli("image", "push", "localhost/llmcloud-server:test",
                  "--registry", f"{registry}/team", "--username", USER, "--password-stdin",
