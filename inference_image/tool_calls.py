@@ -25,8 +25,6 @@ HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 JSON_MARKERS = ("<|python_tag|>", "[TOOL_CALLS]")  # what Llama and Mistral write first
 # What a template that teaches a JSON-answer format says (Llama 3.1-3.3, Mistral).
 _JSON_FORMAT_HINTS = (*JSON_MARKERS, '"parameters": dictionary of argument name')
-_HERMES_CALL = re.compile(re.escape(HERMES_OPEN) + r"\s*(.*?)\s*" + re.escape(HERMES_CLOSE),
-                          re.DOTALL)
 
 
 class ToolChoiceError(ValueError):
@@ -233,12 +231,14 @@ class ToolCallStream:
         return text[:len(text) - keep], []
 
     def _named_delta(self, delta: str) -> list[dict[str, Any]]:
+        if not delta:  # (no answer yet, e.g. still thinking: no call, as a whole answer)
+            return []
         if self._named is None:  # the first delta names the call; the others add arguments
             self._named = _call(self.plan.name, "")
             self.called = True
             return [{**self._named.wire(0), "function": {"name": self.plan.name,
                                                          "arguments": delta}}]
-        return [{"index": 0, "function": {"arguments": delta}}] if delta else []
+        return [{"index": 0, "function": {"arguments": delta}}]
 
     def _feed_json(self, text: str) -> str:
         head = text.lstrip()
@@ -254,8 +254,8 @@ class ToolCallStream:
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """Content still held back, and ``tool_calls`` entries not sent yet."""
-        if self.plan.mode == "named":
-            return "", self._named_delta("") if self._named is None else []
+        if self.plan.mode == "named":  # an empty answer makes no call, as a whole one
+            return "", []
         if self._array is not None:  # cut before a call was named: the text, as content
             return ("", []) if self._array.calls else (self._array.text, [])
         if self._calls_text is None:
@@ -278,7 +278,7 @@ def _read_json_calls(text: str, names: frozenset[str]) -> tuple[str | None, list
         try:
             value = _model_json(body)
         except ValueError:
-            value = [_model_json(part) for part in body.split(";") if part.strip()]
+            value = _semicolon_separated(body)
         items = value if isinstance(value, list) else [value]
         calls = [_answered_call(item["name"], item["arguments"] if "arguments" in item
                                 else item["parameters"], names) for item in items]
@@ -287,14 +287,62 @@ def _read_json_calls(text: str, names: frozenset[str]) -> tuple[str | None, list
     return (None, calls) if calls else (text, [])
 
 
+def _semicolon_separated(body: str) -> list[Any]:
+    """JSON values separated by ``;`` (and whitespace), read as JSON, so that a ``;`` inside
+    a string is the string's; ValueError if that is not what ``body`` is."""
+    values, at = [], 0
+    while True:
+        while at < len(body) and (body[at].isspace() or body[at] == ";"):
+            at += 1
+        if at == len(body):
+            return values
+        value, at = _model_json_at(body, at)
+        values.append(value)
+        rest = body[at:].lstrip()
+        if rest and not rest.startswith(";"):
+            raise ValueError("calls are separated by ;")
+
+
+def _model_json_at(text: str, at: int) -> tuple[Any, int]:
+    """The JSON value (``_model_json``'s) that starts at ``at``, and where it ends."""
+    try:
+        return _DECODER.raw_decode(text, at)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _hermes_bodies(text: str) -> list[Any] | None:
+    """The JSON inside each ``<tool_call>...</tool_call>`` of ``text``, read as JSON (a
+    ``</tool_call>`` inside one of its strings is the string's); a last call that never
+    closes (cut short) is left out. None where one is no JSON closed by the tag."""
+    bodies, at = [], 0
+    while (at := text.find(HERMES_OPEN, at)) >= 0:
+        at += len(HERMES_OPEN)
+        if text.find(HERMES_CLOSE, at) < 0:
+            break  # cut short
+        start = len(text) - len(text[at:].lstrip())
+        try:
+            body, end = _model_json_at(text, start)
+        except ValueError:
+            return None
+        end = len(text) - len(text[end:].lstrip())
+        if not text.startswith(HERMES_CLOSE, end):
+            return None if text.find(HERMES_CLOSE, end) >= 0 else bodies
+        bodies.append(body)
+        at = end + len(HERMES_CLOSE)
+    return bodies
+
+
 def _read_hermes(text: str, names: frozenset[str]) -> tuple[str | None, list[ToolCall]]:
     start = text.find(HERMES_OPEN)
     if start < 0:
         return text, []
+    bodies = _hermes_bodies(text[start:])
+    if bodies is None:
+        return text, []  # not a call after all: the model's text, whole
     calls = []
-    for body in _HERMES_CALL.findall(text[start:]):
+    for call in bodies:
         try:
-            call = _model_json(body)
             calls.append(_answered_call(call["name"], call.get("arguments", {}), names))
         except (ValueError, KeyError, TypeError):
             return text, []  # not a call after all: the model's text, whole
@@ -323,6 +371,9 @@ def _finite(number: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{number} is beyond a float")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def _answered_call(name: Any, arguments: Any, names: frozenset[str]) -> ToolCall:
