@@ -356,9 +356,17 @@ async def _respond(request: Request, serving: OpenAIServing, gen: Generation,
     if gen.streaming:
         body = stream() if stream is not None else serving.stream_sse(gen)
         return _GenerationStream(serving, gen, body)
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, gen))
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, gen, gone))
     try:
         response = await (collect() if collect is not None else serving.collect(gen))
+    except ApiError:
+        if not gone.is_set():
+            raise
+        # The client left (a timeout, say) and nobody reads the answer: counted and logged
+        # as nginx's 499, not as the server's 503 that would set off 5xx alerts.
+        raise ApiError(CLIENT_CLOSED, "the client closed the request before its answer",
+                       code="client_closed_request") from None
     finally:
         watcher.cancel()
     body = response if isinstance(response, dict) else response.model_dump()
@@ -371,11 +379,16 @@ def _request_id(gen: Generation) -> dict[str, str]:
     return {"x-request-id": gen.response_id}
 
 
-async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
+#: nginx's status for a request whose client closed the connection before the answer
+CLIENT_CLOSED = 499
+
+
+async def _cancel_on_disconnect(request: Request, gen: Generation, gone: asyncio.Event) -> None:
     # After the body is read, receive() only returns when the client goes away.
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
+            gone.set()
             gen.cancel()
             return
 

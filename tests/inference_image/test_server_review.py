@@ -192,3 +192,28 @@ def test_a_second_signal_exits_at_once_even_when_the_device_hangs(causal_dir, tm
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def _requests_by_status(server) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {sample.labels["status"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "llmcloud:requests"
+            for sample in family.samples if sample.name == "llmcloud:requests_total"}
+
+
+def test_a_client_that_leaves_before_its_answer_is_a_499_not_a_503(causal_server):
+    # A client timeout cancels the request (its slot is freed); it was counted and logged
+    # as the server's 503, which set off 5xx alerts for what the client did.
+    before = _requests_by_status(causal_server)
+    body = {"model": "tiny-llama", "prompt": "hi", "max_tokens": 1000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{causal_server.url}/v1/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = _requests_by_status(causal_server)
+        if after.get("499", 0) > before.get("499", 0):
+            break
+        time.sleep(0.05)
+    assert after.get("499", 0) == before.get("499", 0) + 1
+    assert after.get("503", 0) == before.get("503", 0)
