@@ -2,8 +2,8 @@
 request: input items become chat messages, tools and the text format the chat's.
 
 The server keeps no state: a response is not stored, so ``previous_response_id`` (and
-``background``) are refused with a 400 that says so; clients send the whole conversation
-as ``input`` items, as they do with ``store: false``.
+``conversation``, a stored ``prompt``, ``background``) are refused with a 400 that says so;
+clients send the whole conversation as ``input`` items, as they do with ``store: false``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ class ResponsesRequest(_Request):
     top_logprobs: int | None = None
     store: bool | None = None  # nothing is stored, whatever it says
     previous_response_id: str | None = None
+    # OpenAI's stored conversation (an id, or {"id"}) and stored prompt template ({"id",
+    # "version", "variables"}): refused, never ignored (an answer without them drops the
+    # turns or instructions they hold)
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
     background: bool | None = None
     reasoning: dict[str, Any] | None = None  # effort: the model thinks as it was trained
     metadata: dict[str, str] | None = None
@@ -138,6 +143,14 @@ def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
         raise ApiError(400, "previous_response_id needs a stored response, and this server "
                        "stores none: send the conversation so far as input items",
                        param="previous_response_id", code="unsupported_value")
+    if request.conversation is not None:
+        raise ApiError(400, "conversation needs a stored conversation, and this server "
+                       "stores none: send the conversation so far as input items",
+                       param="conversation", code="unsupported_value")
+    if request.prompt is not None:
+        raise ApiError(400, "prompt needs a stored prompt template, and this server stores "
+                       "none: send its text as instructions and input items",
+                       param="prompt", code="unsupported_value")
     if request.background:
         raise ApiError(400, "background responses are not supported by this server",
                        param="background", code="unsupported_value")
