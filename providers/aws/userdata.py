@@ -67,8 +67,9 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # ALB has no per-target in-flight metric, so each server publishes its own gauge
     # for the target-tracking policy (averaged over the group by CloudWatch).
     loop = (
-        f"while sleep 30; do V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
-        f"| awk '{in_flight_awk()}'); "
+        # pipefail: a server that does not answer publishes nothing (awk alone prints 0)
+        f"set -o pipefail; while sleep 30; do V=$(curl -sf http://127.0.0.1:{launch.port}"
+        f"/metrics | awk '{in_flight_awk()}') && "
         f'[ -n "$V" ] && aws cloudwatch put-metric-data --region {launch.region} '
         f"--namespace {METRIC_NAMESPACE} --metric-name {IN_FLIGHT_METRIC} "
         f"--dimensions AutoScalingGroupName={launch.asg_name} --value \"$V\" || true; done"

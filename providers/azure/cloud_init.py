@@ -116,8 +116,9 @@ def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
            "[{'EventId': i} for i in sys.argv[1:]]}))")
     return _service("llmcloud-drain", "drain the llmcloud server before the VM goes", [
         f"EVENTS={shlex.quote(events)}",
-        f"NAME=$(curl -sf -H Metadata:true '{IMDS}/instance/compute/name"
-        "?api-version=2021-02-01&format=text')",
+        # after a reboot this may start before the network: without the name, no notice
+        f"until NAME=$(curl -sf -H Metadata:true '{IMDS}/instance/compute/name"
+        "?api-version=2021-02-01&format=text') && [ -n \"$NAME\" ]; do sleep 5; done",
         "while sleep 5; do",
         '  FOUND=$(curl -sf -H Metadata:true "$EVENTS" | python3 -c '
         f'{shlex.quote(pick)} "$NAME") || continue',
@@ -145,6 +146,8 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
               + '","namespace":"' + METRIC_NAMESPACE + '","dimNames":["Instance"],'
               '"series":[{"dimValues":["%s"],"min":%s,"max":%s,"sum":%s,"count":1}]}}}')
     return _service("llmcloud-metrics", "publish llmcloud in-flight requests to Azure Monitor", [
+        # a server that does not answer publishes nothing (awk alone would print 0)
+        "set -o pipefail",
         f"CLIENT_ID={shlex.quote(launch.identity_client_id)}",
         f"RID=$(curl -sf -H Metadata:true '{compute}' | python3 -c 'import json,sys; "
         "c=json.load(sys.stdin); print(\"/subscriptions/%s/resourceGroups/%s/providers/"
@@ -152,7 +155,7 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         "c[\"resourceGroupName\"], c[\"vmScaleSetName\"]))')",
         "while sleep 60; do",
         f"  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
-        f"| awk '{in_flight_awk()}')",
+        f"| awk '{in_flight_awk()}') || continue",
         '  [ -n "$V" ] || continue',
         f"  T=$({_token('https://monitoring.azure.com/')}) || continue",
         f"  BODY=$(printf {shlex.quote(series)} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "

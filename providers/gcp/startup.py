@@ -40,7 +40,9 @@ def render_startup_script(launch: ServerLaunch) -> str:
         "#!/bin/bash",
         "set -euo pipefail",
         f"IMAGE={q(launch.image)}",
-        f"mkdir -p {MODEL_CACHE} {KEYS_DIR}",
+        f"mkdir -p {KEYS_DIR}",
+        # the image runs as an unprivileged user: the cache must be writable by any user
+        f"install -d -m 1777 {MODEL_CACHE}",
         # the keys exist only as hashes; the server refuses every request without one, so
         # wait (logging why) rather than start an endpoint that no key can open
         f"until gcloud secrets versions access latest --secret={q(launch.keys_secret)} "
@@ -51,7 +53,10 @@ def render_startup_script(launch: ServerLaunch) -> str:
         "done",
         f"install -m 0444 {KEYS_FILE}.new {KEYS_FILE} && rm -f {KEYS_FILE}.new",
         f"gcloud auth configure-docker {q(launch.registry_host)} --quiet",
-        'docker pull "$IMAGE"',
+        # the service account's grant, the network or the Docker daemon may lag the first
+        # boot, and a failed startup script runs again only at a reboot: retry
+        "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
+        'retry docker pull "$IMAGE"',
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
@@ -112,6 +117,7 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # gauge as a custom metric that the regional autoscaler averages over the group
     gauges = in_flight_awk()
     script = f"""#!/bin/bash
+set -o pipefail
 md() {{ curl -sf -H 'Metadata-Flavor: Google' "{_METADATA}/$1"; }}
 ID=$(md instance/id); ZONE=$(md instance/zone); ZONE=${{ZONE##*/}}
 while sleep 30; do
