@@ -184,6 +184,11 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     @app.api_route("/v1/responses/{response_id:path}", methods=["GET", "POST", "DELETE"])
     async def stored_response(request: Request, response_id: str) -> Response:
         _authorize(state, request)
+        if request.method == "POST" and response_id in UNSERVED_RESPONSES_ENDPOINTS:
+            # the official client's responses.compact and responses.input_tokens.count: not
+            # "no response 'compact'"
+            raise ApiError(404, f"POST /v1/responses/{response_id} is not served by this "
+                           "server", code="not_found")
         raise ApiError(404, f"no response {response_id.split('/')[0]!r}: this server stores "
                        "no responses (store is always false); keep the output you need",
                        param="response_id", code="not_found")
@@ -378,6 +383,9 @@ def _request_id(gen: Generation) -> dict[str, str]:
     # of its line in the server's request log.
     return {"x-request-id": gen.response_id}
 
+
+#: Responses API endpoints under /v1/responses/ that are not a response's id
+UNSERVED_RESPONSES_ENDPOINTS = frozenset({"compact", "input_tokens"})
 
 #: nginx's status for a request whose client closed the connection before the answer
 CLIENT_CLOSED = 499

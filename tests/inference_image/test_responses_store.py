@@ -80,3 +80,15 @@ def test_the_stored_response_routes_need_the_key():
                                   headers={"Authorization": "Bearer s3cret"}), 404,
                      "response_id")
     assert_error(http.post(RESPONSES, json={"input": "hi", "conversation": "conv_1"}), 401)
+
+
+@pytest.mark.parametrize("endpoint", ["compact", "input_tokens"])
+def test_responses_endpoints_not_served_say_so(endpoint):
+    # responses.compact and responses.input_tokens.count of the official client were
+    # answered "no response 'compact': this server stores no responses"
+    _, http, _ = serve(build_tokenizer(HERMES_TEMPLATE))
+    answer = http.post(f"/v1/responses/{endpoint}", json={"model": "fake-model", "input": "hi"})
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert error["message"] == f"POST /v1/responses/{endpoint} is not served by this server"
+    assert error["param"] is None
