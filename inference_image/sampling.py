@@ -72,7 +72,10 @@ def sample(
     if any(p < 1.0 for p in ps):
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)
-        top_p = torch.tensor(ps, device=logits.device, dtype=probs.dtype)[:, None]
+        # (a row's top_p of 1 is off, whatever the others': its float32 cumulative sum can
+        # reach 1 before the end of its vocabulary, which dropped the tokens after)
+        top_p = torch.tensor([p if p < 1.0 else float("inf") for p in ps],
+                             device=logits.device, dtype=probs.dtype)[:, None]
         # Drop a token when the tokens before it already reach top_p; the first always stays.
         drop = (cumulative - sorted_probs) >= top_p
         # (said outright: a top_p too small for the dtype rounds to 0, which drops it too)
@@ -91,10 +94,10 @@ def sample(
 def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
                   outputs: list[list[int]],
                   prompts: list[list[int]] | None = None) -> torch.Tensor:
-    """``logits`` [B, V] with each row's presence and frequency penalties (counted over
-    ``outputs``, the tokens that row generated) and logit biases applied, as OpenAI defines
-    them, its repetition penalty (over ``prompts`` and ``outputs``), as vLLM and Hugging
-    Face do, and vLLM's bad words and allowed tokens (the others' logits -inf). Returns
+    """``logits`` [B, V] with each row's logit biases, then its repetition penalty (over
+    ``prompts`` and ``outputs``), as vLLM and Hugging Face do, then its presence and
+    frequency penalties (counted over ``outputs``, the tokens that row generated), as OpenAI
+    defines them, and vLLM's bad words and allowed tokens (the others' logits -inf). Returns
     ``logits`` itself when no row asks for any, else an adjusted float copy."""
     rows = [i for i, p in enumerate(params) if p.adjusts_logits]
     if not rows:
@@ -105,6 +108,15 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
     vocab = logits.shape[-1]
     for i in rows:
         p = params[i]
+        # The bias first, then the penalties, as vLLM (and generate()'s sequence_bias) order
+        # them: a biased token already seen has (logit + bias) / repetition_penalty.
+        # Ids past the model's output layer (a tokenizer's extra entries) cannot be sampled.
+        biases = [(t, b) for t, b in p.logit_bias if t < vocab]
+        if biases:
+            ids = torch.tensor([t for t, _ in biases], device=logits.device)
+            bias = torch.tensor([b for _, b in biases], device=logits.device,
+                                dtype=adjusted.dtype)
+            adjusted[i].index_add_(0, ids, bias)
         if p.repetition_penalty != 1.0:
             seen = torch.tensor([*(prompts[i] if prompts else ()), *outputs[i]],
                                 dtype=torch.long, device=logits.device)
@@ -117,13 +129,6 @@ def adjust_logits(logits: torch.Tensor, params: list[SamplingParams],
             seen = torch.tensor(outputs[i], device=logits.device)
             counts = torch.bincount(seen, minlength=vocab)[:vocab].to(adjusted.dtype)
             adjusted[i] -= counts * p.frequency_penalty + (counts > 0) * p.presence_penalty
-        # Ids past the model's output layer (a tokenizer's extra entries) cannot be sampled.
-        biases = [(t, b) for t, b in p.logit_bias if t < vocab]
-        if biases:
-            ids = torch.tensor([t for t, _ in biases], device=logits.device)
-            bias = torch.tensor([b for _, b in biases], device=logits.device,
-                                dtype=adjusted.dtype)
-            adjusted[i].index_add_(0, ids, bias)
         banned = [words[-1] for words in p.bad_words_ids
                   if words[-1] < vocab and _ends_with(outputs[i], words[:-1])]
         allowed = [t for t in p.allowed_token_ids if t < vocab]
