@@ -24,10 +24,13 @@ def free_port() -> int:
 class ServerProcess:
     """`llmcloud-server` in a subprocess on 127.0.0.1, with bounded waits."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, code: str | None = None):
+        """``code``: a script to run in place of the server's module (one that patches the
+        server, then calls its ``run`` with ``sys.argv[1:]``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "llmcloud.inference_image.server",
+        program = ["-c", code] if code is not None else ["-m", "llmcloud.inference_image.server"]
+        command = [sys.executable, *program,
                    "--host", "127.0.0.1", "--port", str(self.port), *DEVICE_FLAGS,
                    "--log-level", "warning", *args]
         # A file, not a pipe: a chatty server must never block on a full pipe buffer.

@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess
 
 
 def test_sigterm_drains_then_exits_zero(causal_dir):
@@ -216,23 +216,10 @@ run(sys.argv[1:])
 
 
 def test_a_server_whose_model_no_longer_runs_exits_for_its_supervisor(causal_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", LOSES_ITS_DEVICE, "--model", str(causal_dir), "--host",
-         "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess("--model", str(causal_dir), "--device", "cpu", code=LOSES_ITS_DEVICE)
+    proc, url = server.proc, server.url
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.seek(0) or log.read()
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        server.wait_ready()
         body = {"prompt": "Hello", "max_tokens": 30, "temperature": 0, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
             events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
@@ -245,8 +232,7 @@ def test_a_server_whose_model_no_longer_runs_exits_for_its_supervisor(causal_dir
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    log.seek(0)
-    output = log.read()
+    output = server.output()
     assert "error: the engine stopped: the model no longer runs on cpu" in output
     assert "illegal memory access (simulated)" in output
 

@@ -151,25 +151,13 @@ run(sys.argv[1:])
 def test_a_second_signal_exits_at_once_even_when_the_device_hangs(causal_dir, tmp_path):
     """README: 'A second signal exits at once'. With the engine stuck in a step, the
     process still waited 30 s for the engine's thread after the second SIGTERM."""
-    from server_process import free_port
+    from server_process import ServerProcess
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HANGS, "--model", str(causal_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu", "--log-level", "warning",
-         "--drain-timeout", "60"], stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess("--model", str(causal_dir), "--device", "cpu", "--drain-timeout",
+                           "60", code=HANGS)
+    proc, url = server.proc, server.url
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.seek(0) or log.read()
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        server.wait_ready()
 
         def request() -> None:
             try:
@@ -180,7 +168,7 @@ def test_a_second_signal_exits_at_once_even_when_the_device_hangs(causal_dir, tm
 
         threading.Thread(target=request, daemon=True).start()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "HUNG" not in (log.seek(0) or log.read()):
+        while time.monotonic() < deadline and "HUNG" not in server.output():
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
