@@ -174,29 +174,30 @@ class FolderStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def _path(self, key: str) -> Path:
+    def path_of(self, key: str) -> Path:
+        """The file that holds ``key`` (inside the store, or PermissionError)."""
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise PermissionError(f"{key} escapes the store at {self.root}")
         return path
 
     def read_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        return self.path_of(key).read_bytes()
 
     def download(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
+        shutil.copyfile(self.path_of(key), dest)
 
     def head(self, key: str) -> ObjectInfo | None:
         from llmcloud.inference_image.manifest import file_sha256
 
-        path = self._path(key)
+        path = self.path_of(key)
         if not path.is_file():
             return None
         return ObjectInfo(path.stat().st_size, file_sha256(path))
 
     def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None:
         self._write(key, lambda partial: shutil.copyfile(path, partial))
-        progress(self._path(key).stat().st_size)
+        progress(self.path_of(key).stat().st_size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._write(key, lambda partial: partial.write_bytes(data))
@@ -206,7 +207,7 @@ class FolderStore:
         reader never sees half a file, and two uploads of a version never share a temp
         file (one renamed the other's half-written copy into place). Hidden, and deleted
         when the copy fails: the server and `prune` leave such names alone."""
-        target = self._path(key)
+        target = self.path_of(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # (not mkstemp: its mode 600 would keep a server run as another user out)
         name = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL}"))
@@ -218,12 +219,12 @@ class FolderStore:
                 os.unlink(name)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self.path_of(key).unlink(missing_ok=True)
 
     def prune(self, prefix: str, keep: set[str]) -> None:
         """Delete the files under ``prefix`` whose keys are not in ``keep`` (a version
         overwritten with fewer files: its folder is what the server loads)."""
-        folder = self._path(prefix) if prefix else self.root
+        folder = self.path_of(prefix) if prefix else self.root
         for path in [p for p in folder.rglob("*") if p.is_file()]:
             if path.name.startswith(".") and path.name.endswith(_PARTIAL):
                 continue  # another upload's file, being written now

@@ -142,7 +142,7 @@ def upload_model(
             # what was sent is not what the manifest says; its sha256 metadata would let a
             # later upload skip it (unless it is the file itself: a folder uploaded onto
             # itself)
-            if not (isinstance(store, FolderStore) and store._path(key) == local.resolve()):
+            if not (isinstance(store, FolderStore) and store.path_of(key) == local.resolve()):
                 _call(store.delete, key, target)
             raise DeploymentError(
                 f"{local} changed while it was being uploaded",
