@@ -112,8 +112,9 @@ def run_script(script: str, tmp: Path, stubs: dict[str, str] | None = None, *,
              f"bash {tmp}/boot.sh > {tmp}/out.log 2>&1; echo $? > {tmp}/rc; {verify}")
     done = subprocess.run(["unshare", "-rm", "bash", "-c", inner], capture_output=True,
                           text=True, timeout=timeout + 60)
-    if done.returncode != 0 or not (tmp / "rc").exists():
+    if not (tmp / "rc").exists():  # the mounts failed, so the script never ran
         pytest.skip(f"no overlay mounts in a user namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
     rc = int((tmp / "rc").read_text())
     calls = [[c.split(" ", 1)[0], *shlex.split(c.split(" ", 1)[1] if " " in c else "")]
              for c in (log.read_text().splitlines() if log.exists() else [])]
