@@ -5,8 +5,8 @@ records the new version in the stack's config (keeping the versions served befor
 `llmcloud:model.history`), runs the update — which rolls the instance group behind its
 health checks — waits for the cloud to report the roll done (AWS's instance refresh, GCP's
 instance group, Azure's rolling upgrade), and, given an API key, until the endpoint reports
-the new version. If any of that fails, the previous version is put back the same way and
-the promotion exits non-zero.
+the new version. If any of that fails, the previous version is put back the same way, its
+rollout watched too, and the promotion exits non-zero.
 """
 
 from __future__ import annotations
@@ -131,17 +131,7 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
         else:  # the cloud's SDK, watching the rollout (access denied, a dropped connection)
             reason = f"{type(failure).__name__}: {failure}"
         _record(engine, previous, old_history)
-        try:
-            engine.up()
-        except LlmcloudError as second:
-            raise DeploymentError(
-                f"promoting {version} failed, and restoring {previous} failed too",
-                context=f"{reason}; then: {second.message}",
-                # the config names `previous` again: an `up` deploys it (a rollback would
-                # go to the version before it)
-                hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud up --stack "
-                     f"{ctx.stack} (it puts {previous} back)",
-            ) from None
+        _restore(provider, ctx, engine, version, previous, reason, timeout)
         error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again",
             context=reason,
@@ -173,6 +163,36 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, A
     result = promote(provider, ctx, history[-1], history=history[:-1], timeout=timeout)
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
+
+
+def _restore(provider: Any, ctx: Any, engine: Any, version: str, previous: str, reason: str,
+             timeout: float) -> None:
+    """Deploy `previous` again (the config names it already) and watch its rollout as the
+    promotion's was watched: "serving again" must be the cloud's word, not a hope."""
+    # no minute's margin here, unlike the promotion's: the failed rollout began within the
+    # last minute or so, and the watch must not take its end for the restore's
+    since = datetime.now(timezone.utc)
+    try:
+        outputs = engine.up()
+        provider.wait_for_rollout(ctx, outputs, since, timeout)
+    except (Exception, KeyboardInterrupt) as second:
+        if isinstance(second, LlmcloudError):
+            then = second.message + (f": {second.context}" if second.context else "")
+        elif isinstance(second, KeyboardInterrupt):
+            then = "interrupted"
+        else:  # the cloud's SDK, watching the restore
+            then = f"{type(second).__name__}: {second}"
+        error = DeploymentError(
+            f"promoting {version} failed, and restoring {previous} failed too",
+            context=f"{reason}; then: {then}",
+            # the config names `previous` again: an `up` deploys it (a rollback would go
+            # to the version before it)
+            hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud up --stack "
+                 f"{ctx.stack} (it puts {previous} back)",
+        )
+        if isinstance(second, KeyboardInterrupt):
+            error.exit_code = ExitCode.INTERRUPTED
+        raise error from None
 
 
 def _refuse_version_from_environment(ctx: Any) -> None:

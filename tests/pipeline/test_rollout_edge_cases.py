@@ -72,6 +72,58 @@ def test_a_failed_restore_does_not_send_the_user_to_the_wrong_version(tmp_path) 
                                  "(it puts v1 back)")
 
 
+class _RestoreFails(FakeProvider):
+    """The promotion's rollout fails, and so does the restore's, as the cloud tells it."""
+
+    def __init__(self, restore_error: BaseException):
+        super().__init__(rollout_error=DeploymentError(
+            "the server group's instance refresh ended Failed"))
+        self.restore_error = restore_error
+
+    def wait_for_rollout(self, ctx, outputs, since, timeout):
+        super().wait_for_rollout(ctx, outputs, since, timeout)
+        raise self.restore_error
+
+
+def test_a_restore_whose_rollout_fails_is_not_reported_as_serving(tmp_path) -> None:
+    # the restore's `up` was trusted: "v1 is serving again" while its refresh failed too
+    provider = _RestoreFails(DeploymentError("the server group's instance refresh ended "
+                                             "Cancelled", context="group llm-prod"))
+    with pytest.raises(DeploymentError) as caught:
+        rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
+    assert caught.value.message == "promoting v2 failed, and restoring v1 failed too"
+    assert caught.value.context == (
+        "the server group's instance refresh ended Failed; then: the server group's "
+        "instance refresh ended Cancelled: group llm-prod")
+    assert caught.value.hint.endswith("(it puts v1 back)")
+    assert len(provider.watched) == 2
+    # the restore's watch starts after the promotion's, so it cannot take that one's end
+    assert provider.watched[1] > provider.watched[0]
+
+
+def test_a_restore_watched_to_its_end_reports_serving_again(tmp_path) -> None:
+    provider = FakeProvider(rollout_error=DeploymentError("refresh ended Failed"))
+    with pytest.raises(DeploymentError) as caught:
+        rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
+    assert caught.value.message == "promoting v2 failed; v1 is serving again"
+    assert len(provider.watched) == 2
+
+
+@pytest.mark.parametrize(("second", "then", "code"), [
+    (KeyboardInterrupt(), "interrupted", ExitCode.INTERRUPTED),
+    (RuntimeError("AccessDenied"), "RuntimeError: AccessDenied", ExitCode.ERROR),
+], ids=["ctrl-c", "sdk-error"])
+def test_a_restore_watch_cut_short_says_so(tmp_path, second, then, code) -> None:
+    provider = _RestoreFails(second)
+    with pytest.raises(DeploymentError) as caught:
+        rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
+    assert caught.value.message == "promoting v2 failed, and restoring v1 failed too"
+    assert caught.value.context.endswith("; then: " + then)
+    assert caught.value.exit_code == code
+    assert provider.stack.config == {"llmcloud:model.version": "v1",
+                                     "llmcloud:model.history": '["v0"]'}
+
+
 def test_a_watch_that_cannot_run_puts_the_previous_version_back(tmp_path) -> None:
     # a cloud SDK error (AccessDenied on DescribeInstanceRefreshes, a dropped connection)
     # left the config on v2 unwatched, and was reported as "a bug in llmcloud"
