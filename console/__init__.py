@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from llmcloud.stacks.errors import MissingToolError
+from llmcloud.stacks.errors import MissingToolError, install_hint
 
 WEB_MODULES = ("fastapi", "uvicorn", "jinja2", "prometheus_client")
 
@@ -23,7 +23,7 @@ def require_web_stack() -> None:
         raise MissingToolError(
             f"the console needs {', '.join(missing)}, which is not installed",
             context="these come with llmcloud's 'runtime' extra",
-            hint='pip install "llmcloud[runtime]"',
+            hint=install_hint("runtime"),
         )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llmcloud.stacks.errors import MissingToolError, NotSupportedError
+from llmcloud.stacks.errors import MissingToolError, NotSupportedError, install_hint
 from llmcloud.stacks.spec import DeploymentSpec
 
 OPERATIONS = (
@@ -56,7 +56,7 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
     """One place llmcloud deploys to. Subclasses override what they offer."""
 
     name: ClassVar[str]
-    #: the pip extra that brings this provider's SDKs (`pip install "llmcloud[aws]"`)
+    #: the pip extra that brings this provider's SDKs (`install_hint` names the command)
     extra: ClassVar[str | None] = None
     #: modules that extra installs; checked before any of them is imported
     sdk_modules: ClassVar[tuple[str, ...]] = ()
@@ -80,7 +80,7 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
                 f"the {self.name} provider needs {', '.join(missing)}, "
                 f"which {'is' if len(missing) == 1 else 'are'} not installed",
                 context=f"these come with llmcloud's '{self.extra}' extra",
-                hint=f'pip install "llmcloud[{self.extra}]"',
+                hint=install_hint(self.extra),
             )
 
     def supports(self, operation: str) -> None:

@@ -1,7 +1,7 @@
 """The lazy provider registry: a name -> the class that implements it, imported on first use.
 
 Importing a provider's module loads no cloud SDK; its `require_sdk` names the extra to
-install (`pip install "llmcloud[aws]"`) when the SDK is missing.
+install (`stacks.errors.install_hint`) when the SDK is missing.
 """
 
 from __future__ import annotations

@@ -70,3 +70,28 @@ class DeploymentError(LlmcloudError):
     """An operation on a deployed stack failed (update, rollout, budget gate)."""
 
     exit_code = ExitCode.ERROR
+
+
+def install_hint(extras: str) -> str:
+    """The pip command that adds llmcloud's `extras` (e.g. "aws" or "aws,gcp") to this
+    environment. llmcloud is installed from a clone, not an index: the command names the
+    folder it was installed from while that folder is still there."""
+    import json
+    from importlib.metadata import distributions
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    # every record of the name: run from the clone itself, its build's llmcloud.egg-info
+    # comes first on the path and says nothing of where pip installed from
+    for found in distributions(name="llmcloud"):
+        try:
+            origin = json.loads(found.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = urlparse(str(origin.get("url", "")))
+        if url.scheme == "file" and isinstance(origin.get("dir_info"), dict):
+            folder = Path(unquote(url.path))
+            if (folder / "pyproject.toml").is_file():
+                editable = "-e " if origin["dir_info"].get("editable") else ""
+                return f'pip install {editable}"{folder}[{extras}]"'
+    return f'pip install -e ".[{extras}]" (in a clone of llmcloud)'

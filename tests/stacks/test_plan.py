@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from llmcloud.providers.aws.provider import AwsProvider
-from llmcloud.stacks.errors import MissingToolError, NotSupportedError
+from llmcloud.stacks.errors import MissingToolError, NotSupportedError, install_hint
 from llmcloud.stacks.plan import layer_of, run_plan
 from tests.providers.aws_helpers import aws_spec
 
@@ -65,7 +65,8 @@ def test_a_missing_sdk_names_the_extra(monkeypatch):
     monkeypatch.setattr(AwsProvider, "sdk_modules", ("pulumi_aws_not_installed",))
     with pytest.raises(MissingToolError) as info:
         run_plan(aws_spec(), "ci")
-    assert info.value.hint == 'pip install "llmcloud[aws]"'
+    assert info.value.hint == install_hint("aws")
+    assert "[aws]" in info.value.hint
 
 
 def test_layer_names():
