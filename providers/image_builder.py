@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -97,13 +98,17 @@ def build_command(
     return [*command, str(context)]
 
 
-def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None) -> str:
-    """Run a builder command, streaming its output to stderr; raise on failure."""
+def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None,
+                answer_only: bool = False) -> str:
+    """Run a builder command and return its output (its warnings too, unless
+    `answer_only`: then stdout alone, for an answer to parse); raise on failure."""
     process = subprocess.run(
-        command, input=stdin, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command, input=stdin, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if answer_only else subprocess.STDOUT,
     )
     if process.returncode != 0:
-        tail = [line for line in process.stdout.splitlines() if line.strip()][-3:]
+        said = process.stdout + (process.stderr or "")
+        tail = [line for line in said.splitlines() if line.strip()][-3:]
         raise DeploymentError(
             f"{what} failed (exit {process.returncode})",
             context=" | ".join(tail) or "no output",
@@ -186,16 +191,30 @@ def _private_docker_config(folder: Path) -> None:
 
 
 def _docker_push_as(builder: Builder, image: str, config: list[str]) -> str:
-    run_builder([builder.path, *config, "push", image], f"pushing {image}")
+    said = run_builder([builder.path, *config, "push", image], f"pushing {image}")
+    # "TAG: digest: sha256:... size: N", docker's last line, is what the registry stored
+    # for this push; the image's RepoDigests may also hold digests of earlier pushes
+    pushed = re.findall(r"\bdigest: (sha256:[0-9a-f]{64})\b", said, flags=re.IGNORECASE)
+    if pushed:
+        return pushed[-1]
     out = run_builder(
         [builder.path, *config, "inspect", "--format", "{{json .RepoDigests}}", image],
-        "reading the digest",
+        "reading the digest", answer_only=True,
     )
     repository = pinned(image, "").rstrip("@")
-    for entry in json.loads(out or "[]"):
-        if entry.startswith(repository + "@"):
-            return entry.split("@", 1)[1]
-    raise DeploymentError(f"docker did not report a digest for {image}")
+    try:
+        entries = json.loads(out or "[]") or []
+    except ValueError:
+        entries = []
+    found = [e.split("@", 1)[1] for e in entries
+             if isinstance(e, str) and e.startswith(repository + "@")]
+    if len(found) == 1:
+        return found[0]
+    raise DeploymentError(
+        f"docker did not report the digest it pushed {image} as",
+        context=f"docker inspect's RepoDigests: {out.strip() or 'none'}",
+        hint=f"docker buildx imagetools inspect {image} shows the digest the registry holds",
+    )
 
 
 def image_reference(registry: str | None, image: str) -> str:

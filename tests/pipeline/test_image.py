@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmcloud.providers import image_builder as ib
-from llmcloud.stacks.errors import ExitCode, MissingToolError
+from llmcloud.stacks.errors import DeploymentError, ExitCode, MissingToolError
 from tests.pipeline.conftest import PASSWORD, USER, manifest_digest
 
 
@@ -176,8 +176,12 @@ if args[0] == "login":
     settings.setdefault("auths", {{}})[args[1]] = {{"auth": token}}
     folder.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps(settings))
+elif args[0] == "push":
+    print(os.environ.get("FAKE_DOCKER_PUSH_SAYS", "1: digest: sha256:" + "d" * 64 + " size: 856"))
 elif args[0] == "inspect":
-    print(json.dumps(["reg.example.com/llm/server@sha256:" + "d" * 64]))
+    print("WARNING: a warning docker writes to stderr", file=sys.stderr)
+    print(os.environ.get("FAKE_DOCKER_INSPECT_SAYS",
+                         json.dumps(["reg.example.com/llm/server@sha256:" + "d" * 64])))
 '''
 
 
@@ -202,7 +206,7 @@ def test_a_docker_login_for_a_push_leaves_no_token_behind(tmp_path, monkeypatch)
                            username="AWS", password="s3cret-token")
     assert digest == "sha256:" + "d" * 64
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [call["args"][0] for call in calls] == ["login", "push", "inspect"]
+    assert [call["args"][0] for call in calls] == ["login", "push"]
     # the user's context and contexts came along; their other logins did not
     assert all(call["context"] == "desktop-linux" and call["contexts"] for call in calls)
     assert user_config.read_text() == before  # no token written where it would stay
@@ -212,6 +216,56 @@ def test_a_docker_login_for_a_push_leaves_no_token_behind(tmp_path, monkeypatch)
     left = "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("*")
                    if p.is_file() and p != log)
     assert token not in left and "s3cret" not in left
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch):
+    import sys
+
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
+    return ib.Builder("docker", str(docker))
+
+
+OLD, NEW = "sha256:" + "0" * 64, "sha256:" + "e" * 64
+REPO = "reg.example.com/llm/server"
+
+
+def test_a_docker_push_reports_the_digest_docker_pushed(fake_docker, monkeypatch):
+    # RepoDigests keeps earlier pushes' digests of the repository too: the one inspect
+    # matched first could be another push's
+    import json
+
+    monkeypatch.setenv("FAKE_DOCKER_PUSH_SAYS", "The push refers to repository [x]\n"
+                       f"5f70bf18a086: Pushed\n1: digest: {NEW} size: 1573")
+    monkeypatch.setenv("FAKE_DOCKER_INSPECT_SAYS",
+                       json.dumps([f"{REPO}@{OLD}", f"{REPO}@{NEW}"]))
+    assert ib.push_image(fake_docker, f"{REPO}:1") == NEW
+
+
+def test_a_docker_push_without_a_digest_line_asks_inspect(fake_docker, monkeypatch):
+    # inspect's stderr warning was parsed as part of its JSON answer
+    monkeypatch.setenv("FAKE_DOCKER_PUSH_SAYS", "pushed")
+    assert ib.push_image(fake_docker, f"{REPO}:1") == "sha256:" + "d" * 64
+
+
+@pytest.mark.parametrize("inspect_says", [
+    f'["{REPO}@{OLD}", "{REPO}@{NEW}"]',  # which one this push stored is not knowable
+    "[]", "not json",
+], ids=["two-digests", "none", "garbled"])
+def test_a_docker_digest_that_cannot_be_told_is_an_error(fake_docker, monkeypatch,
+                                                          inspect_says):
+    monkeypatch.setenv("FAKE_DOCKER_PUSH_SAYS", "pushed")
+    monkeypatch.setenv("FAKE_DOCKER_INSPECT_SAYS", inspect_says)
+    with pytest.raises(DeploymentError) as caught:
+        ib.push_image(fake_docker, f"{REPO}:1")
+    assert caught.value.message == f"docker did not report the digest it pushed {REPO}:1 as"
+    assert caught.value.hint == (f"docker buildx imagetools inspect {REPO}:1 shows the "
+                                 "digest the registry holds")
 
 
 def test_the_commit_tag_tells_a_checkout_with_uncommitted_changes(tmp_path):
