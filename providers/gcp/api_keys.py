@@ -7,12 +7,16 @@ per key, each after a comment naming the key (`# llmcloud-key <id> <created> <pr
 <name>`), which the server skips. `keys create` adds a version with one more hash and
 prints the key once; `keys revoke` adds a version without it. Secret Manager has no
 compare-and-set on versions, so each change reads the latest version back after adding
-its own and tries again (up to three times) when another change got in between.
+its own and tries again (up to three times) when another change got in between. Once its
+change is in place, it destroys the versions before its own: Secret Manager bills every
+version that is not destroyed (disabled ones too), and an old version still holds the
+hashes of revoked keys. The latest version, the one the servers fetch, is never one of them.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
@@ -43,8 +47,9 @@ class KeysSecret:
         _raise_for(response, "reading the keys secret")
         return base64.b64decode(response.json()["payload"]["data"]).decode("utf-8")
 
-    def write(self, text: str) -> None:
-        """Add a version holding ``text``: the servers take it within a minute or so."""
+    def write(self, text: str) -> int | None:
+        """Add a version holding ``text``: the servers take it within a minute or so.
+        Returns the new version's number."""
         import google_crc32c
 
         data = text.encode("utf-8")
@@ -52,6 +57,28 @@ class KeysSecret:
                             "dataCrc32c": str(google_crc32c.value(data))}}
         response = self.session.post(f"{self.address}:addVersion", json=body, timeout=30)
         _raise_for(response, "adding a version to the keys secret")
+        return _version_number(response.json().get("name"))
+
+    def destroy_before(self, version: int) -> int:
+        """Destroy every version numbered below ``version`` that is not destroyed yet;
+        returns how many were."""
+        destroyed, token = 0, None
+        while True:
+            params = {"pageSize": 100, **({"pageToken": token} if token else {})}
+            response = self.session.get(f"{self.address}/versions", params=params, timeout=30)
+            _raise_for(response, "listing the keys secret's versions")
+            page = response.json()
+            for found in page.get("versions", []):
+                number = _version_number(found.get("name"))
+                if number is None or number >= version or found.get("state") == "DESTROYED":
+                    continue
+                answer = self.session.post(f"{self.address}/versions/{number}:destroy",
+                                           json={}, timeout=30)
+                _raise_for(answer, f"destroying version {number} of the keys secret")
+                destroyed += 1
+            token = page.get("nextPageToken")
+            if not token:
+                return destroyed
 
 
 def create(secret: KeysSecret, stack: str, name: str) -> dict[str, Any]:
@@ -120,12 +147,34 @@ def _change(secret: KeysSecret, stack: str,
             change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
             done: Callable[[list[dict[str, Any]]], bool]) -> None:
     for _ in range(ATTEMPTS):
-        secret.write(render(change(parse(secret.read())), stack))
+        added = secret.write(render(change(parse(secret.read())), stack))
         if done(parse(secret.read())):
+            _destroy_older(secret, added)
             return
     raise DeploymentError("the keys secret kept changing under this change",
                           context=f"{ATTEMPTS} tries: other key changes got in between",
                           hint="run the command again")
+
+
+def _destroy_older(secret: KeysSecret, added: int | None) -> None:
+    # the change is in place either way: a refusal here must not hide a new key, which is
+    # shown only once, so it is a warning
+    if added is None:
+        return
+    try:
+        secret.destroy_before(added)
+    except DeploymentError as error:
+        logging.getLogger(__name__).warning(
+            "llmcloud: the keys changed, but older versions of the keys secret were not "
+            "destroyed and are still billed (%s: %s); grant "
+            "roles/secretmanager.secretVersionManager on the secret, or run `gcloud secrets "
+            "versions destroy`", error.message, error.context)
+
+
+def _version_number(name: Any) -> int | None:
+    """The number at the end of a version's name (`projects/*/secrets/*/versions/7`)."""
+    last = str(name or "").rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
 
 
 def _entry(line: str, note: list[str] | None) -> dict[str, Any]:
@@ -145,5 +194,6 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 def _raise_for(response: Any, doing: str) -> None:
     raise_for(response, "Secret Manager", doing,
-              hint="check that your credentials may read and add versions of the stack's "
-                   "keys secret (roles/secretmanager.secretVersionAdder and secretAccessor)")
+              hint="check that your credentials may read, add and destroy versions of the "
+                   "stack's keys secret (roles/secretmanager.secretVersionManager and "
+                   "secretAccessor)")

@@ -19,6 +19,13 @@ CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 READY_PATH = "/health/ready"
 NAMED_PORT = "http"
 AUTOHEAL_INTERVAL = 30
+#: How the group spreads its servers over the zones that offer the GPU. Google autoscales a
+#: regional group only with the EVEN or BALANCED shape, runs two versions (the spot split)
+#: only with EVEN, and takes BALANCED, ANY and ANY_SINGLE_ZONE only with proactive
+#: redistribution off; turning it off (NONE) is for groups that are not autoscaled. So an
+#: autoscaled group that may split on-demand and Spot servers is EVEN with PROACTIVE.
+TARGET_SHAPE = "EVEN"
+INSTANCE_REDISTRIBUTION = "PROACTIVE"
 
 
 def initial_delay_seconds(gpu_memory_gb: int | None) -> int:
@@ -138,17 +145,14 @@ class GpuPool(pulumi.ComponentResource):
         self.group = gcp.compute.RegionInstanceGroupManager(
             f"{name}-mig", name=args.name, base_instance_name=args.name, region=args.region,
             distribution_policy_zones=args.zones,
-            # EVEN: Google autoscales a regional group only with EVEN or BALANCED (preview),
-            # and runs two versions (the spot split) only with EVEN; the zones are those
-            # that offer the GPU
-            distribution_policy_target_shape="EVEN", versions=versions,
+            distribution_policy_target_shape=TARGET_SHAPE, versions=versions,
             named_ports=[{"name": NAMED_PORT, "port": args.server_port}],
             auto_healing_policies={"health_check": self.health_check.id,
                                    "initial_delay_sec": args.initial_delay_seconds},
             update_policy={"type": "PROACTIVE", "minimal_action": "REPLACE",
                            "most_disruptive_allowed_action": "REPLACE",
                            "replacement_method": "SUBSTITUTE",
-                           "instance_redistribution_type": "NONE",
+                           "instance_redistribution_type": INSTANCE_REDISTRIBUTION,
                            "max_surge_fixed": surge, "max_unavailable_fixed": unavailable,
                            "min_ready_sec": 60},
             instance_lifecycle_policy={"default_action_on_failure": "REPAIR",

@@ -21,6 +21,9 @@ KEYS_FILE = f"{KEYS_DIR}/api-keys"
 KEYS_REFRESH_S = 60
 MODEL_CACHE = "/var/lib/llmcloud/models"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1"
+#: how often the metric publisher asks the metadata server for the instance's id and zone
+#: (10 s apart) before it exits for systemd to start it again
+METADATA_TRIES = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +122,14 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     script = f"""#!/bin/bash
 set -o pipefail
 md() {{ curl -sf -H 'Metadata-Flavor: Google' "{_METADATA}/$1"; }}
-ID=$(md instance/id); ZONE=$(md instance/zone); ZONE=${{ZONE##*/}}
+# the metadata server may not answer yet at boot: without the instance's id and zone every
+# series would be refused, so wait for them, then leave it to systemd to start again
+for _ in $(seq {METADATA_TRIES}); do
+  ID=$(md instance/id) && ZONE=$(md instance/zone) && [ -n "$ID" ] && [ -n "$ZONE" ] && break
+  ID=; sleep 10
+done
+[ -n "$ID" ] || {{ echo 'llmcloud: no instance id from the metadata server' >&2; exit 1; }}
+ZONE=${{ZONE##*/}}
 while sleep 30; do
   V=$(curl -sf http://127.0.0.1:{launch.port}/metrics | awk '{gauges}') || continue
   TOKEN=$(md instance/service-accounts/default/token | python3 -c \\
@@ -145,6 +155,7 @@ done
         "[Service]",
         "ExecStart=/usr/local/bin/llmcloud-metrics",
         "Restart=always",
+        "RestartSec=30",
         "[Install]",
         "WantedBy=multi-user.target",
         "UNIT",

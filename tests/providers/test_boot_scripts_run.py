@@ -266,3 +266,28 @@ esac"""
                      {"curl": curl, "sleep": sleep})
     assert run.called("docker", "stop", "--time", "45", "llmcloud-server"), run.calls
     assert [c for c in run.called("curl") if "POST" in c]
+
+
+def test_the_gcp_publisher_waits_for_the_metadata_server(tmp_path):
+    # at boot the metadata server may fail a first look-up: the gauge must still reach
+    # Cloud Monitoring under this instance's id and zone, not under empty ones
+    curl = """case "$*" in
+  *127.0.0.1*) echo 'llmcloud_requests_in_flight 3' ;;
+  *instance/id*) [ -e "$STATE/asked" ] || { touch "$STATE/asked"; exit 7; }; echo 42 ;;
+  *instance/zone*) echo projects/1/zones/us-central1-a ;;
+  *token*) echo '{"access_token": "t"}' ;;
+esac"""
+    sleep = 'echo x >> "$STATE/slept"; [ "$(wc -l < "$STATE/slept")" -lt 3 ]'
+    run = run_script(_publisher("gcp"), tmp_path, {"curl": curl, "sleep": sleep})
+    [post] = [c for c in run.called("curl") if "POST" in c]
+    body = _after(post, "-d")
+    assert '"instance_id":"42"' in body and '"zone":"us-central1-a"' in body, body
+
+
+def test_the_gcp_publisher_gives_up_on_a_silent_metadata_server(tmp_path):
+    # a bounded wait, then an exit that systemd answers by starting it again
+    curl = """case "$*" in *instance/*) exit 7 ;; esac"""
+    run = run_script(_publisher("gcp"), tmp_path, {"curl": curl})
+    assert run.rc == 1 and "no instance id" in run.out
+    assert not [c for c in run.called("curl") if "POST" in c]
+    assert 1 < len(run.called("sleep")) <= 60

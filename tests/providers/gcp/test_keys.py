@@ -18,34 +18,72 @@ SECRET = "llm-prod-api-keys"
 HAND_MADE = "sha256:" + "c" * 64  # a hash added with gcloud before `keys` came to GCP
 
 
+#: the project's number, which Secret Manager names versions by (not the project's id)
+NUMBERED = f"projects/123456789/secrets/{SECRET}/versions"
+
+
 class FakeSecretManager(JsonApi):
-    """Secret Manager's access and addVersion for one secret, versions kept in order."""
+    """Secret Manager's access, addVersion, versions.list (two to a page) and destroy for
+    one secret, versions kept in order (version n at index n-1), each with its state."""
 
     versions: list[bytes] = []
+    states: list[str] = []
     asked: list[tuple[str, str]] = []
+    may_destroy = True
 
     def do_GET(self):  # noqa: N802 - http.server's name
         type(self).asked.append(("GET", self.path))
-        if not self.path.endswith(f"/projects/my-proj/secrets/{SECRET}/versions/latest:access"):
+        path, _, query = self.path.partition("?")
+        if path.endswith(f"/projects/my-proj/secrets/{SECRET}/versions"):
+            return self._list(dict(p.split("=", 1) for p in query.split("&") if p))
+        if not path.endswith(f"/projects/my-proj/secrets/{SECRET}/versions/latest:access"):
             return self.answer(404, {"error": {"message": "no such secret"}})
         if not self.versions:
             return self.answer(404, {"error": {"message": "Secret has no versions"}})
+        if self.states[-1] != "ENABLED":  # `latest` is the newest version, whatever its state
+            return self.answer(400, {"error": {"message": "is in DESTROYED state"}})
         data = self.versions[-1]
-        self.answer(200, {"name": f"v{len(self.versions)}", "payload": {
+        self.answer(200, {"name": f"{NUMBERED}/{len(self.versions)}", "payload": {
             "data": base64.b64encode(data).decode(),
             "dataCrc32c": str(google_crc32c.value(data))}})
 
+    def _list(self, query: dict[str, str]):
+        newest_first = [{"name": f"{NUMBERED}/{n}", "state": self.states[n - 1]}
+                        for n in range(len(self.versions), 0, -1)]
+        start = int(query.get("pageToken", "0"))
+        page = {"versions": newest_first[start:start + 2]}
+        if start + 2 < len(newest_first):
+            page["nextPageToken"] = str(start + 2)
+        self.answer(200, page)
+
     def do_POST(self):  # noqa: N802
         type(self).asked.append(("POST", self.path))
+        prefix = f"/projects/my-proj/secrets/{SECRET}"
+        if f"{prefix}/versions/" in self.path and self.path.endswith(":destroy"):
+            return self._destroy(self.path.rsplit("/", 1)[1].removesuffix(":destroy"))
         body = self.body()
         data = base64.b64decode(body["payload"]["data"])
         if str(google_crc32c.value(data)) != body["payload"]["dataCrc32c"]:
             return self.answer(400, {"error": {"message": "checksum mismatch"}})
-        if self.path.endswith(f"/projects/my-proj/secrets/{SECRET}:addVersion"):
+        if self.path.endswith(f"{prefix}:addVersion"):
             type(self).versions.append(data)
-            return self.answer(200, {"name": f"v{len(self.versions)}"})
+            type(self).states.append("ENABLED")
+            return self.answer(200, {"name": f"{NUMBERED}/{len(self.versions)}",
+                                     "state": "ENABLED"})
         self.answer(403, {"error": {"message": "Permission 'secretmanager.versions.add' "
                                                 "denied"}})
+
+    def _destroy(self, number: str):
+        self.body()
+        if not self.may_destroy:
+            return self.answer(403, {"error": {"message": "Permission "
+                                                          "'secretmanager.versions.destroy' "
+                                                          "denied"}})
+        index = int(number) - 1
+        if not 0 <= index < len(self.versions) or self.states[index] == "DESTROYED":
+            return self.answer(400, {"error": {"message": "already destroyed"}})
+        type(self).states[index] = "DESTROYED"
+        self.answer(200, {"name": f"{NUMBERED}/{number}", "state": "DESTROYED"})
 
 
 @pytest.fixture
@@ -58,7 +96,9 @@ def gcp(monkeypatch, tmp_path):
     from tests.providers.gcp.helpers import gcp_spec
 
     FakeSecretManager.versions = [f"{HAND_MADE}\n".encode()]
+    FakeSecretManager.states = ["ENABLED"]
     FakeSecretManager.asked = []
+    FakeSecretManager.may_destroy = True
     monkeypatch.setattr(google.auth, "default",
                         lambda scopes: (AnonymousCredentials(), "adc-project"))
     outputs = {"api_keys_secret": SECRET}
@@ -128,9 +168,34 @@ def test_the_last_key_and_unknown_ids_are_not_revoked(gcp):
     assert len(FakeSecretManager.versions) == 1
 
 
+def test_only_the_latest_version_stays_billed_after_key_changes(gcp):
+    # Secret Manager bills every version not destroyed (disabled ones too), and an old
+    # version keeps the hash of a key revoked since
+    provider, ctx, _, tmp_path = gcp
+    first = provider.keys_create(ctx, "a")
+    second = provider.keys_create(ctx, "b")
+    provider.keys_revoke(ctx, first["id"])
+    provider.keys_create(ctx, "c")  # five versions: more than one page of the list
+    assert FakeSecretManager.states == ["DESTROYED"] * 4 + ["ENABLED"]
+    keys = server_keys(tmp_path)  # what `latest` gives the servers
+    assert keys.check(second["key"]) and not keys.check(first["key"])
+    assert [k["name"] for k in provider.keys_list(ctx)] == ["", "b", "c"]
+
+
+def test_a_refused_destroy_keeps_the_new_key_and_warns(gcp, caplog):
+    provider, ctx, _, tmp_path = gcp
+    FakeSecretManager.may_destroy = False
+    made = provider.keys_create(ctx, "ci")  # the key is still shown, once
+    assert server_keys(tmp_path).check(made["key"])
+    assert FakeSecretManager.states == ["ENABLED", "ENABLED"]
+    assert "not destroyed and are still billed" in caplog.text
+    assert "secretmanager.versions.destroy" in caplog.text
+
+
 def test_a_first_key_goes_into_an_empty_secret(gcp):
     provider, ctx, _, tmp_path = gcp
     FakeSecretManager.versions = []  # as `up` leaves it: the servers wait for a hash
+    FakeSecretManager.states = []
     made = provider.keys_create(ctx, "first")
     assert server_keys(tmp_path).check(made["key"])
     assert [k["id"] for k in provider.keys_list(ctx)] == [made["id"]]

@@ -64,6 +64,35 @@ def test_the_group_uses_the_template_and_the_autohealing_check():
     assert one(resources, AUTOSCALER).inputs["target"] == mig.id
 
 
+def documented_distribution_problems(mig: dict, autoscaled: bool) -> list[str]:
+    """What Compute Engine's documentation refuses in a regional group's zone spread
+    (regional-mig-set-target-distribution-shape, Limitations; the API's
+    InstanceGroupManagerUpdatePolicy.instanceRedistributionType)."""
+    shape = mig.get("distributionPolicyTargetShape", "EVEN")
+    redistribution = (mig.get("updatePolicy") or {}).get("instanceRedistributionType",
+                                                          "PROACTIVE")
+    problems = []
+    if autoscaled and shape not in ("EVEN", "BALANCED"):
+        problems.append(f"an autoscaled group cannot be {shape}")
+    if shape != "EVEN" and redistribution != "NONE":
+        problems.append(f"{shape} needs proactive redistribution off")
+    if autoscaled and redistribution == "NONE":
+        problems.append("proactive redistribution is off only for groups not autoscaled")
+    if len(mig.get("versions") or ()) > 1 and shape != "EVEN":
+        problems.append(f"two versions (a canary, the spot split) cannot run {shape}")
+    return problems
+
+
+@pytest.mark.parametrize("spot", [False, True])
+def test_the_groups_zone_spread_is_one_google_accepts_with_its_autoscaler(spot):
+    resources, _ = declared(compute={"spot": spot, "min_replicas": 1, "max_replicas": 4})
+    mig = one(resources, MIG).inputs
+    assert one(resources, AUTOSCALER).inputs["target"] == one(resources, MIG).id
+    assert documented_distribution_problems(mig, autoscaled=True) == []
+    assert mig["distributionPolicyTargetShape"] == "EVEN"
+    assert mig["updatePolicy"]["instanceRedistributionType"] == "PROACTIVE"
+
+
 def test_the_backend_service_serves_the_group_behind_cloud_armor():
     resources, _ = declared(server={"drain_timeout_seconds": 90},
                             gateway={"timeout_seconds": 600})
