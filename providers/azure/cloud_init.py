@@ -67,8 +67,11 @@ def render_custom_data(launch: ServerLaunch) -> str:
         "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
         "login() {",
         f"  ARM_TOKEN=$({_token('https://management.azure.com/')}) || return 1",
-        '  ACR_TOKEN=$(curl -sf -X POST "https://$REGISTRY/oauth2/exchange" '
-        '-d "grant_type=access_token&service=$REGISTRY&access_token=$ARM_TOKEN" | python3 -c '
+        # tokens go to curl on stdin (printf is a shell builtin): an argument would show
+        # in any local user's `ps` and /proc/*/cmdline
+        "  ACR_TOKEN=$(printf 'grant_type=access_token&service=%s&access_token=%s' "
+        '"$REGISTRY" "$ARM_TOKEN" | curl -sf -X POST "https://$REGISTRY/oauth2/exchange" '
+        "-d @- | python3 -c "
         "'import json,sys; print(json.load(sys.stdin)[\"refresh_token\"])') || return 1",
         f'  echo "$ACR_TOKEN" | docker login "$REGISTRY" -u {ACR_TOKEN_USER} --password-stdin',
         "}",
@@ -160,8 +163,9 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         f"  T=$({_token('https://monitoring.azure.com/')}) || continue",
         f"  BODY=$(printf {shlex.quote(series)} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
         '"$HOSTNAME" "$V" "$V" "$V")',
-        f'  curl -sf -X POST "https://{launch.region}.monitoring.azure.com$RID/metrics" '
-        "-H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' "
-        '-d "$BODY" || true',
+        # the token as curl configuration on stdin, not as an argument (see login)
+        f"  printf 'header = \"Authorization: Bearer %s\"\\n' \"$T\" | curl -sf -K - -X POST "
+        f'"https://{launch.region}.monitoring.azure.com$RID/metrics" '
+        "-H 'Content-Type: application/json' -d \"$BODY\" || true",
         "done",
     ])

@@ -10,6 +10,7 @@ import pulumi
 from pulumi_azure_native import compute, monitor
 
 from llmcloud.providers.azure.identity import MONITORING_METRICS_PUBLISHER, grant
+from llmcloud.providers.azure.metric_ready import WAITING
 from llmcloud.providers.azure.scaling import rolling_upgrade_policy, scale_rules
 
 #: Ubuntu 22.04 HPC: NVIDIA datacenter driver, CUDA, Docker and the NVIDIA container toolkit
@@ -59,6 +60,9 @@ class GpuPoolArgs:
     cooldown_seconds: int
     gateway_id: pulumi.Input[str]
     spot: bool = False
+    #: False while the in-flight metric the rules read does not exist yet (`metric_ready`):
+    #: Azure refuses the setting then, so it waits for a later `up`
+    autoscale_ready: bool = True
     notify_emails: Sequence[str] = ()
     #: what the scale set must wait for (the load balancer that owns its probe, the roles
     #: its servers use at boot)
@@ -74,10 +78,10 @@ class GpuPool(pulumi.ComponentResource):
     A new model version or image changes the custom data, so the scale set gets a new
     model, which a rolling upgrade with surge rolls out batch by batch, rolling failed
     servers back; automatic repairs replace servers that stay unhealthy. An autoscale
-    setting keeps the count between min and max."""
+    setting keeps the count between min and max (once its metric exists: `metric_ready`)."""
 
     vmss: compute.VirtualMachineScaleSet
-    autoscale: monitor.AutoscaleSetting
+    autoscale: monitor.AutoscaleSetting | None
 
     def __init__(self, name: str, args: GpuPoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:azure:GpuPool", name, None, opts)
@@ -137,6 +141,11 @@ class GpuPool(pulumi.ComponentResource):
               stack=args.stack, purpose="publish server metrics",
               role=MONITORING_METRICS_PUBLISHER, principal_id=args.identity_principal_id,
               scope=self.vmss.id, parent=self)
+        self.autoscale = None
+        if not args.autoscale_ready:
+            pulumi.log.warn(WAITING, resource=self)
+            self.register_outputs({"vmss_id": self.vmss.id, "vmss_name": self.vmss.name})
+            return
         rules = pulumi.Output.all(self.vmss.id, args.gateway_id).apply(
             lambda ids: scale_rules(signal=args.scaling_signal, target=args.scaling_target,
                                     cooldown_seconds=args.cooldown_seconds,

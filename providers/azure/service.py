@@ -18,6 +18,7 @@ from llmcloud.providers.azure.gpu_pool import GpuPool, GpuPoolArgs
 from llmcloud.providers.azure.identity import Identity, IdentityArgs
 from llmcloud.providers.azure.layout import first_usable_ip, load_balancer_id, subnet_layout
 from llmcloud.providers.azure.load_balancer import LoadBalancer, LoadBalancerArgs
+from llmcloud.providers.azure.metric_ready import WAITING, autoscale_may_read_in_flight
 from llmcloud.providers.azure.model_store import ModelStore, ModelStoreArgs
 from llmcloud.providers.azure.monitoring import Monitoring, MonitoringArgs
 from llmcloud.providers.azure.network import Network, NetworkArgs, gateway_sources
@@ -121,6 +122,9 @@ class AzureService(pulumi.ComponentResource):
                 engine_flags=tuple(spec.server.engine_flags()),
                 max_body_kb=spec.gateway.max_body_kb,
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
+        # Azure refuses a rule on a custom metric no server has posted yet (`metric_ready`)
+        autoscale_ready = (spec.autoscaling.signal != "in_flight" or autoscale_may_read_in_flight(
+            subscription, group_name, f"{name}-gpu"))
         pool = GpuPool(f"{name}-gpu", GpuPoolArgs(
             **in_group,
             subscription_id=subscription, stack=stack, vmss_name=f"{name}-gpu",
@@ -137,7 +141,8 @@ class AzureService(pulumi.ComponentResource):
             scaling_signal=spec.autoscaling.signal, scaling_target=replica_target(
                 spec, gpus_of(vm_size, spec.compute.gpus)),
             cooldown_seconds=spec.autoscaling.cooldown_seconds, gateway_id=gateway.service.id,
-            spot=spec.compute.spot, notify_emails=options.alert_emails,
+            spot=spec.compute.spot, autoscale_ready=autoscale_ready,
+            notify_emails=options.alert_emails,
             wait_for=[balancer, identity]), opts=child)
         Monitoring(f"{name}-monitoring", MonitoringArgs(
             **in_group, name=name,
@@ -163,6 +168,8 @@ class AzureService(pulumi.ComponentResource):
             "model_version": spec.model.version,
             "image": image,
         }
+        if not autoscale_ready:
+            self.outputs["autoscaling"] = WAITING
         if not spec.image:
             # `plan` and `preview`: the whole service, with a placeholder digest (a real
             # update declares only the registry and the store: see first_up)

@@ -29,6 +29,11 @@ FAILED = frozenset({"Faulted", "Cancelled"})
 START_GRACE_S = 300.0
 #: answers worth asking again: rate limits and Azure's own failures
 RETRIED = frozenset({429, 500, 502, 503, 504})
+#: 404 codes that name a missing scale set (or its group or subscription), not a missing
+#: upgrade: a scale set with no rolling upgrade yet answers 404 `NotFound` ("The entity was
+#: not found in this Azure location.")
+MISSING_SCALE_SET = frozenset({"ResourceNotFound", "ParentResourceNotFound",
+                               "ResourceGroupNotFound", "SubscriptionNotFound"})
 
 
 def wait_for_upgrade(get: Callable[[str], Any], scale_set_url: str, since: datetime, *,
@@ -72,22 +77,42 @@ def wait_for_upgrade(get: Callable[[str], Any], scale_set_url: str, since: datet
 
 
 def _get(get: Callable[[str], Any], url: str) -> dict[str, Any] | None:
-    """The JSON answer; None when there is no upgrade yet (404) or for an answer worth
-    asking again."""
+    """The JSON answer; None when there is no upgrade yet (404 `NotFound`, or an answer
+    without a body) or for an answer worth asking again."""
     import requests
 
     try:
         response = get(url)
     except requests.RequestException:
         return None
-    if response.status_code == 404 or response.status_code in RETRIED:
+    status = response.status_code
+    if status in RETRIED or status == 204:
         return None
-    if response.status_code != 200:
+    if status == 404:
+        if _error_code(response) not in MISSING_SCALE_SET:
+            return None
         raise DeploymentError(
-            f"Azure Resource Manager answered HTTP {response.status_code} for the scale "
+            "the stack's scale set was not found in Azure",
+            context=f"{url}: {message(response)}",
+            hint="check that the stack's resource group and scale set still exist "
+                 "(llmcloud status)")
+    if status != 200:
+        raise DeploymentError(
+            f"Azure Resource Manager answered HTTP {status} for the scale "
             "set's rolling upgrade", context=f"{url}: {message(response)}",
             hint="check that your credentials may read the stack's scale set")
-    return response.json()
+    try:
+        body = response.json()
+    except ValueError:  # an empty body: no upgrade to report
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _error_code(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def _started(status: dict[str, Any]) -> datetime | None:

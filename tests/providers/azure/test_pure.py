@@ -321,7 +321,7 @@ case "$*" in
   *instance/compute*) echo '{compute}' ;;
   *127.0.0.1*) printf '{metrics}' ;;
   *oauth2/token*) echo '{{"access_token": "tok"}}' ;;
-  *"-X POST"*) exit 7 ;;
+  *"-X POST"*) cat > {tmp_path}/post.stdin; exit 7 ;;
 esac""")
     # the second sleep ends the loop: the script runs one round
     _stub(bin_, "sleep", f'echo sleep >> {log}; [ $(grep -c ^sleep {log}) -lt 2 ]')
@@ -332,7 +332,9 @@ esac""")
     post = next(c for c in log.read_text().splitlines() if "-X POST" in c)
     assert "https://eastus.monitoring.azure.com/subscriptions/S/resourceGroups/G/providers/" \
            "Microsoft.Compute/virtualMachineScaleSets/V/metrics" in post
-    assert "Authorization: Bearer tok" in post
+    # the token reaches curl as configuration on stdin: an argument shows in `ps`
+    assert "Bearer" not in post and " -K - " in post
+    assert (tmp_path / "post.stdin").read_text() == 'header = "Authorization: Bearer tok"\n'
     body = json.loads(post.split("-d ", 1)[1])
     series = body["data"]["baseData"]
     assert (series["metric"], series["namespace"]) == ("InFlightRequests", "llmcloud")

@@ -196,3 +196,34 @@ def test_a_refused_token_is_a_credentials_error(monkeypatch, tmp_path):
 def test_a_stack_without_servers_has_nothing_to_watch(monkeypatch, tmp_path):
     provider, ctx = provider_context(monkeypatch, tmp_path)
     assert provider.wait_for_rollout(ctx, {"registry_url": "r"}, SINCE, 60) is False
+
+
+# -- what Resource Manager answers before the scale set's first rolling upgrade -------------
+
+#: a scale set that has never had a rolling upgrade (the Azure SDK's own tests meet this:
+#: "The entity was not found in this Azure location.")
+NO_UPGRADE_YET = Answer(404, {"error": {"code": "NotFound", "message":
+                                        "The entity was not found in this Azure location."}})
+
+
+@pytest.mark.parametrize("before", [NO_UPGRADE_YET, Answer(200, ""), Answer(204, ""),
+                                    Answer(200, {})],
+                         ids=["404-NotFound", "200-empty", "204", "200-no-status"])
+def test_no_upgrade_yet_is_waited_for_however_resource_manager_says_it(before):
+    arm = FakeArm(before, before, upgrade("RollingForward", busy=1), upgrade("Completed", ok=1))
+    assert wait(arm)[0] is True and len(arm.asked) == 4
+
+
+@pytest.mark.parametrize("code", ["ResourceNotFound", "ResourceGroupNotFound",
+                                  "ParentResourceNotFound"])
+def test_a_missing_scale_set_is_an_error_not_an_upgrade_still_to_come(code):
+    # without this, a deleted scale set (or group) looked like "no upgrade needed": the
+    # promotion ended after the grace period as if nothing had to be replaced
+    gone = Answer(404, {"error": {"code": code, "message": "The Resource 'Microsoft.Compute/"
+                                  "virtualMachineScaleSets/llmcloud-gpu' was not found."}})
+    arm = FakeArm(gone)
+    with pytest.raises(DeploymentError) as failed:
+        wait(arm)
+    assert failed.value.message == "the stack's scale set was not found in Azure"
+    assert "llmcloud-gpu' was not found" in failed.value.context
+    assert arm.asked == [("GET", LATEST)]  # at once, and nothing to cancel
