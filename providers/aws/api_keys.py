@@ -3,7 +3,10 @@
 The gateway's authorizer hands a request's bearer token to API Gateway, which checks it
 against the keys of the stack's usage plan (and applies the plan's rate, burst and quota).
 So a key is an API Gateway API key attached to that plan: created with a value made here,
-printed once (API Gateway keeps it; llmcloud keeps nothing), revoked by deleting it.
+printed once (API Gateway keeps it; llmcloud keeps nothing), revoked by deleting it and
+flushing the authorizer's cached answers on the plan's stages, so that the gateway asks again
+at the next request instead of letting a cached answer for the key stand for up to
+`AUTHORIZER_CACHE_SECONDS`.
 Keys carry tags naming the stack, the key's name and the first characters of its value,
 so `keys list` shows them without reading any value back. The stack's own key (the
 `<api>-default` key `up` declares) is listed but not revoked here: `up` would make it again.
@@ -25,6 +28,8 @@ PREFIX_SHOWN = len(KEY_PREFIX) + 4
 STACK_TAG = "llmcloud:stack"
 NAME_TAG = "llmcloud:key-name"
 PREFIX_TAG = "llmcloud:key-prefix"
+#: how long API Gateway keeps the authorizer's answer for a bearer token (the gateway's TTL)
+AUTHORIZER_CACHE_SECONDS = 300
 
 
 def new_key_value() -> str:
@@ -73,7 +78,28 @@ def revoke(client: Any, plan_id: str, stack: str, key_id: str,
     # out of the plan first, so that no moment leaves a key that still works unlisted
     client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
     client.delete_api_key(apiKey=key_id)
-    return {**record, "revoked": True}
+    return {**record, "revoked": True, **flush_authorizer_caches(client, plan_id)}
+
+
+def flush_authorizer_caches(client: Any, plan_id: str) -> dict[str, Any]:
+    """Flush the authorizer cache of every stage of the usage plan (after the key store has
+    changed): `{"authorizer_cache_flushed": True}`, or False and a `note` saying how long a
+    revoked key may still pass when API Gateway refuses the flush (the key stays deleted)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        stages = client.get_usage_plan(usagePlanId=plan_id).get("apiStages") or []
+        for stage in stages:
+            client.flush_stage_authorizers_cache(restApiId=stage["apiId"],
+                                                 stageName=stage["stage"])
+    except (ClientError, BotoCoreError) as exc:
+        reason = (exc.response.get("Error", {}).get("Code", "error")
+                  if isinstance(exc, ClientError) else str(exc))
+        return {"authorizer_cache_flushed": False,
+                "note": f"the key is deleted, but flushing the gateway's authorizer cache "
+                        f"failed ({reason}): requests with it may still pass for up to "
+                        f"{AUTHORIZER_CACHE_SECONDS} s"}
+    return {"authorizer_cache_flushed": True}
 
 
 def _plan_key_ids(client: Any, plan_id: str) -> list[str]:

@@ -15,6 +15,9 @@ DEFAULT_ML_INSTANCE_TYPE = "ml.g6.xlarge"
 MODEL_DIR = "/opt/ml/model"
 CONTAINER_PORT = 8080
 VARIANT = "AllTraffic"
+#: where SageMaker's agent on each endpoint instance publishes CPU, memory, disk and GPU use,
+#: as the execution role
+INSTANCE_METRICS_NAMESPACE = "/aws/sagemaker/Endpoints"
 #: API Gateway's default (and, without a quota raise, maximum) integration timeout
 API_GATEWAY_TIMEOUT_MS = 29_000
 #: how long the new fleet serves under the rollback alarms' watch before the old one goes

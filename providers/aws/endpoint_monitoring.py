@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws.account import account_and_region
-from llmcloud.providers.aws.endpoint_config import VARIANT
+from llmcloud.providers.aws.endpoint_config import INSTANCE_METRICS_NAMESPACE, VARIANT
 from llmcloud.providers.aws.monitoring import (
     FIVE_XX_PERCENT,
     dashboard_url,
@@ -17,7 +17,7 @@ from llmcloud.providers.aws.monitoring import (
 )
 
 SAGEMAKER = "AWS/SageMaker"
-INSTANCE_METRICS = "/aws/sagemaker/Endpoints"
+INSTANCE_METRICS = INSTANCE_METRICS_NAMESPACE
 
 
 def endpoint_log_group(endpoint_name: str) -> str:

@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers.aws import naming
+from llmcloud.providers.aws.api_keys import AUTHORIZER_CACHE_SECONDS
 from llmcloud.providers.aws.policies import assume_role_policy
 from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
 
@@ -223,7 +224,8 @@ class Gateway(pulumi.ComponentResource):
             f"{name}-bearer", name="bearer", rest_api=api.id, type="TOKEN",
             authorizer_uri=function.invoke_arn,
             identity_source="method.request.header.Authorization",
-            authorizer_result_ttl_in_seconds=300, opts=child)
+            # `llmcloud keys revoke` flushes this cache (`api_keys.py`)
+            authorizer_result_ttl_in_seconds=AUTHORIZER_CACHE_SECONDS, opts=child)
 
     def _error_responses(self, name: str, api) -> list[pulumi.Resource]:
         # OpenAI-shaped errors; a wrong key is 401 (API Gateway says 403), 429 asks to retry

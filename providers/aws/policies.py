@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmcloud.providers.aws.endpoint_config import INSTANCE_METRICS_NAMESPACE
 from llmcloud.providers.aws.naming import model_key_prefix, model_prefix
 
 Doc = dict[str, Any]
@@ -133,7 +134,8 @@ def sagemaker_execution_policy(
     region: str,
 ) -> Doc:
     """What SageMaker may do for one model version: read that version's prefix (it mounts it
-    at /opt/ml/model), pull the image, write the endpoint's logs. Nothing else."""
+    at /opt/ml/model), pull the image, write the endpoint's logs and its instances' metrics.
+    Nothing else."""
     prefix = model_key_prefix(model_name, version)
     return _doc(
         {"Sid": "ReadModelVersion", "Effect": "Allow", "Action": "s3:GetObject",
@@ -153,6 +155,11 @@ def sagemaker_execution_policy(
         {"Sid": "WriteLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
          "Resource": f"{log_group_arn}:*"},
+        # SageMaker's agent on each instance publishes CPU/GPU/memory/disk use as this role;
+        # PutMetricData takes no resource ARN, so the condition pins it to that namespace
+        {"Sid": "PublishInstanceMetrics", "Effect": "Allow",
+         "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": INSTANCE_METRICS_NAMESPACE}}},
     )
 
 

@@ -30,7 +30,15 @@ def gateway(monkeypatch, tmp_path):
         monkeypatch.setenv(name, value)
     with mock_aws():
         client = boto3.client("apigateway", region_name=REGION)
-        plan = client.create_usage_plan(name="llm-prod")["id"]
+        api = client.create_rest_api(name="llm-prod")["id"]
+        root = client.get_resources(restApiId=api)["items"][0]["id"]
+        client.put_method(restApiId=api, resourceId=root, httpMethod="GET",
+                          authorizationType="NONE")
+        client.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK")
+        client.create_deployment(restApiId=api, stageName="api")
+        # as the stack declares it: the plan covers the API's stage
+        plan = client.create_usage_plan(name="llm-prod",
+                                        apiStages=[{"apiId": api, "stage": "api"}])["id"]
         own = client.create_api_key(name="llm-prod-default", enabled=True)["id"]
         client.create_usage_plan_key(usagePlanId=plan, keyId=own, keyType="API_KEY")
         outputs = {"usage_plan_id": plan, "api_key_id": own}
@@ -42,6 +50,33 @@ def gateway(monkeypatch, tmp_path):
 
 def plan_keys(client, plan):
     return {item["id"] for item in client.get_usage_plan_keys(usagePlanId=plan)["items"]}
+
+
+@pytest.fixture
+def flushes(gateway, monkeypatch):
+    """API Gateway's FlushStageAuthorizersCache (moto has none), answered 202 for the
+    clients the provider makes; each call is recorded as its HTTP method and path (as
+    botocore serialised it), with the plan's keys at that moment.
+    `flushes.refuse` set to an error code makes API Gateway refuse it instead."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ClientError
+
+    _, _, client, plan, _, _ = gateway
+    calls: list[tuple[str, str, set[str]]] = []
+
+    def flush(params, **kwargs):
+        if flush.refuse:
+            raise ClientError({"Error": {"Code": flush.refuse, "Message": "no"}},
+                              "FlushStageAuthorizersCache")
+        calls.append((params["method"], params["url_path"], plan_keys(client, plan)))
+        return AWSResponse("https://apigateway", 202, {}, None), {}
+
+    flush.refuse = None
+    flush.calls = calls
+    session = boto3.session.Session()
+    session.events.register("before-call.api-gateway.FlushStageAuthorizersCache", flush)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    return flush
 
 
 def test_a_key_is_made_in_the_stacks_plan_and_shown_once(gateway):
@@ -81,6 +116,30 @@ def test_revoking_a_key_deletes_it(gateway):
     assert plan_keys(client, plan) == {own}
     with pytest.raises(client.exceptions.NotFoundException):
         client.get_api_key(apiKey=made["id"])
+
+
+def test_revoking_flushes_the_authorizer_cache_once_the_key_is_gone(gateway, flushes):
+    # the authorizer's answer for a token is cached for 300 s: without a flush a revoked
+    # key would still pass until it expires
+    provider, ctx, client, plan, own, _ = gateway
+    (stage,) = client.get_usage_plan(usagePlanId=plan)["apiStages"]
+    made = provider.keys_create(ctx, "leaked")
+    revoked = provider.keys_revoke(ctx, made["id"])
+    assert revoked["revoked"] is True and revoked["authorizer_cache_flushed"] is True
+    assert "note" not in revoked
+    assert flushes.calls == [
+        ("DELETE", f"/restapis/{stage['apiId']}/stages/api/cache/authorizers", {own})]
+
+
+def test_a_refused_flush_leaves_the_key_revoked_and_says_how_long_it_may_pass(
+        gateway, flushes):
+    provider, ctx, client, plan, own, _ = gateway
+    made = provider.keys_create(ctx, "leaked")
+    flushes.refuse = "AccessDeniedException"
+    revoked = provider.keys_revoke(ctx, made["id"])
+    assert revoked["revoked"] is True and revoked["authorizer_cache_flushed"] is False
+    assert "AccessDeniedException" in revoked["note"] and "300 s" in revoked["note"]
+    assert plan_keys(client, plan) == {own}
 
 
 def test_the_stacks_own_key_and_unknown_ids_are_not_revoked(gateway):

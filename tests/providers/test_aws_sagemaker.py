@@ -82,9 +82,25 @@ def test_the_execution_role_reads_only_the_versions_prefix_and_pulls_only_the_re
         "models/t5/v1/*"]
     assert by_sid["PullImage"]["Resource"] == [repo]
     assert {s["Action"] for s in policy if s["Resource"] == "*"} == {
-        "ecr:GetAuthorizationToken"}
+        "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
     assert by_sid["WriteLogs"]["Resource"].endswith(
         "log-group:/aws/sagemaker/Endpoints/llm-dev-endpoint:*")
+
+
+def test_the_execution_role_publishes_instance_metrics_only_in_sagemakers_namespace():
+    # SageMaker's agent publishes the instances' GPU use (the dashboard's GPU widget) as the
+    # execution role; without the grant those metrics never appear
+    resources, _ = sagemaker()
+    publish = [s for s in statements(one(resources, ROLE_POLICY, "execution"))
+               if "cloudwatch:PutMetricData" in s["Action"]]
+    assert publish == [{
+        "Sid": "PublishInstanceMetrics", "Effect": "Allow",
+        "Action": "cloudwatch:PutMetricData", "Resource": "*",
+        "Condition": {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"}}}]
+    dashboard = json.loads(one(resources, "aws:cloudwatch/dashboard:Dashboard").inputs[
+        "dashboardBody"])
+    namespaces = {m[0] for w in dashboard["widgets"] for m in w["properties"]["metrics"]}
+    assert "/aws/sagemaker/Endpoints" in namespaces
 
 
 def test_an_image_from_another_ecr_repository_may_be_pulled_too():
