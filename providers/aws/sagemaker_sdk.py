@@ -16,11 +16,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from llmcloud.stacks.errors import MissingToolError
+from llmcloud.stacks.errors import MissingToolError, install_hint
 
 #: llmcloud's short names for the SDK's LLM container frameworks
 FRAMEWORKS = {"tgi": "huggingface-llm", "djl": "djl-lmi"}
-INSTALL_HINT = 'pip install "llmcloud[sagemaker]"'
 
 
 def _image_uris() -> ModuleType:
@@ -30,7 +29,7 @@ def _image_uris() -> ModuleType:
         raise MissingToolError(
             "the SageMaker Python SDK is not installed",
             context="resolving AWS's LLM container images needs the `sagemaker` package",
-            hint=INSTALL_HINT) from error
+            hint=install_hint("sagemaker")) from error
 
 
 def llm_image_uri(container: str, region: str, version: str | None = None) -> str:

@@ -20,7 +20,7 @@ from llmcloud.providers.aws.endpoint_monitoring import (
 from llmcloud.providers.aws.policies import invoke_endpoint_policy, sagemaker_execution_policy
 from llmcloud.providers.aws.prices import ML_INSTANCES, has_instance_storage, price_table
 from llmcloud.providers.aws.sagemaker_routes import models_body
-from llmcloud.stacks.errors import ConfigError, ExitCode, MissingToolError
+from llmcloud.stacks.errors import ConfigError, ExitCode, MissingToolError, install_hint
 
 
 @pytest.mark.parametrize("given_type,expected", [
@@ -171,7 +171,8 @@ def test_the_sdk_helper_without_the_extra_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "sagemaker.image_uris", None)
     with pytest.raises(MissingToolError) as info:
         sagemaker_sdk.llm_image_uri("tgi", "us-east-1")
-    assert info.value.hint == 'pip install "llmcloud[sagemaker]"'
+    assert info.value.hint == install_hint("sagemaker")
+    assert "[sagemaker]" in info.value.hint
     assert info.value.exit_code == ExitCode.MISSING_TOOL
 
 
