@@ -1,5 +1,6 @@
 """Model stores that can be written: the runtime's read-only bucket stores plus the few
-primitives an upload needs (`head`, `upload`, `put_bytes`), and a local folder store.
+primitives an upload needs (`head`, `upload`, `put_bytes`, `create`), and a local folder
+store.
 
 Each object gets its sha256 as metadata when uploaded, so a later upload can skip files that
 are already there without downloading them. Every SDK honours its own endpoint setting
@@ -10,12 +11,13 @@ code talks to the cloud, MinIO, or an emulator.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 from llmcloud.inference_image.bucket_stores import (
@@ -25,10 +27,12 @@ from llmcloud.inference_image.bucket_stores import (
     S3Store,
     bucket_key_prefix,
 )
+from llmcloud.stacks.errors import DeploymentError
 
 Progress = Callable[[int], None]
 _MULTIPART = 64 * 1024 * 1024
 _PARTIAL = ".partial"
+_S3_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 STORE_SCHEMES = ("s3", "gs", "az")
 
 
@@ -47,6 +51,11 @@ class WritableStore(BucketStore, Protocol):
     def upload(self, path: Path, key: str, sha256: str, progress: Progress) -> None: ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if there is no such object: True if this call wrote it, False
+        if one was there (or was being written by another writer at the same moment). The
+        store decides, in one request: two writers are never both told True."""
 
     def delete(self, key: str) -> None:
         """Delete ``key``; one that is not there is no error."""
@@ -96,6 +105,21 @@ class S3Writer(_Pruning, S3Store):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(key, lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data))
 
+    def create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        def put() -> bool:
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+            except ClientError as exc:
+                # 412: the key exists; 409: another conditional write of it is under way
+                if exc.response.get("Error", {}).get("Code") in _S3_EXISTS:
+                    return False
+                raise
+            return True
+
+        return self._call(key, put)
+
     def delete(self, key: str) -> None:
         self._call(key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
 
@@ -124,6 +148,20 @@ class GcsWriter(_Pruning, GcsStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         blob = self._bucket.blob(key)
         self._call(key, lambda: blob.upload_from_string(data, content_type="application/json"))
+
+    def create(self, key: str, data: bytes) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+
+        def put() -> bool:
+            try:
+                # generation 0: "no live version of the object" (GCS request preconditions)
+                self._bucket.blob(key).upload_from_string(
+                    data, content_type="application/json", if_generation_match=0)
+            except PreconditionFailed:
+                return False
+            return True
+
+        return self._call(key, put)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -162,6 +200,18 @@ class AzureWriter(_Pruning, AzureStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(key, lambda: self._container.upload_blob(key, data, overwrite=True))
+
+    def create(self, key: str, data: bytes) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+
+        def put() -> bool:
+            try:  # overwrite=False: the SDK sends If-None-Match: *
+                self._container.upload_blob(key, data, overwrite=False)
+            except ResourceExistsError:
+                return False
+            return True
+
+        return self._call(key, put)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -202,7 +252,29 @@ class FolderStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         self._write(key, lambda partial: partial.write_bytes(data))
 
-    def _write(self, key: str, fill: Callable[[Path], object]) -> None:
+    def create(self, key: str, data: bytes) -> bool:
+        created = [True]
+
+        def publish(partial: str, target: Path) -> None:
+            # a hard link takes the name only if it is free, with the whole file behind it
+            try:
+                os.link(partial, target)
+            except FileExistsError:
+                created[0] = False
+            except OSError:  # a file system without hard links: the name, then the bytes
+                try:
+                    handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                except FileExistsError:
+                    created[0] = False
+                    return
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+
+        self._write(key, lambda partial: partial.write_bytes(data), publish)
+        return created[0]
+
+    def _write(self, key: str, fill: Callable[[Path], object],
+               publish: Callable[[str, Path], None] = os.replace) -> None:
         """Fill a temp file of this writer's own beside the target, then rename it: a
         reader never sees half a file, and two uploads of a version never share a temp
         file (one renamed the other's half-written copy into place). Hidden, and deleted
@@ -213,7 +285,7 @@ class FolderStore:
         name = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL}"))
         try:
             fill(Path(name))
-            os.replace(name, target)
+            publish(name, target)
         finally:
             if os.path.exists(name):
                 os.unlink(name)
@@ -247,3 +319,44 @@ def open_writable_store(uri: str) -> tuple[WritableStore, str]:
         return GcsWriter(parsed.netloc), prefix
     container = parsed.path.strip("/").partition("/")[0]
     return AzureWriter(parsed.netloc, container), prefix
+
+
+def store_call(fn: Callable[[str], Any], key: str, target: str) -> Any:
+    """``fn(key)``, with the store's refusals and failures as `DeploymentError`s naming
+    ``target`` (the version's URI)."""
+    try:
+        return fn(key)
+    except PermissionError as exc:
+        raise DeploymentError(
+            f"the model store refused access to {target}",
+            context=str(exc),
+            hint="check the credentials for the store (aws configure, gcloud auth "
+            "application-default login, az login)",
+        ) from None
+    except FileNotFoundError as exc:
+        raise DeploymentError(
+            f"the model store {target} does not exist",
+            context=str(exc),
+            hint="create the stack first (llmcloud up), or check the --to URI",
+        ) from None
+    except (DeploymentError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the SDKs' own network and service errors, at their boundary
+        raise DeploymentError(
+            f"the model store {target} could not be reached",
+            context=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check that this machine can reach the store (network rules, private "
+            "endpoints) and its credentials",
+        ) from None
+
+
+def read_json(store, key: str) -> Any:
+    """The JSON document at ``key``, None where there is none (or it is not JSON)."""
+    try:
+        data = store.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {}

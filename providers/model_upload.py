@@ -1,12 +1,18 @@
 """Upload a model folder to a model store as `<store>/<name>/<version>/` with its manifest.
 
-The manifest (sha256 and size per file) is written last: a version without one is an
-unfinished upload, and uploading it again resumes — files already there with the same hash
-are skipped. A version with a manifest is never overwritten unless `force`.
+The manifest (sha256 and size per file) is written last, and only where there is none (a
+conditional write): a version without one is an unfinished upload, and uploading it again
+resumes — files already there with the same hash are skipped. A version with a manifest is
+never changed unless `force`: uploading the same content again succeeds and changes
+nothing, other content is refused. While an upload writes a version's files, a claim beside
+them (`.upload-claim.json`, created conditionally too) names the content it writes: an upload
+of other content stops before it writes a file, so no manifest is ever written over a mix of
+two uploads' files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -15,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from llmcloud.providers.model_stores import read_json, store_call
+from llmcloud.providers.upload_claim import Claim, content_id
 from llmcloud.stacks.errors import (
     ConfigError,
     CredentialsError,
@@ -90,24 +98,38 @@ def upload_model(
     except PermissionError as exc:  # no credentials for the store's SDK (it was a "bug")
         raise CredentialsError(str(exc), hint="sign in for the store's cloud (aws configure, "
                                "gcloud auth application-default login, az login)") from None
-    existing = _call(store.head, prefix + MANIFEST, target)
-    if existing is not None and not force:
-        raise DeploymentError(
-            f"version {version} of {name} exists already at {target}",
-            context="model versions are immutable: stacks may be serving this one",
-            hint="upload it as a new version, or overwrite it with --force",
-        )
+    version_of = f"version {version} of {name}"
+    existing = store_call(lambda k: read_json(store, k), prefix + MANIFEST, target)
+    if existing is not None and not force and not _same_listing(existing, before):
+        raise _exists(version_of, target)  # (before any file is hashed)
     try:
         manifest = manifests.build_manifest(folder, name, version)
     except OSError as exc:  # a file the user cannot read (it was "a bug in llmcloud")
         raise ConfigError(f"cannot read {exc.filename or folder}: {exc.strerror or exc}",
                           hint="check the model folder's files and their permissions") from None
-    if existing is not None:
-        # Overwriting: the old manifest goes first, so no server loads a mix of the two
-        # uploads meanwhile (it finds no manifest and says so), and an interrupted
-        # overwrite is run again like any interrupted upload.
-        _call(store.delete, prefix + MANIFEST, target)
     total = sum(entry["size"] for entry in manifest["files"])
+    result = {"uri": target, "name": name, "version": version, "files": len(manifest["files"]),
+              "uploaded": 0, "skipped": len(manifest["files"]), "bytes": total,
+              "overwritten": existing is not None, "unchanged": False}
+    claim = Claim(store, prefix, target, version_of, manifest)
+    if force:
+        claim.take()
+        if existing is not None:
+            # Overwriting: the old manifest goes first, so no server loads a mix of the two
+            # uploads meanwhile (it finds no manifest and says so), and an interrupted
+            # overwrite is run again like any interrupted upload.
+            store_call(store.delete, prefix + MANIFEST, target)
+    else:
+        if existing is None:
+            claim.join()
+            # a version finished between the first look and the claim: its upload let go
+            # of the claim only once its manifest was written
+            existing = store_call(lambda k: read_json(store, k), prefix + MANIFEST, target)
+        if existing is not None:
+            claim.release_if_mine()
+            if not _same_files(existing, manifest):
+                raise _exists(version_of, target)
+            return {**result, "overwritten": False, "unchanged": True}
     done = [0]
 
     def advance(path: str, count: int) -> None:
@@ -119,7 +141,7 @@ def upload_model(
         key = prefix + entry["path"]
         # (not when overwriting: a file's sha256 metadata says what was meant to be sent,
         # and a file changed during an earlier upload would never be sent again)
-        info = None if force else _call(store.head, key, target)
+        info = None if force else store_call(store.head, key, target)
         if info is not None and info.size == entry["size"] and info.sha256 == entry["sha256"]:
             advance(entry["path"], entry["size"])
             return False
@@ -135,7 +157,7 @@ def upload_model(
                                       hint="check the model folder, then run the upload "
                                       "again") from None
 
-        _call(upload, key, target)
+        store_call(upload, key, target)
         now = _fingerprint(local)
         if now != before.get(entry["path"]) and (
                 now is None or manifests.file_sha256(local) != entry["sha256"]):
@@ -143,7 +165,8 @@ def upload_model(
             # later upload skip it (unless it is the file itself: a folder uploaded onto
             # itself)
             if not (isinstance(store, FolderStore) and store.path_of(key) == local.resolve()):
-                _call(store.delete, key, target)
+                store_call(store.delete, key, target)
+            claim.release_if_mine()  # the next run, with the file as it is now, claims anew
             raise DeploymentError(
                 f"{local} changed while it was being uploaded",
                 context="its sha256 in the manifest is of its content before; no manifest "
@@ -156,20 +179,47 @@ def upload_model(
         sent = list(pool.map(send, manifest["files"]))
     # No file of an earlier upload stays: a folder is loaded as it is, and a bucket's old
     # objects would only cost storage (servers fetch what the manifest lists)
-    _call(lambda p: store.prune(p, {prefix + e["path"] for e in manifest["files"]}), prefix,
-          target)
-    _call(lambda k: store.put_bytes(k, json.dumps(manifest, indent=2).encode()),
-          prefix + MANIFEST, target)
-    return {
-        "uri": target,
-        "name": name,
-        "version": version,
-        "files": len(sent),
-        "uploaded": sum(sent),
-        "skipped": len(sent) - sum(sent),
-        "bytes": total,
-        "overwritten": existing is not None,
-    }
+    store_call(lambda p: store.prune(p, {prefix + e["path"] for e in manifest["files"]}
+                                | {claim.key}), prefix, target)
+    data = json.dumps(manifest, indent=2).encode()
+    if force:
+        store_call(lambda k: store.put_bytes(k, data), prefix + MANIFEST, target)
+    elif not store_call(lambda k: store.create(k, data), prefix + MANIFEST, target):
+        # another upload of the same content (the only one the claim lets run beside this
+        # one) wrote it first: the version is as this upload would have left it
+        written = store_call(lambda k: read_json(store, k), prefix + MANIFEST, target)
+        if written is None or not _same_files(written, manifest):
+            raise _exists(version_of, target)
+    # from here the manifest keeps the version (an upload that claims it next finds it):
+    # a claim left behind by a failure here is harmless
+    with contextlib.suppress(DeploymentError):
+        claim.release()
+    return {**result, "uploaded": sum(sent), "skipped": len(sent) - sum(sent)}
+
+
+def _listing(manifest: Any) -> list[tuple[str, Any]]:
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return sorted((str(e.get("path")), e.get("size")) for e in files or []
+                  if isinstance(e, dict))
+
+
+def _same_listing(manifest: Any, before: dict[str, tuple[int, int, int] | None]) -> bool:
+    """Whether ``manifest`` lists the files of the folder with their sizes."""
+    return _listing(manifest) == sorted((path, f[0] if f else None)
+                                        for path, f in before.items())
+
+
+def _same_files(a: Any, b: dict[str, Any]) -> bool:
+    return content_id(a) == content_id(b)
+
+
+def _exists(version_of: str, target: str) -> DeploymentError:
+    return DeploymentError(
+        f"{version_of} exists already at {target}",
+        context="with other content; model versions are immutable: stacks may be serving "
+                "this one",
+        hint="upload it as a new version, or overwrite it with --force",
+    )
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
@@ -179,30 +229,3 @@ def _fingerprint(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
-
-
-def _call(fn: Callable[[str], Any], key: str, target: str) -> Any:
-    try:
-        return fn(key)
-    except PermissionError as exc:
-        raise DeploymentError(
-            f"the model store refused access to {target}",
-            context=str(exc),
-            hint="check the credentials for the store (aws configure, gcloud auth "
-            "application-default login, az login)",
-        ) from None
-    except FileNotFoundError as exc:
-        raise DeploymentError(
-            f"the model store {target} does not exist",
-            context=str(exc),
-            hint="create the stack first (llmcloud up), or check the --to URI",
-        ) from None
-    except (DeploymentError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # the SDKs' own network and service errors, at their boundary
-        raise DeploymentError(
-            f"the model store {target} could not be reached",
-            context=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            hint="check that this machine can reach the store (network rules, private "
-            "endpoints) and its credentials",
-        ) from None

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from llmcloud.providers.local.asgi import (
+    BodyTooLarge,
     ClientGone,
     Receive,
     Send,
@@ -40,6 +41,9 @@ class OperationError(Exception):
                 "kind": self.kind}
 
 
+#: a management request is a few fields; a configuration (converge) a few KiB
+MAX_BODY_BYTES = 1024 * 1024
+
 Operation = Callable[[Callable[[str], None]], Awaitable[dict[str, Any]]]
 
 
@@ -55,12 +59,19 @@ class ControlApi:
         method, path = scope["method"], scope["path"].rstrip("/")
         c = self.controller
         try:
-            body = await read_body(receive, 1024 * 1024)
+            body = await read_body(receive, MAX_BODY_BYTES)
             payload = json.loads(body) if body else {}
         except ClientGone:
             return
+        except BodyTooLarge:
+            await send_error(send, 413, f"the request body is larger than "
+                             f"{MAX_BODY_BYTES // 1024} KiB", "body_too_large")
+            return
         except ValueError:
             await send_error(send, 400, "the request body is not valid JSON")
+            return
+        if not isinstance(payload, dict):
+            await send_error(send, 400, "the request body must be a JSON object")
             return
         if (method, path) == ("GET", "/status"):
             await send_json(send, 200, c.status())

@@ -74,6 +74,17 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
     )
 
 
+def listener_config(app) -> uvicorn.Config:
+    """uvicorn's settings for the endpoint's and the control socket's listeners."""
+    # proxy_headers=False: nothing trusted stands in front of the gateway, and uvicorn's
+    # default trusts X-Forwarded-For from 127.0.0.1, which every client of the loopback
+    # endpoint is: any of them could pass for another address.
+    return uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                          server_header=False, date_header=False, backlog=2048,
+                          timeout_graceful_shutdown=5, timeout_keep_alive=30,
+                          proxy_headers=False)
+
+
 class Controller:
     """Everything that runs for one stack, and the operations on it."""
 
@@ -336,12 +347,7 @@ class Controller:
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind(str(self.state_file.socket_path))
         os.chmod(self.state_file.socket_path, 0o600)
-        servers = [
-            _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
-                                   server_header=False, date_header=False, backlog=2048,
-                                   timeout_graceful_shutdown=5, timeout_keep_alive=30))
-            for app in (self.gateway, self.control)
-        ]
+        servers = [_Server(listener_config(app)) for app in (self.gateway, self.control)]
         serving = [loop.create_task(s.serve(sockets=[sock]))
                    for s, sock in zip(servers, (tcp, unix), strict=True)]
         health = loop.create_task(self.supervisor.health_loop())

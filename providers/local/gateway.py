@@ -50,7 +50,11 @@ _HOP = {
     # answer that first (curl sends it for bodies over 1 MiB)
     b"expect",
 }
-_DROP_UPSTREAM = _HOP | {b"authorization"}
+#: what a client says of where it is: the gateway is the first hop, and tells the replica
+#: itself (a client's own X-Forwarded-For would be taken for its address)
+_CLIENT_FORWARDING = {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
+                      b"x-forwarded-port", b"x-real-ip", b"forwarded"}
+_DROP_UPSTREAM = _HOP | _CLIENT_FORWARDING | {b"authorization"}
 
 
 def _connection_options(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

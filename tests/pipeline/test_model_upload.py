@@ -86,14 +86,25 @@ def test_upload_writes_every_file_and_a_correct_manifest(
         assert remote["files"] == local["files"]
 
 
-def test_second_upload_of_a_version_is_refused(cli, model_dir: Path, store_uri: str) -> None:
+def test_second_upload_of_a_version_is_refused_unless_it_is_the_same(
+        cli, model_dir: Path, store_uri: str) -> None:
+    """A version is immutable: the same content again is a success that changes nothing
+    (a re-run CI job), other content is refused, whether its sizes differ or only its
+    bytes."""
     assert _upload(cli, model_dir, store_uri).exit_code == 0
-    again = _upload(cli, model_dir, store_uri)
-    assert again.exit_code == 1
-    assert again.stderr.splitlines()[0] == (
-        f"error: version v1 of m exists already at {store_uri}/models/m/v1")
-    assert again.stderr.splitlines()[-1] == (
-        "hint: upload it as a new version, or overwrite it with --force")
+    same = _upload(cli, model_dir, store_uri)
+    assert same.exit_code == 0, same.output
+    document = json.loads(same.stdout)
+    assert (document["uploaded"], document["skipped"], document["unchanged"]) == (0, 4, True)
+    tokenizer = model_dir / "tokenizer.json"
+    for content in ('{"version": "2.0"}', '{"version": "1.1", "longer": true}'):
+        tokenizer.write_text(content)
+        again = _upload(cli, model_dir, store_uri)
+        assert again.exit_code == 1
+        assert again.stderr.splitlines()[0] == (
+            f"error: version v1 of m exists already at {store_uri}/models/m/v1")
+        assert again.stderr.splitlines()[-1] == (
+            "hint: upload it as a new version, or overwrite it with --force")
 
 
 def test_force_sends_every_file_again(cli, model_dir: Path, store_uri: str) -> None:
