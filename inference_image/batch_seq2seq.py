@@ -13,6 +13,13 @@ from . import kv_cache
 RELATIVE_POSITION_MODELS = {"t5", "mt5", "umt5", "longt5", "switch_transformers"}
 
 
+def decoder_start_id(model: torch.nn.Module, pad_id: int) -> int:
+    """The token the decoder starts from: the model's ``decoder_start_token_id``, else the
+    pad token."""
+    start = model.config.decoder_start_token_id
+    return pad_id if start is None else start
+
+
 class Seq2SeqBatch:
     """Rows of an encoder-decoder model decoding together.
 
@@ -24,9 +31,7 @@ class Seq2SeqBatch:
         self.model = model
         self.device = device
         self.pad_id = pad_id
-        self.start_id = model.config.decoder_start_token_id
-        if self.start_id is None:
-            self.start_id = pad_id
+        self.start_id = decoder_start_id(model, pad_id)
         self._cache_kw = kv_cache.cache_argument(model)
         self.cache: EncoderDecoderCache | None = None
         self.encoder_states: torch.Tensor | None = None  # [B, S, d]

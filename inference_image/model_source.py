@@ -110,7 +110,14 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
     manifest = _prefer_safetensors(_parse(raw, f"{url}/{MANIFEST_NAME}"))
     _check_version(manifest, version, url)
     folder = cache_dir / url.split("://", 1)[0] / prefix
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_dir() and not _writable(cache_dir, folder):
+        return _from_read_only_cache(folder, manifest, url, prefix)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelSourceError(f"cannot create the model's cache folder {folder} (the cache "
+                               f"is {cache_dir}, set by --cache-dir or LLMCLOUD_MODEL_CACHE): "
+                               f"{exc}") from exc
     # One server at a time fills a cache folder: replicas (the local provider's, or servers
     # sharing a cache volume) started together downloaded every file each, and the first
     # to finish deleted the others' part files as leftovers of a killed start.
@@ -125,6 +132,31 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
                 continue  # read once a start (a second, whole check doubled start times)
             _download(store, url, key_prefix, folder, entry)
         (folder / MANIFEST_NAME).write_bytes(raw)
+    return ResolvedModel(folder, manifest.get("name") or prefix.rsplit("/", 1)[-1],
+                         manifest.get("version"))
+
+
+def _writable(cache_dir: Path, folder: Path) -> bool:
+    """Whether this server may fill ``folder`` (and take its lock): the model's folder, and
+    the lock folder or the cache that would hold it, writable (a read-only mount says no)."""
+    locks = cache_dir / ".locks"
+    return os.access(folder, os.W_OK) and os.access(locks if locks.is_dir() else cache_dir,
+                                                    os.W_OK)
+
+
+def _from_read_only_cache(folder: Path, manifest: dict[str, Any], url: str,
+                          prefix: str) -> ResolvedModel:
+    """A model from a cache this server cannot write (a baked image, a read-only volume):
+    used as it is if it holds exactly the manifest's files, each matching; refused with what
+    is wrong otherwise, as nothing can be downloaded into it."""
+    log.info("the model cache %s is read-only: checking the model it holds", folder)
+    try:
+        verify_folder(folder, manifest, exactly=True)
+    except ManifestMismatch as exc:
+        raise ModelSourceError(
+            f"the model cache folder {folder} is read-only and does not hold a complete, "
+            f"verified copy of {url} ({exc}): make the cache writable so the server can "
+            "download it, or fill it with the model beforehand") from exc
     return ResolvedModel(folder, manifest.get("name") or prefix.rsplit("/", 1)[-1],
                          manifest.get("version"))
 

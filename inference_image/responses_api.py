@@ -14,6 +14,7 @@ from typing import Any
 from .protocol import ApiError
 from .reasoning import thinking_tokens
 from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_chat
+from .responses_truncation import fitted
 from .serving import Generation, OpenAIServing
 from .stream_parts import Part, stream_parts
 
@@ -21,11 +22,21 @@ log = logging.getLogger("llmcloud.server")
 
 
 async def start(serving: OpenAIServing, request: ResponsesRequest) -> Generation:
-    """Validate and queue a Responses request; a 400 names the Responses field."""
+    """Validate and queue a Responses request; a 400 names the Responses field. With
+    ``truncation: "auto"``, a conversation too long for the context loses its oldest turns
+    (``responses_truncation``); with ``"disabled"`` (the default) it is a 400."""
     try:
-        gen = await serving.start_chat(to_chat(request))
+        chat = to_chat(request)
+        try:
+            gen = await serving.start_chat(chat)
+        except ApiError as exc:
+            if request.truncation != "auto" or exc.code != "context_length_exceeded":
+                raise
+            gen = await serving.start_chat(await fitted(serving, chat))
     except ApiError as exc:
-        exc.param = PARAMS.get(exc.param, exc.param)
+        if exc.param in PARAMS:  # the field as the client sent it, in the message too
+            exc.message = exc.message.replace(exc.param, PARAMS[exc.param])
+            exc.param = PARAMS[exc.param]
         raise
     gen.named = f"resp_{gen.id}"
     return gen
@@ -264,7 +275,8 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
                         if isinstance(request.tool_choice, FunctionChoice)
                         else request.tool_choice or "auto"),
         "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or ()],
-        "truncation": "disabled", "usage": usage, "metadata": request.metadata or {},
+        "truncation": request.truncation or "disabled", "usage": usage,
+        "metadata": request.metadata or {},
     }
 
 

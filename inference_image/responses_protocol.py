@@ -125,6 +125,9 @@ class ResponsesRequest(_Request):
     conversation: str | dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
     background: bool | None = None
+    # "auto": a conversation too long for the context loses its oldest turns; "disabled"
+    # (OpenAI's default): it is a 400
+    truncation: Literal["auto", "disabled"] | None = None
     reasoning: dict[str, Any] | None = None  # effort: the model thinks as it was trained
     metadata: dict[str, str] | None = None
     user: str | None = None

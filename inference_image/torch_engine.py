@@ -23,7 +23,12 @@ import torch
 
 from . import kv_budget
 from .batch_causal import CausalBatch, states_of
-from .batch_seq2seq import RELATIVE_POSITION_MODELS, RowwiseBatch, Seq2SeqBatch
+from .batch_seq2seq import (
+    RELATIVE_POSITION_MODELS,
+    RowwiseBatch,
+    Seq2SeqBatch,
+    decoder_start_id,
+)
 from .chunked_prefill import ChunkedPrefill
 from .engine import (
     Engine,
@@ -165,6 +170,9 @@ class TorchEngine(Engine):
         pad_id = tokenizer.pad_token_id
         if pad_id is None:
             pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        # An encoder-decoder's decoder sequence, before its output: the start token.
+        self._decoder_start = ([decoder_start_id(model, pad_id)]
+                               if model.config.is_encoder_decoder else None)
         if model.config.is_encoder_decoder:
             batch_type = (Seq2SeqBatch if model.config.model_type in RELATIVE_POSITION_MODELS
                           else RowwiseBatch)
@@ -763,9 +771,10 @@ class TorchEngine(Engine):
         """Each row's next token, and the log probabilities of the rows that asked (by
         their index in ``rows``)."""
         params = [row.stream.params for row in rows]
-        # A decoder-only model's prompt is part of its sequence; an encoder's input is not
-        # (Hugging Face's repetition penalty sees the decoder's tokens only).
-        prompts = (None if self.model.config.is_encoder_decoder
+        # A decoder-only model's prompt is part of its sequence; an encoder's input is not:
+        # generate()'s repetition penalty sees the decoder's input ids, its start token and
+        # the output.
+        prompts = ([self._decoder_start] * len(rows) if self._decoder_start is not None
                    else [row.stream.prompt_ids for row in rows])
         scores = adjust_logits(logits, params, [row.tokens for row in rows], prompts)
         guided = [i for i, p in enumerate(params) if p.guide is not None]

@@ -619,3 +619,33 @@ def test_request_metrics_count_statuses(client):
     assert counts[("/v1/models/{model}", "200")] == 1
     assert counts[("/v1/models/{model}", "404")] == 2
     assert counts[(COMP, "413")] == 1
+
+
+def test_latency_buckets_are_vllms():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    # vLLM's (vllm/v1/metrics/loggers.py): a first token after 100 s (a long prompt on slow
+    # hardware) lands in a bucket of its own, not only in +Inf.
+    metrics = ServerMetrics("m", "v0", "text-generation", lambda: 0, lambda: 0)
+    metrics.ttft.observe(100.0)
+    metrics.itl.observe(0.02)
+    metrics.e2e.observe(100.0)
+    families = {f.name: f for f in text_string_to_metric_families(
+        metrics.render().decode())}
+
+    def bounds(name: str) -> list[float]:
+        return [float(s.labels["le"]) for s in families[name].samples
+                if s.name.endswith("_bucket")][:-1]  # +Inf last
+
+    assert bounds("llmcloud:time_to_first_token_seconds") == [
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
+    assert bounds("llmcloud:inter_token_latency_seconds") == [
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0, 20.0, 40.0, 80.0]
+    assert bounds("llmcloud:e2e_request_latency_seconds") == [
+        0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+        120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+    under_160 = [s.value for s in families["llmcloud:time_to_first_token_seconds"].samples
+                 if s.name.endswith("_bucket") and s.labels["le"] == "160.0"]
+    assert under_160 == [1.0]

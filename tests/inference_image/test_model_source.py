@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -160,3 +161,98 @@ def test_missing_cloud_sdk_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_gcs)
     with pytest.raises(ModelSourceError, match=r"llmcloud\[runtime\]"):
         resolve("gs://bucket/m", cache_dir=tmp_path)
+
+
+# --- a read-only cache (a baked image, a read-only volume) ----------------------------------
+
+@pytest.fixture()
+def read_only(monkeypatch):
+    """``read_only(folder)`` makes a folder and all it holds read-only, until the test ends.
+    Root writes through any mode bits, so for root the folder is read-only as a read-only
+    mount is to the server: refused by ``os.access`` and by every attempt to create in it."""
+    import llmcloud.inference_image.model_source as model_source
+
+    made: list[Path] = []
+
+    def inside(path) -> bool:
+        return any(Path(path).resolve().is_relative_to(f.resolve()) for f in made)
+
+    if os.geteuid() == 0:
+        access, mkdir, open_ = os.access, Path.mkdir, os.open
+
+        def no_write_access(path, mode, *args, **kwargs):
+            return not (mode & os.W_OK and inside(path)) and access(path, mode, *args, **kwargs)
+
+        def no_mkdir(self, *args, **kwargs):
+            if inside(self.parent) and not self.is_dir():
+                raise PermissionError(13, "Permission denied", str(self))
+            return mkdir(self, *args, **kwargs)
+
+        def no_create(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(Path(path).parent):
+                raise PermissionError(13, "Permission denied", str(path))
+            return open_(path, flags, *args, **kwargs)
+
+        def no_open_for_writing(path, mode="r", *args, **kwargs):
+            if set(mode) & set("wax+") and inside(Path(path).parent):
+                raise PermissionError(13, "Permission denied", str(path))
+            return open(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(model_source, "open", no_open_for_writing, raising=False)
+        monkeypatch.setattr(model_source.os, "access", no_write_access)
+        monkeypatch.setattr(Path, "mkdir", no_mkdir)
+        monkeypatch.setattr(model_source.os, "open", no_create)
+
+    def make(folder: Path) -> None:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        made.append(folder)
+
+    yield make
+    made_now = list(made)
+    made.clear()
+    for folder in made_now:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+
+
+@pytest.mark.parametrize("locks", ["kept", "never made"])
+def test_a_complete_model_in_a_read_only_cache_starts(tmp_path, uploaded, read_only, locks):
+    bucket = FakeBucket("m", uploaded)
+    cache = tmp_path / "cache"
+    filled = resolve("s3://bucket/m", version="v7", cache_dir=cache, store=bucket)
+    if locks == "never made":  # a cache baked into an image by copying the model in
+        shutil.rmtree(cache / ".locks")
+    read_only(cache)
+    again = resolve("s3://bucket/m", version="v7", cache_dir=cache, store=bucket)
+    assert (again.folder, again.name, again.version) == (filled.folder, "llama", "v7")
+    assert len(bucket.downloads) == 2  # the first start's only
+
+
+@pytest.mark.parametrize("fault", ["missing", "changed", "extra"])
+def test_an_incomplete_model_in_a_read_only_cache_names_the_folder(tmp_path, uploaded,
+                                                                    read_only, fault):
+    bucket = FakeBucket("m", uploaded)
+    cache = tmp_path / "cache"
+    folder = resolve("s3://bucket/m", cache_dir=cache, store=bucket).folder
+    if fault == "missing":
+        (folder / "config.json").unlink()
+    elif fault == "changed":
+        (folder / "config.json").write_text("{}")
+    else:  # transformers would load it unchecked
+        (folder / "pytorch_model.bin").write_bytes(b"old")
+    read_only(cache)
+    with pytest.raises(ModelSourceError) as info:
+        resolve("s3://bucket/m", cache_dir=cache, store=bucket)
+    message = str(info.value)
+    assert f"{folder} is read-only" in message and "s3://bucket/m" in message
+    assert ("pytorch_model.bin" if fault == "extra" else "config.json") in message
+
+
+def test_a_model_not_in_a_read_only_cache_names_the_folder(tmp_path, uploaded, read_only):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    with pytest.raises(ModelSourceError, match=f"cannot create the model's cache folder "
+                       f"{cache / 's3' / 'bucket' / 'm'}.*Permission denied"):
+        resolve("s3://bucket/m", cache_dir=cache, store=FakeBucket("m", uploaded))

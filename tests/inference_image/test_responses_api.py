@@ -210,10 +210,22 @@ def test_a_format_and_log_probabilities(plain):
       "tools": FUNCTIONS}, 400, "tool_choice"),
     ({"input": "hi", "temperature": 5}, 400, "temperature"),
     ({"input": "hi", "model": "other"}, 404, "model"),
+    ({"input": "hi", "truncation": "sometimes"}, 400, "truncation"),
 ])
 def test_bad_input_is_a_4xx_that_names_the_field(plain, body, status, param):
     _, http, _ = plain
     assert_error(http.post(RESPONSES, json=body), status, param)
+
+
+@pytest.mark.parametrize("tokens", [0, 10_000])
+def test_an_error_names_the_field_the_client_sent(plain, tokens):
+    # (it said max_completion_tokens, chat's name, which the client never sent)
+    _, http, _ = plain
+    error = assert_error(http.post(RESPONSES, json={"input": "hi", "max_output_tokens": tokens}),
+                         400, "max_output_tokens")
+    assert error["message"].startswith(f"max_output_tokens is {tokens}" if tokens
+                                       else "max_output_tokens must be at least 1")
+    assert "max_completion_tokens" not in error["message"]
 
 
 def test_nothing_is_stored_to_retrieve(plain):
@@ -233,6 +245,86 @@ def test_responses_are_counted(plain):
     counts = {(s.labels["endpoint"], s.labels["status"]): s.value
               for s in families["llmcloud:requests"].samples if s.name.endswith("_total")}
     assert counts[(RESPONSES, "200")] == 1
+
+
+# --- truncation ---------------------------------------------------------------------------
+
+def turns(count: int) -> list[dict]:
+    """``count`` user and assistant turns of about 40 tokens each (the fake tokenizer has
+    about a token a character), numbered."""
+    return [item for n in range(count) for item in (
+        {"role": "user", "content": f"question {n} " + "q" * 12},
+        {"role": "assistant", "content": f"answer {n} " + "a" * 12})]
+
+
+def kept_turns(prompt: str, count: int) -> list[int]:
+    kept = [n for n in range(count) if f"question {n} " in prompt]
+    assert all(f"answer {n} " in prompt for n in kept)  # whole turns, or nothing
+    assert all(f"answer {n} " not in prompt for n in range(count) if n not in kept)
+    return kept
+
+
+def test_a_conversation_too_long_is_a_400_unless_truncation_is_auto(plain):
+    client, http, engine = plain
+    items = [*turns(8), {"role": "developer", "content": "Use metric units."},
+             {"role": "user", "content": "last question"}]
+    for truncation in ({}, {"truncation": "disabled"}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="fake-model", instructions="Be brief.",
+                                    input=items, **truncation)
+        assert caught.value.code == "context_length_exceeded"
+        assert caught.value.param == "input"
+    response = client.responses.create(model="fake-model", instructions="Be brief.",
+                                       input=items, truncation="auto")
+    assert response.status == "completed" and response.truncation == "auto"
+    assert response.output_text == REPLY
+    prompt = engine.tokenizer.decode(engine.requests[-1].prompt_ids)
+    assert "Be brief." in prompt and "Use metric units." in prompt  # instructions stay
+    assert "last question" in prompt
+    kept = kept_turns(prompt, 8)
+    assert kept == list(range(kept[0], 8)) and kept[0] > 0  # the oldest went
+    # and no more than needed: with one turn more, the prompt would not fit
+    one_more = [{"role": "system", "content": "Be brief."}, *items[2 * kept[0] - 2:]]
+    assert_error(http.post("/v1/chat/completions", json={"messages": one_more}), 400,
+                 "messages", "context_length_exceeded")
+    assert response.usage.input_tokens == len(engine.requests[-1].prompt_ids)
+
+
+def test_auto_truncation_leaves_room_for_max_output_tokens(plain):
+    client, _, engine = plain
+    items = [*turns(8), {"role": "user", "content": "last question"}]
+    client.responses.create(model="fake-model", input=items, truncation="auto")
+    roomy = len(kept_turns(engine.tokenizer.decode(engine.requests[-1].prompt_ids), 8))
+    response = client.responses.create(model="fake-model", input=items, truncation="auto",
+                                       max_output_tokens=120)
+    prompt_ids = engine.requests[-1].prompt_ids
+    assert len(kept_turns(engine.tokenizer.decode(prompt_ids), 8)) < roomy
+    assert len(prompt_ids) + 120 <= 256 and response.status == "completed"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_auto_truncation_keeps_the_last_user_item(plain, streamed):
+    client, _, _ = plain
+    items = [*turns(2), {"role": "user", "content": "z" * 300}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="fake-model", input=items, truncation="auto",
+                                stream=streamed)
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_auto_truncation_drops_an_agents_earlier_calls_with_their_outputs(plain):
+    client, _, engine = plain
+    steps = [item for n in range(4) for item in (
+        {"type": "function_call", "call_id": f"call_{n}", "name": "get_weather",
+         "arguments": json.dumps({"city": f"city{n}", "days": 2})},
+        {"type": "function_call_output", "call_id": f"call_{n}", "output": f"out{n} " * 6})]
+    client.responses.create(model="fake-model", tools=FUNCTIONS, truncation="auto",
+                            input=[{"role": "user", "content": "Weather everywhere?"}, *steps])
+    prompt = engine.tokenizer.decode(engine.requests[-1].prompt_ids)
+    assert "Weather everywhere?" in prompt and "out3" in prompt and "city3" in prompt
+    assert "city0" not in prompt and "out0" not in prompt
+    for n in range(4):  # a call and its output go together
+        assert (f"city{n}" in prompt) == (f"out{n}" in prompt)
 
 
 # --- end to end --------------------------------------------------------------------------

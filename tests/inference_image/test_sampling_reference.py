@@ -188,3 +188,30 @@ def test_greedy_with_a_bias_and_a_repetition_penalty_decodes_as_generate(causal)
                                     repetition_penalty=3.0,
                                     sequence_bias={(t,): b for t, b in bias.items()})
     assert tokens == out[0, len(prompt):].tolist()
+
+
+def test_a_seq2seq_repetition_penalty_counts_the_decoder_start_as_generate(seq2seq):
+    # generate() penalizes the decoder's input ids, which begin with the decoder start
+    # token (T5's pad, BART's </s>): a token it favours at the first step is penalized
+    # there already. The bias makes the start token win the first step by less than the
+    # penalty takes away, so the two differ from the first token when it is left out.
+    from test_sampling_controls import make_engine, run
+
+    model, device = seq2seq.model, seq2seq.device
+    prompt = seq2seq.tokenizer("translate English to French: the house is blue")["input_ids"]
+    start = model.config.decoder_start_token_id
+    with torch.inference_mode():
+        first = model(input_ids=torch.tensor([prompt], device=device),
+                      decoder_input_ids=torch.tensor([[start]], device=device)
+                      ).logits[0, -1].float().cpu()
+    best_other = float(torch.cat([first[:start], first[start + 1:]]).max())
+    assert best_other > 0  # else a penalty divides nothing
+    bias = {start: 2 * best_other - float(first[start])}  # biased: twice the best other
+    params = SamplingParams(max_tokens=6, temperature=0, repetition_penalty=3.0,
+                            logit_bias=tuple(bias.items()))
+    (tokens, _), = run(make_engine(seq2seq), [(prompt, params)])
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=6,
+                             min_new_tokens=6, do_sample=False, repetition_penalty=3.0,
+                             sequence_bias={(t,): b for t, b in bias.items()})
+    assert tokens == out[0, 1:].tolist()
