@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-INSTALL_HINT = 'pip install "llmcloud[runtime]"'
-
 
 class BucketStore(Protocol):
     """A bucket, addressed by object key."""
@@ -24,7 +22,10 @@ class BucketStore(Protocol):
 
 
 def _missing_sdk(package: str) -> ImportError:
-    return ImportError(f"{package} is needed for this model source; install it with {INSTALL_HINT}")
+    from llmcloud.stacks.errors import install_hint
+
+    return ImportError(f"{package} is needed for this model source; install it with "
+                       f"{install_hint('runtime')}")
 
 
 _S3_MISSING = ("404", "NoSuchKey", "NoSuchBucket")

@@ -28,6 +28,7 @@ from llmcloud.stacks.errors import (
     CredentialsError,
     DeploymentError,
     MissingToolError,
+    install_hint,
 )
 
 MANIFEST = "manifest.json"
@@ -94,7 +95,7 @@ def upload_model(
         raise ConfigError(str(exc), hint="--to s3://BUCKET, gs://BUCKET, "
                           "az://ACCOUNT/CONTAINER or a folder") from None
     except ImportError as exc:
-        raise MissingToolError(str(exc), hint='pip install "llmcloud[aws,gcp,azure]"') from None
+        raise MissingToolError(str(exc), hint=install_hint("aws,gcp,azure")) from None
     except PermissionError as exc:  # no credentials for the store's SDK (it was a "bug")
         raise CredentialsError(str(exc), hint="sign in for the store's cloud (aws configure, "
                                "gcloud auth application-default login, az login)") from None

@@ -17,7 +17,7 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.local import procs
 from llmcloud.providers.local.state import StateFile
 from llmcloud.providers.local.store import ModelStore
-from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError, install_hint
 
 CRASH_LOOP = 3  # replicas that die before ever being ready: `up` gives up, not waits
 
@@ -37,7 +37,7 @@ def server_command(environ: Mapping[str, str]) -> list[str]:
         raise MissingToolError(
             f"the local provider runs llmcloud-server, which needs {', '.join(missing)}",
             context="these come with llmcloud's 'runtime' extra",
-            hint='pip install "llmcloud[runtime]"')
+            hint=install_hint("runtime"))
     script = Path(sys.executable).with_name("llmcloud-server")
     if script.exists():
         return [str(script)]
