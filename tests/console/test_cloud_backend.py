@@ -149,11 +149,11 @@ def test_a_missing_web_module_names_the_install_command(monkeypatch):
     import importlib.util
 
     import llmcloud.console as console
-    from llmcloud.stacks.errors import MissingToolError
+    from llmcloud.stacks.errors import MissingToolError, install_hint
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "jinja2" else real(name, *a))
     with pytest.raises(MissingToolError) as caught:
         console.serve_stack(FakeCloud(), None, 8765)
-    assert "jinja2" in caught.value.message and "llmcloud[runtime]" in caught.value.hint
+    assert "jinja2" in caught.value.message and caught.value.hint == install_hint("runtime")

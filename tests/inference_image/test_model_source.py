@@ -159,7 +159,7 @@ def test_missing_cloud_sdk_names_the_extra(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_gcs)
-    with pytest.raises(ModelSourceError, match=r"llmcloud\[runtime\]"):
+    with pytest.raises(ModelSourceError, match=r"install it with pip install .*\[runtime\]"):
         resolve("gs://bucket/m", cache_dir=tmp_path)
 
 
