@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llmcloud.providers.azure.clouds import CLOUDS, cloud_named, environment_name
 from llmcloud.stacks.errors import CredentialsError
 
 #: Azure Resource Manager, per cloud (Pulumi's and Terraform's `ARM_ENVIRONMENT`)
-ENDPOINTS = {"public": "https://management.azure.com",
-             "usgovernment": "https://management.usgovcloudapi.net",
-             "china": "https://management.chinacloudapi.cn"}
+ENDPOINTS = {name: cloud.management for name, cloud in CLOUDS.items()}
 
 
 def management_endpoint(environment: str | None = None) -> str:
     """Resource Manager's address in the cloud ``ARM_ENVIRONMENT`` names (public when
     unset or unknown)."""
-    return ENDPOINTS.get((environment or "public").lower(), ENDPOINTS["public"])
+    try:
+        return ENDPOINTS[cloud_named(environment).name]
+    except ValueError:
+        return ENDPOINTS["public"]
 
 
 class Arm:
@@ -27,7 +29,7 @@ class Arm:
     def __init__(self, environ: Mapping[str, str], credential: Any | None = None):
         import requests
 
-        self.endpoint = management_endpoint(environ.get("ARM_ENVIRONMENT"))
+        self.endpoint = management_endpoint(environment_name(environ))
         if credential is None:
             from azure.identity import DefaultAzureCredential
 

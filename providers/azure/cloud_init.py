@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from llmcloud.providers.azure.clouds import CLOUDS, AzureCloud
 from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
 
 #: Azure's stricter form: the registry host must be a domain (`name.azurecr.io`)
@@ -33,10 +34,12 @@ ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True, kw_only=True)
 class ServerLaunch(ServerSettings):
-    """What one server on Azure needs to start: the settings, its identity and region."""
+    """What one server on Azure needs to start: the settings, its identity, region and
+    cloud (whose addresses its tokens and metrics go to)."""
 
     identity_client_id: str
     region: str
+    cloud: AzureCloud = field(default_factory=lambda: CLOUDS["public"])
 
     digest_ref = DIGEST_REF
 
@@ -66,7 +69,7 @@ def render_custom_data(launch: ServerLaunch) -> str:
         # the identity and the registry's private endpoint may lag the first boot: retry
         "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
         "login() {",
-        f"  ARM_TOKEN=$({_token('https://management.azure.com/')}) || return 1",
+        f"  ARM_TOKEN=$({_token(launch.cloud.management_audience)}) || return 1",
         # tokens go to curl on stdin (printf is a shell builtin): an argument would show
         # in any local user's `ps` and /proc/*/cmdline
         "  ACR_TOKEN=$(printf 'grant_type=access_token&service=%s&access_token=%s' "
@@ -144,6 +147,8 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
     # Azure Monitor has no per-instance in-flight metric for a load balancer's backends, so
     # each server posts its gauge as a custom metric of its scale set; the autoscale rule
     # averages it over the instances.
+    if launch.cloud.metrics_audience is None:
+        raise ValueError(f"{launch.cloud.title} has no documented custom-metrics endpoint")
     compute = f"{IMDS}/instance/compute?api-version=2021-02-01"
     series = ('{"time":"%s","data":{"baseData":{"metric":"' + IN_FLIGHT_METRIC
               + '","namespace":"' + METRIC_NAMESPACE + '","dimNames":["Instance"],'
@@ -160,12 +165,12 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         f"  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
         f"| awk '{in_flight_awk()}') || continue",
         '  [ -n "$V" ] || continue',
-        f"  T=$({_token('https://monitoring.azure.com/')}) || continue",
+        f"  T=$({_token(launch.cloud.metrics_audience)}) || continue",
         f"  BODY=$(printf {shlex.quote(series)} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" "
         '"$HOSTNAME" "$V" "$V" "$V")',
         # the token as curl configuration on stdin, not as an argument (see login)
         f"  printf 'header = \"Authorization: Bearer %s\"\\n' \"$T\" | curl -sf -K - -X POST "
-        f'"https://{launch.region}.monitoring.azure.com$RID/metrics" '
+        f'"{launch.cloud.metrics_url(launch.region)}$RID/metrics" '
         "-H 'Content-Type: application/json' -d \"$BODY\" || true",
         "done",
     ])

@@ -20,6 +20,8 @@ class ModelStoreArgs:
     account_name: str
     subnet_id: pulumi.Input[str]
     vnet_id: pulumi.Input[str]
+    #: the private DNS zone of its private endpoint (the stack's cloud's: `clouds.py`)
+    private_zone: str = ""
     retention_days: int = 14
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -62,6 +64,6 @@ class ModelStore(pulumi.ComponentResource):
         private_link(f"{name}-private", PrivateLinkArgs(
             resource_group_name=args.resource_group_name, location=args.location,
             resource_id=self.account.id, group="blob", subnet_id=args.subnet_id,
-            vnet_id=args.vnet_id, tags=args.tags), parent=self)
+            vnet_id=args.vnet_id, zone_name=args.private_zone, tags=args.tags), parent=self)
         self.register_outputs({"account_name": self.account.name,
                                "container_id": self.container.id})

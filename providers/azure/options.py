@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llmcloud.providers.azure.clouds import environment_name
+
 #: an RSA public key whose private half was discarded when it was made: the servers need a
 #: key (password login is off), and this one lets nobody in. Set `ssh_public_key` (or
 #: LLMCLOUD_AZURE_SSH_PUBLIC_KEY) to a key of your own for break-glass access.
@@ -32,12 +34,16 @@ class AzureOptions:
     #: who gets metric alerts and autoscale notices
     alert_emails: tuple[str, ...] = ()
     ssh_public_key: str = LOCKED_SSH_KEY
+    #: the Azure cloud, as `ARM_ENVIRONMENT` (or `AZURE_ENVIRONMENT`) names it; the
+    #: `azure-native:environment` setting wins over it, as in pulumi-azure-native
+    environment: str = "public"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> AzureOptions:
         """Options from `LLMCLOUD_AZURE_APIM_SKU`, `..._PUBLISHER_EMAIL`, `..._ALERT_EMAILS`
-        (comma-separated) and `..._SSH_PUBLIC_KEY`; unset ones keep their defaults."""
-        values: dict[str, Any] = {}
+        (comma-separated) and `..._SSH_PUBLIC_KEY`, and the cloud from `ARM_ENVIRONMENT` or
+        `AZURE_ENVIRONMENT`; unset ones keep their defaults."""
+        values: dict[str, Any] = {"environment": environment_name(environ)}
         if environ.get("LLMCLOUD_AZURE_APIM_SKU"):
             values["apim_sku"] = environ["LLMCLOUD_AZURE_APIM_SKU"]
         if environ.get("LLMCLOUD_AZURE_PUBLISHER_EMAIL"):

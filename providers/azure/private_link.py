@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import network, privatedns
 
-#: the private DNS zone of each private-link group llmcloud uses
-ZONES = {"blob": "privatelink.blob.core.windows.net", "registry": "privatelink.azurecr.io"}
+from llmcloud.providers.azure.clouds import CLOUDS
+
+#: the private DNS zone of each private-link group llmcloud uses, in the public cloud (each
+#: cloud has its own: `clouds.py`)
+ZONES = CLOUDS["public"].private_zones
 
 
 @dataclass
@@ -22,6 +25,9 @@ class PrivateLinkArgs:
     group: str
     subnet_id: pulumi.Input[str]
     vnet_id: pulumi.Input[str]
+    #: the group's private DNS zone in the stack's cloud (the service's public name is a
+    #: CNAME into it); the public cloud's when unset
+    zone_name: str = ""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -39,7 +45,8 @@ def private_link(name: str, args: PrivateLinkArgs,
             "name": f"{name}-{args.group}", "private_link_service_id": args.resource_id,
             "group_ids": [args.group]}],
         tags=args.tags, opts=child)
-    zone = privatedns.PrivateZone(f"{name}-zone", private_zone_name=ZONES[args.group],
+    zone = privatedns.PrivateZone(f"{name}-zone",
+                                  private_zone_name=args.zone_name or ZONES[args.group],
                                   resource_group_name=args.resource_group_name,
                                   location="global", tags=args.tags, opts=child)
     privatedns.VirtualNetworkLink(

@@ -12,6 +12,7 @@ import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for pl
 from llmcloud.providers.azure import mocks
 from llmcloud.providers.azure.apim import choose_sku, gateway_network
 from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
+from llmcloud.providers.azure.clouds import AzureCloud, environment_name, stack_cloud
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     GPU_SIZES,
@@ -118,6 +119,17 @@ class AzureProvider(CloudProvider):
     def _options(self) -> AzureOptions:
         return self.options or AzureOptions.from_environ(os.environ)
 
+    def cloud(self) -> AzureCloud:
+        """The Azure cloud the stack deploys to (`clouds.py`), as pulumi-azure-native picks
+        it; ConfigError for one llmcloud does not know."""
+        environment = self._options().environment
+        try:
+            return stack_cloud(environment)
+        except ValueError as exc:
+            raise ConfigError(str(exc), context=f"ARM_ENVIRONMENT is {environment}",
+                              hint="set ARM_ENVIRONMENT to public, usgovernment or china") \
+                from None
+
     def gateway_sku(self, spec: DeploymentSpec) -> str:
         """The API Management tier `spec` gets, checked against its network mode."""
         requested = self._options().apim_sku
@@ -145,6 +157,7 @@ class AzureProvider(CloudProvider):
                                       "az account list-locations -o table)",
                               hint=f"set region: {DEFAULT_REGION}, or the one you meant")
         self.gateway_sku(spec)
+        self._check_cloud(spec, self.cloud())
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
                               hint="set compute.kind: instances")
@@ -176,6 +189,27 @@ class AzureProvider(CloudProvider):
                 hint=f"set server.drain_timeout_seconds to at most {longest}")
 
 
+
+    @staticmethod
+    def _check_cloud(spec: DeploymentSpec, cloud: AzureCloud) -> None:
+        if spec.autoscaling.signal == "in_flight" and cloud.metrics_audience is None:
+            raise ConfigError(
+                f"autoscaling.signal in_flight is not offered in {cloud.title}",
+                context="each server posts its in-flight gauge as an Azure Monitor custom "
+                        "metric, and Azure's documentation gives no custom-metrics token "
+                        "audience for this cloud",
+                hint="set autoscaling.signal: requests")
+        if cloud.name != "public":
+            # the boot script, the private DNS zones and the CLI's tokens follow the cloud;
+            # the server's model reader does not yet
+            raise NotSupportedError(
+                f"the azure provider does not deploy to {cloud.title} yet",
+                context="the inference server reads models from "
+                        "https://<account>.blob.core.windows.net, the public cloud's blob "
+                        "address (inference_image/bucket_stores.py): its servers would never "
+                        "load the model",
+                hint="unset ARM_ENVIRONMENT (and azure-native:environment) to deploy to the "
+                     "public cloud")
 
     # -- plan: mocked Azure answers and prices -------------------------------------------
 
@@ -233,7 +267,11 @@ class AzureProvider(CloudProvider):
 
         self.check_credentials(ctx.environ)
         host = registry.split("/", 1)[0]
-        aad = DefaultAzureCredential().get_token("https://management.azure.com/.default")
+        from llmcloud.providers.azure.arm import management_endpoint
+
+        # Resource Manager's audience in the caller's cloud (the exchange takes its tokens)
+        audience = management_endpoint(environment_name(ctx.environ))
+        aad = DefaultAzureCredential().get_token(f"{audience}/.default")
         return ACR_TOKEN_USER, exchange_acr_token(host, aad.token)
 
 

@@ -19,6 +19,8 @@ class RegistryArgs:
     registry_name: str
     subnet_id: pulumi.Input[str]
     vnet_id: pulumi.Input[str]
+    #: the private DNS zone of its private endpoint (the stack's cloud's: `clouds.py`)
+    private_zone: str = ""
     untagged_days: int = 14
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -46,6 +48,6 @@ class Registry(pulumi.ComponentResource):
         private_link(f"{name}-private", PrivateLinkArgs(
             resource_group_name=args.resource_group_name, location=args.location,
             resource_id=self.registry.id, group="registry", subnet_id=args.subnet_id,
-            vnet_id=args.vnet_id, tags=args.tags), parent=self)
+            vnet_id=args.vnet_id, zone_name=args.private_zone, tags=args.tags), parent=self)
         self.login_server = self.registry.login_server
         self.register_outputs({"login_server": self.login_server})

@@ -13,6 +13,7 @@ from llmcloud.providers.azure.cloud_init import (
     ServerLaunch,
     render_custom_data,
 )
+from llmcloud.providers.azure.clouds import stack_cloud
 from llmcloud.providers.azure.gateway import Gateway, GatewayArgs
 from llmcloud.providers.azure.gpu_pool import GpuPool, GpuPoolArgs
 from llmcloud.providers.azure.identity import Identity, IdentityArgs
@@ -53,6 +54,7 @@ class AzureService(pulumi.ComponentResource):
         subscription = authorization.get_client_config(
             opts=pulumi.InvokeOptions(parent=self)).subscription_id
         location = spec.region or DEFAULT_REGION
+        cloud = stack_cloud(options.environment)
         vm_size = spec.compute.instance_type or DEFAULT_VM_SIZE
         model = spec.model.name or "model"
         tags = stack_tags(spec, stack)
@@ -73,10 +75,12 @@ class AzureService(pulumi.ComponentResource):
             gateway_delegation=gateway_net.delegation), opts=child)
         store = ModelStore(f"{name}-store", ModelStoreArgs(
             **in_group, account_name=naming.global_name(stack, subscription, "storage_account"),
-            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id), opts=child)
+            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id,
+            private_zone=cloud.private_zones["blob"]), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
             **in_group, registry_name=naming.global_name(stack, subscription, "registry"),
-            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id), opts=child)
+            subnet_id=network.endpoints_subnet_id, vnet_id=network.vnet.id,
+            private_zone=cloud.private_zones["registry"]), opts=child)
         if registry_only(spec):
             self.outputs = {
                 "resource_group": rg, "storage_account": store.account.name,
@@ -116,7 +120,7 @@ class AzureService(pulumi.ComponentResource):
         custom_data = pulumi.Output.all(image, model_uri, identity.client_id).apply(
             lambda v: render_custom_data(ServerLaunch(
                 image=v[0], model_uri=v[1], model_version=spec.model.version,
-                identity_client_id=v[2], region=location, port=spec.server.port,
+                identity_client_id=v[2], region=location, cloud=cloud, port=spec.server.port,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
                 max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
                 engine_flags=tuple(spec.server.engine_flags()),

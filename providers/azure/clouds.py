@@ -1,0 +1,100 @@
+"""The Azure clouds a stack can live in, and each one's service addresses.
+
+The cloud is the one pulumi-azure-native deploys to: its `azure-native:environment` setting,
+else `ARM_ENVIRONMENT`, else `AZURE_ENVIRONMENT`, else public. Names as that provider takes
+them: public, usgovernment, china (or AzureCloud, AzureUSGovernment, AzureChinaCloud).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AzureCloud:
+    """One cloud's addresses: Resource Manager, the private DNS zones of the private-link
+    groups llmcloud uses, and Azure Monitor's custom-metrics ingestion (None where Azure's
+    documentation gives no address for it)."""
+
+    name: str
+    title: str
+    management: str
+    authority_host: str
+    private_zones: Mapping[str, str]
+    #: the token audience and the host suffix (after `<region>.`) of custom metrics
+    metrics_audience: str | None
+    metrics_suffix: str | None
+
+    @property
+    def management_audience(self) -> str:
+        """The audience of a token for Resource Manager (which ACR's exchange also takes)."""
+        return self.management + "/"
+
+    def metrics_url(self, region: str) -> str:
+        """Where a resource in `region` posts its custom metrics."""
+        if self.metrics_suffix is None:
+            raise ValueError(f"{self.title} has no documented custom-metrics endpoint")
+        return f"https://{region}.{self.metrics_suffix}"
+
+
+# Private DNS zones: learn.microsoft.com/azure/private-link/private-endpoint-dns (Commercial,
+# Government, China). Custom metrics: metrics-store-custom-rest-api (public) and its
+# docs.azure.cn edition (audience https://monitoring.azure.cn/, <region>.monitoring.azure.cn);
+# for Azure Government the documents name a host (usgovarizona.monitoring.azure.us) but no
+# token audience, so the in-flight metric is not offered there.
+CLOUDS = {
+    "public": AzureCloud(
+        name="public", title="Azure (public cloud)",
+        management="https://management.azure.com",
+        authority_host="login.microsoftonline.com",
+        private_zones={"blob": "privatelink.blob.core.windows.net",
+                       "registry": "privatelink.azurecr.io"},
+        metrics_audience="https://monitoring.azure.com/",
+        metrics_suffix="monitoring.azure.com"),
+    "usgovernment": AzureCloud(
+        name="usgovernment", title="Azure US Government",
+        management="https://management.usgovcloudapi.net",
+        authority_host="login.microsoftonline.us",
+        private_zones={"blob": "privatelink.blob.core.usgovcloudapi.net",
+                       "registry": "privatelink.azurecr.us"},
+        metrics_audience=None, metrics_suffix=None),
+    "china": AzureCloud(
+        name="china", title="Azure China (21Vianet)",
+        management="https://management.chinacloudapi.cn",
+        authority_host="login.chinacloudapi.cn",
+        private_zones={"blob": "privatelink.blob.core.chinacloudapi.cn",
+                       "registry": "privatelink.azurecr.cn"},
+        metrics_audience="https://monitoring.azure.cn/",
+        metrics_suffix="monitoring.azure.cn"),
+}
+#: the other spellings pulumi-azure-native and the az CLI use for the same clouds
+_ALIASES = {"azurecloud": "public", "azurepubliccloud": "public",
+            "azureusgovernment": "usgovernment", "azureusgovernmentcloud": "usgovernment",
+            "azurechinacloud": "china"}
+
+
+def cloud_named(name: str | None) -> AzureCloud:
+    """The cloud `name` names (public when empty); ValueError for one llmcloud does not
+    know (a German or air-gapped cloud, a typo)."""
+    key = (name or "public").strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in CLOUDS:
+        raise ValueError(f"Azure environment {name!r} is not one llmcloud deploys to "
+                         f"(known: {', '.join(CLOUDS)})")
+    return CLOUDS[key]
+
+
+def environment_name(environ: Mapping[str, str], configured: str | None = None) -> str:
+    """The cloud's name as pulumi-azure-native picks it: `configured` (its
+    `azure-native:environment`), else ARM_ENVIRONMENT, else AZURE_ENVIRONMENT, else public."""
+    return (configured or environ.get("ARM_ENVIRONMENT") or environ.get("AZURE_ENVIRONMENT")
+            or "public")
+
+
+def stack_cloud(environment: str) -> AzureCloud:
+    """The cloud of the running Pulumi program: its `azure-native:environment` setting, else
+    `environment` (from `ARM_ENVIRONMENT`: `AzureOptions`); ValueError for an unknown one."""
+    import pulumi
+
+    return cloud_named(pulumi.Config("azure-native").get("environment") or environment)
