@@ -8,11 +8,48 @@ import traceback
 from llmcloud.cli.output import Output
 from llmcloud.stacks.errors import ExitCode, LlmcloudError
 
+_interrupted = False
+
+
+def on_interrupt(signum: int, frame: object) -> None:
+    """SIGINT's handler for the `llmcloud` command: Python's own (a KeyboardInterrupt), and
+    remembers that the user pressed Ctrl-C.
+
+    A KeyboardInterrupt does not always come out as one: raised inside a lazily imported
+    cloud SDK module (pulumi-azure-native's), it left the module half made and surfaced as
+    an AttributeError ("unexpected error ... a bug in llmcloud", exit 1), and raised inside
+    Pulumi's nested event loop, asyncio logged a RuntimeError's traceback on its way out.
+    Once the user has interrupted, whatever error ends the command is the interruption.
+    """
+    import logging
+
+    global _interrupted
+    _interrupted = True
+    logging.getLogger("asyncio").disabled = True  # its tracebacks now follow from Ctrl-C
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether the user pressed Ctrl-C while this command ran."""
+    return _interrupted
+
+
+def report_interruption(as_json: bool) -> int:
+    """Report Ctrl-C that came before any command's own error handling (while the modules
+    load): the error lines, and with --json its document unless one was printed; 130."""
+    error = LlmcloudError("interrupted", hint="run the command again to continue")
+    error.exit_code = ExitCode.INTERRUPTED
+    print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr, flush=True)
+    out = Output.current()
+    if as_json and not out._printed:
+        Output.start(json=True).result(error.to_dict())
+    return int(error.exit_code)
+
 
 def report(exc: BaseException) -> int:
     """Print `exc` for the user (stderr; plus one JSON document with --json); return the code."""
     out = Output.current()
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt) or interrupted():
         error = LlmcloudError("interrupted", hint="run the command again to continue")
         error.exit_code = ExitCode.INTERRUPTED
     elif isinstance(exc, LlmcloudError):

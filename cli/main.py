@@ -5,13 +5,22 @@ from __future__ import annotations
 
 def run() -> None:
     """Run the `llmcloud` command line."""
+    import signal
     import sys
 
-    from llmcloud.cli.app import app
+    from llmcloud.cli.errors import on_interrupt, report_interruption
     from llmcloud.cli.output import silence_stdout
 
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_interrupt)  # (left alone where SIGINT is ignored)
     try:
+        from llmcloud.cli.app import app
+
         app(prog_name="llmcloud")
+    except KeyboardInterrupt:
+        # Ctrl-C while the modules load or Typer builds the commands (a good part of a
+        # short command's time), before a command's own error handling: it was a traceback
+        raise SystemExit(report_interruption(as_json="--json" in sys.argv[1:])) from None
     finally:
         try:  # a short result still in the buffer meets a closed pipe only here
             sys.stdout.flush()

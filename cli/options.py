@@ -61,7 +61,17 @@ def spec_flags(
     budget: float | None = None,
     image: str | None = None,
 ) -> dict[str, object]:
-    """The spec overrides that command-line flags make, as dotted keys."""
+    """The spec overrides that command-line flags make, as dotted keys; raises ConfigError
+    for `--replicas` given with `--min-replicas` or `--max-replicas` (one of them was
+    dropped without a word)."""
+    if replicas is not None and (min_replicas, max_replicas) != (None, None):
+        from llmcloud.stacks.errors import ConfigError
+
+        raise ConfigError(
+            "--replicas cannot be given with --min-replicas or --max-replicas",
+            context=f"--replicas {replicas} fixes both counts",
+            hint="give either --replicas N, or --min-replicas and --max-replicas",
+        )
     return {
         "region": region,
         "model.source": model,

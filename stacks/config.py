@@ -59,13 +59,14 @@ def read_stack_config(path: Path) -> dict[str, Any]:
                   else f"fix the file, or write a fresh one with: {fresh}"),
         ) from None
     try:
-        document = yaml.safe_load(text) or {}
+        document = yaml.load(text, Loader=StackFileLoader) or {}  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"{path.name} is not valid YAML",
-            context=str(exc).splitlines()[0],
-            hint=f"fix the file, or write a fresh one with: llmcloud init --stack {path.stem[7:]}",
-        ) from exc
+            context=_yaml_problem(exc),
+            hint=f"fix the file, or write a fresh one with: llmcloud init --stack {path.stem[7:]}"
+                 " --force",
+        ) from None
     config = document.get("config") or {} if isinstance(document, dict) else None
     if not isinstance(config, dict):
         raise ConfigError(f"{path.name} has no 'config:' mapping", hint="see llmcloud init")
@@ -82,6 +83,38 @@ def read_stack_config(path: Path) -> dict[str, Any]:
         if value is not None:  # `key:` with every sub-key commented out means "not set"
             values[name] = value
     return values
+
+
+class StackFileLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML requires keys
+    to be unique, and Go's yaml.v3 refuses them: "mapping key already defined"). The safe
+    loader kept the last one, so a second `llmcloud:budget:` lower in the file raised the
+    budget `plan` gated on without a word."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue  # keys merged in with `<<: *anchor` may be overridden
+                if key_node.value in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"key '{key_node.value}' is written twice (first on line "
+                        f"{first[key_node.value] + 1})", key_node.start_mark)
+                first[key_node.value] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (`line 3, column 1: found character '\\t' ...`): the first
+    line of the error alone ("while scanning for the next token") said neither."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem
 
 
 def config_from_pulumi(get: Callable[[str], Any], keys: Iterable[str] = ()) -> dict[str, Any]:
@@ -108,8 +141,10 @@ def config_from_pulumi(get: Callable[[str], Any], keys: Iterable[str] = ()) -> d
     return values
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The spec values set by `LLMCLOUD_<SECTION>[__<KEY>]` environment variables."""
+def env_overrides(environ: Mapping[str, str],
+                  names: dict[tuple[str, ...], str] | None = None) -> dict[str, Any]:
+    """The spec values set by `LLMCLOUD_<SECTION>[__<KEY>]` environment variables; `names`,
+    when given, gets each value's path and the variable that set it."""
     values: dict[str, Any] = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
@@ -127,6 +162,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             except json.JSONDecodeError:
                 value = raw
         _set_path(values, path, value)
+        if names is not None:
+            names[tuple(path)] = name
     return values
 
 
@@ -189,7 +226,8 @@ def resolve_spec(
     `defaults_for(provider)` supplies the provider's defaults; the provider itself is taken
     from the highest layer that names one.
     """
-    env_values = env_overrides(environ)
+    env_names: dict[tuple[str, ...], str] = {}
+    env_values = env_overrides(environ, env_names)
     flag_values = dotted_overrides(flags or {})
     layers = [(source_name, dict(file_values)), ("environment", env_values), ("flag", flag_values)]
     provider = "local"
@@ -207,7 +245,7 @@ def resolve_spec(
     try:
         return DeploymentSpec.model_validate(merged)
     except ValidationError as exc:
-        raise _config_error(exc, merged, origins) from None
+        raise _config_error(exc, merged, origins, env_names) from None
 
 
 def flags_to_env(flags: Mapping[str, Any]) -> dict[str, str]:
@@ -284,7 +322,8 @@ def _section_model(annotation: Any) -> Any:
                 annotation)
 
 
-def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -> ConfigError:
+def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
+                  env_names: Mapping[tuple[str, ...], str]) -> ConfigError:
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
     if first["type"] == "kind_not_offered":
@@ -305,7 +344,10 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str]) -
         value = section.get(loc[-1]) if isinstance(section, dict) else value
     origin = origins.get(key) or origins.get(".".join(loc[:1]), "defaults")
     if origin == "environment":
-        origin = ENV_PREFIX + "__".join(loc).upper()
+        # the variable that was set: `LLMCLOUD_TAGS='{"team": 1}'` named LLMCLOUD_TAGS__TEAM,
+        # a variable nobody had set
+        origin = next((env_names[tuple(loc[:n])] for n in range(len(loc), 0, -1)
+                       if tuple(loc[:n]) in env_names), ENV_PREFIX + "__".join(loc).upper())
     elif origin == "flag":
         origin = "a command-line flag"
     more = len(exc.errors()) - 1

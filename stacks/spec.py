@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from datetime import date
 from typing import Literal
 
 from pydantic import (
@@ -45,8 +46,25 @@ def model_name_from_source(source: str) -> str:
 
 
 def _as_text(value: object) -> object:
-    """A whole number as its text (a version such as 7), anything else as it is."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    """A whole number as its text (a version such as 7), anything else as it is; a date or
+    a fraction is refused with the fix: YAML read `version: 2024-06-01` as a date and
+    `version: 1.10` as the number 1.1, and the spec said only "should be a valid string"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, date | float):
+        kind = "a date" if isinstance(value, date) else "a number"
+        raise ValueError(f"YAML reads it as {kind} ({value}): put the version in quotes, "
+                         'as you wrote it (version: "...")')
+    return value
+
+
+def _not_blank(value: str | None) -> str | None:
+    """Refuse an empty name: `LLMCLOUD_REGION=` (a CI variable that expanded to nothing)
+    replaced the stack file's region with "", which each provider then read as "unset",
+    and the service went to the provider's default region instead."""
+    if value is not None and not value.strip():
+        raise ValueError("must not be empty (leave it unset for the default)")
+    return value
 
 
 class ModelSpec(_Section):
@@ -167,6 +185,8 @@ class ComputeSpec(_Section):
         default=200, ge=30, le=16384, description="root volume size (image and model cache)"
     )
 
+    _instance_type = field_validator("instance_type")(_not_blank)
+
     @field_validator("max_replicas")
     @classmethod
     def _replicas(cls, value: int, info: ValidationInfo) -> int:
@@ -218,6 +238,8 @@ class GatewaySpec(_Section):
     max_body_kb: int = Field(
         default=1024, ge=1, le=102400, description="larger request bodies get 413"
     )
+
+    _domain = field_validator("domain")(_not_blank)
 
 
 class NetworkSpec(_Section):
@@ -461,6 +483,8 @@ class DeploymentSpec(_Section):
     tags: dict[str, str] = Field(
         default_factory=dict, description="tags/labels added to every cloud resource"
     )
+
+    _region = field_validator("region")(_not_blank)
 
     @field_validator("image")
     @classmethod

@@ -87,3 +87,14 @@ def test_plan_on_local_is_not_supported(project: Path, cli) -> None:
     result = cli("plan", "--provider", "local")
     assert result.exit_code == 4
     assert result.stderr.splitlines()[0] == "error: 'plan' is not supported by the local provider"
+
+
+@pytest.mark.parametrize("command", ["plan", "up", "preview", "update"])
+@pytest.mark.parametrize("counts", [("--max-replicas", "10"), ("--min-replicas", "1")])
+def test_replicas_with_min_or_max_replicas_is_refused(
+        project: Path, cli, command: str, counts: tuple[str, str]) -> None:
+    # `--replicas 3 --max-replicas 10` planned and deployed 3, dropping the 10 without a word
+    result = cli(command, "--provider", "aws", "--replicas", "3", *counts, "--json")
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"] == (
+        "--replicas cannot be given with --min-replicas or --max-replicas")
