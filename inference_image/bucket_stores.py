@@ -8,6 +8,7 @@ here so callers see one family.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -124,9 +125,36 @@ class GcsStore:
         self._call(key, lambda: self._bucket.blob(key).download_to_filename(str(dest)))
 
 
+#: Blob Storage's host suffix in each Azure cloud, and that cloud's Entra ID authority (the
+#: same table as `providers/azure/clouds.py`; this module runs in the server image alone)
+AZURE_BLOB_CLOUDS = {
+    "blob.core.windows.net": "login.microsoftonline.com",
+    "blob.core.usgovcloudapi.net": "login.microsoftonline.us",
+    "blob.core.chinacloudapi.cn": "login.chinacloudapi.cn",
+}
+PUBLIC_BLOB_SUFFIX = "blob.core.windows.net"
+#: a storage account's name: 3 to 24 lowercase letters and digits
+_AZURE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+
+
+def azure_blob_host(netloc: str) -> tuple[str, str]:
+    """The account's blob host and its cloud's Entra ID authority, for the account part of
+    an ``az://`` URL: a name (``acct``: the public cloud) or the account's whole blob host
+    (``acct.blob.core.chinacloudapi.cn``); ValueError for any other host, so that a token
+    is only ever sent to Azure's blob service."""
+    account, _, suffix = netloc.lower().partition(".")
+    suffix = suffix or PUBLIC_BLOB_SUFFIX
+    if not _AZURE_ACCOUNT.fullmatch(account) or suffix not in AZURE_BLOB_CLOUDS:
+        raise ValueError(f"az://{netloc}: expected a storage account name or its blob host "
+                         f"(<account>.{' | '.join(AZURE_BLOB_CLOUDS)})")
+    return f"{account}.{suffix}", AZURE_BLOB_CLOUDS[suffix]
+
+
 class AzureStore:
     """Azure Blob Storage: ``AZURE_STORAGE_CONNECTION_STRING``, else DefaultAzureCredential
-    on ``https://<account>.blob.core.windows.net`` (az://<account>/<container>/<prefix>)."""
+    on the account's blob host (az://<account>/<container>/<prefix>: the public cloud's
+    ``<account>.blob.core.windows.net``; az://<account>.blob.core.chinacloudapi.cn/... and
+    the US Government's host name the sovereign clouds)."""
 
     def __init__(self, account: str, container: str):
         try:
@@ -134,14 +162,17 @@ class AzureStore:
         except ImportError as exc:
             raise _missing_sdk("azure-storage-blob") from exc
         connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-        if connection:
+        if connection:  # (it names the endpoint and the account itself)
             service = BlobServiceClient.from_connection_string(connection)
         else:
             from azure.identity import DefaultAzureCredential
 
-            service = BlobServiceClient(
-                f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()
-            )
+            host, authority = azure_blob_host(account)
+            # a service principal signs in to its own cloud's Entra ID (a managed identity
+            # ignores this); the public cloud's keeps AZURE_AUTHORITY_HOST's say
+            sovereign = {} if host.endswith(PUBLIC_BLOB_SUFFIX) else {"authority": authority}
+            service = BlobServiceClient(f"https://{host}",
+                                        credential=DefaultAzureCredential(**sovereign))
         self.where = f"az://{account}/{container}"
         self._container = service.get_container_client(container)
 

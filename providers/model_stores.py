@@ -5,7 +5,8 @@ store.
 Each object gets its sha256 as metadata when uploaded, so a later upload can skip files that
 are already there without downloading them. Every SDK honours its own endpoint setting
 (`AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`, `AZURE_STORAGE_CONNECTION_STRING`), so the same
-code talks to the cloud, MinIO, or an emulator.
+code talks to the cloud, MinIO, or an emulator; an Azure account named without its host is in
+the caller's Azure cloud (`ARM_ENVIRONMENT`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlparse
@@ -318,7 +319,20 @@ def open_writable_store(uri: str) -> tuple[WritableStore, str]:
     if parsed.scheme == "gs":
         return GcsWriter(parsed.netloc), prefix
     container = parsed.path.strip("/").partition("/")[0]
-    return AzureWriter(parsed.netloc, container), prefix
+    return AzureWriter(azure_account(parsed.netloc, os.environ), container), prefix
+
+
+def azure_account(netloc: str, environ: Mapping[str, str]) -> str:
+    """An ``az://`` URL's account part as the caller's Azure cloud reads it: a bare account
+    name gets the blob host of the cloud ``ARM_ENVIRONMENT`` (or ``AZURE_ENVIRONMENT``) names,
+    as `pulumi up` deploys there; a whole host stays as it is. ValueError for an unknown
+    cloud."""
+    from llmcloud.providers.azure.clouds import cloud_named, environment_name
+
+    if "." in netloc:
+        return netloc
+    cloud = cloud_named(environment_name(environ))
+    return netloc if cloud.name == "public" else cloud.blob_host(netloc)
 
 
 def store_call(fn: Callable[[str], Any], key: str, target: str) -> Any:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmcloud.providers.azure.clouds import CLOUDS, cloud_named, environment_name
+from llmcloud.providers.azure.clouds import (
+    CLOUDS,
+    callers_cloud,
+    cloud_named,
+    default_credential,
+    environment_name,
+)
 from llmcloud.stacks.errors import CredentialsError
 
 #: Azure Resource Manager, per cloud (Pulumi's and Terraform's `ARM_ENVIRONMENT`)
@@ -31,9 +37,7 @@ class Arm:
 
         self.endpoint = management_endpoint(environment_name(environ))
         if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+            credential = default_credential(callers_cloud(environ))
         self._credential = credential
         self._session = requests.Session()
 

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class AzureCloud:
-    """One cloud's addresses: Resource Manager, the private DNS zones of the private-link
-    groups llmcloud uses, and Azure Monitor's custom-metrics ingestion (None where Azure's
-    documentation gives no address for it)."""
+    """One cloud's addresses: Resource Manager, Entra ID, Blob Storage, the private DNS
+    zones of the private-link groups llmcloud uses, and Azure Monitor's custom-metrics
+    ingestion (None where Azure's documentation gives no address for it)."""
 
     name: str
     title: str
     management: str
     authority_host: str
+    #: a storage account's blob host is `<account>.<blob_suffix>`
+    blob_suffix: str
     private_zones: Mapping[str, str]
     #: the token audience and the host suffix (after `<region>.`) of custom metrics
     metrics_audience: str | None
@@ -37,7 +39,15 @@ class AzureCloud:
             raise ValueError(f"{self.title} has no documented custom-metrics endpoint")
         return f"https://{region}.{self.metrics_suffix}"
 
+    def blob_host(self, account: str) -> str:
+        """The blob service host of storage account `account` in this cloud."""
+        return f"{account}.{self.blob_suffix}"
 
+
+# Blob hosts: Microsoft's endpoint tables (Azure Government's comparison with global Azure;
+# Azure Machine Learning's required hosts per cloud: *.blob.core.windows.net,
+# *.blob.core.usgovcloudapi.net, *.blob.core.chinacloudapi.cn), the zones the privatelink
+# zones below shadow. `inference_image/bucket_stores.py` keeps the same table.
 # Private DNS zones: learn.microsoft.com/azure/private-link/private-endpoint-dns (Commercial,
 # Government, China). Custom metrics: metrics-store-custom-rest-api (public) and its
 # docs.azure.cn edition (audience https://monitoring.azure.cn/, <region>.monitoring.azure.cn);
@@ -48,6 +58,7 @@ CLOUDS = {
         name="public", title="Azure (public cloud)",
         management="https://management.azure.com",
         authority_host="login.microsoftonline.com",
+        blob_suffix="blob.core.windows.net",
         private_zones={"blob": "privatelink.blob.core.windows.net",
                        "registry": "privatelink.azurecr.io"},
         metrics_audience="https://monitoring.azure.com/",
@@ -56,6 +67,7 @@ CLOUDS = {
         name="usgovernment", title="Azure US Government",
         management="https://management.usgovcloudapi.net",
         authority_host="login.microsoftonline.us",
+        blob_suffix="blob.core.usgovcloudapi.net",
         private_zones={"blob": "privatelink.blob.core.usgovcloudapi.net",
                        "registry": "privatelink.azurecr.us"},
         metrics_audience=None, metrics_suffix=None),
@@ -63,6 +75,7 @@ CLOUDS = {
         name="china", title="Azure China (21Vianet)",
         management="https://management.chinacloudapi.cn",
         authority_host="login.chinacloudapi.cn",
+        blob_suffix="blob.core.chinacloudapi.cn",
         private_zones={"blob": "privatelink.blob.core.chinacloudapi.cn",
                        "registry": "privatelink.azurecr.cn"},
         metrics_audience="https://monitoring.azure.cn/",
@@ -98,3 +111,23 @@ def stack_cloud(environment: str) -> AzureCloud:
     import pulumi
 
     return cloud_named(pulumi.Config("azure-native").get("environment") or environment)
+
+
+def callers_cloud(environ: Mapping[str, str]) -> AzureCloud:
+    """The cloud `ARM_ENVIRONMENT` (or `AZURE_ENVIRONMENT`) names for the CLI's own requests;
+    the public one where it names none llmcloud knows (`plan` refuses that name itself)."""
+    try:
+        return cloud_named(environment_name(environ))
+    except ValueError:
+        return CLOUDS["public"]
+
+
+def default_credential(cloud: AzureCloud):
+    """azure-identity's DefaultAzureCredential, signing a service principal in to `cloud`'s
+    Entra ID (an `az login` session and a managed identity already know their cloud); the
+    public cloud's keeps `AZURE_AUTHORITY_HOST`'s say, as before."""
+    from azure.identity import DefaultAzureCredential
+
+    if cloud.name == "public":
+        return DefaultAzureCredential()
+    return DefaultAzureCredential(authority=cloud.authority_host)

@@ -12,6 +12,7 @@ import hashlib
 import re
 import uuid
 
+from llmcloud.providers.azure.clouds import AzureCloud
 from llmcloud.providers.naming import (  # noqa: F401 - re-exported
     base_name,
     fit,
@@ -73,11 +74,23 @@ def role_assignment_name(subscription_id: str, stack: str, purpose: str) -> str:
     return str(uuid.uuid5(_ASSIGNMENTS, f"{subscription_id}/{stack}/{purpose}"))
 
 
-def model_uri(account: str, model_name: str, version: str, container: str = CONTAINER) -> str:
+def url_account(account: str, cloud: AzureCloud | None = None) -> str:
+    """How an `az://` URL names `account`: by its name in the public cloud (the readers'
+    default host), by its whole blob host in a sovereign cloud, so that the server, `model
+    upload` and `promote` all read the host from the URL."""
+    if cloud is None or cloud.name == "public":
+        return account
+    return cloud.blob_host(account)
+
+
+def model_uri(account: str, model_name: str, version: str, container: str = CONTAINER,
+              cloud: AzureCloud | None = None) -> str:
     """The URI the server loads (`az://<account>/<container>/models/<name>/<version>`)."""
-    return f"az://{account}/{container}/{model_key_prefix(model_name, version).rstrip('/')}"
+    return (f"az://{url_account(account, cloud)}/{container}/"
+            f"{model_key_prefix(model_name, version).rstrip('/')}")
 
 
-def store_uri(account: str, container: str = CONTAINER) -> str:
+def store_uri(account: str, container: str = CONTAINER,
+              cloud: AzureCloud | None = None) -> str:
     """The stack's model store (`az://<account>/<container>/models`)."""
-    return f"az://{account}/{container}/models"
+    return f"az://{url_account(account, cloud)}/{container}/models"

@@ -12,7 +12,13 @@ import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for pl
 from llmcloud.providers.azure import mocks
 from llmcloud.providers.azure.apim import choose_sku, gateway_network
 from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
-from llmcloud.providers.azure.clouds import AzureCloud, environment_name, stack_cloud
+from llmcloud.providers.azure.clouds import (
+    AzureCloud,
+    callers_cloud,
+    default_credential,
+    environment_name,
+    stack_cloud,
+)
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     GPU_SIZES,
@@ -199,17 +205,6 @@ class AzureProvider(CloudProvider):
                         "metric, and Azure's documentation gives no custom-metrics token "
                         "audience for this cloud",
                 hint="set autoscaling.signal: requests")
-        if cloud.name != "public":
-            # the boot script, the private DNS zones and the CLI's tokens follow the cloud;
-            # the server's model reader does not yet
-            raise NotSupportedError(
-                f"the azure provider does not deploy to {cloud.title} yet",
-                context="the inference server reads models from "
-                        "https://<account>.blob.core.windows.net, the public cloud's blob "
-                        "address (inference_image/bucket_stores.py): its servers would never "
-                        "load the model",
-                hint="unset ARM_ENVIRONMENT (and azure-native:environment) to deploy to the "
-                     "public cloud")
 
     # -- plan: mocked Azure answers and prices -------------------------------------------
 
@@ -263,15 +258,13 @@ class AzureProvider(CloudProvider):
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ACR's way: exchange an Entra ID token for a registry refresh token, used with the
         all-zero user name. (The registry answers only inside the virtual network.)"""
-        from azure.identity import DefaultAzureCredential
+        from llmcloud.providers.azure.arm import management_endpoint
 
         self.check_credentials(ctx.environ)
         host = registry.split("/", 1)[0]
-        from llmcloud.providers.azure.arm import management_endpoint
-
         # Resource Manager's audience in the caller's cloud (the exchange takes its tokens)
         audience = management_endpoint(environment_name(ctx.environ))
-        aad = DefaultAzureCredential().get_token(f"{audience}/.default")
+        aad = default_credential(callers_cloud(ctx.environ)).get_token(f"{audience}/.default")
         return ACR_TOKEN_USER, exchange_acr_token(host, aad.token)
 
 

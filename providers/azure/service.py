@@ -84,7 +84,8 @@ class AzureService(pulumi.ComponentResource):
         if registry_only(spec):
             self.outputs = {
                 "resource_group": rg, "storage_account": store.account.name,
-                "model_store_uri": store.account.name.apply(naming.store_uri),
+                "model_store_uri": store.account.name.apply(
+                    lambda account: naming.store_uri(account, cloud=cloud)),
                 "registry_url": registry.login_server, "model_version": spec.model.version,
                 "next_step": next_step("azure", stack)}
             self.register_outputs(self.outputs)
@@ -116,7 +117,7 @@ class AzureService(pulumi.ComponentResource):
             image = registry.login_server.apply(
                 lambda host: f"{host}/{naming.slug(model)}-server@{PLACEHOLDER_DIGEST}")
         model_uri = store.account.name.apply(
-            lambda account: naming.model_uri(account, model, spec.model.version))
+            lambda account: naming.model_uri(account, model, spec.model.version, cloud=cloud))
         custom_data = pulumi.Output.all(image, model_uri, identity.client_id).apply(
             lambda v: render_custom_data(ServerLaunch(
                 image=v[0], model_uri=v[1], model_version=spec.model.version,
@@ -160,7 +161,8 @@ class AzureService(pulumi.ComponentResource):
             "api_subscription_id": gateway.subscription_id,
             "resource_group": rg,
             "storage_account": store.account.name,
-            "model_store_uri": store.account.name.apply(naming.store_uri),
+            "model_store_uri": store.account.name.apply(
+                lambda account: naming.store_uri(account, cloud=cloud)),
             "model_uri": model_uri,
             "registry_url": registry.login_server,
             "scale_set": pool.vmss.name,

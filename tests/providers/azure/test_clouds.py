@@ -10,7 +10,7 @@ from llmcloud.providers.azure.cloud_init import ServerLaunch, render_custom_data
 from llmcloud.providers.azure.clouds import CLOUDS, cloud_named, environment_name
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.provider import AzureProvider
-from llmcloud.stacks.errors import ConfigError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError
 from tests.providers.azure.helpers import azure_spec
 
 DIGEST = "llmdev1.azurecr.cn/qwen-server@sha256:" + "a" * 64
@@ -73,14 +73,35 @@ def test_plan_refuses_the_in_flight_signal_where_azure_documents_no_endpoint():
         _provider("usgovernment").check_spec(azure_spec(region="usgovvirginia"))
 
 
-def test_plan_refuses_a_sovereign_cloud_the_server_cannot_load_models_in():
-    spec = azure_spec(region="chinaeast2", autoscaling={"signal": "requests"})
-    with pytest.raises(NotSupportedError, match="Azure China") as caught:
-        _provider("china").check_spec(spec)
-    assert "blob.core.windows.net" in caught.value.context
+def test_plan_deploys_to_the_sovereign_clouds_and_refuses_an_unknown_one():
+    _provider("china").check_spec(azure_spec(region="chinaeast2"))
+    _provider("AzureUSGovernment").check_spec(
+        azure_spec(region="usgovvirginia", autoscaling={"signal": "requests"}))
     with pytest.raises(ConfigError, match="not one llmcloud deploys to"):
         _provider("AzureGermanCloud").check_spec(azure_spec())
     _provider("AzureCloud").check_spec(azure_spec())
+
+
+def test_plan_with_arm_environment_china_succeeds_and_us_government_in_flight_does_not(
+        project, cli, monkeypatch):
+    import base64
+    import json
+
+    monkeypatch.setenv("ARM_ENVIRONMENT", "china")
+    result = cli("plan", "--provider", "azure", "--stack", "dev", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    uri = document["outputs"]["model_uri"]
+    assert uri.startswith("az://") and ".blob.core.chinacloudapi.cn/llmcloud/models/" in uri
+    [vmss] = [r for r in document["resources"]
+              if r["type"] == "azure-native:compute:VirtualMachineScaleSet"]
+    script = base64.b64decode(
+        vmss["inputs"]["virtualMachineProfile"]["osProfile"]["customData"]).decode()
+    assert f"--model {uri} " in script
+    monkeypatch.setenv("ARM_ENVIRONMENT", "usgovernment")
+    refused = cli("plan", "--provider", "azure", "--stack", "dev", "--json")
+    assert refused.exit_code != 0
+    assert "in_flight is not offered in Azure US Government" in refused.output
 
 
 class _Mocks(pulumi.runtime.Mocks):
@@ -118,6 +139,56 @@ def test_the_china_stack_puts_its_private_endpoints_in_china_zones():
 
     script = base64.b64decode(vmss["virtualMachineProfile"]["osProfile"]["customData"]).decode()
     assert "management.chinacloudapi.cn/" in script and "azure.com" not in script
+    assert "windows.net" not in script
+
+
+@pytest.mark.parametrize("environment, host", [
+    ("china", "blob.core.chinacloudapi.cn"), ("usgovernment", "blob.core.usgovcloudapi.net")])
+def test_a_sovereign_stack_names_its_blob_host_in_the_model_urls(environment, host):
+    """The server reads the model, `model upload` writes it and `promote` checks it at the
+    host the stack's outputs name: the sovereign cloud's, not the public cloud's."""
+    import base64
+
+    from llmcloud.providers.azure.service import build_service
+
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(mocks, project="llmcloud", stack="dev", preview=True)
+    spec = azure_spec(region="chinaeast2", autoscaling={"signal": "requests"})
+
+    seen = []
+
+    @pulumi.runtime.test
+    def declare():
+        outputs = build_service(spec, "dev", AzureOptions(environment=environment))
+        return pulumi.Output.all(outputs["model_uri"], outputs["model_store_uri"]).apply(
+            seen.extend)
+
+    declare()
+    model_uri, store_uri = seen
+    [account] = [a["accountName"] for a in mocks.created["azure-native:storage:StorageAccount"]]
+    assert store_uri == f"az://{account}.{host}/llmcloud/models"
+    assert model_uri == f"az://{account}.{host}/llmcloud/models/qwen2-5-0-5b-instruct/v1"
+    [vmss] = mocks.created["azure-native:compute:VirtualMachineScaleSet"]
+    script = base64.b64decode(vmss["virtualMachineProfile"]["osProfile"]["customData"]).decode()
+    assert f"--model {model_uri} --model-version v1" in script
+
+
+def test_the_public_stack_keeps_its_model_urls():
+    from llmcloud.providers.azure import naming
+
+    assert naming.model_uri("acct", "qwen", "v3", cloud=CLOUDS["public"]) == (
+        "az://acct/llmcloud/models/qwen/v3")
+    assert naming.store_uri("acct", cloud=CLOUDS["china"]) == (
+        "az://acct.blob.core.chinacloudapi.cn/llmcloud/models")
+
+
+def test_each_clouds_blob_host_is_one_the_server_reads():
+    from llmcloud.inference_image.bucket_stores import AZURE_BLOB_CLOUDS
+
+    assert {c.blob_suffix: c.authority_host for c in CLOUDS.values()} == AZURE_BLOB_CLOUDS
+    assert CLOUDS["usgovernment"].blob_host("acct") == "acct.blob.core.usgovcloudapi.net"
+    for cloud in CLOUDS.values():
+        assert cloud.private_zones["blob"] == "privatelink." + cloud.blob_suffix
 
 
 def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
@@ -127,9 +198,12 @@ def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
     from llmcloud.providers.azure import provider as azure_provider
     from llmcloud.providers.base import StackContext
 
-    scopes = []
+    scopes, authorities = [], []
 
     class Credential:
+        def __init__(self, **options):
+            authorities.append(options)
+
         def get_token(self, scope):
             scopes.append(scope)
             return type("Token", (), {"token": "aad"})()
@@ -142,3 +216,18 @@ def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
     assert AzureProvider().registry_login(ctx, "llmdev1.azurecr.us/x") == (
         azure_provider.ACR_TOKEN_USER, "refresh")
     assert scopes == ["https://management.usgovcloudapi.net/.default"]
+    # a service principal signs in to the US Government's Entra ID, not the public one's
+    assert authorities == [{"authority": "login.microsoftonline.us"}]
+
+
+def test_resource_manager_requests_sign_in_to_the_callers_cloud(monkeypatch):
+    import azure.identity
+
+    from llmcloud.providers.azure.arm import Arm
+
+    made = []
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential",
+                        lambda **options: made.append(options))
+    assert Arm({"ARM_ENVIRONMENT": "china"}).endpoint == "https://management.chinacloudapi.cn"
+    Arm({})
+    assert made == [{"authority": "login.chinacloudapi.cn"}, {}]
