@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
+from typing import Any
+
+import pulumi
 
 from llmcloud.policies import Resource
 from llmcloud.providers.registry import provider_defaults
@@ -40,3 +43,21 @@ def one(resources: list[Resource], type_token: str, name_part: str = "") -> Reso
     found = [r for r in of_type(resources, type_token) if name_part in r.name]
     assert len(found) == 1, (type_token, name_part, [r.name for r in found])
     return found[0]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Pulumi's mocks with a provider's realistic answers (its `plan` mocks), recording each
+    resource's inputs by type for assertions."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self.created: dict[str, list[dict]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.created.setdefault(args.typ, []).append(args.inputs)
+        if not args.custom:
+            return f"{args.name}-component", {}
+        return self.provider.mock_resource(args.typ, args.name, args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return self.provider.mock_invoke(args.token, args.args)

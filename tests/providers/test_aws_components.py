@@ -7,28 +7,12 @@ import pulumi
 import pytest
 
 from llmcloud.providers.aws.provider import AwsProvider
-
-
-class AwsMocks(pulumi.runtime.Mocks):
-    """The provider's realistic answers, recorded by type for assertions."""
-
-    def __init__(self) -> None:
-        self.provider = AwsProvider()
-        self.created: dict[str, list[dict]] = {}
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.created.setdefault(args.typ, []).append(args.inputs)
-        if not args.custom:
-            return f"{args.name}-component", {}
-        return self.provider.mock_resource(args.typ, args.name, args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return self.provider.mock_invoke(args.token, args.args)
+from tests.providers.declared import RecordingMocks
 
 
 @pytest.fixture
 def mocks():
-    mocks = AwsMocks()
+    mocks = RecordingMocks(AwsProvider())
     pulumi.runtime.set_mocks(mocks, project="platform", stack="unit", preview=False)
     return mocks
 

@@ -12,6 +12,7 @@ from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.stacks.errors import ConfigError
 from tests.providers.azure.helpers import azure_spec
+from tests.providers.declared import RecordingMocks
 
 DIGEST = "llmdev1.azurecr.cn/qwen-server@sha256:" + "a" * 64
 
@@ -104,25 +105,10 @@ def test_plan_with_arm_environment_china_succeeds_and_us_government_in_flight_do
     assert "in_flight is not offered in Azure US Government" in refused.output
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
-        self.provider = AzureProvider()
-        self.created: dict[str, list[dict]] = {}
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.created.setdefault(args.typ, []).append(args.inputs)
-        if not args.custom:
-            return f"{args.name}-component", {}
-        return self.provider.mock_resource(args.typ, args.name, args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return self.provider.mock_invoke(args.token, args.args)
-
-
 def test_the_china_stack_puts_its_private_endpoints_in_china_zones():
     from llmcloud.providers.azure.service import build_service
 
-    mocks = _Mocks()
+    mocks = RecordingMocks(AzureProvider())
     pulumi.runtime.set_mocks(mocks, project="llmcloud", stack="dev", preview=True)
     spec = azure_spec(region="chinaeast2")
 
@@ -151,7 +137,7 @@ def test_a_sovereign_stack_names_its_blob_host_in_the_model_urls(environment, ho
 
     from llmcloud.providers.azure.service import build_service
 
-    mocks = _Mocks()
+    mocks = RecordingMocks(AzureProvider())
     pulumi.runtime.set_mocks(mocks, project="llmcloud", stack="dev", preview=True)
     spec = azure_spec(region="chinaeast2", autoscaling={"signal": "requests"})
 
