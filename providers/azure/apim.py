@@ -154,6 +154,10 @@ GATEWAY_ERRORS = {
 TOO_LARGE = GatewayError(413, "Payload Too Large", "invalid_request_error",
                          "request_too_large", "the request body is larger than the gateway "
                          "takes (gateway.max_body_kb)")
+LENGTH_REQUIRED = GatewayError(411, "Length Required", "invalid_request_error",
+                               "length_required", "send the request body with a "
+                               "Content-Length header: bodies of undeclared length (chunked) "
+                               "are not accepted")
 
 
 def _json_response(error: GatewayError, retry_after: str = "") -> str:
@@ -184,6 +188,24 @@ def _on_error() -> str:
     return f"<on-error><base /><choose>{''.join(whens)}</choose></on-error>"
 
 
+def _body_limit(max_body_kb: int) -> str:
+    """411 for a body whose length is not declared, then 413 past `max_body_kb`.
+
+    The limit is read from `Content-Length`: a chunked request (or an HTTP/2 one without
+    the header) declares none, and would pass any size, and a `Transfer-Encoding` next to a
+    small `Content-Length` is how a larger body is smuggled past it. Measuring such a body
+    instead (`Body.As<byte[]>`) would buffer all of it in the gateway first; OpenAI's
+    clients declare the length of every body."""
+    header = "context.Request.Headers.GetValueOrDefault"
+    undeclared = (f'{header}("Transfer-Encoding", "") != "" || (context.Request.Body != null '
+                  f'&& {header}("Content-Length", "") == "")')
+    too_large = f'long.Parse({header}("Content-Length", "0")) > {max_body_kb * 1024}'
+    whens = "".join(f"<when condition={quoteattr(f'@({condition})')}>{_json_response(error)}"
+                    "</when>" for condition, error in ((undeclared, LENGTH_REQUIRED),
+                                                       (too_large, TOO_LARGE)))
+    return f"<choose>{whens}</choose>"
+
+
 def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
                allowed_cidrs: list[str], timeout_seconds: int, max_body_kb: int) -> str:
     """The API's policy: client ranges, body size, per-key rate limit and quota, backend
@@ -193,13 +215,9 @@ def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
     key = quoteattr("@(context.Subscription.Id)")
     quota = (f"<quota-by-key calls=\"{quota_per_day}\" renewal-period=\"86400\" "
              f"counter-key={key} />" if quota_per_day else "")
-    too_large = (
-        "<choose><when condition=\"@(long.Parse(context.Request.Headers.GetValueOrDefault("
-        f"&quot;Content-Length&quot;, &quot;0&quot;)) &gt; {max_body_kb * 1024})\">"
-        f"{_json_response(TOO_LARGE)}</when></choose>")
     return (
         "<policies><inbound><base />"
-        f"{_ip_filter(allowed_cidrs)}{too_large}"
+        f"{_ip_filter(allowed_cidrs)}{_body_limit(max_body_kb)}"
         f"<rate-limit-by-key calls=\"{calls}\" renewal-period=\"{period}\" counter-key={key} "
         f"retry-after-header-name=\"Retry-After\" "
         f"retry-after-variable-name=\"{RETRY_AFTER_VARIABLE}\" />"

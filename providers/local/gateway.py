@@ -184,8 +184,9 @@ class Gateway:
 
     async def _too_large(self, send: Send) -> None:
         limit_kb = self.settings.max_body_bytes // 1024
+        # the model servers' and API Management's code for the same refusal
         await self._answer(send, 413, f"request body is larger than {limit_kb} KiB",
-                           "body_too_large")
+                           "request_too_large")
 
     async def _proxy(self, scope: dict[str, Any], receive: Receive, send: Send,
                      body: bytes) -> None:
