@@ -65,7 +65,7 @@ class ControlApi:
             return
         except BodyTooLarge:
             await send_error(send, 413, f"the request body is larger than "
-                             f"{MAX_BODY_BYTES // 1024} KiB", "body_too_large")
+                             f"{MAX_BODY_BYTES // 1024} KiB", "request_too_large")
             return
         except ValueError:
             await send_error(send, 400, "the request body is not valid JSON")

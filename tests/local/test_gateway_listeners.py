@@ -138,7 +138,7 @@ def test_an_admin_request_over_the_body_limit_is_a_413_in_the_apis_error_shape()
         assert response.status_code == 413, response.text
         assert response.json() == {"error": {
             "message": "the request body is larger than 1024 KiB",
-            "type": "invalid_request_error", "param": None, "code": "body_too_large"}}
+            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
     assert fits.status_code == 201 and fits.json()["name"] == "fits"
 
 
