@@ -128,13 +128,16 @@ def bad_words_ids(words: list[str] | None, tokenizer) -> tuple[tuple[int, ...], 
     return tuple(sequences)
 
 
-def truncated_prompt(ids: list[int], keep: int | None, context: int) -> list[int]:
+def truncated_prompt(ids: list[int], keep: int | None, context: int,
+                     answer: int = 0) -> list[int]:
     """vLLM's ``truncate_prompt_tokens``: the prompt's last ``keep`` tokens (-1: as many as
-    the context takes), or a 400 for another value below 1."""
+    the context takes with ``answer`` tokens left for the answer), or a 400 for another
+    value below 1."""
     if keep is None:
         return ids
     if keep == -1:
-        keep = context
+        # (at least one: a max_tokens too large for the context gets its own 400 after)
+        keep = max(context - answer, 1)
     if keep < 1:
         raise ApiError(400, f"truncate_prompt_tokens must be at least 1 (or -1: the "
                        f"model's context), got {keep}", param="truncate_prompt_tokens",
@@ -178,7 +181,9 @@ def new_tokens(info: ModelInfo, kind: str, prompt_ids: list[int], max_tokens: in
                        param="prompt", code="invalid_value")
     if prompt_len > context or (prompt_len == context
                                 and info.task == "text-generation"):
-        raise ApiError(400, f"{which} is {prompt_len} tokens, longer than the model's "
+        fits = ("longer than" if prompt_len > context
+                else "which leaves no room for an answer in")
+        raise ApiError(400, f"{which} is {prompt_len} tokens, {fits} the model's "
                        f"context of {context} tokens", param="messages" if kind == "chat"
                        else "prompt", code="context_length_exceeded")
     room = context - prompt_len if info.task == "text-generation" else context

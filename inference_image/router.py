@@ -83,22 +83,30 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                                             code="not_found"))
 
     @app.exception_handler(405)
-    async def _bad_method(request: Request, _: Exception) -> JSONResponse:
+    async def _bad_method(request: Request, exc: Exception) -> JSONResponse:
+        # The methods the path takes, in `Allow`, as a 405 must (RFC 9110, 15.5.6).
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")
         return _api_error_response(ApiError(405, f"{request.method} is not allowed on "
-                                            f"{request.url.path}", code="method_not_allowed"))
+                                            f"{request.url.path}", code="method_not_allowed",
+                                            headers={"Allow": allow} if allow else None))
 
-    @app.get("/health/live")
+    def get(path: str):
+        # HEAD too, as HTTP servers must (RFC 9110, 9.1), for probes and uptime monitors
+        # that send it: FastAPI's GET routes would answer it 405. Starlette sends no body.
+        return app.api_route(path, methods=["GET", "HEAD"])
+
+    @get("/health/live")
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health/ready")
+    @get("/health/ready")
     async def ready() -> JSONResponse:
         if state.ready:
             return JSONResponse({"status": "ready"})
         status = "draining" if state.draining else "loading"
         return JSONResponse({"status": status}, status_code=503)
 
-    @app.get("/health")
+    @get("/health")
     async def health() -> JSONResponse:
         # vLLM's probe. vLLM listens only once its model serves, so: 503 while loading, then
         # 200 until the process exits, draining included (routing is /health/ready's job).
@@ -108,12 +116,12 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                                 status_code=503)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/version")
+    @get("/version")
     async def version() -> dict[str, str]:
         # vLLM's: which server build answers (outside /v1, so the gateways keep it inside)
         return {"version": _version()}
 
-    @app.get("/ping")
+    @get("/ping")
     async def ping() -> JSONResponse:
         # SageMaker's health check: 200 once the model serves, like /health/ready
         return await ready()
@@ -137,18 +145,18 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                 gen = await serving.start_completion(_validate(CompletionRequest, data))
         return await _respond(request, serving, gen)
 
-    @app.get("/metrics")
+    @get("/metrics")
     async def metrics() -> Response:
         serving = _serving(state)
         return Response(serving.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/models")
+    @get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         _authorize(state, request)
         return JSONResponse(_serving(state).models().model_dump())
 
     # `{model:path}`: hub-style ids have a slash ("org/name"), as clients send them.
-    @app.get("/v1/models/{model:path}")
+    @get("/v1/models/{model:path}")
     async def model(request: Request, model: str) -> JSONResponse:
         _authorize(state, request)
         return JSONResponse(_serving(state).model(model).model_dump())
@@ -298,6 +306,13 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        # Not "the body is not valid JSON" over compressed bytes; and no inflating either,
+        # which --max-body-bytes would bound before, not after (a gzip bomb).
+        raise ApiError(415, f"request bodies with Content-Encoding {coding!r} are not "
+                       "accepted: send the JSON uncompressed", code="unsupported_encoding",
+                       headers={"Accept-Encoding": "identity"})
     raw = await request.body()
     try:
         data = json.loads(raw)
@@ -305,7 +320,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
         # string, and the tokenizer, the chat template or the response's encoder would
         # fail on it later (a 500). Only escapes make one: raw bytes must be valid UTF-8.
         lone = re.search(rb"\\u[dD][89a-fA-F]", raw) and _has_lone_surrogate(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:
+        # JSONDecodeError, UnicodeDecodeError, and an integer of more digits than Python
+        # converts (4300 by default: a ValueError of its own, which was a 500)
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     except RecursionError as exc:
         raise ApiError(400, "the body is not valid JSON: nested too deeply",

@@ -94,11 +94,15 @@ def run(argv: list[str] | None = None) -> None:
                         ("--max-batch-tokens", args.max_batch_tokens),
                         ("--reserve-new-tokens", args.reserve_new_tokens),
                         ("--max-prefill-tokens", args.max_prefill_tokens),
-                        ("--max-model-len", args.max_model_len)):
+                        ("--max-model-len", args.max_model_len),
+                        ("--max-body-bytes", args.max_body_bytes)):
         if value is not None and value < 1:
             fail(f"error: {name} must be at least 1")
-    if args.keep_alive_timeout <= 0:
+    # (written so that NaN fails too)
+    if not args.keep_alive_timeout > 0:
         fail("error: --keep-alive-timeout must be more than 0 seconds")
+    if not args.drain_timeout >= 0:
+        fail("error: --drain-timeout must be 0 seconds or more")
     from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
     from .server_options import parse_lora_modules

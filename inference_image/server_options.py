@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "own requests go by it meanwhile): each adapter in a batch costs "
                         "every row of it time (vLLM's; default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=env.get("LLMCLOUD_PORT", 8080),
+    p.add_argument("--port", type=_port, default=env.get("LLMCLOUD_PORT", 8080),
                    help="port (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-parallel-size", type=_count_or("auto"), metavar="N|auto",
@@ -178,6 +178,18 @@ def _share(value: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a share from 0 to 1, got "
                                          f"{value!r}")
     return share
+
+
+def _port(value: str) -> int:
+    """An argparse type: a TCP port. Checked here: the socket layer takes 70000 as 4464,
+    so a server would listen where nobody looks while its log says 70000."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value!r}")
+    return port
 
 
 def _path_prefix(value: str) -> str:

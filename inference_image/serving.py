@@ -241,7 +241,8 @@ class OpenAIServing:
                            "which it does not predict", param="echo", code="unsupported_value")
         prompts = []
         for ids, text in await self._completion_prompts(request.prompt):
-            kept = self._truncated(request, ids)  # an echo shows what was kept
+            kept = self._truncated(request, ids, request.max_tokens,
+                                   DEFAULT_COMPLETION_TOKENS)  # an echo shows what was kept
             prompts.append((kept, text if len(kept) == len(ids) else None))
         echoes = None
         if request.echo:
@@ -285,12 +286,13 @@ class OpenAIServing:
             raise ApiError(400, str(exc), param="tool_choice" if choice else "tools",
                            code="invalid_value") from exc
         rendered = self.chat_text(request, tools)
-        prompt_ids = self._truncated(
-            request, await self.prompts.encode(rendered, add_special_tokens=False))
         if request.max_completion_tokens is not None:
             max_tokens, param = request.max_completion_tokens, "max_completion_tokens"
         else:
             max_tokens, param = request.max_tokens, "max_tokens"
+        prompt_ids = self._truncated(
+            request, await self.prompts.encode(rendered, add_special_tokens=False),
+            max_tokens, None)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         schema = tool_plan.schema if tool_plan is not None else None
         guides = await self._guides(request, request.n or 1, schema)
@@ -311,9 +313,15 @@ class OpenAIServing:
             gen.include_reasoning = request.include_reasoning
         return gen
 
-    def _truncated(self, request, ids: list[int]) -> list[int]:
-        return truncated_prompt(ids, request.truncate_prompt_tokens,
-                                self.engine.info.max_context)
+    def _truncated(self, request, ids: list[int], max_tokens: int | None,
+                   default: int | None) -> list[int]:
+        # A causal model's answer shares the context with its prompt: -1 leaves it room
+        # for max_tokens, else for the default answer's length (at least one token).
+        info = self.engine.info
+        wanted = max_tokens if max_tokens is not None else self.defaults.answer_length(default)
+        answer = (wanted or 1) if info.task == "text-generation" else 0
+        return truncated_prompt(ids, request.truncate_prompt_tokens, info.max_context,
+                                answer)
 
     def chat_text(self, request, tools: list[dict] | None) -> str:
         """The prompt text of a request's ``messages`` (a chat request's, or /tokenize's)
