@@ -161,12 +161,19 @@ def forbid(logits: torch.Tensor, rows: list[int],
     return out
 
 
+#: the lowest log probability reported (vLLM's, in its OpenAI server)
+LOGPROB_FLOOR = -9999.0
+
+
 def token_logprobs(logits: torch.Tensor, rows: list[int], chosen: list[int],
                    top: list[int]) -> list[TokenLogprob]:
     """For each of ``rows`` of ``logits`` [B, V]: the log probability of its ``chosen``
     token and of its ``top`` most likely tokens, most likely first (one read back)."""
     index = torch.tensor(rows, device=logits.device)
     logprobs = torch.log_softmax(logits.index_select(0, index).float(), dim=-1)
+    # vLLM's floor: a token a model masks (a -inf logit) or an overflowed row (NaN) has no
+    # JSON number; -Infinity broke a stream's JSON and a whole answer's was a 500
+    logprobs = torch.nan_to_num(logprobs, nan=LOGPROB_FLOOR).clamp(min=LOGPROB_FLOOR)
     picked = logprobs.gather(1, torch.tensor(chosen, device=logits.device)[:, None])[:, 0]
     best_lp, best_ids = logprobs.topk(min(max(top), logprobs.shape[-1]), dim=-1)
     picked, best_lp, best_ids = picked.tolist(), best_lp.tolist(), best_ids.tolist()

@@ -157,3 +157,22 @@ def test_sentencepiece_tokens_keep_their_leading_space_in_context():
     assert out["top_logprobs"] == [{"Hello": -0.5}, {" Hello": -0.1, " world": -0.25}]
     chat = LogprobFormat(tokenizer, top=0)
     assert [e["bytes"] for e in chat.chat_content([TokenLogprob(3, -1.0)])] == [[0xC3]]
+
+
+def test_a_masked_or_overflowed_logit_has_a_finite_log_probability():
+    # a -inf logit (a token the model masks) gave -Infinity, which is no JSON number: a
+    # stream sent invalid JSON and a whole answer was a 500; an overflowed row gave NaN
+    import math
+
+    import torch
+
+    from llmcloud.inference_image.sampling import LOGPROB_FLOOR, token_logprobs
+
+    logits = torch.tensor([[0.0, float("-inf"), 1.0, float("-inf")],
+                           [float("inf"), 0.0, 0.0, 0.0]])
+    masked, overflowed = token_logprobs(logits, [0, 1], [1, 2], [4, 2])
+    assert masked.logprob == LOGPROB_FLOOR == -9999.0
+    assert [lp for _, lp in masked.top][2:] == [LOGPROB_FLOOR, LOGPROB_FLOOR]
+    assert all(math.isfinite(lp) for _, lp in (*masked.top, *overflowed.top))
+    assert math.isfinite(overflowed.logprob)
+    json.dumps([masked.logprob, list(masked.top), overflowed.logprob], allow_nan=False)
