@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR",
                    help="where bucket and hub models are downloaded "
                         "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
-    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
+    p.add_argument("--max-body-bytes", type=int,
+                   default=env.get("LLMCLOUD_MAX_BODY_BYTES", 4 * 1024 * 1024),
                    help="larger request bodies get 413 (default: %(default)s)")
     p.add_argument("--strip-path-prefix", metavar="PREFIX", type=_path_prefix,
                    default=env.get("LLMCLOUD_STRIP_PATH_PREFIX") or None,

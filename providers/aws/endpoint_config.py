@@ -43,7 +43,7 @@ def sagemaker_instance_type(instance_type: str | None, instances_default: str) -
 
 
 def container_environment(*, model_name: str, version: str, dtype: str, max_batch_size: int,
-                          drain_timeout_seconds: int, gpus: int,
+                          drain_timeout_seconds: int, gpus: int, max_body_kb: int,
                           task: str | None = None,
                           engine_settings: Mapping[str, str] | None = None) -> dict[str, str]:
     """The model container's environment: `llmcloud-server` loads the mounted model and
@@ -65,6 +65,7 @@ def container_environment(*, model_name: str, version: str, dtype: str, max_batc
         "LLMCLOUD_DTYPE": dtype,
         "LLMCLOUD_MAX_BATCH_SIZE": str(max_batch_size),
         "LLMCLOUD_DRAIN_TIMEOUT_SECONDS": str(drain_timeout_seconds),
+        "LLMCLOUD_MAX_BODY_BYTES": str(max_body_kb * 1024),
         "HF_MODEL_ID": MODEL_DIR,
         "SM_NUM_GPUS": str(gpus),
         "HF_HUB_OFFLINE": "1",

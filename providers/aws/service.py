@@ -215,6 +215,7 @@ class AwsService(pulumi.ComponentResource):
                 model_name=model, version=spec.model.version, dtype=spec.server.dtype,
                 max_batch_size=spec.server.max_batch_size,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
+                max_body_kb=spec.gateway.max_body_kb,
                 gpus=gpus_of(instance_type), task=spec.model.task,
                 engine_settings=spec.server.engine_settings()),
             bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,

@@ -56,6 +56,7 @@ def test_the_model_runs_the_stacks_image_on_the_versions_prefix():
     env = container["environment"]
     assert env["LLMCLOUD_MODEL_NAME"] == "t5"
     assert env["LLMCLOUD_MODEL"] == "/opt/ml/model" and env["LLMCLOUD_MODEL_VERSION"] == "v1"
+    assert env["LLMCLOUD_MAX_BODY_BYTES"] == str(1024 * 1024)  # gateway.max_body_kb's default
     assert env["LLMCLOUD_PORT"] == "8080"
     assert model.inputs["enableNetworkIsolation"] is True
 

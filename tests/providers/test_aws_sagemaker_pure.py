@@ -38,13 +38,15 @@ def test_an_ec2_type_for_sagemaker_is_a_config_error_naming_the_key():
 
 def test_the_container_loads_the_mounted_model_on_sagemakers_port():
     env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
-                                   max_batch_size=8, drain_timeout_seconds=30, gpus=1)
+                                   max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                   max_body_kb=1024)
     assert env["LLMCLOUD_MODEL"] == env["HF_MODEL_ID"] == "/opt/ml/model"
     assert env["LLMCLOUD_MODEL_VERSION"] == "v3" and env["LLMCLOUD_PORT"] == "8080"
     assert all(isinstance(v, str) for v in env.values())  # SageMaker takes strings only
     assert env["HF_HUB_OFFLINE"] == "1" and "LLMCLOUD_TASK" not in env
     assert ec.container_environment(model_name="t5", version="v3", dtype="auto",
                                     max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                   max_body_kb=1024,
                                     task="text2text-generation")["LLMCLOUD_TASK"] == (
         "text2text-generation")
 
@@ -57,12 +59,26 @@ def test_the_specs_engine_settings_reach_the_container_as_variables(monkeypatch)
                           max_prefill_tokens=4096, reasoning_parser="none").engine_settings()
     env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
                                    max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                   max_body_kb=1024,
                                    engine_settings=settings)
     for name, value in env.items():  # the server as SageMaker starts it: no arguments
         monkeypatch.setenv(name, value)
     parsed = build_parser().parse_args(["serve"])
     assert (parsed.max_batch_tokens, parsed.reserve_new_tokens, parsed.max_prefill_tokens,
             parsed.reasoning_parser) == (40000, 64, 4096, "none")
+
+
+def test_the_gateways_body_limit_reaches_the_container(monkeypatch):
+    # SageMaker passes no arguments, and the server read no variable for its body limit:
+    # gateway.max_body_kb was ignored there (the server kept its 4 MiB)
+    from llmcloud.inference_image.server import build_parser
+
+    env = ec.container_environment(model_name="t5", version="v3", dtype="auto",
+                                   max_batch_size=8, drain_timeout_seconds=30, gpus=1,
+                                   max_body_kb=256)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert build_parser().parse_args(["serve"]).max_body_bytes == 256 * 1024
 
 
 def test_model_data_is_the_uncompressed_version_prefix():
