@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llmcloud.providers.base import Provider, StackContext
+from llmcloud.providers.naming import base_name, names_its_own, slug
 from llmcloud.stacks.automation import (
     PulumiStack,
     StackLike,
@@ -116,15 +117,48 @@ class CloudProvider(Provider):
             )
         enforce_budget(estimate(sheet), limit, ctx.stack)
 
+    def refuse_names_of_another_stack(self, ctx: StackContext, engine: PulumiStack) -> None:
+        """Refuse to create a stack whose resources would carry another stack's names.
+
+        Resource names are `llm-<stack>-...` with the stack name slugged, so `a.b`, `a_b`
+        and `a-b` would all be `llm-a-b-...`: the second stack's `up` fails half-way on
+        names the first one holds (and Azure's resource group is shared). A stack deployed
+        before keeps working: renaming its resources would replace them.
+        """
+        if engine.last_update() is not None:
+            return
+        stack = ctx.stack
+        canonical = slug(stack)
+        where = f"--provider {self.name} --stack {canonical}"
+        if not names_its_own(stack):
+            raise ConfigError(
+                f"stack name '{stack}' would name its resources {base_name(stack)}-..., as "
+                f"stack '{canonical}' would",
+                context="cloud resource names keep only lowercase letters, digits and single "
+                        "dashes of the stack name, so two stacks could collide in one account",
+                hint=f"use a name of lowercase letters, digits and dashes: llmcloud init "
+                     f"{where} (then move your settings there)")
+        twins = sorted(name for name in engine.stack_names()
+                       if name != stack and slug(name) == canonical)
+        if twins:
+            raise ConfigError(
+                f"stack '{stack}' would name its resources {base_name(stack)}-..., as stack "
+                f"'{twins[0]}' of this project does",
+                context="the two stacks' resources would collide in one account",
+                hint=f"pick another stack name, or, if '{twins[0]}' holds nothing: "
+                     f"pulumi stack rm {twins[0]}")
+
     def up(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "up")
         self.before_up(ctx)
+        self.refuse_names_of_another_stack(ctx, engine)
         engine.set_config(_given(ctx.flags))  # flags become the stack's settings
         return {"outputs": engine.up()}
 
     def update(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "update")
         self.before_up(ctx)
+        self.refuse_names_of_another_stack(ctx, engine)
         engine.set_config(_given(ctx.flags))
         return {"outputs": engine.up()}
 
@@ -228,6 +262,9 @@ class _Engine(PulumiStack):
 
     def last_update(self) -> dict[str, Any] | None:
         return self._translated(super().last_update)
+
+    def stack_names(self) -> list[str]:
+        return self._translated(super().stack_names)
 
     def _translated(self, read: Callable[[], Any]) -> Any:
         from pulumi import automation as auto

@@ -27,6 +27,14 @@ def base_name(stack: str) -> str:
     return f"llm-{slug(stack)}"
 
 
+def names_its_own(stack: str) -> bool:
+    """Whether `stack`'s resource names are its alone: the prefix `llm-<stack>` keeps the
+    name as it is only for lowercase letters, digits and single inner dashes. Other names
+    share the prefix with another stack (`a.b`, `a_b`, `A-b` and `a--b` are all `llm-a-b`),
+    and two such stacks collide in one account."""
+    return slug(stack) == stack
+
+
 def model_prefix(model_name: str) -> str:
     """The key prefix of every version of a model in the store (`models/<name>/`)."""
     return f"models/{model_name}/"

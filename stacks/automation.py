@@ -29,6 +29,7 @@ class StackLike(Protocol):
     """What llmcloud uses of `pulumi.automation.Stack` (a fake implements the same)."""
 
     name: str
+    workspace: Any  # its `list_stacks()` names the project's stacks in the backend
 
     def set_all_config(self, config: Mapping[str, Any], path: bool = False) -> None: ...
     def up(self, **kwargs: Any) -> Any: ...
@@ -63,6 +64,13 @@ def open_stack(project_dir: Path, stack: str, env: Mapping[str, str]) -> StackLi
             "the pulumi CLI is not installed",
             context=f"llmcloud runs cloud stacks through the Pulumi engine ({exc.strerror})",
             hint=PULUMI_INSTALL_HINT,
+        ) from None
+    except auto.errors.InvalidVersionError as exc:
+        # an old CLI (or one whose `pulumi version` is not a version) is not llmcloud's bug
+        raise MissingToolError(
+            "the pulumi CLI on PATH is not one the Automation API can drive",
+            context=str(exc),
+            hint=f"update the Pulumi CLI: {PULUMI_INSTALL_HINT.split(': ', 1)[1]}",
         ) from None
     except auto.errors.CommandError as exc:
         raise translate_command_error(exc, stack) from None
@@ -197,6 +205,12 @@ class PulumiStack:
     def outputs(self) -> dict[str, Any]:
         """The stack's current outputs as plain values."""
         return unwrap_outputs(self._stack.outputs())
+
+    def stack_names(self) -> list[str]:
+        """The names of the project's stacks in this backend, this one included (a Pulumi
+        Cloud backend may qualify them with the organization: only the stack's part)."""
+        return [summary.name.rsplit("/", 1)[-1]
+                for summary in self._stack.workspace.list_stacks()]
 
     def last_update(self) -> dict[str, Any] | None:
         """The last update's kind, result and end time, or None before the first."""

@@ -114,3 +114,63 @@ def test_the_checker_catches_a_wrong_option() -> None:
         _check_call(["promote", "--modle-version", "v2"])
     with pytest.raises(AssertionError, match="has no command deploy"):
         _check_call(["deploy"])
+
+
+def _pushed_to(scripts: list[str]) -> dict[str, str]:
+    """{file an `image push --json` writes: the stack whose registry it pushed to}."""
+    pushed = {}
+    for line in (line for script in scripts for line in script.splitlines()):
+        found = re.search(r"llmcloud image push .*--stack (\S+) .*> (\S+)", line)
+        if found:
+            pushed[found[2]] = found[1]
+    return pushed
+
+
+def _rolled(script_lines: list[str]) -> list[tuple[str, str]]:
+    """(stack, --image value) of every `llmcloud update` in the lines."""
+    rolled = []
+    for line in script_lines:
+        found = re.search(r"llmcloud update .*--stack (\S+) .*--image (\"[^\"]+\"|\S+)", line)
+        if found:
+            rolled.append((found[1], found[2].strip('"')))
+    return rolled
+
+
+def test_github_rolls_each_stack_to_an_image_in_its_own_registry() -> None:
+    # a stack's servers may pull from its own registry only (AWS: the instance role's
+    # PullImage names that one repository): production rolled staging's image and could
+    # not pull it
+    workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
+    build = workflow["jobs"]["build"]
+    pushed = _pushed_to(_scripts(build))
+    step_output = {}
+    for line in "\n".join(_scripts(build)).splitlines():
+        found = re.search(r'echo "(\w+)=\$\(jq -r \.pinned (\S+)\)" >> "\$GITHUB_OUTPUT"', line)
+        if found:
+            step_output[found[1]] = pushed[found[2]]
+    job_output = {name: step_output[re.search(r"steps\.push\.outputs\.(\w+)", value)[1]]
+                  for name, value in build["outputs"].items()}
+    rolled = [r for job in workflow["jobs"].values()
+              for r in _rolled("\n".join(_scripts(job)).splitlines())]
+    assert {stack for stack, _ in rolled} == {"staging", "prod"}
+    for stack, image in rolled:
+        output = re.fullmatch(r"\$\{\{ needs\.build\.outputs\.(\w+) \}\}", image)[1]
+        assert job_output[output] == stack, f"{stack} rolls the image pushed to " \
+                                            f"{job_output[output]}'s registry"
+
+
+def test_gitlab_rolls_each_stack_to_an_image_in_its_own_registry() -> None:
+    pipeline = yaml.safe_load((EXAMPLES / "gitlab-ci.yml").read_text())
+    pushed = _pushed_to(pipeline["build"]["script"])
+    assert set(pipeline["build"]["artifacts"]["paths"]) == set(pushed)
+    rolled_stacks = set()
+    for job in ("staging", "production"):
+        lines = [str(line) for line in pipeline[job]["script"]]
+        for stack, image in _rolled(lines):
+            assert image == "$IMAGE"
+            source = next(line for line in lines if line.startswith("IMAGE="))
+            read = re.search(r'open\("([^"]+)"\)', source)[1]
+            assert pushed[read] == stack, f"{stack} rolls the image pushed to " \
+                                          f"{pushed[read]}'s registry"
+            rolled_stacks.add(stack)
+    assert rolled_stacks == {"staging", "prod"}

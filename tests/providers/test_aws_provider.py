@@ -23,6 +23,11 @@ class RecordingStack:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
+    def info(self):
+        return None  # never updated
+
+    workspace = type("Workspace", (), {"list_stacks": staticmethod(lambda: [])})()
+
     def up(self, **kwargs):
         self.calls.append("up")
         return type("Result", (), {"outputs": {}})()

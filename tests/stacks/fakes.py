@@ -20,6 +20,15 @@ class FakeStack:
     events: list[Any] = field(default_factory=list)
     fail_with: Exception | None = None
     stack_outputs: dict[str, Any] = field(default_factory=dict)
+    #: the last update's info (None: never updated), and the project's other stacks
+    last: Any = None
+    other_stacks: list[str] = field(default_factory=list)
+
+    @property
+    def workspace(self) -> Any:
+        names = [self.name, *self.other_stacks]
+        return SimpleNamespace(
+            list_stacks=lambda: [SimpleNamespace(name=name) for name in names])
 
     @classmethod
     def opener(cls, **attrs: Any):
@@ -67,4 +76,4 @@ class FakeStack:
         return {k: SimpleNamespace(value=v, secret=False) for k, v in self.stack_outputs.items()}
 
     def info(self) -> Any:
-        return None
+        return self.last

@@ -235,3 +235,18 @@ def test_other_lifecycle_commands_reach_the_engine(aws_with_fake_engine, cli, co
     assert document["operation"] == command
     if command == "status":
         assert document["endpoint"] == "https://api.example"
+
+
+def test_an_old_pulumi_cli_is_a_missing_tool_not_a_bug(tmp_path: Path, monkeypatch) -> None:
+    # the Automation API refuses a CLI older than its minimum with InvalidVersionError,
+    # which is no CommandError: it surfaced as "unexpected error ... a bug in llmcloud"
+    old = tmp_path / "pulumi"
+    old.write_text("#!/bin/sh\necho v2.25.2\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", raising=False)
+    with pytest.raises(MissingToolError) as caught:
+        open_stack(tmp_path, "dev", {})
+    assert caught.value.exit_code == ExitCode.MISSING_TOOL
+    assert "2.25.2" in caught.value.context
+    assert caught.value.hint == "update the Pulumi CLI: curl -fsSL https://get.pulumi.com | sh"

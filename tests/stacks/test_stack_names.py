@@ -1,0 +1,87 @@
+"""Two stacks must not share their cloud resource names: `llm-<stack>-...` keeps only
+lowercase letters, digits and single dashes of the stack name, so `a.b` and `a-b` (or `Dev`
+and `dev`) named the same resources, and the second stack's first `up` failed half-way on
+names the first one holds. A new stack with such a name is refused before the engine runs;
+a stack deployed before keeps working (renaming its resources would replace them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from llmcloud.providers.aws.provider import AwsProvider
+from llmcloud.providers.naming import base_name, names_its_own
+from tests.stacks.fakes import FakeStack
+
+
+@pytest.fixture
+def engine(monkeypatch, tmp_path: Path):
+    """AWS with a recording fake engine; credentials present; returns a setter for the
+    fake stack's attributes."""
+    monkeypatch.setattr(AwsProvider, "unsupported", {})
+    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
+    monkeypatch.setattr(AwsProvider, "before_up", lambda self, ctx: None)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
+    monkeypatch.chdir(project)
+
+    def with_stack(**attrs):
+        opener = FakeStack.opener(**attrs)
+        monkeypatch.setattr(AwsProvider, "stack_opener", opener)
+        return opener
+
+    return with_stack
+
+
+@pytest.mark.parametrize("name", ["a.b", "a_b", "A-b", "a--b", "-ab", "Prod"])
+def test_names_that_share_a_prefix_are_told_apart(name: str) -> None:
+    assert not names_its_own(name)
+    assert base_name(name) in {"llm-a-b", "llm-ab", "llm-prod"}
+
+
+@pytest.mark.parametrize("name", ["dev", "a-b", "prod-eu-1", "x"])
+def test_plain_names_are_their_own(name: str) -> None:
+    assert names_its_own(name) and base_name(name) == f"llm-{name}"
+
+
+@pytest.mark.parametrize("command", ["up", "update"])
+def test_a_new_stack_whose_names_are_another_stacks_is_refused(engine, cli, command):
+    opener = engine()
+    result = cli(command, "--provider", "aws", "--stack", "a.b", "--yes", "--json")
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)
+    assert "llm-a-b-" in error["error"] and "'a-b'" in error["error"]
+    assert "--stack a-b" in error["hint"]
+    assert [name for name, _ in opener.opened[0].calls] == []  # nothing ran or was recorded
+
+
+def test_a_new_plain_name_whose_twin_exists_in_the_project_is_refused(engine, cli):
+    opener = engine(other_stacks=["myorg/a.b", "prod"])
+    result = cli("up", "--provider", "aws", "--stack", "a-b", "--json")
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)
+    assert "as stack 'a.b' of this project does" in error["error"]
+    assert error["hint"].endswith("pulumi stack rm a.b")
+    assert opener.opened[0].calls == []
+
+
+def test_a_deployed_stack_with_such_a_name_keeps_working(engine, cli):
+    deployed = SimpleNamespace(kind="update", result="succeeded", end_time=None,
+                               resource_changes={"create": 3})
+    opener = engine(last=deployed, other_stacks=["a-b"])
+    result = cli("up", "--provider", "aws", "--stack", "a.b", "--json")
+    assert result.exit_code == 0, result.output
+    assert [name for name, _ in opener.opened[0].calls] == ["set_all_config", "up"]
+
+
+def test_a_new_stack_with_a_plain_name_goes_ahead(engine, cli):
+    opener = engine(other_stacks=["staging", "a-c"])
+    result = cli("up", "--provider", "aws", "--stack", "a-b", "--json")
+    assert result.exit_code == 0, result.output
+    assert [name for name, _ in opener.opened[0].calls] == ["set_all_config", "up"]
