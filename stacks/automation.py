@@ -116,6 +116,16 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
             hint=plugin.group(1) if plugin else "pulumi plugin install resource <name> "
                                                 "<version> (the error names both)",
         )
+    if "bucketnotempty" in lower or "containing objects without `force_destroy`" in lower:
+        # the stores are not force-destroyed: model versions (and access logs) are the
+        # user's to delete, not a side effect of destroy
+        return DeploymentError(
+            f"destroy of stack '{stack}' stopped at a bucket that still holds objects",
+            context=_last_error_line(text),
+            hint="llmcloud keeps model versions and logs unless you delete them: empty the "
+                 "bucket the error names (every object version, e.g. the console's Empty "
+                 "action), then run llmcloud destroy again",
+        )
     if "no credentials" in lower or "could not find default credentials" in lower:
         return DeploymentError(
             f"the cloud refused the update of stack '{stack}': no credentials",

@@ -54,7 +54,10 @@ class Registry(pulumi.ComponentResource):
             f"{name}-repo", name=args.repository_name, image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": key.arn}],
-            tags=args.tags, opts=child)
+            # images are build outputs, deleted with the registry as on GCP and Azure:
+            # without it `destroy` failed on any repository an image was pushed to
+            # (DeleteRepository refuses a repository with images unless forced)
+            force_delete=True, tags=args.tags, opts=child)
         aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=self.repository.name,
                                 policy=json.dumps(lifecycle_policy(args.untagged_days,
                                                                    args.keep_images)),

@@ -29,6 +29,7 @@ def test_registry_alone(mocks):
     check()
     repo = mocks.created["aws:ecr/repository:Repository"][0]
     assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert repo["forceDelete"] is True  # destroy failed on a repository holding an image
     assert "llmcloud:aws:Registry" in mocks.created
 
 

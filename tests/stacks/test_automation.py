@@ -78,6 +78,23 @@ def test_a_missing_passphrase_login_or_plugin_is_exit_3_with_its_fix(stderr, kin
     assert hint in translated.hint
 
 
+@pytest.mark.parametrize("stderr", [
+    "error: deleting urn:pulumi:prod::llmcloud::aws:s3/bucket:Bucket::llm-prod-store-models: "
+    "1 error occurred:\n* deleting S3 Bucket (llm-models-2024): operation error S3: "
+    "DeleteBucket, https response error StatusCode: 409, api error BucketNotEmpty: The bucket "
+    "you tried to delete is not empty. You must delete all versions in the bucket.",
+    "error: deleting urn:pulumi:prod::llmcloud::gcp:storage/bucket:Bucket::llm-prod-store-models:"
+    " Error trying to delete bucket llm-prod-models containing objects without `force_destroy` "
+    "set to true",
+], ids=["aws", "gcp"])
+def test_a_destroy_stopped_by_a_bucket_with_models_says_what_to_do(stderr) -> None:
+    # it was "the Pulumi engine failed", hinting --debug: the model store keeps its objects
+    translated = translate_command_error(auto.CommandError(_result(stderr)), "prod")
+    assert translated.message == ("destroy of stack 'prod' stopped at a bucket that still "
+                                  "holds objects")
+    assert "empty the bucket" in translated.hint and "llm-" in translated.context
+
+
 def test_other_engine_errors_keep_the_last_error_line() -> None:
     error = auto.CommandError(_result("warning: x\nerror: creating EC2 VPC: VpcLimitExceeded\n"))
     translated = translate_command_error(error, "dev")
