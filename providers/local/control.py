@@ -23,6 +23,7 @@ from llmcloud.providers.local.asgi import (
     send_error,
     send_json,
 )
+from llmcloud.providers.local.state import StateError
 
 if TYPE_CHECKING:
     from llmcloud.providers.local.controller import Controller
@@ -57,7 +58,6 @@ class ControlApi:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/")
-        c = self.controller
         try:
             body = await read_body(receive, MAX_BODY_BYTES)
             payload = json.loads(body) if body else {}
@@ -73,6 +73,14 @@ class ControlApi:
         if not isinstance(payload, dict):
             await send_error(send, 400, "the request body must be a JSON object")
             return
+        try:
+            await self._dispatch(method, path, payload, send)
+        except StateError as exc:  # a key made or revoked must be written down first
+            await send_error(send, 500, exc.message, "state_unwritable")
+
+    async def _dispatch(self, method: str, path: str, payload: dict[str, Any],
+                        send: Send) -> None:
+        c = self.controller
         if (method, path) == ("GET", "/status"):
             await send_json(send, 200, c.status())
         elif (method, path) == ("GET", "/keys"):
@@ -109,6 +117,14 @@ class ControlApi:
                 queue.put_nowait({"event": "result", "result": result})
             except OperationError as exc:
                 queue.put_nowait({"event": "error", "error": exc.to_dict()})
+            except asyncio.CancelledError:
+                # the controller is stopping (`llmcloud destroy`, SIGTERM): the caller hears
+                # why, not a lost connection that looks like a crash
+                queue.put_nowait({"event": "error", "error": OperationError(
+                    "the stack was stopped before this operation finished",
+                    context="llmcloud destroy, or SIGTERM to the stack's controller, stopped "
+                            "it and every replica", hint="llmcloud up").to_dict()})
+                raise
             except Exception as exc:  # reported to the caller, not lost in a task
                 queue.put_nowait({"event": "error", "error": OperationError(
                     f"the controller failed: {exc!r}", hint="see logs/controller.log").to_dict()})

@@ -38,7 +38,7 @@ from llmcloud.providers.local.pool import Pool
 from llmcloud.providers.local.procs import start_time
 from llmcloud.providers.local.ratelimit import RateLimiter
 from llmcloud.providers.local.rollout import RolloutFailed, roll, scale
-from llmcloud.providers.local.state import StateFile
+from llmcloud.providers.local.state import StateError, StateFile
 from llmcloud.providers.local.supervisor import ReplicaSettings, Supervisor
 
 log = logging.getLogger("llmcloud.controller")
@@ -112,6 +112,7 @@ class Controller:
             self.save, first_id=int(state.get("next_replica") or 1),
             api_keys_file=replica_keys,
         )
+        self.state_error: str | None = None  # why the last write of state.json failed
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -140,7 +141,9 @@ class Controller:
             hint=f"llmcloud model upload PATH --version {version}", kind="config")
 
     def save(self) -> None:
-        """Record what runs in `state.json`."""
+        """Record what runs in `state.json`. A write that fails (a full disk) is logged and
+        made again with the next change: the supervisor and the health checks call this,
+        and must go on replacing and readmitting replicas whatever the disk does."""
         replicas = [
             {"id": r.id, "pid": r.pid, "started": r.started, "port": r.port,
              "version": r.version} for r in self.pool
@@ -153,7 +156,19 @@ class Controller:
                 history=self.history, next_replica=self.supervisor.next_id,
             )
 
-        self.state_file.update(change)
+        try:
+            self.state_file.update(change)
+        except StateError as exc:
+            self._state_unwritable(exc)
+        else:
+            if self.state_error is not None:
+                log.warning("the state file is written again")
+            self.state_error = None
+
+    def _state_unwritable(self, exc: StateError) -> None:
+        if self.state_error != exc.message:  # once per cause, not per health check
+            log.error("%s; the stack runs on, unrecorded", exc.message)
+        self.state_error = exc.message
 
     def status(self) -> dict[str, Any]:
         """The endpoint, the version in service and every replica."""
@@ -169,7 +184,9 @@ class Controller:
             "good_versions": self.history,
             "restarts": self.supervisor.restarts,
             "failed_starts": self.supervisor.failures,
+            "last_failure": self.supervisor.last_failure,
             "controller_pid": os.getpid(),
+            "state_error": self.state_error,
         }
 
     def spawn(self, coro) -> None:
@@ -372,7 +389,10 @@ class Controller:
         await self.gateway.aclose()
         with contextlib.suppress(FileNotFoundError):
             self.state_file.socket_path.unlink()
-        self.state_file.remove()
+        try:
+            self.state_file.remove()
+        except StateError as exc:  # the next `up` finds the processes gone by their pids
+            log.error("%s", exc.message)
         log.info("stopped")
 
     async def _record_key_use(self, every: float = 5.0) -> None:
@@ -394,7 +414,12 @@ class Controller:
                     record["last_used"] = max(used[record["id"]],
                                               int(record.get("last_used") or 0))
 
-        self.state_file.update(change)
+        try:
+            self.state_file.update(change)
+        except StateError as exc:
+            for key_id, when in used.items():  # written down with the next batch
+                self.keys.unsaved_use[key_id] = max(when, self.keys.unsaved_use.get(key_id, 0))
+            self._state_unwritable(exc)
 
     async def _stop_with_owner(self, pid: int) -> None:
         # A CI job or a test ties the stack to its own life: when that process is gone

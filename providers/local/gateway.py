@@ -144,6 +144,15 @@ class Gateway:
                                "'Authorization: Bearer <key>'", "invalid_api_key",
                                [(b"www-authenticate", b'Bearer realm="llmcloud"')])
             return
+        # every request of a key spends its limits, management ones too: an admin key
+        # otherwise made keys (each a write of the state file) as fast as it could send
+        wait = self.limiter.take(record["id"])
+        if wait is not None:
+            self.metrics.rate_limited.inc()
+            await self._answer(send, 429, "rate limit reached for this API key; retry after "
+                               f"{wait:.2f}s", "rate_limit_exceeded",
+                               [(b"retry-after", retry_after_header(wait).encode())])
+            return
         if path.startswith("/admin/"):
             if not record.get("admin"):
                 await self._answer(send, 403, "this action needs an admin key "
@@ -157,13 +166,6 @@ class Gateway:
             if self.admin is not None:
                 await self.admin({**scope, "path": action}, receive, send)
                 return
-        wait = self.limiter.take(record["id"])
-        if wait is not None:
-            self.metrics.rate_limited.inc()
-            await self._answer(send, 429, "rate limit reached for this API key; retry after "
-                               f"{wait:.2f}s", "rate_limit_exceeded",
-                               [(b"retry-after", retry_after_header(wait).encode())])
-            return
         length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
             await self._too_large(send)

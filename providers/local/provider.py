@@ -30,7 +30,7 @@ from llmcloud.providers.local.launch import (
     start_controller,
     wait_until_serving,
 )
-from llmcloud.providers.local.state import StateFile, stack_dir
+from llmcloud.providers.local.state import StateError, StateFile, stack_dir
 from llmcloud.providers.local.store import ModelStore
 from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
 
@@ -183,7 +183,10 @@ class LocalProvider(Provider):
         if not state_file.folder.exists():
             return {"destroyed": False, "message": "nothing to destroy"}
         with state_file.operation(ctx.stack):
-            stopped = _stop_everything(state_file)
+            try:
+                stopped = _stop_everything(state_file)
+            except StateError:  # a state file that is not JSON names no process
+                stopped = _stop_by_socket(state_file)
             shutil.rmtree(state_file.folder, ignore_errors=True)
         return {"destroyed": True, "stopped_processes": stopped,
                 "state_dir": str(state_file.folder)}
@@ -204,7 +207,8 @@ class LocalProvider(Provider):
         if client is None:
             return _summary({"running": False}, state_file)
         with client:
-            return _summary(client.get("/status"), state_file)
+            status = client.get("/status")
+        return _summary(status, state_file) | _trouble(status)
 
     def outputs(self, ctx: StackContext) -> dict[str, Any]:
         """The endpoint, the model store and the key ids."""
@@ -302,6 +306,15 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
     }
 
 
+def _trouble(status: dict[str, Any]) -> dict[str, Any]:
+    """What `status` adds when something is wrong: replicas replaced since the start, the
+    last one that exited unasked (its exit code and last log lines), a state file that
+    cannot be written."""
+    found = {"restarts": status.get("restarts"), "last_failure": status.get("last_failure"),
+             "state_error": status.get("state_error")}
+    return {k: v for k, v in found.items() if v}
+
+
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
@@ -333,6 +346,20 @@ def _stop_everything(state_file: StateFile) -> int:
         procs.stop(replica.get("pid"), replica.get("started"), grace=5)
     state_file.socket_path.unlink(missing_ok=True)
     return len(running)
+
+
+def _stop_by_socket(state_file: StateFile, grace: float = 75.0) -> int:
+    """Stop the controller that answers on the stack's socket (it drains its replicas);
+    return how many processes that was."""
+    from llmcloud.providers.local.client import ControllerClient
+
+    with ControllerClient(state_file.socket_path) as client:
+        if not client.reachable():
+            return 0
+        status = client.get("/status")
+        client.post("/shutdown")
+    procs.wait_gone(status["controller_pid"], None, grace)
+    return 1 + len(status["replicas"])
 
 
 def _remembered(flag: str, value: Any) -> Any:

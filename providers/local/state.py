@@ -17,8 +17,23 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llmcloud.stacks.errors import DeploymentError
+
 STATE_NAME = "state.json"
 SOCKET_NAME = "control.sock"
+
+
+class StateError(DeploymentError):
+    """The stack's state folder cannot be read or written: a full disk, no permission, a
+    file where a folder should be, a state file that is not JSON."""
+
+
+def _unusable(folder: Path, what: str, exc: OSError) -> StateError:
+    return StateError(
+        f"cannot {what} the stack's state in {folder}: {exc.strerror or exc}",
+        context=str(exc.filename) if exc.filename else None,
+        hint="free some space or make the folder writable, or export "
+             "LLMCLOUD_HOME=/some/writable/folder")
 
 
 def llmcloud_home(environ: Mapping[str, str]) -> Path:
@@ -53,9 +68,12 @@ class StateFile:
 
     def ensure(self) -> None:
         """Create the folder (owner-only: it holds the control socket) and its subfolders."""
-        for folder in (self.folder, self.logs, self.models):
-            folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
+        try:
+            for folder in (self.folder, self.logs, self.models):
+                folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.folder, 0o700)
+        except OSError as exc:
+            raise _unusable(self.folder, "create", exc) from None
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -63,14 +81,31 @@ class StateFile:
     def read(self) -> dict[str, Any]:
         """The state, or `{}` when the stack has none."""
         try:
-            return json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise _unusable(self.folder, "read", exc) from None
+        try:
+            state = json.loads(text)
+        except ValueError:
+            state = None
+        if not isinstance(state, dict):
+            raise StateError(
+                f"the state of stack '{self.folder.name}' is not a JSON object",
+                context=str(self.path),
+                hint=f"llmcloud destroy --stack {self.folder.name} deletes it (and the "
+                     "stack's keys, models and logs)")
+        return state
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.ensure()
-        with open(self.folder / "state.lock", "a") as handle:
+        try:
+            handle = open(self.folder / "state.lock", "a")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise _unusable(self.folder, "lock", exc) from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -81,10 +116,12 @@ class StateFile:
     def operation(self, stack: str) -> Iterator[None]:
         """Hold the stack for one command that changes it (`up`, `update`, `destroy`,
         `refresh`): two at once started two controllers, or one stopped the other's."""
-        from llmcloud.stacks.errors import DeploymentError
-
         self.ensure()
-        with open(self.folder / "operation.lock", "a") as handle:
+        try:
+            handle = open(self.folder / "operation.lock", "a")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise _unusable(self.folder, "lock", exc) from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -105,16 +142,20 @@ class StateFile:
             return state
 
     def _write(self, state: dict[str, Any]) -> None:
-        handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".state-", suffix=".json")
+        # a failed write (a full disk) leaves the previous state.json whole
+        temp = None
         try:
+            handle, temp = tempfile.mkstemp(dir=self.folder, prefix=".state-", suffix=".json")
             with os.fdopen(handle, "w") as out:
                 json.dump(state, out, indent=2, sort_keys=True)
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(temp, 0o600)
             os.replace(temp, self.path)
+        except OSError as exc:
+            raise _unusable(self.folder, "write", exc) from None
         finally:
-            if os.path.exists(temp):
+            if temp is not None and os.path.exists(temp):
                 os.unlink(temp)
 
     def remove(self) -> None:

@@ -25,6 +25,18 @@ READMIT_AFTER = 2  # passing health checks before an ejected replica takes traff
 MAX_BACKOFF = 30.0
 
 
+def log_tail(path: Path, lines: int = 3, limit: int = 16384) -> str:
+    """The last `lines` lines of a log (from its last `limit` bytes), joined by " | "."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return f"{path} cannot be read"
+    found = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(found) or f"{path} is empty"
+
+
 class StartFailed(Exception):
     """A replica's process could not be started at all (its command is missing, say)."""
 
@@ -85,6 +97,8 @@ class Supervisor:
         self.next_id = first_id
         self.failures = 0
         self.restarts = 0
+        #: the last replica that exited unasked: which, its exit code, its log's last lines
+        self.last_failure: dict | None = None
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._stopping: set[str] = set()
         self._unsupervised: set[str] = set()
@@ -111,7 +125,7 @@ class Supervisor:
             *(["--api-keys-file", str(self.api_keys_file)] if self.api_keys_file else []),
         ]
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.log_dir / f"replica-{replica_id}.log", "ab") as log_file:
+        with open(self.log_path(replica_id), "ab") as log_file:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
@@ -126,6 +140,7 @@ class Supervisor:
                 log_file.write(f"{why}\n".encode())
                 log.error("replica %s: %s", replica_id, why)
                 self.failures += 1
+                self._failed(replica_id, version, None, why)
                 if supervised and not self.closed:
                     self._spawn(self._heal(version))
                 raise StartFailed(f"replica {replica_id} {why}") from None
@@ -194,12 +209,22 @@ class Supervisor:
             return
         was_ready = replica.ready or replica.served > 0
         supervised = replica.id not in self._unsupervised
-        log.warning("replica %s (pid %s) exited with %s", replica.id, replica.pid, code)
+        last_lines = log_tail(self.log_path(replica.id))
+        log.warning("replica %s (pid %s) exited with %s: %s", replica.id, replica.pid, code,
+                    last_lines)
+        self._failed(replica.id, replica.version, code, last_lines)
         self._forget(replica)
         if not supervised:
             return
         self.failures = 0 if was_ready else self.failures + 1
         await self._heal(replica.version)
+
+    def log_path(self, replica_id: str) -> Path:
+        return self.settings.log_dir / f"replica-{replica_id}.log"
+
+    def _failed(self, replica_id: str, version: str, code: int | None, why: str) -> None:
+        self.last_failure = {"replica": replica_id, "version": version, "exit_code": code,
+                             "log": why, "at": int(time.time())}
 
     async def _heal(self, version: str) -> None:
         delay = min(MAX_BACKOFF, 0.5 * 2 ** max(0, self.failures - 1)) if self.failures else 0.2

@@ -201,7 +201,8 @@ async def main() -> None:
     args, _ = parser.parse_known_args()
     fake = Fake(args)
     if fake.config.get("exit_on_start"):
-        raise SystemExit(3)
+        reason = fake.config["exit_on_start"]  # a text: said on stderr, exit code 1
+        raise SystemExit(reason if isinstance(reason, str) else 3)
     if args.max_model_len is not None and args.max_model_len < 16:
         # as the real server refuses a setting it cannot serve: exit at start
         raise SystemExit("error: --max-model-len is too small for this model")
