@@ -152,6 +152,7 @@ class CloudProvider(Provider):
         engine = self._engine(ctx, "up")
         self.before_up(ctx)
         self.refuse_names_of_another_stack(ctx, engine)
+        self.catch_up(ctx, engine)
         engine.set_config(_given(ctx.flags))  # flags become the stack's settings
         return {"outputs": engine.up()}
 
@@ -159,8 +160,21 @@ class CloudProvider(Provider):
         engine = self._engine(ctx, "update")
         self.before_up(ctx)
         self.refuse_names_of_another_stack(ctx, engine)
+        self.catch_up(ctx, engine)
         engine.set_config(_given(ctx.flags))
         return {"outputs": engine.up()}
+
+    def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
+        """Bring a stack file left behind by a promote or rollback made elsewhere up to the
+        deployed model version and history, so the update does not roll the servers back
+        to the file's (see `deployed_model.catch_up`)."""
+        from llmcloud.providers import deployed_model
+
+        if engine.last_update() is None:
+            return  # a new stack: nothing deployed to catch up with
+        outputs = engine.outputs()
+        deployed_model.catch_up(engine, ctx, outputs)
+        deployed_model.warn_of_another_version(ctx, outputs)
 
     def preview(self, ctx: StackContext) -> dict[str, Any]:
         return self._engine(ctx, "preview").preview()

@@ -7,6 +7,9 @@ health checks — waits for the cloud to report the roll done (AWS's instance re
 instance group, Azure's rolling upgrade), and, given an API key, until the endpoint reports
 the new version. If any of that fails, the previous version is put back the same way, its
 rollout watched too, and the promotion exits non-zero.
+
+A stack file left behind by a promote made elsewhere is brought up to the deployed state
+first (`deployed_model.catch_up`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from llmcloud.providers.deployed_model import catch_up, deployed_model
 from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, LlmcloudError
 
 HISTORY_LIMIT = 20
@@ -85,15 +89,39 @@ def wait_for_version(
     )
 
 
-def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None = None,
+def promote(provider: Any, ctx: Any, version: str, *,
             timeout: float = 1800.0) -> dict[str, Any]:
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
     provider.supports("promote")
     _refuse_version_from_environment(ctx)
-    spec = ctx.spec
-    previous = spec.model.version
     engine = provider._engine(ctx, "promote")
     outputs = engine.outputs()
+    return _promote(provider, ctx, engine, outputs, version, None, timeout)
+
+
+def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
+    """Return to the last version served before the current one."""
+    provider.supports("rollback")
+    _refuse_version_from_environment(ctx)
+    engine = provider._engine(ctx, "rollback")
+    outputs = engine.outputs()
+    deployed = deployed_model(outputs)
+    history = deployed[1] if deployed else list(ctx.spec.model.history)
+    if not history:
+        raise ConfigError(
+            f"stack '{ctx.stack}' has no earlier model version to go back to",
+            context="its model_history output is empty" if deployed
+            else "llmcloud:model.history is empty",
+            hint="llmcloud promote --model-version VERSION",
+        )
+    result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout)
+    result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
+    return result
+
+
+def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
+             history: list[str] | None, timeout: float) -> dict[str, Any]:
+    spec = ctx.spec
     store = outputs.get("model_store_uri")
     if not store:
         raise DeploymentError(
@@ -101,16 +129,27 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
             hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
         )
     check_version_in_store(str(store), spec.model.name, version)
-    deployed = outputs.get("model_version")
-    if version == previous and deployed in (None, version):
-        return {"previous_version": previous, "model_version": version,
-                "outcome": "unchanged", "verified": False, "image": outputs.get("image"),
-                "endpoint": outputs.get("endpoint_url")}
-    old_history = list(spec.model.history)
-    if history is None:
-        # the config names `version` already when an earlier promote of it was cut off
-        # before its update ended (the stack's outputs still name the version before)
-        history = old_history if version == previous else [*old_history, previous]
+    recorded, old_history = catch_up(engine, ctx, outputs)
+    deployed = deployed_model(outputs)
+    if deployed is not None:
+        # what the stack serves, not what the stack file says (it may name a version never
+        # rolled out: edited by hand, or a promote cut off before its update ended)
+        previous, old_history = deployed
+        if version == previous:
+            if (recorded, old_history) != deployed:
+                _record(engine, previous, old_history)
+            return _unchanged(previous, outputs)
+        if history is None:
+            history = [*old_history, previous]
+    else:  # deployed before the history was exported: the stack file's word
+        previous = recorded
+        served = outputs.get("model_version")
+        if version == previous and served in (None, version):
+            return _unchanged(previous, outputs)
+        if history is None:
+            # the config names `version` already when an earlier promote of it was cut off
+            # before its update ended (the stack's outputs still name the version before)
+            history = old_history if version == previous else [*old_history, previous]
     new_history = history[-HISTORY_LIMIT:]
     _record(engine, version, new_history)
     # (a minute early: the cloud's clock and this machine's may differ a little)
@@ -150,19 +189,10 @@ def promote(provider: Any, ctx: Any, version: str, *, history: list[str] | None 
     }
 
 
-def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
-    """Return to the last version served before the current one."""
-    provider.supports("rollback")
-    history = list(ctx.spec.model.history)
-    if not history:
-        raise ConfigError(
-            f"stack '{ctx.stack}' has no earlier model version to go back to",
-            context="llmcloud:model.history is empty",
-            hint="llmcloud promote --model-version VERSION",
-        )
-    result = promote(provider, ctx, history[-1], history=history[:-1], timeout=timeout)
-    result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
-    return result
+def _unchanged(version: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"previous_version": version, "model_version": version, "outcome": "unchanged",
+            "verified": False, "image": outputs.get("image"),
+            "endpoint": outputs.get("endpoint_url")}
 
 
 def _restore(provider: Any, ctx: Any, engine: Any, version: str, previous: str, reason: str,

@@ -108,6 +108,7 @@ class AwsService(pulumi.ComponentResource):
             "model_store_uri": store.bucket.bucket.apply(lambda b: f"s3://{b}/models"),
             "registry_url": registry.repository_url,
             "model_version": spec.model.version,
+            "model_history": list(spec.model.history),
         }
         if not first_up:
             self.outputs["image"] = image

@@ -95,7 +95,7 @@ class GcpService(pulumi.ComponentResource):
                 "bucket": store.bucket.name,
                 "model_store_uri": store.bucket.name.apply(lambda b: f"gs://{b}/models"),
                 "registry_url": registry.repository_url, "model_version": spec.model.version,
-                "next_step": next_step("gcp", stack)}
+                "model_history": list(spec.model.history), "next_step": next_step("gcp", stack)}
             self.register_outputs(self.outputs)
             return
         identity = Identity(f"{name}-identity", IdentityArgs(
@@ -173,6 +173,7 @@ class GcpService(pulumi.ComponentResource):
                 lambda v: "https://console.cloud.google.com/monitoring/dashboards/builder/"
                           f"{v[1].rsplit('/', 1)[-1]}?project={v[0]}"),
             "model_version": spec.model.version,
+            "model_history": list(spec.model.history),
             "image": image,
         }
         if not spec.image:
