@@ -152,8 +152,11 @@ class GenerationStream:
             nxt = self._queue.get_nowait()
             logprobs = (None if event.logprobs is None and nxt.logprobs is None
                         else (event.logprobs or []) + (nxt.logprobs or []))
+            # (a prompt of one token has an empty list of them, which still says "echo")
+            scored = (event.prompt_logprobs if event.prompt_logprobs is not None
+                      else nxt.prompt_logprobs)
             event = StreamEvent(event.token_ids + nxt.token_ids, nxt.finish_reason, nxt.error,
-                                logprobs, event.prompt_logprobs or nxt.prompt_logprobs)
+                                logprobs, scored, event.code or nxt.code)
         return event
 
 

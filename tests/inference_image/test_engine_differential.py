@@ -1,7 +1,7 @@
 """Differential tests of the engine: random schedules (arrivals at random steps, prompts
 prefilled whole, by chunks and from the prefix cache, twins, stop tokens, cancellations, a
-cache small enough to preempt, LoRA adapters, priorities) against each request decoded
-alone; and, once everything ended, an engine that holds nothing."""
+cache small enough to preempt, LoRA adapters, priorities, prompts scored) against each
+request decoded alone; and, once everything ended, an engine that holds nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import collect, greedy, penalized_greedy
+from reference import collect, greedy, next_token_logprobs, penalized_greedy
 
 from llmcloud.inference_image.engine import ModelInfo, QueueFull, SamplingParams
 from llmcloud.inference_image.torch_engine import EngineLimits, TorchEngine
@@ -69,7 +69,9 @@ def assert_holds_nothing(engine: TorchEngine) -> None:
 
 
 def make_jobs(rng: random.Random, vocab: int, count: int, *, slots=(0,), long_ok=True,
-              waves: int = 3) -> list[dict]:
+              waves: int = 3, score_ok: bool = False) -> list[dict]:
+    """Random requests; with ``score_ok`` (causal models) some ask for their prompt's log
+    probabilities (prompts of one token among them)."""
     systems = [[rng.randrange(4, vocab) for _ in range(rng.choice([33, 40, 70]))]
                for _ in range(2)]
     jobs: list[dict] = []
@@ -82,6 +84,8 @@ def make_jobs(rng: random.Random, vocab: int, count: int, *, slots=(0,), long_ok
                                             for _ in range(rng.randrange(1, 12))]
         elif kind < 0.85 and jobs:
             prompt = list(rng.choice(jobs)["prompt"])  # the same prompt again
+        elif kind < 0.88:
+            prompt = [rng.randrange(4, vocab)]
         else:
             prompt = [rng.randrange(4, vocab) for _ in range(rng.randrange(30, 110))]
         jobs.append({"prompt": prompt, "tokens": rng.randrange(1, 40),
@@ -89,7 +93,8 @@ def make_jobs(rng: random.Random, vocab: int, count: int, *, slots=(0,), long_ok
                      "stop": rng.random() < 0.2, "penalty": rng.choice([0.0] * 5 + [0.7]),
                      "priority": rng.choice([0, 0, 1, 2]),
                      "cancel": rng.choice([None] * 6 + [0, 1, 3]),
-                     "wave": rng.randrange(waves)})
+                     "wave": rng.randrange(waves),
+                     "score": score_ok and rng.random() < 0.2})
     return jobs
 
 
@@ -102,8 +107,10 @@ async def drive(engine: TorchEngine, jobs: list[dict], refs: References, rng: ra
     progress = asyncio.Event()
 
     async def consume(job, stream, cancel_after):
-        tokens, finish, events = [], None, 0
+        tokens, finish, events, scores = [], None, 0, []
         async for event in stream:
+            if event.prompt_logprobs is not None:
+                scores.append(event.prompt_logprobs)
             tokens += event.token_ids
             finish = event.finish_reason
             events += 1
@@ -112,7 +119,7 @@ async def drive(engine: TorchEngine, jobs: list[dict], refs: References, rng: ra
                 stream.cancel()
             if event.error:
                 finish = f"{finish}: {event.error}"
-        return job, tokens, finish, stream.cancelled
+        return job, tokens, finish, stream.cancelled, scores
 
     for wave in range(waves):
         for job in [j for j in jobs if j["wave"] == wave]:
@@ -125,7 +132,8 @@ async def drive(engine: TorchEngine, jobs: list[dict], refs: References, rng: ra
                                     stop_token_ids=stop, priority=job["priority"],
                                     frequency_penalty=job["penalty"],
                                     presence_penalty=job["penalty"] / 2,
-                                    adapter=job["slot"])
+                                    adapter=job["slot"],
+                                    prompt_logprobs=1 if job["score"] else None)
             for _ in range(job["n"]):
                 try:
                     stream = engine.generate(job["prompt"], params)
@@ -153,7 +161,7 @@ def check(outcomes: list, refs: References) -> int:
     for outcome in outcomes:
         if outcome == "refused":
             continue
-        job, tokens, finish, cancelled = outcome
+        job, tokens, finish, cancelled, scores = outcome
         expected = refs(job["slot"], job["prompt"], job["tokens"], job["penalty"])
         for stop in job["stop_ids"]:
             if stop in expected:
@@ -162,10 +170,21 @@ def check(outcomes: list, refs: References) -> int:
             assert tokens == expected, job
             assert finish == ("stop" if expected[-1] in job["stop_ids"] else "length"), job
             exact += 1
+            assert len(scores) == (1 if job["score"] else 0), job
+            if scores:  # once, before the first token: each prompt token after the first
+                assert_scores(refs.models[job["slot"]], job["prompt"], scores[0])
         else:
             assert finish == "abort" and cancelled, (job, finish)
             assert tokens == expected[:len(tokens)], job
     return exact
+
+
+def assert_scores(loaded, prompt: list[int], scores: list) -> None:
+    assert [entry.token_id for entry in scores] == prompt[1:]
+    if len(prompt) > 1:
+        reference = next_token_logprobs(loaded, prompt[:1], prompt[1:])
+        for i, entry in enumerate(scores):
+            assert abs(entry.logprob - float(reference[i, prompt[i + 1]])) < 1e-3, prompt
 
 
 def run_schedule(engine, jobs, refs, rng, caplog) -> list:
@@ -204,7 +223,8 @@ def test_random_schedules_answer_every_request_as_alone(with_adapters, limits, s
     refs = References(models)
     rng = random.Random(seed)
     vocab = min(len(loaded.tokenizer), loaded.model.config.vocab_size)
-    jobs = make_jobs(rng, vocab, rng.randrange(4, 14), slots=(0, 1, 2) if lora else (0,))
+    jobs = make_jobs(rng, vocab, rng.randrange(4, 14), slots=(0, 1, 2) if lora else (0,),
+                     score_ok=True)
     engine = make_engine(loaded, adapters, max_loras=max_loras, **limits)
     outcomes = run_schedule(engine, jobs, refs, rng, caplog)
     exact = check(outcomes, refs)
