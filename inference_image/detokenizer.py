@@ -57,11 +57,11 @@ class IncrementalText:
     def _release(self, final: bool) -> str:
         if self.stopped:
             return ""
-        longest = max((len(s) for s in self.stops), default=0)
-        search_from = max(0, self.emitted - longest + 1)
+        # Each stop string only where it would end in text not sent yet: one sent whole
+        # (before min_tokens) does not end the answer later.
         hits = [] if len(self.ids) <= self.min_tokens else [
-            (i, len(s)) for i, s in ((self.text.find(s, search_from), s) for s in self.stops)
-            if i >= 0]
+            (i, len(s)) for i, s in ((self.text.find(s, max(0, self.emitted - len(s) + 1)), s)
+                                     for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
             at, size = min(hits)

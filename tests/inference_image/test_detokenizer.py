@@ -76,3 +76,18 @@ def test_output_is_text_before_first_stop(tokenizer, text, stop, chunk):
         assert (out, stopped) == (text[:text.find(stop)], True)
     else:
         assert (out, stopped) == (text, False)
+
+
+
+def test_a_stop_string_sent_before_min_tokens_does_not_end_the_answer_later(tokenizer):
+    """min_tokens 5: the " x" of the 5th token is sent (too soon to stop). Alone, the stop
+    string "x" then never ends the answer; with a longer stop string beside it, "x" was
+    searched for in the last (longest - 1) characters already sent, and ended the answer
+    at the 6th token."""
+    ids = tokenizer.encode("hello x and more words here", add_special_tokens=False)
+    texts = []
+    for stops in (["x"], ["x", "zzzzzzzzzz"]):
+        text = IncrementalText(tokenizer, stops, min_tokens=5)
+        out = "".join(text.add([i]) for i in ids) + text.finish()
+        texts.append((out, text.stopped))
+    assert texts[0] == texts[1] == ("hello x and more words here", False)
