@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from llmcloud.providers.local.gateway import Gateway, GatewaySettings
-from llmcloud.providers.local.keys import KeyRing, new_key
-from llmcloud.providers.local.metrics import GatewayMetrics
-from llmcloud.providers.local.pool import Pool, Replica
-from llmcloud.providers.local.ratelimit import RateLimiter
+from gateway_calls import post_through_gateway
+
+from llmcloud.providers.local.gateway import GatewaySettings
 
 
 def _post(declared: list[tuple[bytes, bytes]], pieces: list[bytes]) -> tuple[int, dict, int]:
@@ -27,34 +25,8 @@ def _post(declared: list[tuple[bytes, bytes]], pieces: list[bytes]) -> tuple[int
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(replica, "127.0.0.1", 0)
-        pool = Pool()
-        one = Replica(id="r1", port=server.sockets[0].getsockname()[1], version="v1")
-        one.ready = True
-        pool.add(one)
-        key, record = new_key("t")
-        gateway = Gateway(pool, KeyRing([record]), RateLimiter(100, 100),
-                          GatewaySettings(max_body_bytes=1024), GatewayMetrics(pool))
-        scope = {"type": "http", "method": "POST", "path": "/v1/completions",
-                 "raw_path": b"/v1/completions", "query_string": b"",
-                 "client": ("127.0.0.1", 1234),
-                 "headers": [(b"authorization", f"Bearer {key}".encode()), *declared]}
-        messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
-                    for i, piece in enumerate(pieces)]
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop(0)
-            await asyncio.sleep(3600)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        await gateway(scope, receive, send)
-        server.close()
-        await gateway.aclose()
+        sent = await post_through_gateway(replica, declared, pieces,
+                                          GatewaySettings(max_body_bytes=1024))
         body = b"".join(m.get("body", b"") for m in sent[1:])
         return sent[0]["status"], json.loads(body), reached
 

@@ -55,11 +55,7 @@ def test_headers_the_connection_header_names_are_not_passed_on():
     import asyncio
     import json
 
-    from llmcloud.providers.local.gateway import Gateway, GatewaySettings
-    from llmcloud.providers.local.keys import KeyRing, new_key
-    from llmcloud.providers.local.metrics import GatewayMetrics
-    from llmcloud.providers.local.pool import Pool, Replica
-    from llmcloud.providers.local.ratelimit import RateLimiter
+    from gateway_calls import post_through_gateway
 
     async def scenario() -> tuple[dict, dict]:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,35 +69,9 @@ def test_headers_the_connection_header_names_are_not_passed_on():
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(echo, "127.0.0.1", 0)
-        pool = Pool()
-        replica = Replica(id="r1", port=server.sockets[0].getsockname()[1], version="v1")
-        replica.ready = True
-        pool.add(replica)
-        key, record = new_key("t")
-        gateway = Gateway(pool, KeyRing([record]), RateLimiter(100, 100), GatewaySettings(),
-                          GatewayMetrics(pool))
-        scope = {"type": "http", "method": "POST", "path": "/v1/completions",
-                 "raw_path": b"/v1/completions", "query_string": b"",
-                 "client": ("127.0.0.1", 1234),
-                 "headers": [(b"authorization", f"Bearer {key}".encode()),
-                             (b"connection", b"keep-alive, X-Client-Hop"),
-                             (b"x-client-hop", b"1"), (b"x-kept", b"1")]}
-        messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
-        sent: list[dict] = []
-
-        async def receive() -> dict:
-            if messages:
-                return messages.pop(0)
-            await asyncio.sleep(3600)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict) -> None:
-            sent.append(message)
-
-        await gateway(scope, receive, send)
-        server.close()
-        await gateway.aclose()
+        sent = await post_through_gateway(echo, [
+            (b"connection", b"keep-alive, X-Client-Hop"), (b"x-client-hop", b"1"),
+            (b"x-kept", b"1")], [b"{}"])
         start = sent[0]
         body = b"".join(m.get("body", b"") for m in sent[1:])
         return dict(start["headers"]), json.loads(body)
