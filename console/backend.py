@@ -8,15 +8,20 @@ stacks); a provider with more to show subclasses it (the local provider's backen
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from llmcloud.inference_image.api_keys import hash_api_key
 from llmcloud.providers.base import Provider, StackContext
+from llmcloud.providers.deployed_model import deployed_model
 from llmcloud.stacks.errors import LlmcloudError
+
+log = logging.getLogger("llmcloud.console")
 
 
 class Login(str, Enum):
@@ -54,6 +59,8 @@ class StackBackend:
         self.access_token = "llmc-console-" + secrets.token_urlsafe(24)
         self._plan: dict[str, Any] | None = None
         self._plan_lock = threading.Lock()
+        self._status_cache: tuple[float, dict[str, Any], str | None] | None = None
+        self._status_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -82,7 +89,7 @@ class StackBackend:
     def deployment(self) -> dict[str, Any]:
         """Provider, endpoint, health, model version; for clouds the plan's resources by layer,
         its security checks and the hourly cost at min and max."""
-        status = self._call(lambda: self.provider.status(self.ctx))
+        status = self._status()
         document: dict[str, Any] = {
             "provider": self.provider_name, "stack": self.stack,
             "endpoint": (status or {}).get("endpoint"),
@@ -121,10 +128,12 @@ class StackBackend:
     def models(self) -> dict[str, Any]:
         """The versions in the stack's model store (size, date, manifest status) and the one
         in service. Clouds list what the stack records: the version in service and the good
-        versions before it."""
-        status = self._call(lambda: self.provider.status(self.ctx)) or {}
+        versions before it, by the stack's outputs (the stack file, and this console's copy
+        of it, fall behind a promote made here or elsewhere)."""
+        status = self._status()
         serving = status.get("model_version", self.ctx.spec.model.version)
-        history = list(self.ctx.spec.model.history)
+        deployed = deployed_model(status.get("outputs") or {})
+        history = deployed[1] if deployed else list(self.ctx.spec.model.history)
         versions = [{"version": v, "size_bytes": None, "created": None, "files": None,
                      "manifest": "not listed", "serving": v == serving,
                      "good": v in history} for v in [*history, serving] if v]
@@ -133,11 +142,17 @@ class StackBackend:
 
     def promote(self, version: str) -> dict[str, Any]:
         """Roll the service to `version` (the provider's `promote`, as `llmcloud promote`)."""
-        return self.provider.promote(self.ctx, version)
+        try:
+            return self.provider.promote(self.ctx, version)
+        finally:
+            self._status_cache = None
 
     def rollback(self) -> dict[str, Any]:
         """Back to the last good version (the provider's `rollback`)."""
-        return self.provider.rollback(self.ctx)
+        try:
+            return self.provider.rollback(self.ctx)
+        finally:
+            self._status_cache = None
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -165,6 +180,20 @@ class StackBackend:
     # -- helpers ----------------------------------------------------------------------------
 
     _last_error: str | None = None
+    #: seconds a stack's status is reused: on a cloud each read runs the Pulumi CLI several
+    #: times (select, outputs, history), and the pages poll every 2 and 3 seconds
+    status_ttl = 10.0
+
+    def _status(self) -> dict[str, Any]:
+        """The provider's `status`, read at most once per `status_ttl` (and once at a time:
+        pages polling together wait for one read); a failure is shown, not raised."""
+        with self._status_lock:
+            cached = self._status_cache
+            if cached is None or time.monotonic() - cached[0] >= self.status_ttl:
+                status = self._call(lambda: self.provider.status(self.ctx)) or {}
+                cached = self._status_cache = (time.monotonic(), status, self._last_error)
+            _, status, self._last_error = cached
+            return status
 
     def _call(self, operation):
         """Run a read-only provider call; a failure is shown on the page, not raised."""
@@ -173,8 +202,19 @@ class StackBackend:
         except LlmcloudError as exc:
             self._last_error = str(exc)
             return None
+        except Exception as exc:  # noqa: BLE001 - e.g. the Pulumi CLI failing to read the
+            # outputs: the page says so and goes on polling, rather than staying on "Loading…"
+            log.warning("reading stack '%s' failed", self.stack, exc_info=True)
+            self._last_error = unexpected_error(exc)
+            return None
         self._last_error = None
         return result
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """An error llmcloud did not foresee, in one line: its type and its last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else 'no message'}"[:300]
 
 
 def _unique(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ nothing the strict Content-Security-Policy blocks (presentation attributes, no s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from html import escape
 
@@ -24,6 +25,9 @@ def line_chart(values: list[float | None], *, label: str, width: int = 560,
     with the maximum written on the axis."""
     pad_left, pad = 44, 6
     inner_w, inner_h = width - pad_left - pad, height - 2 * pad
+    # NaN or an infinity (a source's odd sample) is a gap: one would make every point and
+    # the axis's maximum "nan", and the browser draw no line at all
+    values = [v if v is not None and math.isfinite(v) else None for v in values]
     finite = [v for v in values if v is not None]
     top = max(finite) if finite else 0.0
     scale_top = top if top > 0 else 1.0
@@ -90,7 +94,8 @@ def charts(points: list[dict]) -> list[Chart]:
     result = []
     for key, title, unit, color in CHARTS:
         values = [p.get(key) for p in points]
-        latest = next((v for v in reversed(values) if v is not None), None)
+        latest = next((v for v in reversed(values) if v is not None and math.isfinite(v)),
+                      None)
         result.append(Chart(key, title, unit, line_chart(values, label=title, color=color),
                             format_value(latest, unit)))
     return result

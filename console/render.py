@@ -16,16 +16,19 @@ STATIC = Path(__file__).with_name("static")
 
 
 def _when(value: Any) -> str:
-    """A timestamp (epoch seconds or ISO-8601) as `2026-11-28 23:17 UTC`; '–' when unknown."""
+    """A timestamp (epoch seconds or ISO-8601) as `2026-11-28 23:17:00 UTC`; '–' when
+    unknown. An ISO time without an offset is taken as UTC, as llmcloud writes them."""
     if value in (None, ""):
         return "–"
-    if isinstance(value, (int, float)):
-        moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
-    else:
-        try:
+    try:
+        if isinstance(value, (int, float)):
+            moment = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        else:
             moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return str(value)
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    if moment.tzinfo is not None:  # a time with its offset (+02:00) is another zone's
+        moment = moment.astimezone(dt.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

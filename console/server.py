@@ -9,12 +9,14 @@ refused, which keeps DNS-rebinding pages away from the loopback console.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -22,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from llmcloud.console import api, pages
 from llmcloud.console.auth import AuthError, Guard, SessionStore
-from llmcloud.console.backend import StackBackend
+from llmcloud.console.backend import StackBackend, unexpected_error
 from llmcloud.console.metrics_history import MetricsHistory
 from llmcloud.console.render import STATIC, html, wants_fragment
 from llmcloud.console.rollouts import Rollouts
@@ -93,12 +95,7 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
             return JSONResponse({"error": {"message": f"unexpected Host header {host!r}",
                                            "hint": "open the console at the URL it printed"}},
                                 status_code=421)
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+        return _secured(request, await call_next(request))
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> Response:
@@ -122,6 +119,14 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
     async def llmcloud_error(request: Request, exc: LlmcloudError) -> Response:
         return api.error_response(request, api.from_llmcloud(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Answered outside the middleware above, hence `_secured`; the server logs the
+        # traceback. A bare 500 left an htmx page on "Loading…" with no word of what failed.
+        return _secured(request, api.error_response(request, api.ApiError(
+            500, f"the console hit an unexpected error: {unexpected_error(exc)}",
+            hint="the console's terminal shows the traceback")))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
@@ -138,6 +143,14 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
         return RedirectResponse("/static/favicon.svg")
 
     return app
+
+
+def _secured(request: Request, response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if not request.url.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 _TITLES = {401: "Not logged in", 403: "Not allowed", 429: "Too many attempts"}
@@ -161,8 +174,6 @@ def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
           announce=None) -> None:
     """Serve the console for `backend`'s stack until interrupted. A `host` other than
     loopback is served with a warning: the console is plain HTTP."""
-    import uvicorn
-
     say = announce or (lambda line: print(line, file=sys.stderr, flush=True))
     if not is_loopback(host):
         say(f"warning: the console listens on {host}, reachable from other machines, over "
@@ -178,8 +189,37 @@ def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
     say(f"console for stack '{backend.stack}' ({backend.provider_name}): "
         f"http://{shown}:{port}/  (Ctrl+C stops it)")
     say(f"log in with the {backend.key_label}: {backend.key_hint}")
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                  access_log=False)).run()
+    ConsoleServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                 access_log=False), app.state.console.rollouts, say).run()
+
+
+class ConsoleServer(uvicorn.Server):
+    """uvicorn's server, which on Ctrl+C first lets a running promote or rollback end: it
+    runs in this process (a cloud's `pulumi up`), and a console gone mid-way would leave the
+    stack half rolled out, with no going back to the version before as the CLI does. A
+    second Ctrl+C stops at once."""
+
+    def __init__(self, config: uvicorn.Config, rollouts: Rollouts, say):
+        super().__init__(config)
+        self.rollouts, self.say = rollouts, say
+
+    async def shutdown(self, sockets=None) -> None:
+        told = False
+        while (rollout := self.rollouts.current()) is not None and rollout.state == "running":
+            if self.force_exit:
+                self.say(f"stopped while {rollout.id} ({rollout.action}) still runs: see "
+                         "where the stack stands with `llmcloud status`")
+                # that Ctrl+C meant "leave the rollout": the rest of the shutdown stays
+                # orderly (uvicorn's forced one cancels the app's shutdown with a traceback)
+                self.force_exit = False
+                break
+            if not told:
+                self.say(f"waiting for {rollout.id} ({rollout.action}"
+                         f"{' to ' + rollout.target if rollout.target else ''}) to end before "
+                         "stopping; Ctrl+C again stops now and leaves it unfinished")
+                told = True
+            await asyncio.sleep(0.25)
+        await super().shutdown(sockets)
 
 
 def serve_stack(provider, ctx, port: int = 8765, host: str = "127.0.0.1") -> None:

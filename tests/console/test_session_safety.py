@@ -99,15 +99,7 @@ def test_a_loopback_address_is_served_at_the_url_the_console_prints(
     # `--host 127.0.0.2` printed a URL whose every request the Host check refused (421);
     # `--host ::1` printed `http://::1:8799/`, which is no URL.
     served = {}
-
-    class Server:
-        def __init__(self, config):
-            served["app"] = config.app
-
-        def run(self):
-            pass
-
-    monkeypatch.setattr(uvicorn, "Server", Server)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(app=self.config.app))
     said: list[str] = []
     serve(running.backend(), port=8799, host=host, announce=said.append)
     assert f"{url}  (Ctrl+C stops it)" in said[0], said
