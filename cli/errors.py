@@ -19,7 +19,9 @@ def on_interrupt(signum: int, frame: object) -> None:
     cloud SDK module (pulumi-azure-native's), it left the module half made and surfaced as
     an AttributeError ("unexpected error ... a bug in llmcloud", exit 1), and raised inside
     Pulumi's nested event loop, asyncio logged a RuntimeError's traceback on its way out.
-    Once the user has interrupted, whatever error ends the command is the interruption.
+    Once the user has interrupted, an error llmcloud did not foresee that ends the command is
+    the interruption, and llmcloud's own errors (a promote's restore) keep their words but
+    exit 130.
     """
     import logging
 
@@ -49,11 +51,15 @@ def report_interruption(as_json: bool) -> int:
 def report(exc: BaseException) -> int:
     """Print `exc` for the user (stderr; plus one JSON document with --json); return the code."""
     out = Output.current()
-    if isinstance(exc, KeyboardInterrupt) or interrupted():
+    if isinstance(exc, LlmcloudError):
+        # what it says stands (a promote interrupted says which version serves now); only
+        # its code is the interruption's
+        error = exc
+        if interrupted():
+            error.exit_code = ExitCode.INTERRUPTED
+    elif isinstance(exc, KeyboardInterrupt) or interrupted():
         error = LlmcloudError("interrupted", hint="run the command again to continue")
         error.exit_code = ExitCode.INTERRUPTED
-    elif isinstance(exc, LlmcloudError):
-        error = exc
     else:
         error = LlmcloudError(
             f"unexpected error: {type(exc).__name__}: {exc}",

@@ -53,6 +53,22 @@ def test_an_interruption_that_surfaces_as_another_error_is_still_130(
     assert logging.getLogger("asyncio").disabled  # its tracebacks follow from Ctrl-C
 
 
+def test_llmclouds_own_error_after_ctrl_c_keeps_its_words(
+        project: Path, cli, monkeypatch: pytest.MonkeyPatch, clean_interrupt) -> None:
+    # an interrupted promote restores the version before and says which one serves: that
+    # was replaced by a bare "interrupted"
+    from llmcloud.stacks.errors import DeploymentError
+
+    monkeypatch.setattr("llmcloud.stacks.plan.run_plan", _interrupt_then(DeploymentError(
+        "promoting v2 failed; v1 is serving again", context="interrupted",
+        hint="llmcloud status --stack dev")))
+    result = cli("plan", "--provider", "aws", "--json")
+    assert result.exit_code == 130, result.output
+    document = json.loads(result.stdout)
+    assert document["error"] == "promoting v2 failed; v1 is serving again"
+    assert (document["hint"], document["exit_code"]) == ("llmcloud status --stack dev", 130)
+
+
 class _LoadsUntilInterrupted(types.ModuleType):
     """A module the user interrupts while it loads: taking a name from it is Ctrl-C."""
 
