@@ -106,9 +106,12 @@ class LoginThrottle:
 class AuthError(Exception):
     """A request the console refuses: 401 (who are you?) or 403 (not allowed)."""
 
-    def __init__(self, status: int, message: str, hint: str):
+    def __init__(self, status: int, message: str, hint: str,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.status, self.message, self.hint = status, message, hint
+        #: seconds a 429's caller should wait (its Retry-After header)
+        self.retry_after = retry_after
 
 
 class Guard:
@@ -128,7 +131,7 @@ class Guard:
         wait = self.throttle.retry_after()
         if wait is not None:
             raise AuthError(429, f"too many failed logins; try again in {wait:.0f}s",
-                            "wait, then enter the key again")
+                            "wait, then enter the key again", retry_after=wait)
         verdict = self.backend.check_login(key.strip())
         if verdict is not Login.admin:
             self.throttle.failed()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,8 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
     async def auth_error(request: Request, exc: AuthError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="llmcloud console"'} \
             if exc.status == 401 else {}
+        if exc.retry_after is not None:  # (whole seconds, rounded up: RFC 9110 10.2.3)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         if wants_fragment(request):
             # An expired session inside a page: send the whole page to the login form.
             return Response(status_code=exc.status, headers={**headers, "HX-Redirect": "/login"})

@@ -93,7 +93,10 @@ def test_admin_login_opens_every_page_with_strict_headers_and_no_secret(console,
 def test_the_login_throttle_slows_down_guessing(console, running):
     for _ in range(10):
         assert login(console, "llmc-guess").status_code == 401
-    assert login(console, running.admin_key).status_code == 429
+    throttled = login(console, running.admin_key)
+    assert throttled.status_code == 429
+    # a client (or a script) is told how long to wait, as every other 429 of llmcloud does
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
 
 
 def test_mutations_with_a_session_need_the_csrf_token_and_the_consoles_origin(
