@@ -231,16 +231,20 @@ def test_no_pulumi_project_hints_init(tmp_path: Path, cli, monkeypatch, aws_up_s
     assert result.stderr.splitlines()[-1] == "hint: llmcloud init --provider aws --stack dev"
 
 
-def test_a_spec_variable_with_one_underscore_is_refused_not_ignored(
-        project: Path, cli, monkeypatch) -> None:
+@pytest.mark.parametrize("variable", [
+    "LLMCLOUD_BUDGET_MAX_HOURLY_USD",  # one underscore
+    "LLMCLOUD_BUGDET__MAX_HOURLY_USD",  # a misspelt section
+])
+def test_a_misspelt_spec_variable_is_refused_not_ignored(
+        project: Path, cli, monkeypatch, variable) -> None:
     # skipped as "not a spec value", it turned the budget gate off without a word
-    monkeypatch.setenv("LLMCLOUD_BUDGET_MAX_HOURLY_USD", "1")
+    monkeypatch.setenv(variable, "1")
     result = cli("plan", "--provider", "aws", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"] == (
-        "LLMCLOUD_BUDGET_MAX_HOURLY_USD is not a spec variable: did you mean "
+        f"{variable} is not a spec variable: did you mean "
         "LLMCLOUD_BUDGET__MAX_HOURLY_USD?")
-    monkeypatch.delenv("LLMCLOUD_BUDGET_MAX_HOURLY_USD")
+    monkeypatch.delenv(variable)
     monkeypatch.setenv("LLMCLOUD_MODEL_VERSION", "v3")  # the model server's own variable
     assert cli("plan", "--provider", "aws", "--json").exit_code == 0
 
