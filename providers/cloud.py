@@ -118,15 +118,13 @@ class CloudProvider(Provider):
         enforce_budget(estimate(sheet), limit, ctx.stack)
 
     def refuse_names_of_another_stack(self, ctx: StackContext, engine: PulumiStack) -> None:
-        """Refuse to create a stack whose resources would carry another stack's names.
+        """Refuse to create a stack whose resources would carry another stack's names (for
+        a stack never deployed: renaming a deployed one's resources would replace them).
 
         Resource names are `llm-<stack>-...` with the stack name slugged, so `a.b`, `a_b`
         and `a-b` would all be `llm-a-b-...`: the second stack's `up` fails half-way on
-        names the first one holds (and Azure's resource group is shared). A stack deployed
-        before keeps working: renaming its resources would replace them.
+        names the first one holds (and Azure's resource group is shared).
         """
-        if engine.last_update() is not None:
-            return
         stack = ctx.stack
         canonical = slug(stack)
         where = f"--provider {self.name} --stack {canonical}"
@@ -149,29 +147,27 @@ class CloudProvider(Provider):
                      f"pulumi stack rm {twins[0]}")
 
     def up(self, ctx: StackContext) -> dict[str, Any]:
-        engine = self._engine(ctx, "up")
+        return self._converge(ctx, "up")
+
+    def update(self, ctx: StackContext) -> dict[str, Any]:
+        return self._converge(ctx, "update")
+
+    def _converge(self, ctx: StackContext, operation: str) -> dict[str, Any]:
+        engine = self._engine(ctx, operation)
         self.before_up(ctx)
-        self.refuse_names_of_another_stack(ctx, engine)
-        self.catch_up(ctx, engine)
+        if engine.last_update() is None:  # a new stack
+            self.refuse_names_of_another_stack(ctx, engine)
+        else:
+            self.catch_up(ctx, engine)
         engine.set_config(_given(ctx.flags))  # flags become the stack's settings
         return {"outputs": engine.up()}
 
-    def update(self, ctx: StackContext) -> dict[str, Any]:
-        engine = self._engine(ctx, "update")
-        self.before_up(ctx)
-        self.refuse_names_of_another_stack(ctx, engine)
-        self.catch_up(ctx, engine)
-        engine.set_config(_given(ctx.flags))
-        return {"outputs": engine.up()}
-
     def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
-        """Bring a stack file left behind by a promote or rollback made elsewhere up to the
-        deployed model version and history, so the update does not roll the servers back
-        to the file's (see `deployed_model.catch_up`)."""
+        """Bring a deployed stack's file, left behind by a promote or rollback made
+        elsewhere, up to the deployed model version and history, so the update does not
+        roll the servers back to the file's (see `deployed_model.catch_up`)."""
         from llmcloud.providers import deployed_model
 
-        if engine.last_update() is None:
-            return  # a new stack: nothing deployed to catch up with
         outputs = engine.outputs()
         deployed_model.catch_up(engine, ctx, outputs)
         deployed_model.warn_of_another_version(ctx, outputs)
