@@ -174,7 +174,7 @@ def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[s
             if not procs.alive(controller["pid"], controller["started"]):
                 raise ControllerFailed(
                     "the stack's controller exited while starting",
-                    context=_tail(state_file.logs / "controller.log"),
+                    context=procs.log_tail(state_file.logs / "controller.log"),
                     hint=f"see {state_file.logs / 'controller.log'}")
             if client.reachable():
                 status = client.get("/status")
@@ -188,23 +188,15 @@ def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[s
                 if status["failed_starts"] >= CRASH_LOOP:
                     raise ControllerFailed(
                         f"replicas exited {status['failed_starts']} times in a row while "
-                        "starting", context=_tail(_newest_replica_log(state_file)),
+                        "starting", context=procs.log_tail(_newest_replica_log(state_file)),
                         hint=f"see the logs in {state_file.logs}")
             time.sleep(0.1)
     raise ControllerFailed(
         f"the replicas were not ready within {desired['ready_timeout']:g}s",
-        context=_tail(_newest_replica_log(state_file)),
+        context=procs.log_tail(_newest_replica_log(state_file)),
         hint=f"see the logs in {state_file.logs}; LLMCLOUD_LOCAL_READY_TIMEOUT raises the limit")
 
 
 def _newest_replica_log(state_file: StateFile) -> Path:
     logs = sorted(state_file.logs.glob("replica-*.log"), key=lambda p: p.stat().st_mtime)
     return logs[-1] if logs else state_file.logs / "controller.log"
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return f"{path} is empty"
-    return " | ".join(text[-lines:]) or f"{path} is empty"

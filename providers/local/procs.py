@@ -1,4 +1,5 @@
-"""Processes by pid, checked by start time so a reused pid is never signalled by mistake."""
+"""Processes by pid, checked by start time so a reused pid is never signalled by mistake;
+and the tail of a process's log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 _PROC = os.path.isdir("/proc/self")
 
@@ -78,3 +80,17 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def log_tail(path: Path, lines: int = 3, limit: int = 16384) -> str:
+    """The last `lines` lines of a log (from its last `limit` bytes), joined by " | "."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
+            text = handle.read().decode(errors="replace")
+    except FileNotFoundError:  # (a process that never started wrote nothing)
+        return f"{path} is empty"
+    except OSError:
+        return f"{path} cannot be read"
+    found = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(found) or f"{path} is empty"

@@ -17,24 +17,12 @@ from pathlib import Path
 import httpx
 
 from llmcloud.providers.local.pool import Pool, Replica
-from llmcloud.providers.local.procs import free_port, start_time
+from llmcloud.providers.local.procs import free_port, log_tail, start_time
 
 log = logging.getLogger("llmcloud.supervisor")
 
 READMIT_AFTER = 2  # passing health checks before an ejected replica takes traffic again
 MAX_BACKOFF = 30.0
-
-
-def log_tail(path: Path, lines: int = 3, limit: int = 16384) -> str:
-    """The last `lines` lines of a log (from its last `limit` bytes), joined by " | "."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return f"{path} cannot be read"
-    found = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    return " | ".join(found) or f"{path} is empty"
 
 
 class StartFailed(Exception):
