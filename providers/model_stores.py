@@ -328,11 +328,11 @@ def azure_account(netloc: str, environ: Mapping[str, str]) -> str:
     as `pulumi up` deploys there; a whole host stays as it is. ValueError for an unknown
     cloud."""
     from llmcloud.providers.azure.clouds import cloud_named, environment_name
+    from llmcloud.providers.azure.naming import url_account
 
     if "." in netloc:
         return netloc
-    cloud = cloud_named(environment_name(environ))
-    return netloc if cloud.name == "public" else cloud.blob_host(netloc)
+    return url_account(netloc, cloud_named(environment_name(environ)))
 
 
 def store_call(fn: Callable[[str], Any], key: str, target: str) -> Any:
