@@ -74,13 +74,8 @@ class LlmcloudGroup(TyperGroup):
             if isinstance(exc, SystemExit):
                 raise
             from llmcloud.cli.errors import report
-            from llmcloud.cli.output import Output
 
-            if "--json" in command and not Output.current().json:
-                # an error before the command set its output mode (Ctrl-C while its
-                # modules load): with --json, stdout still gets its one document
-                Output.start(json=True)
-            raise typer.Exit(report(exc)) from None
+            raise typer.Exit(report(exc, json_asked="--json" in command)) from None
 
 
 def _group_path(ctx: Any) -> list[str]:

@@ -36,20 +36,12 @@ def interrupted() -> bool:
     return _interrupted
 
 
-def report_interruption(as_json: bool) -> int:
-    """Report Ctrl-C that came before any command's own error handling (while the modules
-    load): the error lines, and with --json its document unless one was printed; 130."""
-    error = LlmcloudError("interrupted", hint="run the command again to continue")
-    error.exit_code = ExitCode.INTERRUPTED
-    print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr, flush=True)
-    out = Output.current()
-    if as_json and not out._printed:
-        Output.start(json=True).result(error.to_dict())
-    return int(error.exit_code)
-
-
-def report(exc: BaseException) -> int:
-    """Print `exc` for the user (stderr; plus one JSON document with --json); return the code."""
+def report(exc: BaseException, *, json_asked: bool = False) -> int:
+    """Print `exc` for the user (stderr; plus one JSON document with --json); return the code.
+    `json_asked`: the command line has --json, though the error came before the command set
+    its output mode (Ctrl-C while its modules load): stdout still gets its one document."""
+    if json_asked and not Output.current().json:
+        Output.start(json=True)
     out = Output.current()
     if isinstance(exc, LlmcloudError):
         # what it says stands (a promote interrupted says which version serves now); only

@@ -8,7 +8,7 @@ def run() -> None:
     import signal
     import sys
 
-    from llmcloud.cli.errors import on_interrupt, report_interruption
+    from llmcloud.cli.errors import on_interrupt, report
     from llmcloud.cli.output import silence_stdout
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -17,10 +17,10 @@ def run() -> None:
         from llmcloud.cli.app import app
 
         app(prog_name="llmcloud")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C while the modules load or Typer builds the commands (a good part of a
         # short command's time), before a command's own error handling: it was a traceback
-        raise SystemExit(report_interruption(as_json="--json" in sys.argv[1:])) from None
+        raise SystemExit(report(exc, json_asked="--json" in sys.argv[1:])) from None
     finally:
         try:  # a short result still in the buffer meets a closed pipe only here
             sys.stdout.flush()
