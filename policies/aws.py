@@ -20,6 +20,7 @@ VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
 LOGGING = "aws:s3/bucketLogging:BucketLogging"
 REPOSITORY = "aws:ecr/repository:Repository"
 LOAD_BALANCERS = ("aws:lb/loadBalancer:LoadBalancer", "aws:alb/loadBalancer:LoadBalancer")
+REST_API = "aws:apigateway/restApi:RestApi"
 STAGE = "aws:apigateway/stage:Stage"
 METHOD = "aws:apigateway/method:Method"
 ROUTE = "aws:apigatewayv2/route:Route"
@@ -182,6 +183,24 @@ def alb_logs(inputs: Mapping[str, Any]) -> str | None:
 def gateway_logs(inputs: Mapping[str, Any]) -> str | None:
     settings = inputs.get("accessLogSettings") or {}
     return None if settings.get("destinationArn") else "accessLogSettings.destinationArn unset"
+
+
+#: the legacy policies (`TLS_1_0`, a regional API's default, and `TLS_1_2`) keep CBC suites
+#: and key exchanges without forward secrecy; the enhanced ones that still admit TLS 1.2 and
+#: offer only forward-secret suites, or admit TLS 1.3 alone
+FORWARD_SECRET_POLICY = re.compile(r"^SecurityPolicy_TLS13_(1_3|1_2_(FIPS_)?PFS)_")
+
+
+@resource_check("LLMCLOUD_AWS_1", "REST APIs accept only TLS 1.2+ with forward secrecy, "
+                "through their own endpoint", REST_API)
+def gateway_tls(inputs: Mapping[str, Any]) -> str | None:
+    policy = inputs.get("securityPolicy")
+    if not policy or not FORWARD_SECRET_POLICY.match(str(policy)):
+        return (f"securityPolicy is {policy or 'unset (TLS_1_0: TLS 1.0 and 1.1 accepted)'}; "
+                "use an enhanced policy with forward secrecy (SecurityPolicy_TLS13_...)")
+    if inputs.get("endpointAccessMode") != "STRICT":
+        return "endpointAccessMode is not STRICT: a request may front another host in SNI"
+    return None
 
 
 @resource_check("CKV_AWS_309", "every API route requires authorization", METHOD, ROUTE)

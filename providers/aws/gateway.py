@@ -26,6 +26,13 @@ from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
 
 STAGE = naming.STAGE  # the endpoint ends with it; the servers take it off paths
 STREAM_TIMEOUT_MAX_MS = 900_000
+#: TLS 1.3, and TLS 1.2 with forward-secret AES-GCM suites only; hybrid post-quantum key
+#: exchange. A regional REST API's default, `TLS_1_0`, also accepts TLS 1.0 and 1.1 and CBC
+#: suites; TLS 1.2 stays for clients that lack 1.3.
+SECURITY_POLICY = "SecurityPolicy_TLS13_1_2_PFS_PQ_2025_09"
+#: required with a `SecurityPolicy_` policy: requests must come through a regional endpoint
+#: and name the API's host in SNI (no domain fronting); AWS recommends it where possible
+ENDPOINT_ACCESS_MODE = "STRICT"
 ACCESS_LOG_FORMAT = json.dumps({
     "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
     "time": "$context.requestTime", "method": "$context.httpMethod",
@@ -114,6 +121,7 @@ class Gateway(pulumi.ComponentResource):
         api = aws.apigateway.RestApi(
             f"{name}-api", name=args.api_name, api_key_source="AUTHORIZER",
             endpoint_configuration={"types": "REGIONAL"},
+            security_policy=SECURITY_POLICY, endpoint_access_mode=ENDPOINT_ACCESS_MODE,
             policy=source_ip_policy(args.allowed_cidrs), tags=args.tags, opts=child)
         authorizer = self._authorizer(name, args, api)
         if isinstance(args.backend, SagemakerBackend):

@@ -18,7 +18,7 @@ REQUIRED_IDS = {
     "CKV_AWS_54", "CKV_AWS_55", "CKV_AWS_56", "CKV_AWS_19", "CKV_AWS_145", "CKV_AWS_21",
     "CKV_AWS_18", "CKV_AWS_51", "CKV_AWS_163", "CKV_AWS_131", "CKV_AWS_91", "CKV_AWS_76",
     "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_260", "CKV_AWS_1",
-    "CKV_AWS_274", "CKV2_AWS_11",
+    "CKV_AWS_274", "CKV2_AWS_11", "LLMCLOUD_AWS_1",
 }
 
 
@@ -59,6 +59,7 @@ SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryption
 REPO = "aws:ecr/repository:Repository"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+REST_API = "aws:apigateway/restApi:RestApi"
 
 FLIPS = [
     ("CKV_AWS_79", LT, "", _set("metadataOptions.httpTokens", "optional")),
@@ -87,6 +88,10 @@ FLIPS = [
     ("CKV_AWS_91", ALB, "", _set("accessLogs.enabled", False)),
     ("CKV_AWS_76", "aws:apigateway/stage:Stage", "", _set("accessLogSettings", None)),
     ("CKV_AWS_309", "aws:apigateway/method:Method", "proxy", _set("authorization", "NONE")),
+    ("LLMCLOUD_AWS_1", REST_API, "", _set("securityPolicy", None)),
+    ("LLMCLOUD_AWS_1", REST_API, "", _set("securityPolicy", "TLS_1_2")),
+    ("LLMCLOUD_AWS_1", REST_API, "", _set("securityPolicy", "SecurityPolicy_TLS13_1_2_2021_06")),
+    ("LLMCLOUD_AWS_1", REST_API, "", _set("endpointAccessMode", "BASIC")),
     ("CKV_AWS_158", "aws:cloudwatch/logGroup:LogGroup", "server", _set("kmsKeyId", None)),
     ("CKV_AWS_24", INGRESS, "server-from-alb", _bad_ingress(22)),
     ("CKV_AWS_25", INGRESS, "server-from-alb", _bad_ingress(3389)),
@@ -175,6 +180,7 @@ SAGEMAKER_FLIPS = [
     ("CKV_AWS_98", SM_CONFIG, _set("productionVariants.0.instanceType", "ml.m5.xlarge")),
     ("CKV_AWS_1", "aws:iam/rolePolicy:RolePolicy", _allow_star),
     ("CKV_AWS_309", "aws:apigateway/method:Method", _set("authorization", "NONE")),
+    ("LLMCLOUD_AWS_1", REST_API, _set("securityPolicy", "TLS_1_0")),
 ]
 
 
@@ -188,7 +194,7 @@ def test_the_sagemaker_flavour_passes_every_check(sagemaker_stack):
     assert not [r for r in results if not r.passed]
     ids = {r.id for r in results}
     assert {"CKV_AWS_98", "CKV_AWS_370", "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_1",
-            "CKV_AWS_145", "CKV_AWS_136", "CKV_AWS_76"} <= ids
+            "CKV_AWS_145", "CKV_AWS_136", "CKV_AWS_76", "LLMCLOUD_AWS_1"} <= ids
 
 
 @pytest.mark.parametrize("check_id,type_token,mutate", SAGEMAKER_FLIPS,
