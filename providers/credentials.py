@@ -68,23 +68,27 @@ def check_gcp(environ: Mapping[str, str]) -> None:
 
 
 def check_azure(environ: Mapping[str, str]) -> None:
-    """Azure: a service principal, managed identity, OIDC, or an `az login` session."""
-    for prefix in ("ARM_", "AZURE_"):
-        has_client = environ.get(prefix + "CLIENT_ID") and environ.get(prefix + "TENANT_ID")
-        has_secret = (
-            environ.get(prefix + "CLIENT_SECRET")
-            or environ.get(prefix + "CLIENT_CERTIFICATE_PATH")
-            or environ.get(prefix + "OIDC_TOKEN")
-            or environ.get("AZURE_FEDERATED_TOKEN_FILE")
-        )
-        if has_client and has_secret:
-            return
-    if environ.get("ARM_USE_MSI") == "true" or environ.get("IDENTITY_ENDPOINT"):
+    """Azure: the ARM_* service principal or managed identity Pulumi signs in with (the one
+    llmcloud's own requests use too: `azure/sign_in.py`), else what DefaultAzureCredential
+    reads (AZURE_* variables, workload identity, a managed identity, an `az login` session).
+    An ARM_ principal set up only in part is refused here, not at its first token."""
+    from llmcloud.providers.azure.sign_in import arm_method
+
+    if arm_method(environ) is not None:
+        return
+    # DefaultAzureCredential's EnvironmentCredential and WorkloadIdentityCredential
+    if environ.get("AZURE_CLIENT_ID") and environ.get("AZURE_TENANT_ID") and (
+            environ.get("AZURE_CLIENT_SECRET") or environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
+            or environ.get("AZURE_FEDERATED_TOKEN_FILE")):
+        return
+    if environ.get("IDENTITY_ENDPOINT"):
         return
     azure_dir = Path(environ.get("AZURE_CONFIG_DIR") or _home(environ) / ".azure")
     if any(azure_dir.glob("msal_token_cache.*")) or (azure_dir / "accessTokens.json").is_file():
         return
-    raise CredentialsError(
+    from llmcloud.providers.azure.sign_in import unfinished_principal
+
+    raise unfinished_principal(environ) or CredentialsError(
         "no Azure credentials found",
         context="no service principal, managed identity or `az login` session",
         hint="az login",

@@ -5,13 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmcloud.providers.azure.clouds import (
-    CLOUDS,
-    callers_cloud,
-    cloud_named,
-    default_credential,
-    environment_name,
-)
+from llmcloud.providers.azure.clouds import CLOUDS, cloud_named, environment_name
+from llmcloud.providers.azure.sign_in import arm_method, caller_credential
 from llmcloud.stacks.errors import CredentialsError
 
 #: Azure Resource Manager, per cloud (Pulumi's and Terraform's `ARM_ENVIRONMENT`)
@@ -36,8 +31,11 @@ class Arm:
         import requests
 
         self.endpoint = management_endpoint(environment_name(environ))
+        # a service principal's refusal is fixed in its variables, not by `az login`
+        self._hint = ("check ARM_CLIENT_ID, ARM_TENANT_ID and the credential they sign in "
+                      "with" if arm_method(environ) not in (None, "default") else "az login")
         if credential is None:
-            credential = default_credential(callers_cloud(environ))
+            credential = caller_credential(environ)
         self._credential = credential
         self._session = requests.Session()
 
@@ -48,14 +46,24 @@ class Arm:
         headers = {**kwargs.pop("headers", {}), **self._authorization()}
         return self._session.request(method, url, headers=headers, timeout=30, **kwargs)
 
-    def _authorization(self) -> dict[str, str]:
-        from azure.core.exceptions import ClientAuthenticationError
+    def token(self) -> str:
+        """An access token for Resource Manager in the caller's cloud (also the audience of
+        ACR's token exchange); CredentialsError when Entra ID refuses it or cannot be asked."""
+        from azure.core.exceptions import AzureError, ClientAuthenticationError
 
         try:
-            token = self._credential.get_token(f"{self.endpoint}/.default").token
+            return self._credential.get_token(f"{self.endpoint}/.default").token
         except ClientAuthenticationError as exc:
             raise CredentialsError(
                 "Azure refused a token for Resource Manager",
                 context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                hint="az login") from None
-        return {"Authorization": f"Bearer {token}"}
+                hint=self._hint) from None
+        except AzureError as exc:  # no answer at all (network, proxy, DNS)
+            raise CredentialsError(
+                "could not ask Entra ID for a Resource Manager token",
+                context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                hint="check this machine's network access to Azure, then run it again") \
+                from None
+
+    def _authorization(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}

@@ -12,13 +12,7 @@ import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for pl
 from llmcloud.providers.azure import mocks
 from llmcloud.providers.azure.apim import choose_sku, gateway_network
 from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
-from llmcloud.providers.azure.clouds import (
-    AzureCloud,
-    callers_cloud,
-    default_credential,
-    environment_name,
-    stack_cloud,
-)
+from llmcloud.providers.azure.clouds import AzureCloud, stack_cloud
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     GPU_SIZES,
@@ -258,14 +252,12 @@ class AzureProvider(CloudProvider):
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ACR's way: exchange an Entra ID token for a registry refresh token, used with the
         all-zero user name. (The registry answers only inside the virtual network.)"""
-        from llmcloud.providers.azure.arm import management_endpoint
+        from llmcloud.providers.azure.arm import Arm
 
         self.check_credentials(ctx.environ)
         host = registry.split("/", 1)[0]
-        # Resource Manager's audience in the caller's cloud (the exchange takes its tokens)
-        audience = management_endpoint(environment_name(ctx.environ))
-        aad = default_credential(callers_cloud(ctx.environ)).get_token(f"{audience}/.default")
-        return ACR_TOKEN_USER, exchange_acr_token(host, aad.token)
+        # a token for Resource Manager in the caller's cloud: the exchange takes its audience
+        return ACR_TOKEN_USER, exchange_acr_token(host, Arm(ctx.environ).token())
 
 
 #: the user name ACR expects with a refresh token from its token exchange

@@ -196,7 +196,8 @@ def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
 
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Credential)
     monkeypatch.setattr(azure_provider, "exchange_acr_token", lambda host, token: "refresh")
-    environ = {"ARM_CLIENT_ID": "c", "ARM_TENANT_ID": "t", "ARM_CLIENT_SECRET": "s",
+    # AZURE_* variables: DefaultAzureCredential's (ARM_* ones: test_sign_in.py)
+    environ = {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s",
                "ARM_ENVIRONMENT": "usgovernment"}
     ctx = StackContext(tmp_path, "dev", azure_spec(), environ=environ)
     assert AzureProvider().registry_login(ctx, "llmdev1.azurecr.us/x") == (
