@@ -154,9 +154,10 @@ class AzureStore:
     """Azure Blob Storage: ``AZURE_STORAGE_CONNECTION_STRING``, else DefaultAzureCredential
     on the account's blob host (az://<account>/<container>/<prefix>: the public cloud's
     ``<account>.blob.core.windows.net``; az://<account>.blob.core.chinacloudapi.cn/... and
-    the US Government's host name the sovereign clouds)."""
+    the US Government's host name the sovereign clouds). `credential`, when given, replaces
+    DefaultAzureCredential (the CLI's, from Pulumi's ARM_* variables)."""
 
-    def __init__(self, account: str, container: str):
+    def __init__(self, account: str, container: str, credential=None):
         try:
             from azure.storage.blob import BlobServiceClient
         except ImportError as exc:
@@ -165,14 +166,15 @@ class AzureStore:
         if connection:  # (it names the endpoint and the account itself)
             service = BlobServiceClient.from_connection_string(connection)
         else:
-            from azure.identity import DefaultAzureCredential
-
             host, authority = azure_blob_host(account)
-            # a service principal signs in to its own cloud's Entra ID (a managed identity
-            # ignores this); the public cloud's keeps AZURE_AUTHORITY_HOST's say
-            sovereign = {} if host.endswith(PUBLIC_BLOB_SUFFIX) else {"authority": authority}
-            service = BlobServiceClient(f"https://{host}",
-                                        credential=DefaultAzureCredential(**sovereign))
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                # a service principal signs in to its own cloud's Entra ID (a managed
+                # identity ignores this); the public cloud's keeps AZURE_AUTHORITY_HOST's say
+                sovereign = {} if host.endswith(PUBLIC_BLOB_SUFFIX) else {"authority": authority}
+                credential = DefaultAzureCredential(**sovereign)
+            service = BlobServiceClient(f"https://{host}", credential=credential)
         self.where = f"az://{account}/{container}"
         self._container = service.get_container_client(container)
 

@@ -319,7 +319,19 @@ def open_writable_store(uri: str) -> tuple[WritableStore, str]:
     if parsed.scheme == "gs":
         return GcsWriter(parsed.netloc), prefix
     container = parsed.path.strip("/").partition("/")[0]
-    return AzureWriter(azure_account(parsed.netloc, os.environ), container), prefix
+    return AzureWriter(azure_account(parsed.netloc, os.environ), container,
+                       credential=azure_caller_credential(os.environ)), prefix
+
+
+def azure_caller_credential(environ: Mapping[str, str]) -> Any:
+    """The credential of the ARM_* service principal or managed identity Pulumi signs in
+    with (`azure/sign_in.py`), or None for the store's own DefaultAzureCredential, which
+    reads only AZURE_* variables."""
+    from llmcloud.providers.azure.sign_in import arm_method, caller_credential
+
+    if arm_method(environ) in (None, "default"):
+        return None
+    return caller_credential(environ)
 
 
 def azure_account(netloc: str, environ: Mapping[str, str]) -> str:

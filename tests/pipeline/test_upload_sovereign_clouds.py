@@ -77,3 +77,28 @@ def test_an_unknown_cloud_is_refused_not_guessed(credentials, monkeypatch):
     with pytest.raises(ValueError, match="not one llmcloud deploys to"):
         open_writable_store("az://acct/llmcloud/models/m/v1")
     assert credentials == []
+
+
+def test_the_writer_signs_in_as_the_arm_service_principal_pulumi_uses(credentials, monkeypatch):
+    # a CI set up the Pulumi way has only ARM_* variables, which DefaultAzureCredential
+    # does not read: the upload signs in as that principal, in its cloud's Entra ID
+    import azure.identity
+
+    secrets: list[tuple] = []
+
+    class Secret:
+        def __init__(self, *args, **options):
+            secrets.append((args, options))
+
+        def get_token(self, *scopes, **options):
+            raise AssertionError("no token is asked for here")
+
+    monkeypatch.setattr(azure.identity, "ClientSecretCredential", Secret)
+    for name, value in {"ARM_CLIENT_ID": "client-1", "ARM_TENANT_ID": "tenant-1",
+                        "ARM_CLIENT_SECRET": "s3cret", "ARM_ENVIRONMENT": "china"}.items():
+        monkeypatch.setenv(name, value)
+    store, _ = open_writable_store("az://acct/llmcloud/models/m/v1")
+    assert store._container.url == "https://acct.blob.core.chinacloudapi.cn/llmcloud"
+    assert secrets == [(("tenant-1", "client-1", "s3cret"),
+                        {"authority": "login.chinacloudapi.cn"})]
+    assert credentials == []  # no DefaultAzureCredential
