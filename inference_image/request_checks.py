@@ -4,6 +4,7 @@ the context a prompt leaves for new tokens. Each raises ``ApiError`` with the fi
 from __future__ import annotations
 
 import logging
+import re
 
 from .choices import MAX_N
 from .engine import ModelInfo
@@ -26,6 +27,7 @@ def common_checks(request, served: list[str], endpoint: str) -> None:
     if request.model_extra:
         log.info("%s: ignoring unknown fields %s", endpoint, sorted(request.model_extra))
     check_model(request.model, served)
+    check_stream_options(request.stream_options, request.stream)
     if request.n is not None and not 1 <= request.n <= MAX_N:
         raise ApiError(400, f"n must be between 1 and {MAX_N}, got {request.n}",
                        param="n", code="invalid_value")
@@ -61,6 +63,14 @@ def common_checks(request, served: list[str], endpoint: str) -> None:
                        param="stop", code="invalid_value")
 
 
+def check_stream_options(options, stream: bool | None) -> None:
+    """``stream_options`` shape a stream: with a non-streamed request they are a 400, as
+    OpenAI's and vLLM's (an empty object passes, as vLLM lets it)."""
+    if options is not None and options.model_fields_set and not stream:
+        raise ApiError(400, "stream_options can only be set when stream is true",
+                       param="stream_options", code="invalid_value")
+
+
 def check_model(model: str | None, served: list[str]) -> None:
     """A request naming a model that is not served (the model, or one of its LoRA
     adapters) is a 404."""
@@ -78,7 +88,9 @@ def logit_bias_pairs(logit_bias: dict[str, float] | None,
     entry is wrong."""
     pairs = []
     for key, bias in (logit_bias or {}).items():
-        token = int(key) if key.strip().isdigit() else -1
+        # (ASCII digits only: str.isdigit() also takes "²", which int() refuses, and a key
+        # of thousands of digits is more than int() converts; both were a 500)
+        token = int(key) if _TOKEN_ID.fullmatch(key.strip()) else -1
         if not 0 <= token < vocab:
             raise ApiError(400, f"logit_bias keys must be token ids in [0, {vocab}), got "
                            f"{key!r}", param="logit_bias", code="invalid_value")
@@ -88,6 +100,10 @@ def logit_bias_pairs(logit_bias: dict[str, float] | None,
                            param="logit_bias", code="invalid_value")
         pairs.append((token, float(bias)))
     return tuple(pairs)
+
+
+#: a token id as a logit_bias key writes it
+_TOKEN_ID = re.compile(r"[0-9]{1,12}")
 
 
 def stop_token_ids(ids: list[int] | None, vocab: int) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator
 
 from .protocol import ApiError, ChatCompletionRequest, _Request, text_parts_only
+from .request_checks import check_stream_options
 
 log = logging.getLogger("llmcloud.serving")
 
@@ -99,6 +100,12 @@ class FunctionChoice(_Request):
     name: str
 
 
+class ResponseStreamOptions(_Request):
+    # OpenAI's: random padding of stream events against side channels, which this server
+    # does not add (the field is taken, and ignored, as clients send it)
+    include_obfuscation: bool | None = None
+
+
 class ResponsesRequest(_Request):
     """``POST /v1/responses``."""
 
@@ -115,6 +122,7 @@ class ResponsesRequest(_Request):
     text: dict[str, Any] | None = None  # {"format": {"type": "text" | "json_object" |
     #                                      "json_schema", "name", "schema", "strict"}}
     stream: bool | None = False
+    stream_options: ResponseStreamOptions | None = None
     include: list[str] | None = None
     top_logprobs: int | None = None
     store: bool | None = None  # nothing is stored, whatever it says
@@ -154,6 +162,7 @@ def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
         raise ApiError(400, "prompt needs a stored prompt template, and this server stores "
                        "none: send its text as instructions and input items",
                        param="prompt", code="unsupported_value")
+    check_stream_options(request.stream_options, request.stream)
     if request.background:
         raise ApiError(400, "background responses are not supported by this server",
                        param="background", code="unsupported_value")
@@ -169,7 +178,9 @@ def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
             exclude={"type"}, exclude_none=True)} for tool in request.tools]
     if isinstance(request.tool_choice, FunctionChoice):
         body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice.name}}
-    elif request.tool_choice is not None:
+    elif request.tool_choice is not None and (request.tools or request.tool_choice != "auto"):
+        # ("auto" without tools is OpenAI's default, which its responses and this server's
+        # report: clients send it back with no tools)
         body["tool_choice"] = request.tool_choice
     text_format = (request.text or {}).get("format")
     if text_format is not None:

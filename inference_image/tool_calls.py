@@ -87,7 +87,8 @@ class ToolPlan:
 def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | None,
          chat_template: str | None) -> ToolPlan | None:
     """The plan for a request's tools; None when its answers are text only."""
-    if tool_choice is not None and not tools:
+    # ("none" without tools asks for what a request without tools gets, and vLLM takes it)
+    if tool_choice not in (None, "none") and not tools:
         raise ToolChoiceError("tool_choice needs tools")
     if not tools or tool_choice == "none":
         return None
