@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import responses_api, sagemaker, token_utilities
@@ -59,9 +60,12 @@ def _version() -> str:
 
 
 def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               strip_path_prefix: str | None = None) -> FastAPI:
+               strip_path_prefix: str | None = None,
+               allowed_origins: list[str] | None = None) -> FastAPI:
     """The FastAPI app for one server; ``state.serving`` may be filled in after startup.
-    ``strip_path_prefix``: a prefix a proxy in front may add to paths (see path_prefix)."""
+    ``strip_path_prefix``: a prefix a proxy in front may add to paths (see path_prefix).
+    ``allowed_origins``: the origins (or ``*``) whose browser pages may call the server
+    (CORS); none by default."""
     app = FastAPI(title="llmcloud inference server", docs_url=None, redoc_url=None)
     app.state.llmcloud = state
 
@@ -223,7 +227,21 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     app.add_middleware(_RequestCounter, state=state)
     if strip_path_prefix:  # first of all, so the others see the path the routes know
         app.add_middleware(StripPathPrefix, prefix=check_prefix(strip_path_prefix))
+    if allowed_origins:
+        # Outermost: preflights are answered here, before the routes' API key check (a
+        # browser sends none with them), and every answer, a 401 or 413 too, carries the
+        # headers that let the page read it. No credentials: the API key travels in
+        # Authorization, which a page sets itself; cookies are none of this server's.
+        app.add_middleware(CORSMiddleware, allow_origins=allowed_origins,
+                           allow_methods=CORS_METHODS, allow_headers=["*"],
+                           expose_headers=CORS_EXPOSED_HEADERS, allow_credentials=False)
     return app
+
+
+#: the methods the API's routes take (GET and HEAD need no preflight)
+CORS_METHODS = ["GET", "HEAD", "POST", "DELETE"]
+#: response headers a page may read besides the basic ones
+CORS_EXPOSED_HEADERS = ["x-request-id", "retry-after"]
 
 
 def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:

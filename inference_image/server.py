@@ -105,12 +105,16 @@ def run(argv: list[str] | None = None) -> None:
         fail("error: --drain-timeout must be 0 seconds or more")
     from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
-    from .server_options import parse_lora_modules
+    from .server_options import parse_allowed_origins, parse_lora_modules
 
     try:  # a typo here should stop the server now, not after the model has loaded
         parse_lora_modules(args.lora_modules)
     except ValueError as exc:
         fail(f"error: --lora-modules: {exc}")
+    try:
+        allowed_origins = parse_allowed_origins(args.allowed_origins)
+    except ValueError as exc:
+        fail(f"error: --allowed-origins: {exc}")
     try:
         args.override_generation_config = parse_override(args.override_generation_config)
         if args.chat_template is not None:
@@ -130,7 +134,8 @@ def run(argv: list[str] | None = None) -> None:
             fail(f"error: cannot read --api-keys-file: {exc}")
     state = ServerState(api_keys=api_keys)
     app = create_app(state, max_body_bytes=args.max_body_bytes,
-                     strip_path_prefix=args.strip_path_prefix)
+                     strip_path_prefix=args.strip_path_prefix,
+                     allowed_origins=allowed_origins)
     config = uvicorn_config(args, app)
     server = _server_class()(config, state, args)
     server.run()

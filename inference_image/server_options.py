@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "connection and clients see 502s (default: %(default)s)")
     p.add_argument("--api-keys-file", metavar="PATH",
                    help="require `Authorization: Bearer <key>`; one sha256:<hex> line per key")
+    p.add_argument("--allowed-origins", action=_AppendReplacingDefault,
+                   metavar="ORIGIN[,ORIGIN...]",
+                   default=[env["LLMCLOUD_ALLOWED_ORIGINS"]]
+                   if env.get("LLMCLOUD_ALLOWED_ORIGINS", "").strip() else [],
+                   help="answer browsers' cross-origin requests (CORS) from these origins, "
+                        "e.g. https://app.example.com (scheme, host and port, no path), or "
+                        "* for any; comma-separated or repeated (default: none, browsers "
+                        "on other sites cannot call the server)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="where bucket and hub models are downloaded "
                         "(default: $LLMCLOUD_MODEL_CACHE or ~/.cache/llmcloud/models)")
@@ -165,6 +173,59 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text lines, or one JSON object a line with each request's counts "
                         "and timings as fields, for log pipelines (default: %(default)s)")
     return p
+
+
+class _AppendReplacingDefault(argparse.Action):
+    """argparse's ``append``, but the flag's first value replaces the default (from an
+    ``LLMCLOUD_*`` variable) instead of adding to it: a flag wins."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*([] if given is self.default else given), values])
+
+
+def parse_allowed_origins(values: list[str]) -> list[str]:
+    """``--allowed-origins`` values (each one or more origins, comma-separated) as the
+    origins browsers send in ``Origin``: ``scheme://host[:port]`` in lower case, without a
+    scheme's default port, or ``*``. ValueError says which value is wrong."""
+    from urllib.parse import urlsplit
+
+    origins: list[str] = []
+    for value in values:
+        parts = [part.strip() for part in value.split(",")]
+        if not any(parts):
+            raise ValueError(f"expected one or more origins, got {value!r}")
+        for part in filter(None, parts):
+            if part == "*":
+                origins.append(part)
+                continue
+            try:
+                url = urlsplit(part)
+                port = url.port
+            except ValueError:
+                url, port = None, None
+            if "*" in part:
+                raise ValueError(f"an origin has no wildcard but * alone: list each one, "
+                                 f"got {part!r}")
+            if url is None or not url.scheme or not url.hostname:
+                raise ValueError(f"expected an origin such as https://app.example.com, or "
+                                 f"*, got {part!r}")
+            if url.path or url.query or url.fragment or part.endswith(("?", "#")):
+                raise ValueError(f"an origin has no path: {part!r} never matches what a "
+                                 f"browser sends (try {url.scheme}://{url.netloc})")
+            if url.username is not None or url.password is not None:
+                raise ValueError(f"an origin has no user name or password, got {part!r}")
+            scheme, host = url.scheme.lower(), url.hostname  # (urlsplit lowers the host)
+            if ":" in host:
+                host = f"[{host}]"  # an IPv6 address
+            if port is not None and _DEFAULT_PORTS.get(scheme) != port:
+                host = f"{host}:{port}"
+            origins.append(f"{scheme}://{host}")
+    return list(dict.fromkeys(origins))
+
+
+#: the ports a browser leaves out of an origin
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _share(value: str) -> float | None:
