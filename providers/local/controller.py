@@ -39,7 +39,9 @@ from llmcloud.providers.local.procs import start_time
 from llmcloud.providers.local.ratelimit import RateLimiter
 from llmcloud.providers.local.rollout import RolloutFailed, roll, scale
 from llmcloud.providers.local.state import StateError, StateFile
-from llmcloud.providers.local.supervisor import ReplicaSettings, Supervisor
+from llmcloud.providers.local.supervisor import BACKOFF_RESET, ReplicaSettings, Supervisor
+from llmcloud.stacks.config import check_flags
+from llmcloud.stacks.errors import ConfigError
 
 log = logging.getLogger("llmcloud.controller")
 
@@ -63,7 +65,6 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
         command=list(config["command"]), log_dir=log_dir,
         drain_timeout=float(server["drain_timeout_seconds"]),
         max_batch_size=int(server["max_batch_size"]), dtype=server["dtype"],
-        health_interval=float(config.get("health_interval", 0.5)),
         # the gateway enforces the body limit; the runtime must not refuse less than it
         extra_args=["--max-body-bytes", str(config["gateway"]["max_body_kb"] * 1024),
                     # replica logs are plain files nobody rotates: warnings and errors only,
@@ -72,6 +73,25 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
                     *([] if server.get("pack_weights", True) else ["--no-pack-weights"]),
                     *server.get("engine_flags", [])],
     )
+
+
+def supervision(config: dict[str, Any]) -> dict[str, float]:
+    """How the supervisor watches replicas (`LLMCLOUD_LOCAL_HEALTH_INTERVAL`,
+    `LLMCLOUD_LOCAL_BACKOFF_RESET`): applied at once, without new replicas."""
+    return {"health_interval": float(config.get("health_interval", 0.5)),
+            "backoff_reset": float(config.get("backoff_reset", BACKOFF_RESET))}
+
+
+def _check_version(version: str) -> None:
+    # A version names a folder of the store: `../..` named any folder on the machine with a
+    # manifest, which an admin key over HTTP (or the console) could then have replicas load.
+    try:
+        check_flags({"model.version": version})
+    except ConfigError:
+        raise OperationError(
+            f"'{version}' is not a model version",
+            context="a version names one folder of the stack's model store: letters, "
+                    "digits, '.', '_' or '-' (e.g. v7)", kind="config") from None
 
 
 def listener_config(app) -> uvicorn.Config:
@@ -110,12 +130,13 @@ class Controller:
         self.supervisor = Supervisor(
             self.pool, replica_settings(self.config, state_file.logs), self.source_for,
             self.save, first_id=int(state.get("next_replica") or 1),
-            api_keys_file=replica_keys,
+            api_keys_file=replica_keys, **supervision(self.config),
         )
         self.state_error: str | None = None  # why the last write of state.json failed
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._owner_watch: asyncio.Task | None = None
 
     # -- what runs -------------------------------------------------------------------------
 
@@ -154,6 +175,9 @@ class Controller:
                 controller={"pid": os.getpid(), "started": start_time(os.getpid())},
                 endpoint=self.endpoint, replicas=replicas, version=self.version,
                 history=self.history, next_replica=self.supervisor.next_id,
+                # what an `up` converged to: `destroy` waits out its drain timeout,
+                # `promote` reads its model's kind, the console shows its limits
+                config=self.config,
             )
 
         try:
@@ -184,15 +208,17 @@ class Controller:
             "good_versions": self.history,
             "restarts": self.supervisor.restarts,
             "failed_starts": self.supervisor.failures,
+            "restart_backoff_seconds": self.supervisor.backoff,
             "last_failure": self.supervisor.last_failure,
             "controller_pid": os.getpid(),
             "state_error": self.state_error,
         }
 
-    def spawn(self, coro) -> None:
+    def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -242,6 +268,17 @@ class Controller:
                 self.gateway.settings.max_body_bytes = settings.max_body_bytes
                 self.gateway.settings.timeout_seconds = settings.timeout_seconds
                 changed.append("gateway")
+            for name, value in supervision(desired).items():
+                if value != getattr(self.supervisor, name):
+                    setattr(self.supervisor, name, value)
+                    changed.append(name)
+            if desired.get("ready_timeout") != self.config.get("ready_timeout"):
+                changed.append("ready_timeout")  # the operations from now on wait that long
+            if desired.get("owner_pid") != self.config.get("owner_pid"):
+                # the last `up` says which process the stack lives with (or none): kept on
+                # the first one, the stack stopped under a second CI job when the first ended
+                self._watch_owner(desired.get("owner_pid"))
+                changed.append("owner_pid")
             new_settings = replica_settings(desired, self.state_file.logs)
             old_settings = (self.supervisor.settings, self.supervisor.config_id)
 
@@ -274,6 +311,7 @@ class Controller:
                 restore_settings()
                 self.config = {**self.config, "version": previous_config["version"],
                                "model": previous_config["model"]}
+                self.save()
                 if isinstance(exc, OperationError):
                     raise
                 raise OperationError(str(exc), hint="see the replica logs in "
@@ -285,6 +323,7 @@ class Controller:
         """Roll every replica to `version`; on failure, roll back to the previous one."""
         assert self._lock is not None
         async with self._lock:
+            _check_version(version)
             self.source_for(version)  # a version with nothing to load fails here
             previous = self.version
             replaced = await self._roll_or_back(version, progress)
@@ -373,8 +412,7 @@ class Controller:
             self.history.append(self.version)
         self.save()
         self.spawn(self._start_replicas())
-        if self.config.get("owner_pid"):
-            self.spawn(self._stop_with_owner(int(self.config["owner_pid"])))
+        self._watch_owner(self.config.get("owner_pid"))
         self.spawn(self._record_key_use())
         log.info("serving %s with %d replica(s)", self.endpoint, self.supervisor.desired)
         await self._stop.wait()
@@ -420,6 +458,14 @@ class Controller:
             for key_id, when in used.items():  # written down with the next batch
                 self.keys.unsaved_use[key_id] = max(when, self.keys.unsaved_use.get(key_id, 0))
             self._state_unwritable(exc)
+
+    def _watch_owner(self, pid: int | None) -> None:
+        """Stop the stack when process `pid` ends (and no longer with an earlier owner)."""
+        if self._owner_watch is not None:
+            self._owner_watch.cancel()
+            self._owner_watch = None
+        if pid:
+            self._owner_watch = self.spawn(self._stop_with_owner(int(pid)))
 
     async def _stop_with_owner(self, pid: int) -> None:
         # A CI job or a test ties the stack to its own life: when that process is gone

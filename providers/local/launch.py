@@ -17,9 +17,12 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.local import procs
 from llmcloud.providers.local.state import StateFile
 from llmcloud.providers.local.store import ModelStore
+from llmcloud.providers.local.supervisor import BACKOFF_RESET
 from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError, install_hint
 
-CRASH_LOOP = 3  # replicas that die before ever being ready: `up` gives up, not waits
+#: replicas in a row that die before running fine: `up` gives up, not waits, and `status`
+#: says the stack is crash-looping
+CRASH_LOOP = 3
 
 
 class ControllerFailed(DeploymentError):
@@ -117,6 +120,7 @@ def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
         "command": server_command(ctx.environ),
         "ready_timeout": _number(ctx.environ, "LLMCLOUD_LOCAL_READY_TIMEOUT", 600),
         "health_interval": _number(ctx.environ, "LLMCLOUD_LOCAL_HEALTH_INTERVAL", 0.5),
+        "backoff_reset": _number(ctx.environ, "LLMCLOUD_LOCAL_BACKOFF_RESET", BACKOFF_RESET),
         "owner_pid": _owner(ctx.environ),
     }
 
@@ -188,7 +192,8 @@ def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[s
                 if status["failed_starts"] >= CRASH_LOOP:
                     raise ControllerFailed(
                         f"replicas exited {status['failed_starts']} times in a row while "
-                        "starting", context=procs.log_tail(_newest_replica_log(state_file)),
+                        "starting or soon after",
+                        context=procs.log_tail(_newest_replica_log(state_file)),
                         hint=f"see the logs in {state_file.logs}")
             time.sleep(0.1)
     raise ControllerFailed(

@@ -22,6 +22,7 @@ class Replica:
     config_id: str = ""  # the server settings it was started with
     started: int | None = None  # the process's start time, to recognise its pid later
     ready: bool = False  # the last health check said ready
+    ready_at: float | None = None  # when a health check first said ready (monotonic)
     ejected_at: float | None = None  # a connection failed; out until a health check passes
     draining: bool = False  # being retired: no new requests
     in_flight: int = 0

@@ -9,7 +9,10 @@ Settings the spec does not carry are read from the environment:
 `LLMCLOUD_LOCAL_SERVER` (the replica command, default `llmcloud-server`),
 `LLMCLOUD_LOCAL_READY_TIMEOUT` (seconds a new replica may take to be ready, default 600),
 `LLMCLOUD_LOCAL_HEALTH_INTERVAL` (seconds between health checks, default 0.5),
+`LLMCLOUD_LOCAL_BACKOFF_RESET` (seconds a replica must run fine for its exit not to count
+toward the restart backoff, default 600),
 `LLMCLOUD_LOCAL_OWNER_PID` (stop the stack when that process ends: CI jobs, tests).
+An `up` against a running stack applies changes of any of them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.local import procs
 from llmcloud.providers.local.keys import new_key, public
 from llmcloud.providers.local.launch import (
+    CRASH_LOOP,
     desired_config,
     start_controller,
     wait_until_serving,
@@ -307,10 +311,16 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
 
 
 def _trouble(status: dict[str, Any]) -> dict[str, Any]:
-    """What `status` adds when something is wrong: replicas replaced since the start, the
-    last one that exited unasked (its exit code and last log lines), a state file that
-    cannot be written."""
-    found = {"restarts": status.get("restarts"), "last_failure": status.get("last_failure"),
+    """What `status` adds when something is wrong: replicas replaced since the start, a
+    crash loop (replicas that keep exiting before they have run fine, and how long the next
+    restart waits), the last one that exited unasked (its exit code and last log lines), a
+    state file that cannot be written."""
+    exits = status.get("failed_starts") or 0
+    crash_loop = {"exits_in_a_row": exits,
+                  "next_restart_after_seconds": status.get("restart_backoff_seconds")}
+    found = {"restarts": status.get("restarts"),
+             "crash_loop": crash_loop if exits >= CRASH_LOOP else None,
+             "last_failure": status.get("last_failure"),
              "state_error": status.get("state_error")}
     return {k: v for k, v in found.items() if v}
 

@@ -23,6 +23,11 @@ log = logging.getLogger("llmcloud.supervisor")
 
 READMIT_AFTER = 2  # passing health checks before an ejected replica takes traffic again
 MAX_BACKOFF = 30.0
+#: seconds a replica must have been ready for its exit not to count as a crash: as
+#: Kubernetes resets a container's restart backoff once it has run 10 minutes without
+#: problems. A model that loads, serves a while and then dies (its first request, a leak)
+#: is a crash loop too, and restarting it at once, forever, only burns the machine.
+BACKOFF_RESET = 600.0
 
 
 class StartFailed(Exception):
@@ -38,7 +43,6 @@ class ReplicaSettings:
     drain_timeout: float = 60.0
     max_batch_size: int = 16
     dtype: str = "auto"
-    health_interval: float = 0.5
     extra_args: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
@@ -75,6 +79,8 @@ class Supervisor:
         on_change: Callable[[], None],
         first_id: int = 1,
         api_keys_file: Path | None = None,
+        health_interval: float = 0.5,
+        backoff_reset: float = BACKOFF_RESET,
     ):
         self.pool, self.settings = pool, settings
         self.api_keys_file = api_keys_file  # the key the gateway sends (its hash)
@@ -83,7 +89,12 @@ class Supervisor:
         self.config_id = settings.fingerprint()
         self.closed = False
         self.next_id = first_id
+        #: seconds between health checks; seconds a replica must run fine (see
+        #: BACKOFF_RESET). Neither needs new replicas: a changed value applies at once.
+        self.health_interval, self.backoff_reset = health_interval, backoff_reset
+        #: replicas in a row that exited before running fine: the restart backoff grows
         self.failures = 0
+        self._failed_since = 0.0  # when the replicas counted in `failures` began to fail
         self.restarts = 0
         #: the last replica that exited unasked: which, its exit code, its log's last lines
         self.last_failure: dict | None = None
@@ -127,7 +138,7 @@ class Supervisor:
                 why = f"cannot run {args[0]}: {exc}"
                 log_file.write(f"{why}\n".encode())
                 log.error("replica %s: %s", replica_id, why)
-                self.failures += 1
+                self._count(ran_fine=False)
                 self._failed(replica_id, version, None, why)
                 if supervised and not self.closed:
                     self._spawn(self._heal(version))
@@ -195,7 +206,7 @@ class Supervisor:
         code = await process.wait()
         if replica.id in self._stopping or self.closed:
             return
-        was_ready = replica.ready or replica.served > 0
+        ran_fine = self._ran_fine(replica)
         supervised = replica.id not in self._unsupervised
         last_lines = log_tail(self.log_path(replica.id))
         log.warning("replica %s (pid %s) exited with %s: %s", replica.id, replica.pid, code,
@@ -204,8 +215,36 @@ class Supervisor:
         self._forget(replica)
         if not supervised:
             return
-        self.failures = 0 if was_ready else self.failures + 1
+        self._count(ran_fine)
         await self._heal(replica.version)
+
+    def _ran_fine(self, replica: Replica) -> bool:
+        return (replica.ready_at is not None
+                and time.monotonic() - replica.ready_at >= self.backoff_reset)
+
+    def _count(self, ran_fine: bool) -> None:
+        if ran_fine:
+            self.failures = 0
+            return
+        if not self.failures:
+            self._failed_since = time.monotonic()
+        self.failures += 1
+
+    def _recovered(self) -> None:
+        # A replica started after the failures began that has now run fine ends the crash
+        # loop without exiting (as Kubernetes resets a running container's backoff); one
+        # that was running before says nothing about the ones that keep dying.
+        if self.failures and any(r.created >= self._failed_since and self._ran_fine(r)
+                                 for r in self.serving()):
+            log.info("replicas run fine again: restarts are no longer backed off")
+            self.failures = 0
+
+    @property
+    def backoff(self) -> float:
+        """Seconds the next replacement of a replica that exits waits."""
+        if not self.failures:
+            return 0.2
+        return min(MAX_BACKOFF, 0.5 * 2 ** (self.failures - 1))
 
     def log_path(self, replica_id: str) -> Path:
         return self.settings.log_dir / f"replica-{replica_id}.log"
@@ -215,8 +254,7 @@ class Supervisor:
                              "log": why, "at": int(time.time())}
 
     async def _heal(self, version: str) -> None:
-        delay = min(MAX_BACKOFF, 0.5 * 2 ** max(0, self.failures - 1)) if self.failures else 0.2
-        await asyncio.sleep(delay)
+        await asyncio.sleep(self.backoff)
         if self.closed or len(self.serving()) >= self.desired:
             return
         self.restarts += 1
@@ -240,7 +278,8 @@ class Supervisor:
             replicas = [r for r in self.pool if not r.draining]
             if replicas:
                 await asyncio.gather(*(self._check(r) for r in replicas))
-            await asyncio.sleep(self.settings.health_interval)
+            self._recovered()
+            await asyncio.sleep(self.health_interval)
 
     async def _check(self, replica: Replica) -> None:
         try:
@@ -255,6 +294,8 @@ class Supervisor:
                 log.info("readmitted replica %s", replica.id)
                 replica.ejected_at = None
             replica.ready = True
+            if replica.ready_at is None:
+                replica.ready_at = time.monotonic()
         else:
             replica.passes = 0
             replica.ready = False

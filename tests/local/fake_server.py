@@ -4,8 +4,10 @@ It takes the same command line (`--model FOLDER --model-version V --port P --dra
 other flags ignored) and speaks the same HTTP: `/health/live`, `/health/ready` (503 while
 loading or draining), `/v1/completions` and `/v1/chat/completions` (JSON or SSE ending with
 `data: [DONE]`, one token every `interval` seconds), OpenAI-shaped 400s. `fake.json` in the
-model folder sets `load_seconds`, `never_ready`, `interval`. Test hooks: `GET /fake/stats`,
-`POST /fake/close?seconds=S` (stop listening and drop every connection for S seconds).
+model folder sets `load_seconds`, `never_ready`, `interval`, `exit_on_start`,
+`exit_after_ready` (seconds: then exit 1, as a model that dies once serving). Test hooks:
+`GET /fake/stats`, `POST /fake/close?seconds=S` (stop listening and drop every connection
+for S seconds).
 SIGTERM drains: new requests get 503, streams still open after the drain timeout end with
 an error event, then the process exits.
 """
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -210,7 +213,16 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await fake.listen()
+    if fake.config.get("exit_after_ready") is not None:  # a model that dies once serving
+        loop.create_task(exit_later(fake.loaded_at + float(fake.config["exit_after_ready"])))
     await fake.drain_and_exit(stop)
+
+
+async def exit_later(when: float) -> None:
+    await asyncio.sleep(max(0.0, when - time.monotonic()))
+    print("error: CUDA error: an illegal memory access was encountered", file=sys.stderr,
+          flush=True)
+    os._exit(1)
 
 
 if __name__ == "__main__":
