@@ -8,6 +8,7 @@ import typer
 
 from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
+from llmcloud.cli.stack_commands import require_stack_file
 
 
 def create(
@@ -25,6 +26,7 @@ def create(
 
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider)
+    require_stack_file(prov.name, ctx)
     result = prov.keys_create(ctx, name, admin=admin)
     out.result(result)
     if not json:
@@ -37,6 +39,7 @@ def list_keys(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json 
 
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider)
+    require_stack_file(prov.name, ctx)
     out.result({"keys": prov.keys_list(ctx)})
 
 
@@ -51,4 +54,5 @@ def revoke(
 
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider)
+    require_stack_file(prov.name, ctx)
     out.result(prov.keys_revoke(ctx, key_id))

@@ -9,6 +9,7 @@ import typer
 
 from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
+from llmcloud.cli.stack_commands import require_stack_file
 
 
 def promote(
@@ -27,6 +28,7 @@ def promote(
     out = Output.start(json=json)
     check_flags({"model.version": model_version})  # fails before anything runs
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    require_stack_file(prov.name, ctx)
     result = prov.promote(ctx, model_version)
     out.result({"provider": prov.name, "stack": stack, "operation": "promote", **result})
 
@@ -42,6 +44,7 @@ def rollback(
 
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    require_stack_file(prov.name, ctx)
     result = prov.rollback(ctx)
     out.result({"provider": prov.name, "stack": stack, "operation": "rollback", **result})
 

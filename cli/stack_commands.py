@@ -30,7 +30,8 @@ def run_operation(
     prov, ctx = load_stack(
         stack=stack, provider=provider, flags=flags, yes=yes, on_event=progress
     )
-    _require_stack_file(operation, prov.name, ctx)
+    if operation in _ON_A_DEPLOYED_STACK:
+        require_stack_file(prov.name, ctx)
     if confirm is not None and not yes:
         prov.supports(operation)
         _confirm(confirm.format(stack=stack, provider=prov.name), stack, operation)
@@ -44,19 +45,21 @@ def run_operation(
 
 
 #: what acts on a stack already deployed: on a cloud, from its stack file's folder only
+#: (promote, rollback and keys check it too; up and update once they see it deployed)
 _ON_A_DEPLOYED_STACK = frozenset({"destroy", "refresh", "status", "outputs"})
 
 
-def _require_stack_file(operation: str, provider: str, ctx) -> None:
+def require_stack_file(provider: str, ctx) -> None:
     """A cloud stack's commands run in the folder of its stack file: elsewhere (a wrong
     folder, a typo in --stack) the Automation API created an empty stack of that name,
-    and `destroy` destroyed nothing and exited 0. (The local provider's stacks live in the
-    user's home, whatever the folder.)"""
+    and `destroy` destroyed nothing and exited 0, while `promote` and `rollback` deployed
+    the provider's defaults (the spec without its file) over the stack. (The local
+    provider's stacks live in the user's home, whatever the folder.)"""
     from llmcloud.stacks.config import stack_file
     from llmcloud.stacks.errors import ConfigError
 
     path = stack_file(ctx.project_dir, ctx.stack)
-    if operation in _ON_A_DEPLOYED_STACK and provider != "local" and not path.exists():
+    if provider != "local" and not path.exists():
         raise ConfigError(f"there is no {path.name} in {ctx.project_dir}",
                           context=f"the {provider} stack '{ctx.stack}' is managed from the "
                                   "project folder that holds its stack file",

@@ -15,6 +15,7 @@ from llmcloud.stacks.automation import (
     open_stack,
     translate_command_error,
 )
+from llmcloud.stacks.config import NAMESPACE
 from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
@@ -158,14 +159,15 @@ class CloudProvider(Provider):
         if engine.last_update() is None:  # a new stack
             self.refuse_names_of_another_stack(ctx, engine)
         else:
+            refuse_without_stack_file(ctx, operation)
             self.catch_up(ctx, engine)
         engine.set_config(_given(ctx.flags))  # flags become the stack's settings
         return {"outputs": engine.up()}
 
     def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
-        """Bring a deployed stack's file, left behind by a promote or rollback made
-        elsewhere, up to the deployed model version and history, so the update does not
-        roll the servers back to the file's (see `deployed_model.catch_up`)."""
+        """Bring a deployed stack's file, left behind by a promote, rollback or image roll
+        made elsewhere, up to the deployed model version and history and image, so the
+        update does not roll the servers back to the file's (see `deployed_model.catch_up`)."""
         from llmcloud.providers import deployed_model
 
         outputs = engine.outputs()
@@ -173,7 +175,20 @@ class CloudProvider(Provider):
         deployed_model.warn_of_another_version(ctx, outputs)
 
     def preview(self, ctx: StackContext) -> dict[str, Any]:
-        return self._engine(ctx, "preview").preview()
+        """What `up` would change. A stack file left behind the deployed stack is previewed
+        as `up` would catch it up (`deployed_model.preview_values`), with the same warning,
+        but not written: the deployed settings reach the program as `LLMCLOUD_*` variables,
+        which it reads over the stack's config, so a preview changes nothing."""
+        from dataclasses import replace
+
+        from llmcloud.providers import deployed_model
+
+        engine = self._engine(ctx, "preview")
+        caught_up = deployed_model.preview_values(engine, ctx, engine.outputs())
+        if caught_up:
+            # a second engine: the program's environment is fixed when a stack is opened
+            engine = self._engine(replace(ctx, flags={**ctx.flags, **caught_up}), "preview")
+        return engine.preview()
 
     def destroy(self, ctx: StackContext) -> dict[str, Any]:
         return self._engine(ctx, "destroy").destroy()
@@ -276,6 +291,15 @@ class _Engine(PulumiStack):
     def stack_names(self) -> list[str]:
         return self._translated(super().stack_names)
 
+    def images_deployed(self, updates: int = 100) -> set[str]:
+        """The images (`llmcloud:image`) the stack's config named at its last `updates`
+        successful updates: `pulumi stack history` keeps each update's config."""
+        key = f"{NAMESPACE}:image"
+        history = self._translated(lambda: self._stack.history(page_size=updates))
+        return {str(entry.config[key].value) for entry in history or ()
+                if entry.kind == "update" and entry.result == "succeeded"
+                and key in (entry.config or {})}
+
     def _translated(self, read: Callable[[], Any]) -> Any:
         from pulumi import automation as auto
 
@@ -291,6 +315,21 @@ def drain_warning(spec: DeploymentSpec) -> str:
     return (f"server.drain_timeout_seconds ({drain}) is shorter than gateway.timeout_seconds "
             f"({timeout}): a request still running {drain} s after its server began to "
             "drain (a rolling promote, a scale-in) is cut; set the drain to the timeout")
+
+
+def refuse_without_stack_file(ctx: StackContext, operation: str) -> None:
+    """Refuse to update a deployed stack from a folder without its stack file (a wrong
+    folder, a typo in --stack naming another deployed stack): the spec would be the
+    provider's defaults, deployed over every setting the stack runs with."""
+    from llmcloud.stacks.config import stack_file
+
+    path = stack_file(ctx.project_dir, ctx.stack)
+    if not path.exists():
+        raise ConfigError(
+            f"there is no {path.name} in {ctx.project_dir}",
+            context=f"stack '{ctx.stack}' is deployed: without its stack file, {operation} "
+                    "would deploy the provider's defaults over its settings",
+            hint="run this in the folder that holds its stack file, or check --stack")
 
 
 def _given(flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ def checked(monkeypatch):
 
 
 def _ctx(tmp_path: Path, version="v1", history=(), environ=None) -> StackContext:
-    spec = resolve_spec(file_values={"provider": "aws", "model": {
+    # the stack file names the image the stack runs (one that names none is caught up)
+    spec = resolve_spec(file_values={"provider": "aws", "image": OUTPUTS["image"], "model": {
         "name": "m", "version": version, "history": list(history)}}, environ={})
     return StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ=environ or {})
 

@@ -25,7 +25,7 @@ def _in_store(monkeypatch):
 
 def _ctx(tmp_path: Path, version="v1", history=(), environ=None) -> StackContext:
     environ = dict(environ or {})
-    spec = resolve_spec(file_values={"provider": "aws", "model": {
+    spec = resolve_spec(file_values={"provider": "aws", "image": OUTPUTS["image"], "model": {
         "name": "m", "version": version, "history": list(history)}}, environ=environ)
     return StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ=environ)
 

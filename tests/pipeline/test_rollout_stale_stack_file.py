@@ -110,7 +110,8 @@ def aws_stack(monkeypatch, tmp_path: Path):
 
     def serving(outputs, version, history):
         (tmp_path / "Pulumi.prod.yaml").write_text(
-            "config:\n  llmcloud:provider: aws\n  llmcloud:model:\n    name: m\n"
+            f"config:\n  llmcloud:provider: aws\n  llmcloud:image: {OUTPUTS['image']}\n"
+            "  llmcloud:model:\n    name: m\n"
             f"    version: {version}\n    history: {json.dumps(history)}\n")
         opener = FakeStack.opener(stack_outputs=outputs, last=DEPLOYED)
         monkeypatch.setattr(AwsProvider, "stack_opener", opener)

@@ -75,6 +75,7 @@ def test_a_deployed_stack_with_such_a_name_keeps_working(engine, cli):
     deployed = SimpleNamespace(kind="update", result="succeeded", end_time=None,
                                resource_changes={"create": 3})
     opener = engine(last=deployed, other_stacks=["a-b"])
+    Path("Pulumi.a.b.yaml").write_text("config:\n  llmcloud:provider: aws\n")
     result = cli("up", "--provider", "aws", "--stack", "a.b", "--json")
     assert result.exit_code == 0, result.output
     assert [name for name, _ in opener.opened[0].calls] == ["set_all_config", "up"]
