@@ -29,12 +29,15 @@ API_KEY_ENV = "LLMCLOUD_API_KEY"
 
 def check_version_in_store(store_uri: str, name: str, version: str) -> dict[str, Any]:
     """The manifest of `name`/`version` in the store; `DeploymentError` if it is not there."""
-    from llmcloud.inference_image.bucket_stores import bucket_key_prefix, open_store
+    from llmcloud.providers.model_stores import open_writable_store
     from llmcloud.providers.model_upload import MANIFEST, version_uri
 
     where = version_uri(store_uri, name, version)
     try:
-        raw = open_store(where).read_bytes(bucket_key_prefix(where) + MANIFEST)
+        # the store as `model upload` opens it: an az:// one signs in as Pulumi's ARM_*
+        # principal, which the runtime's own store (DefaultAzureCredential) would not
+        store, prefix = open_writable_store(where)
+        raw = store.read_bytes(prefix + MANIFEST)
     except FileNotFoundError:
         raise DeploymentError(
             f"version {version} of {name} is not in the model store",

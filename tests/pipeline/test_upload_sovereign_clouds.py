@@ -102,3 +102,31 @@ def test_the_writer_signs_in_as_the_arm_service_principal_pulumi_uses(credential
     assert secrets == [(("tenant-1", "client-1", "s3cret"),
                         {"authority": "login.chinacloudapi.cn"})]
     assert credentials == []  # no DefaultAzureCredential
+
+
+def test_promote_reads_the_manifest_as_the_arm_service_principal(credentials, monkeypatch):
+    import azure.identity
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from llmcloud.providers.rollout import check_version_in_store
+    from llmcloud.stacks.errors import DeploymentError
+
+    signed_in: list[tuple] = []
+
+    class Secret:
+        def __init__(self, *args, **options):
+            signed_in.append(args)
+
+        def get_token(self, *scopes, **options):
+            raise ClientAuthenticationError("refused in this test")
+
+        get_token_info = get_token
+
+    monkeypatch.setattr(azure.identity, "ClientSecretCredential", Secret)
+    for name, value in {"ARM_CLIENT_ID": "client-1", "ARM_TENANT_ID": "tenant-1",
+                        "ARM_CLIENT_SECRET": "s3cret"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DeploymentError) as refused:
+        check_version_in_store("az://acct/llmcloud/models", "m", "v1")
+    assert refused.value.message.startswith("the model store refused access to az://acct")
+    assert signed_in == [("tenant-1", "client-1", "s3cret")] and credentials == []
