@@ -204,10 +204,28 @@ def console(
         str,
         typer.Option(help="address to listen on; anything but loopback is plain HTTP and warns"),
     ] = "127.0.0.1",
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="the https URL browsers open, when a TLS proxy serves the console: "
+                          "its origin is the console's own, its cookies Secure",
+                     envvar="LLMCLOUD_CONSOLE_PUBLIC_URL"),
+    ] = None,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(help="the proxy's addresses or networks (comma-separated), whose "
+                          "X-Forwarded-For and X-Forwarded-Proto are believed; nobody else's",
+                     envvar="LLMCLOUD_CONSOLE_TRUSTED_PROXIES"),
+    ] = None,
 ) -> None:
     """Serve the management console for the stack (on loopback unless --host says otherwise)."""
+    import dataclasses
+
     from llmcloud.cli.context import load_stack
+    from llmcloud.console.proxy import ProxySettings
 
     Output.start()
+    proxy = ProxySettings.parse(public_url, trusted_proxies)  # bad values fail before loading
     prov, ctx = load_stack(stack=stack, provider=provider)
+    # the provider's `console` takes no proxy arguments: it reads them from the environment
+    ctx = dataclasses.replace(ctx, environ={**ctx.environ, **proxy.environ()})
     prov.console(ctx, port, host=host)

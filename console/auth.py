@@ -13,14 +13,18 @@ those requests need no CSRF token.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import math
 import secrets
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from llmcloud.console.backend import Login, StackBackend
+from llmcloud.console.proxy import ProxySettings
 
 COOKIE = "llmcloud_console"
 LOGIN_COOKIE = "llmcloud_console_login"
@@ -57,8 +61,21 @@ class SessionStore:
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now,
                           "session", credential)
         with self._lock:
+            # the expired ones go now: a session never used again (a closed browser, a
+            # script's form login) was otherwise kept for as long as the console ran
+            for old in [s for s in self._sessions.values() if self._expired(s, now)]:
+                del self._sessions[old.id]
             self._sessions[session.id] = session
         return session
+
+    def __len__(self) -> int:
+        """How many sessions are kept."""
+        with self._lock:
+            return len(self._sessions)
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return (now - session.last_seen > self.idle_seconds
+                or now - session.created > self.max_age_seconds)
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
@@ -68,8 +85,7 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if (now - session.last_seen > self.idle_seconds
-                    or now - session.created > self.max_age_seconds):
+            if self._expired(session, now):
                 del self._sessions[session_id]
                 return None
             session.last_seen = now
@@ -81,26 +97,72 @@ class SessionStore:
 
 
 class LoginThrottle:
-    """At most `attempts` failed logins per `window` seconds, for the whole console: the
-    admin key is long and random, this only makes guessing noisy and slow."""
+    """At most `attempts` failed logins per `window` seconds from each client, for `max_clients`
+    clients at most (the least recently failing are forgotten first, so an attacker with many
+    addresses cannot grow it without bound). The admin key is long and random: this only makes
+    guessing noisy and slow. Per client, not for the whole console, so that somebody sending
+    wrong keys locks out only themselves, never the operator; hence no console-wide ceiling
+    either, which anybody able to reach the login page could fill."""
 
-    def __init__(self, attempts: int = 10, window: float = 60.0):
-        self.attempts, self.window = attempts, window
-        self._failures: list[float] = []
+    def __init__(self, attempts: int = 10, window: float = 60.0, max_clients: int = 10_000):
+        self.attempts, self.window, self.max_clients = attempts, window, max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def retry_after(self) -> float | None:
-        """Seconds to wait before the next attempt, or None when one is allowed now."""
+    def retry_after(self, client: str) -> float | None:
+        """Seconds `client` must wait before its next attempt, or None when it may try now."""
         now = time.monotonic()
         with self._lock:
-            self._failures = [t for t in self._failures if now - t < self.window]
-            if len(self._failures) < self.attempts:
+            failures = self._failures.get(client)
+            if failures is None or len(failures) < self.attempts:
                 return None
-            return self.window - (now - self._failures[0])
+            wait = self.window - (now - failures[0])
+            if wait <= 0:
+                return None
+            return wait
 
-    def failed(self) -> None:
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._failures.append(time.monotonic())
+            failures = self._failures.pop(client, None) or deque(maxlen=self.attempts)
+            failures.append(now)
+            self._failures[client] = failures  # the most recent last
+            self._forget(now)
+
+    def succeeded(self, client: str) -> None:
+        """A right key from `client`: its earlier typos no longer count."""
+        with self._lock:
+            self._failures.pop(client, None)
+
+    def clients(self) -> int:
+        """How many clients it remembers now."""
+        with self._lock:
+            return len(self._failures)
+
+    def _forget(self, now: float) -> None:
+        # Oldest last failure first: those that no longer count (a window ago), then the
+        # least recent beyond the bound; a few steps per failure, however many are kept.
+        while self._failures:
+            client, failures = next(iter(self._failures.items()))
+            if len(self._failures) <= self.max_clients and now - failures[-1] < self.window:
+                break
+            del self._failures[client]
+
+
+def client_of(request: Request) -> str:
+    """Who the throttle counts a request against: its client's address (the browser's, as
+    a trusted proxy forwards it), an IPv6 client by its /64, which one machine usually
+    holds whole."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class AuthError(Exception):
@@ -117,24 +179,30 @@ class AuthError(Exception):
 class Guard:
     """Checks every request; the app's routes depend on `authenticate`."""
 
-    def __init__(self, backend: StackBackend, sessions: SessionStore | None = None):
+    def __init__(self, backend: StackBackend, sessions: SessionStore | None = None,
+                 proxy: ProxySettings | None = None):
         self.backend = backend
         self.sessions = sessions or SessionStore()
         self.throttle = LoginThrottle()
+        #: how browsers reach the console (a TLS proxy's public URL), see `own_origins`
+        self.proxy = proxy or ProxySettings()
 
     def login_hint(self) -> str:
         return (f"open the console's login page and enter the {self.backend.key_label} "
                 f"({self.backend.key_hint})")
 
-    def check_key(self, key: str) -> Login:
-        """The verdict on `key`, counted by the throttle when it is wrong."""
-        wait = self.throttle.retry_after()
+    def check_key(self, key: str, request: Request) -> Login:
+        """The verdict on `key`, counted against the request's client when it is wrong."""
+        client = client_of(request)
+        wait = self.throttle.retry_after(client)
         if wait is not None:
-            raise AuthError(429, f"too many failed logins; try again in {wait:.0f}s",
+            raise AuthError(429, f"too many failed logins; try again in {math.ceil(wait)}s",
                             "wait, then enter the key again", retry_after=wait)
         verdict = self.backend.check_login(key.strip())
-        if verdict is not Login.admin:
-            self.throttle.failed()
+        if verdict is Login.admin:
+            self.throttle.succeeded(client)
+        else:
+            self.throttle.failed(client)
         return verdict
 
     def authenticate(self, request: Request) -> Session:
@@ -143,7 +211,7 @@ class Guard:
         authorization = request.headers.get("authorization", "")
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() == "bearer" and key.strip():
-            verdict = self.check_key(key)
+            verdict = self.check_key(key, request)
             if verdict is Login.admin:
                 now = time.monotonic()
                 return Session("bearer", "", now, now, "bearer")
@@ -177,7 +245,7 @@ def check_csrf(request: Request, expected: str, form_token: str | None = None) -
 def check_origin(request: Request) -> None:
     """Raise 403 when the browser says the request comes from another site."""
     origin = request.headers.get("origin")
-    if origin is not None and origin != own_origin(request):
+    if origin is not None and origin not in own_origins(request):
         raise AuthError(403, "the request came from another site",
                         "use the console's own pages; reload the page and try again")
 
@@ -190,11 +258,26 @@ def cookie_name(request: Request, base: str = COOKIE) -> str:
     return f"{base}_{port}"
 
 
+def _proxy(request: Request) -> ProxySettings:
+    console = getattr(request.app.state, "console", None)
+    return console.guard.proxy if console is not None else ProxySettings()
+
+
 def secure_cookie(request: Request) -> bool:
     """Whether cookies must be `Secure`: when the browser reached the console over HTTPS
-    (a TLS proxy in front of it), so that they never travel in clear."""
-    return request.url.scheme == "https"
+    (a TLS proxy in front of it), so that they never travel in clear. The scheme is the
+    proxy's `X-Forwarded-Proto` only from a trusted proxy; a request for the https public
+    URL's host came through that URL too, whatever the proxy said."""
+    proxy = _proxy(request)
+    return request.url.scheme == "https" or (
+        proxy.public_https and request.headers.get("host", "") in proxy.public_hosts())
 
 
-def own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+def own_origins(request: Request) -> set[str]:
+    """The origins of the console's own pages: the one this request was addressed to (its
+    scheme, from a trusted proxy, and Host), and the public URL's when there is one."""
+    origins = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    public = _proxy(request).public_origin
+    if public:
+        origins.add(public)
+    return origins

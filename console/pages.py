@@ -105,7 +105,7 @@ async def login(request: Request) -> Response:
     check_csrf(request, login_cookie, form.get("csrf"))
     if not hmac.compare_digest(form.get("csrf", "").encode(), login_cookie.encode()):
         raise AuthError(403, "the login form expired", "reload the login page and try again")
-    verdict = console.guard.check_key(form.get("key", ""))
+    verdict = console.guard.check_key(form.get("key", ""), request)
     if verdict is Login.not_admin:
         raise AuthError(403, "that API key is valid but is not an admin key",
                         f"create an admin key with `llmcloud keys create --admin --stack "

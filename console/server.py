@@ -22,11 +22,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from llmcloud.console import api, pages
 from llmcloud.console.auth import AuthError, Guard, SessionStore
 from llmcloud.console.backend import StackBackend, unexpected_error
 from llmcloud.console.metrics_history import MetricsHistory
+from llmcloud.console.proxy import ProxySettings
 from llmcloud.console.render import STATIC, html, wants_fragment
 from llmcloud.console.rollouts import Rollouts
 from llmcloud.stacks.errors import LlmcloudError
@@ -65,11 +67,16 @@ def _replicas(backend: StackBackend) -> list[dict[str, Any]]:
 
 
 def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
-               metrics_interval: float = 2.0, scrape: bool = True) -> FastAPI:
+               metrics_interval: float = 2.0, scrape: bool = True,
+               proxy: ProxySettings | None = None) -> FastAPI:
     """The console for `backend`'s stack. `allowed_hosts` are the Host headers accepted
-    (None: any, for tests); `scrape=False` leaves metrics to explicit `scrape_once()`."""
+    (None: any, for tests); `scrape=False` leaves metrics to explicit `scrape_once()`;
+    `proxy`, the TLS proxy in front of it (its public URL, the addresses trusted to forward
+    the client's address and scheme)."""
+    proxy = proxy or ProxySettings()
     history = MetricsHistory(backend.metrics_sources, interval=metrics_interval)
-    console = Console(backend, Guard(backend), history, Rollouts(lambda: _replicas(backend)))
+    console = Console(backend, Guard(backend, proxy=proxy), history,
+                      Rollouts(lambda: _replicas(backend)))
 
     async def lifespan(app: FastAPI):
         if scrape:
@@ -97,6 +104,12 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
                                            "hint": "open the console at the URL it printed"}},
                                 status_code=421)
         return _secured(request, await call_next(request))
+
+    if proxy.trusted_proxies:
+        # Added last, so it runs first: the client address and scheme every check sees are
+        # the ones the trusted proxy forwarded (its right-most untrusted X-Forwarded-For).
+        app.add_middleware(ProxyHeadersMiddleware,
+                           trusted_hosts=proxy.forwarded_allow_ips())
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> Response:
@@ -174,26 +187,42 @@ def url_host(host: str) -> str:
 
 
 def serve(backend: StackBackend, *, port: int = 8765, host: str = "127.0.0.1",
-          announce=None) -> None:
+          announce=None, proxy: ProxySettings | None = None) -> None:
     """Serve the console for `backend`'s stack until interrupted. A `host` other than
-    loopback is served with a warning: the console is plain HTTP."""
+    loopback is served with a warning: the console is plain HTTP. Behind a TLS proxy,
+    `proxy` names its public URL and the addresses trusted to forward clients' ones."""
     say = announce or (lambda line: print(line, file=sys.stderr, flush=True))
+    proxy = proxy or ProxySettings()
     if not is_loopback(host):
-        say(f"warning: the console listens on {host}, reachable from other machines, over "
-            "plain HTTP: the admin key crosses the network unencrypted. Put it behind TLS "
-            "or use an SSH tunnel to 127.0.0.1 instead.")
+        if proxy.public_https:
+            say(f"warning: the console listens on {host}, reachable from other machines, "
+                "over plain HTTP: make sure only the TLS proxy can reach it.")
+        else:
+            say(f"warning: the console listens on {host}, reachable from other machines, "
+                "over plain HTTP: the admin key crosses the network unencrypted. Put it "
+                "behind TLS (--public-url) or use an SSH tunnel to 127.0.0.1 instead.")
         allowed = None
     else:
-        # the address it listens on too (127.0.0.2, ::1 ...): the URL it prints must work
+        # the address it listens on too (127.0.0.2, ::1 ...): the URL it prints must work;
+        # and the public URL's host, which a proxy on this machine passes on
         allowed = {f"{name}:{port}"
                    for name in ("127.0.0.1", "localhost", "[::1]", url_host(host))}
-    app = create_app(backend, allowed_hosts=allowed)
+        allowed |= proxy.public_hosts()
+    if proxy.public_origin and not proxy.trusted_proxies:
+        say("warning: no --trusted-proxies: every login through the proxy looks like it "
+            "comes from the proxy, so wrong keys sent by anybody pause everybody's logins. "
+            "Name the proxy's address with --trusted-proxies.")
+    app = create_app(backend, allowed_hosts=allowed, proxy=proxy)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else url_host(host)
+    url = f"{proxy.public_origin}/" if proxy.public_origin else f"http://{shown}:{port}/"
     say(f"console for stack '{backend.stack}' ({backend.provider_name}): "
-        f"http://{shown}:{port}/  (Ctrl+C stops it)")
+        f"{url}  (Ctrl+C stops it)")
     say(f"log in with the {backend.key_label}: {backend.key_hint}")
+    # proxy_headers off: the app believes forwarding headers from the trusted proxies only
+    # (uvicorn's default would believe 127.0.0.1's, or $FORWARDED_ALLOW_IPS's, anybody's)
     ConsoleServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                 access_log=False), app.state.console.rollouts, say).run()
+                                 access_log=False, proxy_headers=False),
+                  app.state.console.rollouts, say).run()
 
 
 class ConsoleServer(uvicorn.Server):
@@ -229,6 +258,7 @@ def serve_stack(provider, ctx, port: int = 8765, host: str = "127.0.0.1") -> Non
     """`Provider.console` for any provider: the generic backend (outputs, status, plan), with
     a console access token minted for this run and printed once on the terminal."""
     backend = StackBackend(provider, ctx)
+    proxy = ProxySettings.from_environ(ctx.environ)
     print(f"console access token (this run only): {backend.access_token}", file=sys.stderr,
           flush=True)
-    serve(backend, port=port, host=host)
+    serve(backend, port=port, host=host, proxy=proxy)

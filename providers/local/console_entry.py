@@ -130,10 +130,13 @@ def manifest_status(folder: Path, files: list[dict[str, Any]]) -> str:
 
 
 def serve_console(provider, ctx: StackContext, port: int, host: str = "127.0.0.1") -> None:
-    """Serve the console of the local stack `ctx.stack` until interrupted."""
+    """Serve the console of the local stack `ctx.stack` until interrupted; behind the TLS
+    proxy `ctx.environ` names, if any (`console.proxy`)."""
     from llmcloud.console import require_web_stack
 
     require_web_stack()
+    from llmcloud.console.proxy import ProxySettings
     from llmcloud.console.server import serve
 
-    serve(LocalConsoleBackend(provider, ctx), port=port, host=host)
+    proxy = ProxySettings.from_environ(ctx.environ)
+    serve(LocalConsoleBackend(provider, ctx), port=port, host=host, proxy=proxy)
