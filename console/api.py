@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmcloud.console.auth import Session
-from llmcloud.console.render import respond, wants_fragment
+from llmcloud.console.render import error_slot, html, respond, wants_fragment
 from llmcloud.console.rollouts import RolloutBusy
 from llmcloud.stacks.errors import ConfigError, LlmcloudError, NotSupportedError
 
@@ -170,9 +170,10 @@ def from_llmcloud(exc: LlmcloudError) -> ApiError:
 def error_response(request: Request, exc: ApiError) -> Response:
     document = {"error": {"message": exc.message, "context": exc.context, "hint": exc.hint}}
     if wants_fragment(request):
-        # htmx swaps only 2xx answers by default; an error goes to the page's error slot.
-        return respond(request, document, "fragments/error.html", 200,
-                       headers={"HX-Retarget": "#errors", "HX-Reswap": "innerHTML"})
+        # htmx swaps only 2xx answers by default; an error goes to the error slot of the
+        # page part that failed, which its next success empties.
+        return html("fragments/error.html", 200, {
+            "HX-Retarget": error_slot(request), "HX-Reswap": "innerHTML"}, doc=document)
     return JSONResponse(document, status_code=exc.status)
 
 

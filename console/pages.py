@@ -20,7 +20,7 @@ from llmcloud.console.auth import (
     secure_cookie,
 )
 from llmcloud.console.backend import Login
-from llmcloud.console.render import html
+from llmcloud.console.render import html, swap_in
 from llmcloud.inference_image.api_keys import hash_api_key
 
 router = APIRouter(include_in_schema=False)
@@ -77,10 +77,10 @@ def confirm_rollout(request: Request,
     console = request.app.state.console
     console.guard.authenticate(request)
     if action == "cancel":
-        return Response("", media_type="text/html")
+        return swap_in(request, None)
     models = console.backend.models()
-    return html("fragments/confirm.html", action=action, version=version,
-                serving=models.get("serving"), stack=console.backend.stack)
+    return swap_in(request, "fragments/confirm.html", action=action, version=version,
+                   serving=models.get("serving"), stack=console.backend.stack)
 
 
 @router.get("/login")

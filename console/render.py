@@ -4,6 +4,7 @@ or with the same document rendered as an HTML fragment when htmx asks (`HX-Reque
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,29 @@ def wants_fragment(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+_REGION = re.compile(r"[a-z][a-z0-9-]{0,40}")
+
+
+def error_slot(request: Request) -> str:
+    """The selector of where an htmx request's error shows: the error slot of the page part
+    it updates (`#deployment-error` next to `#deployment`; htmx names that part in
+    `HX-Target`), so that the part's next success can clear it; else the page's `#errors`."""
+    target = request.headers.get("hx-target", "")
+    return f"#{target}-error" if _REGION.fullmatch(target) else "#errors"
+
+
+def swap_in(request: Request, template: str | None, status_code: int = 200,
+             headers: dict[str, str] | None = None, **values: Any) -> HTMLResponse:
+    """`template` (None: nothing) for htmx to swap in, with the page part's error slot
+    emptied out of band: the error an earlier failed refresh showed there is over."""
+    body = environment.get_template(template).render(**values) if template else ""
+    slot = error_slot(request)
+    if slot != "#errors":
+        body += environment.get_template("fragments/error_slot.html").render(slot=slot[1:],
+                                                                            oob=True)
+    return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
 def html(template: str, status_code: int = 200, headers: dict[str, str] | None = None,
          **values: Any) -> HTMLResponse:
     return HTMLResponse(environment.get_template(template).render(**values),
@@ -69,6 +93,6 @@ def respond(request: Request, document: Any, fragment: str, status: int = 200,
     """`document` as JSON, or rendered by `fragment` for htmx."""
     if wants_fragment(request):
         console = request.app.state.console
-        return html(fragment, status, headers, doc=document, stack=console.backend.stack,
-                    **extra)
+        return swap_in(request, fragment, status, headers, doc=document,
+                       stack=console.backend.stack, **extra)
     return JSONResponse(document, status_code=status, headers=headers)
