@@ -2,7 +2,8 @@
 
 Inputs are camelCase, as Pulumi's engine and its mocks see them. One check has no checkov
 counterpart and carries llmcloud's own id: LLMCLOUD_GCP_1 (GPU servers terminate, rather
-than live-migrate, on host maintenance, which GPUs cannot do).
+than live-migrate, on host maintenance, which GPUs cannot do); so does LLMCLOUD_GCP_2 (no
+external forwarding rule serves plain HTTP, but for a redirect to HTTPS).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from llmcloud.policies.core import CheckResult, Resource, resource_check, stack_
 
 BUCKET = "gcp:storage/bucket:Bucket"
 FIREWALL = "gcp:compute/firewall:Firewall"
+FORWARDING_RULES = ("gcp:compute/globalForwardingRule:GlobalForwardingRule",
+                    "gcp:compute/forwardingRule:ForwardingRule")
+HTTP_PROXIES = ("gcp:compute/targetHttpProxy:TargetHttpProxy",
+                "gcp:compute/regionTargetHttpProxy:RegionTargetHttpProxy")
+URL_MAPS = ("gcp:compute/uRLMap:URLMap", "gcp:compute/regionUrlMap:RegionUrlMap")
 VMS = ("gcp:compute/instanceTemplate:InstanceTemplate",
        "gcp:compute/regionInstanceTemplate:RegionInstanceTemplate",
        "gcp:compute/instance:Instance")
@@ -183,3 +189,56 @@ def _no_open_port(port: int):
 
 for _id, _port in (("CKV_GCP_2", 22), ("CKV_GCP_3", 3389), ("CKV_GCP_106", 80)):
     resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", FIREWALL)(_no_open_port(_port))
+
+
+# -- load balancing ----------------------------------------------------------------------
+
+
+def _ref(value: Any) -> str | None:
+    """`collection/name` of a Compute Engine reference, whichever form it takes (an id
+    `projects/p/global/targetHttpProxies/x`, a self link, or a path)."""
+    if not isinstance(value, str) or "/" not in value:
+        return None
+    return "/".join(value.rstrip("/").split("/")[-2:])
+
+
+def _refs(resource: Resource, collection: str) -> set[str]:
+    keys = {_ref(resource.id), _ref(resource.outputs.get("selfLink")),
+            _ref(resource.outputs.get("id"))}
+    name = resource.outputs.get("name") or resource.inputs.get("name")
+    if isinstance(name, str) and name:
+        keys.add(f"{collection}/{name}")
+    return {k for k in keys if k}
+
+
+def _redirects_only(url_map: Mapping[str, Any]) -> bool:
+    """Whether a URL map answers every request with a redirect to HTTPS, reaching nothing."""
+    redirect = url_map.get("defaultUrlRedirect") or {}
+    reaches = ("defaultService", "defaultRouteAction", "hostRules", "pathMatchers")
+    return _true(redirect.get("httpsRedirect")) and not any(url_map.get(k) for k in reaches)
+
+
+@stack_check("LLMCLOUD_GCP_2", "no external forwarding rule serves plain HTTP but a redirect "
+                               "to HTTPS")
+def no_plain_http(resources: list[Resource]) -> list[CheckResult]:
+    proxies = {key: r for r in resources if r.type in HTTP_PROXIES
+               for key in _refs(r, "targetHttpProxies")}
+    url_maps = {key: r for r in resources if r.type in URL_MAPS for key in _refs(r, "urlMaps")}
+    results = []
+    for rule in (r for r in resources if r.type in FORWARDING_RULES):
+        if str(rule.inputs.get("loadBalancingScheme") or "EXTERNAL").startswith("INTERNAL"):
+            continue
+        target = _ref(rule.inputs.get("target")) or ""
+        proxy = proxies.get(target)
+        url_map = url_maps.get(_ref(proxy.inputs.get("urlMap")) or "") if proxy else None
+        if proxy is None and not target.startswith("targetHttpProxies/"):
+            passed, message = True, "not a plain HTTP proxy"
+        elif url_map is not None and _redirects_only(url_map.inputs):
+            passed, message = True, "plain HTTP only redirects to HTTPS"
+        else:
+            passed, message = False, (
+                f"plain HTTP through {proxy.name if proxy else target}, whose URL map does "
+                "more than redirect to HTTPS: API keys and prompts would cross the Internet "
+                "in clear")
+        results.append(CheckResult("LLMCLOUD_GCP_2", rule.name, passed, message))
+    return results

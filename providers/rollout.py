@@ -15,6 +15,7 @@ first (`deployed_model.catch_up`).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -56,27 +57,61 @@ def check_version_in_store(store_uri: str, name: str, version: str) -> dict[str,
     return manifest
 
 
+def models_url(endpoint: str) -> str:
+    """`GET /v1/models` of a stack's `endpoint_url`: OpenAI clients add `/v1` to it (some
+    outputs, and tests, already end with it)."""
+    base = endpoint.rstrip("/")
+    return f"{base if base.endswith('/v1') else base + '/v1'}/models"
+
+
+def endpoint_trust(outputs: Mapping[str, Any]) -> ssl.SSLContext | bool:
+    """What verifies the endpoint's certificate: the certificate the stack outputs as
+    `endpoint_certificate` (GCP without a domain: self-signed for its address), and only
+    it, when there is one; otherwise the usual authorities (True). Never off."""
+    pem = outputs.get("endpoint_certificate")
+    if not pem:
+        return True
+    try:
+        return ssl.create_default_context(cadata=str(pem))
+    except (ssl.SSLError, ValueError) as exc:
+        raise DeploymentError(
+            "the stack's endpoint_certificate output is not a PEM certificate",
+            context=str(exc), hint="llmcloud refresh, then llmcloud up (it puts it back)",
+        ) from None
+
+
 def wait_for_version(
     endpoint: str,
     version: str,
     *,
     headers: Mapping[str, str],
     timeout: float,
+    verify: ssl.SSLContext | bool = True,
     interval: float = 10.0,
     get: Callable[..., Any] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Poll `GET {endpoint}/models` until every answer reports `version` (5 in a row, so a
-    load balancer's mixed answers during the roll count as not done)."""
+    """Poll `GET {endpoint}/v1/models` until every answer reports `version` (5 in a row, so
+    a load balancer's mixed answers during the roll count as not done); the endpoint's
+    certificate is checked against `verify` (see `endpoint_trust`)."""
     import httpx
 
-    get = get or httpx.get
+    with httpx.Client(verify=verify) as client:
+        _wait_for_version(models_url(endpoint), version, headers, timeout, interval,
+                          get or client.get, clock, sleep)
+
+
+def _wait_for_version(url: str, version: str, headers: Mapping[str, str], timeout: float,
+                      interval: float, get: Callable[..., Any], clock: Callable[[], float],
+                      sleep: Callable[[float], None]) -> None:
+    import httpx
+
     deadline = clock() + timeout
     in_a_row, last = 0, "no answer yet"
     while clock() < deadline:
         try:
-            response = get(f"{endpoint.rstrip('/')}/models", timeout=10, headers=dict(headers))
+            response = get(url, timeout=10, headers=dict(headers))
             versions = {m.get("version") for m in response.json().get("data", [])}
             last = f"HTTP {response.status_code}, versions {sorted(map(str, versions))}"
             in_a_row = in_a_row + 1 if response.status_code == 200 and versions == {version} \
@@ -267,5 +302,5 @@ def _verify(provider: Any, ctx: Any, outputs: Mapping[str, Any], version: str,
     if not key or not endpoint:
         return False  # the update's own health checks (instance refresh) still gate it
     wait_for_version(str(endpoint), version, headers=provider.api_key_headers(key),
-                     timeout=timeout)
+                     timeout=timeout, verify=endpoint_trust(outputs))
     return True

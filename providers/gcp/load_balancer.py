@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.gcp.certificate import SelfSignedCertificateArgs, self_signed_certificate
 from llmcloud.providers.gcp.gpu_pool import NAMED_PORT, READY_PATH, rate_capacity
 
 #: v10 of pulumi-gcp changed the backend service's default scheme: say it
@@ -35,19 +36,27 @@ class LoadBalancerArgs:
     timeout_seconds: int
     scaling_signal: str
     scaling_target: float
-    #: a domain gets a Google-managed certificate and HTTPS; without one, HTTP only
+    #: a domain gets a Google-managed certificate; without one, the address gets a
+    #: self-signed certificate (HTTPS either way)
     domain: str | None = None
+    #: the self-signed certificate's Compute Engine `name_prefix` (see `naming.name_prefix`)
+    certificate_prefix: str = "llm-lb-cert-"
+    stack: str = ""
 
 
 class LoadBalancer(pulumi.ComponentResource):
     """Health check, backend service (drains like the server, logs every request, Cloud
-    Armor attached), URL map, target proxy, static address and forwarding rule. With a
-    domain: a managed certificate, a TLS 1.2+ policy and an HTTP-to-HTTPS redirect."""
+    Armor attached), URL map, HTTPS proxy with a TLS 1.2+ policy, static address and a
+    forwarding rule on 443. With a domain: a Google-managed certificate and an HTTP-to-HTTPS
+    redirect on 80. Without one: a self-signed certificate for the address and nothing on
+    80 (a redirect would still receive the API key in clear first)."""
 
     backend_service: gcp.compute.BackendService
     address: gcp.compute.GlobalAddress
     endpoint_url: pulumi.Output[str]
     host: pulumi.Output[str]
+    #: the self-signed certificate's PEM clients trust; None with a domain (publicly trusted)
+    certificate_pem: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: LoadBalancerArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -71,31 +80,39 @@ class LoadBalancer(pulumi.ComponentResource):
         self.address = gcp.compute.GlobalAddress(f"{name}-ip", name=args.name,
                                                  ip_version="IPV4", opts=child)
         if args.domain:
-            proxy, port = self._https(name, args, url_map), "443"
+            certificate: pulumi.Output[str] = gcp.compute.ManagedSslCertificate(
+                f"{name}-cert", name=args.name, managed={"domains": [args.domain]},
+                opts=child).id
+            self.certificate_pem = None
             self.host = pulumi.Output.from_input(args.domain)
             self.endpoint_url = pulumi.Output.from_input(f"https://{args.domain}")
+            self._redirect(name, args)
         else:
-            proxy = gcp.compute.TargetHttpProxy(f"{name}-http", name=args.name,
-                                                url_map=url_map.id, opts=child)
-            port = "80"
+            self_signed = self_signed_certificate(f"{name}-cert", SelfSignedCertificateArgs(
+                address=self.address.address, name_prefix=args.certificate_prefix,
+                stack=args.stack), parent=self)
+            certificate = self_signed.ssl_certificate.id
+            self.certificate_pem = self_signed.pem
             self.host = self.address.address
-            self.endpoint_url = self.address.address.apply(lambda ip: f"http://{ip}")
-        gcp.compute.GlobalForwardingRule(
-            f"{name}-rule", name=args.name, load_balancing_scheme=SCHEME, ip_protocol="TCP",
-            ip_address=self.address.id, port_range=port, target=proxy.id, opts=child)
-        self.register_outputs({"endpoint_url": self.endpoint_url,
-                               "address": self.address.address})
-
-    def _https(self, name: str, args: LoadBalancerArgs,
-               url_map: gcp.compute.URLMap) -> gcp.compute.TargetHttpsProxy:
-        child = pulumi.ResourceOptions(parent=self)
-        certificate = gcp.compute.ManagedSslCertificate(
-            f"{name}-cert", name=args.name, managed={"domains": [args.domain]}, opts=child)
+            self.endpoint_url = self.address.address.apply(lambda ip: f"https://{ip}")
         tls = gcp.compute.SSLPolicy(f"{name}-tls", name=args.name, profile="MODERN",
                                     min_tls_version="TLS_1_2", opts=child)
         proxy = gcp.compute.TargetHttpsProxy(
             f"{name}-https", name=args.name, url_map=url_map.id,
-            ssl_certificates=[certificate.id], ssl_policy=tls.id, opts=child)
+            ssl_certificates=[certificate], ssl_policy=tls.id, opts=child)
+        # delete before replace: a stack deployed before HTTPS without a domain had this
+        # rule on port 80, and a replacement of the same name cannot exist beside it
+        gcp.compute.GlobalForwardingRule(
+            f"{name}-rule", name=args.name, load_balancing_scheme=SCHEME, ip_protocol="TCP",
+            ip_address=self.address.id, port_range="443", target=proxy.id,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
+        self.register_outputs({"endpoint_url": self.endpoint_url,
+                               "address": self.address.address})
+
+    def _redirect(self, name: str, args: LoadBalancerArgs) -> None:
+        """Port 80 answers only with a redirect to HTTPS (the domain case: browsers and
+        people type the bare name)."""
+        child = pulumi.ResourceOptions(parent=self)
         redirect = gcp.compute.URLMap(
             f"{name}-redirect", name=f"{args.name}-redirect",
             default_url_redirect={"https_redirect": True, "strip_query": False,
@@ -107,4 +124,3 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-redirect-rule", name=f"{args.name}-redirect",
             load_balancing_scheme=SCHEME, ip_protocol="TCP", ip_address=self.address.id,
             port_range="80", target=http.id, opts=child)
-        return proxy

@@ -84,7 +84,9 @@ class MonitoringArgs:
     backend_service: str
     instance_group: str
     host: pulumi.Input[str]
-    https: bool
+    #: whether the endpoint's certificate is one the checkers can validate (a domain's
+    #: Google-managed one); a self-signed one for the address is used for TLS, unvalidated
+    validate_ssl: bool
     timeout_seconds: int
     in_flight_metric: str
     labels: dict[str, str] = field(default_factory=dict)
@@ -116,8 +118,8 @@ class Monitoring(pulumi.ComponentResource):
             self.uptime_check = gcp.monitoring.UptimeCheckConfig(
                 f"{name}-uptime", display_name=f"{args.name} answering", project=args.project,
                 timeout="10s", period="60s",
-                http_check={"path": UPTIME_PATH, "port": 443 if args.https else 80,
-                            "use_ssl": args.https, "validate_ssl": args.https,
+                http_check={"path": UPTIME_PATH, "port": 443, "use_ssl": True,
+                            "validate_ssl": args.validate_ssl,
                             "accepted_response_status_codes": [{"status_value": 401}]},
                 monitored_resource={"type": "uptime_url",
                                     "labels": {"host": args.host, "project_id": args.project}},

@@ -46,9 +46,9 @@ class GcpProvider(CloudProvider):
 
     name = "gcp"
     extra = "gcp"
-    # plan needs only pulumi-gcp; model upload, keys and promote's watch load the Google
-    # clients they use when they run
-    sdk_modules = ("pulumi_gcp",)
+    # plan needs pulumi-gcp and pulumi-tls (the self-signed certificate without a domain);
+    # model upload, keys and promote's watch load the Google clients they use when they run
+    sdk_modules = ("pulumi_gcp", "pulumi_tls")
     display_name = "GCP"
     registry_label = "Artifact Registry"
     mock_answers = mocks

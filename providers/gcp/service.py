@@ -38,8 +38,20 @@ DEFAULT_MACHINE_TYPE = "g2-standard-8"
 #: the digest `plan` and `preview` show while no image has been pushed (all zeros: no image
 #: can have it, so nothing can run from it by mistake)
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
-HTTP_WARNING = ("gateway.domain is not set: the endpoint serves plain HTTP, so API keys and "
-                "prompts cross the Internet unencrypted; set gateway.domain for HTTPS")
+SELF_SIGNED_WARNING = (
+    "gateway.domain is not set: the endpoint serves HTTPS with a self-signed certificate for "
+    "its address (output endpoint_certificate), which clients must be told to trust; set "
+    "gateway.domain for a Google-managed certificate every client trusts")
+
+
+def trust_hint(stack: str) -> str:
+    """How a client trusts the self-signed endpoint (the `endpoint_trust` output)."""
+    save = (f"llmcloud outputs --provider gcp --stack {stack} --json "
+            "| jq -r .outputs.endpoint_certificate > endpoint.pem")
+    return (f"self-signed: save it with `{save}`, then `curl --cacert endpoint.pem`, "
+            "OpenAI(..., http_client=httpx.Client(verify=ssl.create_default_context("
+            "cafile='endpoint.pem'))), or SSL_CERT_FILE=endpoint.pem; a renewal (an `up` in "
+            "its last 30 days) changes it")
 
 
 @dataclass(frozen=True)
@@ -152,15 +164,16 @@ class GcpService(pulumi.ComponentResource):
             drain_timeout_seconds=spec.server.drain_timeout_seconds,
             timeout_seconds=spec.gateway.timeout_seconds,
             scaling_signal=spec.autoscaling.signal, scaling_target=target,
-            domain=spec.gateway.domain), opts=child)
+            domain=spec.gateway.domain,
+            certificate_prefix=naming.name_prefix(stack, "lb-cert"), stack=stack), opts=child)
         monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             name=name, project=project, backend_service=naming.resource_name(stack, "lb"),
             instance_group=naming.resource_name(stack, "gpu"), host=balancer.host,
-            https=bool(spec.gateway.domain), timeout_seconds=spec.gateway.timeout_seconds,
+            validate_ssl=bool(spec.gateway.domain), timeout_seconds=spec.gateway.timeout_seconds,
             in_flight_metric=IN_FLIGHT_METRIC, labels=labels,
             reachable_from_anywhere="0.0.0.0/0" in spec.network.allowed_cidrs), opts=child)
         if not spec.gateway.domain:
-            pulumi.log.warn(HTTP_WARNING, resource=self)
+            pulumi.log.warn(SELF_SIGNED_WARNING, resource=self)
 
         self.outputs = {
             "endpoint_url": balancer.endpoint_url,
@@ -176,6 +189,9 @@ class GcpService(pulumi.ComponentResource):
             "model_history": list(spec.model.history),
             "image": image,
         }
+        if balancer.certificate_pem is not None:
+            self.outputs["endpoint_certificate"] = balancer.certificate_pem
+            self.outputs["endpoint_trust"] = trust_hint(stack)
         if not spec.image:
             # `plan` and `preview`: the whole service, with a placeholder digest (a real
             # update declares only the registry and the store: see first_up)

@@ -13,9 +13,12 @@ from tests.providers.gcp.helpers import declared
 TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
 BUCKET = "gcp:storage/bucket:Bucket"
 FIREWALL = "gcp:compute/firewall:Firewall"
+RULE = "gcp:compute/globalForwardingRule:GlobalForwardingRule"
+HTTP_PROXY = "gcp:compute/targetHttpProxy:TargetHttpProxy"
+URL_MAP = "gcp:compute/uRLMap:URLMap"
 EXPECTED = {"CKV_GCP_29", "CKV_GCP_114", "CKV_GCP_78", "CKV_GCP_62", "CKV_GCP_39",
             "CKV_GCP_40", "CKV_GCP_30", "CKV_GCP_31", "CKV_GCP_32", "CKV_GCP_35", "CKV_GCP_2",
-            "CKV_GCP_3", "CKV_GCP_106", "LLMCLOUD_GCP_1"}
+            "CKV_GCP_3", "CKV_GCP_106", "LLMCLOUD_GCP_1", "LLMCLOUD_GCP_2"}
 DEFAULT_SA = "123456789012-compute@developer.gserviceaccount.com"
 
 
@@ -106,3 +109,48 @@ def test_gpu_check_ignores_cpu_machines():
                                           "scheduling": {"onHostMaintenance": "MIGRATE"}}) is None
     assert gpu_terminates_on_maintenance({"machineType": "n1-standard-8",
                                           "guestAccelerators": [{"count": 1}]}) is not None
+
+
+def _failed(resources: list[Resource]) -> set[tuple[str, str]]:
+    return {(r.id, r.resource) for r in run_checks(resources) if not r.passed}
+
+
+def test_a_domain_stack_passes_every_gcp_check_its_redirect_included():
+    resources, _ = declared(gateway={"domain": "llm.example.com"})
+    results = [r for r in run_checks(resources) if r.id == "LLMCLOUD_GCP_2"]
+    assert {(r.resource, r.passed) for r in results} == {
+        ("llm-dev-lb-rule", True), ("llm-dev-lb-redirect-rule", True)}
+    assert _failed(resources) == set()
+
+
+def test_plain_http_to_the_servers_fails_its_check():
+    # what a stack without a domain was: the API's URL map behind an HTTP proxy on port 80
+    resources, _ = declared()
+    rule = next(r for r in resources if r.type == RULE)
+    api_map = next(r for r in resources if r.type == URL_MAP)
+    proxy = Resource(HTTP_PROXY, "llm-dev-lb-http", {"name": "llm-dev-lb",
+                                                      "urlMap": api_map.id},
+                     id="projects/p/global/targetHttpProxies/llm-dev-lb")
+    plain = replace(rule, inputs={**rule.inputs, "portRange": "80", "target": proxy.id})
+    changed = [plain if r is rule else r for r in resources] + [proxy]
+    assert _failed(changed) == {("LLMCLOUD_GCP_2", rule.name)}
+
+
+def test_a_redirect_map_that_also_reaches_the_servers_fails_its_check():
+    resources, _ = declared(gateway={"domain": "llm.example.com"})
+    redirect = next(r for r in resources if r.type == URL_MAP and "redirect" in r.name)
+    backend = next(r for r in resources if r.type == URL_MAP and r is not redirect)
+    for extra in ({"defaultService": backend.inputs["defaultService"]},
+                  {"pathMatchers": [{"name": "api", "defaultService": "x"}]}):
+        serving = replace(redirect, inputs={**redirect.inputs, **extra})
+        changed = [serving if r is redirect else r for r in resources]
+        assert _failed(changed) == {("LLMCLOUD_GCP_2", "llm-dev-lb-redirect-rule")}
+
+
+def test_an_http_proxy_the_stack_does_not_declare_fails_its_check():
+    resources, _ = declared()
+    rule = next(r for r in resources if r.type == RULE)
+    elsewhere = replace(rule, inputs={**rule.inputs, "target": "https://www.googleapis.com/"
+                                      "compute/v1/projects/p/global/targetHttpProxies/old"})
+    assert _failed([elsewhere if r is rule else r for r in resources]) == {
+        ("LLMCLOUD_GCP_2", rule.name)}

@@ -18,6 +18,10 @@ URL_MAP = "gcp:compute/uRLMap:URLMap"
 RULE = "gcp:compute/globalForwardingRule:GlobalForwardingRule"
 HTTP_PROXY = "gcp:compute/targetHttpProxy:TargetHttpProxy"
 HTTPS_PROXY = "gcp:compute/targetHttpsProxy:TargetHttpsProxy"
+SSL_POLICY = "gcp:compute/sSLPolicy:SSLPolicy"
+SSL_CERTIFICATE = "gcp:compute/sSLCertificate:SSLCertificate"
+PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+SELF_SIGNED = "tls:index/selfSignedCert:SelfSignedCert"
 ARMOR = "gcp:compute/securityPolicy:SecurityPolicy"
 BUCKET = "gcp:storage/bucket:Bucket"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
@@ -41,7 +45,7 @@ def test_every_layer_and_output_is_declared():
             "gcp:compute/routerNat:RouterNat"} <= types
     assert len(of_type(resources, "gcp:monitoring/alertPolicy:AlertPolicy")) == 4
     assert outputs["model_store_uri"] == f"gs://{outputs['bucket']}/models"
-    assert outputs["endpoint_url"] == "http://203.0.113.10"
+    assert outputs["endpoint_url"] == "https://203.0.113.10"
     assert outputs["image"].endswith("@sha256:" + "0" * 64) and outputs["image_placeholder"]
     assert outputs["image"].startswith(outputs["registry_url"])
 
@@ -107,8 +111,9 @@ def test_the_backend_service_serves_the_group_behind_cloud_armor():
     assert one(resources, URL_MAP).inputs["defaultService"] == backend.id
     rule = one(resources, RULE)
     assert rule.inputs["loadBalancingScheme"] == "EXTERNAL_MANAGED"
-    assert rule.inputs["target"] == one(resources, HTTP_PROXY).id
-    assert rule.inputs["portRange"] == "80"
+    assert rule.inputs["target"] == one(resources, HTTPS_PROXY).id
+    assert rule.inputs["portRange"] == "443"
+    assert one(resources, HTTPS_PROXY).inputs["urlMap"] == one(resources, URL_MAP).id
 
 
 def test_only_the_service_account_reads_the_bucket():
@@ -249,7 +254,68 @@ def test_a_domain_gets_https_with_a_managed_certificate_and_a_redirect():
     assert rules["80"].inputs["target"] == one(resources, HTTP_PROXY).id
     uptime = one(resources, "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
     assert uptime.inputs["httpCheck"]["useSsl"] is True
+    assert uptime.inputs["httpCheck"]["validateSsl"] is True
     assert uptime.inputs["monitoredResource"]["labels"]["host"] == "llm.example.com"
+    # a publicly trusted certificate: none of the stack's own
+    assert not of_type(resources, SELF_SIGNED) and not of_type(resources, SSL_CERTIFICATE)
+    assert "endpoint_certificate" not in outputs
+
+
+def test_without_a_domain_only_https_with_a_self_signed_certificate_for_the_address():
+    resources, outputs = declared()
+    assert outputs["endpoint_url"] == "https://203.0.113.10"
+    key, cert = one(resources, PRIVATE_KEY), one(resources, SELF_SIGNED)
+    # Compute Engine takes RSA-2048 or ECDSA P-256 keys
+    assert (key.inputs["algorithm"], key.inputs["ecdsaCurve"]) == ("ECDSA", "P256")
+    # the key is a secret wherever it goes (encrypted in the state, never shown)
+    assert secret(cert.inputs["privateKeyPem"]) == key.outputs["privateKeyPem"]
+    assert cert.inputs["ipAddresses"] == ["203.0.113.10"]
+    assert "server_auth" in cert.inputs["allowedUses"]
+    # a year, renewed by an `up` in its last month
+    assert cert.inputs["validityPeriodHours"] == 8760
+    assert 0 < cert.inputs["earlyRenewalHours"] < cert.inputs["validityPeriodHours"]
+    uploaded = one(resources, SSL_CERTIFICATE)
+    # (pulumi-gcp keeps the certificate secret too: its field is marked sensitive)
+    assert secret(uploaded.inputs["certificate"]) == cert.outputs["certPem"]
+    assert secret(uploaded.inputs["privateKey"]) == key.outputs["privateKeyPem"]
+    # a renewal is a new certificate (a new name from the prefix) before the old goes
+    assert "name" not in uploaded.inputs
+    assert uploaded.inputs["namePrefix"] == "llm-dev-lb-cert-"
+    proxy, policy = one(resources, HTTPS_PROXY), one(resources, SSL_POLICY)
+    assert proxy.inputs["sslCertificates"] == [uploaded.id]
+    assert proxy.inputs["sslPolicy"] == policy.id
+    assert (policy.inputs["profile"], policy.inputs["minTlsVersion"]) == ("MODERN", "TLS_1_2")
+    # nothing on port 80: a redirect would still receive the API key in clear first
+    (rule,) = of_type(resources, RULE)
+    assert (rule.inputs["portRange"], rule.inputs["target"]) == ("443", proxy.id)
+    assert not of_type(resources, HTTP_PROXY)
+    # clients trust the certificate by its PEM (public); the key is not an output
+    assert outputs["endpoint_certificate"] == cert.outputs["certPem"]
+    assert outputs["endpoint_certificate"].startswith("-----BEGIN CERTIFICATE-----\n")
+    assert "endpoint.pem" in outputs["endpoint_trust"]
+    assert not [v for v in outputs.values() if "PRIVATE KEY" in str(v)]
+    assert {r.layer for r in (key, cert, uploaded)} == {"load_balancer"}
+    # Google's checkers speak TLS to it, and cannot validate a self-signed certificate
+    uptime = one(resources, "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")
+    assert uptime.inputs["httpCheck"]["useSsl"] is True
+    assert uptime.inputs["httpCheck"]["validateSsl"] is False
+    assert uptime.inputs["httpCheck"]["port"] == 443
+    assert uptime.inputs["monitoredResource"]["labels"]["host"] == "203.0.113.10"
+
+
+def secret(value):
+    """The value of a Pulumi secret, as the mocks saw it (fails for a plain value)."""
+    from pulumi.runtime import rpc
+
+    assert isinstance(value, dict) and value[rpc._special_sig_key] == rpc._special_secret_sig
+    return value["value"]
+
+
+def test_the_certificate_prefix_leaves_room_for_the_generated_suffix():
+    resources, _ = declared("a-very-long-stack-name-for-a-team-with-many-stacks")
+    prefix = one(resources, SSL_CERTIFICATE).inputs["namePrefix"]
+    # longer than 37 characters, GCP shortens the suffix and collisions become likely
+    assert len(prefix) <= 37 and prefix.endswith("-") and prefix[0].isalpha()
 
 
 def test_the_uptime_check_asks_what_the_edge_lets_through():
