@@ -139,3 +139,15 @@ def test_plans_in_threads_leave_the_process_as_they_found_it():
     assert all(all(c["passed"] for c in d["checks"]) for d in docs)
     assert len({json.dumps(d["resources"], sort_keys=True) for d in docs}) == 1
     assert resource._get_stack_trace is trace and gc.isenabled()
+
+
+def test_secrets_show_as_pulumi_shows_them():
+    # the GCP stack's self-signed certificate: its key is a secret (made up by the mocks
+    # here, but a plan must not print secrets, nor Pulumi's wrapper around them)
+    from llmcloud.stacks.config import resolve_spec
+
+    doc = run_plan(resolve_spec(file_values={"provider": "gcp"}, environ={}), "ci")
+    (certificate,) = [r for r in doc["resources"]
+                      if r["type"] == "tls:index/selfSignedCert:SelfSignedCert"]
+    assert certificate["inputs"]["privateKeyPem"] == "[secret]"
+    assert "4dabf18193072939515e22adb298388d" not in json.dumps(doc)
