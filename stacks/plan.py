@@ -42,13 +42,10 @@ SECRET = "[secret]"
 
 
 def json_safe(value: Any) -> Any:
-    """A mock-seen input value as plain JSON (unknowns, assets, resources and secrets
-    named)."""
+    """A mock-seen input value as plain JSON (unknowns, assets and resources named)."""
     from pulumi import Archive, Asset
     from pulumi.runtime import rpc
 
-    if isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-        return SECRET  # as `pulumi preview` shows one (the mocks' values are made up anyway)
     if isinstance(value, dict):  # keys sorted: the mocks see them in thread-timing order
         return {str(k): json_safe(v) for k, v in sorted(value.items(), key=lambda i: str(i[0]))}
     if isinstance(value, (list, tuple)):
@@ -60,6 +57,20 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (Asset, Archive)):
         return f"<{type(value).__name__}>"
     return str(value)
+
+
+def redacted(value: Any) -> Any:
+    """A `json_safe` value with its secrets shown as `pulumi preview` shows them (the checks
+    read the values themselves: a secret in user data is still found)."""
+    from pulumi.runtime import rpc
+
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return SECRET
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
 
 
 class _Recorder:
@@ -221,11 +232,11 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
         "provider": spec.provider,
         "stack": stack,
         "resources": [{"type": r.type, "name": r.name, "layer": r.layer,
-                       "inputs": dict(r.inputs)} for r in resources],
+                       "inputs": redacted(dict(r.inputs))} for r in resources],
         "checks": [result.to_dict() for result in run_checks(resources)],
         "cost": cost,
         "budget": budget_status(cost, spec.budget.max_hourly_usd),
-        "outputs": outputs,
+        "outputs": redacted(outputs),
     }
 
 
