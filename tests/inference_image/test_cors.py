@@ -130,6 +130,9 @@ def test_origins_from_flags_and_the_environment_reach_the_app(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr(router, "create_app", create_app)
+    # (run() tunes OpenMP in os.environ before create_app: not in this test process, whose
+    # later subprocesses, the local provider's replicas, would inherit it)
+    monkeypatch.setattr(server, "set_cpu_waits", lambda environ: None)
     monkeypatch.setenv("LLMCLOUD_ALLOWED_ORIGINS", "https://from-env.example")
     for argv in ([], ["--allowed-origins", "https://App.example.com:443,http://localhost:3000",
                       "--allowed-origins", "*"]):
