@@ -93,6 +93,7 @@ def push(
     """Push the image and print its digest (stacks deploy by digest, never by a tag)."""
     from llmcloud.cli.context import load_stack
     from llmcloud.providers import image_builder as ib
+    from llmcloud.stacks.automation import MissingStackError
 
     out = Output.start(json=json)
     password = _password(password_stdin)
@@ -101,7 +102,11 @@ def push(
     if registry is None and not ib.names_registry(local):
         prov, ctx = load_stack(stack=stack, provider=provider)
         prov.supports("image_push")
-        registry = prov.outputs(ctx)["outputs"].get("registry_url")
+        try:
+            registry = prov.outputs(ctx)["outputs"].get("registry_url")
+        except MissingStackError as exc:  # its registry is made by its first `up`
+            exc.hint = f"{exc.hint}; or push to a registry you name with --registry"
+            raise
         if not registry:
             raise ConfigError(
                 f"stack '{ctx.stack}' has no registry yet",

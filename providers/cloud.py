@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.naming import base_name, names_its_own, slug
 from llmcloud.stacks.automation import (
+    MissingStackError,
     PulumiStack,
-    StackLike,
+    StackOpener,
     open_stack,
     translate_command_error,
 )
 from llmcloud.stacks.config import NAMESPACE
 from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
+
+#: the operations that may create their stack; every other one selects an existing stack
+CREATES_A_STACK = frozenset({"up", "update", "preview"})
 
 
 class CloudProvider(Provider):
@@ -32,7 +35,7 @@ class CloudProvider(Provider):
     mock_answers: ClassVar[Any] = None
     default_region: ClassVar[str] = ""
     #: replaced by tests with a fake that records what the engine was asked
-    stack_opener: Callable[[Path, str, Mapping[str, str]], StackLike] = staticmethod(open_stack)
+    stack_opener: StackOpener = staticmethod(open_stack)
 
     def mock_invoke(self, token: str, args: Mapping[str, Any], *,
                     region: str | None = None) -> dict[str, Any]:
@@ -60,14 +63,20 @@ class CloudProvider(Provider):
                 context="cloud stacks run the Pulumi project in the current directory",
                 hint=f"llmcloud init --provider {self.name} --stack {ctx.stack}",
             )
-        engine = _Engine(
-            ctx.project_dir,
-            ctx.stack,
-            ctx.environ,
-            opener=type(self).stack_opener,
-            on_event=ctx.on_event,
-            flags=ctx.flags,
-        )
+        try:
+            engine = _Engine(
+                ctx.project_dir,
+                ctx.stack,
+                ctx.environ,
+                opener=type(self).stack_opener,
+                on_event=ctx.on_event,
+                flags=ctx.flags,
+                create=operation in CREATES_A_STACK,
+            )
+        except MissingStackError as exc:
+            exc.hint = (f"llmcloud up --provider {self.name} --stack {ctx.stack} creates it; "
+                        "or check --stack (pulumi stack ls lists this project's stacks)")
+            raise
         self.require_sdk()
         if operation != "outputs":
             self.check_credentials(ctx.environ)
@@ -267,7 +276,11 @@ class CloudProvider(Provider):
 
     def model_store_uri(self, ctx: StackContext) -> str:
         self.supports("model_upload")
-        uri = self._engine(ctx, "outputs").outputs().get("model_store_uri")
+        try:
+            uri = self._engine(ctx, "outputs").outputs().get("model_store_uri")
+        except MissingStackError as exc:
+            exc.hint = f"{exc.hint}; or upload to a store you name with --to URI"
+            raise
         if not uri:
             raise DeploymentError(
                 f"stack '{ctx.stack}' has no model store yet",

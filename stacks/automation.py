@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from llmcloud.stacks.config import ENV_PREFIX, NAMESPACE, flags_to_env
 from llmcloud.stacks.errors import (
+    ConfigError,
     CredentialsError,
     DeploymentError,
     LlmcloudError,
@@ -52,13 +53,19 @@ def workspace_env(
     return env
 
 
-def open_stack(project_dir: Path, stack: str, env: Mapping[str, str]) -> StackLike:
-    """Create or select `stack` of the Pulumi project in `project_dir`."""
+def open_stack(project_dir: Path, stack: str, env: Mapping[str, str],
+               create: bool = False) -> StackLike:
+    """Open `stack` of the Pulumi project in `project_dir`: create it when missing only if
+    `create` (the operations that deploy it); else select it, and a missing stack raises
+    the Automation API's `StackNotFoundError` (`PulumiStack` turns it into
+    `MissingStackError`). A typo in --stack made an empty stack of that name in the user's
+    backend for every command, even one that only reads a deployed stack."""
     from pulumi import automation as auto
 
+    open_it = auto.create_or_select_stack if create else auto.select_stack
     try:
         options = auto.LocalWorkspaceOptions(work_dir=str(project_dir), env_vars=dict(env))
-        return auto.create_or_select_stack(stack, work_dir=str(project_dir), opts=options)
+        return open_it(stack, work_dir=str(project_dir), opts=options)
     except FileNotFoundError as exc:
         raise MissingToolError(
             "the pulumi CLI is not installed",
@@ -72,8 +79,33 @@ def open_stack(project_dir: Path, stack: str, env: Mapping[str, str]) -> StackLi
             context=str(exc),
             hint=f"update the Pulumi CLI: {PULUMI_INSTALL_HINT.split(': ', 1)[1]}",
         ) from None
-    except auto.errors.CommandError as exc:
-        raise translate_command_error(exc, stack) from None
+
+
+#: what `PulumiStack` calls to open a stack: `open_stack`, or a test's fake
+StackOpener = Callable[[Path, str, Mapping[str, str], bool], StackLike]
+
+
+class MissingStackError(ConfigError):
+    """The stack does not exist in the backend, and the operation does not create one."""
+
+    def __init__(self, stack: str, environ: Mapping[str, str] | None = None):
+        backend = _backend_url(environ or {})
+        where = (f"the backend is {backend} (PULUMI_BACKEND_URL)" if backend else
+                 "the backend is the one `pulumi login` chose (pulumi whoami --verbose)")
+        super().__init__(
+            f"stack '{stack}' does not exist in this project's Pulumi backend",
+            context=f"{where}; a stack is created by its first llmcloud up, never by a "
+                    "command that reads or changes a deployed one",
+            hint=f"llmcloud up --stack {stack} creates it; or check --stack (pulumi stack "
+                 "ls lists this project's stacks)")
+        self.stack = stack
+
+
+def _backend_url(environ: Mapping[str, str]) -> str | None:
+    """PULUMI_BACKEND_URL without a user or password (a postgres:// backend's URL can
+    carry them)."""
+    url = environ.get("PULUMI_BACKEND_URL", "").strip()
+    return re.sub(r"//[^/@]*@", "//", url) or None
 
 
 def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
@@ -81,6 +113,8 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
     from pulumi import automation as auto
 
     text = str(exc)
+    if isinstance(exc, auto.errors.StackNotFoundError):
+        return MissingStackError(stack)
     if isinstance(exc, auto.ConcurrentUpdateError):
         return DeploymentError(
             f"another update of stack '{stack}' is in progress",
@@ -156,13 +190,23 @@ class PulumiStack:
         stack: str,
         environ: Mapping[str, str],
         *,
-        opener: Callable[[Path, str, Mapping[str, str]], StackLike] = open_stack,
+        opener: StackOpener = open_stack,
         on_event: Callable[[Any], None] | None = None,
         flags: Mapping[str, Any] | None = None,
+        create: bool = False,
     ):
+        """Open `stack`; only with `create` (up, update, preview) is a missing one created,
+        else it is `MissingStackError` (exit 2)."""
+        from pulumi import automation as auto
+
         self.stack_name = stack
         self.on_event = on_event
-        self._stack = opener(project_dir, stack, workspace_env(environ, flags))
+        try:
+            self._stack = opener(project_dir, stack, workspace_env(environ, flags), create)
+        except auto.errors.StackNotFoundError:
+            raise MissingStackError(stack, environ) from None
+        except auto.errors.CommandError as exc:
+            raise translate_command_error(exc, stack) from None
 
     def _run(self, operation: str, **kwargs: Any) -> Any:
         from pulumi import automation as auto

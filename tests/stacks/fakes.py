@@ -31,16 +31,33 @@ class FakeStack:
             list_stacks=lambda: [SimpleNamespace(name=name) for name in names])
 
     @classmethod
-    def opener(cls, **attrs: Any):
-        """An `open_stack` replacement; the stacks it opens are in `opener.opened`."""
-        opened: list[FakeStack] = []
+    def opener(cls, *, exists: bool = True, **attrs: Any):
+        """An `open_stack` replacement; the stacks it opens are in `opener.opened`, and
+        what it was asked, as (stack, create), in `opener.asked`.
 
-        def open_stack(project_dir: Path, stack: str, env: dict[str, str]) -> FakeStack:
+        `exists=False`: the backend has no such stack. Selecting it then fails as the
+        Automation API's `select_stack` does (`StackNotFoundError`), and creating it makes
+        it (its name goes in `opener.created`).
+        """
+        opened: list[FakeStack] = []
+        asked: list[tuple[str, bool]] = []
+        created: list[str] = []
+
+        # `create` defaults to what every call did before callers said (create or select)
+        def open_stack(project_dir: Path, stack: str, env: dict[str, str],
+                       create: bool = True) -> FakeStack:
+            asked.append((stack, create))
+            if not exists and stack not in created:
+                if not create:
+                    raise stack_not_found(stack)
+                created.append(stack)
             fake = cls(name=stack, project_dir=project_dir, env=dict(env), **attrs)
             opened.append(fake)
             return fake
 
         open_stack.opened = opened  # type: ignore[attr-defined]
+        open_stack.asked = asked  # type: ignore[attr-defined]
+        open_stack.created = created  # type: ignore[attr-defined]
         return open_stack
 
     def _operation(self, name: str, kwargs: dict[str, Any]) -> Any:
@@ -77,3 +94,13 @@ class FakeStack:
 
     def info(self) -> Any:
         return self.last
+
+
+def stack_not_found(stack: str) -> Exception:
+    """The error `pulumi stack select` gives for a missing stack, classified by the
+    Automation API's own rules (pulumi/pulumi#5255 quotes the CLI's message)."""
+    from pulumi.automation import errors
+    from pulumi.automation._cmd import CommandResult
+
+    return errors.create_command_error(CommandResult(
+        stdout="", stderr=f"error: no stack named '{stack}' found", code=255))
