@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -9,6 +10,11 @@ import typer
 from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
 from llmcloud.cli.stack_commands import require_stack_file
+
+#: what a key's name may be: the console's rule for the names it takes (`console/api.py`),
+#: which every provider keeps as given (AWS in a tag, Azure in a subscription's display name,
+#: GCP in a comment of the keys secret, the local provider in its state file)
+NAME = re.compile(r"[A-Za-z0-9 ._@-]{1,64}")
 
 
 def create(
@@ -25,6 +31,7 @@ def create(
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
+    _check_name(name)
     prov, ctx = load_stack(stack=stack, provider=provider)
     require_stack_file(prov.name, ctx)
     result = prov.keys_create(ctx, name, admin=admin)
@@ -56,3 +63,13 @@ def revoke(
     prov, ctx = load_stack(stack=stack, provider=provider)
     require_stack_file(prov.name, ctx)
     out.result(prov.keys_revoke(ctx, key_id))
+
+
+def _check_name(name: str) -> None:
+    from llmcloud.stacks.errors import ConfigError
+
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{name!r} is not a key name",
+                          context="a key's name is 1 to 64 letters, digits, spaces, dots, "
+                                  "underscores, @ and hyphens",
+                          hint="llmcloud keys create --name ci-runner")

@@ -82,17 +82,30 @@ def _stamp(path: Path) -> tuple | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def _read_hashes(path: Path) -> list[str]:
+def read_key_hashes(text: str, source: str) -> list[str]:
+    """The hashes of a keys file's text, as the server takes them: blank lines and ``#``
+    comments skipped, every other line ``sha256:<64 hex>``, at least one. Raises
+    ``ValueError`` naming ``source`` and the bad line. (GCP's `llmcloud keys` checks the
+    keys secret it writes with this, so that it never writes one the servers refuse.)"""
     hashes = []
-    text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no key
+    text = text.removeprefix("\ufeff")  # a BOM (Windows editors) is no key
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        digest = line[len(_PREFIX):] if line.lower().startswith(_PREFIX) else ""
-        if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
-            raise ValueError(f"{path}:{number}: expected 'sha256:<64 hex digits>'")
+        if not is_key_hash(line):
+            raise ValueError(f"{source}:{number}: expected 'sha256:<64 hex digits>'")
         hashes.append(line)
     if not hashes:
-        raise ValueError(f"{path}: no API key hashes found")
+        raise ValueError(f"{source}: no API key hashes found")
     return hashes
+
+
+def is_key_hash(line: str) -> bool:
+    """Whether ``line`` (stripped) is a hash line the server takes: ``sha256:<64 hex>``."""
+    digest = line[len(_PREFIX):] if line.lower().startswith(_PREFIX) else ""
+    return len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest)
+
+
+def _read_hashes(path: Path) -> list[str]:
+    return read_key_hashes(Path(path).read_text(encoding="utf-8-sig"), str(path))

@@ -13,6 +13,7 @@ again.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from llmcloud.providers.api_answers import raise_for
@@ -22,6 +23,9 @@ API_VERSION = "2022-08-01"
 PRODUCT = "llm"  # the stack's product (`gateway.py`)
 STACK_KEY = "default"  # the subscription the stack declares
 _DISPLAY = re.compile(r"^(?P<name>.*) \[(?P<prefix>llmc-[A-Za-z0-9_-]{4})\]$")
+#: ARM's times: `2026-11-01T00:00:00.1234567Z` (seven fraction digits, which Python 3.10's
+#: `fromisoformat` refuses, as it does `Z`)
+_ARM_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 
 
 def create(arm: Any, apim_id: str, stack: str, name: str) -> dict[str, Any]:
@@ -74,8 +78,8 @@ def _product_subscriptions(arm: Any, apim_id: str) -> list[dict[str, Any]]:
         page = response.json()
         items += page.get("value", [])
         address, params = page.get("nextLink"), None  # (the link carries its own query)
-    return sorted(items, key=lambda item: ((item.get("properties") or {}).get("createdDate")
-                                           or "", item["name"]))
+    return sorted(items, key=lambda item: (
+        _epoch((item.get("properties") or {}).get("createdDate")) or 0, item["name"]))
 
 
 def _record(item: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +91,20 @@ def _record(item: dict[str, Any]) -> dict[str, Any]:
         "name": shown["name"] if shown else display,
         "prefix": shown["prefix"] if shown else None,
         "admin": False,
-        "created": properties.get("createdDate"),
+        # epoch seconds, as every provider's `keys list` gives it (and the console reads)
+        "created": _epoch(properties.get("createdDate")),
         "state": properties.get("state"),
         "managed_by": "stack" if item["name"] == STACK_KEY else "keys",
     }
+
+
+def _epoch(created: Any) -> int | None:
+    """An ARM time as epoch seconds; None when absent or unreadable."""
+    shown = _ARM_TIME.match(str(created or ""))
+    if shown is None:
+        return None
+    offset = shown[2] if shown[2] not in (None, "Z") else "+00:00"
+    return int(datetime.fromisoformat(shown[1] + offset).timestamp())
 
 
 def _raise_for(response: Any, doing: str, ok: tuple[int, ...] = (200, 201)) -> None:

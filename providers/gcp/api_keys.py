@@ -11,6 +11,9 @@ its own and tries again (up to three times) when another change got in between. 
 change is in place, it destroys the versions before its own: Secret Manager bills every
 version that is not destroyed (disabled ones too), and an old version still holds the
 hashes of revoked keys. The latest version, the one the servers fetch, is never one of them.
+A change that would leave a line the servers refuse (a hash pasted short by hand) is not
+written: the servers would keep the keys they read before, this change and every later one
+unseen, and a new server would not start.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class KeysSecret:
         if response.status_code == 404:
             return ""
         _raise_for(response, "reading the keys secret")
-        return base64.b64decode(response.json()["payload"]["data"]).decode("utf-8")
+        # the servers skip a BOM (a version added from a Windows editor's file); so does this,
+        # or the first line's key would be dropped from the next version
+        return base64.b64decode(response.json()["payload"]["data"]).decode("utf-8-sig")
 
     def write(self, text: str) -> int | None:
         """Add a version holding ``text``: the servers take it within a minute or so.
@@ -123,6 +128,8 @@ def parse(text: str) -> list[dict[str, Any]]:
         line = raw.strip()
         if line.startswith(MARK + " "):
             note = line[len(MARK) + 1:].split(" ", 3)
+            if len(note) == 3:  # an empty name: the line's last space was stripped with it
+                note.append("")
         elif line.lower().startswith("sha256:"):
             entries.append(_entry(line, note))
             note = None
@@ -147,13 +154,36 @@ def _change(secret: KeysSecret, stack: str,
             change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
             done: Callable[[list[dict[str, Any]]], bool]) -> None:
     for _ in range(ATTEMPTS):
-        added = secret.write(render(change(parse(secret.read())), stack))
+        entries = change(parse(secret.read()))
+        _refuse_unreadable(entries, stack)
+        added = secret.write(render(entries, stack))
         if done(parse(secret.read())):
             _destroy_older(secret, added)
             return
     raise DeploymentError("the keys secret kept changing under this change",
                           context=f"{ATTEMPTS} tries: other key changes got in between",
                           hint="run the command again")
+
+
+def _refuse_unreadable(entries: list[dict[str, Any]], stack: str) -> None:
+    """ConfigError when the servers would refuse a keys file of ``entries``: they keep the
+    keys they read before (so neither this change nor any later one would reach them), and a
+    new server does not start."""
+    from llmcloud.inference_image.api_keys import is_key_hash, read_key_hashes
+
+    bad = [entry["id"] for entry in entries if not is_key_hash(entry["hash"])]
+    context = "the servers refuse a keys file with a line that is not 'sha256:<64 hex " \
+              "digits>': they keep the keys they read before, and a new server does not start"
+    if bad:
+        raise ConfigError(f"the keys secret of stack '{stack}' holds lines the servers cannot "
+                          f"read: {', '.join(bad)}", context=context,
+                          hint=f"llmcloud keys revoke {bad[0]} --provider gcp --stack {stack}")
+    try:
+        read_key_hashes(render(entries, stack), "the keys secret")
+    except ValueError as error:
+        raise ConfigError(f"the keys secret of stack '{stack}' would not be read by the "
+                          "servers", context=f"{error}; {context}",
+                          hint=f"llmcloud keys list --provider gcp --stack {stack}") from None
 
 
 def _destroy_older(secret: KeysSecret, added: int | None) -> None:

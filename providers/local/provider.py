@@ -285,7 +285,8 @@ class LocalProvider(Provider):
 
     def keys_revoke(self, ctx: StackContext, key_id: str) -> dict[str, Any]:
         state_file = self._state(ctx)
-        if key_id not in {r["id"] for r in state_file.read().get("keys", [])}:
+        found = [r for r in state_file.read().get("keys", []) if r["id"] == key_id]
+        if not found:
             raise ConfigError(f"stack '{ctx.stack}' has no API key {key_id}",
                               hint=f"llmcloud keys list --stack {ctx.stack}")
         client = self._client(state_file)
@@ -294,7 +295,8 @@ class LocalProvider(Provider):
                 return client.delete(f"/keys/{key_id}")
         state_file.update(
             lambda s: s.update(keys=[r for r in s.get("keys", []) if r["id"] != key_id]))
-        return {"id": key_id, "revoked": True}
+        # the record the running controller answers with too: which key went, by name
+        return {**public(found[0]), "revoked": True}
 
 
 def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
