@@ -312,9 +312,12 @@ def _serving_for_generation(state: ServerState) -> OpenAIServing:
 def _authorize(state: ServerState, request: Request) -> None:
     if state.api_keys is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip() or not state.api_keys.check(key.strip()):
+    # Only the one spelling `Bearer <key>`, as vLLM takes it: GCP's edge limits the rate per
+    # Authorization header as sent, so each of `bearer K`, `BEARER K`, `Bearer  K` ... would
+    # have had a bucket of its own, one key many times its rate.
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme != "Bearer" or not key or key != "".join(key.split()) \
+            or not state.api_keys.check(key):
         raise ApiError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
                        code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 

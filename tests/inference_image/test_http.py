@@ -599,6 +599,18 @@ def test_api_keys(tokenizer):
     assert client.get("/metrics").status_code == 200
 
 
+def test_an_api_key_is_taken_only_as_bearer_and_the_key(tokenizer):
+    # GCP's edge limits the rate per Authorization header as sent: every other spelling of
+    # the same key would be a rate-limit bucket of its own
+    client, _ = make_client(FakeEngine(tokenizer), api_keys=ApiKeys([hash_api_key("s3cret")]))
+    for header in ("bearer s3cret", "BEARER s3cret", "Bearer  s3cret", "Bearer\ts3cret",
+                   "Bearer s3cret\t", "Bearer s3 cret"):
+        assert_error(client.get("/v1/models", headers={"Authorization": header}), 401,
+                     code="invalid_api_key")
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code \
+        == 200
+
+
 def test_request_metrics_count_statuses(client):
     from prometheus_client.parser import text_string_to_metric_families
 
