@@ -98,7 +98,9 @@ class KeyRequest(BaseModel):
 class Key(_Open):
     id: str
     name: str
-    prefix: str
+    #: the key's first characters; None where nobody knows them (the stack's own key on AWS
+    #: and Azure, a hash added by hand on GCP)
+    prefix: str | None = None
     admin: bool = False
     created: int | float | None = None
     last_used: int | float | None = None

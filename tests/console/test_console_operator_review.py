@@ -204,3 +204,21 @@ def test_a_cloud_stacks_status_is_read_once_for_pages_polling_together(monkeypat
     backend.status_ttl = 0.0
     backend.models()
     assert provider.reads == 3
+
+
+def test_a_key_without_a_known_prefix_shows_a_dash_not_none(monkeypatch):
+    # the stack's own key on AWS and Azure, and a hash added by hand on GCP, have no prefix
+    class WithKeys(Cloud):
+        def keys_list(self, ctx):
+            return [{"id": "stack-key", "name": "default", "prefix": None, "admin": False},
+                    {"id": "k1", "name": "ci", "prefix": "llmc-AbCd", "admin": False}]
+
+    backend = _backend(monkeypatch, WithKeys("v1", []), [])
+    monkeypatch.setattr(backend, "rate_limit",
+                        lambda: {"rate_limit": 10, "burst": 20, "quota": None})
+    fragment = {"Authorization": f"Bearer {backend.access_token}", "HX-Request": "true"}
+    with TestClient(create_app(backend, scrape=False)) as client:
+        page = client.get("/api/keys", headers=fragment)
+    assert page.status_code == 200
+    assert "None" not in page.text
+    assert "llmc-AbCd…" in page.text and "–" in page.text
