@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -29,6 +30,14 @@ def _missing_sdk(package: str) -> ImportError:
                        f"{install_hint('runtime')}")
 
 
+def aws_region(environ: Mapping[str, str]) -> str | None:
+    """The region the AWS SDKs' shared settings name: ``AWS_REGION``, else
+    ``AWS_DEFAULT_REGION``; None leaves it to boto3 (the profile's). boto3 reads only
+    ``AWS_DEFAULT_REGION``: the AWS boot script's ``AWS_REGION`` was ignored, and a server in
+    any region signed for us-east-1 at its global endpoint (s3.amazonaws.com)."""
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+
+
 _S3_MISSING = ("404", "NoSuchKey", "NoSuchBucket")
 #: refusals: of the caller (403) and of its credentials (wrong, or expired)
 _S3_REFUSED = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -44,7 +53,8 @@ class S3Store:
         except ImportError as exc:
             raise _missing_sdk("boto3") from exc
         self.bucket = bucket
-        self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+        self._client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+                                    region_name=aws_region(os.environ))
 
     def _call(self, key, fn, *args):
         from boto3.exceptions import S3UploadFailedError

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
+#: what an upload keeps beside a version's files while it writes them, until the manifest is
+#: written (`providers/upload_claim.py`): a folder with it and no manifest is unfinished
+UPLOAD_CLAIM_NAME = ".upload-claim.json"
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
 

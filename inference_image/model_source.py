@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from .bucket_stores import BucketStore, bucket_key_prefix, open_store
-from .manifest import MANIFEST_NAME, ManifestMismatch, check_manifest, file_sha256, verify_folder
+from .manifest import (
+    MANIFEST_NAME,
+    UPLOAD_CLAIM_NAME,
+    ManifestMismatch,
+    check_manifest,
+    file_sha256,
+    verify_folder,
+)
 
 log = logging.getLogger("llmcloud.model_source")
 
@@ -82,6 +89,13 @@ def _from_folder(folder: Path, version: str | None) -> ResolvedModel:
         raise ModelSourceError(f"{folder} is not a folder")
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
+        if (folder / UPLOAD_CLAIM_NAME).is_file():
+            # `model upload` writes the manifest last (and `--force` deletes it first): its
+            # files now are a part of the version, or a mix of two uploads
+            raise ModelSourceError(
+                f"{folder} is an unfinished upload of a model version: it has an upload's "
+                f"claim ({UPLOAD_CLAIM_NAME}) and no {MANIFEST_NAME} yet; let the upload "
+                "end, or run `llmcloud model upload` again to finish it")
         log.info("no %s in %s; loading without checksum verification", MANIFEST_NAME, folder)
         return ResolvedModel(folder, folder.name, version)
     manifest = _parse(manifest_path.read_bytes(), str(manifest_path))

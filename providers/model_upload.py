@@ -78,9 +78,12 @@ def upload_model(
     check_model_folder(folder)
     # Each file as it was before its hash was taken: one that changes afterwards would be
     # sent under the hash of its old content, and every server would refuse the version.
+    # (not a manifest.json of its own, which the manifest leaves out: a version folder as a
+    # store or a server's cache keeps it was refused as "other content" when uploaded again)
     broken: list[Path] = []
     before = {p.relative_to(folder).as_posix(): _fingerprint(p)
-              for p in manifests.model_files(folder, broken)}
+              for p in manifests.model_files(folder, broken)
+              if p.relative_to(folder).as_posix() != MANIFEST}
     if broken:
         raise ConfigError(
             f"{broken[0]} is a link to {os.readlink(broken[0])}, which does not exist"

@@ -13,11 +13,13 @@ import json
 import uuid
 from typing import Any
 
+from llmcloud.inference_image.manifest import UPLOAD_CLAIM_NAME
 from llmcloud.providers.model_stores import read_json, store_call
 from llmcloud.stacks.errors import DeploymentError
 
-#: the claim of an upload in progress (hidden: servers and manifests leave such files out)
-CLAIM = ".upload-claim.json"
+#: the claim of an upload in progress (hidden: manifests leave such files out; a server
+#: refuses a folder that has one and no manifest: the runtime's name for it)
+CLAIM = UPLOAD_CLAIM_NAME
 
 
 class Claim:
