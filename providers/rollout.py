@@ -4,9 +4,11 @@ A promotion checks that the version and its manifest are in the stack's model st
 records the new version in the stack's config (keeping the versions served before in
 `llmcloud:model.history`), runs the update — which rolls the instance group behind its
 health checks — waits for the cloud to report the roll done (AWS's instance refresh, GCP's
-instance group, Azure's rolling upgrade), and, given an API key, until the endpoint reports
-the new version. If any of that fails, the previous version is put back the same way, its
-rollout watched too, and the promotion exits non-zero.
+instance group, Azure's rolling upgrade; on AWS's SageMaker flavour, SageMaker's word on the
+version the endpoint serves), and, given an API key, until the endpoint reports the new
+version (where its `GET /v1/models` is the servers' answer). If any of that fails, the
+previous version is put back the same way, its rollout watched too, and the promotion exits
+non-zero.
 
 A stack file left behind by a promote made elsewhere is brought up to the deployed state
 first (`deployed_model.catch_up`).
@@ -299,8 +301,16 @@ def _verify(provider: Any, ctx: Any, outputs: Mapping[str, Any], version: str,
             timeout: float) -> bool:
     key = ctx.environ.get(API_KEY_ENV)
     endpoint = outputs.get("endpoint_url")
-    if not key or not endpoint:
+    if not key or not endpoint or not _endpoint_reports_version(provider, ctx):
         return False  # the update's own health checks (instance refresh) still gate it
     wait_for_version(str(endpoint), version, headers=provider.api_key_headers(key),
                      timeout=timeout, verify=endpoint_trust(outputs))
     return True
+
+
+def _endpoint_reports_version(provider: Any, ctx: Any) -> bool:
+    """Whether the stack's `GET /v1/models` is its servers' answer, naming their version
+    (not the SageMaker flavour's, which API Gateway answers itself: its rollout watch asks
+    SageMaker which version the endpoint serves). Providers without the method: yes."""
+    reports = getattr(provider, "endpoint_reports_version", None)
+    return True if reports is None else bool(reports(ctx))

@@ -193,17 +193,35 @@ class AwsProvider(CloudProvider):
     def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
                          timeout: float) -> bool:
         """The server group's instance refresh, watched to its end (`refresh_wait.py`). A
-        SageMaker endpoint's update already waits, and rolls back on its alarms, by itself."""
-        if ctx.spec.compute.kind == "sagemaker":
-            return False
+        SageMaker endpoint's update already waits, and rolls back on its alarms, by itself:
+        SageMaker is then asked which version the endpoint serves."""
         import boto3
 
-        from llmcloud.providers.aws.refresh_wait import wait_for_refresh
+        from llmcloud.providers.aws.refresh_wait import check_endpoint_version, wait_for_refresh
 
+        region = ctx.spec.region or DEFAULT_REGION
+        if ctx.spec.compute.kind == "sagemaker":
+            endpoint = outputs.get("sagemaker_endpoint")
+            if not endpoint:  # a first `up` (registry and store only) has no endpoint
+                return False
+            self.check_credentials(ctx.environ)
+            with _aws_errors("describing the SageMaker endpoint",
+                             "check that your AWS credentials may describe the stack's "
+                             "SageMaker endpoint, its configuration and its model"):
+                check_endpoint_version(boto3.client("sagemaker", region_name=region),
+                                       str(endpoint), str(outputs.get("model_version")),
+                                       timeout=timeout)
+            return True
         self.check_credentials(ctx.environ)
-        client = boto3.client("autoscaling", region_name=ctx.spec.region or DEFAULT_REGION)
+        client = boto3.client("autoscaling", region_name=region)
         return wait_for_refresh(client, naming.asg_name(ctx.stack), since,
                                 timeout=timeout) is not None
+
+    def endpoint_reports_version(self, ctx: StackContext) -> bool:
+        """Whether the endpoint's `GET /v1/models` is the servers' answer, with the version
+        they serve: the SageMaker flavour's is API Gateway's own (`sagemaker_routes.py`),
+        with no version (`wait_for_rollout` asks SageMaker instead)."""
+        return ctx.spec.compute.kind != "sagemaker"
 
     def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
         """An API Gateway key in the stack's usage plan (`api_keys.py`), shown once."""
@@ -260,7 +278,7 @@ def _unpriced(instance_type: str, priced: Mapping[str, float]) -> ConfigError:
 
 
 @contextlib.contextmanager
-def _aws_errors(doing: str):
+def _aws_errors(doing: str, hint: str = "check your AWS credentials' API Gateway permissions"):
     """AWS's refusals (permissions, limits) as a `DeploymentError` naming AWS's code."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -269,9 +287,7 @@ def _aws_errors(doing: str):
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise DeploymentError(f"AWS refused {doing}: {error.get('Code', 'error')}",
-                              context=error.get("Message") or str(exc),
-                              hint="check your AWS credentials' API Gateway permissions"
-                              ) from None
+                              context=error.get("Message") or str(exc), hint=hint) from None
     except BotoCoreError as exc:
         raise DeploymentError(f"AWS could not be reached while {doing}",
                               context=str(exc)) from None

@@ -31,7 +31,7 @@ from llmcloud.providers.azure.prices import (
     premium_ssd_tier,
     price_table,
 )
-from llmcloud.providers.azure.scaling import longest_drain
+from llmcloud.providers.azure.scaling import longest_drain, repair_grace_period
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
@@ -75,17 +75,23 @@ class AzureProvider(CloudProvider):
 
     def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
                          timeout: float) -> bool:
-        """The scale set's rolling upgrade, watched to its end (`upgrade_wait.py`)."""
+        """The scale set's rolling upgrade, watched to its end (`upgrade_wait.py`), for
+        ``timeout`` or, when longer, the time the scale set gives a new server to boot."""
         from llmcloud.providers.azure.arm import Arm
-        from llmcloud.providers.azure.upgrade_wait import wait_for_upgrade
+        from llmcloud.providers.azure.prices import gpu_memory_gb
+        from llmcloud.providers.azure.upgrade_wait import boot_allowance_s, wait_for_upgrade
 
         scale_set = outputs.get("scale_set_id")
         if not scale_set:  # a first `up` (registry and store only) has no servers to roll
             return False
         self.check_credentials(ctx.environ)
         arm = Arm(ctx.environ)
+        # the grace period the stack gives the scale set's repairs (service.py)
+        grace = repair_grace_period(gpu_memory_gb(ctx.spec.compute.instance_type
+                                                  or DEFAULT_VM_SIZE))
         return wait_for_upgrade(lambda address: arm.request("GET", address),
-                                arm.endpoint + str(scale_set), since, timeout=timeout,
+                                arm.endpoint + str(scale_set), since,
+                                timeout=max(timeout, boot_allowance_s(grace)),
                                 post=lambda address: arm.request("POST", address))
 
     def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:

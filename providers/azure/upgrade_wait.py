@@ -14,6 +14,7 @@ puts the previous version back.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -27,6 +28,9 @@ DONE = "Completed"
 FAILED = frozenset({"Faulted", "Cancelled"})
 #: how long a promotion waits for an upgrade to appear before deciding none was needed
 START_GRACE_S = 300.0
+#: a new server's time before its repairs' grace period counts (creating the VM) and the
+#: health probes that must pass after it
+CREATE_ALLOWANCE_S = 600.0
 #: answers worth asking again: rate limits and Azure's own failures
 RETRIED = frozenset({429, 500, 502, 503, 504})
 #: 404 codes that name a missing scale set (or its group or subscription), not a missing
@@ -74,6 +78,18 @@ def wait_for_upgrade(get: Callable[[str], Any], scale_set_url: str, since: datet
     raise DeploymentError(
         f"the scale set's rolling upgrade did not finish within {timeout:.0f} s",
         context=f"{progress}; the upgrade was cancelled")
+
+
+def boot_allowance_s(repair_grace_period: str) -> float:
+    """How long a rollout may take before the watch gives up, at least: the time the scale
+    set gives a new server to boot before its automatic repairs count it failed (its
+    grace period, an ISO 8601 duration such as `PT64M`, which the stack sizes for the
+    model load: up to 90 minutes), plus creating it. 0 for a duration it cannot read."""
+    found = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?", repair_grace_period or "")
+    if not found or not any(found.groups()):
+        return 0.0
+    hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return hours * 3600 + minutes * 60 + seconds + CREATE_ALLOWANCE_S
 
 
 def _get(get: Callable[[str], Any], url: str) -> dict[str, Any] | None:

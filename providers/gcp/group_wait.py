@@ -30,6 +30,9 @@ RETRIED = frozenset({429, 500, 502, 503, 504})
 MAX_ERRORS_SHOWN = 3
 #: how many pages of the group's errors to read (500 each)
 MAX_ERROR_PAGES = 10
+#: a new server's time before its autohealing delay counts (creating it, starting its
+#: image) and the health checks that must pass after it
+CREATE_ALLOWANCE_S = 600.0
 
 
 def wait_for_group(session: Any, group_url: str, since: datetime, *, timeout: float,
@@ -38,22 +41,37 @@ def wait_for_group(session: Any, group_url: str, since: datetime, *, timeout: fl
     """Wait until the instance group at ``group_url`` (its Compute Engine API address) is
     stable with every server on its target version; True then. ``session`` is an
     authorized `requests` session. Raises `DeploymentError` past ``timeout``, naming what
-    the group was doing and its errors since ``since``, or when the API refuses to say."""
+    the group was doing and its errors since ``since``, or when the API refuses to say.
+    The timeout never ends the watch before the group's own boot allowance
+    (`shortest_wait_s`)."""
     clock, sleep = clock or time.monotonic, sleep or time.sleep
-    deadline = clock() + timeout
+    start = clock()
+    deadline = start + timeout
     doing = "no answer yet"
     while clock() < deadline:
         group = _get(session, group_url)
         if group is not None:
+            deadline = max(deadline, start + shortest_wait_s(group))
             status = group.get("status") or {}
             if status.get("isStable") and (status.get("versionTarget") or {}).get("isReached"):
                 return True
             doing = _actions(group)
         sleep(interval)
     raise DeploymentError(
-        f"the server group's update did not finish within {timeout:.0f} s",
+        f"the server group's update did not finish within {deadline - start:.0f} s",
         context=f"{group_url.rsplit('/', 1)[-1]}: {doing}; "
                 f"{_errors_since(session, group_url, since)}")
+
+
+def shortest_wait_s(group: dict[str, Any]) -> float:
+    """The time the group gives a new server to boot before a failing health check counts
+    (its autohealing initial delay, which the stack sizes for the model load: up to an
+    hour on the 8-GPU machines), plus creating it: a watch that gave up sooner would roll
+    back a version whose servers were still loading it. 0 for a group without one."""
+    policies = group.get("autoHealingPolicies") or []
+    delays = [p.get("initialDelaySec") for p in policies if isinstance(p, dict)]
+    delays = [d for d in delays if isinstance(d, int | float)]
+    return max(delays) + CREATE_ALLOWANCE_S if delays else 0.0
 
 
 def group_url(project: str, region: str, group: str, base: str | None = None) -> str:
