@@ -37,9 +37,11 @@ def server_arguments(
     api_keys_file: str | None = None,
     device: str = "cuda",
     engine_flags: Sequence[str] = (),
+    task: str | None = None,
 ) -> list[str]:
     """`llmcloud-server` arguments for a GPU server in the cloud; ``engine_flags`` are the
-    spec's KV-cache and prefill settings (`ServerSpec.engine_flags()`)."""
+    spec's KV-cache and prefill settings (`ServerSpec.engine_flags()`); ``task`` the spec's
+    `model.task` (None: the server reads it from the model's config)."""
     args = [
         "--host", "0.0.0.0", "--port", str(port), "--device", device,
         "--model", model_uri, "--model-version", model_version,
@@ -50,6 +52,8 @@ def server_arguments(
     ]
     if api_keys_file is not None:
         args += ["--api-keys-file", api_keys_file]
+    if task is not None:
+        args += ["--task", task]
     return args + list(engine_flags)
 
 
@@ -76,6 +80,8 @@ class ServerSettings:
     publish_in_flight: bool = True
     keep_alive_seconds: int = SERVER_KEEP_ALIVE_SECONDS
     engine_flags: tuple[str, ...] = ()
+    #: the spec's `model.task`; None: the server reads it from the model's config
+    task: str | None = None
 
     #: what a pinned image reference looks like on this cloud
     digest_ref = DIGEST_REF
@@ -98,4 +104,4 @@ class ServerSettings:
             drain_timeout_seconds=self.drain_timeout_seconds,
             max_batch_size=self.max_batch_size, dtype=self.dtype,
             max_body_kb=self.max_body_kb, keep_alive_seconds=self.keep_alive_seconds,
-            api_keys_file=api_keys_file, engine_flags=self.engine_flags)
+            api_keys_file=api_keys_file, engine_flags=self.engine_flags, task=self.task)

@@ -159,6 +159,7 @@ class AwsService(pulumi.ComponentResource):
                          drain_timeout_seconds=spec.server.drain_timeout_seconds,
                          max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
                          engine_flags=tuple(spec.server.engine_flags()),
+                         task=spec.model.task,
                          max_body_kb=spec.gateway.max_body_kb,
                          keep_alive_seconds=server_keep_alive_seconds(
                              spec.gateway.timeout_seconds),

@@ -124,7 +124,7 @@ class AzureService(pulumi.ComponentResource):
                 identity_client_id=v[2], region=location, cloud=cloud, port=spec.server.port,
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
                 max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
-                engine_flags=tuple(spec.server.engine_flags()),
+                engine_flags=tuple(spec.server.engine_flags()), task=spec.model.task,
                 max_body_kb=spec.gateway.max_body_kb,
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
         # Azure refuses a rule on a custom metric no server has posted yet (`metric_ready`)

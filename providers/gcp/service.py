@@ -137,7 +137,7 @@ class GcpService(pulumi.ComponentResource):
                 drain_timeout_seconds=spec.server.drain_timeout_seconds,
                 max_batch_size=spec.server.max_batch_size,
                 max_body_kb=spec.gateway.max_body_kb, dtype=spec.server.dtype,
-                engine_flags=tuple(spec.server.engine_flags()),
+                engine_flags=tuple(spec.server.engine_flags()), task=spec.model.task,
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
         delay = initial_delay_seconds(gpu_memory_gb(machine_type))
         target = replica_target(spec, machine.gpus_per_instance(spec.compute.gpus))

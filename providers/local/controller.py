@@ -71,6 +71,8 @@ def replica_settings(config: dict[str, Any], log_dir: Path) -> ReplicaSettings:
                     # not the server's line per request
                     "--log-level", "warning",
                     *([] if server.get("pack_weights", True) else ["--no-pack-weights"]),
+                    # the spec's model.task (else the server reads it from the config)
+                    *(["--task", server["task"]] if server.get("task") else []),
                     *server.get("engine_flags", [])],
     )
 

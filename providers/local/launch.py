@@ -116,6 +116,7 @@ def desired_config(ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
             "max_batch_size": spec.server.max_batch_size, "dtype": spec.server.dtype,
             "pack_weights": spec.server.pack_weights,
             "engine_flags": spec.server.engine_flags(),
+            "task": spec.model.task,
         },
         "command": server_command(ctx.environ),
         "ready_timeout": _number(ctx.environ, "LLMCLOUD_LOCAL_READY_TIMEOUT", 600),
