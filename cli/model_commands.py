@@ -76,10 +76,13 @@ def upload(
     check_flags({"model.version": version, "model.name": name})
     if to is not None:
         from llmcloud.providers.model_upload import upload_model
+        from llmcloud.stacks.spec import model_name_from_source
 
+        # unnamed: the name a stack whose model.source is this folder gives it
+        name = name or model_name_from_source(str(path.resolve()))
         with upload_progress() as on_progress:
-            result = upload_model(path, to, name=name or path.resolve().name.lower(),
-                                  version=version, force=force, on_progress=on_progress)
+            result = upload_model(path, to, name=name, version=version, force=force,
+                                  on_progress=on_progress)
         out.result({"operation": "model upload", **result}, human=_uploaded(result))
         return
     from llmcloud.cli.context import load_stack

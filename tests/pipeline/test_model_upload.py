@@ -259,3 +259,19 @@ def test_no_google_credentials_is_a_credentials_error_not_a_bug(
     with pytest.raises(CredentialsError) as info:
         upload_model(model_dir, "gs://some-bucket", name="m", version="v1")
     assert "no Google Cloud credentials" in info.value.message
+
+
+def test_upload_without_a_name_uses_the_name_a_stack_gives_the_folder(
+        cli, model_dir: Path, tmp_path: Path) -> None:
+    # a stack whose model.source is this folder loads models/<model_name_from_source>/...:
+    # the folder's name lowered ("qwen2.5-0.5b") was another path, which no stack loads
+    from llmcloud.stacks.spec import model_name_from_source
+
+    folder = model_dir.rename(model_dir.parent / "Qwen2.5-0.5B")
+    store = tmp_path / "store"
+    result = cli("model", "upload", str(folder), "--version", "v1", "--to", str(store),
+                 "--json")
+    assert result.exit_code == 0, result.output
+    name = model_name_from_source(str(folder))
+    assert name == "qwen2-5-0-5b"
+    assert (store / name / "v1" / "manifest.json").is_file()
