@@ -33,10 +33,12 @@ SECURITY_POLICY = "SecurityPolicy_TLS13_1_2_PFS_PQ_2025_09"
 #: required with a `SecurityPolicy_` policy: requests must come through a regional endpoint
 #: and name the API's host in SNI (no domain fronting); AWS recommends it where possible
 ENDPOINT_ACCESS_MODE = "STRICT"
+#: one JSON object a line; `path` is the path asked for (stage included), `resource` the
+#: route it matched (`/v1/{proxy+}` for every API path on the instances)
 ACCESS_LOG_FORMAT = json.dumps({
     "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
     "time": "$context.requestTime", "method": "$context.httpMethod",
-    "path": "$context.resourcePath", "status": "$context.status",
+    "path": "$context.path", "resource": "$context.resourcePath", "status": "$context.status",
     "latencyMs": "$context.responseLatency", "apiKeyId": "$context.identity.apiKeyId",
     "error": "$context.error.message", "integrationError": "$context.integration.error",
 })

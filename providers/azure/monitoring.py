@@ -12,11 +12,17 @@ from pulumi_azure_native import apimanagement, applicationinsights, monitor, ope
 ALERTS: tuple[tuple[str, str, str, str, str, str, float, int], ...] = (
     ("servers-unhealthy", "lb", "Microsoft.Network/loadBalancers", "DipAvailability",
      "Average", "LessThan", 100, 1),
-    ("gateway-capacity", "apim", "Microsoft.ApiManagement/service", "Capacity", "Average",
-     "GreaterThan", 80, 2),
     ("servers-cpu", "vmss", "Microsoft.Compute/virtualMachineScaleSets", "Percentage CPU",
      "Average", "GreaterThan", 90, 3),
 )
+APIM = "Microsoft.ApiManagement/service"
+
+
+def gateway_load_metric(sku: str) -> str:
+    """The API Management metric that says how busy tier `sku`'s gateway is: `Capacity` on
+    the classic tiers; on the v2 tiers `Capacity` is always 0 (Microsoft: "not supported
+    for use in the v2 tiers") and `CpuPercent_Gateway` takes its place."""
+    return "CpuPercent_Gateway" if sku.endswith("V2") else "Capacity"
 
 
 def latency_alert_ms(timeout_seconds: int) -> int:
@@ -38,6 +44,8 @@ class MonitoringArgs:
     storage_account_id: pulumi.Input[str]
     registry_id: pulumi.Input[str]
     timeout_seconds: int
+    #: API Management's tier (`apim.choose_sku`): which metric says the gateway is busy
+    apim_sku: str = "Developer"
     alert_emails: Sequence[str] = ()
     retention_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
@@ -79,9 +87,12 @@ class Monitoring(pulumi.ComponentResource):
         self._traces(name, args)
         self._server_logs(name, args)
         targets = {"lb": args.lb_id, "apim": args.apim_id, "vmss": args.vmss_id}
-        alerts = [*ALERTS, ("backend-slow", "apim", "Microsoft.ApiManagement/service",
-                            "BackendDuration", "Average", "GreaterThan",
-                            latency_alert_ms(args.timeout_seconds), 2)]
+        alerts = [*ALERTS,
+                  # the name stays "capacity" on every tier: a tier change keeps the rule
+                  ("gateway-capacity", "apim", APIM, gateway_load_metric(args.apim_sku),
+                   "Average", "GreaterThan", 80, 2),
+                  ("backend-slow", "apim", APIM, "BackendDuration", "Average", "GreaterThan",
+                   latency_alert_ms(args.timeout_seconds), 2)]
         for alert, key, namespace, metric, aggregation, operator, threshold, severity in alerts:
             monitor.MetricAlert(
                 f"{name}-{alert}", rule_name=f"{args.name}-{alert}", location="global",

@@ -14,6 +14,9 @@ FIVE_XX_RATIO = 0.05
 #: servers), answered 401 by any server, as it carries no key
 UPTIME_PATH = "/v1/models"
 _LB = 'monitored_resource="https_lb_rule",backend_target_name="{backend}"'
+#: the unhealthy-backends policy's (alignment period, duration): health checks log only
+#: changes of state, so the entries of 5 minutes are summed and one is enough to fire
+TRANSITIONS_WINDOW = ("300s", "0s")
 
 
 def five_xx_ratio_query(backend: str, ratio: float = FIVE_XX_RATIO) -> str:
@@ -132,11 +135,14 @@ class Monitoring(pulumi.ComponentResource):
         threshold = latency_threshold_ms(args.timeout_seconds)
         self._promql(f"{name}-latency", f"{args.name} p95 latency above {threshold} ms",
                      latency_query(args.backend_service, threshold), args, documentation)
+        # A health check logs a change of state only, once: a server that stays down adds
+        # no entry after the first. Any entry in the last 5 minutes fires (0 s), as a
+        # condition held for 300 s of 60 s points needed an entry every minute.
         self._threshold(f"{name}-unhealthy-alert", f"{args.name} unhealthy backends",
                         unhealthy.name.apply(lambda m: f'metric.type="logging.googleapis.com/'
                                              f'user/{m}" AND resource.type="gce_instance_group"'),
                         "ALIGN_DELTA", "REDUCE_SUM", 0, args, documentation,
-                        depends=[unhealthy])
+                        depends=[unhealthy], window=TRANSITIONS_WINDOW)
         if self.uptime_check is not None:
             self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
                             self.uptime_check.uptime_check_id.apply(
@@ -161,13 +167,16 @@ class Monitoring(pulumi.ComponentResource):
 
     def _threshold(self, name: str, title: str, metric_filter: pulumi.Input[str], aligner: str,
                    reducer: str, above: float, args: MonitoringArgs, documentation: dict,
-                   depends: list[pulumi.Resource] | None = None) -> gcp.monitoring.AlertPolicy:
+                   depends: list[pulumi.Resource] | None = None,
+                   window: tuple[str, str] = ("60s", "300s")) -> gcp.monitoring.AlertPolicy:
+        """A threshold policy; `window`: (alignment period, how long the condition holds)."""
+        alignment, duration = window
         return gcp.monitoring.AlertPolicy(
             name, display_name=title, project=args.project, combiner="OR", severity="ERROR",
             conditions=[{"display_name": title, "condition_threshold": {
                 "filter": metric_filter, "comparison": "COMPARISON_GT",
-                "threshold_value": above, "duration": "300s",
-                "aggregations": [{"alignment_period": "60s", "per_series_aligner": aligner,
+                "threshold_value": above, "duration": duration,
+                "aggregations": [{"alignment_period": alignment, "per_series_aligner": aligner,
                                   "cross_series_reducer": reducer}]}}],
             documentation=documentation, user_labels=args.labels,
             alert_strategy={"auto_close": "1800s"},
