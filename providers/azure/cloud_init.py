@@ -157,10 +157,13 @@ def _in_flight_publisher(launch: ServerLaunch) -> list[str]:
         # a server that does not answer publishes nothing (awk alone would print 0)
         "set -o pipefail",
         f"CLIENT_ID={shlex.quote(launch.identity_client_id)}",
-        f"RID=$(curl -sf -H Metadata:true '{compute}' | python3 -c 'import json,sys; "
+        # the scale set's id names what the gauge is a metric of; after a reboot this may
+        # start before the network, and without the id every post would miss, for good
+        f"until RID=$(curl -sf -H Metadata:true '{compute}' | python3 -c 'import json,sys; "
         "c=json.load(sys.stdin); print(\"/subscriptions/%s/resourceGroups/%s/providers/"
         "Microsoft.Compute/virtualMachineScaleSets/%s\" % (c[\"subscriptionId\"], "
-        "c[\"resourceGroupName\"], c[\"vmScaleSetName\"]))')",
+        "c[\"resourceGroupName\"], c[\"vmScaleSetName\"]))') && [ -n \"$RID\" ]; "
+        "do sleep 5; done",
         "while sleep 60; do",
         f"  V=$(curl -sf http://127.0.0.1:{launch.port}/metrics "
         f"| awk '{in_flight_awk()}') || continue",

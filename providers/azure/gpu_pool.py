@@ -149,7 +149,9 @@ class GpuPool(pulumi.ComponentResource):
         rules = pulumi.Output.all(self.vmss.id, args.gateway_id).apply(
             lambda ids: scale_rules(signal=args.scaling_signal, target=args.scaling_target,
                                     cooldown_seconds=args.cooldown_seconds,
-                                    scale_set_id=ids[0], gateway_id=ids[1]))
+                                    scale_set_id=ids[0], gateway_id=ids[1],
+                                    # a new server serves only once its model is loaded
+                                    boot_allowance=args.repair_grace_period))
         self.autoscale = monitor.AutoscaleSetting(
             f"{name}-autoscale", autoscale_setting_name=f"{args.vmss_name}-autoscale",
             resource_group_name=args.resource_group_name, location=args.location,

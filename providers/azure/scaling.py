@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from llmcloud.providers.azure.cloud_init import IN_FLIGHT_METRIC, METRIC_NAMESPACE
 
@@ -50,6 +51,18 @@ def cooldown(seconds: int) -> str:
     return iso_minutes(max(1, math.ceil(seconds / 60)))
 
 
+def scale_out_cooldown(seconds: int, boot_allowance: str | None) -> str:
+    """The wait after an action before the next server is added: the cooldown, and at
+    least ``boot_allowance`` (an ISO 8601 duration of whole minutes, `PT24M`: the scale
+    set's repair grace period). Azure counts the cooldown from the action, not from a
+    server that serves; a loading server posts no in-flight gauge, so the servers that do
+    still read above the target and a shorter wait adds another GPU server per cooldown
+    until the first one serves."""
+    found = re.fullmatch(r"PT(\d+)M", boot_allowance or "")
+    boot = int(found[1]) if found else 0
+    return iso_minutes(max(1, boot, math.ceil(seconds / 60)))
+
+
 def _rule(trigger: dict, direction: str, threshold: float, wait: str) -> dict:
     return {
         "metric_trigger": {**trigger, "operator": "GreaterThan" if direction == "Increase"
@@ -60,8 +73,10 @@ def _rule(trigger: dict, direction: str, threshold: float, wait: str) -> dict:
 
 
 def scale_rules(*, signal: str, target: float, cooldown_seconds: int,
-                scale_set_id: str, gateway_id: str) -> list[dict]:
-    """One rule that adds a server above `target` and one that removes a server well below.
+                scale_set_id: str, gateway_id: str,
+                boot_allowance: str | None = None) -> list[dict]:
+    """One rule that adds a server above `target` and one that removes a server well below;
+    the adding one waits at least ``boot_allowance`` (`scale_out_cooldown`).
 
     `in_flight`: the servers' own in-flight gauge (a custom metric of the scale set),
     averaged over the instances. `requests`: the gateway's requests per minute divided by
@@ -81,9 +96,10 @@ def scale_rules(*, signal: str, target: float, cooldown_seconds: int,
         per_window = target * WINDOW_MINUTES  # target is per minute; the window is longer
     else:
         raise ValueError(f"unknown autoscaling signal {signal!r}")
-    wait = cooldown(cooldown_seconds)
-    return [_rule(trigger, "Increase", per_window, wait),
-            _rule(trigger, "Decrease", round(per_window * SCALE_IN_SHARE, 3), wait)]
+    return [_rule(trigger, "Increase", per_window,
+                  scale_out_cooldown(cooldown_seconds, boot_allowance)),
+            _rule(trigger, "Decrease", round(per_window * SCALE_IN_SHARE, 3),
+                  cooldown(cooldown_seconds))]
 
 
 def rolling_upgrade_policy() -> dict:

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.skipif(not _sandbox_works(),
 ARM_TOKEN, ACR_TOKEN, MONITOR_TOKEN = "arm-token-123", "acr-token-456", "monitor-token-789"
 
 #: curl that answers the instance metadata service, the registry and Azure Monitor, and
+#: the instance metadata's compute document (one line: the publisher parses it as JSON)
+_COMPUTE = '{"subscriptionId": "S", "resourceGroupName": "G", "vmScaleSetName": "V"}'
 #: keeps what it was given on stdin by the address it was sent to
 CURL = f"""case "$*" in
   *oauth2/token*monitoring*) echo '{{"access_token": "{MONITOR_TOKEN}"}}' ;;
@@ -29,8 +31,7 @@ CURL = f"""case "$*" in
   *oauth2/exchange*) cat > "$STATE/exchange.stdin"; echo '{{"refresh_token": "{ACR_TOKEN}"}}' ;;
   *monitoring.azure.com*/metrics*) cat > "$STATE/metrics.stdin" ;;
   *127.0.0.1*) echo '{IN_FLIGHT_GAUGES[0]} 3' ;;
-  *instance/compute*) echo '{{"subscriptionId": "S", "resourceGroupName": "G", \\
-"vmScaleSetName": "V"}}' ;;
+  *instance/compute*) echo '{_COMPUTE}' ;;
   *compute/name*) echo vm1 ;;
 esac"""
 
