@@ -24,6 +24,9 @@ from pathlib import Path
 from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError
 
 BUILDERS = ("docker", "podman", "buildah")
+#: an ECR repository's URL (`123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-dev/m-server`)
+ECR_REPOSITORY = re.compile(
+    r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/[a-z0-9._/-]+$")
 INSTALL_HINT = "install one of them, e.g. apt-get install buildah (or podman, or docker)"
 
 
@@ -218,11 +221,23 @@ def _docker_push_as(builder: Builder, image: str, config: list[str]) -> str:
 
 
 def image_reference(registry: str | None, image: str) -> str:
-    """`image` under `registry` (`host/path`), unless `image` already names a registry."""
+    """`image` under `registry` (`host/path`), unless `image` already names a registry.
+
+    An ECR URL with a path names a repository (an AWS stack's `registry_url` is one), not a
+    registry: the image goes into it with its tag (`REPOSITORY:TAG`). ECR creates no
+    repository on push, and the servers may pull from the stack's repository only."""
     if names_registry(image) or not registry:
         return image
     local = image.removeprefix("localhost/")  # podman's and buildah's name for local images
+    if ECR_REPOSITORY.match(registry.rstrip("/")):
+        return f"{registry.rstrip('/')}:{_tag_of(local)}"
     return f"{registry.rstrip('/')}/{local}"
+
+
+def _tag_of(image: str) -> str:
+    """The tag of a local image reference (`latest` when it names none, as docker reads it)."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.partition(":")[2] or "latest"
 
 
 def llmcloud_version() -> str:
@@ -300,9 +315,18 @@ def build_image(
             builder, context=context, dockerfile=dockerfile, tags=tags,
             build_args=build_args, platform=platform,
         )
-        command[-1:-1] = ["--iidfile", str(iid)]
+        command[-1:-1] = [*_single_manifest(builder), "--iidfile", str(iid)]
         run_builder(command, f"building {tags[0]}")
         return iid.read_text().strip()
+
+
+def _single_manifest(builder: Builder) -> list[str]:
+    """buildx (0.10 and later) adds a provenance attestation, which makes the image an OCI
+    index wherever the image store keeps it (Docker Desktop's and newer engines' containerd
+    store): `docker push` then pushed the index, and SageMaker refuses to create a model from
+    an OCI index or manifest. Without it the image is one Docker manifest, as buildah's and
+    podman's `--format docker` make it."""
+    return ["--provenance=false"] if builder.name == "docker" else []
 
 
 def tag_image(builder: Builder, source: str, target: str) -> None:

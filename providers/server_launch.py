@@ -1,8 +1,9 @@
 """What every cloud's boot script shares about the model server container: its arguments and
 how to read its in-flight requests from /metrics.
 
-The image's entry point is `llmcloud-server --host 0.0.0.0 --port 8080`; the boot scripts
-append these arguments after the image name.
+The image's entry point is `llmcloud-server --host 0.0.0.0`, listening on `LLMCLOUD_PORT`
+(8080 in the image; the boot scripts set it to `server.port`, which its health check reads);
+the boot scripts append these arguments after the image name.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def render_user_data(launch: ServerLaunch) -> str:
         f"install -d -m 1777 {MODEL_CACHE}",
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
-        f"-p {launch.port}:{launch.port} -e AWS_REGION=\"$REGION\" "
+        f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
+        "-e AWS_REGION=\"$REGION\" "
         f"-v {MODEL_CACHE}:{CONTAINER_CACHE} "
         f"--log-driver awslogs --log-opt awslogs-region=\"$REGION\" "
         f"--log-opt awslogs-group={q(launch.log_group)} "

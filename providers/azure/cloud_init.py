@@ -82,7 +82,8 @@ def render_custom_data(launch: ServerLaunch) -> str:
         'retry docker pull "$IMAGE"',
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
-        f"-p {launch.port}:{launch.port} -v {MODEL_CACHE}:/models "
+        f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
+        f"-v {MODEL_CACHE}:/models "
         "-e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
         "--log-driver journald --log-opt tag=llmcloud-server "
         f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',

@@ -63,7 +63,8 @@ def render_startup_script(launch: ServerLaunch) -> str:
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + 15} "
-        f"-p {launch.port}:{launch.port} -v {MODEL_CACHE}:/models "
+        f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
+        f"-v {MODEL_CACHE}:/models "
         # the folder, not the file: the refresher renames a new file into place, which a
         # file mount would not see; the server reads the file again when it changes
         f"-v {KEYS_DIR}:{KEYS_DIR}:ro --log-driver gcplogs "
