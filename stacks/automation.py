@@ -160,6 +160,20 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
                  "bucket the error names (every object version, e.g. the console's Empty "
                  "action), then run llmcloud destroy again",
         )
+    if "servicealreadyexistsinsoftdeletedstate" in lower:
+        # Azure keeps a deleted API Management service soft-deleted for 48 hours, its name
+        # blocked: the `up` after a `destroy` of the same stack asks for that name again
+        found = re.search(r"Api service (\S+?)\.? was soft-deleted", text, re.IGNORECASE)
+        service = found.group(1) if found else "<the service the error names>"
+        return DeploymentError(
+            f"stack '{stack}' needs API Management service '{service}', which Azure keeps "
+            "soft-deleted after a destroy",
+            context="a deleted API Management service stays soft-deleted for 48 hours, its "
+                    f"name unusable until it is purged ({_last_error_line(text)})",
+            hint=f"purge it: az apim deletedservice purge --service-name {service} "
+                 "--location <the stack's region> (az apim deletedservice list shows it), "
+                 f"then run llmcloud up --provider azure --stack {stack} again",
+        )
     if "no credentials" in lower or "could not find default credentials" in lower:
         return DeploymentError(
             f"the cloud refused the update of stack '{stack}': no credentials",

@@ -61,8 +61,14 @@ class ModelStore(pulumi.ComponentResource):
                             policy=self.log_bucket.arn.apply(lambda arn: json.dumps(
                                 log_bucket_policy(arn, account, elb_account))), opts=child)
 
+        # After the key: a destroy deletes the bucket before it schedules the key's deletion.
+        # A destroy that stops at a bucket still holding models (they are the user's) would
+        # otherwise have put their key in PendingDeletion, which KMS refuses to decrypt
+        # with: the models kept, and those the next `up` serves, could not be read.
         self.bucket = aws.s3.Bucket(f"{name}-models", bucket_prefix="llm-models-",
-                                    tags=args.tags, opts=child)
+                                    tags=args.tags,
+                                    opts=pulumi.ResourceOptions(parent=self,
+                                                                depends_on=[self.key]))
         self._harden(f"{name}-models", self.bucket, sse_algorithm="aws:kms", key=self.key,
                      expire_days=None, noncurrent_days=args.noncurrent_days)
         aws.s3.BucketPolicy(f"{name}-models", bucket=self.bucket.id,

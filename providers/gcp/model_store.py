@@ -54,10 +54,13 @@ class ModelStore(pulumi.ComponentResource):
         if args.kms_key:
             agent = gcp.storage.get_project_service_account_output(
                 opts=pulumi.InvokeOutputOptions(parent=self))
+            # The grant is the project's one Cloud Storage agent on the key, which every
+            # stack of the project that names the key shares: one stack's destroy must not
+            # take it away from the others' buckets, so it is left in place.
             depends.append(gcp.kms.CryptoKeyIAMMember(
                 f"{name}-cmek", crypto_key_id=args.kms_key, member=agent.member,
                 role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
-                opts=pulumi.ResourceOptions(parent=self)))
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True)))
         # Pulumi adds a random suffix to each name: bucket names are global
         child = pulumi.ResourceOptions(parent=self, depends_on=depends)
         self.log_bucket = gcp.storage.Bucket(
