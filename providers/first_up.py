@@ -20,9 +20,14 @@ def registry_only(spec: DeploymentSpec) -> bool:
     return not spec.image and not pulumi.runtime.is_dry_run()
 
 
-def next_step(provider: str, stack: str) -> str:
-    """What to run after the registry-only `up`."""
+def next_step(provider: str, stack: str, model_version: str | None = None) -> str:
+    """What to run after the registry-only `up`: each command in parentheses, as typed.
+
+    `model upload` needs `--version`, and the servers load the stack's `model.version`
+    from the store: `model_version` names it (unset, a `VERSION` placeholder stands)."""
     where = f"--provider {provider} --stack {stack}"
-    return (f"push the server image (llmcloud image push {where}), upload the model "
-            f"(llmcloud model upload FOLDER {where}), then run llmcloud up {where} with "
-            "--image set to the pinned image it printed")
+    version = model_version or "VERSION"
+    return (f"build the server image (llmcloud image build) and push it (llmcloud image push "
+            f"{where}), upload the model (llmcloud model upload FOLDER --version {version} "
+            f"{where}), then deploy the image it pinned (llmcloud up {where} "
+            "--image REPO@sha256:...)")
