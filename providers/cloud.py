@@ -165,7 +165,7 @@ class CloudProvider(Provider):
     def _converge(self, ctx: StackContext, operation: str) -> dict[str, Any]:
         engine = self._engine(ctx, operation)
         self.before_up(ctx)
-        if engine.last_update() is None:  # a new stack
+        if not deployed(engine.last_update()):  # a new stack, or one destroyed whole
             self.refuse_names_of_another_stack(ctx, engine)
         else:
             refuse_without_stack_file(ctx, operation)
@@ -211,10 +211,13 @@ class CloudProvider(Provider):
     def status(self, ctx: StackContext) -> dict[str, Any]:
         engine = self._engine(ctx, "outputs")
         outputs = engine.outputs()
+        last = engine.last_update()
         return {
             "endpoint": outputs.get("endpoint_url"),
-            "model_version": outputs.get("model_version", ctx.spec.model.version),
-            "last_update": engine.last_update(),
+            # a stack never deployed, or destroyed, serves no version (the stack file's
+            # was shown, as if it were deployed)
+            "model_version": outputs.get("model_version") if deployed(last) else None,
+            "last_update": last,
             "outputs": outputs,
         }
 
@@ -328,6 +331,14 @@ def drain_warning(spec: DeploymentSpec) -> str:
     return (f"server.drain_timeout_seconds ({drain}) is shorter than gateway.timeout_seconds "
             f"({timeout}): a request still running {drain} s after its server began to "
             "drain (a rolling promote, a scale-in) is cut; set the drain to the timeout")
+
+
+def deployed(last_update: Mapping[str, Any] | None) -> bool:
+    """Whether a stack whose last update is `last_update` holds resources: not before its
+    first update, nor after a destroy that succeeded (the Pulumi stack stays, empty)."""
+    if last_update is None:
+        return False
+    return not (last_update.get("kind") == "destroy" and last_update.get("result") == "succeeded")
 
 
 def refuse_without_stack_file(ctx: StackContext, operation: str) -> None:

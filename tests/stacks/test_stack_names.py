@@ -86,3 +86,19 @@ def test_a_new_stack_with_a_plain_name_goes_ahead(engine, cli):
     result = cli("up", "--provider", "aws", "--stack", "a-b", "--json")
     assert result.exit_code == 0, result.output
     assert [name for name, _ in opener.opened[0].calls] == ["set_all_config", "up"]
+
+
+def test_a_stack_destroyed_whole_is_new_again(engine, cli):
+    # the Pulumi stack stays after a destroy: its next up creates everything, so the names
+    # are checked as a new stack's, and status shows no version served
+    destroyed = SimpleNamespace(kind="destroy", result="succeeded", end_time=None,
+                                resource_changes={"delete": 40})
+    engine(last=destroyed, other_stacks=["myorg/a.b"])
+    result = cli("up", "--provider", "aws", "--stack", "a-b", "--json")
+    assert result.exit_code == 2, result.output
+    assert "as stack 'a.b' of this project does" in json.loads(result.stdout)["error"]
+    Path("Pulumi.prod.yaml").write_text("config:\n  llmcloud:provider: aws\n"
+                                        "  llmcloud:model: {name: m, version: v9}\n")
+    status = cli("status", "--provider", "aws", "--stack", "prod", "--json")
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["model_version"] is None
