@@ -37,6 +37,13 @@ _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def changed(self, name: str) -> bool:
+        """Whether field `name` holds a value other than its default: one the user chose
+        (`llmcloud init` writes every default into the stack file, so being written there
+        says nothing). A provider that cannot honour the field refuses it then."""
+        default = type(self).model_fields[name].get_default(call_default_factory=True)
+        return getattr(self, name) != default
+
 
 def model_name_from_source(source: str) -> str:
     """A DNS-safe model name derived from a source (`Qwen/Qwen2.5-0.5B` -> `qwen2-5-0-5b`)."""
@@ -180,7 +187,10 @@ class ComputeSpec(_Section):
     max_replicas: int = Field(
         default=2, ge=1, le=1000, validate_default=True, description="the autoscaler's ceiling"
     )
-    spot: bool = Field(default=False, description="use spot capacity above one on-demand replica")
+    spot: bool = Field(
+        default=False,
+        description="spot capacity for the replicas above min_replicas, which stay "
+                    "on-demand (Azure: the whole scale set; not offered by sagemaker or local)")
     disk_gb: int = Field(
         default=200, ge=30, le=16384, description="root volume size (image and model cache)"
     )

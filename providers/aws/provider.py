@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from llmcloud.providers.aws import mocks, naming
-from llmcloud.providers.aws.endpoint_config import sagemaker_instance_type
+from llmcloud.providers.aws.endpoint_config import CONTAINER_PORT, sagemaker_instance_type
 from llmcloud.providers.aws.prices import (
     ALB_HOURLY,
     ALB_LCU_HOURLY,
@@ -94,6 +94,7 @@ class AwsProvider(CloudProvider):
                     "compute.spot is not available with compute.kind: sagemaker",
                     context="SageMaker real-time endpoints run on on-demand instances only",
                     hint="set compute.spot: false, or compute.kind: instances")
+            _refuse_what_sagemaker_fixes(spec)
         else:
             instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
             table = GPU_INSTANCES
@@ -268,6 +269,31 @@ class AwsProvider(CloudProvider):
         data = client.get_authorization_token()["authorizationData"][0]
         user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
         return user, password
+
+
+def _refuse_what_sagemaker_fixes(spec: DeploymentSpec) -> None:
+    """Refuse the settings of servers and network that SageMaker, not the stack, decides
+    for `compute.kind: sagemaker`: they were silently ignored."""
+    if spec.server.changed("port"):
+        raise ConfigError(
+            f"server.port {spec.server.port} is not available with compute.kind: sagemaker",
+            context=f"SageMaker sends requests to the model container on port "
+                    f"{CONTAINER_PORT}, always",
+            hint="remove server.port from the stack file, or use compute.kind: instances")
+    if spec.compute.changed("disk_gb"):
+        raise ConfigError(
+            f"compute.disk_gb {spec.compute.disk_gb} is not available with compute.kind: "
+            "sagemaker",
+            context="SageMaker gives each endpoint instance its storage (the NVMe instance "
+                    "storage of ml.g4dn, g5, g6, g6e and p4d, of a fixed size); the "
+                    "endpoint configuration sets no volume size",
+            hint="remove compute.disk_gb from the stack file, or use compute.kind: instances")
+    if spec.network.changed("vpc_cidr"):
+        raise ConfigError(
+            "network.vpc_cidr is not available with compute.kind: sagemaker",
+            context="the SageMaker flavour declares no VPC: the model container runs "
+                    "network-isolated and API Gateway calls SageMaker's public API",
+            hint="remove network.vpc_cidr from the stack file, or use compute.kind: instances")
 
 
 def _unpriced(instance_type: str, priced: Mapping[str, float]) -> ConfigError:

@@ -164,6 +164,7 @@ class AzureProvider(CloudProvider):
                               hint=f"set region: {DEFAULT_REGION}, or the one you meant")
         self.gateway_sku(spec)
         self._check_cloud(spec, self.cloud())
+        _check_tag_names(spec.tags)
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
                               hint="set compute.kind: instances")
@@ -264,6 +265,24 @@ class AzureProvider(CloudProvider):
         host = registry.split("/", 1)[0]
         # a token for Resource Manager in the caller's cloud: the exchange takes its audience
         return ACR_TOKEN_USER, exchange_acr_token(host, Arm(ctx.environ).token())
+
+
+#: characters Azure refuses in a tag's name, and the prefixes it keeps for its own tags
+TAG_NAME_REFUSED = "<>%&\\?/"
+TAG_PREFIXES_KEPT = ("microsoft", "azure", "windows")
+
+
+def _check_tag_names(tags: Mapping[str, str]) -> None:
+    """Refuse a tag name Azure refuses on every resource (the spec allows `/`, which AWS
+    takes): the `up` failed half-way, on the first resource it tagged."""
+    for name in tags:
+        if any(c in TAG_NAME_REFUSED for c in name) or name.lower().startswith(
+                TAG_PREFIXES_KEPT):
+            raise ConfigError(
+                f"tag '{name}' is not a tag name Azure takes",
+                context="Azure tag names may not hold < > % & \\ ? / nor begin with "
+                        "microsoft, azure or windows",
+                hint="rename the tag in llmcloud:tags (e.g. team-app for team/app)")
 
 
 #: the user name ACR expects with a refresh token from its token exchange

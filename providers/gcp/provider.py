@@ -80,6 +80,7 @@ class GcpProvider(CloudProvider):
 
     def check_spec(self, spec: DeploymentSpec) -> None:
         self._machine(spec)
+        _check_label_names(spec)
 
     def _machine(self, spec: DeploymentSpec) -> GpuMachine:
         """The spec's machine type, refusing what this stack cannot serve honestly."""
@@ -220,3 +221,28 @@ class GcpProvider(CloudProvider):
             scopes=["https://www.googleapis.com/auth/cloud-platform"])
         credentials.refresh(google.auth.transport.requests.Request())
         return "oauth2accesstoken", credentials.token
+
+
+#: the labels every resource of a stack carries already
+OWN_LABELS = ("llmcloud-stack", "llmcloud-model")
+
+
+def _check_label_names(spec: DeploymentSpec) -> None:
+    """Refuse tags that become the same label key (GCP keys are lowercase, without `:`,
+    `/`, ...: `Team` and `team`, `app:tier` and `app_tier`), or one of llmcloud's own: one
+    of the two was dropped without a word."""
+    from llmcloud.providers.gcp.naming import label_value, labels
+
+    seen = {key: "llmcloud's own label" for key in OWN_LABELS}
+    for name in spec.tags:
+        # the key `labels` gives the tag (a tag named like llmcloud's own replaces it)
+        key = next(iter(labels("s", "m", {name: ""}).keys() - set(OWN_LABELS)),
+                   label_value(name))
+        if key in seen:
+            raise ConfigError(
+                f"tag '{name}' would be the GCP label '{key}', as {seen[key]} is",
+                context="GCP label keys are lowercase letters, digits, '_' and '-' (the "
+                        "rest becomes '_'): one of the two labels would be lost",
+                hint="rename the tag in llmcloud:tags so that no two differ only in case or "
+                     "punctuation")
+        seen[key] = f"tag '{name}'"

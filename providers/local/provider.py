@@ -36,7 +36,13 @@ from llmcloud.providers.local.launch import (
 )
 from llmcloud.providers.local.state import StateError, StateFile, stack_dir
 from llmcloud.providers.local.store import ModelStore
-from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    DeploymentError,
+    LlmcloudError,
+    NotSupportedError,
+)
+from llmcloud.stacks.spec import DeploymentSpec
 
 
 class LocalProvider(Provider):
@@ -56,6 +62,25 @@ class LocalProvider(Provider):
 
     def defaults(self) -> dict[str, Any]:
         return {"region": "local", "compute": {"instance_type": "cpu", "gpus": 0}}
+
+    def check_spec(self, spec: DeploymentSpec) -> None:
+        """Refuse the settings a stack on this machine cannot honour (they were ignored):
+        `NotSupportedError`, exit 4, naming the setting and what to do instead."""
+        refusals = [
+            ("gateway.domain", spec.gateway.domain is not None,
+             "the local endpoint is plain HTTP on 127.0.0.1: no domain, no certificate",
+             "unset gateway.domain; put your own TLS proxy in front of the endpoint"),
+            ("compute.spot", spec.compute.spot,
+             "the replicas run on this machine: there is no spot capacity to use",
+             "set compute.spot: false"),
+            ("image", spec.image is not None,
+             "the local provider runs llmcloud-server from this environment, not an image",
+             "unset llmcloud:image (LLMCLOUD_LOCAL_SERVER names another replica command)"),
+        ]
+        for key, given, why, hint in refusals:
+            if given:
+                raise NotSupportedError(f"{key} is not offered by the local provider",
+                                        context=why, hint=hint)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -132,6 +157,7 @@ class LocalProvider(Provider):
         spec; returns once the endpoint serves. The first `up` creates and returns an API key."""
         self.require_sdk()
         ctx = self._effective(ctx)
+        self.check_spec(ctx.spec)
         state_file = self._state(ctx)
         with state_file.operation(ctx.stack):
             return self._up(ctx, state_file)
@@ -175,6 +201,7 @@ class LocalProvider(Provider):
     def update(self, ctx: StackContext) -> dict[str, Any]:
         """Apply a changed spec (replica count, limits, server settings) to a running stack."""
         ctx = self._effective(ctx)
+        self.check_spec(ctx.spec)
         state_file = self._state(ctx)
         with state_file.operation(ctx.stack), self._require(ctx) as client:
             result = client.operation("/converge", desired_config(ctx, state_file))
