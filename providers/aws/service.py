@@ -97,7 +97,7 @@ class AwsService(pulumi.ComponentResource):
             lambda b: f"s3://{b}/{naming.model_key_prefix(model, spec.model.version)}")
         first_up = registry_only(spec)
         if first_up:
-            served: dict[str, Any] = {"next_step": next_step("aws", stack)}
+            served: dict[str, Any] = {"next_step": next_step("aws", stack, spec.model.version)}
         else:
             serve = self._sagemaker if spec.compute.kind == "sagemaker" else self._instances
             served = serve(spec, stack, options, store, registry, image, model_uri, region)

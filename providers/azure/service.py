@@ -87,7 +87,8 @@ class AzureService(pulumi.ComponentResource):
                 "model_store_uri": store.account.name.apply(
                     lambda account: naming.store_uri(account, cloud=cloud)),
                 "registry_url": registry.login_server, "model_version": spec.model.version,
-                "model_history": list(spec.model.history), "next_step": next_step("azure", stack)}
+                "model_history": list(spec.model.history),
+                "next_step": next_step("azure", stack, spec.model.version)}
             self.register_outputs(self.outputs)
             return
         identity = Identity(f"{name}-identity", IdentityArgs(

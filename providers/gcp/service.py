@@ -107,7 +107,8 @@ class GcpService(pulumi.ComponentResource):
                 "bucket": store.bucket.name,
                 "model_store_uri": store.bucket.name.apply(lambda b: f"gs://{b}/models"),
                 "registry_url": registry.repository_url, "model_version": spec.model.version,
-                "model_history": list(spec.model.history), "next_step": next_step("gcp", stack)}
+                "model_history": list(spec.model.history),
+                "next_step": next_step("gcp", stack, spec.model.version)}
             self.register_outputs(self.outputs)
             return
         identity = Identity(f"{name}-identity", IdentityArgs(

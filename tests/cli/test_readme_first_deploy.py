@@ -103,13 +103,14 @@ def folders(tmp_path, monkeypatch) -> Path:
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
 def test_the_first_ups_next_step_runs_as_printed(cloud, folders):
     """The real program's `next_step` output, each command in it parsed by the real CLI."""
-    _, outputs = declare(spec_for(cloud), "dev", preview=False)
+    _, outputs = declare(spec_for(cloud, model={"version": "v3"}), "dev", preview=False)
     commands = re.findall(r"\((llmcloud [^)]*)\)", outputs["next_step"])
     parsed = [_parse(shlex.split(command)[1:]) for command in commands]
     assert [name for name, _ in parsed] == ["image build", "image push", "model upload", "up"]
     for name, params in parsed[1:]:
         assert (params["provider"], params["stack"]) == (cloud, "dev"), name
-    assert parsed[2][1]["version"] and parsed[3][1]["image"]
+    # the version the stack file names: the one its servers load
+    assert parsed[2][1]["version"] == "v3" and parsed[3][1]["image"]
 
 
 def test_next_step_names_the_version_the_servers_load():
