@@ -98,7 +98,9 @@ def rate_window(rate_per_second: float, burst: int) -> tuple[int, int]:
 
 
 def _ip_filter(allowed_cidrs: list[str]) -> str:
-    if any(ipaddress.ip_network(c).prefixlen == 0 for c in allowed_cidrs):
+    # everyone only with 0.0.0.0/0: `::/0` names every IPv6 client, and the gateway is
+    # reached on IPv4 (AWS's resource policy reads it the same way)
+    if any(ipaddress.ip_network(c) == ipaddress.ip_network("0.0.0.0/0") for c in allowed_cidrs):
         return ""
     ranges = []
     for cidr in allowed_cidrs:

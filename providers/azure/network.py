@@ -3,6 +3,7 @@ egress for the servers."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,12 +43,27 @@ def _rule(name: str, priority: int, access: str, source: str | list[str], port: 
     return rule
 
 
+def _everyone_on_ipv4(cidrs: Sequence[str]) -> bool:
+    """Whether the ranges hold 0.0.0.0/0. `::/0` names every IPv6 client, and the gateway
+    is reached on IPv4 (no IPv6 address is given to it): it must not open the gateway to
+    every IPv4 client, as it does not on AWS either."""
+    return any(_family(cidr) == 4 and cidr.endswith("/0") for cidr in cidrs)
+
+
+def _family(source: str) -> int | None:
+    """4 or 6 for an address range, None for a service tag (`Internet`, `VirtualNetwork`)."""
+    try:
+        return ipaddress.ip_network(source, strict=False).version
+    except ValueError:
+        return None
+
+
 def gateway_sources(public: bool, allowed_cidrs: Sequence[str]) -> list[str]:
     """Who may open the gateway: the client ranges (or the Internet when they include
     0.0.0.0/0) for a public endpoint, the virtual network for a private one."""
     if not public:
         return ["VirtualNetwork"]
-    if any(cidr.endswith("/0") for cidr in allowed_cidrs):
+    if _everyone_on_ipv4(allowed_cidrs):
         return [INTERNET]
     return list(allowed_cidrs)
 
@@ -66,10 +82,16 @@ def server_rules(gateway_cidr: str, server_port: int) -> list[dict]:
 
 def gateway_rules(sources: Sequence[str]) -> list[dict]:
     """API Management's subnet: HTTPS from the clients, and what the service needs to be
-    managed (3443 from ApiManagement, 6390 from the platform's load balancer)."""
-    clients = list(sources) if len(sources) > 1 else sources[0]
+    managed (3443 from ApiManagement, 6390 from the platform's load balancer).
+
+    IPv4 and IPv6 client ranges get a rule each: Azure refuses a rule that mixes the two
+    families (`ResourceCannotContainAddressPrefixesFromDifferentAddressFamilies`)."""
+    ipv6 = [s for s in sources if _family(s) == 6]
+    others = [s for s in sources if _family(s) != 6]
+    clients = [("allow-clients-https", 100, others), ("allow-clients-https-ipv6", 101, ipv6)]
     return [
-        _rule("allow-clients-https", 100, "Allow", clients, "443", "VirtualNetwork"),
+        *(_rule(name, priority, "Allow", group if len(group) > 1 else group[0], "443",
+                "VirtualNetwork") for name, priority, group in clients if group),
         _rule("allow-apim-management", 110, "Allow", "ApiManagement", "3443", "VirtualNetwork"),
         _rule("allow-azure-lb", 120, "Allow", "AzureLoadBalancer", "6390", "VirtualNetwork"),
         _rule("deny-all-inbound", 4096, "Deny", "*", "*", protocol="*"),
