@@ -275,9 +275,12 @@ def _statements(document: Any) -> list[Mapping[str, Any]]:
     return [statements] if isinstance(statements, Mapping) else list(statements)
 
 
-@resource_check("CKV_AWS_1", "no IAM policy allows the '*' action", *POLICY_DOCUMENTS)
+@resource_check("CKV_AWS_1", "no IAM policy allows the '*' action", *POLICY_DOCUMENTS, ROLE)
 def no_star_action(inputs: Mapping[str, Any]) -> str | None:
-    for statement in _statements(inputs.get("policy")):
+    # a Role carries its documents in inlinePolicies[].policy, the others in `policy`
+    documents = [inputs.get("policy"),
+                 *(p.get("policy") for p in inputs.get("inlinePolicies") or [])]
+    for statement in (s for document in documents for s in _statements(document)):
         actions = statement.get("Action", [])
         actions = [actions] if isinstance(actions, str) else actions
         if statement.get("Effect") == "Allow" and "*" in actions:

@@ -102,6 +102,22 @@ def test_the_pack_finds_a_star_action_in_an_object_shaped_policy():
         assert found and found[0].startswith("CKV_AWS_1:"), props
 
 
+def test_a_star_action_in_a_declared_roles_inline_policy_fails_ckv_aws_1():
+    # aws.iam.Role takes its own documents (inlinePolicies[].policy): CKV_AWS_1 looked only
+    # at RolePolicy and the other policy resources, so a Role's inline '*' passed unseen
+    from tests.providers.aws_helpers import declared, of_type
+
+    resources, _ = declared()
+    role = of_type(resources, aws_checks.ROLE)[0]
+    document = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    role.inputs["inlinePolicies"] = [{"name": "everything", "policy": json.dumps(document)}]
+    assert ("CKV_AWS_1", role.name) in _failed(resources)
+    role.inputs["inlinePolicies"][0]["policy"] = json.dumps(
+        {**document, "Statement": [{**document["Statement"][0], "Action": "s3:GetObject"}]})
+    assert ("CKV_AWS_1", role.name) not in _failed(resources)
+
+
 # -- GCP: CKV_GCP_2 / 3 / 106 ---------------------------------------------------------------
 
 
