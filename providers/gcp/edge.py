@@ -62,8 +62,9 @@ def _rule(priority: int, action: str, description: str, *, expression: str | Non
 
 def client_range_groups(allowed_cidrs: Sequence[str]) -> list[list[str]]:
     """The allowed client ranges in groups of at most ten (one rule each); `[["*"]]` when
-    everyone may call."""
-    if any(cidr in ("0.0.0.0/0", "::/0") for cidr in allowed_cidrs):
+    everyone may call: with 0.0.0.0/0 only (the forwarding rule is IPv4; `::/0` names every
+    IPv6 client and must not open the edge to every IPv4 one, as it does not on AWS)."""
+    if "0.0.0.0/0" in allowed_cidrs:
         return [["*"]]
     cidrs = list(dict.fromkeys(allowed_cidrs))
     return [cidrs[i:i + MAX_RANGES_PER_RULE] for i in range(0, len(cidrs), MAX_RANGES_PER_RULE)]

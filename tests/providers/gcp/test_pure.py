@@ -91,6 +91,12 @@ def test_rate_limit_picks_the_shortest_window_that_holds_the_burst():
     assert edge.rate_limit_threshold(0.5, 20) == {"count": 30, "interval_sec": 60}
 
 
+def test_only_0_0_0_0_slash_0_opens_the_edge_to_everyone():
+    # ::/0 names every IPv6 client: with some IPv4 ranges it must not let every IPv4 in
+    assert edge.client_range_groups(["203.0.113.0/24", "::/0"]) == [["203.0.113.0/24", "::/0"]]
+    assert edge.client_range_groups(["203.0.113.0/24", "0.0.0.0/0"]) == [["*"]]
+
+
 def test_security_rules_waf_then_rate_limit_then_default():
     open_rules = edge.security_rules(["0.0.0.0/0"], 10, 20)
     priorities = [r["priority"] for r in open_rules]
