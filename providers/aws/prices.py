@@ -3,7 +3,8 @@
 Source: the AWS public price list (https://aws.amazon.com/ec2/pricing/on-demand/,
 https://aws.amazon.com/elasticloadbalancing/pricing/, https://aws.amazon.com/vpc/pricing/,
 https://aws.amazon.com/api-gateway/pricing/, https://aws.amazon.com/ebs/pricing/,
-https://aws.amazon.com/kms/pricing/, https://aws.amazon.com/sagemaker/pricing/ for the
+https://aws.amazon.com/kms/pricing/, https://aws.amazon.com/waf/pricing/,
+https://aws.amazon.com/cloudwatch/pricing/, https://aws.amazon.com/sagemaker/pricing/ for the
 real-time inference ml.* instances), Linux on-demand, shared tenancy, USD, as listed on
 PRICE_DATE. US East (N. Virginia), US East (Ohio) and US West (Oregon) list the same prices
 for these items; other regions are estimated from us-east-1 and flagged as such in the plan.
@@ -62,10 +63,25 @@ ALB_HOURLY = 0.0225
 #: one load balancer capacity unit: the floor of a lightly used ALB
 ALB_LCU_HOURLY = 0.008
 NAT_GATEWAY_HOURLY = 0.045
+NAT_DATA_PER_GB = 0.045
+#: every public IPv4 address AWS provides, the NAT gateways' Elastic IPs included (since
+#: 2024-02-01, vpc/pricing "Public IPv4 address")
+PUBLIC_IPV4_HOURLY = 0.005
 INTERFACE_ENDPOINT_HOURLY = 0.01  # per endpoint per zone
 GP3_GB_MONTH = 0.08
 KMS_KEY_MONTH = 1.0
 CLOUDWATCH_ALARM_MONTH = 0.10
+#: per dashboard beyond the three an account has free
+CLOUDWATCH_DASHBOARD_MONTH = 3.0
+CLOUDWATCH_LOGS_PER_GB = 0.50  # ingestion (standard log class)
+#: AWS WAF: per web ACL and per rule (a managed rule group counts as one) per month, and per
+#: million requests inspected
+WAF_WEB_ACL_MONTH = 5.0
+WAF_RULE_MONTH = 1.0
+WAF_PER_MILLION = 0.60
+#: the web ACL's rules: `gateway.py`'s two managed rule groups (WAF_GROUPS) and its per-IP
+#: rate rule
+WAF_RULES = 3
 API_GATEWAY_REST_PER_MILLION = 3.50
 HOURS_PER_MONTH = 730
 
@@ -85,6 +101,11 @@ def price_table(region: str) -> AwsPriceTable:
         ml_hourly={name: spec[2] for name, spec in ML_INSTANCES.items()},
         estimated=region not in SAME_AS_BASE,
     )
+
+
+def monthly_to_hourly(usd_per_month: float) -> float:
+    """A monthly price per hour (AWS prorates monthly fees over 730 hours)."""
+    return round(usd_per_month / HOURS_PER_MONTH, 6)
 
 
 def gpu_memory_gb(instance_type: str) -> int | None:

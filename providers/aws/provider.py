@@ -130,7 +130,9 @@ class AwsProvider(CloudProvider):
 
 
     def prices(self, spec: DeploymentSpec) -> PriceSheet:
-        """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
+        """The hourly price lines of `spec`'s service (see `prices.py` for the table): every
+        billable resource the stack declares, per use (requests, GB) outside the total."""
+        from llmcloud.providers.aws import prices as p
         from llmcloud.providers.aws.service import AwsOptions
 
         options = self.options or AwsOptions()
@@ -145,13 +147,32 @@ class AwsProvider(CloudProvider):
             CostLine("CloudWatch alarms", "alarm-hour",
                      round(CLOUDWATCH_ALARM_MONTH / HOURS_PER_MONTH, 6),
                      ALARMS[spec.compute.kind], ALARMS[spec.compute.kind]),
-            CostLine("API Gateway REST requests", "1M requests", API_GATEWAY_REST_PER_MILLION,
-                     0, 0, hourly=False, note="billed per request; not in the hourly total"),
+            CostLine("CloudWatch dashboard", "dashboard-hour",
+                     p.monthly_to_hourly(p.CLOUDWATCH_DASHBOARD_MONTH), 1, 1,
+                     note="free if the account has no more than three dashboards"),
         ]
+        if options.waf:
+            lines.append(CostLine(f"AWS WAF web ACL and {p.WAF_RULES} rules", "acl-hour",
+                                  p.monthly_to_hourly(p.WAF_WEB_ACL_MONTH
+                                                      + p.WAF_RULES * p.WAF_RULE_MONTH), 1, 1))
         zones = options.zones
         if options.private_endpoints and spec.compute.kind == "instances":
             lines.append(CostLine("interface endpoints (4 services per zone)", "endpoint-hour",
                                   INTERFACE_ENDPOINT_HOURLY, 4 * zones, 4 * zones))
+        lines.append(CostLine("API Gateway REST requests", "1M requests",
+                              API_GATEWAY_REST_PER_MILLION, 0, 0, hourly=False,
+                              note="billed per request; not in the hourly total"))
+        if options.waf:
+            lines.append(CostLine("AWS WAF requests", "1M requests", p.WAF_PER_MILLION, 0, 0,
+                                  hourly=False, note="billed per request; not in the hourly "
+                                                     "total"))
+        if spec.compute.kind == "instances":
+            lines.append(CostLine("NAT gateway data processed", "GB", p.NAT_DATA_PER_GB, 0, 0,
+                                  hourly=False, note="billed per GB (model pulls from S3 take "
+                                                     "the VPC's gateway endpoint, not NAT)"))
+        lines.append(CostLine("CloudWatch Logs ingestion", "GB", p.CLOUDWATCH_LOGS_PER_GB, 0, 0,
+                              hourly=False, note="billed per GB ingested (server and access "
+                                                 "logs); not in the hourly total"))
         notes = []
         if table.estimated:
             notes.append(f"{region} is priced as us-east-1; "
@@ -160,22 +181,37 @@ class AwsProvider(CloudProvider):
 
     @staticmethod
     def _instance_lines(spec: DeploymentSpec, table, zones: int) -> list[CostLine]:
+        from llmcloud.providers.aws.prices import PUBLIC_IPV4_HOURLY
+        from llmcloud.providers.aws.service import alternative_types
+
         instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
         if instance_type not in table.gpu_hourly:
             raise _unpriced(instance_type, table.gpu_hourly)
         low, high = spec.compute.min_replicas, spec.compute.max_replicas
         disk = root_volume_gb(spec.compute.disk_gb, instance_type)
+        servers = [CostLine(f"GPU servers ({instance_type}, on-demand)", "instance-hour",
+                            table.gpu_hourly[instance_type], low,
+                            low if spec.compute.spot else high)]
+        if spec.compute.spot and high > low:
+            # the group launches spot capacity of any of these types, each billed at most at
+            # its own on-demand price: the dearest bounds the hour
+            types = [instance_type, *alternative_types(instance_type)]
+            dearest = max(types, key=lambda t: table.gpu_hourly.get(t, 0.0))
+            servers.append(CostLine(
+                f"spot servers above the minimum ({', '.join(types)})", "instance-hour",
+                table.gpu_hourly[dearest], 0, high - low,
+                note=f"billed at the spot price, at most the on-demand price of the type it "
+                     f"runs on; counted at the dearest ({dearest})"))
         return [
-            CostLine(f"GPU servers ({instance_type}, on-demand)", "instance-hour",
-                     table.gpu_hourly[instance_type], low, high,
-                     note="spot capacity above the minimum is billed at most this"
-                     if spec.compute.spot else None),
+            *servers,
             CostLine(f"root volumes (gp3, {disk} GB)", "volume-hour",
                      round(disk * GP3_GB_MONTH / HOURS_PER_MONTH, 6), low, high),
             CostLine("application load balancer (1 LCU)", "hour", ALB_HOURLY + ALB_LCU_HOURLY,
                      1, 1),
             CostLine("NAT gateways (one per zone)", "gateway-hour", NAT_GATEWAY_HOURLY,
                      zones, zones),
+            CostLine("public IPv4 addresses (the NAT gateways' Elastic IPs)", "address-hour",
+                     PUBLIC_IPV4_HOURLY, zones, zones),
         ]
 
     @staticmethod

@@ -6,10 +6,11 @@ types, GPUs included), https://cloud.google.com/compute/gpus-pricing (T4 on N1),
 https://cloud.google.com/compute/disks-image-pricing (persistent disks),
 https://cloud.google.com/vpc/network-pricing (load balancer forwarding rules, Cloud NAT),
 https://cloud.google.com/armor/pricing (Cloud Armor Standard),
-https://cloud.google.com/secret-manager/pricing. Iowa (us-central1) is the base; us-east1,
-us-east4 (GPU machine types differ by less than 1 %, listed at base) and other regions are
-estimated from it and flagged as such in the plan. Refresh the table and PRICE_DATE when
-Google changes its prices.
+https://cloud.google.com/secret-manager/pricing,
+https://cloud.google.com/stackdriver/pricing (alerting conditions, logging). Iowa
+(us-central1) is the base; us-east1, us-east4 (GPU machine types differ by less than 1 %,
+listed at base) and other regions are estimated from it and flagged as such in the plan.
+Refresh the table and PRICE_DATE when Google changes its prices.
 """
 
 from __future__ import annotations
@@ -31,19 +32,34 @@ class GpuMachine:
     accelerator: str
     gpus: int
     gpu_memory_gb: int
+    #: the machine with its built-in GPUs; on N1, the machine alone
     hourly_usd: float
     #: N1 machines take GPUs as guest accelerators; G2/A2/A3 come with theirs built in
     attached: bool = False
+    #: on N1, each attached GPU's price per hour
+    gpu_hourly_usd: float = 0.0
 
     def gpus_per_instance(self, attached: int | None) -> int:
         """The GPUs one instance has: on N1, the `compute.gpus` attached (at least one);
         on the others, their own."""
         return max(1, attached or self.gpus) if self.attached else self.gpus
 
+    def instance_hourly(self, attached: int | None = None) -> float:
+        """One instance's price per hour, with the GPUs it has (`gpus_per_instance`)."""
+        if not self.attached:
+            return self.hourly_usd
+        return round(self.hourly_usd + self.gpus_per_instance(attached) * self.gpu_hourly_usd,
+                     6)
+
+
+#: NVIDIA T4 attached to an N1 machine, per GPU per hour (compute/gpus-pricing)
+T4_HOURLY = 0.35
 
 GPU_MACHINES: dict[str, GpuMachine] = {
-    "n1-standard-4": GpuMachine("nvidia-tesla-t4", 1, 16, 0.5400, attached=True),
-    "n1-standard-8": GpuMachine("nvidia-tesla-t4", 1, 16, 0.7300, attached=True),
+    "n1-standard-4": GpuMachine("nvidia-tesla-t4", 1, 16, 0.189999, attached=True,
+                                gpu_hourly_usd=T4_HOURLY),
+    "n1-standard-8": GpuMachine("nvidia-tesla-t4", 1, 16, 0.379998, attached=True,
+                                gpu_hourly_usd=T4_HOURLY),
     "g2-standard-4": GpuMachine("nvidia-l4", 1, 24, 0.7068),
     "g2-standard-8": GpuMachine("nvidia-l4", 1, 24, 0.8536),
     "g2-standard-12": GpuMachine("nvidia-l4", 1, 24, 1.0004),
@@ -67,12 +83,23 @@ LB_DATA_PER_GB = 0.008
 NAT_VM_HOURLY = 0.0014
 NAT_MAX_BILLED_VMS = 32
 NAT_DATA_PER_GB = 0.045
+#: an external IP address Cloud NAT uses (vpc/network-pricing: only addresses attached to
+#: forwarding rules, such as the load balancer's, or used by Cloud VPN are free); the
+#: gateway's AUTO_ONLY allocation needs one for up to 1,008 VMs at the default 64 ports each
+NAT_IP_HOURLY = 0.005
 #: Cloud Armor Standard: per policy and per rule per month, per million requests
 ARMOR_POLICY_MONTH = 5.0
 ARMOR_RULE_MONTH = 1.0
 ARMOR_PER_MILLION = 0.75
 PD_BALANCED_GB_MONTH = 0.10
 SECRET_VERSION_MONTH = 0.06
+#: Cloud Monitoring alerting: per condition of an alerting policy per month
+ALERT_CONDITION_MONTH = 0.10
+#: the conditions `monitoring.py` declares: 5xx ratio, p95 latency, unhealthy backends,
+#: endpoint down
+ALERT_CONDITIONS = 4
+#: Cloud Logging storage beyond the project's free 50 GiB a month
+LOGGING_PER_GB = 0.50
 KMS_KEY_VERSION_MONTH = 0.06
 HOURS_PER_MONTH = 730
 
@@ -80,7 +107,8 @@ HOURS_PER_MONTH = 730
 def price_table(region: str) -> PriceTable:
     """The price table for `region` (us-central1's, flagged as estimated, outside the base)."""
     return PriceTable(region=region, price_date=PRICE_DATE, source=SOURCE,
-                      gpu_hourly={name: m.hourly_usd for name, m in GPU_MACHINES.items()},
+                      gpu_hourly={name: machine.instance_hourly()
+                                  for name, machine in GPU_MACHINES.items()},
                       estimated=region not in SAME_AS_BASE)
 
 

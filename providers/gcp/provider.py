@@ -121,10 +121,12 @@ class GcpProvider(CloudProvider):
 
 
     def prices(self, spec: DeploymentSpec) -> PriceSheet:
-        """The hourly price lines of `spec`'s service (see `prices.py` for the table)."""
+        """The hourly price lines of `spec`'s service (see `prices.py` for the table): every
+        billable resource the stack declares, per use (requests, GB) outside the total."""
+        from llmcloud.providers.gcp import prices as p
         from llmcloud.providers.gcp.edge import security_rules
 
-        self._machine(spec)
+        machine = self._machine(spec)
         region = spec.region or DEFAULT_REGION
         table = price_table(region)
         machine_type = spec.compute.instance_type or DEFAULT_MACHINE_TYPE
@@ -133,9 +135,12 @@ class GcpProvider(CloudProvider):
         rules = len(security_rules(spec.network.allowed_cidrs, spec.gateway.rate_limit,
                                    spec.gateway.burst))
         rules_lines = 2 if spec.gateway.domain else 1
+        gpus = machine.gpus_per_instance(spec.compute.gpus)
+        server = (f"{machine_type} with {gpus} {machine.accelerator}" if machine.attached
+                  else machine_type)
         lines = [
-            CostLine(f"GPU servers ({machine_type}, on-demand)", "instance-hour",
-                     table.gpu_hourly[machine_type], low, high,
+            CostLine(f"GPU servers ({server}, on-demand)", "instance-hour",
+                     machine.instance_hourly(spec.compute.gpus), low, high,
                      note="Spot servers above the minimum are billed at most this"
                      if spec.compute.spot else None),
             CostLine(f"boot disks (pd-balanced, {disk} GB)", "disk-hour",
@@ -144,10 +149,15 @@ class GcpProvider(CloudProvider):
                      rules_lines, rules_lines),
             CostLine("Cloud NAT (per server using it)", "vm-hour", NAT_VM_HOURLY,
                      nat_billed_vms(low), nat_billed_vms(high)),
+            CostLine("Cloud NAT external IP (allocated by the gateway)", "address-hour",
+                     p.NAT_IP_HOURLY, 1, 1),
             CostLine(f"Cloud Armor policy and {rules} rules", "policy-hour",
                      monthly_to_hourly(ARMOR_POLICY_MONTH + rules * ARMOR_RULE_MONTH), 1, 1),
             CostLine("Secret Manager (API key hashes)", "version-hour",
                      monthly_to_hourly(SECRET_VERSION_MONTH), 1, 1),
+            CostLine("alerting policy conditions", "condition-hour",
+                     monthly_to_hourly(p.ALERT_CONDITION_MONTH), p.ALERT_CONDITIONS,
+                     p.ALERT_CONDITIONS),
             CostLine("Cloud Armor requests", "1M requests", ARMOR_PER_MILLION, 0, 0,
                      hourly=False, note="billed per request; not in the hourly total"),
             CostLine("load balancer data processed", "GB", LB_DATA_PER_GB, 0, 0,
@@ -155,6 +165,8 @@ class GcpProvider(CloudProvider):
             CostLine("Cloud NAT data processed", "GB", NAT_DATA_PER_GB, 0, 0,
                      hourly=False, note="billed per GB (image and model pulls go through "
                                         "Private Google Access, not NAT)"),
+            CostLine("Cloud Logging storage", "GB", p.LOGGING_PER_GB, 0, 0, hourly=False,
+                     note="billed per GB beyond the project's free 50 GB a month"),
         ]
         notes = []
         if table.estimated:
