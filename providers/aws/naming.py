@@ -57,3 +57,5 @@ def asg_name(stack: str) -> str:
 
 #: the REST API's stage: the endpoint is `https://<api>.execute-api.<region>.amazonaws.com/api`
 STAGE = "api"
+#: the longest a REST API streams a response (its integration timeout's ceiling), in ms
+STREAM_TIMEOUT_MAX_MS = 900_000

@@ -98,6 +98,14 @@ class AwsProvider(CloudProvider):
         else:
             instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
             table = GPU_INSTANCES
+            limit = naming.STREAM_TIMEOUT_MAX_MS // 1000
+            if spec.gateway.timeout_seconds > limit:
+                raise ConfigError(
+                    f"gateway.timeout_seconds {spec.gateway.timeout_seconds} is over API "
+                    f"Gateway's limit",
+                    context=f"a REST API streams a response for {limit} s at most: longer "
+                            "generations were cut there",
+                    hint=f"set gateway.timeout_seconds to at most {limit}")
             if instance_type.startswith("ml."):
                 raise ConfigError(
                     f"compute.instance_type {instance_type!r} is a SageMaker instance type",

@@ -53,3 +53,12 @@ def test_a_stack_file_written_by_init_passes_with_sagemaker(tmp_path: Path):
     spec = resolve_spec(file_values=values, environ={}, defaults_for=provider_defaults)
     assert spec.compute.kind == "sagemaker"
     AwsProvider().check_spec(spec)
+
+
+def test_instances_refuse_a_timeout_api_gateway_cannot_stream_for():
+    # a REST API streams for 900 s at most: a longer timeout was cut there without a word
+    with pytest.raises(ConfigError, match="over API Gateway's limit") as refused:
+        AwsProvider().check_spec(aws_spec(gateway={"timeout_seconds": 1200}))
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert "at most 900" in refused.value.hint
+    AwsProvider().check_spec(aws_spec(gateway={"timeout_seconds": 900}))
