@@ -3,6 +3,7 @@ it — shared by the AWS, GCP and Azure tests."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from functools import lru_cache
@@ -61,3 +62,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return self.provider.mock_invoke(args.token, args.args)
+
+
+def boot_script(provider: str, resources: list[Resource]) -> str:
+    """The servers' boot script a cloud's stack declares (AWS user data, GCP startup script,
+    Azure custom data), as text."""
+    if provider == "aws":
+        template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
+        return base64.b64decode(template.inputs["userData"]).decode()
+    if provider == "gcp":
+        template = one(resources, "gcp:compute/instanceTemplate:InstanceTemplate")
+        return template.inputs["metadataStartupScript"]
+    profile = one(resources, "azure-native:compute:VirtualMachineScaleSet"
+                  ).inputs["virtualMachineProfile"]
+    return base64.b64decode(profile["osProfile"]["customData"]).decode()

@@ -7,11 +7,9 @@ server on every cloud, as declared under the mocks."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
-from tests.providers.declared import declared_for, one
+from tests.providers.declared import boot_script, declared_for, one
 
 SERVER = {"max_batch_tokens": 40000, "reserve_new_tokens": "all", "max_model_len": 8192,
           "max_prefill_tokens": 4096,
@@ -32,18 +30,6 @@ FLAGS = ("--max-batch-tokens 40000 --reserve-new-tokens all --max-model-len 8192
          f"--override-generation-config '{OVERRIDE}' "
          "--lora-modules "
          f"'{LORA}' --trust-remote-code")
-
-
-def boot_script(provider: str, resources) -> str:
-    if provider == "aws":
-        template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
-        return base64.b64decode(template.inputs["userData"]).decode()
-    if provider == "gcp":
-        template = one(resources, "gcp:compute/instanceTemplate:InstanceTemplate")
-        return template.inputs["metadataStartupScript"]
-    profile = one(resources, "azure-native:compute:VirtualMachineScaleSet"
-                  ).inputs["virtualMachineProfile"]
-    return base64.b64decode(profile["osProfile"]["customData"]).decode()
 
 
 @pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])

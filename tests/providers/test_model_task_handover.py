@@ -5,34 +5,21 @@ causal one whatever the spec said."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 
-from tests.providers.declared import declared_for, one
+from tests.providers.declared import boot_script, declared_for
 
 TASK = "text2text-generation"
-
-
-def _boot_script(provider: str, resources) -> str:
-    if provider == "aws":
-        template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
-        return base64.b64decode(template.inputs["userData"]).decode()
-    if provider == "gcp":
-        template = one(resources, "gcp:compute/instanceTemplate:InstanceTemplate")
-        return template.inputs["metadataStartupScript"]
-    scale_set = one(resources, "azure-native:compute:VirtualMachineScaleSet")
-    profile = scale_set.inputs["virtualMachineProfile"]
-    return base64.b64decode(profile["osProfile"]["customData"]).decode()
 
 
 @pytest.mark.parametrize("provider", ["aws", "gcp", "azure"])
 def test_the_specs_task_reaches_the_cloud_servers(provider):
     resources, _ = declared_for(provider, model={"name": "t5", "task": TASK})
-    assert f"--task {TASK}" in _boot_script(provider, resources)
+    assert f"--task {TASK}" in boot_script(provider, resources)
     default, _ = declared_for(provider, model={"name": "t5"})
-    assert "--task" not in _boot_script(provider, default)  # the model's config says
+    assert "--task" not in boot_script(provider, default)  # the model's config says
 
 
 def test_the_specs_task_reaches_the_local_replicas(tmp_path: Path):
