@@ -233,6 +233,11 @@ class CloudProvider(Provider):
         """How a client presents an API key to this provider's gateway."""
         return {"Authorization": f"Bearer {key}"}
 
+    def endpoint_reports_version(self, ctx: StackContext) -> bool:
+        """Whether the endpoint's `GET /v1/models` is the servers' answer, naming the
+        version they serve (promote waits for it with `LLMCLOUD_API_KEY`)."""
+        return True
+
     def _refuse_admin_keys(self, ctx: StackContext, name: str, admin: bool) -> None:
         """Admin keys open the local console; a cloud stack has none."""
         if admin:

@@ -301,16 +301,9 @@ def _verify(provider: Any, ctx: Any, outputs: Mapping[str, Any], version: str,
             timeout: float) -> bool:
     key = ctx.environ.get(API_KEY_ENV)
     endpoint = outputs.get("endpoint_url")
-    if not key or not endpoint or not _endpoint_reports_version(provider, ctx):
+    if not key or not endpoint or not provider.endpoint_reports_version(ctx):
         return False  # the update's own health checks (instance refresh) still gate it
     wait_for_version(str(endpoint), version, headers=provider.api_key_headers(key),
                      timeout=timeout, verify=endpoint_trust(outputs))
     return True
 
-
-def _endpoint_reports_version(provider: Any, ctx: Any) -> bool:
-    """Whether the stack's `GET /v1/models` is its servers' answer, naming their version
-    (not the SageMaker flavour's, which API Gateway answers itself: its rollout watch asks
-    SageMaker which version the endpoint serves). Providers without the method: yes."""
-    reports = getattr(provider, "endpoint_reports_version", None)
-    return True if reports is None else bool(reports(ctx))

@@ -50,6 +50,9 @@ class FakeProvider:
             raise self.rollout_error
         return self.rolled
 
+    def endpoint_reports_version(self, ctx):
+        return True
+
     def api_key_headers(self, key):
         return {"Authorization": f"Bearer {key}"}
 

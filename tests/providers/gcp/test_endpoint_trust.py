@@ -95,7 +95,8 @@ def endpoint(tmp_path_factory) -> tuple[str, str]:
 
 
 def _provider() -> SimpleNamespace:
-    return SimpleNamespace(api_key_headers=lambda key: {"Authorization": f"Bearer {key}"})
+    return SimpleNamespace(api_key_headers=lambda key: {"Authorization": f"Bearer {key}"},
+                           endpoint_reports_version=lambda ctx: True)
 
 
 def _ctx() -> SimpleNamespace:
