@@ -64,8 +64,11 @@ def labels(stack: str, model_name: str, tags: dict[str, str]) -> dict[str, str]:
     made a valid label (GCP allows no `:` or upper case); a tag key must start with a letter."""
     result = {"llmcloud-stack": label_value(stack), "llmcloud-model": label_value(model_name)}
     for key, value in tags.items():
-        label_key = label_value(key)
-        if not label_key[:1].isalpha():
-            label_key = f"tag_{label_key}"[: LIMITS["label"]]
-        result[label_key] = label_value(value) if value else ""
+        result[label_key(key)] = label_value(value) if value else ""
     return result
+
+
+def label_key(tag: str) -> str:
+    """The label key a spec tag becomes (it must start with a letter)."""
+    key = label_value(tag)
+    return key if key[:1].isalpha() else f"tag_{key}"[: LIMITS["label"]]

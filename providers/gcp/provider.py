@@ -243,13 +243,11 @@ def _check_label_names(spec: DeploymentSpec) -> None:
     """Refuse tags that become the same label key (GCP keys are lowercase, without `:`,
     `/`, ...: `Team` and `team`, `app:tier` and `app_tier`), or one of llmcloud's own: one
     of the two was dropped without a word."""
-    from llmcloud.providers.gcp.naming import label_value, labels
+    from llmcloud.providers.gcp.naming import label_key
 
     seen = {key: "llmcloud's own label" for key in OWN_LABELS}
     for name in spec.tags:
-        # the key `labels` gives the tag (a tag named like llmcloud's own replaces it)
-        key = next(iter(labels("s", "m", {name: ""}).keys() - set(OWN_LABELS)),
-                   label_value(name))
+        key = label_key(name)
         if key in seen:
             raise ConfigError(
                 f"tag '{name}' would be the GCP label '{key}', as {seen[key]} is",
