@@ -25,7 +25,6 @@ from llmcloud.providers.aws.policies import assume_role_policy
 from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
 
 STAGE = naming.STAGE  # the endpoint ends with it; the servers take it off paths
-STREAM_TIMEOUT_MAX_MS = naming.STREAM_TIMEOUT_MAX_MS
 #: TLS 1.3, and TLS 1.2 with forward-secret AES-GCM suites only; hybrid post-quantum key
 #: exchange. A regional REST API's default, `TLS_1_0`, also accepts TLS 1.0 and 1.1 and CBC
 #: suites; TLS 1.2 stays for clients that lack 1.3.
@@ -50,7 +49,7 @@ NO_ROUTE_ERROR = ('{"error": {"message": "no route for this path: the API is und
 
 def integration_timeout_ms(timeout_seconds: int) -> int:
     """The integration timeout for a streamed generation of at most `timeout_seconds`."""
-    return min(STREAM_TIMEOUT_MAX_MS, timeout_seconds * 1000)
+    return min(naming.STREAM_TIMEOUT_MAX_MS, timeout_seconds * 1000)
 
 
 def source_ip_policy(allowed_cidrs: Sequence[str]) -> str | None:
