@@ -11,11 +11,6 @@ from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
 from llmcloud.cli.stack_commands import require_stack_file
 
-#: what a key's name may be: the console's rule for the names it takes (`console/api.py`),
-#: which every provider keeps as given (AWS in a tag, Azure in a subscription's display name,
-#: GCP in a comment of the keys secret, the local provider in its state file)
-NAME = re.compile(r"[A-Za-z0-9 ._@-]{1,64}")
-
 
 def create(
     name: Annotated[str, typer.Option("--name", help="who or what the key is for")] = "default",
@@ -66,9 +61,10 @@ def revoke(
 
 
 def _check_name(name: str) -> None:
+    from llmcloud.providers.naming import KEY_NAME
     from llmcloud.stacks.errors import ConfigError
 
-    if not NAME.fullmatch(name):
+    if not re.fullmatch(KEY_NAME, name):
         raise ConfigError(f"{name!r} is not a key name",
                           context="a key's name is 1 to 64 letters, digits, spaces, dots, "
                                   "underscores, @ and hyphens",

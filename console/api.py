@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmcloud.console.auth import Session
 from llmcloud.console.render import error_slot, html, respond, wants_fragment
 from llmcloud.console.rollouts import RolloutBusy
+from llmcloud.providers.naming import KEY_NAME
 from llmcloud.stacks.errors import ConfigError, LlmcloudError, NotSupportedError
 
 
@@ -91,7 +92,7 @@ class Rollout(_Open):
 
 
 class KeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._@-]+$")
+    name: str = Field(pattern=f"^{KEY_NAME}$")
     admin: bool = False
 
 

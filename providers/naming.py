@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import re
 
+#: what an API key's name may be, on every provider (AWS keeps it in a tag, Azure in a
+#: subscription's display name, GCP in a comment of the keys secret) and in the console
+KEY_NAME = r"[A-Za-z0-9 ._@-]{1,64}"
+
 
 def slug(text: str) -> str:
     """Lowercase letters, digits and single dashes (`Dev_Stack.1` -> `dev-stack-1`)."""

@@ -22,14 +22,16 @@ def test_a_name_no_provider_keeps_as_given_is_refused_first(cli, project, tmp_pa
 
 
 def test_the_cli_and_the_console_take_the_same_names():
+    import re
+
     from pydantic import ValidationError
 
-    from llmcloud.cli.keys_commands import NAME
     from llmcloud.console.api import KeyRequest
+    from llmcloud.providers.naming import KEY_NAME
 
     for name in ("ci", "team a.b_c@d-e", "a" * 64):
-        assert NAME.fullmatch(name) and KeyRequest(name=name).name == name
+        assert re.fullmatch(KEY_NAME, name) and KeyRequest(name=name).name == name
     for name in REFUSED:
-        assert not NAME.fullmatch(name)
+        assert not re.fullmatch(KEY_NAME, name)
         with pytest.raises(ValidationError):
             KeyRequest(name=name)
