@@ -10,6 +10,8 @@ at the next request instead of letting a cached answer for the key stand for up 
 Keys carry tags naming the stack, the key's name and the first characters of its value,
 so `keys list` shows them without reading any value back. The stack's own key (the
 `<api>-default` key `up` declares) is listed but not revoked here: `up` would make it again.
+Keys made here are not in Pulumi's state, so `destroy` deletes them itself
+(`delete_issued`): API Gateway would keep them, attached to nothing, for good.
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def revoke(client: Any, plan_id: str, stack: str, key_id: str,
     client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
     client.delete_api_key(apiKey=key_id)
     return {**record, "revoked": True, **flush_authorizer_caches(client, plan_id)}
+
+
+def delete_issued(client: Any, plan_id: str, own_key: str | None) -> list[str]:
+    """Delete the keys `create` made in the usage plan (not the stack's own, which Pulumi
+    destroys); their ids. A plan already gone has none."""
+    try:
+        issued = [key_id for key_id in _plan_key_ids(client, plan_id) if key_id != own_key]
+    except client.exceptions.NotFoundException:
+        return []
+    for key_id in issued:
+        try:
+            client.delete_api_key(apiKey=key_id)
+        except client.exceptions.NotFoundException:
+            pass  # deleted meanwhile: what was asked
+    return issued
 
 
 def flush_authorizer_caches(client: Any, plan_id: str) -> dict[str, Any]:

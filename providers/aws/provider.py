@@ -291,6 +291,27 @@ class AwsProvider(CloudProvider):
         with _aws_errors("revoking the API key"):
             return api_keys.revoke(client, plan, ctx.stack, key_id, own)
 
+    def destroy(self, ctx: StackContext) -> dict[str, Any]:
+        """Pulumi's destroy, after deleting the keys `llmcloud keys create` made: they are
+        not in the stack's state, and API Gateway would keep them after their plan."""
+        from llmcloud.providers.aws import api_keys
+
+        engine = self._engine(ctx, "destroy")
+        outputs = engine.outputs()
+        deleted: list[str] = []
+        if outputs.get("usage_plan_id"):
+            import boto3
+
+            client = boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
+            own = outputs.get("api_key_id")
+            with _aws_errors("deleting the keys made by `llmcloud keys create`",
+                             hint="check your AWS credentials' API Gateway permissions "
+                                  "(apigateway:GET and DELETE on /apikeys and /usageplans)"):
+                deleted = api_keys.delete_issued(client, str(outputs["usage_plan_id"]),
+                                                 str(own) if own else None)
+        result = engine.destroy()
+        return {**result, "api_keys_deleted": deleted} if deleted else result
+
     def _key_plan(self, ctx: StackContext) -> tuple[Any, str, str | None]:
         """API Gateway's client, the stack's usage plan and the stack's own key."""
         import boto3

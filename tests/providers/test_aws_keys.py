@@ -204,3 +204,39 @@ def test_a_key_the_plan_refuses_is_not_left_behind(gateway):
     with pytest.raises(ClientError):
         api_keys.create(Refusing(), plan, "prod", "ci")
     assert [k["id"] for k in client.get_api_keys()["items"]] == [own]
+
+
+class Destroyable(Outputs):
+    """The stack's engine: its outputs, and a destroy that records the keys left then."""
+
+    def __init__(self, outputs: dict, client, plan: str):
+        super().__init__(outputs)
+        self.client, self.plan, self.keys_at_destroy = client, plan, None
+
+    def destroy(self) -> dict:
+        self.keys_at_destroy = {key["id"] for key in self.client.get_api_keys()["items"]}
+        return {"changes": {"delete": 12}}
+
+
+def test_destroy_deletes_the_keys_made_by_keys_create_before_the_stack(gateway, monkeypatch):
+    provider, ctx, client, plan, own, outputs = gateway
+    made = [provider.keys_create(ctx, name)["id"] for name in ("ci", "alice")]
+    engine = Destroyable(outputs, client, plan)
+    monkeypatch.setattr(AwsProvider, "_engine", lambda self, ctx, operation: engine)
+
+    result = provider.destroy(ctx)
+
+    assert sorted(result["api_keys_deleted"]) == sorted(made)
+    assert result["changes"] == {"delete": 12}
+    # gone before Pulumi's destroy; the stack's own key is Pulumi's to delete
+    assert engine.keys_at_destroy == {own}
+
+
+def test_destroy_of_a_stack_without_a_plan_or_keys_only_destroys(gateway, monkeypatch):
+    provider, ctx, client, plan, own, outputs = gateway
+    for stack_outputs in ({}, outputs, {**outputs, "usage_plan_id": "gone123"}):
+        engine = Destroyable(stack_outputs, client, plan)
+        monkeypatch.setattr(AwsProvider, "_engine",
+                            lambda self, ctx, operation, engine=engine: engine)
+        assert provider.destroy(ctx) == {"changes": {"delete": 12}}
+        assert own in engine.keys_at_destroy
