@@ -94,6 +94,32 @@ class AzureProvider(CloudProvider):
                                 timeout=max(timeout, boot_allowance_s(grace)),
                                 post=lambda address: arm.request("POST", address))
 
+    def destroy(self, ctx: StackContext) -> dict[str, Any]:
+        """Pulumi's destroy, then the purge of the API Management service Azure keeps
+        soft-deleted, whose name the stack's next `up` needs (`gateway_purge.py`)."""
+        from llmcloud.providers.azure.gateway_purge import purge_deleted_gateway
+
+        engine = self._engine(ctx, "destroy")
+        apim_id = engine.outputs().get("apim_id")
+        result = engine.destroy()
+        if not apim_id:
+            return result
+        location = ctx.spec.region or DEFAULT_REGION
+        try:
+            from llmcloud.providers.azure.arm import Arm
+
+            arm = Arm(ctx.environ)
+            purged = purge_deleted_gateway(arm.request, str(apim_id), location)
+        except Exception as exc:  # the stack is destroyed: a failed purge is a note
+            from llmcloud.providers.azure.gateway_purge import deleted_service_address
+
+            name, _ = deleted_service_address(str(apim_id), location)
+            purged = {"note": f"the purge of the deleted API Management service '{name}' "
+                              f"failed ({type(exc).__name__}: {exc}); purge it before this "
+                              f"stack's next `up`: az apim deletedservice purge "
+                              f"--service-name {name} --location {location}"}
+        return {**result, **purged}
+
     def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
         """A subscription to the stack's API Management product (`api_keys.py`); its key
         is shown once."""
