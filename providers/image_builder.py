@@ -166,9 +166,9 @@ def _docker_push(builder: Builder, image: str, username: str | None, password: s
     # text unless a credential helper is set, long after this push: the login goes to a
     # private copy of the user's settings instead, deleted with the push
     with tempfile.TemporaryDirectory() as folder:
-        _private_docker_config(Path(folder))
-        config = ["--config", folder]
         registry = image.split("/", 1)[0]
+        _private_docker_config(Path(folder), registry)
+        config = ["--config", folder]
         run_builder(
             [builder.path, *config, "login", registry, "--username", username,
              "--password-stdin"],
@@ -177,16 +177,26 @@ def _docker_push(builder: Builder, image: str, username: str | None, password: s
         return _docker_push_as(builder, image, config)
 
 
-def _private_docker_config(folder: Path) -> None:
-    """The user's docker settings (context, proxies, credential helpers) without their
-    registry logins, in ``folder``; its contexts are the user's own."""
+def _private_docker_config(folder: Path, registry: str) -> None:
+    """The user's docker settings (context, proxies, other registries' credential helpers)
+    without their registry logins, in ``folder``, where the login to ``registry`` stays:
+    its contexts are the user's own."""
     home = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     try:
         settings = json.loads((home / "config.json").read_text())
     except (OSError, ValueError):
         settings = {}
     settings = settings if isinstance(settings, dict) else {}
-    settings.pop("auths", None)
+    # `docker login` hands the token to the credential store (`credsStore`, or the
+    # registry's `credHelpers` entry) when one is set: it stayed in the user's keychain
+    # after the push, over their own login, and ECR's helper refuses to store at all
+    # ("not implemented"). Without one, docker picks the platform's keychain itself unless
+    # the file names some login: the registry's empty entry keeps the token in this file.
+    settings.pop("credsStore", None)
+    helpers = settings.get("credHelpers")
+    if isinstance(helpers, dict):
+        helpers.pop(registry, None)
+    settings["auths"] = {registry: {}}
     (folder / "config.json").write_text(json.dumps(settings))
     os.chmod(folder / "config.json", 0o600)
     if (home / "contexts").is_dir():
