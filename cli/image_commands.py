@@ -73,7 +73,9 @@ def build(
 
 def push(
     image: Annotated[
-        str, typer.Argument(help="the local image (default: llmcloud-server:<version>)")
+        str, typer.Argument(help="the local image (default: this checkout's build, "
+                                 "llmcloud-server:<version>-<git commit>, else "
+                                 "llmcloud-server:<version>)")
     ] = "",
     registry: Annotated[
         str | None, typer.Option("--registry", help="default: the stack's registry output")
@@ -97,8 +99,8 @@ def push(
 
     out = Output.start(json=json)
     password = _password(password_stdin)
-    local = image or f"{DEFAULT_REPOSITORY}:{ib.llmcloud_version()}"
     found = ib.detect_builder(builder)
+    local = image or ib.default_push_image(found, DEFAULT_REPOSITORY)
     if registry is None and not ib.names_registry(local):
         prov, ctx = load_stack(stack=stack, provider=provider)
         prov.supports("image_push")

@@ -121,6 +121,12 @@ def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None,
     return process.stdout
 
 
+#: what registries with immutable tags answer a push to a tag they hold: ECR ("... cannot
+#: be overwritten because the repository is immutable", even for the same image), Artifact
+#: Registry and others ("tag ... already exists and cannot be overwritten")
+TAG_TAKEN = re.compile(r"cannot be overwritten|tag is immutable|immutable tag", re.IGNORECASE)
+
+
 def push_image(
     builder: Builder,
     image: str,
@@ -135,6 +141,24 @@ def push_image(
             "a registry username needs a password and the other way round",
             hint="llmcloud image push IMAGE --username USER --password-stdin < token",
         )
+    try:
+        return _push(builder, image, username, password, tls_verify)
+    except DeploymentError as exc:
+        if not TAG_TAKEN.search(exc.context or ""):
+            raise
+        raise ConfigError(
+            f"the registry already holds a {image.rsplit(':', 1)[-1]} tag, and its tags are "
+            "immutable",
+            context="a tag names one image for good there (llmcloud's stacks make their "
+                    "registries so: servers pull by digest); ECR refuses even the same "
+                    f"image again ({exc.context})",
+            hint="push this build under a tag of its own: `llmcloud image build` tags "
+                 "<version>-<git commit> (push that one), or --tag NAME; an image pushed "
+                 "before is deployed by the digest its push printed") from None
+
+
+def _push(builder: Builder, image: str, username: str | None, password: str | None,
+          tls_verify: bool) -> str:
     if builder.name == "docker":
         return _docker_push(builder, image, username, password)
     with tempfile.TemporaryDirectory() as folder:
@@ -337,6 +361,32 @@ def _single_manifest(builder: Builder) -> list[str]:
     an OCI index or manifest. Without it the image is one Docker manifest, as buildah's and
     podman's `--format docker` make it."""
     return ["--provenance=false"] if builder.name == "docker" else []
+
+
+def local_image_exists(builder: Builder, image: str) -> bool:
+    """Whether the builder's local store has an image of that name."""
+    command = ([builder.path, "inspect", "--type", "image", image] if builder.name == "buildah"
+               else [builder.path, "image", "inspect", image])
+    try:
+        return subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def default_push_image(builder: Builder, repository: str) -> str:
+    """The image `image push` pushes when none is named: this checkout's own build
+    (`repository:<version>-<git commit>`, as `default_tags` names it) when the builder has
+    it, else `repository:<version>`. The commit tag is the one a registry with immutable
+    tags takes again at the next build; `<version>` it takes once per llmcloud release."""
+    try:
+        tags = default_tags(repository, source_checkout())
+    except ConfigError:  # no checkout: `image build` needed --context, and tagged <version>
+        return f"{repository}:{llmcloud_version()}"
+    for tag in tags[:-1]:
+        if local_image_exists(builder, tag):
+            return tag
+    return tags[-1]
 
 
 def tag_image(builder: Builder, source: str, target: str) -> None:
