@@ -77,6 +77,7 @@ class CloudProvider(Provider):
             exc.hint = (f"llmcloud up --provider {self.name} --stack {ctx.stack} creates it; "
                         "or check --stack (pulumi stack ls lists this project's stacks)")
             raise
+        engine.cloud_login = self.credentials_command
         self.require_sdk()
         if operation != "outputs":
             self.check_credentials(ctx.environ)
@@ -327,7 +328,7 @@ class _Engine(PulumiStack):
         try:
             return read()
         except auto.errors.CommandError as exc:
-            raise translate_command_error(exc, self.stack_name) from None
+            raise translate_command_error(exc, self.stack_name, self.cloud_login) from None
 
 
 def drain_warning(spec: DeploymentSpec) -> str:

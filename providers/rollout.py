@@ -24,7 +24,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llmcloud.providers.deployed_model import catch_up, deployed_model
-from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, LlmcloudError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    DeploymentError,
+    ExitCode,
+    InterruptedOperation,
+    LlmcloudError,
+)
 
 HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
@@ -216,7 +222,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             context=reason,
             hint=f"llmcloud status --stack {ctx.stack}",
         )
-        if isinstance(failure, KeyboardInterrupt):
+        if isinstance(failure, (KeyboardInterrupt, InterruptedOperation)):
             error.exit_code = ExitCode.INTERRUPTED
         raise error from None
     return {
@@ -260,7 +266,7 @@ def _restore(provider: Any, ctx: Any, engine: Any, version: str, previous: str, 
             hint=f"llmcloud refresh --stack {ctx.stack}, then llmcloud up --stack "
                  f"{ctx.stack} (it puts {previous} back)",
         )
-        if isinstance(second, KeyboardInterrupt):
+        if isinstance(second, (KeyboardInterrupt, InterruptedOperation)):
             error.exit_code = ExitCode.INTERRUPTED
         raise error from None
 

@@ -19,6 +19,7 @@ from llmcloud.stacks.errors import (
     ConfigError,
     CredentialsError,
     DeploymentError,
+    InterruptedOperation,
     LlmcloudError,
     MissingToolError,
 )
@@ -108,8 +109,25 @@ def _backend_url(environ: Mapping[str, str]) -> str | None:
     return re.sub(r"//[^/@]*@", "//", url) or None
 
 
-def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
-    """Turn an Automation API error into one a user can act on."""
+#: how each cloud's Pulumi provider says its credentials are missing, invalid or expired
+_CREDENTIALS_REFUSED = (
+    "no credentials",
+    # AWS (pulumi-aws: "has a problem: No valid credential sources found", "Invalid
+    # credentials configured"; STS and SSO on expired or revoked keys)
+    "no valid credential sources", "invalid credentials configured", "expiredtoken",
+    "security token included in the request is expired", "invalidclienttokenid",
+    "token has expired and refresh failed",
+    # Google Cloud (application default credentials missing, or needing a new login)
+    "could not find default credentials", "invalid_grant", "reauthentication is needed",
+    # Azure (no `az login`; a refresh token expired or revoked)
+    "please run 'az login'", "aadsts700082", "aadsts70043",
+)
+
+
+def translate_command_error(exc: Exception, stack: str,
+                            cloud_login: str | None = None) -> LlmcloudError:
+    """Turn an Automation API error into one a user can act on. `cloud_login`: the command
+    that renews the cloud's credentials (`aws configure`), for the hint."""
     from pulumi import automation as auto
 
     text = str(exc)
@@ -121,7 +139,9 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
             context="Pulumi holds a lock on the stack while an update runs",
             hint=f"wait for it, or if it died: pulumi cancel --stack {stack} --yes",
         )
-    if "pending operation" in text or "interrupted while creating" in text:
+    if any("error" in line and "pending operation" in line for line in text.lower().splitlines()):
+        # (not the warning an `up` gives as it goes on despite pending operations, "...
+        # interrupted while creating": that update failed for its own reason, named below)
         return DeploymentError(
             f"stack '{stack}' has pending operations from an interrupted update",
             context="resources may exist that Pulumi has not recorded",
@@ -174,11 +194,14 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
                  "--location <the stack's region> (az apim deletedservice list shows it), "
                  f"then run llmcloud up --provider azure --stack {stack} again",
         )
-    if "no credentials" in lower or "could not find default credentials" in lower:
-        return DeploymentError(
-            f"the cloud refused the update of stack '{stack}': no credentials",
+    if any(sign in lower for sign in _CREDENTIALS_REFUSED):
+        # the CLI's own check saw credentials (a profile, a token): the cloud refused them
+        return CredentialsError(
+            f"the cloud refused the credentials for stack '{stack}': missing, invalid or "
+            "expired",
             context=_last_error_line(text),
-            hint="check your cloud credentials, then run the command again",
+            hint=f"renew them ({cloud_login or 'your cloud CLI login'}), then run the "
+                 "command again",
         )
     return DeploymentError(
         f"the Pulumi engine failed on stack '{stack}'",
@@ -187,12 +210,120 @@ def translate_command_error(exc: Exception, stack: str) -> LlmcloudError:
     )
 
 
+#: the stack's own verdict, which says nothing of why ("error: update failed")
+_VERDICT = re.compile(r"error: (update|preview|destroy|refresh|import) failed\.?", re.IGNORECASE)
+#: a resource's header in the Diagnostics ("aws:s3/bucket:Bucket (llm-dev-store):")
+_RESOURCE_HEADER = re.compile(r"[^\s:]+:\S+ \(.*\):")
+#: a provider's header above its causes ("error: 1 error occurred:", then "* creating ...")
+_CAUSES_FOLLOW = re.compile(r"(error: )?\d+ errors? occurred:?", re.IGNORECASE)
+
+
 def _last_error_line(text: str) -> str:
+    """The line that says why the engine failed: the cloud's own message when the engine's
+    Diagnostics name one (the first resource's error), else the last line with an error.
+
+    Pulumi prints the stack's "error: update failed" in the Diagnostics too, before or
+    after the resources' errors: taken as the last error line, it hid the cloud's reason
+    (a quota, capacity, a name taken) behind "run again with --debug"."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
+    if "Diagnostics:" in lines:
+        diagnostics = lines[len(lines) - lines[::-1].index("Diagnostics:"):]
+        if "Resources:" in diagnostics:
+            diagnostics = diagnostics[:diagnostics.index("Resources:")]
+        for number, line in enumerate(diagnostics):
+            if not line.lower().startswith("error:") or _VERDICT.fullmatch(line):
+                continue
+            block = []  # the lines up to the next resource's header
+            for following in diagnostics[number + 1:]:
+                if _RESOURCE_HEADER.fullmatch(following):
+                    break
+                block.append(following)
+            if _CAUSES_FOLLOW.fullmatch(line) and block:
+                line = block[0].lstrip("* ")
+            elif line.lower().endswith("unhandled exception:") and block:
+                line = block[-1]  # a traceback's last line names the exception
+            return line[:400]
+    errors = [line for line in lines if "error" in line.lower() and not _VERDICT.fullmatch(line)]
+    if errors:
+        return errors[-1][:400]
+    return lines[-1][:400] if lines else "no output"
+
+
+def run_to_the_end(operation: Callable[[], Any], name: str, stack: str,
+                   grace_seconds: float = 10.0) -> Any:
+    """Run the engine's `operation` (named `name`) on a worker thread, so that Ctrl-C lets
+    the Pulumi engine stop cleanly; after a Ctrl-C, raise `InterruptedOperation` (exit 130)
+    saying in what state the stack was left.
+
+    Ctrl-C at a terminal reaches the whole process group, the pulumi CLI included, which
+    cancels at its first SIGINT: it finishes the resource operations in flight, records them
+    and unlocks the stack (a second SIGINT stops it at once). Run on the main thread, the
+    Automation API's pipes to the CLI were closed as the KeyboardInterrupt went up through
+    it, and the CLI died of SIGPIPE at its next line of output: the stack stayed locked
+    ("another update is in progress") with operations pending (pulumi/pulumi#9103).
+    """
+    import threading
+
+    outcome: dict[str, Any] = {}
+    done = threading.Event()  # (not Thread.join: Python 3.11's, interrupted, marks the
+    # thread stopped while it runs)
+
+    def work() -> None:
+        try:
+            outcome["result"] = operation()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"pulumi {name}", daemon=True).start()
+    presses = 0
+    while not done.is_set():
+        try:
+            if presses < 2:
+                done.wait()
+            else:
+                done.wait(grace_seconds)
+                break
+        except KeyboardInterrupt:
+            presses += 1
+            print(f"{name} of stack '{stack}': the Pulumi engine is cancelling, finishing the "
+                  "operations in flight" if presses == 1 else
+                  "the Pulumi engine is stopping at once", file=sys.stderr, flush=True)
+    if not presses:
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+    raise _interrupted(name, stack, presses, not done.is_set(), "result" in outcome)
+
+
+def _interrupted(name: str, stack: str, presses: int, running: bool,
+                 finished: bool) -> InterruptedOperation:
+    """What an interrupted operation left, as the error the user reads."""
+    if running:
+        return InterruptedOperation(
+            f"{name} of stack '{stack}' interrupted; the Pulumi engine had not stopped",
+            context="it may still hold the stack's lock, with operations pending",
+            hint=f"once no update runs: pulumi cancel --stack {stack} --yes, then "
+                 f"llmcloud refresh --stack {stack}")
+    if finished:
+        return InterruptedOperation(
+            f"{name} of stack '{stack}' interrupted after the engine had finished it",
+            context="the stack is as the operation left it",
+            hint=f"llmcloud status --stack {stack}")
+    if presses == 1:
+        return InterruptedOperation(
+            f"{name} of stack '{stack}' cancelled",
+            context="the Pulumi engine stopped cleanly: what it created is recorded, and the "
+                    "stack is unlocked",
+            hint="run the command again to continue")
+    return InterruptedOperation(
+        f"{name} of stack '{stack}' stopped at once (Ctrl-C twice)",
+        context="operations in flight were not recorded: resources may exist that Pulumi "
+                "does not know of",
+        hint=f"llmcloud refresh --stack {stack}; if it reports pending creates, check "
+             "them in the cloud's console, then pulumi refresh --stack "
+             f"{stack} --clear-pending-creates")
 
 
 class PulumiStack:
@@ -215,6 +346,8 @@ class PulumiStack:
 
         self.stack_name = stack
         self.on_event = on_event
+        #: the command that renews the cloud's credentials, for hints (the provider sets it)
+        self.cloud_login: str | None = None
         try:
             self._stack = opener(project_dir, stack, workspace_env(environ, flags), create)
         except auto.errors.StackNotFoundError:
@@ -228,9 +361,10 @@ class PulumiStack:
         if self.on_event is not None:
             kwargs["on_event"] = self.on_event
         try:
-            return getattr(self._stack, operation)(**kwargs)
+            return run_to_the_end(lambda: getattr(self._stack, operation)(**kwargs),
+                                  operation, self.stack_name)
         except auto.errors.CommandError as exc:
-            raise translate_command_error(exc, self.stack_name) from None
+            raise translate_command_error(exc, self.stack_name, self.cloud_login) from None
 
     def set_config(self, values: Mapping[str, Any]) -> None:
         """Record spec values in the stack's config (`Pulumi.<stack>.yaml`), keyed by dotted
@@ -248,7 +382,7 @@ class PulumiStack:
         try:
             self._stack.set_all_config(config, path=True)
         except auto.errors.CommandError as exc:
-            raise translate_command_error(exc, self.stack_name) from None
+            raise translate_command_error(exc, self.stack_name, self.cloud_login) from None
 
     def up(self) -> dict[str, Any]:
         """Run the program and apply the changes; return the stack outputs as plain values."""

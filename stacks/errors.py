@@ -72,6 +72,12 @@ class DeploymentError(LlmcloudError):
     exit_code = ExitCode.ERROR
 
 
+class InterruptedOperation(LlmcloudError):
+    """The user interrupted an operation (Ctrl-C); the message says what state it left."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 def install_hint(extras: str) -> str:
     """The pip command that adds llmcloud's `extras` (e.g. "aws" or "aws,gcp") to this
     environment. llmcloud is installed from a clone, not an index: the command names the

@@ -13,7 +13,13 @@ from llmcloud.providers import rollout
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.config import resolve_spec
-from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, LlmcloudError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    DeploymentError,
+    ExitCode,
+    InterruptedOperation,
+    LlmcloudError,
+)
 from tests.pipeline.test_rollout import OUTPUTS, FakeProvider
 from tests.stacks.fakes import FakeStack
 
@@ -136,8 +142,13 @@ def test_a_watch_that_cannot_run_puts_the_previous_version_back(tmp_path) -> Non
                                      "llmcloud:model.history": '["v0"]'}
 
 
-def test_an_interrupted_promote_exits_130(tmp_path) -> None:
-    provider = FakeProvider(rollout_error=KeyboardInterrupt())
+@pytest.mark.parametrize("interruption", [
+    KeyboardInterrupt(),
+    # the engine's own: Ctrl-C during `pulumi up` lets the engine cancel, then says so
+    InterruptedOperation("up of stack 'dev' cancelled"),
+], ids=["watch", "engine"])
+def test_an_interrupted_promote_exits_130(tmp_path, interruption) -> None:
+    provider = FakeProvider(rollout_error=interruption)
     with pytest.raises(DeploymentError) as caught:
         rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
     assert caught.value.exit_code == ExitCode.INTERRUPTED
