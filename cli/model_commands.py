@@ -27,7 +27,7 @@ def promote(
 
     out = Output.start(json=json)
     check_flags({"model.version": model_version})  # fails before anything runs
-    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
     result = prov.promote(ctx, model_version)
     out.result({"provider": prov.name, "stack": stack, "operation": "promote", **result})
@@ -43,7 +43,7 @@ def rollback(
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
-    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes)
+    prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
     result = prov.rollback(ctx)
     out.result({"provider": prov.name, "stack": stack, "operation": "rollback", **result})
@@ -87,7 +87,7 @@ def upload(
         return
     from llmcloud.cli.context import load_stack
 
-    prov, ctx = load_stack(stack=stack, provider=provider)
+    prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     with upload_progress() as on_progress:
         result = prov.model_upload(
             ctx, path, name=name or ctx.spec.model.name, version=version, force=force,

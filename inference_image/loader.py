@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .model_files import has_safetensors, unloadable_reason
+
 log = logging.getLogger("llmcloud.loader")
 
 TASKS = ("text-generation", "text2text-generation")
@@ -107,11 +109,16 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     task = detect_task(folder, task)
+    reason = unloadable_reason(folder)
+    if reason is not None:  # transformers' own words name only the first file it missed
+        raise ModelLoadError(reason)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
     auto = AutoModelForSeq2SeqLM if task == "text2text-generation" else AutoModelForCausalLM
-    use_safetensors = any(Path(folder).glob("*.safetensors")) or None
+    # (any other *.safetensors beside a pytorch_model.bin, an adapter's say, made it refuse
+    # the .bin: only the file transformers would read decides)
+    use_safetensors = has_safetensors(folder) or None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **remote)
         model = auto.from_pretrained(folder, dtype=torch_dtype, use_safetensors=use_safetensors,

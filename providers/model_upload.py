@@ -32,7 +32,6 @@ from llmcloud.stacks.errors import (
 )
 
 MANIFEST = "manifest.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def version_uri(store_uri: str, name: str, version: str) -> str:
@@ -47,16 +46,17 @@ def version_uri(store_uri: str, name: str, version: str) -> str:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Refuse a folder that is not a saved model (no config, no weights)."""
-    if not (folder / "config.json").is_file():
+    """Refuse a folder the server could not load (no config.json, or no weights
+    transformers reads at its top level): every server would fail at its start."""
+    from llmcloud.inference_image.model_files import unloadable_reason
+
+    reason = unloadable_reason(folder)
+    if reason is not None:
         raise ConfigError(
-            f"{folder} is not a model folder: it has no config.json",
-            hint="save the model with model.save_pretrained(FOLDER) and its tokenizer beside it",
-        )
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*") if p.is_file()):
-        raise ConfigError(
-            f"{folder} holds no weights (.safetensors or .bin)",
-            hint="save the model with model.save_pretrained(FOLDER)",
+            reason,
+            context="the servers load a model folder with transformers' from_pretrained",
+            hint="save the model with model.save_pretrained(FOLDER) and its tokenizer "
+                 "beside it (a .gguf or .pt file alone is not such a folder)",
         )
 
 

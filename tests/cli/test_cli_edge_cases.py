@@ -80,12 +80,12 @@ def test_model_upload_progress_goes_to_stderr_not_stdout(project: Path) -> None:
     model = project / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    (model / "weights.bin").write_bytes(b"\0" * 200_000)
+    (model / "pytorch_model.bin").write_bytes(b"\0" * 200_000)
     main, terminal = pty.openpty()
     try:
         done = subprocess.run(
             [sys.executable, "-m", "llmcloud.cli", "model", "upload", str(model),
-             "--version", "v1", "--json"],
+             "--version", "v1", "--to", str(project / "store"), "--json"],
             cwd=project, env=_cli_env(project), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=terminal, timeout=120)
     finally:

@@ -71,9 +71,9 @@ def test_least_outstanding_requests_and_ejection():
 
 def test_store_imports_a_folder_once_and_refuses_changed_content(tmp_path):
     source = tmp_path / "src"
-    (source / "sub").mkdir(parents=True)
+    source.mkdir(parents=True)
     (source / "config.json").write_text("{}")
-    (source / "sub" / "model.safetensors").write_bytes(b"\x00" * 10)
+    (source / "model.safetensors").write_bytes(b"\x00" * 10)
     store = ModelStore(tmp_path / "models")
     assert store.import_folder(source, name="m", version="v1")["uploaded"] == 2
     verify_folder(store.version_dir("m", "v1"), store.manifest("m", "v1"))
