@@ -40,7 +40,7 @@ def list_keys(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json 
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
-    prov, ctx = load_stack(stack=stack, provider=provider)
+    prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     require_stack_file(prov.name, ctx)
     out.result({"keys": prov.keys_list(ctx)})
 
@@ -55,7 +55,7 @@ def revoke(
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
-    prov, ctx = load_stack(stack=stack, provider=provider)
+    prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     require_stack_file(prov.name, ctx)
     out.result(prov.keys_revoke(ctx, key_id))
 

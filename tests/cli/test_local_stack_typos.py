@@ -36,7 +36,9 @@ def model(tmp_path: Path) -> Path:
     ["model", "upload", "MODEL", "--version", "v1"],
     ["promote", "--model-version", "v2", "--yes"],
     ["rollback", "--yes"],
-], ids=["model-upload", "promote", "rollback"])
+    ["keys", "list"],
+    ["keys", "revoke", "key_1"],
+], ids=["model-upload", "promote", "rollback", "keys-list", "keys-revoke"])
 def test_a_stack_that_is_nowhere_is_refused(cli, project, stacks, model, args) -> None:
     args = [str(model) if a == "MODEL" else a for a in args]
     result = cli(*args, "--stack", "prdo", "--json")
