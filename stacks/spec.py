@@ -32,6 +32,10 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # also a path part of the SageMaker flavour's `/v1/models/<name>`
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
+#: the tag keys llmcloud sets on every resource begin so (AWS `llmcloud:stack`, Azure
+#: `llmcloud-stack`, GCP label `llmcloud-stack`, ...), in any case: Azure's are
+#: case-insensitive
+PRODUCT_TAG_PREFIXES = ("llmcloud:", "llmcloud-")
 
 
 class _Section(BaseModel):
@@ -511,6 +515,12 @@ class DeploymentSpec(_Section):
         for key, tag in value.items():
             if not _TAG_KEY.match(key):
                 raise ValueError(f"tag key '{key}' must be 1-127 of letters, digits, _.:/=+@-")
+            if key.lower().startswith(PRODUCT_TAG_PREFIXES):
+                # they would replace the stack's own (llmcloud:stack, llmcloud-model, ...),
+                # which keys, lookups and cost reports go by
+                raise ValueError(f"tag key '{key}' is llmcloud's own: keys beginning with "
+                                 f"{' or '.join(PRODUCT_TAG_PREFIXES)} are kept for the tags "
+                                 "llmcloud sets itself")
             if len(str(tag)) > 255:
                 raise ValueError(f"tag '{key}' is longer than 255 characters")
         return value

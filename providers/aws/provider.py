@@ -77,6 +77,7 @@ class AwsProvider(CloudProvider):
                               context="AWS regions are named like us-east-1, eu-west-2 or "
                                       "ap-southeast-1",
                               hint=f"set region: {DEFAULT_REGION}, or the one you meant")
+        _check_tags(spec.tags)
         # settings the spec allows that this stack does not build yet: refuse, never ignore
         if spec.compute.kind == "sagemaker":
             instance_type = sagemaker_instance_type(spec.compute.instance_type,
@@ -382,3 +383,17 @@ def _aws_errors(doing: str, hint: str = "check your AWS credentials' API Gateway
     except BotoCoreError as exc:
         raise DeploymentError(f"AWS could not be reached while {doing}",
                               context=str(exc)) from None
+
+
+def _check_tags(tags: Mapping[str, str]) -> None:
+    """Refuse a tag AWS refuses on every resource: a key or value beginning with `aws:`, in
+    any case (AWS keeps the prefix for its own tags). `up` failed half-way, on the first
+    resource it tagged."""
+    for key, value in tags.items():
+        for what, text in (("key", key), ("value", str(value))):
+            if text.lower().startswith("aws:"):
+                raise ConfigError(
+                    f"tag '{key}' has a {what} beginning with 'aws:', which AWS refuses",
+                    context="AWS keeps the aws: prefix (in any case) for the tags it sets "
+                            "itself",
+                    hint="rename the tag in llmcloud:tags (e.g. team for aws:team)")

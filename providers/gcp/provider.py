@@ -246,7 +246,8 @@ def _check_label_names(spec: DeploymentSpec) -> None:
     from llmcloud.providers.gcp.naming import label_key
 
     seen = {key: "llmcloud's own label" for key in OWN_LABELS}
-    for name in spec.tags:
+    for name, value in spec.tags.items():
+        _check_label_length(name, str(value))
         key = label_key(name)
         if key in seen:
             raise ConfigError(
@@ -256,3 +257,20 @@ def _check_label_names(spec: DeploymentSpec) -> None:
                 hint="rename the tag in llmcloud:tags so that no two differ only in case or "
                      "punctuation")
         seen[key] = f"tag '{name}'"
+
+
+def _check_label_length(name: str, value: str) -> None:
+    """Refuse a tag whose name or value is longer than a GCP label takes: it was cut to 63
+    characters (and a hash) without a word, so the label no longer said what the tag did."""
+    from llmcloud.providers.gcp.naming import LIMITS
+
+    limit = LIMITS["label"]
+    for what, text in (("name", name), ("value", value)):
+        if len(text) > limit:
+            raise ConfigError(
+                f"tag '{name[:40]}{'...' if len(name) > 40 else ''}' has a {what} of "
+                f"{len(text)} characters, longer than a GCP label takes",
+                context=f"GCP label keys and values are at most {limit} characters "
+                        "(lowercase letters, digits, '_' and '-')",
+                hint=f"shorten the tag's {what} in llmcloud:tags to {limit} characters "
+                     "or fewer")
