@@ -148,6 +148,12 @@ def run(argv: list[str] | None = None) -> None:
         fail(f"error: {server.failure}")
 
 
+#: how long a drain that ran out waits for the requests it ended to send their error event
+ABORT_WAIT_S = 5.0
+#: how long uvicorn then waits for the connections to close (its graceful shutdown)
+CLOSE_WAIT_S = 5
+
+
 #: how long a second signal waits for the engine to stop before the process goes without it
 FORCED_STOP_S = 2.0
 
@@ -174,7 +180,7 @@ def uvicorn_config(args, app):
     # In JSON, uvicorn's loggers install no text handlers of their own: the root's writes them.
     own_config = {} if args.log_format == "text" else {"log_config": None}
     return uvicorn.Config(app, host=args.host, port=args.port, lifespan="off",
-                          log_level=args.log_level, timeout_graceful_shutdown=5,
+                          log_level=args.log_level, timeout_graceful_shutdown=CLOSE_WAIT_S,
                           timeout_keep_alive=args.keep_alive_timeout, access_log=False,
                           **own_config)
 
@@ -334,6 +340,7 @@ def _server_class():
             timeout = self.args.drain_timeout
             log.info("draining: readiness is now 503; waiting up to %.1fs for %d requests",
                      timeout, serving.busy if serving else 0)
+            self._close_kept_connections()
             if serving is not None:
                 deadline = time.monotonic() + timeout
                 while serving.busy and time.monotonic() < deadline:
@@ -342,10 +349,18 @@ def _server_class():
                     log.warning("drain timeout: ending %d requests", serving.busy)
                     serving.engine.abort_all(
                         f"the server is shutting down (drain timeout of {timeout:g}s reached)")
-                    deadline = time.monotonic() + 5
+                    deadline = time.monotonic() + ABORT_WAIT_S
                     while serving.in_flight and time.monotonic() < deadline:
                         await asyncio.sleep(0.02)
             self.should_exit = True
+
+        def _close_kept_connections(self) -> None:
+            # A layer-4 balancer (Azure's) keeps sending on a connection it already holds
+            # after the probe marks the server down, and a pool in front (API Management's)
+            # reuses it: each such request would get "draining". Closed, idle ones now and
+            # busy ones after their response, they make the pool reconnect to a ready server.
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
 
 
     return _Server

@@ -28,6 +28,9 @@ MODEL_CACHE = "/var/lib/llmcloud/models"
 PROBE_SOURCE = "168.63.129.16"
 #: how long the probe takes to mark a server down (two misses, five seconds apart) plus slack
 PROBE_DOWN_SECONDS = 15
+#: how long docker waits past the server's drain before it kills it: the server ends the
+#: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
+STOP_MARGIN_SECONDS = 15
 #: ACR's token exchange takes any AAD user for a refresh token; the user name is fixed
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
@@ -81,7 +84,7 @@ def render_custom_data(launch: ServerLaunch) -> str:
         "retry login",
         'retry docker pull "$IMAGE"',
         "docker run -d --name llmcloud-server --restart unless-stopped --gpus all "
-        f"--stop-timeout {launch.drain_timeout_seconds + 15} "
+        f"--stop-timeout {launch.drain_timeout_seconds + STOP_MARGIN_SECONDS} "
         f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
         f"-v {MODEL_CACHE}:/models "
         "-e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
@@ -132,7 +135,8 @@ def _drain_on_terminate(launch: ServerLaunch) -> list[str]:
         '  [ -n "$FOUND" ] || continue',
         '  read -r KIND IDS <<< "$FOUND"',
         '  if [ "$KIND" = Preempt ]; then LEAVE=5; STOP=15; else '
-        f"LEAVE={PROBE_DOWN_SECONDS}; STOP={launch.drain_timeout_seconds}; fi",
+        f"LEAVE={PROBE_DOWN_SECONDS}; STOP={launch.drain_timeout_seconds + STOP_MARGIN_SECONDS}; "
+        "fi",
         # published ports are forwarded to the container: DOCKER-USER sees them, INPUT not
         f"  iptables -I DOCKER-USER -p tcp --dport {launch.port} -s {PROBE_SOURCE} -j DROP",
         '  sleep "$LEAVE"',

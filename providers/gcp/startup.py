@@ -21,6 +21,9 @@ KEYS_FILE = f"{KEYS_DIR}/api-keys"
 KEYS_REFRESH_S = 60
 MODEL_CACHE = "/var/lib/llmcloud/models"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1"
+#: how long docker waits past the server's drain before it kills it: the server ends the
+#: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
+STOP_MARGIN_SECONDS = 15
 #: how often the metric publisher asks the metadata server for the instance's id and zone
 #: (10 s apart) before it exits for systemd to start it again
 METADATA_TRIES = 30
@@ -62,7 +65,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         'retry docker pull "$IMAGE"',
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
-        f"--stop-timeout {launch.drain_timeout_seconds + 15} "
+        f"--stop-timeout {launch.drain_timeout_seconds + STOP_MARGIN_SECONDS} "
         f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
         f"-v {MODEL_CACHE}:/models "
         # the folder, not the file: the refresher renames a new file into place, which a
@@ -80,7 +83,7 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
     """The shutdown script: stop the server with SIGTERM and let in-flight requests finish
     (the group's scale-in and Spot preemption both run it)."""
     return ("#!/bin/bash\n"
-            f"docker stop -t {drain_timeout_seconds} {CONTAINER} || true\n")
+            f"docker stop -t {drain_timeout_seconds + STOP_MARGIN_SECONDS} {CONTAINER} || true\n")
 
 
 def _keys_refresher(launch: ServerLaunch) -> list[str]:

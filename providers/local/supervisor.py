@@ -28,6 +28,9 @@ MAX_BACKOFF = 30.0
 #: problems. A model that loads, serves a while and then dies (its first request, a leak)
 #: is a crash loop too, and restarting it at once, forever, only burns the machine.
 BACKOFF_RESET = 600.0
+#: how long a stopping replica may run past its drain: the server ends the streams still
+#: open (up to 5 s), then closes its connections (up to 5 s); as the clouds' stop timeouts
+STOP_MARGIN_S = 15.0
 
 
 class StartFailed(Exception):
@@ -175,20 +178,22 @@ class Supervisor:
         return replica.ready
 
     async def retire(self, replica: Replica, *, drain: bool = True) -> None:
-        """Stop routing to `replica`, let its requests finish (up to the drain timeout), then
-        stop the process (SIGTERM; SIGKILL if it lingers)."""
+        """Stop routing to `replica`, then tell it to stop (SIGTERM): the server lets its
+        requests finish for up to the drain timeout, ends the streams still open with an
+        error event and exits; SIGKILL only if it lingers past that."""
         replica.draining = True
         self._stopping.add(replica.id)
         self.on_change()
-        deadline = time.monotonic() + (self.settings.drain_timeout if drain else 0)
-        while replica.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # The server's own drain is the one that counts: a wait here before the signal would
+        # only start its drain later, and a kill at the end of ours would cut the streams it
+        # was about to end cleanly.
         process = self._processes.get(replica.id)
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), 5.0 if drain else 2.0)
+                await asyncio.wait_for(process.wait(), self.settings.drain_timeout
+                                       + STOP_MARGIN_S if drain else 2.0)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -264,7 +264,7 @@ esac"""
     sleep = 'echo x >> "$STATE/slept"; [ "$(wc -l < "$STATE/slept")" -lt 5 ]'
     run = run_script(_helper(_azure(), "llmcloud-drain") + "\n", tmp_path,
                      {"curl": curl, "sleep": sleep})
-    assert run.called("docker", "stop", "--time", "45", "llmcloud-server"), run.calls
+    assert run.called("docker", "stop", "--time", "60", "llmcloud-server"), run.calls
     assert [c for c in run.called("curl") if "POST" in c]
 
 

@@ -280,7 +280,7 @@ def _stub(folder, name: str, body: str) -> None:
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,
                     reason="needs bash and python3")
 @pytest.mark.parametrize(("kind", "leave", "stop"), [
-    ("Terminate", 15, 45),  # a scale-in or upgrade: the notice holds the whole drain
+    ("Terminate", 15, 60),  # a scale-in or upgrade: the notice holds the whole drain
     ("Preempt", 5, 15),  # a spot eviction comes 30 s ahead, whatever the notice
 ])
 def test_the_drain_script_leaves_the_balancer_drains_and_acknowledges(tmp_path, kind, leave,

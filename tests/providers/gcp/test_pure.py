@@ -148,7 +148,7 @@ def test_startup_script_runs_the_server_on_the_gpus_and_is_valid_bash(tmp_path):
     assert set(helper_scripts(script)) == {"llmcloud-keys", "llmcloud-metrics"}
     # the keys' folder is mounted, so that a file renamed into place reaches the server
     assert "-v /etc/llmcloud:/etc/llmcloud:ro" in script
-    assert "docker stop -t 45" in render_shutdown_script(45)
+    assert "docker stop -t 60" in render_shutdown_script(45)  # the drain and a margin
 
 
 def helper_scripts(startup: str) -> dict[str, str]:

@@ -185,7 +185,7 @@ def test_the_template_is_a_locked_down_gpu_server():
     assert inputs["networkInterfaces"][0].get("accessConfigs") is None
     assert inputs["metadata"]["block-project-ssh-keys"] == "true"
     assert inputs["metadata"]["serial-port-enable"] == "false"
-    assert "docker stop -t 300" in inputs["metadata"]["shutdown-script"]
+    assert "docker stop -t 315" in inputs["metadata"]["shutdown-script"]
     script = inputs["metadataStartupScript"]
     assert f"IMAGE={outputs['image']}" in script and "--gpus all" in script
     assert f"--model gs://{outputs['bucket']}/models/qwen2-5-0-5b-instruct/v1 " in script
