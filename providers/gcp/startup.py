@@ -139,7 +139,10 @@ while sleep 30; do
   TOKEN=$(md instance/service-accounts/default/token | python3 -c \\
     'import json,sys; print(json.load(sys.stdin)["access_token"])') || continue
   NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  # the token as curl configuration on stdin: as an argument, every local user could read
+  # it (ps, /proc/*/cmdline), as on Azure
+  printf 'header = "Authorization: Bearer %s"\\n' "$TOKEN" | curl -sf -K - -X POST \\
+    -H 'Content-Type: application/json' \\
     "https://monitoring.googleapis.com/v3/projects/{launch.project}/timeSeries" \\
     -d "{{\\"timeSeries\\":[{{\\"metric\\":{{\\"type\\":\\"{IN_FLIGHT_METRIC}\\"}},\\
 \\"resource\\":{{\\"type\\":\\"gce_instance\\",\\"labels\\":{{\\"project_id\\":\\"{launch.project}\\",\\
