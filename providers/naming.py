@@ -26,6 +26,16 @@ def fit(name: str, limit: int) -> str:
     return f"{name[: limit - 7].rstrip('-')}-{digest}"
 
 
+#: what Pulumi appends to the logical name of a resource it names: `-` and 7 random characters
+AUTO_SUFFIX = 8
+
+
+def auto_named(logical_name: str, limit: int) -> str:
+    """A logical name Pulumi can name a resource after within `limit` (it appends
+    `AUTO_SUFFIX`): unchanged where it fits, so no deployed stack's resource is renamed."""
+    return fit(logical_name, limit - AUTO_SUFFIX)
+
+
 def base_name(stack: str) -> str:
     """The prefix of every resource of a stack (`llm-<stack>`)."""
     return f"llm-{slug(stack)}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import INSTANCE_METRICS_NAMESPACE, VARIANT
 from llmcloud.providers.aws.monitoring import (
@@ -62,6 +63,7 @@ class EndpointMonitoringArgs:
     """The endpoint to watch (by name: the alarms exist before the endpoint does)."""
 
     endpoint_name: str
+    #: the dashboard's name before its region (`naming.dashboard_name`)
     dashboard_name: str
     invoke_timeout_ms: int
     retention_days: int = 90
@@ -110,11 +112,12 @@ class EndpointMonitoring(pulumi.ComponentResource):
             comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",
             **alarm, opts=child)
         self.rollback_alarm_names = [errors.name, latency.name]
+        dashboard = naming.dashboard_name(args.dashboard_name, region)
         aws.cloudwatch.Dashboard(
-            f"{name}-dashboard", dashboard_name=args.dashboard_name,
+            f"{name}-dashboard", dashboard_name=dashboard,
             dashboard_body=json.dumps(endpoint_dashboard(region, args.endpoint_name)),
             opts=child)
-        self.dashboard_url = dashboard_url(region, args.dashboard_name)
+        self.dashboard_url = dashboard_url(region, dashboard)
         self.register_outputs({"log_group": self.log_group.name,
                                "dashboard_url": self.dashboard_url})
 

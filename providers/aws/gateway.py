@@ -206,26 +206,31 @@ class Gateway(pulumi.ComponentResource):
 
     def _authorizer(self, name: str, args: GatewayArgs, api) -> aws.apigateway.Authorizer:
         child = pulumi.ResourceOptions(parent=self)
-        function_name = f"{args.api_name}-authorizer"
+        logical = f"{name}-authorizer"
+        function_name = naming.function_name(args.api_name, "authorizer")
         logs = aws.cloudwatch.LogGroup(
-            f"{name}-authorizer", name=f"/aws/lambda/{function_name}",
+            logical, name=f"/aws/lambda/{function_name}",
             retention_in_days=args.log_retention_days, kms_key_id=args.log_key_arn,
             tags=args.tags, opts=child)
-        role = aws.iam.Role(f"{name}-authorizer",
+        role = aws.iam.Role(logical, name_prefix=naming.name_prefix_for(logical, "role"),
                             assume_role_policy=json.dumps(assume_role_policy(
                                 "lambda.amazonaws.com")), tags=args.tags, opts=child)
-        aws.iam.RolePolicy(f"{name}-authorizer", role=role.id, policy=logs.arn.apply(
-            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+        write_logs = logs.arn.apply(lambda arn: json.dumps({
+            "Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": f"{arn}:*"}]})), opts=child)
+                "Resource": f"{arn}:*"}]}))
+        aws.iam.RolePolicy(logical, role=role.id, policy=write_logs,
+                           name_prefix=naming.name_prefix_for(logical, "role_policy"),
+                           opts=child)
         source = os.path.join(os.path.dirname(__file__), "authorizer.py")
         function = aws.lambda_.Function(
-            f"{name}-authorizer", name=function_name, runtime="python3.12",
+            logical, name=function_name, runtime="python3.12",
             handler="index.handler", role=role.arn, timeout=3, memory_size=128,
             code=pulumi.AssetArchive({"index.py": pulumi.FileAsset(source)}),
             logging_config={"log_format": "JSON", "log_group": logs.name},
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]))
-        aws.lambda_.Permission(f"{name}-authorizer", action="lambda:InvokeFunction",
+        aws.lambda_.Permission(logical, action="lambda:InvokeFunction",
+                               statement_id_prefix=naming.name_prefix_for(logical, "statement"),
                                function=function.name, principal="apigateway.amazonaws.com",
                                source_arn=api.execution_arn.apply(lambda a: f"{a}/authorizers/*"),
                                opts=child)
@@ -267,8 +272,10 @@ class Gateway(pulumi.ComponentResource):
         # the others: its setting is not reset and its role is not deleted (a role is free;
         # one is left behind per destroyed stack).
         kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
-        role = aws.iam.Role(f"{name}-cloudwatch", assume_role_policy=json.dumps(
-            assume_role_policy("apigateway.amazonaws.com")), opts=kept)
+        role = aws.iam.Role(f"{name}-cloudwatch",
+                            name_prefix=naming.name_prefix_for(f"{name}-cloudwatch", "role"),
+                            assume_role_policy=json.dumps(
+                                assume_role_policy("apigateway.amazonaws.com")), opts=kept)
         aws.iam.RolePolicyAttachment(
             f"{name}-cloudwatch", role=role.name,
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.policies import key_policy
 from llmcloud.providers.aws.userdata import IN_FLIGHT_METRIC, METRIC_NAMESPACE
@@ -63,6 +64,7 @@ class MonitoringArgs:
     target_group_arn_suffix: pulumi.Input[str]
     asg_name: str
     log_group_name: str
+    #: the dashboard's name before its region (`naming.dashboard_name`)
     dashboard_name: str
     timeout_seconds: int = 300
     retention_days: int = 90
@@ -142,11 +144,12 @@ class Monitoring(pulumi.ComponentResource):
             statistic="Minimum", period=60, evaluation_periods=2, threshold=1,
             comparison_operator="LessThanThreshold", treat_missing_data="breaching",
             **alarm, opts=child)
+        dashboard = naming.dashboard_name(args.dashboard_name, region)
         body = pulumi.Output.all(args.alb_arn_suffix, args.target_group_arn_suffix).apply(
             lambda s: json.dumps(dashboard_body(region, s[0], s[1], args.asg_name)))
-        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=args.dashboard_name,
+        aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=dashboard,
                                  dashboard_body=body, opts=child)
-        self.dashboard_url = dashboard_url(region, args.dashboard_name)
+        self.dashboard_url = dashboard_url(region, dashboard)
         self.register_outputs({"log_group": self.log_group.name,
                                "dashboard_url": self.dashboard_url})
 

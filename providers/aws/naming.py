@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from llmcloud.providers.naming import (  # noqa: F401 - re-exported
+    AUTO_SUFFIX,
     base_name,
     fit,
     model_key_prefix,
@@ -14,7 +15,10 @@ from llmcloud.providers.naming import (  # noqa: F401 - re-exported
 
 #: AWS length limits of the names llmcloud sets explicitly
 LIMITS = {"alb": 32, "target_group": 32, "repository": 256, "log_group": 512, "role": 64,
-          "sagemaker": 63}
+          "sagemaker": 63, "lambda": 64, "launch_template": 128, "role_policy": 128,
+          "statement": 100}
+#: what Terraform appends to a `name_prefix` (a 26-character unique id)
+PREFIX_SUFFIX = 26
 
 
 def physical_name(stack: str, part: str, kind: str) -> str:
@@ -51,8 +55,30 @@ def versioned_name(stack: str, part: str, digest: str, kind: str = "sagemaker") 
 
 
 def asg_name(stack: str) -> str:
-    """The stack's server group: `promote` watches its instance refreshes by this name."""
-    return f"{base_name(stack)}-gpu"
+    """The stack's server group: `promote` watches its instance refreshes by this name.
+    Its launch template is named `<asg name>-` + a 26-character id, within 128."""
+    return fit(f"{base_name(stack)}-gpu", LIMITS["launch_template"] - PREFIX_SUFFIX - 1)
+
+
+def function_name(api_name: str, part: str) -> str:
+    """A Lambda function's name (at most 64 characters): `<api name>-<part>`."""
+    return fit(f"{api_name}-{slug(part)}", LIMITS["lambda"])
+
+
+def name_prefix_for(logical_name: str, kind: str) -> str | None:
+    """The `name_prefix` of a resource whose logical name is too long for Pulumi to name it
+    after (Pulumi refuses a name over the limit of `kind` with its random suffix), else
+    None: Pulumi names it, as it always has. The name keeps a unique suffix either way:
+    IAM names are account-wide, and two regions' stacks of one name must not share one."""
+    if len(logical_name) + AUTO_SUFFIX <= LIMITS[kind]:
+        return None
+    return fit(logical_name, LIMITS[kind] - PREFIX_SUFFIX - 1) + "-"
+
+
+def dashboard_name(base: str, region: str) -> str:
+    """A CloudWatch dashboard's name: dashboards are account-wide, not regional, so the
+    name carries the region (the same stack in two regions would share one dashboard)."""
+    return f"{base}-{region}"
 
 
 #: the REST API's stage: the endpoint is `https://<api>.execute-api.<region>.amazonaws.com/api`

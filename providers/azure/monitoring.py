@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import apimanagement, applicationinsights, monitor, operationalinsights
 
+from llmcloud.providers.azure.naming import fitted
+
 #: (alert, resource key, metric namespace, metric, aggregation, operator, threshold, severity)
 ALERTS: tuple[tuple[str, str, str, str, str, str, float, int], ...] = (
     ("servers-unhealthy", "lb", "Microsoft.Network/loadBalancers", "DipAvailability",
@@ -69,7 +71,8 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         where = {"resource_group_name": args.resource_group_name, "tags": args.tags}
         self.workspace = operationalinsights.Workspace(
-            f"{name}-logs", workspace_name=f"{args.name}-logs", location=args.location,
+            f"{name}-logs", workspace_name=fitted(f"{args.name}-logs", "workspace"),
+            location=args.location,
             sku={"name": "PerGB2018"}, retention_in_days=args.retention_days, **where,
             opts=child)
         self.insights = applicationinsights.Component(
@@ -126,8 +129,9 @@ class Monitoring(pulumi.ComponentResource):
     def _server_logs(self, name: str, args: MonitoringArgs) -> None:
         child = pulumi.ResourceOptions(parent=self)
         # the container logs to journald, which rsyslog passes on under these facilities
+        rule_name = fitted(f"{args.name}-server-logs", "data_collection_rule")
         rule = monitor.DataCollectionRule(
-            f"{name}-server-logs", data_collection_rule_name=f"{args.name}-server-logs",
+            f"{name}-server-logs", data_collection_rule_name=rule_name,
             resource_group_name=args.resource_group_name, location=args.location,
             kind="Linux", description="llmcloud model server logs",
             data_sources={"syslog": [{"name": "server", "streams": ["Microsoft-Syslog"],
@@ -139,7 +143,7 @@ class Monitoring(pulumi.ComponentResource):
             data_flows=[{"streams": ["Microsoft-Syslog"], "destinations": ["workspace"]}],
             tags=args.tags, opts=child)
         monitor.DataCollectionRuleAssociation(
-            f"{name}-server-logs-vmss", association_name=f"{args.name}-server-logs",
+            f"{name}-server-logs-vmss", association_name=rule_name,
             resource_uri=args.vmss_id, data_collection_rule_id=rule.id, opts=child)
 
     def _traces(self, name: str, args: MonitoringArgs) -> None:

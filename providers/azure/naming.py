@@ -30,6 +30,10 @@ LIMITS = {
     "load_balancer": 80,
     "vmss": 64,  # Linux scale set names
     "computer_prefix": 9,  # Linux VMSS computer name prefix is kept short (prefix + 6 chars)
+    "vnet": 64,
+    "network": 80,  # network security groups, public IP addresses, NAT gateways
+    "workspace": 63,  # Log Analytics: 4-63, letters, digits and '-'
+    "data_collection_rule": 64,
 }
 #: the blob container that holds the stack's models
 CONTAINER = "llmcloud"
@@ -49,6 +53,11 @@ def resource_group_name(stack: str) -> str:
 def physical_name(stack: str, part: str, kind: str) -> str:
     """An explicit name for `part` of `stack`, fitted to the limit of `kind`."""
     return fit(f"{base_name(stack)}-{slug(part)}", LIMITS[kind])
+
+
+def fitted(name: str, kind: str) -> str:
+    """`name` within the length limit of `kind` (names inside the stack's resource group)."""
+    return fit(name, LIMITS[kind])
 
 
 def global_name(stack: str, subscription_id: str, kind: str) -> str:

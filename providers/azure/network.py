@@ -11,6 +11,7 @@ import pulumi
 from pulumi_azure_native import network
 
 from llmcloud.providers.azure.layout import SubnetLayout
+from llmcloud.providers.azure.naming import fitted
 
 INTERNET = "Internet"
 
@@ -124,19 +125,20 @@ class Network(pulumi.ComponentResource):
         where = {"resource_group_name": args.resource_group_name, "location": args.location,
                  "tags": args.tags}
         self.vnet = network.VirtualNetwork(
-            f"{name}-vnet", virtual_network_name=f"{name}-vnet",
+            f"{name}-vnet", virtual_network_name=fitted(f"{name}-vnet", "vnet"),
             address_space={"address_prefixes": [args.vnet_cidr]}, **where, opts=child)
         nat_ip = network.PublicIPAddress(
-            f"{name}-nat-ip", public_ip_address_name=f"{name}-nat-ip",
+            f"{name}-nat-ip", public_ip_address_name=fitted(f"{name}-nat-ip", "network"),
             sku={"name": "Standard", "tier": "Regional"}, public_ip_allocation_method="Static",
             **where, opts=child)
-        nat = network.NatGateway(f"{name}-nat", nat_gateway_name=f"{name}-nat",
+        nat = network.NatGateway(f"{name}-nat", nat_gateway_name=fitted(f"{name}-nat", "network"),
                                  sku={"name": "Standard"}, idle_timeout_in_minutes=10,
                                  public_ip_addresses=[{"id": nat_ip.id}], **where, opts=child)
 
         def nsg(part: str, rules: list[dict]) -> network.NetworkSecurityGroup:
             return network.NetworkSecurityGroup(
-                f"{name}-{part}-nsg", network_security_group_name=f"{name}-{part}-nsg",
+                f"{name}-{part}-nsg",
+                network_security_group_name=fitted(f"{name}-{part}-nsg", "network"),
                 security_rules=rules, **where, opts=child)
 
         created: list[network.Subnet] = []

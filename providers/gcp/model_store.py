@@ -8,10 +8,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.naming import auto_named
+
 #: the group Cloud Storage writes usage and storage logs as
 STORAGE_ANALYTICS = "group:cloud-storage-analytics@google.com"
 NONCURRENT_DAYS = 30
 LOG_RETENTION_DAYS = 365
+#: a bucket name without dots is at most 63 characters; Pulumi names the buckets (bucket
+#: names are global) after their logical names
+BUCKET_NAME_LIMIT = 63
 
 
 @dataclass
@@ -61,10 +66,9 @@ class ModelStore(pulumi.ComponentResource):
                 f"{name}-cmek", crypto_key_id=args.kms_key, member=agent.member,
                 role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True)))
-        # Pulumi adds a random suffix to each name: bucket names are global
         child = pulumi.ResourceOptions(parent=self, depends_on=depends)
         self.log_bucket = gcp.storage.Bucket(
-            f"{name}-logs", **_bucket_settings(args),
+            auto_named(f"{name}-logs", BUCKET_NAME_LIMIT), **_bucket_settings(args),
             # versioned: a year's Delete makes a log noncurrent; the second rule removes it
             lifecycle_rules=[{"action": {"type": "Delete"},
                               "condition": {"age": LOG_RETENTION_DAYS}},
@@ -76,7 +80,7 @@ class ModelStore(pulumi.ComponentResource):
             role="roles/storage.objectCreator", member=STORAGE_ANALYTICS,
             opts=pulumi.ResourceOptions(parent=self))
         self.bucket = gcp.storage.Bucket(
-            f"{name}-models", **_bucket_settings(args),
+            auto_named(f"{name}-models", BUCKET_NAME_LIMIT), **_bucket_settings(args),
             logging={"log_bucket": self.log_bucket.name,
                      "log_object_prefix": f"{args.name}-models/"},
             lifecycle_rules=[{"action": {"type": "Delete"},

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.gcp.naming import LIMITS, fit
+
 FIVE_XX_RATIO = 0.05
 #: what the uptime check asks for: a path the edge lets through (only /v1/... reaches the
 #: servers), answered 401 by any server, as it carries no key
@@ -109,7 +111,8 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("llmcloud:gcp:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         unhealthy = gcp.logging.Metric(
-            f"{name}-unhealthy", name=f"{args.name}-unhealthy-backends", project=args.project,
+            f"{name}-unhealthy", project=args.project,
+            name=fit(f"{args.name}-unhealthy-backends", LIMITS["log_metric"]),
             filter=unhealthy_filter(args.instance_group),
             description="health checks that found a model server unhealthy",
             metric_descriptor={"metric_kind": "DELTA", "value_type": "INT64"}, opts=child)

@@ -14,12 +14,24 @@ from llmcloud.providers.naming import (  # noqa: F401 - re-exported
 
 #: GCP length limits of the names llmcloud sets explicitly
 LIMITS = {"resource": 63, "service_account": 30, "repository": 63, "secret": 255,
-          "label": 63, "prefix": 37}
+          "label": 63, "prefix": 37, "log_metric": 100}
+
+
+#: what the components append to the name they are given (the server group's autohealing
+#: check `<name>-autoheal`, the balancer's `<name>-redirect`), kept within 63 too
+SUFFIX_ROOM = {"gpu": len("-autoheal"), "lb": len("-redirect")}
 
 
 def resource_name(stack: str, part: str) -> str:
-    """An explicit Compute Engine name (RFC 1035: 63 characters, starts with a letter)."""
-    return fit(f"{base_name(stack)}-{slug(part)}", LIMITS["resource"])
+    """An explicit Compute Engine name (RFC 1035: 63 characters, starts with a letter),
+    with room for the suffixes its component appends (`SUFFIX_ROOM`)."""
+    return fit(f"{base_name(stack)}-{slug(part)}",
+               LIMITS["resource"] - SUFFIX_ROOM.get(part, 0))
+
+
+def compute_name(name: str, suffix: str = "") -> str:
+    """`<name><suffix>` as a Compute Engine name (at most 63 characters)."""
+    return fit(f"{name}{suffix}", LIMITS["resource"])
 
 
 def name_prefix(stack: str, part: str) -> str:

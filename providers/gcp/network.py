@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.gcp.naming import compute_name
+
 #: where Google Front Ends (the load balancer's proxies) and health checkers connect from
 GOOGLE_FRONT_END_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
 
@@ -44,26 +46,27 @@ class Network(pulumi.ComponentResource):
         super().__init__("llmcloud:gcp:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.vpc = gcp.compute.Network(
-            f"{name}-vpc", name=args.name, auto_create_subnetworks=False,
+            f"{name}-vpc", name=compute_name(args.name), auto_create_subnetworks=False,
             routing_mode="REGIONAL", opts=child)
         self.subnet = gcp.compute.Subnetwork(
-            f"{name}-subnet", name=f"{args.name}-servers", network=self.vpc.id,
+            f"{name}-subnet", name=compute_name(args.name, "-servers"), network=self.vpc.id,
             region=args.region, ip_cidr_range=subnet_cidr(args.vpc_cidr),
             # the servers reach GCS, Artifact Registry and the APIs without the Internet
             private_ip_google_access=True,
             log_config={"aggregation_interval": "INTERVAL_5_SEC", "flow_sampling": 0.5,
                         "metadata": "INCLUDE_ALL_METADATA"}, opts=child)
-        router = gcp.compute.Router(f"{name}-router", name=f"{args.name}-router",
+        router = gcp.compute.Router(f"{name}-router", name=compute_name(args.name, "-router"),
                                     network=self.vpc.id, region=args.region, opts=child)
         gcp.compute.RouterNat(
-            f"{name}-nat", name=f"{args.name}-nat", router=router.name, region=args.region,
+            f"{name}-nat", name=compute_name(args.name, "-nat"), router=router.name,
+            region=args.region,
             nat_ip_allocate_option="AUTO_ONLY",
             source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
             subnetworks=[{"name": self.subnet.id,
                           "source_ip_ranges_to_nats": ["ALL_IP_RANGES"]}],
             log_config={"enable": True, "filter": "ERRORS_ONLY"}, opts=child)
         gcp.compute.Firewall(
-            f"{name}-allow-lb", name=f"{args.name}-allow-lb", network=self.vpc.id,
+            f"{name}-allow-lb", name=compute_name(args.name, "-allow-lb"), network=self.vpc.id,
             description="Google front ends and health checkers to the model server",
             direction="INGRESS", priority=1000, source_ranges=list(GOOGLE_FRONT_END_RANGES),
             allows=[{"protocol": "tcp", "ports": [str(args.server_port)]}],
