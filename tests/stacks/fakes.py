@@ -104,3 +104,20 @@ def stack_not_found(stack: str) -> Exception:
 
     return errors.create_command_error(CommandResult(
         stdout="", stderr=f"error: no stack named '{stack}' found", code=255))
+
+
+def fake_aws_project(monkeypatch: Any, tmp_path: Path) -> Path:
+    """AWS ready to run with a fake engine (no SDK, budget or offering checks; credentials
+    present), in a project folder that is the current directory; the folder."""
+    from llmcloud.providers.aws.provider import AwsProvider
+
+    monkeypatch.setattr(AwsProvider, "unsupported", {})
+    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
+    monkeypatch.setattr(AwsProvider, "before_up", lambda self, ctx: None)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
+    monkeypatch.chdir(project)
+    return project

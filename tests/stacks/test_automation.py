@@ -25,7 +25,7 @@ from llmcloud.stacks.errors import (
     ExitCode,
     MissingToolError,
 )
-from tests.stacks.fakes import FakeStack
+from tests.stacks.fakes import FakeStack, fake_aws_project
 
 
 def _result(stderr: str) -> auto.CommandResult:
@@ -181,18 +181,10 @@ def test_pulumi_stack_passes_on_event_and_unwraps_outputs(tmp_path: Path) -> Non
 @pytest.fixture
 def aws_with_fake_engine(monkeypatch, tmp_path: Path):
     """AWS with its engine replaced by a recording fake; credentials present."""
-    monkeypatch.setattr(AwsProvider, "unsupported", {})
-    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
-    monkeypatch.setattr(AwsProvider, "before_up", lambda self, ctx: None)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    fake_aws_project(monkeypatch, tmp_path)
     opener = FakeStack.opener(events=ENGINE_EVENTS[:6],
                               stack_outputs={"endpoint_url": "https://api.example"})
     monkeypatch.setattr(AwsProvider, "stack_opener", opener)
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    monkeypatch.chdir(project)
     return opener
 
 

@@ -14,7 +14,7 @@ from pulumi.automation.errors import create_command_error
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.stacks.automation import translate_command_error
 from llmcloud.stacks.errors import CredentialsError, ExitCode
-from tests.stacks.fakes import FakeStack
+from tests.stacks.fakes import FakeStack, fake_aws_project
 
 CAPACITY = ("creating EC2 Instance: operation error EC2: RunInstances, https response error "
             "StatusCode: 500, RequestID: 5f1c, api error InsufficientInstanceCapacity: We "
@@ -55,15 +55,7 @@ def _failed_update(*diagnostics: str, stderr: str = "") -> Exception:
 @pytest.fixture
 def failing_aws(monkeypatch, tmp_path: Path):
     """AWS whose engine fails with the error `failing_aws(error)` is given."""
-    monkeypatch.setattr(AwsProvider, "unsupported", {})
-    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
-    monkeypatch.setattr(AwsProvider, "before_up", lambda self, ctx: None)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    monkeypatch.chdir(project)
+    fake_aws_project(monkeypatch, tmp_path)
 
     def fail_with(error: Exception) -> None:
         monkeypatch.setattr(AwsProvider, "stack_opener", FakeStack.opener(fail_with=error))

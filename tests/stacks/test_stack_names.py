@@ -14,22 +14,14 @@ import pytest
 
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.providers.naming import base_name, names_its_own
-from tests.stacks.fakes import FakeStack
+from tests.stacks.fakes import FakeStack, fake_aws_project
 
 
 @pytest.fixture
 def engine(monkeypatch, tmp_path: Path):
     """AWS with a recording fake engine; credentials present; returns a setter for the
     fake stack's attributes."""
-    monkeypatch.setattr(AwsProvider, "unsupported", {})
-    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
-    monkeypatch.setattr(AwsProvider, "before_up", lambda self, ctx: None)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "Pulumi.yaml").write_text("name: t\nruntime: python\n")
-    monkeypatch.chdir(project)
+    fake_aws_project(monkeypatch, tmp_path)
 
     def with_stack(**attrs):
         opener = FakeStack.opener(**attrs)
