@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
+from .model_files import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHT_NAMES
 from .packed_linear import is_conv1d
 
 log = logging.getLogger("llmcloud.engine")
 
-CONFIG_NAME = "adapter_config.json"
+CONFIG_NAME = ADAPTER_CONFIG_NAME
 # PEFT's key of a layer's matrices: base_model.model.<module>.lora_A.weight (older saves
 # put the adapter's own name before .weight)
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])"
@@ -258,16 +259,14 @@ def _read_pairs(folder: Path, name: str) -> dict[str, tuple[torch.Tensor, torch.
 
 
 def _read_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    safetensors_path = folder / "adapter_model.safetensors"
-    if safetensors_path.is_file():
+    safetensors_name, bin_name = ADAPTER_WEIGHT_NAMES
+    if (folder / safetensors_name).is_file():
         from safetensors.torch import load_file
 
-        return load_file(safetensors_path)
-    bin_path = folder / "adapter_model.bin"
-    if bin_path.is_file():
-        return torch.load(bin_path, map_location="cpu", weights_only=True)
-    raise AdapterError(f"LoRA adapter {name!r}: no adapter_model.safetensors (or .bin) in "
-                       f"{folder}")
+        return load_file(folder / safetensors_name)
+    if (folder / bin_name).is_file():
+        return torch.load(folder / bin_name, map_location="cpu", weights_only=True)
+    raise AdapterError(f"LoRA adapter {name!r}: no {safetensors_name} (or .bin) in {folder}")
 
 
 def _scale(config: dict, module_name: str, rank: int) -> float:

@@ -4,13 +4,15 @@ transformers' ``from_pretrained`` on a folder reads ``config.json`` and one of f
 files at the folder's top level, and nothing else: ``model.safetensors``, the sharded
 ``model.safetensors.index.json`` (with the shards it names), ``pytorch_model.bin`` or the
 sharded ``pytorch_model.bin.index.json``. A folder of ``.pt``, ``.gguf`` or differently named
-files, or with its weights in a subfolder, fails at every server's start. Imports nothing
-heavy: the CLI checks folders with it.
+files, or with its weights in a subfolder, fails at every server's start. The spec's LoRA
+adapters are folders inside the version, each a PEFT folder (``adapter_problems``). Imports
+nothing heavy: the CLI checks folders with it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 CONFIG_NAME = "config.json"
@@ -78,3 +80,48 @@ def _missing_shards(index: Path) -> list[str]:
         return []
     shards = sorted({str(name) for name in weight_map.values()})
     return [name for name in shards if not (index.parent / name).is_file()]
+
+
+#: what a PEFT adapter folder holds, as peft's ``save_pretrained`` writes it
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def version_files(folder: Path) -> list[str]:
+    """The paths (relative, posix) a model version made of ``folder`` holds: what `model
+    upload` sends and its manifest lists (hidden files and folders are left out)."""
+    from .manifest import MANIFEST_NAME, model_files
+
+    folder = Path(folder)
+    return [p.relative_to(folder).as_posix() for p in model_files(folder)
+            if p.relative_to(folder).as_posix() != MANIFEST_NAME]
+
+
+def adapter_problems(files: Iterable[str], lora_modules: Mapping[str, str],
+                     model_name: str | None = None) -> list[str]:
+    """Why the LoRA adapters of ``lora_modules`` (the spec's `server.lora_modules`: {name:
+    folder inside the model version}) cannot be served from a version holding ``files``
+    (its paths, relative and posix: a manifest's, or ``version_files``) under
+    ``model_name``; empty when every one can. A server finds each adapter in the version's
+    folder or fails at its start, on every replica: this says so before anything runs."""
+    have = set(files)
+    problems = []
+    for name, folder in sorted(lora_modules.items()):
+        if name == model_name:
+            problems.append(f"adapter {name!r} is named as the model itself (a request's "
+                            "`model` could not tell them apart)")
+        parts = [part for part in folder.split("/") if part not in ("", ".")]
+        prefix = "".join(f"{part}/" for part in parts)
+        where = f"{folder} ({name})"
+        if any(part.startswith(".") for part in parts):
+            problems.append(f"{where}: a folder whose name begins with '.' is never part "
+                            "of a model version (hidden files are not uploaded)")
+        elif not any(path.startswith(prefix) for path in have):
+            problems.append(f"{where} is not in the model version")
+        elif prefix + ADAPTER_CONFIG_NAME not in have:
+            problems.append(f"{where} has no {ADAPTER_CONFIG_NAME}: not a PEFT adapter "
+                            "folder, as peft's save_pretrained writes it")
+        elif not any(prefix + weights in have for weights in ADAPTER_WEIGHT_NAMES):
+            problems.append(f"{where} has no {ADAPTER_WEIGHT_NAMES[0]} (or "
+                            f"{ADAPTER_WEIGHT_NAMES[1]})")
+    return problems

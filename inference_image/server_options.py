@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env.get("LLMCLOUD_TASK"),
                    help="default: from the model config (is_encoder_decoder)")
     p.add_argument("--lora-modules", nargs="+", metavar="NAME=SRC",
-                   default=env.get("LLMCLOUD_LORA_MODULES", "").split() or None,
+                   # whole: parse_lora_modules splits it (a JSON object keeps its spaces)
+                   default=[env["LLMCLOUD_LORA_MODULES"]]
+                   if env.get("LLMCLOUD_LORA_MODULES", "").strip() else None,
                    help="LoRA adapters (PEFT folders: local, s3://, gs://, az:// or a hub "
                         "id) served beside the model, each under its own name: a request "
                         "whose `model` is NAME runs with that adapter; requests of every "

@@ -174,7 +174,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             f"stack '{ctx.stack}' has no model store yet",
             hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
         )
-    check_version_in_store(str(store), spec.model.name, version)
+    manifest = check_version_in_store(str(store), spec.model.name, version)
+    _check_adapters(manifest, spec, version)
     recorded, old_history = catch_up(engine, ctx, outputs)
     deployed = deployed_model(outputs)
     if deployed is not None:
@@ -269,6 +270,25 @@ def _restore(provider: Any, ctx: Any, engine: Any, version: str, previous: str, 
         if isinstance(second, (KeyboardInterrupt, InterruptedOperation)):
             error.exit_code = ExitCode.INTERRUPTED
         raise error from None
+
+
+def _check_adapters(manifest: dict[str, Any], spec: Any, version: str) -> None:
+    """Refuse a version that cannot serve the spec's `server.lora_modules` (an adapter
+    folder it lacks, or one that is no PEFT folder): every server would fail at its start,
+    and the rollout would only say so after the cloud's boot allowance."""
+    from llmcloud.inference_image.model_files import adapter_problems
+
+    if not spec.server.lora_modules:
+        return
+    files = [str(entry.get("path", "")) for entry in manifest.get("files", [])]
+    problems = adapter_problems(files, spec.server.lora_modules,
+                                manifest.get("name") or spec.model.name)
+    if problems:
+        raise ConfigError(
+            f"version {version} of {spec.model.name} cannot serve server.lora_modules",
+            context="; ".join(problems),
+            hint="upload a version whose folder holds each adapter's PEFT folder (e.g. "
+                 "adapters/<name>/adapter_config.json), or fix server.lora_modules")
 
 
 def _refuse_version_from_environment(ctx: Any) -> None:

@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +69,44 @@ def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
         return {"name": model.name, "kind": "uri", "source": source}
     folder = Path(source).expanduser()
     if folder.is_dir():
+        # before the import: a folder without the adapters never becomes the version
+        from llmcloud.inference_image.model_files import version_files
+
+        _check_adapters(ctx, lambda: version_files(folder), model.name, str(folder))
         store.import_folder(folder, name=model.name, version=model.version)
         return {"name": model.name, "kind": "store", "source": str(folder.resolve())}
     if source.startswith(("/", ".", "~")) or folder.exists():
         raise ConfigError(f"model folder not found: {source}",
                           hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER")
+    if store.has(model.name, model.version):  # what the replicas load (`model upload`)
+        manifest = store.manifest(model.name, model.version)
+        _check_adapters(ctx, lambda: [entry["path"] for entry in manifest.get("files", [])],
+                        manifest.get("name") or model.name,
+                        str(store.version_dir(model.name, model.version)))
     _check_offline_cache(source, ctx.environ)
     return {"name": model.name, "kind": "hub", "source": source}
+
+
+def _check_adapters(ctx: StackContext, files: Callable[[], list[str]], served_name: str,
+                    where: str) -> None:
+    """Refuse a spec whose `server.lora_modules` the model version (holding ``files()``)
+    cannot serve: every replica would fail at its start (or, for an adapter missing from
+    the version, find a folder of that path in the working directory and serve it
+    unverified)."""
+    from llmcloud.inference_image.model_files import adapter_problems
+
+    if not ctx.spec.server.lora_modules:
+        return
+    problems = adapter_problems(files(), ctx.spec.server.lora_modules, served_name)
+    if problems:
+        first = next(iter(sorted(ctx.spec.server.lora_modules)))
+        raise ConfigError(
+            f"server.lora_modules cannot be served from version {ctx.spec.model.version} "
+            f"of {ctx.spec.model.name}",
+            context=f"in {where}: " + "; ".join(problems),
+            hint=f"put each adapter's PEFT folder inside the model folder (e.g. "
+                 f"MODEL_FOLDER/adapters/{first}/adapter_config.json) and serve it as a new "
+                 "version, or fix server.lora_modules")
 
 
 def _check_offline_cache(repo_id: str, environ: Mapping[str, str]) -> None:
