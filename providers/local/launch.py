@@ -79,16 +79,23 @@ def model_config(ctx: StackContext, store: ModelStore) -> dict[str, Any]:
         raise ConfigError(f"model folder not found: {source}",
                           hint="llmcloud up --model PATH_TO_A_MODEL_FOLDER")
     if store.has(model.name, model.version):  # what the replicas load (`model upload`)
-        manifest = store.manifest(model.name, model.version)
-        _check_adapters(ctx, lambda: [entry["path"] for entry in manifest.get("files", [])],
-                        manifest.get("name") or model.name,
-                        str(store.version_dir(model.name, model.version)))
+        check_adapters_of_version(ctx, store, model.name, model.version)
     _check_offline_cache(source, ctx.environ)
     return {"name": model.name, "kind": "hub", "source": source}
 
 
+def check_adapters_of_version(ctx: StackContext, store: ModelStore, name: str,
+                              version: str) -> None:
+    """Refuse version ``version`` of ``name`` in the stack's store when it cannot serve the
+    spec's `server.lora_modules` (from its manifest)."""
+    manifest = store.manifest(name, version)
+    _check_adapters(ctx, lambda: [entry["path"] for entry in manifest.get("files", [])],
+                    manifest.get("name") or name, str(store.version_dir(name, version)),
+                    version)
+
+
 def _check_adapters(ctx: StackContext, files: Callable[[], list[str]], served_name: str,
-                    where: str) -> None:
+                    where: str, version: str | None = None) -> None:
     """Refuse a spec whose `server.lora_modules` the model version (holding ``files()``)
     cannot serve: every replica would fail at its start (or, for an adapter missing from
     the version, find a folder of that path in the working directory and serve it
@@ -101,7 +108,8 @@ def _check_adapters(ctx: StackContext, files: Callable[[], list[str]], served_na
     if problems:
         first = next(iter(sorted(ctx.spec.server.lora_modules)))
         raise ConfigError(
-            f"server.lora_modules cannot be served from version {ctx.spec.model.version} "
+            f"server.lora_modules cannot be served from version "
+            f"{version or ctx.spec.model.version} "
             f"of {ctx.spec.model.name}",
             context=f"in {where}: " + "; ".join(problems),
             hint=f"put each adapter's PEFT folder inside the model folder (e.g. "

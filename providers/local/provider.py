@@ -263,6 +263,10 @@ class LocalProvider(Provider):
                     context=f"versions: {', '.join(store.versions(model['name'])) or 'none'}",
                     hint=f"llmcloud model upload PATH --version {version} --stack {ctx.stack}",
                 )
+            if model["kind"] != "uri":
+                from llmcloud.providers.local.launch import check_adapters_of_version
+
+                check_adapters_of_version(self._effective(ctx), store, model["name"], version)
             result = client.operation("/promote", {"version": version})
         return _summary(result, state_file) | {"previous_version": result["previous_version"]}
 

@@ -134,3 +134,22 @@ def test_a_hidden_adapter_folder_is_never_part_of_a_version(tmp_path):
         "version (hidden files are not uploaded)"]
     # the version's own root is a folder too: an adapter uploaded as the whole version
     assert adapter_problems(["adapter_config.json", "adapter_model.bin"], {"a": "."}) == []
+
+
+def test_promote_to_a_version_without_the_adapters_is_refused(fake_stack, tmp_path):
+    # the local rollout would have rolled a replica onto it, failed and rolled back: the
+    # clouds' promote refuses such a version before anything changes, and so does this one
+    from tests.local.conftest import fake_model
+
+    model = fake_model(tmp_path / "with-adapter")
+    (model / "adapters" / "sql").mkdir(parents=True)
+    (model / "adapters" / "sql" / "adapter_config.json").write_text("{}")
+    (model / "adapters" / "sql" / "adapter_model.safetensors").write_bytes(b"lora")
+    stack = fake_stack(replicas=1, model=model,
+                       server__lora_modules={"sql": "adapters/sql"})
+    stack.up()
+    stack.upload(fake_model(tmp_path / "without"), "v2")
+    with pytest.raises(ConfigError, match="cannot be served from version v2") as caught:
+        stack.promote("v2")
+    assert "adapters/sql (sql) is not in the model version" in caught.value.context
+    assert stack.status()["model_version"] == "v1"
