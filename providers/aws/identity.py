@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.policies import assume_role_policy, server_policy
 from llmcloud.providers.aws.userdata import METRIC_NAMESPACE
@@ -37,7 +38,8 @@ class Identity(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         _, region = account_and_region(self)
 
-        self.role = aws.iam.Role(f"{name}-server",
+        logical = f"{name}-server"
+        self.role = aws.iam.Role(logical, name_prefix=naming.name_prefix_for(logical, "role"),
                                  assume_role_policy=json.dumps(
                                      assume_role_policy("ec2.amazonaws.com")),
                                  description="llmcloud GPU model servers", tags=args.tags,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.endpoint_config import invocations_uri, invoke_timeout_ms
 from llmcloud.providers.aws.policies import assume_role_policy, invoke_endpoint_policy
 
@@ -57,9 +58,12 @@ def sagemaker_routes(parent: pulumi.Resource, name: str, api: aws.apigateway.Res
     `parent`); returns every method, integration and response, for the stage's
     redeployment trigger."""
     child = pulumi.ResourceOptions(parent=parent)
-    role = aws.iam.Role(f"{name}-invoke", assume_role_policy=json.dumps(
-        assume_role_policy("apigateway.amazonaws.com")),
-        description=f"API Gateway: invoke {backend.endpoint_name}", opts=child)
+    role = aws.iam.Role(f"{name}-invoke",
+                        name_prefix=naming.name_prefix_for(f"{name}-invoke", "role"),
+                        assume_role_policy=json.dumps(
+                            assume_role_policy("apigateway.amazonaws.com")),
+                        description=f"API Gateway: invoke {backend.endpoint_name}",
+                        opts=child)
     grant = aws.iam.RolePolicy(f"{name}-invoke", role=role.id, policy=pulumi.Output.from_input(
         backend.endpoint_arn).apply(lambda arn: json.dumps(invoke_endpoint_policy(arn))),
         opts=child)

@@ -34,6 +34,9 @@ LIMITS = {
     "network": 80,  # network security groups, public IP addresses, NAT gateways
     "workspace": 63,  # Log Analytics: 4-63, letters, digits and '-'
     "data_collection_rule": 64,
+    "private_endpoint": 64,  # private endpoints: 2-64
+    "dns_zone_link": 80,  # a private DNS zone's virtual network links: 1-80
+    "private_link_connection": 80,  # a private endpoint's connection to its service: 1-80
 }
 #: the blob container that holds the stack's models
 CONTAINER = "llmcloud"

@@ -9,6 +9,7 @@ import pulumi
 from pulumi_azure_native import network, privatedns
 
 from llmcloud.providers.azure.clouds import CLOUDS
+from llmcloud.providers.azure.naming import fitted
 
 #: the private DNS zone of each private-link group llmcloud uses, in the public cloud (each
 #: cloud has its own: `clouds.py`)
@@ -38,11 +39,12 @@ def private_link(name: str, args: PrivateLinkArgs,
     with the endpoint's addresses."""
     child = pulumi.ResourceOptions(parent=parent)
     endpoint = network.PrivateEndpoint(
-        f"{name}-pe", private_endpoint_name=f"{name}-pe",
+        f"{name}-pe", private_endpoint_name=fitted(f"{name}-pe", "private_endpoint"),
         resource_group_name=args.resource_group_name, location=args.location,
         subnet={"id": args.subnet_id},
         private_link_service_connections=[{
-            "name": f"{name}-{args.group}", "private_link_service_id": args.resource_id,
+            "name": fitted(f"{name}-{args.group}", "private_link_connection"),
+            "private_link_service_id": args.resource_id,
             "group_ids": [args.group]}],
         tags=args.tags, opts=child)
     zone = privatedns.PrivateZone(f"{name}-zone",
@@ -50,7 +52,7 @@ def private_link(name: str, args: PrivateLinkArgs,
                                   resource_group_name=args.resource_group_name,
                                   location="global", tags=args.tags, opts=child)
     privatedns.VirtualNetworkLink(
-        f"{name}-link", virtual_network_link_name=f"{name}-link",
+        f"{name}-link", virtual_network_link_name=fitted(f"{name}-link", "dns_zone_link"),
         private_zone_name=zone.name, resource_group_name=args.resource_group_name,
         location="global", virtual_network={"id": args.vnet_id}, registration_enabled=False,
         tags=args.tags, opts=child)

@@ -94,9 +94,13 @@ class AzureService(pulumi.ComponentResource):
         identity = Identity(f"{name}-identity", IdentityArgs(
             **in_group, subscription_id=subscription, stack=stack,
             container_id=store.container.id, registry_id=registry.registry.id), opts=child)
+        # the balancer's and the scale set's ids are built from these names before Azure
+        # returns them: one name each, used everywhere
+        lb_name = naming.fitted(f"{name}-lb", "load_balancer")
+        vmss_name = naming.fitted(f"{name}-gpu", "vmss")
         balancer = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
-            **in_group, lb_name=f"{name}-lb",
-            lb_id=load_balancer_id(subscription, group_name, f"{name}-lb"),
+            **in_group, lb_name=lb_name,
+            lb_id=load_balancer_id(subscription, group_name, lb_name),
             subnet_id=network.lb_subnet_id,
             private_ip=first_usable_ip(layout.load_balancer), server_port=spec.server.port,
             timeout_seconds=spec.gateway.timeout_seconds), opts=child)
@@ -130,10 +134,10 @@ class AzureService(pulumi.ComponentResource):
                 publish_in_flight=spec.autoscaling.signal == "in_flight")))
         # Azure refuses a rule on a custom metric no server has posted yet (`metric_ready`)
         autoscale_ready = (spec.autoscaling.signal != "in_flight" or autoscale_may_read_in_flight(
-            subscription, group_name, f"{name}-gpu"))
+            subscription, group_name, vmss_name))
         pool = GpuPool(f"{name}-gpu", GpuPoolArgs(
             **in_group,
-            subscription_id=subscription, stack=stack, vmss_name=f"{name}-gpu",
+            subscription_id=subscription, stack=stack, vmss_name=vmss_name,
             computer_name_prefix=naming.computer_name_prefix(stack), vm_size=vm_size,
             min_size=spec.compute.min_replicas, max_size=spec.compute.max_replicas,
             subnet_id=network.servers_subnet_id, backend_pool_id=balancer.backend_pool_id,

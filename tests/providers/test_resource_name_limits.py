@@ -60,6 +60,17 @@ def test_aws_authorizer_names_fit_for_a_long_stack() -> None:
     _named(cloudwatch, "name", 64)
 
 
+@pytest.mark.parametrize("compute", [{}, {"kind": "sagemaker"}])
+def test_aws_role_names_fit_for_a_long_stack(compute: dict) -> None:
+    # the servers' role (instances) and API Gateway's invoke role (SageMaker) among them
+    resources, _ = declared_for("aws", LONG, compute=compute)
+    roles = of_type(resources, "aws:iam/role:Role")
+    wanted = "-identity-server" if not compute else "-gateway-invoke"
+    assert [r for r in roles if r.name.endswith(wanted)], [r.name for r in roles]
+    for role in roles:
+        _named(role, "name", 64)
+
+
 def test_aws_launch_template_prefix_fits_for_a_long_stack() -> None:
     resources, _ = declared_for("aws", LONG)
     template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
@@ -70,11 +81,13 @@ def test_aws_launch_template_prefix_fits_for_a_long_stack() -> None:
     assert template.inputs["namePrefix"] == f"{group.inputs['name']}-"
 
 
-def test_aws_short_names_are_kept() -> None:
-    resources, _ = declared_for("aws", "dev")
+@pytest.mark.parametrize("compute", [{}, {"kind": "sagemaker"}])
+def test_aws_short_names_are_kept(compute: dict) -> None:
+    resources, _ = declared_for("aws", "dev", compute=compute)
     assert one(resources, "aws:lambda/function:Function").inputs["name"] == \
         "llm-dev-authorizer"
-    assert one(resources, "aws:autoscaling/group:Group").inputs["name"] == "llm-dev-gpu"
+    if not compute:
+        assert one(resources, "aws:autoscaling/group:Group").inputs["name"] == "llm-dev-gpu"
     for role in of_type(resources, "aws:iam/role:Role"):
         assert not role.inputs.get("namePrefix"), role.name  # Pulumi names them, as before
 
@@ -147,6 +160,10 @@ AZURE_LIMITS = {
     "azure-native:network:NatGateway": ("natGatewayName", 80),
     "azure-native:operationalinsights:Workspace": ("workspaceName", 63),
     "azure-native:monitor:DataCollectionRule": ("dataCollectionRuleName", 64),
+    "azure-native:network:PrivateEndpoint": ("privateEndpointName", 64),
+    "azure-native:privatedns:VirtualNetworkLink": ("virtualNetworkLinkName", 80),
+    "azure-native:network:LoadBalancer": ("loadBalancerName", 80),
+    "azure-native:compute:VirtualMachineScaleSet": ("vmScaleSetName", 64),  # Linux
 }
 
 
@@ -157,9 +174,50 @@ def test_azure_network_and_log_names_fit_for_a_long_stack() -> None:
         assert found, type_token
         for resource in found:
             assert len(resource.inputs[key]) <= limit, (type_token, resource.inputs[key])
+    for endpoint in of_type(resources, "azure-native:network:PrivateEndpoint"):
+        for connection in endpoint.inputs["privateLinkServiceConnections"]:
+            assert len(connection["name"]) <= 80, connection["name"]
     vnet = one(resources, "azure-native:network:VirtualNetwork").inputs["virtualNetworkName"]
     for subnet in of_type(resources, "azure-native:network:Subnet"):
         assert subnet.inputs["virtualNetworkName"] == vnet
+
+
+def _ids_in(value) -> list[str]:
+    """Every Azure resource id in a resource's inputs."""
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ids_in(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _ids_in(v)]
+    return [value] if isinstance(value, str) and value.startswith("/subscriptions/") else []
+
+
+def test_azure_balancer_ids_name_the_declared_balancer_for_a_long_stack() -> None:
+    # the balancer's own rules and the scale set reach the balancer through ids built from
+    # its name before Azure answers: the declared name and the ids' must be one
+    resources, _ = declared_for("azure", LONG)
+    balancer = one(resources, "azure-native:network:LoadBalancer")
+    scale_set = one(resources, "azure-native:compute:VirtualMachineScaleSet")
+    wanted = f"/loadBalancers/{balancer.inputs['loadBalancerName']}/"
+    ids = [i for r in (balancer, scale_set) for i in _ids_in(r.inputs) if "/loadBalancers/" in i]
+    assert len(ids) >= 4  # the rule's frontend, pool and probe; the scale set's pool
+    for found in ids:
+        assert wanted in found, found
+
+
+def test_azure_autoscale_asks_after_the_declared_scale_set(monkeypatch) -> None:
+    # a real update asks Resource Manager whether the scale set has the metric yet, by name
+    from llmcloud.providers.azure import service
+    from llmcloud.stacks.plan import declare
+    from tests.providers.declared import spec_for
+
+    asked = []
+    monkeypatch.setattr(service, "autoscale_may_read_in_flight",
+                        lambda *scale_set: asked.append(scale_set) or True)
+    resources, _ = declare(spec_for("azure", autoscaling={"signal": "in_flight"}), LONG)
+    scale_set = one(resources, "azure-native:compute:VirtualMachineScaleSet")
+    group = one(resources, "azure-native:resources:ResourceGroup")
+    assert [a[1:] for a in asked] == [(group.inputs["resourceGroupName"],
+                                       scale_set.inputs["vmScaleSetName"])]
 
 
 def test_azure_short_names_are_kept() -> None:
@@ -168,3 +226,16 @@ def test_azure_short_names_are_kept() -> None:
                ).inputs["virtualNetworkName"] == "llm-dev-network-vnet"
     assert one(resources, "azure-native:operationalinsights:Workspace"
                ).inputs["workspaceName"] == "llm-dev-logs"
+    assert one(resources, "azure-native:network:LoadBalancer"
+               ).inputs["loadBalancerName"] == "llm-dev-lb"
+    assert one(resources, "azure-native:compute:VirtualMachineScaleSet"
+               ).inputs["vmScaleSetName"] == "llm-dev-gpu"
+    assert sorted(e.inputs["privateEndpointName"] for e in of_type(
+        resources, "azure-native:network:PrivateEndpoint")) == [
+        "llm-dev-registry-private-pe", "llm-dev-store-private-pe"]
+    assert sorted(link.inputs["virtualNetworkLinkName"] for link in of_type(
+        resources, "azure-native:privatedns:VirtualNetworkLink")) == [
+        "llm-dev-registry-private-link", "llm-dev-store-private-link"]
+    assert sorted(e.inputs["privateLinkServiceConnections"][0]["name"] for e in of_type(
+        resources, "azure-native:network:PrivateEndpoint")) == [
+        "llm-dev-registry-private-registry", "llm-dev-store-private-blob"]
