@@ -86,8 +86,9 @@ class SagemakerEndpoint(pulumi.ComponentResource):
                 bucket_arn=v[0], model_name=args.model_name, version=args.version,
                 store_key_arn=v[1], log_group_arn=v[2], repository_arns=list(v[3:]),
                 region=region)))
-        policy = aws.iam.RolePolicy(f"{name}-execution", role=role.id, policy=document,
-                                    opts=child)
+        policy = aws.iam.RolePolicy(
+            f"{name}-execution", role=role.id, policy=document,
+            name_prefix=naming.name_prefix_for(f"{name}-execution", "role_policy"), opts=child)
         self.model = aws.sagemaker.Model(
             f"{name}-model",
             name=digest.apply(lambda d: naming.versioned_name(args.stack, "model", d)),

@@ -71,6 +71,14 @@ def test_aws_role_names_fit_for_a_long_stack(compute: dict) -> None:
         _named(role, "name", 64)
 
 
+@pytest.mark.parametrize("compute", [{}, {"kind": "sagemaker"}])
+def test_aws_role_policy_names_fit_for_a_long_stack(compute: dict) -> None:
+    # SageMaker's execution policy among them (131 characters with Pulumi's suffix)
+    resources, _ = declared_for("aws", LONG, compute=compute)
+    for policy in of_type(resources, "aws:iam/rolePolicy:RolePolicy"):
+        _named(policy, "name", 128)
+
+
 def test_aws_launch_template_prefix_fits_for_a_long_stack() -> None:
     resources, _ = declared_for("aws", LONG)
     template = one(resources, "aws:ec2/launchTemplate:LaunchTemplate")
