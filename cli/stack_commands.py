@@ -28,7 +28,8 @@ def run_operation(
     out = Output.start(json=json)
     progress = EngineProgress()
     prov, ctx = load_stack(
-        stack=stack, provider=provider, flags=flags, yes=yes, on_event=progress
+        stack=stack, provider=provider, flags=flags, yes=yes, on_event=progress,
+        existing=operation in _READS_A_DEPLOYED_STACK,
     )
     if operation in _ON_A_DEPLOYED_STACK:
         require_stack_file(prov.name, ctx)
@@ -47,6 +48,10 @@ def run_operation(
 #: what acts on a stack already deployed: on a cloud, from its stack file's folder only
 #: (promote, rollback and keys check it too; up and update once they see it deployed)
 _ON_A_DEPLOYED_STACK = frozenset({"destroy", "refresh", "status", "outputs"})
+#: of those, what refuses a stack that is nowhere (without --provider, a typo in --stack fell
+#: to the local provider: status answered "not running" and exited 0). Not destroy: a stack
+#: that is nowhere has nothing to destroy, and a second destroy exits 0
+_READS_A_DEPLOYED_STACK = _ON_A_DEPLOYED_STACK - {"destroy"}
 
 
 def require_stack_file(provider: str, ctx) -> None:

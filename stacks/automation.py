@@ -8,8 +8,13 @@ run the project directory's `Pulumi.yaml`. Everything that talks to the engine g
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -249,26 +254,94 @@ def _last_error_line(text: str) -> str:
     return lines[-1][:400] if lines else "no output"
 
 
+#: the exit code of an operation ended by SIGTERM: 128 + the signal, as a shell reports a
+#: command the signal killed (130 is Ctrl-C's, 128 + SIGINT)
+TERMINATED_EXIT_CODE = 128 + int(signal.SIGTERM)
+#: how long the Pulumi engine gets to finish cancelling after a SIGTERM before it is told to
+#: stop at once (a CI runner sends SIGKILL sooner: GitLab's shell executor 10 s after its
+#: SIGTERM, GitHub's runner 2.5 s after)
+CANCEL_AFTER_SIGTERM_SECONDS = 60.0
+
+#: the engine processes started by the operation on this thread (see `_EnginePopen`)
+_engine = threading.local()
+
+
+class _EnginePopen(subprocess.Popen):
+    """The Automation API's `Popen` during an operation `run_to_the_end` watches: the pulumi
+    CLI starts in a session of its own, and llmcloud forwards it each signal it gets.
+
+    In llmcloud's process group, a terminal's Ctrl-C (or a CI runner's SIGTERM to the group)
+    reached the CLI and llmcloud both, while a `kill -INT` of llmcloud never reached it, and
+    llmcloud could not tell one from the other: forwarding, it would have made one Ctrl-C
+    two, and the CLI stops at once at its second signal."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        processes = getattr(_engine, "processes", None)
+        if processes is not None:
+            kwargs["start_new_session"] = True
+        super().__init__(*args, **kwargs)
+        if processes is not None:
+            processes.append(self)
+
+
+class _EngineSubprocess:
+    """`subprocess` as the Automation API's command runner sees it: `Popen` is `_EnginePopen`."""
+
+    Popen = _EnginePopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+def _watch_engine_processes() -> bool:
+    """Have the Automation API start the pulumi CLI through `_EnginePopen`. False where its
+    command runner is not the one llmcloud knows: the CLI then stays in llmcloud's group,
+    where a terminal's Ctrl-C still reaches it."""
+    from pulumi.automation import _cmd
+
+    if isinstance(getattr(_cmd, "subprocess", None), _EngineSubprocess):
+        return True
+    if getattr(_cmd, "subprocess", None) is not subprocess:
+        return False
+    _cmd.subprocess = _EngineSubprocess()
+    return True
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during an engine operation: an interruption, as a first Ctrl-C is."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def run_to_the_end(operation: Callable[[], Any], name: str, stack: str,
                    grace_seconds: float = 10.0) -> Any:
-    """Run the engine's `operation` (named `name`) on a worker thread, so that Ctrl-C lets
-    the Pulumi engine stop cleanly; after a Ctrl-C, raise `InterruptedOperation` (exit 130)
-    saying in what state the stack was left.
+    """Run the engine's `operation` (named `name`) on a worker thread, so that Ctrl-C or
+    SIGTERM lets the Pulumi engine stop cleanly; after one, raise `InterruptedOperation`
+    (exit 130; 143 after SIGTERM) saying in what state the stack was left.
 
-    Ctrl-C at a terminal reaches the whole process group, the pulumi CLI included, which
-    cancels at its first SIGINT: it finishes the resource operations in flight, records them
-    and unlocks the stack (a second SIGINT stops it at once). Run on the main thread, the
-    Automation API's pipes to the CLI were closed as the KeyboardInterrupt went up through
-    it, and the CLI died of SIGPIPE at its next line of output: the stack stayed locked
-    ("another update is in progress") with operations pending (pulumi/pulumi#9103).
+    The pulumi CLI cancels at its first SIGINT or SIGTERM: it finishes the resource
+    operations in flight, records them and unlocks the stack (a second stops it at once).
+    Run on the main thread, the Automation API's pipes to the CLI were closed as the
+    KeyboardInterrupt went up through it, and a SIGTERM (a cancelled or timed-out CI job)
+    ended Python at once: either way the CLI died of SIGPIPE at its next line of output and
+    the stack stayed locked ("another update is in progress") with operations pending
+    (pulumi/pulumi#9103). Called on the main thread (on POSIX), llmcloud tells the CLI
+    itself: one SIGINT for each SIGINT or SIGTERM llmcloud gets. After a SIGTERM it waits
+    `CANCEL_AFTER_SIGTERM_SECONDS` for the cancellation, then tells the CLI to stop at once;
+    once it is stopping at once, `grace_seconds`.
     """
-    import threading
-
+    watched = (os.name == "posix" and threading.current_thread() is threading.main_thread()
+               and _watch_engine_processes())
+    processes: list[subprocess.Popen] = []
     outcome: dict[str, Any] = {}
     done = threading.Event()  # (not Thread.join: Python 3.11's, interrupted, marks the
     # thread stopped while it runs)
 
     def work() -> None:
+        if watched:
+            _engine.processes = processes
         try:
             outcome["result"] = operation()
         except BaseException as exc:  # handed to the main thread
@@ -276,49 +349,105 @@ def run_to_the_end(operation: Callable[[], Any], name: str, stack: str,
         finally:
             done.set()
 
-    threading.Thread(target=work, name=f"pulumi {name}", daemon=True).start()
-    presses = 0
-    while not done.is_set():
-        try:
-            if presses < 2:
-                done.wait()
-            else:
-                done.wait(grace_seconds)
-                break
-        except KeyboardInterrupt:
-            presses += 1
-            print(f"{name} of stack '{stack}': the Pulumi engine is cancelling, finishing the "
-                  "operations in flight" if presses == 1 else
-                  "the Pulumi engine is stopping at once", file=sys.stderr, flush=True)
+    previous = signal.getsignal(signal.SIGTERM) if watched else None
+    if previous is signal.SIG_DFL:  # (left alone where SIGTERM is ignored or handled)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        threading.Thread(target=work, name=f"pulumi {name}", daemon=True).start()
+        presses, terminated = _wait(done, processes, name, stack, grace_seconds,
+                                    forward=watched)
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not presses:
         if "error" in outcome:
             raise outcome["error"]
         return outcome["result"]
-    raise _interrupted(name, stack, presses, not done.is_set(), "result" in outcome)
+    error = _interrupted(name, stack, presses, not done.is_set(), "result" in outcome,
+                         terminated)
+    if terminated:
+        error.exit_code = TERMINATED_EXIT_CODE
+    raise error
+
+
+def _wait(done: threading.Event, processes: list[subprocess.Popen], name: str, stack: str,
+          grace_seconds: float, forward: bool) -> tuple[int, bool]:
+    """Wait for the operation, telling the engine of each interruption; return how many
+    there were ("presses") and whether one was a SIGTERM."""
+    presses, terminated = 0, False
+    deadline: float | None = None
+    told: dict[int, int] = {}  # pid: the SIGINTs the engine process got from llmcloud
+    while not done.is_set():
+        try:
+            if forward and presses:
+                _tell_engine(processes, told, presses)  # (one started since is told too)
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                if presses >= 2:
+                    break
+                presses += 1  # SIGTERM's wait ran out
+                deadline = time.monotonic() + grace_seconds
+                _say(name, stack, presses, terminated)
+                continue
+            if forward and presses:
+                timeout = 0.25 if timeout is None else min(timeout, 0.25)
+            done.wait(timeout)
+        except KeyboardInterrupt as interruption:
+            presses += 1
+            if isinstance(interruption, _Terminated):
+                terminated = True
+            if presses >= 2:
+                deadline = time.monotonic() + grace_seconds
+            elif terminated:
+                deadline = time.monotonic() + CANCEL_AFTER_SIGTERM_SECONDS
+            _say(name, stack, presses, terminated)
+    if forward and presses and not done.is_set():
+        _tell_engine(processes, told, presses)
+    return presses, terminated
+
+
+def _tell_engine(processes: list[subprocess.Popen], told: dict[int, int], presses: int) -> None:
+    """Send each running engine process SIGINTs up to `presses` (the pulumi CLI counts a
+    SIGTERM as it counts a SIGINT: the first cancels, the second stops it at once)."""
+    for process in list(processes):
+        while told.get(process.pid, 0) < min(presses, 2) and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            told[process.pid] = told.get(process.pid, 0) + 1
+
+
+def _say(name: str, stack: str, presses: int, terminated: bool) -> None:
+    why = " (SIGTERM)" if terminated else ""
+    print(f"{name} of stack '{stack}'{why}: the Pulumi engine is cancelling, finishing the "
+          "operations in flight" if presses == 1 else
+          f"{name} of stack '{stack}'{why}: the Pulumi engine is stopping at once",
+          file=sys.stderr, flush=True)
 
 
 def _interrupted(name: str, stack: str, presses: int, running: bool,
-                 finished: bool) -> InterruptedOperation:
+                 finished: bool, terminated: bool = False) -> InterruptedOperation:
     """What an interrupted operation left, as the error the user reads."""
+    why = " (SIGTERM)" if terminated else ""
     if running:
         return InterruptedOperation(
-            f"{name} of stack '{stack}' interrupted; the Pulumi engine had not stopped",
+            f"{name} of stack '{stack}' interrupted{why}; the Pulumi engine had not stopped",
             context="it may still hold the stack's lock, with operations pending",
             hint=f"once no update runs: pulumi cancel --stack {stack} --yes, then "
                  f"llmcloud refresh --stack {stack}")
     if finished:
         return InterruptedOperation(
-            f"{name} of stack '{stack}' interrupted after the engine had finished it",
+            f"{name} of stack '{stack}' interrupted{why} after the engine had finished it",
             context="the stack is as the operation left it",
             hint=f"llmcloud status --stack {stack}")
     if presses == 1:
         return InterruptedOperation(
-            f"{name} of stack '{stack}' cancelled",
+            f"{name} of stack '{stack}' cancelled{why}",
             context="the Pulumi engine stopped cleanly: what it created is recorded, and the "
                     "stack is unlocked",
             hint="run the command again to continue")
     return InterruptedOperation(
-        f"{name} of stack '{stack}' stopped at once (Ctrl-C twice)",
+        f"{name} of stack '{stack}' stopped at once " + (
+            "(SIGTERM, and the engine had not finished cancelling)" if terminated else
+            "(Ctrl-C twice)"),
         context="operations in flight were not recorded: resources may exist that Pulumi "
                 "does not know of",
         hint=f"llmcloud refresh --stack {stack}; if it reports pending creates, check "

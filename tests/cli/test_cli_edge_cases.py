@@ -178,6 +178,8 @@ def test_other_llmcloud_variables_are_still_not_spec_values(
                         "LLMCLOUD_MODEL_VERSION": "v3", "LLMCLOUD_PROJECT_DIR": str(project)
                         }.items():
         monkeypatch.setenv(name, value)
+    # (the stack exists: status refuses a stack that is nowhere)
+    (project / "Pulumi.dev.yaml").write_text("config:\n  llmcloud:provider: local\n")
     assert cli("status", "--json").exit_code == 0
 
 

@@ -69,7 +69,8 @@ def test_up_twice_changes_nothing_and_destroy_twice_leaves_nothing(fake_env, hom
     assert processes_mentioning(str(home)) == []
     assert not port_in_use(port)
     assert not any(port_in_use(r["port"]) for r in first["replicas"])
-    assert _json(_cli(env, "status", "--json"))["running"] is False
+    gone = _cli(env, "status", "--json")  # nothing left: the stack is nowhere now
+    assert gone.returncode == 2 and "does not exist" in json.loads(gone.stdout)["error"]
 
 
 def test_up_converges_replica_count_and_limits_without_restarts(fake_stack):
