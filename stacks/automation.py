@@ -24,6 +24,7 @@ from llmcloud.stacks.errors import (
     ConfigError,
     CredentialsError,
     DeploymentError,
+    ExitCode,
     InterruptedOperation,
     LlmcloudError,
     MissingToolError,
@@ -254,9 +255,6 @@ def _last_error_line(text: str) -> str:
     return lines[-1][:400] if lines else "no output"
 
 
-#: the exit code of an operation ended by SIGTERM: 128 + the signal, as a shell reports a
-#: command the signal killed (130 is Ctrl-C's, 128 + SIGINT)
-TERMINATED_EXIT_CODE = 128 + int(signal.SIGTERM)
 #: how long the Pulumi engine gets to finish cancelling after a SIGTERM before it is told to
 #: stop at once (a CI runner sends SIGKILL sooner: GitLab's shell executor 10 s after its
 #: SIGTERM, GitHub's runner 2.5 s after)
@@ -366,7 +364,7 @@ def run_to_the_end(operation: Callable[[], Any], name: str, stack: str,
     error = _interrupted(name, stack, presses, not done.is_set(), "result" in outcome,
                          terminated)
     if terminated:
-        error.exit_code = TERMINATED_EXIT_CODE
+        error.exit_code = ExitCode.TERMINATED
     raise error
 
 

@@ -19,6 +19,9 @@ class ExitCode(IntEnum):
     MISSING_TOOL = 3
     NOT_SUPPORTED = 4
     INTERRUPTED = 130
+    #: SIGTERM during a cloud operation: 128 + SIGTERM, as a shell reports a command the
+    #: signal killed (130 is Ctrl-C's, 128 + SIGINT)
+    TERMINATED = 143
 
 
 class LlmcloudError(Exception):
