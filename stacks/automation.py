@@ -130,6 +130,21 @@ _CREDENTIALS_REFUSED = (
 )
 
 
+#: how the clouds (and pulumi-azure-native, which checks before it creates) say a name the
+#: stack asked for is someone else's
+_NAME_TAKEN = (
+    # Google Cloud: "Error 409: The resource '...' already exists, alreadyExists"
+    "alreadyexists",
+    # AWS: IAM `EntityAlreadyExists`, CloudWatch Logs `ResourceAlreadyExistsException`,
+    # Lambda "Function already exist", S3 `BucketAlreadyExists`
+    "entityalreadyexists", "resourcealreadyexistsexception", "function already exist",
+    "bucketalreadyexists",
+    # Azure: pulumi-azure-native's "cannot create already existing resource (or subresource)
+    # '/subscriptions/...'" (it asks before it creates)
+    "cannot create already existing",
+)
+
+
 def translate_command_error(exc: Exception, stack: str,
                             cloud_login: str | None = None) -> LlmcloudError:
     """Turn an Automation API error into one a user can act on. `cloud_login`: the command
@@ -199,6 +214,18 @@ def translate_command_error(exc: Exception, stack: str,
             hint=f"purge it: az apim deletedservice purge --service-name {service} "
                  "--location <the stack's region> (az apim deletedservice list shows it), "
                  f"then run llmcloud up --provider azure --stack {stack} again",
+        )
+    if any(sign in lower for sign in _NAME_TAKEN):
+        # the names are the stack's own (`llm-<stack>-...`), the same in every region and
+        # every project: another stack of this name, or a leftover, holds one of them
+        return DeploymentError(
+            f"a resource stack '{stack}' names is already taken in the cloud",
+            context=_last_error_line(text),
+            hint="a stack of the same name in another region or llmcloud project of this "
+                 "account, a resource a destroy kept or a failed update made without "
+                 "recording it, or one made by hand holds it: give this stack a name of its "
+                 "own (llmcloud init --stack NAME), or delete the resource the error names "
+                 "(pulumi import adopts it instead)",
         )
     if any(sign in lower for sign in _CREDENTIALS_REFUSED):
         # the CLI's own check saw credentials (a profile, a token): the cloud refused them
