@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# What a caller's request id may be to reach the log: no spaces or line breaks that could
+# forge a log line, and not so long that it floods one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+def loggable_request_id(value: str | None) -> str | None:
+    """``value`` if a request's log line can carry it as its caller's request id, else None.
+    The local gateway holds the ids it passes on to the same rule."""
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
 
 
 class JsonFormatter(logging.Formatter):

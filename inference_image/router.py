@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import responses_api, sagemaker, token_utilities
 from .api_keys import ApiKeys
+from .log_format import loggable_request_id
 from .metrics import CONTENT_TYPE
 from .path_prefix import StripPathPrefix, check_prefix
 from .protocol import (
@@ -71,7 +72,8 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        _log_rejected(request.method, request.url.path, exc, _client_request_id(request))
+        _log_rejected(request.method, request.url.path, exc, _client_request_id(request),
+                      _trace_id(request))
         return _api_error_response(exc)
 
     @app.exception_handler(Exception)
@@ -244,7 +246,8 @@ CORS_METHODS = ["GET", "HEAD", "POST", "DELETE"]
 CORS_EXPOSED_HEADERS = ["x-request-id", "retry-after"]
 
 
-def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) -> None:
+def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None,
+                  trace_id: str | None = None) -> None:
     # The code and parameter, not the message: messages can quote what the client sent.
     # A parameter's path can hold the client's own keys (a `logit_bias` key), and a path
     # the id it asked for: neither may carry text or a line break that forges a log line.
@@ -253,8 +256,11 @@ def _log_rejected(method: str, path: str, exc: ApiError, client_id: str | None) 
               "param": param}
     if client_id is not None:
         fields["client_request_id"] = client_id
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     requests_log.info("%s %s rejected status=%d code=%s param=%s%s", method, path, exc.status,
-                      exc.code, param, client_id_suffix(client_id), extra={"fields": fields})
+                      exc.code, param, client_id_suffix(client_id, trace_id),
+                      extra={"fields": fields})
 
 
 # A part of a parameter's path that reaches the log as it is (a field name, an index);
@@ -279,16 +285,21 @@ def _loggable_path(path: str) -> str:
     return urllib.parse.quote(path, safe="/:@!$&'()*+,;=")
 
 
-# What a caller's request id may be to reach the log: no spaces or line breaks that could
-# forge a log line, and not so long that it floods one.
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
-
-
 def _client_request_id(request: Request) -> str | None:
     """The caller's ``X-Request-Id`` (a client's, or a proxy's in front), when it is one
     the log can carry."""
-    value = request.headers.get("x-request-id")
-    return value if value is not None and _CLIENT_REQUEST_ID.fullmatch(value) else None
+    return loggable_request_id(request.headers.get("x-request-id"))
+
+
+# Google's load balancer's trace (`X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1`), the
+# `trace` of its request log entry: GCP's balancer sets no X-Request-Id of its own.
+_CLOUD_TRACE = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?")
+
+
+def _trace_id(request: Request) -> str | None:
+    """The trace id Google's load balancer gave the request, as its log writes it."""
+    match = _CLOUD_TRACE.fullmatch(request.headers.get("x-cloud-trace-context", ""))
+    return match.group(1).lower() if match else None
 
 
 def _api_error_response(exc: ApiError) -> JSONResponse:
@@ -396,6 +407,7 @@ async def _respond(request: Request, serving: OpenAIServing, gen: Generation,
     """The answer to a queued request: its stream, or its whole response once done
     (``collect`` and ``stream`` shape it, by default as completions or chat)."""
     gen.client_request_id = _client_request_id(request)
+    gen.trace_id = _trace_id(request)
     if gen.streaming:
         body = stream() if stream is not None else serving.stream_sse(gen)
         return _GenerationStream(serving, gen, body)
@@ -497,7 +509,7 @@ class _BodyLimit:
         error = ApiError(413, f"the request body is larger than {self.max_bytes} bytes",
                          code="request_too_large")
         _log_rejected(scope["method"], scope["path"], error,
-                      _client_request_id(Request(scope)))
+                      _client_request_id(Request(scope)), _trace_id(Request(scope)))
         body = json.dumps(error.body()).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

@@ -110,6 +110,7 @@ class Generation:
     named: str | None = None  # the response's id, where another API names it
     # The caller's own id for the request (a gateway's X-Request-Id), for its log line.
     client_request_id: str | None = None
+    trace_id: str | None = None  # the trace Google's load balancer gave it, for its log line
     continuous_usage: bool = False  # vLLM's: every streamed chunk carries the usage so far
     n: int = 1  # the answers asked for per prompt
     answers_per_prompt: int = 1  # choices made per prompt (best_of's, when more than n)
@@ -584,6 +585,8 @@ class OpenAIServing:
             self.metrics.count_lora_request(adapter)
         if gen.client_request_id is not None:
             fields["client_request_id"] = gen.client_request_id
+        if gen.trace_id is not None:
+            fields["trace_id"] = gen.trace_id
         requests_log.info(
             "%s finish=%s stream=%s prompt_tokens=%d completion_tokens=%d queue_s=%s "
             "ttft_s=%s total_s=%.3f choices=%d%s%s%s", gen.response_id, fields["finish"],
@@ -591,7 +594,7 @@ class OpenAIServing:
             _seconds(ttft), fields["total_s"], len(gen.choices),
             f" priority={priority}" if priority else "",
             f" lora={adapter}" if adapter is not None else "",
-            client_id_suffix(gen.client_request_id), extra={"fields": fields})
+            client_id_suffix(gen.client_request_id, gen.trace_id), extra={"fields": fields})
 
     def answer_events(self, gen: Generation):
         """``(choice, (text, logprobs))`` as each choice's text comes, ``(choice, None)`` as
@@ -704,9 +707,11 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def client_id_suffix(value: str | None) -> str:
-    """What a request's log line ends with for the caller's own request id, if any."""
-    return "" if value is None else f" client_request_id={value}"
+def client_id_suffix(value: str | None, trace_id: str | None = None) -> str:
+    """What a request's log line ends with for the caller's own request id and the load
+    balancer's trace id, if any."""
+    return ("" if value is None else f" client_request_id={value}") + (
+        "" if trace_id is None else f" trace_id={trace_id}")
 
 
 def _returned(gen: Generation) -> list[tuple[int, Choice]]:

@@ -33,14 +33,24 @@ SECURITY_POLICY = "SecurityPolicy_TLS13_1_2_PFS_PQ_2025_09"
 #: and name the API's host in SNI (no domain fronting); AWS recommends it where possible
 ENDPOINT_ACCESS_MODE = "STRICT"
 #: one JSON object a line; `path` is the path asked for (stage included), `resource` the
-#: route it matched (`/v1/{proxy+}` for every API path on the instances)
+#: route it matched (`/v1/{proxy+}` for every API path on the instances); `requestId` is
+#: the `x-amzn-RequestId` the client got (a client may choose it), `extendedRequestId` the
+#: `x-amz-apigw-id` (API Gateway's alone) and the server's `client_request_id`,
+#: `xrayTraceId` the `Root` of the ALB access log's `trace_id`
 ACCESS_LOG_FORMAT = json.dumps({
-    "requestId": "$context.requestId", "ip": "$context.identity.sourceIp",
+    "requestId": "$context.requestId", "extendedRequestId": "$context.extendedRequestId",
+    "xrayTraceId": "$context.xrayTraceId", "ip": "$context.identity.sourceIp",
     "time": "$context.requestTime", "method": "$context.httpMethod",
     "path": "$context.path", "resource": "$context.resourcePath", "status": "$context.status",
     "latencyMs": "$context.responseLatency", "apiKeyId": "$context.identity.apiKeyId",
     "error": "$context.error.message", "integrationError": "$context.integration.error",
 })
+#: API Gateway's id of each request, sent to the servers as the X-Request-Id they log: a
+#: proxy integration otherwise passes on only what the client sent (or nothing), and the
+#: access log and the server's line could not be joined. The extended id, which no caller
+#: can set (a client may send its own `x-amzn-RequestId`, which becomes `requestId`); it
+#: replaces a client's X-Request-Id: an id the client chose must not pass for the gateway's.
+REQUEST_ID_MAPPING = {"integration.request.header.X-Request-Id": "context.extendedRequestId"}
 OPENAI_ERROR = ('{"error": {"message": $context.error.messageString, "type": "%s", '
                 '"param": null, "code": "%s"}}')
 NO_ROUTE_ERROR = ('{"error": {"message": "no route for this path: the API is under /v1/", '
@@ -198,7 +208,8 @@ class Gateway(pulumi.ComponentResource):
             connection_type="VPC_LINK", connection_id=link.id,
             integration_target=backend.alb_arn,
             uri=pulumi.Output.concat("http://", backend.alb_dns_name, "/v1/{proxy}"),
-            request_parameters={"integration.request.path.proxy": "method.request.path.proxy"},
+            request_parameters={"integration.request.path.proxy": "method.request.path.proxy",
+                                **REQUEST_ID_MAPPING},
             response_transfer_mode="STREAM",
             timeout_milliseconds=integration_timeout_ms(args.timeout_seconds),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[backend.listener]))
@@ -325,7 +336,9 @@ WAF_GROUPS = (
 
 def _fingerprint(args: GatewayArgs) -> str:
     # with the routes' ids and targets: a new deployment whenever what the stage serves changes
-    data = {"timeout": args.timeout_seconds, "cidrs": list(args.allowed_cidrs), "v": 1}
+    # `v`: raised when the routes change in place (their ids and URIs stay), as when the
+    # X-Request-Id mapping came (v2)
+    data = {"timeout": args.timeout_seconds, "cidrs": list(args.allowed_cidrs), "v": 2}
     if isinstance(args.backend, SagemakerBackend):
         # the routes' templates name the model: a new one must be redeployed
         data.update(endpoint=args.backend.endpoint_name, model=args.backend.model_id)

@@ -167,7 +167,26 @@ def _json_response(error: GatewayError, retry_after: str = "") -> str:
     return (f"<return-response>{status}"
             "<set-header name=\"Content-Type\" exists-action=\"override\">"
             "<value>application/json</value></set-header>"
-            f"{retry_after}<set-body>{escape(error.body())}</set-body></return-response>")
+            f"{retry_after}{_request_id_to_client()}<set-body>{escape(error.body())}</set-body>"
+            "</return-response>")
+
+
+#: the header clients get API Management's id of their request in, as Azure OpenAI's
+#: clients do: the `CorrelationId` of its ApiManagementGatewayLogs row
+GATEWAY_ID_HEADER = "apim-request-id"
+_REQUEST_ID = "@(context.RequestId.ToString())"
+
+
+def _request_id_to_backend() -> str:
+    """API Management's id of the request as the X-Request-Id the servers log, in place of
+    one the client sent: an id the client chose must not pass for the gateway's."""
+    return (f'<set-header name="X-Request-Id" exists-action="override">'
+            f"<value>{_REQUEST_ID}</value></set-header>")
+
+
+def _request_id_to_client() -> str:
+    return (f'<set-header name="{GATEWAY_ID_HEADER}" exists-action="override">'
+            f"<value>{_REQUEST_ID}</value></set-header>")
 
 
 def _on_error() -> str:
@@ -187,7 +206,8 @@ def _on_error() -> str:
         whens.append(f"<when condition={quoteattr(f'@({names})')}>"
                      f"{_json_response(error, retry_after)}</when>")
     # Other failures keep API Management's own answer: their status is its to choose.
-    return f"<on-error><base /><choose>{''.join(whens)}</choose></on-error>"
+    return (f"<on-error><base />{_request_id_to_client()}<choose>{''.join(whens)}</choose>"
+            "</on-error>")
 
 
 def _body_limit(max_body_kb: int) -> str:
@@ -218,7 +238,7 @@ def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
     quota = (f"<quota-by-key calls=\"{quota_per_day}\" renewal-period=\"86400\" "
              f"counter-key={key} />" if quota_per_day else "")
     return (
-        "<policies><inbound><base />"
+        f"<policies><inbound><base />{_request_id_to_backend()}"
         f"{_ip_filter(allowed_cidrs)}{_body_limit(max_body_kb)}"
         f"<rate-limit-by-key calls=\"{calls}\" renewal-period=\"{period}\" counter-key={key} "
         f"retry-after-header-name=\"Retry-After\" "
@@ -227,5 +247,5 @@ def api_policy(*, rate_per_second: float, burst: int, quota_per_day: int | None,
         "</inbound>"
         f"<backend><forward-request timeout=\"{timeout_seconds}\" buffer-response=\"false\" />"
         "</backend>"
-        f"<outbound><base /></outbound>{_on_error()}</policies>"
+        f"<outbound><base />{_request_id_to_client()}</outbound>{_on_error()}</policies>"
     )

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmcloud.inference_image.log_format import loggable_request_id
 from llmcloud.providers.local.asgi import (
     BodyTooLarge,
     ClientGone,
@@ -310,14 +311,22 @@ class Gateway:
 
 
 def _forward_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
-    drop = _DROP_UPSTREAM | _connection_options(scope["headers"])
+    drop = _DROP_UPSTREAM | _connection_options(scope["headers"]) | {b"x-request-id"}
     headers = [(k, v) for k, v in scope["headers"] if k not in drop]
-    if header(scope, b"x-request-id") is None:
-        headers.append((b"x-request-id", secrets.token_hex(8).encode()))
+    headers.append((b"x-request-id", request_id(scope).encode()))
     client = scope.get("client")
     if client:
         headers.append((b"x-forwarded-for", str(client[0]).encode()))
     return headers
+
+
+def request_id(scope: dict[str, Any]) -> str:
+    """The X-Request-Id the replica gets and logs: the client's own where its log line can
+    carry it, else one of the gateway's (a replica would drop an id with spaces, or over
+    128 characters, and log the request with none)."""
+    sent = header(scope, b"x-request-id")
+    own = loggable_request_id(sent.decode("latin-1")) if sent is not None else None
+    return own or secrets.token_hex(8)
 
 
 async def _end_with_error(send: Send, state: dict[str, Any], status: int, message: str,
