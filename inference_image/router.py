@@ -44,11 +44,13 @@ class ServerState:
         self.serving = serving
         self.api_keys = api_keys
         self.draining = False
+        #: leaving the balancer before a drain: not ready, but still serving
+        self.leaving = False
 
     @property
     def ready(self) -> bool:
         return (self.serving is not None and self.serving.engine.ready
-                and not self.draining)
+                and not self.draining and not self.leaving)
 
 
 def _version() -> str:
@@ -109,7 +111,8 @@ def create_app(state: ServerState, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     async def ready() -> JSONResponse:
         if state.ready:
             return JSONResponse({"status": "ready"})
-        status = "draining" if state.draining else "loading"
+        status = ("draining" if state.draining else "leaving" if state.leaving
+                  else "loading")
         return JSONResponse({"status": status}, status_code=503)
 
     @get("/health")

@@ -3,7 +3,9 @@
 The HTTP server listens at once (liveness answers, readiness is 503 until the model is
 loaded). On SIGTERM readiness turns 503, in-flight requests get ``--drain-timeout``
 seconds to finish, streams still open then end with an error event and ``[DONE]``, and the
-process exits 0. Only argparse is imported until the command line is parsed.
+process exits 0. On SIGUSR1 it leaves first: readiness turns 503 but new requests are still
+served for ``--leave-seconds`` (or until SIGTERM), then it drains the same way. Only
+argparse is imported until the command line is parsed.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def run(argv: list[str] | None = None) -> None:
         fail("error: --keep-alive-timeout must be more than 0 seconds")
     if not args.drain_timeout >= 0:
         fail("error: --drain-timeout must be 0 seconds or more")
+    if not args.leave_seconds >= 0:
+        fail("error: --leave-seconds must be 0 seconds or more")
     from .chat_prompt import ChatTemplateError, read_template
     from .sampling_defaults import SamplingDefaultsError, parse_override
     from .server_options import parse_allowed_origins, parse_lora_modules
@@ -273,10 +277,14 @@ def _load(args, state) -> object:
 
 
 def _server_class():
+    import contextlib
+    import signal
+
     import uvicorn
 
     class _Server(uvicorn.Server):
-        """uvicorn's server with background model loading and a drain on SIGTERM/SIGINT."""
+        """uvicorn's server with background model loading, a drain on SIGTERM/SIGINT and a
+        leave, then a drain, on SIGUSR1."""
 
         def __init__(self, config, state, args):
             super().__init__(config)
@@ -285,6 +293,21 @@ def _server_class():
             self.engine = None
             self.failure: str | None = None
             self._loop = None
+            self._stop_signals = 0
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # SIGUSR1 (leave, then drain) beside uvicorn's SIGTERM and SIGINT; without a
+            # handler it would end the process, or do nothing at all as a container's PID 1
+            with super().capture_signals():
+                if threading.current_thread() is not threading.main_thread():
+                    yield  # (only the main thread may set handlers, as uvicorn's)
+                    return
+                previous = signal.signal(signal.SIGUSR1, self.handle_leave)
+                try:
+                    yield
+                finally:
+                    signal.signal(signal.SIGUSR1, previous)
 
         async def serve(self, sockets=None) -> None:
             import asyncio
@@ -317,15 +340,47 @@ def _server_class():
         def handle_exit(self, sig, frame) -> None:
             # Not calling super(): uvicorn would stop at once and re-raise the signal at exit,
             # which turns a clean drain into a non-zero exit status.
-            if self.state.draining:
+            self._stop_signals += 1
+            if self._stop_signals > 1:
                 self.should_exit = True
                 self.force_exit = True
+                return
+            # the first stop ends a leave early; a drain the leave already began goes on
+            self._begin_drain()
+
+        def handle_leave(self, sig, frame) -> None:
+            """SIGUSR1: leave the balancer before draining, for a server the balancer did
+            not drain (a reclaimed spot VM): readiness turns 503 at once, so its checks
+            fail, but new requests are still served until it has stopped sending them."""
+            if self.state.leaving or self.state.draining:
+                return
+            self.state.leaving = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._start_leave)
+            else:
+                self._begin_drain()
+
+        def _begin_drain(self) -> None:
+            if self.state.draining:
                 return
             self.state.draining = True
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._start_drain)
             else:
                 self.should_exit = True
+
+        def _start_leave(self) -> None:
+            import asyncio
+
+            asyncio.ensure_future(self._leave())
+
+        async def _leave(self) -> None:
+            import asyncio
+
+            log.info("leaving: readiness is now 503; serving new requests for %.1fs more, "
+                     "then draining", self.args.leave_seconds)
+            await asyncio.sleep(self.args.leave_seconds)
+            self._begin_drain()
 
         def _start_drain(self) -> None:
             import asyncio

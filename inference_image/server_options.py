@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float,
                    default=env.get("LLMCLOUD_DRAIN_TIMEOUT_SECONDS", 30.0),
                    help="seconds in-flight requests get after SIGTERM (default: %(default)s)")
+    p.add_argument("--leave-seconds", type=float,
+                   default=env.get("LLMCLOUD_LEAVE_SECONDS", 15.0),
+                   help="after SIGUSR1, seconds the server keeps serving new requests while "
+                        "readiness is 503, so that a load balancer that has not drained it "
+                        "(a spot reclaim, a preemption) sees its checks fail and stops "
+                        "sending before requests are refused; then it drains as on SIGTERM, "
+                        "which also ends the leave early (default: %(default)s)")
     p.add_argument("--keep-alive-timeout", type=float,
                    default=env.get("LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", 75.0),
                    help="seconds an idle connection stays open; keep it above the idle timeout "

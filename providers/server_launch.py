@@ -39,10 +39,12 @@ def server_arguments(
     device: str = "cuda",
     engine_flags: Sequence[str] = (),
     task: str | None = None,
+    leave_seconds: int | None = None,
 ) -> list[str]:
     """`llmcloud-server` arguments for a GPU server in the cloud; ``engine_flags`` are the
     spec's KV-cache and prefill settings (`ServerSpec.engine_flags()`); ``task`` the spec's
-    `model.task` (None: the server reads it from the model's config)."""
+    `model.task` (None: the server reads it from the model's config); ``leave_seconds`` how
+    long it leaves its load balancer on SIGUSR1 before it drains (None: its default)."""
     args = [
         "--host", "0.0.0.0", "--port", str(port), "--device", device,
         "--model", model_uri, "--model-version", model_version,
@@ -55,6 +57,8 @@ def server_arguments(
         args += ["--api-keys-file", api_keys_file]
     if task is not None:
         args += ["--task", task]
+    if leave_seconds is not None:
+        args += ["--leave-seconds", str(leave_seconds)]
     return args + list(engine_flags)
 
 
@@ -83,6 +87,9 @@ class ServerSettings:
     engine_flags: tuple[str, ...] = ()
     #: the spec's `model.task`; None: the server reads it from the model's config
     task: str | None = None
+    #: how long the server leaves the load balancer on SIGUSR1 before it drains: as long as
+    #: the balancer's health checks take to stop routing to it (None: the server's default)
+    leave_seconds: int | None = None
 
     #: what a pinned image reference looks like on this cloud
     digest_ref = DIGEST_REF
@@ -105,4 +112,5 @@ class ServerSettings:
             drain_timeout_seconds=self.drain_timeout_seconds,
             max_batch_size=self.max_batch_size, dtype=self.dtype,
             max_body_kb=self.max_body_kb, keep_alive_seconds=self.keep_alive_seconds,
-            api_keys_file=api_keys_file, engine_flags=self.engine_flags, task=self.task)
+            api_keys_file=api_keys_file, engine_flags=self.engine_flags, task=self.task,
+            leave_seconds=self.leave_seconds)

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.aws.userdata import (
+    BALANCER_CHECK_INTERVAL_SECONDS,
+    BALANCER_UNHEALTHY_THRESHOLD,
+)
 from llmcloud.providers.server_launch import SERVER_KEEP_ALIVE_SECONDS
 
 HEALTH_PATH = "/health/ready"
@@ -70,9 +74,11 @@ class LoadBalancer(pulumi.ComponentResource):
             deregistration_delay=args.drain_timeout_seconds,
             # generation cost varies by orders of magnitude: send work to the least busy server
             load_balancing_algorithm_type="least_outstanding_requests",
+            # a spot server's leave (userdata.py) lasts as long as these checks take to fail
             health_check={"path": HEALTH_PATH, "protocol": "HTTP", "matcher": "200",
-                          "interval": 15, "timeout": 5, "healthy_threshold": 2,
-                          "unhealthy_threshold": 3},
+                          "interval": BALANCER_CHECK_INTERVAL_SECONDS, "timeout": 5,
+                          "healthy_threshold": 2,
+                          "unhealthy_threshold": BALANCER_UNHEALTHY_THRESHOLD},
             tags=args.tags, opts=child)
         self.listener = aws.lb.Listener(
             f"{name}-http", load_balancer_arn=self.alb.arn, port=LISTENER_PORT, protocol="HTTP",

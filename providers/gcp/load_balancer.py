@@ -9,6 +9,10 @@ import pulumi_gcp as gcp
 
 from llmcloud.providers.gcp.certificate import SelfSignedCertificateArgs, self_signed_certificate
 from llmcloud.providers.gcp.gpu_pool import NAMED_PORT, READY_PATH, rate_capacity
+from llmcloud.providers.gcp.startup import (
+    BALANCER_CHECK_INTERVAL_SECONDS,
+    BALANCER_UNHEALTHY_THRESHOLD,
+)
 
 #: v10 of pulumi-gcp changed the backend service's default scheme: say it
 SCHEME = "EXTERNAL_MANAGED"
@@ -63,8 +67,10 @@ class LoadBalancer(pulumi.ComponentResource):
         super().__init__("llmcloud:gcp:LoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         health_check = gcp.compute.HealthCheck(
-            f"{name}-hc", name=f"{args.name}-ready", check_interval_sec=5, timeout_sec=5,
-            healthy_threshold=2, unhealthy_threshold=2,
+            f"{name}-hc", name=f"{args.name}-ready",
+            # the shutdown script's leave lasts as long as these checks take to fail
+            check_interval_sec=BALANCER_CHECK_INTERVAL_SECONDS, timeout_sec=5,
+            healthy_threshold=2, unhealthy_threshold=BALANCER_UNHEALTHY_THRESHOLD,
             http_health_check={"port": args.server_port, "request_path": READY_PATH},
             log_config={"enable": True}, opts=child)
         self.backend_service = gcp.compute.BackendService(

@@ -24,6 +24,19 @@ _METADATA = "http://metadata.google.internal/computeMetadata/v1"
 #: how long docker waits past the server's drain before it kills it: the server ends the
 #: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
 STOP_MARGIN_SECONDS = 15
+#: the load balancer's health check of the servers' readiness (load_balancer.py declares it
+#: with these): it stops routing to a server after this many failed checks this far apart
+BALANCER_CHECK_INTERVAL_SECONDS = 5
+BALANCER_UNHEALTHY_THRESHOLD = 2
+#: how long a server the balancer did not drain leaves it (readiness 503, new requests still
+#: served: see `llmcloud-server --leave-seconds`) before it drains
+LEAVE_SECONDS = BALANCER_CHECK_INTERVAL_SECONDS * BALANCER_UNHEALTHY_THRESHOLD
+#: what a VM has from the shutdown signal to its end: a preempted Spot VM, a standard VM
+#: stopped for host maintenance (the time from ACPI soft off to mechanical off)
+PREEMPTION_NOTICE_SECONDS = 30
+MAINTENANCE_NOTICE_SECONDS = 120
+#: what the shutdown script may need before it gets to the server (metadata look-ups)
+SCRIPT_SLACK_SECONDS = 5
 #: how often the metric publisher asks the metadata server for the instance's id and zone
 #: (10 s apart) before it exits for systemd to start it again
 METADATA_TRIES = 30
@@ -35,6 +48,7 @@ class ServerLaunch(ServerSettings):
 
     project: str
     keys_secret: str
+    leave_seconds: int | None = LEAVE_SECONDS
 
 
 def render_startup_script(launch: ServerLaunch) -> str:
@@ -80,10 +94,31 @@ def render_startup_script(launch: ServerLaunch) -> str:
 
 
 def render_shutdown_script(drain_timeout_seconds: int) -> str:
-    """The shutdown script: stop the server with SIGTERM and let in-flight requests finish
-    (the group's scale-in and Spot preemption both run it)."""
-    return ("#!/bin/bash\n"
-            f"docker stop -t {drain_timeout_seconds + STOP_MARGIN_SECONDS} {CONTAINER} || true\n")
+    """The shutdown script: stop the server with SIGTERM and let in-flight requests finish.
+
+    The group's own deletions (scale-in, a rolling replacement) drain the server at the load
+    balancer first. A preemption, or a stop for host maintenance, does not: the balancer
+    routes to the server until its health checks fail, so the server leaves first (SIGUSR1:
+    readiness 503 while it still serves) for as long as they take, then gets what is left
+    of the VM's notice to stop (a Spot VM's 30 s cut the requests still running)."""
+    normal = drain_timeout_seconds + STOP_MARGIN_SECONDS
+    preempted = PREEMPTION_NOTICE_SECONDS - SCRIPT_SLACK_SECONDS - LEAVE_SECONDS
+    maintenance = min(normal,
+                      MAINTENANCE_NOTICE_SECONDS - SCRIPT_SLACK_SECONDS - LEAVE_SECONDS)
+    return f"""#!/bin/bash
+md() {{ curl -sf -m 2 -H 'Metadata-Flavor: Google' "{_METADATA}/instance/$1"; }}
+leave_then_stop() {{
+  docker kill --signal USR1 {CONTAINER} >/dev/null && sleep {LEAVE_SECONDS}
+  docker stop -t "$1" {CONTAINER} || true
+}}
+if [ "$(md preempted)" = TRUE ]; then
+  leave_then_stop {preempted}
+elif [ "$(md maintenance-event)" = TERMINATE_ON_HOST_MAINTENANCE ]; then
+  leave_then_stop {maintenance}
+else
+  docker stop -t {normal} {CONTAINER} || true
+fi
+"""
 
 
 def _keys_refresher(launch: ServerLaunch) -> list[str]:
