@@ -72,6 +72,8 @@ def _item_type(value: Any) -> str | None:
         kind = value.type
     else:  # null, a string, a list: no item at all (pydantic reports it as such)
         return None
+    if not isinstance(kind, str):  # a list or an object names no item type (nor hashes)
+        return None
     # Capitalised tags, so that an error's parameter path leaves them out (the router's).
     return {"message": "Message", "function_call": "FunctionCall",
             "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning"}.get(

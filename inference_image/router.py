@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import urllib.parse
 from typing import Any
@@ -350,14 +351,15 @@ async def _json_object(request: Request) -> dict[str, Any]:
                        headers={"Accept-Encoding": "identity"})
     raw = await request.body()
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
         # JSON may escape half of a UTF-16 pair alone ("\ud800"); Python keeps it in the
         # string, and the tokenizer, the chat template or the response's encoder would
         # fail on it later (a 500). Only escapes make one: raw bytes must be valid UTF-8.
         lone = re.search(rb"\\u[dD][89a-fA-F]", raw) and _has_lone_surrogate(data)
     except ValueError as exc:
-        # JSONDecodeError, UnicodeDecodeError, and an integer of more digits than Python
-        # converts (4300 by default: a ValueError of its own, which was a 500)
+        # JSONDecodeError, UnicodeDecodeError, NaN or a number past a double's range, and
+        # an integer of more digits than Python converts (4300 by default: a ValueError
+        # of its own, which was a 500)
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from exc
     except RecursionError as exc:
         raise ApiError(400, "the body is not valid JSON: nested too deeply",
@@ -368,6 +370,19 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     return data
+
+
+def _not_a_number(word: str) -> float:
+    # Python reads NaN, Infinity and -Infinity, which JSON has not (RFC 8259, 6); echoed in
+    # an answer, they made its encoder fail (a 500) or a stream that clients cannot read.
+    raise ValueError(f"{word} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: valid JSON, but read as infinity, as NaN is above
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
 
 
 def _has_lone_surrogate(value: Any) -> bool:
