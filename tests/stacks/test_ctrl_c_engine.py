@@ -20,95 +20,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.stacks.fake_engine import engine_started, start
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-FAKE_PULUMI = """\
-#!{python}
-import signal, sys, time
-from pathlib import Path
-
-if sys.argv[1:] == ["version"]:
-    print("v3.200.0")
-    sys.exit(0)
-signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as a Go program: a broken stdout kills it
-marks = Path({marks!r})
-presses = []
-
-
-def cancel(signum, frame):
-    presses.append(signum)
-    if len(presses) > 1:
-        sys.exit(255)  # a second SIGINT: stop at once
-
-
-signal.signal(signal.SIGINT, cancel)
-(marks / "started").write_text("")
-while not presses:
-    time.sleep(0.02)
-for _ in range(20):  # the operations in flight finish, and say so
-    print("^C received; cancelling. If you would like to terminate immediately, press ^C "
-          "again.", flush=True)
-    time.sleep(0.05)
-(marks / "cancelled-cleanly").write_text("")
-print("error: update canceled", file=sys.stderr, flush=True)
-sys.exit(255)
-"""
-
-DRIVER = """\
-import signal, sys
-from pathlib import Path
-from types import SimpleNamespace
-
-from pulumi.automation._cmd import PulumiCommand
-
-from llmcloud.cli.errors import on_interrupt
-from llmcloud.stacks.automation import PulumiStack
-from llmcloud.stacks.errors import LlmcloudError
-
-command = PulumiCommand(root={root!r})
-
-
-class Stack:
-    name = "dev"
-
-    def up(self, **kwargs):
-        command.run(["up", "--yes"], {root!r}, {{}})
-
-
-signal.signal(signal.SIGINT, on_interrupt)
-stack = PulumiStack(Path({root!r}), "dev", {{}}, opener=lambda *args: Stack())
-try:
-    stack.up()
-except LlmcloudError as exc:
-    print(f"{{int(exc.exit_code)}} {{exc.message}} | {{exc.hint}}", flush=True)
-"""
-
-
-def _start(tmp_path: Path) -> subprocess.Popen:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    pulumi = bin_dir / "pulumi"
-    pulumi.write_text(FAKE_PULUMI.format(python=sys.executable, marks=str(tmp_path)))
-    pulumi.chmod(0o755)
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(root=str(tmp_path)))
-    # its own process group, as a terminal's foreground job is: Ctrl-C goes to the group
-    return subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            cwd=Path(__file__).resolve().parents[2])
 
 
 def _ctrl_c(process: subprocess.Popen, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "started").exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the fake pulumi never started"
-        time.sleep(0.02)
+    engine_started(process, tmp_path)
     os.killpg(process.pid, signal.SIGINT)
 
 
 def test_ctrl_c_during_up_lets_the_engine_cancel_cleanly(tmp_path: Path) -> None:
-    process = _start(tmp_path)
+    process = start(tmp_path)
     _ctrl_c(process, tmp_path)
     stdout, stderr = process.communicate(timeout=60)
     # the engine finished its cancellation: the stack is recorded and unlocked
@@ -121,7 +44,7 @@ def test_ctrl_c_during_up_lets_the_engine_cancel_cleanly(tmp_path: Path) -> None
 
 def test_a_second_ctrl_c_stops_the_engine_at_once_and_says_what_to_repair(
         tmp_path: Path) -> None:
-    process = _start(tmp_path)
+    process = start(tmp_path)
     _ctrl_c(process, tmp_path)
     time.sleep(0.3)
     os.killpg(process.pid, signal.SIGINT)
