@@ -20,8 +20,19 @@ async def post_through_gateway(replica: ReplicaHandler, headers: list[tuple[byte
     """POST /v1/completions with a valid key, ``headers`` and a body sent in ``pieces``,
     through a gateway whose one replica ``replica`` serves; the ASGI messages it sent."""
     server = await asyncio.start_server(replica, "127.0.0.1", 0)
+    try:
+        return await post_to_replica_port(server.sockets[0].getsockname()[1], headers,
+                                          pieces, settings)
+    finally:
+        server.close()
+
+
+async def post_to_replica_port(port: int, headers: list[tuple[bytes, bytes]],
+                               pieces: list[bytes],
+                               settings: GatewaySettings | None = None) -> list[dict]:
+    """The same, through a gateway whose one replica listens on loopback ``port``."""
     pool = Pool()
-    one = Replica(id="r1", port=server.sockets[0].getsockname()[1], version="v1")
+    one = Replica(id="r1", port=port, version="v1")
     one.ready = True
     pool.add(one)
     key, record = new_key("t")
@@ -47,6 +58,5 @@ async def post_through_gateway(replica: ReplicaHandler, headers: list[tuple[byte
     try:
         await gateway(scope, receive, send)
     finally:
-        server.close()
         await gateway.aclose()
     return sent

@@ -9,13 +9,9 @@ import re
 import socket
 
 import uvicorn
+from gateway_calls import post_to_replica_port
 
 from llmcloud.inference_image.router import ServerState, create_app
-from llmcloud.providers.local.gateway import Gateway, GatewaySettings
-from llmcloud.providers.local.keys import KeyRing, new_key
-from llmcloud.providers.local.metrics import GatewayMetrics
-from llmcloud.providers.local.pool import Pool, Replica
-from llmcloud.providers.local.ratelimit import RateLimiter
 
 
 async def _through_gateway(headers: list[tuple[bytes, bytes]]) -> int:
@@ -28,33 +24,11 @@ async def _through_gateway(headers: list[tuple[bytes, bytes]]) -> int:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
-    pool = Pool()
-    replica = Replica(id="r1", port=sock.getsockname()[1], version="v1")
-    replica.ready = True
-    pool.add(replica)
-    key, record = new_key("t")
-    gateway = Gateway(pool, KeyRing([record]), RateLimiter(100, 100), GatewaySettings(),
-                      GatewayMetrics(pool))
-    scope = {"type": "http", "method": "POST", "path": "/v1/completions",
-             "raw_path": b"/v1/completions", "query_string": b"", "client": ("127.0.0.1", 1),
-             "headers": [(b"authorization", f"Bearer {key}".encode()),
-                         (b"content-type", b"application/json"), *headers]}
-    messages = [{"type": "http.request", "body": b'{"prompt": "hi"}', "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        if messages:
-            return messages.pop(0)
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     try:
-        await gateway(scope, receive, send)
+        sent = await post_to_replica_port(
+            sock.getsockname()[1], [(b"content-type", b"application/json"), *headers],
+            [b'{"prompt": "hi"}'])
     finally:
-        await gateway.aclose()
         server.should_exit = True
         await serving
     return sent[0]["status"]
