@@ -329,6 +329,10 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
     if first["type"] == "kind_not_offered":
         loc.append("kind")  # raised where the provider is known, about compute.kind
         first = {**first, "input": first["input"].get("kind")}
+    elif first["type"] == "target_over_capacity":
+        # raised where the server's batch is known, about the autoscaling target
+        loc = ["autoscaling", "target"]
+        first = {**first, "input": first["ctx"]["target"]}
     key = ".".join(loc) or "(spec)"
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")

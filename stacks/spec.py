@@ -299,6 +299,19 @@ class BudgetSpec(_Section):
     )
 
 
+#: requests a server's engine lets wait for a batch slot before it answers 429 (the
+#: server's `--max-queue`, which no provider changes); with `server.max_batch_size` running,
+#: the most requests one copy of the model holds, so the most its in-flight gauge reads
+SERVER_MAX_QUEUE = 256
+
+
+def in_flight_ceiling(max_batch_size: int) -> int:
+    """The most requests one copy of the model holds at once (running plus waiting): the
+    in-flight gauge the autoscalers track never reads more, and a request beyond it gets
+    429 with `Retry-After`."""
+    return max_batch_size + SERVER_MAX_QUEUE
+
+
 #: server settings that are switches: their flag alone turns them on
 _SWITCHES = frozenset({"trust_remote_code"})
 
@@ -524,6 +537,27 @@ class DeploymentSpec(_Section):
             if len(str(tag)) > 255:
                 raise ValueError(f"tag '{key}' is longer than 255 characters")
         return value
+
+    @model_validator(mode="after")
+    def _target_within_capacity(self) -> DeploymentSpec:
+        # The autoscalers add a server only when the servers' in-flight gauge reads above
+        # the target, and it never reads more than the requests a server holds: at or past
+        # that, every request beyond it gets 429 and no server is ever added.
+        scaling, batch = self.autoscaling, self.server.max_batch_size
+        if scaling.signal != "in_flight" or self.provider == "local":
+            return self  # (local has no autoscaler)
+        ceiling = in_flight_ceiling(batch)
+        if scaling.target >= ceiling:
+            raise PydanticCustomError(
+                "target_over_capacity",
+                "an in_flight target of {shown} requests per copy of the model is never "
+                "exceeded: a copy holds at most {ceiling} (server.max_batch_size {batch} "
+                "running + {queue} waiting) and answers 429 to more, so no server would ever "
+                "be added; set autoscaling.target below {ceiling}, e.g. {batch} (one full "
+                "batch), or raise server.max_batch_size",
+                {"target": scaling.target, "shown": f"{scaling.target:g}", "ceiling": ceiling,
+                 "batch": batch, "queue": SERVER_MAX_QUEUE})
+        return self
 
     @field_validator("compute")
     @classmethod
