@@ -31,6 +31,9 @@ PROBE_DOWN_SECONDS = 15
 #: how long docker waits past the server's drain before it kills it: the server ends the
 #: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
 STOP_MARGIN_SECONDS = 15
+#: the syslog tag of the server's lines (journald, then rsyslog, then the Azure Monitor agent
+#: into the Syslog table: `ProcessName`; each JSON line stays text in `SyslogMessage`)
+SERVER_LOG_TAG = "llmcloud-server"
 #: ACR's token exchange takes any AAD user for a refresh token; the user name is fixed
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 
@@ -88,7 +91,7 @@ def render_custom_data(launch: ServerLaunch) -> str:
         f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
         f"-v {MODEL_CACHE}:/models "
         "-e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
-        "--log-driver journald --log-opt tag=llmcloud-server "
+        f"--log-driver journald --log-opt tag={SERVER_LOG_TAG} "
         f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',
     ]
     lines += _drain_on_terminate(launch)

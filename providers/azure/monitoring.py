@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import apimanagement, applicationinsights, monitor, operationalinsights
 
+from llmcloud.providers.azure.cloud_init import SERVER_LOG_TAG
 from llmcloud.providers.azure.naming import fitted
 
 #: (alert, resource key, metric namespace, metric, aggregation, operator, threshold, severity)
@@ -18,6 +19,33 @@ ALERTS: tuple[tuple[str, str, str, str, str, str, float, int], ...] = (
      "Average", "GreaterThan", 90, 3),
 )
 APIM = "Microsoft.ApiManagement/service"
+#: the workspace function that reads the server's JSON lines (`--log-format json`) out of
+#: Syslog, one typed column per field: `LlmcloudServerLog | where request_id == "<id>"`
+SERVER_LOG_FUNCTION = "LlmcloudServerLog"
+#: the fields of the server's JSON lines (inference_image.log_format, serving, router) and
+#: the KQL conversion each needs to be typed
+SERVER_LOG_FIELDS: tuple[tuple[str, str], ...] = (
+    ("time", "todatetime"), ("level", "tostring"), ("logger", "tostring"),
+    ("request_id", "tostring"), ("client_request_id", "tostring"), ("trace_id", "tostring"),
+    ("model", "tostring"), ("finish", "tostring"), ("stream", "tobool"),
+    ("prompt_tokens", "toint"), ("cached_tokens", "toint"), ("completion_tokens", "toint"),
+    ("queue_s", "todouble"), ("ttft_s", "todouble"), ("total_s", "todouble"),
+    ("choices", "toint"), ("priority", "toint"), ("method", "tostring"),
+    ("path", "tostring"), ("status", "toint"), ("code", "tostring"), ("param", "tostring"),
+    ("exception", "tostring"),
+)
+
+
+def server_log_query(tag: str = SERVER_LOG_TAG) -> str:
+    """KQL over the Syslog table: the server's lines with their JSON's fields as columns
+    (empty on a line that is not JSON, whose text stays in `message`)."""
+    # bracketed: some field names (time, path) are also KQL words
+    columns = ", ".join(f"['{name}'] = {convert}(entry['{name}'])"
+                        for name, convert in SERVER_LOG_FIELDS)
+    return (f'Syslog\n| where ProcessName == "{tag}"\n'
+            "| extend entry = parse_json(SyslogMessage)\n"
+            f"| project TimeGenerated, Computer, {columns}, "
+            "['message'] = coalesce(tostring(entry['message']), SyslogMessage), entry")
 
 
 def gateway_load_metric(sku: str) -> str:
@@ -145,6 +173,15 @@ class Monitoring(pulumi.ComponentResource):
         monitor.DataCollectionRuleAssociation(
             f"{name}-server-logs-vmss", association_name=rule_name,
             resource_uri=args.vmss_id, data_collection_rule_id=rule.id, opts=child)
+        # the lines stay in the standard Syslog table (no custom table, endpoint or schema to
+        # keep in step with the server); a function gives their JSON fields as columns
+        operationalinsights.SavedSearch(
+            f"{name}-server-log-function", saved_search_id="llmcloud-server-log",
+            resource_group_name=args.resource_group_name,
+            workspace_name=self.workspace.name, category="llmcloud",
+            display_name="llmcloud server log (JSON fields)",
+            function_alias=SERVER_LOG_FUNCTION, query=server_log_query(), version=2,
+            opts=child)
 
     def _traces(self, name: str, args: MonitoringArgs) -> None:
         child = pulumi.ResourceOptions(parent=self)

@@ -37,6 +37,22 @@ PREEMPTION_NOTICE_SECONDS = 30
 MAINTENANCE_NOTICE_SECONDS = 120
 #: what the shutdown script may need before it gets to the server (metadata look-ups)
 SCRIPT_SLACK_SECONDS = 5
+#: The Ops Agent ships the server's log: Docker's json-file log of the container, each line
+#: parsed twice (Docker's wrapper, then the server's JSON) so that its fields, typed, land in
+#: jsonPayload, and its `severity` key set the entry's severity (the agent itself reads only
+#: `logging.googleapis.com/severity`); a line that is not JSON stays text in
+#: jsonPayload.message, as with gcplogs. Its configuration is merged with its built-in one.
+OPS_AGENT_CONFIG = "/etc/google-cloud-ops-agent/config.yaml"
+#: Google's installer of the agent's apt repository and package (the servers reach it
+#: through Cloud NAT); a reboot finds the agent installed
+OPS_AGENT_INSTALLER = "https://dl.google.com/cloudagents/add-google-cloud-ops-agent-repo.sh"
+#: the Cloud Logging log the server's lines land in (the agent names it after its receiver)
+SERVER_LOG = "llmcloud_server"
+CONTAINER_LOGS = "/var/lib/docker/containers/*/*-json.log"
+#: the container's log with the agent, bounded on disk; without the agent, Docker's gcplogs
+#: driver ships each line as text (`jsonPayload.message`)
+JSON_FILE_LOG = "--log-driver json-file --log-opt max-size=50m --log-opt max-file=3"
+GCPLOGS_LOG = "--log-driver gcplogs"
 #: how often the metric publisher asks the metadata server for the instance's id and zone
 #: (10 s apart) before it exits for systemd to start it again
 METADATA_TRIES = 30
@@ -77,6 +93,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         # boot, and a failed startup script runs again only at a reboot: retry
         "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
         'retry docker pull "$IMAGE"',
+        *_ops_agent(),
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + STOP_MARGIN_SECONDS} "
@@ -84,7 +101,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         f"-v {MODEL_CACHE}:/models "
         # the folder, not the file: the refresher renames a new file into place, which a
         # file mount would not see; the server reads the file again when it changes
-        f"-v {KEYS_DIR}:{KEYS_DIR}:ro --log-driver gcplogs "
+        f"-v {KEYS_DIR}:{KEYS_DIR}:ro $LOG_OPTS "
         f'--entrypoint llmcloud-server "$IMAGE" {args}',
         *_keys_refresher(launch),
     ]
@@ -119,6 +136,66 @@ else
   docker stop -t {normal} {CONTAINER} || true
 fi
 """
+
+
+def ops_agent_config() -> str:
+    """The Ops Agent's configuration: the server's log as structured entries, and none of
+    the agent's own host metrics (billed, and not asked for)."""
+    return f"""logging:
+  receivers:
+    {SERVER_LOG}:
+      type: files
+      include_paths: [{CONTAINER_LOGS}]
+  processors:
+    docker_line:
+      type: parse_json
+    docker_message:
+      type: modify_fields
+      fields:
+        jsonPayload.message:
+          move_from: jsonPayload.log
+    server_fields:
+      type: parse_json
+      field: message
+    server_severity:
+      type: modify_fields
+      fields:
+        severity:
+          move_from: jsonPayload.severity
+  service:
+    pipelines:
+      {SERVER_LOG}:
+        receivers: [{SERVER_LOG}]
+        processors: [docker_line, docker_message, server_fields, server_severity]
+metrics:
+  service:
+    pipelines:
+      default_pipeline:
+        receivers: []
+"""
+
+
+def _ops_agent() -> list[str]:
+    # The agent, once configured and running, takes the container's log; where it cannot be
+    # installed or does not start, gcplogs still ships every line (as text), and the boot
+    # goes on: the log's shape must never cost the server.
+    installer = "/var/lib/llmcloud/add-ops-agent-repo.sh"
+    return [
+        f"LOG_OPTS={shlex.quote(GCPLOGS_LOG)}",
+        "ops_agent() {",
+        f"  mkdir -p {shlex.quote(OPS_AGENT_CONFIG.rsplit('/', 1)[0])}",
+        f"  cat > {OPS_AGENT_CONFIG} <<'YAML'",
+        *ops_agent_config().rstrip("\n").splitlines(),
+        "YAML",
+        "  if ! dpkg -s google-cloud-ops-agent >/dev/null 2>&1; then",
+        f"    mkdir -p /var/lib/llmcloud && curl -sSf -m 60 -o {installer} "
+        f"{OPS_AGENT_INSTALLER} && timeout 600 bash {installer} --also-install || return 1",
+        "  fi",
+        "  systemctl restart google-cloud-ops-agent",
+        "}",
+        f"if ops_agent; then LOG_OPTS={shlex.quote(JSON_FILE_LOG)}; else "
+        "echo 'llmcloud: no Ops Agent; the server logs through gcplogs, as text' >&2; fi",
+    ]
 
 
 def _keys_refresher(launch: ServerLaunch) -> list[str]:
