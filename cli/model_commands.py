@@ -88,6 +88,10 @@ def upload(
     from llmcloud.cli.context import load_stack
 
     prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
+    if (name or ctx.spec.model.name) == ctx.spec.model.name:
+        from llmcloud.providers.model_fit import warn_for_upload
+
+        warn_for_upload(ctx.spec, path)  # a version of the stack's model, for its GPUs
     with upload_progress() as on_progress:
         result = prov.model_upload(
             ctx, path, name=name or ctx.spec.model.name, version=version, force=force,

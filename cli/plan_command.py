@@ -49,6 +49,15 @@ def plan(
         out.result(document)
     else:
         render_plan(document)
+    fit = document.get("model_fit") or {}
+    if fit.get("verdict") == "too_big":
+        out.info(f"error: the model does not fit the GPUs of {fit['instance_type']}: it needs "
+                 f"at least {fit['needed_gb']} GB on a GPU, which has {fit['gpu_memory_gb']} GB"
+                 f"\n{fit['message']}\nhint: {_fit_hint(fit)}")
+        raise typer.Exit(2)
+    if fit.get("verdict") == "close":
+        out.info(f"warning: the model is close to the GPU memory of {fit['instance_type']}: "
+                 f"{fit['message']}\nhint: {_fit_hint(fit)}")
     failed = [check for check in document["checks"] if not check["passed"]]
     budget_state = document.get("budget") or {}
     if budget_state.get("exceeded"):
@@ -63,6 +72,13 @@ def plan(
     if failed:
         out.info(f"error: {len(failed)} security check(s) failed")
         raise typer.Exit(1)
+
+
+def _fit_hint(fit: dict[str, Any]) -> str:
+    if not fit.get("fitting"):
+        return "no priced instance type holds it: pick a smaller model or a quantized one"
+    return (f"set compute.instance_type to one whose GPUs hold it (cheapest first): "
+            f"{', '.join(fit['fitting'][:5])}")
 
 
 def render_plan(document: dict[str, Any]) -> None:
@@ -89,6 +105,11 @@ def render_plan(document: dict[str, Any]) -> None:
         result = "[green]passed[/green]" if check["passed"] else f"[red]{check['message']}[/red]"
         checks.add_row(check["id"], check["resource"], result)
     console.print(checks)
+    fit = document.get("model_fit")
+    if fit:
+        colour = {"fits": "green", "close": "yellow"}.get(fit["verdict"], "red")
+        console.print(f"model fit on {fit['instance_type']} ({fit['gpu_memory_gb']} GB a GPU): "
+                      f"[{colour}]{fit['verdict']}[/{colour}]  [dim]{fit['message']}[/dim]")
 
     cost = document["cost"]
     table = Table(title=f"cost ({cost['currency']}/hour)", box=None, title_justify="left")

@@ -177,12 +177,16 @@ class CloudProvider(Provider):
     def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
         """Bring a deployed stack's file, left behind by a promote, rollback or image roll
         made elsewhere, up to the deployed model version and history and image, so the
-        update does not roll the servers back to the file's (see `deployed_model.catch_up`)."""
+        update does not roll the servers back to the file's (see `deployed_model.catch_up`);
+        then check the version it deploys, in the stack's store, against the GPUs' memory
+        (`model_fit.check_before_up`)."""
         from llmcloud.providers import deployed_model
+        from llmcloud.providers.model_fit import check_before_up
 
         outputs = engine.outputs()
         deployed_model.catch_up(engine, ctx, outputs)
         deployed_model.warn_of_another_version(ctx, outputs)
+        check_before_up(ctx, outputs)
 
     def preview(self, ctx: StackContext) -> dict[str, Any]:
         """What `up` would change. A stack file left behind the deployed stack is previewed

@@ -176,6 +176,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         )
     manifest = check_version_in_store(str(store), spec.model.name, version)
     _check_adapters(manifest, spec, version)
+    _check_fit(manifest, spec, str(store), version)
     recorded, old_history = catch_up(engine, ctx, outputs)
     deployed = deployed_model(outputs)
     if deployed is not None:
@@ -289,6 +290,16 @@ def _check_adapters(manifest: dict[str, Any], spec: Any, version: str) -> None:
             context="; ".join(problems),
             hint="upload a version whose folder holds each adapter's PEFT folder (e.g. "
                  "adapters/<name>/adapter_config.json), or fix server.lora_modules")
+
+
+def _check_fit(manifest: Any, spec: Any, store: str, version: str) -> None:
+    """Refuse a version too large for the GPUs of the spec's instance type (its manifest's
+    sizes against the price table's GPU memory): every server would fail to load it, and
+    the rollout would only say so after the cloud's boot allowance. Warn when it is close."""
+    from llmcloud.providers.model_fit import check_stored_version
+
+    if isinstance(manifest, dict):
+        check_stored_version(spec, store, spec.model.name, version, manifest)
 
 
 def _refuse_version_from_environment(ctx: Any) -> None:

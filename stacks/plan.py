@@ -228,7 +228,7 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
     if sheet is None:
         raise NotSupportedError(f"the {spec.provider} provider has no price table")
     cost = estimate(sheet)
-    return {
+    document = {
         "provider": spec.provider,
         "stack": stack,
         "resources": [{"type": r.type, "name": r.name, "layer": r.layer,
@@ -238,6 +238,23 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
         "budget": budget_status(cost, spec.budget.max_hourly_usd),
         "outputs": redacted(outputs),
     }
+    fit = model_fit(spec)
+    if fit is not None:  # known offline only for a local folder on a priced instance type
+        document["model_fit"] = fit
+    return document
+
+
+def model_fit(spec: DeploymentSpec) -> dict[str, Any] | None:
+    """Whether `model.source`, a local folder, fits the GPUs of the spec's instance type
+    (`providers/model_fit.py`); None where that is not known offline (a hub id, a store
+    URI, an instance type not priced)."""
+    from llmcloud.providers.model_fit import fit_for, local_folder, measure_folder
+
+    folder = local_folder(spec.model.source)
+    if folder is None:
+        return None
+    fit = fit_for(spec, measure_folder(folder, spec.server.lora_modules))
+    return fit.to_dict() if fit is not None else None
 
 
 def _resources(registrations: list[dict[str, Any]]) -> list[Resource]:

@@ -25,6 +25,18 @@ def _clean_llmcloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_store_reads_before_up(request: pytest.FixtureRequest,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` on a deployed cloud stack reads the version's manifest from the stack's store
+    (`model_fit.check_before_up`): a fake stack's `s3://...` output would be a real request
+    to the cloud. The tests of that check ask for it with `@pytest.mark.store_reads`."""
+    if request.node.get_closest_marker("store_reads") is None:
+        from llmcloud.providers import model_fit
+
+        monkeypatch.setattr(model_fit, "check_before_up", lambda ctx, outputs: None)
+
+
+@pytest.fixture(autouse=True)
 def _event_loop_for_pulumi() -> None:
     """Pulumi's test runtime awaits on the thread's current event loop, and a test that ran
     `asyncio.run()` leaves none behind."""
