@@ -8,13 +8,12 @@ import pulumi
 from pulumi_azure_native import network
 
 from llmcloud.providers.azure.layout import child_id
+from llmcloud.providers.azure.scaling import MAX_IDLE_MINUTES
 
 FRONTEND = "frontend"
 POOL = "servers"
 PROBE = "ready"
 READY_PATH = "/health/ready"
-#: the longest idle time a load-balancing rule keeps a TCP flow (minutes, per the API)
-MAX_IDLE_MINUTES = 30
 
 
 def idle_timeout_minutes(timeout_seconds: int) -> int:

@@ -31,7 +31,11 @@ from llmcloud.providers.azure.prices import (
     premium_ssd_tier,
     price_table,
 )
-from llmcloud.providers.azure.scaling import longest_drain, repair_grace_period
+from llmcloud.providers.azure.scaling import (
+    MAX_IDLE_MINUTES,
+    longest_drain,
+    repair_grace_period,
+)
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
@@ -191,6 +195,16 @@ class AzureProvider(CloudProvider):
         self.gateway_sku(spec)
         self._check_cloud(spec, self.cloud())
         _check_tag_names(spec.tags)
+        longest = MAX_IDLE_MINUTES * 60
+        if spec.gateway.timeout_seconds > longest:
+            raise ConfigError(
+                f"gateway.timeout_seconds {spec.gateway.timeout_seconds} is over what Azure's "
+                "load balancer lets a request idle",
+                context=f"a load-balancing rule keeps an idle TCP flow {MAX_IDLE_MINUTES} "
+                        "minutes at most: a response not streamed that takes longer was cut "
+                        "there, while API Management still waited",
+                hint=f"set gateway.timeout_seconds to at most {longest}, or stream the "
+                     "response (a stream is never idle)")
         if spec.compute.kind != "instances":
             raise ConfigError("compute.kind 'sagemaker' is offered by aws only",
                               hint="set compute.kind: instances")

@@ -7,6 +7,8 @@ import re
 
 from llmcloud.providers.azure.cloud_init import IN_FLIGHT_METRIC, METRIC_NAMESPACE
 
+#: the longest idle time the load balancer's rule keeps a TCP flow (minutes, per the API)
+MAX_IDLE_MINUTES = 30
 #: the autoscale rules look at this much history (minutes)
 WINDOW_MINUTES = 5
 #: scale in only when the signal is below this share of the target: after removing one of
