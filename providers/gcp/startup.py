@@ -35,6 +35,19 @@ LEAVE_SECONDS = BALANCER_CHECK_INTERVAL_SECONDS * BALANCER_UNHEALTHY_THRESHOLD
 #: stopped for host maintenance (the time from ACPI soft off to mechanical off)
 PREEMPTION_NOTICE_SECONDS = 30
 MAINTENANCE_NOTICE_SECONDS = 120
+#: a GPU VM cannot live-migrate: the metadata server's `instance/maintenance-event` turns to
+#: this value this long before host maintenance stops the VM (and only for a VM that asked
+#: since the last event), so a watcher makes the server leave before the shutdown begins
+MAINTENANCE_EVENT = "TERMINATE_ON_HOST_MAINTENANCE"
+MAINTENANCE_EVENT_NOTICE_SECONDS = 60
+#: the watcher's hanging GET returns on a change, or after this long with the value as is
+MAINTENANCE_WAIT_SECONDS = 300
+#: the longest pause between the watcher's tries while the metadata server fails (doubling
+#: from 1 s): it must still see the notice with time to leave before the VM stops
+METADATA_BACKOFF_MAX_SECONDS = 8
+#: when the watcher made the server leave (epoch seconds): the shutdown script then waits
+#: only what is left of that leave; the startup script removes it at every boot
+LEFT_AT_FILE = "/var/lib/llmcloud/left-at"
 #: what the shutdown script may need before it gets to the server (metadata look-ups)
 SCRIPT_SLACK_SECONDS = 5
 #: The Ops Agent ships the server's log: Docker's json-file log of the container, each line
@@ -95,6 +108,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         'retry docker pull "$IMAGE"',
         *_ops_agent(),
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
+        f"rm -f {LEFT_AT_FILE}",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + STOP_MARGIN_SECONDS} "
         f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
@@ -104,6 +118,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         f"-v {KEYS_DIR}:{KEYS_DIR}:ro $LOG_OPTS "
         f'--entrypoint llmcloud-server "$IMAGE" {args}',
         *_keys_refresher(launch),
+        *_maintenance_watcher(),
     ]
     if launch.publish_in_flight:
         lines += _in_flight_publisher(launch)
@@ -117,7 +132,8 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
     balancer first. A preemption, or a stop for host maintenance, does not: the balancer
     routes to the server until its health checks fail, so the server leaves first (SIGUSR1:
     readiness 503 while it still serves) for as long as they take, then gets what is left
-    of the VM's notice to stop (a Spot VM's 30 s cut the requests still running)."""
+    of the VM's notice to stop (a Spot VM's 30 s cut the requests still running). Where the
+    maintenance watcher made it leave already, it waits only what is left of that leave."""
     normal = drain_timeout_seconds + STOP_MARGIN_SECONDS
     preempted = PREEMPTION_NOTICE_SECONDS - SCRIPT_SLACK_SECONDS - LEAVE_SECONDS
     maintenance = min(normal,
@@ -125,12 +141,17 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
     return f"""#!/bin/bash
 md() {{ curl -sf -m 2 -H 'Metadata-Flavor: Google' "{_METADATA}/instance/$1"; }}
 leave_then_stop() {{
-  docker kill --signal USR1 {CONTAINER} >/dev/null && sleep {LEAVE_SECONDS}
+  if LEFT=$(cat {LEFT_AT_FILE} 2>/dev/null) && [[ $LEFT =~ ^[0-9]+$ ]]; then
+    WAIT=$(( LEFT + {LEAVE_SECONDS} - $(date +%s) ))
+    [ "$WAIT" -le 0 ] || sleep "$WAIT"
+  else
+    docker kill --signal USR1 {CONTAINER} >/dev/null && sleep {LEAVE_SECONDS}
+  fi
   docker stop -t "$1" {CONTAINER} || true
 }}
 if [ "$(md preempted)" = TRUE ]; then
   leave_then_stop {preempted}
-elif [ "$(md maintenance-event)" = TERMINATE_ON_HOST_MAINTENANCE ]; then
+elif [ "$(md maintenance-event)" = {MAINTENANCE_EVENT} ]; then
   leave_then_stop {maintenance}
 else
   docker stop -t {normal} {CONTAINER} || true
@@ -228,6 +249,59 @@ done
         "UNIT",
         "systemctl daemon-reload",
         "systemctl enable --now llmcloud-keys.service",
+    ]
+
+
+def _maintenance_watcher() -> list[str]:
+    # GCP's notice of host maintenance comes a minute before the stop, through the metadata
+    # server only: the watcher waits on it (hanging GETs that return at a change, the etag
+    # marking what it has seen; doubling pauses while the server fails, as on a 503 during
+    # maintenance), then makes the server leave so the balancer stops routing to it before
+    # the VM goes. The server drains after its leave and exits; `--restart no` keeps Docker
+    # from starting it again (loaded, ready, back in the balancer) as the VM stops.
+    script = f"""#!/bin/bash
+URL='{_METADATA}/instance/maintenance-event'
+HEADERS=$(mktemp)
+trap 'rm -f "$HEADERS"' EXIT
+ETAG=0 BACKOFF=1 MAX={METADATA_BACKOFF_MAX_SECONDS}
+while :; do
+  if EVENT=$(curl -sf -m {MAINTENANCE_WAIT_SECONDS + 10} -D "$HEADERS" \\
+      -H 'Metadata-Flavor: Google' \\
+      "$URL?wait_for_change=true&timeout_sec={MAINTENANCE_WAIT_SECONDS}&last_etag=$ETAG"); then
+    if [ "$EVENT" = {MAINTENANCE_EVENT} ]; then
+      if docker kill --signal USR1 {CONTAINER} >/dev/null; then
+        mkdir -p {LEFT_AT_FILE.rsplit('/', 1)[0]} && date +%s > {LEFT_AT_FILE}
+        docker update --restart no {CONTAINER} >/dev/null
+      fi
+      exit 0
+    fi
+    # without an etag the next wait would return at once: pause as on a failure
+    NEXT=$(sed -n 's/^etag: *\\([0-9A-Za-z]*\\).*/\\1/Ip' "$HEADERS")
+    if [ -n "$NEXT" ]; then ETAG=$NEXT BACKOFF=1; continue; fi
+  fi
+  sleep "$BACKOFF"
+  BACKOFF=$(( BACKOFF * 2 > MAX ? MAX : BACKOFF * 2 ))
+done
+"""
+    return [
+        "cat > /usr/local/bin/llmcloud-maintenance <<'SCRIPT'",
+        *script.rstrip("\n").splitlines(),
+        "SCRIPT",
+        "chmod 0755 /usr/local/bin/llmcloud-maintenance",
+        "cat > /etc/systemd/system/llmcloud-maintenance.service <<'UNIT'",
+        "[Unit]",
+        "Description=leave the llmcloud balancer on a host maintenance notice",
+        "After=docker.service",
+        "[Service]",
+        "ExecStart=/usr/local/bin/llmcloud-maintenance",
+        # done once it has left (a restart would see the notice again and leave again)
+        "Restart=on-failure",
+        "RestartSec=5",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "UNIT",
+        "systemctl daemon-reload",
+        "systemctl enable --now llmcloud-maintenance.service",
     ]
 
 

@@ -145,7 +145,8 @@ def test_startup_script_runs_the_server_on_the_gpus_and_is_valid_bash(tmp_path):
     for name, body in helper_scripts(script).items():
         (tmp_path / name).write_text(body)
         subprocess.run(["bash", "-n", str(tmp_path / name)], check=True)
-    assert set(helper_scripts(script)) == {"llmcloud-keys", "llmcloud-metrics"}
+    assert set(helper_scripts(script)) == {"llmcloud-keys", "llmcloud-metrics",
+                                           "llmcloud-maintenance"}
     # the keys' folder is mounted, so that a file renamed into place reaches the server
     assert "-v /etc/llmcloud:/etc/llmcloud:ro" in script
     assert "docker stop -t 60" in render_shutdown_script(45)  # the drain and a margin
