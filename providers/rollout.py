@@ -225,7 +225,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             hint=f"llmcloud status --stack {ctx.stack}",
         )
         if isinstance(failure, (KeyboardInterrupt, InterruptedOperation)):
-            error.exit_code = ExitCode.INTERRUPTED
+            error.exit_code = _interrupted_code(failure)
         raise error from None
     return {
         "previous_version": previous,
@@ -269,8 +269,15 @@ def _restore(provider: Any, ctx: Any, engine: Any, version: str, previous: str, 
                  f"{ctx.stack} (it puts {previous} back)",
         )
         if isinstance(second, (KeyboardInterrupt, InterruptedOperation)):
-            error.exit_code = ExitCode.INTERRUPTED
+            error.exit_code = _interrupted_code(second)
         raise error from None
+
+
+def _interrupted_code(interruption: BaseException) -> ExitCode:
+    """130 for Ctrl-C; the engine's own code when it was interrupted (143 after SIGTERM)."""
+    if isinstance(interruption, InterruptedOperation):
+        return ExitCode(interruption.exit_code)
+    return ExitCode.INTERRUPTED
 
 
 def _check_adapters(manifest: dict[str, Any], spec: Any, version: str) -> None:

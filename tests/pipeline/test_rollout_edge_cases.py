@@ -142,17 +142,23 @@ def test_a_watch_that_cannot_run_puts_the_previous_version_back(tmp_path) -> Non
                                      "llmcloud:model.history": '["v0"]'}
 
 
-@pytest.mark.parametrize("interruption", [
-    KeyboardInterrupt(),
+def _terminated() -> InterruptedOperation:
+    error = InterruptedOperation("up of stack 'dev' cancelled (SIGTERM)")
+    error.exit_code = ExitCode.TERMINATED
+    return error
+
+
+@pytest.mark.parametrize("interruption,code", [
+    (KeyboardInterrupt(), 130),
     # the engine's own: Ctrl-C during `pulumi up` lets the engine cancel, then says so
-    InterruptedOperation("up of stack 'dev' cancelled"),
-], ids=["watch", "engine"])
-def test_an_interrupted_promote_exits_130(tmp_path, interruption) -> None:
+    (InterruptedOperation("up of stack 'dev' cancelled"), 130),
+    (_terminated(), 143),  # a cancelled CI job's SIGTERM
+], ids=["watch", "engine", "sigterm"])
+def test_an_interrupted_promote_exits_130(tmp_path, interruption, code) -> None:
     provider = FakeProvider(rollout_error=interruption)
     with pytest.raises(DeploymentError) as caught:
         rollout.promote(provider, _ctx(tmp_path, "v1", ["v0"]), "v2")
-    assert caught.value.exit_code == ExitCode.INTERRUPTED
-    assert caught.value.to_dict()["exit_code"] == 130
+    assert caught.value.to_dict()["exit_code"] == code
     assert provider.stack.config == {"llmcloud:model.version": "v1",
                                      "llmcloud:model.history": '["v0"]'}
 
