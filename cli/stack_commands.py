@@ -230,7 +230,8 @@ def console(
 
     Output.start()
     proxy = ProxySettings.parse(public_url, trusted_proxies)  # bad values fail before loading
-    prov, ctx = load_stack(stack=stack, provider=provider)
+    # a --stack typo without --provider served an empty local console of that name
+    prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     # the provider's `console` takes no proxy arguments: it reads them from the environment
     ctx = dataclasses.replace(ctx, environ={**ctx.environ, **proxy.environ()})
     prov.console(ctx, port, host=host)

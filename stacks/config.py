@@ -329,10 +329,12 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
     if first["type"] == "kind_not_offered":
         loc.append("kind")  # raised where the provider is known, about compute.kind
         first = {**first, "input": first["input"].get("kind")}
-    elif first["type"] == "target_over_capacity":
-        # raised where the server's batch is known, about the autoscaling target
+    elif first["type"] in ("target_over_capacity", "requests_target_unchosen"):
+        # raised where the server's batch or the provider is known, about the target
         loc = ["autoscaling", "target"]
         first = {**first, "input": first["ctx"]["target"]}
+        # a target no layer set is the default's, not that of the layer giving `autoscaling`
+        origins.setdefault("autoscaling.target", "defaults")
     key = ".".join(loc) or "(spec)"
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")

@@ -210,13 +210,20 @@ class ComputeSpec(_Section):
         return value
 
 
+#: `autoscaling.target`'s default: concurrent requests, the `in_flight` signal's unit
+IN_FLIGHT_DEFAULT_TARGET = 8
+#: a `requests` target to suggest: two requests a second per copy of the model
+REQUESTS_TARGET_EXAMPLE = 120
+
+
 class AutoscalingSpec(_Section):
     """When to add replicas.
 
     `signal` is `in_flight` (concurrent requests) or `requests` (requests per minute); the
     autoscaler keeps each replica's signal near `target` for each copy of the model the
     replica runs: one per GPU (see `server.data_parallel_size`), so a 4-GPU replica is
-    held at 4 x `target`.
+    held at 4 x `target`. The default target (8) is concurrent requests: `requests` needs a
+    target of its own.
     """
 
     signal: Literal["in_flight", "requests"] = Field(
@@ -224,8 +231,9 @@ class AutoscalingSpec(_Section):
         description="in_flight (concurrent requests) or requests (per minute)",
     )
     target: float = Field(
-        default=8, gt=0, le=100000,
-        description="the signal's target value per copy of the model (one per GPU)")
+        default=IN_FLIGHT_DEFAULT_TARGET, gt=0, le=100000,
+        description="per copy of the model (one per GPU): requests in flight, or a minute's "
+                    f"requests (set it then, e.g. {REQUESTS_TARGET_EXAMPLE})")
     cooldown_seconds: int = Field(
         default=300, ge=0, le=3600, description="wait between scaling actions"
     )
@@ -558,6 +566,26 @@ class DeploymentSpec(_Section):
                 {"target": scaling.target, "shown": f"{scaling.target:g}", "ceiling": ceiling,
                  "batch": batch, "queue": SERVER_MAX_QUEUE})
         return self
+
+    @model_validator(mode="after")
+    def _requests_target_chosen(self) -> DeploymentSpec:
+        # The default target (8) counts concurrent requests; read as requests a minute, it
+        # holds each server at one request every 7.5 s, and the group scales out to
+        # max_replicas at the first traffic. `init` writes every default into the stack
+        # file, so a target "set" to 8 is as likely the in_flight default left in place.
+        scaling = self.autoscaling
+        if (scaling.signal != "requests" or self.provider == "local"
+                or scaling.target != IN_FLIGHT_DEFAULT_TARGET):
+            return self  # (local has no autoscaler)
+        raise PydanticCustomError(
+            "requests_target_unchosen",
+            "with autoscaling.signal requests the target is requests a minute per copy of "
+            "the model, and {shown} is the in_flight default (concurrent requests): a copy "
+            "would be held at {shown} requests a minute and the group would scale out "
+            "to compute.max_replicas at the first traffic; set autoscaling.target to the "
+            "requests a minute one copy of the model serves, e.g. {example} (2 a second)",
+            {"target": scaling.target, "shown": f"{scaling.target:g}",
+             "example": REQUESTS_TARGET_EXAMPLE})
 
     @field_validator("compute")
     @classmethod

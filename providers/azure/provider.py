@@ -245,7 +245,8 @@ class AzureProvider(CloudProvider):
                 context="each server posts its in-flight gauge as an Azure Monitor custom "
                         "metric, and Azure's documentation gives no custom-metrics token "
                         "audience for this cloud",
-                hint="set autoscaling.signal: requests")
+                hint="set autoscaling.signal: requests, with autoscaling.target in requests "
+                     "a minute per copy of the model (e.g. 120)")
 
     # -- plan: mocked Azure answers and prices -------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import uvicorn
 
 from llmcloud.console.proxy import ProxySettings
@@ -18,6 +19,17 @@ def _served(monkeypatch) -> dict:
     served: dict = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(app=self.config.app))
     return served
+
+
+@pytest.fixture
+def project(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project, with a local stack `dev` (its state, no stack file): the console
+    refuses a stack that is nowhere."""
+    home = tmp_path / "llmcloud-home"
+    monkeypatch.setenv("LLMCLOUD_HOME", str(home))
+    (home / "stacks" / "dev").mkdir(parents=True)
+    (home / "stacks" / "dev" / "state.json").write_text("{}")
+    return project
 
 
 def test_the_proxy_options_reach_the_console_the_provider_serves(project, cli, monkeypatch):

@@ -77,7 +77,7 @@ def test_plan_refuses_the_in_flight_signal_where_azure_documents_no_endpoint():
 def test_plan_deploys_to_the_sovereign_clouds_and_refuses_an_unknown_one():
     _provider("china").check_spec(azure_spec(region="chinaeast2"))
     _provider("AzureUSGovernment").check_spec(
-        azure_spec(region="usgovvirginia", autoscaling={"signal": "requests"}))
+        azure_spec(region="usgovvirginia", autoscaling={"signal": "requests", "target": 120}))
     with pytest.raises(ConfigError, match="not one llmcloud deploys to"):
         _provider("AzureGermanCloud").check_spec(azure_spec())
     _provider("AzureCloud").check_spec(azure_spec())
@@ -139,7 +139,7 @@ def test_a_sovereign_stack_names_its_blob_host_in_the_model_urls(environment, ho
 
     mocks = RecordingMocks(AzureProvider())
     pulumi.runtime.set_mocks(mocks, project="llmcloud", stack="dev", preview=True)
-    spec = azure_spec(region="chinaeast2", autoscaling={"signal": "requests"})
+    spec = azure_spec(region="chinaeast2", autoscaling={"signal": "requests", "target": 120})
 
     seen = []
 

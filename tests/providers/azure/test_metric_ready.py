@@ -110,7 +110,8 @@ def test_the_first_up_creates_the_servers_without_the_setting_and_says_when(monk
     assert asked and asked[0][1:] == ("llm-dev-rg", "llm-dev-gpu")
     # the requests signal reads API Management's own metric, which always exists
     asked.clear()
-    resources, outputs = declare(azure_spec(image=IMAGE, autoscaling={"signal": "requests"}),
+    requests = {"signal": "requests", "target": 120}
+    resources, outputs = declare(azure_spec(image=IMAGE, autoscaling=requests),
                                  "dev", preview=False)
     assert len(of_type(resources, AUTOSCALE)) == 1 and "autoscaling" not in outputs
     assert not asked

@@ -32,7 +32,9 @@ def _waits(resources) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("signal", ["in_flight", "requests"])
 def test_a_scale_out_waits_for_the_new_server_to_boot(signal):
-    resources, _ = declared(autoscaling={"signal": signal, "cooldown_seconds": 300})
+    target = 8 if signal == "in_flight" else 120  # concurrent, or a minute's requests
+    resources, _ = declared(autoscaling={"signal": signal, "target": target,
+                                         "cooldown_seconds": 300})
     boot, scale_out, scale_in = _waits(resources)
     assert boot > 5  # the default A100 80 GB loads for longer than the default cooldown
     assert scale_out >= boot
