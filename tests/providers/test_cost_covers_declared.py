@@ -216,6 +216,7 @@ AZURE_NOT_HOURLY = {
     "azure-native:network:PrivateDnsZoneGroup": "free",
     "azure-native:network:Subnet": "free", "azure-native:network:VirtualNetwork": "free",
     "azure-native:operationalinsights:Workspace": "billed per GB ingested (priced per use)",
+    "azure-native:operationalinsights:SavedSearch": "a saved query (LlmcloudServerLog): free",
     "azure-native:privatedns:VirtualNetworkLink": "free (auto-registration off)",
     "azure-native:resources:ResourceGroup": "free",
     "azure-native:storage:BlobContainer": "billed per GB stored",
