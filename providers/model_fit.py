@@ -36,15 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmcloud.inference_image.kv_budget import CUDA_FRACTION as CACHE_FRACTION
+from llmcloud.inference_image.kv_budget import MIN_CONTEXT
 from llmcloud.stacks.errors import ConfigError
 
 GB = 10**9
 #: the CUDA context, cuBLAS workspace and allocator slack a server holds on each GPU
 RUNTIME_GB = 0.5
-#: the share of the memory left after loading that the KV cache takes (kv_budget.py)
-CACHE_FRACTION = 0.8
-#: a server that cannot hold this much context for one request refuses to start
-MIN_CONTEXT = 256
 #: without the model's shape (no config.json), weights over this share of a GPU are close
 CLOSE_SHARE = 0.8
 #: bytes a weight takes at each `server.dtype` on a GPU (auto: bf16, or fp16 without it)
@@ -387,16 +385,13 @@ def check_before_up(ctx: Any, outputs: Mapping[str, Any]) -> None:
     """Before `up` on a deployed cloud stack (its `outputs`): the version the spec names,
     in the stack's store, against the instance type's GPUs. A stack without a store yet,
     or a version not uploaded yet, has nothing to check."""
-    from llmcloud.providers.model_stores import open_writable_store
-    from llmcloud.providers.model_upload import MANIFEST, version_uri
+    from llmcloud.providers.rollout import check_version_in_store
 
     spec, store_uri = ctx.spec, outputs.get("model_store_uri")
     if not store_uri or gpu_table(spec) is None:
         return
     try:
-        store, prefix = open_writable_store(
-            version_uri(str(store_uri), spec.model.name, spec.model.version))
-        manifest = json.loads(store.read_bytes(prefix + MANIFEST))
+        manifest = check_version_in_store(str(store_uri), spec.model.name, spec.model.version)
     except Exception:  # the SDKs' own errors too, at their boundary: a check that cannot
         # read the store (not there yet, not uploaded, unreachable) leaves `up` to the update
         return
