@@ -12,6 +12,10 @@ REASONING_PARSERS = {"auto": "auto", "think": "think", "none": "none",
                      "deepseek_r1": "think", "qwen3": "think"}
 
 
+#: requests allowed to wait for a batch slot before the server answers 429
+DEFAULT_MAX_QUEUE = 256
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``llmcloud-server``."""
     p = argparse.ArgumentParser(
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the longest prompt plus answer served, below the model's own "
                         "context: a long-context model then needs less KV-cache memory per "
                         "request (default: the model's context)")
-    p.add_argument("--max-queue", type=int, default=256,
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
                    help="requests allowed to wait for a slot; more get 429 "
                         "(default: %(default)s)")
     p.add_argument("--scheduling-policy", choices=["fcfs", "priority"],

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from llmcloud.inference_image.server_options import DEFAULT_MAX_QUEUE
+
 PROVIDERS = ("local", "aws", "azure", "gcp")
 TASKS = ("text-generation", "text2text-generation")
 MODEL_SCHEMES = ("s3", "gs", "az")
@@ -310,7 +312,7 @@ class BudgetSpec(_Section):
 #: requests a server's engine lets wait for a batch slot before it answers 429 (the
 #: server's `--max-queue`, which no provider changes); with `server.max_batch_size` running,
 #: the most requests one copy of the model holds, so the most its in-flight gauge reads
-SERVER_MAX_QUEUE = 256
+SERVER_MAX_QUEUE = DEFAULT_MAX_QUEUE
 
 
 def in_flight_ceiling(max_batch_size: int) -> int:
