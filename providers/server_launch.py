@@ -12,6 +12,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: how long a stop waits past the server's drain before it kills it (docker's
+#: `--stop-timeout`, the clouds' shutdown scripts, the local supervisor): the server ends
+#: the streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
+STOP_MARGIN_SECONDS = 15
 #: the runtime's gauges whose sum is the requests a server holds (running + queued)
 IN_FLIGHT_GAUGES = ("llmcloud:num_requests_running", "llmcloud:num_requests_waiting")
 #: where the host's model cache is mounted in the container

@@ -10,7 +10,12 @@ import shlex
 from dataclasses import dataclass
 
 from llmcloud.providers.aws.naming import STAGE
-from llmcloud.providers.server_launch import CONTAINER_CACHE, ServerSettings, in_flight_awk
+from llmcloud.providers.server_launch import (
+    CONTAINER_CACHE,
+    STOP_MARGIN_SECONDS,
+    ServerSettings,
+    in_flight_awk,
+)
 
 #: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
 METRIC_NAMESPACE = "llmcloud"
@@ -18,9 +23,6 @@ IN_FLIGHT_METRIC = "InFlightRequests"
 #: the host folder that keeps downloaded models across container restarts
 MODEL_CACHE = "/var/lib/llmcloud/models"
 CONTAINER = "llmcloud-server"
-#: how long docker waits past the server's drain before it kills it: the server ends the
-#: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
-STOP_MARGIN_SECONDS = 15
 #: the target group's health check of the servers' readiness (load_balancer.py declares it
 #: with these): the ALB stops routing to a server after this many failed checks this far apart
 BALANCER_CHECK_INTERVAL_SECONDS = 15

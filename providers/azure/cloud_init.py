@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from llmcloud.providers.azure.clouds import CLOUDS, AzureCloud
-from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
+from llmcloud.providers.server_launch import STOP_MARGIN_SECONDS, ServerSettings, in_flight_awk
 
 #: Azure's stricter form: the registry host must be a domain (`name.azurecr.io`)
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s/]+\.[^@\s]+)@sha256:[0-9a-f]{64}$")
@@ -28,9 +28,6 @@ MODEL_CACHE = "/var/lib/llmcloud/models"
 PROBE_SOURCE = "168.63.129.16"
 #: how long the probe takes to mark a server down (two misses, five seconds apart) plus slack
 PROBE_DOWN_SECONDS = 15
-#: how long docker waits past the server's drain before it kills it: the server ends the
-#: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
-STOP_MARGIN_SECONDS = 15
 #: the syslog tag of the server's lines (journald, then rsyslog, then the Azure Monitor agent
 #: into the Syslog table: `ProcessName`; each JSON line stays text in `SyslogMessage`)
 SERVER_LOG_TAG = "llmcloud-server"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from llmcloud.providers.server_launch import ServerSettings, in_flight_awk
+from llmcloud.providers.server_launch import STOP_MARGIN_SECONDS, ServerSettings, in_flight_awk
 
 #: the custom metric the in-flight autoscaling signal lives in (one series per instance)
 IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
@@ -21,9 +21,6 @@ KEYS_FILE = f"{KEYS_DIR}/api-keys"
 KEYS_REFRESH_S = 60
 MODEL_CACHE = "/var/lib/llmcloud/models"
 _METADATA = "http://metadata.google.internal/computeMetadata/v1"
-#: how long docker waits past the server's drain before it kills it: the server ends the
-#: streams still open (up to 5 s), then closes its connections (up to 5 s), and exits 0
-STOP_MARGIN_SECONDS = 15
 #: the load balancer's health check of the servers' readiness (load_balancer.py declares it
 #: with these): it stops routing to a server after this many failed checks this far apart
 BALANCER_CHECK_INTERVAL_SECONDS = 5

@@ -18,6 +18,7 @@ import httpx
 
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.procs import free_port, log_tail, start_time
+from llmcloud.providers.server_launch import STOP_MARGIN_SECONDS
 
 log = logging.getLogger("llmcloud.supervisor")
 
@@ -28,9 +29,6 @@ MAX_BACKOFF = 30.0
 #: problems. A model that loads, serves a while and then dies (its first request, a leak)
 #: is a crash loop too, and restarting it at once, forever, only burns the machine.
 BACKOFF_RESET = 600.0
-#: how long a stopping replica may run past its drain: the server ends the streams still
-#: open (up to 5 s), then closes its connections (up to 5 s); as the clouds' stop timeouts
-STOP_MARGIN_S = 15.0
 
 
 class StartFailed(Exception):
@@ -193,7 +191,7 @@ class Supervisor:
                 process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self.settings.drain_timeout
-                                       + STOP_MARGIN_S if drain else 2.0)
+                                       + STOP_MARGIN_SECONDS if drain else 2.0)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
