@@ -301,28 +301,23 @@ class AwsProvider(CloudProvider):
         outputs = engine.outputs()
         deleted: list[str] = []
         if outputs.get("usage_plan_id"):
-            import boto3
-
-            client = boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
             own = outputs.get("api_key_id")
             with _aws_errors("deleting the keys made by `llmcloud keys create`",
                              hint="check your AWS credentials' API Gateway permissions "
                                   "(apigateway:GET and DELETE on /apikeys and /usageplans)"):
-                deleted = api_keys.delete_issued(client, str(outputs["usage_plan_id"]),
+                deleted = api_keys.delete_issued(_api_gateway(ctx),
+                                                 str(outputs["usage_plan_id"]),
                                                  str(own) if own else None)
         result = engine.destroy()
         return {**result, "api_keys_deleted": deleted} if deleted else result
 
     def _key_plan(self, ctx: StackContext) -> tuple[Any, str, str | None]:
         """API Gateway's client, the stack's usage plan and the stack's own key."""
-        import boto3
-
         self.check_credentials(ctx.environ)
         outputs = self._engine(ctx, "keys").outputs()
         plan = self._required_output(ctx, outputs, "usage_plan_id", "API Gateway usage plan")
-        client = boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
         own = outputs.get("api_key_id")
-        return client, plan, str(own) if own else None
+        return _api_gateway(ctx), plan, str(own) if own else None
 
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """ECR's way: a 12-hour token from `GetAuthorizationToken`, user `AWS`."""
@@ -367,6 +362,13 @@ def _unpriced(instance_type: str, priced: Mapping[str, float]) -> ConfigError:
                        context=f"priced types: {', '.join(sorted(priced))}",
                        hint="pick a priced compute.instance_type, or add it to "
                             "providers/aws/prices.py")
+
+
+def _api_gateway(ctx: StackContext) -> Any:
+    """boto3's API Gateway client in the stack's region."""
+    import boto3
+
+    return boto3.client("apigateway", region_name=ctx.spec.region or DEFAULT_REGION)
 
 
 @contextlib.contextmanager
