@@ -16,6 +16,16 @@ REASONING_PARSERS = {"auto": "auto", "think": "think", "none": "none",
 DEFAULT_MAX_QUEUE = 256
 
 
+def server_version() -> str:
+    """The llmcloud release this server is installed from (`unknown` outside a package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmcloud")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``llmcloud-server``."""
     p = argparse.ArgumentParser(
@@ -23,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a transformers model behind an OpenAI-compatible HTTP API.",
     )
     env = os.environ  # LLMCLOUD_* set defaults (SageMaker passes settings this way); flags win
+    p.add_argument("--version", action="version", version=f"%(prog)s {server_version()}",
+                   help="print the llmcloud release this server is from, and exit")
     p.add_argument("serve", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
     p.add_argument("--model", required="LLMCLOUD_MODEL" not in env,
                    default=env.get("LLMCLOUD_MODEL"), metavar="SRC",

@@ -2,13 +2,16 @@
 how to read its in-flight requests from /metrics.
 
 The image's entry point is `llmcloud-server --host 0.0.0.0`, listening on `LLMCLOUD_PORT`
-(8080 in the image; the boot scripts set it to `server.port`, which its health check reads);
-the boot scripts append these arguments after the image name.
+(8080 in the image; the boot scripts set it to `server.port`, which its health check reads).
+The boot scripts start it through `container_command`, which leaves out the flags that the
+image's server does not know yet: a stack keeps the image it was deployed with until someone
+pushes a new one, whatever llmcloud release renders its boot script later.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +30,14 @@ DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[0-9a-f]{64}$")
 #: that client). Google's balancers hold backend connections 600 s and say to exceed it;
 #: Azure's APIM gets the same; AWS's launch adds a margin over its ALB's idle timeout.
 SERVER_KEEP_ALIVE_SECONDS = 620
+#: the flags llmcloud adds by itself that the servers of earlier llmcloud releases do not
+#: know: a container whose `llmcloud-server --help` does not list one starts without it (and
+#: logs so), where its argparse would exit "unrecognized arguments" at every start. Add here
+#: each such flag a later release passes; flags the user's spec asks for stay required.
+LATER_FLAGS = ("--keep-alive-timeout", "--strip-path-prefix", "--leave-seconds")
+#: the program a boot script's container runs, and the shell that runs it past LATER_FLAGS
+SERVER_PROGRAM = "llmcloud-server"
+CONTAINER_SHELL = "/bin/sh"
 
 
 def server_arguments(
@@ -64,6 +75,37 @@ def server_arguments(
     if leave_seconds is not None:
         args += ["--leave-seconds", str(leave_seconds)]
     return args + list(engine_flags)
+
+
+def known_flags_filter(later_flags: Sequence[str] = LATER_FLAGS) -> str:
+    """A POSIX sh program (one line: boot scripts and `docker inspect` show it whole) that
+    runs `llmcloud-server "$@"` without each of ``later_flags`` (and its value) that the
+    image's `llmcloud-server --help` does not list; every other argument goes as given.
+    When the help cannot be read, nothing is left out."""
+    return "; ".join([
+        f'later=" {" ".join(later_flags)} "',
+        f'known=$({SERVER_PROGRAM} --help 2>/dev/null) || known=""',
+        'skip=""',
+        "for a do shift",
+        'if [ -n "$skip" ]; then skip=""; continue; fi',
+        'case "$later" in *" $a "*) case "$known" in ""|*"$a"*) ;; *) '
+        f'echo "llmcloud: the {SERVER_PROGRAM} of this image predates $a (the image is '
+        "older than the llmcloud that launched it): starting without it; build and push a "
+        'newer image (llmcloud image build, llmcloud image push) and deploy the reference '
+        'it prints" >&2; skip=1; continue ;; esac ;; esac',
+        'set -- "$@" "$a"',
+        "done",
+        f'exec {SERVER_PROGRAM} "$@"',
+    ])
+
+
+def container_command(arguments: Sequence[str]) -> str:
+    """What follows the options of a boot script's `docker run`: the image (`"$IMAGE"`, the
+    script's variable) started through `known_flags_filter` with ``arguments``, all shell
+    quoted. The image's own entry point is bypassed, so ``arguments`` carry `--host`."""
+    q = shlex.quote
+    return " ".join([f"--entrypoint {CONTAINER_SHELL}", '"$IMAGE"', "-c",
+                     q(known_flags_filter()), SERVER_PROGRAM, *(q(a) for a in arguments)])
 
 
 def in_flight_awk() -> str:
@@ -118,3 +160,9 @@ class ServerSettings:
             max_body_kb=self.max_body_kb, keep_alive_seconds=self.keep_alive_seconds,
             api_keys_file=api_keys_file, engine_flags=self.engine_flags, task=self.task,
             leave_seconds=self.leave_seconds)
+
+    def container_command(self, api_keys_file: str | None = None,
+                          extra: Sequence[str] = ()) -> str:
+        """The end of the boot script's `docker run`: the image and the server's arguments
+        (``extra`` after them), through the filter of flags the image does not know."""
+        return container_command([*self.arguments(api_keys_file), *extra])

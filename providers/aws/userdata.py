@@ -53,8 +53,6 @@ def render_user_data(launch: ServerLaunch) -> str:
     """The cloud-init shell script for a server; raises ValueError on a mutable image tag."""
     launch.require_digest()
     q = shlex.quote
-    # API Gateway's private integrations may send the stage before the path (/api/v1/...)
-    args = " ".join(q(a) for a in [*launch.arguments(), "--strip-path-prefix", f"/{STAGE}"])
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -78,7 +76,9 @@ def render_user_data(launch: ServerLaunch) -> str:
         f"-v {MODEL_CACHE}:{CONTAINER_CACHE} "
         f"--log-driver awslogs --log-opt awslogs-region=\"$REGION\" "
         f"--log-opt awslogs-group={q(launch.log_group)} "
-        f'--log-opt awslogs-stream="$INSTANCE_ID" "$IMAGE" {args}',
+        f'--log-opt awslogs-stream="$INSTANCE_ID" '
+        # API Gateway's private integrations may send the stage before the path (/api/v1/...)
+        + launch.container_command(extra=["--strip-path-prefix", f"/{STAGE}"]),
     ]
     if launch.publish_in_flight:
         lines += _in_flight_publisher(launch)

@@ -58,7 +58,6 @@ def render_custom_data(launch: ServerLaunch) -> str:
     launch.require_digest()
     q = shlex.quote
     registry = launch.registry_host
-    server_args = launch.arguments()
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -89,7 +88,7 @@ def render_custom_data(launch: ServerLaunch) -> str:
         f"-v {MODEL_CACHE}:/models "
         "-e AZURE_CLIENT_ID=\"$CLIENT_ID\" "
         f"--log-driver journald --log-opt tag={SERVER_LOG_TAG} "
-        f'--entrypoint llmcloud-server "$IMAGE" {" ".join(q(a) for a in server_args)}',
+        + launch.container_command(),
     ]
     lines += _drain_on_terminate(launch)
     if launch.publish_in_flight:

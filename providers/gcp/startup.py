@@ -81,7 +81,6 @@ def render_startup_script(launch: ServerLaunch) -> str:
     """The startup script of a server; raises ValueError on a mutable image tag."""
     launch.require_digest()
     q = shlex.quote
-    args = " ".join(q(a) for a in launch.arguments(api_keys_file=KEYS_FILE))
     lines = [
         "#!/bin/bash",
         "set -euo pipefail",
@@ -113,7 +112,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         # the folder, not the file: the refresher renames a new file into place, which a
         # file mount would not see; the server reads the file again when it changes
         f"-v {KEYS_DIR}:{KEYS_DIR}:ro $LOG_OPTS "
-        f'--entrypoint llmcloud-server "$IMAGE" {args}',
+        + launch.container_command(api_keys_file=KEYS_FILE),
         *_keys_refresher(launch),
         *_maintenance_watcher(),
     ]

@@ -19,6 +19,11 @@ from pathlib import Path
 import pytest
 
 from llmcloud.inference_image.server_options import build_parser
+from llmcloud.providers.server_launch import (
+    CONTAINER_SHELL,
+    SERVER_PROGRAM,
+    known_flags_filter,
+)
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "inference_image" / "Dockerfile"
 DIGEST = "@sha256:" + "a" * 64
@@ -60,6 +65,9 @@ def _docker_run(script: str) -> tuple[dict[str, str], list[str] | None, list[str
     options, args = words[:at], words[at + 1:]
     env = dict(options[i + 1].split("=", 1) for i, w in enumerate(options) if w == "-e")
     entry = options[options.index("--entrypoint") + 1] if "--entrypoint" in options else None
+    if entry == CONTAINER_SHELL:  # `sh -c FILTER llmcloud-server ARGS`: the server's ARGS
+        assert args[:3] == ["-c", known_flags_filter(), SERVER_PROGRAM]
+        entry, args = SERVER_PROGRAM, args[3:]
     return env, ([entry] if entry else None), args
 
 

@@ -237,7 +237,8 @@ def test_custom_data_runs_the_pinned_image_on_the_gpus_with_the_model():
     script = render_custom_data(launch())
     assert f"IMAGE={DIGEST}" in script and "REGISTRY=llmdev1.azurecr.io" in script
     run = next(line for line in script.splitlines() if line.startswith("docker run"))
-    assert "--gpus all" in run and "--entrypoint llmcloud-server" in run
+    assert "--gpus all" in run and "--entrypoint /bin/sh" in run
+    assert "' llmcloud-server --host 0.0.0.0 " in run  # after the known-flags filter
     assert "--model az://acct/llmcloud/models/qwen/v3 --model-version v3" in run
     assert "--port 8080" in run and "--host 0.0.0.0" in run
     assert "--keep-alive-timeout 620" in run
