@@ -145,6 +145,67 @@ _NAME_TAKEN = (
 )
 
 
+#: how each cloud says an account's quota cannot hold the servers: (signs, hint)
+_OUT_OF_QUOTA = (
+    # AWS, as the ASG's failed scaling activity that pulumi-aws reports (its group waits
+    # for capacity and fails on such an activity): "VcpuLimitExceeded", "You have requested
+    # more vCPU capacity than your current vCPU limit of 0 allows ..."
+    (("vcpulimitexceeded", "than your current vcpu limit", "max spot instance count exceeded"),
+     "AWS Service Quotas console > Amazon EC2: 'Running On-Demand G and VT instances' "
+     "(L-DB2E81BA), 'Running On-Demand P instances' (L-417A185B), or their Spot quotas "
+     "(L-3819A6DF, L-7212CCBC); or: aws service-quotas request-service-quota-increase "
+     "--service-code ec2 --quota-code CODE --desired-value VCPUS --region REGION"),
+    # Google Cloud: "Quota 'NVIDIA_L4_GPUS' exceeded. Limit: 0.0 in region us-central1.",
+    # "Quota 'GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally." (QUOTA_EXCEEDED)
+    (("quota_exceeded", "quota 'gpus_all_regions' exceeded", "_gpus' exceeded"),
+     "Google Cloud console > IAM & Admin > Quotas: the GPU quota the error names "
+     "(NVIDIA_*_GPUS in the region, and GPUS_ALL_REGIONS); gcloud compute regions describe "
+     "REGION shows the region's limits"),
+    # Azure: "Operation could not be completed as it results in exceeding approved
+    # standardNCADSA10v4Family Cores quota ... Current Limit: 0"
+    (("exceeding approved", "quotaexceeded"),
+     "Azure portal > Quotas > Compute: the VM family the error names, in the stack's "
+     "region; az vm list-usage --location REGION shows the limits"),
+)
+#: how each cloud says a zone or region has no such servers free right now
+_NO_CAPACITY = (
+    # AWS: InsufficientInstanceCapacity ("We currently do not have sufficient g6.xlarge
+    # capacity in the Availability Zone you requested")
+    "insufficientinstancecapacity", "capacity in the availability zone",
+    # Google Cloud: ZONE_RESOURCE_POOL_EXHAUSTED(_WITH_DETAILS), "state:STOCKOUT"
+    "zone_resource_pool_exhausted", "stockout",
+    # Azure: AllocationFailed, ZonalAllocationFailed, OverconstrainedAllocationRequest,
+    # SkuNotAvailable
+    "allocationfailed", "overconstrainedallocationrequest", "skunotavailable",
+)
+
+
+def _short_of_gpus(lower: str) -> tuple[str, str, str] | None:
+    """(message, hint, the sign found) when the engine failed because the cloud has no GPU
+    servers for the stack: the account's quota, or the zone's capacity; else None."""
+    for signs, where in _OUT_OF_QUOTA:
+        found = next((sign for sign in signs if sign in lower), None)
+        if found:
+            return ("a quota of the cloud account is too low for stack '{stack}' (the error "
+                    "names it: GPUs or their vCPUs, most often)",
+                    f"ask for a quota increase ({where}), wait for the approval, then run "
+                    "llmcloud up again; or pick a region or instance type with quota", found)
+    found = next((sign for sign in _NO_CAPACITY if sign in lower), None)
+    if found:
+        return ("the cloud has no capacity for the servers of stack '{stack}' right now",
+                "the zone or region is out of this GPU type for now (not your quota): run "
+                "llmcloud up again later, or set another region or compute.instance_type", found)
+    return None
+
+
+def _around(line: str, sign: str) -> str:
+    """The cloud's words around `sign` (its limit, the quota or zone it names), not the
+    line's first 400 characters: the provider's own prefix ("creating Auto Scaling Group
+    ...: waiting for ... capacity satisfied: scaling activity ...") takes most of them."""
+    start = max(0, line.lower().index(sign) - 150)
+    return ("..." if start else "") + line[start:start + 400]
+
+
 def translate_command_error(exc: Exception, stack: str,
                             cloud_login: str | None = None) -> LlmcloudError:
     """Turn an Automation API error into one a user can act on. `cloud_login`: the command
@@ -227,6 +288,12 @@ def translate_command_error(exc: Exception, stack: str,
                  "own (llmcloud init --stack NAME), or delete the resource the error names "
                  "(pulumi import adopts it instead)",
         )
+    reason = _last_error_line(text, limit=None)  # (the whole line: the limit comes last)
+    short = _short_of_gpus(reason.lower())
+    if short:
+        message, hint, sign = short
+        return DeploymentError(message.format(stack=stack), context=_around(reason, sign),
+                               hint=hint)
     if any(sign in lower for sign in _CREDENTIALS_REFUSED):
         # the CLI's own check saw credentials (a profile, a token): the cloud refused them
         return CredentialsError(
@@ -251,7 +318,7 @@ _RESOURCE_HEADER = re.compile(r"[^\s:]+:\S+ \(.*\):")
 _CAUSES_FOLLOW = re.compile(r"(error: )?\d+ errors? occurred:?", re.IGNORECASE)
 
 
-def _last_error_line(text: str) -> str:
+def _last_error_line(text: str, limit: int | None = 400) -> str:
     """The line that says why the engine failed: the cloud's own message when the engine's
     Diagnostics name one (the first resource's error), else the last line with an error.
 
@@ -275,11 +342,11 @@ def _last_error_line(text: str) -> str:
                 line = block[0].lstrip("* ")
             elif line.lower().endswith("unhandled exception:") and block:
                 line = block[-1]  # a traceback's last line names the exception
-            return line[:400]
+            return line[:limit]
     errors = [line for line in lines if "error" in line.lower() and not _VERDICT.fullmatch(line)]
     if errors:
-        return errors[-1][:400]
-    return lines[-1][:400] if lines else "no output"
+        return errors[-1][:limit]
+    return lines[-1][:limit] if lines else "no output"
 
 
 #: how long the Pulumi engine gets to finish cancelling after a SIGTERM before it is told to

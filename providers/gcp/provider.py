@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from llmcloud.providers.gcp.prices import (
 from llmcloud.providers.gcp.zones import GPU_ZONES
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, CredentialsError
+from llmcloud.stacks.errors import ConfigError, CredentialsError, DeploymentError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-central1"
@@ -116,6 +117,40 @@ class GcpProvider(CloudProvider):
                        {t: m.gpus for t, m in GPU_MACHINES.items() if not m.attached}, "GCP")
         check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
+
+    def before_up(self, ctx: StackContext) -> None:
+        """The spec and budget checks, then the project's GPU quotas (`gpu_quota`): the
+        stack does not wait for its servers, so an `up` whose servers the quota cannot
+        hold is refused here; the first `up` (registry and store only) warns, so that the
+        increase is asked for while the image is built."""
+        super().before_up(ctx)
+        self.check_gpu_quota(ctx)
+
+    def check_gpu_quota(self, ctx: StackContext) -> None:
+        """Refuse (or warn, on a first `up`) when the GPU quotas cannot hold the minimum
+        servers; a quota that cannot be read is a note, never a refusal."""
+        from llmcloud.providers.gcp import gpu_quota
+        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE
+
+        spec = ctx.spec
+        machine = self._machine(spec)
+        low = spec.compute.min_replicas
+        # with spot, the servers above the minimum draw on the PREEMPTIBLE_ quotas
+        high = low if spec.compute.spot else spec.compute.max_replicas
+        try:
+            session, project = self._google(ctx)
+            note = gpu_quota.check(session, project, spec.region or DEFAULT_REGION,
+                                   machine.accelerator,
+                                   machine.gpus_per_instance(spec.compute.gpus), low, high,
+                                   ctx.environ.get(ENDPOINT_OVERRIDE))
+        except DeploymentError as short:
+            if spec.image:
+                raise
+            note = f"warning: {short.message}; this up creates no servers yet: {short.hint}"
+        except Exception as exc:  # noqa: BLE001 - a quota read never blocks an up
+            note = f"note: the GPU quota check was skipped ({type(exc).__name__})"
+        if note:
+            print(note, file=sys.stderr)
 
     # -- plan: mocked GCP answers and prices --------------------------------------------
 

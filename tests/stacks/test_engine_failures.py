@@ -72,9 +72,10 @@ def test_a_cloud_refusal_half_way_through_up_shows_the_clouds_reason(failing_aws
     result = cli("up", "--provider", "aws", "--json")
     assert result.exit_code == ExitCode.ERROR
     assert result.stderr.splitlines()[-3:] == [
-        "error: the Pulumi engine failed on stack 'dev'",
-        f"  {CAPACITY[:400]}",
-        "hint: run again with --debug for the engine's full output",
+        "error: the cloud has no capacity for the servers of stack 'dev' right now",
+        f"  {CAPACITY}",
+        "hint: the zone or region is out of this GPU type for now (not your quota): run "
+        "llmcloud up again later, or set another region or compute.instance_type",
     ]
     document = json.loads(result.stdout)  # one document, the error's
     assert document["exit_code"] == 1 and "InsufficientInstanceCapacity" in document["context"]
