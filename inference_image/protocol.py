@@ -47,8 +47,25 @@ class StreamOptions(_Request):
 
 
 class TextPart(_Request):
-    type: Literal["text"]
+    # vLLM takes the Responses API's text parts in chat messages too
+    type: Literal["text", "input_text", "output_text"]
     text: str
+
+
+class RefusalPart(_Request):
+    """An assistant's refusal: OpenAI's content part for assistant messages, which clients
+    send back with the rest of the conversation; the model reads it as the turn's text."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+    @property
+    def text(self) -> str:
+        return self.refusal
+
+
+#: the content parts a chat message may hold (anything else is an image, audio, a file)
+CHAT_PART_TYPES = ("text", "input_text", "output_text", "refusal")
 
 
 def text_parts_only(value: Any, text_types: tuple[str, ...]) -> Any:
@@ -80,7 +97,7 @@ class ToolCall(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart | RefusalPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # a tool message answers this call
@@ -91,7 +108,7 @@ class ChatMessage(_Request):
     @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, value: Any) -> Any:
-        return text_parts_only(value, ("text",))
+        return text_parts_only(value, CHAT_PART_TYPES)
 
     def text(self) -> str:
         """The message's text, with content parts joined."""

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator
 
-from .protocol import ApiError, ChatCompletionRequest, _Request, text_parts_only
+from .protocol import (
+    ApiError,
+    ChatCompletionRequest,
+    RefusalPart,
+    _Request,
+    text_parts_only,
+)
 from .request_checks import check_stream_options
 
 log = logging.getLogger("llmcloud.serving")
@@ -36,12 +42,12 @@ class TextPart(_Request):
 class MessageItem(_Request):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: str | list[TextPart]
+    content: str | list[TextPart | RefusalPart]  # a refusal: an earlier output's, sent back
 
     @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, value: Any) -> Any:
-        return text_parts_only(value, ("input_text", "output_text", "text"))
+        return text_parts_only(value, ("input_text", "output_text", "text", "refusal"))
 
 
 class FunctionCallItem(_Request):
@@ -216,7 +222,7 @@ def _response_format(text_format: Any) -> dict[str, Any]:
         "name": text_format.get("name", "response"), "schema": text_format.get("schema")}}
 
 
-def _text(content: str | list[TextPart]) -> str:
+def _text(content: str | list[TextPart | RefusalPart]) -> str:
     return content if isinstance(content, str) else "".join(p.text for p in content)
 
 

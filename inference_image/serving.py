@@ -327,8 +327,16 @@ class OpenAIServing:
     def chat_text(self, request, tools: list[dict] | None) -> str:
         """The prompt text of a request's ``messages`` (a chat request's, or /tokenize's)
         through the model's chat template, with the request's template controls."""
-        return render_chat(self.engine.tokenizer,
-                           [m.for_template() for m in request.messages], tools,
+        messages = [m.for_template() for m in request.messages]
+        template = getattr(self.engine.tokenizer, "chat_template", None) or ""
+        if "developer" not in str(template):
+            # OpenAI's developer messages are the system's instructions (the role replaced
+            # system's for its newer models); a template that knows no such role drops
+            # them silently (Qwen's) or refuses the chat (Mistral's).
+            for message in messages:
+                if message["role"] == "developer":
+                    message["role"] = "system"
+        return render_chat(self.engine.tokenizer, messages, tools,
                            add_generation_prompt=request.add_generation_prompt,
                            continue_final_message=request.continue_final_message,
                            template_kwargs=request.chat_template_kwargs)
