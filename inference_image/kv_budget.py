@@ -17,6 +17,9 @@ CUDA_FRACTION = 0.8
 CPU_FRACTION = 0.5
 #: a server that cannot hold this much context for one request refuses to start
 MIN_CONTEXT = 256
+#: spare room a cache buffer keeps past what it holds: at least this many positions, or a
+#: quarter (`kv_cache.capacity`, which the batches count rows with)
+MIN_ROOM = 32
 #: cgroup v1 reports "no limit" as a page-aligned number near 2**63
 _NO_LIMIT = 1 << 60
 
@@ -44,6 +47,19 @@ def size_cache(free_bytes: int, slot_bytes: int, fraction: float) -> CacheBudget
     """The budget for ``free_bytes`` of memory at ``slot_bytes`` per position."""
     return CacheBudget(int(free_bytes * fraction) // max(1, slot_bytes), slot_bytes,
                        free_bytes, fraction)
+
+
+def row_positions(context: int, encoder_decoder: bool) -> int:
+    """The cache positions one request filling ``context`` tokens takes, spare room
+    included, as the engine's batches count it (`CausalBatch.row_slots`,
+    `Seq2SeqBatch.row_slots`): a causal row is its whole sequence; an encoder-decoder row
+    holds its prompt (encoder states, cross-attention cache) and, beside it, its output
+    after the decoder's start token. Imports nothing heavy: the CLI's model-fit rule uses
+    it."""
+    def capacity(length: int) -> int:
+        return length + max(MIN_ROOM, length // 4)
+
+    return context + capacity(context + 1) if encoder_decoder else capacity(context)
 
 
 def fitting_context(row_slots: Callable[[int], int], slots: int, max_context: int) -> int:

@@ -32,11 +32,35 @@ class LoadedModel:
     max_context: int
 
 
+def task_conflict(config: dict, task: str) -> str | None:
+    """Why a model whose config.json holds ``config`` cannot be served as ``task``, or
+    None where it may be: an encoder-decoder config (T5's ``is_encoder_decoder``) cannot
+    load as a causal model, nor a config whose every architecture is a causal one (Llama's
+    ``LlamaForCausalLM``) as a sequence-to-sequence model. A config that says neither may
+    be served as either: the task is what tells them apart. Imports nothing heavy: promote
+    checks a stored version with it."""
+    kind = "an encoder-decoder" if config.get("is_encoder_decoder") else None
+    architectures = config.get("architectures")
+    if (kind is None and isinstance(architectures, list) and architectures
+            and all(str(a).endswith("ForCausalLM") for a in architectures)):
+        kind = f"a causal ({', '.join(map(str, architectures))})"
+    wanted = "text2text-generation" if kind == "an encoder-decoder" else "text-generation"
+    if kind is None or task == wanted:
+        return None
+    return (f"its config.json says it is {kind} model, which loads as {wanted}, "
+            f"not {task}")
+
+
 def detect_task(folder: Path, task: str | None) -> str:
-    """``task`` if given, else ``text2text-generation`` for encoder-decoder configs."""
+    """``task`` if given (and the model's config.json does not say it is the other kind),
+    else ``text2text-generation`` for encoder-decoder configs."""
     if task:
         if task not in TASKS:
             raise ModelLoadError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        conflict = task_conflict(_config(folder), task)
+        if conflict is not None:
+            raise ModelLoadError(f"{folder} cannot be served as --task {task}: {conflict}; "
+                                 "leave --task out to take the task from config.json")
         return task
     config_path = Path(folder) / "config.json"
     if not config_path.is_file():
@@ -139,23 +163,31 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     return LoadedModel(model, tokenizer, task, torch_device, context_length(model, tokenizer))
 
 
-_POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length",
-                    "seq_length")
+#: the settings a config names its position limit by (GPT-2's n_positions, MPT's
+#: max_seq_len, ...); `providers/model_fit.py` reads the same ones
+POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length",
+                   "max_seq_len", "seq_length")
 
 
 def _position_limit(setting) -> int | None:
     """The first position limit ``setting(name)`` gives, if any."""
-    for name in _POSITION_LIMITS:
+    for name in POSITION_LIMITS:
         value = setting(name)
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def position_limit(config: dict) -> int | None:
+    """The position limit a config.json's settings declare (None: none; T5's relative
+    positions have no limit, and the tokenizer's then applies)."""
+    return _position_limit(config.get)
 
 
 def declared_context(folder: Path) -> int | None:
     """The position limit config.json declares, read without loading anything (None when
     it declares none: the tokenizer's limit then applies, known once it loads)."""
-    return _position_limit(_config(folder).get)
+    return position_limit(_config(folder))
 
 
 def context_length(model, tokenizer) -> int:

@@ -19,7 +19,9 @@ counts, whatever the instance's count):
 - the KV cache: the server gives it 80 % of what is left (`kv_budget.CUDA_FRACTION`) and
   refuses to start below room for one request of 256 tokens (`kv_budget.MIN_CONTEXT`);
   below one request of the whole context it serves a shorter one. The bytes per token come
-  from `config.json` (layers, key-value heads, head size).
+  from `config.json` (layers, key-value heads, head size; an encoder-decoder's decoder
+  layers, cross-attention and encoder states), and a request's positions are counted as
+  the engine's batches count them (`kv_budget.row_positions`).
 
 GPU memory is the price tables' figure per GPU, in GB (10^9 bytes: a "16 GB" T4 reports
 15 GiB, about 16.1 * 10^9 bytes). Imports nothing heavy: the CLI uses it.
@@ -36,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmcloud.inference_image import kv_budget
 from llmcloud.inference_image.kv_budget import CUDA_FRACTION as CACHE_FRACTION
 from llmcloud.inference_image.kv_budget import MIN_CONTEXT
+from llmcloud.inference_image.loader import position_limit
 from llmcloud.stacks.errors import ConfigError
 
 GB = 10**9
@@ -181,27 +185,41 @@ def measure_manifest(manifest: Mapping[str, Any], config: Mapping[str, Any] | No
 
 
 def kv_bytes_per_token(config: Mapping[str, Any], width: int) -> int | None:
-    """The KV cache's bytes per token position at ``width`` bytes a value: keys and values
-    of every layer's key-value heads (None: config.json does not say)."""
+    """The KV cache's bytes per token position at ``width`` bytes a value, as the engine
+    measures a row's (None: config.json does not say): keys and values of every layer's
+    key-value heads. An encoder-decoder (T5, BART) holds them for its decoder's layers:
+    per position of the output its self-attention's, per position of the prompt its
+    cross-attention's and the encoder's state; the engine counts the larger of the two
+    for every position (`Seq2SeqBatch.slot_bytes`)."""
     text = _text_config(config)
-    layers = _first_int(text, "num_hidden_layers", "n_layer", "num_layers")
-    heads = _first_int(text, "num_attention_heads", "n_head")
+    seq2seq = bool(text.get("is_encoder_decoder"))
+    layers = _first_int(text, *(("num_decoder_layers", "decoder_layers") if seq2seq else ()),
+                        "num_hidden_layers", "n_layer", "num_layers")
+    heads = _first_int(text, *(("decoder_attention_heads",) if seq2seq else ()),
+                       "num_attention_heads", "n_head", "num_heads")
     hidden = _first_int(text, "hidden_size", "n_embd", "d_model")
-    if not layers or not heads:
+    if not layers or not heads or (seq2seq and not hidden):
         return None
     kv_heads = _first_int(text, "num_key_value_heads") or heads
-    head_dim = _first_int(text, "head_dim") or (hidden // heads if hidden else None)
+    # (T5 names its head size d_kv, which need not be d_model / num_heads: t5-3b's is not)
+    head_dim = _first_int(text, "head_dim", "d_kv") or (hidden // heads if hidden else None)
     if not head_dim:
         return None
-    return 2 * layers * kv_heads * head_dim * width
+    per_token = 2 * layers * kv_heads * head_dim * width
+    return per_token + hidden * width if seq2seq else per_token
 
 
 def context_wanted(config: Mapping[str, Any], max_model_len: int | None) -> int | None:
-    """The context one request may fill: `server.max_model_len`, else the model's."""
+    """The context one request may fill: `server.max_model_len`, else the model's
+    position limit, as the server reads it (`loader.position_limit`)."""
     if max_model_len:
         return max_model_len
-    return _first_int(_text_config(config), "max_position_embeddings", "n_positions",
-                      "max_seq_len", "seq_length")
+    return position_limit(_text_config(config))
+
+
+def row_positions(config: Mapping[str, Any], context: int) -> int:
+    """The cache positions one request of ``context`` tokens takes in the engine."""
+    return kv_budget.row_positions(context, bool(_text_config(config).get("is_encoder_decoder")))
 
 
 def judge(size: ModelSize, spec: Any, instance_type: str,
@@ -235,8 +253,8 @@ def _verdict(size: ModelSize, spec: Any,
     context = context_wanted(size.config, spec.server.max_model_len)
     shortest = min(MIN_CONTEXT, context or MIN_CONTEXT)
     # the least that starts: the cache's share of what is left must hold one short request
-    needed = low + RUNTIME_GB + (shortest * per_token / GB / CACHE_FRACTION if per_token
-                                 else 0.0)
+    needed = low + RUNTIME_GB + (row_positions(size.config, shortest) * per_token / GB
+                                 / CACHE_FRACTION if per_token else 0.0)
     at = f"{spec.server.dtype} weights" if spec.server.dtype != "auto" else "16-bit weights"
     weights = f"{low:.1f} GB" if low == high else f"{low:.1f}-{high:.1f} GB"
     if needed > gpu_gb:
@@ -262,7 +280,7 @@ def _verdict(size: ModelSize, spec: Any,
                 f"{batch_tokens * per_token / GB:.1f} GB of KV cache; about {cache_gb:.1f} GB "
                 f"({positions} tokens) is left beside {weights} of weights on a GPU of "
                 f"{gpu_gb} GB: the servers may run out of memory under load")
-    if context and positions < context and not batch_tokens:
+    if context and positions < row_positions(size.config, context) and not batch_tokens:
         return ("close", low, high, needed,
                 f"after {weights} of weights a GPU of {gpu_gb} GB leaves room for about "
                 f"{positions} tokens of KV cache, less than one request of the model's "
@@ -383,9 +401,9 @@ def check_stored_version(spec: Any, store_uri: str, name: str, version: str,
 
 def check_before_up(ctx: Any, outputs: Mapping[str, Any]) -> None:
     """Before `up` on a deployed cloud stack (its `outputs`): the version the spec names,
-    in the stack's store, against the instance type's GPUs. A stack without a store yet,
-    or a version not uploaded yet, has nothing to check."""
-    from llmcloud.providers.rollout import check_version_in_store
+    in the stack's store, against the instance type's GPUs and the spec's `model.task`. A
+    stack without a store yet, or a version not uploaded yet, has nothing to check."""
+    from llmcloud.providers.rollout import check_task, check_version_in_store
 
     spec, store_uri = ctx.spec, outputs.get("model_store_uri")
     if not store_uri or gpu_table(spec) is None:
@@ -396,6 +414,7 @@ def check_before_up(ctx: Any, outputs: Mapping[str, Any]) -> None:
         # read the store (not there yet, not uploaded, unreachable) leaves `up` to the update
         return
     if isinstance(manifest, dict):
+        check_task(spec, str(store_uri), spec.model.version)
         check_stored_version(spec, str(store_uri), spec.model.name, spec.model.version,
                              manifest)
 

@@ -176,6 +176,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         )
     manifest = check_version_in_store(str(store), spec.model.name, version)
     _check_adapters(manifest, spec, version)
+    check_task(spec, str(store), version)
     _check_fit(manifest, spec, str(store), version)
     recorded, old_history = catch_up(engine, ctx, outputs)
     deployed = deployed_model(outputs)
@@ -297,6 +298,30 @@ def _check_adapters(manifest: dict[str, Any], spec: Any, version: str) -> None:
             context="; ".join(problems),
             hint="upload a version whose folder holds each adapter's PEFT folder (e.g. "
                  "adapters/<name>/adapter_config.json), or fix server.lora_modules")
+
+
+def check_task(spec: Any, store: str, version: str) -> None:
+    """Refuse a version that cannot be served as the spec's `model.task`: every server gets
+    it as `--task` (SageMaker as LLMCLOUD_TASK), so promoting a T5 on a stack whose spec
+    says text-generation (or a Llama where it says text2text-generation) would fail to
+    load on every server, and the rollout would only say so after the cloud's boot
+    allowance. Without a `model.task` each server reads the task from the version's
+    config.json, which suits either kind."""
+    from llmcloud.inference_image.loader import task_conflict
+    from llmcloud.providers.model_fit import read_store_config
+    from llmcloud.providers.model_upload import version_uri
+
+    task = spec.model.task
+    if not task:
+        return
+    conflict = task_conflict(read_store_config(version_uri(store, spec.model.name, version)),
+                             task)
+    if conflict is not None:
+        raise ConfigError(
+            f"version {version} of {spec.model.name} cannot be served as model.task {task}",
+            context=conflict,
+            hint="unset model.task (each server then takes the task from the version's "
+                 "config.json), or set it to the version's task")
 
 
 def _check_fit(manifest: Any, spec: Any, store: str, version: str) -> None:
