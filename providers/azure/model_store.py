@@ -23,7 +23,25 @@ class ModelStoreArgs:
     #: the private DNS zone of its private endpoint (the stack's cloud's: `clouds.py`)
     private_zone: str = ""
     retention_days: int = 14
+    #: days a blob's previous version (an overwritten or deleted file's) is kept, as on the
+    #: AWS and GCP buckets (`noncurrent_days`)
+    version_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def version_lifecycle(version_days: int) -> dict:
+    """Delete previous blob versions once `version_days` old (Azure counts a version's age
+    from its creation: when that content was written). With versioning on, every overwrite
+    or delete keeps the old version, and Azure keeps it until deleted: without this rule a
+    year of `model upload --force` and deleted model versions stayed billed forever (soft
+    delete expires deleted blobs, not previous versions). A version the rule deletes is
+    still soft-deleted for `retention_days` first."""
+    return {"rules": [{
+        "name": "expire-previous-versions", "enabled": True, "type": "Lifecycle",
+        "definition": {"filters": {"blob_types": ["blockBlob"]},
+                       "actions": {"version": {"delete": {
+                           "days_after_creation_greater_than": version_days}}}},
+    }]}
 
 
 class ModelStore(pulumi.ComponentResource):
@@ -58,6 +76,10 @@ class ModelStore(pulumi.ComponentResource):
             delete_retention_policy={"enabled": True, "days": args.retention_days},
             container_delete_retention_policy={"enabled": True, "days": args.retention_days},
             opts=child)
+        storage.ManagementPolicy(
+            f"{name}-lifecycle", account_name=self.account.name,
+            resource_group_name=args.resource_group_name, management_policy_name="default",
+            policy=version_lifecycle(args.version_days), opts=child)
         self.container = storage.BlobContainer(
             f"{name}-container", container_name=CONTAINER, account_name=self.account.name,
             resource_group_name=args.resource_group_name, public_access="None", opts=child)

@@ -221,6 +221,7 @@ AZURE_NOT_HOURLY = {
     "azure-native:resources:ResourceGroup": "free",
     "azure-native:storage:BlobContainer": "billed per GB stored",
     "azure-native:storage:BlobServiceProperties": "free",
+    "azure-native:storage:ManagementPolicy": "free",
     "azure-native:storage:StorageAccount": "billed per GB stored and per operation",
 }
 AZURE_PRICED = {
