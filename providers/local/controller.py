@@ -44,6 +44,9 @@ from llmcloud.stacks.config import check_flags
 from llmcloud.stacks.errors import ConfigError
 
 log = logging.getLogger("llmcloud.controller")
+#: good versions kept in `state.json` (what `rollback` walks back through, newest last): a
+#: workstation promoted hundreds of times wrote every one, on every health check's save
+KEEP_HISTORY = 50
 
 
 class _Server(uvicorn.Server):
@@ -383,7 +386,7 @@ class Controller:
                 hint=f"see the replica logs in {self.state_file.logs}") from None
         self.version = version
         if not self.history or self.history[-1] != version:
-            self.history.append(version)
+            self.history = [*self.history, version][-KEEP_HISTORY:]
         self.save()
         return replaced
 

@@ -195,6 +195,7 @@ def start_controller(state_file: StateFile, desired: dict[str, Any],
 
     state_file.update(record)
     state_file.logs.mkdir(parents=True, exist_ok=True)
+    procs.rotate_log(state_file.logs / "controller.log")
     with open(state_file.logs / "controller.log", "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "llmcloud.providers.local.controller",

@@ -94,3 +94,37 @@ def log_tail(path: Path, lines: int = 3, limit: int = 16384) -> str:
         return f"{path} cannot be read"
     found = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(found) or f"{path} is empty"
+
+
+#: logs of replicas gone (each replica, and each restart of one, writes its own) kept beside
+#: the running replicas' logs: a workstation `up`/`promote`d hundreds of times kept them all
+KEEP_LOGS = 20
+#: a log past this size is moved to `<name>.1` (the one there before is dropped) when the
+#: process that writes it starts again
+ROTATE_BYTES = 16 * 1024 * 1024
+
+
+def rotate_log(path: Path, max_bytes: int = ROTATE_BYTES) -> None:
+    """Move `path` to `path.1` if it has grown past `max_bytes`: call it before a new
+    process opens the log, so the log holds at most two runs' worth past the limit."""
+    with contextlib.suppress(OSError):  # (no log yet, or a read-only folder: keep appending)
+        if path.stat().st_size > max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+
+
+def prune_logs(folder: Path, pattern: str, keep: int = KEEP_LOGS,
+               in_use: set[Path] | None = None) -> list[Path]:
+    """Delete the logs matching `pattern` in `folder` but the newest `keep` and those in
+    use; returns the deleted ones."""
+    in_use = in_use or set()
+    try:
+        logs = sorted(((p.stat().st_mtime, p) for p in folder.glob(pattern)), reverse=True)
+    except OSError:  # (one went away while listed: the next start prunes)
+        return []
+    old = [p for p in (p for _, p in logs) if p not in in_use][keep:]
+    deleted = []
+    for path in old:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            deleted.append(path)
+    return deleted

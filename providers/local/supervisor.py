@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from llmcloud.providers.local.pool import Pool, Replica
-from llmcloud.providers.local.procs import free_port, log_tail, start_time
+from llmcloud.providers.local.procs import free_port, log_tail, prune_logs, start_time
 from llmcloud.providers.server_launch import STOP_MARGIN_SECONDS
 
 log = logging.getLogger("llmcloud.supervisor")
@@ -125,6 +125,8 @@ class Supervisor:
             *(["--api-keys-file", str(self.api_keys_file)] if self.api_keys_file else []),
         ]
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        prune_logs(self.settings.log_dir, "replica-*.log",
+                   in_use={self.log_path(r) for r in self._processes})
         with open(self.log_path(replica_id), "ab") as log_file:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -208,6 +210,9 @@ class Supervisor:
     async def _watch(self, replica: Replica, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         if replica.id in self._stopping or self.closed:
+            # asked to stop: done with its id (kept, a year of promotes and restarts added
+            # one for good)
+            self._stopping.discard(replica.id)
             return
         ran_fine = self._ran_fine(replica)
         supervised = replica.id not in self._unsupervised
