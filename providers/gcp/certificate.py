@@ -15,7 +15,10 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_tls as tls
 
-#: a year; an `up` in its last 30 days makes a new one (the old one stays valid to its end)
+#: a year; an `up` in its last 30 days makes a new one (the old one stays valid to its end).
+#: Nothing renews it without an `up`: the monitoring's certificate-expiry policy fires 21
+#: days before its end. Kept at a year: a longer validity would replace the certificate of
+#: every existing stack on its next `up`, and clients that trust its PEM with it.
 VALIDITY_HOURS = 365 * 24
 EARLY_RENEWAL_HOURS = 30 * 24
 #: what a Compute Engine SSL certificate's key may be: RSA-2048 or ECDSA P-256

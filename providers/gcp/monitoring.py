@@ -1,5 +1,6 @@
-"""Monitoring: alert policies (5xx ratio, latency, unhealthy backends, uptime), an uptime
-check through the load balancer, a log-based metric of failed health checks, a dashboard."""
+"""Monitoring: alert policies (5xx ratio, latency, unhealthy backends, uptime, certificate
+expiry), an uptime check through the load balancer, a log-based metric of failed health
+checks, a dashboard."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ _LB = 'monitored_resource="https_lb_rule",backend_target_name="{backend}"'
 #: the unhealthy-backends policy's (alignment period, duration): health checks log only
 #: changes of state, so the entries of 5 minutes are summed and one is enough to fire
 TRANSITIONS_WINDOW = ("300s", "0s")
+#: the certificate-expiry policy fires below this many days left. A self-signed certificate
+#: is renewed only by an `up` in its last 30 days (`certificate.py`), and Google renews a
+#: managed one itself: below 21 days, nobody has, and at 0 every client's TLS handshake
+#: fails. The uptime checks' metric counts days.
+CERTIFICATE_EXPIRY_ALERT_DAYS = 21
+#: (alignment period, duration): the checkers report the days left with each check
+CERTIFICATE_EXPIRY_WINDOW = ("1200s", "600s")
+
+
+def certificate_expiry_filter(check_id: str) -> str:
+    """The days until the certificate the uptime check `check_id` was served expires."""
+    return ('metric.type="monitoring.googleapis.com/uptime_check/time_until_ssl_cert_expires"'
+            f' AND metric.label.check_id="{check_id}" AND resource.type="uptime_url"')
 
 
 def five_xx_ratio_query(backend: str, ratio: float = FIVE_XX_RATIO) -> str:
@@ -100,7 +114,7 @@ class MonitoringArgs:
 
 
 class Monitoring(pulumi.ComponentResource):
-    """Four alert policies, an uptime check, a log-based metric and a dashboard. The
+    """Five alert policies, an uptime check, a log-based metric and a dashboard. The
     policies have no notification channel: attach the team's channels to them."""
 
     dashboard: gcp.monitoring.Dashboard
@@ -153,6 +167,18 @@ class Monitoring(pulumi.ComponentResource):
                                           f'check_passed" AND metric.label.check_id="{c}" AND '
                                           'resource.type="uptime_url"'),
                             "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args, documentation)
+            expiry_doc = {"mime_type": "text/markdown", "content": (
+                f"The certificate of llmcloud stack `{args.name}` expires in under "
+                f"{CERTIFICATE_EXPIRY_ALERT_DAYS} days. Without `gateway.domain`, run "
+                "`llmcloud up` to renew it, then give clients the new `endpoint_certificate`; "
+                "with a domain, see the managed certificate's status.")}
+            self._threshold(f"{name}-certificate-alert",
+                            f"{args.name} certificate expires within "
+                            f"{CERTIFICATE_EXPIRY_ALERT_DAYS} days",
+                            self.uptime_check.uptime_check_id.apply(certificate_expiry_filter),
+                            "ALIGN_MIN", "REDUCE_MIN", CERTIFICATE_EXPIRY_ALERT_DAYS, args,
+                            expiry_doc, window=CERTIFICATE_EXPIRY_WINDOW,
+                            comparison="COMPARISON_LT")
         self.dashboard = gcp.monitoring.Dashboard(
             f"{name}-dashboard", project=args.project, dashboard_json=dashboard_json(
                 args.name, args.backend_service, args.instance_group, args.in_flight_metric),
@@ -171,13 +197,15 @@ class Monitoring(pulumi.ComponentResource):
     def _threshold(self, name: str, title: str, metric_filter: pulumi.Input[str], aligner: str,
                    reducer: str, above: float, args: MonitoringArgs, documentation: dict,
                    depends: list[pulumi.Resource] | None = None,
-                   window: tuple[str, str] = ("60s", "300s")) -> gcp.monitoring.AlertPolicy:
-        """A threshold policy; `window`: (alignment period, how long the condition holds)."""
+                   window: tuple[str, str] = ("60s", "300s"),
+                   comparison: str = "COMPARISON_GT") -> gcp.monitoring.AlertPolicy:
+        """A threshold policy (the metric `comparison` `above`); `window`: (alignment period,
+        how long the condition holds)."""
         alignment, duration = window
         return gcp.monitoring.AlertPolicy(
             name, display_name=title, project=args.project, combiner="OR", severity="ERROR",
             conditions=[{"display_name": title, "condition_threshold": {
-                "filter": metric_filter, "comparison": "COMPARISON_GT",
+                "filter": metric_filter, "comparison": comparison,
                 "threshold_value": above, "duration": duration,
                 "aggregations": [{"alignment_period": alignment, "per_series_aligner": aligner,
                                   "cross_series_reducer": reducer}]}}],

@@ -96,8 +96,8 @@ SECRET_VERSION_MONTH = 0.06
 #: Cloud Monitoring alerting: per condition of an alerting policy per month
 ALERT_CONDITION_MONTH = 0.10
 #: the conditions `monitoring.py` declares: 5xx ratio, p95 latency, unhealthy backends,
-#: endpoint down
-ALERT_CONDITIONS = 4
+#: endpoint down, certificate expiry (the last two with the uptime check)
+ALERT_CONDITIONS = 5
 #: Cloud Logging storage beyond the project's free 50 GiB a month
 LOGGING_PER_GB = 0.50
 KMS_KEY_VERSION_MONTH = 0.06

@@ -43,7 +43,7 @@ def test_every_layer_and_output_is_declared():
             "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig",
             "gcp:monitoring/dashboard:Dashboard", "gcp:logging/metric:Metric",
             "gcp:compute/routerNat:RouterNat"} <= types
-    assert len(of_type(resources, "gcp:monitoring/alertPolicy:AlertPolicy")) == 4
+    assert len(of_type(resources, "gcp:monitoring/alertPolicy:AlertPolicy")) == 5
     assert outputs["model_store_uri"] == f"gs://{outputs['bucket']}/models"
     assert outputs["endpoint_url"] == "https://203.0.113.10"
     assert outputs["image"].endswith("@sha256:" + "0" * 64) and outputs["image_placeholder"]
