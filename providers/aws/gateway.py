@@ -44,7 +44,16 @@ ACCESS_LOG_FORMAT = json.dumps({
     "path": "$context.path", "resource": "$context.resourcePath", "status": "$context.status",
     "latencyMs": "$context.responseLatency", "apiKeyId": "$context.identity.apiKeyId",
     "error": "$context.error.message", "integrationError": "$context.integration.error",
+    "errorType": "$context.error.responseType", "authorizerError": "$context.authorizer.error",
 })
+#: API Gateway's execution logs, errors only (AWS Security Hub's APIGateway.1 asks for ERROR
+#: or INFO), no bodies: API Gateway writes them to a log group it makes itself,
+#: `API-Gateway-Execution-Logs_{rest-api-id}/{stage}`, which the program cannot declare
+#: without failing (ResourceAlreadyExistsException) on stacks where it exists already, so
+#: it has no retention of the stack's (README: how to give it one). The access log above
+#: records each request's errors too (gateway, integration, authorizer), in a group that has
+#: the stack's retention and key.
+EXECUTION_LOGGING_LEVEL = "ERROR"
 #: API Gateway's id of each request, sent to the servers as the X-Request-Id they log: a
 #: proxy integration otherwise passes on only what the client sent (or nothing), and the
 #: access log and the server's line could not be joined. The extended id, which no caller
@@ -163,7 +172,7 @@ class Gateway(pulumi.ComponentResource):
             f"{name}-settings", rest_api=api.id, stage_name=self.stage.stage_name,
             method_path="*/*",
             # prompts and completions are the users' data: never log bodies
-            settings={"metrics_enabled": True, "logging_level": "ERROR",
+            settings={"metrics_enabled": True, "logging_level": EXECUTION_LOGGING_LEVEL,
                       "data_trace_enabled": False},
             opts=child)
         plan = aws.apigateway.UsagePlan(
