@@ -180,9 +180,10 @@ _NO_CAPACITY = (
 )
 
 
-def _short_of_gpus(lower: str) -> tuple[str, str, str] | None:
-    """(message, hint, the sign found) when the engine failed because the cloud has no GPU
-    servers for the stack: the account's quota, or the zone's capacity; else None."""
+def short_of_gpus(lower: str) -> tuple[str, str, str] | None:
+    """(message, hint, the sign found) when a cloud's error (lowercased) says it has no GPU
+    servers for the stack: the account's quota (the message begins "a quota"), or the
+    zone's capacity; else None. The message has a `{stack}` field to format."""
     for signs, where in _OUT_OF_QUOTA:
         found = next((sign for sign in signs if sign in lower), None)
         if found:
@@ -289,7 +290,7 @@ def translate_command_error(exc: Exception, stack: str,
                  "(pulumi import adopts it instead)",
         )
     reason = _last_error_line(text, limit=None)  # (the whole line: the limit comes last)
-    short = _short_of_gpus(reason.lower())
+    short = short_of_gpus(reason.lower())
     if short:
         message, hint, sign = short
         return DeploymentError(message.format(stack=stack), context=_around(reason, sign),

@@ -49,7 +49,7 @@ def wait_for_group(session: Any, group_url: str, since: datetime, *, timeout: fl
     deadline = start + timeout
     doing = "no answer yet"
     while clock() < deadline:
-        group = _get(session, group_url)
+        group = get_json(session, group_url)
         if group is not None:
             deadline = max(deadline, start + shortest_wait_s(group))
             status = group.get("status") or {}
@@ -80,7 +80,7 @@ def group_url(project: str, region: str, group: str, base: str | None = None) ->
     return f"{base}projects/{project}/regions/{region}/instanceGroupManagers/{group}"
 
 
-def _get(session: Any, url: str) -> dict[str, Any] | None:
+def get_json(session: Any, url: str) -> dict[str, Any] | None:
     """The JSON answer; None for one worth asking again (rate limits, Google's 5xx, a
     dropped connection)."""
     import requests
@@ -118,8 +118,8 @@ def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
     token = None
     for _ in range(MAX_ERROR_PAGES):
         try:
-            answer = _get(session, url + (f"?pageToken={quote(token, safe='')}" if token
-                                          else ""))
+            answer = get_json(session, url + (f"?pageToken={quote(token, safe='')}"
+                                              if token else ""))
         except DeploymentError:
             answer = None
         items += (answer or {}).get("items", [])
@@ -129,19 +129,31 @@ def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
     return items
 
 
-def _errors_since(session: Any, url: str, since: datetime) -> str:
-    """The group's latest errors since ``since`` (creating or recreating servers), newest
-    first, as one line."""
+def recent_errors(session: Any, url: str, since: datetime,
+                  actions: frozenset[str] | None = None) -> list[str]:
+    """The errors of the group at ``url`` since ``since``, newest first, each as
+    "CODE: message (server)"; with ``actions``, only those of an action on a server among
+    them (`instanceActionDetails.action`: CREATING, RECREATING, ...) or of none."""
     recent = []
     for item in _error_items(session, f"{url}/listErrors"):
         when = api_time(item.get("timestamp"))
+        details = item.get("instanceActionDetails") or {}
+        if actions is not None and details.get("action") not in (actions | {None}):
+            continue
         if when is not None and when >= since:
             error = item.get("error") or {}
-            instance = ((item.get("instanceActionDetails") or {}).get("instance") or "")
+            instance = details.get("instance") or ""
             recent.append((when, f"{error.get('code', 'ERROR')}: {error.get('message', '')}"
                                  + (f" ({instance.rsplit('/', 1)[-1]})" if instance else "")))
+    recent.sort(key=lambda pair: pair[0], reverse=True)
+    return [text for _, text in recent]
+
+
+def _errors_since(session: Any, url: str, since: datetime) -> str:
+    """The group's latest errors since ``since`` (creating or recreating servers), newest
+    first, as one line."""
+    recent = recent_errors(session, url, since)
     if not recent:
         return "the group reported no errors (servers that fail their health check are " \
                "recreated without one: see their serial console or logs)"
-    recent.sort(key=lambda pair: pair[0], reverse=True)
-    return "its latest errors: " + "; ".join(text for _, text in recent[:MAX_ERRORS_SHOWN])
+    return "its latest errors: " + "; ".join(recent[:MAX_ERRORS_SHOWN])

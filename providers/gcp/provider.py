@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import llmcloud.policies.gcp  # noqa: F401 - registers the GCP checks that plan runs
@@ -33,7 +33,12 @@ from llmcloud.providers.gcp.prices import (
 from llmcloud.providers.gcp.zones import GPU_ZONES
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, CredentialsError, DeploymentError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    CredentialsError,
+    DeploymentError,
+    LlmcloudError,
+)
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "us-central1"
@@ -152,6 +157,69 @@ class GcpProvider(CloudProvider):
         if note:
             print(note, file=sys.stderr)
 
+    def up(self, ctx: StackContext) -> dict[str, Any]:
+        return self._and_servers_made(ctx, super().up)
+
+    def update(self, ctx: StackContext) -> dict[str, Any]:
+        return self._and_servers_made(ctx, super().update)
+
+    def _and_servers_made(self, ctx: StackContext,
+                          converge: Callable[[StackContext], dict[str, Any]]) -> dict[str, Any]:
+        # (a minute early: the cloud's clock and this machine's may differ a little)
+        since = datetime.now(timezone.utc) - timedelta(seconds=60)
+        result = converge(ctx)
+        self.watch_servers_made(ctx, result["outputs"], since)
+        return result
+
+    def watch_servers_made(self, ctx: StackContext, outputs: Mapping[str, Any],
+                           since: datetime) -> None:
+        """After an update that left an instance group with a minimum (`outputs`, since
+        ``since``): watch it make its servers (`group_creation.py`), and fail the way
+        AWS's and Azure's `up` fail when it cannot make any. A group that cannot be read
+        is a note, never a failure: the update itself succeeded."""
+        from llmcloud.providers.gcp.group_creation import watch_creation
+        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url
+
+        group = outputs.get("instance_group")
+        if not group:  # a first `up` (registry and store only) makes no servers
+            return
+        try:
+            session, project = self._google(ctx)
+            url = group_url(project, ctx.spec.region or DEFAULT_REGION, str(group),
+                            ctx.environ.get(ENDPOINT_OVERRIDE))
+            note = watch_creation(session, url, since, minimum=ctx.spec.compute.min_replicas,
+                                  stack=ctx.stack, tell=_tell)
+        except DeploymentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - credentials or the API, not the update
+            note = (f"note: the creation of the servers was not watched "
+                    f"({type(exc).__name__}); llmcloud status --provider gcp --stack "
+                    f"{ctx.stack} shows it")
+        if note:
+            print(note, file=sys.stderr)
+
+    def status(self, ctx: StackContext) -> dict[str, Any]:
+        """The stack's status, with its instance group's servers and recent errors making
+        them (a zone out of stock, a quota: the group retries without a word elsewhere)."""
+        result = super().status(ctx)
+        group = result["outputs"].get("instance_group")
+        if group:
+            result["servers"] = self._servers(ctx, str(group))
+        return result
+
+    def _servers(self, ctx: StackContext, group: str) -> dict[str, Any]:
+        from llmcloud.providers.gcp.group_creation import describe
+        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url
+
+        try:
+            session, project = self._google(ctx)
+            url = group_url(project, ctx.spec.region or DEFAULT_REGION, group,
+                            ctx.environ.get(ENDPOINT_OVERRIDE))
+            return describe(session, url, datetime.now(timezone.utc))
+        except Exception as exc:  # noqa: BLE001 - status shows what it can read
+            reason = exc.message if isinstance(exc, LlmcloudError) else type(exc).__name__
+            return {"unread": f"the instance group could not be read: {reason}"}
+
     # -- plan: mocked GCP answers and prices --------------------------------------------
 
 
@@ -268,6 +336,10 @@ class GcpProvider(CloudProvider):
             scopes=["https://www.googleapis.com/auth/cloud-platform"])
         credentials.refresh(google.auth.transport.requests.Request())
         return "oauth2accesstoken", credentials.token
+
+
+def _tell(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 #: the labels every resource of a stack carries already
