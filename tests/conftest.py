@@ -39,14 +39,15 @@ def _no_store_reads_before_up(request: pytest.FixtureRequest,
 @pytest.fixture(autouse=True)
 def _no_quota_reads_before_up(request: pytest.FixtureRequest,
                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """`up` on AWS and GCP reads the account's GPU quota first (`check_gpu_quota`): with a
+    """`up` on AWS, Azure and GCP reads the account's GPU quota first (`check_gpu_quota`): with a
     fake stack's credentials that would be a real request to the cloud. The tests of that
     check ask for it with `@pytest.mark.quota_reads`."""
     if request.node.get_closest_marker("quota_reads") is None:
         from llmcloud.providers.aws.provider import AwsProvider
+        from llmcloud.providers.azure.provider import AzureProvider
         from llmcloud.providers.gcp.provider import GcpProvider
 
-        for provider in (AwsProvider, GcpProvider):
+        for provider in (AwsProvider, AzureProvider, GcpProvider):
             monkeypatch.setattr(provider, "check_gpu_quota", lambda self, ctx: None)
 
 
