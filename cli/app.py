@@ -137,10 +137,12 @@ image_app.command("push")(image_commands.push)
 app.add_typer(image_app, name="image")
 
 model_app = typer.Typer(
-    cls=LlmcloudGroup, help="Upload model versions to the stack's model store.",
+    cls=LlmcloudGroup, help="Upload, list and delete model versions in the stack's model store.",
     no_args_is_help=True,
 )
 model_app.command("upload")(model_commands.upload)
+model_app.command("list")(model_commands.list_versions)
+model_app.command("delete")(model_commands.delete)
 app.add_typer(model_app, name="model")
 
 keys_app = typer.Typer(

@@ -129,3 +129,116 @@ class upload_progress:  # noqa: N801 - used as a context manager, like a functio
 
     def __exit__(self, *exc) -> None:
         self._bar.__exit__(*exc)
+
+
+ModelName = Annotated[
+    str | None, typer.Option("--name", help="the model's name (default: the stack's)")
+]
+
+
+def list_versions(
+    name: ModelName = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="a model store URI instead of the stack's")
+    ] = None,
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+) -> None:
+    """The versions in the model store: size, files, upload time, and which the stack needs."""
+    from llmcloud.providers.model_versions import list_versions as listed
+    from llmcloud.stacks.config import check_flags
+    from llmcloud.stacks.errors import ConfigError
+
+    out = Output.start(json=json)
+    check_flags({"model.name": name})
+    if from_ is not None:
+        if name is None:
+            raise ConfigError("--from needs --name: a store holds the versions of any model",
+                              hint=f"llmcloud model list --from {from_} --name NAME")
+        versions = listed(from_, name)
+        document = {"operation": "model list", "uri": _model_uri(from_, name), "name": name,
+                    "versions": versions}
+    else:
+        prov, ctx, models = _stack_models(stack, provider)
+        name = name or models.name
+        versions = listed(models.store_uri, name, models)
+        document = {"provider": prov.name, "stack": stack, "operation": "model list",
+                    "uri": _model_uri(models.store_uri, name), "name": name,
+                    "versions": versions}
+    out.result(document, human=_listing(document))
+
+
+def delete(
+    version: Annotated[str, typer.Argument(help="the version to delete, e.g. v3")],
+    name: ModelName = None,
+    provider: o.Provider = None,
+    stack: o.Stack = "dev",
+    json: o.Json = False,
+    yes: o.Yes = False,
+) -> None:
+    """Delete a version from the stack's model store (never one the stack serves or may roll
+    back to); asks first on a terminal unless --yes."""
+    from llmcloud.cli.stack_commands import _confirm
+    from llmcloud.providers.model_versions import delete_version, refuse_needed
+    from llmcloud.stacks.config import check_flags
+
+    out = Output.start(json=json)
+    check_flags({"model.version": version, "model.name": name})
+    prov, ctx, models = _stack_models(stack, provider)
+    name = name or models.name
+    refuse_needed(models, name, version)  # before asking
+
+    def confirm(objects: int) -> None:
+        if not yes:
+            _confirm(f"Delete version {version} of {name} ({objects} objects) from the model "
+                     f"store of stack '{stack}'?", stack, f"model delete {version}")
+
+    result = delete_version(models.store_uri, name, version, models, confirm=confirm)
+    out.result({"provider": prov.name, "stack": stack, "operation": "model delete", **result},
+               human=f"deleted version {version} of {name} ({result['deleted_objects']} "
+                     f"objects) from {result['uri']}")
+
+
+def _stack_models(stack: str, provider: str | None):
+    """The stack's provider, context, and its store and needed versions; a stack that is
+    nowhere (a typo) is exit 2, naming the stacks there are."""
+    from llmcloud.cli.context import load_stack
+    from llmcloud.providers.model_versions import stack_models
+
+    prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
+    # a cloud stack's model name, version and history are in its stack file
+    require_stack_file(prov.name, ctx)
+    return prov, ctx, stack_models(prov, ctx)
+
+
+def _model_uri(store_uri: str, name: str) -> str:
+    from llmcloud.providers.model_upload import model_uri
+
+    return model_uri(store_uri, name)
+
+
+def _listing(document: dict) -> str:
+    """A table of the versions, for terminals."""
+    rows = [("VERSION", "SIZE", "FILES", "UPLOADED", "USE")]
+    for v in document["versions"]:
+        if v["complete"]:
+            rows.append((v["version"], _size(v["size_bytes"]), str(v["files"]),
+                         str(v["uploaded"] or "-"), v["use"] or "-"))
+        else:
+            rows.append((v["version"], "-", "-", "incomplete (no manifest)", v["use"] or "-"))
+    if len(rows) == 1:
+        return f"no versions of {document['name']} at {document['uri']}"
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+             + "  " + row[4] for row in rows]
+    return f"{document['uri']}\n" + "\n".join(line.rstrip() for line in lines)
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{count} B"

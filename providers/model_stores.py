@@ -294,6 +294,27 @@ class FolderStore:
     def delete(self, key: str) -> None:
         self.path_of(key).unlink(missing_ok=True)
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the files under the folder ``prefix`` names ("" or `a/b/`)."""
+        folder = self.path_of(prefix) if prefix else self.root
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*")
+                      if p.is_file())
+
+    def remove_empty_folders(self, prefix: str) -> None:
+        """Remove the folder ``prefix`` names and the folders in it, where they are empty
+        (a bucket has no folders: a deleted version leaves nothing there either)."""
+        folder = self.path_of(prefix) if prefix else self.root
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):  # not empty: left as it is
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
     def prune(self, prefix: str, keep: set[str]) -> None:
         """Delete the files under ``prefix`` whose keys are not in ``keep`` (a version
         overwritten with fewer files: its folder is what the server loads)."""

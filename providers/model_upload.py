@@ -36,13 +36,19 @@ MANIFEST = "manifest.json"
 
 def version_uri(store_uri: str, name: str, version: str) -> str:
     """Where a version lives: `<store>/<name>/<version>`; a bare bucket gets `models/`."""
+    return f"{model_uri(store_uri, name)}/{version}"
+
+
+def model_uri(store_uri: str, name: str) -> str:
+    """Where the versions of model `name` live: `<store>/<name>` (`models/` in a bare
+    bucket), the folder `version_uri` puts each version in."""
     parsed = urlparse(store_uri)
     base = store_uri.rstrip("/")
     if parsed.scheme in ("s3", "gs") and not parsed.path.strip("/"):
         base += "/models"
     if parsed.scheme == "az" and "/" not in parsed.path.strip("/"):
         base += "/models"
-    return f"{base}/{name}/{version}"
+    return f"{base}/{name}"
 
 
 def check_model_folder(folder: Path) -> None:

@@ -40,13 +40,15 @@ from llmcloud.providers.local.ratelimit import RateLimiter
 from llmcloud.providers.local.rollout import RolloutFailed, roll, scale
 from llmcloud.providers.local.state import StateError, StateFile
 from llmcloud.providers.local.supervisor import BACKOFF_RESET, ReplicaSettings, Supervisor
+from llmcloud.providers.rollout import HISTORY_LIMIT
 from llmcloud.stacks.config import check_flags
 from llmcloud.stacks.errors import ConfigError
 
 log = logging.getLogger("llmcloud.controller")
-#: good versions kept in `state.json` (what `rollback` walks back through, newest last): a
-#: workstation promoted hundreds of times wrote every one, on every health check's save
-KEEP_HISTORY = 50
+#: good versions kept in `state.json` (what `rollback` walks back through, newest last), as
+#: many as a cloud stack keeps: a workstation promoted hundreds of times wrote every one, on
+#: every health check's save, and `model delete` refuses every version of the history
+KEEP_HISTORY = HISTORY_LIMIT
 
 
 class _Server(uvicorn.Server):
