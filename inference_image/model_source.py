@@ -136,6 +136,11 @@ def _from_bucket(url: str, version: str | None, cache_dir: Path,
     # sharing a cache volume) started together downloaded every file each, and the first
     # to finish deleted the others' part files as leftovers of a killed start.
     with _exclusive(cache_dir, folder):
+        _hold_in_use(cache_dir, folder)
+        # Older versions go before anything downloads: the servers' disks hold the model
+        # twice (this version and the previous one, for a rollback), and every promote on a
+        # long-lived disk (the local provider's cache, a server restarted in place) added one.
+        _remove_older_versions(cache_dir, folder, manifest)
         # A killed start's part files go first: left until a download succeeded, they took
         # the room it needed on a disk that holds the model once, at every start after.
         _remove_unlisted(folder, manifest)
@@ -204,22 +209,90 @@ def _download(store: BucketStore, url: str, key_prefix: str, folder: Path,
             os.unlink(temp)
 
 
-@contextmanager
-def _exclusive(cache_dir: Path, folder: Path) -> Iterator[None]:
-    """Hold the lock of a cache folder (a file under ``cache_dir/.locks``, outside every
-    model folder; the kernel releases it when a holder dies)."""
-    import fcntl
-
+def _lock_path(cache_dir: Path, folder: Path, suffix: str) -> Path:
+    """A cache folder's lock file, under ``cache_dir/.locks`` (outside every model folder):
+    ``.lock`` for filling it, ``.in-use`` for the servers that loaded it."""
     locks = cache_dir / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(folder.relative_to(cache_dir).as_posix().encode()).hexdigest()
-    with open(locks / f"{name[:32]}.lock", "a+b") as lock:
+    return locks / f"{name[:32]}{suffix}"
+
+
+@contextmanager
+def _exclusive(cache_dir: Path, folder: Path) -> Iterator[None]:
+    """Hold the lock of a cache folder (the kernel releases it when a holder dies)."""
+    import fcntl
+
+    with open(_lock_path(cache_dir, folder, ".lock"), "a+b") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("waiting for another server downloading into %s", folder)
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+#: the in-use locks this process holds (shared, one per cache folder), until it exits
+_IN_USE: dict[Path, Any] = {}
+
+#: the versions of a model a cache keeps: the one loading and the one before it
+KEPT_VERSIONS = 2
+
+
+def _hold_in_use(cache_dir: Path, folder: Path) -> None:
+    """Mark ``folder`` as used by this process for as long as it runs (a shared lock the
+    kernel drops when the process ends): no other server prunes it meanwhile."""
+    import fcntl
+
+    if folder in _IN_USE:
+        return
+    lock = open(_lock_path(cache_dir, folder, ".in-use"), "a+b")  # noqa: SIM115 - held
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    _IN_USE[folder] = lock
+
+
+def _remove_older_versions(cache_dir: Path, folder: Path, manifest: dict[str, Any]) -> None:
+    """Delete the cached versions of this model (``folder``'s siblings whose manifest names
+    the same model) beyond the newest ``KEPT_VERSIONS`` counting this one, newest by when a
+    server last started with each (it rewrites the manifest); never one that a running
+    server uses or that one is filling. A version that cannot be removed is left, said."""
+    name = manifest.get("name")
+    if not name:
+        return
+    others = []
+    for sibling in folder.parent.iterdir():
+        sibling_manifest = sibling / MANIFEST_NAME
+        if sibling == folder or sibling.name.startswith(".") \
+                or not sibling_manifest.is_file():
+            continue
+        try:
+            if json.loads(sibling_manifest.read_bytes()).get("name") != name:
+                continue
+            others.append((sibling_manifest.stat().st_mtime, sibling))
+        except (OSError, ValueError, AttributeError):
+            continue  # not a manifest this server wrote: not a version of this model
+    others.sort(reverse=True)
+    for _, old in others[KEPT_VERSIONS - 1:]:
+        _remove_unused(cache_dir, old)
+
+
+def _remove_unused(cache_dir: Path, old: Path) -> None:
+    import fcntl
+
+    try:
+        with open(_lock_path(cache_dir, old, ".lock"), "a+b") as filling, \
+                open(_lock_path(cache_dir, old, ".in-use"), "a+b") as in_use:
+            try:
+                fcntl.flock(filling, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(in_use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("keeping %s: a running server uses it", old)
+                return
+            log.info("removing %s: an older version of the model than the two kept", old)
+            (old / MANIFEST_NAME).unlink()  # first: a part-removed folder is no version
+            shutil.rmtree(old)
+    except OSError as exc:
+        log.warning("could not remove the older model version %s: %s", old, exc)
 
 
 def hub_offline(environ) -> bool:
