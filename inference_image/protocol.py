@@ -111,17 +111,19 @@ class ChatMessage(_Request):
         return text_parts_only(value, CHAT_PART_TYPES)
 
     def text(self) -> str:
-        """The message's text, with content parts joined."""
+        """The message's text, its content parts joined by newlines (``joined_parts``)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return joined_parts(self.content)
 
     def for_template(self) -> dict[str, Any]:
         """The message as chat templates read it: earlier calls' arguments as objects
         (templates write them out with ``tojson``), a tool answer with its call's id."""
         message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.name is not None:  # templates that tell participants apart read it (vLLM's)
+            message["name"] = self.name
         if self.tool_calls:
             message["tool_calls"] = [
                 {"id": call.id, "type": "function", "function": {
@@ -133,6 +135,12 @@ class ChatMessage(_Request):
         if thought is not None:  # Qwen3's template reads reasoning_content
             message["reasoning_content"] = message["reasoning"] = thought
         return message
+
+
+def joined_parts(parts: list) -> str:
+    """A message's text parts as one text, one part a line: vLLM's join (chat and
+    Responses), so a prompt tokenizes as it would there."""
+    return "\n".join(part.text for part in parts)
 
 
 def _loaded(arguments: str) -> Any:

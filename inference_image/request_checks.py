@@ -207,9 +207,14 @@ def new_tokens(info: ModelInfo, kind: str, prompt_ids: list[int], max_tokens: in
         raise ApiError(400, f"{param} must be at least 1, got {max_tokens}", param=param,
                        code="invalid_value")
     if max_tokens is not None and max_tokens > room:
-        raise ApiError(400, f"{param} is {max_tokens}, but the model's context is {context} "
-                       f"tokens and {which} uses {prompt_len}, leaving room for {room}",
-                       param=param, code="context_length_exceeded")
+        if info.task == "text-generation":
+            why = (f"the model's context is {context} tokens and {which} uses {prompt_len}, "
+                   f"leaving room for {room}")
+        else:  # an encoder-decoder's answer has a context of its own: the prompt takes none
+            why = (f"an answer of this model may have at most {room} tokens (its decoder's "
+                   f"context; {which}, read by its encoder, takes none of it)")
+        raise ApiError(400, f"{param} is {max_tokens}, but {why}", param=param,
+                       code="context_length_exceeded")
     return min(default or room, room) if max_tokens is None else max_tokens
 
 

@@ -18,6 +18,7 @@ from .protocol import (
     ChatCompletionRequest,
     RefusalPart,
     _Request,
+    joined_parts,
     text_parts_only,
 )
 from .request_checks import check_stream_options
@@ -223,7 +224,7 @@ def _response_format(text_format: Any) -> dict[str, Any]:
 
 
 def _text(content: str | list[TextPart | RefusalPart]) -> str:
-    return content if isinstance(content, str) else "".join(p.text for p in content)
+    return content if isinstance(content, str) else joined_parts(content)
 
 
 def _messages(request: ResponsesRequest) -> list[dict[str, Any]]:

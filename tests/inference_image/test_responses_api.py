@@ -102,7 +102,7 @@ def test_instructions_and_input_items_reach_the_template(plain):
     assert prompt.startswith("<s>system: You may call get_weather get_time")  # the tools
     assert ('<s>system: Be brief.</s>\n<s>user: Weather in Paris?</s>\n<s>assistant: '
             '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}'
-            '</tool_call></s>\n<s>tool: sunny</s>\n<s>user: And tomorrow?</s>\n'
+            '</tool_call></s>\n<s>tool: sunny</s>\n<s>user: And \ntomorrow?</s>\n'
             '<s>assistant: ') in prompt
 
 
