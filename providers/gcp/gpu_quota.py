@@ -27,17 +27,26 @@ ALL_REGIONS = "GPUS_ALL_REGIONS"
 
 
 def check(session: Any, project: str, region: str, accelerator: str, per_server: int,
-          min_servers: int, max_servers: int, base: str | None = None) -> str | None:
+          min_servers: int, max_servers: int, base: str | None = None,
+          own_group: str | None = None, own_on_demand: int | None = None) -> str | None:
     """Read the region's quota for ``accelerator`` and the project's GPUS_ALL_REGIONS with
     ``session`` (an authorized `requests` session). Raises `DeploymentError` when either
     has less room (limit minus usage) than ``min_servers`` servers of ``per_server`` GPUs
     need; returns a note when the room falls short of ``max_servers``, or when a quota
-    could not be read (the check is skipped, never in the user's way); else None."""
+    could not be read (the check is skipped, never in the user's way); else None.
+
+    ``own_group`` is the name of the stack's instance group: the GPUs its servers hold are
+    in the usage, and an `up` that keeps them needs only the rest (without this credit a
+    stack whose servers fill the quota refused its own next `up`). With spot, only the
+    group's first ``own_on_demand`` servers draw on these quotas."""
     metric = GPU_METRICS.get(accelerator)
     if metric is None:
         return None
     base = (base or COMPUTE_API).rstrip("/") + "/"
     need, most = min_servers * per_server, max_servers * per_server
+    held = per_server * _servers_of(session, f"{base}projects/{project}/regions/{region}/"
+                                             f"instanceGroupManagers/{own_group}",
+                                    own_on_demand) if own_group else 0
     notes = []
     for url, name, where in ((f"{base}projects/{project}/regions/{region}", metric,
                               f"region {region}"),
@@ -46,7 +55,7 @@ def check(session: Any, project: str, region: str, accelerator: str, per_server:
         if isinstance(found, str):
             return f"note: the GPU quota check was skipped: {name} could not be read ({found})"
         limit, usage = found
-        room = limit - usage
+        room = limit - max(0.0, usage - held)
         ask = (f"Google Cloud console > IAM & Admin > Quotas, filter {name} "
                f"({where}), in project {project}")
         if room < need:
@@ -84,3 +93,15 @@ def _quota(session: Any, url: str, metric: str) -> tuple[float, float] | str:
         if quota.get("metric") == metric:
             return float(quota.get("limit", 0)), float(quota.get("usage", 0))
     return f"no {metric} in the answer"
+
+
+def _servers_of(session: Any, url: str, most: int | None) -> int:
+    """How many servers the group at ``url`` runs (its target size; at most ``most``), or 0
+    when there is no such group yet or it cannot be read."""
+    try:
+        response = session.get(url, timeout=15)
+        size = int(response.json().get("targetSize") or 0) if response.status_code == 200 \
+            else 0
+    except Exception:  # noqa: BLE001 - no credit is the safe side of a pre-flight read
+        return 0
+    return min(size, most) if most is not None else size

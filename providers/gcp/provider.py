@@ -136,6 +136,7 @@ class GcpProvider(CloudProvider):
         servers; a quota that cannot be read is a note, never a refusal."""
         from llmcloud.providers.gcp import gpu_quota
         from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE
+        from llmcloud.providers.gcp.naming import resource_name
 
         spec = ctx.spec
         machine = self._machine(spec)
@@ -147,7 +148,9 @@ class GcpProvider(CloudProvider):
             note = gpu_quota.check(session, project, spec.region or DEFAULT_REGION,
                                    machine.accelerator,
                                    machine.gpus_per_instance(spec.compute.gpus), low, high,
-                                   ctx.environ.get(ENDPOINT_OVERRIDE))
+                                   ctx.environ.get(ENDPOINT_OVERRIDE),
+                                   own_group=resource_name(ctx.stack, "gpu"),
+                                   own_on_demand=low if spec.compute.spot else None)
         except DeploymentError as short:
             if spec.image:
                 raise

@@ -140,25 +140,30 @@ class _Answer:
 class _Compute:
     """Compute Engine's `regions.get` and `projects.get`, as a `requests` session answers."""
 
-    def __init__(self, regional: float, everywhere: float, status: int = 200):
+    def __init__(self, regional: float, everywhere: float, status: int = 200,
+                 usage: float = 0.0, group_size: int | None = None):
         self.asked: list[str] = []
         self.quotas = {"regions/us-central1": ("NVIDIA_L4_GPUS", regional),
                        "projects/p": ("GPUS_ALL_REGIONS", everywhere)}
-        self.status = status
+        self.status, self.usage, self.group_size = status, usage, group_size
 
     def get(self, url: str, timeout: float) -> _Answer:
         self.asked.append(url)
+        if "/instanceGroupManagers/" in url:  # the stack's own group, if it has one yet
+            if self.group_size is None:
+                return _Answer(404, {"error": {"code": 404}})
+            return _Answer(200, {"name": url.rsplit("/", 1)[-1], "targetSize": self.group_size})
         metric, limit = next(q for key, q in self.quotas.items() if url.endswith(key))
         return _Answer(self.status, {"quotas": [
             {"metric": "CPUS", "limit": 24.0, "usage": 0.0},
-            {"metric": metric, "limit": limit, "usage": 0.0}]})
+            {"metric": metric, "limit": limit, "usage": self.usage}]})
 
 
-def _gcp_up(tmp_path, monkeypatch, compute: _Compute, **sections):
+def _gcp_up(tmp_path, monkeypatch, session: _Compute, **sections):
     from llmcloud.providers.gcp.provider import GcpProvider
     from tests.providers.declared import spec_for
 
-    monkeypatch.setattr(GcpProvider, "_google", lambda self, ctx: (compute, "p"))
+    monkeypatch.setattr(GcpProvider, "_google", lambda self, ctx: (session, "p"))
     GcpProvider().before_up(StackContext(tmp_path, "dev", spec_for("gcp", **sections)))
 
 
@@ -173,8 +178,24 @@ def test_gcp_up_is_refused_when_gpus_all_regions_is_zero(tmp_path, monkeypatch):
     assert "GPUS_ALL_REGIONS (all regions) has room for 0 GPUs" in raised.value.message
     assert "IAM & Admin > Quotas" in raised.value.hint
     assert compute.asked == [
+        "https://compute.googleapis.com/compute/v1/projects/p/regions/us-central1/"
+        "instanceGroupManagers/llm-dev-gpu",
         "https://compute.googleapis.com/compute/v1/projects/p/regions/us-central1",
         "https://compute.googleapis.com/compute/v1/projects/p"]
+
+
+@pytest.mark.quota_reads
+def test_gcp_up_of_a_stack_whose_own_servers_fill_the_quota_goes_on(tmp_path, monkeypatch,
+                                                                    capsys):
+    # the project's one L4 is the stack's own server: its next `up` keeps it, needs no more
+    compute = _Compute(regional=1.0, everywhere=1.0, usage=1.0, group_size=1)
+    _gcp_up(tmp_path, monkeypatch, compute, image=GCP_IMAGE,
+            compute={"min_replicas": 1, "max_replicas": 1})
+    assert "warning" not in capsys.readouterr().err
+    # the same usage from other VMs, with no group of the stack's yet: refused
+    with pytest.raises(DeploymentError):
+        _gcp_up(tmp_path, monkeypatch, _Compute(1.0, 1.0, usage=1.0), image=GCP_IMAGE,
+                compute={"min_replicas": 1, "max_replicas": 1})
 
 
 @pytest.mark.quota_reads
