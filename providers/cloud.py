@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -117,16 +118,40 @@ class CloudProvider(Provider):
 
         self.check_spec(ctx.spec)
         limit = ctx.spec.budget.max_hourly_usd
-        if limit is None:
-            return
-        sheet = self.prices(ctx.spec)
-        if sheet is None:
-            raise DeploymentError(
-                f"the {self.name} provider has no price table, so the budget cannot be checked",
-                context=f"budget.max_hourly_usd is {limit}",
-                hint="remove budget.max_hourly_usd from the stack file to deploy without a gate",
-            )
-        enforce_budget(estimate(sheet), limit, ctx.stack)
+        if limit is not None:
+            sheet = self.prices(ctx.spec)
+            if sheet is None:
+                raise DeploymentError(
+                    f"the {self.name} provider has no price table, so the budget cannot be "
+                    "checked", context=f"budget.max_hourly_usd is {limit}",
+                    hint="remove budget.max_hourly_usd from the stack file to deploy without "
+                         "a gate",
+                )
+            enforce_budget(estimate(sheet), limit, ctx.stack)
+        self.check_gpu_quota(ctx)
+
+    def check_gpu_quota(self, ctx: StackContext) -> None:
+        """The account's GPU quota against the stack's servers (`read_gpu_quota`), before
+        `up` changes anything: too little for the minimum servers is refused when the spec
+        has an image, and a warning on a first `up` (registry and store only: the increase
+        can be asked for while the image is built); a quota that cannot be read is a note,
+        never a refusal (credentials may not be allowed to read quotas)."""
+        try:
+            note = self.read_gpu_quota(ctx)
+        except DeploymentError as short:
+            if ctx.spec.image:
+                raise
+            note = f"warning: {short.message}; this up creates no servers yet: {short.hint}"
+        except Exception as exc:  # noqa: BLE001 - a quota read never blocks an up
+            note = f"note: the GPU quota check was skipped ({type(exc).__name__})"
+        if note:
+            print(note, file=sys.stderr)
+
+    def read_gpu_quota(self, ctx: StackContext) -> str | None:
+        """Read the quota the stack's servers draw on: raise `DeploymentError` when it
+        cannot hold the minimum servers, return a note (room short of the maximum, or the
+        read skipped), else None. A cloud without a read returns None."""
+        return None
 
     def refuse_names_of_another_stack(self, ctx: StackContext, engine: PulumiStack) -> None:
         """Refuse to create a stack whose resources would carry another stack's names (for

@@ -43,12 +43,9 @@ def _no_quota_reads_before_up(request: pytest.FixtureRequest,
     fake stack's credentials that would be a real request to the cloud. The tests of that
     check ask for it with `@pytest.mark.quota_reads`."""
     if request.node.get_closest_marker("quota_reads") is None:
-        from llmcloud.providers.aws.provider import AwsProvider
-        from llmcloud.providers.azure.provider import AzureProvider
-        from llmcloud.providers.gcp.provider import GcpProvider
+        from llmcloud.providers.cloud import CloudProvider
 
-        for provider in (AwsProvider, AzureProvider, GcpProvider):
-            monkeypatch.setattr(provider, "check_gpu_quota", lambda self, ctx: None)
+        monkeypatch.setattr(CloudProvider, "check_gpu_quota", lambda self, ctx: None)
 
 
 @pytest.fixture(autouse=True)

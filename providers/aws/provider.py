@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -136,33 +135,18 @@ class AwsProvider(CloudProvider):
 
 
 
-    def before_up(self, ctx: StackContext) -> None:
-        """The spec and budget checks, then the account's GPU vCPU quota (`gpu_quota`):
-        an `up` that creates servers the quota cannot hold is refused before anything
-        changes; the first `up` (registry and store only) says so, so that the increase
-        is asked for while the image is built."""
-        super().before_up(ctx)
-        self.check_gpu_quota(ctx)
-
-    def check_gpu_quota(self, ctx: StackContext) -> None:
-        """Refuse (or warn, on a first `up`) when the GPU vCPU quota cannot hold the
-        minimum servers; a quota that cannot be read is a note, never a refusal."""
+    def read_gpu_quota(self, ctx: StackContext) -> str | None:
+        """The account's On-Demand GPU vCPU quota (`gpu_quota`) against the minimum
+        servers; SageMaker endpoints draw on SageMaker's own quotas, not read here."""
         spec = ctx.spec
         if spec.compute.kind != "instances":
-            return
+            return None
         from llmcloud.providers.aws import gpu_quota
 
         region = spec.region or DEFAULT_REGION
-        try:
-            note = gpu_quota.check(type(self).quota_client(region),
-                                   spec.compute.instance_type or DEFAULT_INSTANCE_TYPE,
-                                   spec.compute.min_replicas, spec.compute.max_replicas, region)
-        except DeploymentError as short:
-            if spec.image:
-                raise
-            note = f"warning: {short.message}; this up creates no servers yet: {short.hint}"
-        if note:
-            print(note, file=sys.stderr)
+        return gpu_quota.check(type(self).quota_client(region),
+                               spec.compute.instance_type or DEFAULT_INSTANCE_TYPE,
+                               spec.compute.min_replicas, spec.compute.max_replicas, region)
 
     @staticmethod
     def quota_client(region: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -42,7 +41,7 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
@@ -99,43 +98,23 @@ class AzureProvider(CloudProvider):
                                 timeout=max(timeout, boot_allowance_s(grace)),
                                 post=lambda address: arm.request("POST", address))
 
-    def before_up(self, ctx: StackContext) -> None:
-        """The spec and budget checks, then the subscription's GPU vCPU quotas
-        (`gpu_quota`): the scale set is created last, after API Management's 30 to 45
-        minutes, so an `up` whose servers the quota cannot hold is refused before anything
-        changes; the first `up` (registry and store only) warns, so that the increase is
-        asked for while the image is built."""
-        super().before_up(ctx)
-        self.check_gpu_quota(ctx)
-
-    def check_gpu_quota(self, ctx: StackContext) -> None:
-        """Refuse (or warn, on a first `up`) when the GPU vCPU quotas cannot hold the
-        minimum servers; a quota that cannot be read is a note, never a refusal."""
+    def read_gpu_quota(self, ctx: StackContext) -> str | None:
+        """The subscription's GPU vCPU quotas (`gpu_quota`) against the minimum servers:
+        the scale set is created last, after API Management's 30 to 45 minutes, so a quota
+        that cannot hold them is refused before anything changes."""
         from llmcloud.providers.azure import gpu_quota
 
         spec = ctx.spec
-        location = spec.region or DEFAULT_REGION
         subscription = gpu_quota.subscription_of(ctx.environ)
         if not subscription:
-            print("note: the GPU quota check was skipped: the subscription is not known "
-                  "(set ARM_SUBSCRIPTION_ID, or az account set --subscription ID)",
-                  file=sys.stderr)
-            return
-        try:
-            arm = self.quota_reader(ctx.environ)
-            note = gpu_quota.check(lambda address: arm.request("GET", address), subscription,
-                                   location, ctx.stack,
-                                   spec.compute.instance_type or DEFAULT_VM_SIZE,
-                                   spec.compute.min_replicas, spec.compute.max_replicas,
-                                   spot=spec.compute.spot)
-        except DeploymentError as short:
-            if spec.image:
-                raise
-            note = f"warning: {short.message}; this up creates no servers yet: {short.hint}"
-        except Exception as exc:  # noqa: BLE001 - a quota read never blocks an up
-            note = f"note: the GPU quota check was skipped ({type(exc).__name__})"
-        if note:
-            print(note, file=sys.stderr)
+            return ("note: the GPU quota check was skipped: the subscription is not known "
+                    "(set ARM_SUBSCRIPTION_ID, or az account set --subscription ID)")
+        arm = self.quota_reader(ctx.environ)
+        return gpu_quota.check(lambda address: arm.request("GET", address), subscription,
+                               spec.region or DEFAULT_REGION, ctx.stack,
+                               spec.compute.instance_type or DEFAULT_VM_SIZE,
+                               spec.compute.min_replicas, spec.compute.max_replicas,
+                               spot=spec.compute.spot)
 
     @staticmethod
     def quota_reader(environ: Mapping[str, str]) -> Any:

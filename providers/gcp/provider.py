@@ -123,17 +123,10 @@ class GcpProvider(CloudProvider):
         check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
 
-    def before_up(self, ctx: StackContext) -> None:
-        """The spec and budget checks, then the project's GPU quotas (`gpu_quota`): the
-        stack does not wait for its servers, so an `up` whose servers the quota cannot
-        hold is refused here; the first `up` (registry and store only) warns, so that the
-        increase is asked for while the image is built."""
-        super().before_up(ctx)
-        self.check_gpu_quota(ctx)
-
-    def check_gpu_quota(self, ctx: StackContext) -> None:
-        """Refuse (or warn, on a first `up`) when the GPU quotas cannot hold the minimum
-        servers; a quota that cannot be read is a note, never a refusal."""
+    def read_gpu_quota(self, ctx: StackContext) -> str | None:
+        """The project's GPU quotas (`gpu_quota`) against the minimum servers: the stack
+        does not wait for its servers (see `watch_servers_made`), so a quota that cannot
+        hold them is refused before the update."""
         from llmcloud.providers.gcp import gpu_quota
         from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE
         from llmcloud.providers.gcp.naming import resource_name
@@ -143,22 +136,13 @@ class GcpProvider(CloudProvider):
         low = spec.compute.min_replicas
         # with spot, the servers above the minimum draw on the PREEMPTIBLE_ quotas
         high = low if spec.compute.spot else spec.compute.max_replicas
-        try:
-            session, project = self._google(ctx)
-            note = gpu_quota.check(session, project, spec.region or DEFAULT_REGION,
-                                   machine.accelerator,
-                                   machine.gpus_per_instance(spec.compute.gpus), low, high,
-                                   ctx.environ.get(ENDPOINT_OVERRIDE),
-                                   own_group=resource_name(ctx.stack, "gpu"),
-                                   own_on_demand=low if spec.compute.spot else None)
-        except DeploymentError as short:
-            if spec.image:
-                raise
-            note = f"warning: {short.message}; this up creates no servers yet: {short.hint}"
-        except Exception as exc:  # noqa: BLE001 - a quota read never blocks an up
-            note = f"note: the GPU quota check was skipped ({type(exc).__name__})"
-        if note:
-            print(note, file=sys.stderr)
+        session, project = self._google(ctx)
+        return gpu_quota.check(session, project, spec.region or DEFAULT_REGION,
+                               machine.accelerator,
+                               machine.gpus_per_instance(spec.compute.gpus), low, high,
+                               ctx.environ.get(ENDPOINT_OVERRIDE),
+                               own_group=resource_name(ctx.stack, "gpu"),
+                               own_on_demand=low if spec.compute.spot else None)
 
     def up(self, ctx: StackContext) -> dict[str, Any]:
         return self._and_servers_made(ctx, super().up)
