@@ -17,33 +17,7 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.model_upload import upload_model
 from llmcloud.stacks.config import resolve_spec
 from llmcloud.stacks.errors import ConfigError, ExitCode
-
-
-class _Provider:
-    """A cloud provider whose stack the promotion must never change."""
-
-    name = "aws"
-
-    def __init__(self, store: str):
-        self.store = store
-
-    def supports(self, operation):
-        pass
-
-    def _engine(self, ctx, operation):
-        store = self.store
-
-        class Engine:
-            def outputs(self):
-                return {"model_store_uri": store, "model_version": "v1"}
-
-            def set_config(self, values):
-                raise AssertionError(f"the stack's config was changed: {values}")
-
-            def up(self):
-                raise AssertionError("an update ran")
-
-        return Engine()
+from tests.providers.untouched_stack import UntouchedProvider
 
 
 def _uploaded(tmp_path: Path, build, version: str) -> str:
@@ -59,7 +33,7 @@ def _promote(tmp_path: Path, store: str, task: str | None):
     spec = resolve_spec(file_values={"provider": "aws", "model": {
         "name": "t5", "version": "v1", "task": task}}, environ={})
     ctx = StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ={})
-    return rollout.promote(_Provider(store), ctx, "v2")
+    return rollout.promote(UntouchedProvider(store), ctx, "v2")
 
 
 @pytest.mark.parametrize(("build", "task", "kind"), [

@@ -24,9 +24,9 @@ from llmcloud.providers.server_launch import (
     SERVER_PROGRAM,
     known_flags_filter,
 )
+from tests.providers.boot_scripts import boot_script
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "inference_image" / "Dockerfile"
-DIGEST = "@sha256:" + "a" * 64
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -109,21 +109,7 @@ def _health_check_passes(check: list[str], env: dict[str, str], port: int) -> bo
 
 
 def _script(cloud: str, port: int) -> str:
-    common = dict(model_uri="s3://b/models/m/v1/", model_version="v1", port=port)
-    if cloud == "aws":
-        from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
-        return render_user_data(ServerLaunch(
-            image="123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-dev/m" + DIGEST,
-            region="us-east-1", log_group="/llmcloud/dev/server", asg_name="g", **common))
-    if cloud == "gcp":
-        from llmcloud.providers.gcp.startup import ServerLaunch, render_startup_script
-        return render_startup_script(ServerLaunch(
-            image="us-central1-docker.pkg.dev/p/r/server" + DIGEST, project="p",
-            keys_secret="k", **common))
-    from llmcloud.providers.azure.cloud_init import ServerLaunch, render_custom_data
-    return render_custom_data(ServerLaunch(
-        image="llmdev1.azurecr.io/m-server" + DIGEST, identity_client_id="c", region="eastus",
-        **common))
+    return boot_script(cloud, model_uri="s3://b/models/m/v1/", port=port)
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])

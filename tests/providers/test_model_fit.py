@@ -14,6 +14,7 @@ from llmcloud.providers import model_fit, rollout
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.config import resolve_spec
 from llmcloud.stacks.errors import ConfigError, ExitCode
+from tests.providers.untouched_stack import UntouchedProvider
 
 GB = 10**9
 #: a Llama-like 8B model's shape: 32 layers, 8 key-value heads of 128 (128 KiB a token in
@@ -171,39 +172,12 @@ def _store(tmp_path: Path, version: str, weights: int, config: dict | None = Non
     return str(root)
 
 
-class _Provider:
-    """A cloud provider whose stack the promotion must never reach."""
-
-    name = "aws"
-
-    def __init__(self, store: str):
-        self.store = store
-
-    def supports(self, operation):
-        pass
-
-    def _engine(self, ctx, operation):
-        store = self.store
-
-        class Engine:
-            def outputs(self):
-                return {"model_store_uri": store, "model_version": "v1"}
-
-            def set_config(self, values):
-                raise AssertionError(f"the stack's config was changed: {values}")
-
-            def up(self):
-                raise AssertionError("an update ran")
-
-        return Engine()
-
-
 def _ctx(tmp_path: Path, spec) -> StackContext:
     return StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ={})
 
 
 def test_promoting_a_version_too_large_for_the_gpus_is_refused_before_the_update(tmp_path):
-    provider = _Provider(_store(tmp_path, "v2", 30 * GB))
+    provider = UntouchedProvider(_store(tmp_path, "v2", 30 * GB))
     with pytest.raises(ConfigError) as refused:
         rollout.promote(provider, _ctx(tmp_path, _spec(instance_type="g6.xlarge")), "v2")
     assert refused.value.message.startswith("version v2 of m does not fit the GPUs of "
@@ -212,7 +186,7 @@ def test_promoting_a_version_too_large_for_the_gpus_is_refused_before_the_update
 
 
 def test_rolling_back_to_a_version_too_large_is_refused_too(tmp_path):
-    provider = _Provider(_store(tmp_path, "v0", 30 * GB))
+    provider = UntouchedProvider(_store(tmp_path, "v0", 30 * GB))
     spec = resolve_spec(file_values={"provider": "aws", "compute": {
         "instance_type": "g6.xlarge"}, "model": {"name": "m", "version": "v1",
                                                  "history": ["v0"]}}, environ={})

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from llmcloud.providers.server_launch import LATER_FLAGS
+from tests.providers.boot_scripts import boot_script
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "inference_image" / "Dockerfile"
-DIGEST = "@sha256:" + "a" * 64
 #: a model URI with a space and a `$`: it must reach the server as one argument, as written
 ODD_URI = "s3://b/models/my model/$HOME"
 
@@ -37,21 +37,7 @@ print(json.dumps(vars(build_parser().parse_args(sys.argv[1:])), default=str))
 
 
 def _script(cloud: str) -> str:
-    common = dict(model_uri=ODD_URI, model_version="v1", port=9000)
-    if cloud == "aws":
-        from llmcloud.providers.aws.userdata import ServerLaunch, render_user_data
-        return render_user_data(ServerLaunch(
-            image="123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-dev/m" + DIGEST,
-            region="us-east-1", log_group="/llmcloud/dev/server", asg_name="g", **common))
-    if cloud == "gcp":
-        from llmcloud.providers.gcp.startup import ServerLaunch, render_startup_script
-        return render_startup_script(ServerLaunch(
-            image="us-central1-docker.pkg.dev/p/r/server" + DIGEST, project="p",
-            keys_secret="k", **common))
-    from llmcloud.providers.azure.cloud_init import ServerLaunch, render_custom_data
-    return render_custom_data(ServerLaunch(
-        image="llmdev1.azurecr.io/m-server" + DIGEST, identity_client_id="c", region="eastus",
-        **common))
+    return boot_script(cloud, model_uri=ODD_URI, port=9000)
 
 
 def _container_argv(script: str) -> list[str]:
