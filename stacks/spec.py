@@ -309,6 +309,44 @@ class BudgetSpec(_Section):
     )
 
 
+#: an address as every cloud's e-mail notifications accept it: one `@`, a dot in the
+#: domain, no spaces or list separators (a stray comma or semicolon joined two addresses)
+_EMAIL = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,}$")
+
+
+class AlertsSpec(_Section):
+    """Who hears the stack's alerts: the e-mail addresses they are sent to.
+
+    Each cloud mails them when an alarm fires (AWS first mails each one a link to confirm
+    the subscription); with none, the alerts notify nobody."""
+
+    emails: list[str] = Field(
+        default_factory=list,
+        description="addresses the alerts are mailed to (AWS: each confirms by the link it "
+                    "gets first); none: alerts notify nobody")
+
+    @field_validator("emails", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # LLMCLOUD_ALERTS__EMAILS=a@x.io,b@x.io; `pulumi config set --path` stores JSON text
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for email in (e.strip() for e in value):
+            if not _EMAIL.match(email) or len(email) > 254:
+                raise ValueError(f"'{email}' is not an e-mail address (name@example.com)")
+            seen.setdefault(email.lower(), email)  # one notification per mailbox
+        return list(seen.values())
+
+
 #: requests a server's engine lets wait for a batch slot before it answers 429 (the
 #: server's `--max-queue`, which no provider changes); with `server.max_batch_size` running,
 #: the most requests one copy of the model holds, so the most its in-flight gauge reads
@@ -517,6 +555,7 @@ class DeploymentSpec(_Section):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     tags: dict[str, str] = Field(
         default_factory=dict, description="tags/labels added to every cloud resource"
     )
@@ -588,6 +627,17 @@ class DeploymentSpec(_Section):
             "requests a minute one copy of the model serves, e.g. {example} (2 a second)",
             {"target": scaling.target, "shown": f"{scaling.target:g}",
              "example": REQUESTS_TARGET_EXAMPLE})
+
+    @field_validator("alerts")
+    @classmethod
+    def _alerts(cls, value: AlertsSpec, info: ValidationInfo) -> AlertsSpec:
+        # (not ignored: a stack that seemed to page someone would page nobody)
+        if value.emails and info.data.get("provider") == "local":
+            raise PydanticCustomError(
+                "alerts_not_offered",
+                "the local provider has no alerts to mail: unset alerts.emails (the cloud "
+                "providers mail their alarms there)", {})
+        return value
 
     @field_validator("compute")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -14,6 +15,7 @@ from llmcloud.providers.aws.endpoint_config import INSTANCE_METRICS_NAMESPACE, V
 from llmcloud.providers.aws.monitoring import (
     FIVE_XX_PERCENT,
     dashboard_url,
+    email_subscriptions,
     encrypted_logs_and_alarms,
 )
 
@@ -67,6 +69,8 @@ class EndpointMonitoringArgs:
     dashboard_name: str
     invoke_timeout_ms: int
     retention_days: int = 90
+    #: who the alarms are mailed to (`alerts.emails`)
+    alert_emails: Sequence[str] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -87,6 +91,7 @@ class EndpointMonitoring(pulumi.ComponentResource):
             self, name, f"{name}-endpoint", endpoint_log_group(args.endpoint_name),
             args.retention_days, args.tags)
         self.key_arn = key.arn
+        email_subscriptions(self, name, topic, args.alert_emails)
 
         dims = {"EndpointName": args.endpoint_name, "VariantName": VARIANT}
         alarm = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": args.tags}

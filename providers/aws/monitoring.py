@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers.alerts import address_key
 from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.policies import key_policy
 from llmcloud.providers.aws.userdata import IN_FLIGHT_METRIC, METRIC_NAMESPACE
 
 FIVE_XX_PERCENT = 5.0
+#: what each address of `alerts.emails` must do before SNS mails it an alarm
+CONFIRM_NOTE = ("each address gets a mail from AWS Notifications to confirm the subscription: "
+                "until its link is followed, that address gets no alarm")
 
 
 def latency_threshold_seconds(timeout_seconds: int) -> float:
@@ -68,6 +73,8 @@ class MonitoringArgs:
     dashboard_name: str
     timeout_seconds: int = 300
     retention_days: int = 90
+    #: who the alarms are mailed to (`alerts.emails`)
+    alert_emails: Sequence[str] = ()
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -90,6 +97,16 @@ def encrypted_logs_and_alarms(
     return key, log_group, topic
 
 
+def email_subscriptions(parent: pulumi.Resource, name: str, topic: aws.sns.Topic,
+                        emails: Sequence[str]) -> list[aws.sns.TopicSubscription]:
+    """One `email` subscription of the alarm topic per address. SNS mails each address a
+    link to confirm first, and delivers nothing to it until then; the topic's KMS key lets
+    CloudWatch encrypt (`key_policy`'s `cloudwatch` grant), and SNS decrypts as it sends."""
+    return [aws.sns.TopicSubscription(
+        f"{name}-email-{address_key(email)}", topic=topic.arn, protocol="email",
+        endpoint=email, opts=pulumi.ResourceOptions(parent=parent)) for email in emails]
+
+
 class Monitoring(pulumi.ComponentResource):
     """Logs (KMS-encrypted, retained), four alarms to an encrypted SNS topic, a dashboard."""
 
@@ -107,6 +124,7 @@ class Monitoring(pulumi.ComponentResource):
             self, name, f"{name}-server", args.log_group_name, args.retention_days, args.tags)
         self.key_arn = key.arn
         self.topic_arn = topic.arn
+        email_subscriptions(self, name, topic, args.alert_emails)
 
         lb = {"LoadBalancer": args.alb_arn_suffix}
         tg = {"LoadBalancer": args.alb_arn_suffix, "TargetGroup": args.target_group_arn_suffix}

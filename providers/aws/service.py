@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from llmcloud.providers import alerts
 from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import (
@@ -29,7 +30,7 @@ from llmcloud.providers.aws.load_balancer import (
     server_keep_alive_seconds,
 )
 from llmcloud.providers.aws.model_store import ModelStore, ModelStoreArgs
-from llmcloud.providers.aws.monitoring import Monitoring, MonitoringArgs
+from llmcloud.providers.aws.monitoring import CONFIRM_NOTE, Monitoring, MonitoringArgs
 from llmcloud.providers.aws.network import Network, NetworkArgs
 from llmcloud.providers.aws.prices import GPU_INSTANCES, gpu_memory_gb, root_volume_gb
 from llmcloud.providers.aws.provider import DEFAULT_INSTANCE_TYPE
@@ -112,6 +113,8 @@ class AwsService(pulumi.ComponentResource):
         }
         if not first_up:
             self.outputs["image"] = image
+            self.outputs[alerts.OUTPUT] = alerts.recipients_note(spec.alerts.emails,
+                                                                 CONFIRM_NOTE)
         if not spec.image and not first_up:
             # `plan` and `preview`: the whole service, with a placeholder digest (a real
             # update declares only the registry and the store: see first_up)
@@ -145,7 +148,8 @@ class AwsService(pulumi.ComponentResource):
             alb_arn_suffix=balancer.alb.arn_suffix,
             target_group_arn_suffix=balancer.target_group.arn_suffix, asg_name=asg_name,
             log_group_name=naming.log_group_name(stack), dashboard_name=name,
-            timeout_seconds=spec.gateway.timeout_seconds), opts=child)
+            timeout_seconds=spec.gateway.timeout_seconds,
+            alert_emails=spec.alerts.emails), opts=child)
         identity = Identity(f"{name}-identity", IdentityArgs(
             bucket_arn=store.bucket.arn, store_key_arn=store.key_arn,
             repository_arn=registry.repository.arn, log_group_arn=monitoring.log_group.arn,
@@ -204,8 +208,8 @@ class AwsService(pulumi.ComponentResource):
         account, _ = account_and_region(self)
         timeout_ms = invoke_timeout_ms(spec.gateway.timeout_seconds)
         monitoring = EndpointMonitoring(f"{name}-monitoring", EndpointMonitoringArgs(
-            endpoint_name=endpoint_name, dashboard_name=name, invoke_timeout_ms=timeout_ms),
-            opts=child)
+            endpoint_name=endpoint_name, dashboard_name=name, invoke_timeout_ms=timeout_ms,
+            alert_emails=spec.alerts.emails), opts=child)
         repositories: list[pulumi.Input[str]] = [registry.repository.arn]
         external = repository_arn_of(spec.image) if spec.image else None
         if external:

@@ -7,6 +7,7 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import authorization, resources
 
+from llmcloud.providers import alerts
 from llmcloud.providers.azure import apim, naming
 from llmcloud.providers.azure.cloud_init import (
     PROBE_DOWN_SECONDS,
@@ -58,6 +59,9 @@ class AzureService(pulumi.ComponentResource):
         vm_size = spec.compute.instance_type or DEFAULT_VM_SIZE
         model = spec.model.name or "model"
         tags = stack_tags(spec, stack)
+        # the spec's addresses, and those of LLMCLOUD_AZURE_ALERT_EMAILS (read before the spec
+        # had them)
+        emails = alerts.merged(spec.alerts.emails, options.alert_emails)
         sku = apim.choose_sku(spec.tags, options.apim_sku)
         gateway_net = apim.gateway_network(sku, spec.gateway.public)
         layout = subnet_layout(spec.network.vpc_cidr)
@@ -152,14 +156,14 @@ class AzureService(pulumi.ComponentResource):
                 spec, gpus_of(vm_size, spec.compute.gpus)),
             cooldown_seconds=spec.autoscaling.cooldown_seconds, gateway_id=gateway.service.id,
             spot=spec.compute.spot, autoscale_ready=autoscale_ready,
-            notify_emails=options.alert_emails,
+            notify_emails=emails,
             wait_for=[balancer, identity]), opts=child)
         Monitoring(f"{name}-monitoring", MonitoringArgs(
             **in_group, name=name,
             lb_id=balancer.lb.id, vmss_id=pool.vmss.id, apim_id=gateway.service.id,
             apim_name=gateway.service.name, storage_account_id=store.account.id,
             registry_id=registry.registry.id, timeout_seconds=spec.gateway.timeout_seconds,
-            alert_emails=options.alert_emails, apim_sku=sku), opts=child)
+            alert_emails=emails, apim_sku=sku), opts=child)
 
         self.outputs = {
             "endpoint_url": gateway.endpoint_url,
@@ -179,6 +183,7 @@ class AzureService(pulumi.ComponentResource):
             "model_version": spec.model.version,
             "model_history": list(spec.model.history),
             "image": image,
+            alerts.OUTPUT: alerts.recipients_note(emails),
         }
         if not autoscale_ready:
             self.outputs["autoscaling"] = WAITING

@@ -154,8 +154,10 @@ def mock_resource(type_: str, name: str, inputs: dict[str, Any],
         rid = f"projects/{PROJECT}/uptimeCheckConfigs/{check_id}"
         state.update(name=rid, uptimeCheckId=check_id, project=PROJECT)
     elif type_ in ("gcp:monitoring/alertPolicy:AlertPolicy",
-                   "gcp:monitoring/dashboard:Dashboard"):
-        collection = "alertPolicies" if "alert" in type_ else "dashboards"
+                   "gcp:monitoring/dashboard:Dashboard",
+                   "gcp:monitoring/notificationChannel:NotificationChannel"):
+        collection = ("alertPolicies" if "alert" in type_ else
+                      "notificationChannels" if "notification" in type_ else "dashboards")
         rid = f"projects/{PROJECT_NUMBER}/{collection}/{_digits(name)}"
         state.update(name=rid, project=PROJECT)
     elif type_ == "gcp:logging/metric:Metric":

@@ -5,11 +5,13 @@ checks, a dashboard."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.alerts import address_key
 from llmcloud.providers.gcp.naming import LIMITS, fit
 
 FIVE_XX_RATIO = 0.05
@@ -111,19 +113,26 @@ class MonitoringArgs:
     labels: dict[str, str] = field(default_factory=dict)
     #: whether Google's uptime checkers may reach the endpoint (network.allowed_cidrs)
     reachable_from_anywhere: bool = True
+    #: who the alert policies mail (`alerts.emails`): one email channel each
+    alert_emails: Sequence[str] = ()
 
 
 class Monitoring(pulumi.ComponentResource):
-    """Five alert policies, an uptime check, a log-based metric and a dashboard. The
-    policies have no notification channel: attach the team's channels to them."""
+    """Five alert policies, an uptime check, a log-based metric and a dashboard. Every
+    policy notifies an email channel per address of `alerts.emails` (none without)."""
 
     dashboard: gcp.monitoring.Dashboard
     uptime_check: gcp.monitoring.UptimeCheckConfig | None
+    channels: list[gcp.monitoring.NotificationChannel]
 
     def __init__(self, name: str, args: MonitoringArgs,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:gcp:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.channels = [gcp.monitoring.NotificationChannel(
+            f"{name}-email-{address_key(email)}", project=args.project, type="email",
+            display_name=f"{args.name} alerts to {email}", labels={"email_address": email},
+            user_labels=args.labels, opts=child) for email in args.alert_emails]
         unhealthy = gcp.logging.Metric(
             f"{name}-unhealthy", project=args.project,
             name=fit(f"{args.name}-unhealthy-backends", LIMITS["log_metric"]),
@@ -192,6 +201,7 @@ class Monitoring(pulumi.ComponentResource):
             conditions=[{"display_name": title, "condition_prometheus_query_language": {
                 "query": query, "duration": "300s", "evaluation_interval": "60s"}}],
             documentation=documentation, user_labels=args.labels,
+            notification_channels=self._channel_names(),
             alert_strategy={"auto_close": "1800s"}, opts=pulumi.ResourceOptions(parent=self))
 
     def _threshold(self, name: str, title: str, metric_filter: pulumi.Input[str], aligner: str,
@@ -210,5 +220,10 @@ class Monitoring(pulumi.ComponentResource):
                 "aggregations": [{"alignment_period": alignment, "per_series_aligner": aligner,
                                   "cross_series_reducer": reducer}]}}],
             documentation=documentation, user_labels=args.labels,
+            notification_channels=self._channel_names(),
             alert_strategy={"auto_close": "1800s"},
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends or []))
+
+    def _channel_names(self) -> list[pulumi.Output[str]] | None:
+        # (unset, not [], without addresses: a stack deployed before sees no change)
+        return [channel.name for channel in self.channels] or None

@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers import alerts
 from llmcloud.providers.first_up import next_step, registry_only
 from llmcloud.providers.gcp import naming
 from llmcloud.providers.gcp.gateway import Gateway, GatewayArgs
@@ -172,7 +173,8 @@ class GcpService(pulumi.ComponentResource):
             instance_group=naming.resource_name(stack, "gpu"), host=balancer.host,
             validate_ssl=bool(spec.gateway.domain), timeout_seconds=spec.gateway.timeout_seconds,
             in_flight_metric=IN_FLIGHT_METRIC, labels=labels,
-            reachable_from_anywhere="0.0.0.0/0" in spec.network.allowed_cidrs), opts=child)
+            reachable_from_anywhere="0.0.0.0/0" in spec.network.allowed_cidrs,
+            alert_emails=spec.alerts.emails), opts=child)
         if not spec.gateway.domain:
             pulumi.log.warn(SELF_SIGNED_WARNING, resource=self)
 
@@ -189,6 +191,7 @@ class GcpService(pulumi.ComponentResource):
             "model_version": spec.model.version,
             "model_history": list(spec.model.history),
             "image": image,
+            alerts.OUTPUT: alerts.recipients_note(spec.alerts.emails),
         }
         if balancer.certificate_pem is not None:
             self.outputs["endpoint_certificate"] = balancer.certificate_pem
