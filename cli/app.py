@@ -16,6 +16,7 @@ from llmcloud.cli import (
     image_commands,
     init_command,
     keys_commands,
+    logs_command,
     model_commands,
     plan_command,
     stack_commands,
@@ -126,6 +127,7 @@ app.command("up")(stack_commands.up)
 app.command("plan")(plan_command.plan)
 for _name in ("preview", "update", "destroy", "refresh", "status", "outputs"):
     app.command(_name)(getattr(stack_commands, _name))
+app.command("logs")(logs_command.logs)
 app.command("promote")(model_commands.promote)
 app.command("rollback")(model_commands.rollback)
 

@@ -10,10 +10,11 @@ import pytest
 
 COMMANDS = [
     "init", "up", "plan", "preview", "update", "destroy", "refresh", "status", "outputs",
-    "promote", "rollback", "console", "image", "model", "keys",
+    "logs", "promote", "rollback", "console", "image", "model", "keys",
 ]
 SUBCOMMANDS = [
-    ("image", "build"), ("image", "push"), ("model", "upload"),
+    ("image", "build"), ("image", "push"), ("model", "upload"), ("model", "list"),
+    ("model", "delete"),
     ("keys", "create"), ("keys", "list"), ("keys", "revoke"),
 ]
 HEAVY = [
