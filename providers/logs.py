@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from llmcloud.stacks.errors import ConfigError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
 
 #: `--since` units, as `kubectl logs --since` and `journalctl` write them
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SINCE = re.compile(r"(\d+)([smhd])")
+#: the longest `--since`: ten years (far past every log store's retention), so a huge
+#: number is a clear error rather than a date before the calendar's first
+MOST_SINCE = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,27 @@ def parse_since(text: str) -> timedelta:
         raise ConfigError(f"--since {text!r} is not a duration",
                           context="a whole number above 0 and a unit: s, m, h or d",
                           hint="e.g. --since 10m, --since 2h, --since 1d")
-    return timedelta(seconds=int(found[1]) * _UNITS[found[2]])
+    seconds = int(found[1]) * _UNITS[found[2]]
+    if seconds > MOST_SINCE.total_seconds():
+        raise ConfigError(f"--since {text!r} is too far back",
+                          context=f"at most {MOST_SINCE.days}d",
+                          hint=f"e.g. --since {MOST_SINCE.days}d for every line kept")
+    return timedelta(seconds=seconds)
+
+
+@contextmanager
+def reaching(service: str, where: str) -> Iterator[None]:
+    """Turn a failed HTTP connection to `service` (no network, DNS, a timeout) into a
+    DeploymentError naming `where`, instead of an unexpected error."""
+    import requests
+
+    try:
+        yield
+    except requests.RequestException as exc:
+        raise DeploymentError(f"could not reach {service} to read {where}",
+                              context=f"{type(exc).__name__}: {exc}",
+                              hint="check this machine's network access, then run it "
+                                   "again") from None
 
 
 def holds(line: LogLine, grep: str | None) -> bool:

@@ -103,17 +103,28 @@ def list_versions(store_uri: str, name: str, stack: StackModels | None = None
         manifest = store_call(lambda k: read_json(store, k), f"{prefix}{version}/{MANIFEST}",
                               target)
         files = manifest.get("files") if isinstance(manifest, dict) else None
-        complete = isinstance(files, list)
+        size = _total_size(files)
+        complete = size is not None
         found.append({
             "version": version,
             "complete": complete,
             "files": len(files) if complete else None,
-            "size_bytes": sum(int(f.get("size") or 0) for f in files if isinstance(f, dict))
-            if complete else None,
+            "size_bytes": size,
             "uploaded": manifest.get("created") if complete else None,
             "use": stack.need_of(name, version) if stack else None,
         })
     return sorted(found, key=lambda v: (not v["complete"], str(v["uploaded"] or "")))
+
+
+def _total_size(files: Any) -> int | None:
+    """The bytes of a manifest's `files` (each {"path", "size"}); None when it is no such
+    list (a version without a manifest, or one not written by `model upload`)."""
+    if not isinstance(files, list):
+        return None
+    sizes = [f.get("size") or 0 if isinstance(f, dict) else None for f in files]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+        return None
+    return sum(sizes)
 
 
 def delete_version(store_uri: str, name: str, version: str,

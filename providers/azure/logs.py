@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llmcloud.providers.logs import LogLine, holds, iso_time
+from llmcloud.providers.logs import LogLine, holds, iso_time, reaching
 from llmcloud.stacks.errors import CredentialsError
 
 #: the Log Analytics query API per cloud (Microsoft's "Access the Azure Monitor Log
@@ -90,10 +90,11 @@ class LogAnalytics:
         workspace = self.workspace_id()
         if workspace is None:
             return []  # no workspace yet: the first `up` makes only the registry and store
-        response = self.session.post(
-            f"{self.endpoint}/v1/workspaces/{workspace}/query",
-            json={"query": self.query(since, limit, grep)}, timeout=60,
-            headers={"Authorization": f"Bearer {self._token()}"})
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        with reaching("Log Analytics", "the servers' log"):
+            response = self.session.post(
+                f"{self.endpoint}/v1/workspaces/{workspace}/query",
+                json={"query": self.query(since, limit, grep)}, timeout=60, headers=headers)
         if response.status_code in (401, 403):
             raise CredentialsError(f"Log Analytics refused the query (HTTP "
                                    f"{response.status_code})",
@@ -121,8 +122,9 @@ class LogAnalytics:
         from llmcloud.providers.api_answers import raise_for
 
         if self._workspace_id is None:
-            response = self.arm.request("GET", self.workspace_path,
-                                        params={"api-version": WORKSPACE_API})
+            with reaching("Resource Manager", "the stack's workspace"):
+                response = self.arm.request("GET", self.workspace_path,
+                                            params={"api-version": WORKSPACE_API})
             if response.status_code == 404:
                 return None
             if response.status_code in (401, 403):

@@ -55,7 +55,8 @@ def check(session: Any, project: str, region: str, accelerator: str, per_server:
         if isinstance(found, str):
             return f"note: the GPU quota check was skipped: {name} could not be read ({found})"
         limit, usage = found
-        room = limit - max(0.0, usage - held)
+        others = max(0.0, usage - held)  # GPUs not the stack's own: the limit holds them too
+        room = limit - others
         ask = (f"Google Cloud console > IAM & Admin > Quotas, filter {name} "
                f"({where}), in project {project}")
         if room < need:
@@ -65,8 +66,9 @@ def check(session: Any, project: str, region: str, accelerator: str, per_server:
                 f"{accelerator} need {need}",
                 context="the instance group would be created and fail to create its "
                         "servers (QUOTA_EXCEEDED) while up reported success",
-                hint=f"ask for at least {most} ({ask}), wait for the approval, then run "
-                     "llmcloud up again; or set a region or machine type with quota")
+                hint=f"ask for a limit of at least {others + most:g} ({ask}), wait for "
+                     "the approval, then run llmcloud up again; or set a region or machine "
+                     "type with quota")
         if room < most:
             notes.append(f"note: the GCP quota {name} ({where}) has room for {room:g} "
                          f"GPUs: the autoscaler cannot reach the {max_servers} servers "

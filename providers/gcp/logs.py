@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llmcloud.providers.logs import LogLine, holds, iso_time
+from llmcloud.providers.logs import LogLine, holds, iso_time, reaching
 from llmcloud.stacks.errors import CredentialsError
 
 ENTRIES_LIST = "https://logging.googleapis.com/v2/entries:list"
@@ -87,7 +87,8 @@ class CloudLogging:
         from llmcloud.providers.api_answers import message, raise_for
 
         try:
-            response = self.session.post(ENTRIES_LIST, json=body, timeout=30)
+            with reaching("Cloud Logging", "the servers' log entries"):
+                response = self.session.post(ENTRIES_LIST, json=body, timeout=30)
         except RefreshError as exc:  # the session's token refused (expired, revoked)
             raise CredentialsError("Google refused the credentials", context=str(exc),
                                    hint=LOGIN) from None

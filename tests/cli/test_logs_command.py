@@ -88,6 +88,18 @@ def test_a_bad_since_is_a_usage_error(cli, logs: Path, since: str) -> None:
     assert json.loads(result.stdout)["error"] == f"--since {since!r} is not a duration"
 
 
+@pytest.mark.parametrize("since", ["3651d", "999999d", "99999999999999d"])
+def test_a_since_too_far_back_is_a_usage_error(cli, logs: Path, since: str) -> None:
+    # (a date before year 1 or past a C int was an "unexpected error")
+    result = cli("logs", "--since", since, "--json")
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"] == f"--since {since!r} is too far back"
+
+
+def test_ten_years_back_is_every_line(cli, logs: Path) -> None:
+    assert cli("logs", "--since", "3650d").exit_code == 0
+
+
 def test_a_stack_typo_names_the_stacks_there_are(cli, logs: Path) -> None:
     result = cli("logs", "--stack", "dve", "--json")
     assert result.exit_code == 2, result.output

@@ -200,3 +200,19 @@ def test_a_cloud_stack_not_in_the_backend_is_exit_2_and_created_nowhere(cli, aws
         assert json.loads(result.stdout)["error"] == (
             "stack 'prod' does not exist in this project's Pulumi backend")
     assert engine.created == [] and engine.opened == []
+
+
+def test_a_manifest_not_written_by_upload_lists_as_incomplete(cli, tmp_path) -> None:
+    # (a size that is no number was an "unexpected error ... a bug in llmcloud")
+    store = tmp_path / "store"
+    for version, manifest in (("v1", {"files": [{"path": "a", "size": "12x"}]}),
+                              ("v2", {"files": [{"path": "a", "size": None}], "created": "t"}),
+                              ("v3", [1])):
+        (store / "m" / version).mkdir(parents=True)
+        (store / "m" / version / "manifest.json").write_text(json.dumps(manifest))
+    versions = _list(cli, "--from", str(store), "--name", "m")
+    assert not versions["v1"]["complete"] and not versions["v3"]["complete"]
+    assert versions["v2"]["complete"] and versions["v2"]["size_bytes"] == 0
+    result = cli("model", "list", "--from", str(store), "--name", "m")
+    assert result.exit_code == 0, result.output
+    assert "v1" in result.stdout and "incomplete" in result.stdout

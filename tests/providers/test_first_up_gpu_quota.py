@@ -209,3 +209,15 @@ def test_gcp_first_up_warns_of_a_regional_quota_too_small(tmp_path, monkeypatch,
     _gcp_up(tmp_path, monkeypatch, _Compute(regional=0.0, everywhere=8.0))
     err = capsys.readouterr().err
     assert err.startswith("warning: the GCP quota NVIDIA_L4_GPUS (region us-central1)")
+
+
+@pytest.mark.quota_reads
+def test_gcp_asks_for_a_limit_that_holds_the_other_vms_gpus_too():
+    from llmcloud.providers.gcp import gpu_quota
+
+    # 4 L4s held by other VMs of the project: 2 servers need a limit of 6, not 2
+    with pytest.raises(DeploymentError) as raised:
+        gpu_quota.check(_Compute(regional=4.0, everywhere=16.0, usage=4.0), "p", "us-central1",
+                        "nvidia-l4", 1, 1, 2)
+    assert "has room for 0 GPUs (limit 4, in use 4)" in raised.value.message
+    assert raised.value.hint.startswith("ask for a limit of at least 6 (")

@@ -123,3 +123,19 @@ def test_a_refused_token_exits_3(cli, azure, monkeypatch) -> None:
 
 def test_kql_strings() -> None:
     assert kql_string('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+
+
+@pytest.mark.parametrize("down", [WORKSPACE, QUERY], ids=["resource-manager", "log-analytics"])
+def test_no_network_is_a_clear_error(cli, azure, down, monkeypatch) -> None:
+    def unreachable(self, *args, **kwargs):
+        url = args[1] if len(args) > 1 else args[0]
+        if url == down:
+            raise requests.ConnectionError("Name or service not known")
+        return type(self).answers[url]
+    azure.answers[QUERY] = Answer(200, {"tables": [{"columns": COLUMNS, "rows": []}]})
+    monkeypatch.setattr(azure, "request", unreachable)
+    monkeypatch.setattr(azure, "post", unreachable)
+    result = cli("logs", "--stack", "prod")
+    assert result.exit_code == 1, result.output
+    assert "could not reach" in result.stderr
+    assert "unexpected error" not in result.stderr

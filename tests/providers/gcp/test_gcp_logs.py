@@ -115,3 +115,17 @@ def test_the_group_names_its_vms_after_itself() -> None:
     group = one(resources,
                 "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager")
     assert group.inputs["baseInstanceName"] == group.inputs["name"]
+
+
+def test_no_network_is_a_clear_error(cli, google, monkeypatch) -> None:
+    import requests
+
+    session = google()
+
+    def unreachable(url, json, timeout):
+        raise requests.ConnectionError("Name or service not known")
+    monkeypatch.setattr(session, "post", unreachable)
+    result = cli("logs", "--stack", "prod")
+    assert result.exit_code == 1, result.output
+    assert "could not reach Cloud Logging" in result.stderr
+    assert "unexpected error" not in result.stderr
