@@ -69,7 +69,10 @@ def line_time(raw: str) -> datetime | None:
     line's `time` (UTC); None when it has none."""
     found = _TEXT_TIME.match(raw)
     if found:
-        local = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").astimezone()
+        try:
+            local = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").astimezone()
+        except ValueError:  # the shape of a time but none (9999-99-99 ...): the line before's
+            return None
         return local.replace(microsecond=int(found[2]) * 1000).astimezone(timezone.utc)
     if raw.startswith("{"):
         from llmcloud.providers.api_answers import api_time

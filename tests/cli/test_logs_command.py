@@ -130,6 +130,12 @@ def test_follow_prints_each_new_line_once_and_ctrl_c_exits_130(
     assert result.stderr == ""  # Ctrl-C ends a follow quietly
 
 
+def test_a_line_with_the_shape_of_an_impossible_time_takes_the_line_befores() -> None:
+    from llmcloud.providers.local.logs import line_time
+
+    assert line_time("9999-99-99 99:99:99,000 WARNING not a time") is None
+
+
 def test_logs_has_help(cli) -> None:
     result = cli("logs", "--help")
     assert result.exit_code == 0
