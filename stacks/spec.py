@@ -331,9 +331,13 @@ class AlertsSpec(_Section):
         # LLMCLOUD_ALERTS__EMAILS=a@x.io,b@x.io; `pulumi config set --path` stores JSON text
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                loaded = json.loads(value)
             except json.JSONDecodeError:
-                return [part.strip() for part in value.split(",") if part.strip()]
+                loaded = None
+            if isinstance(loaded, list):
+                return loaded
+            # (not a JSON list: "123" is then refused as an address, not as "a valid list")
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("emails")

@@ -63,3 +63,9 @@ def test_init_writes_them_and_reads_them_back(tmp_path: Path, emails: list[str])
     again = resolve_spec(file_values=read_stack_config(path), environ={},
                          defaults_for=provider_defaults)
     assert again.alerts.emails == emails
+
+
+def test_an_environment_value_that_is_json_but_no_list_is_refused_as_an_address() -> None:
+    with pytest.raises(ConfigError) as refused:
+        _spec(environ={"LLMCLOUD_ALERTS__EMAILS": "123"})
+    assert "'123' is not an e-mail address" in refused.value.context
