@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from llmcloud.providers.aws import mocks, naming
@@ -31,7 +31,12 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, DeploymentError, NotSupportedError
+from llmcloud.stacks.errors import (
+    ConfigError,
+    DeploymentError,
+    LlmcloudError,
+    NotSupportedError,
+)
 from llmcloud.stacks.spec import DeploymentSpec
 
 #: alarms each flavour declares (instances: 5xx, latency, unhealthy and no healthy hosts)
@@ -285,6 +290,52 @@ class AwsProvider(CloudProvider):
         client = boto3.client("autoscaling", region_name=region)
         return wait_for_refresh(client, naming.asg_name(ctx.stack), since,
                                 timeout=timeout) is not None
+
+    def status(self, ctx: StackContext) -> dict[str, Any]:
+        """The stack's status, with its servers (the Auto Scaling group, or the SageMaker
+        endpoint) and their recent failures: a group that cannot launch its servers (a
+        quota, no capacity, a bad image) says so only there (`group_status.py`)."""
+        result = super().status(ctx)
+        outputs = result["outputs"]
+        if outputs.get("sagemaker_endpoint"):
+            result["servers"] = self._servers(ctx, "sagemaker",
+                                              str(outputs["sagemaker_endpoint"]))
+        elif outputs.get("endpoint_url"):  # the instances kind's group has no output
+            result["servers"] = self._servers(ctx, "autoscaling", naming.asg_name(ctx.stack))
+        return result
+
+    def _servers(self, ctx: StackContext, service: str, name: str) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from llmcloud.providers.aws import group_status
+
+        what = ("the SageMaker endpoint" if service == "sagemaker"
+                else "the Auto Scaling group")
+        try:
+            self.check_credentials(ctx.environ)
+            client = type(self).status_client(service, ctx.spec.region or DEFAULT_REGION)
+            if service == "sagemaker":
+                return group_status.describe_endpoint(client, name)
+            return group_status.describe_group(client, name, datetime.now(timezone.utc))
+        except ClientError as exc:  # credentials refused, a permission missing, throttled
+            error = exc.response.get("Error", {})
+            reason = f"AWS refused it: {error.get('Code', 'error')}: {error.get('Message', '')}"
+        except BotoCoreError as exc:  # no answer in time, no credentials
+            reason = f"AWS could not be reached: {exc}"
+        except Exception as exc:  # noqa: BLE001 - status shows what it can read
+            reason = (exc.message + (f" ({exc.context})" if exc.context else "")
+                      if isinstance(exc, LlmcloudError) else type(exc).__name__)
+        return {"unread": f"{what} could not be read: {reason.rstrip(': ')}"}
+
+    @staticmethod
+    def status_client(service: str, region: str) -> Any:
+        """boto3's client of ``service`` for `status` (tests replace it with a stubbed
+        one): one try and short timeouts, as the console asks every 10 s."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, region_name=region, config=Config(
+            connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
 
     def endpoint_reports_version(self, ctx: StackContext) -> bool:
         """Whether the endpoint's `GET /v1/models` is the servers' answer, with the version

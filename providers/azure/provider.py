@@ -41,7 +41,7 @@ from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_azure
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
-from llmcloud.stacks.errors import ConfigError, NotSupportedError
+from llmcloud.stacks.errors import ConfigError, LlmcloudError, NotSupportedError
 from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
@@ -97,6 +97,36 @@ class AzureProvider(CloudProvider):
                                 arm.endpoint + str(scale_set), since,
                                 timeout=max(timeout, boot_allowance_s(grace)),
                                 post=lambda address: arm.request("POST", address))
+
+    def status(self, ctx: StackContext) -> dict[str, Any]:
+        """The stack's status, with its scale set's servers and what went wrong lately (a
+        failed provisioning, a faulted rolling upgrade: `group_status.py`)."""
+        result = super().status(ctx)
+        scale_set = result["outputs"].get("scale_set_id")
+        if scale_set:
+            result["servers"] = self._servers(ctx, str(scale_set))
+        return result
+
+    def _servers(self, ctx: StackContext, scale_set: str) -> dict[str, Any]:
+        from llmcloud.providers.azure.group_status import describe
+
+        try:
+            self.check_credentials(ctx.environ)
+            arm = self.status_reader(ctx.environ)
+            return describe(lambda address: arm.request("GET", address), scale_set)
+        except LlmcloudError as exc:  # credentials missing or refused, a read refused
+            reason = exc.message + (f" ({exc.context})" if exc.context else "")
+        except Exception as exc:  # noqa: BLE001 - status shows what it can read
+            reason = f"Resource Manager did not answer ({type(exc).__name__})"
+        return {"unread": f"the scale set could not be read: {reason}"}
+
+    @staticmethod
+    def status_reader(environ: Mapping[str, str]) -> Any:
+        """The Resource Manager session `status` reads the scale set with (`arm.Arm`;
+        tests replace it)."""
+        from llmcloud.providers.azure.arm import Arm
+
+        return Arm(environ)
 
     def read_gpu_quota(self, ctx: StackContext) -> str | None:
         """The subscription's GPU vCPU quotas (`gpu_quota`) against the minimum servers:
