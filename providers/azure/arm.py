@@ -39,12 +39,12 @@ class Arm:
         self._credential = credential
         self._session = requests.Session()
 
-    def request(self, method: str, path: str, **kwargs) -> Any:
+    def request(self, method: str, path: str, timeout: float = 30, **kwargs) -> Any:
         """The response to ``method`` on ``path`` (an address under the endpoint, or a
-        whole URL such as a `nextLink`)."""
+        whole URL such as a `nextLink`), waiting at most ``timeout`` seconds for it."""
         url = path if path.startswith("http") else self.endpoint + path
         headers = {**kwargs.pop("headers", {}), **self._authorization()}
-        return self._session.request(method, url, headers=headers, timeout=30, **kwargs)
+        return self._session.request(method, url, headers=headers, timeout=timeout, **kwargs)
 
     def token(self) -> str:
         """An access token for Resource Manager in the caller's cloud (also the audience of

@@ -113,7 +113,8 @@ class AzureProvider(CloudProvider):
         try:
             self.check_credentials(ctx.environ)
             arm = self.status_reader(ctx.environ)
-            return describe(lambda address: arm.request("GET", address), scale_set)
+            # (the console asks for status every 10 s: a read that hangs must not hold it)
+            return describe(lambda address: arm.request("GET", address, timeout=8), scale_set)
         except LlmcloudError as exc:  # credentials missing or refused, a read refused
             reason = exc.message + (f" ({exc.context})" if exc.context else "")
         except Exception as exc:  # noqa: BLE001 - status shows what it can read
@@ -140,7 +141,8 @@ class AzureProvider(CloudProvider):
             return ("note: the GPU quota check was skipped: the subscription is not known "
                     "(set ARM_SUBSCRIPTION_ID, or az account set --subscription ID)")
         arm = self.quota_reader(ctx.environ)
-        return gpu_quota.check(lambda address: arm.request("GET", address), subscription,
+        return gpu_quota.check(lambda address: arm.request("GET", address, timeout=15),
+                               subscription,
                                spec.region or DEFAULT_REGION, ctx.stack,
                                spec.compute.instance_type or DEFAULT_VM_SIZE,
                                spec.compute.min_replicas, spec.compute.max_replicas,

@@ -48,7 +48,7 @@ class _Arm:
                    family, in_use),
             _usage("lowPriorityCores", "Total Regional Spot vCPUs", spot)]
 
-    def request(self, method: str, address: str) -> _Answer:
+    def request(self, method: str, address: str, timeout: float = 30) -> _Answer:
         assert method == "GET"
         self.asked.append(address)
         if "/usages" in address:

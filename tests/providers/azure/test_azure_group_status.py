@@ -36,8 +36,10 @@ class Arm:
     def __init__(self, answers: dict[str, Answer]):
         self.answers, self.asked = answers, []
 
-    def request(self, method: str, address: str) -> Answer:
+    def request(self, method: str, address: str, timeout: float = 30) -> Answer:
         assert method == "GET"
+        # the console asks for status every 10 s: no read may hold it for Arm's default 30 s
+        assert timeout <= 10
         self.asked.append(address)
         path = address.split("?")[0]
         assert path.startswith(SCALE_SET)
@@ -132,7 +134,7 @@ def test_a_refused_read_leaves_status_standing(azure_status):
 
 def test_a_refused_token_leaves_status_standing(azure_status):
     class Refusing:
-        def request(self, method, address):
+        def request(self, method, address, timeout=30):
             raise CredentialsError("Azure refused a token for Resource Manager",
                                    context="AADSTS7000215: Invalid client secret",
                                    hint="check ARM_CLIENT_ID")
