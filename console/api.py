@@ -3,7 +3,8 @@
 Every route needs a session (cookie + CSRF token on mutations) or `Authorization: Bearer
 <admin key>`. Each answers JSON, or the same document as an HTML fragment for htmx. The
 actions call the provider methods the CLI calls: `status`, `promote`, `rollback`,
-`keys_create`, `keys_list`, `keys_revoke`.
+`keys_create`, `keys_list`, `keys_revoke`; and the model store's versions and the servers'
+logs are read with the code of `llmcloud model list|delete` and `llmcloud logs`.
 """
 
 from __future__ import annotations
@@ -67,12 +68,32 @@ class ModelVersion(_Open):
     manifest: str = Field(description="complete, incomplete: ..., missing, not listed")
     serving: bool
     good: bool
+    complete: bool | None = Field(None, description="whether promote may go to it (None: "
+                                                    "the store could not be listed)")
+    use: str | None = Field(None, description="why the stack needs it: in service, rollback "
+                                              "history, named by the stack file")
+    deletable: bool = Field(False, description="in the store and not needed by the stack")
 
 
 class Models(_Open):
     model: str | None
     serving: str | None
     versions: list[ModelVersion]
+    store: str | None = Field(None, description="where the model's versions are")
+    store_error: str | None = Field(None, description="why the store could not be listed")
+
+
+class LogLine(_Open):
+    time: str
+    server: str
+    message: str
+
+
+class Logs(_Open):
+    where: str = Field(description="where the lines come from")
+    limit: int
+    grep: str | None
+    lines: list[LogLine] = Field(description="oldest first")
 
 
 class RolloutRequest(BaseModel):
@@ -205,10 +226,33 @@ def deployment(request: Request) -> Response:
 
 @router.get("/models", responses=_doc(Models, "The model store's versions"))
 def models(request: Request) -> Response:
-    """The versions in the stack's model store: size, date, manifest status, which serves."""
+    """The versions in the stack's model store (as `llmcloud model list` lists them): size,
+    upload time, manifest status, which serves and why the stack needs each."""
     console = _console(request)
-    return respond(request, console.backend.models(), "fragments/models.html",
+    return respond(request, console.backend.model_versions(), "fragments/models.html",
                    rollout=_rollout_dict(console))
+
+
+@router.delete("/models/{version}", responses={
+    200: {"description": "The version was deleted from the store", "content": _HTML},
+    400: {"description": "The stack needs that version, or the store does not hold it"},
+    409: {"description": "A rollout to that version is running"}})
+def delete_model_version(version: str, request: Request) -> Response:
+    """Delete a version from the model store (`llmcloud model delete`): never the one in
+    service, one rollback may go back to, or the one the stack file names."""
+    from llmcloud.stacks.config import check_flags
+
+    console = _console(request)
+    _call(lambda: check_flags({"model.version": version}))  # a name, never a path
+    rollout = console.rollouts.current()
+    if rollout is not None and rollout.state == "running" and rollout.target == version:
+        raise ApiError(409, f"{rollout.id} is rolling the stack to {version}",
+                       hint="wait for it to end: GET /api/rollouts/current")
+    result = _call(lambda: console.backend.delete_version(version))
+    if wants_fragment(request):
+        return respond(request, console.backend.model_versions(), "fragments/models.html",
+                       rollout=_rollout_dict(console))
+    return JSONResponse({"deleted": True, **result})
 
 
 def _rollout_dict(console) -> dict[str, Any] | None:
@@ -314,6 +358,25 @@ def revoke_key(key_id: str, request: Request) -> Response:
         return respond(request, _keys_document(console), "fragments/keys.html",
                        headers={"HX-Trigger": "keys-changed"})
     return JSONResponse({"id": key_id, "revoked": True, **(result or {})})
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+@router.get("/logs", responses=_doc(Logs, "The newest lines of the servers' logs"))
+def logs(request: Request,
+         limit: int = Query(200, ge=1, le=1000, description="the newest lines to show"),
+         grep: str | None = Query(None, max_length=200,
+                                  description="only lines holding this text (case-sensitive)"),
+         since: str = Query("1h", max_length=16, description="how far back: 30s, 10m, 2h, 1d"),
+         ) -> Response:
+    """The servers' newest log lines (every server or replica), as `llmcloud logs` reads
+    them; a plain route, so a slow cloud read waits in a worker thread, not the event loop."""
+    from llmcloud.providers.logs import parse_since
+
+    console = _console(request)
+    window = _call(lambda: parse_since(since))
+    document = _call(lambda: console.backend.log_lines(window, limit, grep or None))
+    return respond(request, {**document, "since": since}, "fragments/logs.html")
 
 
 # -- metrics -------------------------------------------------------------------------------

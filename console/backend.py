@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -61,6 +62,7 @@ class StackBackend:
         self._plan_lock = threading.Lock()
         self._status_cache: tuple[float, dict[str, Any], str | None] | None = None
         self._status_lock = threading.Lock()
+        self._store_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -140,19 +142,93 @@ class StackBackend:
         return {"model": self.ctx.spec.model.name, "serving": serving,
                 "versions": _unique(versions), "store": None, "error": self._last_error}
 
+    def model_versions(self) -> dict[str, Any]:
+        """The Models page's document: `models()` with the versions the model store holds,
+        as `llmcloud model list` lists them (size, upload time, complete or not, why the
+        stack needs each); a store that cannot be listed is said in `store_error`."""
+        from llmcloud.console.versions import unlisted, with_store
+        from llmcloud.providers.model_upload import model_uri
+
+        document = self.models()
+        try:
+            stack, listed = self._store_listing()
+        except Exception as exc:  # noqa: BLE001 - shown on the page, as a status failure is
+            message = exc.message if isinstance(exc, LlmcloudError) else unexpected_error(exc)
+            if not isinstance(exc, LlmcloudError):
+                log.warning("listing the model store of '%s' failed", self.stack,
+                            exc_info=True)
+            return {**document, "versions": unlisted(document), "store_error": message}
+        return {**document, "versions": with_store(document, stack, listed),
+                "store": model_uri(stack.store_uri, stack.name), "store_error": None}
+
+    def delete_version(self, version: str) -> dict[str, Any]:
+        """Delete `version` from the store, as `llmcloud model delete --yes` does: refused
+        (ConfigError) when the stack needs it, read afresh here, not from the page's cache."""
+        from llmcloud.providers.model_versions import delete_version, refuse_needed, stack_models
+
+        stack = stack_models(self.provider, self.ctx)
+        refuse_needed(stack, stack.name, version)
+        try:
+            return delete_version(stack.store_uri, stack.name, version, stack)
+        finally:
+            self._store_cache = None
+
+    #: seconds the store's listing is reused, by provider: on a cloud each listing runs the
+    #: Pulumi CLI (the store's address) and reads every version's manifest, and the Models
+    #: page polls every 3 seconds; a local store is a folder
+    store_ttl = {"local": 0.0}
+    _store_cache: tuple[float, Any] | None = None
+
+    def _store_listing(self):
+        from llmcloud.providers.model_versions import list_versions, stack_models
+
+        with self._store_lock:
+            cached = self._store_cache
+            ttl = self.store_ttl.get(self.provider_name, 15.0)
+            if cached is None or time.monotonic() - cached[0] >= ttl:
+                stack = stack_models(self.provider, self.ctx)
+                cached = self._store_cache = (
+                    time.monotonic(), (stack, list_versions(stack.store_uri, stack.name, stack)))
+            return cached[1]
+
+    # -- logs -------------------------------------------------------------------------------
+
+    #: seconds the log reader (the stack's outputs: where its logs are) is reused
+    reader_ttl = 300.0
+    _reader_cache: tuple[float, Any] | None = None
+
+    def log_lines(self, since: timedelta, limit: int, grep: str | None) -> dict[str, Any]:
+        """The newest `limit` lines of the servers' logs written in the last `since` that
+        hold `grep` (case-sensitive), oldest first: `llmcloud logs`' reader."""
+        reader = self._log_reader()
+        lines = reader.read(datetime.now(timezone.utc) - since, limit, grep)
+        return {"where": reader.where, "limit": limit, "grep": grep,
+                "lines": [line.to_dict() for line in lines]}
+
+    def _log_reader(self):
+        from llmcloud.providers.logs import log_reader
+
+        cached = self._reader_cache
+        if cached is None or time.monotonic() - cached[0] >= self.reader_ttl:
+            outputs = {} if self.provider_name == "local" \
+                else self.provider.outputs(self.ctx)["outputs"]
+            cached = self._reader_cache = (time.monotonic(),
+                                           log_reader(self.provider, self.ctx, outputs))
+        return cached[1]
+
     def promote(self, version: str) -> dict[str, Any]:
         """Roll the service to `version` (the provider's `promote`, as `llmcloud promote`)."""
         try:
             return self.provider.promote(self.ctx, version)
         finally:
-            self._status_cache = None
+            self._status_cache = self._store_cache = None
 
     def rollback(self) -> dict[str, Any]:
         """Back to the last good version (the provider's `rollback`)."""
         try:
             return self.provider.rollback(self.ctx)
         finally:
-            self._status_cache = None
+            self._status_cache = self._store_cache = None
 
     # -- keys -------------------------------------------------------------------------------
 

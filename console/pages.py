@@ -1,4 +1,4 @@
-"""The console's pages: login, Deployment, Models, API keys, Metrics; each a server-rendered
+"""The console's pages: login, Deployment, Models, API keys, Metrics, Logs; each a server-rendered
 shell whose live parts htmx loads from the JSON API (`api.py`)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llmcloud.inference_image.api_keys import hash_api_key
 router = APIRouter(include_in_schema=False)
 
 PAGES = (("/", "Deployment"), ("/models", "Models"), ("/keys", "API keys"),
-         ("/metrics", "Metrics"))
+         ("/metrics", "Metrics"), ("/logs", "Logs"))
 
 
 def _session(request: Request) -> Session | None:
@@ -67,6 +67,11 @@ def keys_page(request: Request) -> Response:
 @router.get("/metrics")
 def metrics_page(request: Request) -> Response:
     return _page(request, "metrics.html", "Metrics")
+
+
+@router.get("/logs")
+def logs_page(request: Request) -> Response:
+    return _page(request, "logs.html", "Logs")
 
 
 @router.get("/models/confirm")
