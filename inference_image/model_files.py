@@ -49,12 +49,31 @@ def unloadable_reason(folder: Path) -> str | None:
     if found is None:
         return (f"{folder} holds no weights the server can load: it needs {_NEEDED} beside "
                 f"{CONFIG_NAME}{_what_is_there(folder)}")
+    weights = [found]
     if found.name.endswith(".index.json"):
         missing = _missing_shards(found)
         if missing:
             return (f"{found} names weight shards that are not in {folder}: "
                     f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        weights = [found.parent / name for name in _shards(found)]
+    pointers = [path.name for path in weights if _is_lfs_pointer(path)]
+    if pointers:
+        return (f"{folder} holds Git LFS pointer files, not the weights: "
+                f"{', '.join(pointers[:3])}{' ...' if len(pointers) > 3 else ''} (fetch "
+                "them with git lfs pull, or a checkout with LFS)")
     return None
+
+
+#: how a Git LFS pointer file begins (a checkout without LFS leaves one in each file's place)
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def _is_lfs_pointer(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_LFS_POINTER)) == _LFS_POINTER
+    except OSError:
+        return False
 
 
 def _what_is_there(folder: Path) -> str:
@@ -72,14 +91,17 @@ def _what_is_there(folder: Path) -> str:
 def _missing_shards(index: Path) -> list[str]:
     """The shards a sharded checkpoint's index names that are not beside it (an index
     that cannot be read is left to transformers, which says why)."""
+    return [name for name in _shards(index) if not (index.parent / name).is_file()]
+
+
+def _shards(index: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index names (none when it cannot be read)."""
     try:
         weight_map = json.loads(index.read_text()).get("weight_map")
     except (OSError, ValueError, AttributeError):
         return []
-    if not isinstance(weight_map, dict):
-        return []
-    shards = sorted({str(name) for name in weight_map.values()})
-    return [name for name in shards if not (index.parent / name).is_file()]
+    return sorted({str(name) for name in weight_map.values()}) \
+        if isinstance(weight_map, dict) else []
 
 
 #: what a PEFT adapter folder holds, as peft's ``save_pretrained`` writes it
