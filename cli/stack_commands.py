@@ -36,13 +36,30 @@ def run_operation(
     if confirm is not None and not yes:
         prov.supports(operation)
         _confirm(confirm.format(stack=stack, provider=prov.name), stack, operation)
-    with progress:
+    with _stack_file_held(prov, ctx, operation), progress:
         result = getattr(prov, operation)(ctx)
     document = {"provider": prov.name, "stack": stack, "operation": operation, **result}
     if progress.errors:
         document["diagnostics"] = progress.errors
     out.result(document)
     return document
+
+
+#: what writes a cloud stack's file (`catch_up`, `--image`, flags) around its update: one at a
+#: time per stack file with promote and rollback (see `stacks.stack_file_lock`); the local
+#: provider's controller keeps its own operations apart
+_WRITES_THE_STACK_FILE = frozenset({"up", "update", "destroy", "refresh"})
+
+
+def _stack_file_held(prov, ctx, operation: str):
+    """llmcloud's lock on the cloud stack's file while `operation` runs, or nothing."""
+    import contextlib
+
+    from llmcloud.stacks import stack_file_lock
+
+    if operation not in _WRITES_THE_STACK_FILE or prov.name == "local":
+        return contextlib.nullcontext()
+    return stack_file_lock.hold(ctx.project_dir, ctx.stack, operation, ctx.environ)
 
 
 #: what acts on a stack already deployed: on a cloud, from its stack file's folder only

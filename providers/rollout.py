@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llmcloud.providers.deployed_model import catch_up, deployed_model
+from llmcloud.stacks import stack_file_lock
 from llmcloud.stacks.errors import (
     ConfigError,
     DeploymentError,
@@ -140,27 +141,29 @@ def promote(provider: Any, ctx: Any, version: str, *,
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
     provider.supports("promote")
     _refuse_version_from_environment(ctx)
-    engine = provider._engine(ctx, "promote")
-    outputs = engine.outputs()
-    return _promote(provider, ctx, engine, outputs, version, None, timeout)
+    with stack_file_lock.hold(ctx.project_dir, ctx.stack, "promote", ctx.environ):
+        engine = provider._engine(ctx, "promote")
+        outputs = engine.outputs()
+        return _promote(provider, ctx, engine, outputs, version, None, timeout)
 
 
 def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
     """Return to the last version served before the current one."""
     provider.supports("rollback")
     _refuse_version_from_environment(ctx)
-    engine = provider._engine(ctx, "rollback")
-    outputs = engine.outputs()
-    deployed = deployed_model(outputs)
-    history = deployed[1] if deployed else list(ctx.spec.model.history)
-    if not history:
-        raise ConfigError(
-            f"stack '{ctx.stack}' has no earlier model version to go back to",
-            context="its model_history output is empty" if deployed
-            else "llmcloud:model.history is empty",
-            hint="llmcloud promote --model-version VERSION",
-        )
-    result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout)
+    with stack_file_lock.hold(ctx.project_dir, ctx.stack, "rollback", ctx.environ):
+        engine = provider._engine(ctx, "rollback")
+        outputs = engine.outputs()
+        deployed = deployed_model(outputs)
+        history = deployed[1] if deployed else list(ctx.spec.model.history)
+        if not history:
+            raise ConfigError(
+                f"stack '{ctx.stack}' has no earlier model version to go back to",
+                context="its model_history output is empty" if deployed
+                else "llmcloud:model.history is empty",
+                hint="llmcloud promote --model-version VERSION",
+            )
+        result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout)
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
 
@@ -218,6 +221,9 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             reason = "interrupted"
         else:  # the cloud's SDK, watching the rollout (access denied, a dropped connection)
             reason = f"{type(failure).__name__}: {failure}"
+        _refuse_to_undo_another(engine, ctx, version, reason,
+                                {(previous, tuple(old_history)), (version, tuple(new_history))},
+                                failure)
         _record(engine, previous, old_history)
         _restore(provider, ctx, engine, version, previous, reason, timeout)
         error = DeploymentError(
@@ -236,6 +242,39 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         "image": outputs.get("image"),
         "endpoint": outputs.get("endpoint_url"),
     }
+
+
+def _refuse_to_undo_another(engine: Any, ctx: Any, version: str, reason: str,
+                            ours: set[tuple[str, tuple[str, ...]]],
+                            failure: BaseException) -> None:
+    """Before putting the previous version back: raise, restoring nothing, when the stack's
+    outputs show a model state neither before nor after this promotion, which another
+    operator's promote or rollback deployed while this one's rollout was watched (outside
+    Pulumi's lock, which holds for one update only): the restore would undo theirs. The
+    stack file is brought up to what the stack serves. (A stack deployed before the history
+    was exported is judged by its `model_version` alone.)"""
+    try:
+        now = engine.outputs()
+    except Exception:  # (the engine's error, translated or not) cannot tell: restore
+        return
+    deployed = deployed_model(now)
+    served = now.get("model_version")
+    if deployed is not None:
+        if (deployed[0], tuple(deployed[1])) in ours:
+            return
+        _record(engine, deployed[0], deployed[1])
+    elif served is None or str(served) in {mine for mine, _ in ours}:
+        return
+    error = DeploymentError(
+        f"promoting {version} failed, and stack '{ctx.stack}' serves {served} now, "
+        "deployed by another operation meanwhile: not rolled back",
+        context=reason,
+        hint=f"llmcloud status --stack {ctx.stack}; promote or roll back once that "
+             "operation has ended, if it should not serve " + str(served),
+    )
+    if isinstance(failure, (KeyboardInterrupt, InterruptedOperation)):
+        error.exit_code = _interrupted_code(failure)
+    raise error from None
 
 
 def _unchanged(version: str, outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -207,6 +207,22 @@ def _around(line: str, sign: str) -> str:
     return ("..." if start else "") + line[start:start + 400]
 
 
+#: a bucket or file backend's lock, as the pulumi CLI names it: "<backend>/.pulumi/locks/
+#: organization/<project>/<stack>/<id>.json: created by root@ip-10-0-42-235 (pid 478) at
+#: 2024-05-16T20:31:35Z"
+_LOCK_HOLDER = re.compile(r"created by (\S+) \(pid (\d+)\) at (\S+)")
+
+
+def _lock_holder(text: str) -> str:
+    """"; taken by USER@HOST (pid N) at TIME" from a bucket or file backend's refusal (the
+    Pulumi Cloud's 409 names no holder); "" when it names none."""
+    found = _LOCK_HOLDER.search(text)
+    if not found:
+        return ""
+    who, pid, when = found.groups()
+    return f"; taken by {who} (pid {pid}) at {when}"
+
+
 def translate_command_error(exc: Exception, stack: str,
                             cloud_login: str | None = None) -> LlmcloudError:
     """Turn an Automation API error into one a user can act on. `cloud_login`: the command
@@ -219,7 +235,7 @@ def translate_command_error(exc: Exception, stack: str,
     if isinstance(exc, auto.ConcurrentUpdateError):
         return DeploymentError(
             f"another update of stack '{stack}' is in progress",
-            context="Pulumi holds a lock on the stack while an update runs",
+            context="Pulumi holds a lock on the stack while an update runs" + _lock_holder(text),
             hint=f"wait for it, or if it died: pulumi cancel --stack {stack} --yes",
         )
     if any("error" in line and "pending operation" in line for line in text.lower().splitlines()):
