@@ -56,9 +56,14 @@ def unloadable_reason(folder: Path) -> str | None:
             return (f"{found} names weight shards that are not in {folder}: "
                     f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         weights = [found.parent / name for name in _shards(found)]
+    # the weights first; then the other files transformers reads at the top level (a
+    # `tokenizer.model` or large `tokenizer.json` is in LFS too, and fails every server
+    # just the same)
     pointers = [path.name for path in weights if _is_lfs_pointer(path)]
+    pointers += sorted(path.name for path in _top_files(folder)
+                       if path.name not in pointers and _is_lfs_pointer(path))
     if pointers:
-        return (f"{folder} holds Git LFS pointer files, not the weights: "
+        return (f"{folder} holds Git LFS pointer files, not the files themselves: "
                 f"{', '.join(pointers[:3])}{' ...' if len(pointers) > 3 else ''} (fetch "
                 "them with git lfs pull, or a checkout with LFS)")
     return None
@@ -68,12 +73,27 @@ def unloadable_reason(folder: Path) -> str | None:
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
+#: the largest pointer file (Git LFS's spec: "less than 1024 bytes"): larger files are
+#: not read
+_LFS_POINTER_MOST = 1024
+
+
 def _is_lfs_pointer(path: Path) -> bool:
     try:
+        if path.stat().st_size >= _LFS_POINTER_MOST:
+            return False
         with open(path, "rb") as file:
             return file.read(len(_LFS_POINTER)) == _LFS_POINTER
     except OSError:
         return False
+
+
+def _top_files(folder: Path) -> list[Path]:
+    """The files at `folder`'s top level (none when it cannot be listed)."""
+    try:
+        return [path for path in folder.iterdir() if path.is_file()]
+    except OSError:
+        return []
 
 
 def _what_is_there(folder: Path) -> str:

@@ -71,14 +71,19 @@ def line_time(raw: str) -> datetime | None:
     if found:
         try:
             local = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").astimezone()
-        except ValueError:  # the shape of a time but none (9999-99-99 ...): the line before's
+            return local.replace(microsecond=int(found[2]) * 1000).astimezone(timezone.utc)
+        # the shape of a time but none (9999-99-99 ...), or one that is no time in UTC
+        # (9999-12-31 23:59 west of Greenwich): the line before's
+        except (ValueError, OverflowError):
             return None
-        return local.replace(microsecond=int(found[2]) * 1000).astimezone(timezone.utc)
     if raw.startswith("{"):
         from llmcloud.providers.api_answers import api_time
 
         try:
-            return api_time(str(json.loads(raw).get("time", "")))
-        except (ValueError, AttributeError):
+            when = api_time(str(json.loads(raw).get("time", "")))
+            # in UTC here: a time with a zone that has none in UTC (year 9999 at -05:00)
+            # failed when the line was printed
+            return when.astimezone(timezone.utc) if when is not None else None
+        except (ValueError, AttributeError, OverflowError):
             return None
     return None

@@ -136,6 +136,35 @@ def test_a_line_with_the_shape_of_an_impossible_time_takes_the_line_befores() ->
     assert line_time("9999-99-99 99:99:99,000 WARNING not a time") is None
 
 
+@pytest.mark.parametrize("raw", ['{"time": "9999-12-31T23:59:59-05:00", "message": "x"}',
+                                 '{"time": "0001-01-01T00:00:00+01:00"}'])
+def test_a_json_line_whose_time_is_none_in_utc_takes_the_line_befores(
+        cli, logs: Path, raw: str) -> None:
+    # (its zone put it past year 9999 or before year 1 in UTC: printing it overflowed)
+    (logs / "replica-2.log").write_text(f"{_stamp(timedelta(minutes=1))} INFO before\n{raw}\n")
+    result = cli("logs", "--json")
+    assert result.exit_code == 0, result.output
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert printed[-1]["message"] == raw and printed[-1]["server"] == "replica-2"
+    assert printed[-1]["time"] == printed[-2]["time"]  # the line before's
+
+
+def test_a_text_line_whose_local_time_is_none_in_utc_takes_the_line_befores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from llmcloud.providers.local.logs import line_time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # west of Greenwich: 9999-12-31 is 10000
+    time.tzset()
+    try:
+        assert line_time("9999-12-31 23:00:00,000 INFO late") is None
+        assert line_time("2024-05-01 12:00:00,000 INFO fine").hour == 16
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_logs_has_help(cli) -> None:
     result = cli("logs", "--help")
     assert result.exit_code == 0

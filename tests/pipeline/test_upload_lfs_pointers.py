@@ -38,9 +38,24 @@ def test_lfs_pointers_in_place_of_the_weights_are_refused(cli, tmp_path, files) 
                  "--to", str(store), "--json")
     assert result.exit_code == 2, result.output
     error = json.loads(result.stdout)["error"]
-    assert "Git LFS pointer files, not the weights" in error and "git lfs pull" in error
+    assert "Git LFS pointer files, not the files themselves" in error and "git lfs pull" in error
     assert not store.exists()
 
 
 def test_real_weights_pass(tmp_path) -> None:
     assert unloadable_reason(_folder(tmp_path / "m", {"model.safetensors": b"\0" * 64})) is None
+
+
+def test_a_tokenizer_left_as_a_pointer_is_refused(tmp_path) -> None:
+    # (HF's .gitattributes puts `*.model` in LFS: the weights fetched, the sentencepiece
+    # tokenizer left as a pointer, every server failed to load its tokenizer)
+    model = _folder(tmp_path / "m", {"model.safetensors": b"\0" * 64,
+                                     "tokenizer.model": POINTER})
+    reason = unloadable_reason(model)
+    assert reason is not None and "tokenizer.model" in reason and "git lfs pull" in reason
+
+
+def test_a_large_file_that_begins_like_a_pointer_is_not_one(tmp_path) -> None:
+    # (a pointer is under 1024 bytes, by Git LFS's spec: a real file is never taken for one)
+    model = _folder(tmp_path / "m", {"model.safetensors": POINTER + b"\0" * 2048})
+    assert unloadable_reason(model) is None
