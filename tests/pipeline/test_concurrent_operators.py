@@ -219,3 +219,15 @@ def test_an_up_from_the_folder_of_a_running_promote_waits_its_turn(monkeypatch, 
     assert "hint: wait for it to end, then run the command again" in result.stderr
     # and once it has ended, the up runs
     assert cli("up", "--provider", "aws", "--stack", "prod").exit_code == 0
+
+
+def test_without_a_writable_home_the_operation_runs_without_the_lock(tmp_path, capsys):
+    from llmcloud.stacks import stack_file_lock
+
+    home = tmp_path / "home"
+    home.write_text("a file where the folder should be")  # nothing can be made under it
+    ran = []
+    with stack_file_lock.hold(tmp_path, "prod", "promote", {"LLMCLOUD_HOME": str(home)}):
+        ran.append(True)
+    assert ran == [True]
+    assert "running without llmcloud's lock on stack 'prod'" in capsys.readouterr().err
