@@ -77,6 +77,16 @@ def server_arguments(
     return args + list(engine_flags)
 
 
+def leave_seconds(check_interval_seconds: int, unhealthy_threshold: int,
+                  check_timeout_seconds: int) -> int:
+    """How long a server its balancer did not drain leaves it (readiness 503, new requests
+    still served) before it drains, given the balancer's health check: the failed checks
+    that mark it down (threshold x interval), one more interval for a check that ran just
+    before the leave began, or a prober out of step with the others, and the check's
+    timeout for the last failure, which a loaded server may answer late."""
+    return (check_interval_seconds * (unhealthy_threshold + 1)) + check_timeout_seconds
+
+
 def known_flags_filter(later_flags: Sequence[str] = LATER_FLAGS) -> str:
     """A POSIX sh program (one line: boot scripts and `docker inspect` show it whole) that
     runs `llmcloud-server "$@"` without each of ``later_flags`` (and its value) that the

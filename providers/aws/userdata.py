@@ -15,6 +15,7 @@ from llmcloud.providers.server_launch import (
     STOP_MARGIN_SECONDS,
     ServerSettings,
     in_flight_awk,
+    leave_seconds,
 )
 
 #: the CloudWatch namespace and metric the in-flight autoscaling signal lives in
@@ -27,9 +28,12 @@ CONTAINER = "llmcloud-server"
 #: with these): the ALB stops routing to a server after this many failed checks this far apart
 BALANCER_CHECK_INTERVAL_SECONDS = 15
 BALANCER_UNHEALTHY_THRESHOLD = 3
+BALANCER_CHECK_TIMEOUT_SECONDS = 5
 #: how long a server the ALB did not drain leaves it (readiness 503, new requests still
-#: served: see `llmcloud-server --leave-seconds`) before it drains
-LEAVE_SECONDS = BALANCER_CHECK_INTERVAL_SECONDS * BALANCER_UNHEALTHY_THRESHOLD
+#: served: see `llmcloud-server --leave-seconds`) before it drains: the checks that mark it
+#: down, and the slack of one more check (see `leave_seconds`)
+LEAVE_SECONDS = leave_seconds(BALANCER_CHECK_INTERVAL_SECONDS, BALANCER_UNHEALTHY_THRESHOLD,
+                              BALANCER_CHECK_TIMEOUT_SECONDS)
 #: a spot interruption notice comes this long before EC2 stops or terminates the instance;
 #: AWS advises looking for it every 5 seconds
 SPOT_NOTICE_SECONDS = 120

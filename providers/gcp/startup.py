@@ -10,7 +10,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from llmcloud.providers.server_launch import STOP_MARGIN_SECONDS, ServerSettings, in_flight_awk
+from llmcloud.providers.server_launch import (
+    STOP_MARGIN_SECONDS,
+    ServerSettings,
+    in_flight_awk,
+    leave_seconds,
+)
 
 #: the custom metric the in-flight autoscaling signal lives in (one series per instance)
 IN_FLIGHT_METRIC = "custom.googleapis.com/llmcloud/in_flight_requests"
@@ -25,9 +30,12 @@ _METADATA = "http://metadata.google.internal/computeMetadata/v1"
 #: with these): it stops routing to a server after this many failed checks this far apart
 BALANCER_CHECK_INTERVAL_SECONDS = 5
 BALANCER_UNHEALTHY_THRESHOLD = 2
+BALANCER_CHECK_TIMEOUT_SECONDS = 5
 #: how long a server the balancer did not drain leaves it (readiness 503, new requests still
-#: served: see `llmcloud-server --leave-seconds`) before it drains
-LEAVE_SECONDS = BALANCER_CHECK_INTERVAL_SECONDS * BALANCER_UNHEALTHY_THRESHOLD
+#: served: see `llmcloud-server --leave-seconds`) before it drains: the checks that mark it
+#: down, and the slack of one more check (see `leave_seconds`)
+LEAVE_SECONDS = leave_seconds(BALANCER_CHECK_INTERVAL_SECONDS, BALANCER_UNHEALTHY_THRESHOLD,
+                              BALANCER_CHECK_TIMEOUT_SECONDS)
 #: what a VM has from the shutdown signal to its end: a preempted Spot VM, a standard VM
 #: stopped for host maintenance (the time from ACPI soft off to mechanical off)
 PREEMPTION_NOTICE_SECONDS = 30
@@ -36,6 +44,9 @@ MAINTENANCE_NOTICE_SECONDS = 120
 #: this value this long before host maintenance stops the VM (and only for a VM that asked
 #: since the last event), so a watcher makes the server leave before the shutdown begins
 MAINTENANCE_EVENT = "TERMINATE_ON_HOST_MAINTENANCE"
+#: the key's value with no maintenance coming: after a notice, the maintenance was
+#: rescheduled or cancelled, and the VM that would have stopped goes on
+NO_MAINTENANCE = "NONE"
 MAINTENANCE_EVENT_NOTICE_SECONDS = 60
 #: the watcher's hanging GET returns on a change, or after this long with the value as is
 MAINTENANCE_WAIT_SECONDS = 300
@@ -45,6 +56,12 @@ METADATA_BACKOFF_MAX_SECONDS = 8
 #: when the watcher made the server leave (epoch seconds): the shutdown script then waits
 #: only what is left of that leave; the startup script removes it at every boot
 LEFT_AT_FILE = "/var/lib/llmcloud/left-at"
+#: the shutdown script's mark that the VM is stopping (the watcher then brings no server
+#: back), and the lock that orders it with the watcher's leave and return
+STOPPING_FILE = "/var/lib/llmcloud/stopping"
+LEAVE_LOCK = "/var/lib/llmcloud/leave.lock"
+#: the longest the shutdown script waits for the watcher's leave or return to finish
+LOCK_WAIT_SECONDS = 2
 #: what the shutdown script may need before it gets to the server (metadata look-ups)
 SCRIPT_SLACK_SECONDS = 5
 #: The Ops Agent ships the server's log: Docker's json-file log of the container, each line
@@ -104,7 +121,7 @@ def render_startup_script(launch: ServerLaunch) -> str:
         'retry docker pull "$IMAGE"',
         *_ops_agent(),
         f"docker rm -f {CONTAINER} >/dev/null 2>&1 || true",
-        f"rm -f {LEFT_AT_FILE}",
+        f"rm -f {LEFT_AT_FILE} {STOPPING_FILE}",
         f"docker run -d --name {CONTAINER} --restart unless-stopped --gpus all "
         f"--stop-timeout {launch.drain_timeout_seconds + STOP_MARGIN_SECONDS} "
         f"-p {launch.port}:{launch.port} -e LLMCLOUD_PORT={launch.port} "
@@ -129,15 +146,20 @@ def render_shutdown_script(drain_timeout_seconds: int) -> str:
     routes to the server until its health checks fail, so the server leaves first (SIGUSR1:
     readiness 503 while it still serves) for as long as they take, then gets what is left
     of the VM's notice to stop (a Spot VM's 30 s cut the requests still running). Where the
-    maintenance watcher made it leave already, it waits only what is left of that leave."""
+    maintenance watcher made it leave already, it waits only what is left of that leave.
+    It marks the VM stopping first, so that the watcher brings no server back from then."""
     normal = drain_timeout_seconds + STOP_MARGIN_SECONDS
     preempted = PREEMPTION_NOTICE_SECONDS - SCRIPT_SLACK_SECONDS - LEAVE_SECONDS
     maintenance = min(normal,
                       MAINTENANCE_NOTICE_SECONDS - SCRIPT_SLACK_SECONDS - LEAVE_SECONDS)
+    folder = LEFT_AT_FILE.rsplit("/", 1)[0]
     return f"""#!/bin/bash
 md() {{ curl -sf -m 2 -H 'Metadata-Flavor: Google' "{_METADATA}/instance/$1"; }}
+mkdir -p {folder}
+{{ flock -w {LOCK_WAIT_SECONDS} 9; touch {STOPPING_FILE}
+  LEFT=$(cat {LEFT_AT_FILE} 2>/dev/null); }} 9>> {LEAVE_LOCK}
 leave_then_stop() {{
-  if LEFT=$(cat {LEFT_AT_FILE} 2>/dev/null) && [[ $LEFT =~ ^[0-9]+$ ]]; then
+  if [[ $LEFT =~ ^[0-9]+$ ]]; then
     WAIT=$(( LEFT + {LEAVE_SECONDS} - $(date +%s) ))
     [ "$WAIT" -le 0 ] || sleep "$WAIT"
   else
@@ -254,23 +276,43 @@ def _maintenance_watcher() -> list[str]:
     # marking what it has seen; doubling pauses while the server fails, as on a 503 during
     # maintenance), then makes the server leave so the balancer stops routing to it before
     # the VM goes. The server drains after its leave and exits; `--restart no` keeps Docker
-    # from starting it again (loaded, ready, back in the balancer) as the VM stops.
+    # from starting it again (loaded, ready, back in the balancer) as the VM stops. Google
+    # may reschedule or cancel the maintenance: the key turns back to NONE with the VM still
+    # up, and the watcher brings the server back (unless the VM is stopping after all),
+    # rather than leave one server fewer until autohealing recreates the VM.
+    c = CONTAINER
     script = f"""#!/bin/bash
 URL='{_METADATA}/instance/maintenance-event'
 HEADERS=$(mktemp)
 trap 'rm -f "$HEADERS"' EXIT
 ETAG=0 BACKOFF=1 MAX={METADATA_BACKOFF_MAX_SECONDS}
+leave() {{
+  [ ! -e {LEFT_AT_FILE} ] || return 0  # left already (a restart of this watcher)
+  if docker kill --signal USR1 {c} >/dev/null; then
+    date +%s > {LEFT_AT_FILE}
+    docker update --restart no {c} >/dev/null
+  fi
+}}
+come_back() {{
+  [ -e {LEFT_AT_FILE} ] || return 0
+  echo 'llmcloud: the host maintenance is off: starting the server again' >&2
+  # a server still in its leave or drain exits, and Docker starts it again
+  docker update --restart unless-stopped {c} >/dev/null && docker start {c} >/dev/null \\
+    && rm -f {LEFT_AT_FILE}
+}}
+# one at a time with the shutdown script, and nothing once the VM is stopping
+locked() {{
+  mkdir -p {LEFT_AT_FILE.rsplit('/', 1)[0]}
+  {{ flock 9 && [ ! -e {STOPPING_FILE} ] && "$@"; }} 9>> {LEAVE_LOCK}
+}}
 while :; do
   if EVENT=$(curl -sf -m {MAINTENANCE_WAIT_SECONDS + 10} -D "$HEADERS" \\
       -H 'Metadata-Flavor: Google' \\
       "$URL?wait_for_change=true&timeout_sec={MAINTENANCE_WAIT_SECONDS}&last_etag=$ETAG"); then
-    if [ "$EVENT" = {MAINTENANCE_EVENT} ]; then
-      if docker kill --signal USR1 {CONTAINER} >/dev/null; then
-        mkdir -p {LEFT_AT_FILE.rsplit('/', 1)[0]} && date +%s > {LEFT_AT_FILE}
-        docker update --restart no {CONTAINER} >/dev/null
-      fi
-      exit 0
-    fi
+    case $EVENT in
+      {MAINTENANCE_EVENT}) locked leave ;;
+      {NO_MAINTENANCE}) locked come_back ;;
+    esac
     # without an etag the next wait would return at once: pause as on a failure
     NEXT=$(sed -n 's/^etag: *\\([0-9A-Za-z]*\\).*/\\1/Ip' "$HEADERS")
     if [ -n "$NEXT" ]; then ETAG=$NEXT BACKOFF=1; continue; fi
@@ -290,7 +332,7 @@ done
         "After=docker.service",
         "[Service]",
         "ExecStart=/usr/local/bin/llmcloud-maintenance",
-        # done once it has left (a restart would see the notice again and leave again)
+        # it watches for as long as the VM runs (left-at keeps a restart from leaving twice)
         "Restart=on-failure",
         "RestartSec=5",
         "[Install]",

@@ -1,7 +1,8 @@
 """The leave a server takes before it drains, where its balancer did not drain it (a GCP
 preemption or host maintenance, an AWS spot interruption), lasts as long as the balancer's
-declared health check takes to stop routing to it, and fits the cloud's notice with the
-stop after it: read from the stacks declared under Pulumi's mocks."""
+declared health check takes to stop routing to it, with the slack of one more check (its
+interval and timeout: a check that ran just before the leave began), and fits the cloud's
+notice with the stop after it: read from the stacks declared under Pulumi's mocks."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ def _server_leave(boot: str) -> int:
     return int(re.search(r"--leave-seconds (\d+)", boot).group(1))
 
 
+def _down_with_slack(interval: int, threshold: int, timeout: int) -> int:
+    """The failed checks that mark a server down, and one more check."""
+    return interval * threshold + interval + timeout
+
+
 def _gcp_health_check(resources) -> dict:
     [check] = [r for r in of_type(resources, "gcp:compute/healthCheck:HealthCheck")
                if r.inputs["name"].endswith("-ready")]
@@ -32,7 +38,8 @@ def _gcp_health_check(resources) -> dict:
 def test_gcp_leave_lasts_as_long_as_the_balancer_checks_take(spot):
     resources, _ = declared_for("gcp", compute={"spot": spot, "max_replicas": 3})
     check = _gcp_health_check(resources)
-    down = check["checkIntervalSec"] * check["unhealthyThreshold"]
+    down = _down_with_slack(check["checkIntervalSec"], check["unhealthyThreshold"],
+                            check["timeoutSec"])
     templates = of_type(resources, "gcp:compute/instanceTemplate:InstanceTemplate")
     assert len(templates) == (2 if spot else 1)
     for template in templates:
@@ -49,12 +56,14 @@ def test_gcp_leave_lasts_as_long_as_the_balancer_checks_take(spot):
                                 r"leave_then_stop (\d+)", shutdown)
         assert down + int(preempted.group(1)) + 5 <= GCP_PREEMPTION_S
         assert down + int(maintenance.group(1)) + 5 <= GCP_STOP_S
+        # and still some seconds to end the streams cleanly before the VM goes
+        assert int(preempted.group(1)) >= 5
 
 
 def test_aws_spot_leave_lasts_as_long_as_the_alb_checks_take():
     resources, _ = declared_for("aws", compute={"spot": True, "max_replicas": 3})
     check = one(resources, "aws:lb/targetGroup:TargetGroup").inputs["healthCheck"]
-    down = check["interval"] * check["unhealthyThreshold"]
+    down = _down_with_slack(check["interval"], check["unhealthyThreshold"], check["timeout"])
     boot = boot_script("aws", resources)
     watcher = boot.split("cat > /usr/local/bin/llmcloud-spot <<'SCRIPT'\n", 1)[1].split(
         "\nSCRIPT\n", 1)[0]

@@ -36,7 +36,7 @@ def _stops(run) -> list[list[str]]:
 
 
 @pytest.mark.parametrize(("preempted", "maintenance", "stop"), [
-    ("TRUE", "NONE", "15"),  # 30 s in all: 10 s to leave, 15 to stop, 5 for the script
+    ("TRUE", "NONE", "5"),  # 30 s in all: 20 s to leave, 5 to stop, 5 for the script
     ("FALSE", "TERMINATE_ON_HOST_MAINTENANCE", "60"),  # the whole drain (45 s) and a margin
 ])
 def test_gcp_shutdown_leaves_the_balancer_on_a_preemption_or_maintenance(
@@ -44,9 +44,10 @@ def test_gcp_shutdown_leaves_the_balancer_on_a_preemption_or_maintenance(
     run = run_script(render_shutdown_script(45), tmp_path,
                      {"curl": _gcp_metadata(preempted, maintenance)})
     assert run.rc == 0, run.out
-    # the balancer's check: every 5 s, down after 2 failures
+    # the balancer's check: every 5 s, down after 2 failures, and one more check (its 5 s
+    # apart and 5 s timeout)
     assert _stops(run) == [["docker", "kill", "--signal", "USR1", "llmcloud-server"],
-                           ["sleep", "10"],
+                           ["sleep", "20"],
                            ["docker", "stop", "-t", stop, "llmcloud-server"]]
 
 
@@ -62,7 +63,7 @@ def test_gcp_shutdown_of_a_deleted_server_drains_at_once(tmp_path, curl):
 def test_the_gcp_server_leaves_as_long_as_the_shutdown_script_waits(tmp_path):
     run = run_script(_gcp(), tmp_path)
     [docker_run] = run.called("docker", "run")
-    assert _after(docker_run, "--leave-seconds") == "10"
+    assert _after(docker_run, "--leave-seconds") == "20"
 
 
 SPOT_NOTICE = """case "$*" in
@@ -82,11 +83,12 @@ def test_aws_spot_interruption_leaves_the_alb_then_stops_within_the_notice(tmp_p
     run = run_script(script, tmp_path, {"curl": SPOT_NOTICE, "sleep": TEN_ROUNDS})
     assert run.rc == 0, run.out  # done: systemd does not start it again
     assert len(run.called("curl", "-sf", "-m", "2", "-K", "-")) == 3
-    # the ALB's check: every 15 s, down after 3 failures; then what is left of the two
-    # minutes (5 s to see the notice, 45 to leave, 10 for the instance's own shutdown)
+    # the ALB's check: every 15 s, down after 3 failures, and one more check (15 s apart,
+    # 5 s timeout); then what is left of the two minutes (5 s to see the notice, 65 to
+    # leave, 10 for the instance's own shutdown)
     assert _stops(run)[-3:] == [["docker", "kill", "--signal", "USR1", "llmcloud-server"],
-                                ["sleep", "45"],
-                                ["docker", "stop", "-t", "60", "llmcloud-server"]]
+                                ["sleep", "65"],
+                                ["docker", "stop", "-t", "40", "llmcloud-server"]]
     assert not [c for c in run.calls if "imds-token" in " ".join(c[1:])]  # not in ps
 
 
@@ -101,6 +103,6 @@ def test_the_aws_server_leaves_as_long_as_the_spot_watcher_waits(tmp_path):
     run = run_script(_aws(), tmp_path)
     assert run.rc == 0, run.out
     [docker_run] = run.called("docker", "run")
-    assert _after(docker_run, "--leave-seconds") == "45"
+    assert _after(docker_run, "--leave-seconds") == "65"
     assert run.called("systemctl", "enable", "--now", "llmcloud-spot.service")
     assert "FAILED" not in run.verify, run.verify
