@@ -58,6 +58,10 @@ def plan(
     if fit.get("verdict") == "close":
         out.info(f"warning: the model is close to the GPU memory of {fit['instance_type']}: "
                  f"{fit['message']}\nhint: {_fit_hint(fit)}")
+    if prov.name != "local" and not ctx.spec.alerts.emails:
+        from llmcloud.providers.alerts import NOBODY
+
+        out.info(f"note: {NOBODY}")
     failed = [check for check in document["checks"] if not check["passed"]]
     budget_state = document.get("budget") or {}
     if budget_state.get("exceeded"):
