@@ -58,6 +58,22 @@ def model_name_from_source(source: str) -> str:
     return name or "model"
 
 
+def _text_list(value: object) -> object:
+    """A list given as text (a JSON list, as `pulumi config set --path` stores one, or items
+    separated by commas, as an LLMCLOUD_* variable gives them) as a list; anything else as
+    it is. Text that is JSON but no list ("123") is one item, refused for what it is rather
+    than as "not a valid list"."""
+    if not isinstance(value, str):
+        return value
+    try:
+        loaded = json.loads(value)
+    except json.JSONDecodeError:
+        loaded = None
+    if isinstance(loaded, list):
+        return loaded
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def _as_text(value: object) -> object:
     """A whole number as its text (a version such as 7), anything else as it is; a date or
     a fraction is refused with the fix: YAML read `version: 2024-06-01` as a date and
@@ -118,11 +134,7 @@ class ModelSpec(_Section):
     @classmethod
     def _history_text(cls, value: object) -> object:
         # `pulumi config set --path` stores a list given on the command line as JSON text
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                return [part.strip() for part in value.split(",") if part.strip()]
+        value = _text_list(value)
         return [_as_text(v) for v in value] if isinstance(value, list) else value
 
     @field_validator("history")
@@ -329,16 +341,7 @@ class AlertsSpec(_Section):
     @classmethod
     def _split(cls, value: object) -> object:
         # LLMCLOUD_ALERTS__EMAILS=a@x.io,b@x.io; `pulumi config set --path` stores JSON text
-        if isinstance(value, str):
-            try:
-                loaded = json.loads(value)
-            except json.JSONDecodeError:
-                loaded = None
-            if isinstance(loaded, list):
-                return loaded
-            # (not a JSON list: "123" is then refused as an address, not as "a valid list")
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _text_list(value)
 
     @field_validator("emails")
     @classmethod
