@@ -63,8 +63,7 @@ def _load(stack: str, provider: str | None) -> tuple[Any, Any]:
 def _reader(prov: Any, ctx: Any) -> Any:
     from llmcloud.providers.logs import log_reader
 
-    outputs = {} if prov.name == "local" else prov.outputs(ctx)["outputs"]
-    return log_reader(prov, ctx, outputs)
+    return log_reader(prov, ctx)
 
 
 def _follow(reader: Any, printed: list, start: Any, grep: str | None, json: bool,

@@ -210,10 +210,8 @@ class StackBackend:
 
         cached = self._reader_cache
         if cached is None or time.monotonic() - cached[0] >= self.reader_ttl:
-            outputs = {} if self.provider_name == "local" \
-                else self.provider.outputs(self.ctx)["outputs"]
             cached = self._reader_cache = (time.monotonic(),
-                                           log_reader(self.provider, self.ctx, outputs))
+                                           log_reader(self.provider, self.ctx))
         return cached[1]
 
     def promote(self, version: str) -> dict[str, Any]:

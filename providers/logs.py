@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -141,13 +141,14 @@ class Unseen:
         return fresh
 
 
-def log_reader(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> LogReader:
-    """The reader of the servers' logs of the stack `ctx` on `provider`, from its
-    `outputs` (where the logs are)."""
+def log_reader(provider: Any, ctx: Any) -> LogReader:
+    """The reader of the servers' logs of the stack `ctx` on `provider`; a cloud stack's
+    outputs say where its logs are (one read of them here)."""
     if provider.name == "local":
         from llmcloud.providers.local.logs import LocalLogs
 
         return LocalLogs.of(ctx)
+    outputs = provider.outputs(ctx)["outputs"]
     if provider.name == "aws":
         from llmcloud.providers.aws.logs import CloudWatchLogs
 
