@@ -165,15 +165,12 @@ class GcpProvider(CloudProvider):
         AWS's and Azure's `up` fail when it cannot make any. A group that cannot be read
         is a note, never a failure: the update itself succeeded."""
         from llmcloud.providers.gcp.group_creation import watch_creation
-        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url
 
         group = outputs.get("instance_group")
         if not group:  # a first `up` (registry and store only) makes no servers
             return
         try:
-            session, project = self._google(ctx)
-            url = group_url(project, ctx.spec.region or DEFAULT_REGION, str(group),
-                            ctx.environ.get(ENDPOINT_OVERRIDE))
+            session, url = self._group(ctx, str(group))
             note = watch_creation(session, url, since, minimum=ctx.spec.compute.min_replicas,
                                   stack=ctx.stack, tell=_tell)
         except DeploymentError:
@@ -196,12 +193,9 @@ class GcpProvider(CloudProvider):
 
     def _servers(self, ctx: StackContext, group: str) -> dict[str, Any]:
         from llmcloud.providers.gcp.group_creation import describe
-        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url
 
         try:
-            session, project = self._google(ctx)
-            url = group_url(project, ctx.spec.region or DEFAULT_REGION, group,
-                            ctx.environ.get(ENDPOINT_OVERRIDE))
+            session, url = self._group(ctx, group)
             return describe(session, url, datetime.now(timezone.utc))
         except Exception as exc:  # noqa: BLE001 - status shows what it can read
             reason = exc.message if isinstance(exc, LlmcloudError) else type(exc).__name__
@@ -266,15 +260,22 @@ class GcpProvider(CloudProvider):
     def wait_for_rollout(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
                          timeout: float) -> bool:
         """The regional instance group's update, watched to its end (`group_wait.py`)."""
-        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url, wait_for_group
+        from llmcloud.providers.gcp.group_wait import wait_for_group
 
         group = outputs.get("instance_group")
         if not group:  # a first `up` (registry and store only) has no servers to roll
             return False
-        session, project = self._google(ctx)
-        url = group_url(project, ctx.spec.region or DEFAULT_REGION, str(group),
-                        ctx.environ.get(ENDPOINT_OVERRIDE))
+        session, url = self._group(ctx, str(group))
         return wait_for_group(session, url, since, timeout=timeout)
+
+    def _group(self, ctx: StackContext, group: str) -> tuple[Any, str]:
+        """An authorized session and the Compute Engine address of the stack's instance
+        group `group` (the `instance_group` output)."""
+        from llmcloud.providers.gcp.group_wait import ENDPOINT_OVERRIDE, group_url
+
+        session, project = self._google(ctx)
+        return session, group_url(project, ctx.spec.region or DEFAULT_REGION, group,
+                                  ctx.environ.get(ENDPOINT_OVERRIDE))
 
     def keys_create(self, ctx: StackContext, name: str, admin: bool = False) -> dict[str, Any]:
         """A key whose hash joins the stack's keys secret (`api_keys.py`), shown once."""
