@@ -102,7 +102,8 @@ class GcpService(pulumi.ComponentResource):
             name=name, location=region, kms_key=options.kms_key,
             force_destroy=options.force_destroy), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
-            repository_id=naming.repository_id(stack, model), location=region), opts=child)
+            repository_id=naming.repository_id(stack, model), location=region,
+            in_service_image=spec.image), opts=child)
         if registry_only(spec):
             self.outputs = {
                 "bucket": store.bucket.name,
