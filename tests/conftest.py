@@ -49,6 +49,18 @@ def _no_quota_reads_before_up(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(autouse=True)
+def _no_registry_tags_before_up(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` on AWS tags the image in service in the stack's ECR repository
+    (`keep_image_in_service`): with a fake stack's credentials that would be a real request
+    to the cloud. The tests of that step ask for it with `@pytest.mark.registry_tags`."""
+    if request.node.get_closest_marker("registry_tags") is None:
+        from llmcloud.providers.aws.provider import AwsProvider
+
+        monkeypatch.setattr(AwsProvider, "keep_image_in_service", lambda self, ctx: None)
+
+
+@pytest.fixture(autouse=True)
 def _event_loop_for_pulumi() -> None:
     """Pulumi's test runtime awaits on the thread's current event loop, and a test that ran
     `asyncio.run()` leaves none behind."""

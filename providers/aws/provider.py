@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -139,6 +140,36 @@ class AwsProvider(CloudProvider):
                 hint="unset gateway.domain; the endpoint is the stack's execute-api URL")
 
 
+    def before_up(self, ctx: StackContext) -> None:
+        """The checks of every cloud, then the image the update deploys tagged as in
+        service (`keep_image_in_service`)."""
+        super().before_up(ctx)
+        self.keep_image_in_service(ctx)
+
+    def keep_image_in_service(self, ctx: StackContext) -> None:
+        """Tag the spec's image, when it lies in the stack's own repository, with its
+        serving tag, which the repository's lifecycle policy never expires (`serving_tag.py`,
+        `registry.py`); both kinds of servers pull it from there. A tag that cannot be put is
+        a note, never a refusal: the image is then kept as before, among the newest."""
+        from llmcloud.providers.aws import serving_tag
+
+        image = serving_tag.ecr_image(ctx.spec.image)
+        own = naming.repository_name(ctx.stack, ctx.spec.model.name or "model")
+        if image is None or image.repository != own:
+            return
+        note = serving_tag.tag_in_service(type(self).registry_client(image.region), image)
+        if note:
+            print(note, file=sys.stderr)
+
+    @staticmethod
+    def registry_client(region: str) -> Any:
+        """boto3's ECR client (tests replace it with a stubbed one): few retries and short
+        timeouts, so a tag that cannot be put never holds `up` long."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("ecr", region_name=region, config=Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
 
     def read_gpu_quota(self, ctx: StackContext) -> str | None:
         """The account's On-Demand GPU vCPU quota (`gpu_quota`) against the minimum

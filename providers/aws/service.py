@@ -89,7 +89,8 @@ class AwsService(pulumi.ComponentResource):
 
         store = ModelStore(f"{name}-store", ModelStoreArgs(), opts=child)
         registry = Registry(f"{name}-registry", RegistryArgs(
-            repository_name=naming.repository_name(stack, model)), opts=child)
+            repository_name=naming.repository_name(stack, model), in_service_image=spec.image),
+            opts=child)
         if spec.image:
             image: pulumi.Output[str] = pulumi.Output.from_input(spec.image)
         else:

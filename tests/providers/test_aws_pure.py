@@ -220,9 +220,9 @@ def test_key_policy_lets_logs_use_the_key_only_for_this_account():
     assert "123456789012" in str(logs["Condition"])
 
 
-def test_registry_lifecycle_expires_untagged_then_old_images():
+def test_registry_lifecycle_keeps_served_images_then_expires_untagged_then_old_images():
     rules = lifecycle_policy(14, 50)["rules"]
-    assert [r["selection"]["tagStatus"] for r in rules] == ["untagged", "any"]
+    assert [r["selection"]["tagStatus"] for r in rules] == ["tagged", "untagged", "any"]
 
 
 def test_source_ip_policy():
