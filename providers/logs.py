@@ -163,4 +163,4 @@ def log_reader(provider: Any, ctx: Any) -> LogReader:
         return LogAnalytics.of(ctx, outputs)
     raise NotSupportedError(
         f"`llmcloud logs` does not read {provider.name}'s logs yet",
-        hint="see the README's Logs section for where they are and how to read them")
+        hint="see docs/commands.md (Logs) for where they are and how to read them")

@@ -50,7 +50,7 @@ ACCESS_LOG_FORMAT = json.dumps({
 #: or INFO), no bodies: API Gateway writes them to a log group it makes itself,
 #: `API-Gateway-Execution-Logs_{rest-api-id}/{stage}`, which the program cannot declare
 #: without failing (ResourceAlreadyExistsException) on stacks where it exists already, so
-#: it has no retention of the stack's (README: how to give it one). The access log above
+#: it has no retention of the stack's (docs/aws.md: how to give it one). The access log above
 #: records each request's errors too (gateway, integration, authorizer), in a group that has
 #: the stack's retention and key.
 EXECUTION_LOGGING_LEVEL = "ERROR"

@@ -46,7 +46,7 @@ from llmcloud.stacks.spec import DeploymentSpec
 
 DEFAULT_REGION = "eastus"
 _LOCATION_NAME = re.compile(r"[a-z][a-z0-9]{2,40}")
-#: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (README: sizes)
+#: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (docs/azure.md: the size)
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
 ALERT_COUNT = 4

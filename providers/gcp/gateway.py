@@ -4,7 +4,7 @@ protection) and the API key hashes the servers check every request against.
 
 GCP's API Gateway cannot route to an instance group, and Apigee adds a per-hour environment
 charge and a proxy hop; the key check lives in the model server itself (hashed keys,
-constant-time comparison, 401), the same on every provider. See the GCP section of the README.
+constant-time comparison, 401), the same on every provider. See docs/gcp.md.
 """
 
 from __future__ import annotations

@@ -28,13 +28,17 @@ from llmcloud.stacks.plan import declare
 from tests.providers.declared import spec_for
 from tests.stacks.fakes import FakeStack
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+#: the README and the reference pages in docs/ it links to, by path: the walkthroughs a
+#: first deployment follows live in both
+PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
+         for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
 
 QUICK_START = "### Quick start"
 SHIPPING = "## Shipping a model version: image, model, promote"
-T5 = "#### The example: T5 translating English to French"
-GCP = "### Plan, up, destroy\n\n```bash\nllmcloud plan --provider gcp"
-AZURE = "### Plan, up, destroy\n\n```bash\nllmcloud plan --provider azure"
+T5 = "### The example: T5 translating English to French"
+GCP = "## Plan, up, destroy\n\n```bash\nllmcloud plan --provider gcp"
+AZURE = "## Plan, up, destroy\n\n```bash\nllmcloud plan --provider azure"
 #: the walkthroughs a first deployment follows, each on one cloud
 FIRST_DEPLOYS = {"aws-sagemaker": T5, "gcp": GCP, "azure": AZURE, "shipping": SHIPPING}
 #: the model folders the walkthroughs upload, made in the test's folder (`model upload`
@@ -43,10 +47,14 @@ FOLDERS = ("qwen", "t5", "model", "FOLDER")
 
 
 def _section(heading: str) -> str:
-    """The README from `heading` to the next heading of the same or a higher level (a `#`
-    line inside a fenced block is a comment, not a heading)."""
+    """The page that holds `heading` (the README or one in docs/), from it to the next
+    heading of the same or a higher level (a `#` line inside a fenced block is a comment,
+    not a heading)."""
     level = len(heading) - len(heading.lstrip("#"))
-    lines = README[README.index(heading):].splitlines(keepends=True)
+    starts = re.compile(rf"^{re.escape(heading)}", re.M)
+    (text, start), = [(text, found.start()) for text in PAGES.values()
+                      if (found := starts.search(text))]
+    lines = text[start:].splitlines(keepends=True)
     fenced = False
     for number, line in enumerate(lines[1:], start=1):
         fenced ^= line.startswith("```")
