@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
+from llmcloud.console.stack_file import StackFile, StackFileError
 from llmcloud.inference_image.api_keys import hash_api_key
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.deployed_model import deployed_model
@@ -56,9 +57,11 @@ class StackBackend:
     key_hint = "the token `llmcloud console` printed on its terminal when it started"
 
     def __init__(self, provider: Provider, ctx: StackContext):
-        self.provider, self.ctx = provider, ctx
+        self.provider = provider
+        self._stack_file = StackFile(provider.name, ctx)
+        self._spec = ctx.spec
         self.access_token = "llmc-console-" + secrets.token_urlsafe(24)
-        self._plan: dict[str, Any] | None = None
+        self._plan: tuple[Any, dict[str, Any]] | None = None  # (the spec, its plan)
         self._plan_lock = threading.Lock()
         self._status_cache: tuple[float, dict[str, Any], str | None] | None = None
         self._status_lock = threading.Lock()
@@ -67,8 +70,20 @@ class StackBackend:
     # -- identity ---------------------------------------------------------------------------
 
     @property
+    def ctx(self) -> StackContext:
+        """The stack's context, its spec as the stack file says now (read again when it
+        changed since the last request); `StackFileError` while the file cannot be served.
+        What was read with the old spec (status, the store's listing, the plan) is read
+        again."""
+        ctx = self._stack_file.context()
+        if ctx.spec is not self._spec:
+            self._spec = ctx.spec
+            self._status_cache = self._store_cache = self._reader_cache = None
+        return ctx
+
+    @property
     def stack(self) -> str:
-        return self.ctx.stack
+        return self._stack_file.stack
 
     @property
     def provider_name(self) -> str:
@@ -91,14 +106,15 @@ class StackBackend:
     def deployment(self) -> dict[str, Any]:
         """Provider, endpoint, health, model version; for clouds the plan's resources by layer,
         its security checks and the hourly cost at min and max."""
+        spec = self.ctx.spec
         status = self._status()
         document: dict[str, Any] = {
             "provider": self.provider_name, "stack": self.stack,
             "endpoint": (status or {}).get("endpoint"),
-            "model": self.ctx.spec.model.name,
-            "model_version": (status or {}).get("model_version", self.ctx.spec.model.version),
+            "model": spec.model.name,
+            "model_version": (status or {}).get("model_version", spec.model.version),
             "health": "unknown", "replicas": [], "ready_replicas": None,
-            "desired_replicas": self.ctx.spec.compute.min_replicas,
+            "desired_replicas": spec.compute.min_replicas,
             "outputs": (status or {}).get("outputs", {}),
             "error": self._last_error,
         }
@@ -106,16 +122,18 @@ class StackBackend:
         return document
 
     def plan_summary(self) -> dict[str, Any]:
-        """The offline plan's resources grouped by layer, checks and cost (computed once)."""
+        """The offline plan's resources grouped by layer, checks and cost (computed once a
+        spec)."""
         from llmcloud.stacks.plan import run_plan
 
+        spec = self.ctx.spec
         with self._plan_lock:
-            if self._plan is None:
+            if self._plan is None or self._plan[0] is not spec:
                 try:
-                    self._plan = run_plan(self.ctx.spec, self.stack)
+                    self._plan = (spec, run_plan(spec, self.stack))
                 except LlmcloudError as exc:
                     return {"layers": [], "checks": [], "cost": None, "plan_error": str(exc)}
-        plan = self._plan
+        plan = self._plan[1]
         layers: dict[str, list[dict[str, str]]] = {}
         for resource in plan["resources"]:
             layers.setdefault(resource["layer"], []).append(
@@ -132,14 +150,15 @@ class StackBackend:
         in service. Clouds list what the stack records: the version in service and the good
         versions before it, by the stack's outputs (the stack file, and this console's copy
         of it, fall behind a promote made here or elsewhere)."""
+        spec = self.ctx.spec
         status = self._status()
-        serving = status.get("model_version", self.ctx.spec.model.version)
+        serving = status.get("model_version", spec.model.version)
         deployed = deployed_model(status.get("outputs") or {})
-        history = deployed[1] if deployed else list(self.ctx.spec.model.history)
+        history = deployed[1] if deployed else list(spec.model.history)
         versions = [{"version": v, "size_bytes": None, "created": None, "files": None,
                      "manifest": "not listed", "serving": v == serving,
                      "good": v in history} for v in [*history, serving] if v]
-        return {"model": self.ctx.spec.model.name, "serving": serving,
+        return {"model": spec.model.name, "serving": serving,
                 "versions": _unique(versions), "store": None, "error": self._last_error}
 
     def model_versions(self) -> dict[str, Any]:
@@ -152,6 +171,8 @@ class StackBackend:
         document = self.models()
         try:
             stack, listed = self._store_listing()
+        except StackFileError:
+            raise  # answered 409, as every other part of the console answers it
         except Exception as exc:  # noqa: BLE001 - shown on the page, as a status failure is
             message = exc.message if isinstance(exc, LlmcloudError) else unexpected_error(exc)
             if not isinstance(exc, LlmcloudError):
@@ -270,9 +291,12 @@ class StackBackend:
             return status
 
     def _call(self, operation):
-        """Run a read-only provider call; a failure is shown on the page, not raised."""
+        """Run a read-only provider call; a failure is shown on the page, not raised (but
+        for the stack file's, answered 409 as everywhere)."""
         try:
             result = operation()
+        except StackFileError:
+            raise
         except LlmcloudError as exc:
             self._last_error = str(exc)
             return None
