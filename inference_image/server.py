@@ -82,6 +82,9 @@ def run(argv: list[str] | None = None) -> None:
     from .log_format import configure as configure_logging
 
     configure_logging(args.log_level, args.log_format, os.environ)
+    from .unread_variables import warn_unread_variables
+
+    warn_unread_variables(os.environ, log)
 
     def fail(message: str):
         """Stop with status 1 and ``message``: in JSON, as the last record, so that a log

@@ -15,6 +15,22 @@ REASONING_PARSERS = {"auto": "auto", "think": "think", "none": "none",
 #: requests allowed to wait for a batch slot before the server answers 429
 DEFAULT_MAX_QUEUE = 256
 
+#: every ``LLMCLOUD_*`` variable the server reads: ``build_parser``'s, and where bucket and
+#: hub models are downloaded (``model_source``). Others in its environment are said at start
+#: (``unread_variables``); a test keeps this list and the code's reads the same.
+VARIABLES = frozenset({
+    "LLMCLOUD_MODEL", "LLMCLOUD_MODEL_VERSION", "LLMCLOUD_MODEL_NAME", "LLMCLOUD_TASK",
+    "LLMCLOUD_LORA_MODULES", "LLMCLOUD_MAX_LORAS", "LLMCLOUD_PORT",
+    "LLMCLOUD_DATA_PARALLEL_SIZE", "LLMCLOUD_DTYPE", "LLMCLOUD_MAX_BATCH_SIZE",
+    "LLMCLOUD_MAX_MODEL_LEN", "LLMCLOUD_SCHEDULING_POLICY", "LLMCLOUD_MAX_BATCH_TOKENS",
+    "LLMCLOUD_RESERVE_NEW_TOKENS", "LLMCLOUD_MAX_PREFILL_TOKENS", "LLMCLOUD_PREFIX_CACHING",
+    "LLMCLOUD_PREFIX_CACHE_SHARE", "LLMCLOUD_DRAIN_TIMEOUT_SECONDS", "LLMCLOUD_LEAVE_SECONDS",
+    "LLMCLOUD_KEEP_ALIVE_TIMEOUT_SECONDS", "LLMCLOUD_ALLOWED_ORIGINS",
+    "LLMCLOUD_MAX_BODY_BYTES", "LLMCLOUD_STRIP_PATH_PREFIX", "LLMCLOUD_REASONING_PARSER",
+    "LLMCLOUD_TRUST_REMOTE_CODE", "LLMCLOUD_CHAT_TEMPLATE", "LLMCLOUD_GENERATION_CONFIG",
+    "LLMCLOUD_OVERRIDE_GENERATION_CONFIG", "LLMCLOUD_LOG_FORMAT", "LLMCLOUD_MODEL_CACHE",
+})
+
 
 def server_version() -> str:
     """The llmcloud release this server is installed from (`unknown` outside a package)."""
