@@ -11,6 +11,13 @@ from llmcloud.cli import options as o
 from llmcloud.cli.output import Output
 from llmcloud.cli.stack_commands import require_stack_file
 
+Bake = Annotated[
+    int,
+    typer.Option("--bake", min=0, metavar="SECONDS",
+                 help="after the rollout, watch the stack's alerts for SECONDS: one that "
+                      "begins to fire puts the previous version back (0: no bake)"),
+]
+
 
 def promote(
     model_version: Annotated[
@@ -18,10 +25,12 @@ def promote(
     ],
     provider: o.Provider = None,
     stack: o.Stack = "dev",
+    bake: Bake = 0,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
-    """Roll the replicas to a new model version; go back on its own if the rollout fails."""
+    """Roll the replicas to a new model version; go back on its own if the rollout fails
+    (or, with --bake, if one of the stack's alerts fires soon after)."""
     from llmcloud.cli.context import load_stack
     from llmcloud.stacks.config import check_flags
 
@@ -29,13 +38,15 @@ def promote(
     check_flags({"model.version": model_version})  # fails before anything runs
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.promote(ctx, model_version)
-    out.result({"provider": prov.name, "stack": stack, "operation": "promote", **result})
+    result = prov.promote(ctx, model_version, **_baked(prov, bake))
+    out.result({"provider": prov.name, "stack": stack, "operation": "promote",
+                "baked_seconds": 0, **result})
 
 
 def rollback(
     provider: o.Provider = None,
     stack: o.Stack = "dev",
+    bake: Bake = 0,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
@@ -45,8 +56,27 @@ def rollback(
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.rollback(ctx)
-    out.result({"provider": prov.name, "stack": stack, "operation": "rollback", **result})
+    result = prov.rollback(ctx, **_baked(prov, bake))
+    out.result({"provider": prov.name, "stack": stack, "operation": "rollback",
+                "baked_seconds": 0, **result})
+
+
+def _baked(prov, bake: int) -> dict:
+    """`bake=` for a cloud provider's promote or rollback (none without --bake); the local
+    provider has no alerts to watch: `NotSupportedError`."""
+    from llmcloud.providers.cloud import CloudProvider
+    from llmcloud.stacks.errors import NotSupportedError
+
+    if not bake:
+        return {}
+    if not isinstance(prov, CloudProvider):
+        raise NotSupportedError(
+            f"--bake is not offered by the {prov.name} provider",
+            context="a bake watches the stack's cloud alerts (5xx rate, latency, unhealthy "
+                    "servers); a local stack has none",
+            hint="promote without --bake: the local rollout already waits for each new "
+                 "replica to be ready")
+    return {"bake": bake}
 
 
 def upload(
@@ -220,10 +250,12 @@ def _model_uri(store_uri: str, name: str) -> str:
 
 def _listing(document: dict) -> str:
     """A table of the versions, for terminals."""
+    from llmcloud.providers.model_versions import size_text
+
     rows = [("VERSION", "SIZE", "FILES", "UPLOADED", "USE")]
     for v in document["versions"]:
         if v["complete"]:
-            rows.append((v["version"], _size(v["size_bytes"]), str(v["files"]),
+            rows.append((v["version"], size_text(v["size_bytes"]), str(v["files"]),
                          str(v["uploaded"] or "-"), v["use"] or "-"))
         else:
             rows.append((v["version"], "-", "-", "incomplete (no manifest)", v["use"] or "-"))
@@ -233,12 +265,3 @@ def _listing(document: dict) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
              + "  " + row[4] for row in rows]
     return f"{document['uri']}\n" + "\n".join(line.rstrip() for line in lines)
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{count} B"

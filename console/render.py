@@ -12,6 +12,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from llmcloud.providers.model_versions import size_text
+
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 
@@ -33,17 +35,6 @@ def _when(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _size(value: Any) -> str:
-    if value is None:
-        return "–"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 def _money(value: Any) -> str:
     return "–" if value is None else f"${float(value):,.2f}"
 
@@ -51,7 +42,7 @@ def _money(value: Any) -> str:
 environment = Environment(loader=FileSystemLoader(TEMPLATES),
                           autoescape=select_autoescape(["html"]), trim_blocks=True,
                           lstrip_blocks=True)
-environment.filters.update(when=_when, size=_size, money=_money)
+environment.filters.update(when=_when, size=size_text, money=_money)
 
 
 def wants_fragment(request: Request) -> bool:

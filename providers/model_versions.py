@@ -116,6 +116,19 @@ def list_versions(store_uri: str, name: str, stack: StackModels | None = None
     return sorted(found, key=lambda v: (not v["complete"], str(v["uploaded"] or "")))
 
 
+def size_text(count: int | None) -> str:
+    """A version's size as `model list` and the console both show it: decimal units, the
+    GPUs' and `plan`'s model fit's (`30.5 GB`); `–` when unknown."""
+    if count is None:
+        return "–"
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{count} B"
+
+
 def _total_size(files: Any) -> int | None:
     """The bytes of a manifest's `files` (each {"path", "size"}); None when it is no such
     list (a version without a manifest, or one not written by `model upload`)."""
