@@ -37,6 +37,9 @@ class CloudProvider(Provider):
     default_region: ClassVar[str] = ""
     #: replaced by tests with a fake that records what the engine was asked
     stack_opener: StackOpener = staticmethod(open_stack)
+    #: the shortest bake that can catch a bad version: the time the quickest of the stack's
+    #: alerts needs to fire once the version misbehaves (each cloud sets its own)
+    BAKE_MINIMUM_SECONDS: ClassVar[int] = 0
 
     def mock_invoke(self, token: str, args: Mapping[str, Any], *,
                     region: str | None = None) -> dict[str, Any]:
@@ -302,15 +305,42 @@ class CloudProvider(Provider):
         back."""
         return False
 
-    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
+    def firing_alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, str]:
+        """The stack's alerts that fire now that would mean a bad version (5xx rate, latency,
+        unhealthy servers): name -> description. NotSupportedError (exit 4) where the cloud
+        has no read."""
+        raise NotSupportedError(
+            f"--bake is not offered by the {self.name} provider",
+            context="a bake watches the stack's alerts, which llmcloud cannot read on "
+                    f"{self.display_name or self.name} yet",
+            hint="promote without --bake")
+
+    def check_bake(self, ctx: StackContext, seconds: int) -> None:
+        """Refuse, before anything runs, a bake of `seconds` that could catch nothing: one
+        shorter than `BAKE_MINIMUM_SECONDS`, the time the stack's quickest alert needs to
+        fire."""
+        least = self.BAKE_MINIMUM_SECONDS
+        if 0 < seconds < least:
+            raise ConfigError(
+                f"--bake {seconds} is shorter than the {least} s the stack's alerts need to "
+                "fire",
+                context=f"{self.display_name or self.name} evaluates the stack's alerts over "
+                        "minutes of data: a shorter bake ends before any of them could fire "
+                        "on a bad version, and would report a success it never checked",
+                hint=f"--bake {least} or more, or no --bake")
+
+    def promote(self, ctx: StackContext, version: str, *, bake: int = 0) -> dict[str, Any]:
+        """Roll the service to `version` (see `rollout.promote`); with `bake` > 0, watch the
+        stack's alerts for that many seconds after the rollout, going back if one fires."""
         from llmcloud.providers import rollout
 
-        return rollout.promote(self, ctx, version)
+        return rollout.promote(self, ctx, version, bake=bake)
 
-    def rollback(self, ctx: StackContext) -> dict[str, Any]:
+    def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
+        """Return to the version served before (see `rollout.rollback`), baked as promote."""
         from llmcloud.providers import rollout
 
-        return rollout.rollback(self, ctx)
+        return rollout.rollback(self, ctx, bake=bake)
 
     def model_store_uri(self, ctx: StackContext) -> str:
         self.supports("model_upload")

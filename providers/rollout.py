@@ -6,9 +6,9 @@ records the new version in the stack's config (keeping the versions served befor
 health checks — waits for the cloud to report the roll done (AWS's instance refresh, GCP's
 instance group, Azure's rolling upgrade; on AWS's SageMaker flavour, SageMaker's word on the
 version the endpoint serves), and, given an API key, until the endpoint reports the new
-version (where its `GET /v1/models` is the servers' answer). If any of that fails, the
-previous version is put back the same way, its rollout watched too, and the promotion exits
-non-zero.
+version (where its `GET /v1/models` is the servers' answer), and, asked to bake, watches
+the stack's own alerts for a while (`bake`). If any of that fails, the previous version is
+put back the same way, its rollout watched too, and the promotion exits non-zero.
 
 A stack file left behind by a promote made elsewhere is brought up to the deployed state
 first (`deployed_model.catch_up`).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -35,6 +36,12 @@ from llmcloud.stacks.errors import (
 
 HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
+#: how often a bake asks the cloud which of the stack's alerts fire
+BAKE_POLL_SECONDS = 30.0
+
+
+class BakeFailed(DeploymentError):
+    """The bake saw one of the stack's alerts begin to fire, or could read none of them."""
 
 
 def check_version_in_store(store_uri: str, name: str, version: str) -> dict[str, Any]:
@@ -136,21 +143,31 @@ def _wait_for_version(url: str, version: str, headers: Mapping[str, str], timeou
     )
 
 
-def promote(provider: Any, ctx: Any, version: str, *,
-            timeout: float = 1800.0) -> dict[str, Any]:
-    """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails."""
+def promote(provider: Any, ctx: Any, version: str, *, timeout: float = 1800.0,
+            bake: int = 0, clock: Callable[[], float] | None = None,
+            sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails,
+    or if one of the stack's alerts begins to fire within `bake` seconds after it (see
+    `bake`; `clock` and `sleep` time it)."""
     provider.supports("promote")
     _refuse_version_from_environment(ctx)
+    if bake:
+        provider.check_bake(ctx, bake)
     with stack_file_lock.hold(ctx.project_dir, ctx.stack, "promote", ctx.environ):
         engine = provider._engine(ctx, "promote")
         outputs = engine.outputs()
-        return _promote(provider, ctx, engine, outputs, version, None, timeout)
+        return _promote(provider, ctx, engine, outputs, version, None, timeout,
+                        _Bake(bake, clock, sleep))
 
 
-def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, Any]:
-    """Return to the last version served before the current one."""
+def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0, bake: int = 0,
+             clock: Callable[[], float] | None = None,
+             sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Return to the last version served before the current one (baked as `promote`)."""
     provider.supports("rollback")
     _refuse_version_from_environment(ctx)
+    if bake:
+        provider.check_bake(ctx, bake)
     with stack_file_lock.hold(ctx.project_dir, ctx.stack, "rollback", ctx.environ):
         engine = provider._engine(ctx, "rollback")
         outputs = engine.outputs()
@@ -163,13 +180,24 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0) -> dict[str, A
                 else "llmcloud:model.history is empty",
                 hint="llmcloud promote --model-version VERSION",
             )
-        result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout)
+        result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout,
+                          _Bake(bake, clock, sleep))
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
 
 
+class _Bake:
+    """What a promotion was asked to bake: `seconds` (0: none), timed by `clock`/`sleep`
+    (None: `bake`'s own, the real ones)."""
+
+    def __init__(self, seconds: int, clock: Callable[[], float] | None,
+                 sleep: Callable[[float], None] | None):
+        self.seconds = seconds
+        self.timing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
+
+
 def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
-             history: list[str] | None, timeout: float) -> dict[str, Any]:
+             history: list[str] | None, timeout: float, baking: _Bake) -> dict[str, Any]:
     spec = ctx.spec
     store = outputs.get("model_store_uri")
     if not store:
@@ -203,6 +231,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             # before its update ended (the stack's outputs still name the version before)
             history = old_history if version == previous else [*old_history, previous]
     new_history = history[-HISTORY_LIMIT:]
+    # read before anything changes: an alert firing already is not the new version's doing
+    baseline = alerts_before(provider, ctx, outputs) if baking.seconds else {}
     _record(engine, version, new_history)
     # (a minute early: the cloud's clock and this machine's may differ a little)
     since = datetime.now(timezone.utc) - timedelta(seconds=60)
@@ -210,6 +240,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         outputs = engine.up()
         rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
+        if baking.seconds:
+            bake(provider, ctx, outputs, baseline, baking.seconds, **baking.timing)
     except (Exception, KeyboardInterrupt) as failure:
         if _stack_locked(failure):
             # another command holds the stack: this update never began, nothing to restore
@@ -229,12 +261,14 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again",
             context=reason,
-            hint=f"llmcloud status --stack {ctx.stack}",
+            hint=f"llmcloud status --stack {ctx.stack}" + (
+                f"; llmcloud logs --stack {ctx.stack} (what the servers said)"
+                if isinstance(failure, BakeFailed) else ""),
         )
         if isinstance(failure, (KeyboardInterrupt, InterruptedOperation)):
             error.exit_code = _interrupted_code(failure)
         raise error from None
-    return {
+    result = {
         "previous_version": previous,
         "model_version": version,
         "outcome": "promoted",
@@ -242,6 +276,73 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         "image": outputs.get("image"),
         "endpoint": outputs.get("endpoint_url"),
     }
+    if baking.seconds:
+        result["baked_seconds"] = baking.seconds
+    return result
+
+
+def alerts_before(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[str, str]:
+    """The stack's alerts firing before the update (a bake's baseline); when they cannot be
+    read the promotion is refused, nothing deployed: a bake that cannot tell the new
+    version's alerts from the old's would judge it on nothing."""
+    try:
+        firing = provider.firing_alerts(ctx, outputs)
+    except LlmcloudError as exc:
+        if not isinstance(exc, DeploymentError):
+            raise  # the stack names no alerts, the cloud has no read, no credentials
+        refused: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - the cloud's SDK, refusing
+        refused = exc
+    else:
+        for name, description in sorted(firing.items()):
+            print(f"note: alert {name} ({description}) fires already, before the update: "
+                  "the bake does not count it", file=sys.stderr)
+        return firing
+    raise DeploymentError(
+        f"promote refused: the alerts of stack '{ctx.stack}' could not be read before the "
+        "update (--bake needs them); nothing was deployed",
+        context=_described(refused),
+        hint=getattr(refused, "hint", None) or "check that your cloud credentials may read "
+                                               "the stack's alerts",
+    )
+
+
+def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[str, str],
+         seconds: float, *, interval: float = BAKE_POLL_SECONDS,
+         clock: Callable[[], float] = time.monotonic,
+         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Watch the stack's alerts (`provider.firing_alerts`) every `interval` s for `seconds`
+    after a rollout; return how many reads succeeded. Raise `BakeFailed` when an alert not
+    in `baseline` (those firing before the update) fires, or when no read succeeded at all:
+    a bake that saw nothing must not pass. A read that fails is retried at the next poll."""
+    print(f"baking: watching the stack's alerts for {seconds:.0f} s", file=sys.stderr)
+    start = clock()
+    deadline = start + seconds
+    reads, last_failure = 0, ""
+    while (now := clock()) < deadline:
+        sleep(min(interval, deadline - now))
+        try:
+            firing = provider.firing_alerts(ctx, outputs)
+        except Exception as exc:  # noqa: BLE001 - retried at the next poll
+            last_failure = _described(exc)
+            continue
+        reads += 1
+        new = {name: text for name, text in firing.items() if name not in baseline}
+        if new:
+            raise BakeFailed(
+                f"{'an alert' if len(new) == 1 else 'alerts'} fired during the bake, "
+                f"{clock() - start:.0f} s into its {seconds:.0f} s",
+                context="; ".join(f"{name}: {new[name]}" for name in sorted(new)))
+    if reads == 0:
+        raise BakeFailed(f"the bake could not read the stack's alerts in {seconds:.0f} s",
+                         context=f"last failure: {last_failure or 'no read was made'}")
+    return reads
+
+
+def _described(exc: BaseException) -> str:
+    if isinstance(exc, LlmcloudError):
+        return exc.message + (f": {exc.context}" if exc.context else "")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _refuse_to_undo_another(engine: Any, ctx: Any, version: str, reason: str,

@@ -114,6 +114,10 @@ class Monitoring(pulumi.ComponentResource):
     key_arn: pulumi.Output[str]
     topic_arn: pulumi.Output[str]
     dashboard_url: str
+    #: the names (Pulumi's, with its random suffix) of the alarms a promote's bake reads:
+    #: those a bad version fires, not the unhealthy-hosts alarm, which the rollout's own new
+    #: servers fire while they load the model (the target group counts them unhealthy)
+    alarm_names: list[pulumi.Output[str]]
 
     def __init__(self, name: str, args: MonitoringArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -129,7 +133,7 @@ class Monitoring(pulumi.ComponentResource):
         lb = {"LoadBalancer": args.alb_arn_suffix}
         tg = {"LoadBalancer": args.alb_arn_suffix, "TargetGroup": args.target_group_arn_suffix}
         alarm = {"alarm_actions": [topic.arn], "ok_actions": [topic.arn], "tags": args.tags}
-        aws.cloudwatch.MetricAlarm(
+        five_xx = aws.cloudwatch.MetricAlarm(
             f"{name}-5xx-rate", alarm_description="more than 5% of requests fail with 5xx",
             comparison_operator="GreaterThanThreshold", threshold=FIVE_XX_PERCENT,
             evaluation_periods=5, datapoints_to_alarm=3, treat_missing_data="notBreaching",
@@ -143,7 +147,7 @@ class Monitoring(pulumi.ComponentResource):
                 _query("errors_lb", "HTTPCode_ELB_5XX_Count", lb),
                 _query("requests", "RequestCount", lb)],
             **alarm, opts=child)
-        aws.cloudwatch.MetricAlarm(
+        latency = aws.cloudwatch.MetricAlarm(
             f"{name}-p99-latency", alarm_description="p99 time to first byte is too high",
             namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=lb,
             extended_statistic="p99", period=60, evaluation_periods=5, datapoints_to_alarm=3,
@@ -156,12 +160,13 @@ class Monitoring(pulumi.ComponentResource):
             statistic="Maximum", period=60, evaluation_periods=5, threshold=0,
             comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",
             **alarm, opts=child)
-        aws.cloudwatch.MetricAlarm(
+        no_healthy = aws.cloudwatch.MetricAlarm(
             f"{name}-no-healthy-host", alarm_description="no server is serving: outage",
             namespace="AWS/ApplicationELB", metric_name="HealthyHostCount", dimensions=tg,
             statistic="Minimum", period=60, evaluation_periods=2, threshold=1,
             comparison_operator="LessThanThreshold", treat_missing_data="breaching",
             **alarm, opts=child)
+        self.alarm_names = [a.name for a in (five_xx, latency, no_healthy)]
         dashboard = naming.dashboard_name(args.dashboard_name, region)
         body = pulumi.Output.all(args.alb_arn_suffix, args.target_group_arn_suffix).apply(
             lambda s: json.dumps(dashboard_body(region, s[0], s[1], args.asg_name)))

@@ -45,6 +45,9 @@ ALARMS = {"instances": 4, "sagemaker": 2}
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "g6.xlarge"
+#: the quickest of the instance group's alarms fires after 3 breaching one-minute periods
+#: (the 5xx rate, the p99 latency); the load balancer's metrics come about a minute late
+AWS_BAKE_MINIMUM_SECONDS = 240
 API_GATEWAY_MAX_BODY_KB = 10 * 1024
 _REGION_NAME = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}")
 
@@ -61,6 +64,7 @@ class AwsProvider(CloudProvider):
     credentials_command = "aws configure"
     #: AWS-only knobs of the stack (see `providers/aws/service.py`)
     options: Any = None
+    BAKE_MINIMUM_SECONDS = AWS_BAKE_MINIMUM_SECONDS
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -321,6 +325,52 @@ class AwsProvider(CloudProvider):
         client = boto3.client("autoscaling", region_name=region)
         return wait_for_refresh(client, naming.asg_name(ctx.stack), since,
                                 timeout=timeout) is not None
+
+    def check_bake(self, ctx: StackContext, seconds: int) -> None:
+        """Refuse a bake on a SageMaker stack (SageMaker bakes it) and one too short."""
+        from llmcloud.providers.aws.endpoint_config import BAKE_SECONDS
+
+        if seconds and ctx.spec.compute.kind == "sagemaker":
+            raise ConfigError(
+                "--bake is not available with compute.kind: sagemaker",
+                context=f"SageMaker's deployment guardrails bake every update already: the "
+                        f"new fleet takes the traffic while the old one is kept for "
+                        f"{BAKE_SECONDS} s, and if one of the endpoint's rollback alarms "
+                        "fires SageMaker sends the traffic back to the old fleet before "
+                        "promote returns",
+                hint="promote without --bake")
+        super().check_bake(ctx, seconds)
+
+    def firing_alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, str]:
+        """The stack's CloudWatch alarms a bad version fires (`monitoring.py`: 5xx rate, p99
+        latency, no healthy server; named by the `alert_names` output) in state ALARM:
+        name -> description."""
+        from llmcloud.providers.aws import alarm_state
+
+        names = outputs.get(alarm_state.OUTPUT)
+        if not names:
+            raise ConfigError(
+                f"stack '{ctx.stack}' names no alarms in its outputs",
+                context=f"it was deployed before llmcloud exported {alarm_state.OUTPUT}: a "
+                        "bake reads exactly the stack's own alarms, never ones guessed by "
+                        "name",
+                hint=f"llmcloud update --provider aws --stack {ctx.stack} (it adds the "
+                     "output), then promote again")
+        self.check_credentials(ctx.environ)
+        client = type(self).alarm_client(ctx.spec.region or DEFAULT_REGION)
+        with _aws_errors("reading the stack's CloudWatch alarms",
+                         hint="check that your AWS credentials may cloudwatch:DescribeAlarms"):
+            return alarm_state.firing(client, [str(n) for n in names])
+
+    @staticmethod
+    def alarm_client(region: str) -> Any:
+        """boto3's CloudWatch client (tests replace it with a stubbed one): few retries and
+        short timeouts, as a bake asks every 30 s and retries a read that fails."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("cloudwatch", region_name=region, config=Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
 
     def status(self, ctx: StackContext) -> dict[str, Any]:
         """The stack's status, with its servers (the Auto Scaling group, or the SageMaker
