@@ -124,6 +124,12 @@ class Monitoring(pulumi.ComponentResource):
     dashboard: gcp.monitoring.Dashboard
     uptime_check: gcp.monitoring.UptimeCheckConfig | None
     channels: list[gcp.monitoring.NotificationChannel]
+    #: the policies that mean a bad version (5xx, latency, the endpoint down), kind -> the
+    #: policy's resource name: what promote's bake watches. Not the unhealthy backends: a
+    #: roll's own booting and draining servers fail health checks and fire it, so a bake
+    #: right after the roll would fail every time (the roll itself waits for every server
+    #: to be healthy); nor the certificate's expiry, which says nothing of a version.
+    bad_version_policies: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: MonitoringArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -156,11 +162,13 @@ class Monitoring(pulumi.ComponentResource):
         documentation = {"mime_type": "text/markdown", "content": (
             f"llmcloud stack `{args.name}`: see the dashboard, the backend service "
             f"`{args.backend_service}` and the instance group `{args.instance_group}`.")}
-        self._promql(f"{name}-5xx", f"{args.name} 5xx ratio above {FIVE_XX_RATIO:.0%}",
-                     five_xx_ratio_query(args.backend_service), args, documentation)
+        five_xx = self._promql(f"{name}-5xx", f"{args.name} 5xx ratio above "
+                               f"{FIVE_XX_RATIO:.0%}", five_xx_ratio_query(args.backend_service),
+                               args, documentation)
         threshold = latency_threshold_ms(args.timeout_seconds)
-        self._promql(f"{name}-latency", f"{args.name} p95 latency above {threshold} ms",
-                     latency_query(args.backend_service, threshold), args, documentation)
+        latency = self._promql(f"{name}-latency", f"{args.name} p95 latency above {threshold} "
+                               "ms", latency_query(args.backend_service, threshold), args,
+                               documentation)
         # A health check logs a change of state only, once: a server that stays down adds
         # no entry after the first. Any entry in the last 5 minutes fires (0 s), as a
         # condition held for 300 s of 60 s points needed an entry every minute.
@@ -169,13 +177,17 @@ class Monitoring(pulumi.ComponentResource):
                                              f'user/{m}" AND resource.type="gce_instance_group"'),
                         "ALIGN_DELTA", "REDUCE_SUM", 0, args, documentation,
                         depends=[unhealthy], window=TRANSITIONS_WINDOW)
+        self.bad_version_policies = {"5xx": five_xx.name, "latency": latency.name}
         if self.uptime_check is not None:
-            self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
-                            self.uptime_check.uptime_check_id.apply(
-                                lambda c: 'metric.type="monitoring.googleapis.com/uptime_check/'
-                                          f'check_passed" AND metric.label.check_id="{c}" AND '
-                                          'resource.type="uptime_url"'),
-                            "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args, documentation)
+            down = self._threshold(f"{name}-uptime-alert", f"{args.name} endpoint down",
+                                   self.uptime_check.uptime_check_id.apply(
+                                       lambda c: 'metric.type="monitoring.googleapis.com/'
+                                                 'uptime_check/check_passed" AND '
+                                                 f'metric.label.check_id="{c}" AND '
+                                                 'resource.type="uptime_url"'),
+                                   "ALIGN_NEXT_OLDER", "REDUCE_COUNT_FALSE", 1, args,
+                                   documentation)
+            self.bad_version_policies["uptime"] = down.name
             expiry_doc = {"mime_type": "text/markdown", "content": (
                 f"The certificate of llmcloud stack `{args.name}` expires in under "
                 f"{CERTIFICATE_EXPIRY_ALERT_DAYS} days. Without `gateway.domain`, run "

@@ -62,6 +62,10 @@ class GcpProvider(CloudProvider):
     credentials_command = "gcloud auth application-default login"
     #: GCP-only knobs of the stack (see `providers/gcp/service.py`)
     options: Any = None
+    #: the shortest bake that can see an alert open: the 5xx, latency and uptime policies
+    #: hold their condition 300 s, evaluated every 60 s, on load balancer metrics Google
+    #: makes visible up to 210 s after each minute (`monitoring.py`)
+    BAKE_MINIMUM_SECONDS = 600
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -267,6 +271,27 @@ class GcpProvider(CloudProvider):
             return False
         session, url = self._group(ctx, str(group))
         return wait_for_group(session, url, since, timeout=timeout)
+
+    def firing_alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, str]:
+        """The stack's alert policies that mean a bad version (5xx ratio, latency, the
+        endpoint down: see `Monitoring.bad_version_policies`) with an open alert now, from
+        Cloud Monitoring's Alerts API (`alert_state.py`): policy name -> what it means.
+        ConfigError for a stack deployed before its `alert_policies` output;
+        DeploymentError when the API refuses."""
+        from llmcloud.providers.gcp import alert_state
+
+        policies = outputs.get(alert_state.OUTPUT)
+        if not policies:
+            raise ConfigError(
+                f"the stack {ctx.stack} does not name its alert policies yet",
+                context=f"its `{alert_state.OUTPUT}` output, which a bake watches, came with "
+                        "a later llmcloud; the policies' ids are Google's, so no other way "
+                        "tells them from another stack's",
+                hint=f"llmcloud update --provider gcp --stack {ctx.stack}, then promote "
+                     "with --bake again")
+        session, project = self._google(ctx)
+        return alert_state.open_alerts(session, project, policies,
+                                       ctx.environ.get(alert_state.ENDPOINT_OVERRIDE))
 
     def _group(self, ctx: StackContext, group: str) -> tuple[Any, str]:
         """An authorized session and the Compute Engine address of the stack's instance

@@ -10,7 +10,7 @@ import pulumi_gcp as gcp
 
 from llmcloud.providers import alerts
 from llmcloud.providers.first_up import next_step, registry_only
-from llmcloud.providers.gcp import naming
+from llmcloud.providers.gcp import alert_state, naming
 from llmcloud.providers.gcp.gateway import Gateway, GatewayArgs
 from llmcloud.providers.gcp.gpu_pool import (
     GpuPool,
@@ -193,6 +193,8 @@ class GcpService(pulumi.ComponentResource):
             "model_history": list(spec.model.history),
             "image": image,
             alerts.OUTPUT: alerts.recipients_note(spec.alerts.emails),
+            # promote's bake watches these (`alert_state.py`)
+            alert_state.OUTPUT: monitoring.bad_version_policies,
         }
         if balancer.certificate_pem is not None:
             self.outputs["endpoint_certificate"] = balancer.certificate_pem
