@@ -49,7 +49,7 @@ _LOCATION_NAME = re.compile(r"[a-z][a-z0-9]{2,40}")
 #: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (docs/azure.md: the size)
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
-ALERT_COUNT = 4
+ALERT_COUNT = 5
 #: the A10 sizes (NVads A10 v5, NCads A10 v4) run partitioned GPUs that take only NVIDIA's
 #: GRID driver; the Ubuntu HPC image carries the datacenter (CUDA) driver, which they refuse
 GRID_ONLY_SIZE = re.compile(r"Standard_N[CV]\d+ad[a-z]*_A10_v[45]", re.IGNORECASE)
@@ -67,6 +67,10 @@ class AzureProvider(CloudProvider):
     credentials_command = "az login"
     #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
     options: AzureOptions | None = None
+    #: the shortest bake that can see an alert fire: the backend-slow rule averages its
+    #: metric over 5 minutes, evaluated every minute, on platform metrics that reach Azure
+    #: Monitor a few minutes late (`monitoring.py`)
+    BAKE_MINIMUM_SECONDS = 600
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -120,6 +124,27 @@ class AzureProvider(CloudProvider):
         except Exception as exc:  # noqa: BLE001 - status shows what it can read
             reason = f"Resource Manager did not answer ({type(exc).__name__})"
         return {"unread": f"the scale set could not be read: {reason}"}
+
+    def firing_alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, str]:
+        """The stack's metric alerts that mean a bad version (a slow backend, 5xx: see
+        `monitoring.BAD_VERSION_ALERTS`) fired now, from Alerts Management (`alert_state.py`):
+        rule name -> what it means. ConfigError for a stack deployed before its `alert_rules`
+        output; DeploymentError when Resource Manager refuses the read."""
+        from llmcloud.providers.azure import alert_state
+
+        rules = outputs.get(alert_state.OUTPUT)
+        if not rules:
+            raise ConfigError(
+                f"the stack {ctx.stack} does not name its alert rules yet",
+                context=f"its `{alert_state.OUTPUT}` output, which a bake watches, came with "
+                        "a later llmcloud",
+                hint=f"llmcloud update --provider azure --stack {ctx.stack}, then promote "
+                     "with --bake again")
+        self.check_credentials(ctx.environ)
+        arm = self.status_reader(ctx.environ)
+        # (a bake polls every 30 s: a read that hangs must not hold it)
+        return alert_state.fired_alerts(
+            lambda address: arm.request("GET", address, timeout=15), rules)
 
     @staticmethod
     def status_reader(environ: Mapping[str, str]) -> Any:

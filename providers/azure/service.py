@@ -8,7 +8,7 @@ import pulumi
 from pulumi_azure_native import authorization, resources
 
 from llmcloud.providers import alerts
-from llmcloud.providers.azure import apim, naming
+from llmcloud.providers.azure import alert_state, apim, naming
 from llmcloud.providers.azure.cloud_init import (
     PROBE_DOWN_SECONDS,
     ServerLaunch,
@@ -158,7 +158,7 @@ class AzureService(pulumi.ComponentResource):
             spot=spec.compute.spot, autoscale_ready=autoscale_ready,
             notify_emails=emails,
             wait_for=[balancer, identity]), opts=child)
-        Monitoring(f"{name}-monitoring", MonitoringArgs(
+        monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             **in_group, name=name,
             lb_id=balancer.lb.id, vmss_id=pool.vmss.id, apim_id=gateway.service.id,
             apim_name=gateway.service.name, storage_account_id=store.account.id,
@@ -184,6 +184,8 @@ class AzureService(pulumi.ComponentResource):
             "model_history": list(spec.model.history),
             "image": image,
             alerts.OUTPUT: alerts.recipients_note(emails),
+            # promote's bake watches these (`alert_state.py`)
+            alert_state.OUTPUT: monitoring.bad_version_alerts,
         }
         if not autoscale_ready:
             self.outputs["autoscaling"] = WAITING
