@@ -145,8 +145,9 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     use_safetensors = has_safetensors(folder) or None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **remote)
-        model = auto.from_pretrained(folder, dtype=torch_dtype, use_safetensors=use_safetensors,
-                                     **remote)
+        model, loading = auto.from_pretrained(folder, dtype=torch_dtype,
+                                              use_safetensors=use_safetensors,
+                                              output_loading_info=True, **remote)
     except (ValueError, OSError, ImportError) as exc:
         if not trust_remote_code and needs_remote_code(folder):
             raise ModelLoadError(
@@ -155,12 +156,32 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
                 "code would run in this server, so it loads only with --trust-remote-code "
                 f"(server.trust_remote_code in the spec). transformers said: {exc}") from exc
         raise ModelLoadError(f"cannot load {folder} as {task}: {exc}") from exc
+    missing = missing_weights(loading)
+    if missing:
+        raise ModelLoadError(missing_weights_reason(folder, type(model).__name__, missing))
     model.to(torch_device).eval()
     if pack_for_batch and torch_device.type == "cpu":
         from .packed_linear import pack_linear_layers
 
         pack_linear_layers(model, pack_for_batch)
     return LoadedModel(model, tokenizer, task, torch_device, context_length(model, tokenizer))
+
+
+def missing_weights(loading: dict) -> list[str]:
+    """The model's weights that its checkpoint lacks, from ``from_pretrained``'s loading
+    info: transformers leaves out those it ties to others (an lm_head tied to the input
+    embeddings) or knows to be built at load, so each one left is a random initialisation
+    that would generate garbage."""
+    return sorted(loading.get("missing_keys") or ())
+
+
+def missing_weights_reason(folder: Path, architecture: str, missing: list[str]) -> str:
+    """Why a model whose checkpoint lacks the ``missing`` weights is refused."""
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"cannot serve {folder}: its checkpoint has no weights for {len(missing)} of "
+            f"{architecture}'s parameters ({named}), which would be random: the weights "
+            "files are incomplete, or config.json describes another model than the one "
+            "they hold")
 
 
 #: the settings a config names its position limit by (GPT-2's n_positions, MPT's

@@ -43,6 +43,7 @@ from .engine import (
 from .lora import Adapters
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
+from .self_check import check_generation, prompt_ids
 from .structured import StructuredOutputs, allowed_logits
 from .waiting_queue import WaitingQueue
 
@@ -158,7 +159,9 @@ class TorchEngine(Engine):
     def __init__(self, model, tokenizer, info: ModelInfo, device: torch.device,
                  limits: EngineLimits | None = None, adapters: Adapters | None = None):
         """``adapters``: the LoRA adapters loaded into ``model`` (causal models), which
-        requests pick by their sampling parameters' ``adapter``."""
+        requests pick by their sampling parameters' ``adapter``. Before it returns, a test
+        prompt runs through the model on its device (`self_check`): ``SelfCheckFailed``
+        where the model cannot generate."""
         self.model = model
         self.adapters = adapters
         self.tokenizer = tokenizer
@@ -214,13 +217,13 @@ class TorchEngine(Engine):
         self.on_dead: Callable[[str], None] | None = None
         self.preemptions = 0  # running requests preempted so far (exported as a metric)
         self._sized = threading.Event()
-        self._sizing_error: Exception | None = None
+        self._start_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="llmcloud-engine", daemon=True)
         self._thread.start()
         self._sized.wait()
-        if self._sizing_error is not None:
+        if self._start_error is not None:
             self._thread.join()
-            raise self._sizing_error
+            raise self._start_error
 
     @property
     def ready(self) -> bool:
@@ -331,8 +334,12 @@ class TorchEngine(Engine):
             try:
                 if self.limits.max_batch_tokens is None:
                     self._size_cache()
+                # before it takes requests: a model that cannot generate never gets ready
+                check_generation(self._batch, prompt_ids(self.tokenizer, self._pad_id,
+                                                         self.info.max_context),
+                                 self.device, self.model.dtype)
             except Exception as exc:  # reported by __init__, on the caller's thread
-                self._sizing_error = exc
+                self._start_error = exc
                 return
             finally:
                 self._sized.set()

@@ -141,8 +141,8 @@ def test_a_prompt_whose_prefill_fails_ends_alone(causal, monkeypatch, chunked):
             raise RuntimeError("out of memory (simulated)")
         return prefill(self, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(CausalBatch, "prefill", failing)
     engine = make_engine(causal, max_prefill_tokens=4 if chunked else 512)
+    monkeypatch.setattr(CausalBatch, "prefill", failing)  # (after the engine's self-check)
     prompts = [causal.tokenizer(p)["input_ids"] for p in PROMPTS[1:4]]
     greedy = SamplingParams(max_tokens=12, temperature=0)
 
