@@ -315,6 +315,22 @@ class CloudProvider(Provider):
                     f"{self.display_name or self.name} yet",
             hint="promote without --bake")
 
+    def bake_output(self, ctx: StackContext, outputs: Mapping[str, Any], output: str,
+                    what: str) -> Any:
+        """The stack output `output` that names the `what` a bake reads (each cloud's
+        `firing_alerts`); ConfigError (exit 2) for a stack deployed before it existed: a
+        bake reads exactly the stack's own alerts, never ones guessed by name."""
+        named = outputs.get(output)
+        if not named:
+            raise ConfigError(
+                f"stack '{ctx.stack}' does not name its {what} in its outputs",
+                context=f"it was deployed before llmcloud exported `{output}`, which a bake "
+                        f"reads: a bake watches exactly the stack's own {what}, never ones "
+                        "guessed by name",
+                hint=f"llmcloud update --provider {self.name} --stack {ctx.stack} (it adds "
+                     "the output), then promote with --bake again")
+        return named
+
     def check_bake(self, ctx: StackContext, seconds: int) -> None:
         """Refuse, before anything runs, a bake of `seconds` that could catch nothing: one
         shorter than `BAKE_MINIMUM_SECONDS`, the time the stack's quickest alert needs to

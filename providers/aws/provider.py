@@ -347,15 +347,7 @@ class AwsProvider(CloudProvider):
         name -> description."""
         from llmcloud.providers.aws import alarm_state
 
-        names = outputs.get(alarm_state.OUTPUT)
-        if not names:
-            raise ConfigError(
-                f"stack '{ctx.stack}' names no alarms in its outputs",
-                context=f"it was deployed before llmcloud exported {alarm_state.OUTPUT}: a "
-                        "bake reads exactly the stack's own alarms, never ones guessed by "
-                        "name",
-                hint=f"llmcloud update --provider aws --stack {ctx.stack} (it adds the "
-                     "output), then promote again")
+        names = self.bake_output(ctx, outputs, alarm_state.OUTPUT, "alarms")
         self.check_credentials(ctx.environ)
         client = type(self).alarm_client(ctx.spec.region or DEFAULT_REGION)
         with _aws_errors("reading the stack's CloudWatch alarms",

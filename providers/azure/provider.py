@@ -132,14 +132,7 @@ class AzureProvider(CloudProvider):
         output; DeploymentError when Resource Manager refuses the read."""
         from llmcloud.providers.azure import alert_state
 
-        rules = outputs.get(alert_state.OUTPUT)
-        if not rules:
-            raise ConfigError(
-                f"the stack {ctx.stack} does not name its alert rules yet",
-                context=f"its `{alert_state.OUTPUT}` output, which a bake watches, came with "
-                        "a later llmcloud",
-                hint=f"llmcloud update --provider azure --stack {ctx.stack}, then promote "
-                     "with --bake again")
+        rules = self.bake_output(ctx, outputs, alert_state.OUTPUT, "alert rules")
         self.check_credentials(ctx.environ)
         arm = self.status_reader(ctx.environ)
         # (a bake polls every 30 s: a read that hangs must not hold it)

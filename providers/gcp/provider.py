@@ -280,15 +280,7 @@ class GcpProvider(CloudProvider):
         DeploymentError when the API refuses."""
         from llmcloud.providers.gcp import alert_state
 
-        policies = outputs.get(alert_state.OUTPUT)
-        if not policies:
-            raise ConfigError(
-                f"the stack {ctx.stack} does not name its alert policies yet",
-                context=f"its `{alert_state.OUTPUT}` output, which a bake watches, came with "
-                        "a later llmcloud; the policies' ids are Google's, so no other way "
-                        "tells them from another stack's",
-                hint=f"llmcloud update --provider gcp --stack {ctx.stack}, then promote "
-                     "with --bake again")
+        policies = self.bake_output(ctx, outputs, alert_state.OUTPUT, "alert policies")
         session, project = self._google(ctx)
         return alert_state.open_alerts(session, project, policies,
                                        ctx.environ.get(alert_state.ENDPOINT_OVERRIDE))
