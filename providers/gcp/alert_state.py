@@ -42,7 +42,9 @@ def open_alerts(session: Any, project: str, policies: Mapping[str, str],
     `DeploymentError` when the API refuses or does not answer."""
     import requests
 
-    wanted = {name: kind for kind, name in policies.items() if name}
+    # by the policy's id: the alert's snapshot may name the project by its number where
+    # the stack's output names it by its id ("projects/PROJECT_ID_OR_NUMBER/...")
+    wanted = {_policy_id(name): kind for kind, name in policies.items() if name}
     base = (base or MONITORING_API).rstrip("/") + "/"
     url = (f"{base}projects/{project}/alerts?pageSize=1000&filter="
            + quote('state = "OPEN"', safe=""))
@@ -64,7 +66,7 @@ def open_alerts(session: Any, project: str, policies: Mapping[str, str],
         answer = response.json() or {}
         for alert in answer.get("alerts") or []:
             policy = alert.get("policy") or {}
-            kind = wanted.get(policy.get("name", ""))
+            kind = wanted.get(_policy_id(policy.get("name", "")))
             # (the filter asks for open ones only; a closed one is never counted)
             if kind is None or alert.get("state") != "OPEN":
                 continue
@@ -75,3 +77,10 @@ def open_alerts(session: Any, project: str, policies: Mapping[str, str],
         if not token:
             break
     return firing
+
+
+def _policy_id(name: str) -> str:
+    """The ALERT_POLICY_ID of `projects/PROJECT_ID_OR_NUMBER/alertPolicies/ALERT_POLICY_ID`
+    (the whole name when it is not one)."""
+    head, marker, policy = str(name).rpartition("/alertPolicies/")
+    return policy if marker and head else str(name)

@@ -81,6 +81,16 @@ def test_an_open_alert_of_the_stacks_policy_is_firing_with_what_it_means(bake):
     assert query["filter"] == ['state = "OPEN"']
 
 
+def test_an_alert_naming_the_project_by_its_number_is_still_the_stacks(bake):
+    # the Alerts API's policy snapshot is "projects/PROJECT_ID_OR_NUMBER/alertPolicies/ID";
+    # the stack's output names the project by its id: the bake must not miss the alert
+    firing = bake({"alert_policies": OURS}, pages=[{"alerts": [
+        alert("projects/123456789012/alertPolicies/111", "llm-prod 5xx ratio above 5%"),
+        alert("projects/123456789012/alertPolicies/1111", "llm-other 5xx ratio above 5%"),
+    ]}])
+    assert list(firing) == ["llm-prod 5xx ratio above 5%"]
+
+
 def test_no_open_alert_is_nothing_firing(bake):
     assert bake({"alert_policies": OURS}, pages=[{}]) == {}
     assert bake({"alert_policies": OURS}, pages=[{"alerts": []}]) == {}
