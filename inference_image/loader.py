@@ -156,7 +156,7 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
                 "code would run in this server, so it loads only with --trust-remote-code "
                 f"(server.trust_remote_code in the spec). transformers said: {exc}") from exc
         raise ModelLoadError(f"cannot load {folder} as {task}: {exc}") from exc
-    missing = missing_weights(loading)
+    missing = missing_weights(loading, model)
     if missing:
         raise ModelLoadError(missing_weights_reason(folder, type(model).__name__, missing))
     model.to(torch_device).eval()
@@ -167,12 +167,14 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     return LoadedModel(model, tokenizer, task, torch_device, context_length(model, tokenizer))
 
 
-def missing_weights(loading: dict) -> list[str]:
+def missing_weights(loading: dict, model) -> list[str]:
     """The model's weights that its checkpoint lacks, from ``from_pretrained``'s loading
     info: transformers leaves out those it ties to others (an lm_head tied to the input
     embeddings) or knows to be built at load, so each one left is a random initialisation
-    that would generate garbage."""
-    return sorted(loading.get("missing_keys") or ())
+    that would generate garbage. Only parameters count: a persistent buffer the checkpoint
+    lacks (rotary ``inv_freq`` in remote code, say) is computed by the model's code."""
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return sorted(key for key in loading.get("missing_keys") or () if key in parameters)
 
 
 def missing_weights_reason(folder: Path, architecture: str, missing: list[str]) -> str:

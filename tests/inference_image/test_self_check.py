@@ -214,3 +214,19 @@ def test_tied_and_untied_models_are_not_refused(causal_dir, seq2seq_dir, tmp_pat
     assert "lm_head.weight" not in load_file(tied / "model.safetensors")
     for folder in (tied, causal_dir, seq2seq_dir):
         assert load_model(folder, task=None, device="cpu", dtype="float32").model is not None
+
+
+def test_a_persistent_buffer_the_checkpoint_lacks_is_not_refused(causal_dir, monkeypatch):
+    # remote code (and older transformers) register rotary inv_freq as a persistent buffer:
+    # transformers names it missing, though the model's code computes it, not at random
+    from transformers.models.llama import modeling_llama
+
+    init = modeling_llama.LlamaRotaryEmbedding.__init__
+
+    def persistent(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.register_buffer("inv_freq", self._buffers.pop("inv_freq"), persistent=True)
+
+    monkeypatch.setattr(modeling_llama.LlamaRotaryEmbedding, "__init__", persistent)
+    loaded = load_model(causal_dir, task=None, device="cpu", dtype="float32")
+    assert "model.rotary_emb.inv_freq" in loaded.model.state_dict()
