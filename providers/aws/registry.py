@@ -22,16 +22,20 @@ class RegistryArgs:
     repository_name: str
     untagged_days: int = 14
     keep_images: int = 50
-    keep_served: int = 10
+    #: ECR has no "keep" action: the served rule expires served images beyond this count,
+    #: and the `any` rule never sees them; under `keep_images` it would expire served images
+    #: the count alone keeps
+    keep_served: int = 50
     in_service_image: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def lifecycle_policy(untagged_days: int, keep_images: int, keep_served: int = 10,
+def lifecycle_policy(untagged_days: int, keep_images: int, keep_served: int = 50,
                      in_service: str | None = None) -> dict:
     """Keep the image in service (digest `in_service`, by its serving tag) whatever its age,
-    and the newest `keep_served` images a stack served (rollbacks); expire untagged images
-    after `untagged_days`, and any other image beyond the newest `keep_images`.
+    and the newest `keep_served` images a stack served (rollbacks: older served ones
+    expire); expire untagged images after `untagged_days`, and any other image beyond the
+    newest `keep_images`.
 
     ECR applies rules by priority, and an image that a higher-priority rule selects is never
     expired by a lower one: the serving rules come first, the `any` rule must come last.

@@ -86,6 +86,18 @@ def test_a_rollback_to_an_image_older_than_the_last_10_served_is_kept():
     assert expired == {"c1"}  # the 11th newest served goes; the one in service stays
 
 
+def test_the_stack_expires_no_served_image_the_count_alone_would_keep():
+    # ECR's served rule expires served images beyond its count (no rule "keeps"): with a
+    # count under the repository's, a stack that served 12 images lost the 11th newest at
+    # once, an image the policy before the serving tag kept among the newest 50
+    resources, _ = declared("dev", image=f"{HOST}/{OWN}@{DIGEST}")
+    policy = json.loads(one(resources, "aws:ecr/lifecyclePolicy:LifecyclePolicy")
+                        .inputs["policy"])
+    images = [{"name": f"c{n}", "pushed": n, "tags": [serving_tag(f"sha256:{n:064x}")]}
+              for n in range(12)] + [{"name": "now", "pushed": 12, "tags": [serving_tag(DIGEST)]}]
+    assert _expired(policy, images) == set()
+
+
 def test_the_registry_stays_bounded():
     images = [{"name": f"s{n}", "pushed": n, "tags": [serving_tag(f"sha256:{n:064x}")]}
               for n in range(30)]
