@@ -122,11 +122,12 @@ def size_text(count: int | None) -> str:
     if count is None:
         return "–"
     size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        # by the digits shown: 999,960 bytes read 1.0 MB, not 1000.0 KB
+        if round(size, 0 if unit == "B" else 1) < 1000:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
-    return f"{count} B"
+    return f"{size:.1f} GB"
 
 
 def _total_size(files: Any) -> int | None:

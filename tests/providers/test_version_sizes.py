@@ -12,6 +12,11 @@ def test_sizes_are_decimal():
         "–", "0 B", "999 B", "1.0 KB", "1.5 KB", "30.5 GB"]
 
 
+def test_a_size_that_rounds_up_reads_in_the_next_unit():
+    assert [size_text(n) for n in (999_960, 999_960_000, 2_000_000_000_000)] == [
+        "1.0 MB", "1.0 GB", "2000.0 GB"]
+
+
 def test_the_console_and_the_cli_print_one_size():
     size = 14_900_000_000
     listing = _listing({"uri": "s3://b/models/m", "name": "m", "versions": [
