@@ -159,7 +159,8 @@ class AwsProvider(CloudProvider):
 
         image = serving_tag.ecr_image(ctx.spec.image)
         own = naming.repository_name(ctx.stack, ctx.spec.model.name or "model")
-        if image is None or image.repository != own:
+        region = ctx.spec.region or DEFAULT_REGION  # the stack's repository lies in its region
+        if image is None or image.repository != own or image.region != region:
             return
         note = serving_tag.tag_in_service(type(self).registry_client(image.region), image)
         if note:

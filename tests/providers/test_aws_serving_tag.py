@@ -226,8 +226,11 @@ def test_up_tags_the_image_it_deploys_from_the_stack_s_repository(ecr, tmp_path:
     assert asked == [REGION, REGION]
     assert serving_tag(digest) in _tags(client, digest)
     assert capsys.readouterr().err == ""
-    # an image of another repository, or none (a first up), is left alone
-    for image in (f"{HOST}/another/repo@{DIGEST}", None):
+    # an image of another repository, of a same-named one in another region, or none (a
+    # first up), is left alone
+    elsewhere = f"{account}.dkr.ecr.eu-west-3.amazonaws.com/{OWN}@{digest}"
+    assert REGION != "eu-west-3"
+    for image in (f"{HOST}/another/repo@{DIGEST}", elsewhere, None):
         AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(region=REGION,
                                                                        image=image)))
     assert asked == [REGION, REGION]
