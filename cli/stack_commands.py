@@ -24,6 +24,7 @@ def run_operation(
     """Load the stack, run `operation` on its provider with live progress, print the result."""
     from llmcloud.cli.context import load_stack
     from llmcloud.cli.progress import EngineProgress
+    from llmcloud.cli.status_text import status_text
 
     out = Output.start(json=json)
     progress = EngineProgress()
@@ -41,7 +42,7 @@ def run_operation(
     document = {"provider": prov.name, "stack": stack, "operation": operation, **result}
     if progress.errors:
         document["diagnostics"] = progress.errors
-    out.result(document)
+    out.result(document, human=status_text(document) if operation == "status" else None)
     return document
 
 

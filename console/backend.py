@@ -104,8 +104,8 @@ class StackBackend:
     # -- deployment -------------------------------------------------------------------------
 
     def deployment(self) -> dict[str, Any]:
-        """Provider, endpoint, health, model version; for clouds the plan's resources by layer,
-        its security checks and the hourly cost at min and max."""
+        """Provider, endpoint, health, model version; for clouds the alerts firing now, the
+        plan's resources by layer, its security checks and the hourly cost at min and max."""
         spec = self.ctx.spec
         status = self._status()
         document: dict[str, Any] = {
@@ -116,6 +116,8 @@ class StackBackend:
             "health": "unknown", "replicas": [], "ready_replicas": None,
             "desired_replicas": spec.compute.min_replicas,
             "outputs": (status or {}).get("outputs", {}),
+            # the stack's alerts that mean a bad version: {"firing": {...}} or {"unread": why}
+            "alerts": (status or {}).get("alerts"),
             "error": self._last_error,
         }
         document.update(self.plan_summary())

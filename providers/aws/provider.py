@@ -368,7 +368,8 @@ class AwsProvider(CloudProvider):
     def status(self, ctx: StackContext) -> dict[str, Any]:
         """The stack's status, with its servers (the Auto Scaling group, or the SageMaker
         endpoint) and their recent failures: a group that cannot launch its servers (a
-        quota, no capacity, a bad image) says so only there (`group_status.py`)."""
+        quota, no capacity, a bad image) says so only there (`group_status.py`); and the
+        group's alarms in state ALARM (`alerts`)."""
         result = super().status(ctx)
         outputs = result["outputs"]
         if outputs.get("sagemaker_endpoint"):
@@ -376,7 +377,23 @@ class AwsProvider(CloudProvider):
                                               str(outputs["sagemaker_endpoint"]))
         elif outputs.get("endpoint_url"):  # the instances kind's group has no output
             result["servers"] = self._servers(ctx, "autoscaling", naming.asg_name(ctx.stack))
+            # (a SageMaker stack's alarms are its guardrail's, which watches them itself)
+            result["alerts"] = self._alerts(ctx, outputs)
         return result
+
+    def _alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """`firing_alerts`' read for `status` (`status_alerts.py`), with its short timeouts."""
+        from llmcloud.providers.aws import alarm_state
+        from llmcloud.providers.status_alerts import status_alerts
+
+        def read(names: Any) -> dict[str, str]:
+            self.check_credentials(ctx.environ)
+            client = type(self).status_client("cloudwatch", ctx.spec.region or DEFAULT_REGION)
+            with _aws_errors("reading them"):
+                return alarm_state.firing(client, [str(n) for n in names])
+
+        return status_alerts(self.name, ctx.stack, outputs.get(alarm_state.OUTPUT),
+                             alarm_state.OUTPUT, "CloudWatch alarms", read)
 
     def _servers(self, ctx: StackContext, service: str, name: str) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -408,8 +425,9 @@ class AwsProvider(CloudProvider):
         import boto3
         from botocore.config import Config
 
+        # (botocore's `max_attempts` counts the retries after the first try: 1 made two)
         return boto3.client(service, region_name=region, config=Config(
-            connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+            connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 1}))
 
     def endpoint_reports_version(self, ctx: StackContext) -> bool:
         """Whether the endpoint's `GET /v1/models` is the servers' answer, with the version

@@ -104,12 +104,29 @@ class AzureProvider(CloudProvider):
 
     def status(self, ctx: StackContext) -> dict[str, Any]:
         """The stack's status, with its scale set's servers and what went wrong lately (a
-        failed provisioning, a faulted rolling upgrade: `group_status.py`)."""
+        failed provisioning, a faulted rolling upgrade: `group_status.py`), and its
+        bad-version alert rules with a fired alert (`alerts`)."""
         result = super().status(ctx)
         scale_set = result["outputs"].get("scale_set_id")
         if scale_set:
             result["servers"] = self._servers(ctx, str(scale_set))
+            result["alerts"] = self._alerts(ctx, result["outputs"])
         return result
+
+    def _alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """`firing_alerts`' read for `status` (`status_alerts.py`), with a short timeout."""
+        from llmcloud.providers.azure import alert_state
+        from llmcloud.providers.status_alerts import status_alerts
+
+        def read(rules: Any) -> dict[str, str]:
+            self.check_credentials(ctx.environ)
+            arm = self.status_reader(ctx.environ)
+            # (as `_servers`: the console asks for status every 10 s)
+            return alert_state.fired_alerts(
+                lambda address: arm.request("GET", address, timeout=8), rules)
+
+        return status_alerts(self.name, ctx.stack, outputs.get(alert_state.OUTPUT),
+                             alert_state.OUTPUT, "alert rules", read)
 
     def _servers(self, ctx: StackContext, scale_set: str) -> dict[str, Any]:
         from llmcloud.providers.azure.group_status import describe

@@ -32,14 +32,17 @@ MEANING = {
 MAX_PAGES = 5
 #: a bake poll must not hang on one read (it polls every 30 s)
 READ_TIMEOUT_S = 15
+#: nor `status`, which the console asks for every 10 s
+STATUS_TIMEOUT_S = 5
 
 
 def open_alerts(session: Any, project: str, policies: Mapping[str, str],
-                base: str | None = None) -> dict[str, str]:
+                base: str | None = None, timeout: float = READ_TIMEOUT_S) -> dict[str, str]:
     """The policies among ``policies`` (kind -> policy resource name, the stack's
     `alert_policies` output) with an open alert in ``project`` now: policy display name ->
-    what it means, read with ``session`` (an authorized `requests` session). Raises
-    `DeploymentError` when the API refuses or does not answer."""
+    what it means, read with ``session`` (an authorized `requests` session), each page
+    within ``timeout`` seconds. Raises `DeploymentError` when the API refuses or does not
+    answer."""
     import requests
 
     # by the policy's id: the alert's snapshot may name the project by its number where
@@ -53,7 +56,7 @@ def open_alerts(session: Any, project: str, policies: Mapping[str, str],
     for _ in range(MAX_PAGES):
         address = url + (f"&pageToken={quote(token, safe='')}" if token else "")
         try:
-            response = session.get(address, timeout=READ_TIMEOUT_S)
+            response = session.get(address, timeout=timeout)
         except requests.RequestException as exc:
             raise DeploymentError("Cloud Monitoring did not answer for the stack's alerts",
                                   context=type(exc).__name__) from None

@@ -188,12 +188,28 @@ class GcpProvider(CloudProvider):
 
     def status(self, ctx: StackContext) -> dict[str, Any]:
         """The stack's status, with its instance group's servers and recent errors making
-        them (a zone out of stock, a quota: the group retries without a word elsewhere)."""
+        them (a zone out of stock, a quota: the group retries without a word elsewhere),
+        and its bad-version alert policies with an open alert (`alerts`)."""
         result = super().status(ctx)
         group = result["outputs"].get("instance_group")
         if group:
             result["servers"] = self._servers(ctx, str(group))
+            result["alerts"] = self._alerts(ctx, result["outputs"])
         return result
+
+    def _alerts(self, ctx: StackContext, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """`firing_alerts`' read for `status` (`status_alerts.py`), with a short timeout."""
+        from llmcloud.providers.gcp import alert_state
+        from llmcloud.providers.status_alerts import status_alerts
+
+        def read(policies: Any) -> dict[str, str]:
+            session, project = self._google(ctx)
+            return alert_state.open_alerts(session, project, policies,
+                                           ctx.environ.get(alert_state.ENDPOINT_OVERRIDE),
+                                           timeout=alert_state.STATUS_TIMEOUT_S)
+
+        return status_alerts(self.name, ctx.stack, outputs.get(alert_state.OUTPUT),
+                             alert_state.OUTPUT, "alert policies", read)
 
     def _servers(self, ctx: StackContext, group: str) -> dict[str, Any]:
         from llmcloud.providers.gcp.group_creation import describe

@@ -190,7 +190,9 @@ def gcp_stack(monkeypatch, tmp_path):
     with serving(FakeCompute) as url:
         environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key),
                    "GOOGLE_CLOUD_PROJECT": "my-proj", "PULUMI_CONFIG_PASSPHRASE": "x",
-                   "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{url}/compute/v1/"}
+                   "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{url}/compute/v1/",
+                   # (status reads the alerts too: never Google's own API from a test)
+                   "CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": f"{url}/v3/"}
         spec = gcp_spec(image="europe-west4-docker.pkg.dev/my-proj/r/server@sha256:"
                               + "a" * 64, region="europe-west4")
         yield GcpProvider(), StackContext(tmp_path, "prod", spec, environ=environ), outputs

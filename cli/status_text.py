@@ -1,0 +1,27 @@
+"""The text of `llmcloud status` on a terminal: its document as `key: value` lines, with the
+stack's alerts that fire now one line each, where they stand out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcloud.cli.output import format_mapping
+
+
+def status_text(document: dict[str, Any]) -> str:
+    """``document`` (a provider's `status`, with provider and stack) for a terminal."""
+    return "\n".join(alerts_text(value) if key == "alerts" and isinstance(value, dict)
+                     else format_mapping({key: value})
+                     for key, value in document.items())
+
+
+def alerts_text(alerts: dict[str, Any]) -> str:
+    """"alerts: none firing", "alerts: 2 FIRING" and a line per alert, or why they are
+    unread."""
+    firing = alerts.get("firing")
+    if firing is None:
+        return f"alerts: unread: {alerts.get('unread') or '-'}"
+    if not firing:
+        return "alerts: none firing"
+    return "\n".join([f"alerts: {len(firing)} FIRING",
+                      *(f"  ! {name}: {what}" for name, what in firing.items())])
