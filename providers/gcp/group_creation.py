@@ -45,13 +45,20 @@ MADE = ("none", "verifying", "refreshing", "restarting")
 RECENT = timedelta(hours=1)
 
 
-def describe(session: Any, url: str, now: datetime) -> dict[str, Any]:
+#: how long `status` waits for each of its reads of the group: the console asks for status
+#: every 10 s, and a read that hangs (30 s for `up`'s watches) held its page
+STATUS_TIMEOUT_S = 8
+
+
+def describe(session: Any, url: str, now: datetime,
+             timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
     """The group at ``url`` as `status` shows it: its servers made and wanted, what it is
-    doing, and its errors making servers in the hour before ``now``, newest first."""
-    group = get_json(session, url)
+    doing, and its errors making servers in the hour before ``now``, newest first; each
+    read answered in ``timeout`` s, or `unread`."""
+    group = get_json(session, url, timeout)
     if group is None:
         return {"unread": "the Compute Engine API did not answer; run status again"}
-    errors = recent_errors(session, url, now - RECENT, CREATION_ACTIONS)
+    errors = recent_errors(session, url, now - RECENT, CREATION_ACTIONS, timeout)
     return {"group": url.rsplit("/", 1)[-1], "servers_made": servers_made(group),
             "target_size": group.get("targetSize"), "doing": _doing(group),
             "recent_errors": errors[:MAX_ERRORS_SHOWN] or "none in the last hour"}

@@ -80,13 +80,13 @@ def group_url(project: str, region: str, group: str, base: str | None = None) ->
     return f"{base}projects/{project}/regions/{region}/instanceGroupManagers/{group}"
 
 
-def get_json(session: Any, url: str) -> dict[str, Any] | None:
-    """The JSON answer; None for one worth asking again (rate limits, Google's 5xx, a
-    dropped connection)."""
+def get_json(session: Any, url: str, timeout: float = 30) -> dict[str, Any] | None:
+    """The JSON answer (in ``timeout`` s); None for one worth asking again (rate limits,
+    Google's 5xx, a dropped connection, no answer in time)."""
     import requests
 
     try:
-        response = session.get(url, timeout=30)
+        response = session.get(url, timeout=timeout)
     except requests.RequestException:
         return None
     if response.status_code in RETRIED:
@@ -111,7 +111,7 @@ def _actions(group: dict[str, Any]) -> str:
         "some servers still on the previous version"
 
 
-def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
+def _error_items(session: Any, url: str, timeout: float = 30) -> list[dict[str, Any]]:
     """The group's errors, every page of them (the API answers at most 500 a page, with a
     `nextPageToken` for the next, in no documented order), up to MAX_ERROR_PAGES."""
     items: list[dict[str, Any]] = []
@@ -119,7 +119,7 @@ def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
     for _ in range(MAX_ERROR_PAGES):
         try:
             answer = get_json(session, url + (f"?pageToken={quote(token, safe='')}"
-                                              if token else ""))
+                                              if token else ""), timeout)
         except DeploymentError:
             answer = None
         items += (answer or {}).get("items", [])
@@ -130,12 +130,12 @@ def _error_items(session: Any, url: str) -> list[dict[str, Any]]:
 
 
 def recent_errors(session: Any, url: str, since: datetime,
-                  actions: frozenset[str] | None = None) -> list[str]:
+                  actions: frozenset[str] | None = None, timeout: float = 30) -> list[str]:
     """The errors of the group at ``url`` since ``since``, newest first, each as
     "CODE: message (server)"; with ``actions``, only those of an action on a server among
     them (`instanceActionDetails.action`: CREATING, RECREATING, ...) or of none."""
     recent = []
-    for item in _error_items(session, f"{url}/listErrors"):
+    for item in _error_items(session, f"{url}/listErrors", timeout):
         when = api_time(item.get("timestamp"))
         details = item.get("instanceActionDetails") or {}
         if actions is not None and details.get("action") not in (actions | {None}):

@@ -216,3 +216,30 @@ def test_status_shows_the_groups_recent_errors_making_servers(gcp_stack):
     assert (servers["servers_made"], servers["target_size"]) == (0, 1)
     assert servers["doing"] == "creating 2"
     assert servers["recent_errors"][0].startswith("QUOTA_EXCEEDED: Quota 'GPUS_ALL_REGIONS'")
+
+
+class _TimedSession:
+    """A session that answers the group and its errors at once, noting each read's
+    timeout."""
+
+    def __init__(self):
+        self.timeouts: list[float] = []
+
+    def get(self, url, timeout=None):
+        self.timeouts.append(timeout)
+        body = {"items": []} if url.endswith("/listErrors") else {
+            "targetSize": 1, "currentActions": {"none": 1}, "status": {"isStable": True}}
+        return type("Response", (), {"status_code": 200, "json": lambda self: body})()
+
+
+def test_status_reads_the_group_with_a_short_timeout():
+    # the console asks for status every 10 s: up's watches wait 30 s for an answer, and a
+    # read that hung that long held the console's page
+    from llmcloud.providers.gcp.group_creation import STATUS_TIMEOUT_S, describe
+
+    session = _TimedSession()
+    url = group_url("proj", "us-central1", "llm-prod-pool")
+    shown = describe(session, url, datetime.now(timezone.utc))
+    assert shown["servers_made"] == 1
+    assert len(session.timeouts) == 2 and set(session.timeouts) == {STATUS_TIMEOUT_S}
+    assert STATUS_TIMEOUT_S < 10
