@@ -6,6 +6,7 @@ version and history from the file, and rollback went to the wrong version."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,7 +207,9 @@ def test_each_release_from_a_fresh_checkout_starts_where_the_last_one_left(
     # every job checks out the committed stack file, which names v1 for ever: the release
     # of v3 rolled the servers back to v1 with its `update`, and promote recorded v1 (not
     # v2) as the version before v3
-    cloud = {**OUTPUTS, "model_version": "v1", "model_history": []}
+    # (the alarms `update` exports, which the production promote's --bake reads)
+    cloud = {**OUTPUTS, "model_version": "v1", "model_history": [],
+             "alert_names": ["llm-prod-monitoring-5xx-rate-1a2b3c4"]}
 
     class Deployed(FakeStack):
         """Deploys what the stack file names under what llmcloud set in the config."""
@@ -218,6 +221,12 @@ def test_each_release_from_a_fresh_checkout_starts_where_the_last_one_left(
             return super().up(**kwargs)
 
     monkeypatch.setattr(AwsProvider, "wait_for_rollout", lambda *args: False)
+    # the bake reads no alarm firing, on a clock that does not wait
+    monkeypatch.setattr(AwsProvider, "firing_alerts", lambda self, ctx, outputs: {})
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(rollout, "bake", functools.partial(
+        rollout.bake, clock=lambda: clock.now,
+        sleep=lambda seconds: setattr(clock, "now", clock.now + seconds)))
     calls = _production_calls(example)
     assert [call[0] for call in calls] == ["update", "promote"]
     for release in ("v2", "v3"):
@@ -234,4 +243,5 @@ def test_each_release_from_a_fresh_checkout_starts_where_the_last_one_left(
         document = json.loads(result.stdout)
         assert (document["previous_version"], document["model_version"]) == (
             "v1" if release == "v2" else "v2", release)
+        assert document["baked_seconds"] == 600  # the examples bake production's promote
     assert (cloud["model_version"], cloud["model_history"]) == ("v3", ["v1", "v2"])
