@@ -101,3 +101,17 @@ class Python310Datetime(datetime):
         if text.endswith("Z") or (fraction and len(fraction[1]) not in (3, 6)):
             raise ValueError(f"Invalid isoformat string: {text!r}")
         return datetime.fromisoformat(text)
+
+
+class DeployedStack:
+    """A stack's engine as `status` reads it: its outputs and its last update (one that
+    succeeded)."""
+
+    def __init__(self, outputs: dict):
+        self._outputs = outputs
+
+    def outputs(self) -> dict:
+        return self._outputs
+
+    def last_update(self) -> dict:
+        return {"kind": "update", "result": "succeeded"}

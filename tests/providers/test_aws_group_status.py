@@ -15,6 +15,7 @@ from llmcloud.providers.aws import naming
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.providers.base import StackContext
 from tests.providers.aws_helpers import aws_spec
+from tests.providers.fakes import DeployedStack
 
 REGION = "eu-west-1"
 ENVIRON = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -22,18 +23,6 @@ NOW = datetime.now(timezone.utc)
 QUOTA = ("You have requested more vCPU capacity than your current vCPU limit of 0 allows "
          "for the instance bucket that the specified instance type belongs to.")
 
-
-class Stack:
-    """The stack's engine as `status` reads it: its outputs and its last update."""
-
-    def __init__(self, outputs: dict):
-        self._outputs = outputs
-
-    def outputs(self) -> dict:
-        return self._outputs
-
-    def last_update(self) -> dict:
-        return {"kind": "update", "result": "succeeded"}
 
 
 def instance(number: int, state: str, health: str = "Healthy") -> dict:
@@ -75,7 +64,7 @@ def aws_status(monkeypatch, tmp_path):
         return made
 
     stubbed: dict[str, list] = {}
-    monkeypatch.setattr(AwsProvider, "_engine", lambda self, ctx, operation: Stack(outputs))
+    monkeypatch.setattr(AwsProvider, "_engine", lambda self, ctx, operation: DeployedStack(outputs))
     monkeypatch.setattr(AwsProvider, "status_client", staticmethod(client), raising=False)
     ctx = StackContext(tmp_path, "prod", aws_spec(region=REGION), environ=ENVIRON)
     yield outputs, stubbed, stubs, AwsProvider(), ctx

@@ -11,6 +11,7 @@ from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.errors import CredentialsError
 from tests.providers.azure.helpers import azure_spec
+from tests.providers.fakes import DeployedStack
 
 SUB = "11111111-2222-3333-4444-555555555555"
 ENVIRON = {"ARM_SUBSCRIPTION_ID": SUB, "ARM_CLIENT_ID": "c", "ARM_CLIENT_SECRET": "s",
@@ -46,23 +47,13 @@ class Arm:
         return self.answers[path[len(SCALE_SET):]]
 
 
-class Stack:
-    def __init__(self, outputs: dict):
-        self._outputs = outputs
-
-    def outputs(self) -> dict:
-        return self._outputs
-
-    def last_update(self) -> dict:
-        return {"kind": "update", "result": "succeeded"}
-
 
 @pytest.fixture
 def azure_status(monkeypatch, tmp_path):
     """AzureProvider over a stack whose outputs name its scale set; ``read(arm)`` runs
     `status` with ``arm`` as its Resource Manager session."""
     outputs = {"endpoint_url": "https://llm-prod.azure-api.net", "scale_set_id": SCALE_SET}
-    monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, operation: Stack(outputs))
+    monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, op: DeployedStack(outputs))
 
     def read(arm) -> dict:
         monkeypatch.setattr(AzureProvider, "status_reader", staticmethod(lambda environ: arm),

@@ -12,8 +12,8 @@ from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.base import StackContext
 from tests.providers.azure.helpers import azure_spec
 from tests.providers.azure.test_azure_bake_alerts import ENVIRON, OURS, SLOW, Arm, instance
-from tests.providers.azure.test_azure_group_status import SCALE_SET, Stack
-from tests.providers.fakes import Answer
+from tests.providers.azure.test_azure_group_status import SCALE_SET
+from tests.providers.fakes import Answer, DeployedStack
 
 SERVERS = {"scale_set": "llm-prod-vmss", "provisioned": 1}
 
@@ -33,7 +33,7 @@ def status(monkeypatch, tmp_path):
     monkeypatch.setattr(AzureProvider, "_servers", lambda self, ctx, scale_set: SERVERS)
 
     def read(outputs: dict, arm: Arm) -> dict:
-        monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, op: Stack(outputs))
+        monkeypatch.setattr(AzureProvider, "_engine", lambda self, ctx, op: DeployedStack(outputs))
         monkeypatch.setattr(AzureProvider, "status_reader", staticmethod(lambda environ: arm))
         return AzureProvider().status(StackContext(tmp_path, "prod", azure_spec(),
                                                    environ=ENVIRON))

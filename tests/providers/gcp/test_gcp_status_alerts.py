@@ -10,22 +10,12 @@ import requests
 
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp.provider import GcpProvider
-from tests.providers.fakes import serving
+from tests.providers.fakes import DeployedStack, serving
 from tests.providers.gcp.helpers import gcp_spec
 from tests.providers.gcp.test_gcp_bake_alerts import OURS, FakeMonitoring, alert
 
 SERVERS = {"group": "llm-prod-pool", "servers_made": 1}
 
-
-class Stack:
-    def __init__(self, outputs: dict):
-        self._outputs = outputs
-
-    def outputs(self) -> dict:
-        return self._outputs
-
-    def last_update(self) -> dict:
-        return {"kind": "update", "result": "succeeded"}
 
 
 class Session(requests.Session):
@@ -48,7 +38,7 @@ def status(monkeypatch, tmp_path):
 
     def read(outputs: dict, pages: list[dict] | None = None,
              refusal: tuple[int, dict] | None = None) -> dict:
-        monkeypatch.setattr(GcpProvider, "_engine", lambda self, ctx, op: Stack(outputs))
+        monkeypatch.setattr(GcpProvider, "_engine", lambda self, ctx, op: DeployedStack(outputs))
         FakeMonitoring.pages, FakeMonitoring.refusal = pages or [{}], refusal
         with serving(FakeMonitoring) as url:
             environ = {"CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": f"{url}/v3/"}
