@@ -237,8 +237,21 @@ class LocalProvider(Provider):
         client = self._client(state_file)
         if client is None:
             return _summary({"running": False}, state_file)
+        import httpx
+
         with client:
-            status = client.get("/status")
+            try:
+                status = client.get("/status")
+            except httpx.ConnectError:
+                status = None
+        if status is None:
+            # it stopped between the two reads (its owner went, a destroy in another
+            # terminal): look again, which finds it gone, or answering after all
+            client = self._client(state_file)
+            if client is None:
+                return _summary({"running": False}, state_file)
+            with client:
+                status = client.get("/status")
         return _summary(status, state_file) | _trouble(status)
 
     def outputs(self, ctx: StackContext) -> dict[str, Any]:
