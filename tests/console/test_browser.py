@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,22 +20,12 @@ import pytest
 from llmcloud.providers.local.procs import free_port
 from llmcloud.providers.local.provider import _stop_everything
 from llmcloud.providers.local.state import StateFile
+from tests.console.browser_support import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, browser_api
 from tests.local.conftest import processes_mentioning
 
-CHROMIUM = os.environ.get("LLMCLOUD_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parents[1] / "screenshots"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="the browser tests need the playwright package "
-                                  "(pip install playwright; no `playwright install`)")
+playwright_api = browser_api()
 pytest.importorskip("torch", reason="the browser tests serve a tiny model with torch")
 expect = playwright_api.expect
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"the browser tests need Chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
 
 
 def _cli(env: dict[str, str], *args: str) -> dict:

@@ -4,65 +4,25 @@ filter asks again; Delete asks first, then the version leaves the store and the 
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from pathlib import Path
-
 import pytest
-import uvicorn
 
-from llmcloud.console.server import create_app
-from llmcloud.providers.local.procs import free_port
+from tests.console.browser_support import browser_api, logged_in_tab, serving_console
 from tests.console.conftest import fake_model
 
-CHROMIUM = os.environ.get("LLMCLOUD_TEST_CHROMIUM", "/usr/bin/chromium")
-playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="the browser tests need the playwright package "
-                                  "(pip install playwright; no `playwright install`)")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"the browser tests need Chromium at {CHROMIUM} (apt-get install chromium)",
-                allow_module_level=True)
+playwright_api = browser_api()
 expect = playwright_api.expect
 
 
 @pytest.fixture
 def served(running):
-    port = free_port()
-    app = create_app(running.backend(), allowed_hosts={f"127.0.0.1:{port}"}, scrape=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the console did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving_console(running.backend()) as url:
+        yield url
 
 
 @pytest.fixture
 def tab(served, running):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update"])
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            page.problems, page.dialogs = [], []
-            page.on("console", lambda m: page.problems.append(m.text)
-                    if m.type == "error" else None)
-            page.goto(served + "/login")
-            page.fill("#key", running.admin_key)
-            page.click("button[type=submit]")
-            page.wait_for_url(served + "/")
-            page.base = served
-            yield page
-        finally:
-            browser.close()
+    with logged_in_tab(playwright_api, served, running.admin_key) as page:
+        yield page
 
 
 def test_a_log_line_holding_html_is_shown_as_text_and_the_filter_asks_again(tab, running):
