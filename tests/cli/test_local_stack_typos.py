@@ -23,15 +23,6 @@ def stacks(project: Path) -> Path:
     return local
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "llama"}')
-    (folder / "model.safetensors").write_bytes(b"\0" * 64)
-    return folder
-
-
 @pytest.mark.parametrize("args", [
     ["model", "upload", "MODEL", "--version", "v1"],
     ["promote", "--model-version", "v2", "--yes"],

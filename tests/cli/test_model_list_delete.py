@@ -16,15 +16,6 @@ from tests.stacks.fakes import FakeStack
 
 
 @pytest.fixture
-def model(tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "llama"}')
-    (folder / "model.safetensors").write_bytes(b"\0" * 64)
-    return folder
-
-
-@pytest.fixture
 def local(project: Path) -> Path:
     """A local stack `dev` serving m v2, after v1 (its state file as the controller writes it)."""
     folder = Path.home() / ".llmcloud" / "stacks" / "dev"
