@@ -13,6 +13,7 @@ from llmcloud.providers.gcp.group_creation import CREATE_ALLOWANCE_S, watch_crea
 from llmcloud.providers.gcp.group_wait import group_url
 from llmcloud.stacks.errors import DeploymentError
 from tests.providers.fakes import Answer, Clock, JsonApi, serving
+from tests.providers.gcp.test_group_wait import FakeSession as GroupSession
 
 NOW = datetime.now(timezone.utc)
 SINCE = NOW - timedelta(minutes=1)
@@ -44,21 +45,12 @@ HALF = {"targetSize": 2, "currentActions": {"none": 0, "creating": 1, "verifying
         "status": {"isStable": False}}
 
 
-class FakeSession:
+class FakeSession(GroupSession):
     """The group's address answers each answer in turn (the last one stays); `listErrors`
-    answers ``errors``."""
+    answers the items ``errors``."""
 
     def __init__(self, *answers, errors=()):
-        self.answers = list(answers)
-        self.errors = {"items": list(errors)}
-        self.asked: list[str] = []
-
-    def get(self, url, timeout):
-        self.asked.append(url)
-        if url.endswith("/listErrors"):
-            return Answer(200, self.errors)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return answer if isinstance(answer, Answer) else Answer(200, answer)
+        super().__init__(*answers, errors={"items": list(errors)})
 
 
 def watch(session, minimum=2) -> tuple[str | None, Clock]:
@@ -218,26 +210,13 @@ def test_status_shows_the_groups_recent_errors_making_servers(gcp_stack):
     assert servers["recent_errors"][0].startswith("QUOTA_EXCEEDED: Quota 'GPUS_ALL_REGIONS'")
 
 
-class _TimedSession:
-    """A session that answers the group and its errors at once, noting each read's
-    timeout."""
-
-    def __init__(self):
-        self.timeouts: list[float] = []
-
-    def get(self, url, timeout=None):
-        self.timeouts.append(timeout)
-        body = {"items": []} if url.endswith("/listErrors") else {
-            "targetSize": 1, "currentActions": {"none": 1}, "status": {"isStable": True}}
-        return type("Response", (), {"status_code": 200, "json": lambda self: body})()
-
-
 def test_status_reads_the_group_with_a_short_timeout():
     # the console asks for status every 10 s: up's watches wait 30 s for an answer, and a
     # read that hung that long held the console's page
     from llmcloud.providers.gcp.group_creation import STATUS_TIMEOUT_S, describe
 
-    session = _TimedSession()
+    session = FakeSession({"targetSize": 1, "currentActions": {"none": 1},
+                           "status": {"isStable": True}})
     url = group_url("proj", "us-central1", "llm-prod-pool")
     shown = describe(session, url, datetime.now(timezone.utc))
     assert shown["servers_made"] == 1

@@ -32,16 +32,19 @@ ERRORS = {"items": [
 
 
 class FakeSession:
-    """Answers the group's address with each answer in turn (the last one stays), and
-    `listErrors` with ``errors``."""
+    """Answers the group's address with each answer in turn (the last one stays; an
+    exception is raised), and `listErrors` with ``errors``; notes each address asked and
+    each read's timeout."""
 
     def __init__(self, *answers, errors=ERRORS):
         self.answers = list(answers)
         self.errors = errors
         self.asked: list[str] = []
+        self.timeouts: list[float] = []
 
     def get(self, url, timeout):
         self.asked.append(url)
+        self.timeouts.append(timeout)
         if url.endswith("/listErrors"):
             return Answer(200, self.errors)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
