@@ -144,11 +144,10 @@ def _wait_for_version(url: str, version: str, headers: Mapping[str, str], timeou
 
 
 def promote(provider: Any, ctx: Any, version: str, *, timeout: float = 1800.0,
-            bake: int = 0, clock: Callable[[], float] | None = None,
-            sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+            bake: int = 0) -> dict[str, Any]:
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails,
     or if one of the stack's alerts begins to fire within `bake` seconds after it (see
-    `bake`; `clock` and `sleep` time it)."""
+    `bake`)."""
     provider.supports("promote")
     _refuse_version_from_environment(ctx)
     if bake:
@@ -156,13 +155,11 @@ def promote(provider: Any, ctx: Any, version: str, *, timeout: float = 1800.0,
     with stack_file_lock.hold(ctx.project_dir, ctx.stack, "promote", ctx.environ):
         engine = provider._engine(ctx, "promote")
         outputs = engine.outputs()
-        return _promote(provider, ctx, engine, outputs, version, None, timeout,
-                        _Bake(bake, clock, sleep))
+        return _promote(provider, ctx, engine, outputs, version, None, timeout, bake)
 
 
-def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0, bake: int = 0,
-             clock: Callable[[], float] | None = None,
-             sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0,
+             bake: int = 0) -> dict[str, Any]:
     """Return to the last version served before the current one (baked as `promote`)."""
     provider.supports("rollback")
     _refuse_version_from_environment(ctx)
@@ -181,23 +178,13 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0, bake: int = 0,
                 hint="llmcloud promote --model-version VERSION",
             )
         result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout,
-                          _Bake(bake, clock, sleep))
+                          bake)
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
 
 
-class _Bake:
-    """What a promotion was asked to bake: `seconds` (0: none), timed by `clock`/`sleep`
-    (None: `bake`'s own, the real ones)."""
-
-    def __init__(self, seconds: int, clock: Callable[[], float] | None,
-                 sleep: Callable[[float], None] | None):
-        self.seconds = seconds
-        self.timing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
-
-
 def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
-             history: list[str] | None, timeout: float, baking: _Bake) -> dict[str, Any]:
+             history: list[str] | None, timeout: float, bake_seconds: int) -> dict[str, Any]:
     spec = ctx.spec
     store = outputs.get("model_store_uri")
     if not store:
@@ -232,7 +219,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
             history = old_history if version == previous else [*old_history, previous]
     new_history = history[-HISTORY_LIMIT:]
     # read before anything changes: an alert firing already is not the new version's doing
-    baseline = alerts_before(provider, ctx, outputs) if baking.seconds else {}
+    baseline = alerts_before(provider, ctx, outputs) if bake_seconds else {}
     _record(engine, version, new_history)
     # (a minute early: the cloud's clock and this machine's may differ a little)
     since = datetime.now(timezone.utc) - timedelta(seconds=60)
@@ -240,8 +227,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         outputs = engine.up()
         rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
-        if baking.seconds:
-            bake(provider, ctx, outputs, baseline, baking.seconds, **baking.timing)
+        if bake_seconds:
+            bake(provider, ctx, outputs, baseline, bake_seconds)
     except (Exception, KeyboardInterrupt) as failure:
         if _stack_locked(failure):
             # another command holds the stack: this update never began, nothing to restore
@@ -276,8 +263,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         "image": outputs.get("image"),
         "endpoint": outputs.get("endpoint_url"),
     }
-    if baking.seconds:
-        result["baked_seconds"] = baking.seconds
+    if bake_seconds:
+        result["baked_seconds"] = bake_seconds
     return result
 
 

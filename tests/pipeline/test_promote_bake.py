@@ -5,7 +5,9 @@ clock and sleep are a fake clock's."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -93,10 +95,16 @@ def _ctx(tmp_path: Path) -> StackContext:
     return StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ={})
 
 
+def _timed(clock: Clock):
+    """The bake timed by `clock`."""
+    return mock.patch.object(rollout, "bake", functools.partial(
+        rollout.bake, clock=clock, sleep=clock.sleep))
+
+
 def _promote(provider, tmp_path, bake, clock=None):
     clock = clock or Clock()
-    return rollout.promote(provider, _ctx(tmp_path), "v2", bake=bake, clock=clock,
-                           sleep=clock.sleep)
+    with _timed(clock):
+        return rollout.promote(provider, _ctx(tmp_path), "v2", bake=bake)
 
 
 def test_an_alert_that_fires_during_the_bake_puts_the_previous_version_back(
@@ -191,7 +199,7 @@ def test_a_rollback_bakes_too(tmp_path: Path) -> None:
     spec = resolve_spec(file_values={"provider": "aws", "image": OUTPUTS["image"], "model": {
         "name": "m", "version": "v1", "history": ["v0"]}}, environ={})
     ctx = StackContext(project_dir=tmp_path, stack="prod", spec=spec, environ={})
-    with pytest.raises(DeploymentError) as caught:
-        rollout.rollback(provider, ctx, bake=60, clock=clock, sleep=clock.sleep)
+    with pytest.raises(DeploymentError) as caught, _timed(clock):
+        rollout.rollback(provider, ctx, bake=60)
     assert caught.value.message == "promoting v0 failed; v1 is serving again"
     assert provider.ups == 2
