@@ -62,20 +62,18 @@ def rollback(
 
 
 def _baked(prov, bake: int) -> dict:
-    """`bake=` for a cloud provider's promote or rollback (none without --bake); the local
-    provider has no alerts to watch: `NotSupportedError`."""
-    from llmcloud.providers.cloud import CloudProvider
+    """`bake=` for the promote or rollback of a provider that reads its stack's alerts (none
+    without --bake); one that cannot: `NotSupportedError`."""
     from llmcloud.stacks.errors import NotSupportedError
 
     if not bake:
         return {}
-    if not isinstance(prov, CloudProvider):
+    if not callable(getattr(prov, "firing_alerts", None)):
         raise NotSupportedError(
             f"--bake is not offered by the {prov.name} provider",
-            context="a bake watches the stack's cloud alerts (5xx rate, latency, unhealthy "
-                    "servers); a local stack has none",
-            hint="promote without --bake: the local rollout already waits for each new "
-                 "replica to be ready")
+            context="a bake watches the stack's alerts (5xx rate, latency, no server "
+                    "serving), which this provider does not read",
+            hint="promote without --bake")
     return {"bake": bake}
 
 

@@ -66,6 +66,8 @@ class LocalConsoleBackend(StackBackend):
             "model": status.get("model") or (config.get("model") or {}).get("name"),
             "model_version": status.get("model_version") or state.get("version"),
             "replicas": replicas, "ready_replicas": ready, "desired_replicas": desired,
+            # those that mean a bad version: {"firing": {...}} or {"unread": why}
+            "alerts": status.get("alerts"),
             "state_dir": str(self.state_file.folder),
             "layers": [], "checks": [], "cost": None, "plan_error": None,
             "error": self._last_error,

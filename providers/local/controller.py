@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from llmcloud.providers.local.alerts import EVALUATE_EVERY_SECONDS, LocalAlerts
 from llmcloud.providers.local.control import ControlApi, OperationError
 from llmcloud.providers.local.gateway import Gateway, GatewaySettings
 from llmcloud.providers.local.keys import (
@@ -125,7 +126,8 @@ class Controller:
         self.keys = KeyRing(state.get("keys") or [])
         gateway = self.config["gateway"]
         self.limiter = RateLimiter(gateway["rate_limit"], gateway["burst"], gateway.get("quota"))
-        self.metrics = GatewayMetrics(self.pool)
+        self.alerts = LocalAlerts(self.pool, lambda: self.gateway.settings.timeout_seconds)
+        self.metrics = GatewayMetrics(self.pool, self.alerts)
         self.control = ControlApi(self)
         # The replicas answer only the gateway: a key made at each start, known to this
         # process alone (the replicas get its hash), so that nobody on the machine reaches
@@ -219,6 +221,8 @@ class Controller:
             "last_failure": self.supervisor.last_failure,
             "controller_pid": os.getpid(),
             "state_error": self.state_error,
+            # those that mean a bad version, as of the last evaluation (`alerts.py`)
+            "alerts": self.alerts.document(),
         }
 
     def spawn(self, coro) -> asyncio.Task:
@@ -421,6 +425,7 @@ class Controller:
         self.spawn(self._start_replicas())
         self._watch_owner(self.config.get("owner_pid"))
         self.spawn(self._record_key_use())
+        self.spawn(self._evaluate_alerts())
         log.info("serving %s with %d replica(s)", self.endpoint, self.supervisor.desired)
         await self._stop.wait()
         log.info("stopping: draining replicas")
@@ -439,6 +444,11 @@ class Controller:
         except StateError as exc:  # the next `up` finds the processes gone by their pids
             log.error("%s", exc.message)
         log.info("stopped")
+
+    async def _evaluate_alerts(self) -> None:
+        while True:
+            await asyncio.sleep(EVALUATE_EVERY_SECONDS)
+            self.alerts.evaluate()
 
     async def _record_key_use(self, every: float = 5.0) -> None:
         # `keys list` and the console read keys from the state file, which the gateway must

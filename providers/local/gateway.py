@@ -182,7 +182,7 @@ class Gateway:
 
     async def _answer(self, send: Send, status: int, message: str, code: str | None,
                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.metrics.requests.labels(str(status)).inc()
+        self.metrics.answered(status)
         await send_error(send, status, message, code, headers or [])
 
     async def _too_large(self, send: Send) -> None:
@@ -219,7 +219,7 @@ class Gateway:
 
     async def _after_cancel(self, send: Send, state: dict[str, Any]) -> None:
         if state["reason"] != "timeout":
-            self.metrics.requests.labels("499").inc()  # the client went away
+            self.metrics.answered(499)  # the client went away
             return
         message = f"the request took longer than {self.settings.timeout_seconds:g}s"
         if not state["response_started"]:
@@ -292,8 +292,7 @@ class Gateway:
         if upstream.length is not None:
             headers.append((b"content-length", str(upstream.length).encode()))
         state["sse"] = upstream.content_type.startswith("text/event-stream")
-        self.metrics.latency.observe(time.perf_counter() - started)
-        self.metrics.requests.labels(str(upstream.status)).inc()
+        self.metrics.answered(upstream.status, time.perf_counter() - started)
         await send({"type": "http.response.start", "status": upstream.status,
                     "headers": headers})
         state["response_started"] = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from llmcloud.providers.local.alerts import LocalAlerts
 from llmcloud.providers.local.pool import Pool
 
 
@@ -13,7 +14,8 @@ class GatewayMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool, alerts: LocalAlerts | None = None):
+        self.alerts = alerts
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "llmcloud_gateway_requests", "Requests answered, by status code",
@@ -56,6 +58,15 @@ class GatewayMetrics:
                 lambda test=test: sum(1 for r in pool if test(r))
             )
         in_flight.set_function(lambda: sum(r.in_flight for r in pool))
+
+    def answered(self, status: int, seconds: float | None = None) -> None:
+        """Count a response by its status code (and its time to headers, ``seconds``, when
+        a replica answered it), here and in the window the stack's alerts judge."""
+        if seconds is not None:
+            self.latency.observe(seconds)
+        self.requests.labels(str(status)).inc()
+        if self.alerts is not None:
+            self.alerts.answered(status, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from llmcloud.providers.base import Provider, StackContext
+from llmcloud.providers.local import bake as local_bake
 from llmcloud.providers.local import procs
+from llmcloud.providers.local.bake import status_alerts
 from llmcloud.providers.local.keys import new_key, public
 from llmcloud.providers.local.launch import (
     CRASH_LOOP,
@@ -232,11 +234,13 @@ class LocalProvider(Provider):
         return self.status(ctx)
 
     def status(self, ctx: StackContext) -> dict[str, Any]:
-        """The endpoint, the model version in service and each replica."""
+        """The endpoint, the model version in service, each replica, and the alerts that
+        mean a bad version firing now (`alerts.py`; `unread` when the stack is not
+        running)."""
         state_file = self._state(ctx)
         client = self._client(state_file)
         if client is None:
-            return _summary({"running": False}, state_file)
+            return _stopped(state_file)
         import httpx
 
         with client:
@@ -249,10 +253,10 @@ class LocalProvider(Provider):
             # terminal): look again, which finds it gone, or answering after all
             client = self._client(state_file)
             if client is None:
-                return _summary({"running": False}, state_file)
+                return _stopped(state_file)
             with client:
                 status = client.get("/status")
-        return _summary(status, state_file) | _trouble(status)
+        return _summary(status, state_file) | {"alerts": status_alerts(status)} | _trouble(status)
 
     def outputs(self, ctx: StackContext) -> dict[str, Any]:
         """The endpoint, the model store and the key ids."""
@@ -264,8 +268,12 @@ class LocalProvider(Provider):
 
     # -- model versions --------------------------------------------------------------------
 
-    def promote(self, ctx: StackContext, version: str) -> dict[str, Any]:
-        """Roll the replicas to `version` one by one; on failure roll back and raise."""
+    def promote(self, ctx: StackContext, version: str, *, bake: int = 0) -> dict[str, Any]:
+        """Roll the replicas to `version` one by one; on failure roll back and raise. With
+        `bake` > 0, watch the stack's alerts for that many seconds after, going back if one
+        begins to fire (`bake.py`)."""
+        if bake:
+            self.check_bake(ctx, bake)
         state_file = self._state(ctx)
         with self._require(ctx) as client:
             model = state_file.read()["config"]["model"]
@@ -280,15 +288,48 @@ class LocalProvider(Provider):
                 from llmcloud.providers.local.launch import check_adapters_of_version
 
                 check_adapters_of_version(self._effective(ctx), store, model["name"], version)
+            baseline = self._alerts_before(ctx, bake)
             result = client.operation("/promote", {"version": version})
-        return _summary(result, state_file) | {"previous_version": result["previous_version"]}
+            # a promote back to the serving version changed nothing: nothing to bake
+            baked = bake if result["previous_version"] != version else 0
+            if baked:  # (the controller's rollback: its history loses the version baked)
+                local_bake.watch(self, ctx, client, version, result["previous_version"],
+                                 baseline, baked, lambda: client.operation("/rollback"))
+        return _summary(result, state_file) | {"previous_version": result["previous_version"]} \
+            | ({"baked_seconds": baked} if baked else {})
 
-    def rollback(self, ctx: StackContext) -> dict[str, Any]:
-        """Return to the last good version before the one in service."""
+    def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
+        """Return to the last good version before the one in service (baked as `promote`,
+        going back to the version rolled back from)."""
+        if bake:
+            self.check_bake(ctx, bake)
         state_file = self._state(ctx)
         with self._require(ctx) as client:
+            baseline = self._alerts_before(ctx, bake)
             result = client.operation("/rollback")
-        return _summary(result, state_file) | {"previous_version": result["previous_version"]}
+            previous = result["previous_version"]
+            if bake:
+                local_bake.watch(self, ctx, client, result["model_version"], previous,
+                                 baseline, bake,
+                                 lambda: client.operation("/promote", {"version": previous}))
+        return _summary(result, state_file) | {"previous_version": previous} \
+            | ({"baked_seconds": bake} if bake else {})
+
+    def check_bake(self, ctx: StackContext, seconds: int) -> None:
+        """Refuse a bake shorter than the alerts' window (exit 2), before anything runs."""
+        local_bake.check_bake(ctx.stack, seconds)
+
+    def firing_alerts(self, ctx: StackContext, outputs: Any = None) -> dict[str, str]:
+        """The stack's alerts that mean a bad version firing now (5xx rate, p99 latency, no
+        replica serving; `alerts.py`): name -> what it means, as the controller last
+        judged them."""
+        with self._require(ctx) as client:
+            return local_bake.firing(client.get("/status"), ctx.stack)
+
+    def _alerts_before(self, ctx: StackContext, bake: int) -> dict[str, str]:
+        from llmcloud.providers import rollout
+
+        return rollout.alerts_before(self, ctx, {}) if bake else {}
 
     def model_upload(self, ctx: StackContext, folder: Path, *, name: str, version: str,
                      force: bool = False, on_progress=None) -> dict[str, Any]:
@@ -354,6 +395,10 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
         "desired_replicas": status.get("desired_replicas", 0),
         "state_dir": str(state_file.folder),
     }
+
+
+def _stopped(state_file: StateFile) -> dict[str, Any]:
+    return _summary({"running": False}, state_file) | {"alerts": status_alerts(None)}
 
 
 def _trouble(status: dict[str, Any]) -> dict[str, Any]:

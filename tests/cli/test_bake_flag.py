@@ -116,13 +116,9 @@ def test_rollback_takes_the_flag(stack, cli) -> None:
     assert (document["model_version"], document["baked_seconds"]) == ("v1", 240)
 
 
-def test_the_local_provider_does_not_offer_a_bake() -> None:
+def test_the_local_provider_bakes_too() -> None:
     from llmcloud.cli.model_commands import _baked
     from llmcloud.providers.local.provider import LocalProvider
-    from llmcloud.stacks.errors import NotSupportedError
 
     assert _baked(LocalProvider(), 0) == {}
-    with pytest.raises(NotSupportedError) as caught:
-        _baked(LocalProvider(), 600)
-    assert caught.value.exit_code == 4
-    assert "not offered by the local provider" in caught.value.message
+    assert _baked(LocalProvider(), 600) == {"bake": 600}
