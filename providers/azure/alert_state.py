@@ -1,10 +1,11 @@
-"""Which of the stack's metric alerts are fired now (Azure), for promote's bake.
+"""Which of the stack's alert rules are fired now (Azure), for promote's bake.
 
-A metric alert rule that fires makes an alert instance in Azure Monitor's Alerts
-Management (`Microsoft.AlertsManagement/alerts`, "Alerts - Get All"); with `auto_mitigate`
-(as the stack sets it) its `monitorCondition` goes from Fired to Resolved when the metric
-is back. The list is filtered by the rule's id (`alertRule`) and the condition. The stack
-names the rules that mean a bad version in its `alert_rules` output.
+A metric alert rule or a log search alert rule (requests-failing) that fires makes an alert
+instance in Azure Monitor's Alerts Management (`Microsoft.AlertsManagement/alerts`, "Alerts
+- Get All"); with `auto_mitigate` (as the stack sets it on both) its `monitorCondition` goes
+from Fired to Resolved when the condition is no longer met. The list is filtered by the
+rule's id (`alertRule`) and the condition. The stack names the rules that mean a bad
+version in its `alert_rules` output.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def fired_alerts(get: Callable[[str], Any], rules: Mapping[str, str]) -> dict[st
         for alert in _fired(get, str(rule)):
             essentials = (alert.get("properties") or {}).get("essentials") or {}
             # (the filters ask for this rule's fired alerts; anything else is not counted)
-            if str(essentials.get("alertRule", "")).lower() != str(rule).lower() or \
+            if not _is_rule(str(essentials.get("alertRule", "")), str(rule)) or \
                     essentials.get("monitorCondition") != FIRED:
                 continue
             kind = next((k for k in MEANING if name.endswith(k)), None)
@@ -51,8 +52,14 @@ def fired_alerts(get: Callable[[str], Any], rules: Mapping[str, str]) -> dict[st
     return firing
 
 
+def _is_rule(named: str, rule: str) -> bool:
+    """Whether an alert's `alertRule` is ``rule`` (an id): Alerts Management gives "the ARM
+    id or name of the rule, depending on the monitor service", so either, in any case."""
+    return named.lower() in (rule.lower(), rule.rsplit("/", 1)[-1].lower())
+
+
 def _fired(get: Callable[[str], Any], rule: str) -> list[dict[str, Any]]:
-    """The alert instances of ``rule`` (a metric alert's id) whose condition is Fired,
+    """The alert instances of ``rule`` (an alert rule's id) whose condition is Fired,
     from the subscription the rule lives in, every page of them up to MAX_PAGES."""
     import requests
 

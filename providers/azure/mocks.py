@@ -45,6 +45,8 @@ ARM_TYPES: dict[str, tuple[str, str]] = {
                                                    "resourceName"),
     "azure-native:monitor:ActionGroup": ("Microsoft.Insights/actionGroups", "actionGroupName"),
     "azure-native:monitor:MetricAlert": ("Microsoft.Insights/metricAlerts", "ruleName"),
+    "azure-native:monitor:ScheduledQueryRule": ("Microsoft.Insights/scheduledQueryRules",
+                                                "ruleName"),
     "azure-native:monitor:AutoscaleSetting": ("Microsoft.Insights/autoscalesettings",
                                               "autoscaleSettingName"),
     "azure-native:monitor:DataCollectionRule": ("Microsoft.Insights/dataCollectionRules",
@@ -136,7 +138,10 @@ def mock_resource(type_: str, name: str, inputs: dict[str, Any],
     elif type_ == "azure-native:compute:VirtualMachineScaleSet":
         state["uniqueId"] = _guid("vmss", rid)
     identity = state.get("identity")
-    if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
+    if isinstance(identity, dict) and identity.get("type") == "SystemAssigned":
+        state["identity"] = {**identity, "principalId": _guid("principal", rid),
+                             "tenantId": TENANT_ID}
+    elif isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
         # given as a list of ids, returned as a map of id -> the identity's ids
         state["identity"] = {**identity, "userAssignedIdentities": {
             uid: {"principalId": _guid("principal", str(uid)),

@@ -9,6 +9,7 @@ import pulumi
 from pulumi_azure_native import apimanagement, applicationinsights, monitor, operationalinsights
 
 from llmcloud.providers.azure.cloud_init import SERVER_LOG_TAG
+from llmcloud.providers.azure.failing_requests import FailingRequestsArgs, failing_requests_alert
 from llmcloud.providers.azure.naming import fitted
 
 #: (alert, resource key, metric namespace, metric, aggregation, operator, threshold, severity)
@@ -19,27 +20,11 @@ ALERTS: tuple[tuple[str, str, str, str, str, str, float, int], ...] = (
      "Average", "GreaterThan", 90, 3),
 )
 APIM = "Microsoft.ApiManagement/service"
-#: the requests API Management answered with a server error: the model servers' own 5xx
-#: passed on, and the gateway's when it cannot reach them or they time out (502, 504:
-#: `apim.GATEWAY_ERRORS`); not 4xx, the clients' mistakes (keys, limits, routes)
-FAILING_REQUESTS = ("GatewayResponseCodeCategory", "5xx")
-#: requests-failing fires on more than this many failed requests in its 5-minute window. A
-#: count, not AWS's 5 % of requests: a metric alert cannot divide one metric by another (a
-#: log search alert over the gateway's logs could, billed per evaluation and minutes
-#: behind). A version that fails every request fires it from about 2 requests a minute; a
-#: busy stack fires on a handful of failures a ratio would let pass.
-FAILED_REQUESTS_ALERT = 5
-#: what each alert says, in the users' words, where its metric and threshold do not
-DESCRIPTIONS = {
-    "requests-failing": f"more than {FAILED_REQUESTS_ALERT} requests failed with a server "
-                        "error (5xx) in 5 minutes: the model servers answer errors, time out "
-                        "or cannot be reached",
-}
 #: the alerts that mean a bad version, which promote's bake watches: a slow backend and
-#: requests failing with 5xx. Not servers-unhealthy: a rolling upgrade's own servers fail
-#: the probe while they boot, which fires it (any dip below 100 %), so a bake right after
-#: the roll would fail every time (the roll itself waits for every server to be healthy); a
-#: busy gateway or hot CPUs are load.
+#: requests failing with 5xx (a log search alert: `failing_requests.py`). Not
+#: servers-unhealthy: a rolling upgrade's own servers fail the probe while they boot, which
+#: fires it (any dip below 100 %), so a bake right after the roll would fail every time (the
+#: roll itself waits for every server to be healthy); a busy gateway or hot CPUs are load.
 BAD_VERSION_ALERTS = ("backend-slow", "requests-failing")
 #: the workspace function that reads the server's JSON lines (`--log-format json`) out of
 #: Syslog, one typed column per field: `LlmcloudServerLog | where request_id == "<id>"`
@@ -77,14 +62,6 @@ def gateway_load_metric(sku: str) -> str:
     return "CpuPercent_Gateway" if sku.endswith("V2") else "Capacity"
 
 
-def _dimensions(alert: str) -> list[monitor.MetricDimensionArgs] | None:
-    """The metric's dimension filter of `alert`: requests-failing counts the 5xx only."""
-    if alert != "requests-failing":
-        return None
-    dimension, category = FAILING_REQUESTS
-    return [monitor.MetricDimensionArgs(name=dimension, operator="Include", values=[category])]
-
-
 def latency_alert_ms(timeout_seconds: int) -> int:
     """Alert when the backend's average time nears the gateway's timeout (80 % of it)."""
     return int(timeout_seconds * 1000 * 0.8)
@@ -104,6 +81,8 @@ class MonitoringArgs:
     storage_account_id: pulumi.Input[str]
     registry_id: pulumi.Input[str]
     timeout_seconds: int
+    #: the subscription the stack deploys to: names the requests-failing rule's role
+    subscription_id: str
     #: API Management's tier (`apim.choose_sku`): which metric says the gateway is busy
     apim_sku: str = "Developer"
     alert_emails: Sequence[str] = ()
@@ -116,8 +95,8 @@ class Monitoring(pulumi.ComponentResource):
     settings that send the gateway's, registry's, model store's and load balancer's logs and
     metrics to the workspace; the servers' logs through a data collection rule (the scale
     set runs the Azure Monitor Agent); API Management's request traces to Application
-    Insights; and metric alerts (unhealthy servers, slow backend, requests failing with 5xx,
-    busy gateway, hot servers) to an action group."""
+    Insights; metric alerts (unhealthy servers, slow backend, busy gateway, hot servers) and
+    a log search alert (the share of requests failing with 5xx) to an action group."""
 
     workspace: operationalinsights.Workspace
     insights: applicationinsights.Component
@@ -155,14 +134,12 @@ class Monitoring(pulumi.ComponentResource):
                   ("gateway-capacity", "apim", APIM, gateway_load_metric(args.apim_sku),
                    "Average", "GreaterThan", 80, 2),
                   ("backend-slow", "apim", APIM, "BackendDuration", "Average", "GreaterThan",
-                   latency_alert_ms(args.timeout_seconds), 2),
-                  ("requests-failing", "apim", APIM, "Requests", "Total", "GreaterThan",
-                   FAILED_REQUESTS_ALERT, 1)]
+                   latency_alert_ms(args.timeout_seconds), 2)]
         self.bad_version_alerts = {}
         for alert, key, namespace, metric, aggregation, operator, threshold, severity in alerts:
             rule = monitor.MetricAlert(
                 f"{name}-{alert}", rule_name=f"{args.name}-{alert}", location="global",
-                description=DESCRIPTIONS.get(alert, f"{metric} {operator} {threshold}"),
+                description=f"{metric} {operator} {threshold}",
                 severity=severity, enabled=True, scopes=[targets[key]],
                 evaluation_frequency="PT1M", window_size="PT5M", auto_mitigate=True,
                 # a union type: only the Args classes tell Pulumi which one (and its names)
@@ -171,11 +148,16 @@ class Monitoring(pulumi.ComponentResource):
                     all_of=[monitor.MetricCriteriaArgs(
                         criterion_type="StaticThresholdCriterion", name=metric.replace(" ", ""),
                         metric_name=metric, metric_namespace=namespace, operator=operator,
-                        threshold=threshold, time_aggregation=aggregation,
-                        dimensions=_dimensions(alert))]),
+                        threshold=threshold, time_aggregation=aggregation)]),
                 actions=[{"action_group_id": self.action_group.id}], **where, opts=child)
             if alert in BAD_VERSION_ALERTS:
                 self.bad_version_alerts[f"{args.name}-{alert}"] = rule.id
+        failing = failing_requests_alert(f"{name}-requests-failing", FailingRequestsArgs(
+            resource_group_name=args.resource_group_name, location=args.location,
+            name=args.name, subscription_id=args.subscription_id,
+            workspace_id=self.workspace.id, action_group_id=self.action_group.id,
+            tags=args.tags), parent=self)
+        self.bad_version_alerts[f"{args.name}-requests-failing"] = failing.id
         self.register_outputs({"workspace_id": self.workspace.id,
                                "insights_id": self.insights.id})
 

@@ -49,6 +49,9 @@ REGISTRY_PREMIUM_DAILY = 1.667  # Premium: the tier that offers private endpoint
 PRIVATE_ENDPOINT_HOURLY = 0.01
 PRIVATE_DNS_ZONE_MONTHLY = 0.50
 METRIC_ALERT_MONTHLY = 0.10  # per monitored time series
+#: a log search alert rule evaluated every 5 minutes, per rule (one time series: no
+#: dimensions), USD per month (Azure Monitor pricing, alert rules, log signal)
+LOG_ALERT_5_MINUTE_MONTHLY = 1.50
 LOG_ANALYTICS_PER_GB = 2.30  # ingestion, pay-as-you-go
 #: Premium SSD v1 (LRS) managed disks: (tier, size in GB, USD per month)
 PREMIUM_SSD_TIERS: tuple[tuple[str, int, float], ...] = (

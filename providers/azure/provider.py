@@ -17,6 +17,7 @@ from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     GPU_SIZES,
     LOAD_BALANCER_HOURLY,
+    LOG_ALERT_5_MINUTE_MONTHLY,
     LOG_ANALYTICS_PER_GB,
     METRIC_ALERT_MONTHLY,
     NAT_GATEWAY_HOURLY,
@@ -49,7 +50,9 @@ _LOCATION_NAME = re.compile(r"[a-z][a-z0-9]{2,40}")
 #: one A100 80 GB on the datacenter driver the Ubuntu HPC image carries (docs/azure.md: the size)
 DEFAULT_VM_SIZE = "Standard_NC24ads_A100_v4"
 #: metric alerts the stack declares (see monitoring.py)
-ALERT_COUNT = 5
+ALERT_COUNT = 4
+#: log search alerts the stack declares (requests-failing: failing_requests.py)
+LOG_ALERT_COUNT = 1
 #: the A10 sizes (NVads A10 v5, NCads A10 v4) run partitioned GPUs that take only NVIDIA's
 #: GRID driver; the Ubuntu HPC image carries the datacenter (CUDA) driver, which they refuse
 GRID_ONLY_SIZE = re.compile(r"Standard_N[CV]\d+ad[a-z]*_A10_v[45]", re.IGNORECASE)
@@ -67,10 +70,13 @@ class AzureProvider(CloudProvider):
     credentials_command = "az login"
     #: Azure-only knobs of the stack; from the LLMCLOUD_AZURE_* variables when unset
     options: AzureOptions | None = None
-    #: the shortest bake that can see an alert fire: the backend-slow rule averages its
-    #: metric over 5 minutes, evaluated every minute, on platform metrics that reach Azure
-    #: Monitor a few minutes late (`monitoring.py`)
-    BAKE_MINIMUM_SECONDS = 600
+    #: the shortest bake that can see an alert fire. The slowest is requests-failing, a log
+    #: search alert (`failing_requests.py`): it runs every 5 minutes over the last 5 minutes
+    #: of the gateway's logs, which reach Log Analytics typically 20 s to 3 minutes late
+    #: (Microsoft, "Log data ingestion time in Azure Monitor"), and its alert is raised about
+    #: a minute after the run: 300 + 300 + 180 + 60 s, rounded up. (backend-slow averages a
+    #: metric over 5 minutes, evaluated every minute, on metrics a few minutes late.)
+    BAKE_MINIMUM_SECONDS = 900
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -375,6 +381,8 @@ class AzureProvider(CloudProvider):
             CostLine("private DNS zones", "zone-hour", hourly(PRIVATE_DNS_ZONE_MONTHLY), 2, 2),
             CostLine("metric alerts", "alert-hour", hourly(METRIC_ALERT_MONTHLY), ALERT_COUNT,
                      ALERT_COUNT),
+            CostLine("log search alerts (every 5 minutes)", "alert-hour",
+                     hourly(LOG_ALERT_5_MINUTE_MONTHLY), LOG_ALERT_COUNT, LOG_ALERT_COUNT),
             CostLine("Log Analytics ingestion", "GB", LOG_ANALYTICS_PER_GB, 0, 0, hourly=False,
                      note="billed per GB ingested; not in the hourly total"),
         ]

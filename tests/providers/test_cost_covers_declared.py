@@ -233,6 +233,7 @@ AZURE_PRICED = {
     "azure-native:network:NatGateway", "azure-native:network:PublicIPAddress",
     "azure-native:containerregistry:Registry", "azure-native:network:PrivateEndpoint",
     "azure-native:privatedns:PrivateZone", "azure-native:monitor:MetricAlert",
+    "azure-native:monitor:ScheduledQueryRule",
 }
 
 
@@ -259,7 +260,8 @@ def azure_expected(resources: Resources) -> Expected:
         expected["container registry"] = (1, 1, f"({registry['sku']['name']})")
     for token, line in (("azure-native:network:PrivateEndpoint", "private endpoints"),
                         ("azure-native:privatedns:PrivateZone", "private DNS zones"),
-                        ("azure-native:monitor:MetricAlert", "metric alerts")):
+                        ("azure-native:monitor:MetricAlert", "metric alerts"),
+                        ("azure-native:monitor:ScheduledQueryRule", "log search alerts")):
         if count := len(of(resources, token)):
             expected[line] = (count, count, "")
     return expected

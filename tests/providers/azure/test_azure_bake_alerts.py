@@ -111,7 +111,8 @@ def test_a_stack_without_the_output_is_told_to_update_first(bake):
 def test_the_stack_names_its_bad_version_rules_in_an_output():
     resources, outputs = declared("prod")
     rules = {r.inputs["ruleName"]: r.outputs.get("id") or r.id
-             for r in of_type(resources, ALERT)}
+             for r in [*of_type(resources, ALERT),
+                       *of_type(resources, "azure-native:monitor:ScheduledQueryRule")]}
     assert outputs["alert_rules"] == {name: rules[name] for name in (
         "llm-prod-backend-slow", "llm-prod-requests-failing")}
     # a rolling upgrade's own booting servers fail the probe (the roll waits for them all to

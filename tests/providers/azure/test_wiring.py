@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from llmcloud.providers.azure.failing_requests import READER
 from llmcloud.providers.azure.identity import (
     ACR_PULL,
     MONITORING_METRICS_PUBLISHER,
@@ -107,13 +108,18 @@ def test_the_servers_run_the_hpc_image_with_keys_only_and_encryption_at_host():
 def test_role_assignments_are_scoped_to_the_container_registry_and_scale_set():
     resources, _ = declared()
     principal = one(resources, IDENTITY).outputs["principalId"]
+    # (and the requests-failing log alert's own identity reads its workspace only)
+    rule = one(resources, "azure-native:monitor:ScheduledQueryRule").outputs["identity"]
     scopes = {r.inputs["roleDefinitionId"].rsplit("/", 1)[-1]: r.inputs["scope"]
               for r in of_type(resources, ROLE)}
     assert scopes == {STORAGE_BLOB_DATA_READER: one(resources, CONTAINER).id,
                       ACR_PULL: one(resources, REGISTRY).id,
-                      MONITORING_METRICS_PUBLISHER: one(resources, VMSS).id}
+                      MONITORING_METRICS_PUBLISHER: one(resources, VMSS).id,
+                      READER: one(resources, WORKSPACE).id}
     for role in of_type(resources, ROLE):
-        assert role.inputs["principalId"] == principal
+        assert role.inputs["principalId"] == (
+            rule["principalId"] if role.inputs["scope"] == one(resources, WORKSPACE).id
+            else principal)
         assert role.inputs["principalType"] == "ServicePrincipal"
         assert role.inputs["roleDefinitionId"].startswith(
             f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/"
@@ -233,10 +239,13 @@ def test_alerts_and_diagnostics_land_in_the_workspace_and_action_group():
     workspace = one(resources, WORKSPACE).id
     group = one(resources, "azure-native:monitor:ActionGroup").id
     alerts = of_type(resources, ALERT)
-    assert len(alerts) == 5  # requests-failing: 5xx (monitoring.py)
+    assert len(alerts) == 4  # and requests-failing, a log search alert: 5xx %
     assert all(a.inputs["actions"] == [{"actionGroupId": group}] for a in alerts)
     assert {a.inputs["scopes"][0] for a in alerts} == {
         one(resources, LB).id, one(resources, APIM).id, one(resources, VMSS).id}
+    log_alert = one(resources, "azure-native:monitor:ScheduledQueryRule")
+    assert log_alert.inputs["scopes"] == [workspace]
+    assert log_alert.inputs["actions"] == {"actionGroups": [group]}
     rule = one(resources, "azure-native:monitor:DataCollectionRule")
     assert rule.inputs["destinations"]["logAnalytics"][0]["workspaceResourceId"] == workspace
     association = one(resources, "azure-native:monitor:DataCollectionRuleAssociation")
