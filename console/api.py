@@ -22,7 +22,7 @@ from llmcloud.console.render import error_slot, html, respond, wants_fragment
 from llmcloud.console.rollouts import RolloutBusy
 from llmcloud.console.stack_file import StackFileError
 from llmcloud.providers.naming import KEY_NAME
-from llmcloud.stacks.errors import ConfigError, LlmcloudError, NotSupportedError
+from llmcloud.stacks.errors import BusyError, ConfigError, LlmcloudError, NotSupportedError
 
 
 def _session(request: Request) -> Session:
@@ -187,8 +187,9 @@ class ApiError(Exception):
 
 def from_llmcloud(exc: LlmcloudError) -> ApiError:
     """A provider's error as the API answers it: 409 while the stack file cannot be served
-    (it changed while the console runs), 400 for a request the stack refuses."""
-    if isinstance(exc, StackFileError):
+    (it changed while the console runs) or another operation holds the stack (`BusyError`:
+    nothing changed, try again later), 400 for a request the stack refuses."""
+    if isinstance(exc, StackFileError | BusyError):
         return ApiError(409, exc.message, exc.context, exc.hint)
     status = 400 if isinstance(exc, ConfigError) else 501 if isinstance(
         exc, NotSupportedError) else 502

@@ -27,6 +27,7 @@ from typing import Any
 from llmcloud.providers.deployed_model import catch_up, deployed_model
 from llmcloud.stacks import stack_file_lock
 from llmcloud.stacks.errors import (
+    BusyError,
     ConfigError,
     DeploymentError,
     ExitCode,
@@ -481,12 +482,9 @@ def _refuse_version_from_environment(ctx: Any) -> None:
 
 
 def _stack_locked(failure: BaseException) -> bool:
-    """Whether `failure` is Pulumi's lock on the stack (another update runs): the update
-    it refused never began."""
-    from pulumi import automation as auto
-
-    return isinstance(failure, LlmcloudError) and isinstance(
-        failure.__context__, auto.ConcurrentUpdateError)
+    """Whether `failure` is Pulumi's lock on the stack (another update runs, `BusyError`):
+    the update it refused never began."""
+    return isinstance(failure, BusyError)
 
 
 def _record(engine: Any, version: str, history: list[str]) -> None:

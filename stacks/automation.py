@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from llmcloud.stacks.config import ENV_PREFIX, NAMESPACE, flags_to_env
 from llmcloud.stacks.errors import (
+    BusyError,
     ConfigError,
     CredentialsError,
     DeploymentError,
@@ -233,7 +234,8 @@ def translate_command_error(exc: Exception, stack: str,
     if isinstance(exc, auto.errors.StackNotFoundError):
         return MissingStackError(stack)
     if isinstance(exc, auto.ConcurrentUpdateError):
-        return DeploymentError(
+        # the CLI refuses before the update begins: nothing changed, a later run may pass
+        return BusyError(
             f"another update of stack '{stack}' is in progress",
             context="Pulumi holds a lock on the stack while an update runs" + _lock_holder(text),
             hint=f"wait for it, or if it died: pulumi cancel --stack {stack} --yes",

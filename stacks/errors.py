@@ -18,6 +18,9 @@ class ExitCode(IntEnum):
     USAGE = 2
     MISSING_TOOL = 3
     NOT_SUPPORTED = 4
+    #: another operation holds the stack; this one was refused before it changed anything:
+    #: run it again later (sysexits.h's EX_TEMPFAIL, "temp failure; user is invited to retry")
+    BUSY = 75
     INTERRUPTED = 130
     #: SIGTERM during a cloud operation: 128 + SIGTERM, as a shell reports a command the
     #: signal killed (130 is Ctrl-C's, 128 + SIGINT)
@@ -73,6 +76,14 @@ class DeploymentError(LlmcloudError):
     """An operation on a deployed stack failed (update, rollout, budget gate)."""
 
     exit_code = ExitCode.ERROR
+
+
+class BusyError(DeploymentError):
+    """Another operation holds the stack (Pulumi's lock, llmcloud's lock on the stack file,
+    the local stack's): this one was refused before it changed anything, and may simply be
+    run again once that one has ended. Raised only before anything runs."""
+
+    exit_code = ExitCode.BUSY
 
 
 class InterruptedOperation(LlmcloudError):

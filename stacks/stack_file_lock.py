@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from llmcloud.stacks.errors import DeploymentError
+from llmcloud.stacks.errors import BusyError
 
 
 def lock_path(project_dir: Path, stack: str, environ: Mapping[str, str]) -> Path:
@@ -37,9 +37,9 @@ def lock_path(project_dir: Path, stack: str, environ: Mapping[str, str]) -> Path
 @contextlib.contextmanager
 def hold(project_dir: Path, stack: str, operation: str,
          environ: Mapping[str, str]) -> Iterator[None]:
-    """Hold the lock of `stack`'s file while the block runs; `DeploymentError` at once (no
-    wait) when another llmcloud operation holds it, naming that operation, its process and
-    its start."""
+    """Hold the lock of `stack`'s file while the block runs; `BusyError` (exit 75) at once
+    (no wait), before the block runs, when another llmcloud operation holds it, naming that
+    operation, its process and its start."""
     path = lock_path(project_dir, stack, environ)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,14 +73,14 @@ def hold(project_dir: Path, stack: str, operation: str,
         handle.close()
 
 
-def _busy(stack: str, path: Path) -> DeploymentError:
+def _busy(stack: str, path: Path) -> BusyError:
     try:
         holder = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         holder = {}
     who = (f"{holder.get('operation', 'an operation')} (pid {holder.get('pid', '?')}, "
            f"started {holder.get('started', 'at an unknown time')})")
-    return DeploymentError(
+    return BusyError(
         f"another llmcloud operation is running on stack '{stack}' from this folder: {who}",
         context=f"it writes Pulumi.{stack}.yaml; two at once would mix their model versions",
         hint="wait for it to end, then run the command again")

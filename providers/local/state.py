@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from llmcloud.stacks.errors import DeploymentError
+from llmcloud.stacks.errors import BusyError, DeploymentError
 
 STATE_NAME = "state.json"
 SOCKET_NAME = "control.sock"
@@ -125,7 +125,7 @@ class StateFile:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise DeploymentError(
+                raise BusyError(
                     f"another llmcloud command is changing stack '{stack}' right now",
                     hint="wait for it to finish, then run this one again") from None
             try:

@@ -339,3 +339,13 @@ def test_the_openapi_document_describes_every_action(console, running):
     body = paths["/api/keys"]["post"]["requestBody"]["content"]
     assert "application/json" in body and "application/x-www-form-urlencoded" in body
     assert "/login" not in paths and "/" not in paths
+
+
+def test_a_busy_stack_is_a_conflict_not_a_bad_gateway():
+    # another operation holding the stack changed nothing and passes: 409, as the CLI's 75
+    from llmcloud.console.api import from_llmcloud
+    from llmcloud.stacks.errors import BusyError, DeploymentError
+
+    busy = from_llmcloud(BusyError("another update of stack 'dev' is in progress"))
+    assert busy.status == 409
+    assert from_llmcloud(DeploymentError("the update failed")).status == 502

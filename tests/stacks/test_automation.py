@@ -46,7 +46,7 @@ def test_concurrent_update_hints_pulumi_cancel() -> None:
     )
     translated = translate_command_error(error, "prod")
     assert isinstance(translated, DeploymentError)
-    assert translated.exit_code == ExitCode.ERROR
+    assert translated.exit_code == ExitCode.BUSY  # refused before it began: retry later
     assert translated.hint == "wait for it, or if it died: pulumi cancel --stack prod --yes"
 
 
@@ -225,7 +225,7 @@ def test_engine_failure_during_up_is_reported(aws_with_fake_engine, cli, monkeyp
                                                " in progress."))
     monkeypatch.setattr(AwsProvider, "stack_opener", FakeStack.opener(fail_with=error))
     result = cli("up", "--provider", "aws")
-    assert result.exit_code == 1
+    assert result.exit_code == 75  # busy: run it again later
     assert result.stderr.splitlines()[-3:] == [
         "error: another update of stack 'dev' is in progress",
         "  Pulumi holds a lock on the stack while an update runs",
