@@ -61,6 +61,25 @@ def _no_registry_tags_before_up(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(autouse=True)
+def _stack_file_locks_in_a_temporary_home(tmp_path_factory: pytest.TempPathFactory,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promote, rollback, up... lock the stack file under `LLMCLOUD_HOME`, else
+    `~/.llmcloud/locks` (`stack_file_lock.lock_path`): a test whose environment names no
+    LLMCLOUD_HOME (most rollout tests pass `environ={}`) wrote its lock files into the
+    developer's real home. Such a test gets a temporary home; one that names its own keeps
+    it."""
+    from llmcloud.stacks import stack_file_lock
+
+    home = tmp_path_factory.mktemp("llmcloud-home")
+    real = stack_file_lock.lock_path
+
+    def lock_path(project_dir, stack, environ):
+        return real(project_dir, stack, {"LLMCLOUD_HOME": str(home), **environ})
+
+    monkeypatch.setattr(stack_file_lock, "lock_path", lock_path)
+
+
+@pytest.fixture(autouse=True)
 def _event_loop_for_pulumi() -> None:
     """Pulumi's test runtime awaits on the thread's current event loop, and a test that ran
     `asyncio.run()` leaves none behind."""
