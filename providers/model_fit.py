@@ -33,7 +33,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -382,11 +382,26 @@ def read_store_config(version_uri: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def check_stored_version(spec: Any, store_uri: str, name: str, version: str,
-                         manifest: Mapping[str, Any]) -> None:
-    """Refuse (or warn of) a stored version that cannot fit `spec`'s GPUs."""
-    from llmcloud.providers.model_upload import version_uri
+def config_reader(store_uri: str, name: str, version: str) -> Callable[[], dict[str, Any]]:
+    """The stored version's config.json (`read_store_config`), read from the store at the
+    first call only: the checks before an update (the task, the fit) share one read."""
+    read: list[dict[str, Any]] = []
 
+    def config() -> dict[str, Any]:
+        if not read:
+            from llmcloud.providers.model_upload import version_uri
+
+            read.append(read_store_config(version_uri(store_uri, name, version)))
+        return read[0]
+
+    return config
+
+
+def check_stored_version(spec: Any, store_uri: str, name: str, version: str,
+                         manifest: Mapping[str, Any],
+                         config: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Refuse (or warn of) a stored version that cannot fit `spec`'s GPUs. `config`: its
+    config.json as a `config_reader` gives it, when another check reads it too."""
     table = gpu_table(spec)
     size = measure_manifest(manifest, None, spec.server.lora_modules)
     if table is None or size is None or table[0] not in table[1]:
@@ -394,8 +409,8 @@ def check_stored_version(spec: Any, store_uri: str, name: str, version: str,
     # The config (precision, KV cache per token) is one more read of the store: worth it
     # only where the weights, at their largest, take a good part of a GPU.
     if _verdict(size, spec, table[1][table[0]][1])[2] > 0.4 * table[1][table[0]][1]:
-        config = read_store_config(version_uri(store_uri, name, version))
-        size = measure_manifest(manifest, config, spec.server.lora_modules)
+        read = config or config_reader(store_uri, name, version)
+        size = measure_manifest(manifest, read(), spec.server.lora_modules)
     enforce(fit_for(spec, size), f"version {version} of {name}")
 
 
@@ -414,9 +429,10 @@ def check_before_up(ctx: Any, outputs: Mapping[str, Any]) -> None:
         # read the store (not there yet, not uploaded, unreachable) leaves `up` to the update
         return
     if isinstance(manifest, dict):
-        check_task(spec, str(store_uri), spec.model.version)
+        config = config_reader(str(store_uri), spec.model.name, spec.model.version)
+        check_task(spec, str(store_uri), spec.model.version, config)
         check_stored_version(spec, str(store_uri), spec.model.name, spec.model.version,
-                             manifest)
+                             manifest, config)
 
 
 def warn_for_upload(spec: Any, folder: Path) -> None:

@@ -186,6 +186,8 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0,
 
 def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
              history: list[str] | None, timeout: float, bake_seconds: int) -> dict[str, Any]:
+    from llmcloud.providers.model_fit import config_reader
+
     spec = ctx.spec
     store = outputs.get("model_store_uri")
     if not store:
@@ -195,8 +197,9 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         )
     manifest = check_version_in_store(str(store), spec.model.name, version)
     _check_adapters(manifest, spec, version)
-    check_task(spec, str(store), version)
-    _check_fit(manifest, spec, str(store), version)
+    config = config_reader(str(store), spec.model.name, version)  # one read for both
+    check_task(spec, str(store), version, config)
+    _check_fit(manifest, spec, str(store), version, config)
     recorded, old_history = catch_up(engine, ctx, outputs)
     deployed = deployed_model(outputs)
     if deployed is not None:
@@ -428,22 +431,23 @@ def _check_adapters(manifest: dict[str, Any], spec: Any, version: str) -> None:
                  "adapters/<name>/adapter_config.json), or fix server.lora_modules")
 
 
-def check_task(spec: Any, store: str, version: str) -> None:
+def check_task(spec: Any, store: str, version: str,
+               config: Callable[[], dict[str, Any]] | None = None) -> None:
     """Refuse a version that cannot be served as the spec's `model.task`: every server gets
     it as `--task` (SageMaker as LLMCLOUD_TASK), so promoting a T5 on a stack whose spec
     says text-generation (or a Llama where it says text2text-generation) would fail to
     load on every server, and the rollout would only say so after the cloud's boot
     allowance. Without a `model.task` each server reads the task from the version's
-    config.json, which suits either kind."""
+    config.json, which suits either kind. `config`: that config.json as a
+    `model_fit.config_reader` gives it, when another check reads it too."""
     from llmcloud.inference_image.loader import task_conflict
-    from llmcloud.providers.model_fit import read_store_config
-    from llmcloud.providers.model_upload import version_uri
+    from llmcloud.providers.model_fit import config_reader
 
     task = spec.model.task
     if not task:
         return
-    conflict = task_conflict(read_store_config(version_uri(store, spec.model.name, version)),
-                             task)
+    read = config or config_reader(store, spec.model.name, version)
+    conflict = task_conflict(read(), task)
     if conflict is not None:
         raise ConfigError(
             f"version {version} of {spec.model.name} cannot be served as model.task {task}",
@@ -452,14 +456,15 @@ def check_task(spec: Any, store: str, version: str) -> None:
                  "config.json), or set it to the version's task")
 
 
-def _check_fit(manifest: Any, spec: Any, store: str, version: str) -> None:
+def _check_fit(manifest: Any, spec: Any, store: str, version: str,
+               config: Callable[[], dict[str, Any]]) -> None:
     """Refuse a version too large for the GPUs of the spec's instance type (its manifest's
     sizes against the price table's GPU memory): every server would fail to load it, and
     the rollout would only say so after the cloud's boot allowance. Warn when it is close."""
     from llmcloud.providers.model_fit import check_stored_version
 
     if isinstance(manifest, dict):
-        check_stored_version(spec, store, spec.model.name, version, manifest)
+        check_stored_version(spec, store, spec.model.name, version, manifest, config)
 
 
 def _refuse_version_from_environment(ctx: Any) -> None:
