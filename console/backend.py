@@ -66,6 +66,10 @@ class StackBackend:
         self._status_cache: tuple[float, dict[str, Any], str | None] | None = None
         self._status_lock = threading.Lock()
         self._store_lock = threading.Lock()
+        # what the caches were cleared up to: a read begun before a clear (with the old
+        # spec, before a rollout) must not store its answer after it (`_forget`, `_keep`)
+        self._generation = 0
+        self._generation_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -78,7 +82,7 @@ class StackBackend:
         ctx = self._stack_file.context()
         if ctx.spec is not self._spec:
             self._spec = ctx.spec
-            self._status_cache = self._store_cache = self._reader_cache = None
+            self._forget("_status_cache", "_store_cache", "_reader_cache")
         return ctx
 
     @property
@@ -194,7 +198,7 @@ class StackBackend:
         try:
             return delete_version(stack.store_uri, stack.name, version, stack)
         finally:
-            self._store_cache = None
+            self._forget("_store_cache")
 
     #: seconds the store's listing is reused, by provider: on a cloud each listing runs the
     #: Pulumi CLI (the store's address) and reads every version's manifest, and the Models
@@ -209,9 +213,11 @@ class StackBackend:
             cached = self._store_cache
             ttl = self.store_ttl.get(self.provider_name, 15.0)
             if cached is None or time.monotonic() - cached[0] >= ttl:
+                generation = self._generation
                 stack = stack_models(self.provider, self.ctx)
-                cached = self._store_cache = (
-                    time.monotonic(), (stack, list_versions(stack.store_uri, stack.name, stack)))
+                cached = (time.monotonic(),
+                          (stack, list_versions(stack.store_uri, stack.name, stack)))
+                self._keep("_store_cache", cached, generation)
             return cached[1]
 
     # -- logs -------------------------------------------------------------------------------
@@ -233,8 +239,9 @@ class StackBackend:
 
         cached = self._reader_cache
         if cached is None or time.monotonic() - cached[0] >= self.reader_ttl:
-            cached = self._reader_cache = (time.monotonic(),
-                                           log_reader(self.provider, self.ctx))
+            generation = self._generation
+            cached = (time.monotonic(), log_reader(self.provider, self.ctx))
+            self._keep("_reader_cache", cached, generation)
         return cached[1]
 
     def promote(self, version: str) -> dict[str, Any]:
@@ -242,14 +249,14 @@ class StackBackend:
         try:
             return self.provider.promote(self.ctx, version)
         finally:
-            self._status_cache = self._store_cache = None
+            self._forget("_status_cache", "_store_cache")
 
     def rollback(self) -> dict[str, Any]:
         """Back to the last good version (the provider's `rollback`)."""
         try:
             return self.provider.rollback(self.ctx)
         finally:
-            self._status_cache = self._store_cache = None
+            self._forget("_status_cache", "_store_cache")
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -287,10 +294,27 @@ class StackBackend:
         with self._status_lock:
             cached = self._status_cache
             if cached is None or time.monotonic() - cached[0] >= self.status_ttl:
+                generation = self._generation
                 status = self._call(lambda: self.provider.status(self.ctx)) or {}
-                cached = self._status_cache = (time.monotonic(), status, self._last_error)
+                cached = (time.monotonic(), status, self._last_error)
+                self._keep("_status_cache", cached, generation)
             _, status, self._last_error = cached
             return status
+
+    def _forget(self, *caches: str) -> None:
+        """Clear `caches` (attribute names): what was read with an older spec, or before a
+        rollout. A read begun before, still running, then keeps its answer to itself."""
+        with self._generation_lock:
+            self._generation += 1
+            for cache in caches:
+                setattr(self, cache, None)
+
+    def _keep(self, cache: str, value: Any, generation: int) -> None:
+        """Store `value`, read since `generation`, as `cache`, unless a clear came since:
+        it would show what was read with the old spec for a whole cache period."""
+        with self._generation_lock:
+            if generation == self._generation:
+                setattr(self, cache, value)
 
     def _call(self, operation):
         """Run a read-only provider call; a failure is shown on the page, not raised (but
