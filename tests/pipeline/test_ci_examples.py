@@ -109,6 +109,18 @@ def test_gitlab_production_is_manual() -> None:
     assert pipeline["stages"] == ["build", "staging", "production"]
 
 
+def test_each_stack_deploys_one_release_at_a_time() -> None:
+    # two tags pushed close together: the second's deploy waits for the first's instead of
+    # being refused by the stack's lock (exit 75) half-way through its pipeline
+    workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
+    groups = {job: workflow["jobs"][job]["concurrency"] for job in ("staging", "production")}
+    assert all(g["cancel-in-progress"] is False for g in groups.values())
+    assert len({g["group"] for g in groups.values()}) == 2
+    pipeline = yaml.safe_load((EXAMPLES / "gitlab-ci.yml").read_text())
+    assert {pipeline[job]["resource_group"] for job in ("staging", "production")} == {
+        "staging", "production"}
+
+
 def test_the_checker_catches_a_wrong_option() -> None:
     with pytest.raises(AssertionError, match="has no --modle-version"):
         _check_call(["promote", "--modle-version", "v2"])
