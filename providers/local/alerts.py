@@ -2,18 +2,23 @@
 `promote --bake` watches them), judged by the controller from what its gateway answers.
 
 - `server-errors`: more than 5% of the requests answered in the last 60 s were 5xx (the
-  replicas' own and the gateway's 502/503/504), once at least `MIN_REQUESTS` were answered:
+  replicas' own and the gateway's 502/503/504, and a response cut short after its headers:
+  the replica broke or the timeout struck), once at least `MIN_REQUESTS` were answered:
   AWS's 5xx-rate threshold, over one window; a stack with a request now and then does not
   fire on one error.
 - `latency`: the p99 time to the response's headers over the last 60 s is above AWS's
   threshold (a quarter of `gateway.timeout_seconds`, 2 to 30 s), with the same minimum.
+  Streamed answers are not timed: the server sends their headers and a first event before
+  any token, so their time to headers says nothing, and hundreds of them near 0 s would
+  hide the slow answers under the p99.
 - `no-server-serving`: no replica was routable at two evaluations in a row (10 s): an outage.
 
 Why 60 s evaluated every 10 s: the gateway counts every request itself, with none of the
 clouds' minutes of metric lag, and a local stack is where a rollout is tried quickly; one
-minute of traffic still holds enough requests to judge a ratio, and a bake is refused below
-it (`WINDOW_SECONDS`). The requests are counted in 10 s slots (a count each, not a list of
-requests): memory stays flat however busy the stack is.
+minute of traffic still holds enough requests to judge a ratio. The requests are counted
+in 10 s slots (a count each, not a list of requests): memory stays flat however busy the
+stack is; the window is the slot in progress and the 5 before it (50 to 60 s). A bake
+reads the last evaluation, up to 10 s old (`bake.BAKE_MINIMUM_SECONDS`).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class LocalAlerts:
         self.firing: dict[str, str] = {}
         self._slots: deque[tuple[int, _Slot]] = deque()
         self._none_serving_since: float | None = None
+        self._judged_at: float | None = None
 
     def answered(self, status: int, seconds: float | None = None) -> None:
         """Count one answered request (``seconds``: its time to headers, when a replica
@@ -77,6 +83,12 @@ class LocalAlerts:
         if seconds is not None:
             slot.timed += 1
             slot.slow += seconds > latency_threshold_seconds(self.timeout_seconds())
+
+    def cut_short(self, status: int) -> None:
+        """Count a response counted at its headers (``status``), then cut short by a
+        failure of the server (the replica broke, the timeout struck), as a 5xx."""
+        if status < 500:
+            self._slot(int(self.clock() // EVALUATE_EVERY_SECONDS)).server_errors += 1
 
     def evaluate(self) -> dict[str, str]:
         """Judge the alerts over the last `WINDOW_SECONDS`: name -> what it means, for
@@ -103,12 +115,15 @@ class LocalAlerts:
             firing[NO_SERVER_SERVING] = (
                 f"no server is serving: outage (no replica ready for "
                 f"{now - self._none_serving_since:.0f} s)")
-        self.firing = firing
+        self.firing, self._judged_at = firing, now
         return firing
 
     def document(self) -> dict[str, Any]:
-        """What `status` shows: ``{"firing": {name: what it means}}`` (`{}`: none fires)."""
-        return {"firing": dict(self.firing)}
+        """What `status` shows: ``{"firing": {name: what it means}}`` (`{}`: none fires),
+        and ``judged_seconds_ago`` (None before the first evaluation), by which a reader
+        tells a judgement that stopped from one that holds."""
+        ago = None if self._judged_at is None else round(self.clock() - self._judged_at, 1)
+        return {"firing": dict(self.firing), "judged_seconds_ago": ago}
 
     def _slot(self, index: int) -> _Slot:
         if not self._slots or self._slots[-1][0] != index:

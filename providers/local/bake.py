@@ -11,8 +11,15 @@ from typing import Any
 from llmcloud.providers.local.alerts import EVALUATE_EVERY_SECONDS, WINDOW_SECONDS
 from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, LlmcloudError
 
-#: the shortest bake that judges a whole window of the new version's requests
-BAKE_MINIMUM_SECONDS = WINDOW_SECONDS
+#: the shortest bake whose last read judged a window of the new version's requests alone:
+#: an evaluation covers up to `WINDOW_SECONDS` before it, and the one the bake reads last
+#: may be up to `EVALUATE_EVERY_SECONDS` old (a 60 s bake's still held requests of the old
+#: version, for up to 20 s of its window)
+BAKE_MINIMUM_SECONDS = WINDOW_SECONDS + EVALUATE_EVERY_SECONDS
+#: a judgement older than this is one the controller stopped making: not trusted
+STALE_SECONDS = 3 * EVALUATE_EVERY_SECONDS
+#: what fires when the controller that judged the alerts stops or is replaced in a bake
+CONTROLLER_GONE = "controller"
 NOT_RUNNING = "the stack is not running: no controller judges its alerts"
 OLD_CONTROLLER = ("its controller was started by an llmcloud without local alerts: "
                   "llmcloud destroy, then llmcloud up, starts one that judges them")
@@ -25,9 +32,9 @@ def check_bake(stack: str, seconds: int) -> None:
             f"--bake {seconds} is shorter than the {BAKE_MINIMUM_SECONDS} s the stack's alerts "
             "need to fire",
             context=f"the local gateway judges stack '{stack}''s alerts over the requests of "
-                    f"the last {WINDOW_SECONDS} s: a shorter bake ends before a window of the "
-                    "new version's requests was judged, and would report a success it never "
-                    "checked",
+                    f"the last {WINDOW_SECONDS} s, every {EVALUATE_EVERY_SECONDS} s: a shorter "
+                    "bake ends before a window of the new version's requests alone was "
+                    "judged, and would report a success it never checked",
             hint=f"--bake {BAKE_MINIMUM_SECONDS} or more, or no --bake")
 
 
@@ -39,43 +46,73 @@ def status_alerts(status: dict[str, Any] | None) -> dict[str, Any]:
     alerts = status.get("alerts")
     if not isinstance(alerts, dict) or not isinstance(alerts.get("firing"), dict):
         return {"unread": f"the stack's alerts could not be read: {OLD_CONTROLLER}"}
+    ago = alerts.get("judged_seconds_ago")
+    if isinstance(ago, (int, float)) and ago > STALE_SECONDS:
+        return {"unread": f"the controller last judged the stack's alerts {ago:.0f} s ago "
+                          f"(every {EVALUATE_EVERY_SECONDS} s when it works): see its "
+                          "controller.log"}
     return {"firing": dict(alerts["firing"])}
 
 
-def firing(status: dict[str, Any], stack: str) -> dict[str, str]:
+def firing(status: dict[str, Any], stack: str,
+           controller_pid: int | None = None) -> dict[str, str]:
     """The alerts firing in the controller's status; ConfigError (exit 2) for a controller
-    that judges none: a bake on it would watch nothing."""
+    that judges none (a bake on it would watch nothing), DeploymentError for a judgement
+    that stopped. In a bake (``controller_pid``: the controller it began with), a controller
+    replaced meanwhile fires `CONTROLLER_GONE`: the requests it judged went with it."""
     alerts = status_alerts(status)
     if "firing" not in alerts:
+        if OLD_CONTROLLER not in alerts["unread"]:
+            raise DeploymentError(f"stack '{stack}''s alerts could not be read",
+                                  context=alerts["unread"])
         raise ConfigError(f"stack '{stack}' judges no alerts", context=OLD_CONTROLLER,
                           hint="llmcloud destroy, then llmcloud up; then promote with --bake")
+    if controller_pid is not None and status.get("controller_pid") != controller_pid:
+        return {CONTROLLER_GONE: controller_gone(controller_pid, status.get("controller_pid"))}
     return alerts["firing"]
 
 
+def controller_gone(pid: int, now: int | None) -> str:
+    """What `CONTROLLER_GONE` means: the controller of pid ``pid`` stopped (``now``: the
+    one that replaced it)."""
+    return (f"the controller that judged the alerts (pid {pid}) "
+            + (f"was replaced by pid {now}" if now else "stopped")
+            + " during the bake: the requests it judged are lost, and nothing may serve")
+
+
 def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
-          baseline: dict[str, str], seconds: int, put_back: Callable[[], Any]) -> None:
+          baseline: dict[str, str], seconds: int, put_back: Callable[[], Any],
+          controller_pid: int | None = None) -> None:
     """After a rollout from ``previous`` to ``version``: watch the alerts for ``seconds``
     (`rollout.bake`, asking at each evaluation); when one not in ``baseline`` begins to
     fire, the bake reads nothing, or on Ctrl-C, ``put_back()`` the previous version and
-    raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what fired."""
+    raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what fired. The controller
+    of pid ``controller_pid`` (the one that rolled) stopping or replaced fires too."""
     from llmcloud.providers import rollout
 
+    # (`outputs`, to the bake: what `provider.firing_alerts` compares each read with)
+    outputs = {"controller_pid": controller_pid} if controller_pid else {}
     try:
-        rollout.bake(provider, ctx, {}, baseline, seconds, interval=EVALUATE_EVERY_SECONDS)
+        rollout.bake(provider, ctx, outputs, baseline, seconds,
+                     interval=EVALUATE_EVERY_SECONDS)
     except (rollout.BakeFailed, KeyboardInterrupt) as failure:
         reason = ("interrupted" if isinstance(failure, KeyboardInterrupt)
                   else failure.message + (f": {failure.context}" if failure.context else ""))
-        _refuse_to_undo_another(client, ctx.stack, version, reason)
+        _refuse_to_undo_another(client, ctx.stack, version, reason, failure)
         try:
             put_back()
         except (LlmcloudError, KeyboardInterrupt) as again:
             then = "interrupted" if isinstance(again, KeyboardInterrupt) else (
                 again.message + (f": {again.context}" if again.context else ""))
-            raise DeploymentError(
+            error = DeploymentError(
                 f"promoting {version} failed, and restoring {previous} failed too",
                 context=f"{reason}; then: {then}",
                 hint=f"llmcloud status --stack {ctx.stack}; llmcloud promote --stack "
-                     f"{ctx.stack} --model-version {previous}") from None
+                     f"{ctx.stack} --model-version {previous}")
+            # (as the clouds' restore: 130 when Ctrl-C cut the restore short)
+            if isinstance(again, KeyboardInterrupt):
+                error.exit_code = ExitCode.INTERRUPTED
+            raise error from None
         error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again", context=reason,
             hint=f"llmcloud status --stack {ctx.stack}; llmcloud logs --stack {ctx.stack} "
@@ -85,18 +122,22 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
         raise error from None
 
 
-def _refuse_to_undo_another(client: Any, stack: str, version: str, reason: str) -> None:
+def _refuse_to_undo_another(client: Any, stack: str, version: str, reason: str,
+                            failure: BaseException) -> None:
     """Raise, putting nothing back, when the stack serves neither version now: another
     promote or rollback (an admin key, the console) ran during the bake, and putting the
-    previous version back would undo it."""
+    previous version back would undo it (exit 130 when the bake ended on Ctrl-C)."""
     try:
         serving = client.get("/status").get("model_version")
     except Exception:  # noqa: BLE001 - cannot tell: put the previous version back
         return
     if serving in (None, version):
         return
-    raise DeploymentError(
+    error = DeploymentError(
         f"promoting {version} failed, and stack '{stack}' serves {serving} now, deployed by "
         "another operation meanwhile: not rolled back", context=reason,
         hint=f"llmcloud status --stack {stack}; promote or roll back once that operation "
              f"has ended, if it should not serve {serving}")
+    if isinstance(failure, KeyboardInterrupt):
+        error.exit_code = ExitCode.INTERRUPTED
+    raise error from None

@@ -445,10 +445,15 @@ class Controller:
             log.error("%s", exc.message)
         log.info("stopped")
 
-    async def _evaluate_alerts(self) -> None:
+    async def _evaluate_alerts(self, every: float = EVALUATE_EVERY_SECONDS) -> None:
+        # A task that died on one error would leave `firing` frozen, and a bake would pass
+        # or fail on it: an error is logged, and the next evaluation runs all the same.
         while True:
-            await asyncio.sleep(EVALUATE_EVERY_SECONDS)
-            self.alerts.evaluate()
+            await asyncio.sleep(every)
+            try:
+                self.alerts.evaluate()
+            except Exception:  # noqa: BLE001 - logged; `judged_seconds_ago` shows it stale
+                log.exception("judging the stack's alerts failed")
 
     async def _record_key_use(self, every: float = 5.0) -> None:
         # `keys list` and the console read keys from the state file, which the gateway must

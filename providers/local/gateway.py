@@ -227,6 +227,7 @@ class Gateway:
             await self._answer(send, 504, message, "timeout")
         else:
             self.metrics.upstream_errors.labels("timeout").inc()
+            self.metrics.cut_short(state["status"])
             await _end_with_error(send, state, 504, message, "timeout")
 
     async def _attempts(self, scope: dict[str, Any], send: Send, body: bytes,
@@ -292,7 +293,9 @@ class Gateway:
         if upstream.length is not None:
             headers.append((b"content-length", str(upstream.length).encode()))
         state["sse"] = upstream.content_type.startswith("text/event-stream")
-        self.metrics.answered(upstream.status, time.perf_counter() - started)
+        state["status"] = upstream.status
+        self.metrics.answered(upstream.status, time.perf_counter() - started,
+                              streamed=state["sse"])
         await send({"type": "http.response.start", "status": upstream.status,
                     "headers": headers})
         state["response_started"] = True
@@ -302,6 +305,7 @@ class Gateway:
         except BodyBroken as exc:
             self._eject(replica, "stream")
             log.warning("replica %s broke a response: %s", replica.id, exc)
+            self.metrics.cut_short(upstream.status)
             await _end_with_error(send, state, 502, "the replica serving this request failed",
                                   "upstream_failed")
             return

@@ -59,14 +59,22 @@ class GatewayMetrics:
             )
         in_flight.set_function(lambda: sum(r.in_flight for r in pool))
 
-    def answered(self, status: int, seconds: float | None = None) -> None:
+    def answered(self, status: int, seconds: float | None = None, *,
+                 streamed: bool = False) -> None:
         """Count a response by its status code (and its time to headers, ``seconds``, when
-        a replica answered it), here and in the window the stack's alerts judge."""
+        a replica answered it), here and in the window the stack's alerts judge (which
+        times no ``streamed`` answer: its headers come before its first token)."""
         if seconds is not None:
             self.latency.observe(seconds)
         self.requests.labels(str(status)).inc()
         if self.alerts is not None:
-            self.alerts.answered(status, seconds)
+            self.alerts.answered(status, None if streamed else seconds)
+
+    def cut_short(self, status: int) -> None:
+        """A response counted at its headers (``status``) that the replica or the timeout
+        then cut short: a 5xx for the stack's alerts."""
+        if self.alerts is not None:
+            self.alerts.cut_short(status)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

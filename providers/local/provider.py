@@ -294,7 +294,8 @@ class LocalProvider(Provider):
             baked = bake if result["previous_version"] != version else 0
             if baked:  # (the controller's rollback: its history loses the version baked)
                 local_bake.watch(self, ctx, client, version, result["previous_version"],
-                                 baseline, baked, lambda: client.operation("/rollback"))
+                                 baseline, baked, lambda: client.operation("/rollback"),
+                                 result.get("controller_pid"))
         return _summary(result, state_file) | {"previous_version": result["previous_version"]} \
             | ({"baked_seconds": baked} if baked else {})
 
@@ -311,7 +312,8 @@ class LocalProvider(Provider):
             if bake:
                 local_bake.watch(self, ctx, client, result["model_version"], previous,
                                  baseline, bake,
-                                 lambda: client.operation("/promote", {"version": previous}))
+                                 lambda: client.operation("/promote", {"version": previous}),
+                                 result.get("controller_pid"))
         return _summary(result, state_file) | {"previous_version": previous} \
             | ({"baked_seconds": bake} if bake else {})
 
@@ -322,9 +324,14 @@ class LocalProvider(Provider):
     def firing_alerts(self, ctx: StackContext, outputs: Any = None) -> dict[str, str]:
         """The stack's alerts that mean a bad version firing now (5xx rate, p99 latency, no
         replica serving; `alerts.py`): name -> what it means, as the controller last
-        judged them."""
-        with self._require(ctx) as client:
-            return local_bake.firing(client.get("/status"), ctx.stack)
+        judged them. In a bake, ``outputs`` names the controller that rolled
+        (``controller_pid``): its stopping fires too (`bake.CONTROLLER_GONE`)."""
+        pid = (outputs or {}).get("controller_pid")
+        client = self._client(self._state(ctx))
+        if client is None and pid:
+            return {local_bake.CONTROLLER_GONE: local_bake.controller_gone(pid, None)}
+        with client or self._require(ctx) as client:
+            return local_bake.firing(client.get("/status"), ctx.stack, pid)
 
     def _alerts_before(self, ctx: StackContext, bake: int) -> dict[str, str]:
         from llmcloud.providers import rollout

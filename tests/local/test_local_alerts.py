@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from llmcloud.providers.local import gateway as gateway_module
 from llmcloud.providers.local.alerts import (
     LATENCY,
     MIN_REQUESTS,
@@ -17,10 +19,12 @@ from llmcloud.providers.local.alerts import (
     LocalAlerts,
     latency_threshold_seconds,
 )
+from llmcloud.providers.local.bake import STALE_SECONDS, firing, status_alerts
 from llmcloud.providers.local.controller import Controller
 from llmcloud.providers.local.keys import new_key
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.state import StateFile
+from llmcloud.stacks.errors import DeploymentError
 
 
 class Clock:
@@ -124,12 +128,12 @@ def test_a_replica_answering_5xx_fires_server_errors_through_the_control_api(tmp
 def test_a_healthy_replica_fires_nothing(tmp_path):
     codes, alerts = _alerts_after(tmp_path, 200, 20)
     assert codes == [200] * 20
-    assert alerts == {"firing": {}}
+    assert alerts == {"firing": {}, "judged_seconds_ago": 0.0}
 
 
 def test_fewer_requests_than_the_minimum_judge_nothing(tmp_path):
     codes, alerts = _alerts_after(tmp_path, 500, MIN_REQUESTS - 1)
-    assert alerts == {"firing": {}}
+    assert alerts["firing"] == {}
 
 
 def _ready_pool() -> Pool:
@@ -176,8 +180,8 @@ def test_no_server_serving_fires_after_two_evaluations_without_a_routable_replic
     assert alerts.evaluate() == {}  # a blip: a health check readmits it
     clock.now += 10
     assert list(alerts.evaluate()) == [NO_SERVER_SERVING]
-    assert alerts.document() == {"firing": {
-        NO_SERVER_SERVING: "no server is serving: outage (no replica ready for 10 s)"}}
+    assert alerts.document()["firing"] == {
+        NO_SERVER_SERVING: "no server is serving: outage (no replica ready for 10 s)"}
     next(iter(pool)).ready = True
     clock.now += 10
     assert alerts.evaluate() == {}
@@ -187,3 +191,109 @@ def test_no_server_serving_fires_after_two_evaluations_without_a_routable_replic
 def test_the_latency_threshold_is_the_aws_alarms(timeout):
     monitoring = pytest.importorskip("llmcloud.providers.aws.monitoring")
     assert latency_threshold_seconds(timeout) == monitoring.latency_threshold_seconds(timeout)
+
+
+async def _replica_writing(answer: bytes) -> asyncio.base_events.Server:
+    """A replica on loopback that answers each request with the bytes ``answer``, then
+    closes the connection (a body shorter than its framing says: the replica broke)."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _judged_through_the_gateway(tmp_path, answer: bytes, requests: int) -> dict:
+    """Send ``requests`` through a controller's gateway to a replica writing ``answer``,
+    then evaluate: the alerts firing."""
+    key, record = new_key("t")
+    controller = _controller(tmp_path, record)
+    controller.alerts.clock = Clock()
+
+    async def scenario() -> dict:
+        replica = await _replica_writing(answer)
+        one = Replica(id="r1", port=replica.sockets[0].getsockname()[1], version="v1")
+        controller.pool.add(one)
+        try:
+            for _ in range(requests):
+                one.ready, one.ejected_at = True, None  # (a broken answer ejects it)
+                await _call(controller.gateway, "POST", "/v1/chat/completions", key)
+        finally:
+            replica.close()
+            await controller.gateway.aclose()
+        return controller.alerts.evaluate()
+
+    return asyncio.run(scenario())
+
+
+_STREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n")
+_ROLE_EVENT = b'data: {"choices": [{"delta": {"role": "assistant"}}]}\n\n'
+
+
+def test_a_stream_the_replica_breaks_after_its_headers_counts_as_a_server_error(tmp_path):
+    # headers and the first event, then the replica dies: the client's stream ends with an
+    # error event, which the window counted as a 200
+    broken = _STREAM_HEAD + b"%x\r\n%s\r\n" % (len(_ROLE_EVENT), _ROLE_EVENT)
+    firing = _judged_through_the_gateway(tmp_path, broken, MIN_REQUESTS)
+    assert list(firing) == [SERVER_ERRORS]
+    assert f"({MIN_REQUESTS} of {MIN_REQUESTS} in the last 60 s)" in firing[SERVER_ERRORS]
+
+
+def test_a_stream_s_time_to_headers_is_not_its_latency(tmp_path, monkeypatch):
+    # every answer takes 100 s to its headers, by the gateway's clock: streamed answers
+    # (headers and a role event before any token) are not timed, answers in one piece are
+    ticks = iter(range(0, 10**6, 100))
+    monkeypatch.setattr(gateway_module, "time", SimpleNamespace(
+        perf_counter=lambda: float(next(ticks))))
+    done = _ROLE_EVENT + b"data: [DONE]\n\n"
+    stream = _STREAM_HEAD + b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done)
+    assert _judged_through_the_gateway(tmp_path, stream, MIN_REQUESTS) == {}
+    whole = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+             b"content-length: 2\r\n\r\n{}")
+    (tmp_path / "json").mkdir()
+    assert list(_judged_through_the_gateway(tmp_path / "json", whole, MIN_REQUESTS)) == \
+        [LATENCY]
+
+
+def test_the_evaluation_goes_on_after_an_error(tmp_path):
+    # a task that died on one error left `firing` as it was, for every later bake
+    _, record = new_key("t")
+    controller = _controller(tmp_path, record)
+    calls: list[int] = []
+
+    def evaluate() -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return {}
+
+    controller.alerts.evaluate = evaluate
+
+    async def scenario() -> None:
+        task = asyncio.create_task(controller._evaluate_alerts(every=0))
+        for _ in range(100):
+            if len(calls) >= 3 or task.done():
+                break
+            await asyncio.sleep(0)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(calls) >= 3
+
+
+def test_a_judgement_that_stopped_is_unread_and_no_bake_trusts_it():
+    clock = Clock()
+    alerts = LocalAlerts(_ready_pool(), lambda: 300.0, clock)
+    assert alerts.document()["judged_seconds_ago"] is None  # (none yet)
+    alerts.evaluate()
+    clock.now += STALE_SECONDS + 1
+    status = {"alerts": alerts.document(), "controller_pid": 7}
+    assert "last judged the stack's alerts 31 s ago" in status_alerts(status)["unread"]
+    with pytest.raises(DeploymentError, match="alerts could not be read"):
+        firing(status, "dev", 7)

@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from llmcloud.providers import rollout
+from llmcloud.providers.local.bake import CONTROLLER_GONE, firing, watch
 from llmcloud.providers.local.console_entry import LocalConsoleBackend
 from llmcloud.providers.local.provider import LocalProvider, _stop_everything
+from llmcloud.stacks.errors import DeploymentError, ExitCode
 from tests.local.conftest import fake_model
 
 FIRING = {"server-errors": "more than 5% of requests fail with 5xx (9 of 20 in the last 60 s)"}
@@ -60,10 +62,10 @@ def _versions(stack) -> list[str]:
 
 def test_an_alert_during_the_bake_puts_the_previous_version_back(serving, cli):
     stack = serving({}, {}, FIRING)
-    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "60")
+    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "70")
     assert result.exit_code == 1, result.output
     assert "promoting v2 failed; v1 is serving again" in result.stderr
-    assert "server-errors" in result.stderr and "20 s into its 60 s" in result.stderr
+    assert "server-errors" in result.stderr and "20 s into its 70 s" in result.stderr
     status = stack.status()
     assert status["model_version"] == "v1" and _versions(stack) == ["v1"]
     # the version baked is no good version to roll back to
@@ -72,11 +74,11 @@ def test_an_alert_during_the_bake_puts_the_previous_version_back(serving, cli):
 
 def test_a_quiet_bake_promotes_and_reports_it(serving, cli):
     stack = serving({"server-errors": "fires already"}, {"server-errors": "still"})
-    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "60",
+    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "70",
                  "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert (document["model_version"], document["baked_seconds"]) == ("v2", 60)
+    assert (document["model_version"], document["baked_seconds"]) == ("v2", 70)
     assert "fires already, before the update: the bake does not count it" in result.stderr
     assert _versions(stack) == ["v2"]
 
@@ -85,18 +87,40 @@ def test_a_baked_rollback_that_alerts_returns_to_the_version_rolled_back_from(se
     stack = serving()
     stack.promote("v2")
     serving({}, FIRING)
-    result = cli("rollback", "--provider", "local", "--bake", "60")
+    result = cli("rollback", "--provider", "local", "--bake", "70")
     assert result.exit_code == 1, result.output
     assert "promoting v1 failed; v2 is serving again" in result.stderr
     assert stack.status()["model_version"] == "v2" and _versions(stack) == ["v2"]
 
 
-def test_a_bake_shorter_than_the_window_is_refused_with_nothing_rolled(serving, cli):
+def test_a_bake_shorter_than_the_window_and_an_evaluation_is_refused_unrolled(serving, cli):
+    # 60 s is not enough: the last evaluation a 60 s bake reads may be 10 s old, and its
+    # window reach 60 s before that, so up to 20 s of the old version's requests
     stack = serving()
-    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "30")
+    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "60")
     assert result.exit_code == 2, result.output
-    assert "shorter than the 60 s" in result.output + result.stderr
+    assert "shorter than the 70 s" in result.output + result.stderr
     assert _versions(stack) == ["v1"]
+
+
+def test_a_controller_that_stops_during_the_bake_fails_it(serving, cli, monkeypatch):
+    # the bake's first read finds nothing firing; then the stack stops: a bake that went
+    # on reading nothing passed, and the command said v2 was promoted, baked
+    stack = serving()
+    clock = SimpleNamespace(now=0.0)
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if clock.now == 20:
+            _stop_everything(stack.state_file)
+
+    monkeypatch.setattr(rollout, "bake", functools.partial(
+        rollout.bake.func, clock=lambda: clock.now, sleep=sleep))
+    result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "70")
+    assert result.exit_code == 1, result.output
+    assert "controller: the controller that judged the alerts (pid" in result.stderr
+    assert "stopped during the bake" in result.stderr
+    assert "restoring v1 failed too" in result.stderr  # (no controller to put it back)
 
 
 def test_status_shows_the_alerts_the_controller_judges(serving, cli):
@@ -112,3 +136,35 @@ def test_status_shows_the_alerts_the_controller_judges(serving, cli):
     _stop_everything(stack.state_file)  # stopped, not destroyed: its keys and models stay
     stopped = json.loads(cli("status", "--provider", "local", "--json").stdout)
     assert "not running" in stopped["alerts"]["unread"]
+
+
+def test_a_controller_replaced_during_the_bake_fires():
+    # a new controller judges from an empty window: its "nothing fires" is no judgement
+    # of the version baked
+    status = {"controller_pid": 8, "alerts": {"firing": {}, "judged_seconds_ago": 1.0}}
+    assert firing(status, "dev") == {}
+    assert firing(status, "dev", 7) == {CONTROLLER_GONE: (
+        "the controller that judged the alerts (pid 7) was replaced by pid 8 during the "
+        "bake: the requests it judged are lost, and nothing may serve")}
+
+
+@pytest.mark.parametrize("serving_now, put_back_says, expected", [
+    # a second Ctrl-C while the previous version was put back
+    ("v2", KeyboardInterrupt(), "restoring v1 failed too"),
+    # another operation promoted v3 during the bake
+    ("v3", None, "serves v3 now, deployed by another operation meanwhile"),
+])
+def test_a_bake_cut_short_by_ctrl_c_exits_130_however_it_ends(
+        monkeypatch, serving_now, put_back_says, expected):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def put_back():
+        if put_back_says is not None:
+            raise put_back_says
+
+    monkeypatch.setattr(rollout, "bake", interrupted)
+    client = SimpleNamespace(get=lambda path: {"model_version": serving_now})
+    with pytest.raises(DeploymentError, match=expected) as caught:
+        watch(None, SimpleNamespace(stack="dev"), client, "v2", "v1", {}, 70, put_back, 7)
+    assert caught.value.exit_code == ExitCode.INTERRUPTED
