@@ -200,7 +200,13 @@ class CloudProvider(Provider):
             refuse_without_stack_file(ctx, operation)
             self.catch_up(ctx, engine)
         engine.set_config(_given(ctx.flags))  # flags become the stack's settings
-        return {"outputs": engine.up()}
+        outputs = engine.up()
+        self.after_up(ctx, outputs)
+        return {"outputs": outputs}
+
+    def after_up(self, ctx: StackContext, outputs: Mapping[str, Any]) -> None:
+        """What the cloud does around the program once an `up` or `update` succeeded (its
+        `outputs`): never a failure of the deployment, which is done. None by default."""
 
     def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
         """Bring a deployed stack's file, left behind by a promote, rollback or image roll

@@ -61,6 +61,21 @@ def _no_registry_tags_before_up(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(autouse=True)
+def _no_execution_logs_around_up(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` and `destroy` on AWS keep API Gateway's execution-log group after the program
+    (`keep_execution_logs`, `delete_execution_logs`): with a fake stack's credentials that
+    would be a real request to the cloud. The tests of those steps ask for them with
+    `@pytest.mark.execution_logs`."""
+    if request.node.get_closest_marker("execution_logs") is None:
+        from llmcloud.providers.aws.provider import AwsProvider
+
+        monkeypatch.setattr(AwsProvider, "keep_execution_logs", lambda self, ctx, outputs: None)
+        monkeypatch.setattr(AwsProvider, "delete_execution_logs",
+                            lambda self, ctx, outputs: None)
+
+
+@pytest.fixture(autouse=True)
 def _stack_file_locks_in_a_temporary_home(tmp_path_factory: pytest.TempPathFactory,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Promote, rollback, up... lock the stack file under `LLMCLOUD_HOME`, else

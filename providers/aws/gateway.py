@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from llmcloud.providers.aws import naming
+from llmcloud.providers.aws import execution_logs, naming
 from llmcloud.providers.aws.api_keys import AUTHORIZER_CACHE_SECONDS
 from llmcloud.providers.aws.policies import assume_role_policy
 from llmcloud.providers.aws.sagemaker_routes import sagemaker_routes
@@ -49,10 +49,10 @@ ACCESS_LOG_FORMAT = json.dumps({
 #: API Gateway's execution logs, errors only (AWS Security Hub's APIGateway.1 asks for ERROR
 #: or INFO), no bodies: API Gateway writes them to a log group it makes itself,
 #: `API-Gateway-Execution-Logs_{rest-api-id}/{stage}`, which the program cannot declare
-#: without failing (ResourceAlreadyExistsException) on stacks where it exists already, so
-#: it has no retention of the stack's (docs/aws.md: how to give it one). The access log above
-#: records each request's errors too (gateway, integration, authorizer), in a group that has
-#: the stack's retention and key.
+#: without failing (ResourceAlreadyExistsException) on stacks where it exists already; the
+#: `execution_log_group` output says what it must be, and `up` gives it the stack's retention
+#: and key around the program (`execution_logs.py`). The access log above records each
+#: request's errors too (gateway, integration, authorizer).
 EXECUTION_LOGGING_LEVEL = "ERROR"
 #: API Gateway's id of each request, sent to the servers as the X-Request-Id they log: a
 #: proxy integration otherwise passes on only what the client sent (or nothing), and the
@@ -134,6 +134,9 @@ class Gateway(pulumi.ComponentResource):
     api_key_id: pulumi.Output[str]
     usage_plan_id: pulumi.Output[str]
     stage: aws.apigateway.Stage
+    #: what API Gateway's execution-log group must be: its name, the stack's log key and
+    #: retention (`execution_logs.py` makes it so after `up`)
+    execution_log_group: pulumi.Output[dict]
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:aws:Gateway", name, None, opts)
@@ -192,8 +195,13 @@ class Gateway(pulumi.ComponentResource):
         self.api_key_id = key.id
         # `llmcloud keys` adds keys to this plan (`api_keys.py`)
         self.usage_plan_id = plan.id
+        self.execution_log_group = pulumi.Output.all(
+            api.id, self.stage.stage_name, args.log_key_arn).apply(lambda v: {
+                "name": execution_logs.group_name(v[0], v[1]), "kms_key_arn": v[2],
+                "retention_days": args.log_retention_days})
         self.register_outputs({"endpoint_url": self.endpoint_url, "api_key_id": self.api_key_id,
-                               "usage_plan_id": self.usage_plan_id})
+                               "usage_plan_id": self.usage_plan_id,
+                               "execution_log_group": self.execution_log_group})
 
     def _alb_routes(self, name: str, args: GatewayArgs, backend: AlbBackend, api,
                     authorizer) -> list[pulumi.Resource]:

@@ -166,6 +166,38 @@ class AwsProvider(CloudProvider):
         if note:
             print(note, file=sys.stderr)
 
+    def after_up(self, ctx: StackContext, outputs: Mapping[str, Any]) -> None:
+        """API Gateway's execution-log group given the stack's retention and key
+        (`keep_execution_logs`)."""
+        self.keep_execution_logs(ctx, outputs)
+
+    def keep_execution_logs(self, ctx: StackContext, outputs: Mapping[str, Any]) -> None:
+        """Make API Gateway's execution-log group, which the program cannot declare, what the
+        `execution_log_group` output says: created with the stack's KMS key, retention and
+        tags when missing, else given the key and retention it lacks (`execution_logs.py`).
+        A step AWS refuses is a warning, never a failure: the deployment succeeded."""
+        from llmcloud.providers.aws import execution_logs
+        from llmcloud.providers.aws.service import stack_tags
+
+        group = execution_logs.wanted(outputs)
+        if group is None:  # a first `up` (registry and store only) has no API yet
+            return
+        client = type(self).logs_client(ctx.spec.region or DEFAULT_REGION)
+        warning = execution_logs.keep(client, group, stack_tags(ctx.spec, ctx.stack))
+        if warning:
+            print(warning, file=sys.stderr)
+
+    @staticmethod
+    def logs_client(region: str) -> Any:
+        """boto3's CloudWatch Logs client for the steps around the program (tests replace it
+        with a stubbed one): few retries and short timeouts, so a step that cannot be done
+        never holds `up` or `destroy` long."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("logs", region_name=region, config=Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+
     @staticmethod
     def registry_client(region: str) -> Any:
         """boto3's ECR client (tests replace it with a stubbed one): few retries and short
@@ -460,7 +492,9 @@ class AwsProvider(CloudProvider):
 
     def destroy(self, ctx: StackContext) -> dict[str, Any]:
         """Pulumi's destroy, after deleting the keys `llmcloud keys create` made: they are
-        not in the stack's state, and API Gateway would keep them after their plan."""
+        not in the stack's state, and API Gateway would keep them after their plan; then
+        API Gateway's execution-log group, which is not in the state either
+        (`delete_execution_logs`)."""
         from llmcloud.providers.aws import api_keys
 
         engine = self._engine(ctx, "destroy")
@@ -475,7 +509,25 @@ class AwsProvider(CloudProvider):
                                                  str(outputs["usage_plan_id"]),
                                                  str(own) if own else None)
         result = engine.destroy()
-        return {**result, "api_keys_deleted": deleted} if deleted else result
+        if deleted:
+            result = {**result, "api_keys_deleted": deleted}
+        group = self.delete_execution_logs(ctx, outputs)
+        return {**result, "execution_log_group_deleted": group} if group else result
+
+    def delete_execution_logs(self, ctx: StackContext, outputs: Mapping[str, Any]) -> str | None:
+        """Delete API Gateway's execution-log group once the stack is destroyed, as Pulumi
+        deletes the stack's other log groups; returns its name when it was deleted. A
+        refusal is a warning with the command that deletes it: the stack is gone."""
+        from llmcloud.providers.aws import execution_logs
+
+        name = execution_logs.deployed_name(outputs)
+        if name is None:
+            return None
+        client = type(self).logs_client(ctx.spec.region or DEFAULT_REGION)
+        deleted, warning = execution_logs.delete(client, name)
+        if warning:
+            print(warning, file=sys.stderr)
+        return name if deleted else None
 
     def _key_plan(self, ctx: StackContext) -> tuple[Any, str, str | None]:
         """API Gateway's client, the stack's usage plan and the stack's own key."""

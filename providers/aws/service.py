@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmcloud.providers import alerts
-from llmcloud.providers.aws import alarm_state, naming
+from llmcloud.providers.aws import alarm_state, execution_logs, naming
 from llmcloud.providers.aws.account import account_and_region
 from llmcloud.providers.aws.endpoint_config import (
     container_environment,
@@ -193,6 +193,7 @@ class AwsService(pulumi.ComponentResource):
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
                 "usage_plan_id": gateway.usage_plan_id,
                 "log_group": monitoring.log_group.name,
+                execution_logs.OUTPUT: gateway.execution_log_group,
                 "dashboard_url": monitoring.dashboard_url,
                 # what `promote --bake` watches (SageMaker's guardrail watches its own)
                 alarm_state.OUTPUT: monitoring.alarm_names}
@@ -242,6 +243,7 @@ class AwsService(pulumi.ComponentResource):
         return {"endpoint_url": gateway.endpoint_url, "api_key_id": gateway.api_key_id,
                 "usage_plan_id": gateway.usage_plan_id,
                 "log_group": monitoring.log_group.name,
+                execution_logs.OUTPUT: gateway.execution_log_group,
                 "dashboard_url": monitoring.dashboard_url,
                 "sagemaker_endpoint": endpoint.endpoint_name}
 
