@@ -63,7 +63,9 @@ def keep(client: Any, group: Mapping[str, Any], tags: Mapping[str, str]) -> str 
     try:
         found = _describe(client, name)
         if found is None:
-            create = _Fix("logs:CreateLogGroup",
+            # creating it with tags needs logs:TagResource (or the older logs:TagLogGroup)
+            # as well (CreateLogGroup API reference, `tags`)
+            create = _Fix("logs:CreateLogGroup, logs:TagResource",
                           _command("create-log-group", name, "--kms-key-id", key),
                           lambda: client.create_log_group(logGroupName=name, kmsKeyId=key,
                                                           tags=dict(tags)))

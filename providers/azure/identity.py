@@ -37,7 +37,11 @@ def grant(name: str, *, subscription_id: str, stack: str, purpose: str, role: st
         name, role_assignment_name=role_assignment_name(subscription_id, stack, purpose),
         principal_id=principal_id, principal_type="ServicePrincipal",
         role_definition_id=role_definition_id(subscription_id, role), scope=scope,
-        description=f"llmcloud {stack}: {purpose}", opts=pulumi.ResourceOptions(parent=parent))
+        description=f"llmcloud {stack}: {purpose}",
+        # the name is fixed for the stack and purpose: a new principal (a recreated identity)
+        # replaces the assignment, and Azure refuses a second one of that name at the scope
+        # (RoleAssignmentUpdateNotPermitted), so the old one goes first
+        opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True))
 
 
 class Identity(pulumi.ComponentResource):

@@ -187,7 +187,9 @@ def test_a_group_api_gateway_makes_meanwhile_is_given_what_it_lacks(logs, monkey
 
 @pytest.mark.execution_logs
 @pytest.mark.parametrize("refused, before, left", [
-    ("create_log_group", [], ["logs:CreateLogGroup", "logs:PutRetentionPolicy"]),
+    # creating it with the stack's tags needs logs:TagResource too (CreateLogGroup, `tags`)
+    ("create_log_group", [], ["logs:CreateLogGroup, logs:TagResource",
+                              "logs:PutRetentionPolicy"]),
     ("put_retention_policy", [{"logGroupName": NAME}],
      ["logs:PutRetentionPolicy", "logs:AssociateKmsKey"]),
     ("associate_kms_key", [{"logGroupName": NAME, "retentionInDays": 90}],

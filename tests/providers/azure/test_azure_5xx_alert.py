@@ -7,9 +7,12 @@ stack's workspace; a busy stack's few failures and an idle stack do not. It mail
 
 from __future__ import annotations
 
+from pulumi_azure_native import authorization
+
 from llmcloud.providers.aws.monitoring import FIVE_XX_PERCENT
 from llmcloud.providers.azure import alert_state
 from llmcloud.providers.azure.failing_requests import READER, failing_requests_query
+from llmcloud.providers.azure.identity import grant
 from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.gcp.monitoring import FIVE_XX_RATIO
 from tests.providers.azure.helpers import ALERT, azure_spec, declared, of_type, one
@@ -69,6 +72,19 @@ def test_it_queries_with_its_own_identity_allowed_to_read_only_the_workspace():
     assert reader.inputs["principalType"] == "ServicePrincipal"
     # the gateway's table appears with its first logged request, after the rule
     assert rule.inputs["skipQueryValidation"] is True
+
+
+def test_a_new_identity_replaces_its_reader_assignment_old_one_first(monkeypatch):
+    # the assignment's name is fixed for the stack and purpose: a recreated rule (a new
+    # system identity) replaces it, and Azure refuses a second assignment of that name at
+    # the workspace (RoleAssignmentUpdateNotPermitted), so create-before-delete cannot work
+    made = []
+    monkeypatch.setattr(authorization, "RoleAssignment",
+                        lambda name, **inputs: made.append((name, inputs)))
+    grant("r-reader", subscription_id="S", stack="llm-prod", purpose="requests-failing-query",
+          role=READER, principal_id="P", scope="/w", parent=None)
+    [(_, inputs)] = made
+    assert inputs["opts"].delete_before_replace is True
 
 
 def test_it_reaches_the_alert_emails_like_the_others():
