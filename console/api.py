@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmcloud.console.auth import Session
 from llmcloud.console.render import error_slot, html, respond, wants_fragment
@@ -32,6 +32,9 @@ def _session(request: Request) -> Session:
 router = APIRouter(prefix="/api", tags=["console"], dependencies=[Depends(_session)])
 
 _HTML = {"text/html": {"schema": {"type": "string"}}}
+#: a day: a longer bake is a typo (minutes for seconds) that would hold the console's one
+#: rollout for days
+MAX_BAKE_SECONDS = 86_400
 
 
 class _Open(BaseModel):
@@ -98,10 +101,24 @@ class Logs(_Open):
 
 
 class RolloutRequest(BaseModel):
-    """`promote` needs a `version`; `rollback` goes to the last good one."""
+    """`promote` needs a `version`; `rollback` goes to the last good one. `bake_seconds`
+    (as `--bake`): watch the stack's alerts that long after, going back if one fires."""
 
     action: Literal["promote", "rollback"]
     version: str | None = Field(default=None, min_length=1, max_length=128)
+    bake_seconds: int = Field(default=0, ge=0, le=MAX_BAKE_SECONDS,
+                              description="0 or absent: no bake")
+
+    @field_validator("bake_seconds", mode="before")
+    @classmethod
+    def _empty_is_no_bake(cls, value: Any) -> Any:
+        return 0 if value in ("", None) else value  # the form's empty field
+
+
+class Bake(_Open):
+    seconds: int
+    started: float | None = Field(description="when the bake began (None: not yet)")
+    elapsed_seconds: float | None
 
 
 class Rollout(_Open):
@@ -109,6 +126,9 @@ class Rollout(_Open):
     action: str
     target: str | None
     state: Literal["running", "succeeded", "failed"]
+    phase: Literal["rolling", "baking", "restoring", "done"] = Field(
+        description="restoring: the bake failed, the previous version goes back")
+    bake: Bake | None = Field(description="the bake asked for (None: none)")
     events: list[dict[str, Any]]
     replicas: list[dict[str, Any]]
 
@@ -268,26 +288,31 @@ def _rollout_dict(console) -> dict[str, Any] | None:
 @router.post("/rollouts", status_code=202, openapi_extra=_body(RolloutRequest),
              responses={202: {"description": "The rollout started", "model": Rollout,
                               "content": _HTML},
-                        409: {"description": "Another rollout is running"}})
+                        400: {"description": "A bake too short for the stack's alerts"},
+                        409: {"description": "Another rollout is running"},
+                        501: {"description": "The provider cannot bake"}})
 async def start_rollout(request: Request) -> Response:
-    """Promote a version or roll back, as `llmcloud promote` / `llmcloud rollback` do; the
-    rollout runs on, follow it at `GET /api/rollouts/current`."""
+    """Promote a version or roll back, as `llmcloud promote` / `llmcloud rollback` do, and
+    with `bake_seconds` watch the stack's alerts after, as `--bake` does; the rollout runs
+    on, follow it (its `phase`, its `bake`) at `GET /api/rollouts/current`."""
     body = await _payload(request, RolloutRequest)
     console = _console(request)
     backend = console.backend
     if body.action == "promote" and not body.version:
         raise ApiError(422, "promote needs a version")
+    bake = body.bake_seconds
+    # refused here, on the form, as the CLI refuses it before anything runs
+    _call(lambda: backend.check_bake(bake))
     serving = backend.models().get("serving")
-    if body.action == "promote":
-        target = body.version
+    target = body.version if body.action == "promote" else None
 
-        def run() -> dict[str, Any]:
-            return backend.promote(target)
-    else:
-        target = None
-        run = backend.rollback
+    def run() -> dict[str, Any]:
+        if target is not None:
+            return backend.promote(target, bake)
+        return backend.rollback(bake)
     try:
-        rollout = console.rollouts.start(body.action, target, serving, run)
+        rollout = console.rollouts.start(body.action, target, serving, run,
+                                         bake_seconds=bake)
     except RolloutBusy as exc:
         raise ApiError(409, f"rollout {exc} is still running",
                        hint="wait for it to finish: GET /api/rollouts/current") from exc

@@ -21,7 +21,7 @@ from llmcloud.console.stack_file import StackFile, StackFileError
 from llmcloud.inference_image.api_keys import hash_api_key
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.deployed_model import deployed_model
-from llmcloud.stacks.errors import LlmcloudError
+from llmcloud.stacks.errors import LlmcloudError, NotSupportedError
 
 log = logging.getLogger("llmcloud.console")
 
@@ -244,19 +244,50 @@ class StackBackend:
             self._keep("_reader_cache", cached, generation)
         return cached[1]
 
-    def promote(self, version: str) -> dict[str, Any]:
-        """Roll the service to `version` (the provider's `promote`, as `llmcloud promote`)."""
+    def promote(self, version: str, bake: int = 0) -> dict[str, Any]:
+        """Roll the service to `version` (the provider's `promote`, as `llmcloud promote`);
+        with `bake` > 0, watch the stack's alerts that many seconds after (`--bake`)."""
         try:
-            return self.provider.promote(self.ctx, version)
+            return self.provider.promote(self.ctx, version, **self._baked(bake))
         finally:
             self._forget("_status_cache", "_store_cache")
 
-    def rollback(self) -> dict[str, Any]:
-        """Back to the last good version (the provider's `rollback`)."""
+    def rollback(self, bake: int = 0) -> dict[str, Any]:
+        """Back to the last good version (the provider's `rollback`), baked as `promote`."""
         try:
-            return self.provider.rollback(self.ctx)
+            return self.provider.rollback(self.ctx, **self._baked(bake))
         finally:
             self._forget("_status_cache", "_store_cache")
+
+    # -- bake -------------------------------------------------------------------------------
+
+    def check_bake(self, seconds: int) -> None:
+        """Refuse, before anything runs, a bake of `seconds` as `promote --bake` refuses it:
+        `NotSupportedError` where the provider reads no alerts, `ConfigError` where it is
+        too short for the stack's alerts (or the stack bakes on its own)."""
+        if seconds:
+            self._baked(seconds)
+            self.provider.check_bake(self.ctx, seconds)
+
+    def bake_minimum(self) -> int | None:
+        """The shortest bake the stack's alerts allow, for the form's hint (None: the
+        provider names none; 0: it cannot bake)."""
+        if not callable(getattr(self.provider, "firing_alerts", None)):
+            return 0
+        return getattr(self.provider, "BAKE_MINIMUM_SECONDS", None)
+
+    def _baked(self, bake: int) -> dict[str, Any]:
+        """`bake=` for the provider's promote or rollback (none without a bake, for a
+        provider whose methods take none), as the CLI's `_baked`."""
+        if not bake:
+            return {}
+        if not callable(getattr(self.provider, "firing_alerts", None)):
+            raise NotSupportedError(
+                f"a bake is not offered by the {self.provider_name} provider",
+                context="a bake watches the stack's alerts (5xx rate, latency, no server "
+                        "serving), which this provider does not read",
+                hint="promote without a bake")
+        return {"bake": bake}
 
     # -- keys -------------------------------------------------------------------------------
 

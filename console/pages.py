@@ -85,7 +85,8 @@ def confirm_rollout(request: Request,
         return swap_in(request, None)
     models = console.backend.models()
     return swap_in(request, "fragments/confirm.html", action=action, version=version,
-                   serving=models.get("serving"), stack=console.backend.stack)
+                   serving=models.get("serving"), stack=console.backend.stack,
+                   bake_minimum=console.backend.bake_minimum())
 
 
 @router.get("/login")

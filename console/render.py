@@ -39,10 +39,23 @@ def _money(value: Any) -> str:
     return "–" if value is None else f"${float(value):,.2f}"
 
 
+def _duration(seconds: Any) -> str:
+    """A length in seconds as an operator reads it: `70 s`, `10 min` from two minutes on."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.3g} min"
+
+
+def _share(elapsed: Any, total: Any) -> str:
+    """How far into `total` seconds `elapsed` is, in `total`'s unit: `3 of 10 min`."""
+    if total < 120:
+        return f"{elapsed or 0:.0f} of {total:.0f} s"
+    return f"{(elapsed or 0) // 60:.0f} of {total / 60:.3g} min"
+
+
 environment = Environment(loader=FileSystemLoader(TEMPLATES),
                           autoescape=select_autoescape(["html"]), trim_blocks=True,
                           lstrip_blocks=True)
-environment.filters.update(when=_when, size=size_text, money=_money)
+environment.filters.update(when=_when, size=size_text, money=_money, duration=_duration,
+                           share=_share)
 
 
 def wants_fragment(request: Request) -> bool:

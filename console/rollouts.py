@@ -3,7 +3,9 @@ thread while a watcher records the rollout replica by replica from the stack's s
 
 One rollout at a time per console. The provider call decides the outcome (the local
 provider rolls back on its own when a new replica is not ready); the watcher only narrates
-what the replicas did: which one started, became ready, drained and stopped.
+what the replicas did: which one started, became ready, drained and stopped. A rollout
+asked to bake hears the provider's bake (`rollout.bake_progress`) and shows its phase:
+rolling, baking, restoring (a bake failed: the previous version goes back), done.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcloud.providers.rollout import bake_progress
 from llmcloud.stacks.errors import LlmcloudError
 
 
@@ -31,12 +34,17 @@ class Rollout:
     target: str | None
     from_version: str | None
     state: str = "running"  # running, succeeded, failed
+    phase: str = "rolling"  # rolling, baking, restoring, done
+    bake_seconds: int = 0  # 0: no bake
+    bake_started: float | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     replicas: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    #: the replicas as the watcher last narrated them (None: not looked at yet)
+    seen: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def say(self, message: str) -> None:
         self.events.append({"at": time.time(), "message": message})
@@ -46,7 +54,21 @@ class Rollout:
                 "from_version": self.from_version, "state": self.state,
                 "started": self.started, "finished": self.finished,
                 "events": list(self.events), "replicas": list(self.replicas),
-                "result": self.result, "error": self.error}
+                "result": self.result, "error": self.error, "phase": self.phase,
+                "bake": self._bake()}
+
+    def _bake(self) -> dict[str, Any] | None:
+        """The bake asked for: its length, when it began (None: not yet) and how far it is,
+        so the page shows "baking, 3 of 10 min" from the rollout it polls."""
+        if not self.bake_seconds:
+            return None
+        elapsed = None
+        if self.bake_started is not None:
+            end = self.finished or time.time()
+            elapsed = min(max(0.0, end - self.bake_started), float(self.bake_seconds))
+        return {"seconds": self.bake_seconds, "started": self.bake_started,
+                "elapsed_seconds": elapsed}
+
 
 
 def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
@@ -85,6 +107,7 @@ class Rollouts:
         self._history: list[Rollout] = []
         self._keep = keep
         self._lock = threading.Lock()
+        self._looking = threading.Lock()  # one look at the replicas at a time
 
     def current(self) -> Rollout | None:
         """The running rollout, else the latest finished one."""
@@ -96,13 +119,14 @@ class Rollouts:
             return next((r for r in self._history if r.id == rollout_id), None)
 
     def start(self, action: str, target: str | None, from_version: str | None,
-              run: Callable[[], dict[str, Any]]) -> Rollout:
-        """Start `run` (the provider's promote or rollback) in a thread; raise `RolloutBusy`
-        while another runs."""
+              run: Callable[[], dict[str, Any]], *, bake_seconds: int = 0) -> Rollout:
+        """Start `run` (the provider's promote or rollback, baking `bake_seconds`) in a
+        thread; raise `RolloutBusy` while another runs."""
         with self._lock:
             if self._history and self._history[-1].state == "running":
                 raise RolloutBusy(self._history[-1].id)
-            rollout = Rollout("rollout-" + secrets.token_hex(4), action, target, from_version)
+            rollout = Rollout("rollout-" + secrets.token_hex(4), action, target, from_version,
+                              bake_seconds=bake_seconds)
             self._history = [*self._history, rollout][-self._keep:]
         rollout.say(f"{action} to {target}" if target else f"{action} started")
         done = threading.Event()
@@ -114,6 +138,9 @@ class Rollouts:
 
     def _run(self, rollout: Rollout, run: Callable[[], dict[str, Any]],
              done: threading.Event) -> None:
+        # (this thread's context only: the provider's bake runs in it)
+        hearing = bake_progress.set(lambda event, message: self._hear_bake(
+            rollout, event, message))
         try:
             result = run()
         except LlmcloudError as exc:
@@ -123,21 +150,33 @@ class Rollouts:
                              "hint": "see the console's terminal output"}
         else:
             rollout.result = result
+        finally:
+            bake_progress.reset(hearing)
         done.set()
 
+    def _hear_bake(self, rollout: Rollout, event: str, message: str) -> None:
+        """The provider's bake saying how it goes (`rollout.bake`'s `on_progress`)."""
+        if event == "started":
+            # what the replicas did before the bake is said before it
+            self._observe(rollout)
+            rollout.bake_started, rollout.phase = time.time(), "baking"
+        elif event == "failed":
+            rollout.phase = "restoring"
+        rollout.say(message)
+
     def _watch(self, rollout: Rollout, done: threading.Event) -> None:
-        previous = self._snapshot(rollout)
+        self._observe(rollout)
         while not done.wait(self.poll_interval):
-            previous = self._observe(rollout, previous)
-        self._observe(rollout, previous)
+            self._observe(rollout)
+        self._observe(rollout)
         if rollout.error is None:
             version = (rollout.result or {}).get("model_version")
             rollout.say(f"done: serving {version}")
-            rollout.state = "succeeded"
         else:
             rollout.say(f"failed: {rollout.error['message']}")
-            rollout.state = "failed"
-        rollout.finished = time.time()
+        rollout.finished, rollout.phase = time.time(), "done"
+        # last: a reader that sees the rollout ended sees all of it
+        rollout.state = "succeeded" if rollout.error is None else "failed"
 
     def _snapshot(self, rollout: Rollout) -> list[dict[str, Any]]:
         try:
@@ -149,8 +188,10 @@ class Rollouts:
         rollout.replicas = replicas
         return replicas
 
-    def _observe(self, rollout: Rollout, previous: list[dict[str, Any]]) -> list[dict]:
-        current = self._snapshot(rollout)
-        for line in narrate(previous, current):
-            rollout.say(line)
-        return current
+    def _observe(self, rollout: Rollout) -> None:
+        with self._looking:
+            current = self._snapshot(rollout)
+            if rollout.seen is not None:
+                for line in narrate(rollout.seen, current):
+                    rollout.say(line)
+            rollout.seen = current

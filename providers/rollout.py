@@ -21,6 +21,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -39,6 +40,11 @@ HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
 #: how often a bake asks the cloud which of the stack's alerts fire
 BAKE_POLL_SECONDS = 30.0
+#: who hears of a bake's progress when `bake` is given no `on_progress`: set by a caller
+#: that runs a provider's whole promote or rollback (the console, in its rollout's thread),
+#: since the provider calls `bake` itself
+bake_progress: ContextVar[Callable[[str, str], None] | None] = ContextVar(
+    "bake_progress", default=None)
 
 
 class BakeFailed(DeploymentError):
@@ -301,12 +307,18 @@ def alerts_before(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[s
 def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[str, str],
          seconds: float, *, interval: float = BAKE_POLL_SECONDS,
          clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep) -> int:
+         sleep: Callable[[float], None] = time.sleep,
+         on_progress: Callable[[str, str], None] | None = None) -> int:
     """Watch the stack's alerts (`provider.firing_alerts`) every `interval` s for `seconds`
     after a rollout; return how many reads succeeded. Raise `BakeFailed` when an alert not
     in `baseline` (those firing before the update) fires, or when no read succeeded at all:
-    a bake that saw nothing must not pass. A read that fails is retried at the next poll."""
-    print(f"baking: watching the stack's alerts for {seconds:.0f} s", file=sys.stderr)
+    a bake that saw nothing must not pass. A read that fails is retried at the next poll.
+    `on_progress(event, message)` (else `bake_progress`'s) hears "started", then "passed"
+    or "failed", each with its sentence."""
+    report = on_progress or bake_progress.get() or (lambda event, message: None)
+    started = f"baking: watching the stack's alerts for {seconds:.0f} s"
+    print(started, file=sys.stderr)
+    report("started", started)
     start = clock()
     deadline = start + seconds
     reads, last_failure = 0, ""
@@ -320,14 +332,21 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
         reads += 1
         new = {name: text for name, text in firing.items() if name not in baseline}
         if new:
-            raise BakeFailed(
+            raise _failed(report, BakeFailed(
                 f"{'an alert' if len(new) == 1 else 'alerts'} fired during the bake, "
                 f"{clock() - start:.0f} s into its {seconds:.0f} s",
-                context="; ".join(f"{name}: {new[name]}" for name in sorted(new)))
+                context="; ".join(f"{name}: {new[name]}" for name in sorted(new))))
     if reads == 0:
-        raise BakeFailed(f"the bake could not read the stack's alerts in {seconds:.0f} s",
-                         context=f"last failure: {last_failure or 'no read was made'}")
+        raise _failed(report, BakeFailed(
+            f"the bake could not read the stack's alerts in {seconds:.0f} s",
+            context=f"last failure: {last_failure or 'no read was made'}"))
+    report("passed", f"baked {seconds:.0f} s: no alert fired")
     return reads
+
+
+def _failed(report: Callable[[str, str], None], failure: BakeFailed) -> BakeFailed:
+    report("failed", f"the bake failed: {_described(failure)}")
+    return failure
 
 
 def _described(exc: BaseException) -> str:

@@ -45,6 +45,11 @@ class LocalConsoleBackend(StackBackend):
         return any(hmac.compare_digest(credential.encode(), record["hash"].encode())
                    and record.get("admin") for record in self._state().get("keys") or [])
 
+    def bake_minimum(self) -> int | None:
+        from llmcloud.providers.local.bake import BAKE_MINIMUM_SECONDS
+
+        return 0 if super().bake_minimum() == 0 else BAKE_MINIMUM_SECONDS
+
     def deployment(self) -> dict[str, Any]:
         status = self._call(lambda: self.provider.status(self.ctx)) or {}
         state = self._state()
