@@ -80,8 +80,10 @@ class DeploymentError(LlmcloudError):
 
 class BusyError(DeploymentError):
     """Another operation holds the stack (Pulumi's lock, llmcloud's lock on the stack file,
-    the local stack's): this one was refused before it changed anything, and may simply be
-    run again once that one has ended. Raised only before anything runs."""
+    the local stack's): this one was refused before it changed the stack, and may simply be
+    run again once that one has ended. A caller that changed something before the refusal
+    (a promote's restore, a destroy that deleted keys first) raises a `DeploymentError`
+    saying what, not this."""
 
     exit_code = ExitCode.BUSY
 

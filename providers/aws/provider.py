@@ -33,6 +33,7 @@ from llmcloud.providers.credentials import check_aws
 from llmcloud.providers.scaling import check_copies, check_gpus
 from llmcloud.stacks.cost import CostLine, PriceSheet
 from llmcloud.stacks.errors import (
+    BusyError,
     ConfigError,
     DeploymentError,
     LlmcloudError,
@@ -508,7 +509,19 @@ class AwsProvider(CloudProvider):
                 deleted = api_keys.delete_issued(_api_gateway(ctx),
                                                  str(outputs["usage_plan_id"]),
                                                  str(own) if own else None)
-        result = engine.destroy()
+        try:
+            result = engine.destroy()
+        except BusyError as busy:
+            if not deleted:
+                raise
+            # not "busy, nothing changed" (75): the stack serves on without those keys
+            raise DeploymentError(
+                f"destroy of stack '{ctx.stack}' stopped half-way: {busy.message}",
+                context=f"the keys made by `llmcloud keys create` were deleted before Pulumi "
+                        f"refused the destroy ({', '.join(deleted)}); the stack still serves, "
+                        "with its own key only",
+                hint=f"{busy.hint}; then llmcloud destroy --stack {ctx.stack} --yes again",
+            ) from None
         if deleted:
             result = {**result, "api_keys_deleted": deleted}
         group = self.delete_execution_logs(ctx, outputs)
