@@ -2,8 +2,9 @@
 `promote --bake` watches them), judged by the controller from what its gateway answers.
 
 - `server-errors`: more than 5% of the requests answered in the last 60 s were 5xx (the
-  replicas' own and the gateway's 502/503/504, and a response cut short after its headers:
-  the replica broke or the timeout struck), once at least `MIN_REQUESTS` were answered:
+  replicas' own and the gateway's 502/503/504, and a response that failed after its
+  headers: the replica broke it, or ended its stream with a server-error event, or the
+  timeout struck), once at least `MIN_REQUESTS` were answered:
   AWS's 5xx-rate threshold, over one window; a stack with a request now and then does not
   fire on one error.
 - `latency`: the p99 time to the response's headers over the last 60 s is above AWS's
@@ -39,7 +40,8 @@ FIVE_XX_PERCENT = 5.0
 #: the share of requests slower than the threshold that puts the p99 above it
 SLOW_PERCENT = 1.0
 SERVER_ERRORS, LATENCY, NO_SERVER_SERVING = "server-errors", "latency", "no-server-serving"
-#: a client that went away got no answer: no request of the window
+#: a client that went away before its headers got no answer: no request of the window (one
+#: that leaves mid-stream was counted at its headers, as the 200 it was sent)
 _CLIENT_GONE = 499
 
 
@@ -85,8 +87,9 @@ class LocalAlerts:
             slot.slow += seconds > latency_threshold_seconds(self.timeout_seconds())
 
     def cut_short(self, status: int) -> None:
-        """Count a response counted at its headers (``status``), then cut short by a
-        failure of the server (the replica broke, the timeout struck), as a 5xx."""
+        """Count a response counted at its headers (``status``), then failed on the
+        server's side (the replica broke it or sent a server-error event, the timeout
+        struck), as a 5xx. Called once per request (the gateway sees to it)."""
         if status < 500:
             self._slot(int(self.clock() // EVALUATE_EVERY_SECONDS)).server_errors += 1
 

@@ -35,6 +35,7 @@ from llmcloud.providers.local.keys import KeyRing
 from llmcloud.providers.local.metrics import GatewayMetrics
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.ratelimit import RateLimiter, retry_after_header
+from llmcloud.providers.local.stream_errors import ServerErrorEvents
 from llmcloud.providers.local.upstream import (
     BodyBroken,
     ConnectFailed,
@@ -219,7 +220,10 @@ class Gateway:
 
     async def _after_cancel(self, send: Send, state: dict[str, Any]) -> None:
         if state["reason"] != "timeout":
-            self.metrics.answered(499)  # the client went away
+            # the client went away: 499 when it had no answer yet; once counted at its
+            # headers, the request stays the one answer it was sent (as the alerts count it)
+            if "status" not in state:
+                self.metrics.answered(499)
             return
         message = f"the request took longer than {self.settings.timeout_seconds:g}s"
         if not state["response_started"]:
@@ -227,8 +231,15 @@ class Gateway:
             await self._answer(send, 504, message, "timeout")
         else:
             self.metrics.upstream_errors.labels("timeout").inc()
-            self.metrics.cut_short(state["status"])
+            self._failed_after_headers(state)
             await _end_with_error(send, state, 504, message, "timeout")
+
+    def _failed_after_headers(self, state: dict[str, Any]) -> None:
+        """Count, once per request, a response that failed after its headers (the replica
+        broke, said so in an error event, or the timeout struck): a 5xx for the alerts."""
+        if not state.get("failed"):
+            state["failed"] = True
+            self.metrics.cut_short(state["status"])
 
     async def _attempts(self, scope: dict[str, Any], send: Send, body: bytes,
                         state: dict[str, Any], started: float) -> None:
@@ -299,13 +310,19 @@ class Gateway:
         await send({"type": "http.response.start", "status": upstream.status,
                     "headers": headers})
         state["response_started"] = True
+        errors = ServerErrorEvents() if state["sse"] else None
         try:
             async for chunk in upstream.chunks():
+                if errors is not None and errors.feed(chunk):
+                    # the replica's generation failed after a 200: a server error all the
+                    # same (the replica stays in: it answered, and ends the stream itself)
+                    self.metrics.upstream_errors.labels("error_event").inc()
+                    self._failed_after_headers(state)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except BodyBroken as exc:
             self._eject(replica, "stream")
             log.warning("replica %s broke a response: %s", replica.id, exc)
-            self.metrics.cut_short(upstream.status)
+            self._failed_after_headers(state)
             await _end_with_error(send, state, 502, "the replica serving this request failed",
                                   "upstream_failed")
             return

@@ -71,8 +71,10 @@ class GatewayMetrics:
             self.alerts.answered(status, None if streamed else seconds)
 
     def cut_short(self, status: int) -> None:
-        """A response counted at its headers (``status``) that the replica or the timeout
-        then cut short: a 5xx for the stack's alerts."""
+        """A response counted at its headers (``status``) that then failed: the replica
+        broke it or ended it with a server-error event, or the timeout struck. A 5xx for
+        the stack's alerts; ``requests`` keeps the code the client was sent (the kind of
+        failure is in ``upstream_errors``)."""
         if self.alerts is not None:
             self.alerts.cut_short(status)
 
