@@ -40,7 +40,7 @@ def promote(
     require_stack_file(prov.name, ctx)
     result = prov.promote(ctx, model_version, **_baked(prov, bake))
     out.result({"provider": prov.name, "stack": stack, "operation": "promote",
-                "baked_seconds": 0, **result})
+                "baked_seconds": 0, "baked_requests": None, **result})
 
 
 def rollback(
@@ -58,7 +58,7 @@ def rollback(
     require_stack_file(prov.name, ctx)
     result = prov.rollback(ctx, **_baked(prov, bake))
     out.result({"provider": prov.name, "stack": stack, "operation": "rollback",
-                "baked_seconds": 0, **result})
+                "baked_seconds": 0, "baked_requests": None, **result})
 
 
 def _baked(prov, bake: int) -> dict:

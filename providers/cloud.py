@@ -321,6 +321,15 @@ class CloudProvider(Provider):
                     f"{self.display_name or self.name} yet",
             hint="promote without --bake")
 
+    def requests_served(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                        until: datetime) -> int | None:
+        """How many requests the stack's public endpoint answered (any status) between
+        ``since`` and ``until``, from the cloud's metrics of the edge its alerts watch, as
+        they stand now (a lower bound: they arrive minutes late); None when it cannot tell.
+        Never raises. `rollout.bake` reads it after a bake that passed: one that saw no
+        request proved nothing. None here: a cloud that does not read it."""
+        return None
+
     def bake_output(self, ctx: StackContext, outputs: Mapping[str, Any], output: str,
                     what: str) -> Any:
         """The stack output `output` that names the `what` a bake reads (each cloud's

@@ -47,6 +47,15 @@ bake_progress: ContextVar[Callable[[str, str], None] | None] = ContextVar(
     "bake_progress", default=None)
 
 
+#: what a bake that passed without a request says (stderr, its progress report)
+BAKED_NO_TRAFFIC = ("the bake saw no requests (in the stack's metrics, which lag a minute "
+                    "or more), so no alert could have fired: the new version is unproven "
+                    "under traffic (send it traffic during the bake, or bake longer)")
+#: and one whose count of requests could not be read
+BAKED_UNCOUNTED = ("how many requests the bake saw could not be read: whether the new "
+                   "version was proven under traffic is unknown")
+
+
 class BakeFailed(DeploymentError):
     """The bake saw one of the stack's alerts begin to fire, or could read none of them."""
 
@@ -233,12 +242,13 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
     _record(engine, version, new_history)
     # (a minute early: the cloud's clock and this machine's may differ a little)
     since = datetime.now(timezone.utc) - timedelta(seconds=60)
+    baked_requests: int | None = None
     try:
         outputs = engine.up()
         rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
         if bake_seconds:
-            bake(provider, ctx, outputs, baseline, bake_seconds)
+            baked_requests = bake(provider, ctx, outputs, baseline, bake_seconds)
     except (Exception, KeyboardInterrupt) as failure:
         if _stack_locked(failure):
             # another command holds the stack: this update never began, nothing to restore
@@ -275,6 +285,7 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
     }
     if bake_seconds:
         result["baked_seconds"] = bake_seconds
+        result["baked_requests"] = baked_requests
     return result
 
 
@@ -308,17 +319,21 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
          seconds: float, *, interval: float = BAKE_POLL_SECONDS,
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep,
-         on_progress: Callable[[str, str], None] | None = None) -> int:
+         on_progress: Callable[[str, str], None] | None = None) -> int | None:
     """Watch the stack's alerts (`provider.firing_alerts`) every `interval` s for `seconds`
-    after a rollout; return how many reads succeeded. Raise `BakeFailed` when an alert not
-    in `baseline` (those firing before the update) fires, or when no read succeeded at all:
-    a bake that saw nothing must not pass. A read that fails is retried at the next poll.
-    `on_progress(event, message)` (else `bake_progress`'s) hears "started", then "passed"
-    or "failed", each with its sentence."""
+    after a rollout; return how many requests the stack answered meanwhile
+    (`provider.requests_served`; None: it cannot tell). Raise `BakeFailed` when an alert
+    not in `baseline` (those firing before the update) fires, or when no read succeeded at
+    all: a bake that saw nothing must not pass. A read that fails is retried at the next
+    poll. A bake without traffic still passes (a staging stack at night must promote),
+    with a warning: no alert could fire. `on_progress(event, message)` (else
+    `bake_progress`'s) hears "started", then "passed" or "failed", each with its
+    sentence."""
     report = on_progress or bake_progress.get() or (lambda event, message: None)
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
     report("started", started)
+    since = datetime.now(timezone.utc)
     start = clock()
     deadline = start + seconds
     reads, last_failure = 0, ""
@@ -340,8 +355,38 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
         raise _failed(report, BakeFailed(
             f"the bake could not read the stack's alerts in {seconds:.0f} s",
             context=f"last failure: {last_failure or 'no read was made'}"))
-    report("passed", f"baked {seconds:.0f} s: no alert fired")
-    return reads
+    # (`clock`'s time: the bake's own, which tests make up)
+    until = since + timedelta(seconds=clock() - start)
+    served = requests_served(provider, ctx, outputs, since, until)
+    passed = f"baked {seconds:.0f} s: no alert fired"
+    if served is None:
+        said = f"note: {BAKED_UNCOUNTED}"
+        passed += f"; {BAKED_UNCOUNTED}"
+    elif served == 0:
+        said = f"warning: {BAKED_NO_TRAFFIC}"
+        passed += f", but {BAKED_NO_TRAFFIC}"
+    else:
+        said = ""
+        passed += f" over {served} request{'s' if served != 1 else ''}"
+    if said:
+        print(said, file=sys.stderr)
+    report("passed", passed)
+    return served
+
+
+def requests_served(provider: Any, ctx: Any, outputs: Mapping[str, Any], since: datetime,
+                    until: datetime) -> int | None:
+    """How many requests the stack answered between `since` and `until`, as the cloud's
+    metrics of its edge hold them now (`provider.requests_served`, a lower bound: metrics
+    arrive minutes late); None for a provider that cannot tell, or one that raises."""
+    read = getattr(provider, "requests_served", None)
+    if not callable(read):
+        return None
+    try:
+        served = read(ctx, outputs, since, until)
+    except Exception:  # noqa: BLE001 - the count only informs: the bake passed
+        return None
+    return served if isinstance(served, int) and not isinstance(served, bool) else None
 
 
 def _failed(report: Callable[[str, str], None], failure: BakeFailed) -> BakeFailed:

@@ -70,6 +70,9 @@ class LocalAlerts:
                  clock: Callable[[], float] = time.monotonic):
         self.pool, self.timeout_seconds, self.clock = pool, timeout_seconds, clock
         self.firing: dict[str, str] = {}
+        #: every request answered since the controller started, which only grows: a bake
+        #: reads it at its start and end (`LocalProvider.requests_served`)
+        self.requests_answered = 0
         self._slots: deque[tuple[int, _Slot]] = deque()
         self._none_serving_since: float | None = None
         self._judged_at: float | None = None
@@ -79,6 +82,7 @@ class LocalAlerts:
         answered it)."""
         if status == _CLIENT_GONE:
             return
+        self.requests_answered += 1
         slot = self._slot(int(self.clock() // EVALUATE_EVERY_SECONDS))
         slot.answered += 1
         slot.server_errors += status >= 500

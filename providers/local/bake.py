@@ -5,7 +5,7 @@ controller when one begins to fire."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmcloud.providers.local.alerts import EVALUATE_EVERY_SECONDS, WINDOW_SECONDS
@@ -18,6 +18,8 @@ from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode, Llmcl
 BAKE_MINIMUM_SECONDS = WINDOW_SECONDS + EVALUATE_EVERY_SECONDS
 #: a judgement older than this is one the controller stopped making: not trusted
 STALE_SECONDS = 3 * EVALUATE_EVERY_SECONDS
+#: the controller's count of the requests its gateway answered, in its `GET /status`
+REQUESTS_ANSWERED = "requests_answered"
 #: what fires when the controller that judged the alerts stops or is replaced in a bake
 CONTROLLER_GONE = "controller"
 NOT_RUNNING = "the stack is not running: no controller judges its alerts"
@@ -82,19 +84,22 @@ def controller_gone(pid: int, now: int | None) -> str:
 
 def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
           baseline: dict[str, str], seconds: int, put_back: Callable[[], Any],
-          controller_pid: int | None = None) -> None:
+          controller_pid: int | None = None) -> int | None:
     """After a rollout from ``previous`` to ``version``: watch the alerts for ``seconds``
     (`rollout.bake`, asking at each evaluation); when one not in ``baseline`` begins to
     fire, the bake reads nothing, or on Ctrl-C, ``put_back()`` the previous version and
     raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what fired. The controller
-    of pid ``controller_pid`` (the one that rolled) stopping or replaced fires too."""
+    of pid ``controller_pid`` (the one that rolled) stopping or replaced fires too. Returns
+    how many requests the gateway answered during a bake that passed (None: unknown)."""
     from llmcloud.providers import rollout
 
-    # (`outputs`, to the bake: what `provider.firing_alerts` compares each read with)
-    outputs = {"controller_pid": controller_pid} if controller_pid else {}
+    # (`outputs`, to the bake: what `provider.firing_alerts` compares each read with, and
+    # `provider.requests_served` its count at the bake's start)
+    outputs: dict[str, Any] = {"controller_pid": controller_pid} if controller_pid else {}
+    outputs.update(_count_at_start(client, controller_pid))
     try:
-        rollout.bake(provider, ctx, outputs, baseline, seconds,
-                     interval=EVALUATE_EVERY_SECONDS)
+        return rollout.bake(provider, ctx, outputs, baseline, seconds,
+                            interval=EVALUATE_EVERY_SECONDS)
     except (rollout.BakeFailed, KeyboardInterrupt) as failure:
         reason = ("interrupted" if isinstance(failure, KeyboardInterrupt)
                   else failure.message + (f": {failure.context}" if failure.context else ""))
@@ -120,6 +125,32 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
         if isinstance(failure, KeyboardInterrupt):
             error.exit_code = ExitCode.INTERRUPTED
         raise error from None
+
+
+def _count_at_start(client: Any, controller_pid: int | None) -> dict[str, Any]:
+    """The controller's count of requests answered as a bake starts (`requests_since`
+    subtracts it at the end), when the controller that rolled gives it: an older controller
+    counts none, and a read that fails leaves the count unknown, not the bake failed."""
+    try:
+        status = client.get("/status")
+    except Exception:  # noqa: BLE001 - the bake's own reads say what is wrong
+        return {}
+    count = status.get(REQUESTS_ANSWERED)
+    if not isinstance(count, int) or controller_pid is None or \
+            status.get("controller_pid") != controller_pid:
+        return {}
+    return {REQUESTS_ANSWERED: count}
+
+
+def requests_since(status: dict[str, Any], outputs: Mapping[str, Any]) -> int | None:
+    """How many requests the gateway answered since the bake's start count in ``outputs``
+    (`watch`), by the controller's ``status`` now; None without a start count, or when the
+    controller that counted is gone (a new one counts from 0)."""
+    start, now = outputs.get(REQUESTS_ANSWERED), status.get(REQUESTS_ANSWERED)
+    if not isinstance(start, int) or not isinstance(now, int) or \
+            status.get("controller_pid") != outputs.get("controller_pid") or now < start:
+        return None
+    return now - start
 
 
 def _refuse_to_undo_another(client: Any, stack: str, version: str, reason: str,

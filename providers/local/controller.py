@@ -223,6 +223,9 @@ class Controller:
             "state_error": self.state_error,
             # those that mean a bad version, as of the last evaluation (`alerts.py`)
             "alerts": self.alerts.document(),
+            # every request the gateway answered since this controller started (a bake's
+            # count of the traffic it judged: the difference of two reads)
+            "requests_answered": self.alerts.requests_answered,
         }
 
     def spawn(self, coro) -> asyncio.Task:

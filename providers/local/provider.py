@@ -22,6 +22,7 @@ import dataclasses
 import shutil
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -292,12 +293,13 @@ class LocalProvider(Provider):
             result = client.operation("/promote", {"version": version})
             # a promote back to the serving version changed nothing: nothing to bake
             baked = bake if result["previous_version"] != version else 0
+            served: int | None = None
             if baked:  # (the controller's rollback: its history loses the version baked)
-                local_bake.watch(self, ctx, client, version, result["previous_version"],
-                                 baseline, baked, lambda: client.operation("/rollback"),
-                                 result.get("controller_pid"))
+                served = local_bake.watch(
+                    self, ctx, client, version, result["previous_version"], baseline, baked,
+                    lambda: client.operation("/rollback"), result.get("controller_pid"))
         return _summary(result, state_file) | {"previous_version": result["previous_version"]} \
-            | ({"baked_seconds": baked} if baked else {})
+            | ({"baked_seconds": baked, "baked_requests": served} if baked else {})
 
     def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
         """Return to the last good version before the one in service (baked as `promote`,
@@ -309,13 +311,14 @@ class LocalProvider(Provider):
             baseline = self._alerts_before(ctx, bake)
             result = client.operation("/rollback")
             previous = result["previous_version"]
+            served: int | None = None
             if bake:
-                local_bake.watch(self, ctx, client, result["model_version"], previous,
-                                 baseline, bake,
-                                 lambda: client.operation("/promote", {"version": previous}),
-                                 result.get("controller_pid"))
+                served = local_bake.watch(
+                    self, ctx, client, result["model_version"], previous, baseline, bake,
+                    lambda: client.operation("/promote", {"version": previous}),
+                    result.get("controller_pid"))
         return _summary(result, state_file) | {"previous_version": previous} \
-            | ({"baked_seconds": bake} if bake else {})
+            | ({"baked_seconds": bake, "baked_requests": served} if bake else {})
 
     def check_bake(self, ctx: StackContext, seconds: int) -> None:
         """Refuse a bake shorter than the alerts' window (exit 2), before anything runs."""
@@ -332,6 +335,22 @@ class LocalProvider(Provider):
             return {local_bake.CONTROLLER_GONE: local_bake.controller_gone(pid, None)}
         with client or self._require(ctx) as client:
             return local_bake.firing(client.get("/status"), ctx.stack, pid)
+
+    def requests_served(self, ctx: StackContext, outputs: Any, since: datetime,
+                        until: datetime) -> int | None:
+        """How many requests the stack's gateway answered during a bake (any status; not
+        those whose client left before an answer): the controller counts each as it answers
+        it, with no lag, and the bake (`bake.watch`) put its count at the start (``since``)
+        in ``outputs``; this reads it again now (the bake's end, ``until``). None without
+        that start count, when the controller that counted is gone, or the read fails."""
+        try:
+            client = self._client(self._state(ctx))
+            if client is None:
+                return None
+            with client:
+                return local_bake.requests_since(client.get("/status"), outputs or {})
+        except Exception:  # noqa: BLE001 - unknown, never a failure: the bake passed
+            return None
 
     def _alerts_before(self, ctx: StackContext, bake: int) -> dict[str, str]:
         from llmcloud.providers import rollout

@@ -126,7 +126,10 @@ def test_a_quiet_bake_of_the_minimum_promotes_and_narrates_it(console, running, 
     assert done["result"]["baked_seconds"] == 70 and done["bake"]["started"] is not None
     messages = _messages(done)
     baking_at = messages.index("baking: watching the stack's alerts for 70 s")
-    assert messages[baking_at + 1:] == ["baked 70 s: no alert fired", "done: serving v2"]
+    # (no request reached the stack: the console says the version is unproven)
+    assert messages[baking_at + 1:] == [
+        f"baked 70 s: no alert fired, but {rollout.BAKED_NO_TRAFFIC}", "done: serving v2"]
+    assert done["result"]["baked_requests"] == 0
     assert any(m.endswith("ready on v2") for m in messages[:baking_at])
     assert console.get("/api/deployment", headers=headers).json()["model_version"] == "v2"
 
@@ -205,6 +208,9 @@ class QuietGcp(GcpProvider):
     def firing_alerts(self, ctx, outputs):
         return {}
 
+    def requests_served(self, ctx, outputs, since, until):
+        return 1234
+
     def promote(self, ctx, version, *, bake=0):
         self.baked.append(bake)
         rollout.bake(self, ctx, {}, {}, bake, sleep=lambda s: None,
@@ -240,4 +246,5 @@ def test_a_cloud_stack_bakes_at_least_its_alerts_minimum(monkeypatch):
         done = wait_rollout(client, headers)
     assert done["state"] == "succeeded" and provider.baked == [600]
     assert _messages(done)[-3:] == ["baking: watching the stack's alerts for 600 s",
-                                    "baked 600 s: no alert fired", "done: serving v4"]
+                                    "baked 600 s: no alert fired over 1234 requests",
+                                    "done: serving v4"]
