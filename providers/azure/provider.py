@@ -162,6 +162,27 @@ class AzureProvider(CloudProvider):
         return alert_state.fired_alerts(
             lambda address: arm.request("GET", address, timeout=15), rules)
 
+    def requests_served(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                        until: datetime) -> int | None:
+        """The requests API Management answered (any status) between ``since`` and
+        ``until``, from Azure Monitor's `Requests` metric of the stack's service (the
+        `apim_id` output; `request_count.py`): a lower bound, as platform metrics arrive a
+        few minutes late. None when it cannot be read (credentials, no `apim_id`,
+        `Microsoft.Insights/metrics/read` refused, no answer)."""
+        from llmcloud.providers.azure import request_count
+
+        service = outputs.get(request_count.OUTPUT)
+        if not service:
+            return None
+        try:
+            self.check_credentials(ctx.environ)
+            arm = self.status_reader(ctx.environ)
+        except Exception:  # noqa: BLE001 - the bake words a count it could not read
+            return None
+        return request_count.requests_served(
+            lambda address: arm.request("GET", address, timeout=15), str(service), since,
+            until)
+
     @staticmethod
     def status_reader(environ: Mapping[str, str]) -> Any:
         """The Resource Manager session `status` reads the scale set with (`arm.Arm`;

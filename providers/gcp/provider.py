@@ -301,6 +301,25 @@ class GcpProvider(CloudProvider):
         return alert_state.open_alerts(session, project, policies,
                                        ctx.environ.get(alert_state.ENDPOINT_OVERRIDE))
 
+    def requests_served(self, ctx: StackContext, outputs: Mapping[str, Any], since: datetime,
+                        until: datetime) -> int | None:
+        """The requests the load balancer answered (any status) between ``since`` and
+        ``until``, from Cloud Monitoring's `loadbalancing.googleapis.com/https/request_count`
+        for the stack's backend service (`request_count.py`): a lower bound, as Google makes
+        each minute visible up to 210 s after it. None when it cannot be read (credentials,
+        `monitoring.timeSeries.list` refused, no answer)."""
+        from llmcloud.providers.gcp import naming, request_count
+        from llmcloud.providers.gcp.alert_state import ENDPOINT_OVERRIDE
+
+        try:
+            session, project = self._google(ctx)
+        except Exception:  # noqa: BLE001 - the bake words a count it could not read
+            return None
+        # the backend service's name (`service.py`) is the stack's, not an output
+        return request_count.requests_served(
+            session, project, naming.resource_name(ctx.stack, "lb"), since, until,
+            ctx.environ.get(ENDPOINT_OVERRIDE))
+
     def _group(self, ctx: StackContext, group: str) -> tuple[Any, str]:
         """An authorized session and the Compute Engine address of the stack's instance
         group `group` (the `instance_group` output)."""
