@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmcloud.console.auth import Session
+from llmcloud.console.backend import MAX_BAKE_SECONDS
 from llmcloud.console.render import error_slot, html, respond, wants_fragment
 from llmcloud.console.rollouts import RolloutBusy
 from llmcloud.console.stack_file import StackFileError
@@ -32,9 +33,6 @@ def _session(request: Request) -> Session:
 router = APIRouter(prefix="/api", tags=["console"], dependencies=[Depends(_session)])
 
 _HTML = {"text/html": {"schema": {"type": "string"}}}
-#: a day: a longer bake is a typo (minutes for seconds) that would hold the console's one
-#: rollout for days
-MAX_BAKE_SECONDS = 86_400
 
 
 class _Open(BaseModel):
@@ -112,7 +110,11 @@ class RolloutRequest(BaseModel):
     @field_validator("bake_seconds", mode="before")
     @classmethod
     def _empty_is_no_bake(cls, value: Any) -> Any:
-        return 0 if value in ("", None) else value  # the form's empty field
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return 0  # the form's empty field
+        if isinstance(value, bool):  # (pydantic would take true for a 1 s bake)
+            raise ValueError("a number of seconds, not true or false")
+        return value
 
 
 class Bake(_Open):

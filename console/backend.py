@@ -24,6 +24,9 @@ from llmcloud.providers.deployed_model import deployed_model
 from llmcloud.stacks.errors import LlmcloudError, NotSupportedError
 
 log = logging.getLogger("llmcloud.console")
+#: a day: a longer bake is a typo (minutes for seconds) that would hold the console's one
+#: rollout for days
+MAX_BAKE_SECONDS = 86_400
 
 
 class Login(str, Enum):
@@ -273,6 +276,10 @@ class StackBackend:
         """The shortest bake the stack's alerts allow, for the form's hint (None: the
         provider names none; 0: it cannot bake)."""
         if not callable(getattr(self.provider, "firing_alerts", None)):
+            return 0
+        try:  # the longest bake the console allows: refused, the stack bakes none at all
+            self.provider.check_bake(self.ctx, MAX_BAKE_SECONDS)
+        except LlmcloudError:  # (a SageMaker stack: its guardrails bake every update)
             return 0
         return getattr(self.provider, "BAKE_MINIMUM_SECONDS", None)
 

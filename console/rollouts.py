@@ -37,6 +37,9 @@ class Rollout:
     phase: str = "rolling"  # rolling, baking, restoring, done
     bake_seconds: int = 0  # 0: no bake
     bake_started: float | None = None
+    #: the bake's start and end on `time.monotonic` (its progress: a wall clock may jump)
+    bake_began: float | None = field(default=None, repr=False)
+    bake_ended: float | None = field(default=None, repr=False)
     started: float = field(default_factory=time.time)
     finished: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -63,12 +66,13 @@ class Rollout:
         if not self.bake_seconds:
             return None
         elapsed = None
-        if self.bake_started is not None:
-            end = self.finished or time.time()
-            elapsed = min(max(0.0, end - self.bake_started), float(self.bake_seconds))
+        if self.bake_began is not None:
+            # a bake that ended (passed, or failed while the previous version goes back)
+            # stops where it ended
+            end = self.bake_ended if self.bake_ended is not None else time.monotonic()
+            elapsed = min(max(0.0, end - self.bake_began), float(self.bake_seconds))
         return {"seconds": self.bake_seconds, "started": self.bake_started,
                 "elapsed_seconds": elapsed}
-
 
 
 def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
@@ -159,9 +163,12 @@ class Rollouts:
         if event == "started":
             # what the replicas did before the bake is said before it
             self._observe(rollout)
+            rollout.bake_began = time.monotonic()
             rollout.bake_started, rollout.phase = time.time(), "baking"
-        elif event == "failed":
-            rollout.phase = "restoring"
+        else:  # passed or failed: the bake is over
+            rollout.bake_ended = time.monotonic()
+            if event == "failed":
+                rollout.phase = "restoring"
         rollout.say(message)
 
     def _watch(self, rollout: Rollout, done: threading.Event) -> None:

@@ -329,7 +329,7 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     with a warning: no alert could fire. `on_progress(event, message)` (else
     `bake_progress`'s) hears "started", then "passed" or "failed", each with its
     sentence."""
-    report = on_progress or bake_progress.get() or (lambda event, message: None)
+    report = _heard(on_progress or bake_progress.get())
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
     report("started", started)
@@ -387,6 +387,20 @@ def requests_served(provider: Any, ctx: Any, outputs: Mapping[str, Any], since: 
     except Exception:  # noqa: BLE001 - the count only informs: the bake passed
         return None
     return served if isinstance(served, int) and not isinstance(served, bool) else None
+
+
+def _heard(listener: Callable[[str, str], None] | None) -> Callable[[str, str], None]:
+    """`listener`, called so that it can never fail the bake it hears (a page that shows
+    the bake is no reason to put the previous version back)."""
+    def report(event: str, message: str) -> None:
+        if listener is None:
+            return
+        try:
+            listener(event, message)
+        except Exception as exc:  # noqa: BLE001 - said, and the bake goes on
+            print(f"note: the bake's progress could not be reported: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    return report
 
 
 def _failed(report: Callable[[str, str], None], failure: BakeFailed) -> BakeFailed:

@@ -10,8 +10,9 @@ other name of it.
 Lag: Elastic Load Balancing "measures and sends its metrics in 60-second intervals", and
 only while requests flow ("If there are no requests flowing through the load balancer or
 no data for a metric, the metric is not reported": AWS, "CloudWatch metrics for your
-Application Load Balancer"). A minute without data is 0 requests, and the bake's last
-minute or two may not be in CloudWatch yet when it ends: the count is a lower bound.
+Application Load Balancer"). A minute without data is 0 requests. Only the bake's whole
+minutes count (`minutes`), and its last minute or two may not be in CloudWatch yet when it
+ends: the count is a lower bound.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class Unreadable(Exception):
 
 def requests_served(client: Any, alarm_names: Sequence[str], since: datetime,
                     until: datetime) -> int:
-    """The sum of the load balancer's `RequestCount` over the minutes from the one holding
-    ``since`` to the one holding ``until``, as CloudWatch holds it now (`client`: a
+    """The sum of the load balancer's `RequestCount` over the whole minutes between
+    ``since`` and ``until`` (`minutes`), as CloudWatch holds it now (`client`: a
     CloudWatch client). Raises `Unreadable`, or botocore's errors."""
     balancer = load_balancer(client, alarm_names)
     if balancer is None:
@@ -62,13 +63,9 @@ def load_balancer(client: Any, alarm_names: Sequence[str]) -> str | None:
 
 
 def count(client: Any, balancer: str, since: datetime, until: datetime) -> int:
-    """The sum of `balancer`'s one-minute `RequestCount` sums over [``since``, ``until``],
-    widened to whole minutes (CloudWatch rounds a start down to the minute itself;
-    GetMetricData's EndTime is exclusive)."""
-    start = since.replace(second=0, microsecond=0)
-    end = until.replace(second=0, microsecond=0)
-    if end < until:
-        end += timedelta(minutes=1)
+    """The sum of `balancer`'s one-minute `RequestCount` sums over the whole minutes inside
+    [``since``, ``until``] (`minutes`)."""
+    start, end = minutes(since, until)
     query = {"Id": "requests", "ReturnData": True, "MetricStat": {
         "Metric": {"Namespace": NAMESPACE, "MetricName": METRIC,
                    "Dimensions": [{"Name": DIMENSION, "Value": balancer}]},
@@ -83,3 +80,18 @@ def count(client: Any, balancer: str, since: datetime, until: datetime) -> int:
                 raise Unreadable(f"CloudWatch answered {result.get('StatusCode')}")
             total += sum(result.get("Values", []))
     return int(total)
+
+
+def minutes(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """StartTime and EndTime for the whole minutes inside [``since``, ``until``]: a data
+    point is stamped with the start of its minute and holds all of it, StartTime is
+    inclusive and EndTime exclusive (GetMetricData). The minute the bake began in holds
+    requests from before it (the rollout's last seconds, the endpoint's version checks),
+    and the one it ended in is not over: neither counts, so the count stays a lower bound.
+    An interval without a whole minute takes the minutes it touches."""
+    floor_since = since.replace(second=0, microsecond=0)
+    start = floor_since + timedelta(minutes=1) if floor_since < since else floor_since
+    end = until.replace(second=0, microsecond=0)
+    if end <= start:
+        start, end = floor_since, end + timedelta(minutes=1)
+    return start, end

@@ -37,9 +37,10 @@ def requests_served(session: Any, project: str, backend: str, since: datetime,
                     until: datetime, base: str | None = None,
                     timeout: float = READ_TIMEOUT_S) -> int | None:
     """The requests the load balancer answered for ``backend`` in the whole minutes that end
-    at ``until`` and start at or after ``since`` (a lower bound: the last 210 s may not be
-    visible yet), read with ``session`` (an authorized `requests` session). None when Cloud
-    Monitoring refuses, does not answer, or answers something else than time series."""
+    at ``until`` and start a minute or more after ``since`` (`interval_start`; a lower
+    bound: the last 210 s may not be visible yet), read with ``session`` (an authorized
+    `requests` session). None when Cloud Monitoring refuses, does not answer, or answers
+    something else than time series."""
     try:
         return _read(session, project, backend, since, until, base, timeout)
     except Exception:  # noqa: BLE001 - the bake words a count it could not read
@@ -48,8 +49,7 @@ def requests_served(session: Any, project: str, backend: str, since: datetime,
 
 def _read(session: Any, project: str, backend: str, since: datetime, until: datetime,
           base: str | None, timeout: float) -> int | None:
-    minutes = max(1, int((until - since).total_seconds()) // ALIGNMENT_SECONDS)
-    start = until - timedelta(seconds=minutes * ALIGNMENT_SECONDS)
+    start = interval_start(since, until)
     query = {
         "filter": request_filter(backend),
         "interval.startTime": _rfc3339(start), "interval.endTime": _rfc3339(until),
@@ -76,6 +76,17 @@ def _read(session: Any, project: str, backend: str, since: datetime, until: date
         if not token:
             return total
     return total
+
+
+def interval_start(since: datetime, until: datetime) -> datetime:
+    """Where the read's interval starts: whole minutes back from ``until``, but none of the
+    bake's first minute. A read takes the points that end in (start, end] (Cloud
+    Monitoring's `TimeInterval`), and a point of this metric holds the 60 s before its end:
+    one ending in the bake's first minute holds requests from before it (the rollout's last
+    ones, the endpoint's version checks), which must not pass for the bake's traffic. An
+    interval of less than two minutes reads its last minute."""
+    minutes = max(1, int((until - since).total_seconds()) // ALIGNMENT_SECONDS - 1)
+    return until - timedelta(seconds=minutes * ALIGNMENT_SECONDS)
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -3,6 +3,8 @@ real replicas), an admin key for it, and the console app over that stack."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -39,6 +41,18 @@ def console(running):
         yield client
 
 
+def wait_rollout(console: TestClient, headers: dict[str, str],
+                 timeout: float = 30.0) -> dict:
+    """The console's current rollout once it is no longer running (its JSON document)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = console.get("/api/rollouts/current", headers=headers).json()
+        if current["state"] != "running":
+            return current
+        time.sleep(0.1)
+    raise AssertionError(f"rollout still running: {current}")
+
+
 def login(client: TestClient, key: str):
     """Log in through the form as a browser does; returns the POST's response."""
     page = client.get("/login")
@@ -53,4 +67,4 @@ def csrf_of(client: TestClient) -> str:
     return page.text.split('"X-CSRF-Token": "', 1)[1].split('"', 1)[0]
 
 
-__all__ = ["auth", "fake_model", "login", "csrf_of"]
+__all__ = ["auth", "fake_model", "login", "csrf_of", "wait_rollout"]

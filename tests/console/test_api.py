@@ -8,21 +8,11 @@ import time
 import httpx
 
 from llmcloud.console.auth import LoginThrottle
-from tests.console.conftest import auth, csrf_of, fake_model, login
+from tests.console.conftest import auth, csrf_of, fake_model, login, wait_rollout
 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-def wait_rollout(console, headers, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rollout = console.get("/api/rollouts/current", headers=headers).json()
-        if rollout["state"] != "running":
-            return rollout
-        time.sleep(0.1)
-    raise AssertionError(f"rollout still running: {rollout}")
 
 
 # -- authentication ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,8 @@ from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp.provider import GcpProvider
 from llmcloud.providers.local.provider import LocalProvider
 from llmcloud.stacks.config import resolve_spec
-from tests.console.conftest import fake_model
+from tests.console.conftest import fake_model, wait_rollout
+from tests.local.conftest import alerts_read_in_turn
 
 FIRING = {"server-errors": "more than 5% of requests fail with 5xx (9 of 20 in the last 60 s)"}
 
@@ -30,16 +30,6 @@ def bearer(key: str) -> dict[str, str]:
 
 def fragment_of(key: str) -> dict[str, str]:
     return {**bearer(key), "HX-Request": "true"}
-
-
-def wait_rollout(console, headers, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = console.get("/api/rollouts/current", headers=headers).json()
-        if current["state"] != "running":
-            return current
-        time.sleep(0.1)
-    raise AssertionError(f"rollout still running: {current}")
 
 
 @pytest.fixture
@@ -60,15 +50,7 @@ def baking(running, tmp_path, monkeypatch):
         rollout.bake, clock=lambda: clock.now, sleep=sleep))
 
     def with_reads(*reads: dict) -> SimpleNamespace:
-        found = iter(reads)
-        last: dict = {}
-
-        def firing_alerts(self, ctx, outputs=None):
-            nonlocal last
-            last = next(found, last)
-            return last
-
-        monkeypatch.setattr(LocalProvider, "firing_alerts", firing_alerts)
+        alerts_read_in_turn(monkeypatch, *reads)
         return clock
 
     return with_reads
@@ -178,7 +160,7 @@ def test_the_rollout_fragment_shows_the_bake_in_progress(console, running, bakin
         assert clock.waiting.wait(20), "the bake never began"
         current = console.app.state.console.rollouts.current()
         assert current.phase == "baking"
-        current.bake_started -= 185  # three minutes into it
+        current.bake_began -= 185  # three minutes into it
         document = console.get("/api/rollouts/current", headers=headers).json()
         assert document["phase"] == "baking" and document["bake"]["seconds"] == 600
         assert 185 <= document["bake"]["elapsed_seconds"] < 200

@@ -151,6 +151,20 @@ def fake_stack(home, fake_env, tmp_path):
     return make
 
 
+def alerts_read_in_turn(monkeypatch, *reads: dict) -> None:
+    """The local stack's alerts, as a bake reads them (`LocalProvider.firing_alerts`): the
+    ``reads`` one after another, the last repeated."""
+    found = iter(reads)
+    last: dict = {}
+
+    def firing_alerts(self, ctx, outputs=None):
+        nonlocal last
+        last = next(found, last)
+        return last
+
+    monkeypatch.setattr(LocalProvider, "firing_alerts", firing_alerts)
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

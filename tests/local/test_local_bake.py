@@ -14,9 +14,9 @@ import pytest
 from llmcloud.providers import rollout
 from llmcloud.providers.local.bake import CONTROLLER_GONE, firing, watch
 from llmcloud.providers.local.console_entry import LocalConsoleBackend
-from llmcloud.providers.local.provider import LocalProvider, _stop_everything
+from llmcloud.providers.local.provider import _stop_everything
 from llmcloud.stacks.errors import DeploymentError, ExitCode
-from tests.local.conftest import fake_model
+from tests.local.conftest import alerts_read_in_turn, fake_model
 
 FIRING = {"server-errors": "more than 5% of requests fail with 5xx (9 of 20 in the last 60 s)"}
 
@@ -42,15 +42,7 @@ def serving(fake_stack, tmp_path, monkeypatch):
 
     def with_reads(*reads: dict) -> object:
         if reads:
-            found = iter(reads)
-            last: dict = {}
-
-            def firing_alerts(self, ctx, outputs=None):
-                nonlocal last
-                last = next(found, last)
-                return last
-
-            monkeypatch.setattr(LocalProvider, "firing_alerts", firing_alerts)
+            alerts_read_in_turn(monkeypatch, *reads)
         return stack
 
     return with_reads

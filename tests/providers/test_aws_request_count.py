@@ -60,10 +60,10 @@ def _client(alarms: list[dict] | str, *pages: dict | str) -> boto3.client:
         stubber.add_response("describe_alarms", {"MetricAlarms": alarms}, expected)
     token = None
     for number, page in enumerate(pages):
-        # whole minutes: from the one the bake began in to the end of the one it ended in
+        # the bake's whole minutes: 03:01 to 03:09 (EndTime is exclusive)
         asked = {"MetricDataQueries": [QUERY],
-                 "StartTime": datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc),
-                 "EndTime": datetime(2026, 12, 1, 3, 11, tzinfo=timezone.utc)}
+                 "StartTime": datetime(2026, 12, 1, 3, 1, tzinfo=timezone.utc),
+                 "EndTime": datetime(2026, 12, 1, 3, 10, tzinfo=timezone.utc)}
         if token:
             asked["NextToken"] = token
         if isinstance(page, str):
@@ -95,6 +95,20 @@ def test_the_latency_alarm_s_own_dimensions_name_the_load_balancer_too() -> None
 def test_minutes_without_requests_hold_no_data_and_count_0() -> None:
     # ELB reports nothing for a minute without a request
     assert request_count.requests_served(_client([FIVE_XX], _page()), NAMES, SINCE, UNTIL) == 0
+
+
+def _at(minute: int, second: int = 0) -> datetime:
+    return datetime(2026, 12, 1, 3, minute, second, tzinfo=timezone.utc)
+
+
+def test_only_the_bake_s_whole_minutes_count() -> None:
+    # the minute the bake began in holds the rollout's last requests (the endpoint's
+    # version checks): counted, a bake without traffic would pass without its warning
+    assert request_count.minutes(SINCE, UNTIL) == (_at(1), _at(10))
+    assert request_count.minutes(_at(0), _at(10)) == (_at(0), _at(10))
+    # no whole minute inside: the minutes it touches
+    assert request_count.minutes(_at(0, 10), _at(0, 50)) == (_at(0), _at(1))
+    assert request_count.minutes(_at(0, 10), _at(1, 20)) == (_at(0), _at(2))
 
 
 @pytest.fixture
