@@ -208,7 +208,8 @@ def delete(
     """Delete a version from the stack's model store (never one the stack serves or may roll
     back to); asks first on a terminal unless --yes."""
     from llmcloud.cli.stack_commands import _confirm
-    from llmcloud.providers.model_versions import delete_version, refuse_needed
+    from llmcloud.providers.model_versions import delete_version, refuse_needed, stack_models
+    from llmcloud.providers.update_in_progress import refuse_while_updating
     from llmcloud.stacks.config import check_flags
 
     out = Output.start(json=json)
@@ -216,11 +217,15 @@ def delete(
     prov, ctx, models = _stack_models(stack, provider)
     name = name or models.name
     refuse_needed(models, name, version)  # before asking
+    refuse_while_updating(prov, ctx, version)
 
     def confirm(objects: int) -> None:
         if not yes:
             _confirm(f"Delete version {version} of {name} ({objects} objects) from the model "
                      f"store of stack '{stack}'?", stack, f"model delete {version}")
+            # the question may have waited minutes: an update begun (or ended) meanwhile
+            refuse_needed(stack_models(prov, ctx), name, version)
+            refuse_while_updating(prov, ctx, version)
 
     result = delete_version(models.store_uri, name, version, models, confirm=confirm)
     out.result({"provider": prov.name, "stack": stack, "operation": "model delete", **result},

@@ -195,9 +195,11 @@ class StackBackend:
         """Delete `version` from the store, as `llmcloud model delete --yes` does: refused
         (ConfigError) when the stack needs it, read afresh here, not from the page's cache."""
         from llmcloud.providers.model_versions import delete_version, refuse_needed, stack_models
+        from llmcloud.providers.update_in_progress import refuse_while_updating
 
         stack = stack_models(self.provider, self.ctx)
         refuse_needed(stack, stack.name, version)
+        refuse_while_updating(self.provider, self.ctx, version)  # BusyError: 409
         try:
             return delete_version(stack.store_uri, stack.name, version, stack)
         finally:

@@ -666,6 +666,26 @@ class PulumiStack:
             "changes": dict(info.resource_changes or {}),
         }
 
+    def update_in_progress(self) -> bool:
+        """Whether the backend lists an update of the stack running now (the Pulumi Cloud
+        does, its result "in-progress"). A bucket or file backend lists an update only once
+        it has ended: its lock says more (`providers/update_in_progress.py`)."""
+        info = self._read(self._stack.info)
+        return info is not None and info.result == "in-progress"
+
+    def backend_url(self) -> str | None:
+        """The URL of the stack's backend (`pulumi whoami --json`): https://api.pulumi.com,
+        s3://BUCKET, file://FOLDER, ..."""
+        return self._read(self._stack.workspace.who_am_i).url
+
+    def _read(self, read: Callable[[], Any]) -> Any:
+        from pulumi import automation as auto
+
+        try:
+            return read()
+        except auto.errors.CommandError as exc:
+            raise translate_command_error(exc, self.stack_name, self.cloud_login) from None
+
 
 def unwrap_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """`{name: OutputValue}` -> `{name: value}`, with secrets masked."""

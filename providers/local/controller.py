@@ -144,6 +144,9 @@ class Controller:
         self.state_error: str | None = None  # why the last write of state.json failed
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+        #: the version a promote or rollback is rolling the replicas to (`model delete`
+        #: refuses it meanwhile: the replicas load it from the store), None between them
+        self.rolling_to: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._owner_watch: asyncio.Task | None = None
 
@@ -226,6 +229,7 @@ class Controller:
             # every request the gateway answered since this controller started (a bake's
             # count of the traffic it judged: the difference of two reads)
             "requests_answered": self.alerts.requests_answered,
+            "rolling_to": self.rolling_to,
         }
 
     def spawn(self, coro) -> asyncio.Task:
@@ -373,6 +377,14 @@ class Controller:
                             what: str = "promote") -> int:
         """Roll to ``version``; if that fails, back to the version in service (after
         ``before_rollback``, which puts back the replicas' settings when they changed)."""
+        self.rolling_to = version
+        try:
+            return await self._roll(version, progress, before_rollback, what)
+        finally:
+            self.rolling_to = None
+
+    async def _roll(self, version: str, progress,
+                    before_rollback: Callable[[], None] | None, what: str) -> int:
         previous = self.version
         try:
             replaced = await roll(self.supervisor, version, self._ready_timeout, progress)

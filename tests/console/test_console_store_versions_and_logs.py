@@ -42,6 +42,12 @@ class Outputs:
     def outputs(self):
         return self._outputs
 
+    def update_in_progress(self):
+        return False
+
+    def backend_url(self):
+        return "https://api.pulumi.com"
+
 
 class StoreCloud(Provider):
     """A cloud stack serving v3 (v1, v2 before it) whose model store is a folder."""

@@ -20,6 +20,12 @@ class Outputs:
     def outputs(self) -> dict:
         return self._outputs
 
+    def update_in_progress(self) -> bool:
+        return False
+
+    def backend_url(self) -> str:
+        return "https://api.pulumi.com"
+
 
 class Clock:
     """A monotonic clock that moves only when slept on."""

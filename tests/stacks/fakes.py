@@ -23,12 +23,15 @@ class FakeStack:
     #: the last update's info (None: never updated), and the project's other stacks
     last: Any = None
     other_stacks: list[str] = field(default_factory=list)
+    #: the backend's URL, as `pulumi whoami --json` says it
+    backend_url: str = "https://api.pulumi.com"
 
     @property
     def workspace(self) -> Any:
         names = [self.name, *self.other_stacks]
         return SimpleNamespace(
-            list_stacks=lambda: [SimpleNamespace(name=name) for name in names])
+            list_stacks=lambda: [SimpleNamespace(name=name) for name in names],
+            who_am_i=lambda: SimpleNamespace(user="tester", url=self.backend_url))
 
     @classmethod
     def opener(cls, *, exists: bool = True, **attrs: Any):
