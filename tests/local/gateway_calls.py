@@ -14,6 +14,16 @@ from llmcloud.providers.local.ratelimit import RateLimiter
 ReplicaHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """A replica's read of one request from the gateway: its head, then as many body bytes
+    as its content-length says (none without one); the head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    await reader.readexactly(length)
+    return head
+
+
 async def post_through_gateway(replica: ReplicaHandler, headers: list[tuple[bytes, bytes]],
                                pieces: list[bytes],
                                settings: GatewaySettings | None = None) -> list[dict]:
@@ -44,19 +54,26 @@ async def post_to_replica_port(port: int, headers: list[tuple[bytes, bytes]],
              "headers": [(b"authorization", f"Bearer {key}".encode()), *headers]}
     messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
                 for i, piece in enumerate(pieces)]
-    sent: list[dict] = []
+    try:
+        return await asgi_exchange(gateway, scope, messages)
+    finally:
+        await gateway.aclose()
+
+
+async def asgi_exchange(app: Callable[..., Awaitable[None]], scope: dict,
+                        messages: list[dict]) -> list[dict]:
+    """One request to the ASGI ``app``: the client sends ``messages``, then stays connected
+    until the app is done; the ASGI messages the app sent."""
+    pending, sent = list(messages), []
 
     async def receive() -> dict:
-        if messages:
-            return messages.pop(0)
+        if pending:
+            return pending.pop(0)
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         sent.append(message)
 
-    try:
-        await gateway(scope, receive, send)
-    finally:
-        await gateway.aclose()
+    await app(scope, receive, send)
     return sent

@@ -17,6 +17,7 @@ from llmcloud.providers.local.metrics import GatewayMetrics
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.ratelimit import RateLimiter
 from llmcloud.providers.local.stream_errors import ServerErrorEvents
+from tests.local.gateway_calls import read_request
 
 _HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
          b"transfer-encoding: chunked\r\n\r\n")
@@ -31,14 +32,15 @@ def _error_event(status: int, kind: str, code: str) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def _failed_response(code: str) -> bytes:
+def _failed_response(code: str, **echoed) -> bytes:
     """The Responses API stream's last events when generation fails
-    (`inference_image/responses_api.py`, `stream`)."""
+    (`inference_image/responses_api.py`, `stream`), the request's ``echoed`` fields in its
+    response after the error, as the runtime writes them."""
     error = {"type": "error", "sequence_number": 3, "code": "aborted", "message": "m",
              "param": None}
     failed = {"type": "response.failed", "sequence_number": 4, "response": {
         "id": "resp_1", "object": "response", "status": "failed",
-        "error": {"code": code, "message": "m"}, "output": []}}
+        "error": {"code": code, "message": "m"}, "output": [], **echoed}}
     return (f"event: error\ndata: {json.dumps(error)}\n\n"
             f"event: response.failed\ndata: {json.dumps(failed)}\n\n").encode()
 
@@ -65,10 +67,7 @@ class _Stack:
                        writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                await read_request(reader)
                 writer.write(self.answer)
                 await writer.drain()
                 if self.hold:
@@ -161,15 +160,19 @@ def test_a_failed_responses_stream_is_a_server_error_and_a_busy_one_is_not():
 
 
 def test_the_sign_is_found_when_chunks_split_it_anywhere():
-    stream = _TOKEN + _error_event(503, "server_error", "aborted") + _DONE
-    for cut in range(1, len(stream)):
-        for second in (cut + 1, cut + 7, len(stream)):
-            scan = ServerErrorEvents()
-            found = [scan.feed(piece) for piece in
-                     (stream[:cut], stream[cut:second], stream[second:])]
-            assert found.count(True) == 1, (cut, second)
-    byte_by_byte = ServerErrorEvents()
-    assert sum(byte_by_byte.feed(stream[i:i + 1]) for i in range(len(stream))) == 1
+    chat = _TOKEN + _error_event(503, "server_error", "aborted") + _DONE
+    responses = _failed_response("server_error", metadata={"type": "rate_limit_error"})
+    for stream in (chat, responses):
+        for cut in range(1, len(stream)):
+            for second in (cut + 1, cut + 7, len(stream)):
+                scan = ServerErrorEvents()
+                found = [scan.feed(piece) for piece in
+                         (stream[:cut], stream[cut:second], stream[second:])]
+                assert found.count(True) == 1, (cut, second)
+        byte_by_byte = ServerErrorEvents()
+        assert sum(byte_by_byte.feed(stream[i:i + 1]) for i in range(len(stream))) == 1
+    # a completions stream has no role event: its error may be the first event
+    assert ServerErrorEvents().feed(_error_event(500, "server_error", "internal_error"))
 
 
 def test_an_answer_that_quotes_the_error_text_is_no_error():
@@ -178,3 +181,28 @@ def test_an_answer_that_quotes_the_error_text_is_no_error():
         "content": 'data: {"error": {"message": "x", "type": "server_error"}}'}}]})
     scan = ServerErrorEvents()
     assert not scan.feed(f"data: {quoted}\n\n".encode() + _DONE)
+
+
+def test_a_request_the_responses_stream_echoes_with_the_sign_is_no_error():
+    # every Responses event that carries the response echoes the client's metadata, tools
+    # and text format as JSON objects: their quotes are not escaped
+    from types import SimpleNamespace
+
+    from llmcloud.inference_image.responses_api import _EventStream
+    from llmcloud.inference_image.responses_protocol import ResponsesRequest
+
+    schema = {"type": "object", "properties": {"e": {
+        "type": "string", "default": {"error": {"code": "server_error"}}}}}
+    echoed = {"metadata": {"type": "server_error"},
+              "tools": [{"type": "function", "name": "f", "parameters": schema}]}
+    request = ResponsesRequest(model="m", input="hi", stream=True, **echoed)
+    events = _EventStream(None, SimpleNamespace(response_id="resp_1", created=1, model="m"),
+                          request)
+    started = (events.lifecycle("response.created", "in_progress")
+               + events.lifecycle("response.in_progress", "in_progress")).encode()
+    assert b'"metadata": {"type": "server_error"}' in started
+    for stream in (started, started + _failed_response("rate_limit_exceeded", **echoed)):
+        scan = ServerErrorEvents()
+        assert not any(scan.feed(stream[i:i + 5]) for i in range(0, len(stream), 5))
+    # the failure's own error comes first in its response, and still counts
+    assert ServerErrorEvents().feed(started + _failed_response("server_error", **echoed))

@@ -25,6 +25,7 @@ from llmcloud.providers.local.keys import new_key
 from llmcloud.providers.local.pool import Pool, Replica
 from llmcloud.providers.local.state import StateFile
 from llmcloud.stacks.errors import DeploymentError
+from tests.local.gateway_calls import asgi_exchange, read_request
 
 
 class Clock:
@@ -54,10 +55,7 @@ async def _replica_answering(status: int) -> asyncio.base_events.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                await read_request(reader)
                 body = b'{"error": {"message": "boom"}}' if status >= 500 else b'{"ok": true}'
                 writer.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\n\r\n%s" % (status, len(body), body))
@@ -75,18 +73,7 @@ async def _call(app, method: str, path: str, key: str | None = None) -> tuple[in
              "query_string": b"", "client": ("127.0.0.1", 1234), "headers": headers}
     request = [{"type": "http.request", "body": b'{"prompt": "hi"}' if key else b"",
                 "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        if request:
-            return request.pop(0)
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
+    sent = await asgi_exchange(app, scope, request)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -197,10 +184,7 @@ async def _replica_writing(answer: bytes) -> asyncio.base_events.Server:
     """A replica on loopback that answers each request with the bytes ``answer``, then
     closes the connection (a body shorter than its framing says: the replica broke)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
-        await reader.readexactly(length)
+        await read_request(reader)
         writer.write(answer)
         await writer.drain()
         writer.close()
