@@ -81,3 +81,12 @@ def logged_in_tab(api: Any, console: str, admin_key: str,
             yield page
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def admin_tab(api: Any, running: Any, ignored_errors: tuple[str, ...] = ()) -> Iterator[Any]:
+    """The console over the `running` stack's backend, served on loopback, and a tab logged
+    in to it with the stack's admin key (`logged_in_tab`), for the block."""
+    with serving_console(running.backend()) as url, logged_in_tab(
+            api, url, running.admin_key, ignored_errors=ignored_errors) as page:
+        yield page

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.console.browser_support import (
-    SCREENSHOTS,
-    browser_api,
-    logged_in_tab,
-    serving_console,
-)
+from tests.console.browser_support import SCREENSHOTS, admin_tab, browser_api
 from tests.console.test_console_bake import FIRING, baking  # noqa: F401 - a fixture
 
 playwright_api = browser_api()
@@ -21,9 +16,8 @@ expect = playwright_api.expect
 
 @pytest.fixture
 def models_tab(running, baking):  # noqa: F811 - the fixture imported above
-    with serving_console(running.backend()) as url, logged_in_tab(
-            playwright_api, url, running.admin_key,
-            ignored_errors=("Failed to load resource",)) as page:
+    with admin_tab(playwright_api, running,
+                   ignored_errors=("Failed to load resource",)) as page:
         page.goto(page.base + "/models")
         yield page
 

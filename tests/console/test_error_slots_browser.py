@@ -8,27 +8,16 @@ import pytest
 
 from llmcloud.providers.local.console_entry import LocalConsoleBackend
 from llmcloud.stacks.errors import LlmcloudError
-from tests.console.browser_support import (
-    SCREENSHOTS,
-    browser_api,
-    logged_in_tab,
-    serving_console,
-)
+from tests.console.browser_support import SCREENSHOTS, admin_tab, browser_api
 
 playwright_api = browser_api()
 expect = playwright_api.expect
 
 
 @pytest.fixture
-def served(running):
-    with serving_console(running.backend()) as url:
-        yield url
-
-
-@pytest.fixture
-def tab(served, running):
-    with logged_in_tab(playwright_api, served, running.admin_key,
-                       ignored_errors=("Failed to load resource",)) as page:
+def tab(running):
+    with admin_tab(playwright_api, running,
+                   ignored_errors=("Failed to load resource",)) as page:
         yield page
 
 

@@ -4,14 +4,19 @@ it — shared by the AWS, GCP and Azure tests."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import pulumi
 
 from llmcloud.policies import Resource
+from llmcloud.providers.aws.provider import AwsProvider
+from llmcloud.providers.azure.options import AzureOptions
+from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.registry import provider_defaults
 from llmcloud.stacks.config import resolve_spec
 from llmcloud.stacks.plan import declare
@@ -34,6 +39,22 @@ def declared_for(provider: str, stack: str = "dev", **sections) -> tuple[list[Re
     """Resources (deep copies: tests may mutate them) and outputs of a spec's stack."""
     resources, outputs = _declared(provider, json.dumps(sections, sort_keys=True), stack)
     return copy.deepcopy(list(resources)), json.loads(outputs)
+
+
+@contextlib.contextmanager
+def cloud_options(provider: str, options: dict | None) -> Iterator[None]:
+    """The cloud's own knobs (`AwsOptions`, `AzureOptions`) for the block, then none."""
+    from llmcloud.providers.aws.service import AwsOptions
+
+    if provider == "aws":
+        AwsProvider.options = AwsOptions(**options) if options else None
+    elif provider == "azure":
+        AzureProvider.options = AzureOptions(**(options or {}))
+    try:
+        yield
+    finally:
+        AwsProvider.options = None
+        AzureProvider.options = None
 
 
 def of_type(resources: list[Resource], type_token: str) -> list[Resource]:

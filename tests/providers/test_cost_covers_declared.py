@@ -10,20 +10,16 @@ someone decides whether it costs money.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from llmcloud.providers.aws.prices import GPU_INSTANCES
-from llmcloud.providers.aws.provider import AwsProvider
-from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import premium_ssd_tier
-from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.providers.gcp.prices import nat_billed_vms
 from llmcloud.stacks.plan import run_plan
-from tests.providers.declared import spec_for
+from tests.providers.declared import cloud_options, spec_for
 
 Resources = list[dict[str, Any]]
 #: an expected hourly line: (quantity at min, quantity at max, text its name must hold)
@@ -303,24 +299,8 @@ SCENARIOS = [
 ]
 
 
-@contextmanager
-def provider_options(provider: str, options: dict | None) -> Iterator[None]:
-    """The cloud's own knobs (`AwsOptions`, `AzureOptions`) for one plan, then none."""
-    if provider == "aws":
-        from llmcloud.providers.aws.service import AwsOptions
-
-        AwsProvider.options = AwsOptions(**options) if options else None
-    elif provider == "azure":
-        AzureProvider.options = AzureOptions(**(options or {}))
-    try:
-        yield
-    finally:
-        AwsProvider.options = None
-        AzureProvider.options = None
-
-
 def plan_for(provider: str, sections: dict, options: dict | None) -> dict[str, Any]:
-    with provider_options(provider, options):
+    with cloud_options(provider, options):
         return run_plan(spec_for(provider, **sections), "cost")
 
 

@@ -10,18 +10,13 @@ switch other resources on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 
 import pytest
 
 from llmcloud.policies import Resource
-from llmcloud.providers.aws.provider import AwsProvider
-from llmcloud.providers.azure.options import AzureOptions
-from llmcloud.providers.azure.provider import AzureProvider
 from llmcloud.stacks.plan import declare
-from tests.providers.declared import declared_for, one, spec_for
+from tests.providers.declared import cloud_options, declared_for, one, spec_for
 from tests.providers.sdk_inputs import args_type, check_inputs
 
 EMAILS = {"alerts": {"emails": ["oncall@example.com"]}}
@@ -55,25 +50,9 @@ SCENARIOS = [
 ]
 
 
-@contextmanager
-def _cloud_options(provider: str, options: dict | None) -> Iterator[None]:
-    """The cloud's own knobs (`AwsOptions`, `AzureOptions`) for one declaration, then none."""
-    from llmcloud.providers.aws.service import AwsOptions
-
-    if provider == "aws":
-        AwsProvider.options = AwsOptions(**options) if options else None
-    elif provider == "azure":
-        AzureProvider.options = AzureOptions(**(options or {}))
-    try:
-        yield
-    finally:
-        AwsProvider.options = None
-        AzureProvider.options = None
-
-
 @cache
 def _declared_with(provider: str, sections: str, options: str) -> tuple[Resource, ...]:
-    with _cloud_options(provider, json.loads(options)):
+    with cloud_options(provider, json.loads(options)):
         resources, _ = declare(spec_for(provider, **json.loads(sections)), "dev")
     return tuple(resources)
 

@@ -7,15 +7,16 @@ deployed before the output is told to update first."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
-from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp.provider import GcpProvider
 from llmcloud.stacks.errors import ConfigError, DeploymentError, ExitCode
-from tests.providers.fakes import JsonApi, serving
-from tests.providers.gcp.helpers import declared, gcp_spec, of_type
+from tests.providers.gcp.helpers import declared, of_type
+from tests.providers.gcp.monitoring_fake import (
+    FakeMonitoring,
+    monitoring_reads,
+    monitoring_stack,
+)
 
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 OURS = {"5xx": "projects/my-proj/alertPolicies/111",
@@ -30,39 +31,15 @@ def alert(policy: str, title: str, state: str = "OPEN") -> dict:
             "policy": {"name": policy, "displayName": title, "severity": "ERROR"}}
 
 
-class FakeMonitoring(JsonApi):
-    """Cloud Monitoring's alerts list: ``pages`` in turn (by `pageToken`), or ``refusal``."""
-
-    pages: list[dict] = []
-    refusal: tuple[int, dict] | None = None
-    asked: list[tuple[str, dict]] = []
-
-    def do_GET(self):
-        parts = urlsplit(self.path)
-        query = parse_qs(parts.query)
-        type(self).asked.append((parts.path, query))
-        if self.refusal:
-            self.answer(*self.refusal)
-            return
-        self.answer(200, self.pages[int(query.get("pageToken", ["0"])[0])])
-
-
 @pytest.fixture
 def bake(monkeypatch, tmp_path):
     """``read(outputs, pages=..., refusal=...)``: GcpProvider.firing_alerts against the
     fake Cloud Monitoring."""
-    import requests
-
-    monkeypatch.setattr(GcpProvider, "_google",
-                        lambda self, ctx: (requests.Session(), "my-proj"))
-    FakeMonitoring.asked = []
+    monitoring_reads(monkeypatch)
 
     def read(outputs: dict, pages: list[dict] | None = None,
              refusal: tuple[int, dict] | None = None) -> dict[str, str]:
-        FakeMonitoring.pages, FakeMonitoring.refusal = pages or [{}], refusal
-        with serving(FakeMonitoring) as url:
-            environ = {"CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": f"{url}/v3/"}
-            ctx = StackContext(tmp_path, "prod", gcp_spec(), environ=environ)
+        with monitoring_stack(tmp_path, pages, refusal) as ctx:
             return GcpProvider().firing_alerts(ctx, outputs)
     return read
 

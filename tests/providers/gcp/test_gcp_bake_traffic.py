@@ -6,15 +6,18 @@ unknown; a refused or failed read is None, never an error."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp import monitoring, naming
 from llmcloud.providers.gcp.provider import GcpProvider
-from tests.providers.fakes import JsonApi, serving
 from tests.providers.gcp.helpers import gcp_spec
+from tests.providers.gcp.monitoring_fake import (
+    FakeMonitoring,
+    monitoring_reads,
+    monitoring_stack,
+)
 
 SINCE = datetime(2026, 11, 30, 12, 0, 0, 500000, tzinfo=timezone.utc)
 UNTIL = datetime(2026, 11, 30, 12, 10, 30, tzinfo=timezone.utc)
@@ -29,39 +32,14 @@ def series(*counts: int) -> dict:
                         "value": {"int64Value": str(count)}} for count in counts]}
 
 
-class FakeMonitoring(JsonApi):
-    """Cloud Monitoring's time series list: ``pages`` in turn (by `pageToken`), or
-    ``refusal``."""
-
-    pages: list[dict] = []
-    refusal: tuple[int, dict] | None = None
-    asked: list[tuple[str, dict]] = []
-
-    def do_GET(self):
-        parts = urlsplit(self.path)
-        query = parse_qs(parts.query)
-        type(self).asked.append((parts.path, query))
-        if self.refusal:
-            self.answer(*self.refusal)
-            return
-        self.answer(200, self.pages[int(query.get("pageToken", ["0"])[0])])
-
-
 @pytest.fixture
 def served(monkeypatch, tmp_path):
     """``read(pages=..., refusal=...)``: GcpProvider.requests_served against the fake."""
-    import requests
-
-    monkeypatch.setattr(GcpProvider, "_google",
-                        lambda self, ctx: (requests.Session(), "my-proj"))
-    FakeMonitoring.asked = []
+    monitoring_reads(monkeypatch)
 
     def read(pages: list[dict] | None = None,
              refusal: tuple[int, dict] | None = None) -> int | None:
-        FakeMonitoring.pages, FakeMonitoring.refusal = pages or [{}], refusal
-        with serving(FakeMonitoring) as url:
-            environ = {"CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": f"{url}/v3/"}
-            ctx = StackContext(tmp_path, "prod", gcp_spec(), environ=environ)
+        with monitoring_stack(tmp_path, pages, refusal) as ctx:
             return GcpProvider().requests_served(ctx, {"alert_policies": {}}, SINCE, UNTIL)
     return read
 
@@ -80,8 +58,8 @@ def test_the_read_asks_for_the_stacks_backend_over_the_bakes_whole_minutes(serve
         f'resource.type="https_lb_rule" AND resource.labels.backend_target_name="{backend}"']
     # the same backend the 5xx-ratio policy watches
     assert f'backend_target_name="{backend}"' in monitoring.five_xx_ratio_query(backend)
-    # ten whole minutes ending at the bake's end, none before its start
-    assert query["interval.startTime"] == ["2026-11-30T12:00:30Z"]
+    # whole minutes ending at the bake's end, none holding a request from before it
+    assert query["interval.startTime"] == ["2026-11-30T12:01:30Z"]
     assert query["interval.endTime"] == ["2026-11-30T12:10:30Z"]
     assert query["aggregation.alignmentPeriod"] == ["60s"]
     assert query["aggregation.perSeriesAligner"] == ["ALIGN_SUM"]
