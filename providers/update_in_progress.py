@@ -10,7 +10,8 @@ Where the Pulumi backend says so:
   `pulumi stack ls` reports no progress for it; while an update runs it holds a lock object,
   `.pulumi/locks/organization/<project>/<stack>/<id>.json` (`.pulumi/locks/<stack>/...` for
   a stack of the older, unscoped layout), holding {pid, username, hostname, timestamp}
-  (pkg/backend/diy/lock.go), which is read here.
+  (pkg/backend/diy/lock.go), which is read here, in an S3 bucket as the backend URL's
+  query names it (region, profile, an S3-compatible endpoint).
 A local stack's controller says in its status which version a promote or rollback is
 rolling its replicas to.
 """
@@ -22,6 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from llmcloud.inference_image.bucket_stores import aws_region, bucket_key_prefix
+from llmcloud.providers.model_stores import (
+    S3Writer,
+    open_writable_store,
+    read_json,
+    store_call,
+)
 from llmcloud.stacks.errors import BusyError, DeploymentError
 
 LOCKS = ".pulumi/locks/"
@@ -59,14 +67,12 @@ def lock_holder(backend_url: str | None, stack: str, project: str | None) -> str
     """"taken by USER@HOST (pid N) at TIME" for a bucket or file backend's lock on `stack`
     ("" when the lock names no one), or None when it holds none, or the backend is no
     bucket or folder (the Pulumi Cloud, postgres)."""
-    from llmcloud.providers.model_stores import open_writable_store, read_json, store_call
-
     address = _store_address(backend_url or "")
     if address is None:
         return None
     wanted = {stack} | ({f"organization/{project}/{stack}"} if project else set())
     try:
-        store, prefix = open_writable_store(address)
+        store, prefix = _open_backend_store(backend_url or "", address)
         for key in store_call(store.keys, prefix + LOCKS, address):
             folder, _, name = key[len(prefix + LOCKS):].rpartition("/")
             if folder in wanted and name.endswith(".json"):
@@ -78,16 +84,57 @@ def lock_holder(backend_url: str | None, stack: str, project: str | None) -> str
     except (DeploymentError, ImportError, ValueError, PermissionError) as exc:
         raise DeploymentError(
             f"could not read whether an update holds stack '{stack}' in its Pulumi backend",
-            context=f"its lock objects are under {address}/{LOCKS}: "
-                    f"{getattr(exc, 'message', exc)}",
+            context=f"its lock objects are under {address}/{LOCKS}: {_why(exc)}",
             hint="check this machine's access to the backend's bucket, then run this again "
                  "(nothing was deleted)") from None
     return None
 
 
+def _why(exc: Exception) -> str:
+    """An error's message and, for one of ours, its context (the SDK's own words)."""
+    context = getattr(exc, "context", None)
+    return f"{getattr(exc, 'message', exc)} ({context})" if context else str(exc)
+
+
+def _open_backend_store(url: str, address: str) -> tuple[Any, str]:
+    """The store of the backend's bucket or folder, and its key prefix; an S3 backend as
+    its URL's query says (an `endpoint=` there before the model store's AWS_ENDPOINT_URL)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.query:
+        return open_writable_store(address)
+    query = parse_qs(parsed.query)
+    store = store_call(lambda _: BackendBucket(parsed.netloc, query), "", address)
+    return store, bucket_key_prefix(address)
+
+
+class BackendBucket(S3Writer):
+    """A Pulumi backend's S3 bucket, its client made from the backend URL's query (Pulumi's
+    gocloud.dev parameters: `region`, `profile`, `endpoint` of an S3-compatible store such
+    as MinIO, `disableSSL`/`disable_https`, `s3ForcePathStyle`/`use_path_style`); what the
+    query leaves out comes from the environment, as it does for Pulumi."""
+
+    def __init__(self, bucket: str, query: dict[str, list[str]]):
+        import boto3
+        from botocore.config import Config
+
+        def named(*names: str) -> str | None:
+            return next((query[name][0] for name in names if query.get(name)), None)
+
+        endpoint = named("endpoint")
+        if endpoint and "://" not in endpoint:  # host[:port]: https unless SSL is off
+            insecure = (named("disableSSL", "disable_https") or "").lower() == "true"
+            endpoint = ("http://" if insecure else "https://") + endpoint
+        path_style = (named("s3ForcePathStyle", "use_path_style") or "").lower() == "true"
+        self.bucket = bucket
+        self._client = boto3.Session(profile_name=named("profile")).client(
+            "s3", region_name=named("region") or aws_region(os.environ),
+            endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"),
+            config=Config(s3={"addressing_style": "path"}) if path_style else None)
+
+
 def _store_address(url: str) -> str | None:
     """The backend's URL as the model stores' clients name a place: file:// a folder,
-    s3:// and gs:// as they are (without the query: region, profile), azblob://CONTAINER
+    s3:// and gs:// without their query (`_open_backend_store` reads it), azblob://CONTAINER
     as az://ACCOUNT/CONTAINER (the account as Pulumi takes it: `storage_account=` in the
     query, else AZURE_STORAGE_ACCOUNT); None for a backend that is no bucket or folder."""
     parsed = urlparse(url)

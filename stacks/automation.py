@@ -669,8 +669,10 @@ class PulumiStack:
     def update_in_progress(self) -> bool:
         """Whether the backend lists an update of the stack running now (the Pulumi Cloud
         does, its result "in-progress"). A bucket or file backend lists an update only once
-        it has ended: its lock says more (`providers/update_in_progress.py`)."""
-        info = self._read(self._stack.info)
+        it has ended: its lock says more (`providers/update_in_progress.py`). Config secrets
+        stay encrypted: `--show-secrets` would decrypt them (the passphrase, a KMS call, an
+        audit event in the Pulumi Cloud for a third-party secrets provider)."""
+        info = self._read(lambda: self._stack.info(show_secrets=False))
         return info is not None and info.result == "in-progress"
 
     def backend_url(self) -> str | None:

@@ -95,7 +95,7 @@ class FakeStack:
     def outputs(self) -> dict[str, Any]:
         return {k: SimpleNamespace(value=v, secret=False) for k, v in self.stack_outputs.items()}
 
-    def info(self) -> Any:
+    def info(self, show_secrets: bool = True) -> Any:
         return self.last
 
 
