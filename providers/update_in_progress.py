@@ -172,6 +172,11 @@ def _local_rolling_to(prov: Any, ctx: Any) -> str | None:
     with client:
         try:
             status = client.get("/status")
-        except httpx.ConnectError:
+        except httpx.ConnectError:  # it stopped since: nothing rolls
             return None
+        except httpx.HTTPError as exc:  # it runs but did not answer: cannot tell
+            raise DeploymentError(
+                f"could not ask stack '{ctx.stack}''s controller whether a rollout runs",
+                context=f"{type(exc).__name__}: {exc}",
+                hint="try again in a moment (nothing was deleted)") from None
     return status.get("rolling_to") if isinstance(status, dict) else None

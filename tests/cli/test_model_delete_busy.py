@@ -171,6 +171,29 @@ def test_local_a_promote_rolling_to_the_version_is_exit_75(cli, project, monkeyp
     assert not (folder / "models" / "m" / "v3").exists()
 
 
+def test_local_a_controller_that_does_not_answer_deletes_nothing(cli, project,
+                                                               monkeypatch) -> None:
+    import httpx
+
+    folder = Path.home() / ".llmcloud" / "stacks" / "dev"
+    (folder / "models" / "m" / "v3").mkdir(parents=True)
+    (folder / "models" / "m" / "v3" / "manifest.json").write_text('{"files": []}')
+    (folder / "state.json").write_text(json.dumps({
+        "config": {"model": {"name": "m", "kind": "store"}, "version": "v2"},
+        "version": "v2", "history": ["v1", "v2"]}))
+    controller = _Controller(None)
+
+    def timed_out(path: str) -> dict:
+        raise httpx.ReadTimeout("timed out")
+
+    controller.get = timed_out
+    monkeypatch.setattr(LocalProvider, "_client", lambda self, state_file: controller)
+    result = cli("model", "delete", "v3", "--stack", "dev", "--yes", "--json")
+    assert result.exit_code == 1, result.output
+    assert "whether a rollout runs" in json.loads(result.stdout)["error"]
+    assert (folder / "models" / "m" / "v3" / "manifest.json").is_file()
+
+
 def test_local_the_controller_says_which_version_it_rolls_to(monkeypatch) -> None:
     import asyncio
 
