@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class Rollout:
     error: dict[str, Any] | None = None
     #: the replicas as the watcher last narrated them (None: not looked at yet)
     seen: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: the ids of the replicas seen ready: their "ready" is said once
+    been_ready: set[str] = field(default_factory=set, repr=False)
 
     def say(self, message: str) -> None:
         self.events.append({"at": time.time(), "message": message})
@@ -75,10 +77,13 @@ class Rollout:
                 "elapsed_seconds": elapsed}
 
 
-def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[str]:
+def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]], *,
+            been_ready: Collection[str] = ()) -> list[str]:
     """What changed between two replica lists, in words, in the order a rolling update does
     things when several happen between two looks: a replica becomes ready, an old one drains,
-    it stops, the next one starts."""
+    it stops, the next one starts. A replica in ``been_ready`` that is ready again is not
+    said: the gateway takes one out until its next health check after each 503 it answers
+    (a bad version's every request), and that is no step of the rollout."""
     old = {r["id"]: r for r in before}
     new = {r["id"]: r for r in after}
     ready, drained, gone, came = [], [], [], []
@@ -91,7 +96,7 @@ def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[s
                 f"replica {rid} starting on {version}")
             if replica.get("ready"):
                 ready.append(f"replica {rid} ready on {version}")
-        elif replica.get("ready") and not old[rid].get("ready"):
+        elif replica.get("ready") and not old[rid].get("ready") and rid not in been_ready:
             ready.append(f"replica {rid} ready on {version}")
         if replica.get("draining") and not (old.get(rid) or {}).get("draining"):
             drained.append(f"replica {rid} draining ({version})")
@@ -199,6 +204,7 @@ class Rollouts:
         with self._looking:
             current = self._snapshot(rollout)
             if rollout.seen is not None:
-                for line in narrate(rollout.seen, current):
+                for line in narrate(rollout.seen, current, been_ready=rollout.been_ready):
                     rollout.say(line)
             rollout.seen = current
+            rollout.been_ready |= {r["id"] for r in current if r.get("ready")}

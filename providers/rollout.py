@@ -47,7 +47,8 @@ bake_progress: ContextVar[Callable[[str, str], None] | None] = ContextVar(
     "bake_progress", default=None)
 
 
-#: what a bake that passed without a request says (stderr, its progress report)
+#: what a bake that passed without a request says (stderr, its progress report); a provider
+#: that counts requests otherwise says it its own way (its `baked_no_traffic`)
 BAKED_NO_TRAFFIC = ("the bake saw no requests (in the stack's metrics, which lag a minute "
                     "or more), so no alert could have fired: the new version is unproven "
                     "under traffic (send it traffic during the bake, or bake longer)")
@@ -363,8 +364,9 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
         said = f"note: {BAKED_UNCOUNTED}"
         passed += f"; {BAKED_UNCOUNTED}"
     elif served == 0:
-        said = f"warning: {BAKED_NO_TRAFFIC}"
-        passed += f", but {BAKED_NO_TRAFFIC}"
+        no_traffic = getattr(provider, "baked_no_traffic", BAKED_NO_TRAFFIC)
+        said = f"warning: {no_traffic}"
+        passed += f", but {no_traffic}"
     else:
         said = ""
         passed += f" over {served} request{'s' if served != 1 else ''}"

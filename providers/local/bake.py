@@ -20,6 +20,11 @@ BAKE_MINIMUM_SECONDS = WINDOW_SECONDS + EVALUATE_EVERY_SECONDS
 STALE_SECONDS = 3 * EVALUATE_EVERY_SECONDS
 #: the controller's count of the requests its gateway answered, in its `GET /status`
 REQUESTS_ANSWERED = "requests_answered"
+#: what a bake that passed without a request says: the clouds' words, less their metrics'
+#: lag (the gateway counts each request as it answers it)
+BAKED_NO_TRAFFIC = ("the bake saw no requests (the stack's gateway answered none while it "
+                    "ran), so no alert could have fired: the new version is unproven under "
+                    "traffic (send it traffic during the bake)")
 #: what fires when the controller that judged the alerts stops or is replaced in a bake
 CONTROLLER_GONE = "controller"
 NOT_RUNNING = "the stack is not running: no controller judges its alerts"

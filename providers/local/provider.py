@@ -54,6 +54,8 @@ class LocalProvider(Provider):
     name = "local"
     extra = "runtime"
     sdk_modules = ("uvicorn", "prometheus_client")
+    #: a bake's warning when it saw no request (`rollout.bake`)
+    baked_no_traffic = local_bake.BAKED_NO_TRAFFIC
     unsupported = {
         "preview": "the local provider creates no cloud resources; `llmcloud up` shows what runs",
         "plan": "the local provider creates no cloud resources and costs nothing",
@@ -291,14 +293,16 @@ class LocalProvider(Provider):
                 check_adapters_of_version(self._effective(ctx), store, model["name"], version)
             baseline = self._alerts_before(ctx, bake)
             result = client.operation("/promote", {"version": version})
+            previous = result["previous_version"]
             # a promote back to the serving version changed nothing: nothing to bake
-            baked = bake if result["previous_version"] != version else 0
+            baked = bake if previous != version else 0
             served: int | None = None
             if baked:  # (the controller's rollback: its history loses the version baked)
                 served = local_bake.watch(
-                    self, ctx, client, version, result["previous_version"], baseline, baked,
+                    self, ctx, client, version, previous, baseline, baked,
                     lambda: client.operation("/rollback"), result.get("controller_pid"))
-        return _summary(result, state_file) | {"previous_version": result["previous_version"]} \
+                result = _after_bake(client, result)
+        return _summary(result, state_file) | {"previous_version": previous} \
             | ({"baked_seconds": baked, "baked_requests": served} if baked else {})
 
     def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
@@ -317,6 +321,7 @@ class LocalProvider(Provider):
                     self, ctx, client, result["model_version"], previous, baseline, bake,
                     lambda: client.operation("/promote", {"version": previous}),
                     result.get("controller_pid"))
+                result = _after_bake(client, result)
         return _summary(result, state_file) | {"previous_version": previous} \
             | ({"baked_seconds": bake, "baked_requests": served} if bake else {})
 
@@ -421,6 +426,19 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
         "desired_replicas": status.get("desired_replicas", 0),
         "state_dir": str(state_file.folder),
     }
+
+
+def _after_bake(client: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """The stack as a passed bake leaves it: the rollout's `result` is the replicas as they
+    were before the bake (a 70 s bake under traffic printed `served: 0`), and a replica
+    replaced meanwhile had another pid and port. `result` still, if the controller stopped
+    since (the next `status` says so)."""
+    import httpx
+
+    try:
+        return client.get("/status")
+    except httpx.ConnectError:
+        return result
 
 
 def _stopped(state_file: StateFile) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def test_a_quiet_bake_of_the_minimum_promotes_and_narrates_it(console, running, 
     baking_at = messages.index("baking: watching the stack's alerts for 70 s")
     # (no request reached the stack: the console says the version is unproven)
     assert messages[baking_at + 1:] == [
-        f"baked 70 s: no alert fired, but {rollout.BAKED_NO_TRAFFIC}", "done: serving v2"]
+        f"baked 70 s: no alert fired, but {LocalProvider.baked_no_traffic}", "done: serving v2"]
     assert done["result"]["baked_requests"] == 0
     assert any(m.endswith("ready on v2") for m in messages[:baking_at])
     assert console.get("/api/deployment", headers=headers).json()["model_version"] == "v2"

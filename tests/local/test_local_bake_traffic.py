@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from llmcloud.providers import rollout
+from llmcloud.providers.local import bake as local_bake
 from llmcloud.providers.local.bake import requests_since
 from tests.local.conftest import auth, fake_model
 
@@ -55,7 +56,7 @@ def test_a_bake_without_traffic_promotes_with_a_warning(baking, capsys):
     stack, _ = baking(0)
     result = stack.provider.promote(stack.ctx(), "v2", bake=70)
     assert (result["model_version"], result["baked_requests"]) == ("v2", 0)
-    assert f"warning: {rollout.BAKED_NO_TRAFFIC}" in capsys.readouterr().err
+    assert f"warning: {local_bake.BAKED_NO_TRAFFIC}" in capsys.readouterr().err
 
 
 def test_a_baked_rollback_counts_too(baking):
