@@ -25,6 +25,7 @@ def run_operation(
     from llmcloud.cli.context import load_stack
     from llmcloud.cli.progress import EngineProgress
     from llmcloud.cli.status_text import status_text
+    from llmcloud.cli.up_text import up_text
 
     out = Output.start(json=json)
     progress = EngineProgress()
@@ -42,7 +43,8 @@ def run_operation(
     document = {"provider": prov.name, "stack": stack, "operation": operation, **result}
     if progress.errors:
         document["diagnostics"] = progress.errors
-    out.result(document, human=status_text(document) if operation == "status" else None)
+    out.result(document, human=status_text(document) if operation == "status"
+               else up_text(document) if operation == "up" else None)
     return document
 
 

@@ -1,5 +1,6 @@
 """The text of `llmcloud status` on a terminal: its document as `key: value` lines, with the
-stack's alerts that fire now one line each, where they stand out."""
+stack's alerts that fire now one line each, where they stand out, and a local stack's
+rollout that runs now."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from llmcloud.cli.output import format_mapping
 def status_text(document: dict[str, Any]) -> str:
     """``document`` (a provider's `status`, with provider and stack) for a terminal."""
     return "\n".join(alerts_text(value) if key == "alerts" and isinstance(value, dict)
+                     else rolling_text(value) if key == "rolling_to" and value
                      else format_mapping({key: value})
                      for key, value in document.items())
+
+
+def rolling_text(version: str) -> str:
+    """A local stack's rollout that runs now (its `rolling_to`): the version in service
+    is the one before until it ends."""
+    return f"rolling to {version} (a promote or rollback runs now)"
 
 
 def alerts_text(alerts: dict[str, Any]) -> str:

@@ -327,9 +327,9 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     not in `baseline` (those firing before the update) fires, or when no read succeeded at
     all: a bake that saw nothing must not pass. A read that fails is retried at the next
     poll. A bake without traffic still passes (a staging stack at night must promote),
-    with a warning: no alert could fire. `on_progress(event, message)` (else
-    `bake_progress`'s) hears "started", then "passed" or "failed", each with its
-    sentence."""
+    with a warning: no alert could fire. Each read says how far the bake is on stderr.
+    `on_progress(event, message)` (else `bake_progress`'s) hears "started", then "passed"
+    or "failed", each with its sentence."""
     report = _heard(on_progress or bake_progress.get())
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
@@ -344,9 +344,17 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
             firing = provider.firing_alerts(ctx, outputs)
         except Exception as exc:  # noqa: BLE001 - retried at the next poll
             last_failure = _described(exc)
+            left = deadline - clock()
+            _say_progress(clock() - start, seconds, f"the alerts could not be read "
+                          f"({last_failure}); "
+                          + (f"retrying in {min(interval, left):.0f} s" if left > 0
+                             else "no time is left to retry"))
             continue
         reads += 1
         new = {name: text for name, text in firing.items() if name not in baseline}
+        _say_progress(clock() - start, seconds,
+                      f"{'alert' if len(new) == 1 else 'alerts'} {', '.join(sorted(new))} fired"
+                      if new else "no new alert firing" if firing else "no alert firing")
         if new:
             raise _failed(report, BakeFailed(
                 f"{'an alert' if len(new) == 1 else 'alerts'} fired during the bake, "
@@ -374,6 +382,13 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
         print(said, file=sys.stderr)
     report("passed", passed)
     return served
+
+
+def _say_progress(elapsed: float, seconds: float, what: str) -> None:
+    """One line on stderr after each read of a bake, so that a CI log shows it alive (not
+    to `on_progress`: the console shows a bake's progress its own way)."""
+    print(f"  baking: {min(elapsed, seconds):.0f} of {seconds:.0f} s, {what}", file=sys.stderr,
+          flush=True)
 
 
 def requests_served(provider: Any, ctx: Any, outputs: Mapping[str, Any], since: datetime,

@@ -176,7 +176,7 @@ def _local_rolling_to(prov: Any, ctx: Any) -> str | None:
             return None
         except httpx.HTTPError as exc:  # it runs but did not answer: cannot tell
             raise DeploymentError(
-                f"could not ask stack '{ctx.stack}''s controller whether a rollout runs",
+                f"could not ask the controller of stack '{ctx.stack}' whether a rollout runs",
                 context=f"{type(exc).__name__}: {exc}",
                 hint="try again in a moment (nothing was deleted)") from None
     return status.get("rolling_to") if isinstance(status, dict) else None

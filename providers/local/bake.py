@@ -38,10 +38,10 @@ def check_bake(stack: str, seconds: int) -> None:
         raise ConfigError(
             f"--bake {seconds} is shorter than the {BAKE_MINIMUM_SECONDS} s the stack's alerts "
             "need to fire",
-            context=f"the local gateway judges stack '{stack}''s alerts over the requests of "
-                    f"the last {WINDOW_SECONDS} s, every {EVALUATE_EVERY_SECONDS} s: a shorter "
-                    "bake ends before a window of the new version's requests alone was "
-                    "judged, and would report a success it never checked",
+            context=f"the local gateway judges the alerts of stack '{stack}' over the "
+                    f"requests of the last {WINDOW_SECONDS} s, every {EVALUATE_EVERY_SECONDS} "
+                    "s: a shorter bake ends before a window of the new version's requests "
+                    "alone was judged, and would report a success it never checked",
             hint=f"--bake {BAKE_MINIMUM_SECONDS} or more, or no --bake")
 
 
@@ -70,7 +70,7 @@ def firing(status: dict[str, Any], stack: str,
     alerts = status_alerts(status)
     if "firing" not in alerts:
         if OLD_CONTROLLER not in alerts["unread"]:
-            raise DeploymentError(f"stack '{stack}''s alerts could not be read",
+            raise DeploymentError(f"the alerts of stack '{stack}' could not be read",
                                   context=alerts["unread"])
         raise ConfigError(f"stack '{stack}' judges no alerts", context=OLD_CONTROLLER,
                           hint="llmcloud destroy, then llmcloud up; then promote with --bake")

@@ -259,7 +259,8 @@ class LocalProvider(Provider):
                 return _stopped(state_file)
             with client:
                 status = client.get("/status")
-        return _summary(status, state_file) | {"alerts": status_alerts(status)} | _trouble(status)
+        return _rolling(_summary(status, state_file), status) \
+            | {"alerts": status_alerts(status)} | _trouble(status)
 
     def outputs(self, ctx: StackContext) -> dict[str, Any]:
         """The endpoint, the model store and the key ids."""
@@ -426,6 +427,21 @@ def _summary(status: dict[str, Any], state_file: StateFile) -> dict[str, Any]:
         "desired_replicas": status.get("desired_replicas", 0),
         "state_dir": str(state_file.folder),
     }
+
+
+def _rolling(summary: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with `rolling_to` after its `model_version` while the controller rolls
+    the replicas to a version (a promote or rollback runs): the version in service is
+    still the one before until the rollout ends."""
+    rolling_to = status.get("rolling_to")
+    if not rolling_to:
+        return summary
+    shown: dict[str, Any] = {}
+    for key, value in summary.items():
+        shown[key] = value
+        if key == "model_version":
+            shown["rolling_to"] = rolling_to
+    return shown
 
 
 def _after_bake(client: Any, result: dict[str, Any]) -> dict[str, Any]:

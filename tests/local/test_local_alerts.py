@@ -279,5 +279,5 @@ def test_a_judgement_that_stopped_is_unread_and_no_bake_trusts_it():
     clock.now += STALE_SECONDS + 1
     status = {"alerts": alerts.document(), "controller_pid": 7}
     assert "last judged the stack's alerts 31 s ago" in status_alerts(status)["unread"]
-    with pytest.raises(DeploymentError, match="alerts could not be read"):
+    with pytest.raises(DeploymentError, match="the alerts of stack 'dev' could not be read"):
         firing(status, "dev", 7)
