@@ -104,9 +104,20 @@ class StreamEvent:
     # Once, before the first token, when the request asked: one per prompt token after the
     # first.
     prompt_logprobs: list[TokenLogprob] | None = None
-    # Why an "abort" came, when that tells the client what to do: "queue_full", a more
-    # urgent request took its place in a full queue before it ran (retry, as for a 429).
+    # Why an "abort" came (one of the codes below; None: the request was cancelled), which
+    # decides what its client is told (serving.ABORTS).
     code: str | None = None
+
+
+#: the codes of an ``abort`` event: the engine failed on the request (a step raised, the
+#: model no longer runs): a failure, not worth retrying elsewhere
+ENGINE_ERROR = "engine_error"
+#: the server is going away (``abort_all`` at a drain's timeout, ``shutdown``): another
+#: server answers
+SHUTTING_DOWN = "shutting_down"
+#: a more urgent request took this one's place in a full queue before it ran: retry, as for
+#: a full queue
+QUEUE_FULL = "queue_full"
 
 
 class GenerationStream:
@@ -200,7 +211,8 @@ class Engine(ABC):
 
     @abstractmethod
     def abort_all(self, reason: str) -> None:
-        """End every queued and running request with an ``abort`` event carrying ``reason``."""
+        """End every queued and running request with an ``abort`` event carrying ``reason``
+        and code ``SHUTTING_DOWN``."""
 
     @abstractmethod
     def shutdown(self) -> None:

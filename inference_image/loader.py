@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .model_files import has_safetensors, unloadable_reason
+from .vocabulary_fit import vocabulary_misfit
 
 log = logging.getLogger("llmcloud.loader")
 
@@ -159,6 +160,9 @@ def load_model(folder: Path, *, task: str | None, device: str, dtype: str,
     missing = missing_weights(loading, model)
     if missing:
         raise ModelLoadError(missing_weights_reason(folder, type(model).__name__, missing))
+    misfit = vocabulary_misfit(folder, model, tokenizer)
+    if misfit is not None:
+        raise ModelLoadError(misfit)
     model.to(torch_device).eval()
     if pack_for_batch and torch_device.type == "cpu":
         from .packed_linear import pack_linear_layers

@@ -21,6 +21,9 @@ from .chat_prompt import template_of
 from .choices import MAX_N, Choice, choice_seed, merged
 from .detokenizer import IncrementalText
 from .engine import (
+    ENGINE_ERROR,
+    QUEUE_FULL,
+    SHUTTING_DOWN,
     Engine,
     EngineUnavailable,
     QueueFull,
@@ -546,10 +549,7 @@ class OpenAIServing:
                 yield delta, logprobs
             if event.finish_reason == "abort":
                 choice.finish_reason = "abort"
-                if event.code == "queue_full":
-                    raise queue_full(event.error)
-                raise ApiError(503, event.error or "the request was cancelled",
-                               type="server_error", code="aborted")
+                raise abort_error(event.code, event.error)
             if event.finish_reason:
                 choice.finish_reason = event.finish_reason
                 tail = choice.text.finish()
@@ -697,6 +697,28 @@ class OpenAIServing:
             yield "data: [DONE]\n\n"
         finally:
             self.release(gen)
+
+
+#: what the client of a request the engine aborted is told, by the abort's code (engine.py):
+#: (status, error type, error code, message when the engine gave none). A 503 says "another
+#: server may answer" (gateways retry it and take the replica out until its health check
+#: passes), so only a server going away is one; an engine that failed on the request is a
+#: 500, a failure that a retry elsewhere must not hide. A cancelled request (no code) has
+#: usually lost its client; any other answers as the server going away did. QUEUE_FULL,
+#: a place lost in a full queue, is the 429 of a full queue (``queue_full``).
+ABORTS: dict[str | None, tuple[int, str, str, str]] = {
+    ENGINE_ERROR: (500, "server_error", "engine_error", "internal engine error"),
+    SHUTTING_DOWN: (503, "server_error", "aborted", "the server is shutting down"),
+    None: (503, "server_error", "aborted", "the request was cancelled"),
+}
+
+
+def abort_error(code: str | None, error: str | None) -> ApiError:
+    """The error a request the engine aborted with ``code`` and ``error`` ends with."""
+    if code == QUEUE_FULL:
+        return queue_full(error)
+    status, kind, api_code, default = ABORTS.get(code, ABORTS[SHUTTING_DOWN])
+    return ApiError(status, error or default, type=kind, code=api_code)
 
 
 def queue_full(why: str) -> ApiError:

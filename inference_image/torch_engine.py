@@ -31,6 +31,9 @@ from .batch_seq2seq import (
 )
 from .chunked_prefill import ChunkedPrefill
 from .engine import (
+    ENGINE_ERROR,
+    QUEUE_FULL,
+    SHUTTING_DOWN,
     Engine,
     EngineUnavailable,
     GenerationStream,
@@ -43,7 +46,7 @@ from .engine import (
 from .lora import Adapters
 from .prefix_cache import Prefix, PrefixCache, block_hashes
 from .sampling import adjust_logits, forbid, new_generator, sample, token_logprobs
-from .self_check import check_generation, prompt_ids
+from .self_check import check_generation, check_prompts
 from .structured import StructuredOutputs, allowed_logits
 from .waiting_queue import WaitingQueue
 
@@ -308,7 +311,7 @@ class TorchEngine(Engine):
                  "of priority %d", out.priority, row.priority)
         self._deliver([(out.stream, StreamEvent(
             [], "abort", f"{queued} requests are already waiting and a more urgent request "
-            "took this one's place", code="queue_full"))])
+            "took this one's place", code=QUEUE_FULL))])
 
     def abort_all(self, reason: str) -> None:
         with self._wake:
@@ -335,9 +338,9 @@ class TorchEngine(Engine):
                 if self.limits.max_batch_tokens is None:
                     self._size_cache()
                 # before it takes requests: a model that cannot generate never gets ready
-                check_generation(self._batch, prompt_ids(self.tokenizer, self._pad_id,
-                                                         self.info.max_context),
-                                 self.device, self.model.dtype)
+                for what, prompt in check_prompts(self.tokenizer, self._pad_id,
+                                                 self.info.max_context):
+                    check_generation(self._batch, prompt, self.device, self.model.dtype, what)
             except Exception as exc:  # reported by __init__, on the caller's thread
                 self._start_error = exc
                 return
@@ -353,7 +356,7 @@ class TorchEngine(Engine):
                     reason, self._abort_reason = self._abort_reason, None
                     stopped = self._stopped
                 if reason:
-                    self._abort_everything(reason)
+                    self._abort_everything(reason, SHUTTING_DOWN)
                 if stopped:
                     return
                 try:
@@ -366,7 +369,7 @@ class TorchEngine(Engine):
                         # failing whatever runs (e.g. on a waiting request's admission):
                         # everything ends, waiting requests too, rather than a loop
                         self._failed_steps = 0
-                        self._abort_everything(f"internal engine error: {exc}")
+                        self._abort_everything(f"internal engine error: {exc}", ENGINE_ERROR)
                     else:
                         self._recover(exc)
                     # A request's own failure leaves the model able to run; a lost device
@@ -396,7 +399,7 @@ class TorchEngine(Engine):
         log.critical("the engine stops: %s", reason)
         if self.on_dead is not None:  # told before any request hears of it
             self.on_dead(reason)
-        self._abort_everything(f"internal engine error: {reason}")
+        self._abort_everything(f"internal engine error: {reason}", ENGINE_ERROR)
 
     def _size_cache(self) -> None:
         # On the engine thread, like all torch work: a probe row tells the bytes per
@@ -839,7 +842,7 @@ class TorchEngine(Engine):
         """End rows that failed before joining the batch."""
         for row in rows:
             self._fail(row, exc)
-        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in rows])
+        self._deliver([(row.stream, _ended(row)) for row in rows])
 
     def _ends(self, params: SamplingParams) -> list[int]:
         """The tokens that end a request with these parameters."""
@@ -855,7 +858,7 @@ class TorchEngine(Engine):
         if len(keep) == len(self._rows):
             return
         aborted = [row for row in self._rows if row.finish == "abort"]
-        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in aborted])
+        self._deliver([(row.stream, _ended(row)) for row in aborted])
         self._rows = [self._rows[i] for i in keep]
         self._batch.keep(keep)
 
@@ -876,10 +879,10 @@ class TorchEngine(Engine):
                 self.prefixes.evict(self.prefixes.tokens)
         except Exception:  # nothing left to trust: everything ends
             log.exception("the engine's state could not be cleared")
-            self._abort_everything(f"internal engine error: {exc}")
+            self._abort_everything(f"internal engine error: {exc}", ENGINE_ERROR)
             return
         ended = [row for row in rows if row.finish is not None]  # told, but for aborts
-        self._deliver([(row.stream, StreamEvent([], "abort", row.error)) for row in ended
+        self._deliver([(row.stream, _ended(row)) for row in ended
                        if row.finish == "abort"])
         live = [row for row in rows if row.finish is None]
         failed = [row for row in live if row.failed_before]
@@ -893,7 +896,7 @@ class TorchEngine(Engine):
         log.warning("%d requests resume after the failed step; %d had failed before and end",
                     len(again), len(failed))
 
-    def _abort_everything(self, reason: str) -> None:
+    def _abort_everything(self, reason: str, code: str) -> None:
         with self._wake:
             streams = [row.stream for row in [*self._admitted(), *self._admitting,
                                               *self._waiting]]
@@ -904,7 +907,7 @@ class TorchEngine(Engine):
             self._chunking = None
         self._rows = []
         self._batch.keep([])
-        self._deliver([(s, StreamEvent([], "abort", reason)) for s in streams])
+        self._deliver([(s, StreamEvent([], "abort", reason, code=code)) for s in streams])
 
     @staticmethod
     def _deliver(events: list[tuple[GenerationStream, StreamEvent]]) -> None:
@@ -923,6 +926,12 @@ class _Priority:
     """A request's priority alone, as the waiting queue compares requests by it."""
 
     priority: int
+
+
+def _ended(row: _Row) -> StreamEvent:
+    """The last event of an aborted row: its engine error, where it failed (``_fail``), or
+    none, where it was cancelled."""
+    return StreamEvent([], "abort", row.error, code=ENGINE_ERROR if row.error else None)
 
 
 def _started(row: _Row) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from llmcloud.inference_image.engine import (
+    SHUTTING_DOWN,
     Engine,
     EngineUnavailable,
     GenerationStream,
@@ -113,7 +114,7 @@ class FakeEngine(Engine):
 
     def abort_all(self, reason: str) -> None:
         for stream in self.waiting:
-            stream.push(StreamEvent([], "abort", reason))
+            stream.push(StreamEvent([], "abort", reason, code=SHUTTING_DOWN))
         self.waiting.clear()
 
     def shutdown(self) -> None:

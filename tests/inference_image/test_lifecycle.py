@@ -192,14 +192,15 @@ def test_the_prefix_cache_share_is_per_device_unless_given(monkeypatch, capsys):
     assert "expected 'auto' or a share from 0 to 1, got '1.5'" in capsys.readouterr().err
 
 
-# The server with a device that is lost after a few decode steps: from then on every
-# forward fails, as after a sticky CUDA error.
+# The server with a device that is lost after a few decode steps (the self-check's four,
+# its plain prompt's and its chat's, then one of the request's): from then on every forward
+# fails, as after a sticky CUDA error.
 LOSES_ITS_DEVICE = """
 import sys
 from llmcloud.inference_image.batch_causal import CausalBatch
 decode, prefill, state = CausalBatch.decode, CausalBatch.prefill, {"steps": 0}
 def lost():
-    return state["steps"] > 3
+    return state["steps"] > 5
 def decoding(self, tokens):
     state["steps"] += 1
     if lost():
