@@ -15,6 +15,7 @@ import pytest
 
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.providers.local.provider import LocalProvider
+from tests.cli.controller_fake import RollingController
 from tests.stacks.fakes import FakeStack
 
 LOCK = {"pid": 478, "username": "ops", "hostname": "ci-7",
@@ -134,31 +135,20 @@ def test_a_promote_that_ended_while_the_question_waited_protects_its_version(
     assert (store / "m" / "v5" / "manifest.json").is_file()
 
 
-class _Controller:
-    """A local stack's controller client whose status says it rolls to `rolling_to`."""
-
-    def __init__(self, rolling_to: str | None):
-        self.rolling_to = rolling_to
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def get(self, path: str) -> dict:
-        assert path == "/status"
-        return {"model_version": "v2", "rolling_to": self.rolling_to}
-
-
-def test_local_a_promote_rolling_to_the_version_is_exit_75(cli, project, monkeypatch) -> None:
+def _local_stack_serving_v2_holding_v3() -> Path:
+    """A local stack `dev` serving m v2 after v1, its store holding v3 too; its folder."""
     folder = Path.home() / ".llmcloud" / "stacks" / "dev"
     (folder / "models" / "m" / "v3").mkdir(parents=True)
     (folder / "models" / "m" / "v3" / "manifest.json").write_text('{"files": []}')
     (folder / "state.json").write_text(json.dumps({
         "config": {"model": {"name": "m", "kind": "store"}, "version": "v2"},
         "version": "v2", "history": ["v1", "v2"]}))
-    controller = _Controller("v3")
+    return folder
+
+
+def test_local_a_promote_rolling_to_the_version_is_exit_75(cli, project, monkeypatch) -> None:
+    folder = _local_stack_serving_v2_holding_v3()
+    controller = RollingController("v3", model_version="v2")
     monkeypatch.setattr(LocalProvider, "_client", lambda self, state_file: controller)
     result = cli("model", "delete", "v3", "--stack", "dev", "--yes", "--json")
     assert result.exit_code == 75, result.output
@@ -175,13 +165,8 @@ def test_local_a_controller_that_does_not_answer_deletes_nothing(cli, project,
                                                                monkeypatch) -> None:
     import httpx
 
-    folder = Path.home() / ".llmcloud" / "stacks" / "dev"
-    (folder / "models" / "m" / "v3").mkdir(parents=True)
-    (folder / "models" / "m" / "v3" / "manifest.json").write_text('{"files": []}')
-    (folder / "state.json").write_text(json.dumps({
-        "config": {"model": {"name": "m", "kind": "store"}, "version": "v2"},
-        "version": "v2", "history": ["v1", "v2"]}))
-    controller = _Controller(None)
+    folder = _local_stack_serving_v2_holding_v3()
+    controller = RollingController(None, model_version="v2")
 
     def timed_out(path: str) -> dict:
         raise httpx.ReadTimeout("timed out")

@@ -10,35 +10,20 @@ from pathlib import Path
 import pytest
 
 from llmcloud.providers.local.provider import LocalProvider
-
-
-class _Controller:
-    """A local stack's controller client whose status says it rolls to `rolling_to`."""
-
-    def __init__(self, rolling_to: str | None):
-        self.rolling_to = rolling_to
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def get(self, path: str) -> dict:
-        assert path == "/status"
-        return {"running": True, "endpoint": "http://127.0.0.1:8080/v1", "model": "m",
-                "model_version": "v3", "replicas": [], "rolling_to": self.rolling_to}
+from tests.cli.controller_fake import RollingController
 
 
 @pytest.fixture
-def controller(cli, project, monkeypatch) -> _Controller:
+def controller(cli, project, monkeypatch) -> RollingController:
     """The controller of a local stack `dev` serving v3."""
     folder = Path.home() / ".llmcloud" / "stacks" / "dev"
     folder.mkdir(parents=True)
     (folder / "state.json").write_text(json.dumps({
         "config": {"model": {"name": "m", "kind": "store"}, "version": "v3"},
         "version": "v3", "history": ["v2", "v3"]}))
-    found = _Controller("v4")
+    found = RollingController(
+        "v4", running=True, endpoint="http://127.0.0.1:8080/v1", model="m",
+        model_version="v3", replicas=[])
     monkeypatch.setattr(LocalProvider, "_client", lambda self, state_file: found)
     return found
 
