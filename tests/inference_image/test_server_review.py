@@ -138,7 +138,7 @@ from llmcloud.inference_image.batch_causal import CausalBatch
 decode, state = CausalBatch.decode, {"steps": 0}
 def decoding(self, tokens):
     state["steps"] += 1
-    if state["steps"] == 3:
+    if state["steps"] == 5:  # after the self-check's 4 (2 for a prompt, 2 for a chat)
         print("HUNG", flush=True)
         time.sleep(300)
     return decode(self, tokens)
