@@ -40,7 +40,7 @@ HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
 #: how often a bake asks the cloud which of the stack's alerts fire
 BAKE_POLL_SECONDS = 30.0
-#: who hears of a bake's progress when `bake` is given no `on_progress`: set by a caller
+#: who hears of a bake's progress (`bake`'s "started", "passed", "failed"): set by a caller
 #: that runs a provider's whole promote or rollback (the console, in its rollout's thread),
 #: since the provider calls `bake` itself
 bake_progress: ContextVar[Callable[[str, str], None] | None] = ContextVar(
@@ -319,8 +319,7 @@ def alerts_before(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[s
 def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[str, str],
          seconds: float, *, interval: float = BAKE_POLL_SECONDS,
          clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep,
-         on_progress: Callable[[str, str], None] | None = None) -> int | None:
+         sleep: Callable[[float], None] = time.sleep) -> int | None:
     """Watch the stack's alerts (`provider.firing_alerts`) every `interval` s for `seconds`
     after a rollout; return how many requests the stack answered meanwhile
     (`provider.requests_served`; None: it cannot tell). Raise `BakeFailed` when an alert
@@ -328,9 +327,9 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     all: a bake that saw nothing must not pass. A read that fails is retried at the next
     poll. A bake without traffic still passes (a staging stack at night must promote),
     with a warning: no alert could fire. Each read says how far the bake is on stderr.
-    `on_progress(event, message)` (else `bake_progress`'s) hears "started", then "passed"
-    or "failed", each with its sentence."""
-    report = _heard(on_progress or bake_progress.get())
+    `bake_progress`'s listener, when one is set, hears "started", then "passed" or
+    "failed", each with its sentence."""
+    report = _heard(bake_progress.get())
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
     report("started", started)
@@ -386,7 +385,7 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
 
 def _say_progress(elapsed: float, seconds: float, what: str) -> None:
     """One line on stderr after each read of a bake, so that a CI log shows it alive (not
-    to `on_progress`: the console shows a bake's progress its own way)."""
+    to `bake_progress`: the console shows a bake's progress its own way)."""
     print(f"  baking: {min(elapsed, seconds):.0f} of {seconds:.0f} s, {what}", file=sys.stderr,
           flush=True)
 

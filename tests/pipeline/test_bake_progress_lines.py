@@ -17,12 +17,14 @@ def _bake(provider, seconds: float, baseline=None):
     """Bake `provider` for `seconds` (reads every 30 s) on a fake clock; the events the
     console would hear, and the exception the bake raised (None: it passed)."""
     clock, heard = Clock(), []
+    token = rollout.bake_progress.set(lambda event, message: heard.append(event))
     try:
         rollout.bake(provider, None, OUTPUTS, baseline or {}, seconds, interval=30,
-                     clock=clock, sleep=clock.sleep,
-                     on_progress=lambda event, message: heard.append(event))
+                     clock=clock, sleep=clock.sleep)
     except rollout.BakeFailed as failure:
         return heard, failure
+    finally:
+        rollout.bake_progress.reset(token)
     return heard, None
 
 
