@@ -192,15 +192,20 @@ class CloudProvider(Provider):
         return self._converge(ctx, "update")
 
     def _converge(self, ctx: StackContext, operation: str) -> dict[str, Any]:
-        engine = self._engine(ctx, operation)
-        self.before_up(ctx)
-        if not deployed(engine.last_update()):  # a new stack, or one destroyed whole
-            self.refuse_names_of_another_stack(ctx, engine)
-        else:
-            refuse_without_stack_file(ctx, operation)
-            self.catch_up(ctx, engine)
-        engine.set_config(_given(ctx.flags))  # flags become the stack's settings
-        outputs = engine.up()
+        from llmcloud.stacks.busy_restore import restored_when_busy
+        from llmcloud.stacks.config import stack_file
+
+        # refused by Pulumi's lock (exit 75, "nothing changed"): the stack file too
+        with restored_when_busy(stack_file(ctx.project_dir, ctx.stack)):
+            engine = self._engine(ctx, operation)
+            self.before_up(ctx)
+            if not deployed(engine.last_update()):  # a new stack, or one destroyed whole
+                self.refuse_names_of_another_stack(ctx, engine)
+            else:
+                refuse_without_stack_file(ctx, operation)
+                self.catch_up(ctx, engine)
+            engine.set_config(_given(ctx.flags))  # flags become the stack's settings
+            outputs = engine.up()
         self.after_up(ctx, outputs)
         return {"outputs": outputs}
 

@@ -84,6 +84,32 @@ def test_a_command_pulumi_refuses_for_another_update_exits_75(aws_stack, cli,
     assert document["hint"] == "wait for it, or if it died: pulumi cancel --stack prod --yes"
 
 
+class _WritingStack(FakeStack):
+    """Writes its config into the stack file, as Pulumi's `set_all_config` does."""
+
+    def set_all_config(self, config, path: bool = False) -> None:
+        super().set_all_config(config, path)
+        stack_file = self.project_dir / f"Pulumi.{self.name}.yaml"
+        stack_file.write_text(stack_file.read_text() + "".join(
+            f"  {key}: {value.value}\n" for key, value in config.items()))
+
+
+@pytest.mark.parametrize("command", ["up", "update"])
+def test_an_up_pulumi_refuses_leaves_the_stack_file_as_it_was(aws_stack, cli, monkeypatch,
+                                                              command) -> None:
+    opener = _WritingStack.opener(stack_outputs=dict(OUTPUTS), last=DEPLOYED,
+                                  fail_with=_pulumi_locked())
+    monkeypatch.setattr(AwsProvider, "stack_opener", opener)
+    stack_file = aws_stack.project / "Pulumi.prod.yaml"
+    before = stack_file.read_bytes()
+    provider = ["--provider", "aws"] if command == "up" else []
+    result = cli(command, *provider, "--stack", "prod", "--max-replicas", "7", "--json")
+    assert result.exit_code == 75, result.output
+    stack, = opener.opened
+    assert "llmcloud:compute.max_replicas" in stack.config  # the flag was written, then
+    assert stack_file.read_bytes() == before  # put back: a 75 changed nothing
+
+
 def test_a_promote_pulumi_refuses_exits_75_and_changes_nothing(aws_stack, cli) -> None:
     opener = aws_stack(fail_with=_pulumi_locked())
     result = cli("promote", "--model-version", "v3", "--stack", "prod", "--json")
