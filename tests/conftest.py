@@ -52,12 +52,16 @@ def _no_quota_reads_before_up(request: pytest.FixtureRequest,
 def _no_registry_tags_before_up(request: pytest.FixtureRequest,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """`up` on AWS tags the image in service in the stack's ECR repository
-    (`keep_image_in_service`): with a fake stack's credentials that would be a real request
-    to the cloud. The tests of that step ask for it with `@pytest.mark.registry_tags`."""
+    (`keep_image_in_service`), and on GCP checks it is in the stack's Artifact Registry
+    repository (`check_image_in_registry`): with a fake stack's credentials that would be a
+    real request to the cloud. The tests of those steps ask for them with
+    `@pytest.mark.registry_tags`."""
     if request.node.get_closest_marker("registry_tags") is None:
         from llmcloud.providers.aws.provider import AwsProvider
+        from llmcloud.providers.gcp.provider import GcpProvider
 
         monkeypatch.setattr(AwsProvider, "keep_image_in_service", lambda self, ctx: None)
+        monkeypatch.setattr(GcpProvider, "check_image_in_registry", lambda self, ctx: None)
 
 
 @pytest.fixture(autouse=True)

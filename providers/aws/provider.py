@@ -146,16 +146,20 @@ class AwsProvider(CloudProvider):
 
 
     def before_up(self, ctx: StackContext) -> None:
-        """The checks of every cloud, then the image the update deploys tagged as in
-        service (`keep_image_in_service`)."""
+        """The checks of every cloud, then the image the update deploys checked to be in the
+        stack's repository and tagged as in service (`keep_image_in_service`)."""
         super().before_up(ctx)
         self.keep_image_in_service(ctx)
 
     def keep_image_in_service(self, ctx: StackContext) -> None:
         """Tag the spec's image, when it lies in the stack's own repository, with its
         serving tag, which the repository's lifecycle policy never expires (`serving_tag.py`,
-        `registry.py`); both kinds of servers pull it from there. A tag that cannot be put is
-        a note, never a refusal: the image is then kept as before, among the newest."""
+        `registry.py`); both kinds of servers pull it from there. An image ECR says the
+        repository does not hold is refused (`DeploymentError`, nothing deployed: see
+        `providers/image_check.py`). A tag that cannot be put, or an image that cannot be
+        read, is a note, never a refusal: the image is then kept as before, among the
+        newest."""
+        from llmcloud.providers import image_check
         from llmcloud.providers.aws import serving_tag
 
         image = serving_tag.ecr_image(ctx.spec.image)
@@ -163,7 +167,11 @@ class AwsProvider(CloudProvider):
         region = ctx.spec.region or DEFAULT_REGION  # the stack's repository lies in its region
         if image is None or image.repository != own or image.region != region:
             return
-        note = serving_tag.tag_in_service(type(self).registry_client(image.region), image)
+        try:
+            note = serving_tag.tag_in_service(type(self).registry_client(image.region), image)
+        except image_check.NotInRegistry as missing:
+            raise image_check.refusal(ctx.spec.image or "", self.registry_label,
+                                      missing.answer, self.name, ctx.stack) from None
         if note:
             print(note, file=sys.stderr)
 

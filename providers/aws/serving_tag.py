@@ -6,6 +6,10 @@ the stack's own repository, the image gets a tag named after its digest,
 `llmcloud-serving-<sha256 hex>`, and the repository's lifecycle policy (`registry.py`)
 keeps the image carrying the in-service image's tag whatever its age, and the newest
 images that carried one (for rollbacks) ahead of the count that bounds the repository.
+
+The same `BatchGetImage` tells whether the image is in the repository at all: a digest ECR
+says it does not hold is `NotInRegistry` (see `providers/image_check.py`), which `up`
+refuses before anything changes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from llmcloud.providers.image_check import NotInRegistry
 
 #: every serving tag begins so (the lifecycle policy's `tagPatternList` wildcard)
 SERVING_PREFIX = "llmcloud-serving-"
@@ -34,6 +40,10 @@ _ECR_IMAGE = re.compile(
 #: AWS's answers to a tag that is already there: the image is tagged, as wanted (in a
 #: repository of immutable tags ECR may name either)
 _ALREADY_TAGGED = frozenset({"ImageAlreadyExistsException", "ImageTagAlreadyExistsException"})
+#: ECR's answers to an image that is not in the repository: `BatchGetImage`'s failure code
+#: for a digest it lacks, its errors for a repository or image that does not exist
+_MISSING_FAILURES = frozenset({"ImageNotFound"})
+_MISSING_ERRORS = frozenset({"RepositoryNotFoundException", "ImageNotFoundException"})
 
 
 @dataclass(frozen=True)
@@ -70,17 +80,23 @@ def in_service_digest(image: str | None, repository_name: str) -> str | None:
 def tag_in_service(client: Any, image: EcrImage) -> str | None:
     """Give `image` its serving tag with ECR's `client` (`BatchGetImage` for its manifest,
     `PutImage` with the tag: nothing is pulled or pushed). Returns None when the image
-    carries the tag now, else a note saying why it does not and what it costs."""
+    carries the tag now, else a note saying why it does not and what it costs (credentials
+    that may not read or tag, AWS unreachable). Raises `NotInRegistry` when ECR says the
+    repository does not hold the image (or does not exist)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     tag = serving_tag(image.digest)
     ids = {"registryId": image.account, "repositoryName": image.repository}
+    found: dict[str, Any] = {}
     try:
         found = client.batch_get_image(**ids, imageIds=[{"imageDigest": image.digest}],
                                        acceptedMediaTypes=list(MANIFEST_TYPES))
         if not found.get("images"):
             failure = (found.get("failures") or [{}])[0]
-            return _note(tag, f"ECR has no such image ({failure.get('failureCode', 'none')})")
+            code = failure.get("failureCode", "none")
+            if code in _MISSING_FAILURES:
+                raise NotInRegistry(f"{code}: {failure.get('failureReason', '')}".rstrip(": "))
+            return _note(tag, f"ECR did not give the image ({code})", checked=False)
         manifest = found["images"][0]
         put = {"imageManifest": manifest["imageManifest"], "imageTag": tag,
                "imageDigest": image.digest}
@@ -89,18 +105,25 @@ def tag_in_service(client: Any, image: EcrImage) -> str | None:
         client.put_image(**ids, **put)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        if error.get("Code") in _ALREADY_TAGGED:
+        code = error.get("Code", "error")
+        if code in _ALREADY_TAGGED:
             return None
-        return _note(tag, f"AWS refused it: {error.get('Code', 'error')}: "
-                          f"{error.get('Message', '')}".rstrip(": "))
+        checked = bool(found.get("images"))  # refused the tag, not the read
+        if code in _MISSING_ERRORS and not checked:
+            raise NotInRegistry(f"{code}: {error.get('Message', '')}".rstrip(": ")) from None
+        return _note(tag, f"AWS refused it: {code}: {error.get('Message', '')}".rstrip(": "),
+                     checked=checked)
     except BotoCoreError as exc:
-        return _note(tag, f"AWS could not be reached: {exc}")
+        return _note(tag, f"AWS could not be reached: {exc}",
+                     checked=bool(found.get("images")))
     return None
 
 
-def _note(tag: str, reason: str) -> str:
-    return (f"note: the image in service was not tagged {tag} ({reason}); the repository's "
-            "lifecycle policy keeps it only while it is among the newest images. Give "
-            "these credentials ecr:BatchGetImage and ecr:PutImage on the repository, or tag "
-            "it yourself (aws ecr batch-get-image, then aws ecr put-image --image-tag "
-            f"{tag})")
+def _note(tag: str, reason: str, *, checked: bool) -> str:
+    unchecked = ("" if checked else ", nor checked to be in the repository (an image that "
+                 "is not there fails the rollout only after the health checks' grace periods)")
+    return (f"note: the image in service was not tagged {tag} ({reason}){unchecked}; the "
+            "repository's lifecycle policy keeps it only while it is among the newest "
+            "images. Give these credentials ecr:BatchGetImage and ecr:PutImage on the "
+            "repository, or tag it yourself (aws ecr batch-get-image, then aws ecr put-image "
+            f"--image-tag {tag})")

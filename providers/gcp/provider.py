@@ -127,6 +127,38 @@ class GcpProvider(CloudProvider):
         check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
 
+    def before_up(self, ctx: StackContext) -> None:
+        """The checks of every cloud, then the image the update deploys checked to be in the
+        stack's repository (`check_image_in_registry`)."""
+        super().before_up(ctx)
+        self.check_image_in_registry(ctx)
+
+    def check_image_in_registry(self, ctx: StackContext) -> None:
+        """Refuse (`DeploymentError`, nothing deployed: see `providers/image_check.py`) an
+        image of the stack's own Artifact Registry repository that the repository does not
+        hold (`gcp/image_check.py`); the servers would fail to pull it. An image elsewhere
+        is not checked; one that cannot be read is a note, never a refusal."""
+        from llmcloud.providers import image_check
+        from llmcloud.providers.gcp import image_check as gcp_image
+        from llmcloud.providers.gcp.naming import repository_id
+
+        image = gcp_image.registry_image(
+            ctx.spec.image, ctx.spec.region or DEFAULT_REGION,
+            repository_id(ctx.stack, ctx.spec.model.name or "model"))
+        if image is None:
+            return
+        try:
+            session, _ = self._google(ctx)
+            note = gcp_image.check(session, image, ctx.environ.get(gcp_image.ENDPOINT_OVERRIDE))
+        except image_check.NotInRegistry as missing:
+            raise image_check.refusal(ctx.spec.image or "", self.registry_label,
+                                      missing.answer, self.name, ctx.stack) from None
+        except Exception as exc:  # noqa: BLE001 - credentials, not the image: never a refusal
+            note = (f"note: the image was not checked to be in the stack's Artifact Registry "
+                    f"repository ({type(exc).__name__})")
+        if note:
+            print(note, file=sys.stderr)
+
     def read_gpu_quota(self, ctx: StackContext) -> str | None:
         """The project's GPU quotas (`gpu_quota`) against the minimum servers: the stack
         does not wait for its servers (see `watch_servers_made`), so a quota that cannot

@@ -24,6 +24,8 @@ from llmcloud.providers.aws.serving_tag import (
     tag_in_service,
 )
 from llmcloud.providers.base import StackContext
+from llmcloud.providers.image_check import NotInRegistry
+from llmcloud.stacks.errors import DeploymentError
 from tests.providers.aws_helpers import aws_spec, declared, one
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
@@ -181,14 +183,36 @@ def test_the_image_in_service_gets_its_serving_tag_once(ecr):
     assert _tags(client, digest) == {"v1-abc123", serving_tag(digest)}
 
 
-def test_an_image_not_in_the_repository_is_a_note(ecr):
+def test_an_image_not_in_the_repository_is_not_in_the_registry(ecr):
     client, _ = ecr
     account = client.describe_registry()["registryId"]
-    missing = EcrImage(account, REGION, OWN, DIGEST)
-    note = tag_in_service(client, missing)
-    assert note and note.startswith("note:") and "ImageNotFound" in note
-    gone = EcrImage(account, REGION, "llm-dev/none-server", DIGEST)
-    assert "RepositoryNotFoundException" in tag_in_service(client, gone)
+    with pytest.raises(NotInRegistry) as missing:
+        tag_in_service(client, EcrImage(account, REGION, OWN, DIGEST))
+    assert missing.value.answer.startswith("ImageNotFound")
+    with pytest.raises(NotInRegistry) as gone:
+        tag_in_service(client, EcrImage(account, REGION, "llm-dev/none-server", DIGEST))
+    assert gone.value.answer.startswith("RepositoryNotFoundException")
+
+
+def test_ecrs_image_not_found_error_is_not_in_the_registry():
+    client = boto3.client("ecr", region_name=REGION, aws_access_key_id="k",
+                          aws_secret_access_key="s")
+    with Stubber(client) as stub:
+        stub.add_client_error("batch_get_image", "ImageNotFoundException", "no such image")
+        with pytest.raises(NotInRegistry) as missing:
+            tag_in_service(client, ecr_image(f"{HOST}/{OWN}@{DIGEST}"))
+    assert missing.value.answer == "ImageNotFoundException: no such image"
+
+
+def test_an_image_that_cannot_be_read_is_a_note_saying_it_was_not_checked():
+    client = boto3.client("ecr", region_name=REGION, aws_access_key_id="k",
+                          aws_secret_access_key="s")
+    with Stubber(client) as stub:
+        stub.add_client_error("batch_get_image", "AccessDeniedException",
+                              "not authorized to perform: ecr:BatchGetImage")
+        note = tag_in_service(client, ecr_image(f"{HOST}/{OWN}@{DIGEST}"))
+    assert note.startswith("note:") and "nor checked to be in the repository" in note
+    assert "AccessDeniedException" in note and "ecr:BatchGetImage" in note
 
 
 def test_a_refused_tag_is_a_note_naming_the_permission():
@@ -204,6 +228,7 @@ def test_a_refused_tag_is_a_note_naming_the_permission():
         note = tag_in_service(client, image)
         stub.assert_no_pending_responses()
     assert "AccessDeniedException" in note and "ecr:PutImage" in note
+    assert "nor checked" not in note  # ECR gave the image: it is there
     assert serving_tag(DIGEST) in note
 
 
@@ -246,3 +271,19 @@ def test_up_goes_on_with_a_note_when_the_tag_is_refused(tmp_path: Path, monkeypa
         AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(
             region=REGION, image=f"{HOST}/{OWN}@{DIGEST}")))
     assert "note: the image in service was not tagged" in capsys.readouterr().err
+
+
+@pytest.mark.registry_tags
+def test_up_refuses_an_image_its_repository_does_not_hold(ecr, tmp_path: Path, monkeypatch):
+    client, _ = ecr
+    account = client.describe_registry()["registryId"]
+    monkeypatch.setattr(AwsProvider, "registry_client", staticmethod(lambda region: client))
+    image = f"{account}.dkr.ecr.{REGION}.amazonaws.com/{OWN}@{DIGEST}"
+    with pytest.raises(DeploymentError) as refused:
+        AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(region=REGION,
+                                                                       image=image)))
+    error = refused.value
+    assert error.exit_code == 1
+    assert error.message == f"the image {image} is not in the stack's ECR repository"
+    assert "ImageNotFound" in error.context
+    assert "llmcloud image push --provider aws --stack dev" in error.hint
