@@ -17,6 +17,13 @@ Bake = Annotated[
                  help="after the rollout, watch the stack's alerts for SECONDS: one that "
                       "begins to fire puts the previous version back (0: no bake)"),
 ]
+MinRequests = Annotated[
+    int,
+    typer.Option("--min-requests", min=0, metavar="N",
+                 help="with --bake: fail the bake (putting the previous version back) unless "
+                      "the stack answered at least N requests during it (0: a bake without "
+                      "traffic passes, with a warning)"),
+]
 
 
 def promote(
@@ -26,44 +33,54 @@ def promote(
     provider: o.Provider = None,
     stack: o.Stack = "dev",
     bake: Bake = 0,
+    min_requests: MinRequests = 0,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
     """Roll the replicas to a new model version; go back on its own if the rollout fails
-    (or, with --bake, if one of the stack's alerts fires soon after)."""
+    (or, with --bake, if one of the stack's alerts fires soon after, or with --min-requests
+    too, if the bake saw too little traffic)."""
     from llmcloud.cli.context import load_stack
+    from llmcloud.providers.rollout import check_min_requests
     from llmcloud.stacks.config import check_flags
 
     out = Output.start(json=json)
     check_flags({"model.version": model_version})  # fails before anything runs
+    check_min_requests(bake, min_requests)  # (exit 2, before anything runs)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.promote(ctx, model_version, **_baked(prov, bake))
+    result = prov.promote(ctx, model_version, **_baked(prov, bake, min_requests))
     out.result({"provider": prov.name, "stack": stack, "operation": "promote",
-                "baked_seconds": 0, "baked_requests": None, **result})
+                "baked_seconds": 0, "baked_requests": None, **result,
+                "min_requests": min_requests})
 
 
 def rollback(
     provider: o.Provider = None,
     stack: o.Stack = "dev",
     bake: Bake = 0,
+    min_requests: MinRequests = 0,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
     """Return the replicas to the last good model version."""
     from llmcloud.cli.context import load_stack
+    from llmcloud.providers.rollout import check_min_requests
 
     out = Output.start(json=json)
+    check_min_requests(bake, min_requests)  # (exit 2, before anything runs)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.rollback(ctx, **_baked(prov, bake))
+    result = prov.rollback(ctx, **_baked(prov, bake, min_requests))
     out.result({"provider": prov.name, "stack": stack, "operation": "rollback",
-                "baked_seconds": 0, "baked_requests": None, **result})
+                "baked_seconds": 0, "baked_requests": None, **result,
+                "min_requests": min_requests})
 
 
-def _baked(prov, bake: int) -> dict:
-    """`bake=` for the promote or rollback of a provider that reads its stack's alerts (none
-    without --bake); one that cannot: `NotSupportedError`."""
+def _baked(prov, bake: int, min_requests: int = 0) -> dict:
+    """`bake=` (and `min_requests=`, when asked) for the promote or rollback of a provider
+    that reads its stack's alerts (none without --bake); one that cannot:
+    `NotSupportedError`."""
     from llmcloud.stacks.errors import NotSupportedError
 
     if not bake:
@@ -74,7 +91,7 @@ def _baked(prov, bake: int) -> dict:
             context="a bake watches the stack's alerts (5xx rate, latency, no server "
                     "serving), which this provider does not read",
             hint="promote without --bake")
-    return {"bake": bake}
+    return {"bake": bake} | ({"min_requests": min_requests} if min_requests else {})
 
 
 def upload(

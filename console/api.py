@@ -15,7 +15,14 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from llmcloud.console.auth import Session
 from llmcloud.console.backend import MAX_BAKE_SECONDS
@@ -100,25 +107,31 @@ class Logs(_Open):
 
 class RolloutRequest(BaseModel):
     """`promote` needs a `version`; `rollback` goes to the last good one. `bake_seconds`
-    (as `--bake`): watch the stack's alerts that long after, going back if one fires."""
+    (as `--bake`): watch the stack's alerts that long after, going back if one fires.
+    `min_requests` (as `--min-requests`, needs a bake): going back too when the bake
+    counted fewer requests."""
 
     action: Literal["promote", "rollback"]
     version: str | None = Field(default=None, min_length=1, max_length=128)
     bake_seconds: int = Field(default=0, ge=0, le=MAX_BAKE_SECONDS,
                               description="0 or absent: no bake")
+    min_requests: int = Field(default=0, ge=0,
+                              description="0 or absent: a bake without traffic passes")
 
-    @field_validator("bake_seconds", mode="before")
+    @field_validator("bake_seconds", "min_requests", mode="before")
     @classmethod
-    def _empty_is_no_bake(cls, value: Any) -> Any:
+    def _empty_is_zero(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return 0  # the form's empty field
         if isinstance(value, bool):  # (pydantic would take true for a 1 s bake)
-            raise ValueError("a number of seconds, not true or false")
+            what = "seconds" if info.field_name == "bake_seconds" else "requests"
+            raise ValueError(f"a number of {what}, not true or false")
         return value
 
 
 class Bake(_Open):
     seconds: int
+    min_requests: int = Field(0, description="the requests it must count (0: none)")
     started: float | None = Field(description="when the bake began (None: not yet)")
     elapsed_seconds: float | None
 
@@ -290,31 +303,33 @@ def _rollout_dict(console) -> dict[str, Any] | None:
 @router.post("/rollouts", status_code=202, openapi_extra=_body(RolloutRequest),
              responses={202: {"description": "The rollout started", "model": Rollout,
                               "content": _HTML},
-                        400: {"description": "A bake too short for the stack's alerts"},
+                        400: {"description": "A bake too short for the stack's alerts, "
+                                             "or min_requests without a bake"},
                         409: {"description": "Another rollout is running"},
                         501: {"description": "The provider cannot bake"}})
 async def start_rollout(request: Request) -> Response:
     """Promote a version or roll back, as `llmcloud promote` / `llmcloud rollback` do, and
-    with `bake_seconds` watch the stack's alerts after, as `--bake` does; the rollout runs
+    with `bake_seconds` watch the stack's alerts after, as `--bake` does (`min_requests`:
+    as `--min-requests`); the rollout runs
     on, follow it (its `phase`, its `bake`) at `GET /api/rollouts/current`."""
     body = await _payload(request, RolloutRequest)
     console = _console(request)
     backend = console.backend
     if body.action == "promote" and not body.version:
         raise ApiError(422, "promote needs a version")
-    bake = body.bake_seconds
+    bake, least = body.bake_seconds, body.min_requests
     # refused here, on the form, as the CLI refuses it before anything runs
-    _call(lambda: backend.check_bake(bake))
+    _call(lambda: backend.check_bake(bake, least))
     serving = backend.models().get("serving")
     target = body.version if body.action == "promote" else None
 
     def run() -> dict[str, Any]:
         if target is not None:
-            return backend.promote(target, bake)
-        return backend.rollback(bake)
+            return backend.promote(target, bake, least)
+        return backend.rollback(bake, least)
     try:
         rollout = console.rollouts.start(body.action, target, serving, run,
-                                         bake_seconds=bake)
+                                         bake_seconds=bake, min_requests=least)
     except RolloutBusy as exc:
         raise ApiError(409, f"rollout {exc} is still running",
                        hint="wait for it to finish: GET /api/rollouts/current") from exc

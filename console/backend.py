@@ -249,27 +249,33 @@ class StackBackend:
             self._keep("_reader_cache", cached, generation)
         return cached[1]
 
-    def promote(self, version: str, bake: int = 0) -> dict[str, Any]:
+    def promote(self, version: str, bake: int = 0, min_requests: int = 0) -> dict[str, Any]:
         """Roll the service to `version` (the provider's `promote`, as `llmcloud promote`);
-        with `bake` > 0, watch the stack's alerts that many seconds after (`--bake`)."""
+        with `bake` > 0, watch the stack's alerts that many seconds after (`--bake`),
+        counting at least `min_requests` requests (`--min-requests`)."""
         try:
-            return self.provider.promote(self.ctx, version, **self._baked(bake))
+            return self.provider.promote(self.ctx, version,
+                                         **self._baked(bake, min_requests))
         finally:
             self._forget("_status_cache", "_store_cache")
 
-    def rollback(self, bake: int = 0) -> dict[str, Any]:
+    def rollback(self, bake: int = 0, min_requests: int = 0) -> dict[str, Any]:
         """Back to the last good version (the provider's `rollback`), baked as `promote`."""
         try:
-            return self.provider.rollback(self.ctx, **self._baked(bake))
+            return self.provider.rollback(self.ctx, **self._baked(bake, min_requests))
         finally:
             self._forget("_status_cache", "_store_cache")
 
     # -- bake -------------------------------------------------------------------------------
 
-    def check_bake(self, seconds: int) -> None:
+    def check_bake(self, seconds: int, min_requests: int = 0) -> None:
         """Refuse, before anything runs, a bake of `seconds` as `promote --bake` refuses it:
         `NotSupportedError` where the provider reads no alerts, `ConfigError` where it is
-        too short for the stack's alerts (or the stack bakes on its own)."""
+        too short for the stack's alerts (or the stack bakes on its own), or where
+        `min_requests` comes without a bake."""
+        from llmcloud.providers.rollout import check_min_requests
+
+        check_min_requests(seconds, min_requests)
         if seconds:
             self._baked(seconds)
             self.provider.check_bake(self.ctx, seconds)
@@ -285,9 +291,10 @@ class StackBackend:
             return 0
         return getattr(self.provider, "BAKE_MINIMUM_SECONDS", None)
 
-    def _baked(self, bake: int) -> dict[str, Any]:
-        """`bake=` for the provider's promote or rollback (none without a bake, for a
-        provider whose methods take none), as the CLI's `_baked`."""
+    def _baked(self, bake: int, min_requests: int = 0) -> dict[str, Any]:
+        """`bake=` (and `min_requests=`, when asked) for the provider's promote or rollback
+        (none without a bake, for a provider whose methods take none), as the CLI's
+        `_baked`."""
         if not bake:
             return {}
         if not callable(getattr(self.provider, "firing_alerts", None)):
@@ -296,7 +303,7 @@ class StackBackend:
                 context="a bake watches the stack's alerts (5xx rate, latency, no server "
                         "serving), which this provider does not read",
                 hint="promote without a bake")
-        return {"bake": bake}
+        return {"bake": bake} | ({"min_requests": min_requests} if min_requests else {})
 
     # -- keys -------------------------------------------------------------------------------
 

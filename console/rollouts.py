@@ -36,6 +36,7 @@ class Rollout:
     state: str = "running"  # running, succeeded, failed
     phase: str = "rolling"  # rolling, baking, restoring, done
     bake_seconds: int = 0  # 0: no bake
+    min_requests: int = 0  # the requests the bake must count (0: none)
     bake_started: float | None = None
     #: the bake's start and end on `time.monotonic` (its progress: a wall clock may jump)
     bake_began: float | None = field(default=None, repr=False)
@@ -74,7 +75,7 @@ class Rollout:
             end = self.bake_ended if self.bake_ended is not None else time.monotonic()
             elapsed = min(max(0.0, end - self.bake_began), float(self.bake_seconds))
         return {"seconds": self.bake_seconds, "started": self.bake_started,
-                "elapsed_seconds": elapsed}
+                "elapsed_seconds": elapsed, "min_requests": self.min_requests}
 
 
 def narrate(before: list[dict[str, Any]], after: list[dict[str, Any]], *,
@@ -128,14 +129,16 @@ class Rollouts:
             return next((r for r in self._history if r.id == rollout_id), None)
 
     def start(self, action: str, target: str | None, from_version: str | None,
-              run: Callable[[], dict[str, Any]], *, bake_seconds: int = 0) -> Rollout:
-        """Start `run` (the provider's promote or rollback, baking `bake_seconds`) in a
-        thread; raise `RolloutBusy` while another runs."""
+              run: Callable[[], dict[str, Any]], *, bake_seconds: int = 0,
+              min_requests: int = 0) -> Rollout:
+        """Start `run` (the provider's promote or rollback, baking `bake_seconds`, counting
+        at least `min_requests` requests) in a thread; raise `RolloutBusy` while another
+        runs."""
         with self._lock:
             if self._history and self._history[-1].state == "running":
                 raise RolloutBusy(self._history[-1].id)
             rollout = Rollout("rollout-" + secrets.token_hex(4), action, target, from_version,
-                              bake_seconds=bake_seconds)
+                              bake_seconds=bake_seconds, min_requests=min_requests)
             self._history = [*self._history, rollout][-self._keep:]
         rollout.say(f"{action} to {target}" if target else f"{action} started")
         done = threading.Event()

@@ -365,18 +365,21 @@ class CloudProvider(Provider):
                         "on a bad version, and would report a success it never checked",
                 hint=f"--bake {least} or more, or no --bake")
 
-    def promote(self, ctx: StackContext, version: str, *, bake: int = 0) -> dict[str, Any]:
+    def promote(self, ctx: StackContext, version: str, *, bake: int = 0,
+                min_requests: int = 0) -> dict[str, Any]:
         """Roll the service to `version` (see `rollout.promote`); with `bake` > 0, watch the
-        stack's alerts for that many seconds after the rollout, going back if one fires."""
+        stack's alerts for that many seconds after the rollout, going back if one fires (or
+        if fewer than `min_requests` requests were counted)."""
         from llmcloud.providers import rollout
 
-        return rollout.promote(self, ctx, version, bake=bake)
+        return rollout.promote(self, ctx, version, bake=bake, min_requests=min_requests)
 
-    def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
+    def rollback(self, ctx: StackContext, *, bake: int = 0,
+                 min_requests: int = 0) -> dict[str, Any]:
         """Return to the version served before (see `rollout.rollback`), baked as promote."""
         from llmcloud.providers import rollout
 
-        return rollout.rollback(self, ctx, bake=bake)
+        return rollout.rollback(self, ctx, bake=bake, min_requests=min_requests)
 
     def model_store_uri(self, ctx: StackContext) -> str:
         self.supports("model_upload")

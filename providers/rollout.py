@@ -16,6 +16,7 @@ first (`deployed_model.catch_up`).
 
 from __future__ import annotations
 
+import functools
 import json
 import ssl
 import sys
@@ -40,6 +41,13 @@ HISTORY_LIMIT = 20
 API_KEY_ENV = "LLMCLOUD_API_KEY"
 #: how often a bake asks the cloud which of the stack's alerts fire
 BAKE_POLL_SECONDS = 30.0
+#: how long a bake asked for `min_requests` reads the count again, when its end found too
+#: few: a cloud's request metrics arrive after the requests (the ALB sends its metrics every
+#: 60 s; Google makes a load balancer's minute visible up to 210 s after it; Azure publishes
+#: no figure, "a few minutes"), so the count read at the bake's end is a lower bound that
+#: keeps rising for minutes. The alerts are still watched meanwhile, and the bake passes as
+#: soon as the count is reached: the wait only costs a version that is short of traffic
+MIN_REQUESTS_GRACE_SECONDS = 300.0
 #: who hears of a bake's progress (`bake`'s "started", "passed", "failed"): set by a caller
 #: that runs a provider's whole promote or rollback (the console, in its rollout's thread),
 #: since the provider calls `bake` itself
@@ -58,7 +66,8 @@ BAKED_UNCOUNTED = ("how many requests the bake saw could not be read: whether th
 
 
 class BakeFailed(DeploymentError):
-    """The bake saw one of the stack's alerts begin to fire, or could read none of them."""
+    """The bake saw one of the stack's alerts begin to fire, could read none of them, or
+    counted fewer requests than it was asked to prove the version under."""
 
 
 def check_version_in_store(store_uri: str, name: str, version: str) -> dict[str, Any]:
@@ -161,10 +170,10 @@ def _wait_for_version(url: str, version: str, headers: Mapping[str, str], timeou
 
 
 def promote(provider: Any, ctx: Any, version: str, *, timeout: float = 1800.0,
-            bake: int = 0) -> dict[str, Any]:
+            bake: int = 0, min_requests: int = 0) -> dict[str, Any]:
     """Roll `ctx`'s stack to `version`; restore the previous version if the rollout fails,
-    or if one of the stack's alerts begins to fire within `bake` seconds after it (see
-    `bake`)."""
+    or if one of the stack's alerts begins to fire within `bake` seconds after it, or if
+    the bake counted fewer than `min_requests` requests (see `bake`)."""
     provider.supports("promote")
     _refuse_version_from_environment(ctx)
     if bake:
@@ -172,11 +181,12 @@ def promote(provider: Any, ctx: Any, version: str, *, timeout: float = 1800.0,
     with stack_file_lock.hold(ctx.project_dir, ctx.stack, "promote", ctx.environ):
         engine = provider._engine(ctx, "promote")
         outputs = engine.outputs()
-        return _promote(provider, ctx, engine, outputs, version, None, timeout, bake)
+        return _promote(provider, ctx, engine, outputs, version, None, timeout,
+                        (bake, min_requests))
 
 
 def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0,
-             bake: int = 0) -> dict[str, Any]:
+             bake: int = 0, min_requests: int = 0) -> dict[str, Any]:
     """Return to the last version served before the current one (baked as `promote`)."""
     provider.supports("rollback")
     _refuse_version_from_environment(ctx)
@@ -195,15 +205,17 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0,
                 hint="llmcloud promote --model-version VERSION",
             )
         result = _promote(provider, ctx, engine, outputs, history[-1], history[:-1], timeout,
-                          bake)
+                          (bake, min_requests))
     result["outcome"] = "rolled back" if result["outcome"] == "promoted" else result["outcome"]
     return result
 
 
 def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
-             history: list[str] | None, timeout: float, bake_seconds: int) -> dict[str, Any]:
+             history: list[str] | None, timeout: float,
+             baking: tuple[int, int]) -> dict[str, Any]:
     from llmcloud.providers.model_fit import config_reader
 
+    bake_seconds, min_requests = baking
     spec = ctx.spec
     store = outputs.get("model_store_uri")
     if not store:
@@ -249,7 +261,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         rolled = provider.wait_for_rollout(ctx, outputs, since, timeout)
         verified = _verify(provider, ctx, outputs, version, timeout) or rolled
         if bake_seconds:
-            baked_requests = bake(provider, ctx, outputs, baseline, bake_seconds)
+            baked_requests = bake(provider, ctx, outputs, baseline, bake_seconds,
+                                  min_requests=min_requests)
     except (Exception, KeyboardInterrupt) as failure:
         if _stack_locked(failure):
             # another command holds the stack: this update never began, nothing to restore
@@ -269,7 +282,8 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again",
             context=reason,
-            hint=f"llmcloud status --stack {ctx.stack}" + (
+            hint=failure.hint if isinstance(failure, BakeFailed) and failure.hint else
+            f"llmcloud status --stack {ctx.stack}" + (
                 f"; llmcloud logs --stack {ctx.stack} (what the servers said)"
                 if isinstance(failure, BakeFailed) else ""),
         )
@@ -287,7 +301,18 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
     if bake_seconds:
         result["baked_seconds"] = bake_seconds
         result["baked_requests"] = baked_requests
+        result["min_requests"] = min_requests
     return result
+
+
+def check_min_requests(bake_seconds: int, min_requests: int) -> None:
+    """Refuse `min_requests` without a bake (`ConfigError`, exit 2), before anything runs:
+    only a bake counts the requests the new version answered."""
+    if min_requests and not bake_seconds:
+        raise ConfigError(
+            "--min-requests needs --bake",
+            context="the requests are counted during the bake that follows the rollout",
+            hint=f"add --bake SECONDS, or drop --min-requests {min_requests}")
 
 
 def alerts_before(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[str, str]:
@@ -317,18 +342,22 @@ def alerts_before(provider: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[s
 
 
 def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[str, str],
-         seconds: float, *, interval: float = BAKE_POLL_SECONDS,
-         clock: Callable[[], float] = time.monotonic,
+         seconds: float, *, min_requests: int = 0, grace: float = MIN_REQUESTS_GRACE_SECONDS,
+         interval: float = BAKE_POLL_SECONDS, clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> int | None:
     """Watch the stack's alerts (`provider.firing_alerts`) every `interval` s for `seconds`
     after a rollout; return how many requests the stack answered meanwhile
     (`provider.requests_served`; None: it cannot tell). Raise `BakeFailed` when an alert
     not in `baseline` (those firing before the update) fires, or when no read succeeded at
     all: a bake that saw nothing must not pass. A read that fails is retried at the next
-    poll. A bake without traffic still passes (a staging stack at night must promote),
-    with a warning: no alert could fire. Each read says how far the bake is on stderr.
-    `bake_progress`'s listener, when one is set, hears "started", then "passed" or
-    "failed", each with its sentence."""
+    poll. Without `min_requests`, a bake without traffic still passes (a staging stack at
+    night must promote), with a warning: no alert could fire. With it, fewer requests
+    than `min_requests`, or a count that cannot be read, fail the bake: the count of the
+    bake's own window is read again every `interval` s for up to `grace` s (a cloud's
+    metrics arrive late; 0 for a provider that counts as it answers), the alerts still
+    watched, and the bake passes as soon as it is reached. Each read says how far the bake
+    is on stderr. `bake_progress`'s listener, when one is set, hears "started", then
+    "passed" or "failed", each with its sentence."""
     report = _heard(bake_progress.get())
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
@@ -340,7 +369,12 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     while (now := clock()) < deadline:
         sleep(min(interval, deadline - now))
         try:
-            firing = provider.firing_alerts(ctx, outputs)
+            elapsed = clock() - start
+            _watch_alerts(provider, ctx, outputs, baseline, report,
+                          functools.partial(_say_progress, elapsed, seconds),
+                          f"{elapsed:.0f} s into its {seconds:.0f} s")
+        except BakeFailed:
+            raise
         except Exception as exc:  # noqa: BLE001 - retried at the next poll
             last_failure = _described(exc)
             left = deadline - clock()
@@ -350,15 +384,6 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
                              else "no time is left to retry"))
             continue
         reads += 1
-        new = {name: text for name, text in firing.items() if name not in baseline}
-        _say_progress(clock() - start, seconds,
-                      f"{'alert' if len(new) == 1 else 'alerts'} {', '.join(sorted(new))} fired"
-                      if new else "no new alert firing" if firing else "no alert firing")
-        if new:
-            raise _failed(report, BakeFailed(
-                f"{'an alert' if len(new) == 1 else 'alerts'} fired during the bake, "
-                f"{clock() - start:.0f} s into its {seconds:.0f} s",
-                context="; ".join(f"{name}: {new[name]}" for name in sorted(new))))
     if reads == 0:
         raise _failed(report, BakeFailed(
             f"the bake could not read the stack's alerts in {seconds:.0f} s",
@@ -366,6 +391,11 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     # (`clock`'s time: the bake's own, which tests make up)
     until = since + timedelta(seconds=clock() - start)
     served = requests_served(provider, ctx, outputs, since, until)
+    if min_requests:
+        if not callable(getattr(provider, "requests_served", None)):
+            grace = 0  # it never counts: no wait makes it
+        served = _await_requests(provider, ctx, outputs, baseline, (since, until), served,
+                                 min_requests, seconds, grace, interval, clock, sleep, report)
     passed = f"baked {seconds:.0f} s: no alert fired"
     if served is None:
         said = f"note: {BAKED_UNCOUNTED}"
@@ -377,10 +407,82 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     else:
         said = ""
         passed += f" over {served} request{'s' if served != 1 else ''}"
+        if min_requests:
+            passed += f" (--min-requests {min_requests})"
     if said:
         print(said, file=sys.stderr)
     report("passed", passed)
     return served
+
+
+def _watch_alerts(provider: Any, ctx: Any, outputs: Mapping[str, Any],
+                  baseline: Mapping[str, str], report: Callable[[str, str], None],
+                  say: Callable[[str], None], when: str) -> None:
+    """One read of a bake's alerts: `say` it, and raise `BakeFailed` for an alert not in
+    `baseline`, fired `when`; the read's own failure is the caller's to retry."""
+    firing = provider.firing_alerts(ctx, outputs)
+    new = {name: text for name, text in firing.items() if name not in baseline}
+    say(f"{'alert' if len(new) == 1 else 'alerts'} {', '.join(sorted(new))} fired"
+        if new else "no new alert firing" if firing else "no alert firing")
+    if new:
+        raise _failed(report, BakeFailed(
+            f"{'an alert' if len(new) == 1 else 'alerts'} fired during the bake, {when}",
+            context="; ".join(f"{name}: {new[name]}" for name in sorted(new))))
+
+
+def _await_requests(provider: Any, ctx: Any, outputs: Mapping[str, Any],
+                    baseline: Mapping[str, str], window: tuple[datetime, datetime],
+                    served: int | None, min_requests: int, seconds: float, grace: float,
+                    interval: float, clock: Callable[[], float],
+                    sleep: Callable[[float], None],
+                    report: Callable[[str, str], None]) -> int | None:
+    """`served` once it reaches `min_requests`, reading the count of the bake's `window`
+    again every `interval` s for up to `grace` s (the alerts watched too, an alert firing
+    still fails); `BakeFailed` when it never does, or could not be read."""
+    start = clock()
+    end = start + grace
+    while served is None or served < min_requests:
+        left = end - clock()
+        if left <= 0:
+            raise _failed(report, _too_few(served, min_requests, seconds, grace))
+        _say_count(served, min_requests, f"reading it again in {min(interval, left):.0f} s "
+                   f"({left:.0f} s left: the stack's metrics arrive late)")
+        sleep(min(interval, left))
+        try:
+            # (said once a poll, with the count: an alert that fires fails the bake)
+            _watch_alerts(provider, ctx, outputs, baseline, report, lambda what: None,
+                          f"{clock() - start:.0f} s after its {seconds:.0f} s, while its "
+                          "count of requests was awaited")
+        except BakeFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the count is what is awaited now
+            _say_count(served, min_requests, f"the alerts could not be read "
+                       f"({_described(exc)})")
+        served = requests_served(provider, ctx, outputs, *window)
+    return served
+
+
+def _say_count(served: int | None, min_requests: int, what: str) -> None:
+    counted = "the count could not be read" if served is None else \
+        f"{served} of the {min_requests} requests asked for counted"
+    print(f"  baking: {counted}; {what}", file=sys.stderr, flush=True)
+
+
+def _too_few(served: int | None, min_requests: int, seconds: float,
+             grace: float) -> BakeFailed:
+    waited = f" and {grace:.0f} s more for the stack's metrics" if grace else ""
+    if served is None:
+        message = (f"the bake could not count its requests, so --min-requests {min_requests} "
+                   "could not be proven")
+        context = (f"{BAKED_UNCOUNTED} (after the bake's {seconds:.0f} s{waited})")
+    else:
+        message = (f"the bake counted {served} request{'s' if served != 1 else ''}, fewer "
+                   f"than the {min_requests} --min-requests asks for")
+        context = (f"counted over the bake's {seconds:.0f} s{waited}: the new version is "
+                   "unproven under traffic")
+    return BakeFailed(message, context=context,
+                      hint="send the new version traffic during the bake, bake longer "
+                           "(--bake), or lower --min-requests")
 
 
 def _say_progress(elapsed: float, seconds: float, what: str) -> None:

@@ -89,11 +89,12 @@ def controller_gone(pid: int, now: int | None) -> str:
 
 def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
           baseline: dict[str, str], seconds: int, put_back: Callable[[], Any],
-          controller_pid: int | None = None) -> int | None:
+          controller_pid: int | None = None, min_requests: int = 0) -> int | None:
     """After a rollout from ``previous`` to ``version``: watch the alerts for ``seconds``
     (`rollout.bake`, asking at each evaluation); when one not in ``baseline`` begins to
-    fire, the bake reads nothing, or on Ctrl-C, ``put_back()`` the previous version and
-    raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what fired. The controller
+    fire, the bake reads nothing, counts fewer requests than ``min_requests`` (or none it
+    can read, when asked for some), or on Ctrl-C, ``put_back()`` the previous version and
+    raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what failed. The controller
     of pid ``controller_pid`` (the one that rolled) stopping or replaced fires too. Returns
     how many requests the gateway answered during a bake that passed (None: unknown)."""
     from llmcloud.providers import rollout
@@ -103,7 +104,9 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
     outputs: dict[str, Any] = {"controller_pid": controller_pid} if controller_pid else {}
     outputs.update(_count_at_start(client, controller_pid))
     try:
+        # (no grace for the count: the gateway counts each request as it answers it)
         return rollout.bake(provider, ctx, outputs, baseline, seconds,
+                            min_requests=min_requests, grace=0,
                             interval=EVALUATE_EVERY_SECONDS)
     except (rollout.BakeFailed, KeyboardInterrupt) as failure:
         reason = ("interrupted" if isinstance(failure, KeyboardInterrupt)
@@ -125,8 +128,9 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
             raise error from None
         error = DeploymentError(
             f"promoting {version} failed; {previous} is serving again", context=reason,
-            hint=f"llmcloud status --stack {ctx.stack}; llmcloud logs --stack {ctx.stack} "
-                 "(what the servers said)")
+            hint=getattr(failure, "hint", None) or
+            f"llmcloud status --stack {ctx.stack}; llmcloud logs --stack {ctx.stack} "
+            "(what the servers said)")
         if isinstance(failure, KeyboardInterrupt):
             error.exit_code = ExitCode.INTERRUPTED
         raise error from None

@@ -272,10 +272,12 @@ class LocalProvider(Provider):
 
     # -- model versions --------------------------------------------------------------------
 
-    def promote(self, ctx: StackContext, version: str, *, bake: int = 0) -> dict[str, Any]:
+    def promote(self, ctx: StackContext, version: str, *, bake: int = 0,
+                min_requests: int = 0) -> dict[str, Any]:
         """Roll the replicas to `version` one by one; on failure roll back and raise. With
         `bake` > 0, watch the stack's alerts for that many seconds after, going back if one
-        begins to fire (`bake.py`)."""
+        begins to fire, or if the gateway answered fewer than `min_requests` requests
+        meanwhile (`bake.py`)."""
         if bake:
             self.check_bake(ctx, bake)
         state_file = self._state(ctx)
@@ -301,12 +303,15 @@ class LocalProvider(Provider):
             if baked:  # (the controller's rollback: its history loses the version baked)
                 served = local_bake.watch(
                     self, ctx, client, version, previous, baseline, baked,
-                    lambda: client.operation("/rollback"), result.get("controller_pid"))
+                    lambda: client.operation("/rollback"), result.get("controller_pid"),
+                    min_requests)
                 result = _after_bake(client, result)
         return _summary(result, state_file) | {"previous_version": previous} \
-            | ({"baked_seconds": baked, "baked_requests": served} if baked else {})
+            | ({"baked_seconds": baked, "baked_requests": served,
+                "min_requests": min_requests} if baked else {})
 
-    def rollback(self, ctx: StackContext, *, bake: int = 0) -> dict[str, Any]:
+    def rollback(self, ctx: StackContext, *, bake: int = 0,
+                 min_requests: int = 0) -> dict[str, Any]:
         """Return to the last good version before the one in service (baked as `promote`,
         going back to the version rolled back from)."""
         if bake:
@@ -321,10 +326,11 @@ class LocalProvider(Provider):
                 served = local_bake.watch(
                     self, ctx, client, result["model_version"], previous, baseline, bake,
                     lambda: client.operation("/promote", {"version": previous}),
-                    result.get("controller_pid"))
+                    result.get("controller_pid"), min_requests)
                 result = _after_bake(client, result)
         return _summary(result, state_file) | {"previous_version": previous} \
-            | ({"baked_seconds": bake, "baked_requests": served} if bake else {})
+            | ({"baked_seconds": bake, "baked_requests": served,
+                "min_requests": min_requests} if bake else {})
 
     def check_bake(self, ctx: StackContext, seconds: int) -> None:
         """Refuse a bake shorter than the alerts' window (exit 2), before anything runs."""

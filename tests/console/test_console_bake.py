@@ -91,7 +91,8 @@ def test_a_provider_that_reads_no_alerts_cannot_bake(console, running, monkeypat
 def test_the_confirmation_offers_a_bake_with_the_stacks_minimum(console, running):
     confirm = console.get("/models/confirm?action=promote&version=v2",
                           headers=bearer(running.admin_key)).text
-    assert 'name="bake_seconds"' in confirm and 'hx-include="#bake-seconds"' in confirm
+    assert 'name="bake_seconds"' in confirm
+    assert 'hx-include="#bake-seconds, #min-requests"' in confirm
     assert "At least 70 s for this stack's alerts" in confirm
 
 
@@ -102,7 +103,8 @@ def test_a_quiet_bake_of_the_minimum_promotes_and_narrates_it(console, running, 
     started = console.post("/api/rollouts", data={"action": "promote", "version": "v2",
                                                   "bake_seconds": "70"}, headers=headers)
     assert started.status_code == 202, started.text
-    assert started.json()["bake"] == {"seconds": 70, "started": None, "elapsed_seconds": None}
+    assert started.json()["bake"] == {"seconds": 70, "started": None, "elapsed_seconds": None,
+                                      "min_requests": 0}
     done = wait_rollout(console, headers)
     assert done["state"] == "succeeded" and done["phase"] == "done", done
     assert done["result"]["baked_seconds"] == 70 and done["bake"]["started"] is not None
