@@ -128,19 +128,28 @@ class ReasoningSplit:
 
 class GrammarAfterThinking:
     """Stands in for an answer's grammar matcher (llguidance's interface, as the engine
-    uses it) so that a reasoning model thinks first: every token is allowed until
-    ``</think>``, then the grammar holds the answer. When the prompt did not open the
-    thinking, the first token may open it (``<think>``) or start the answer."""
+    uses it) so that a reasoning model thinks first: every token but the answer's end
+    (``ends``: the model's end-of-sequence ids) is allowed until ``</think>``, then the
+    grammar holds the answer. When the prompt did not open the thinking, the first token
+    may open it (``<think>``) or start the answer."""
 
-    def __init__(self, matcher, open_id: int, close_id: int, thinking: bool):
+    def __init__(self, matcher, open_id: int, close_id: int, thinking: bool,
+                 ends: tuple[int, ...] = ()):
         self.matcher = matcher
         self._open_id, self._close_id = open_id, close_id
+        self._ends = ends
         self._state = "think" if thinking else "open"  # then "answer"
 
     def unsafe_compute_mask_ptr(self, address: int, size: int) -> None:
         """Write the allowed tokens' bits (32 to a little-endian word) at ``address``."""
         if self._state == "think":
             ctypes.memset(address, 0xFF, size)
+            # An answer that ended while thinking would be a "stop" without the format's
+            # answer: it goes on thinking, or is cut by max_tokens ("length").
+            words = (ctypes.c_uint32 * (size // 4)).from_address(address)
+            for token in self._ends:
+                if token // 32 < len(words):
+                    words[token // 32] &= ~(1 << (token % 32)) & 0xFFFFFFFF
             return
         self.matcher.unsafe_compute_mask_ptr(address, size)
         if self._state == "open":

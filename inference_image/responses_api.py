@@ -260,7 +260,8 @@ def _response(serving: OpenAIServing, gen: Generation, request: ResponsesRequest
     text_format = (request.text or {}).get("format") or {"type": "text"}
     return {
         "id": gen.response_id, "object": "response", "created_at": gen.created,
-        "status": status, "completed_at": int(time.time()) if ended else None,
+        # OpenAI's: "only present when the status is completed"
+        "status": status, "completed_at": int(time.time()) if status == "completed" else None,
         "error": error,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete"
         else None,

@@ -304,7 +304,9 @@ class OpenAIServing:
         opened = self.thinks and opens_thinking(rendered, continued)
         thinks_first = self.thinks and (guides is None or self.think_ids is not None)
         if guides is not None and thinks_first:  # the format holds the answer only
-            guides = [GrammarAfterThinking(guide, *self.think_ids, opened) for guide in guides]
+            ends = () if request.ignore_eos else self.engine.structured.eos_ids
+            guides = [GrammarAfterThinking(guide, *self.think_ids, opened, ends)
+                      for guide in guides]
         gen = self._start("chat", request, [prompt_ids], max_tokens, None, param,
                           logprobs=logprobs, guides=guides,
                           keep_markers=(tool_plan is not None and tool_plan.mode == "auto"

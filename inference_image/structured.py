@@ -101,6 +101,8 @@ class StructuredOutputs:
         # Token ids the masks cover: the model's logits, and any tokenizer entries past them.
         self.vocab_size = max(vocab_size, len(tokenizer))
         self._eos = sorted(eos_ids) or None
+        #: the tokens that end an answer, which only its grammar may allow
+        self.eos_ids = tuple(sorted(eos_ids))
         self._built = None
         self._lock = threading.Lock()
 
