@@ -62,7 +62,15 @@ def init(
     relative = os.path.relpath(path)
     out.result(document, human=f"wrote {', '.join(created)} in {project_dir}")
     if not json:
-        out.info(f"next: review {relative}, then: llmcloud plan --stack {stack}")
+        out.info(f"next: review {relative}, then: {next_command(provider, stack)}")
+
+
+def next_command(provider: str, stack: str) -> str:
+    """The command to run after `init`: `plan` refuses a local stack (exit 4), which creates
+    nothing to plan or price, so a local one is started at once."""
+    if provider == "local":
+        return f"llmcloud up --stack {stack}"
+    return f"llmcloud plan --stack {stack}"
 
 
 def _refuse_someone_elses_program(program: Path) -> None:

@@ -43,7 +43,8 @@ def run_operation(
     document = {"provider": prov.name, "stack": stack, "operation": operation, **result}
     if progress.errors:
         document["diagnostics"] = progress.errors
-    out.result(document, human=status_text(document) if operation == "status"
+    # refresh ends with the status it read: the same lines as `llmcloud status`
+    out.result(document, human=status_text(document) if operation in ("status", "refresh")
                else up_text(document) if operation == "up" else None)
     return document
 

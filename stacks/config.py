@@ -9,6 +9,7 @@ where it came from and what is allowed.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 import typing
@@ -190,8 +191,6 @@ def _refuse_unknown_section(name: str, path: list[str]) -> None:
     """Refuse `LLMCLOUD_BUGDET__MAX_HOURLY_USD`: only spec variables are spelt with two
     underscores, and skipped as "not a spec value", a misspelt section silently turned the
     budget gate (or any other setting) off."""
-    import difflib
-
     close = difflib.get_close_matches(path[0], SECTIONS, n=1)
     right = (f"{ENV_PREFIX}{'__'.join([close[0], *path[1:]]).upper()}"
              if close and all(path[1:]) else None)
@@ -336,6 +335,7 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
         # a target no layer set is the default's, not that of the layer giving `autoscaling`
         origins.setdefault("autoscaling.target", "defaults")
     key = ".".join(loc) or "(spec)"
+    meant: list[str] = []
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -345,8 +345,11 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
         model: Any = DeploymentSpec
         for part in loc[:-1]:
             model = _section_model(model.model_fields[part].annotation)
-        allowed = ", ".join(getattr(model, "model_fields", {}))
-        message = f"unknown key; allowed keys: {allowed}"
+        fields = list(getattr(model, "model_fields", {}))
+        message = f"unknown key; allowed keys: {', '.join(fields)}"
+        close = difflib.get_close_matches(loc[-1], fields, n=1)
+        if close:  # a misspelt key: say which one was meant, not only the list to search
+            meant = [*loc[:-1], close[0]]
         value = section.get(loc[-1]) if isinstance(section, dict) else value
     origin = origins.get(key) or origins.get(".".join(loc[:1]), "defaults")
     if origin == "environment":
@@ -356,6 +359,11 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
                        if tuple(loc[:n]) in env_names), ENV_PREFIX + "__".join(loc).upper())
     elif origin == "flag":
         origin = "a command-line flag"
+    hint = "fix the value, or see every key with its default: llmcloud init --stack NAME"
+    if meant:
+        right = (ENV_PREFIX + "__".join(meant).upper() if origin.startswith(ENV_PREFIX)
+                 else f"{NAMESPACE}:{'.'.join(meant)}")
+        hint = f"did you mean {right}? " + hint.replace("fix the value", "fix the key")
     more = len(exc.errors()) - 1
     context = f"{message} (value {json.dumps(value, default=str)} from {origin})"
     if more:
@@ -363,5 +371,5 @@ def _config_error(exc: ValidationError, merged: dict, origins: dict[str, str],
     return ConfigError(
         f"invalid value for {NAMESPACE}:{key}",
         context=context,
-        hint="fix the value, or see every key with its default: llmcloud init --stack NAME",
+        hint=hint,
     )

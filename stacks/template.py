@@ -38,7 +38,9 @@ def render_stack_file(spec: DeploymentSpec, stack: str) -> str:
         f"# llmcloud stack '{stack}' on {spec.provider}, written by `llmcloud init`.",
         "# Every key is listed with its value (the default unless you changed it).",
         "# Environment variables LLMCLOUD_<SECTION>__<KEY> and command-line flags override",
-        "# these values, in that order. Check the result with: llmcloud plan",
+        "# these values, in that order. "
+        + ("Start it with: llmcloud up" if spec.provider == "local"
+           else "Check the result with: llmcloud plan"),
         "config:",
     ]
     data = spec.model_dump(mode="json")
