@@ -15,7 +15,7 @@ from typing import Any
 
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.local import procs
-from llmcloud.providers.local.state import StateFile
+from llmcloud.providers.local.state import StateError, StateFile
 from llmcloud.providers.local.store import ModelStore
 from llmcloud.providers.local.supervisor import BACKOFF_RESET
 from llmcloud.stacks.errors import ConfigError, DeploymentError, MissingToolError, install_hint
@@ -181,10 +181,16 @@ def start_controller(state_file: StateFile, desired: dict[str, Any],
     (replicas inherit it: HF_HUB_OFFLINE, LLMCLOUD_MODEL_CACHE, CUDA_VISIBLE_DEVICES)."""
     port = desired["port"]
     if procs.port_in_use(port):
+        stack = state_file.folder.name
+        holder = _stack_serving_on(state_file, port)
         raise ConfigError(
-            f"port {port} on 127.0.0.1 is already in use",
+            f"port {port} on 127.0.0.1 is already in use"
+            + (f": local stack '{holder}' serves on it" if holder else ""),
             context="the local endpoint listens on the spec's server.port",
-            hint=f"LLMCLOUD_SERVER__PORT={procs.free_port()} llmcloud up")
+            # the stack named: a bare `llmcloud up` went to stack 'dev', not the one refused
+            hint=f"free it, or run the same command with another port: "
+                 f"LLMCLOUD_SERVER__PORT={procs.free_port()} llmcloud up --stack {stack} ... "
+                 f"(or set server.port in Pulumi.{stack}.yaml)")
 
     def record(state: dict[str, Any]) -> None:
         previous = state.get("config") or {}
@@ -205,6 +211,20 @@ def start_controller(state_file: StateFile, desired: dict[str, Any],
         )
     state_file.update(lambda s: s.update(
         controller={"pid": process.pid, "started": procs.start_time(process.pid)}))
+
+
+def _stack_serving_on(state_file: StateFile, port: int) -> str | None:
+    """The other local stack whose endpoint is configured on `port`, if one is."""
+    for state in sorted(state_file.folder.parent.glob("*/state.json")):
+        if state.parent == state_file.folder:
+            continue
+        try:
+            config = StateFile(state.parent).read().get("config") or {}
+        except StateError:  # that stack's own commands report it; here it only loses the name
+            continue
+        if config.get("port") == port:
+            return state.parent.name
+    return None
 
 
 def wait_until_serving(state_file: StateFile, desired: dict[str, Any]) -> dict[str, Any]:

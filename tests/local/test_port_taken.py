@@ -1,0 +1,47 @@
+"""`up` of a stack whose endpoint port is taken: the hint runs the same stack again (a bare
+`llmcloud up` went to stack 'dev'), and a port another local stack serves on says which."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from llmcloud.providers.local.launch import start_controller
+from llmcloud.providers.local.state import StateFile
+from llmcloud.stacks.errors import ConfigError
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_the_hint_names_the_stack_refused(home, taken_port) -> None:
+    state = StateFile(home / "stacks" / "staging")
+    with pytest.raises(ConfigError) as info:
+        start_controller(state, {"port": taken_port}, {})
+    assert info.value.message == f"port {taken_port} on 127.0.0.1 is already in use"
+    assert "llmcloud up --stack staging" in info.value.hint
+    assert "Pulumi.staging.yaml" in info.value.hint
+    assert not state.path.exists()  # refused before anything was recorded
+
+
+def test_a_port_another_local_stack_serves_on_is_named(home, taken_port) -> None:
+    dev = home / "stacks" / "dev"
+    dev.mkdir(parents=True)
+    (dev / "state.json").write_text(json.dumps({"config": {"port": taken_port}}))
+    broken = home / "stacks" / "broken"
+    broken.mkdir()
+    (broken / "state.json").write_text("not json")  # unreadable: skipped, not an error
+    try:
+        with pytest.raises(ConfigError) as info:
+            start_controller(StateFile(home / "stacks" / "staging"), {"port": taken_port}, {})
+    finally:
+        (broken / "state.json").unlink()  # the fixture's cleanup reads every stack's state
+    assert info.value.message == (
+        f"port {taken_port} on 127.0.0.1 is already in use: local stack 'dev' serves on it")
