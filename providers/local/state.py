@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,24 @@ def _unusable(folder: Path, what: str, exc: OSError) -> StateError:
         context=str(exc.filename) if exc.filename else None,
         hint="free some space or make the folder writable, or export "
              "LLMCLOUD_HOME=/some/writable/folder")
+
+
+def _note(handle, text: str) -> None:
+    """Replace the lock file's text (its lock stays held); a note that fails only goes
+    unsaid."""
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+        handle.flush()
+    except OSError:
+        pass
+
+
+def _command() -> str:
+    """This process's command as typed (`llmcloud up --stack dev`), cut to a line."""
+    words = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return " ".join(words)[:160] or "a process"
 
 
 def llmcloud_home(environ: Mapping[str, str]) -> Path:
@@ -125,13 +145,25 @@ class StateFile:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                holder = self._operation_holder()
                 raise BusyError(
                     f"another llmcloud command is changing stack '{stack}' right now",
+                    context=f"held by {holder}" if holder else None,
                     hint="wait for it to finish, then run this one again") from None
+            # who holds it, for the one refused: a hung `up` is found by its pid
+            _note(handle, f"{_command()} (pid {os.getpid()}, started "
+                          f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
             try:
                 yield
             finally:
+                _note(handle, "")
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _operation_holder(self) -> str:
+        try:
+            return (self.folder / "operation.lock").read_text(errors="replace").strip()
+        except OSError:
+            return ""
 
     def update(self, change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """Apply `change` to the state in place under the lock, write it, return it."""
