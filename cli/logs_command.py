@@ -35,7 +35,7 @@ def logs(
     from llmcloud.cli.output import Output
     from llmcloud.providers.logs import parse_since
 
-    out = Output.start(json=json)
+    out = Output.start(json=json, lines=True)
     start = datetime.now(timezone.utc) - parse_since(since)  # a bad --since before loading
     prov, ctx = _load(stack, provider)
     reader = _reader(prov, ctx)

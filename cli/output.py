@@ -21,13 +21,15 @@ class Output:
 
     json: bool = False
     debug: bool = False
+    #: JSON Lines (`logs --json`): a document, an error's too, is one line among the others
+    lines: bool = False
     _printed: bool = field(default=False, repr=False)
 
     @classmethod
-    def start(cls, *, json: bool = False) -> Output:
+    def start(cls, *, json: bool = False, lines: bool = False) -> Output:
         """Set the output mode for this command (read back by the error handler)."""
         previous = _current.get()
-        out = cls(json=json, debug=previous.debug if previous else False)
+        out = cls(json=json, debug=previous.debug if previous else False, lines=lines)
         _current.set(out)
         return out
 
@@ -48,7 +50,8 @@ class Output:
             self._printed = True
             # allow_nan=False: Infinity or NaN is not JSON; a value that slips through fails
             # here, loudly, rather than in the reader's parser
-            print(json.dumps(document, indent=2, default=str, sort_keys=False, allow_nan=False))
+            print(json.dumps(document, indent=None if self.lines else 2, default=str,
+                             sort_keys=False, allow_nan=False))
         elif human is not None:
             print(human)
         else:
