@@ -4,12 +4,14 @@ Source: Google Cloud's public price lists, on-demand, USD, as listed on PRICE_DA
 https://cloud.google.com/compute/vm-instance-pricing (accelerator-optimized G2/A2/A3 machine
 types, GPUs included), https://cloud.google.com/compute/gpus-pricing (T4 on N1),
 https://cloud.google.com/compute/disks-image-pricing (persistent disks),
-https://cloud.google.com/vpc/network-pricing (load balancer forwarding rules, Cloud NAT),
-https://cloud.google.com/armor/pricing (Cloud Armor Standard),
+https://cloud.google.com/vpc/network-pricing (load balancer forwarding rules),
+https://cloud.google.com/nat/pricing (Cloud NAT: per VM, per GiB, and its external IPs;
+checked 2026-12-01), https://cloud.google.com/armor/pricing (Cloud Armor Standard),
 https://cloud.google.com/secret-manager/pricing,
-https://cloud.google.com/stackdriver/pricing (alerting conditions, logging). Iowa
-(us-central1) is the base; us-east1, us-east4 (GPU machine types differ by less than 1 %,
-listed at base) and other regions are estimated from it and flagged as such in the plan.
+https://cloud.google.com/stackdriver/pricing (alerting conditions, logging; logging checked
+2026-12-01). Iowa (us-central1) is the base; us-east1 and us-west1 are listed at base (GPU
+machine types differ by less than 1 %); other regions are estimated from it and flagged as
+such in the plan.
 Refresh the table and PRICE_DATE when Google changes its prices.
 """
 
@@ -93,8 +95,12 @@ ARMOR_RULE_MONTH = 1.0
 ARMOR_PER_MILLION = 0.75
 PD_BALANCED_GB_MONTH = 0.10
 SECRET_VERSION_MONTH = 0.06
-#: Cloud Monitoring alerting: per condition of an alerting policy per month
-ALERT_CONDITION_MONTH = 0.10
+#: Cloud Monitoring alerting: per condition of an alerting policy per month, charged since
+#: April 2025 (Google's "Manage alerting costs", cloud.google.com/monitoring/alerts/
+#: cost-control: "$1.50 per condition", plus $0.35 per million time series returned, which
+#: for these conditions, each aggregated to a series or a few, is cents a month; checked
+#: 2026-12-01; it read $0.10 before)
+ALERT_CONDITION_MONTH = 1.50
 #: the conditions `monitoring.py` declares: 5xx ratio, p95 latency, unhealthy backends,
 #: endpoint down, certificate expiry (the last two with the uptime check)
 ALERT_CONDITIONS = 5

@@ -48,7 +48,7 @@ def test_budget_gate_before_up(tmp_path):
     for spec in (gcp_spec(image=image, budget={"max_hourly_usd": 1.0}),
                  gcp_spec(budget={"max_hourly_usd": 1.0})):  # checked before the first up too
         ctx = StackContext(project_dir=tmp_path, stack="dev", environ={}, spec=spec)
-        with pytest.raises(DeploymentError, match=r"\$1.82/h at max replicas"):
+        with pytest.raises(DeploymentError, match=r"\$1.83/h at max replicas"):
             provider.before_up(ctx)
 
 
