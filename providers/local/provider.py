@@ -165,7 +165,13 @@ class LocalProvider(Provider):
         self.check_spec(ctx.spec)
         state_file = self._state(ctx)
         with state_file.operation(ctx.stack):
-            return self._up(ctx, state_file)
+            first = not state_file.exists()  # (read under the lock: another up may have run)
+            try:
+                return self._up(ctx, state_file)
+            except BaseException:
+                if first:
+                    _forget_unstarted(state_file)
+                raise
 
     def _up(self, ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
         desired = desired_config(ctx, state_file)
@@ -497,6 +503,16 @@ def _clean_leftovers(state_file: StateFile) -> None:
     for replica in state_file.read().get("replicas", []):
         procs.stop(replica.get("pid"), replica.get("started"), grace=5)
     state_file.remove()
+
+
+def _forget_unstarted(state_file: StateFile) -> None:
+    """After a stack's first `up` failed before its controller ever started (a port in use,
+    a model folder that cannot be read, Ctrl-C): remove the folder it made, so that no stack
+    seems to exist (`status` would answer "running: no", the stack names would list it).
+    A controller that started wrote its log there, which the error points at: then it
+    stays."""
+    if not (state_file.logs / "controller.log").exists():
+        shutil.rmtree(state_file.folder, ignore_errors=True)
 
 
 def _stop_everything(state_file: StateFile) -> int:

@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from llmcloud.providers.local.launch import start_controller
+from llmcloud.providers.local.provider import _stop_everything
 from llmcloud.providers.local.state import StateFile
 from llmcloud.stacks.errors import ConfigError
 
@@ -45,3 +46,22 @@ def test_a_port_another_local_stack_serves_on_is_named(home, taken_port) -> None
         (broken / "state.json").unlink()  # the fixture's cleanup reads every stack's state
     assert info.value.message == (
         f"port {taken_port} on 127.0.0.1 is already in use: local stack 'dev' serves on it")
+
+
+def test_a_first_up_refused_before_starting_leaves_no_stack(fake_stack, home,
+                                                            taken_port) -> None:
+    stack = fake_stack("p2", server__port=taken_port)
+    with pytest.raises(ConfigError, match="already in use"):
+        stack.up()
+    # no folder: `status --stack p2` is "no such stack" (exit 2), not "running: no"
+    assert not (home / "stacks" / "p2").exists()
+
+
+def test_a_later_up_refused_keeps_the_stack(fake_stack, home, taken_port) -> None:
+    stack = fake_stack("p3", replicas=1)
+    stack.up()
+    _stop_everything(stack.state_file)  # its controller gone (killed, its owner ended)
+    keys = stack.state_file.read()["keys"]
+    with pytest.raises(ConfigError, match="already in use"):
+        stack.up(server__port=taken_port)
+    assert stack.state_file.read()["keys"] == keys  # its keys kept
