@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from llmcloud.cli import options as o
-from llmcloud.cli.output import Output
+from llmcloud.cli.output import Output, format_mapping
 from llmcloud.cli.stack_commands import require_stack_file
 
 
@@ -42,7 +42,8 @@ def list_keys(provider: o.Provider = None, stack: o.Stack = "dev", json: o.Json 
     out = Output.start(json=json)
     prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     require_stack_file(prov.name, ctx)
-    out.result({"keys": prov.keys_list(ctx)})
+    keys = prov.keys_list(ctx)
+    out.result({"keys": keys}, human=format_mapping({"keys": [_readable(k) for k in keys]}))
 
 
 def revoke(
@@ -58,6 +59,19 @@ def revoke(
     prov, ctx = load_stack(stack=stack, provider=provider, existing=True)
     require_stack_file(prov.name, ctx)
     out.result(prov.keys_revoke(ctx, key_id))
+
+
+#: a key's times, in seconds since the epoch in `--json` (as every provider gives them)
+TIMES = ("created", "last_used")
+
+
+def _readable(key: dict) -> dict:
+    """A key as the terminal shows it: its times in UTC, not seconds since the epoch."""
+    from datetime import datetime, timezone
+
+    return {name: datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            if name in TIMES and isinstance(value, int) and not isinstance(value, bool)
+            and value > 0 else value for name, value in key.items()}
 
 
 def _check_name(name: str) -> None:
