@@ -199,11 +199,14 @@ class CloudProvider(Provider):
         with restored_when_busy(stack_file(ctx.project_dir, ctx.stack)):
             engine = self._engine(ctx, operation)
             self.before_up(ctx)
+            image = ctx.spec.image
             if not deployed(engine.last_update()):  # a new stack, or one destroyed whole
                 self.refuse_names_of_another_stack(ctx, engine)
             else:
                 refuse_without_stack_file(ctx, operation)
-                self.catch_up(ctx, engine)
+                image = self.catch_up(ctx, engine)
+            # the image the update deploys: a stack file behind the stack named an older one
+            self.check_image(ctx, image)
             engine.set_config(_given(ctx.flags))  # flags become the stack's settings
             outputs = engine.up()
         self.after_up(ctx, outputs)
@@ -213,19 +216,25 @@ class CloudProvider(Provider):
         """What the cloud does around the program once an `up` or `update` succeeded (its
         `outputs`): never a failure of the deployment, which is done. None by default."""
 
-    def catch_up(self, ctx: StackContext, engine: PulumiStack) -> None:
+    def catch_up(self, ctx: StackContext, engine: PulumiStack) -> str | None:
         """Bring a deployed stack's file, left behind by a promote, rollback or image roll
         made elsewhere, up to the deployed model version and history and image, so the
         update does not roll the servers back to the file's (see `deployed_model.catch_up`);
         then check the version it deploys, in the stack's store, against the GPUs' memory
-        (`model_fit.check_before_up`)."""
+        (`model_fit.check_before_up`). Returns the image the update deploys."""
         from llmcloud.providers import deployed_model
         from llmcloud.providers.model_fit import check_before_up
 
         outputs = engine.outputs()
-        deployed_model.catch_up(engine, ctx, outputs)
+        recorded = deployed_model.record_lags(engine, ctx, outputs)
         deployed_model.warn_of_another_version(ctx, outputs)
         check_before_up(ctx, outputs)
+        return recorded.get("image", ctx.spec.image)
+
+    def check_image(self, ctx: StackContext, image: str | None) -> None:
+        """Check `image`, the one an `up` or `update` of `ctx`'s stack deploys (the stack
+        file's, or the deployed one it was caught up to), before the update: a cloud refuses
+        one its registry says it lacks (`providers/image_check.py`). Nothing by default."""
 
     def preview(self, ctx: StackContext) -> dict[str, Any]:
         """What `up` would change. A stack file left behind the deployed stack is previewed

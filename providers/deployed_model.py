@@ -67,6 +67,15 @@ def catch_up(engine: Any, ctx: Any, outputs: Mapping[str, Any]) -> tuple[str, li
     image the stack never deployed (edited by hand, for `up` to roll it out), and a model
     of a stack deployed before the history was exported (behind or edited cannot be told
     apart). `engine.images_deployed()` is read only when the file names another image."""
+    values = record_lags(engine, ctx, outputs)
+    return (values.get("model.version", ctx.spec.model.version),
+            list(values.get("model.history", ctx.spec.model.history)))
+
+
+def record_lags(engine: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`catch_up`'s work: record what of the stack file the deployed stack has moved past,
+    warn of it, and return the settings recorded (`model.version`, `model.history`,
+    `image`; none when the file is not behind)."""
     found = lags(ctx, outputs, lambda: engine.images_deployed())
     values = {key: value for lag in found for key, value in lag.values.items()}
     engine.set_config(values)
@@ -74,8 +83,7 @@ def catch_up(engine: Any, ctx: Any, outputs: Mapping[str, Any]) -> tuple[str, li
     for lag in found:
         _warn(f"{source} is behind stack '{ctx.stack}': {lag.said}. Keeping {lag.kept}, "
               f"recorded in {source} now: commit it. {lag.again}")
-    return (values.get("model.version", ctx.spec.model.version),
-            list(values.get("model.history", ctx.spec.model.history)))
+    return values
 
 
 def preview_values(engine: Any, ctx: Any, outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ refusal: a missing read permission must not block deploys.
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmcloud.stacks.errors import DeploymentError
 
 
@@ -36,3 +38,13 @@ def refusal(image: str, registry: str, answer: str, provider: str,
                 "the health checks' grace periods, then go back. Nothing was changed",
         hint=f"push the image to this stack (llmcloud image push {where}), then deploy "
              f"the digest it prints (llmcloud up {where} --image REPO@sha256:...)")
+
+
+def with_image(ctx: Any, image: str | None) -> Any:
+    """`ctx` whose spec names `image`, the one the update deploys: a stack file behind the
+    deployed stack names an older one, which its registry's cleanup may have deleted."""
+    from dataclasses import replace
+
+    if image == ctx.spec.image:
+        return ctx
+    return replace(ctx, spec=ctx.spec.model_copy(update={"image": image}))

@@ -145,11 +145,12 @@ class AwsProvider(CloudProvider):
                 hint="unset gateway.domain; the endpoint is the stack's execute-api URL")
 
 
-    def before_up(self, ctx: StackContext) -> None:
-        """The checks of every cloud, then the image the update deploys checked to be in the
-        stack's repository and tagged as in service (`keep_image_in_service`)."""
-        super().before_up(ctx)
-        self.keep_image_in_service(ctx)
+    def check_image(self, ctx: StackContext, image: str | None) -> None:
+        """The image the update deploys checked to be in the stack's repository and tagged
+        as in service (`keep_image_in_service`)."""
+        from llmcloud.providers.image_check import with_image
+
+        self.keep_image_in_service(with_image(ctx, image))
 
     def keep_image_in_service(self, ctx: StackContext) -> None:
         """Tag the spec's image, when it lies in the stack's own repository, with its

@@ -127,11 +127,12 @@ class GcpProvider(CloudProvider):
         check_copies(spec, machine.gpus_per_instance(spec.compute.gpus), machine_type)
         return machine
 
-    def before_up(self, ctx: StackContext) -> None:
-        """The checks of every cloud, then the image the update deploys checked to be in the
-        stack's repository (`check_image_in_registry`)."""
-        super().before_up(ctx)
-        self.check_image_in_registry(ctx)
+    def check_image(self, ctx: StackContext, image: str | None) -> None:
+        """The image the update deploys checked to be in the stack's repository
+        (`check_image_in_registry`)."""
+        from llmcloud.providers.image_check import with_image
+
+        self.check_image_in_registry(with_image(ctx, image))
 
     def check_image_in_registry(self, ctx: StackContext) -> None:
         """Refuse (`DeploymentError`, nothing deployed: see `providers/image_check.py`) an

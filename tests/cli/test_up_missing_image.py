@@ -150,3 +150,49 @@ def test_a_gcp_image_the_credentials_cannot_read_is_deployed_with_a_note(monkeyp
     assert result.exit_code == 0, result.output
     assert _ups(opener) == 1
     assert "note: the image was not checked" in result.stderr and "HTTP 403" in result.stderr
+
+
+class _Registry404For(_Registry):
+    """Holds every image but those whose digest is in `missing`."""
+
+    def __init__(self, *missing: str):
+        super().__init__(200)
+        self.missing = missing
+
+    def get(self, url, timeout):
+        self.status = 404 if any(url.endswith(digest) for digest in self.missing) else 200
+        return super().get(url, timeout)
+
+
+class _StackWithHistory(FakeStack):
+    """A stack whose past updates deployed `past_images` (`pulumi stack history`)."""
+
+    past_images: tuple[str, ...] = ()
+
+    def history(self, page_size: int):
+        return [SimpleNamespace(kind="update", result="succeeded",
+                                config={"llmcloud:image": SimpleNamespace(value=image)})
+                for image in self.past_images]
+
+
+def test_an_update_checks_the_deployed_image_its_behind_stack_file_catches_up_to(
+        monkeypatch, tmp_path, cli) -> None:
+    # the stack file names an image rolled past elsewhere, which the registry's cleanup has
+    # deleted since: the update deploys the image in service, which is there
+    old = GCP_IMAGE.replace(DIGEST, "sha256:" + "a" * 64)
+    project, _ = _project(monkeypatch, tmp_path, GcpProvider, "gcp")
+    (project / "Pulumi.prod.yaml").write_text(
+        f"config:\n  llmcloud:provider: gcp\n  llmcloud:image: {old}\n"
+        "  llmcloud:model:\n    name: m\n")
+    monkeypatch.setattr(_StackWithHistory, "past_images", (old,))
+    opener = _StackWithHistory.opener(
+        stack_outputs={"endpoint_url": "https://api.example/v1", "image": GCP_IMAGE},
+        last=DEPLOYED)
+    monkeypatch.setattr(GcpProvider, "stack_opener", opener)
+    registry = _Registry404For(old.rsplit("@", 1)[1])
+    monkeypatch.setattr(GcpProvider, "_google", lambda self, ctx: (registry, "proj"))
+    monkeypatch.setattr(GcpProvider, "watch_servers_made", lambda *args: None)
+    result = cli("update", "--stack", "prod", "--json")
+    assert result.exit_code == 0, result.output
+    assert [url.rsplit("/", 1)[1] for url in registry.asked] == [f"server@{DIGEST}"]
+    assert _ups(opener) == 1

@@ -234,6 +234,11 @@ def test_a_refused_tag_is_a_note_naming_the_permission():
 
 # -- the hook: `up` tags the spec's image before the update -------------------------------
 
+def _check_image(ctx: StackContext) -> None:
+    """What `up` does with the image it deploys (`check_image`)."""
+    AwsProvider().check_image(ctx, ctx.spec.image)
+
+
 @pytest.mark.registry_tags
 def test_up_tags_the_image_it_deploys_from_the_stack_s_repository(ecr, tmp_path: Path,
                                                                    monkeypatch, capsys):
@@ -247,7 +252,7 @@ def test_up_tags_the_image_it_deploys_from_the_stack_s_repository(ecr, tmp_path:
             "kind": kind, "instance_type": "ml.g5.xlarge"}
         spec = aws_spec(region=REGION, image=f"{account}.dkr.ecr.{REGION}.amazonaws.com/"
                                              f"{OWN}@{digest}", compute=compute)
-        AwsProvider().before_up(StackContext(tmp_path, "dev", spec))
+        _check_image(StackContext(tmp_path, "dev", spec))
     assert asked == [REGION, REGION]
     assert serving_tag(digest) in _tags(client, digest)
     assert capsys.readouterr().err == ""
@@ -256,7 +261,7 @@ def test_up_tags_the_image_it_deploys_from_the_stack_s_repository(ecr, tmp_path:
     elsewhere = f"{account}.dkr.ecr.eu-west-3.amazonaws.com/{OWN}@{digest}"
     assert REGION != "eu-west-3"
     for image in (f"{HOST}/another/repo@{DIGEST}", elsewhere, None):
-        AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(region=REGION,
+        _check_image(StackContext(tmp_path, "dev", aws_spec(region=REGION,
                                                                        image=image)))
     assert asked == [REGION, REGION]
 
@@ -268,7 +273,7 @@ def test_up_goes_on_with_a_note_when_the_tag_is_refused(tmp_path: Path, monkeypa
     monkeypatch.setattr(AwsProvider, "registry_client", staticmethod(lambda region: client))
     with Stubber(client) as stub:
         stub.add_client_error("batch_get_image", "AccessDeniedException", "no ecr:BatchGetImage")
-        AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(
+        _check_image(StackContext(tmp_path, "dev", aws_spec(
             region=REGION, image=f"{HOST}/{OWN}@{DIGEST}")))
     assert "note: the image in service was not tagged" in capsys.readouterr().err
 
@@ -280,7 +285,7 @@ def test_up_refuses_an_image_its_repository_does_not_hold(ecr, tmp_path: Path, m
     monkeypatch.setattr(AwsProvider, "registry_client", staticmethod(lambda region: client))
     image = f"{account}.dkr.ecr.{REGION}.amazonaws.com/{OWN}@{DIGEST}"
     with pytest.raises(DeploymentError) as refused:
-        AwsProvider().before_up(StackContext(tmp_path, "dev", aws_spec(region=REGION,
+        _check_image(StackContext(tmp_path, "dev", aws_spec(region=REGION,
                                                                        image=image)))
     error = refused.value
     assert error.exit_code == 1

@@ -97,10 +97,10 @@ def test_an_unreachable_registry_is_a_note():
     assert note.startswith("note: the image was not checked") and "ConnectionError" in note
 
 
-def _before_up(image: str | None, registry: str) -> None:
+def _check_image(image: str | None, registry: str) -> None:
     ctx = StackContext(project_dir=None, stack="dev", spec=gcp_spec(image=image),
                        environ={image_check.ENDPOINT_OVERRIDE: registry})
-    GcpProvider().before_up(ctx)
+    GcpProvider().check_image(ctx, image)
 
 
 @pytest.mark.registry_tags
@@ -108,7 +108,7 @@ def test_up_refuses_an_image_its_repository_does_not_hold(registry, monkeypatch)
     monkeypatch.setattr(GcpProvider, "_google", lambda self, ctx: (requests.Session(), "proj"))
     image = f"{HOST}/proj/{OWN}/server@{DIGEST}"
     with pytest.raises(DeploymentError) as refused:
-        _before_up(image, registry)
+        _check_image(image, registry)
     error = refused.value
     assert error.exit_code == 1
     assert error.message == f"the image {image} is not in the stack's Artifact Registry"
@@ -124,12 +124,12 @@ def test_up_leaves_an_image_elsewhere_and_goes_on_without_credentials(registry, 
                                                                       capsys):
     monkeypatch.setattr(GcpProvider, "_google", lambda self, ctx: (requests.Session(), "proj"))
     for image in (f"{HOST}/proj/other/server@{DIGEST}", f"ghcr.io/o/server@{DIGEST}", None):
-        _before_up(image, registry)
+        _check_image(image, registry)
     assert FakeArtifactRegistry.asked == []
 
     def no_credentials(self, ctx):
         raise RuntimeError("no application default credentials")
 
     monkeypatch.setattr(GcpProvider, "_google", no_credentials)
-    _before_up(f"{HOST}/proj/{OWN}/server@{DIGEST}", registry)
+    _check_image(f"{HOST}/proj/{OWN}/server@{DIGEST}", registry)
     assert "note: the image was not checked" in capsys.readouterr().err
