@@ -136,3 +136,47 @@ def test_a_local_command_refused_by_the_stacks_lock_exits_75(monkeypatch, tmp_pa
     assert json.loads(result.stdout)["error"] == \
         "another llmcloud command is changing stack 'dev' right now"
     assert state_file.folder.is_dir()  # nothing destroyed
+
+
+SALT = "encryptionsalt: v1:8h4bQyXz1Qo=:v1:abcdEFGH:ijklMNOPqrstUVWXyz==\n"
+
+
+class _CreatingStack(_WritingStack):
+    """Creates the stack as `pulumi stack init` does with the passphrase provider: its salt
+    at the top of the stack file (made when there is none), before the config."""
+
+    def set_all_config(self, config, path: bool = False) -> None:
+        stack_file = self.project_dir / f"Pulumi.{self.name}.yaml"
+        if not stack_file.exists():
+            stack_file.write_text("config:\n")
+        if "encryptionsalt" not in stack_file.read_text():
+            stack_file.write_text(SALT + stack_file.read_text())
+        super().set_all_config(config, path)
+
+
+@pytest.mark.parametrize("had_a_file", [True, False])
+def test_a_first_up_pulumi_refuses_keeps_the_secrets_key_pulumi_wrote(
+        aws_stack, cli, monkeypatch, had_a_file) -> None:
+    # the stack was created in the backend, and its secrets are under that salt from now on
+    opener = _CreatingStack.opener(last=None, fail_with=_pulumi_locked())
+    monkeypatch.setattr(AwsProvider, "stack_opener", opener)
+    stack_file = aws_stack.project / "Pulumi.prod.yaml"
+    stack_file.write_text("config:\n  llmcloud:provider: aws\n  llmcloud:model:\n"
+                          "    name: m\n")
+    if had_a_file:
+        stack_file.chmod(0o600)
+    else:
+        stack_file.unlink()
+    before = stack_file.read_text() if had_a_file else ""
+    result = cli("up", "--provider", "aws", "--stack", "prod", "--max-replicas", "7",
+                 "--json")
+    assert result.exit_code == 75, result.output
+    assert stack_file.read_text() == SALT + before  # the flag gone, the salt kept
+    if had_a_file:
+        assert stack_file.stat().st_mode & 0o777 == 0o600
+    # and the same up, run again, goes on from that file
+    monkeypatch.setattr(AwsProvider, "stack_opener", _CreatingStack.opener(last=None))
+    result = cli("up", "--provider", "aws", "--stack", "prod", "--max-replicas", "7",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    assert stack_file.read_text().startswith(SALT)
