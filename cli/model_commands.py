@@ -50,9 +50,9 @@ def promote(
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
     result = prov.promote(ctx, model_version, **_baked(prov, bake, min_requests))
+    # (what the bake that ran asked: none ran for a promote to the version in service)
     out.result({"provider": prov.name, "stack": stack, "operation": "promote",
-                "baked_seconds": 0, "baked_requests": None, **result,
-                "min_requests": min_requests})
+                "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
 
 
 def rollback(
@@ -73,8 +73,7 @@ def rollback(
     require_stack_file(prov.name, ctx)
     result = prov.rollback(ctx, **_baked(prov, bake, min_requests))
     out.result({"provider": prov.name, "stack": stack, "operation": "rollback",
-                "baked_seconds": 0, "baked_requests": None, **result,
-                "min_requests": min_requests})
+                "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
 
 
 def _baked(prov, bake: int, min_requests: int = 0) -> dict:

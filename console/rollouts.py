@@ -173,6 +173,8 @@ class Rollouts:
             self._observe(rollout)
             rollout.bake_began = time.monotonic()
             rollout.bake_started, rollout.phase = time.time(), "baking"
+        elif event == "counting":
+            pass  # the bake's time is over, its count of requests awaited: still baking
         else:  # passed or failed: the bake is over
             rollout.bake_ended = time.monotonic()
             if event == "failed":

@@ -48,9 +48,9 @@ BAKE_POLL_SECONDS = 30.0
 #: keeps rising for minutes. The alerts are still watched meanwhile, and the bake passes as
 #: soon as the count is reached: the wait only costs a version that is short of traffic
 MIN_REQUESTS_GRACE_SECONDS = 300.0
-#: who hears of a bake's progress (`bake`'s "started", "passed", "failed"): set by a caller
-#: that runs a provider's whole promote or rollback (the console, in its rollout's thread),
-#: since the provider calls `bake` itself
+#: who hears of a bake's progress (`bake`'s "started", "counting", "passed", "failed"): set
+#: by a caller that runs a provider's whole promote or rollback (the console, in its
+#: rollout's thread), since the provider calls `bake` itself
 bake_progress: ContextVar[Callable[[str, str], None] | None] = ContextVar(
     "bake_progress", default=None)
 
@@ -357,7 +357,8 @@ def bake(provider: Any, ctx: Any, outputs: Mapping[str, Any], baseline: Mapping[
     metrics arrive late; 0 for a provider that counts as it answers), the alerts still
     watched, and the bake passes as soon as it is reached. Each read says how far the bake
     is on stderr. `bake_progress`'s listener, when one is set, hears "started", then
-    "passed" or "failed", each with its sentence."""
+    "counting" when the count is awaited past the bake's end, then "passed" or "failed",
+    each with its sentence."""
     report = _heard(bake_progress.get())
     started = f"baking: watching the stack's alerts for {seconds:.0f} s"
     print(started, file=sys.stderr)
@@ -441,10 +442,16 @@ def _await_requests(provider: Any, ctx: Any, outputs: Mapping[str, Any],
     still fails); `BakeFailed` when it never does, or could not be read."""
     start = clock()
     end = start + grace
+    told = False
     while served is None or served < min_requests:
         left = end - clock()
         if left <= 0:
             raise _failed(report, _too_few(served, min_requests, seconds, grace))
+        if not told:  # (once: the console shows the wait, its bar at its end)
+            told = True
+            report("counting", f"baked {seconds:.0f} s: no alert fired; "
+                   + _counted(served, min_requests) + f", reading the count again for up "
+                   f"to {grace:.0f} s (the stack's metrics arrive late)")
         _say_count(served, min_requests, f"reading it again in {min(interval, left):.0f} s "
                    f"({left:.0f} s left: the stack's metrics arrive late)")
         sleep(min(interval, left))
@@ -463,9 +470,12 @@ def _await_requests(provider: Any, ctx: Any, outputs: Mapping[str, Any],
 
 
 def _say_count(served: int | None, min_requests: int, what: str) -> None:
-    counted = "the count could not be read" if served is None else \
+    print(f"  baking: {_counted(served, min_requests)}; {what}", file=sys.stderr, flush=True)
+
+
+def _counted(served: int | None, min_requests: int) -> str:
+    return "the count could not be read" if served is None else \
         f"{served} of the {min_requests} requests asked for counted"
-    print(f"  baking: {counted}; {what}", file=sys.stderr, flush=True)
 
 
 def _too_few(served: int | None, min_requests: int, seconds: float,

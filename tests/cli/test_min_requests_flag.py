@@ -75,3 +75,15 @@ def test_too_few_requests_exit_1_with_the_previous_version_back(
     assert "the bake counted 7 requests, fewer than the 200 --min-requests asks for" in said
     assert "bake longer (--bake), or lower --min-requests" in said
     assert _ups(opener) == 2
+
+
+def test_a_promote_to_the_version_in_service_baked_nothing_and_asked_nothing(
+        aws_stack, cli, counted) -> None:
+    aws_stack()
+    counted(0)
+    result = cli("promote", "--model-version", "v2", "--stack", "prod", "--bake", "300",
+                 "--min-requests", "200", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["outcome"], document["baked_seconds"], document["baked_requests"],
+            document["min_requests"]) == ("unchanged", 0, None, 0)

@@ -130,3 +130,13 @@ def test_min_requests_without_a_bake_is_a_usage_error() -> None:
         rollout.check_min_requests(0, 10)
     rollout.check_min_requests(600, 10)
     rollout.check_min_requests(0, 0)
+
+
+def test_the_wait_for_the_count_is_heard_once_by_the_bake_s_listener(tmp_path: Path) -> None:
+    # (the console: its bar is full at the bake's end, and up to 5 minutes may follow)
+    provider, clock, heard = Lagging([0, 40, 120]), Clock(), []
+    _promote(provider, tmp_path, clock, heard, min_requests=100)
+    assert [event for event, _ in heard] == ["started", "counting", "passed"]
+    assert heard[1][1] == ("baked 600 s: no alert fired; 0 of the 100 requests asked for "
+                           "counted, reading the count again for up to 300 s (the stack's "
+                           "metrics arrive late)")
