@@ -1,9 +1,11 @@
-"""GCP security checks, ported from checkov and reported under checkov's ids.
+"""GCP security checks, ported from checkov and reported under checkov's ids (the CIS
+Google Cloud Platform Foundation Benchmark control each one proves is named in its title).
 
-Inputs are camelCase, as Pulumi's engine and its mocks see them. One check has no checkov
-counterpart and carries llmcloud's own id: LLMCLOUD_GCP_1 (GPU servers terminate, rather
-than live-migrate, on host maintenance, which GPUs cannot do); so does LLMCLOUD_GCP_2 (no
-external forwarding rule serves plain HTTP, but for a redirect to HTTPS).
+Inputs are camelCase, as Pulumi's engine and its mocks see them. Three checks have no
+checkov counterpart and carry llmcloud's own ids: LLMCLOUD_GCP_1 (GPU servers terminate, rather
+than live-migrate, on host maintenance, which GPUs cannot do), LLMCLOUD_GCP_2 (no
+external forwarding rule serves plain HTTP, but for a redirect to HTTPS) and LLMCLOUD_GCP_3
+(the load balancer logs every request, CIS 2.16).
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from typing import Any
 from llmcloud.policies.core import CheckResult, Resource, resource_check, stack_check
 
 BUCKET = "gcp:storage/bucket:Bucket"
+BUCKET_GRANTS = ("gcp:storage/bucketIAMMember:BucketIAMMember",
+                 "gcp:storage/bucketIAMBinding:BucketIAMBinding")
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+SSL_POLICY = "gcp:compute/sSLPolicy:SSLPolicy"
+HTTPS_PROXIES = ("gcp:compute/targetHttpsProxy:TargetHttpsProxy",
+                 "gcp:compute/targetSSLProxy:TargetSSLProxy")
+BACKEND_SERVICES = ("gcp:compute/backendService:BackendService",
+                    "gcp:compute/regionBackendService:RegionBackendService")
+PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+#: the cipher suites CIS 3.9 names weak, which a CUSTOM SSL policy must not enable
+WEAK_CIPHERS = {"TLS_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA",
+                "TLS_RSA_WITH_3DES_EDE_CBC_SHA"}
 FIREWALL = "gcp:compute/firewall:Firewall"
 FORWARDING_RULES = ("gcp:compute/globalForwardingRule:GlobalForwardingRule",
                     "gcp:compute/forwardingRule:ForwardingRule")
@@ -57,6 +72,14 @@ def bucket_versioned(inputs: Mapping[str, Any]) -> str | None:
     if _true((inputs.get("versioning") or {}).get("enabled")):
         return None
     return "versioning.enabled must be true"
+
+
+@resource_check("CKV_GCP_28", "no bucket is granted to allUsers or allAuthenticatedUsers "
+                              "(CIS 5.1)", *BUCKET_GRANTS)
+def bucket_not_public(inputs: Mapping[str, Any]) -> str | None:
+    members = [inputs.get("member"), *(inputs.get("members") or [])]
+    public = [m for m in members if m in PUBLIC_MEMBERS]
+    return f"{', '.join(public)} must not be granted on a bucket" if public else None
 
 
 def _bucket_keys(bucket: Resource) -> set[str]:
@@ -143,6 +166,22 @@ def serial_port_off(inputs: Mapping[str, Any]) -> str | None:
     return None
 
 
+@resource_check("CKV_GCP_36", "servers do not forward IP packets (CIS 4.6)", *VMS)
+def no_ip_forwarding(inputs: Mapping[str, Any]) -> str | None:
+    if _true(inputs.get("canIpForward")):
+        return "canIpForward must not be true: a server could route others' traffic"
+    return None
+
+
+@resource_check("CKV_GCP_34", "servers turn OS Login on (CIS 4.4)", *VMS)
+def os_login_on(inputs: Mapping[str, Any]) -> str | None:
+    # stricter than checkov, which fails only an explicit FALSE: the project's metadata is
+    # not the stack's, so the servers' own metadata must turn OS Login on
+    if _true(_metadata(inputs).get("enable-oslogin")):
+        return None
+    return "metadata enable-oslogin must be TRUE (SSH access through IAM, not metadata keys)"
+
+
 def _has_gpu(inputs: Mapping[str, Any]) -> bool:
     machine = str(inputs.get("machineType") or "").rsplit("/", 1)[-1]
     return bool(inputs.get("guestAccelerators")) or machine.startswith(GPU_FAMILIES)
@@ -191,7 +230,54 @@ for _id, _port in (("CKV_GCP_2", 22), ("CKV_GCP_3", 3389), ("CKV_GCP_106", 80)):
     resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", FIREWALL)(_no_open_port(_port))
 
 
+@resource_check("CKV_GCP_26", "subnets log every flow with its metadata, every 5 s (CIS 3.8)",
+                SUBNET)
+def subnet_flow_logs(inputs: Mapping[str, Any]) -> str | None:
+    config = inputs.get("logConfig")
+    if not config or inputs.get("enableFlowLogs") is False:
+        return "logConfig is not set: the subnet has no flow logs"
+    # CIS 3.8 asks for more than checkov: every flow, 5-second intervals, all metadata,
+    # nothing filtered out; an unset key takes the API's default (flowSampling: 0.5)
+    wrong = [f"{key} must be {want}" for key, want, default in (
+        ("aggregationInterval", "INTERVAL_5_SEC", "INTERVAL_5_SEC"),
+        ("flowSampling", 1, 0.5), ("metadata", "INCLUDE_ALL_METADATA", "INCLUDE_ALL_METADATA"))
+        if config.get(key, default) != want]
+    if config.get("filterExpr") not in (None, "", "true"):
+        wrong.append("filterExpr must not filter flows out")
+    return "; ".join(wrong) or None
+
+
 # -- load balancing ----------------------------------------------------------------------
+
+
+@resource_check("CKV_GCP_4", "TLS policies allow no weak cipher suite (CIS 3.9)", SSL_POLICY)
+def strong_tls(inputs: Mapping[str, Any]) -> str | None:
+    profile = inputs.get("profile") or "COMPATIBLE"
+    version = inputs.get("minTlsVersion") or "TLS_1_0"
+    if profile == "RESTRICTED" or (profile == "MODERN" and version in ("TLS_1_2", "TLS_1_3")):
+        return None
+    if profile == "CUSTOM" and version in ("TLS_1_2", "TLS_1_3") and not (
+            WEAK_CIPHERS & set(inputs.get("customFeatures") or [])):
+        return None
+    return (f"profile {profile} with {version} allows weak cipher suites: use MODERN with "
+            "TLS_1_2, or RESTRICTED")
+
+
+@resource_check("CKV_GCP_4", "TLS policies allow no weak cipher suite (CIS 3.9)",
+                *HTTPS_PROXIES)
+def proxy_has_tls_policy(inputs: Mapping[str, Any]) -> str | None:
+    if inputs.get("sslPolicy"):
+        return None
+    return "sslPolicy is not set: Google's default policy allows TLS 1.0 and weak suites"
+
+
+@resource_check("LLMCLOUD_GCP_3", "the load balancer logs every request (CIS 2.16)",
+                *BACKEND_SERVICES)
+def balancer_logged(inputs: Mapping[str, Any]) -> str | None:
+    config = inputs.get("logConfig") or {}
+    if _true(config.get("enable")) and config.get("sampleRate", 1.0) == 1:
+        return None
+    return "logConfig must enable request logs with sampleRate 1.0"
 
 
 def _ref(value: Any) -> str | None:

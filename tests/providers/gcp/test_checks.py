@@ -16,9 +16,17 @@ FIREWALL = "gcp:compute/firewall:Firewall"
 RULE = "gcp:compute/globalForwardingRule:GlobalForwardingRule"
 HTTP_PROXY = "gcp:compute/targetHttpProxy:TargetHttpProxy"
 URL_MAP = "gcp:compute/uRLMap:URLMap"
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+SSL_POLICY = "gcp:compute/sSLPolicy:SSLPolicy"
+HTTPS_PROXY = "gcp:compute/targetHttpsProxy:TargetHttpsProxy"
+BACKEND = "gcp:compute/backendService:BackendService"
+BUCKET_GRANT = "gcp:storage/bucketIAMMember:BucketIAMMember"
 EXPECTED = {"CKV_GCP_29", "CKV_GCP_114", "CKV_GCP_78", "CKV_GCP_62", "CKV_GCP_39",
             "CKV_GCP_40", "CKV_GCP_30", "CKV_GCP_31", "CKV_GCP_32", "CKV_GCP_35", "CKV_GCP_2",
-            "CKV_GCP_3", "CKV_GCP_106", "LLMCLOUD_GCP_1", "LLMCLOUD_GCP_2"}
+            "CKV_GCP_3", "CKV_GCP_106", "LLMCLOUD_GCP_1", "LLMCLOUD_GCP_2",
+            # the CIS Google Cloud Platform Foundation Benchmark's controls
+            "CKV_GCP_26", "CKV_GCP_36", "CKV_GCP_34", "CKV_GCP_4", "CKV_GCP_28",
+            "LLMCLOUD_GCP_3"}
 DEFAULT_SA = "123456789012-compute@developer.gserviceaccount.com"
 
 
@@ -76,6 +84,26 @@ FLIPS = [
                                                      i["allows"][0].pop("ports")),
      {("CKV_GCP_2", "llm-dev-network-allow-lb"), ("CKV_GCP_3", "llm-dev-network-allow-lb")}),
     ("LLMCLOUD_GCP_1", TEMPLATE, "template", _set("scheduling.onHostMaintenance", "MIGRATE")),
+    # CIS 3.8: every flow (the API's default samples half), 5 s, all metadata, no filter
+    ("CKV_GCP_26", SUBNET, "subnet", _set("logConfig.flowSampling", 0.5)),
+    ("CKV_GCP_26", SUBNET, "subnet", lambda i: i["logConfig"].pop("flowSampling")),
+    ("CKV_GCP_26", SUBNET, "subnet", _set("logConfig.aggregationInterval", "INTERVAL_1_MIN")),
+    ("CKV_GCP_26", SUBNET, "subnet", _set("logConfig.metadata", "EXCLUDE_ALL_METADATA")),
+    ("CKV_GCP_26", SUBNET, "subnet",
+     _set("logConfig.filterExpr", "inIpRange(src_ip, '10.0.0.0/8')")),
+    ("CKV_GCP_26", SUBNET, "subnet", _delete("logConfig")),
+    ("CKV_GCP_36", TEMPLATE, "template", _set("canIpForward", True)),
+    ("CKV_GCP_34", TEMPLATE, "template", _set("metadata.enable-oslogin", "FALSE")),
+    ("CKV_GCP_34", TEMPLATE, "template", lambda i: i["metadata"].pop("enable-oslogin")),
+    ("CKV_GCP_4", SSL_POLICY, "tls", _set("profile", "COMPATIBLE")),
+    ("CKV_GCP_4", SSL_POLICY, "tls", _set("minTlsVersion", "TLS_1_0")),
+    ("CKV_GCP_4", SSL_POLICY, "tls", lambda i: i.update(
+        profile="CUSTOM", customFeatures=["TLS_RSA_WITH_AES_128_GCM_SHA256"])),
+    ("CKV_GCP_4", HTTPS_PROXY, "https", _delete("sslPolicy")),
+    ("CKV_GCP_28", BUCKET_GRANT, "bucket-read", _set("member", "allUsers")),
+    ("CKV_GCP_28", BUCKET_GRANT, "logs-writer", _set("member", "allAuthenticatedUsers")),
+    ("LLMCLOUD_GCP_3", BACKEND, "backend", _set("logConfig.enable", False)),
+    ("LLMCLOUD_GCP_3", BACKEND, "backend", _set("logConfig.sampleRate", 0.1)),
 ]
 
 
@@ -100,6 +128,22 @@ def test_the_log_bucket_is_excused_from_logging_only_while_it_is_a_log_target():
     changed = [replace(r, inputs=inputs) if r is models else r for r in resources]
     failed = {(r.id, r.resource) for r in run_checks(changed) if not r.passed}
     assert failed == {("CKV_GCP_62", "llm-dev-store-logs")}
+
+
+def test_the_subnet_logs_every_flow_as_cis_3_8_asks():
+    resources, _ = declared()
+    subnet = next(r for r in resources if r.type == SUBNET)
+    assert subnet.inputs["logConfig"] == {"aggregationInterval": "INTERVAL_5_SEC",
+                                          "flowSampling": 1, "metadata": "INCLUDE_ALL_METADATA"}
+
+
+def test_a_custom_tls_policy_without_weak_suites_passes():
+    from llmcloud.policies.gcp import strong_tls
+
+    assert strong_tls({"profile": "CUSTOM", "minTlsVersion": "TLS_1_2", "customFeatures": [
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]}) is None
+    assert strong_tls({"profile": "RESTRICTED"}) is None
+    assert strong_tls({}) is not None
 
 
 def test_gpu_check_ignores_cpu_machines():
