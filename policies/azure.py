@@ -1,4 +1,5 @@
-"""Azure security checks, ported from checkov and reported under checkov's ids.
+"""Azure security checks, ported from checkov and reported under checkov's ids; the Azure
+Policy built-ins checkov has no check for are reported as LLMCLOUD_AZURE_<n>.
 
 Each check reads a resource's inputs as Pulumi's engine sees them (camelCase, azure-native's
 property names) and returns a violation message or None.
@@ -20,6 +21,7 @@ SCALE_SET = "azure-native:compute:VirtualMachineScaleSet"
 VIRTUAL_MACHINE = "azure-native:compute:VirtualMachine"
 NSG = "azure-native:network:NetworkSecurityGroup"
 SECURITY_RULE = "azure-native:network:SecurityRule"
+WORKSPACE = "azure-native:operationalinsights:Workspace"
 #: the client-side and backend protocols API Management must not offer (checkov's
 #: CKV_AZURE_173 names SSL 3.0 too)
 _SECURITY = "Microsoft.WindowsAzure.ApiManagement.Gateway.Security"
@@ -106,6 +108,27 @@ def registry_public_network(inputs: Mapping[str, Any]) -> str | None:
     return "publicNetworkAccess must be 'Disabled' (pull through a private endpoint)"
 
 
+@resource_check("LLMCLOUD_AZURE_1", "the registry has exports disabled", REGISTRY)
+def registry_exports(inputs: Mapping[str, Any]) -> str | None:
+    # Azure Policy "Container registries should have exports disabled"
+    status = ((inputs.get("policies") or {}).get("exportPolicy") or {}).get("status")
+    return None if str(status).lower() == "disabled" else \
+        "policies.exportPolicy.status must be 'disabled' (no acr import or transfer out)"
+
+
+# -- monitoring ----------------------------------------------------------------------------
+
+
+@resource_check("LLMCLOUD_AZURE_2", "the Log Analytics workspace refuses its shared keys",
+                WORKSPACE)
+def workspace_local_auth(inputs: Mapping[str, Any]) -> str | None:
+    # Azure Policy "Log Analytics Workspaces should block non-Azure Active Directory based
+    # ingestion"
+    features = inputs.get("features") or {}
+    return None if _true(features.get("disableLocalAuth")) else \
+        "features.disableLocalAuth must be true (Entra ID sign-in only)"
+
+
 # -- gateway -------------------------------------------------------------------------------
 
 
@@ -126,6 +149,22 @@ def apim_tls(inputs: Mapping[str, Any]) -> str | None:
         return None
     return "customProperties must set to False: " + ", ".join(
         n.removeprefix(_SECURITY + ".") for n in still_on)
+
+
+@resource_check("LLMCLOUD_AZURE_3", "API Management refuses control-plane API versions "
+                "before 2019-12-01", APIM)
+def apim_min_api_version(inputs: Mapping[str, Any]) -> str | None:
+    # Azure Policy "API Management minimum API version should be set to 2019-12-01 or
+    # higher": older versions give the service's secrets to read-only users. The v2 tiers
+    # (and Consumption) have no such setting: Microsoft versions their control plane.
+    tier = str((inputs.get("sku") or {}).get("name") or "")
+    if tier.endswith("V2") or tier == "Consumption":
+        return None
+    version = (inputs.get("apiVersionConstraint") or {}).get("minApiVersion")
+    if isinstance(version, str) and version[:10] >= "2019-12-01":
+        return None
+    return (f"apiVersionConstraint.minApiVersion is {version or 'unset'}; it must be "
+            "2019-12-01 or newer")
 
 
 # -- servers -------------------------------------------------------------------------------

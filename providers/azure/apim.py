@@ -38,6 +38,18 @@ TLS_PROPERTIES = {
 }
 
 
+#: the oldest control-plane API version the service answers: older versions return its
+#: secrets (subscription keys) to read-only users, and Microsoft retired every version
+#: before this one in 2024; Pulumi (2024-05-01) and llmcloud (2022-08-01) are newer
+MIN_API_VERSION = "2021-08-01"
+
+
+def api_version_constraint(sku: str) -> dict[str, str] | None:
+    """The service's `apiVersionConstraint` on the classic tiers; None on the v2 tiers,
+    whose control plane is Microsoft's to version (it leaves the setting empty)."""
+    return None if sku.endswith("V2") else {"min_api_version": MIN_API_VERSION}
+
+
 def is_production(tags: Mapping[str, str]) -> bool:
     """Whether the spec's tags mark the stack as production (`environment: production`)."""
     return any(key.lower() in ENVIRONMENT_TAGS and str(value).lower() in PRODUCTION_VALUES

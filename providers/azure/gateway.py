@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import apimanagement
 
-from llmcloud.providers.azure.apim import KEY_HEADER, KEY_QUERY, TLS_PROPERTIES, api_policy
+from llmcloud.providers.azure.apim import (
+    KEY_HEADER,
+    KEY_QUERY,
+    TLS_PROPERTIES,
+    api_policy,
+    api_version_constraint,
+)
 
 API = "llm"
 PRODUCT = "llm"
@@ -37,7 +43,8 @@ class GatewayArgs:
 
 
 class Gateway(pulumi.ComponentResource):
-    """An API Management service (TLS 1.2 and newer only) whose one API forwards every
+    """An API Management service (TLS 1.2 and newer only, no control-plane API version
+    older than 2021-08-01 on the classic tiers) whose one API forwards every
     OpenAI route to the load balancer. Every call needs a subscription key (header
     `api-key`), and each key is held to a rate limit and an optional daily quota.
 
@@ -59,6 +66,7 @@ class Gateway(pulumi.ComponentResource):
             publisher_name="llmcloud", virtual_network_type=args.virtual_network_type,
             virtual_network_configuration={"subnet_resource_id": args.subnet_id},
             custom_properties=TLS_PROPERTIES,
+            api_version_constraint=api_version_constraint(args.sku),
             developer_portal_status="Disabled", legacy_portal_status="Disabled", tags=args.tags,
             # provisioning takes 30 to 60 minutes (more in a virtual network)
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(

@@ -112,8 +112,10 @@ class Monitoring(pulumi.ComponentResource):
         self.workspace = operationalinsights.Workspace(
             f"{name}-logs", workspace_name=fitted(f"{args.name}-logs", "workspace"),
             location=args.location,
-            sku={"name": "PerGB2018"}, retention_in_days=args.retention_days, **where,
-            opts=child)
+            sku={"name": "PerGB2018"}, retention_in_days=args.retention_days,
+            # Entra ID only: every writer here (the servers' Azure Monitor Agent, diagnostic
+            # settings, Application Insights) signs in without the workspace's shared keys
+            features={"disable_local_auth": True}, **where, opts=child)
         self.insights = applicationinsights.Component(
             f"{name}-insights", resource_name_=f"{args.name}-insights", location=args.location,
             kind="web", application_type="web", ingestion_mode="LogAnalytics",

@@ -27,8 +27,8 @@ class RegistryArgs:
 
 class Registry(pulumi.ComponentResource):
     """A Premium registry (the tier with private endpoints): no admin user, no anonymous
-    pull, no public network access; the servers pull through the private endpoint with
-    their managed identity."""
+    pull, no public network access, no exports (`acr import` or transfer pipelines out of
+    it); the servers pull through the private endpoint with their managed identity."""
 
     registry: containerregistry.Registry
     login_server: pulumi.Output[str]
@@ -43,7 +43,9 @@ class Registry(pulumi.ComponentResource):
             sku={"name": "Premium"}, admin_user_enabled=False, anonymous_pull_enabled=False,
             public_network_access="Disabled", network_rule_bypass_options="None",
             data_endpoint_enabled=True,
-            policies={"retention_policy": {"days": args.untagged_days, "status": "enabled"}},
+            policies={"retention_policy": {"days": args.untagged_days, "status": "enabled"},
+                      # images leave only by `docker pull` through the private endpoint
+                      "export_policy": {"status": "disabled"}},
             tags=args.tags, opts=child)
         private_link(f"{name}-private", PrivateLinkArgs(
             resource_group_name=args.resource_group_name, location=args.location,

@@ -13,6 +13,7 @@ from tests.providers.azure.helpers import (
     REGISTRY,
     STORAGE,
     VMSS,
+    WORKSPACE,
     declared,
     one,
 )
@@ -20,7 +21,8 @@ from tests.providers.azure.helpers import (
 AZURE_IDS = {"CKV_AZURE_59", "CKV_AZURE_190", "CKV_AZURE_44", "CKV_AZURE_3", "CKV_AZURE_35",
              "CKV_AZURE_34", "CKV_AZURE_137", "CKV_AZURE_138", "CKV_AZURE_139",
              "CKV_AZURE_107", "CKV_AZURE_173", "CKV_AZURE_97", "CKV_AZURE_149",
-             "CKV_AZURE_178", "CKV_AZURE_10", "CKV_AZURE_160", "CKV2_AZURE_40"}
+             "CKV_AZURE_178", "CKV_AZURE_10", "CKV_AZURE_160", "CKV2_AZURE_40",
+             "LLMCLOUD_AZURE_1", "LLMCLOUD_AZURE_2", "LLMCLOUD_AZURE_3"}
 _SEC = "Microsoft.WindowsAzure.ApiManagement.Gateway.Security."
 
 
@@ -58,6 +60,10 @@ FLIPS = {
         disablePasswordAuthentication=False)),
     "CKV_AZURE_178": (VMSS, "", lambda i: _vm(i)["osProfile"]["linuxConfiguration"].update(
         ssh={"publicKeys": []})),
+    "LLMCLOUD_AZURE_1": (REGISTRY, "", lambda i: i["policies"]["exportPolicy"].update(
+        status="enabled")),
+    "LLMCLOUD_AZURE_2": (WORKSPACE, "", lambda i: i["features"].update(disableLocalAuth=False)),
+    "LLMCLOUD_AZURE_3": (APIM, "", lambda i: i.pop("apiVersionConstraint")),
     "CKV_AZURE_10": (NSG, "servers", _open_nsg("22")),
     "CKV_AZURE_160": (NSG, "gateway", _open_nsg("80")),
 }
