@@ -42,8 +42,9 @@ class RegistryImage:
 def registry_image(image: str | None, location: str, repository_id: str) -> RegistryImage | None:
     """`image` when it lies in the repository `repository_id` of `location`
     (`LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE@sha256:...`, or
-    `.../DOMAIN/PROJECT/...` for a domain-scoped project, whose id is `DOMAIN:PROJECT`), as
-    `registry.in_service_digest` recognises it; None for an image elsewhere, or none."""
+    `.../DOMAIN/PROJECT/...` for a domain-scoped project, whose id is `DOMAIN:PROJECT`); None
+    for an image elsewhere, or none. (Pulumi-free: `up` reads it before the program runs, and
+    the program's cleanup policy keeps the image in service by it, `registry.py`.)"""
     if not image or "@" not in image:
         return None
     reference, digest = image.rsplit("@", 1)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from llmcloud.providers.gcp.image_check import registry_image
+
 KEEP_RECENT = 10
 UNTAGGED_AFTER_DAYS = 14
 #: any version, tagged or not, goes after this: a CI that pushes a tagged image per commit
@@ -18,20 +20,10 @@ DELETE_AFTER_DAYS = 30
 def in_service_digest(image: str | None, location: str, repository_id: str) -> str | None:
     """The digest (`sha256:...`) of the stack's `image` when it lies in this repository
     (`LOCATION-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE@sha256:...`, or
-    `.../DOMAIN/PROJECT/...` for a domain-scoped project); None for an image elsewhere or
-    none yet."""
-    if not image or "@" not in image:
-        return None
-    name, digest = image.rsplit("@", 1)
-    host, _, path = name.partition("/")
-    parts = path.split("/")
-    # a domain-scoped project (example.com:p) is written example.com/p; plain project ids
-    # have no dots
-    at = 2 if parts and "." in parts[0] else 1
-    if host.lower() != f"{location}-docker.pkg.dev" or len(parts) <= at + 1 \
-            or parts[at] != repository_id:
-        return None
-    return digest
+    `.../DOMAIN/PROJECT/...` for a domain-scoped project: see `image_check.registry_image`);
+    None for an image elsewhere or none yet."""
+    found = registry_image(image, location, repository_id)
+    return found.digest if found else None
 
 
 def cleanup_policies(keep_recent: int = KEEP_RECENT,
