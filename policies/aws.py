@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,13 @@ ATTACHMENTS = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
                "aws:iam/userPolicyAttachment:UserPolicyAttachment",
                "aws:iam/groupPolicyAttachment:GroupPolicyAttachment")
 ROLE = "aws:iam/role:Role"
+AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
+SUBNET = "aws:ec2/subnet:Subnet"
+METHOD_SETTINGS = "aws:apigateway/methodSettings:MethodSettings"
+TOPIC = "aws:sns/topic:Topic"
+OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+LAMBDA_PERMISSION = "aws:lambda/permission:Permission"
 VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 ADMIN_POLICY = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/AdministratorAccess$")
@@ -96,6 +104,18 @@ def no_public_ip(inputs: Mapping[str, Any]) -> str | None:
         if _true(interface.get("associatePublicIpAddress")):
             return "a network interface has associatePublicIpAddress true"
     return None
+
+
+@resource_check("CKV2_AWS_15", "an Auto Scaling group behind a load balancer uses its health "
+                "checks", AUTOSCALING_GROUP)
+def group_uses_balancer_health(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub AutoScaling.1: EC2 status checks alone keep a server that no longer
+    # answers the load balancer's readiness check in service
+    if not (inputs.get("targetGroupArns") or inputs.get("loadBalancers")):
+        return None
+    if inputs.get("healthCheckType") == "ELB":
+        return None
+    return "healthCheckType is not ELB: a server the load balancer finds unhealthy is kept"
 
 
 def _decode(user_data: str) -> str:
@@ -171,6 +191,20 @@ def drop_invalid_headers(inputs: Mapping[str, Any]) -> str | None:
     return "dropInvalidHeaderFields must be true (request smuggling)"
 
 
+#: ALB's desync mitigation modes that refuse ambiguous requests (AWS's default: defensive)
+DESYNC_SAFE = ("defensive", "strictest")
+
+
+@resource_check("CKV_AWS_328", "the ALB mitigates HTTP desync (defensive or strictest)",
+                *LOAD_BALANCERS)
+def desync_mitigation(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub ELB.12; unset is AWS's default, defensive
+    if not _is_alb(inputs) or inputs.get("desyncMitigationMode", "defensive") in DESYNC_SAFE:
+        return None
+    return (f"desyncMitigationMode is {inputs.get('desyncMitigationMode')}: ambiguous "
+            "requests pass (request smuggling)")
+
+
 @resource_check("CKV_AWS_91", "load balancer access logs are on", *LOAD_BALANCERS)
 def alb_logs(inputs: Mapping[str, Any]) -> str | None:
     logs = inputs.get("accessLogs") or {}
@@ -183,6 +217,12 @@ def alb_logs(inputs: Mapping[str, Any]) -> str | None:
 def gateway_logs(inputs: Mapping[str, Any]) -> str | None:
     settings = inputs.get("accessLogSettings") or {}
     return None if settings.get("destinationArn") else "accessLogSettings.destinationArn unset"
+
+
+@resource_check("CKV_AWS_73", "API Gateway stages trace requests with X-Ray", STAGE)
+def gateway_tracing(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub APIGateway.3
+    return None if _true(inputs.get("xrayTracingEnabled")) else "xrayTracingEnabled is not true"
 
 
 #: the legacy policies (`TLS_1_0`, a regional API's default, and `TLS_1_2`) keep CBC suites
@@ -214,6 +254,24 @@ def route_authorization(inputs: Mapping[str, Any]) -> str | None:
 @resource_check("CKV_AWS_158", "log groups are encrypted with KMS", LOG_GROUP)
 def log_group_kms(inputs: Mapping[str, Any]) -> str | None:
     return None if inputs.get("kmsKeyId") else "kmsKeyId is not set"
+
+
+@resource_check("CKV_AWS_26", "SNS topics are encrypted with KMS", TOPIC)
+def topic_kms(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub SNS.1
+    return None if inputs.get("kmsMasterKeyId") else "kmsMasterKeyId is not set"
+
+
+@resource_check("CKV_AWS_364", "Lambda permissions given to an AWS service name the source",
+                LAMBDA_PERMISSION)
+def permission_names_source(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub Lambda.1: a service principal with neither condition lets that
+    # service invoke the function on behalf of any account
+    if not str(inputs.get("principal") or "").endswith(".amazonaws.com"):
+        return None
+    if inputs.get("sourceArn") or inputs.get("sourceAccount"):
+        return None
+    return "neither sourceArn nor sourceAccount is set: any account's service may invoke it"
 
 
 # -- network -----------------------------------------------------------------------------
@@ -255,6 +313,14 @@ def _no_open_port(port: int):
     return check_with_type
 
 
+@resource_check("CKV_AWS_130", "subnets do not give public IPs to what starts in them", SUBNET)
+def subnet_no_public_ip(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub EC2.15
+    if _true(inputs.get("mapPublicIpOnLaunch")):
+        return "mapPublicIpOnLaunch is true"
+    return None
+
+
 for _id, _port in (("CKV_AWS_24", 22), ("CKV_AWS_25", 3389), ("CKV_AWS_260", 80)):
     for _type in (INGRESS_RULE, SECURITY_GROUP, DEFAULT_SECURITY_GROUP, SG_RULE):
         resource_check(_id, f"port {_port} is not open to 0.0.0.0/0", _type)(
@@ -293,6 +359,38 @@ def no_admin(inputs: Mapping[str, Any]) -> str | None:
     arns = [inputs.get("policyArn"), *(inputs.get("managedPolicyArns") or [])]
     if any(isinstance(arn, str) and ADMIN_POLICY.match(arn) for arn in arns):
         return "AdministratorAccess is attached"
+    return None
+
+
+#: what KMS's decryption actions are called in a policy (AWS Security Hub KMS.1 and KMS.2)
+DECRYPT_ACTIONS = ("kms:decrypt", "kms:reencryptfrom")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _every_key(resource: Any) -> bool:
+    text = str(resource)
+    return text == "*" or text.endswith(":key/*") or text.endswith(":*")
+
+
+@resource_check("LLMCLOUD_AWS_3", "no IAM policy allows decryption with every KMS key",
+                *POLICY_DOCUMENTS, ROLE)
+def no_decrypt_everything(inputs: Mapping[str, Any]) -> str | None:
+    # AWS Security Hub KMS.2 (inline policies) and KMS.1 (customer managed ones): a role
+    # that may decrypt with any key reads every secret the account encrypts
+    documents = [inputs.get("policy"),
+                 *(p.get("policy") for p in inputs.get("inlinePolicies") or [])]
+    for statement in (s for document in documents for s in _statements(document)):
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = [str(a).lower() for a in _as_list(statement.get("Action"))]
+        decrypts = [d for d in DECRYPT_ACTIONS
+                    if any(fnmatch.fnmatchcase(d, pattern) for pattern in actions)]
+        if decrypts and any(_every_key(r) for r in _as_list(statement.get("Resource"))):
+            return (f"a statement allows {decrypts[0]} on every key: name the key ARNs "
+                    "the workload decrypts with")
     return None
 
 
@@ -387,6 +485,78 @@ def bucket_logged(resources: list[Resource]) -> list[CheckResult]:
             return True, "log bucket: logging it into itself would loop"
         return False, "no BucketLogging refers to this bucket"
     return _per_bucket("CKV_AWS_18", resources, verdict)
+
+
+@stack_check("CKV2_AWS_65", "every bucket has ACLs disabled (bucket owner enforced)")
+def bucket_acls_disabled(resources: list[Resource]) -> list[CheckResult]:
+    # AWS Security Hub S3.12: with ACLs disabled, only policies grant access
+    def verdict(bucket: Resource, _: bool) -> tuple[bool, str]:
+        for controls in _settings(resources, OWNERSHIP, bucket):
+            if (controls.inputs.get("rule") or {}).get("objectOwnership") == "BucketOwnerEnforced":
+                return True, "ACLs disabled (BucketOwnerEnforced)"
+        return False, "no BucketOwnershipControls with BucketOwnerEnforced refers to this bucket"
+    return _per_bucket("CKV2_AWS_65", resources, verdict)
+
+
+def _denies_plain_http(policy: Any) -> bool:
+    for statement in _statements(policy):
+        condition = (statement.get("Condition") or {}).get("Bool") or {}
+        actions = _as_list(statement.get("Action"))
+        if (statement.get("Effect") == "Deny" and statement.get("Principal") in ("*", {"AWS": "*"})
+                and any(a in ("s3:*", "*") for a in actions)
+                and str(condition.get("aws:SecureTransport")).lower() == "false"):
+            return True
+    return False
+
+
+@stack_check("LLMCLOUD_AWS_2", "every bucket refuses requests not made over TLS")
+def bucket_tls_only(resources: list[Resource]) -> list[CheckResult]:
+    # AWS Security Hub S3.5: a bucket policy that denies s3:* when aws:SecureTransport is false
+    def verdict(bucket: Resource, _: bool) -> tuple[bool, str]:
+        if any(_denies_plain_http(p.inputs.get("policy"))
+               for p in _settings(resources, BUCKET_POLICY, bucket)):
+            return True, "its policy denies requests without TLS"
+        return False, ("no bucket policy denies s3:* when aws:SecureTransport is false: "
+                       "plain-HTTP requests are served")
+    return _per_bucket("LLMCLOUD_AWS_2", resources, verdict)
+
+
+@stack_check("CKV2_AWS_12", "every VPC's default security group allows no traffic")
+def default_group_closed(resources: list[Resource]) -> list[CheckResult]:
+    # AWS Security Hub EC2.2: AWS makes each VPC a default group that lets its members talk
+    # to each other and out; declaring it without rules empties it
+    groups = {r.inputs.get("vpcId"): r for r in resources if r.type == DEFAULT_SECURITY_GROUP}
+    results = []
+    for vpc in (r for r in resources if r.type == VPC):
+        group = groups.get(vpc.id)
+        if group is None:
+            results.append(CheckResult("CKV2_AWS_12", vpc.name, False, "no DefaultSecurityGroup "
+                                       "empties this VPC's default group (it allows all "
+                                       "traffic between its members)"))
+        elif group.inputs.get("ingress") or group.inputs.get("egress"):
+            results.append(CheckResult("CKV2_AWS_12", vpc.name, False,
+                                       "the VPC's default security group has rules"))
+        else:
+            results.append(CheckResult("CKV2_AWS_12", vpc.name, True,
+                                       "the default security group has no rules"))
+    return results
+
+
+@stack_check("CKV2_AWS_4", "every API Gateway stage logs execution errors (ERROR or INFO)")
+def stage_execution_logging(resources: list[Resource]) -> list[CheckResult]:
+    # AWS Security Hub APIGateway.1: every method of the stage logs at ERROR or INFO
+    settings = [r.inputs for r in resources if r.type == METHOD_SETTINGS
+                and r.inputs.get("methodPath") == "*/*"]
+    results = []
+    for stage in (r for r in resources if r.type == STAGE):
+        levels = [(s.get("settings") or {}).get("loggingLevel") for s in settings
+                  if s.get("restApi") == stage.inputs.get("restApi")
+                  and s.get("stageName") == stage.inputs.get("stageName")]
+        passed = any(level in ("ERROR", "INFO") for level in levels)
+        message = (f"every method logs at {levels[0]}" if passed else
+                   "no MethodSettings on */* sets loggingLevel ERROR or INFO for this stage")
+        results.append(CheckResult("CKV2_AWS_4", stage.name, passed, message))
+    return results
 
 
 @stack_check("CKV2_AWS_11", "every VPC records flow logs")

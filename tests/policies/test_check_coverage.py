@@ -50,8 +50,10 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
     "aws": {"CKV_AWS_98": _SAGEMAKER_ONLY, "CKV_AWS_370": _SAGEMAKER_ONLY},
     "aws-sagemaker": {check_id: _INSTANCES_ONLY for check_id in (
         "CKV2_AWS_11", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_260",  # VPC, security groups
+        "CKV2_AWS_12", "CKV_AWS_130",  # the VPC's default security group, its subnets
         "CKV_AWS_79", "CKV_AWS_8", "CKV_AWS_88", "CKV_AWS_46",  # the launch template
-        "CKV_AWS_131", "CKV_AWS_91")},  # the load balancer
+        "CKV2_AWS_15",  # the Auto Scaling group
+        "CKV_AWS_131", "CKV_AWS_91", "CKV_AWS_328")},  # the load balancer
 }
 
 #: the SDK package of each type token's prefix

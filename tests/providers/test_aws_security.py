@@ -19,6 +19,9 @@ REQUIRED_IDS = {
     "CKV_AWS_18", "CKV_AWS_51", "CKV_AWS_163", "CKV_AWS_131", "CKV_AWS_91", "CKV_AWS_76",
     "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_260", "CKV_AWS_1",
     "CKV_AWS_274", "CKV2_AWS_11", "LLMCLOUD_AWS_1",
+    # what AWS Security Hub's FSBP asks and the stack meets (docs/aws.md)
+    "CKV2_AWS_15", "CKV_AWS_328", "CKV_AWS_73", "CKV2_AWS_4", "CKV_AWS_130", "CKV2_AWS_12",
+    "CKV_AWS_26", "CKV_AWS_364", "CKV2_AWS_65", "LLMCLOUD_AWS_2", "LLMCLOUD_AWS_3",
 }
 
 
@@ -53,6 +56,20 @@ def _allow_star(inputs: dict) -> None:
     inputs["policy"] = json.dumps(policy)
 
 
+def _allow(action: str, resource: str = "*"):
+    def mutate(inputs: dict) -> None:
+        policy = json.loads(inputs["policy"])
+        policy["Statement"].append({"Effect": "Allow", "Action": action, "Resource": resource})
+        inputs["policy"] = json.dumps(policy)
+    return mutate
+
+
+def _no_tls_deny(inputs: dict) -> None:
+    policy = json.loads(inputs["policy"])
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Effect") != "Deny"]
+    inputs["policy"] = json.dumps(policy)
+
+
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
 PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
@@ -60,6 +77,10 @@ REPO = "aws:ecr/repository:Repository"
 ALB = "aws:lb/loadBalancer:LoadBalancer"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 REST_API = "aws:apigateway/restApi:RestApi"
+GROUP = "aws:autoscaling/group:Group"
+SETTINGS = "aws:apigateway/methodSettings:MethodSettings"
+DEFAULT_SG = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
+OWNERSHIP = "aws:s3/bucketOwnershipControls:BucketOwnershipControls"
 
 FLIPS = [
     ("CKV_AWS_79", LT, "", _set("metadataOptions.httpTokens", "optional")),
@@ -101,6 +122,26 @@ FLIPS = [
      _set("policyArn", "arn:aws:iam::aws:policy/AdministratorAccess")),
     ("CKV_AWS_7", "aws:kms/key:Key", "store", _set("enableKeyRotation", False)),
     ("CKV2_AWS_11", "aws:ec2/flowLog:FlowLog", "", _drop("aws:ec2/flowLog:FlowLog")),
+    # AWS Security Hub FSBP
+    ("CKV2_AWS_15", GROUP, "", _set("healthCheckType", "EC2")),
+    ("CKV_AWS_328", ALB, "", _set("desyncMitigationMode", "monitor")),
+    ("CKV_AWS_73", "aws:apigateway/stage:Stage", "", _set("xrayTracingEnabled", False)),
+    ("CKV2_AWS_4", SETTINGS, "", _set("settings.loggingLevel", "OFF")),
+    ("CKV2_AWS_4", SETTINGS, "", _drop(SETTINGS)),
+    ("CKV_AWS_130", "aws:ec2/subnet:Subnet", "public-0", _set("mapPublicIpOnLaunch", True)),
+    ("CKV2_AWS_12", DEFAULT_SG, "", _drop(DEFAULT_SG)),
+    ("CKV2_AWS_12", DEFAULT_SG, "", _set("ingress", [
+        {"protocol": "-1", "fromPort": 0, "toPort": 0, "self": True}])),
+    ("CKV_AWS_26", "aws:sns/topic:Topic", "", _set("kmsMasterKeyId", None)),
+    ("CKV_AWS_364", "aws:lambda/permission:Permission", "", _set("sourceArn", None)),
+    ("CKV2_AWS_65", OWNERSHIP, "models", _set("rule.objectOwnership", "ObjectWriter")),
+    ("CKV2_AWS_65", OWNERSHIP, "logs", _drop(OWNERSHIP)),
+    ("LLMCLOUD_AWS_2", "aws:s3/bucketPolicy:BucketPolicy", "models", _no_tls_deny),
+    ("LLMCLOUD_AWS_2", "aws:s3/bucketPolicy:BucketPolicy", "logs", _no_tls_deny),
+    ("LLMCLOUD_AWS_3", "aws:iam/rolePolicy:RolePolicy", "identity", _allow("kms:Decrypt")),
+    ("LLMCLOUD_AWS_3", "aws:iam/rolePolicy:RolePolicy", "identity", _allow("kms:*")),
+    ("LLMCLOUD_AWS_3", "aws:iam/rolePolicy:RolePolicy", "identity",
+     _allow("kms:ReEncrypt*", "arn:aws:kms:us-east-1:123456789012:key/*")),
 ]
 
 
@@ -181,6 +222,10 @@ SAGEMAKER_FLIPS = [
     ("CKV_AWS_1", "aws:iam/rolePolicy:RolePolicy", _allow_star),
     ("CKV_AWS_309", "aws:apigateway/method:Method", _set("authorization", "NONE")),
     ("LLMCLOUD_AWS_1", REST_API, _set("securityPolicy", "TLS_1_0")),
+    ("LLMCLOUD_AWS_3", "aws:iam/rolePolicy:RolePolicy", _allow("kms:Decrypt")),
+    ("CKV_AWS_73", "aws:apigateway/stage:Stage", _set("xrayTracingEnabled", False)),
+    ("CKV_AWS_26", "aws:sns/topic:Topic", _set("kmsMasterKeyId", None)),
+    ("CKV_AWS_364", "aws:lambda/permission:Permission", _set("sourceArn", None)),
 ]
 
 
@@ -194,7 +239,9 @@ def test_the_sagemaker_flavour_passes_every_check(sagemaker_stack):
     assert not [r for r in results if not r.passed]
     ids = {r.id for r in results}
     assert {"CKV_AWS_98", "CKV_AWS_370", "CKV_AWS_309", "CKV_AWS_158", "CKV_AWS_1",
-            "CKV_AWS_145", "CKV_AWS_136", "CKV_AWS_76", "LLMCLOUD_AWS_1"} <= ids
+            "CKV_AWS_145", "CKV_AWS_136", "CKV_AWS_76", "LLMCLOUD_AWS_1", "CKV_AWS_73",
+            "CKV2_AWS_4", "CKV_AWS_26", "CKV_AWS_364", "CKV2_AWS_65", "LLMCLOUD_AWS_2",
+            "LLMCLOUD_AWS_3"} <= ids
 
 
 @pytest.mark.parametrize("check_id,type_token,mutate", SAGEMAKER_FLIPS,
