@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -150,7 +151,8 @@ class Rollout(_Open):
 
 class KeyRequest(BaseModel):
     name: str = Field(pattern=f"^{KEY_NAME}$")
-    admin: bool = False
+    #: strict: pydantic would read "yes", "on" or 1 in a JSON body as an admin key
+    admin: StrictBool = False
 
 
 class Key(_Open):
@@ -315,8 +317,14 @@ async def start_rollout(request: Request) -> Response:
     body = await _payload(request, RolloutRequest)
     console = _console(request)
     backend = console.backend
-    if body.action == "promote" and not body.version:
-        raise ApiError(422, "promote needs a version")
+    if body.action == "promote":
+        from llmcloud.stacks.config import check_flags
+
+        if not body.version:
+            raise ApiError(422, "promote needs a version")
+        # a name, never a path: refused here, as `llmcloud promote` refuses it, not as a
+        # rollout that starts and fails
+        _call(lambda: check_flags({"model.version": body.version}))
     bake, least = body.bake_seconds, body.min_requests
     # refused here, on the form, as the CLI refuses it before anything runs
     _call(lambda: backend.check_bake(bake, least))

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from llmcloud.console.api import ApiError
 from llmcloud.console.auth import (
     LOGIN_COOKIE,
     AuthError,
@@ -83,6 +84,10 @@ def confirm_rollout(request: Request,
     console.guard.authenticate(request)
     if action == "cancel":
         return swap_in(request, None)
+    if action == "promote" and not version:
+        # (its button would post a promote without a version, refused only then)
+        raise ApiError(422, "promote needs a version",
+                       hint="use a version's Promote… button on the Models page")
     models = console.backend.models()
     return swap_in(request, "fragments/confirm.html", action=action, version=version,
                    serving=models.get("serving"), stack=console.backend.stack,

@@ -46,8 +46,8 @@ def _duration(seconds: Any) -> str:
 
 def _share(elapsed: Any, total: Any) -> str:
     """How far into `total` seconds `elapsed` is, in `total`'s unit: `3 of 10 min`."""
-    if total < 120:
-        return f"{elapsed or 0:.0f} of {total:.0f} s"
+    if total < 120:  # whole seconds gone, as the progress bar beside it counts them
+        return f"{int(elapsed or 0)} of {total:.0f} s"
     return f"{(elapsed or 0) // 60:.0f} of {total / 60:.3g} min"
 
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from llmcloud.console import api, pages
@@ -101,6 +102,7 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
         host = request.headers.get("host", "")
         if allowed_hosts is not None and host not in allowed_hosts:
             return JSONResponse({"error": {"message": f"unexpected Host header {host!r}",
+                                           "context": None,
                                            "hint": "open the console at the URL it printed"}},
                                 status_code=421)
         return _secured(request, await call_next(request))
@@ -121,7 +123,8 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
             # An expired session inside a page: send the whole page to the login form.
             return Response(status_code=exc.status, headers={**headers, "HX-Redirect": "/login"})
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": {"message": exc.message, "hint": exc.hint}},
+            return JSONResponse({"error": {"message": exc.message, "context": None,
+                                           "hint": exc.hint}},
                                 status_code=exc.status, headers=headers)
         return html("error.html", exc.status, headers, title=_TITLES.get(exc.status, "Error"),
                     status=exc.status, message=exc.message, hint=exc.hint,
@@ -130,6 +133,24 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
     @app.exception_handler(api.ApiError)
     async def api_error(request: Request, exc: api.ApiError) -> Response:
         return api.error_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> Response:
+        # Starlette's own answers (no such route, method not allowed) in the console's
+        # error shape, not `{"detail": ...}`: scripts and the page read `error.message`.
+        if exc.status_code == 404:
+            error = api.ApiError(404, f"the console has no {request.url.path}",
+                                 hint="its routes: GET /api/openapi.json; its pages: "
+                                      "/, /models, /keys, /metrics, /logs")
+        elif exc.status_code == 405:
+            error = api.ApiError(405, f"{request.url.path} does not take {request.method}",
+                                 hint="its routes and methods: GET /api/openapi.json")
+        else:
+            error = api.ApiError(exc.status_code, str(exc.detail))
+        response = api.error_response(request, error)
+        for name, value in (exc.headers or {}).items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(LlmcloudError)
     async def llmcloud_error(request: Request, exc: LlmcloudError) -> Response:
