@@ -22,6 +22,7 @@ VIRTUAL_MACHINE = "azure-native:compute:VirtualMachine"
 NSG = "azure-native:network:NetworkSecurityGroup"
 SECURITY_RULE = "azure-native:network:SecurityRule"
 WORKSPACE = "azure-native:operationalinsights:Workspace"
+INSIGHTS = "azure-native:applicationinsights:Component"
 #: the client-side and backend protocols API Management must not offer (checkov's
 #: CKV_AZURE_173 names SSL 3.0 too)
 _SECURITY = "Microsoft.WindowsAzure.ApiManagement.Gateway.Security"
@@ -116,6 +117,16 @@ def registry_exports(inputs: Mapping[str, Any]) -> str | None:
         "policies.exportPolicy.status must be 'disabled' (no acr import or transfer out)"
 
 
+@resource_check("LLMCLOUD_AZURE_4", "the registry refuses ARM-audience tokens", REGISTRY)
+def registry_arm_audience(inputs: Mapping[str, Any]) -> str | None:
+    # Azure Policy "Container registries should have ARM audience token authentication
+    # disabled": only Entra ID tokens for the registry's own audience sign in
+    policy = (inputs.get("policies") or {}).get("azureADAuthenticationAsArmPolicy") or {}
+    return None if str(policy.get("status")).lower() == "disabled" else \
+        "policies.azureADAuthenticationAsArmPolicy.status must be 'disabled' (ACR-audience " \
+        "tokens only)"
+
+
 # -- monitoring ----------------------------------------------------------------------------
 
 
@@ -127,6 +138,15 @@ def workspace_local_auth(inputs: Mapping[str, Any]) -> str | None:
     features = inputs.get("features") or {}
     return None if _true(features.get("disableLocalAuth")) else \
         "features.disableLocalAuth must be true (Entra ID sign-in only)"
+
+
+@resource_check("LLMCLOUD_AZURE_5", "Application Insights refuses its instrumentation key "
+                "for ingestion", INSIGHTS)
+def insights_local_auth(inputs: Mapping[str, Any]) -> str | None:
+    # Azure Policy "Application Insights components should block non-Azure Active Directory
+    # based ingestion"
+    return None if _true(inputs.get("disableLocalAuth")) else \
+        "disableLocalAuth must be true (Entra ID ingestion only)"
 
 
 # -- gateway -------------------------------------------------------------------------------

@@ -46,21 +46,22 @@ class Arm:
         headers = {**kwargs.pop("headers", {}), **self._authorization()}
         return self._session.request(method, url, headers=headers, timeout=timeout, **kwargs)
 
-    def token(self) -> str:
-        """An access token for Resource Manager in the caller's cloud (also the audience of
-        ACR's token exchange); CredentialsError when Entra ID refuses it or cannot be asked."""
+    def token(self, scope: str | None = None, service: str = "Resource Manager") -> str:
+        """An access token for Resource Manager in the caller's cloud, or for `scope` (another
+        `service`'s, such as the container registry's); CredentialsError when Entra ID
+        refuses it or cannot be asked."""
         from azure.core.exceptions import AzureError, ClientAuthenticationError
 
         try:
-            return self._credential.get_token(f"{self.endpoint}/.default").token
+            return self._credential.get_token(scope or f"{self.endpoint}/.default").token
         except ClientAuthenticationError as exc:
             raise CredentialsError(
-                "Azure refused a token for Resource Manager",
+                f"Azure refused a token for {service}",
                 context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 hint=self._hint) from None
         except AzureError as exc:  # no answer at all (network, proxy, DNS)
             raise CredentialsError(
-                "could not ask Entra ID for a Resource Manager token",
+                f"could not ask Entra ID for a {service} token",
                 context=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 hint="check this machine's network access to Azure, then run it again") \
                 from None

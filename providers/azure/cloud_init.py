@@ -71,11 +71,13 @@ def render_custom_data(launch: ServerLaunch) -> str:
         # the identity and the registry's private endpoint may lag the first boot: retry
         "retry() { for _ in $(seq 20); do \"$@\" && return 0; sleep 15; done; return 1; }",
         "login() {",
-        f"  ARM_TOKEN=$({_token(launch.cloud.management_audience)}) || return 1",
+        # a token for the registry's own audience, not Resource Manager's: the registry
+        # refuses ARM-audience tokens (registry.py)
+        f"  AAD_TOKEN=$({_token(launch.cloud.registry_audience)}) || return 1",
         # tokens go to curl on stdin (printf is a shell builtin): an argument would show
         # in any local user's `ps` and /proc/*/cmdline
         "  ACR_TOKEN=$(printf 'grant_type=access_token&service=%s&access_token=%s' "
-        '"$REGISTRY" "$ARM_TOKEN" | curl -sf -X POST "https://$REGISTRY/oauth2/exchange" '
+        '"$REGISTRY" "$AAD_TOKEN" | curl -sf -X POST "https://$REGISTRY/oauth2/exchange" '
         "-d @- | python3 -c "
         "'import json,sys; print(json.load(sys.stdin)[\"refresh_token\"])') || return 1",
         f'  echo "$ACR_TOKEN" | docker login "$REGISTRY" -u {ACR_TOKEN_USER} --password-stdin',

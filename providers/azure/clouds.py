@@ -27,11 +27,19 @@ class AzureCloud:
     #: the token audience and the host suffix (after `<region>.`) of custom metrics
     metrics_audience: str | None
     metrics_suffix: str | None
+    #: the audience of a token for the container registry's `/oauth2/exchange`: ACR's own,
+    #: which a registry with ARM-audience tokens disabled still takes
+    registry_audience: str = "https://containerregistry.azure.net"
 
     @property
     def management_audience(self) -> str:
-        """The audience of a token for Resource Manager (which ACR's exchange also takes)."""
+        """The audience of a token for Resource Manager."""
         return self.management + "/"
+
+    @property
+    def registry_scope(self) -> str:
+        """The scope a credential asks Entra ID for a registry token with."""
+        return self.registry_audience + "/.default"
 
     def metrics_url(self, region: str) -> str:
         """Where a resource in `region` posts its custom metrics."""
@@ -53,6 +61,10 @@ class AzureCloud:
 # docs.azure.cn edition (audience https://monitoring.azure.cn/, <region>.monitoring.azure.cn);
 # for Azure Government the documents name a host (usgovarizona.monitoring.azure.us) but no
 # token audience, so the in-flight metric is not offered there.
+# The registry's audience: Microsoft, "Configure registry acceptance of Microsoft Entra
+# authentication scopes" (`az login --scope https://containerregistry.azure.net/.default`; no
+# registry-specific audience); Microsoft's Go SDK (azcontainerregistry, cloud_config.go)
+# registers that same audience for the public, US Government and China clouds.
 CLOUDS = {
     "public": AzureCloud(
         name="public", title="Azure (public cloud)",

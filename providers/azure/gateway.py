@@ -44,9 +44,9 @@ class GatewayArgs:
 
 class Gateway(pulumi.ComponentResource):
     """An API Management service (TLS 1.2 and newer only, no control-plane API version
-    older than 2021-08-01 on the classic tiers) whose one API forwards every
-    OpenAI route to the load balancer. Every call needs a subscription key (header
-    `api-key`), and each key is held to a rate limit and an optional daily quota.
+    older than 2021-08-01 on the classic tiers, a system-assigned identity) whose one API
+    forwards every OpenAI route to the load balancer. Every call needs a subscription key
+    (header `api-key`), and each key is held to a rate limit and an optional daily quota.
 
     One key, the stack's default, is created with it; more come from the portal or the CLI.
     """
@@ -54,6 +54,8 @@ class Gateway(pulumi.ComponentResource):
     service: apimanagement.ApiManagementService
     endpoint_url: pulumi.Output[str]
     subscription_id: pulumi.Output[str]
+    #: the service's system-assigned identity (what its logger signs in to Entra ID as)
+    principal_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmcloud:azure:Gateway", name, None, opts)
@@ -67,7 +69,10 @@ class Gateway(pulumi.ComponentResource):
             virtual_network_configuration={"subnet_resource_id": args.subnet_id},
             custom_properties=TLS_PROPERTIES,
             api_version_constraint=api_version_constraint(args.sku),
-            developer_portal_status="Disabled", legacy_portal_status="Disabled", tags=args.tags,
+            developer_portal_status="Disabled", legacy_portal_status="Disabled",
+            # its own Entra ID identity: it sends request traces to Application Insights,
+            # which refuses the instrumentation key (monitoring.py)
+            identity={"type": "SystemAssigned"}, tags=args.tags,
             # provisioning takes 30 to 60 minutes (more in a virtual network)
             opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(
                 create="3h", update="3h", delete="3h")))
@@ -100,6 +105,7 @@ class Gateway(pulumi.ComponentResource):
         default_key = apimanagement.Subscription(
             f"{name}-default-key", **svc, sid="default", display_name="default",
             scope=product.name.apply(lambda p: f"/products/{p}"), state="active", opts=child)
+        self.principal_id = self.service.identity.apply(lambda i: i.principal_id)
         self.endpoint_url = self.service.gateway_url
         self.subscription_id = default_key.name
         self.register_outputs({"endpoint_url": self.endpoint_url,

@@ -10,6 +10,7 @@ from pulumi_azure_native import apimanagement, applicationinsights, monitor, ope
 
 from llmcloud.providers.azure.cloud_init import SERVER_LOG_TAG
 from llmcloud.providers.azure.failing_requests import FailingRequestsArgs, failing_requests_alert
+from llmcloud.providers.azure.identity import MONITORING_METRICS_PUBLISHER, grant
 from llmcloud.providers.azure.naming import fitted
 
 #: (alert, resource key, metric namespace, metric, aggregation, operator, threshold, severity)
@@ -83,6 +84,8 @@ class MonitoringArgs:
     timeout_seconds: int
     #: the subscription the stack deploys to: names the requests-failing rule's role
     subscription_id: str
+    #: API Management's system-assigned identity: its logger's sign-in to Application Insights
+    apim_principal_id: pulumi.Input[str]
     #: API Management's tier (`apim.choose_sku`): which metric says the gateway is busy
     apim_sku: str = "Developer"
     alert_emails: Sequence[str] = ()
@@ -95,8 +98,9 @@ class Monitoring(pulumi.ComponentResource):
     settings that send the gateway's, registry's, model store's and load balancer's logs and
     metrics to the workspace; the servers' logs through a data collection rule (the scale
     set runs the Azure Monitor Agent); API Management's request traces to Application
-    Insights; metric alerts (unhealthy servers, slow backend, busy gateway, hot servers) and
-    a log search alert (the share of requests failing with 5xx) to an action group."""
+    Insights, signed in with its identity (neither store takes its keys); metric alerts
+    (unhealthy servers, slow backend, busy gateway, hot servers) and a log search alert (the
+    share of requests failing with 5xx) to an action group."""
 
     workspace: operationalinsights.Workspace
     insights: applicationinsights.Component
@@ -119,7 +123,10 @@ class Monitoring(pulumi.ComponentResource):
         self.insights = applicationinsights.Component(
             f"{name}-insights", resource_name_=f"{args.name}-insights", location=args.location,
             kind="web", application_type="web", ingestion_mode="LogAnalytics",
-            workspace_resource_id=self.workspace.id, **where, opts=child)
+            workspace_resource_id=self.workspace.id,
+            # Entra ID ingestion only: its one writer, API Management, signs in with its
+            # identity, not the instrumentation key (`_traces`)
+            disable_local_auth=True, **where, opts=child)
         self.action_group = monitor.ActionGroup(
             f"{name}-alerts", action_group_name=f"{args.name}-alerts", location="global",
             group_short_name="llmcloud", enabled=True,
@@ -209,10 +216,19 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         service = {"resource_group_name": args.resource_group_name,
                    "service_name": args.apim_name}
+        # Microsoft, "How to integrate Azure API Management with Azure Application Insights":
+        # the connection string with the service's managed identity, which needs Monitoring
+        # Metrics Publisher on the component
+        publisher = grant(
+            f"{name}-apim-publishes-traces", subscription_id=args.subscription_id,
+            stack=args.name, purpose="publish gateway traces", role=MONITORING_METRICS_PUBLISHER,
+            principal_id=args.apim_principal_id, scope=self.insights.id, parent=self)
         logger = apimanagement.Logger(
             f"{name}-apim-logger", **service, logger_id="insights",
             logger_type="applicationInsights", resource_id=self.insights.id,
-            credentials={"instrumentationKey": self.insights.instrumentation_key}, opts=child)
+            credentials={"connectionString": self.insights.connection_string,
+                         "identityClientId": "SystemAssigned"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[publisher]))
         # no bodies: prompts and completions stay out of the logs
         apimanagement.Diagnostic(
             f"{name}-apim-traces", **service, diagnostic_id="applicationinsights",

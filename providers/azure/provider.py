@@ -12,7 +12,7 @@ import llmcloud.policies.azure  # noqa: F401 - registers the Azure checks for pl
 from llmcloud.providers.azure import mocks
 from llmcloud.providers.azure.apim import choose_sku, gateway_network
 from llmcloud.providers.azure.cloud_init import PROBE_DOWN_SECONDS
-from llmcloud.providers.azure.clouds import AzureCloud, stack_cloud
+from llmcloud.providers.azure.clouds import AzureCloud, callers_cloud, stack_cloud
 from llmcloud.providers.azure.options import AzureOptions
 from llmcloud.providers.azure.prices import (
     GPU_SIZES,
@@ -425,8 +425,11 @@ class AzureProvider(CloudProvider):
 
         self.check_credentials(ctx.environ)
         host = registry.split("/", 1)[0]
-        # a token for Resource Manager in the caller's cloud: the exchange takes its audience
-        return ACR_TOKEN_USER, exchange_acr_token(host, Arm(ctx.environ).token())
+        # a token for the registry's own audience: the stack's registry refuses ARM-audience
+        # tokens (registry.py)
+        scope = callers_cloud(ctx.environ).registry_scope
+        return ACR_TOKEN_USER, exchange_acr_token(
+            host, Arm(ctx.environ).token(scope, service="the container registry"))
 
 
 #: characters Azure refuses in a tag's name, and the prefixes it keeps for its own tags

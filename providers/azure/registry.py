@@ -28,7 +28,9 @@ class RegistryArgs:
 class Registry(pulumi.ComponentResource):
     """A Premium registry (the tier with private endpoints): no admin user, no anonymous
     pull, no public network access, no exports (`acr import` or transfer pipelines out of
-    it); the servers pull through the private endpoint with their managed identity."""
+    it), no ARM-audience tokens (only Entra ID tokens for `https://containerregistry.azure.net`,
+    as the servers and `image push` ask for); the servers pull through the private endpoint
+    with their managed identity."""
 
     registry: containerregistry.Registry
     login_server: pulumi.Output[str]
@@ -45,7 +47,10 @@ class Registry(pulumi.ComponentResource):
             data_endpoint_enabled=True,
             policies={"retention_policy": {"days": args.untagged_days, "status": "enabled"},
                       # images leave only by `docker pull` through the private endpoint
-                      "export_policy": {"status": "disabled"}},
+                      "export_policy": {"status": "disabled"},
+                      # Entra ID tokens for the registry's own audience only: a Resource
+                      # Manager token (for every resource the caller may manage) is refused
+                      "azure_ad_authentication_as_arm_policy": {"status": "disabled"}},
             tags=args.tags, opts=child)
         private_link(f"{name}-private", PrivateLinkArgs(
             resource_group_name=args.resource_group_name, location=args.location,

@@ -163,7 +163,8 @@ class AzureService(pulumi.ComponentResource):
             lb_id=balancer.lb.id, vmss_id=pool.vmss.id, apim_id=gateway.service.id,
             apim_name=gateway.service.name, storage_account_id=store.account.id,
             registry_id=registry.registry.id, timeout_seconds=spec.gateway.timeout_seconds,
-            subscription_id=subscription, alert_emails=emails, apim_sku=sku), opts=child)
+            subscription_id=subscription, apim_principal_id=gateway.principal_id,
+            alert_emails=emails, apim_sku=sku), opts=child)
 
         self.outputs = {
             "endpoint_url": gateway.endpoint_url,

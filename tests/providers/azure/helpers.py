@@ -23,6 +23,8 @@ API = "azure-native:apimanagement:Api"
 API_POLICY = "azure-native:apimanagement:ApiPolicy"
 ENDPOINT = "azure-native:network:PrivateEndpoint"
 WORKSPACE = "azure-native:operationalinsights:Workspace"
+INSIGHTS = "azure-native:applicationinsights:Component"
+LOGGER = "azure-native:apimanagement:Logger"
 ALERT = "azure-native:monitor:MetricAlert"
 
 

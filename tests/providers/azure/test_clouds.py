@@ -26,14 +26,16 @@ def _script(cloud: str, region: str, in_flight: bool = True) -> str:
 
 def test_the_public_cloud_script_keeps_its_addresses():
     script = _script("public", "westeurope")
-    assert "resource=https://management.azure.com/&" in script
+    assert "resource=https://containerregistry.azure.net&" in script
+    assert "resource=https://management" not in script  # ARM tokens: refused
     assert "resource=https://monitoring.azure.com/&" in script
     assert '"https://westeurope.monitoring.azure.com$RID/metrics"' in script
 
 
 def test_the_china_script_asks_china_for_its_tokens_and_posts_metrics_there():
     script = _script("china", "chinaeast2")
-    assert "resource=https://management.chinacloudapi.cn/&" in script
+    assert "resource=https://containerregistry.azure.net&" in script
+    assert "resource=https://management" not in script  # ARM tokens: refused
     assert "resource=https://monitoring.azure.cn/&" in script
     assert '"https://chinaeast2.monitoring.azure.cn$RID/metrics"' in script
     assert "azure.com" not in script
@@ -41,7 +43,8 @@ def test_the_china_script_asks_china_for_its_tokens_and_posts_metrics_there():
 
 def test_the_us_government_script_has_no_metrics_publisher_to_guess():
     script = _script("usgovernment", "usgovvirginia", in_flight=False)
-    assert "resource=https://management.usgovcloudapi.net/&" in script
+    assert "resource=https://containerregistry.azure.net&" in script
+    assert "resource=https://management" not in script  # ARM tokens: refused
     assert "azure.com" not in script and "llmcloud-metrics" not in script
     with pytest.raises(ValueError, match="custom-metrics"):
         _script("usgovernment", "usgovvirginia")
@@ -124,7 +127,7 @@ def test_the_china_stack_puts_its_private_endpoints_in_china_zones():
     import base64
 
     script = base64.b64decode(vmss["virtualMachineProfile"]["osProfile"]["customData"]).decode()
-    assert "management.chinacloudapi.cn/" in script and "azure.com" not in script
+    assert "resource=https://monitoring.azure.cn/&" in script and "azure.com" not in script
     assert "windows.net" not in script
 
 
@@ -177,7 +180,7 @@ def test_each_clouds_blob_host_is_one_the_server_reads():
         assert cloud.private_zones["blob"] == "privatelink." + cloud.blob_suffix
 
 
-def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
+def test_the_image_push_asks_the_callers_cloud_for_a_registry_token(
         tmp_path, monkeypatch):
     import azure.identity
 
@@ -202,7 +205,8 @@ def test_the_image_push_asks_for_a_resource_manager_token_of_the_callers_cloud(
     ctx = StackContext(tmp_path, "dev", azure_spec(), environ=environ)
     assert AzureProvider().registry_login(ctx, "llmdev1.azurecr.us/x") == (
         azure_provider.ACR_TOKEN_USER, "refresh")
-    assert scopes == ["https://management.usgovcloudapi.net/.default"]
+    # the registry's own audience (the same in every cloud), not Resource Manager's
+    assert scopes == ["https://containerregistry.azure.net/.default"]
     # a service principal signs in to the US Government's Entra ID, not the public one's
     assert authorities == [{"authority": "login.microsoftonline.us"}]
 

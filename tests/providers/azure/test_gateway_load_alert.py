@@ -34,7 +34,7 @@ def _gateway_alert(sku: str) -> dict:
             apim_id=f"{rg}/providers/Microsoft.ApiManagement/service/apim", apim_name="apim",
             storage_account_id=f"{rg}/providers/Microsoft.Storage/storageAccounts/st",
             registry_id=f"{rg}/providers/Microsoft.ContainerRegistry/registries/cr",
-            timeout_seconds=300, subscription_id="S", apim_sku=sku))
+            timeout_seconds=300, subscription_id="S", apim_principal_id="P", apim_sku=sku))
         return monitoring.workspace.id
 
     declare()

@@ -20,6 +20,7 @@ from tests.providers.azure.helpers import (
     CONTAINER,
     ENDPOINT,
     IDENTITY,
+    INSIGHTS,
     LB,
     NSG,
     REGISTRY,
@@ -108,18 +109,20 @@ def test_the_servers_run_the_hpc_image_with_keys_only_and_encryption_at_host():
 def test_role_assignments_are_scoped_to_the_container_registry_and_scale_set():
     resources, _ = declared()
     principal = one(resources, IDENTITY).outputs["principalId"]
-    # (and the requests-failing log alert's own identity reads its workspace only)
+    # (and the requests-failing log alert's own identity reads its workspace only, and API
+    # Management's publishes its traces to Application Insights only)
     rule = one(resources, "azure-native:monitor:ScheduledQueryRule").outputs["identity"]
-    scopes = {r.inputs["roleDefinitionId"].rsplit("/", 1)[-1]: r.inputs["scope"]
-              for r in of_type(resources, ROLE)}
-    assert scopes == {STORAGE_BLOB_DATA_READER: one(resources, CONTAINER).id,
-                      ACR_PULL: one(resources, REGISTRY).id,
-                      MONITORING_METRICS_PUBLISHER: one(resources, VMSS).id,
-                      READER: one(resources, WORKSPACE).id}
+    gateway = one(resources, APIM).outputs["identity"]
+    grants = {(r.inputs["roleDefinitionId"].rsplit("/", 1)[-1], r.inputs["scope"],
+               r.inputs["principalId"]) for r in of_type(resources, ROLE)}
+    assert grants == {
+        (STORAGE_BLOB_DATA_READER, one(resources, CONTAINER).id, principal),
+        (ACR_PULL, one(resources, REGISTRY).id, principal),
+        (MONITORING_METRICS_PUBLISHER, one(resources, VMSS).id, principal),
+        (READER, one(resources, WORKSPACE).id, rule["principalId"]),
+        (MONITORING_METRICS_PUBLISHER, one(resources, INSIGHTS).id, gateway["principalId"])}
+    assert len(of_type(resources, ROLE)) == len(grants)
     for role in of_type(resources, ROLE):
-        assert role.inputs["principalId"] == (
-            rule["principalId"] if role.inputs["scope"] == one(resources, WORKSPACE).id
-            else principal)
         assert role.inputs["principalType"] == "ServicePrincipal"
         assert role.inputs["roleDefinitionId"].startswith(
             f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/"
