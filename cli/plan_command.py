@@ -50,6 +50,9 @@ def plan(
     else:
         render_plan(document)
     fit = document.get("model_fit") or {}
+    unmeasured = None if fit else _unmeasured_source(ctx.spec.model.source)
+    if unmeasured:
+        out.info(unmeasured)
     if fit.get("verdict") == "too_big":
         out.info(f"error: the model does not fit the GPUs of {fit['instance_type']}: it needs "
                  f"at least {fit['needed_gb']} GB on a GPU, which has {fit['gpu_memory_gb']} GB"
@@ -76,6 +79,26 @@ def plan(
     if failed:
         out.info(f"error: {len(failed)} security check(s) failed")
         raise typer.Exit(1)
+
+
+def _unmeasured_source(source: str) -> str | None:
+    """Why a `model.source` that names a local path has no fit verdict: a folder the
+    servers could not load (`model upload` refuses it), or a path that is not a folder here
+    (never a hub id: those are `org/name`). None for a hub id or a store URI."""
+    from llmcloud.inference_image.model_files import unloadable_reason
+    from llmcloud.providers.model_fit import local_folder
+
+    folder = local_folder(source)
+    if folder is not None:
+        reason = unloadable_reason(folder)
+        return (f"warning: {reason}\n  the model's fit on the GPUs is not known, and "
+                f"`llmcloud model upload` refuses the folder\nhint: save the model with "
+                f"model.save_pretrained(FOLDER) and its tokenizer beside it") if reason else None
+    if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
+        return (f"warning: model.source {source} is not a folder on this machine\n  a hub id "
+                f"is org/name: the model's fit on the GPUs is not known\nhint: set "
+                f"model.source to the model's folder, or to its hub id")
+    return None
 
 
 def _fit_hint(fit: dict[str, Any]) -> str:
@@ -115,11 +138,54 @@ def render_plan(document: dict[str, Any]) -> None:
         console.print(f"model fit on {fit['instance_type']} ({fit['gpu_memory_gb']} GB a GPU): "
                       f"[{colour}]{fit['verdict']}[/{colour}]  [dim]{fit['message']}[/dim]")
 
-    cost = document["cost"]
-    table = Table(title=f"cost ({cost['currency']}/hour)", box=None, title_justify="left")
-    for column in ("item", "at min", "at max"):
+    render_cost(console, document["cost"])
+
+
+def render_cost(console: Any, cost: dict[str, Any]) -> None:
+    """The cost table: each item's unit price and hourly amount at min and max replicas,
+    items billed per use marked so (not free: their traffic is unknown), the totals per
+    hour and per month, the price table's date and source, and its notes (a region priced
+    as the base region's)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from llmcloud.stacks.cost import HOURS_PER_MONTH
+
+    currency = cost["currency"]
+    table = Table(title=f"cost ({currency}/hour)", box=None, title_justify="left")
+    for column in ("item", "unit price", "at min", "at max"):
         table.add_column(column, justify="left" if column == "item" else "right")
     for item in cost["items"]:
-        table.add_row(item["name"], f"{item['hourly_min']:.3f}", f"{item['hourly_max']:.3f}")
-    table.add_row("[bold]total[/bold]", f"{cost['hourly_min']:.2f}", f"{cost['hourly_max']:.2f}")
+        price = (f"{_amount(item['unit_usd'])}/{item['unit']}" if "unit_usd" in item
+                 and "unit" in item else "")
+        if _per_use(item):
+            table.add_row(item["name"], price, "per use", "per use")
+        else:
+            table.add_row(item["name"], price, f"{item['hourly_min']:.3f}",
+                          f"{item['hourly_max']:.3f}")
+    table.add_row("[bold]total[/bold]", "", f"{cost['hourly_min']:.2f}",
+                  f"{cost['hourly_max']:.2f}")
+    table.add_row(f"a month ({HOURS_PER_MONTH} hours)", "",
+                  f"{cost['hourly_min'] * HOURS_PER_MONTH:,.0f}",
+                  f"{cost['hourly_max'] * HOURS_PER_MONTH:,.0f}")
     console.print(table)
+    for item in cost["items"]:
+        if item.get("note"):
+            console.print(f"[dim]  {escape(item['name'])}: {escape(item['note'])}[/dim]")
+    if cost.get("price_date"):
+        console.print(escape(f"prices of {cost['price_date']} ({cost.get('source', '')}); "
+                             "items billed per use are not in the totals"))
+    for note in cost.get("notes") or ():
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+
+
+def _amount(usd: float) -> str:
+    """A unit price as written in a price list: no exponent, no trailing zeros."""
+    return f"{usd:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def _per_use(item: dict[str, Any]) -> bool:
+    """A line billed per use (requests, GB): listed at its unit price, never in a total."""
+    return (item.get("quantity_min") == 0 and item.get("quantity_max") == 0
+            and item.get("hourly_min") == 0 and item.get("hourly_max") == 0
+            and "unit_usd" in item)

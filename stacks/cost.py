@@ -12,6 +12,10 @@ from typing import Any
 
 from llmcloud.stacks.errors import DeploymentError
 
+#: hours in a month, as AWS, Google and Azure prorate monthly fees and price calculators
+#: count a month of hourly ones
+HOURS_PER_MONTH = 730
+
 
 @dataclass(frozen=True)
 class CostLine:
