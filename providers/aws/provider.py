@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from llmcloud.providers.aws import mocks, naming
+from llmcloud.providers.aws import mocks, naming, regions
 from llmcloud.providers.aws.endpoint_config import CONTAINER_PORT, sagemaker_instance_type
 from llmcloud.providers.aws.prices import (
     ALB_HOURLY,
@@ -88,6 +88,13 @@ class AwsProvider(CloudProvider):
                               context="AWS regions are named like us-east-1, eu-west-2 or "
                                       "ap-southeast-1",
                               hint=f"set region: {DEFAULT_REGION}, or the one you meant")
+        if not regions.is_region(region):  # pulumi-aws refuses it at `up` as well
+            near = regions.closest(region)
+            raise ConfigError(f"region {region!r} is not an AWS region",
+                              context=f"AWS has no region of that name (its regions as of "
+                                      f"{regions.REGIONS_DATE}: providers/aws/regions.py)",
+                              hint=f"set region to the one you meant: "
+                                   f"{', '.join(near or [DEFAULT_REGION])}?")
         _check_tags(spec.tags)
         # settings the spec allows that this stack does not build yet: refuse, never ignore
         if spec.compute.kind == "sagemaker":
