@@ -54,4 +54,4 @@ def check_gpus(spec: DeploymentSpec, gpus: int | None, instance_type: str,
         f"compute.gpus is {wanted}, but {instance_type} has {gpus}",
         context=f"on {cloud} the instance type fixes the GPUs",
         hint=f"set compute.gpus to {gpus}, or compute.instance_type to one with {wanted} "
-             f"GPUs: {', '.join(matching) or 'none is priced'}")
+             f"GPU{'' if wanted == 1 else 's'}: {', '.join(matching) or 'none is priced'}")

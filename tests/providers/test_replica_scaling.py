@@ -95,5 +95,7 @@ def test_gpus_the_instance_type_does_not_have_are_refused_not_ignored(cloud, com
     assert info.value.message == (f"compute.gpus is {compute['gpus']}, but "
                                   f"{compute['instance_type']} has {has}")
     assert other in info.value.hint
+    assert f"one with {compute['gpus']} GPU{'' if compute['gpus'] == 1 else 's'}: " \
+        in info.value.hint  # (not "one with 1 GPUs")
     # N1 machines take the GPUs asked for
     run_plan(spec_for("gcp", compute={"instance_type": "n1-standard-8", "gpus": 2}), "dev")
