@@ -40,7 +40,8 @@ TLS_PROPERTIES = {
 
 #: the oldest control-plane API version the service answers: older versions return its
 #: secrets (subscription keys) to read-only users, and Microsoft retired every version
-#: before this one in 2024; Pulumi (2024-05-01) and llmcloud (2022-08-01) are newer
+#: before this one on 30 September 2023 (Microsoft's notice, as PSRule's
+#: Azure.APIM.MinAPIVersion quotes it); Pulumi (2024-05-01) and llmcloud (2022-08-01) are newer
 MIN_API_VERSION = "2021-08-01"
 
 

@@ -118,8 +118,13 @@ class Monitoring(pulumi.ComponentResource):
             location=args.location,
             sku={"name": "PerGB2018"}, retention_in_days=args.retention_days,
             # Entra ID only: every writer here (the servers' Azure Monitor Agent, diagnostic
-            # settings, Application Insights) signs in without the workspace's shared keys
-            features={"disable_local_auth": True}, **where, opts=child)
+            # settings, Application Insights) signs in without the workspace's shared keys.
+            # The access mode is Azure's default, declared as Microsoft's template does: a
+            # workspace deployed before gets `features` in a PUT for the first time, and what
+            # it leaves out is not kept for sure
+            features={"disable_local_auth": True,
+                      "enable_log_access_using_only_resource_permissions": True},
+            **where, opts=child)
         self.insights = applicationinsights.Component(
             f"{name}-insights", resource_name_=f"{args.name}-insights", location=args.location,
             kind="web", application_type="web", ingestion_mode="LogAnalytics",

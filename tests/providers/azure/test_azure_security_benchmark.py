@@ -51,3 +51,12 @@ def test_the_minimum_api_version_check(inputs, passes):
     results = [r for r in run_checks([Resource(APIM, "apim", inputs)])
                if r.id == "LLMCLOUD_AZURE_3"]
     assert [r.passed for r in results] == [passes]
+
+
+def test_the_workspace_keeps_its_access_mode_when_its_keys_go():
+    # the `features` a stack deployed before gets for the first time holds Azure's default
+    # access mode too (Microsoft's template for disableLocalAuth sets both), so that PUT
+    # cannot switch the workspace to workspace-only permissions
+    features = one(declared()[0], WORKSPACE).inputs["features"]
+    assert features == {"disableLocalAuth": True,
+                        "enableLogAccessUsingOnlyResourcePermissions": True}
