@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from llmcloud.inference_image.manifest import MANIFEST_NAME
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.local import bake as local_bake
 from llmcloud.providers.local import procs
@@ -166,11 +167,14 @@ class LocalProvider(Provider):
         state_file = self._state(ctx)
         with state_file.operation(ctx.stack):
             first = not state_file.exists()  # (read under the lock: another up may have run)
+            store = ModelStore(state_file.models)
+            imported = not store.has(ctx.spec.model.name, ctx.spec.model.version)
             try:
                 return self._up(ctx, state_file)
             except BaseException:
                 if first:
-                    _forget_unstarted(state_file)
+                    _forget_unstarted(state_file, store.version_dir(
+                        ctx.spec.model.name, ctx.spec.model.version) if imported else None)
                 raise
 
     def _up(self, ctx: StackContext, state_file: StateFile) -> dict[str, Any]:
@@ -505,14 +509,22 @@ def _clean_leftovers(state_file: StateFile) -> None:
     state_file.remove()
 
 
-def _forget_unstarted(state_file: StateFile) -> None:
+def _forget_unstarted(state_file: StateFile, imported: Path | None) -> None:
     """After a stack's first `up` failed before its controller ever started (a port in use,
-    a model folder that cannot be read, Ctrl-C): remove the folder it made, so that no stack
-    seems to exist (`status` would answer "running: no", the stack names would list it).
-    A controller that started wrote its log there, which the error points at: then it
-    stays."""
-    if not (state_file.logs / "controller.log").exists():
-        shutil.rmtree(state_file.folder, ignore_errors=True)
+    a model folder that cannot be read, Ctrl-C): remove what it made (its state, its copy
+    of the model folder, `imported`), so that no stack seems to exist (`status` would
+    answer "running: no", the stack names would list it). Versions `model upload` put in
+    the stack's store stay, with the folder: the user may have no other copy. A controller
+    that started wrote its log there, which the error points at: then everything stays."""
+    if (state_file.logs / "controller.log").exists():
+        return
+    if imported is not None:
+        shutil.rmtree(imported, ignore_errors=True)
+    if any(state_file.models.glob(f"*/*/{MANIFEST_NAME}")):
+        state_file.path.unlink(missing_ok=True)
+        shutil.rmtree(state_file.logs, ignore_errors=True)
+        return
+    shutil.rmtree(state_file.folder, ignore_errors=True)
 
 
 def _stop_everything(state_file: StateFile) -> int:

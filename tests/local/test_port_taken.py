@@ -65,3 +65,20 @@ def test_a_later_up_refused_keeps_the_stack(fake_stack, home, taken_port) -> Non
     with pytest.raises(ConfigError, match="already in use"):
         stack.up(server__port=taken_port)
     assert stack.state_file.read()["keys"] == keys  # its keys kept
+
+
+def test_a_first_up_refused_keeps_the_versions_model_upload_stored(fake_stack, home,
+                                                                  taken_port,
+                                                                  tmp_path) -> None:
+    from tests.local.conftest import fake_model
+
+    # `model upload` before the first `up` stores into the stack's folder: the user may
+    # have no other copy (a hub download, a fine-tune's output since deleted)
+    stack = fake_stack("p5", server__port=taken_port)
+    stack.upload(fake_model(tmp_path / "tuned"), "v2")
+    with pytest.raises(ConfigError, match="already in use"):
+        stack.up()
+    models = home / "stacks" / "p5" / "models" / "fake"
+    assert (models / "v2" / "manifest.json").is_file()
+    assert not (models / "v1").exists()  # the up's own copy of model.source goes
+    assert not stack.state_file.exists()  # no stack seems to have run
