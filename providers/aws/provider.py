@@ -88,13 +88,15 @@ class AwsProvider(CloudProvider):
                               context="AWS regions are named like us-east-1, eu-west-2 or "
                                       "ap-southeast-1",
                               hint=f"set region: {DEFAULT_REGION}, or the one you meant")
-        if not regions.is_region(region):  # pulumi-aws refuses it at `up` as well
+        if not regions.is_region(region):  # `up` would fail at its first AWS call
             near = regions.closest(region)
             raise ConfigError(f"region {region!r} is not an AWS region",
                               context=f"AWS has no region of that name (its regions as of "
-                                      f"{regions.REGIONS_DATE}: providers/aws/regions.py)",
+                                      f"{regions.REGIONS_DATE}: providers/aws/regions.py, "
+                                      f"then the installed botocore's)",
                               hint=f"set region to the one you meant: "
-                                   f"{', '.join(near or [DEFAULT_REGION])}?")
+                                   f"{', '.join(near or [DEFAULT_REGION])}? (a region AWS "
+                                   f"opened since: pip install -U botocore, which knows it)")
         _check_tags(spec.tags)
         # settings the spec allows that this stack does not build yet: refuse, never ignore
         if spec.compute.kind == "sagemaker":

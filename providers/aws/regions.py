@@ -1,8 +1,9 @@
 """The AWS regions a stack may name, so a region AWS lacks fails at `plan`, not at `up`.
 
-pulumi-aws refuses a region outside its own static list at `up` (its `skipRegionValidation`
-setting: "Skip static validation of region name"); this list lets `plan`, which runs
-offline without the provider plugin, refuse the same names. Source: the partitions of
+pulumi-aws does not check the name: its SDK turns `skipRegionValidation` on unless told
+otherwise (pulumi_aws 7.x `Provider`), so an `up` in a region AWS lacks fails only at its
+first AWS call, whose endpoint does not resolve. This list lets `plan`, which runs offline,
+refuse such a name with the nearest ones. Source: the partitions of
 botocore's `endpoints.json` (botocore 1.44.8; AWS's list: https://docs.aws.amazon.com/
 global-infrastructure/latest/regions/aws-regions.html), as of REGIONS_DATE. Kept here
 rather than read from botocore, whose import alone costs a plan about 0.4 s. Add a region

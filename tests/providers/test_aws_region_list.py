@@ -1,5 +1,6 @@
 """A region AWS lacks, named like one, is refused by `plan` (exit 2), not priced as
-us-east-1: pulumi-aws would refuse it at `up` (its static region validation)."""
+us-east-1: an `up` would fail only at its first AWS call (pulumi-aws skips region
+validation by default)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def test_a_region_botocore_knows_beyond_the_list_is_allowed(monkeypatch) -> None
 
     monkeypatch.setattr(regions, "_botocore_regions", lambda: {"xx-newest-1"})
     AwsProvider().check_spec(aws_spec(region="xx-newest-1"))  # no refusal
+
+
+def test_the_refusal_says_how_to_admit_a_region_aws_opened_since() -> None:
+    # pulumi-aws would deploy to it (its SDK skips region validation by default): the list
+    # and the installed botocore are what refuse it, and a newer botocore admits it
+    with pytest.raises(ConfigError) as info:
+        AwsProvider().check_spec(aws_spec(region="xx-nowhere-9"))
+    assert "pip install -U botocore" in info.value.hint
+    assert "botocore" in info.value.context
