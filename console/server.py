@@ -147,7 +147,13 @@ def create_app(backend: StackBackend, *, allowed_hosts: set[str] | None = None,
                                  hint="its routes and methods: GET /api/openapi.json")
         else:
             error = api.ApiError(exc.status_code, str(exc.detail))
-        response = api.error_response(request, error)
+        if request.url.path.startswith("/api/") or wants_fragment(request):
+            response = api.error_response(request, error)
+        else:  # a mistyped page in the address bar: a page, as the refusals of who calls
+            response = html("error.html", error.status, {},
+                            title=_TITLES.get(error.status, "Error"), status=error.status,
+                            message=error.message, hint=error.hint, stack=backend.stack,
+                            provider=backend.provider_name)
         for name, value in (exc.headers or {}).items():
             response.headers.setdefault(name, value)
         return response
@@ -190,7 +196,8 @@ def _secured(request: Request, response: Response) -> Response:
     return response
 
 
-_TITLES = {401: "Not logged in", 403: "Not allowed", 429: "Too many attempts"}
+_TITLES = {401: "Not logged in", 403: "Not allowed", 404: "Not found",
+           405: "Method not allowed", 429: "Too many attempts"}
 
 
 def is_loopback(host: str) -> bool:

@@ -77,3 +77,15 @@ def test_the_bakes_seconds_agree_with_its_progress_bar():
         "phase": "baking", "events": [], "replicas": [],
         "bake": {"seconds": 70, "min_requests": 0, "started": 1.0, "elapsed_seconds": 12.6}})
     assert "baking, 12 of 70 s" in fragment and 'value="12"' in fragment
+
+
+def test_a_page_the_console_lacks_is_a_page_in_a_browser(console, running):
+    # a mistyped address answered JSON in the browser, where the refusals of who calls
+    # (401, 403, 429) answer the console's error page
+    login(console, running.admin_key)
+    response = console.get("/modles")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "the console has no /modles" in response.text and "/models" in response.text
+    # scripts still get the documented JSON, htmx its error fragment
+    assert _documented(console.get("/api/modles"))
