@@ -63,11 +63,17 @@ def template_of(tokenizer, model_name: str) -> str:
     """The model's chat template, or a 400 saying it has none."""
     template = getattr(tokenizer, "chat_template", None)
     if not template:
-        raise ApiError(400, f"model {model_name!r} has no chat template, so it cannot serve "
-                       "chat completions; use /v1/completions with a plain prompt (the "
-                       "server's operator can give it one with --chat-template)",
+        raise ApiError(400, no_template_message(model_name, "chat completions"),
                        param="messages", code="chat_template_missing")
     return template if isinstance(template, str) else str(template)
+
+
+def no_template_message(model_name: str, asked: str) -> str:
+    """What a client is told that asked ``asked`` (an API, in words) of a model without a
+    chat template."""
+    return (f"model {model_name!r} has no chat template, so it cannot serve {asked}; use "
+            "/v1/completions with a plain prompt (the server's operator can give it one "
+            "with --chat-template)")
 
 
 def render(tokenizer, messages: list[dict[str, Any]], tools: list[dict] | None, *,

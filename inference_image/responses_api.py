@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .chat_prompt import no_template_message
 from .protocol import ApiError
 from .reasoning import thinking_tokens
 from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_chat
@@ -34,6 +35,8 @@ async def start(serving: OpenAIServing, request: ResponsesRequest) -> Generation
                 raise
             gen = await serving.start_chat(await fitted(serving, chat))
     except ApiError as exc:
+        if exc.code == "chat_template_missing":  # the API the client asked, not chat's
+            exc.message = no_template_message(serving.model_name, "the Responses API")
         if exc.param in PARAMS:  # the field as the client sent it, in the message too
             exc.message = exc.message.replace(exc.param, PARAMS[exc.param])
             exc.param = PARAMS[exc.param]

@@ -319,8 +319,11 @@ def _serving(state: ServerState) -> OpenAIServing:
 def _serving_for_generation(state: ServerState) -> OpenAIServing:
     serving = _serving(state)
     if state.draining:
+        # 1 s, not the drain's timeout: this server will not come back, but the balancer's
+        # other servers are ready now, and the openai client waits what Retry-After says
+        # (and does not retry at all past 120 s).
         raise ApiError(503, "the server is shutting down", type="server_error",
-                       code="draining")
+                       code="draining", headers={"Retry-After": "1"})
     return serving
 
 

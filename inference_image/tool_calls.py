@@ -127,17 +127,21 @@ def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | 
 class CallArray:
     """Reads a ``required`` answer as it is written: ``[{"name": ..., "parameters": {...}},
     ...]``, laid out exactly so by its grammar (keys in the schema's order, ``", "`` and
-    ``": "`` between them). Each call is known once its name is written; its arguments
-    are the text of its parameters as they come."""
+    ``": "`` between them). Each call is known once its name is written (its closing
+    quote: a function's name is ``[A-Za-z0-9_-]``), so that an answer cut by max_tokens
+    right after it is still that call, with no arguments; its arguments are the text of
+    its parameters as they come."""
 
     # a call's start: the array's, or the end of the call before it and a comma
-    _HEAD = re.compile(r'\s*\}?\s*[\[,]\s*\{"name": "([A-Za-z0-9_-]+)", "parameters": ')
+    _HEAD = re.compile(r'\s*\}?\s*[\[,]\s*\{"name": "([A-Za-z0-9_-]+)"')
+    _PARAMETERS = ', "parameters": '
 
     def __init__(self):
         self.text = ""
         self.calls: list[ToolCall] = []  # their arguments so far
         self._read = 0  # where the text is read up to
         self._depth: int | None = None  # in a call's parameters: how deep; None: between
+        self._named = False  # the last call's name is read, its parameters not begun
         self._in_string = self._escaped = False
 
     def feed(self, delta: str) -> list[dict[str, Any]]:
@@ -146,14 +150,19 @@ class CallArray:
         self.text += delta
         out: dict[int, dict[str, Any]] = {}
         while True:
-            if self._depth is None:
+            if self._depth is None and not self._named:
                 head = self._HEAD.match(self.text, self._read)
                 if head is None:
                     return list(out.values())
                 self.calls.append(_call(head.group(1), ""))
                 index = len(self.calls) - 1
                 out[index] = self.calls[index].wire(index)
-                self._read, self._depth = head.end(), 0
+                self._read, self._named = head.end(), True
+            if self._named:
+                if not self.text.startswith(self._PARAMETERS, self._read):
+                    return list(out.values())  # not written yet (the grammar writes it)
+                self._read += len(self._PARAMETERS)
+                self._named, self._depth = False, 0
             start, done = self._read, self._scan()
             piece = self.text[start:self._read]
             if piece:
