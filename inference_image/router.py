@@ -321,9 +321,11 @@ def _serving_for_generation(state: ServerState) -> OpenAIServing:
     if state.draining:
         # 1 s, not the drain's timeout: this server will not come back, but the balancer's
         # other servers are ready now, and the openai client waits what Retry-After says
-        # (and does not retry at all past 120 s).
+        # (and does not retry at all past 120 s). Connection: close, so that a pool in
+        # front (the balancer's, the gateway's) does not reuse this connection for its
+        # next request and meet the same answer: uvicorn closes it after this response.
         raise ApiError(503, "the server is shutting down", type="server_error",
-                       code="draining", headers={"Retry-After": "1"})
+                       code="draining", headers={"Retry-After": "1", "Connection": "close"})
     return serving
 
 

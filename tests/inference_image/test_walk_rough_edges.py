@@ -39,6 +39,7 @@ def test_a_draining_server_says_when_to_retry(tokenizer, path, body):
     response = client.post(path, json=body)
     assert_error(response, 503, code="draining")
     assert response.headers["retry-after"] == "1"
+    assert response.headers["connection"] == "close"  # not reused by a pool in front
 
 
 @pytest.mark.parametrize("cut", [NAMED_ONLY, NAMED_ONLY + ', "param'])
