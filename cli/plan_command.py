@@ -49,6 +49,8 @@ def plan(
         out.result(document)
     else:
         render_plan(document)
+    for warning in document.get("warnings") or ():  # the program's, as `up` shows them
+        out.info(f"warning: {warning}")
     fit = document.get("model_fit") or {}
     unmeasured = None if fit else _unmeasured_source(ctx.spec.model.source)
     if unmeasured:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import logging
 import math
 import re
 import threading
@@ -74,12 +75,33 @@ def redacted(value: Any) -> Any:
 
 
 class _Recorder:
-    """What the mocks saw: every registration with its parent, inputs and mocked outputs."""
+    """What the mocks saw: every registration with its parent, inputs and mocked outputs,
+    and the warnings the program logged."""
 
     def __init__(self) -> None:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.registrations: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+
+
+#: where the mocked engine logs the program's `pulumi.log` messages during a plan
+PROGRAM_LOGGER = "llmcloud.plan.program"
+
+
+class _WarningsKept(logging.Handler):
+    """Keeps the program's warnings (`pulumi.log.warn`) for the plan document: without an
+    engine, Pulumi's mocks log them to a logger, which would print them bare on stderr."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__(logging.WARNING)
+        self.recorder = recorder
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        with self.recorder.lock:
+            if message not in self.recorder.warnings:  # one per resource would repeat it
+                self.recorder.warnings.append(message)
 
 
 def _mocks(provider: Any, spec: DeploymentSpec, recorder: _Recorder) -> Any:
@@ -151,7 +173,7 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
     mocks = _mocks(provider, spec, recorder)
     ROOT.set(None)
     set_mocks(mocks, project=PROJECT, stack=stack, preview=preview,
-              monitor=_monitor(mocks, recorder))
+              logger=logging.getLogger(PROGRAM_LOGGER), monitor=_monitor(mocks, recorder))
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
     outputs: dict[str, Any] = {}
@@ -162,6 +184,14 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
         outputs.update(values or {})
 
     _sync_await(run_pulumi_func(program))
+    # a warning about a resource is logged once its URN resolves, by a task Pulumi does not
+    # wait for: let those end, or the plan could miss one
+    import asyncio
+
+    logging_tasks = [task for task in asyncio.all_tasks(asyncio.get_event_loop())
+                     if getattr(task.get_coro(), "__name__", "") == "do_log"]
+    if logging_tasks:
+        _sync_await(asyncio.gather(*logging_tasks, return_exceptions=True))
     return outputs
 
 
@@ -204,16 +234,30 @@ def declare(spec: DeploymentSpec, stack: str,
     """Run the provider's program under the mocks: the declared cloud resources (with their
     mocked ids and outputs, and their layer) and the stack outputs. ``preview=False`` runs
     it as a real update would (tests of what only an update declares)."""
+    resources, outputs, _ = declare_with_warnings(spec, stack, preview)
+    return resources, outputs
+
+
+def declare_with_warnings(spec: DeploymentSpec, stack: str, preview: bool = True,
+                          ) -> tuple[list[Resource], dict[str, Any], list[str]]:
+    """`declare`, and the warnings the program logged (`pulumi.log.warn`), in order, each
+    once: what a real preview shows among Pulumi's diagnostics."""
     provider = get_provider(spec.provider)
     provider.supports("plan")
     provider.require_sdk()
     recorder = _Recorder()
+    program_log = logging.getLogger(PROGRAM_LOGGER)
+    kept = _WarningsKept(recorder)
     with warnings.catch_warnings(), _lean_runtime():
         # pulumi-aws warns about its own deprecated classes as it loads a module
         warnings.simplefilter("ignore", DeprecationWarning)
-        outputs = contextvars.copy_context().run(_declare, provider, spec, stack, recorder,
-                                                 preview)
-    return _resources(recorder.registrations), json_safe(outputs)
+        program_log.addHandler(kept)
+        try:
+            outputs = contextvars.copy_context().run(_declare, provider, spec, stack,
+                                                     recorder, preview)
+        finally:
+            program_log.removeHandler(kept)
+    return _resources(recorder.registrations), json_safe(outputs), list(recorder.warnings)
 
 
 def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
@@ -223,8 +267,11 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
     its SDK extra is missing. Safe to call repeatedly: Pulumi's global settings are changed
     only inside a copied context, so tests that set their own mocks are unaffected.
     """
-    resources, outputs = declare(spec, stack)
-    sheet = get_provider(spec.provider).prices(spec)
+    resources, outputs, program_warnings = declare_with_warnings(spec, stack)
+    provider = get_provider(spec.provider)
+    # the provider's own, of what only a plan warns of (Azure: a region it does not know)
+    spec_warnings = getattr(provider, "plan_warnings", lambda _spec: [])(spec)
+    sheet = provider.prices(spec)
     if sheet is None:
         raise NotSupportedError(f"the {spec.provider} provider has no price table")
     cost = estimate(sheet)
@@ -237,6 +284,7 @@ def run_plan(spec: DeploymentSpec, stack: str) -> dict[str, Any]:
         "cost": cost,
         "budget": budget_status(cost, spec.budget.max_hourly_usd),
         "outputs": redacted(outputs),
+        "warnings": [*spec_warnings, *program_warnings],
     }
     fit = model_fit(spec)
     if fit is not None:  # known offline only for a local folder on a priced instance type

@@ -356,6 +356,14 @@ class AzureProvider(CloudProvider):
 
 
 
+    def plan_warnings(self, spec: DeploymentSpec) -> list[str]:
+        """What `plan` warns of and `up` leaves to Azure: a region name that is no Azure
+        location known here (`locations.py`), which Azure refuses at once."""
+        from llmcloud.providers.azure.locations import unknown_location_warning
+
+        warning = unknown_location_warning(spec.region or DEFAULT_REGION)
+        return [warning] if warning else []
+
     @staticmethod
     def _check_cloud(spec: DeploymentSpec, cloud: AzureCloud) -> None:
         if spec.autoscaling.signal == "in_flight" and cloud.metrics_audience is None:

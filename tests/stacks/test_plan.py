@@ -19,7 +19,8 @@ def doc():
 
 
 def test_plan_document_matches_the_contract(doc):
-    assert set(doc) == {"provider", "stack", "resources", "checks", "cost", "budget", "outputs"}
+    assert set(doc) == {"provider", "stack", "resources", "checks", "cost", "budget", "outputs",
+                        "warnings"}
     assert (doc["provider"], doc["stack"]) == ("aws", "ci")
     json.dumps(doc)
     types = {r["type"] for r in doc["resources"]}
