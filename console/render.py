@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from llmcloud.console.versions import no_rollback
 from llmcloud.providers.model_versions import size_text
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -55,7 +56,7 @@ environment = Environment(loader=FileSystemLoader(TEMPLATES),
                           autoescape=select_autoescape(["html"]), trim_blocks=True,
                           lstrip_blocks=True)
 environment.filters.update(when=_when, size=size_text, money=_money, duration=_duration,
-                           share=_share)
+                           share=_share, no_rollback=no_rollback)
 
 
 def wants_fragment(request: Request) -> bool:

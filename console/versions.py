@@ -44,3 +44,15 @@ def unlisted(document: dict[str, Any]) -> list[dict[str, Any]]:
     complete or deletable for sure (promote still offers them; the provider checks)."""
     return [{"use": None, "deletable": False, "complete": None, **v}
             for v in document.get("versions") or []]
+
+
+def no_rollback(document: dict[str, Any]) -> str | None:
+    """Why the Models page offers no rollback for `document` (a `model_versions()`): no
+    version the stack records as good besides the one in service (a cloud's
+    `model_history` output, the local controller's history), so `rollback` would refuse at
+    once. None when there is one to go back to."""
+    if any(v.get("good") and not v.get("serving") for v in document.get("versions") or ()):
+        return None
+    serving = document.get("serving")
+    before = f" before {serving}" if serving else ""
+    return f"Nothing to roll back to: the stack records no good version{before}"
