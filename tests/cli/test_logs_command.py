@@ -18,17 +18,6 @@ def _stamp(ago: timedelta) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S,") + f"{when.microsecond // 1000:03d}"
 
 
-@pytest.fixture
-def logs(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The logs folder of a local stack `dev` (state in $LLMCLOUD_HOME)."""
-    home = tmp_path / "llmcloud-home"
-    monkeypatch.setenv("LLMCLOUD_HOME", str(home))
-    folder = home / "stacks" / "dev"
-    (folder / "logs").mkdir(parents=True)
-    (folder / "state.json").write_text("{}")
-    return folder / "logs"
-
-
 def _write(logs: Path) -> None:
     minute = timedelta(minutes=1)
     (logs / "controller.log").write_text(

@@ -15,16 +15,11 @@ from llmcloud.stacks.errors import DeploymentError
 
 
 @pytest.fixture
-def logs(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "llmcloud-home"
-    monkeypatch.setenv("LLMCLOUD_HOME", str(home))
-    folder = home / "stacks" / "dev"
-    (folder / "logs").mkdir(parents=True)
-    (folder / "state.json").write_text("{}")
+def logs(logs: Path) -> Path:
+    """The local stack's logs folder (conftest's), its controller having said one line."""
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,000")
-    (folder / "logs" / "controller.log").write_text(
-        f"{stamp} INFO llmcloud.controller: started\n")
-    return folder / "logs"
+    (logs / "controller.log").write_text(f"{stamp} INFO llmcloud.controller: started\n")
+    return logs
 
 
 def test_an_error_after_lines_is_one_more_line(cli, logs: Path,

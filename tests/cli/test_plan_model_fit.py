@@ -5,35 +5,9 @@ close, a line in the rendered plan and `model_fit` in `plan --json`."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
-import pytest
-
 GB = 10**9
-
-
-@pytest.fixture
-def plan_document(monkeypatch: pytest.MonkeyPatch):
-    """The Pulumi-mock part of the plan replaced (the providers' tests cover it); the model
-    fit is the real `stacks.plan.model_fit`."""
-    from llmcloud.stacks.plan import model_fit
-
-    def run_plan(spec, stack):
-        return {"provider": spec.provider, "stack": stack, "resources": [], "checks": [],
-                "cost": {"currency": "USD", "hourly_min": 1.0, "hourly_max": 2.0,
-                         "items": []},
-                "budget": {"max_hourly_usd": None, "exceeded": False},
-                **({"model_fit": model_fit(spec)} if model_fit(spec) else {})}
-
-    module = types.ModuleType("llmcloud.stacks.plan")
-    module.run_plan = run_plan
-    monkeypatch.setitem(sys.modules, "llmcloud.stacks.plan", module)
-    from llmcloud.providers.aws.provider import AwsProvider
-
-    monkeypatch.setattr(AwsProvider, "unsupported", {})
-    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
 
 
 def _model(tmp_path: Path, weights: int, dtype: str = "bfloat16") -> str:

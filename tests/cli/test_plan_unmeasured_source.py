@@ -5,33 +5,7 @@ or a path that is not a folder here (read as a hub id before)."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
-
-import pytest
-
-
-@pytest.fixture
-def plan_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Pulumi-mock part of the plan replaced; the model fit is the real one."""
-    from llmcloud.stacks.plan import model_fit
-
-    def run_plan(spec, stack):
-        fit = model_fit(spec)
-        return {"provider": spec.provider, "stack": stack, "resources": [], "checks": [],
-                "cost": {"currency": "USD", "hourly_min": 1.0, "hourly_max": 2.0,
-                         "items": []},
-                "budget": {"max_hourly_usd": None, "exceeded": False},
-                **({"model_fit": fit} if fit else {})}
-
-    module = types.ModuleType("llmcloud.stacks.plan")
-    module.run_plan = run_plan
-    monkeypatch.setitem(sys.modules, "llmcloud.stacks.plan", module)
-    from llmcloud.providers.aws.provider import AwsProvider
-
-    monkeypatch.setattr(AwsProvider, "unsupported", {})
-    monkeypatch.setattr(AwsProvider, "require_sdk", lambda self: None)
 
 
 def test_a_folder_with_a_config_but_no_weights_is_warned(project, cli, plan_document,
