@@ -190,8 +190,8 @@ def _declare(provider: Any, spec: DeploymentSpec, stack: str,
 
     logging_tasks = [task for task in asyncio.all_tasks(asyncio.get_event_loop())
                      if getattr(task.get_coro(), "__name__", "") == "do_log"]
-    if logging_tasks:
-        _sync_await(asyncio.gather(*logging_tasks, return_exceptions=True))
+    if logging_tasks:  # (bounded: a plan never hangs on a warning)
+        _sync_await(asyncio.wait(logging_tasks, timeout=5))
     return outputs
 
 

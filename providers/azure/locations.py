@@ -10,7 +10,9 @@ programmatic names, with the regions opened since 2024: austriaeast, belgiumcent
 chilecentral, indonesiacentral, malaysiawest, newzealandnorth), the well-known locations of
 the Azure SDK for .NET (Azure/azure-sdk-for-net, sdk/core/Azure.Core/src/AzureLocation.cs:
 the public regions, Azure US Government's and Azure operated by 21Vianet's), and the early
-access (EUAP) regions that list-locations shows. Retired ones are left out: the German
+access (EUAP) regions that list-locations shows; and the regions Microsoft Fabric's region
+availability table names that those lack (learn.microsoft.com/fabric/admin/region-availability,
+2026-10: denmarkeast, taiwannorth, taiwannorthwest). Retired ones are left out: the German
 cloud's germanycentral and germanynortheast (closed 2021), usgoviowa.
 """
 
@@ -21,16 +23,17 @@ import difflib
 PUBLIC = frozenset({
     "australiacentral", "australiacentral2", "australiaeast", "australiasoutheast",
     "austriaeast", "belgiumcentral", "brazilsouth", "brazilsoutheast", "canadacentral",
-    "canadaeast", "centralindia", "centralus", "centraluseuap", "chilecentral", "eastasia",
-    "eastus", "eastus2", "eastus2euap", "francecentral", "francesouth", "germanynorth",
-    "germanywestcentral", "indonesiacentral", "israelcentral", "italynorth", "japaneast",
-    "japanwest", "jioindiacentral", "jioindiawest", "koreacentral", "koreasouth",
-    "malaysiawest", "mexicocentral", "newzealandnorth", "northcentralus", "northeurope",
-    "norwayeast", "norwaywest", "polandcentral", "qatarcentral", "southafricanorth",
-    "southafricawest", "southcentralus", "southeastasia", "southindia", "spaincentral",
-    "swedencentral", "swedensouth", "switzerlandnorth", "switzerlandwest", "uaecentral",
-    "uaenorth", "uksouth", "ukwest", "westcentralus", "westeurope", "westindia", "westus",
-    "westus2", "westus3",
+    "canadaeast", "centralindia", "centralus", "centraluseuap", "chilecentral",
+    "denmarkeast", "eastasia", "eastus", "eastus2", "eastus2euap", "francecentral",
+    "francesouth", "germanynorth", "germanywestcentral", "indonesiacentral",
+    "israelcentral", "italynorth", "japaneast", "japanwest", "jioindiacentral",
+    "jioindiawest", "koreacentral", "koreasouth", "malaysiawest", "mexicocentral",
+    "newzealandnorth", "northcentralus", "northeurope", "norwayeast", "norwaywest",
+    "polandcentral", "qatarcentral", "southafricanorth", "southafricawest",
+    "southcentralus", "southeastasia", "southindia", "spaincentral", "swedencentral",
+    "swedensouth", "switzerlandnorth", "switzerlandwest", "taiwannorth", "taiwannorthwest",
+    "uaecentral", "uaenorth", "uksouth", "ukwest", "westcentralus", "westeurope",
+    "westindia", "westus", "westus2", "westus3",
 })
 US_GOVERNMENT = frozenset({"usdodcentral", "usdodeast", "usgovarizona", "usgovtexas",
                            "usgovvirginia"})

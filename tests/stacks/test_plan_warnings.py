@@ -36,7 +36,10 @@ def test_an_azure_region_that_is_no_location_is_warned_of_with_the_nearest() -> 
     assert document["resources"]  # a warning: the plan still runs
 
 
-@pytest.mark.parametrize("region", ["eastus", "swedencentral", "usgovvirginia", "chinanorth3"])
+@pytest.mark.parametrize("region", [
+    "eastus", "swedencentral", "usgovvirginia", "chinanorth3",
+    # opened since the lists the first version was taken from (Fabric's region table, 2026-10)
+    "denmarkeast", "taiwannorth", "taiwannorthwest"])
 def test_a_known_azure_location_is_not_warned_of(region: str) -> None:
     from llmcloud.providers.azure.provider import AzureProvider
 
