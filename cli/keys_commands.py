@@ -22,7 +22,7 @@ def create(
     json: o.Json = False,
 ) -> None:
     """Create an API key. The key is printed once; llmcloud keeps only its hash (on AWS,
-    API Gateway keeps the key)."""
+    API Gateway keeps the key; on Azure, API Management keeps it as a subscription's)."""
     from llmcloud.cli.context import load_stack
 
     out = Output.start(json=json)
@@ -30,7 +30,7 @@ def create(
     prov, ctx = load_stack(stack=stack, provider=provider)
     require_stack_file(prov.name, ctx)
     result = prov.keys_create(ctx, name, admin=admin)
-    out.result(result)
+    out.result(result, human=format_mapping(_readable(result)))
     if not json:
         Output.current().info("store this key now: it is shown only once")
 

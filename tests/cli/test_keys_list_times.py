@@ -33,3 +33,16 @@ def test_the_terminal_and_json_outputs_of_a_local_stack(cli, tmp_path, monkeypat
     assert isinstance(created, int)
     assert f"created: {created}" not in shown.stdout
     assert _readable(record)["created"] in shown.stdout
+
+
+def test_a_key_created_on_a_terminal_shows_its_time_in_utc(cli, tmp_path, monkeypatch) -> None:
+    from llmcloud.providers.local.state import StateFile, stack_dir
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLMCLOUD_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    StateFile(stack_dir({"LLMCLOUD_HOME": str(home)}, "dev")).ensure()
+    shown = cli("keys", "create", "--name", "ci", "--provider", "local", "--stack", "dev")
+    assert shown.exit_code == 0, shown.output
+    created = [line for line in shown.stdout.splitlines() if line.startswith("created: ")]
+    assert created and created[0].endswith("Z"), shown.stdout
