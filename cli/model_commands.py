@@ -51,8 +51,8 @@ def promote(
     require_stack_file(prov.name, ctx)
     result = prov.promote(ctx, model_version, **_baked(prov, bake, min_requests))
     # (what the bake that ran asked: none ran for a promote to the version in service)
-    out.result({"provider": prov.name, "stack": stack, "operation": "promote",
-                "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
+    _result(out, {"provider": prov.name, "stack": stack, "operation": "promote",
+                  "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
 
 
 def rollback(
@@ -72,8 +72,19 @@ def rollback(
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
     result = prov.rollback(ctx, **_baked(prov, bake, min_requests))
-    out.result({"provider": prov.name, "stack": stack, "operation": "rollback",
-                "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
+    _result(out, {"provider": prov.name, "stack": stack, "operation": "rollback",
+                  "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
+
+
+def _result(out: Output, document: dict) -> None:
+    """The result: whole in `--json`; on a terminal without the bake's fields when no bake
+    ran (`baked_seconds: 0`, `baked_requests: -` said nothing)."""
+    from llmcloud.cli.output import format_mapping
+
+    shown = document if document.get("baked_seconds") else {
+        key: value for key, value in document.items()
+        if key not in ("baked_seconds", "baked_requests", "min_requests")}
+    out.result(document, human=format_mapping(shown))
 
 
 def _baked(prov, bake: int, min_requests: int = 0) -> dict:

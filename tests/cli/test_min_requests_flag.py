@@ -87,3 +87,15 @@ def test_a_promote_to_the_version_in_service_baked_nothing_and_asked_nothing(
     document = json.loads(result.stdout)
     assert (document["outcome"], document["baked_seconds"], document["baked_requests"],
             document["min_requests"]) == ("unchanged", 0, None, 0)
+
+
+def test_a_terminal_shows_no_bake_fields_when_no_bake_ran(aws_stack, cli, counted) -> None:
+    aws_stack()
+    shown = cli("promote", "--model-version", "v3", "--stack", "prod")
+    assert shown.exit_code == 0, shown.output
+    assert "outcome: promoted" in shown.stdout
+    assert "baked_seconds" not in shown.stdout and "min_requests" not in shown.stdout
+    counted(250)
+    baked = cli("promote", "--model-version", "v3", "--stack", "prod", "--bake", "300")
+    assert baked.exit_code == 0, baked.output
+    assert "baked_requests: 250" in baked.stdout
