@@ -17,7 +17,7 @@ READY_PATH = "/health/ready"
 
 
 def idle_timeout_minutes(timeout_seconds: int) -> int:
-    """A flow may idle as long as the longest request (a slow generation) takes, 4..30 min."""
+    """A flow may idle as long as the longest request (a slow generation) takes, 4..100 min."""
     return min(MAX_IDLE_MINUTES, max(4, -(-timeout_seconds // 60)))
 
 

@@ -314,14 +314,16 @@ class AzureProvider(CloudProvider):
         self.gateway_sku(spec)
         self._check_cloud(spec, self.cloud())
         _check_tag_names(spec.tags)
+        # the spec's own ceiling (3600 s) is below this today; the check keeps a wider
+        # spec from outlasting the rule, which `idle_timeout_minutes` would cap silently
         longest = MAX_IDLE_MINUTES * 60
         if spec.gateway.timeout_seconds > longest:
             raise ConfigError(
                 f"gateway.timeout_seconds {spec.gateway.timeout_seconds} is over what Azure's "
                 "load balancer lets a request idle",
-                context=f"a load-balancing rule keeps an idle TCP flow {MAX_IDLE_MINUTES} "
-                        "minutes at most: a response not streamed that takes longer was cut "
-                        "there, while API Management still waited",
+                context=f"Azure's load-balancing rules keep an idle TCP flow "
+                        f"{MAX_IDLE_MINUTES} minutes at most: a response not streamed that "
+                        "takes longer would be cut there while API Management still waited",
                 hint=f"set gateway.timeout_seconds to at most {longest}, or stream the "
                      "response (a stream is never idle)")
         if spec.compute.kind != "instances":

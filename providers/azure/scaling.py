@@ -7,8 +7,10 @@ import re
 
 from llmcloud.providers.azure.cloud_init import IN_FLIGHT_METRIC, METRIC_NAMESPACE
 
-#: the longest idle time the load balancer's rule keeps a TCP flow (minutes, per the API)
-MAX_IDLE_MINUTES = 30
+#: the longest a Standard load balancer's rule keeps an idle TCP flow (minutes): 4 to 100
+#: (Microsoft, "Configure TCP reset and idle timeout for Azure Load Balancer", 2025-02-12;
+#: 30 until mid-2023, as the network API's field description still says)
+MAX_IDLE_MINUTES = 100
 #: the autoscale rules look at this much history (minutes)
 WINDOW_MINUTES = 5
 #: scale in only when the signal is below this share of the target: after removing one of

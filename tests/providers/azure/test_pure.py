@@ -201,7 +201,7 @@ def test_timings():
     assert scaling.repair_grace_period(640) == "PT90M"  # capped at Azure's maximum
     assert scaling.repair_grace_period(80) == "PT24M"
     assert idle_timeout_minutes(60) == 4 and idle_timeout_minutes(300) == 5
-    assert idle_timeout_minutes(3600) == 30
+    assert idle_timeout_minutes(3600) == 60 and idle_timeout_minutes(9000) == 100  # Azure's max
     assert latency_alert_ms(300) == 240_000
     assert scaling.terminate_notice(60, 15) == "PT5M"  # Azure's minimum
     assert scaling.terminate_notice(600, 15) == "PT11M"
