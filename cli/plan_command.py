@@ -49,7 +49,8 @@ def plan(
         out.result(document)
     else:
         render_plan(document)
-    for warning in document.get("warnings") or ():  # the program's, as `up` shows them
+    # the program's, as `up` shows them, and the provider's own (Azure: an unknown region)
+    for warning in document.get("warnings") or ():
         out.info(f"warning: {warning}")
     fit = document.get("model_fit") or {}
     unmeasured = None if fit else _unmeasured_source(ctx.spec.model.source)

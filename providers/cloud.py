@@ -219,7 +219,7 @@ class CloudProvider(Provider):
     def catch_up(self, ctx: StackContext, engine: PulumiStack) -> str | None:
         """Bring a deployed stack's file, left behind by a promote, rollback or image roll
         made elsewhere, up to the deployed model version and history and image, so the
-        update does not roll the servers back to the file's (see `deployed_model.catch_up`);
+        update does not roll the servers back to the file's (see `deployed_model.record_lags`);
         then check the version it deploys, in the stack's store, against the GPUs' memory
         (`model_fit.check_before_up`). Returns the image the update deploys."""
         from llmcloud.providers import deployed_model

@@ -39,8 +39,9 @@ def render_stack_file(spec: DeploymentSpec, stack: str) -> str:
         "# Every key is listed with its value (the default unless you changed it).",
         "# Environment variables LLMCLOUD_<SECTION>__<KEY> and command-line flags override",
         "# these values, in that order. "
-        + ("Start it with: llmcloud up" if spec.provider == "local"
-           else "Check the result with: llmcloud plan"),
+        # the stack named: a bare command goes to stack 'dev', not this file's
+        + (f"Start it with: llmcloud up --stack {stack}" if spec.provider == "local"
+           else f"Check the result with: llmcloud plan --stack {stack}"),
         "config:",
     ]
     data = spec.model_dump(mode="json")

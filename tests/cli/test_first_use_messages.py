@@ -27,6 +27,15 @@ def test_init_of_a_cloud_stack_still_names_plan(project: Path, cli) -> None:
     assert "Check the result with: llmcloud plan" in (project / "Pulumi.prod.yaml").read_text()
 
 
+def test_the_stack_files_header_names_its_own_stack(project: Path, cli) -> None:
+    # a bare `llmcloud up` (or plan) from the header of Pulumi.prod.yaml went to stack 'dev'
+    assert cli("init", "--stack", "prod").exit_code == 0
+    assert "Start it with: llmcloud up --stack prod" in (project / "Pulumi.prod.yaml").read_text()
+    assert cli("init", "--provider", "aws", "--stack", "ci").exit_code == 0
+    assert "Check the result with: llmcloud plan --stack ci" in \
+        (project / "Pulumi.ci.yaml").read_text()
+
+
 def test_a_misspelt_key_is_named_with_the_key_meant(project: Path, cli) -> None:
     assert cli("init").exit_code == 0
     path = project / "Pulumi.dev.yaml"
