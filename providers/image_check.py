@@ -34,8 +34,8 @@ def refusal(image: str, registry: str, answer: str, provider: str,
         f"the image {image} is not in the stack's {registry}",
         context=f"the registry answered {answer}: the digest was never pushed there, was "
                 "pushed to another stack's registry, or the registry's cleanup deleted it; "
-                "the new servers could not pull it, and the update would fail only after "
-                "the health checks' grace periods, then go back. Nothing was changed",
+                "no new server could pull it (a rollout, a scale-out or a repair would "
+                "fail only after the health checks' grace periods). Nothing was changed",
         hint=f"push the image to this stack (llmcloud image push {where}), then deploy "
              f"the digest it prints (llmcloud up {where} --image REPO@sha256:...)")
 
