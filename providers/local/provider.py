@@ -26,7 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmcloud.inference_image.manifest import MANIFEST_NAME
 from llmcloud.providers.base import Provider, StackContext
 from llmcloud.providers.local import bake as local_bake
 from llmcloud.providers.local import procs
@@ -173,7 +172,7 @@ class LocalProvider(Provider):
                 return self._up(ctx, state_file)
             except BaseException:
                 if first:
-                    _forget_unstarted(state_file, store.version_dir(
+                    _forget_unstarted(state_file, store, store.version_dir(
                         ctx.spec.model.name, ctx.spec.model.version) if imported else None)
                 raise
 
@@ -509,7 +508,8 @@ def _clean_leftovers(state_file: StateFile) -> None:
     state_file.remove()
 
 
-def _forget_unstarted(state_file: StateFile, imported: Path | None) -> None:
+def _forget_unstarted(state_file: StateFile, store: ModelStore,
+                      imported: Path | None) -> None:
     """After a stack's first `up` failed before its controller ever started (a port in use,
     a model folder that cannot be read, Ctrl-C): remove what it made (its state, its copy
     of the model folder, `imported`), so that no stack seems to exist (`status` would
@@ -520,7 +520,7 @@ def _forget_unstarted(state_file: StateFile, imported: Path | None) -> None:
         return
     if imported is not None:
         shutil.rmtree(imported, ignore_errors=True)
-    if any(state_file.models.glob(f"*/*/{MANIFEST_NAME}")):
+    if store.holds_any():
         state_file.path.unlink(missing_ok=True)
         shutil.rmtree(state_file.logs, ignore_errors=True)
         return

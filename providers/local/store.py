@@ -27,6 +27,10 @@ class ModelStore:
     def has(self, name: str, version: str) -> bool:
         return (self.version_dir(name, version) / MANIFEST_NAME).is_file()
 
+    def holds_any(self) -> bool:
+        """Whether any version of any model is in the store (whole: its manifest written)."""
+        return any(self.root.glob(f"*/*/{MANIFEST_NAME}"))
+
     def versions(self, name: str) -> list[str]:
         """The versions of `name` in the store, oldest upload first."""
         folder = self.root / name
