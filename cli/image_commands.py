@@ -88,6 +88,12 @@ def push(
         str | None, typer.Option("--builder", help="docker, podman or buildah (detected)")
     ] = None,
     tls_verify: TlsVerify = True,
+    prune: Annotated[
+        bool, typer.Option("--prune/--no-prune",
+                           help="after a push to the stack's registry, delete its old images "
+                                "where the cloud does not (Azure: tagged, over 30 days, not "
+                                "the newest 10 nor one the stack serves or deployed)")
+    ] = True,
     provider: o.Provider = None,
     stack: o.Stack = "dev",
     json: o.Json = False,
@@ -101,6 +107,7 @@ def push(
     password = _password(password_stdin)
     found = ib.detect_builder(builder)
     local = image or ib.default_push_image(found, DEFAULT_REPOSITORY)
+    prov = ctx = None
     if registry is None and not ib.names_registry(local):
         prov, ctx = load_stack(stack=stack, provider=provider)
         prov.supports("image_push")
@@ -124,8 +131,32 @@ def push(
         ib.tag_image(found, local, target)
     digest = ib.push_image(found, target, username=username, password=password,
                            tls_verify=tls_verify)
-    document = {"image": target, "digest": digest, "pinned": ib.pinned(target, digest)}
+    document: dict[str, object] = {"image": target, "digest": digest,
+                                   "pinned": ib.pinned(target, digest)}
+    if prov is not None and prune:  # the stack's registry, which the stack's login reached
+        pruned = _prune(out, prov, ctx, str(document["pinned"]), (username, password))
+        if pruned is not None:
+            document["pruned"] = pruned
     out.result(document, human=_human(document))
+
+
+def _prune(out: Output, prov, ctx, image: str, login: tuple) -> dict | None:
+    """The cloud's clean-up of the stack's registry after the push (`prune_images`), its
+    warnings on stderr. A failure is a warning: the push is done, the image is there."""
+    from llmcloud.stacks.errors import LlmcloudError
+
+    try:
+        pruned = prov.prune_images(ctx, image, login)
+    except Exception as exc:  # noqa: BLE001 - never fail a push that succeeded
+        if isinstance(exc, LlmcloudError):
+            reason = exc.message + (f" ({exc.context})" if exc.context else "")
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        pruned = {"deleted": [], "warnings": [
+            f"the registry's old images were not pruned, nothing was deleted: {reason}"]}
+    for warning in (pruned or {}).get("warnings") or ():
+        out.info(f"warning: {warning}")
+    return pruned
 
 
 def _password(from_stdin: bool) -> str | None:
@@ -139,4 +170,8 @@ def _human(document: dict) -> str:
     if document.get("digest"):
         lines += [f"digest: {document['digest']}",
                   f"deploy it with: llmcloud:image: {document['pinned']}"]
+    deleted = (document.get("pruned") or {}).get("deleted")
+    if deleted:
+        lines.append(f"pruned: {len(deleted)} old image{'s' if len(deleted) > 1 else ''} "
+                     "deleted from the registry")
     return "\n".join(lines)

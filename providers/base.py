@@ -205,3 +205,10 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
     def registry_login(self, ctx: StackContext, registry: str) -> tuple[str, str]:
         """A (username, password) for pushing to the stack's registry, the cloud's way."""
         raise self._unsupported("image_push")
+
+    def prune_images(self, ctx: StackContext, image: str,
+                     login: tuple[str | None, str | None]) -> dict[str, Any] | None:
+        """Bound the stack's registry once `image push` put `image` (`host/repo@sha256:...`)
+        in it with `login`: what was deleted, or None where the registry bounds itself (AWS's
+        lifecycle policy, GCP's cleanup policies). Raises when it cannot tell what to keep."""
+        return None

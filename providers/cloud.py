@@ -424,7 +424,9 @@ class _Engine(PulumiStack):
         """The images (`llmcloud:image`) the stack's config named at its last `updates`
         successful updates: `pulumi stack history` keeps each update's config."""
         key = f"{NAMESPACE}:image"
-        history = self._translated(lambda: self._stack.history(page_size=updates))
+        # (no secrets shown: the image is not one, and a stack's secrets need their key)
+        history = self._translated(
+            lambda: self._stack.history(page_size=updates, show_secrets=False))
         return {str(entry.config[key].value) for entry in history or ()
                 if entry.kind == "update" and entry.result == "succeeded"
                 and key in (entry.config or {})}

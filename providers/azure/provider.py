@@ -441,6 +441,27 @@ class AzureProvider(CloudProvider):
         return ACR_TOKEN_USER, exchange_acr_token(
             host, Arm(ctx.environ).token(scope, service="the container registry"))
 
+    def prune_images(self, ctx: StackContext, image: str,
+                     login: tuple[str | None, str | None]) -> dict[str, Any]:
+        """Delete the pushed repository's tagged images older than 30 days, but the newest
+        10, the image the stack serves (its `image` output), the stack file's, those its
+        updates deployed (`pulumi stack history`, the last 100: rollbacks) and `image`
+        itself (`image_prune.py`). ACR keeps tagged images for ever otherwise. Raises, having
+        deleted nothing, when any of that cannot be read."""
+        import httpx
+
+        from llmcloud.providers.azure import image_prune
+
+        engine = self._engine(ctx, "outputs")  # reads only: no credentials asked
+        keep = image_prune.digests_of([image, ctx.spec.image, engine.outputs().get("image"),
+                                       *engine.images_deployed()])
+        host, repository = image.split("@", 1)[0].split("/", 1)
+        user, token = login
+        if user != ACR_TOKEN_USER or not token:  # a user's own login: the identity's token
+            user, token = self.registry_login(ctx, host)
+        with httpx.Client(timeout=30) as client:
+            return image_prune.prune_repository(client, host, repository, token, keep)
+
 
 #: characters Azure refuses in a tag's name, and the prefixes it keeps for its own tags
 TAG_NAME_REFUSED = "<>%&\\?/"
