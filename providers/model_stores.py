@@ -32,7 +32,7 @@ from llmcloud.stacks.errors import DeploymentError
 
 Progress = Callable[[int], None]
 _MULTIPART = 64 * 1024 * 1024
-_PARTIAL = ".partial"
+PARTIAL_SUFFIX = ".partial"
 _S3_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 STORE_SCHEMES = ("s3", "gs", "az")
 
@@ -283,7 +283,7 @@ class FolderStore:
         target = self.path_of(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # (not mkstemp: its mode 600 would keep a server run as another user out)
-        name = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL}"))
+        name = str(target.with_name(f".{target.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"))
         try:
             fill(Path(name))
             publish(name, target)
@@ -320,7 +320,7 @@ class FolderStore:
         overwritten with fewer files: its folder is what the server loads)."""
         folder = self.path_of(prefix) if prefix else self.root
         for path in [p for p in folder.rglob("*") if p.is_file()]:
-            if path.name.startswith(".") and path.name.endswith(_PARTIAL):
+            if path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX):
                 continue  # another upload's file, being written now
             if path.relative_to(self.root).as_posix() not in keep:
                 path.unlink()

@@ -374,18 +374,24 @@ class LocalProvider(Provider):
             return None
 
     def _alerts_before(self, ctx: StackContext, bake: int) -> dict[str, str]:
-        from llmcloud.providers import rollout
+        from llmcloud.providers.bake import alerts_before
 
-        return rollout.alerts_before(self, ctx, {}) if bake else {}
+        return alerts_before(self, ctx, {}) if bake else {}
 
     def model_upload(self, ctx: StackContext, folder: Path, *, name: str, version: str,
                      force: bool = False, on_progress=None) -> dict[str, Any]:
         """Upload to the local store; without `--name`, under the stack's model name (the one
-        `up --model` gave it)."""
+        `up --model` gave it). Holds the stack as `up` does (busy, exit 75, while another
+        command changes it)."""
         if "model.name" not in ctx.flags and name == ctx.spec.model.name:
             name = self._effective(ctx).spec.model.name
-        return super().model_upload(ctx, folder, name=name, version=version, force=force,
-                                    on_progress=on_progress)
+        # a first `up` that fails, and `destroy`, delete the stack's folder: under an upload
+        # running meanwhile, its version would lose files it had written
+        state_file = self._state(ctx)
+        with state_file.operation(ctx.stack):
+            ModelStore(state_file.models).drop_partials(name, version)
+            return super().model_upload(ctx, folder, name=name, version=version, force=force,
+                                        on_progress=on_progress)
 
     def model_store_uri(self, ctx: StackContext) -> str:
         """The stack's bucket: `models/` in its state folder (`model upload` writes there)."""

@@ -50,6 +50,16 @@ def _note(handle, text: str) -> None:
         pass
 
 
+def _same_file(handle, path: Path) -> bool:
+    """Whether the open `handle` is the file `path` names now."""
+    try:
+        named = os.stat(path)
+    except OSError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
 def _command() -> str:
     """This process's command as typed (`llmcloud up --stack dev`), cut to a line."""
     words = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
@@ -135,21 +145,9 @@ class StateFile:
     @contextlib.contextmanager
     def operation(self, stack: str) -> Iterator[None]:
         """Hold the stack for one command that changes it (`up`, `update`, `destroy`,
-        `refresh`): two at once started two controllers, or one stopped the other's."""
-        self.ensure()
-        try:
-            handle = open(self.folder / "operation.lock", "a")  # noqa: SIM115 (closed below)
-        except OSError as exc:
-            raise _unusable(self.folder, "lock", exc) from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = self._operation_holder()
-                raise BusyError(
-                    f"another llmcloud command is changing stack '{stack}' right now",
-                    context=f"held by {holder}" if holder else None,
-                    hint="wait for it to finish, then run this one again") from None
+        `refresh`, `model upload`): two at once started two controllers, or one stopped the
+        other's, or deleted the folder the other wrote a model version in."""
+        with self._operation_lock(stack) as handle:
             # who holds it, for the one refused: a hung `up` is found by its pid
             _note(handle, f"{_command()} (pid {os.getpid()}, started "
                           f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
@@ -158,6 +156,33 @@ class StateFile:
             finally:
                 _note(handle, "")
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _operation_lock(self, stack: str) -> Iterator[Any]:
+        """The open `operation.lock`, locked; `BusyError` while another command holds it."""
+        path = self.folder / "operation.lock"
+        for _ in range(3):
+            self.ensure()
+            try:
+                handle = open(path, "a")  # noqa: SIM115 (closed below)
+            except OSError as exc:
+                raise _unusable(self.folder, "lock", exc) from None
+            with handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = self._operation_holder()
+                    raise BusyError(
+                        f"another llmcloud command is changing stack '{stack}' right now",
+                        context=f"held by {holder}" if holder else None,
+                        hint="wait for it to finish, then run this one again") from None
+                # a `destroy` that deleted the folder between the open and the lock leaves
+                # this file unnamed: held, it would stop no other command
+                if _same_file(handle, path):
+                    yield handle
+                    return
+        raise BusyError(f"stack '{stack}' was destroyed and made again meanwhile",
+                        hint="run this command again")
 
     def _operation_holder(self) -> str:
         try:

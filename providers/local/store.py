@@ -3,6 +3,11 @@
 Uploads go through the shared `providers.model_upload` (the same code and manifest as the
 clouds' buckets); this module adds what the local provider needs on top: listing versions and
 importing `--model FOLDER` on `up`, where uploading identical content again is a no-op.
+
+A version is complete once its manifest is written (last, whole: a hard link to a finished
+file) and reads as one; a folder without it, or with one that is not a manifest (a file
+system without hard links where the writer died between the name and the bytes), is an
+unfinished upload: not listed, not promoted, not kept as a stored version.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcloud.inference_image.manifest import MANIFEST_NAME, build_manifest
+from llmcloud.providers.model_stores import PARTIAL_SUFFIX
 from llmcloud.stacks.errors import ConfigError
 
 
@@ -25,18 +31,19 @@ class ModelStore:
         return self.root / name / version
 
     def has(self, name: str, version: str) -> bool:
-        return (self.version_dir(name, version) / MANIFEST_NAME).is_file()
+        """Whether `version` of `name` is in the store, whole (its manifest written)."""
+        return _complete(self.version_dir(name, version))
 
     def holds_any(self) -> bool:
         """Whether any version of any model is in the store (whole: its manifest written)."""
-        return any(self.root.glob(f"*/*/{MANIFEST_NAME}"))
+        return any(_complete(p.parent) for p in self.root.glob(f"*/*/{MANIFEST_NAME}"))
 
     def versions(self, name: str) -> list[str]:
         """The versions of `name` in the store, oldest upload first."""
         folder = self.root / name
         if not folder.is_dir():
             return []
-        found = [p for p in folder.iterdir() if (p / MANIFEST_NAME).is_file()]
+        found = [p for p in folder.iterdir() if _complete(p)]
         return [p.name for p in sorted(found, key=lambda p: (p / MANIFEST_NAME).stat().st_mtime)]
 
     def manifest(self, name: str, version: str) -> dict[str, Any]:
@@ -55,7 +62,26 @@ class ModelStore:
                 context=f"versions are immutable: {self.version_dir(name, version)}",
                 hint=f"serve it as a new version: llmcloud up --model-version {_next(version)}",
             )
+        self.drop_partials(name, version)
         return upload_model(folder, str(self.root), name=name, version=version)
+
+    def drop_partials(self, name: str, version: str) -> None:
+        """Delete the half-copied files an interrupted upload left in the version's folder
+        (hidden `.FILE.<id>.partial`, which no later upload reuses or prunes). Only while
+        the stack is held (`StateFile.operation`): then no other upload writes them."""
+        folder = self.version_dir(name, version)
+        if folder.is_dir():
+            for path in folder.rglob(f".*{PARTIAL_SUFFIX}"):
+                path.unlink(missing_ok=True)
+
+
+def _complete(version_dir: Path) -> bool:
+    """Whether the folder holds a manifest that reads as one (a list of files)."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST_NAME).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
 
 
 def _same_files(a: dict[str, Any], b: dict[str, Any]) -> bool:
