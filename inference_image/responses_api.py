@@ -18,6 +18,7 @@ from .responses_protocol import PARAMS, FunctionChoice, ResponsesRequest, to_cha
 from .responses_truncation import fitted
 from .serving import Generation, OpenAIServing
 from .stream_parts import Part, stream_parts
+from .tool_calls import whole_arguments
 
 log = logging.getLogger("llmcloud.server")
 
@@ -62,7 +63,7 @@ async def collect(serving: OpenAIServing, gen: Generation,
                                  "completed"))
     status = "incomplete" if choice.finish_reason == "length" else "completed"
     if output:  # the item being written when the answer was cut, as a stream ends it
-        output[-1]["status"] = status
+        output[-1]["status"] = _item_status(output[-1], status)
     return _response(serving, gen, request, status, output, message.reasoning)
 
 
@@ -194,7 +195,7 @@ class _EventStream:
         if item is None:
             return []
         index, events = self._index(), []
-        item["status"] = status
+        item["status"] = _item_status(item, status)
         common = {"item_id": item["id"], "output_index": index}
         if item["type"] == "function_call":
             events.append(self.send("response.function_call_arguments.done",
@@ -219,6 +220,15 @@ class _EventStream:
         if choice.logprobs is None or not logprobs:
             return None
         return list(choice.logprobs.chat_content(logprobs))
+
+
+def _item_status(item: dict[str, Any], status: str) -> str:
+    """The status of the output item the answer ended in (``status``: the response's): a
+    call whose arguments a stop string cut short is incomplete, though the response, which
+    stopped as asked, is complete."""
+    if item["type"] == "function_call" and not whole_arguments(item["arguments"]):
+        return "incomplete"
+    return status
 
 
 def _reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:

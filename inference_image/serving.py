@@ -774,7 +774,8 @@ def _answer(gen: Generation, choice: Choice, text: str) -> dict:
         if calls:
             return {"message": AssistantMessage(content=content, **reasoning,
                                                 tool_calls=[call.wire() for call in calls]),
-                    "finish_reason": gen.tools.finish_reason(True, choice.finish_reason)}
+                    "finish_reason": gen.tools.finish_reason(True, choice.finish_reason,
+                                                              text)}
     # Thinking cut short by max_tokens leaves no answer: content null, as vLLM's.
     return {"message": AssistantMessage(content=text if text or not thought else None,
                                         **reasoning),

@@ -71,5 +71,5 @@ async def stream_parts(gen: Generation, events) -> AsyncIterator[Part]:
                 yield Part(choice, "content", rest)
             if calls:
                 yield Part(choice, "calls", calls=calls)
-            finish = tools.plan.finish_reason(tools.called, finish)
+            finish = tools.finish_reason(finish)
         yield Part(choice, "finish", finish=finish)

@@ -60,9 +60,9 @@ class ToolPlan:
 
     def read(self, text: str) -> tuple[str | None, list[ToolCall]]:
         """The answer's content and the calls it makes. A named or ``required`` call is the
-        answer, even cut short by max_tokens (as OpenAI's; ``required``: once the call's
-        name is written); an ``auto`` answer whose calls do not parse is content with no
-        calls."""
+        answer, even cut short by max_tokens or a stop string (as OpenAI's; ``required``:
+        once the call's name is written); an ``auto`` answer whose calls do not parse is
+        content with no calls."""
         if self.mode == "auto":
             content, calls = (_read_hermes(text, self.names) if self.reader == "hermes"
                               else _read_json_calls(text, self.names))
@@ -75,13 +75,19 @@ class ToolPlan:
         calls.feed(text)
         return (None, calls.calls) if calls.calls else (text, [])
 
-    def finish_reason(self, called: bool, reason: str) -> str:
-        """The choice's ``finish_reason``, as OpenAI's: ``tool_calls`` when an ``auto`` or
-        ``required`` answer made calls, ``stop`` for a named one; ``length`` for any cut
-        short, so that a truncated call never reads as a whole one."""
+    def finish_reason(self, called: bool, reason: str, text: str) -> str:
+        """The choice's ``finish_reason``, as OpenAI's: ``tool_calls`` when an ``auto``
+        answer made calls or a ``required`` one made whole ones, ``stop`` for a named one;
+        otherwise the answer's own reason, so that a truncated call never reads as a whole
+        one: ``length`` for one cut by max_tokens, ``stop`` for a ``required`` answer
+        (``text``) that a stop string or stop token cut before its list closed."""
         if not called or reason == "length":
             return reason
-        return "stop" if self.mode == "named" else "tool_calls"
+        if self.mode == "named":
+            return "stop"
+        if self.mode == "required" and not _whole_list(text):
+            return reason
+        return "tool_calls"
 
 
 def plan(tools: list[dict[str, Any]] | None, tool_choice: Any, parallel: bool | None,
@@ -262,6 +268,12 @@ class ToolCallStream:
         self._pending, self._in_words = "", True
         return text
 
+    def finish_reason(self, reason: str) -> str:
+        """The choice's ``finish_reason`` (``ToolPlan.finish_reason``'s) once it ended for
+        ``reason``."""
+        text = self._array.text if self._array is not None else ""
+        return self.plan.finish_reason(self.called, reason, text)
+
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """Content still held back, and ``tool_calls`` entries not sent yet."""
         if self.plan.mode == "named":  # an empty answer makes no call, as a whole one
@@ -360,6 +372,24 @@ def _read_hermes(text: str, names: frozenset[str]) -> tuple[str | None, list[Too
         return text, []
     content = text[:start].strip()
     return content or None, calls
+
+
+def whole_arguments(text: str) -> bool:
+    """Whether a call's arguments are whole: a JSON object (what a stop string cut short is
+    the beginning of one)."""
+    try:
+        return isinstance(_model_json(text), dict)
+    except ValueError:
+        return False
+
+
+def _whole_list(text: str) -> bool:
+    """Whether a ``required`` answer is whole: its grammar closes the list last, so only a
+    whole answer is a JSON list (one cut short is the beginning of one)."""
+    try:
+        return isinstance(_model_json(text), list)
+    except ValueError:
+        return False
 
 
 def _model_json(text: str) -> Any:

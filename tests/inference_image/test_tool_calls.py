@@ -75,9 +75,11 @@ def test_forced_answers_read_as_calls_and_cut_ones_as_text():
     # one is text
     assert named.read('{"city": "Os')[1][0].arguments == '{"city": "Os'
     assert required.read('[{"name": "get_t') == ('[{"name": "get_t', [])
-    assert [named.finish_reason(True, r) for r in ("stop", "length")] == ["stop", "length"]
-    assert required.finish_reason(True, "stop") == "tool_calls"
-    assert required.finish_reason(False, "stop") == "stop"
+    assert [named.finish_reason(True, r, "{") for r in ("stop", "length")] == [
+        "stop", "length"]
+    whole = '[{"name": "get_time", "parameters": {"zone": "UTC"}}]'
+    assert required.finish_reason(True, "stop", whole) == "tool_calls"
+    assert required.finish_reason(False, "stop", "") == "stop"
 
 
 def test_hermes_calls_are_read_and_broken_ones_stay_text():
@@ -228,7 +230,7 @@ def test_a_required_call_cut_short_keeps_what_was_written():
     stream = ToolCallStream(required)
     (head,) = stream.feed(cut)[1]
     assert head["function"] == {"name": "get_weather", "arguments": call.arguments}
-    assert required.finish_reason(True, "length") == "length"
+    assert required.finish_reason(True, "length", cut) == "length"
     unnamed = ToolCallStream(required)
     assert unnamed.feed('[{"name": "get_w') == ("", [])
     assert unnamed.finish() == ('[{"name": "get_w', []) and not unnamed.called

@@ -48,7 +48,7 @@ def test_a_required_call_cut_after_its_name_is_a_call(cut):
     content, (call,) = required.read(cut)
     assert content is None and (call.name, call.arguments) == ("get_weather", "")
     assert call.id.startswith("call_")
-    assert required.finish_reason(True, "length") == "length"
+    assert required.finish_reason(True, "length", cut) == "length"
     stream = ToolCallStream(required)
     heads = [d for piece in cut for d in stream.feed(piece)[1]]
     assert [(d["index"], d["function"]) for d in heads] == [
