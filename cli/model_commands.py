@@ -41,7 +41,7 @@ def promote(
     (or, with --bake, if one of the stack's alerts fires soon after, or with --min-requests
     too, if the bake saw too little traffic)."""
     from llmcloud.cli.context import load_stack
-    from llmcloud.providers.rollout import check_min_requests
+    from llmcloud.providers.bake import check_min_requests
     from llmcloud.stacks.config import check_flags
 
     out = Output.start(json=json)
@@ -65,7 +65,7 @@ def rollback(
 ) -> None:
     """Return the replicas to the last good model version."""
     from llmcloud.cli.context import load_stack
-    from llmcloud.providers.rollout import check_min_requests
+    from llmcloud.providers.bake import check_min_requests
 
     out = Output.start(json=json)
     check_min_requests(bake, min_requests)  # (exit 2, before anything runs)

@@ -273,7 +273,7 @@ class StackBackend:
         `NotSupportedError` where the provider reads no alerts, `ConfigError` where it is
         too short for the stack's alerts (or the stack bakes on its own), or where
         `min_requests` comes without a bake."""
-        from llmcloud.providers.rollout import check_min_requests
+        from llmcloud.providers.bake import check_min_requests
 
         check_min_requests(seconds, min_requests)
         if seconds:

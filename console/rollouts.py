@@ -4,7 +4,7 @@ thread while a watcher records the rollout replica by replica from the stack's s
 One rollout at a time per console. The provider call decides the outcome (the local
 provider rolls back on its own when a new replica is not ready); the watcher only narrates
 what the replicas did: which one started, became ready, drained and stopped. A rollout
-asked to bake hears the provider's bake (`rollout.bake_progress`) and shows its phase:
+asked to bake hears the provider's bake (`bake.bake_progress`) and shows its phase:
 rolling, baking, restoring (a bake failed: the previous version goes back), done.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcloud.providers.rollout import bake_progress
+from llmcloud.providers.bake import bake_progress
 from llmcloud.stacks.errors import LlmcloudError
 
 
@@ -167,7 +167,7 @@ class Rollouts:
         done.set()
 
     def _hear_bake(self, rollout: Rollout, event: str, message: str) -> None:
-        """The provider's bake saying how it goes (`rollout.bake`'s `on_progress`)."""
+        """The provider's bake saying how it goes (`bake.bake`'s `on_progress`)."""
         if event == "started":
             # what the replicas did before the bake is said before it
             self._observe(rollout)

@@ -340,7 +340,7 @@ class CloudProvider(Provider):
         """How many requests the stack's public endpoint answered (any status) between
         ``since`` and ``until``, from the cloud's metrics of the edge its alerts watch, as
         they stand now (a lower bound: they arrive minutes late); None when it cannot tell.
-        Never raises. `rollout.bake` reads it after a bake that passed: one that saw no
+        Never raises. `bake.bake` reads it after a bake that passed: one that saw no
         request proved nothing. None here: a cloud that does not read it."""
         return None
 

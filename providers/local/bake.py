@@ -1,6 +1,6 @@
 """`promote --bake` and `rollback --bake` on a local stack, and its `alerts` in `status`:
 the alerts the controller judges (`alerts.py`), read from its `GET /status`, watched by the
-clouds' own bake (`rollout.bake`), and the previous version put back through the
+clouds' own bake (`providers/bake.py`), and the previous version put back through the
 controller when one begins to fire."""
 
 from __future__ import annotations
@@ -91,13 +91,13 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
           baseline: dict[str, str], seconds: int, put_back: Callable[[], Any],
           controller_pid: int | None = None, min_requests: int = 0) -> int | None:
     """After a rollout from ``previous`` to ``version``: watch the alerts for ``seconds``
-    (`rollout.bake`, asking at each evaluation); when one not in ``baseline`` begins to
+    (the clouds' `bake`, asking at each evaluation); when one not in ``baseline`` begins to
     fire, the bake reads nothing, counts fewer requests than ``min_requests`` (or none it
     can read, when asked for some), or on Ctrl-C, ``put_back()`` the previous version and
     raise `DeploymentError` (exit 1; 130 after Ctrl-C) saying what failed. The controller
     of pid ``controller_pid`` (the one that rolled) stopping or replaced fires too. Returns
     how many requests the gateway answered during a bake that passed (None: unknown)."""
-    from llmcloud.providers import rollout
+    from llmcloud.providers import bake as bake_module
 
     # (`outputs`, to the bake: what `provider.firing_alerts` compares each read with, and
     # `provider.requests_served` its count at the bake's start)
@@ -105,10 +105,10 @@ def watch(provider: Any, ctx: Any, client: Any, version: str, previous: str,
     outputs.update(_count_at_start(client, controller_pid))
     try:
         # (no grace for the count: the gateway counts each request as it answers it)
-        return rollout.bake(provider, ctx, outputs, baseline, seconds,
-                            min_requests=min_requests, grace=0,
-                            interval=EVALUATE_EVERY_SECONDS)
-    except (rollout.BakeFailed, KeyboardInterrupt) as failure:
+        return bake_module.bake(provider, ctx, outputs, baseline, seconds,
+                                min_requests=min_requests, grace=0,
+                                interval=EVALUATE_EVERY_SECONDS)
+    except (bake_module.BakeFailed, KeyboardInterrupt) as failure:
         reason = ("interrupted" if isinstance(failure, KeyboardInterrupt)
                   else failure.message + (f": {failure.context}" if failure.context else ""))
         _refuse_to_undo_another(client, ctx.stack, version, reason, failure)

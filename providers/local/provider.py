@@ -54,7 +54,7 @@ class LocalProvider(Provider):
     name = "local"
     extra = "runtime"
     sdk_modules = ("uvicorn", "prometheus_client")
-    #: a bake's warning when it saw no request (`rollout.bake`)
+    #: a bake's warning when it saw no request (`bake.bake`)
     baked_no_traffic = local_bake.BAKED_NO_TRAFFIC
     unsupported = {
         "preview": "the local provider creates no cloud resources; `llmcloud up` shows what runs",

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers import rollout
 from llmcloud.providers.aws.provider import AwsProvider
 from tests.stacks.fakes import FakeStack, fake_aws_project
@@ -35,8 +36,8 @@ def stack(monkeypatch, tmp_path: Path):
     def sleep(seconds):
         clock.now += seconds
 
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake, clock=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=lambda: clock.now, sleep=sleep))
 
     def serving(*, kind="instances", outputs=OUTPUTS, firing=({},)):
         (project / "Pulumi.prod.yaml").write_text(

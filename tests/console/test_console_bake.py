@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.gcp.provider import GcpProvider
 from llmcloud.providers.local.provider import LocalProvider
@@ -46,8 +46,8 @@ def baking(running, tmp_path, monkeypatch):
             assert clock.release.wait(20)
         clock.now += seconds
 
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake, clock=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=lambda: clock.now, sleep=sleep))
 
     def with_reads(*reads: dict) -> SimpleNamespace:
         alerts_read_in_turn(monkeypatch, *reads)
@@ -180,7 +180,7 @@ def test_the_rollout_fragment_shows_the_bake_in_progress(console, running, bakin
 
 class QuietGcp(GcpProvider):
     """GCP's own bake checks; a status without the Pulumi CLI, and a promote whose bake
-    (`rollout.bake`, as the cloud's promote calls it) reads no alert and does not wait."""
+    (`bake.bake`, as the cloud's promote calls it) reads no alert and does not wait."""
 
     def __init__(self):
         super().__init__()
@@ -197,7 +197,7 @@ class QuietGcp(GcpProvider):
 
     def promote(self, ctx, version, *, bake=0):
         self.baked.append(bake)
-        rollout.bake(self, ctx, {}, {}, bake, sleep=lambda s: None,
+        bake_module.bake(self, ctx, {}, {}, bake, sleep=lambda s: None,
                      clock=iter(range(0, 10_000, 300)).__next__)
         return {"model_version": version, "previous_version": "v3", "baked_seconds": bake}
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers.local.bake import CONTROLLER_GONE, firing, watch
 from llmcloud.providers.local.console_entry import LocalConsoleBackend
 from llmcloud.providers.local.provider import _stop_everything
@@ -37,8 +37,8 @@ def serving(fake_stack, tmp_path, monkeypatch):
     def sleep(seconds: float) -> None:
         clock.now += seconds
 
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake, clock=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=lambda: clock.now, sleep=sleep))
 
     def with_reads(*reads: dict) -> object:
         if reads:
@@ -106,8 +106,8 @@ def test_a_controller_that_stops_during_the_bake_fails_it(serving, cli, monkeypa
         if clock.now == 20:
             _stop_everything(stack.state_file)
 
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake.func, clock=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake.func, clock=lambda: clock.now, sleep=sleep))
     result = cli("promote", "--provider", "local", "--model-version", "v2", "--bake", "70")
     assert result.exit_code == 1, result.output
     assert "controller: the controller that judged the alerts (pid" in result.stderr
@@ -155,7 +155,7 @@ def test_a_bake_cut_short_by_ctrl_c_exits_130_however_it_ends(
         if put_back_says is not None:
             raise put_back_says
 
-    monkeypatch.setattr(rollout, "bake", interrupted)
+    monkeypatch.setattr(bake_module, "bake", interrupted)
     client = SimpleNamespace(get=lambda path: {"model_version": serving_now})
     with pytest.raises(DeploymentError, match=expected) as caught:
         watch(None, SimpleNamespace(stack="dev"), client, "v2", "v1", {}, 70, put_back, 7)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import httpx
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 from tests.local.conftest import auth, fake_model
 
 
@@ -23,8 +23,8 @@ def _bake_sending(stack, key: str, monkeypatch, per_sleep: int) -> list[int]:
             sent.append(httpx.post(stack.url + "/v1/completions", json={"max_tokens": 1},
                                    headers=auth(key), timeout=10).status_code)
 
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake, clock=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=lambda: clock.now, sleep=sleep))
     return sent
 
 

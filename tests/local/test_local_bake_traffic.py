@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers.local import bake as local_bake
 from llmcloud.providers.local.bake import requests_since
 from tests.local.conftest import auth, fake_model
@@ -37,8 +37,8 @@ def baking(fake_stack, tmp_path, monkeypatch):
                 sent.append(httpx.post(stack.url + path, json={"max_tokens": 1},
                                        headers=auth(key), timeout=10).status_code)
 
-        monkeypatch.setattr(rollout, "bake", functools.partial(
-            rollout.bake, clock=lambda: clock.now, sleep=sleep))
+        monkeypatch.setattr(bake_module, "bake", functools.partial(
+            bake_module.bake, clock=lambda: clock.now, sleep=sleep))
         return stack, sent
 
     return with_traffic

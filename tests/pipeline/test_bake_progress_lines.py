@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 from tests.cli.test_bake_flag import stack  # noqa: F401 - a fixture
 from tests.pipeline.test_promote_bake import FIVE_XX, OUTPUTS, AlertingProvider, Clock
 
@@ -17,14 +17,14 @@ def _bake(provider, seconds: float, baseline=None):
     """Bake `provider` for `seconds` (reads every 30 s) on a fake clock; the events the
     console would hear, and the exception the bake raised (None: it passed)."""
     clock, heard = Clock(), []
-    token = rollout.bake_progress.set(lambda event, message: heard.append(event))
+    token = bake_module.bake_progress.set(lambda event, message: heard.append(event))
     try:
-        rollout.bake(provider, None, OUTPUTS, baseline or {}, seconds, interval=30,
+        bake_module.bake(provider, None, OUTPUTS, baseline or {}, seconds, interval=30,
                      clock=clock, sleep=clock.sleep)
-    except rollout.BakeFailed as failure:
+    except bake_module.BakeFailed as failure:
         return heard, failure
     finally:
-        rollout.bake_progress.reset(token)
+        bake_module.bake_progress.reset(token)
     return heard, None
 
 

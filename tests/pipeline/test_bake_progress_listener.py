@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmcloud.providers import rollout
+from llmcloud.providers import bake as bake_module
 
 
 class Quiet:
@@ -24,12 +24,12 @@ class Quiet:
 
 def _bake(provider, listener) -> int | None:
     clock = iter(range(0, 10_000, 30)).__next__
-    token = rollout.bake_progress.set(listener)
+    token = bake_module.bake_progress.set(listener)
     try:
-        return rollout.bake(provider, None, {}, {}, 120, interval=30, clock=clock,
+        return bake_module.bake(provider, None, {}, {}, 120, interval=30, clock=clock,
                             sleep=lambda seconds: None)
     finally:
-        rollout.bake_progress.reset(token)
+        bake_module.bake_progress.reset(token)
 
 
 def _broken(event: str, message: str) -> None:
@@ -43,5 +43,5 @@ def test_a_listener_that_raises_does_not_fail_a_bake_that_passed(capsys) -> None
 
 
 def test_a_bake_that_fails_fails_on_its_alert_not_on_the_listener() -> None:
-    with pytest.raises(rollout.BakeFailed, match="an alert fired during the bake"):
+    with pytest.raises(bake_module.BakeFailed, match="an alert fired during the bake"):
         _bake(Quiet({"5xx-rate": "more than 5% of requests fail with 5xx"}), _broken)

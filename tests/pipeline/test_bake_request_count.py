@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers import rollout
 from tests.pipeline.test_promote_bake import (  # noqa: F401 - in_store: an autouse fixture
     AlertingProvider,
@@ -34,12 +35,12 @@ class Counting(AlertingProvider):
 
 def _bake(provider, tmp_path: Path, heard: list):
     clock = Clock()
-    token = rollout.bake_progress.set(lambda event, message: heard.append((event, message)))
+    token = bake_module.bake_progress.set(lambda event, message: heard.append((event, message)))
     try:
         with _timed(clock):
             return rollout.promote(provider, _ctx(tmp_path), "v2", bake=600)
     finally:
-        rollout.bake_progress.reset(token)
+        bake_module.bake_progress.reset(token)
 
 
 def test_the_requests_of_the_bake_are_in_the_result(tmp_path: Path, capsys) -> None:
@@ -58,9 +59,10 @@ def test_a_bake_without_traffic_passes_with_a_warning(tmp_path: Path, capsys) ->
     result = _bake(Counting(0), tmp_path, heard)
     assert (result["outcome"], result["baked_requests"]) == ("promoted", 0)
     err = capsys.readouterr().err
-    assert f"warning: {rollout.BAKED_NO_TRAFFIC}" in err
-    assert "no alert could have fired" in rollout.BAKED_NO_TRAFFIC
-    assert heard[-1] == ("passed", f"baked 600 s: no alert fired, but {rollout.BAKED_NO_TRAFFIC}")
+    assert f"warning: {bake_module.BAKED_NO_TRAFFIC}" in err
+    assert "no alert could have fired" in bake_module.BAKED_NO_TRAFFIC
+    assert heard[-1] == ("passed",
+                         f"baked 600 s: no alert fired, but {bake_module.BAKED_NO_TRAFFIC}")
 
 
 def test_a_count_that_cannot_be_read_is_null_with_a_note(tmp_path: Path, capsys) -> None:
@@ -68,6 +70,7 @@ def test_a_count_that_cannot_be_read_is_null_with_a_note(tmp_path: Path, capsys)
         heard: list = []
         result = _bake(provider, tmp_path / str(id(provider)), heard)
         assert (result["outcome"], result["baked_requests"]) == ("promoted", None)
-        assert f"note: {rollout.BAKED_UNCOUNTED}" in capsys.readouterr().err
-        assert heard[-1] == ("passed", f"baked 600 s: no alert fired; {rollout.BAKED_UNCOUNTED}")
+        assert f"note: {bake_module.BAKED_UNCOUNTED}" in capsys.readouterr().err
+        assert heard[-1] == ("passed",
+                             f"baked 600 s: no alert fired; {bake_module.BAKED_UNCOUNTED}")
 

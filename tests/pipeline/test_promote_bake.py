@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers import rollout
 from llmcloud.providers.base import StackContext
 from llmcloud.stacks.automation import PulumiStack
@@ -97,8 +98,8 @@ def _ctx(tmp_path: Path) -> StackContext:
 
 def _timed(clock: Clock):
     """The bake timed by `clock`."""
-    return mock.patch.object(rollout, "bake", functools.partial(
-        rollout.bake, clock=clock, sleep=clock.sleep))
+    return mock.patch.object(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=clock, sleep=clock.sleep))
 
 
 def _promote(provider, tmp_path, bake, clock=None):

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers import rollout
 from llmcloud.providers.aws.provider import AwsProvider
 from llmcloud.stacks.errors import DeploymentError
@@ -224,8 +225,8 @@ def test_each_release_from_a_fresh_checkout_starts_where_the_last_one_left(
     # the bake reads no alarm firing, on a clock that does not wait
     monkeypatch.setattr(AwsProvider, "firing_alerts", lambda self, ctx, outputs: {})
     clock = SimpleNamespace(now=0.0)
-    monkeypatch.setattr(rollout, "bake", functools.partial(
-        rollout.bake, clock=lambda: clock.now,
+    monkeypatch.setattr(bake_module, "bake", functools.partial(
+        bake_module.bake, clock=lambda: clock.now,
         sleep=lambda seconds: setattr(clock, "now", clock.now + seconds)))
     calls = _production_calls(example)
     assert [call[0] for call in calls] == ["update", "promote"]

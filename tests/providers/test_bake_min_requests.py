@@ -12,6 +12,7 @@ from unittest import mock
 
 import pytest
 
+from llmcloud.providers import bake as bake_module
 from llmcloud.providers import rollout
 from llmcloud.stacks.errors import ConfigError, DeploymentError
 from tests.pipeline.test_promote_bake import (  # noqa: F401 - in_store: an autouse fixture
@@ -37,14 +38,14 @@ class Lagging(AlertingProvider):
 
 
 def _promote(provider, tmp_path: Path, clock: Clock, heard: list | None = None, **asked):
-    token = rollout.bake_progress.set(
+    token = bake_module.bake_progress.set(
         lambda event, message: (heard if heard is not None else []).append((event, message)))
     try:
-        with mock.patch.object(rollout, "bake", functools.partial(
-                rollout.bake, clock=clock, sleep=clock.sleep)):
+        with mock.patch.object(bake_module, "bake", functools.partial(
+                bake_module.bake, clock=clock, sleep=clock.sleep)):
             return rollout.promote(provider, _ctx(tmp_path), "v2", bake=600, **asked)
     finally:
-        rollout.bake_progress.reset(token)
+        bake_module.bake_progress.reset(token)
 
 
 def test_enough_requests_pass_and_the_result_says_what_was_asked(tmp_path: Path) -> None:
@@ -67,8 +68,8 @@ def test_too_few_requests_put_the_previous_version_back_after_the_grace(
     assert "send the new version traffic" in error.hint and "--min-requests" in error.hint
     assert provider.ups == 2 and provider.config["llmcloud:model.version"] == "v1"
     # the bake's 600 s, then the grace, read every poll
-    assert clock.now == 1000.0 + 600 + rollout.MIN_REQUESTS_GRACE_SECONDS
-    assert len(provider.windows) == 1 + rollout.MIN_REQUESTS_GRACE_SECONDS // 30
+    assert clock.now == 1000.0 + 600 + bake_module.MIN_REQUESTS_GRACE_SECONDS
+    assert len(provider.windows) == 1 + bake_module.MIN_REQUESTS_GRACE_SECONDS // 30
     # each read of the grace is of the bake's own window
     assert len(set(provider.windows)) == 1
     assert heard[-1][0] == "failed"
@@ -117,8 +118,8 @@ def test_without_min_requests_a_bake_without_traffic_still_passes(tmp_path: Path
 
 def test_a_baked_rollback_fails_the_same_way(tmp_path: Path) -> None:
     provider, clock = Lagging([0]), Clock()
-    with mock.patch.object(rollout, "bake", functools.partial(
-            rollout.bake, clock=clock, sleep=clock.sleep)), \
+    with mock.patch.object(bake_module, "bake", functools.partial(
+            bake_module.bake, clock=clock, sleep=clock.sleep)), \
             pytest.raises(DeploymentError) as caught:
         rollout.rollback(provider, _ctx(tmp_path), bake=600, min_requests=5)
     assert "fewer than the 5 --min-requests asks for" in caught.value.context
@@ -127,9 +128,9 @@ def test_a_baked_rollback_fails_the_same_way(tmp_path: Path) -> None:
 
 def test_min_requests_without_a_bake_is_a_usage_error() -> None:
     with pytest.raises(ConfigError, match="--min-requests needs --bake"):
-        rollout.check_min_requests(0, 10)
-    rollout.check_min_requests(600, 10)
-    rollout.check_min_requests(0, 0)
+        bake_module.check_min_requests(0, 10)
+    bake_module.check_min_requests(600, 10)
+    bake_module.check_min_requests(0, 0)
 
 
 def test_the_wait_for_the_count_is_heard_once_by_the_bake_s_listener(tmp_path: Path) -> None:
