@@ -9,6 +9,7 @@ from llmcloud.cli.output import Output
 from llmcloud.stacks.errors import ExitCode, LlmcloudError
 
 _interrupted = False
+_terminated = False
 
 
 def on_interrupt(signum: int, frame: object) -> None:
@@ -31,9 +32,40 @@ def on_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def on_terminate(signum: int, frame: object) -> None:
+    """SIGTERM's handler for the `llmcloud` command: an interruption, as Ctrl-C is, that
+    exits 143 (128 + SIGTERM).
+
+    A CI job cancelled or timed out gets SIGTERM (GitLab's runner, `docker stop`,
+    Kubernetes). Python's default ended llmcloud at once: nothing on stdout under --json,
+    no error line, and what Ctrl-C undoes was left as it was (a promote's bake, its new
+    version kept in service unproven, where Ctrl-C puts the previous one back).
+    """
+    global _terminated
+    _terminated = True
+    try:
+        on_interrupt(signum, frame)
+    except KeyboardInterrupt:
+        pass
+    automation = sys.modules.get("llmcloud.stacks.automation")
+    # during a cloud operation, `run_to_the_end` knows a SIGTERM by its own class: it lets
+    # the engine cancel cleanly and waits for it longer than after a Ctrl-C
+    raise automation._Terminated if automation is not None else KeyboardInterrupt
+
+
 def interrupted() -> bool:
-    """Whether the user pressed Ctrl-C while this command ran."""
+    """Whether the user pressed Ctrl-C (or sent SIGTERM) while this command ran."""
     return _interrupted
+
+
+def terminated() -> bool:
+    """Whether llmcloud got SIGTERM while this command ran."""
+    return _terminated
+
+
+def interrupted_code() -> ExitCode:
+    """The exit code of an interrupted command: 130 after Ctrl-C, 143 after SIGTERM."""
+    return ExitCode.TERMINATED if _terminated else ExitCode.INTERRUPTED
 
 
 def report(exc: BaseException, *, json_asked: bool = False) -> int:
@@ -48,10 +80,11 @@ def report(exc: BaseException, *, json_asked: bool = False) -> int:
         # its code is the interruption's
         error = exc
         if interrupted():
-            error.exit_code = ExitCode.INTERRUPTED
+            error.exit_code = interrupted_code()
     elif isinstance(exc, KeyboardInterrupt) or interrupted():
-        error = LlmcloudError("interrupted", hint="run the command again to continue")
-        error.exit_code = ExitCode.INTERRUPTED
+        error = LlmcloudError("interrupted (SIGTERM)" if terminated() else "interrupted",
+                              hint="run the command again to continue")
+        error.exit_code = interrupted_code()
     else:
         error = LlmcloudError(
             f"unexpected error: {type(exc).__name__}: {exc}",

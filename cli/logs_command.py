@@ -83,7 +83,9 @@ def _follow(reader: Any, printed: list, start: Any, grep: str | None, json: bool
             for line in unseen.take(reader.read(unseen.ask_from(), FOLLOW_LIMIT, grep)):
                 _print(line, json)
     except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        from llmcloud.cli.errors import interrupted_code
+
+        raise typer.Exit(int(interrupted_code())) from None
 
 
 def _print(line: Any, json: bool) -> None:

@@ -8,11 +8,13 @@ def run() -> None:
     import signal
     import sys
 
-    from llmcloud.cli.errors import on_interrupt, report
+    from llmcloud.cli.errors import on_interrupt, on_terminate, report
     from llmcloud.cli.output import silence_stdout
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_interrupt)  # (left alone where SIGINT is ignored)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, on_terminate)  # a CI job cancelled: as Ctrl-C, 143
     try:
         from llmcloud.cli.app import app
 

@@ -25,9 +25,11 @@ def clean_interrupt(monkeypatch: pytest.MonkeyPatch):
     asyncio_logger = logging.getLogger("asyncio")
     disabled = asyncio_logger.disabled
     handler = signal.getsignal(signal.SIGINT)
+    on_sigterm = signal.getsignal(signal.SIGTERM)  # (`main.run` handles SIGTERM too)
     yield
     asyncio_logger.disabled = disabled
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _interrupt_then(error: BaseException):
