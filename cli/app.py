@@ -55,7 +55,10 @@ class LlmcloudGroup(TyperGroup):
             exc.show()
             # the group's own path (`llmcloud keys`), not just `llmcloud`: a subcommand's
             # hint named a command that does not exist (`llmcloud create --help`)
-            path = ["llmcloud", *_group_path(ctx), *command[:1]]
+            named = command[:1]
+            if named and self.get_command(ctx, named[0]) is None:
+                named = []  # a mistyped command: `llmcloud promte --help` fails the same way
+            path = ["llmcloud", *_group_path(ctx), *named]
             doc = {"error": exc.format_message(), "context": None,
                    "hint": f"{' '.join(path)} --help",
                    "exit_code": exc.exit_code}
