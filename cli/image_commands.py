@@ -152,8 +152,10 @@ def _prune(out: Output, prov, ctx, image: str, login: tuple) -> dict | None:
             reason = exc.message + (f" ({exc.context})" if exc.context else "")
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        pruned = {"deleted": [], "warnings": [
-            f"the registry's old images were not pruned, nothing was deleted: {reason}"]}
+        # the shape of a prune that ran (`prune_repository`): `kept` unknown
+        pruned = {"repository": image.split("@", 1)[0], "deleted": [], "kept": None,
+                  "warnings": [f"the registry's old images were not pruned, nothing was "
+                               f"deleted: {reason}"]}
     for warning in (pruned or {}).get("warnings") or ():
         out.info(f"warning: {warning}")
     return pruned

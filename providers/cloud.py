@@ -423,13 +423,22 @@ class _Engine(PulumiStack):
     def images_deployed(self, updates: int = 100) -> set[str]:
         """The images (`llmcloud:image`) the stack's config named at its last `updates`
         successful updates: `pulumi stack history` keeps each update's config."""
+        return self._images_in_history(updates, succeeded_only=True)
+
+    def images_tried(self, updates: int = 100) -> set[str]:
+        """The images the stack's config named at its last `updates` updates, whatever
+        their result: a failed update may have rolled its image out to servers before it
+        stopped, and a running one is rolling it out."""
+        return self._images_in_history(updates, succeeded_only=False)
+
+    def _images_in_history(self, updates: int, succeeded_only: bool) -> set[str]:
         key = f"{NAMESPACE}:image"
         # (no secrets shown: the image is not one, and a stack's secrets need their key)
         history = self._translated(
             lambda: self._stack.history(page_size=updates, show_secrets=False))
         return {str(entry.config[key].value) for entry in history or ()
-                if entry.kind == "update" and entry.result == "succeeded"
-                and key in (entry.config or {})}
+                if entry.kind == "update" and key in (entry.config or {})
+                and (entry.result == "succeeded" or not succeeded_only)}
 
     def _translated(self, read: Callable[[], Any]) -> Any:
         from pulumi import automation as auto

@@ -10,8 +10,9 @@ registry's own tokens, and knows the stack: so it prunes, through the registry's
 `GET /acr/v1/{repository}/_manifests` lists each manifest with its tags, times and
 `changeableAttributes`, a page at a time (`n`, and the next page's address in the `Link`
 header, as Azure's SDKs follow it); `DELETE /v2/{repository}/manifests/{digest}` deletes a
-manifest and the tags on it (202; 404 when gone already). The access token comes from the
-refresh token at `/oauth2/token` with the scope `repository:{repository}:metadata_read,delete`.
+manifest and the tags on it (202; 404 when gone already), not the manifests an index lists
+(`references`). The access token comes from the refresh token at `/oauth2/token` with the
+scope `repository:{repository}:metadata_read,delete`.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ DELETE_AFTER_DAYS = 30
 PAGE_SIZE = 100
 #: pages followed at most: a registry whose links go round never ends the listing
 MAX_PAGES = 1000
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: a pinned reference's digest, any algorithm (OCI: `algorithm:encoded`; sha256, sha512)
+_PINNED = re.compile(r"@([a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})$")
 
 
 class PruneError(DeploymentError):
-    """The repository could not be read in full: nothing was deleted."""
+    """The repository could not be read in full, or what to keep could not be told: nothing
+    was deleted."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,26 @@ class Manifest:
     pushed: datetime
     #: false when locked (`az acr repository update --delete-enabled false`): never deleted
     deletable: bool
+    #: an index's manifests (ACR's `references`): deleting the index leaves them untagged,
+    #: for the retention policy to delete, so an index that lists a kept one stays
+    references: tuple[str, ...] = ()
 
 
 def digests_of(images: Iterable[str | None]) -> set[str]:
-    """The digests (`sha256:...`) the image references pin (`host/repo@sha256:...`)."""
-    return {found for image in images if image for found in _DIGEST.findall(image)}
+    """The digests the image references pin (`host/repo@sha256:...`), in ACR's lower case.
+    PruneError for a reference that pins none (a tag, another form): what it names cannot
+    be told apart from the images to delete."""
+    found: set[str] = set()
+    for image in images:
+        if not image:
+            continue
+        pinned = _PINNED.search(str(image).strip())
+        if pinned is None:
+            raise PruneError(f"the stack names an image by no digest ({image})",
+                             context="the prune keeps images by digest and could not tell "
+                                     "this one from those it deletes")
+        found.add(pinned.group(1).lower())
+    return found
 
 
 def images_to_delete(manifests: Collection[Manifest], keep: Collection[str], now: datetime,
@@ -62,11 +80,12 @@ def images_to_delete(manifests: Collection[Manifest], keep: Collection[str], now
                      older_than_days: int = DELETE_AFTER_DAYS) -> list[Manifest]:
     """The tagged manifests older than `older_than_days` that no keep rule holds: the
     digests in `keep` (the image in service, the images the stack deployed, the one just
-    pushed), the newest `keep_recent` tagged ones, the locked ones. Untagged manifests are
-    the retention policy's."""
+    pushed), the newest `keep_recent` tagged ones, the locked ones, and an index that lists
+    any of those. Untagged manifests are the retention policy's."""
     tagged = [m for m in manifests if m.tags]
     newest = sorted(tagged, key=lambda m: m.pushed, reverse=True)[:keep_recent]
-    held = set(keep) | {m.digest for m in newest}
+    held = {d.lower() for d in keep} | {m.digest for m in newest}
+    held |= {m.digest for m in manifests if held.intersection(m.references)}
     cutoff = now - timedelta(days=older_than_days)
     return sorted((m for m in tagged
                    if m.digest not in held and m.deletable and m.pushed < cutoff),
@@ -96,6 +115,10 @@ def prune_repository(client: Any, host: str, repository: str, refresh_token: str
                 f"the registry refused to delete {repository}@{manifest.digest} "
                 f"(HTTP {status}); deleting its images needs AcrDelete on the registry "
                 "(AcrPush does not delete); nothing more was deleted")
+            break
+        elif status == 429:  # the next deletes would be throttled too: the next push goes on
+            warnings.append(f"the registry throttled deleting {repository}@{manifest.digest} "
+                            "(HTTP 429); nothing more was deleted, the next push prunes on")
             break
         else:
             answer = f"HTTP {status}" if status else "no answer"
@@ -131,11 +154,13 @@ def list_manifests(client: Any, host: str, repository: str, token: str) -> list[
 
 def _next_page(base: str, link: str | None) -> str | None:
     """The address in a `Link: </acr/v1/...?last=...&n=100>; rel="next"` header, resolved
-    against the registry; PruneError for one on another host (the token goes with it)."""
+    against the registry; PruneError for one on another host or not on HTTPS (the token
+    goes with it)."""
     if not link or "<" not in link or ">" not in link:
         return None
     address = urljoin(base + "/", link[link.index("<") + 1:link.index(">")])
-    if urlsplit(address).netloc != urlsplit(base).netloc:
+    there, here = urlsplit(address), urlsplit(base)
+    if (there.scheme, there.netloc) != (here.scheme, here.netloc):
         raise PruneError(f"the registry's next page is on another host ({address})")
     return address
 
@@ -145,8 +170,10 @@ def _manifest(item: dict[str, Any]) -> Manifest:
     if not times:
         raise KeyError("createdTime")
     attributes = item.get("changeableAttributes") or {}
-    return Manifest(digest=str(item["digest"]), tags=tuple(item.get("tags") or ()),
-                    pushed=max(times), deletable=attributes.get("deleteEnabled") is not False)
+    return Manifest(digest=str(item["digest"]).lower(), tags=tuple(item.get("tags") or ()),
+                    pushed=max(times), deletable=attributes.get("deleteEnabled") is not False,
+                    references=tuple(str(r["digest"]).lower()
+                                     for r in item.get("references") or ()))
 
 
 def _time(text: str) -> datetime:

@@ -445,16 +445,25 @@ class AzureProvider(CloudProvider):
                      login: tuple[str | None, str | None]) -> dict[str, Any]:
         """Delete the pushed repository's tagged images older than 30 days, but the newest
         10, the image the stack serves (its `image` output), the stack file's, those its
-        updates deployed (`pulumi stack history`, the last 100: rollbacks) and `image`
+        last 100 updates named, whatever their result (`pulumi stack history`: rollbacks,
+        and a failed or running update's, which may be on servers already) and `image`
         itself (`image_prune.py`). ACR keeps tagged images for ever otherwise. Raises, having
-        deleted nothing, when any of that cannot be read."""
+        deleted nothing, when any of that cannot be read or names no digest."""
         import httpx
 
         from llmcloud.providers.azure import image_prune
 
         engine = self._engine(ctx, "outputs")  # reads only: no credentials asked
-        keep = image_prune.digests_of([image, ctx.spec.image, engine.outputs().get("image"),
-                                       *engine.images_deployed()])
+        outputs = engine.outputs()
+        if outputs.get("scale_set") and not outputs.get("image"):
+            raise image_prune.PruneError(
+                f"stack '{ctx.stack}' does not name the image it serves in its outputs",
+                context="it was deployed before llmcloud exported `image`: the prune could "
+                        "delete the image its servers pull",
+                hint=f"llmcloud update --provider {self.name} --stack {ctx.stack} (it adds "
+                     "the output), or push with --no-prune")
+        keep = image_prune.digests_of([image, ctx.spec.image, outputs.get("image"),
+                                       *engine.images_tried()])
         host, repository = image.split("@", 1)[0].split("/", 1)
         user, token = login
         if user != ACR_TOKEN_USER or not token:  # a user's own login: the identity's token

@@ -30,3 +30,13 @@ def test_only_succeeded_updates_count_and_no_secret_is_decrypted():
     assert engine.images_deployed(updates=7) == {"r@sha256:a", "r@sha256:d"}
     # (the image is not a secret; showing secrets would need the stack's passphrase)
     assert engine._stack.asked == [{"page_size": 7, "show_secrets": False}]
+
+
+def test_the_prune_keeps_the_image_of_every_update_whatever_its_result():
+    # a failed update may have rolled its image out before it stopped, a running one is
+    engine = object.__new__(_Engine)
+    engine._stack = _History([_entry("r@sha256:a"), _entry("r@sha256:b", result="failed"),
+                              _entry("r@sha256:c", result="in-progress"),
+                              _entry("r@sha256:d", kind="refresh")])
+    assert engine.images_tried(updates=7) == {"r@sha256:a", "r@sha256:b", "r@sha256:c"}
+    assert engine._stack.asked == [{"page_size": 7, "show_secrets": False}]

@@ -20,14 +20,20 @@ def digest(n: int) -> str:
 
 
 def manifest(n: int, age_days: float, tags: list[str] | None = None,
-             delete_enabled: bool = True) -> dict:
-    """One item of ACR's listing: pushed `age_days` before NOW (seven fractional digits)."""
+             delete_enabled: bool = True, references: list[int] | None = None) -> dict:
+    """One item of ACR's listing: pushed `age_days` before NOW (seven fractional digits);
+    with `references`, an index listing those manifests (ACR's `references`)."""
     pushed = (NOW - timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "3Z"
-    return {"digest": digest(n), "imageSize": 10_000_000_000, "createdTime": pushed,
+    item = {"digest": digest(n), "imageSize": 10_000_000_000, "createdTime": pushed,
             "lastUpdateTime": pushed, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "tags": [f"1.0.{n}"] if tags is None else tags,
             "changeableAttributes": {"deleteEnabled": delete_enabled, "writeEnabled": True,
                                      "readEnabled": True, "listEnabled": True}}
+    if references is not None:
+        item["mediaType"] = "application/vnd.oci.image.index.v1+json"
+        item["references"] = [{"digest": digest(r), "architecture": "amd64", "os": "linux"}
+                              for r in references]
+    return item
 
 
 class FakeAcr:

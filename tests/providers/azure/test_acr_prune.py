@@ -98,3 +98,39 @@ def test_young_images_stay_whatever_their_number():
     acr = FakeAcr([manifest(n, age_days=n / 2 + 0.1) for n in range(40)])  # all under 30 days
     assert prune(acr, set())["deleted"] == []
     assert acr.deleted() == []
+
+
+def test_an_index_that_lists_the_image_in_service_stays():
+    # the stack serves one platform's manifest (untagged) of an old tagged index: deleting
+    # the index would leave it untagged, for the retention policy to delete
+    acr = FakeAcr([*history(), manifest(50, age_days=80, tags=[]),
+                   manifest(51, age_days=80, references=[50])])
+    result = prune(acr, digests_of([f"{HOST}/{REPOSITORY}@{digest(50)}"]))
+    assert digest(51) not in acr.deleted()
+    assert sorted(acr.deleted()) == sorted(digest(n) for n in range(10, 15))
+    assert result["warnings"] == []
+
+
+def test_a_next_page_not_on_https_is_not_followed():
+    # the bearer token goes with the request: never in clear
+    acr = FakeAcr(history())
+    acr.link_host = f"http://{HOST}"
+    with pytest.raises(PruneError, match="another host"):
+        prune(acr, set())
+    assert acr.deleted() == []
+
+
+def test_a_throttled_delete_stops_the_prune():
+    acr = FakeAcr(history())
+    acr.delete_status = {digest(14): 429}
+    result = prune(acr, set())
+    assert acr.deleted() == [digest(14)] and result["deleted"] == []
+    assert "throttled" in result["warnings"][0]
+
+
+def test_digests_are_kept_in_any_algorithm_and_case_and_a_tag_refuses_the_prune():
+    pinned = f"{HOST}/{REPOSITORY}@{digest(14)}"
+    sha512 = f"{HOST}/{REPOSITORY}@sha512:" + "AB" * 64
+    assert digests_of([pinned, sha512, None]) == {digest(14), "sha512:" + "ab" * 64}
+    with pytest.raises(PruneError, match="by no digest"):
+        digests_of([f"{HOST}/{REPOSITORY}:1.0.14"])
