@@ -389,7 +389,7 @@ class LocalProvider(Provider):
         # running meanwhile, its version would lose files it had written
         state_file = self._state(ctx)
         with state_file.operation(ctx.stack):
-            ModelStore(state_file.models).drop_partials(name, version)
+            ModelStore(state_file.models).drop_unfinished(name, version)
             return super().model_upload(ctx, folder, name=name, version=version, force=force,
                                         on_progress=on_progress)
 

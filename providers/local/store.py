@@ -62,17 +62,22 @@ class ModelStore:
                 context=f"versions are immutable: {self.version_dir(name, version)}",
                 hint=f"serve it as a new version: llmcloud up --model-version {_next(version)}",
             )
-        self.drop_partials(name, version)
+        self.drop_unfinished(name, version)
         return upload_model(folder, str(self.root), name=name, version=version)
 
-    def drop_partials(self, name: str, version: str) -> None:
-        """Delete the half-copied files an interrupted upload left in the version's folder
-        (hidden `.FILE.<id>.partial`, which no later upload reuses or prunes). Only while
-        the stack is held (`StateFile.operation`): then no other upload writes them."""
+    def drop_unfinished(self, name: str, version: str) -> None:
+        """Delete what an interrupted upload left in the version's folder: its half-copied
+        files (hidden `.FILE.<id>.partial`, which no later upload reuses or prunes), and a
+        manifest that does not read as one (the upload refused it as another upload's
+        version, so the same folder could never finish it). Only while the stack is held
+        (`StateFile.operation`): then no other upload writes them."""
         folder = self.version_dir(name, version)
-        if folder.is_dir():
-            for path in folder.rglob(f".*{PARTIAL_SUFFIX}"):
-                path.unlink(missing_ok=True)
+        if not folder.is_dir():
+            return
+        for path in folder.rglob(f".*{PARTIAL_SUFFIX}"):
+            path.unlink(missing_ok=True)
+        if (folder / MANIFEST_NAME).exists() and not _complete(folder):
+            (folder / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 def _complete(version_dir: Path) -> bool:

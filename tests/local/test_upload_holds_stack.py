@@ -89,6 +89,26 @@ def test_a_manifest_that_is_not_one_is_no_version(tmp_path):
     assert not empty.holds_any()
 
 
+def test_uploading_again_finishes_a_version_whose_manifest_is_not_one(fake_stack, tmp_path):
+    """A manifest the writer died in (no hard links: named, never filled) is no version,
+    yet the upload took it for another upload's version: the same folder was refused
+    ("exists already with other content"), through `model upload` and `up --model`."""
+    stack = fake_stack()
+    folder = fake_model(tmp_path / "m2", n=2)
+    store = ModelStore(stack.state_file.models)
+    for version, finish in (("v2", lambda: stack.upload(folder, "v2")),
+                            ("v3", lambda: store.import_folder(folder, name="fake",
+                                                               version="v3"))):
+        cut = store.version_dir("fake", version)
+        cut.mkdir(parents=True)
+        (cut / "config.json").write_bytes((folder / "config.json").read_bytes())
+        (cut / "manifest.json").write_bytes(b"")
+        assert not store.has("fake", version)
+        assert finish()["uploaded"] == 2  # the two files that were not there yet
+        assert store.has("fake", version)
+    assert store.versions("fake") == ["v2", "v3"]
+
+
 def test_a_lock_taken_as_destroy_deletes_the_folder_holds_the_new_one(home, monkeypatch):
     """An upload that opened `operation.lock` just before a `destroy` deleted the folder,
     and locked it just after: it held a file no one else could open, and an `up` ran
