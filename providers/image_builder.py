@@ -15,7 +15,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,12 +107,20 @@ def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None,
                 answer_only: bool = False) -> str:
     """Run a builder command and return its output (its warnings too, unless
     `answer_only`: then stdout alone, for an answer to parse); raise on failure."""
-    process = subprocess.run(
-        command, input=stdin, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if answer_only else subprocess.STDOUT,
-    )
+    process = None
+    try:
+        process = subprocess.Popen(
+            command, text=True, stdin=subprocess.PIPE if stdin is not None else None,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if answer_only else subprocess.STDOUT,
+            start_new_session=True,  # it hears of an interruption from llmcloud (see _stop)
+        )
+        stdout, stderr = process.communicate(stdin)
+    except KeyboardInterrupt:
+        if process is not None:
+            _stop(process)
+        raise
     if process.returncode != 0:
-        said = process.stdout + (process.stderr or "")
+        said = stdout + (stderr or "")
         tail = [line for line in said.splitlines() if line.strip()][-3:]
         raise DeploymentError(
             f"{what} failed (exit {process.returncode})",
@@ -118,7 +128,34 @@ def run_builder(command: Sequence[str], what: str, *, stdin: str | None = None,
             hint="run the command again with --debug, or run the builder by hand: "
             + " ".join(command[:3]) + " ...",
         )
-    return process.stdout
+    return stdout
+
+
+#: how long a builder gets to stop by itself (and clean up) after llmcloud passed it
+#: Ctrl-C or SIGTERM, before it is killed: under `docker stop`'s 10 s grace period
+BUILDER_STOP_SECONDS = 5.0
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Pass the builder the interruption llmcloud got (SIGTERM after SIGTERM, else SIGINT),
+    wait `BUILDER_STOP_SECONDS` for it to stop, then kill it; a second interruption kills it
+    at once.
+
+    Python's own handling SIGKILLed the builder a quarter of a second after a Ctrl-C (and
+    at once after a SIGTERM, which reached llmcloud alone): it could not clean up, and what
+    it ran (buildah's RUN steps, docker's buildx plugin before Docker 25) went on, orphaned.
+    In a session of its own, it gets exactly one signal for each llmcloud gets, whether the
+    signal reached llmcloud's whole process group (a terminal's Ctrl-C) or llmcloud alone.
+    """
+    errors = sys.modules.get("llmcloud.cli.errors")  # (the command line's, which knows)
+    sigterm = errors is not None and errors.terminated()
+    try:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM if sigterm else signal.SIGINT)
+        process.communicate(timeout=BUILDER_STOP_SECONDS)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
 
 
 #: what registries with immutable tags answer a push to a tag they hold: ECR ("... cannot
