@@ -30,6 +30,7 @@ from llmcloud.stacks.errors import (
     LlmcloudError,
     MissingToolError,
 )
+from llmcloud.stacks.plain_pulumi import MARKER as RUN_BY_LLMCLOUD
 
 PULUMI_INSTALL_HINT = "install the Pulumi CLI: curl -fsSL https://get.pulumi.com | sh"
 
@@ -53,9 +54,11 @@ def workspace_env(
     environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
     """Environment for the engine: the program runs with this Python and sees the spec's
-    `LLMCLOUD_*` overrides and the CLI's flags, so it resolves the spec the CLI validated."""
+    `LLMCLOUD_*` overrides and the CLI's flags, so it resolves the spec the CLI validated,
+    and llmcloud's marker, so it does not warn of the steps llmcloud takes around it."""
     env = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
     env.update(flags_to_env(flags or {}))
+    env[RUN_BY_LLMCLOUD] = "1"
     env["PULUMI_PYTHON_CMD"] = sys.executable
     env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
     return env

@@ -1,8 +1,10 @@
 """The Pulumi program: one service, composed from the chosen provider's components.
 
 `Pulumi.yaml` runs this through `stacks/__main__.py`, so `llmcloud up` (through the
-Automation API) and a platform team's plain `pulumi up` run exactly the same code. This is
-the only place that reads `pulumi.Config()`; everything below it takes the spec.
+Automation API) and a platform team's plain `pulumi up` run the same code; a plain run also
+checks the budget and warns of the steps `llmcloud up` takes around the program
+(`plain_pulumi.py`). This is the only place that reads `pulumi.Config()`; everything below
+it takes the spec.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from llmcloud.providers.registry import get_provider, provider_defaults
 from llmcloud.stacks.config import NAMESPACE, config_from_pulumi, resolve_spec
 from llmcloud.stacks.errors import LlmcloudError
+from llmcloud.stacks.plain_pulumi import check_plain_run
 from llmcloud.stacks.spec import DeploymentSpec
 
 
@@ -42,11 +45,14 @@ def build(spec: DeploymentSpec, stack: str) -> None:
 
 
 def main() -> None:
-    """The program's entry point (what `pulumi up` runs)."""
+    """The program's entry point (what `pulumi up` runs). Run without llmcloud, it keeps
+    the budget gate and warns of the steps `llmcloud up` takes around it (`plain_pulumi`)."""
     import pulumi
 
     try:
-        build(load_spec(), pulumi.get_stack())
+        spec, stack = load_spec(), pulumi.get_stack()
+        check_plain_run(spec, stack, os.environ)
+        build(spec, stack)
     except LlmcloudError as exc:
         lines = [exc.message, exc.context, f"hint: {exc.hint}" if exc.hint else None]
         raise pulumi.RunError("\n".join(line for line in lines if line)) from None

@@ -110,6 +110,7 @@ def test_engine_env_carries_overrides_flags_and_this_python(monkeypatch) -> None
         "LLMCLOUD_REGION": "eu-west-1",
         "LLMCLOUD_COMPUTE__MAX_REPLICAS": "4",
         "LLMCLOUD_MODEL__VERSION": "v7",
+        "LLMCLOUD_RUN_BY_CLI": "1",
         "PULUMI_PYTHON_CMD": sys.executable,
         "PULUMI_SKIP_UPDATE_CHECK": "true",
     }
