@@ -24,6 +24,14 @@ MinRequests = Annotated[
                       "the stack answered at least N requests during it (0: a bake without "
                       "traffic passes, with a warning)"),
 ]
+Canary = Annotated[
+    int | None,
+    typer.Option("--canary", metavar="N",
+                 help="with --bake: run the version first on N servers beside the others, "
+                      "which stay on theirs; bake it there (the stack's alerts and the "
+                      "canary's own requests), and roll the rest only if it passed (local "
+                      "stacks only for now)"),
+]
 
 
 def promote(
@@ -34,6 +42,7 @@ def promote(
     stack: o.Stack = "dev",
     bake: Bake = 0,
     min_requests: MinRequests = 0,
+    canary: Canary = None,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
@@ -42,14 +51,16 @@ def promote(
     too, if the bake saw too little traffic)."""
     from llmcloud.cli.context import load_stack
     from llmcloud.providers.bake import check_min_requests
+    from llmcloud.providers.canary import check_canary
     from llmcloud.stacks.config import check_flags
 
     out = Output.start(json=json)
     check_flags({"model.version": model_version})  # fails before anything runs
     check_min_requests(bake, min_requests)  # (exit 2, before anything runs)
+    check_canary(canary, bake)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.promote(ctx, model_version, **_baked(prov, bake, min_requests))
+    result = prov.promote(ctx, model_version, **_baked(prov, bake, min_requests, canary))
     # (what the bake that ran asked: none ran for a promote to the version in service)
     _result(out, {"provider": prov.name, "stack": stack, "operation": "promote",
                   "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
@@ -60,18 +71,22 @@ def rollback(
     stack: o.Stack = "dev",
     bake: Bake = 0,
     min_requests: MinRequests = 0,
+    canary: Canary = None,
     json: o.Json = False,
     yes: o.Yes = False,
 ) -> None:
-    """Return the replicas to the last good model version."""
+    """Return the replicas to the last good model version (through a canary with
+    --canary)."""
     from llmcloud.cli.context import load_stack
     from llmcloud.providers.bake import check_min_requests
+    from llmcloud.providers.canary import check_canary
 
     out = Output.start(json=json)
     check_min_requests(bake, min_requests)  # (exit 2, before anything runs)
+    check_canary(canary, bake)
     prov, ctx = load_stack(stack=stack, provider=provider, yes=yes, existing=True)
     require_stack_file(prov.name, ctx)
-    result = prov.rollback(ctx, **_baked(prov, bake, min_requests))
+    result = prov.rollback(ctx, **_baked(prov, bake, min_requests, canary))
     _result(out, {"provider": prov.name, "stack": stack, "operation": "rollback",
                   "baked_seconds": 0, "baked_requests": None, "min_requests": 0, **result})
 
@@ -87,21 +102,24 @@ def _result(out: Output, document: dict) -> None:
     out.result(document, human=format_mapping(shown))
 
 
-def _baked(prov, bake: int, min_requests: int = 0) -> dict:
-    """`bake=` (and `min_requests=`, when asked) for the promote or rollback of a provider
-    that reads its stack's alerts (none without --bake); one that cannot:
-    `NotSupportedError`."""
+def _baked(prov, bake: int, min_requests: int = 0, canary: int | None = None) -> dict:
+    """`bake=` (and `min_requests=`, `canary=`, when asked) for the promote or rollback of a
+    provider that reads its stack's alerts (none without --bake); one that cannot, or runs
+    no canary: `NotSupportedError`."""
     from llmcloud.stacks.errors import NotSupportedError
 
     if not bake:
         return {}
+    if canary is not None:
+        prov.supports("promote_canary")
     if not callable(getattr(prov, "firing_alerts", None)):
         raise NotSupportedError(
             f"--bake is not offered by the {prov.name} provider",
             context="a bake watches the stack's alerts (5xx rate, latency, no server "
                     "serving), which this provider does not read",
             hint="promote without --bake")
-    return {"bake": bake} | ({"min_requests": min_requests} if min_requests else {})
+    return {"bake": bake} | ({"min_requests": min_requests} if min_requests else {}) \
+        | ({"canary": canary} if canary is not None else {})
 
 
 def upload(

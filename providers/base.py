@@ -95,6 +95,8 @@ class Provider(ABC):  # noqa: B024 - abstract by convention: every operation has
 
     def unsupported_hint(self, operation: str) -> str:
         """What to run instead of an unsupported operation."""
+        if operation == "promote_canary":
+            return "promote with --bake (without --canary): the whole fleet rolls, then bakes"
         return "see `llmcloud --help` for what each provider offers"
 
     # -- the Pulumi side (cloud providers) ------------------------------------------------

@@ -57,6 +57,8 @@ class CloudProvider(Provider):
                                                region or self.default_region)
 
     def unsupported_hint(self, operation: str) -> str:
+        if operation == "promote_canary":  # (the clouds' canary is not built yet)
+            return super().unsupported_hint(operation)
         return "llmcloud --help lists the operations; `llmcloud plan` works on every cloud"
 
     def _engine(self, ctx: StackContext, operation: str) -> PulumiStack:

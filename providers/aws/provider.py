@@ -57,6 +57,9 @@ class AwsProvider(CloudProvider):
 
     name = "aws"
     extra = "aws"
+    unsupported = {
+        "promote_canary": "promote --canary is not built for AWS (EC2 and SageMaker) yet "
+                          "(docs/proposals/canary.md)"}
     sdk_modules = ("pulumi_aws", "boto3")
     display_name = "AWS"
     registry_label = "ECR repository"

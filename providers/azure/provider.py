@@ -62,6 +62,9 @@ class AzureProvider(CloudProvider):
 
     name = "azure"
     extra = "azure"
+    unsupported = {
+        "promote_canary": "promote --canary is not built for Azure yet "
+                          "(docs/proposals/canary.md)"}
     sdk_modules = ("pulumi_azure_native", "azure.identity")
     display_name = "Azure"
     registry_label = "container registry"

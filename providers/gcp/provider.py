@@ -52,6 +52,9 @@ class GcpProvider(CloudProvider):
 
     name = "gcp"
     extra = "gcp"
+    unsupported = {
+        "promote_canary": "promote --canary is not built for GCP yet "
+                          "(docs/proposals/canary.md)"}
     # plan needs pulumi-gcp and pulumi-tls (the self-signed certificate without a domain);
     # model upload, keys and promote's watch load the Google clients they use when they run
     sdk_modules = ("pulumi_gcp", "pulumi_tls")

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from llmcloud.stacks.errors import ConfigError, DeploymentError, LlmcloudError
+from llmcloud.stacks.errors import BusyError, ConfigError, DeploymentError, LlmcloudError
 
 
 def _progress_to_stderr(message: str) -> None:
@@ -92,5 +92,5 @@ class ControllerClient:
 
 
 def _error(error: dict[str, Any]) -> LlmcloudError:
-    kind = ConfigError if error.get("kind") == "config" else DeploymentError
+    kind = {"config": ConfigError, "busy": BusyError}.get(error.get("kind"), DeploymentError)
     return kind(error["message"], context=error.get("context"), hint=error.get("hint"))

@@ -1,4 +1,5 @@
-"""The controller's management API: status, converge, promote, rollback, keys, shutdown.
+"""The controller's management API: status, converge, promote, rollback, canary, keys,
+shutdown.
 
 Served on the owner-only unix socket `control.sock` (the CLI) and under `/admin/` on the
 endpoint for admin keys. Long operations answer with NDJSON: `{"event": "progress",
@@ -46,6 +47,11 @@ class OperationError(Exception):
 MAX_BODY_BYTES = 1024 * 1024
 
 Operation = Callable[[Callable[[str], None]], Awaitable[dict[str, Any]]]
+
+
+def _count(value: Any) -> int:
+    """A whole number from a request's JSON (0 for anything else)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class ControlApi:
@@ -102,6 +108,13 @@ class ControlApi:
             await self._stream(send, lambda p: c.promote(str(payload.get("version", "")), p))
         elif (method, path) == ("POST", "/rollback"):
             await self._stream(send, c.rollback)
+        elif (method, path) == ("POST", "/canary"):
+            await self._stream(send, lambda p: c.canary_start(
+                str(payload.get("version", "")), _count(payload.get("replicas")),
+                _count(payload.get("owner_pid")) or None,
+                "rollback" if payload.get("operation") == "rollback" else "promote", p))
+        elif (method, path) == ("POST", "/canary/end"):
+            await self._stream(send, lambda p: c.canary_end(bool(payload.get("keep")), p))
         else:
             await send_error(send, 404, f"no management action {method} {path}")
 

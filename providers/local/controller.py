@@ -24,7 +24,9 @@ from typing import Any
 
 import uvicorn
 
+from llmcloud.providers.local import canary_ops
 from llmcloud.providers.local.alerts import EVALUATE_EVERY_SECONDS, LocalAlerts
+from llmcloud.providers.local.canary import Canary
 from llmcloud.providers.local.control import ControlApi, OperationError
 from llmcloud.providers.local.gateway import Gateway, GatewaySettings
 from llmcloud.providers.local.keys import (
@@ -149,6 +151,10 @@ class Controller:
         self.rolling_to: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._owner_watch: asyncio.Task | None = None
+        #: the canary that runs (`canary_ops.py`), and what the next promote says of one
+        #: retired without its promote (this controller's, or the one before's)
+        self.canary: Canary | None = None
+        self.canary_left: str | None = canary_ops.retire_recorded(state)
 
     # -- what runs -------------------------------------------------------------------------
 
@@ -187,6 +193,7 @@ class Controller:
                 controller={"pid": os.getpid(), "started": start_time(os.getpid())},
                 endpoint=self.endpoint, replicas=replicas, version=self.version,
                 history=self.history, next_replica=self.supervisor.next_id,
+                canary=self.canary.record() if self.canary else None,
                 # what an `up` converged to: `destroy` waits out its drain timeout,
                 # `promote` reads its model's kind, the console shows its limits
                 config=self.config,
@@ -230,6 +237,8 @@ class Controller:
             # count of the traffic it judged: the difference of two reads)
             "requests_answered": self.alerts.requests_answered,
             "rolling_to": self.rolling_to,
+            "canary": self.canary.document(self.pool) if self.canary else None,
+            "canary_left": self.canary_left,
         }
 
     def spawn(self, coro) -> asyncio.Task:
@@ -341,6 +350,7 @@ class Controller:
         """Roll every replica to `version`; on failure, roll back to the previous one."""
         assert self._lock is not None
         async with self._lock:
+            canary_ops.refuse_while_canary(self, f"promote to {version}")
             _check_version(version)
             self.source_for(version)  # a version with nothing to load fails here
             previous = self.version
@@ -351,6 +361,7 @@ class Controller:
         """Return to the last good version before the one in service."""
         assert self._lock is not None
         async with self._lock:
+            canary_ops.refuse_while_canary(self, "rollback")
             earlier = [v for v in self.history if v != self.version]
             if not earlier:
                 raise OperationError(
@@ -367,6 +378,20 @@ class Controller:
             self.history = history
             self.save()
             return {"previous_version": previous, "replaced": replaced, **self.status()}
+
+    async def canary_start(self, version: str, replicas: int, owner_pid: int | None,
+                           operation: str, progress) -> dict[str, Any]:
+        """Start a canary of `replicas` replicas on `version` (`canary_ops.start`)."""
+        assert self._lock is not None
+        async with self._lock:
+            return await canary_ops.start(self, version, replicas, owner_pid, operation,
+                                          progress)
+
+    async def canary_end(self, keep: bool, progress) -> dict[str, Any]:
+        """Retire the canary, or adopt it and roll to its version (`canary_ops.end`)."""
+        assert self._lock is not None
+        async with self._lock:
+            return await canary_ops.end(self, keep, progress)
 
     @property
     def _ready_timeout(self) -> float:

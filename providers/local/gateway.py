@@ -240,6 +240,8 @@ class Gateway:
         if not state.get("failed"):
             state["failed"] = True
             self.metrics.cut_short(state["status"])
+            if state.get("tally") is not None:
+                state["tally"].cut_short(state["status"])
 
     async def _attempts(self, scope: dict[str, Any], send: Send, body: bytes,
                         state: dict[str, Any], started: float) -> None:
@@ -305,8 +307,11 @@ class Gateway:
             headers.append((b"content-length", str(upstream.length).encode()))
         state["sse"] = upstream.content_type.startswith("text/event-stream")
         state["status"] = upstream.status
-        self.metrics.answered(upstream.status, time.perf_counter() - started,
-                              streamed=state["sse"])
+        seconds = time.perf_counter() - started
+        self.metrics.answered(upstream.status, seconds, streamed=state["sse"])
+        if replica.tally is not None:  # a canary's replica: its verdict counts it too
+            state["tally"] = replica.tally
+            replica.tally.count(upstream.status, None if state["sse"] else seconds)
         await send({"type": "http.response.start", "status": upstream.status,
                     "headers": headers})
         state["response_started"] = True

@@ -29,6 +29,9 @@ class Replica:
     passes: int = 0  # consecutive passing health checks
     served: int = 0
     created: float = field(default_factory=time.monotonic)
+    #: one of a canary's replicas (`canary.py`): routed to, not counted in service
+    canary: bool = False
+    tally: Any = field(default=None, repr=False)  # the canary's `CanaryTally`
     upstream: Upstream = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,7 @@ class Replica:
             "ejected": self.ejected_at is not None,
             "in_flight": self.in_flight,
             "served": self.served,
+            **({"canary": True} if self.canary else {}),
         }
 
 

@@ -269,7 +269,7 @@ class LocalProvider(Provider):
             with client:
                 status = client.get("/status")
         return _rolling(_summary(status, state_file), status) \
-            | {"alerts": status_alerts(status)} | _trouble(status)
+            | _canary(status) | {"alerts": status_alerts(status)} | _trouble(status)
 
     def outputs(self, ctx: StackContext) -> dict[str, Any]:
         """The endpoint, the model store and the key ids."""
@@ -282,11 +282,12 @@ class LocalProvider(Provider):
     # -- model versions --------------------------------------------------------------------
 
     def promote(self, ctx: StackContext, version: str, *, bake: int = 0,
-                min_requests: int = 0) -> dict[str, Any]:
+                min_requests: int = 0, canary: int | None = None) -> dict[str, Any]:
         """Roll the replicas to `version` one by one; on failure roll back and raise. With
         `bake` > 0, watch the stack's alerts for that many seconds after, going back if one
         begins to fire, or if the gateway answered fewer than `min_requests` requests
-        meanwhile (`bake.py`)."""
+        meanwhile (`bake.py`). With `canary` (N), bake N replicas on `version` beside the
+        others first, and roll only if they passed (`providers/canary.py`)."""
         if bake:
             self.check_bake(ctx, bake)
         state_file = self._state(ctx)
@@ -303,6 +304,9 @@ class LocalProvider(Provider):
                 from llmcloud.providers.local.launch import check_adapters_of_version
 
                 check_adapters_of_version(self._effective(ctx), store, model["name"], version)
+            if canary is not None:
+                return self._through_canary(ctx, client, version, canary, bake, min_requests)
+            _say_canary_left(client.get("/status"))
             baseline = self._alerts_before(ctx, bake)
             result = client.operation("/promote", {"version": version})
             previous = result["previous_version"]
@@ -319,14 +323,25 @@ class LocalProvider(Provider):
             | ({"baked_seconds": baked, "baked_requests": served,
                 "min_requests": min_requests} if baked else {})
 
-    def rollback(self, ctx: StackContext, *, bake: int = 0,
-                 min_requests: int = 0) -> dict[str, Any]:
+    def rollback(self, ctx: StackContext, *, bake: int = 0, min_requests: int = 0,
+                 canary: int | None = None) -> dict[str, Any]:
         """Return to the last good version before the one in service (baked as `promote`,
-        going back to the version rolled back from)."""
+        going back to the version rolled back from; through a canary as `promote`)."""
         if bake:
             self.check_bake(ctx, bake)
         state_file = self._state(ctx)
         with self._require(ctx) as client:
+            if canary is not None:
+                status = client.get("/status")
+                earlier = [v for v in status.get("good_versions") or []
+                           if v != status.get("model_version")]
+                if not earlier:
+                    raise ConfigError(
+                        f"there is no good version before {status.get('model_version')} to "
+                        "roll back to", hint="llmcloud promote --model-version V")
+                return self._through_canary(ctx, client, earlier[-1], canary, bake,
+                                            min_requests, "rollback")
+            _say_canary_left(client.get("/status"))
             baseline = self._alerts_before(ctx, bake)
             result = client.operation("/rollback")
             previous = result["previous_version"]
@@ -340,6 +355,60 @@ class LocalProvider(Provider):
         return _summary(result, state_file) | {"previous_version": previous} \
             | ({"baked_seconds": bake, "baked_requests": served,
                 "min_requests": min_requests} if bake else {})
+
+    def _through_canary(self, ctx: StackContext, client: Any, version: str, servers: int,
+                        bake: int, min_requests: int,
+                        operation: str = "promote") -> dict[str, Any]:
+        from llmcloud.providers.canary import through_canary
+
+        status = client.get("/status")
+        _say_canary_left(status)
+        previous = status["model_version"]
+        if version == previous:
+            raise ConfigError(f"stack '{ctx.stack}' serves {version} already: no canary to run",
+                              hint="promote another version, or drop --canary")
+        result = through_canary(self, ctx, version, previous, servers, bake, min_requests,
+                                operation)
+        return _summary(result, self._state(ctx)) | {
+            "previous_version": previous, "baked_seconds": bake,
+            "baked_requests": result["canary"]["requests"], "min_requests": min_requests,
+            "canary": result["canary"]}
+
+    #: how the bake of a canary reads (`providers/canary.py`): the gateway counts each
+    #: request as it answers it (no grace), the alerts are judged every 10 s
+    canary_bake = {"grace": 0, "interval": local_bake.EVALUATE_EVERY_SECONDS}
+
+    def canary_start(self, ctx: StackContext, version: str, servers: int,
+                     operation: str) -> dict[str, Any]:
+        """Start `servers` replicas on `version` beside the others (the controller retires
+        them if this process ends before `canary_end`); what the bake reads them by."""
+        import os
+
+        with self._require(ctx) as client:
+            result = client.operation("/canary", {"version": version, "replicas": servers,
+                                                  "owner_pid": os.getpid(),
+                                                  "operation": operation})
+        return {"controller_pid": result.get("controller_pid")}
+
+    def canary_verdict(self, ctx: StackContext,
+                       outputs: Any) -> tuple[dict[str, str], int | None]:
+        """The canary's verdicts that fire (`local/canary.py`), and its request count; a
+        canary gone (its controller replaced, or retired) fires `canary-gone`."""
+        from llmcloud.providers.local.canary import CANARY_GONE
+
+        with self._require(ctx) as client:
+            status = client.get("/status")
+        canary = status.get("canary")
+        if canary is None or status.get("controller_pid") != (outputs or {}).get(
+                "controller_pid"):
+            return {CANARY_GONE: "the canary no longer runs (its controller stopped or was "
+                                 "replaced)"}, None
+        return dict(canary.get("firing") or {}), canary.get("requests")
+
+    def canary_end(self, ctx: StackContext, keep: bool) -> dict[str, Any]:
+        """Retire the canary (drained), or (`keep`) roll the others to its version."""
+        with self._require(ctx) as client:
+            return client.operation("/canary/end", {"keep": keep})
 
     def check_bake(self, ctx: StackContext, seconds: int) -> None:
         """Refuse a bake shorter than the alerts' window (exit 2), before anything runs."""
@@ -463,6 +532,26 @@ def _rolling(summary: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         if key == "model_version":
             shown["rolling_to"] = rolling_to
     return shown
+
+
+def _canary(status: dict[str, Any]) -> dict[str, Any]:
+    """What `status` adds while a canary runs (`canary`), or after one was retired without
+    its promote (`canary_left`)."""
+    canary = status.get("canary")
+    shown: dict[str, Any] = {}
+    if canary:
+        shown["canary"] = {key: canary.get(key) for key in
+                           ("version", "servers", "ready_replicas", "requests",
+                            "server_errors", "firing")}
+    if status.get("canary_left"):
+        shown["canary_left"] = status["canary_left"]
+    return shown
+
+
+def _say_canary_left(status: dict[str, Any]) -> None:
+    """Say, before a promote or rollback, that a canary was retired without its promote."""
+    if status.get("canary_left"):
+        print(f"note: {status['canary_left']}", file=sys.stderr, flush=True)
 
 
 def _after_bake(client: Any, result: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,16 @@ async def roll(
         old = [r for r in serving if r.version != target or r.config_id != supervisor.config_id]
         if not old and len(serving) >= supervisor.desired:
             return replaced
+        if old and len(serving) > supervisor.desired:
+            # more in service than desired (a canary's replicas, already on the target,
+            # just joined): an old one goes without a new one to replace it
+            victim = _victim(old)
+            progress(f"draining replica {victim.id} ({victim.version}, "
+                     f"{victim.in_flight} in flight)")
+            await supervisor.retire(victim)
+            progress(f"stopped replica {victim.id}")
+            replaced += 1
+            continue
         try:
             new = await supervisor.start(target, supervised=False)
         except StartFailed as exc:

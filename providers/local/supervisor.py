@@ -270,8 +270,9 @@ class Supervisor:
             await self.start(version)
 
     def serving(self) -> list[Replica]:
-        """Replicas that are not being retired (ready or starting)."""
-        return [r for r in self.pool if not r.draining]
+        """Replicas in service that are not being retired (ready or starting); a canary's
+        replicas are not in service (`canary.py`): never counted, never replaced."""
+        return [r for r in self.pool if not r.draining and not r.canary]
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

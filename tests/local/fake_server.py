@@ -5,7 +5,8 @@ other flags ignored) and speaks the same HTTP: `/health/live`, `/health/ready` (
 loading or draining), `/v1/completions` and `/v1/chat/completions` (JSON or SSE ending with
 `data: [DONE]`, one token every `interval` seconds), OpenAI-shaped 400s. `fake.json` in the
 model folder sets `load_seconds`, `never_ready`, `interval`, `exit_on_start`,
-`exit_after_ready` (seconds: then exit 1, as a model that dies once serving). Test hooks:
+`exit_after_ready` (seconds: then exit 1, as a model that dies once serving),
+`fail_every` (N: every Nth completion answers 500). Test hooks:
 `GET /fake/stats`, `POST /fake/close?seconds=S` (stop listening and drop every connection
 for S seconds).
 SIGTERM drains: new requests get 503, streams still open after the drain timeout end with
@@ -119,6 +120,9 @@ class Fake:
             return await respond(writer, 400, error("invalid request body"))
         interval = float(request.get("fake_interval", self.config.get("interval", 0.0)))
         self.stats["requests"] += 1
+        if self.config.get("fail_every") and \
+                self.stats["requests"] % int(self.config["fail_every"]) == 0:
+            return await respond(writer, 500, error("fake failure (fail_every)"))
         self.stats["in_flight"] += 1
         try:
             if request.get("stream"):
