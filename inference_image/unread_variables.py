@@ -21,7 +21,7 @@ SPEC_SECTIONS = ("provider", "region", "image", "model", "compute", "autoscaling
 #: llmcloud's other parts' variables: the command line's, the local provider's, Azure's
 #: knobs, the console's, the test suite's
 OTHER_PARTS = frozenset({"LLMCLOUD_HOME", "LLMCLOUD_PROJECT_DIR", "LLMCLOUD_STACK",
-                         "LLMCLOUD_API_KEY", "LLMCLOUD_DEBUG"})
+                         "LLMCLOUD_API_KEY", "LLMCLOUD_DEBUG", "LLMCLOUD_RUN_BY_CLI"})
 OTHER_PREFIXES = ("LLMCLOUD_LOCAL_", "LLMCLOUD_AZURE_", "LLMCLOUD_CONSOLE_", "LLMCLOUD_TEST_")
 
 

@@ -31,6 +31,7 @@ OPERATIONS = (
     "outputs",
     "plan",
     "promote",
+    "promote_canary",
     "rollback",
     "keys",
     "model_upload",

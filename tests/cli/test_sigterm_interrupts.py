@@ -111,15 +111,17 @@ def test_the_real_command_exits_143_on_sigterm(tmp_path: Path) -> None:
     logs = home / "stacks" / "dev" / "logs"
     logs.mkdir(parents=True)
     (home / "stacks" / "dev" / "state.json").write_text("{}")
-    (logs / "controller.log").write_text(
-        "2026-12-01 08:02:10,121 INFO llmcloud.controller: serving\n")
+    # a line of a minute ago, in the machine's local time as the controller writes it: a
+    # fixed date would fall out of --since's hour and nothing would ever be printed
+    written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 60))
+    (logs / "controller.log").write_text(f"{written},121 INFO llmcloud.controller: serving\n")
     env = {**os.environ, "LLMCLOUD_HOME": str(home), "NO_COLOR": "1", "CI": "true"}
     process = subprocess.Popen(
         [sys.executable, "-m", "llmcloud.cli", "logs", "--follow", "--json"], cwd=tmp_path,
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
-        first = process.stdout.readline()  # it runs: the line there is printed
+        first = _first_line(process, timeout=60)  # it runs: the line there is printed
         assert json.loads(first)["server"] == "controller", process.stderr.read()
         time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
@@ -130,3 +132,18 @@ def test_the_real_command_exits_143_on_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert process.returncode == 143, (process.returncode, stderr)
     assert rest == "" and "Traceback" not in stderr
+
+
+def _first_line(process: subprocess.Popen, timeout: float) -> str:
+    """The process's first stdout line, or a failure after `timeout` seconds, never a hang."""
+    import threading
+
+    read: list[str] = []
+    reader = threading.Thread(target=lambda: read.append(process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not read:
+        process.kill()
+        pytest.fail(f"no line printed in {timeout} s: {process.communicate()[1]}")
+    return read[0]

@@ -169,7 +169,7 @@ class _StackWithHistory(FakeStack):
 
     past_images: tuple[str, ...] = ()
 
-    def history(self, page_size: int):
+    def history(self, page_size: int, show_secrets: bool = True):
         return [SimpleNamespace(kind="update", result="succeeded",
                                 config={"llmcloud:image": SimpleNamespace(value=image)})
                 for image in self.past_images]

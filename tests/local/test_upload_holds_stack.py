@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -40,15 +41,17 @@ def test_destroy_and_up_are_refused_while_an_upload_runs(fake_stack, tmp_path):
     stack = fake_stack()
     folder = fake_model(tmp_path / "m2", n=2)
     refused: list[BaseException] = []
+    once = threading.Lock()  # the copies run in parallel: each reports from its own thread
 
     def meanwhile(file: str, done: int, total: int) -> None:
-        if refused:
-            return
-        for command in (stack.destroy, stack.up):
-            try:
-                command()
-            except BusyError as exc:
-                refused.append(exc)
+        with once:
+            if refused:
+                return
+            for command in (stack.destroy, stack.up):
+                try:
+                    command()
+                except BusyError as exc:
+                    refused.append(exc)
 
     ctx = stack.ctx()
     stack.provider.model_upload(ctx, folder, name="fake", version="v2", on_progress=meanwhile)

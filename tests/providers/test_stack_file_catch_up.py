@@ -15,6 +15,7 @@ import pytest
 
 from llmcloud.providers import rollout
 from llmcloud.providers.aws.provider import AwsProvider
+from llmcloud.stacks.plain_pulumi import MARKER
 from tests.stacks.fakes import FakeStack
 
 IMAGE_A = "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:" + "a" * 64
@@ -125,7 +126,8 @@ def test_a_preview_of_a_new_stack_previews_the_file(stack, cli) -> None:
     result = cli("preview", "--stack", "prod", "--json")
     assert result.exit_code == 0, result.output
     assert len(opener.opened) == 1
-    assert not any(name.startswith("LLMCLOUD_") for name in opener.opened[0].env)
+    # the file as it is: no spec variable over it, only the mark of llmcloud's own runs
+    assert {name for name in opener.opened[0].env if name.startswith("LLMCLOUD_")} == {MARKER}
     assert "warning" not in result.stderr
 
 
