@@ -28,8 +28,11 @@ def canary_text(canary: dict[str, Any]) -> str:
     """A local stack's canary that runs now (`promote --canary`): its version, replicas,
     requests, and its verdicts that fire."""
     servers = canary.get("servers") or 0
+    ready = canary.get("ready_replicas")
+    # a canary replica out of the gateway (unready, ejected) answers nothing meanwhile
+    not_all_ready = f"{ready} ready, " if isinstance(ready, int) and ready < servers else ""
     lines = [f"canary: {canary.get('version')} on {servers} replica{'s' if servers != 1 else ''}"
-             f" ({canary.get('requests') or 0} requests, "
+             f" ({not_all_ready}{canary.get('requests') or 0} requests, "
              f"{canary.get('server_errors') or 0} 5xx)"]
     lines += [f"  ! {name}: {what}" for name, what in (canary.get("firing") or {}).items()]
     return "\n".join(lines)

@@ -56,6 +56,14 @@ class CanaryTally:
             self.timed += 1
             self.slow += seconds > latency_threshold_seconds(self.timeout_seconds())
 
+    def refused(self) -> None:
+        """An attempt a canary replica failed before answering (a connection it refused or
+        reset, a 503) that the gateway then sent to another replica: the client never saw
+        it, so the stack's alerts do not count it, but the canary failed it (a canary that
+        503s every request would otherwise pass, judged on nothing)."""
+        self.answered += 1
+        self.server_errors += 1
+
     def cut_short(self, status: int) -> None:
         """An answer counted at its headers that then failed on the server's side: a 5xx."""
         if status < 500:

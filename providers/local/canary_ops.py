@@ -39,6 +39,35 @@ def refuse_while_canary(controller: Controller, what: str) -> None:
     controller.canary_left = None
 
 
+def refuse_replica_changes_while_canary(controller: Controller,
+                                        desired: dict[str, Any]) -> None:
+    """Busy (exit 75) for an `up` or `update` that would start, stop or roll replicas while
+    a canary runs: the fleet the canary is judged beside must stay as it was, and the
+    canary's promote rolls it to its own version once it passed (an `up` of another version
+    meanwhile was rolled over by it, a smaller count left the canary more than half the
+    requests). Changes that start no replica (the gateway's limits) go on."""
+    canary = controller.canary
+    if canary is None:
+        return
+    from llmcloud.providers.local.controller import replica_settings
+
+    config = controller.config
+    changes = [what for what, differs in (
+        ("the model version", desired["version"] != config["version"]
+         or desired["model"] != config["model"]),
+        ("the replica count", desired["replicas"] != controller.supervisor.desired),
+        ("the server settings", replica_settings(desired, controller.state_file.logs)
+         .fingerprint() != controller.supervisor.config_id)) if differs]
+    if changes:
+        raise OperationError(
+            f"a canary of {canary.version} runs on the stack: changing "
+            f"{' and '.join(changes)} is refused",
+            context=f"the {canary.operation} that started it (pid {canary.owner_pid}) bakes "
+                    "it beside the replicas in service, and rolls them itself if it passes",
+            hint=f"wait for that {canary.operation} to end, then run this again",
+            kind="busy")
+
+
 async def start(controller: Controller, version: str, count: int, owner_pid: int | None,
                 operation: str, progress) -> dict[str, Any]:
     """Start ``count`` replicas on ``version`` beside the replicas in service and wait until
@@ -59,6 +88,16 @@ async def start(controller: Controller, version: str, count: int, owner_pid: int
                     f"than the {serving} in service (it takes at most half the requests)",
             hint="--canary 1", kind="config")
     supervisor = controller.supervisor
+    ready = sum(1 for r in supervisor.serving() if r.routable)
+    if count > ready:
+        # the canary would take more than half the requests, or all of them
+        raise OperationError(
+            f"a canary of {count} replica{'s' if count != 1 else ''} is refused: only "
+            f"{ready} of the {serving} replicas in service are ready",
+            context="a canary takes at most half the requests, beside replicas in service "
+                    "that serve the version in service",
+            hint="llmcloud status (see the replicas' last_failure); promote once they are "
+                 "ready")
     canary = Canary(version, [], CanaryTally(lambda: controller.gateway.settings.timeout_seconds),
                     operation=operation, owner_pid=owner_pid,
                     owner_started=start_time(owner_pid) if owner_pid else None)

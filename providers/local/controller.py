@@ -222,7 +222,8 @@ class Controller:
             "model": self.config["model"]["name"],
             "model_version": self.version,
             "desired_replicas": self.supervisor.desired,
-            "ready_replicas": sum(1 for r in replicas if r["ready"]),
+            # the replicas in service (a canary's count in its own `canary`)
+            "ready_replicas": sum(1 for r in replicas if r["ready"] and not r.get("canary")),
             "replicas": replicas,
             "good_versions": self.history,
             "restarts": self.supervisor.restarts,
@@ -287,6 +288,7 @@ class Controller:
                     f"the endpoint's port cannot change while the stack runs "
                     f"({self.config['port']} -> {desired['port']})",
                     hint="llmcloud destroy, then llmcloud up", kind="config")
+            canary_ops.refuse_replica_changes_while_canary(self, desired)
             if desired["gateway"] != self.config["gateway"]:
                 gateway = desired["gateway"]
                 self.limiter.configure(gateway["rate_limit"], gateway["burst"],

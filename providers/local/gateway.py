@@ -264,15 +264,18 @@ class Gateway:
                                                               body)
                 except ConnectFailed:
                     self._eject(replica, "connect")
+                    _canary_refused(replica)
                     continue
                 except ResetBeforeResponse:
                     # The replica died or reset us before answering: safe to try another.
                     self._eject(replica, "reset")
+                    _canary_refused(replica)
                     continue
                 if upstream.status in (429, 503) and self._has_other(tried):
                     # Draining, loading or full: this replica did not take the request.
                     if upstream.status == 503:
                         replica.ready = False
+                        _canary_refused(replica)
                     upstream.close()
                     continue
                 try:
@@ -333,6 +336,12 @@ class Gateway:
             return
         state["complete"] = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _canary_refused(replica: Replica) -> None:
+    # A canary's failure the client never saw (retried on another replica) still judges it.
+    if replica.tally is not None:
+        replica.tally.refused()
 
 
 def _forward_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:

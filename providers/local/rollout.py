@@ -31,9 +31,11 @@ async def roll(
         old = [r for r in serving if r.version != target or r.config_id != supervisor.config_id]
         if not old and len(serving) >= supervisor.desired:
             return replaced
-        if old and len(serving) > supervisor.desired:
-            # more in service than desired (a canary's replicas, already on the target,
-            # just joined): an old one goes without a new one to replace it
+        if old and sum(1 for r in serving if r.routable) > supervisor.desired:
+            # more ready in service than desired (a canary's replicas, already on the
+            # target, just joined): an old one goes without a new one to replace it. Ready
+            # ones only: a joined replica that is not ready (ejected, failing its health
+            # checks) must not count as capacity while an old one that serves goes
             victim = _victim(old)
             progress(f"draining replica {victim.id} ({victim.version}, "
                      f"{victim.in_flight} in flight)")

@@ -6,7 +6,7 @@ loading or draining), `/v1/completions` and `/v1/chat/completions` (JSON or SSE 
 `data: [DONE]`, one token every `interval` seconds), OpenAI-shaped 400s. `fake.json` in the
 model folder sets `load_seconds`, `never_ready`, `interval`, `exit_on_start`,
 `exit_after_ready` (seconds: then exit 1, as a model that dies once serving),
-`fail_every` (N: every Nth completion answers 500). Test hooks:
+`fail_every` (N: every Nth completion answers `fail_status`, 500 unless set). Test hooks:
 `GET /fake/stats`, `POST /fake/close?seconds=S` (stop listening and drop every connection
 for S seconds).
 SIGTERM drains: new requests get 503, streams still open after the drain timeout end with
@@ -122,7 +122,8 @@ class Fake:
         self.stats["requests"] += 1
         if self.config.get("fail_every") and \
                 self.stats["requests"] % int(self.config["fail_every"]) == 0:
-            return await respond(writer, 500, error("fake failure (fail_every)"))
+            return await respond(writer, int(self.config.get("fail_status", 500)),
+                                 error("fake failure (fail_every)"))
         self.stats["in_flight"] += 1
         try:
             if request.get("stream"):
