@@ -30,7 +30,7 @@ Canary = Annotated[
                  help="with --bake: run the version first on N servers beside the others, "
                       "which stay on theirs; bake it there (the stack's alerts and the "
                       "canary's own requests), and roll the rest only if it passed (local "
-                      "stacks only for now)"),
+                      "stacks, and AWS stacks of compute.kind: instances)"),
 ]
 
 

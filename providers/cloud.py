@@ -57,7 +57,7 @@ class CloudProvider(Provider):
                                                region or self.default_region)
 
     def unsupported_hint(self, operation: str) -> str:
-        if operation == "promote_canary":  # (the clouds' canary is not built yet)
+        if operation == "promote_canary":  # (a cloud whose canary is not built yet)
             return super().unsupported_hint(operation)
         return "llmcloud --help lists the operations; `llmcloud plan` works on every cloud"
 
@@ -274,7 +274,7 @@ class CloudProvider(Provider):
             "model_version": outputs.get("model_version") if deployed(last) else None,
             "last_update": last,
             "outputs": outputs,
-        }
+        } | _canary_status(outputs)
 
     def console(self, ctx: StackContext, port: int, host: str = "127.0.0.1") -> None:
         """Serve the console for this cloud stack: its outputs, plan, checks and cost;
@@ -377,20 +377,37 @@ class CloudProvider(Provider):
                 hint=f"--bake {least} or more, or no --bake")
 
     def promote(self, ctx: StackContext, version: str, *, bake: int = 0,
-                min_requests: int = 0) -> dict[str, Any]:
+                min_requests: int = 0, canary: int | None = None) -> dict[str, Any]:
         """Roll the service to `version` (see `rollout.promote`); with `bake` > 0, watch the
         stack's alerts for that many seconds after the rollout, going back if one fires (or
-        if fewer than `min_requests` requests were counted)."""
-        from llmcloud.providers import rollout
+        if fewer than `min_requests` requests were counted). With `canary` (N), bake N
+        servers on `version` beside the fleet first, and roll only if they passed
+        (`cloud_canary.py`)."""
+        from llmcloud.providers import cloud_canary, rollout
 
+        if canary is not None:
+            self.check_canary(ctx)
+            return cloud_canary.promote(self, ctx, version, canary, bake=bake,
+                                        min_requests=min_requests)
         return rollout.promote(self, ctx, version, bake=bake, min_requests=min_requests)
 
-    def rollback(self, ctx: StackContext, *, bake: int = 0,
-                 min_requests: int = 0) -> dict[str, Any]:
-        """Return to the version served before (see `rollout.rollback`), baked as promote."""
-        from llmcloud.providers import rollout
+    def rollback(self, ctx: StackContext, *, bake: int = 0, min_requests: int = 0,
+                 canary: int | None = None) -> dict[str, Any]:
+        """Return to the version served before (see `rollout.rollback`), baked (and through
+        a canary) as promote."""
+        from llmcloud.providers import cloud_canary, rollout
 
+        if canary is not None:
+            self.check_canary(ctx)
+            return cloud_canary.promote(self, ctx, None, canary, bake=bake,
+                                        min_requests=min_requests)
         return rollout.rollback(self, ctx, bake=bake, min_requests=min_requests)
+
+    def check_canary(self, ctx: StackContext) -> None:
+        """Refuse (`NotSupportedError`, exit 4) a canary this stack's flavour does not run,
+        before anything runs; `unsupported["promote_canary"]` refuses it on every stack of
+        a cloud without one."""
+        self.supports("promote_canary")
 
     def model_store_uri(self, ctx: StackContext) -> str:
         self.supports("model_upload")
@@ -480,6 +497,14 @@ def refuse_without_stack_file(ctx: StackContext, operation: str) -> None:
             context=f"stack '{ctx.stack}' is deployed: without its stack file, {operation} "
                     "would deploy the provider's defaults over its settings",
             hint="run this in the folder that holds its stack file, or check --stack")
+
+
+def _canary_status(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`status`'s `canary`, while the stack runs one (`promote --canary`)."""
+    from llmcloud.providers.cloud_canary import status_line
+
+    line = status_line(outputs)
+    return {"canary": line} if line else {}
 
 
 def _given(flags: Mapping[str, Any]) -> dict[str, Any]:

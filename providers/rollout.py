@@ -184,21 +184,11 @@ def rollback(provider: Any, ctx: Any, *, timeout: float = 1800.0,
 def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], version: str,
              history: list[str] | None, timeout: float,
              baking: tuple[int, int]) -> dict[str, Any]:
-    from llmcloud.providers.model_fit import config_reader
+    from llmcloud.providers.cloud_canary import retire_leftover
 
     bake_seconds, min_requests = baking
-    spec = ctx.spec
-    store = outputs.get("model_store_uri")
-    if not store:
-        raise DeploymentError(
-            f"stack '{ctx.stack}' has no model store yet",
-            hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
-        )
-    manifest = check_version_in_store(str(store), spec.model.name, version)
-    _check_adapters(manifest, spec, version)
-    config = config_reader(str(store), spec.model.name, version)  # one read for both
-    check_task(spec, str(store), version, config)
-    _check_fit(manifest, spec, str(store), version, config)
+    check_servable(provider, ctx, outputs, version)
+    outputs = retire_leftover(ctx, engine, outputs)
     recorded, old_history = catch_up(engine, ctx, outputs)
     deployed = deployed_model(outputs)
     if deployed is not None:
@@ -274,6 +264,26 @@ def _promote(provider: Any, ctx: Any, engine: Any, outputs: Mapping[str, Any], v
         result["baked_requests"] = baked_requests
         result["min_requests"] = min_requests
     return result
+
+def check_servable(provider: Any, ctx: Any, outputs: Mapping[str, Any], version: str) -> None:
+    """Refuse, before anything changes, a `version` the stack's servers could not serve: not
+    in the stack's model store (or no store yet), without the spec's adapters, of another
+    task, or too large for the GPUs."""
+    from llmcloud.providers.model_fit import config_reader
+
+    spec = ctx.spec
+    store = outputs.get("model_store_uri")
+    if not store:
+        raise DeploymentError(
+            f"stack '{ctx.stack}' has no model store yet",
+            hint=f"llmcloud up --provider {provider.name} --stack {ctx.stack}",
+        )
+    manifest = check_version_in_store(str(store), spec.model.name, version)
+    _check_adapters(manifest, spec, version)
+    config = config_reader(str(store), spec.model.name, version)  # one read for both
+    check_task(spec, str(store), version, config)
+    _check_fit(manifest, spec, str(store), version, config)
+
 
 def _refuse_to_undo_another(engine: Any, ctx: Any, version: str, reason: str,
                             ours: set[tuple[str, tuple[str, ...]]],
@@ -412,7 +422,7 @@ def _refuse_version_from_environment(ctx: Any) -> None:
     from llmcloud.stacks.config import env_overrides
 
     model = env_overrides(ctx.environ).get("model")
-    for key in ("version", "history"):
+    for key in ("version", "history", "canary"):
         if isinstance(model, dict) and key in model:
             name = f"LLMCLOUD_MODEL__{key.upper()}"
             if name not in ctx.environ:
@@ -420,7 +430,7 @@ def _refuse_version_from_environment(ctx: Any) -> None:
             raise ConfigError(
                 f"{name} sets model.{key}, which would override what promote records",
                 context="the stack's program reads LLMCLOUD_* variables over the stack's "
-                        "config (llmcloud:model.version and llmcloud:model.history)",
+                        "config (llmcloud:model.version, model.history and model.canary)",
                 hint=f"unset {name}",
             )
 

@@ -96,6 +96,34 @@ def _not_blank(value: str | None) -> str | None:
     return value
 
 
+class CanarySpec(_Section):
+    """The canary a `promote --canary` runs on a cloud stack (promote records and removes
+    it; never set by hand): `servers` servers on `version` beside the fleet, which keeps
+    the version it serves; once `serving`, the load balancer weighs the fleet
+    `fleet_weight` (its servers when the canary started) against the canary's `servers`."""
+
+    version: str = Field(description="the version the canary's servers run")
+    servers: int = Field(ge=1, le=8, description="the canary's servers (fixed, no autoscaler)")
+    # (a load balancer's weights run from 0 to 999: AWS's TargetGroupTuple)
+    fleet_weight: int = Field(
+        default=1, ge=1, le=999, description="the fleet's servers when the canary started")
+    serving: bool = Field(
+        default=False, description="whether the load balancer sends the canary requests (once "
+                                   "its servers are healthy: none before)")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        return _as_text(value)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION.match(value):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-' (e.g. v7)")
+        return value
+
+
 class ModelSpec(_Section):
     """Which model serves, and in which version.
 
@@ -122,6 +150,10 @@ class ModelSpec(_Section):
         default_factory=list,
         description="versions served before, newest last (kept by promote; rollback uses it)",
     )
+    canary: CanarySpec | None = Field(
+        default=None,
+        description="the canary of a promote --canary that runs (promote records it)",
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -144,6 +176,20 @@ class ModelSpec(_Section):
             if not _VERSION.match(version):
                 raise ValueError(f"'{version}' is not a model version")
         return value[-20:]
+
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _canary_text(cls, value: object) -> object:
+        # `pulumi config set --path` stores the canary as JSON text; promote removes it by
+        # recording it empty
+        if isinstance(value, str):
+            if value.strip() in ("", "null", "~"):
+                return None
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
 
     @field_validator("source")
     @classmethod

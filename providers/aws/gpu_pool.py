@@ -50,6 +50,10 @@ class GpuPoolArgs:
     #: tags for the group and what it launches (instances, volumes): the provider's
     #: default tags reach neither an Auto Scaling group nor the instances it starts
     instance_tags: dict[str, str] = field(default_factory=dict)
+    #: a canary's group (`promote --canary`): exactly this many on-demand servers, no
+    #: scaling policy, no instance refresh (it is created on its version and deleted), and
+    #: no wait of Pulumi's for their health (promote watches it); None: the fleet
+    fixed_size: int | None = None
 
 
 class GpuPool(pulumi.ComponentResource):
@@ -94,6 +98,11 @@ class GpuPool(pulumi.ComponentResource):
         template = {"id": self.launch_template.id,
                     "version": self.launch_template.latest_version.apply(str)}
         placement: dict = {"launch_template": template}
+        if args.fixed_size is not None:
+            self.group = self._fixed_group(name, args, template, launched)
+            self.register_outputs({"asg_name": self.group.name,
+                                   "launch_template_id": self.launch_template.id})
+            return
         if args.spot:
             placement = {"mixed_instances_policy": {
                 "instances_distribution": {
@@ -138,6 +147,23 @@ class GpuPool(pulumi.ComponentResource):
             target_tracking_configuration=self._tracking(args), opts=child)
         self.register_outputs({"asg_name": self.group.name,
                                "launch_template_id": self.launch_template.id})
+
+    def _fixed_group(self, name: str, args: GpuPoolArgs, template: dict,
+                     launched: dict[str, str]) -> aws.autoscaling.Group:
+        """A canary's group: `fixed_size` servers behind the ELB's checks, the fleet's grace."""
+        size = args.fixed_size
+        return aws.autoscaling.Group(
+            f"{name}-asg", name=args.asg_name, min_size=size, max_size=size,
+            desired_capacity=size, vpc_zone_identifiers=list(args.subnet_ids),
+            target_group_arns=[args.target_group_arn], launch_template=template,
+            health_check_type="ELB", health_check_grace_period=args.grace_period_seconds,
+            default_instance_warmup=args.grace_period_seconds,
+            # "0": Pulumi does not wait for healthy servers, which a bad version never has
+            wait_for_capacity_timeout="0",
+            enabled_metrics=["GroupInServiceInstances", "GroupDesiredCapacity"],
+            tags=[{"key": k, "value": v, "propagate_at_launch": False}
+                  for k, v in launched.items()],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.boot_ready)))
 
     def _tracking(self, args: GpuPoolArgs) -> dict:
         if args.scaling_signal == "requests":

@@ -46,6 +46,9 @@ class LoadBalancerArgs:
     #: resources the access logs need first (the log bucket's policy)
     logs_ready: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    #: with a canary (`promote --canary`): the fleet's and the canary's weights in the
+    #: listener's forward (the canary's 0 until its servers are healthy); None: no canary
+    canary_weights: tuple[int, int] | None = None
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -54,6 +57,8 @@ class LoadBalancer(pulumi.ComponentResource):
 
     alb: aws.lb.LoadBalancer
     target_group: aws.lb.TargetGroup
+    #: the canary's own target group (its metrics are the canary's alone), with a canary
+    canary_target_group: aws.lb.TargetGroup | None = None
     listener: aws.lb.Listener
 
     def __init__(self, name: str, args: LoadBalancerArgs,
@@ -68,21 +73,35 @@ class LoadBalancer(pulumi.ComponentResource):
             access_logs={"bucket": args.log_bucket, "prefix": "alb", "enabled": True},
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.logs_ready)))
-        self.target_group = aws.lb.TargetGroup(
-            f"{name}-servers", name_prefix="llm-", port=args.server_port, protocol="HTTP",
-            vpc_id=args.vpc_id, target_type="instance",
-            deregistration_delay=args.drain_timeout_seconds,
-            # generation cost varies by orders of magnitude: send work to the least busy server
-            load_balancing_algorithm_type="least_outstanding_requests",
-            # a spot server's leave (userdata.py) lasts as long as these checks take to fail
-            health_check={"path": HEALTH_PATH, "protocol": "HTTP", "matcher": "200",
-                          "interval": BALANCER_CHECK_INTERVAL_SECONDS, "timeout": 5,
-                          "healthy_threshold": 2,
-                          "unhealthy_threshold": BALANCER_UNHEALTHY_THRESHOLD},
-            tags=args.tags, opts=child)
+        self.target_group = _target_group(f"{name}-servers", "llm-", args, child)
+        forward: dict = {"type": "forward", "target_group_arn": self.target_group.arn}
+        if args.canary_weights is not None:
+            self.canary_target_group = _target_group(f"{name}-canary-servers", "llmc-", args,
+                                                     child)
+            fleet, canary = args.canary_weights
+            # (ALB weights run 0 to 999; "Update requires: No interruption")
+            forward = {"type": "forward", "forward": {"target_groups": [
+                {"arn": self.target_group.arn, "weight": fleet},
+                {"arn": self.canary_target_group.arn, "weight": canary}]}}
         self.listener = aws.lb.Listener(
             f"{name}-http", load_balancer_arn=self.alb.arn, port=LISTENER_PORT, protocol="HTTP",
-            default_actions=[{"type": "forward", "target_group_arn": self.target_group.arn}],
-            opts=child)
+            default_actions=[forward], opts=child)
         self.register_outputs({"alb_arn": self.alb.arn,
                                "target_group_arn": self.target_group.arn})
+
+
+def _target_group(resource: str, prefix: str, args: LoadBalancerArgs,
+                  child: pulumi.ResourceOptions) -> aws.lb.TargetGroup:
+    """A target group of servers: the fleet's, or a canary's (the same checks and drain)."""
+    return aws.lb.TargetGroup(
+        resource, name_prefix=prefix, port=args.server_port, protocol="HTTP",
+        vpc_id=args.vpc_id, target_type="instance",
+        deregistration_delay=args.drain_timeout_seconds,
+        # generation cost varies by orders of magnitude: send work to the least busy server
+        load_balancing_algorithm_type="least_outstanding_requests",
+        # a spot server's leave (userdata.py) lasts as long as these checks take to fail
+        health_check={"path": HEALTH_PATH, "protocol": "HTTP", "matcher": "200",
+                      "interval": BALANCER_CHECK_INTERVAL_SECONDS, "timeout": 5,
+                      "healthy_threshold": 2,
+                      "unhealthy_threshold": BALANCER_UNHEALTHY_THRESHOLD},
+        tags=args.tags, opts=child)

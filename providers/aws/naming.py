@@ -60,6 +60,11 @@ def asg_name(stack: str) -> str:
     return fit(f"{base_name(stack)}-gpu", LIMITS["launch_template"] - PREFIX_SUFFIX - 1)
 
 
+def canary_asg_name(stack: str) -> str:
+    """The server group of a `promote --canary`'s canary, beside `asg_name`'s."""
+    return fit(f"{base_name(stack)}-canary", LIMITS["launch_template"] - PREFIX_SUFFIX - 1)
+
+
 def function_name(api_name: str, part: str) -> str:
     """A Lambda function's name (at most 64 characters): `<api name>-<part>`."""
     return fit(f"{api_name}-{slug(part)}", LIMITS["lambda"])

@@ -27,6 +27,7 @@ from llmcloud.providers.aws.prices import (
     price_table,
     root_volume_gb,
 )
+from llmcloud.providers.bake import BAKE_POLL_SECONDS, MIN_REQUESTS_GRACE_SECONDS
 from llmcloud.providers.base import StackContext
 from llmcloud.providers.cloud import CloudProvider
 from llmcloud.providers.credentials import check_aws
@@ -57,9 +58,8 @@ class AwsProvider(CloudProvider):
 
     name = "aws"
     extra = "aws"
-    unsupported = {
-        "promote_canary": "promote --canary is not built for AWS (EC2 and SageMaker) yet "
-                          "(docs/proposals/canary.md)"}
+    #: `promote --canary` runs on compute.kind: instances (`check_canary` refuses SageMaker)
+    unsupported: dict[str, str] = {}
     sdk_modules = ("pulumi_aws", "boto3")
     display_name = "AWS"
     registry_label = "ECR repository"
@@ -119,6 +119,12 @@ class AwsProvider(CloudProvider):
                     context="SageMaker real-time endpoints run on on-demand instances only",
                     hint="set compute.spot: false, or compute.kind: instances")
             _refuse_what_sagemaker_fixes(spec)
+            if spec.model.canary is not None:
+                raise ConfigError(
+                    "llmcloud:model.canary is not available with compute.kind: sagemaker",
+                    context="it records a promote --canary's canary group, which only "
+                            "compute.kind: instances declares",
+                    hint="remove model.canary from the stack file")
         else:
             instance_type = spec.compute.instance_type or DEFAULT_INSTANCE_TYPE
             table = GPU_INSTANCES
@@ -329,6 +335,13 @@ class AwsProvider(CloudProvider):
                 table.gpu_hourly[dearest], 0, high - low,
                 note=f"billed at the spot price, at most the on-demand price of the type it "
                      f"runs on; counted at the dearest ({dearest})"))
+        canary = spec.model.canary
+        if canary is not None:  # (a promote --canary runs: its servers are on-demand)
+            servers.append(CostLine(
+                f"canary servers ({instance_type}, on-demand)", "instance-hour",
+                table.gpu_hourly[instance_type], canary.servers, canary.servers,
+                note=f"while promote --canary of {canary.version} runs"))
+            low, high = low + canary.servers, high + canary.servers
         return [
             *servers,
             CostLine(f"root volumes (gp3, {disk} GB)", "volume-hour",
@@ -429,6 +442,88 @@ class AwsProvider(CloudProvider):
                                                  until)
         except Exception:  # noqa: BLE001 - unknown, never a failure: the bake passed
             return None
+
+    # -- promote --canary (compute.kind: instances; `providers/cloud_canary.py`) -----------
+
+    #: how the bake of a canary reads: every 30 s, and the count of its requests for up to
+    #: 300 s more when --min-requests is short (the ALB's metrics come a minute or two late)
+    canary_bake = {"grace": MIN_REQUESTS_GRACE_SECONDS, "interval": BAKE_POLL_SECONDS}
+
+    def check_canary(self, ctx: StackContext) -> None:
+        """Refuse a canary on a SageMaker stack (exit 4): its endpoint has no group of
+        servers to add one to."""
+        super().check_canary(ctx)
+        if ctx.spec.compute.kind == "sagemaker":
+            raise NotSupportedError(
+                "promote --canary is not offered with compute.kind: sagemaker",
+                context="SageMaker's deployment guardrails bake every update on the "
+                        "endpoint already (its own canary traffic routing is not built: "
+                        "docs/proposals/canary.md, section 4.2)",
+                hint="promote without --canary or --bake")
+
+    def canary_fleet_weight(self, ctx: StackContext, outputs: Mapping[str, Any]) -> int:
+        """The fleet's servers now (its group's desired capacity, 1 to 999): the fleet's
+        weight against the canary's N in the listener, so that each server gets a share."""
+        self.check_credentials(ctx.environ)
+        client = type(self).canary_client("autoscaling", ctx.spec.region or DEFAULT_REGION)
+        with _aws_errors("reading the server group's size",
+                         hint="check that your AWS credentials may "
+                              "autoscaling:DescribeAutoScalingGroups"):
+            found = client.describe_auto_scaling_groups(
+                AutoScalingGroupNames=[naming.asg_name(ctx.stack)]).get("AutoScalingGroups")
+        desired = (found or [{}])[0].get("DesiredCapacity") or ctx.spec.compute.min_replicas
+        return max(1, min(999, int(desired)))
+
+    def wait_for_canary(self, ctx: StackContext, outputs: Mapping[str, Any],
+                        timeout: float) -> None:
+        """The canary's servers in service and healthy in its target group
+        (`canary_wait.py`); `DeploymentError` when not in time."""
+        from llmcloud.providers.aws.canary_wait import wait_for_canary
+
+        canary = self._canary_output(ctx, outputs)
+        region = ctx.spec.region or DEFAULT_REGION
+        with _aws_errors("watching the canary's servers",
+                         hint="check that your AWS credentials may describe Auto Scaling "
+                              "groups and target health"):
+            wait_for_canary(type(self).canary_client("autoscaling", region),
+                            type(self).canary_client("elbv2", region), str(canary["group"]),
+                            str(canary["target_group"]), int(canary["servers"]),
+                            timeout=timeout)
+
+    def read_canary_verdict(self, ctx: StackContext, outputs: Mapping[str, Any],
+                            since: datetime) -> tuple[dict[str, str], int | None]:
+        """The canary's verdicts that fire and its request count, from its own target
+        group's CloudWatch metrics since ``since`` (`canary_verdict.py`)."""
+        from llmcloud.providers.aws import canary_verdict
+        from llmcloud.providers.aws.monitoring import latency_threshold_seconds
+
+        canary = self._canary_output(ctx, outputs)
+        client = type(self).alarm_client(ctx.spec.region or DEFAULT_REGION)
+        with _aws_errors("reading the canary's CloudWatch metrics",
+                         hint="check that your AWS credentials may cloudwatch:GetMetricData"):
+            return canary_verdict.read(
+                client, str(canary["load_balancer"]), str(canary["target_group_suffix"]),
+                since, datetime.now(timezone.utc),
+                latency_threshold_seconds(ctx.spec.gateway.timeout_seconds))
+
+    def _canary_output(self, ctx: StackContext, outputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        canary = outputs.get("model_canary")
+        if not isinstance(canary, Mapping):
+            raise DeploymentError(
+                f"stack '{ctx.stack}' runs no canary after its update",
+                context="its outputs name no model_canary: the update did not declare it",
+                hint=f"llmcloud up --stack {ctx.stack}, then promote again")
+        return canary
+
+    @staticmethod
+    def canary_client(service: str, region: str) -> Any:
+        """boto3's client of ``service`` (autoscaling, elbv2) for a canary's watch (tests
+        replace it with a stubbed one): few retries and short timeouts, as it polls."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, region_name=region, config=Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
 
     @staticmethod
     def alarm_client(region: str) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -144,7 +144,7 @@ class AwsService(pulumi.ComponentResource):
             log_bucket=store.log_bucket.bucket, server_port=spec.server.port,
             drain_timeout_seconds=spec.server.drain_timeout_seconds,
             generation_timeout_seconds=spec.gateway.timeout_seconds,
-            logs_ready=[store.log_policy]), opts=child)
+            logs_ready=[store.log_policy], canary_weights=canary_weights(spec)), opts=child)
         monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             alb_arn_suffix=balancer.alb.arn_suffix,
             target_group_arn_suffix=balancer.target_group.arn_suffix, asg_name=asg_name,
@@ -156,21 +156,13 @@ class AwsService(pulumi.ComponentResource):
             repository_arn=registry.repository.arn, log_group_arn=monitoring.log_group.arn,
             model_name=model), opts=child)
 
-        user_data = pulumi.Output.all(image, model_uri).apply(lambda v: render_user_data(
-            ServerLaunch(region=region, image=v[0], model_uri=v[1],
-                         model_version=spec.model.version,
-                         log_group=naming.log_group_name(stack), asg_name=asg_name,
-                         port=spec.server.port,
-                         drain_timeout_seconds=spec.server.drain_timeout_seconds,
-                         max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
-                         engine_flags=tuple(spec.server.engine_flags()),
-                         task=spec.model.task,
-                         max_body_kb=spec.gateway.max_body_kb,
-                         keep_alive_seconds=server_keep_alive_seconds(
-                             spec.gateway.timeout_seconds),
-                         publish_in_flight=spec.autoscaling.signal == "in_flight")))
+        def user_data_of(version: str, uri: pulumi.Output[str], group: str) -> Any:
+            return pulumi.Output.all(image, uri).apply(lambda v: render_user_data(
+                _launch(spec, stack, region, v[0], v[1], version, group)))
+
+        user_data = user_data_of(spec.model.version, model_uri, asg_name)
         grace = grace_period_seconds(gpu_memory_gb(instance_type))
-        GpuPool(f"{name}-gpu", GpuPoolArgs(
+        pool = GpuPoolArgs(
             asg_name=asg_name, instance_type=instance_type, min_size=spec.compute.min_replicas,
             max_size=spec.compute.max_replicas, subnet_ids=network.private_subnet_ids,
             security_group_id=network.server_security_group_id,
@@ -184,7 +176,26 @@ class AwsService(pulumi.ComponentResource):
                                                    balancer.target_group.arn_suffix),
             spot=spec.compute.spot, alternative_types=alternative_types(instance_type),
             boot_ready=[monitoring.log_group, identity.policy],
-            instance_tags=stack_tags(spec, stack)), opts=child)
+            instance_tags=stack_tags(spec, stack))
+        GpuPool(f"{name}-gpu", pool, opts=child)
+        canary = spec.model.canary
+        served: dict[str, Any] = {}
+        if canary is not None and balancer.canary_target_group is not None:
+            group = naming.canary_asg_name(stack)
+            canary_uri = store.bucket.bucket.apply(
+                lambda b: f"s3://{b}/{naming.model_key_prefix(model, canary.version)}")
+            GpuPool(f"{name}-canary", replace(
+                pool, asg_name=group, min_size=canary.servers, max_size=canary.servers,
+                target_group_arn=balancer.canary_target_group.arn,
+                user_data=user_data_of(canary.version, canary_uri, group), spot=False,
+                alternative_types=(), fixed_size=canary.servers), opts=child)
+            # what promote waits on and judges the canary by (`canary_wait`, `canary_verdict`)
+            served["model_canary"] = {
+                "version": canary.version, "servers": canary.servers,
+                "fleet_weight": canary.fleet_weight, "serving": canary.serving,
+                "group": group, "target_group": balancer.canary_target_group.arn,
+                "target_group_suffix": balancer.canary_target_group.arn_suffix,
+                "load_balancer": balancer.alb.arn_suffix}
         gateway = _gateway(name, spec, options, monitoring.key_arn, child, AlbBackend(
             alb_arn=balancer.alb.arn, alb_dns_name=balancer.alb.dns_name,
             listener=balancer.listener, subnet_ids=network.private_subnet_ids,
@@ -196,7 +207,7 @@ class AwsService(pulumi.ComponentResource):
                 execution_logs.OUTPUT: gateway.execution_log_group,
                 "dashboard_url": monitoring.dashboard_url,
                 # what `promote --bake` watches (SageMaker's guardrail watches its own)
-                alarm_state.OUTPUT: monitoring.alarm_names}
+                alarm_state.OUTPUT: monitoring.alarm_names, **served}
 
     def _sagemaker(self, spec: DeploymentSpec, stack: str, options: AwsOptions,
                    store: ModelStore, registry: Registry, image: pulumi.Output[str],
@@ -246,6 +257,32 @@ class AwsService(pulumi.ComponentResource):
                 execution_logs.OUTPUT: gateway.execution_log_group,
                 "dashboard_url": monitoring.dashboard_url,
                 "sagemaker_endpoint": endpoint.endpoint_name}
+
+
+def canary_weights(spec: DeploymentSpec) -> tuple[int, int] | None:
+    """The fleet's and the canary's weights in the listener's forward (the canary's 0 until
+    promote says its servers are healthy); None without a canary."""
+    canary = spec.model.canary
+    if canary is None:
+        return None
+    return canary.fleet_weight, canary.servers if canary.serving else 0
+
+
+def _launch(spec: DeploymentSpec, stack: str, region: str, image: str, model_uri: str,
+            version: str, asg_name: str) -> ServerLaunch:
+    """What a server of the group `asg_name` runs: `version` of the model at `model_uri`."""
+    return ServerLaunch(region=region, image=image, model_uri=model_uri,
+                        model_version=version,
+                        log_group=naming.log_group_name(stack), asg_name=asg_name,
+                        port=spec.server.port,
+                        drain_timeout_seconds=spec.server.drain_timeout_seconds,
+                        max_batch_size=spec.server.max_batch_size, dtype=spec.server.dtype,
+                        engine_flags=tuple(spec.server.engine_flags()),
+                        task=spec.model.task,
+                        max_body_kb=spec.gateway.max_body_kb,
+                        keep_alive_seconds=server_keep_alive_seconds(
+                            spec.gateway.timeout_seconds),
+                        publish_in_flight=spec.autoscaling.signal == "in_flight")
 
 
 def _gateway(name: str, spec: DeploymentSpec, options: AwsOptions, log_key_arn: Any,
