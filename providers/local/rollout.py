@@ -36,11 +36,7 @@ async def roll(
             # target, just joined): an old one goes without a new one to replace it. Ready
             # ones only: a joined replica that is not ready (ejected, failing its health
             # checks) must not count as capacity while an old one that serves goes
-            victim = _victim(old)
-            progress(f"draining replica {victim.id} ({victim.version}, "
-                     f"{victim.in_flight} in flight)")
-            await supervisor.retire(victim)
-            progress(f"stopped replica {victim.id}")
+            await _drain_one(supervisor, old, progress)
             replaced += 1
             continue
         try:
@@ -56,12 +52,16 @@ async def roll(
         supervisor.supervise(new)
         progress(f"replica {new.id} ready on {target}")
         if old:
-            victim = _victim(old)
-            progress(f"draining replica {victim.id} ({victim.version}, "
-                     f"{victim.in_flight} in flight)")
-            await supervisor.retire(victim)
-            progress(f"stopped replica {victim.id}")
+            await _drain_one(supervisor, old, progress)
             replaced += 1
+
+
+async def _drain_one(supervisor: Supervisor, old: list[Replica], progress: Progress) -> None:
+    """Drain and stop the old replica that goes first (`_victim`)."""
+    victim = _victim(old)
+    progress(f"draining replica {victim.id} ({victim.version}, {victim.in_flight} in flight)")
+    await supervisor.retire(victim)
+    progress(f"stopped replica {victim.id}")
 
 
 async def scale(supervisor: Supervisor, count: int, version: str, ready_timeout: float,
