@@ -28,6 +28,7 @@ from llmcloud.stacks.errors import (
 IN_SERVICE = "in service"
 ROLLBACK = "rollback history"
 STACK_FILE = "named by the stack file"
+CANARY = "canary"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,20 @@ def stack_models(prov: Any, ctx: Any) -> StackModels:
     serving, history = deployed if deployed else (outputs.get("model_version"), [])
     # the stack file's history too: a stack deployed before the history was exported
     history = [*history, *spec.history]
-    return StackModels(str(store), spec.name, needed_versions(serving, history, spec.version))
+    needed = needed_versions(serving, history, spec.version)
+    canary = _canary_version(outputs.get("model_canary"), spec.canary)
+    if canary and canary not in needed:
+        # (the promote rolls the fleet to it once it passed: new servers download it)
+        needed[canary] = CANARY
+    return StackModels(str(store), spec.name, needed)
+
+
+def _canary_version(output: Any, recorded: Any) -> str | None:
+    """The version of a cloud stack's canary (`promote --canary`): as deployed, or as its
+    stack file records it (an `up` of it may run now)."""
+    if isinstance(output, dict) and output.get("version"):
+        return str(output["version"])
+    return recorded.version if recorded is not None else None
 
 
 def list_versions(store_uri: str, name: str, stack: StackModels | None = None
@@ -177,6 +191,13 @@ def refuse_needed(stack: StackModels | None, name: str, version: str) -> None:
     need = stack.need_of(name, version) if stack else None
     if need is None:
         return
+    if need == CANARY:
+        raise ConfigError(
+            f"version {version} of {name} is {_needed_as(need)}; it was not deleted",
+            context="if the canary passes, the promote rolls the fleet to it, whose new "
+                    "servers load it from the store",
+            hint="wait for the promote (or rollback) --canary to end; one killed meanwhile "
+                 "left its canary, which the next promote or rollback removes")
     raise ConfigError(
         f"version {version} of {name} is {_needed_as(need)}; it was not deleted",
         context="new servers load the version in service from the store when the stack "
@@ -189,8 +210,8 @@ def refuse_needed(stack: StackModels | None, name: str, version: str) -> None:
 
 def _needed_as(need: str) -> str:
     return {IN_SERVICE: "in service", ROLLBACK: "in the stack's rollback history",
-            STACK_FILE: "the version the stack file names (the next llmcloud up deploys it)"
-            }.get(need, need)
+            STACK_FILE: "the version the stack file names (the next llmcloud up deploys it)",
+            CANARY: "the version a promote's canary serves"}.get(need, need)
 
 
 def _open(target: str):

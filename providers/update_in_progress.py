@@ -40,12 +40,16 @@ def refuse_while_updating(prov: Any, ctx: Any, version: str) -> None:
     stack is in progress (a local stack: while a promote or rollback rolls to `version`),
     naming who holds it when the backend says."""
     if prov.name == "local":
-        rolling_to = _local_rolling_to(prov, ctx)
-        if rolling_to == version:
+        status = _local_status(prov, ctx)
+        canary = status.get("canary")
+        if status.get("rolling_to") == version or (
+                isinstance(canary, dict) and canary.get("version") == version):
             raise BusyError(
                 f"a rollout of stack '{ctx.stack}' to {version} is in progress; {version} "
                 "was not deleted",
-                context="the replicas are loading it from the store",
+                context="the replicas are loading it from the store" if status.get(
+                    "rolling_to") == version else "a promote's canary serves it, and the "
+                "promote rolls the other replicas to it if the canary passes",
                 hint="wait for the promote (or rollback) to end, then run this again: "
                      "llmcloud model list shows whether the stack still needs it")
         return
@@ -161,22 +165,22 @@ def _project_name(project_dir: Path) -> str | None:
     return str(document.get("name")) if isinstance(document, dict) else None
 
 
-def _local_rolling_to(prov: Any, ctx: Any) -> str | None:
-    """The version the local stack's controller is rolling its replicas to, or None (none,
-    or the stack is not running)."""
+def _local_status(prov: Any, ctx: Any) -> dict[str, Any]:
+    """The local stack's controller's status (`rolling_to`: the version it rolls its
+    replicas to; `canary`: the canary that runs), or {} when the stack is not running."""
     import httpx
 
     client = prov._client(prov._state(ctx))
     if client is None:
-        return None
+        return {}
     with client:
         try:
             status = client.get("/status")
         except httpx.ConnectError:  # it stopped since: nothing rolls
-            return None
+            return {}
         except httpx.HTTPError as exc:  # it runs but did not answer: cannot tell
             raise DeploymentError(
                 f"could not ask the controller of stack '{ctx.stack}' whether a rollout runs",
                 context=f"{type(exc).__name__}: {exc}",
                 hint="try again in a moment (nothing was deleted)") from None
-    return status.get("rolling_to") if isinstance(status, dict) else None
+    return status if isinstance(status, dict) else {}

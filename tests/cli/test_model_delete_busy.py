@@ -161,6 +161,30 @@ def test_local_a_promote_rolling_to_the_version_is_exit_75(cli, project, monkeyp
     assert not (folder / "models" / "m" / "v3").exists()
 
 
+def test_local_a_canary_of_the_version_is_exit_75(cli, project, monkeypatch) -> None:
+    # the canary's replicas serve v3, and its promote rolls the others to v3 if it passes
+    folder = _local_stack_serving_v2_holding_v3()
+    controller = RollingController(None, model_version="v2",
+                                   canary={"version": "v3", "servers": 1})
+    monkeypatch.setattr(LocalProvider, "_client", lambda self, state_file: controller)
+    result = cli("model", "delete", "v3", "--stack", "dev", "--yes", "--json")
+    assert result.exit_code == 75, result.output
+    assert "canary serves it" in json.loads(result.stdout)["context"]
+    assert (folder / "models" / "m" / "v3" / "manifest.json").is_file()
+
+
+def test_a_cloud_stacks_canary_version_is_needed(cli, aws) -> None:
+    # between a canary's updates no update runs: its version is needed all the same
+    store, _, engine = aws
+    engine["stack_outputs"] = {**engine["stack_outputs"],
+                               "model_canary": {"version": "v5", "servers": 1}}
+    result = _delete(cli, "--yes", "--json")
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"] == (
+        "version v5 of m is the version a promote's canary serves; it was not deleted")
+    assert (store / "m" / "v5" / "manifest.json").is_file()
+
+
 def test_local_a_controller_that_does_not_answer_deletes_nothing(cli, project,
                                                                monkeypatch) -> None:
     import httpx
