@@ -319,7 +319,9 @@ class LocalProvider(Provider):
                     lambda: client.operation("/rollback"), result.get("controller_pid"),
                     min_requests)
                 result = _after_bake(client, result)
-        return _summary(result, state_file) | {"previous_version": previous} \
+        return _summary(result, state_file) | {
+            "previous_version": previous,
+            "outcome": "promoted" if previous != version else "unchanged"} \
             | ({"baked_seconds": baked, "baked_requests": served,
                 "min_requests": min_requests} if baked else {})
 
@@ -352,7 +354,8 @@ class LocalProvider(Provider):
                     lambda: client.operation("/promote", {"version": previous}),
                     result.get("controller_pid"), min_requests)
                 result = _after_bake(client, result)
-        return _summary(result, state_file) | {"previous_version": previous} \
+        return _summary(result, state_file) | {"previous_version": previous,
+                                               "outcome": "rolled back"} \
             | ({"baked_seconds": bake, "baked_requests": served,
                 "min_requests": min_requests} if bake else {})
 
@@ -370,7 +373,9 @@ class LocalProvider(Provider):
         result = through_canary(self, ctx, version, previous, servers, bake, min_requests,
                                 operation)
         return _summary(result, self._state(ctx)) | {
-            "previous_version": previous, "baked_seconds": bake,
+            "previous_version": previous,
+            "outcome": "rolled back" if operation == "rollback" else "promoted",
+            "baked_seconds": bake,
             "baked_requests": result["canary"]["requests"], "min_requests": min_requests,
             "canary": result["canary"]}
 

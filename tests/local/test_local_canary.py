@@ -126,6 +126,7 @@ def test_a_canary_that_passes_rolls_the_others_and_joins_them(canary_stack, caps
     during(3, each=lambda n: seen.append(stack.status()) if n == 1 else None)
     result = stack.provider.promote(stack.ctx(), "v2", bake=70, canary=1)
     assert result["model_version"] == "v2" and result["previous_version"] == "v1"
+    assert result["outcome"] == "promoted"
     assert result["canary"]["version"] == "v2" and result["canary"]["servers"] == 1
     assert result["canary"]["verdict"] == "passed" and result["canary"]["requests"] > 0
     # during the bake: the canary beside the others, which stayed on v1

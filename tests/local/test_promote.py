@@ -60,6 +60,7 @@ def test_promote_under_32_streams_drops_nothing_and_keeps_n_ready(fake_stack, tm
         stop.set()
         sampler.join()
     assert result["model_version"] == "v2" and result["previous_version"] == "v1"
+    assert result["outcome"] == "promoted"  # (as a cloud's promote --json says it)
     assert len(results) > 64
     failed = [r for r in results if r["status"] != 200 or len(r["events"]) != 21
               or r["events"][-1] != "[DONE]"]
@@ -118,6 +119,8 @@ def test_rollback_returns_to_the_last_good_version(fake_stack, tmp_path):
     stack.promote("v2")
     result = stack.provider.rollback(stack.ctx())
     assert result["model_version"] == "v1" and result["previous_version"] == "v2"
+    assert result["outcome"] == "rolled back"
+    assert stack.provider.promote(stack.ctx(), "v1")["outcome"] == "unchanged"
     assert [r["version"] for r in stack.status()["replicas"]] == ["v1"]
     with pytest.raises(ConfigError, match="no good version before v1"):
         stack.provider.rollback(stack.ctx())
