@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from llmcloud.providers.local.bake import check_bake, firing
-from llmcloud.providers.update_in_progress import _local_rolling_to
+from llmcloud.providers.update_in_progress import _local_status
 from llmcloud.stacks.errors import ConfigError, DeploymentError
 
 
@@ -40,6 +40,6 @@ def test_a_controller_that_does_not_answer_names_the_stack() -> None:
 
     prov = SimpleNamespace(_client=lambda state: Client(), _state=lambda ctx: None)
     with pytest.raises(DeploymentError) as failed:
-        _local_rolling_to(prov, SimpleNamespace(stack="dev"))
+        _local_status(prov, SimpleNamespace(stack="dev"))
     assert failed.value.message == \
         "could not ask the controller of stack 'dev' whether a rollout runs"
