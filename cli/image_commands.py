@@ -134,10 +134,27 @@ def push(
     document: dict[str, object] = {"image": target, "digest": digest,
                                    "pinned": ib.pinned(target, digest)}
     if prov is not None and prune:  # the stack's registry, which the stack's login reached
-        pruned = _prune(out, prov, ctx, str(document["pinned"]), (username, password))
+        pruned = _prune_or_say_pushed(out, prov, ctx, str(document["pinned"]),
+                                      (username, password))
         if pruned is not None:
             document["pruned"] = pruned
     out.result(document, human=_human(document))
+
+
+def _prune_or_say_pushed(out: Output, prov, ctx, image: str, login: tuple) -> dict | None:
+    """`_prune`; interrupted (Ctrl-C, SIGTERM), an error that names the image pushed: a
+    pipeline cancelled during the prune still has the digest it pushed."""
+    from llmcloud.stacks.errors import InterruptedOperation
+
+    try:
+        return _prune(out, prov, ctx, image, login)
+    except KeyboardInterrupt:
+        raise InterruptedOperation(
+            f"the registry's prune was interrupted; the image was pushed: {image}",
+            context="the prune deletes old images one by one, never one the stack serves "
+                    "or deployed: some may be deleted, the rest stay",
+            hint="llmcloud image push again prunes the rest (the push itself is done: the "
+                 "registry has the image)") from None
 
 
 def _prune(out: Output, prov, ctx, image: str, login: tuple) -> dict | None:

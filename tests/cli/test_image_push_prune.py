@@ -130,3 +130,17 @@ def test_an_image_named_by_no_digest_prunes_nothing(cli, acr, stack):
     assert pushed.exit_code == 0, pushed.output
     assert acr.deleted() == []
     assert f"names an image by no digest ({HOST}/{REPOSITORY}:1.0.14)" in pushed.stderr
+
+
+def test_a_prune_interrupted_names_the_image_pushed(cli, acr, monkeypatch):
+    # a CI job cancelled during the prune: the push is done, its digest must not be lost
+    def interrupted(self, ctx, image, login):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AzureProvider, "prune_images", interrupted)
+    pushed = push(cli)
+    assert pushed.exit_code == 130, pushed.output
+    document = json.loads(pushed.stdout)
+    assert document["error"] == ("the registry's prune was interrupted; the image was "
+                                 f"pushed: {HOST}/{REPOSITORY}@{PUSHED}")
+    assert document["exit_code"] == 130
